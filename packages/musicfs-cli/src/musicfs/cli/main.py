@@ -1,0 +1,343 @@
+"""The ``musicfs`` command: mount, unmount, status, shutdown.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
+3 no daemon answers for that mount.
+
+``musicfs mount`` without ``--foreground`` validates everything it can, forks a
+daemon and returns once the mountpoint answers (or prints why it did not). The
+fork happens before trio or gRPC are imported: neither survives a fork once
+started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from musicfs.core.config import Config, ConfigError, load_config
+from musicfs.core.paths import cache_dir_for, runtime_dir, socket_path_for
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+READY_TIMEOUT = 600.0  # preparing may rebuild a huge tree after a template change
+
+
+class CLIError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="musicfs",
+        description="A read-only FUSE filesystem that shows a music collection organised by tags.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    mount = sub.add_parser("mount", help="mount a library (returns once it is ready)")
+    mount.add_argument("mountpoint", type=Path, help="empty directory to mount on")
+    mount.add_argument(
+        "--origin", action="append", default=[], metavar="DIR",
+        help="folder with music (repeat for several); replaces the config file's origins",
+    )  # fmt: skip
+    _config_args(mount)
+    mount.add_argument("--cache-dir", help="where catalog and cache live")
+    mount.add_argument("--template", help="path template, e.g. '$artist/$album/$title.$format'")
+    mount.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    mount.add_argument("--allow-other", action="store_true", default=None,
+                       help="let other users see the mount")  # fmt: skip
+    mount.add_argument("--foreground", "-f", action="store_true",
+                       help="stay in the foreground and log to stderr")  # fmt: skip
+
+    unmount = sub.add_parser("unmount", help="unmount (drains open files first)")
+    unmount.add_argument("mountpoint", type=Path)
+    _config_args(unmount)
+    unmount.add_argument("--timeout", type=float, default=30.0,
+                         help="seconds to wait for the daemon to exit (default 30)")  # fmt: skip
+
+    status = sub.add_parser("status", help="show the state of a mount")
+    status.add_argument("mountpoint", type=Path, nargs="?")
+    _config_args(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
+    shutdown.add_argument("mountpoint", type=Path, nargs="?")
+    _config_args(shutdown)
+    shutdown.add_argument("--timeout", type=float, default=30.0)
+    return parser
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="config file (default $XDG_CONFIG_HOME/musicfs/config.toml)"
+    )
+    parser.add_argument("--socket", help="control socket (default: derived from the mountpoint)")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return "musicfs " + metadata.version("musicfs-cli")
+    except metadata.PackageNotFoundError:
+        return "musicfs (source tree)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "mount": cmd_mount,
+        "unmount": cmd_unmount,
+        "status": cmd_status,
+        "shutdown": cmd_unmount,
+    }[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        _error(f"configuration error: {exc}")
+        return EXIT_USAGE
+    except CLIError as exc:
+        _error(str(exc))
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _error(message: str) -> None:
+    print(f"musicfs: error: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace, **overrides: Any) -> Config:
+    if args.socket:
+        overrides["socket"] = args.socket
+    return load_config(args.config, overrides=overrides, origins=getattr(args, "origin", []))
+
+
+# -- mount ---------------------------------------------------------------------
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    config = _load(
+        args,
+        cache_dir=args.cache_dir,
+        template=args.template,
+        log_level=args.log_level,
+        allow_other=args.allow_other,
+    )
+    if not config.origins:
+        raise CLIError(
+            "no origin given: pass --origin DIR (or list [[origins]] in the config file)",
+            EXIT_USAGE,
+        )
+    mountpoint = Path(os.path.abspath(args.mountpoint))
+    if args.foreground:
+        from musicfs.control.daemon import run_daemon
+
+        return run_daemon(config, mountpoint, foreground=True)
+    return _mount_in_background(config, mountpoint)
+
+
+def _mount_in_background(config: Config, mountpoint: Path) -> int:
+    cache_dir = cache_dir_for(config, mountpoint)
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    daemon_log = cache_dir / "daemon.log"
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the daemon
+        os.close(read_end)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        status = EXIT_FAILED
+        try:
+            from musicfs.control.daemon import run_daemon
+
+            status = run_daemon(config, mountpoint, foreground=False, ready_fd=write_end)
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    message = _read_line(read_end, READY_TIMEOUT)
+    os.close(read_end)
+    if message == "READY":
+        print(f"mounted {mountpoint} (daemon pid {pid}); `musicfs status {mountpoint}` shows it")
+        return EXIT_OK
+    if message.startswith("ERROR "):
+        raise CLIError(message.removeprefix("ERROR "))
+    tail = _tail(daemon_log)
+    raise CLIError(
+        f"the daemon exited before {mountpoint} was ready; its last output ({daemon_log}):\n{tail}"
+    )
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CLIError(f"the daemon did not get ready within {timeout:.0f} s")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"
+
+
+# -- talking to a daemon -----------------------------------------------------------
+
+
+def _socket_for(args: argparse.Namespace) -> Path:
+    config = _load(args)
+    if args.mountpoint is not None:
+        return socket_path_for(config, args.mountpoint)
+    if config.socket:
+        return Path(config.socket)
+    sockets = sorted(runtime_dir().glob("*.sock"))
+    if len(sockets) == 1:
+        return sockets[0]
+    if not sockets:
+        raise CLIError(f"no MusicFS daemon is running (no socket in {runtime_dir()})",
+                       EXIT_NO_DAEMON)  # fmt: skip
+    raise CLIError(
+        "several mounts are running; name one: " + ", ".join(s.name for s in sockets), EXIT_USAGE
+    )
+
+
+def _client(socket_path: Path, mountpoint: Path | None = None) -> Any:
+    from musicfs.control.client import ControlClient
+
+    # Just after `musicfs mount` returns, the daemon may still be opening its socket.
+    wait = 5.0 if mountpoint is not None and _is_mounted(mountpoint) else 0.0
+    return ControlClient(socket_path, wait_for_socket=wait)
+
+
+def _unreachable() -> type[Exception]:
+    from musicfs.control.client import DaemonUnreachable
+
+    return DaemonUnreachable
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    socket_path = _socket_for(args)
+    try:
+        with _client(socket_path, args.mountpoint) as client:
+            status = client.status()
+    except _unreachable() as exc:
+        raise CLIError(str(exc), EXIT_NO_DAEMON) from None
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+    else:
+        _print_status(status)
+    return EXIT_OK
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, key in (
+        ("mountpoint", "mountpoint"),
+        ("state", "state"),
+        ("tracks", "tracks"),
+        ("directories", "directories"),
+        ("unreadable files", "unreadable_files"),
+        ("open files", "open_handles"),
+        ("operations", "operations"),
+        ("uptime (s)", "uptime_seconds"),
+        ("cache dir", "cache_dir"),
+        ("control socket", "socket"),
+        ("daemon pid", "pid"),
+        ("version", "version"),
+    ):
+        table.add_row(label, str(status.get(key, "")))
+    console.print(table)
+    origins = Table(title="origins")
+    for column in ("id", "type", "location", "online", "last scan"):
+        origins.add_column(column)
+    for origin in status.get("origins", []):
+        origins.add_row(
+            origin["id"],
+            origin["type"],
+            origin["location"],
+            "yes" if origin["online"] else "[red]no[/]",
+            origin["last_scan"],
+        )
+    console.print(origins)
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    socket_path = _socket_for(args)
+    mountpoint = Path(os.path.abspath(args.mountpoint)) if args.mountpoint else None
+    try:
+        with _client(socket_path, mountpoint) as client:
+            if mountpoint is None:
+                mountpoint = Path(client.status()["mountpoint"])
+            client.shutdown()
+    except _unreachable() as exc:
+        if mountpoint is not None and _is_mounted(mountpoint):
+            return _force_unmount(mountpoint)
+        raise CLIError(str(exc), EXIT_NO_DAEMON) from None
+    deadline = time.monotonic() + args.timeout
+    while _is_mounted(mountpoint) or socket_path.exists():
+        if time.monotonic() > deadline:
+            raise CLIError(f"{mountpoint} is still mounted after {args.timeout:.0f} s")
+        time.sleep(0.05)
+    print(f"unmounted {mountpoint}")
+    return EXIT_OK
+
+
+def _is_mounted(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN  # a dead FUSE mount is still a mount
+    return os.path.ismount(path)
+
+
+def _force_unmount(mountpoint: Path) -> int:
+    """No daemon answers but something is mounted: detach it with fusermount3."""
+    for cmd in (
+        ["fusermount3", "-u", str(mountpoint)],
+        ["fusermount3", "-u", "-z", str(mountpoint)],
+    ):
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            print(f"unmounted {mountpoint} (no daemon was answering)")
+            return EXIT_OK
+    raise CLIError(f"could not unmount {mountpoint}: {result.stderr.strip()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

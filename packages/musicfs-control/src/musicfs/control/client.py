@@ -1,0 +1,87 @@
+"""A small client for the control socket, used by the CLI and by tests."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from musicfs.control.v1 import control_pb2, control_pb2_grpc
+
+
+class DaemonUnreachable(ConnectionError):
+    """No daemon answers on the socket."""
+
+
+class ControlError(RuntimeError):
+    """The daemon answered with an error."""
+
+
+class ControlClient:
+    """Calls the control API of the daemon listening on *socket_path*."""
+
+    def __init__(
+        self, socket_path: str | Path, timeout: float = 10.0, wait_for_socket: float = 0.0
+    ) -> None:
+        """*wait_for_socket*: seconds to wait for a socket that is not there yet
+        (a daemon starts its control server just after its mount is ready)."""
+        self.socket_path = Path(socket_path)
+        self.timeout = timeout
+        self.wait_for_socket = wait_for_socket
+        self._channel: grpc.Channel | None = None
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def _stub(self) -> control_pb2_grpc.MusicFSStub:
+        deadline = time.monotonic() + self.wait_for_socket
+        while not self.socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.socket_path.exists():
+            raise DaemonUnreachable(
+                f"no daemon on {self.socket_path} (the socket does not exist) — is it mounted?"
+            )
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"unix:{self.socket_path}")
+        return control_pb2_grpc.MusicFSStub(self._channel)
+
+    def _call(self, method: str, request: Any) -> Any:
+        stub = self._stub()
+        try:
+            return getattr(stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise DaemonUnreachable(
+                    f"no daemon answers on {self.socket_path} ({code.name.lower()}) "
+                    "— is it mounted?"
+                ) from None
+            raise ControlError(f"{method} failed: {exc.details()} ({code.name})") from None
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status as plain data (the ``Status`` message's fields)."""
+        message = self._call("GetStatus", control_pb2.GetStatusRequest())
+        data = json_format.MessageToDict(
+            message,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+        data["state"] = data["state"].removeprefix("MOUNT_STATE_")
+        for key in ("pid", "tracks", "directories", "unreadable_files", "open_handles",
+                    "operations"):  # fmt: skip
+            data[key] = int(data[key])  # JSON mapping of int64 is a string
+        return data
+
+    def shutdown(self, drain_timeout: float = 5.0) -> None:
+        self._call("Shutdown", control_pb2.ShutdownRequest(drain_timeout_seconds=drain_timeout))

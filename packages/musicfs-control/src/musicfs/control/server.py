@@ -1,0 +1,126 @@
+"""The gRPC control service, served on a Unix socket next to a running mount.
+
+gRPC runs its own thread pool (``grpc.aio`` is asyncio-only). Handlers never
+touch core objects directly: each one hops into the trio loop that owns the
+mount with ``trio.from_thread`` and the loop's token (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import socket
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import trio
+
+from musicfs.control.v1 import control_pb2, control_pb2_grpc
+from musicfs.core.service import MusicFS
+
+log = logging.getLogger(__name__)
+
+_STATE_PREFIX = "MOUNT_STATE_"
+
+
+class SocketInUse(RuntimeError):
+    """Another live daemon answers on the control socket path."""
+
+
+def status_message(status: dict[str, Any]) -> control_pb2.Status:
+    """The core's status snapshot as a protobuf message."""
+    fields = dict(status)
+    origins = [control_pb2.OriginStatus(**o) for o in fields.pop("origins", [])]
+    fields["state"] = control_pb2.MountState.Value(_STATE_PREFIX + fields["state"])
+    return control_pb2.Status(origins=origins, **fields)
+
+
+class ControlServicer(control_pb2_grpc.MusicFSServicer):
+    """Answers control RPCs for one `MusicFS` mount."""
+
+    def __init__(self, fs: MusicFS, token: trio.lowlevel.TrioToken, socket_path: Path) -> None:
+        self.fs = fs
+        self.token = token
+        self.socket_path = socket_path
+
+    def GetStatus(
+        self, request: control_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> control_pb2.Status:
+        status = trio.from_thread.run_sync(self.fs.status, trio_token=self.token)
+        status["socket"] = str(self.socket_path)
+        return status_message(status)
+
+    def Shutdown(
+        self, request: control_pb2.ShutdownRequest, context: grpc.ServicerContext
+    ) -> control_pb2.ShutdownResponse:
+        drain = request.drain_timeout_seconds or 5.0
+        if not 0 < drain <= 3600:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"drain_timeout_seconds must be between 0 and 3600, got {drain}",
+            )
+
+        def start() -> None:
+            trio.lowlevel.spawn_system_task(self.fs.shutdown, drain)
+
+        log.info("shutdown requested over the control socket")
+        trio.from_thread.run_sync(start, trio_token=self.token)
+        return control_pb2.ShutdownResponse()
+
+
+class ControlServer:
+    """Owns the gRPC server and its socket file."""
+
+    def __init__(self, fs: MusicFS, socket_path: Path) -> None:
+        self.fs = fs
+        self.socket_path = socket_path
+        self._server: grpc.Server | None = None
+
+    def start(self, token: trio.lowlevel.TrioToken) -> None:
+        self.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _remove_stale_socket(self.socket_path)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="grpc"))
+        control_pb2_grpc.add_MusicFSServicer_to_server(
+            ControlServicer(self.fs, token, self.socket_path), server
+        )
+        old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
+        try:
+            server.add_insecure_port(f"unix:{self.socket_path}")
+            server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        self._server = server
+        log.info("control socket: %s", self.socket_path)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        done = self._server.stop(grace=1)
+        await trio.to_thread.run_sync(done.wait)
+        self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+
+
+def _remove_stale_socket(path: Path) -> None:
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+            path.unlink(missing_ok=True)  # left over from a daemon that died
+            return
+        raise
+    finally:
+        probe.close()
+    raise SocketInUse(
+        f"control socket {path} is in use by another MusicFS daemon; "
+        "unmount that one first or set [control] socket to another path"
+    )

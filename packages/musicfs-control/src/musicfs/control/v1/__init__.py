@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code of the control API, version 1 (see control.proto)."""

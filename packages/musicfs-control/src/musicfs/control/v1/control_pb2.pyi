@@ -1,0 +1,83 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MountState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MOUNT_STATE_UNSPECIFIED: _ClassVar[MountState]
+    MOUNT_STATE_MOUNTING: _ClassVar[MountState]
+    MOUNT_STATE_READY: _ClassVar[MountState]
+    MOUNT_STATE_SYNCING: _ClassVar[MountState]
+    MOUNT_STATE_DEGRADED: _ClassVar[MountState]
+    MOUNT_STATE_UNMOUNTING: _ClassVar[MountState]
+MOUNT_STATE_UNSPECIFIED: MountState
+MOUNT_STATE_MOUNTING: MountState
+MOUNT_STATE_READY: MountState
+MOUNT_STATE_SYNCING: MountState
+MOUNT_STATE_DEGRADED: MountState
+MOUNT_STATE_UNMOUNTING: MountState
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OriginStatus(_message.Message):
+    __slots__ = ("id", "type", "location", "online", "last_scan")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCAN_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    location: str
+    online: bool
+    last_scan: str
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., online: _Optional[bool] = ..., last_scan: _Optional[str] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MOUNTPOINT_FIELD_NUMBER: _ClassVar[int]
+    CACHE_DIR_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORIES_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FILES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_HANDLES_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    SCANNING_FIELD_NUMBER: _ClassVar[int]
+    ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    SOCKET_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    pid: int
+    state: MountState
+    mountpoint: str
+    cache_dir: str
+    uptime_seconds: float
+    tracks: int
+    directories: int
+    unreadable_files: int
+    open_handles: int
+    operations: int
+    scanning: bool
+    origins: _containers.RepeatedCompositeFieldContainer[OriginStatus]
+    socket: str
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ...) -> None: ...
+
+class ShutdownRequest(_message.Message):
+    __slots__ = ("drain_timeout_seconds",)
+    DRAIN_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    drain_timeout_seconds: float
+    def __init__(self, drain_timeout_seconds: _Optional[float] = ...) -> None: ...
+
+class ShutdownResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,94 @@
+"""MusicFS core: the catalog, scanner, path templates and the read-only FUSE filesystem.
+
+Use it as a library without mounting anything::
+
+    from musicfs.core import Catalog, PathTemplate
+
+    with Catalog.open("~/.cache/musicfs/mounts/.../catalog.sqlite3") as catalog:
+        for track in catalog.tracks(artist="Björk"):
+            print(track.relpath, track.tags.title)
+
+Names are imported on first use, so reading a catalog does not load the FUSE
+binding (pyfuse3, trio) and reading the config does not load mutagen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from musicfs.core.catalog import Catalog, CatalogError, Node, Track
+    from musicfs.core.config import Config, ConfigError, OriginConfig, load_config
+    from musicfs.core.layout import Layout
+    from musicfs.core.model import AUDIO_EXTENSIONS, TrackTags
+    from musicfs.core.origins import LocalOrigin, OriginUnavailable
+    from musicfs.core.scanner import Scanner, ScanReport
+    from musicfs.core.service import MountState, MusicFS, StartupError
+    from musicfs.core.tags import UnreadableFile, read_tags
+    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
+
+# Where each public name lives. Imported on first use, so that `import
+# musicfs.core.config` (the CLI) does not pay for mutagen, trio or pyfuse3.
+_HOMES = {
+    "AUDIO_EXTENSIONS": "model",
+    "DEFAULT_TEMPLATE": "templates",
+    "Catalog": "catalog",
+    "CatalogError": "catalog",
+    "Config": "config",
+    "ConfigError": "config",
+    "Layout": "layout",
+    "LocalOrigin": "origins",
+    "MountState": "service",
+    "MusicFS": "service",
+    "Node": "catalog",
+    "OriginConfig": "config",
+    "OriginUnavailable": "origins",
+    "PathTemplate": "templates",
+    "ScanReport": "scanner",
+    "Scanner": "scanner",
+    "StartupError": "service",
+    "TemplateError": "templates",
+    "Track": "catalog",
+    "TrackTags": "model",
+    "UnreadableFile": "tags",
+    "load_config": "config",
+    "read_tags": "tags",
+}
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "DEFAULT_TEMPLATE",
+    "Catalog",
+    "CatalogError",
+    "Config",
+    "ConfigError",
+    "Layout",
+    "LocalOrigin",
+    "MountState",
+    "MusicFS",
+    "Node",
+    "OriginConfig",
+    "OriginUnavailable",
+    "PathTemplate",
+    "ScanReport",
+    "Scanner",
+    "StartupError",
+    "TemplateError",
+    "Track",
+    "TrackTags",
+    "UnreadableFile",
+    "load_config",
+    "read_tags",
+]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'musicfs.core' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"musicfs.core.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

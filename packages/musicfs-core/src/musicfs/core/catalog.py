@@ -1,0 +1,447 @@
+"""The catalog: one SQLite database that is the source of truth for the tree.
+
+It holds three things (DESIGN §1-2):
+
+* ``files`` — every audio file seen on an origin, keyed by (origin, directory,
+  name), with its size, mtime and tags (or the error that stopped us reading them);
+* ``nodes`` — the virtual tree: one row per directory or file, keyed by
+  (parent, name). A node's id is its inode number, so lookup, getattr and readdir
+  are each one indexed query and nothing about the library lives in memory;
+* ``settings`` — small key/value facts, such as the template the tree was built with.
+
+Schema changes go through numbered migrations (``PRAGMA user_version``).
+The database runs in WAL mode: the filesystem reads from its own connection
+while the scanner writes from another, each in its own thread.
+
+Placing tracks into the tree (templates, unique names) is `musicfs.core.layout`'s
+job; this module only stores and fetches rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from musicfs.core.model import TAG_FIELDS, ScannedFile, TrackTags
+
+log = logging.getLogger(__name__)
+
+ROOT_NODE = 1
+SCHEMA_VERSION = 1
+
+_TAG_COLUMNS = """
+    title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
+    year INTEGER, track INTEGER, tracktotal INTEGER, disc INTEGER, disctotal INTEGER,
+    composer TEXT, lyrics TEXT, compilation INTEGER NOT NULL DEFAULT 0,
+    duration REAL, bitrate INTEGER, samplerate INTEGER, channels INTEGER,
+    has_art INTEGER NOT NULL DEFAULT 0
+"""
+
+# Each entry upgrades the schema from version (index) to version (index + 1).
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE origins (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        location TEXT NOT NULL
+    );
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        origin TEXT NOT NULL,
+        reldir TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        error TEXT,
+        scanned_at REAL NOT NULL,
+        {_TAG_COLUMNS},
+        UNIQUE (origin, reldir, name)
+    );
+    CREATE TABLE nodes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        parent INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        file_id INTEGER,
+        UNIQUE (parent, name)
+    );
+    CREATE INDEX nodes_by_parent ON nodes (parent, id);
+    CREATE UNIQUE INDEX nodes_by_file ON nodes (file_id) WHERE file_id IS NOT NULL;
+    INSERT INTO nodes (id, parent, name, file_id) VALUES ({ROOT_NODE}, 0, '', NULL);
+    """,
+)
+
+
+class CatalogError(Exception):
+    """The catalog database cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One entry of the virtual tree. ``file_id`` is None for a directory."""
+
+    id: int
+    parent: int
+    name: str
+    file_id: int | None
+    size: int
+    mtime_ns: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.file_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """A catalogued audio file: where it lives and what its tags say."""
+
+    id: int
+    origin: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    format: str
+    tags: TrackTags
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Track:
+        return cls(
+            id=row["id"],
+            origin=row["origin"],
+            relpath=join_relpath(row["reldir"], row["name"]),
+            size=row["size"],
+            mtime_ns=row["mtime_ns"],
+            format=row["format"],
+            tags=TrackTags.from_row(row),
+            error=row["error"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    """What the catalog remembers of a file, to tell whether it changed."""
+
+    id: int
+    size: int
+    mtime_ns: int
+
+
+def split_relpath(relpath: str) -> tuple[str, str]:
+    reldir, _, name = relpath.rpartition("/")
+    return reldir, name
+
+
+def join_relpath(reldir: str, name: str) -> str:
+    return f"{reldir}/{name}" if reldir else name
+
+
+_NODE_SELECT = (
+    "SELECT n.id, n.parent, n.name, n.file_id, f.size, f.mtime_ns "
+    "FROM nodes n LEFT JOIN files f ON f.id = n.file_id "
+)
+
+
+class Catalog:
+    """A connection to the catalog database. Use one per thread.
+
+    Open with `Catalog.open`; close with `close` or a ``with`` block.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+
+    # -- lifecycle ---------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> Catalog:
+        """Open (creating and migrating if needed) the catalog at *path*."""
+        path = Path(path)
+        try:
+            if readonly:
+                conn = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                    check_same_thread=False,
+                )  # fmt: skip
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 10000")
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            catalog = cls(conn, path)
+            if not readonly:
+                catalog._migrate()
+            elif catalog.schema_version != SCHEMA_VERSION:
+                raise CatalogError(
+                    f"catalog {path} has schema version {catalog.schema_version}, "
+                    f"this MusicFS reads version {SCHEMA_VERSION}; mount it once to upgrade it"
+                )
+            return catalog
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(
+                f"cannot open catalog {path}: {exc}. If the file is damaged, move it "
+                "away; the next mount rebuilds it from the origins."
+            ) from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.path} was written by a newer MusicFS (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade MusicFS or use another --cache-dir"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            log.info("migrating catalog %s to schema version %d", self.path, target)
+            try:
+                self._conn.executescript(
+                    "BEGIN IMMEDIATE;"
+                    + MIGRATIONS[target - 1]
+                    + f"; PRAGMA user_version = {target}; COMMIT;"
+                )
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: everything inside commits together or not at all."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def integrity_check(self) -> str:
+        """SQLite's own verdict on the database file: ``"ok"`` when healthy."""
+        return "\n".join(r[0] for r in self._conn.execute("PRAGMA integrity_check"))
+
+    # -- settings and origins ------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def register_origin(self, origin_id: str, kind: str, location: str) -> None:
+        self._conn.execute(
+            "INSERT INTO origins (id, kind, location) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, location = excluded.location",
+            (origin_id, kind, location),
+        )
+
+    def origins(self) -> list[tuple[str, str, str]]:
+        return [tuple(r) for r in self._conn.execute("SELECT id, kind, location FROM origins")]
+
+    def forget_origin(self, origin_id: str) -> list[int]:
+        """Drop an origin's files (not its tree nodes); return the file ids dropped."""
+        ids = [
+            r[0] for r in self._conn.execute("SELECT id FROM files WHERE origin = ?", (origin_id,))
+        ]
+        self._conn.execute("DELETE FROM files WHERE origin = ?", (origin_id,))
+        self._conn.execute("DELETE FROM origins WHERE id = ?", (origin_id,))
+        return ids
+
+    # -- the virtual tree (read side) -----------------------------------------
+
+    def node(self, node_id: int) -> Node | None:
+        row = self._conn.execute(_NODE_SELECT + "WHERE n.id = ?", (node_id,)).fetchone()
+        return _node(row)
+
+    def lookup(self, parent: int, name: str) -> Node | None:
+        row = self._conn.execute(
+            _NODE_SELECT + "WHERE n.parent = ? AND n.name = ?", (parent, name)
+        ).fetchone()
+        return _node(row)
+
+    def children(self, parent: int, after: int = 0, limit: int = 1000) -> list[Node]:
+        """Entries of directory *parent* with id > *after*, in id order.
+
+        Ids only grow (AUTOINCREMENT), so paging by id never skips or repeats an
+        entry even while the scanner adds and removes others.
+        """
+        rows = self._conn.execute(
+            _NODE_SELECT + "WHERE n.parent = ? AND n.id > ? ORDER BY n.id LIMIT ?",
+            (parent, after, limit),
+        )
+        return [_node_required(r) for r in rows]
+
+    def node_of_file(self, file_id: int) -> Node | None:
+        row = self._conn.execute(_NODE_SELECT + "WHERE n.file_id = ?", (file_id,)).fetchone()
+        return _node(row)
+
+    def has_children(self, node_id: int) -> bool:
+        row = self._conn.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (node_id,))
+        return row.fetchone() is not None
+
+    def path_of(self, node_id: int) -> str:
+        """The virtual path of a node, e.g. ``Artist/Album (2001) [FLAC]/01 - A.flac``."""
+        parts: list[str] = []
+        while node_id != ROOT_NODE:
+            row = self._conn.execute(
+                "SELECT parent, name FROM nodes WHERE id = ?", (node_id,)
+            ).fetchone()
+            if row is None:
+                raise KeyError(node_id)
+            parts.append(row[1])
+            node_id = row[0]
+        return "/".join(reversed(parts))
+
+    def resolve(self, path: str) -> Node | None:
+        """The node at virtual *path* (``/``-separated, relative to the root)."""
+        node = self.node(ROOT_NODE)
+        for part in (p for p in path.split("/") if p):
+            if node is None or not node.is_dir:
+                return None
+            node = self.lookup(node.id, part)
+        return node
+
+    def counts(self) -> tuple[int, int, int]:
+        """(tracks in the tree, directories, files that could not be read)."""
+        tracks = self._conn.execute("SELECT count(*) FROM nodes WHERE file_id IS NOT NULL")
+        dirs = self._conn.execute("SELECT count(*) FROM nodes WHERE file_id IS NULL")
+        errors = self._conn.execute("SELECT count(*) FROM files WHERE error IS NOT NULL")
+        return tracks.fetchone()[0], dirs.fetchone()[0], errors.fetchone()[0]
+
+    def total_size(self) -> int:
+        return int(self._conn.execute("SELECT coalesce(sum(size), 0) FROM files").fetchone()[0])
+
+    # -- tree writes (used by layout) ----------------------------------------
+
+    def insert_node(self, parent: int, name: str, file_id: int | None) -> int:
+        cur = self._conn.execute(
+            "INSERT INTO nodes (parent, name, file_id) VALUES (?, ?, ?)", (parent, name, file_id)
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def delete_node(self, node_id: int) -> None:
+        self._conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+
+    def clear_tree(self) -> None:
+        self._conn.execute("DELETE FROM nodes WHERE id != ?", (ROOT_NODE,))
+
+    # -- files ---------------------------------------------------------------
+
+    def track(self, file_id: int) -> Track | None:
+        row = self._conn.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return None if row is None else Track.from_row(row)
+
+    def tracks(self, **equals: Any) -> Iterator[Track]:
+        """Tracks whose columns equal the given values, e.g. ``tracks(artist="Björk")``.
+
+        With no arguments: every catalogued file, in id order.
+        """
+        allowed = set(TAG_FIELDS) | {"origin", "format", "error"}
+        unknown = set(equals) - allowed
+        if unknown:
+            raise ValueError(f"cannot filter tracks by {sorted(unknown)}; use {sorted(allowed)}")
+        where = " AND ".join(f"{k} IS ?" for k in equals) or "1"
+        sql = f"SELECT * FROM files WHERE {where} ORDER BY id"
+        for row in self._conn.execute(sql, tuple(equals.values())):
+            yield Track.from_row(row)
+
+    def known_files(self, origin: str, reldir: str) -> dict[str, KnownFile]:
+        """The files the catalog has for one directory of an origin, by name."""
+        rows = self._conn.execute(
+            "SELECT id, name, size, mtime_ns FROM files WHERE origin = ? AND reldir = ?",
+            (origin, reldir),
+        )
+        return {r["name"]: KnownFile(r["id"], r["size"], r["mtime_ns"]) for r in rows}
+
+    def known_dirs(self, origin: str) -> Iterator[str]:
+        rows = self._conn.execute("SELECT DISTINCT reldir FROM files WHERE origin = ?", (origin,))
+        for row in rows:
+            yield row[0]
+
+    def upsert_file(self, scanned: ScannedFile) -> int:
+        """Insert or update the row of a scanned file; return its id."""
+        reldir, name = split_relpath(scanned.relpath)
+        cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "format", "error")
+        cols += ("scanned_at", *TAG_FIELDS)
+        values: Sequence[Any] = (
+            scanned.origin,
+            reldir,
+            name,
+            scanned.stat.size,
+            scanned.stat.mtime_ns,
+            scanned.format,
+            scanned.error,
+            time.time(),
+            *scanned.tags.as_row(),
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:])
+        row = self._conn.execute(
+            f"INSERT INTO files ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT (origin, reldir, name) DO UPDATE SET {updates} RETURNING id",
+            values,
+        ).fetchone()
+        return int(row[0])
+
+    def delete_file(self, file_id: int) -> None:
+        self._conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    def files_in_dirs_not_in(self, origin: str, keep_dirs_table: str) -> list[int]:
+        """Ids of *origin*'s files whose directory is not listed in a temp table."""
+        rows = self._conn.execute(
+            f"SELECT id FROM files WHERE origin = ? AND reldir NOT IN "
+            f"(SELECT reldir FROM {keep_dirs_table})",
+            (origin,),
+        )
+        return [r[0] for r in rows]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run raw SQL on this connection (for temp tables and tests)."""
+        return self._conn.execute(sql, params)
+
+
+def _node(row: sqlite3.Row | None) -> Node | None:
+    return None if row is None else _node_required(row)
+
+
+def _node_required(row: sqlite3.Row) -> Node:
+    return Node(
+        id=row[0],
+        parent=row[1],
+        name=row[2],
+        file_id=row[3],
+        size=row[4] or 0,
+        mtime_ns=row[5] or 0,
+    )

@@ -1,0 +1,338 @@
+"""Configuration: TOML file, then ``MUSICFS_*`` environment variables, then flags.
+
+Every setting has a default, so ``musicfs mount --origin ~/Music ~/mnt/music``
+works with no file at all (SPEC §10). Each layer is validated as it is applied,
+and a bad value raises `ConfigError` naming where it came from (the file and
+key, the environment variable, or the flag), the key, and why it is wrong.
+Unknown keys are errors too: a typo must not be silently ignored.
+
+The result is an immutable `Config`; nothing here touches the filesystem beyond
+reading the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from musicfs.core.model import AUDIO_EXTENSIONS
+from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ORIGIN_TYPES = ("local", "nfs", "smb")
+_ORIGIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong. The message names the source, the key and the reason."""
+
+
+@dataclass(frozen=True)
+class OriginConfig:
+    """One origin: an id that names it in the catalog, its type and location."""
+
+    id: str
+    type: str
+    path: str
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of one mount. Field names match the TOML keys (``[section] key``)."""
+
+    origins: tuple[OriginConfig, ...] = ()
+    template: str = DEFAULT_TEMPLATE
+    cache_dir: str | None = None
+    log_level: str = "info"
+    # [mount]
+    allow_other: bool = False
+    entry_timeout: float = 60.0
+    attr_timeout: float = 60.0
+    # [scan]
+    scan_workers: int = 0
+    scan_on_start: bool = True
+    skip_unreadable: bool = False
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+    # [control]
+    socket: str | None = None
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def path_template(self) -> PathTemplate:
+        return PathTemplate.parse(self.template)
+
+
+@dataclass(frozen=True)
+class _Setting:
+    attr: str
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _nonneg_int(value: Any) -> int:
+    try:
+        number = int(value) if not isinstance(value, bool) else -1
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value!r}")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 <= number <= 86400:
+        raise ValueError(f"expected seconds between 0 and 86400, got {value!r}")
+    return number
+
+
+def _template(value: Any) -> str:
+    text = _str(value)
+    try:
+        PathTemplate.parse(text)
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def _log_level(value: Any) -> str:
+    level = _str(value).lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _path(value: Any) -> str:
+    return os.path.expanduser(_str(value))
+
+
+def _extensions(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of file extensions, got {value!r}")
+    return tuple(v.lower().lstrip(".") for v in value)
+
+
+# (section, key) → setting. Section "" is the top level.
+_SETTINGS: dict[tuple[str, str], _Setting] = {
+    ("", "template"): _Setting("template", _template, "path template of the tree"),
+    ("", "cache_dir"): _Setting("cache_dir", _path, "where catalog and cache live"),
+    ("", "log_level"): _Setting("log_level", _log_level, "debug, info, warning or error"),
+    ("mount", "allow_other"): _Setting("allow_other", _bool, "let other users see the mount"),
+    ("mount", "entry_timeout"): _Setting("entry_timeout", _seconds, "kernel name cache (s)"),
+    ("mount", "attr_timeout"): _Setting("attr_timeout", _seconds, "kernel attribute cache (s)"),
+    ("scan", "workers"): _Setting("scan_workers", _nonneg_int, "tag-reading processes, 0 = cores"),
+    ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
+    ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),
+    ("scan", "extensions"): _Setting("extensions", _extensions, "file extensions to scan"),
+    ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
+}
+
+
+def env_name(section: str, key: str) -> str:
+    return "MUSICFS_" + "_".join(p for p in (section, key) if p).upper()
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "musicfs" / "config.toml"
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    origins: Sequence[str] = (),
+) -> Config:
+    """Build the effective configuration.
+
+    *path* is the config file (None: ``MUSICFS_CONFIG`` or the XDG default, which
+    may be absent). *overrides* maps ``Config`` field names to values from flags;
+    *origins* are ``--origin`` arguments, which replace the file's origins.
+    """
+    env = os.environ if env is None else env
+    config = Config()
+    explicit = path is not None or "MUSICFS_CONFIG" in env
+    file_path = Path(path or env.get("MUSICFS_CONFIG") or default_config_path(env))
+    if explicit or file_path.exists():
+        config = _apply_file(config, file_path)
+    config = _apply_env(config, env)
+    for attr, value in (overrides or {}).items():
+        setting = next((s for s in _SETTINGS.values() if s.attr == attr), None)
+        if setting is None or value is None:
+            continue
+        flag = "--" + attr.replace("_", "-")
+        config = replace(config, **{attr: _check(setting, value, f"{flag}: ")})
+        config = replace(config, sources=(*config.sources, flag))
+    if origins:
+        parsed = tuple(parse_origin(arg, "--origin") for arg in origins)
+        config = replace(config, origins=_unique_ids(parsed))
+    elif env.get("MUSICFS_ORIGINS"):
+        parts = [p for p in env["MUSICFS_ORIGINS"].split(os.pathsep) if p]
+        parsed = tuple(parse_origin(p, "environment variable MUSICFS_ORIGINS") for p in parts)
+        config = replace(config, origins=_unique_ids(parsed))
+    return config
+
+
+def _check(setting: _Setting, value: Any, where: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def _apply_file(config: Config, path: Path) -> Config:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "origins":
+            changes["origins"] = _file_origins(path, value)
+        elif isinstance(value, dict) and any(s == key for s, _ in _SETTINGS):
+            for sub, subvalue in value.items():
+                changes.update(_file_setting(path, key, sub, subvalue))
+        else:
+            changes.update(_file_setting(path, "", key, value))
+    return replace(config, sources=(*config.sources, str(path)), **changes)
+
+
+def _file_setting(path: Path, section: str, key: str, value: Any) -> dict[str, Any]:
+    name = f"{section}.{key}" if section else key
+    setting = _SETTINGS.get((section, key))
+    if setting is None:
+        known = ", ".join(sorted(f"{s}.{k}" if s else k for s, k in _SETTINGS))
+        raise ConfigError(f"{path}: unknown key {name!r} (known keys: {known}, [[origins]])")
+    return {setting.attr: _check(setting, value, f"{path}: key {name!r}: ")}
+
+
+def _file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{path}: 'origins' must be a list of [[origins]] tables")
+    result = []
+    for i, table in enumerate(value):
+        where = f"{path}: [[origins]] #{i + 1}"
+        unknown = set(table) - {"id", "type", "path", "priority"}
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {sorted(unknown)}; use id, type, path, priority"
+            )
+        if "path" not in table:
+            raise ConfigError(f"{where}: 'path' is missing (the folder or URL of the origin)")
+        origin = parse_origin(
+            _check(_Setting("path", _str, ""), table["path"], f"{where}: "), where
+        )
+        kind = table.get("type", origin.type)
+        if kind not in ORIGIN_TYPES:
+            raise ConfigError(
+                f"{where}: type {kind!r} is not supported; use one of {', '.join(ORIGIN_TYPES)}"
+            )
+        origin_id = table.get("id", origin.id)
+        if not isinstance(origin_id, str) or not _ORIGIN_ID.match(origin_id):
+            raise ConfigError(
+                f"{where}: id {origin_id!r} must be 1-64 letters, digits, '.', '_' or '-'"
+            )
+        priority = _check(
+            _Setting("priority", _nonneg_int, ""), table.get("priority", 0), where + ": priority: "
+        )
+        result.append(OriginConfig(origin_id, kind, origin.path, priority))
+    ids = [o.id for o in result]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: origin id(s) {dupes} are used more than once")
+    return tuple(result)
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    known = {env_name(s, k): setting for (s, k), setting in _SETTINGS.items()}
+    known_names = {*known, "MUSICFS_CONFIG", "MUSICFS_ORIGINS"}
+    changes: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith("MUSICFS_"):
+            continue
+        setting = known.get(name)
+        if setting is None:
+            if name not in known_names:
+                raise ConfigError(
+                    f"environment variable {name} is not a MusicFS setting "
+                    f"(known: {', '.join(sorted(known_names))})"
+                )
+            continue
+        changes[setting.attr] = _check(setting, value, f"environment variable {name}: ")
+    if not changes:
+        return config
+    return replace(config, sources=(*config.sources, "environment"), **changes)
+
+
+def parse_origin(arg: str, where: str) -> OriginConfig:
+    """``/srv/music``, ``nfs:///mnt/nas`` or ``smb:///mnt/share`` → `OriginConfig`."""
+    kind, path = "local", arg
+    m = re.match(r"^([a-z][a-z0-9+.-]*)://(.*)$", arg)
+    if m:
+        kind, rest = m.group(1), m.group(2)
+        if kind not in ORIGIN_TYPES:
+            raise ConfigError(
+                f"{where}: origin {arg!r}: type {kind!r} is not supported by this version "
+                f"(supported: a folder path, {', '.join(t + ':///path' for t in ORIGIN_TYPES[1:])})"
+            )
+        if not rest.startswith("/"):
+            raise ConfigError(f"{where}: origin {arg!r}: expected {kind}:///absolute/path")
+        path = rest
+    if not path:
+        raise ConfigError(f"{where}: origin path is empty")
+    path = os.path.abspath(os.path.expanduser(path))
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.basename(path.rstrip("/")) or "root")
+    return OriginConfig(id=base.strip("-.")[:64] or "origin", type=kind, path=path)
+
+
+def _unique_ids(origins: tuple[OriginConfig, ...]) -> tuple[OriginConfig, ...]:
+    seen: dict[str, int] = {}
+    result = []
+    for origin in origins:
+        n = seen.get(origin.id, 0) + 1
+        seen[origin.id] = n
+        result.append(origin if n == 1 else replace(origin, id=f"{origin.id}-{n}"))
+    return tuple(result)
+
+
+def describe_settings() -> list[tuple[str, str, str, Any]]:
+    """(TOML key, environment variable, description, default) of every setting."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    return [
+        (f"{s}.{k}" if s else k, env_name(s, k), st.doc, defaults.get(st.attr))
+        for (s, k), st in _SETTINGS.items()
+    ]

@@ -1,0 +1,252 @@
+"""The FUSE skin: pyfuse3 operations over the `Library`.
+
+This module only maps inodes and handles and translates errors (DESIGN §9):
+node ids are inode numbers (the root node is ``pyfuse3.ROOT_INODE``), and every
+`LibraryError` becomes a ``FUSEError`` with its errno. Nothing raises out of a
+handler: an unexpected exception is logged once and answered with EIO (DESIGN §8).
+
+The kernel is told to cache names, attributes and file pages (DESIGN §4);
+`invalidate` makes it forget entries the scanner changed. Every write-type call
+answers EROFS — the kernel does this itself on a ``ro`` mount, the handlers are
+here so the answer does not depend on a mount option.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+
+from musicfs.core.catalog import Node
+from musicfs.core.layout import ChangeKind, TreeChange
+from musicfs.core.library import Library, LibraryError
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_READDIR_PAGE = 1000
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+_BLOCK = 512
+
+
+def _fuse_op(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Count the call and turn every failure into a FUSEError with an errno."""
+    name = func.__name__
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        ops: MusicFSOperations = args[0]  # type: ignore[assignment]
+        ops.op_counts[name] += 1
+        try:
+            return await func(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except LibraryError as exc:
+            if exc.errno != errno.ENOENT:
+                log.warning("%s: %s", name, exc.strerror)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s failed unexpectedly; answering EIO", name)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def mount_options(*, allow_other: bool = False, fsname: str = "musicfs") -> set[str]:
+    """The pyfuse3 mount options MusicFS uses (see ENVIRONMENT.md for ones that break)."""
+    options = {f"fsname={fsname}", "subtype=musicfs", "ro", "auto_unmount", "noatime"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+class MusicFSOperations(pyfuse3.Operations):
+    """pyfuse3 request handlers for one mounted library."""
+
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(
+        self,
+        library: Library,
+        *,
+        entry_timeout: float = 60.0,
+        attr_timeout: float = 60.0,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.library = library
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self.started_ns = time.time_ns()
+        self.op_counts: Counter[str] = Counter()
+
+    # -- attributes ------------------------------------------------------------
+
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = node.id
+        attr.generation = 0
+        attr.entry_timeout = self.entry_timeout
+        attr.attr_timeout = self.attr_timeout
+        attr.st_uid = self.uid
+        attr.st_gid = self.gid
+        attr.st_blksize = 128 * 1024
+        if node.is_dir:
+            attr.st_mode = stat.S_IFDIR | 0o555
+            attr.st_nlink = 2
+            attr.st_size = 0
+            mtime = self.started_ns
+        else:
+            attr.st_mode = stat.S_IFREG | 0o444
+            attr.st_nlink = 1
+            attr.st_size = node.size
+            mtime = node.mtime_ns
+        attr.st_blocks = (attr.st_size + _BLOCK - 1) // _BLOCK
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+        return attr
+
+    # -- names and directories ----------------------------------------------------
+
+    @_fuse_op
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        try:
+            text = name.decode()
+        except UnicodeDecodeError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+        return self._attr(self.library.lookup(parent_inode, text))
+
+    @_fuse_op
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attr(self.library.node(inode))
+
+    @_fuse_op
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.library.node(inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        return inode
+
+    @_fuse_op
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        # start_id is the id of the last entry already returned (0 at the start);
+        # ids grow monotonically, so paging survives concurrent changes.
+        after = start_id
+        while True:
+            page = self.library.children(fh, after, _READDIR_PAGE)
+            for node in page:
+                if not pyfuse3.readdir_reply(token, node.name.encode(), self._attr(node), node.id):
+                    return
+                after = node.id
+            if len(page) < _READDIR_PAGE:
+                return
+
+    @_fuse_op
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @_fuse_op
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        return None  # nothing is kept per inode: every answer comes from the catalog
+
+    # -- file contents --------------------------------------------------------------
+
+    @_fuse_op
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        handle = self.library.open(inode)
+        # keep_cache: the content of a node only changes through a rescan, which
+        # invalidates the inode; until then the kernel's pages stay valid.
+        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+
+    @_fuse_op
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return self.library.read(fh, off, size)
+
+    @_fuse_op
+    async def release(self, fh: int) -> None:
+        self.library.close(fh)
+
+    @_fuse_op
+    async def flush(self, fh: int) -> None:
+        return None
+
+    # -- everything else ---------------------------------------------------------------
+
+    @_fuse_op
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        tracks, dirs, _ = self.library.catalog.counts()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = _BLOCK
+        data.f_blocks = self.library.catalog.total_size() // _BLOCK
+        data.f_bfree = data.f_bavail = 0
+        data.f_files = tracks + dirs
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    @_fuse_op
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        self.library.node(inode)
+        raise pyfuse3.FUSEError(errno.EINVAL)  # no symlinks in the tree (yet)
+
+    @_fuse_op
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        self.library.node(inode)
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @_fuse_op
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
+        self.library.node(inode)
+        return []
+
+    @_fuse_op
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        self.library.node(inode)
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return True
+
+    async def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        self.op_counts["write_refused"] += 1
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _read_only
+    create = write = setxattr = removexattr = fsync = fsyncdir = _read_only
+
+    # -- change notification ------------------------------------------------------------
+
+    def invalidate(self, changes: Sequence[TreeChange]) -> None:
+        """Make the kernel forget what *changes* made stale.
+
+        Call this from a worker thread, never from a request handler:
+        ``invalidate_inode`` blocks until the kernel has done it.
+        """
+        for change in changes:
+            try:
+                if change.kind is ChangeKind.REMOVED:
+                    pyfuse3.invalidate_entry_async(
+                        change.parent, change.name.encode(), ignore_enoent=True
+                    )
+                elif change.kind is ChangeKind.CHANGED:
+                    pyfuse3.invalidate_inode(change.node)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
+                    log.debug("invalidating %s: %s", change, exc)

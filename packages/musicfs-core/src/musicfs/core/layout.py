@@ -1,0 +1,150 @@
+"""Layout: place catalogued files into the virtual tree according to the template.
+
+`Layout.place` renders a file's path with the `PathTemplate`, creates missing
+directory nodes, and gives the file a name no other node in that directory has
+(``Title (2).flac``), so two tracks never hide each other (FR-2). `Layout.unplace`
+removes a file's node and prunes directories left empty. Both return the
+`TreeChange`s they made so the filesystem can tell the kernel to forget stale
+entries. Call them inside a catalog transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from musicfs.core.catalog import ROOT_NODE, Catalog, Track
+from musicfs.core.model import TrackTags
+from musicfs.core.templates import PathTemplate, with_counter
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_SETTING = "template"
+
+
+class ChangeKind(Enum):
+    ADDED = "added"
+    REMOVED = "removed"
+    CHANGED = "changed"
+
+
+@dataclass(frozen=True, slots=True)
+class TreeChange:
+    """A node that appeared, disappeared, or kept its place but changed content."""
+
+    kind: ChangeKind
+    parent: int
+    name: str
+    node: int
+
+
+class Layout:
+    """Places files of one catalog into its tree with one template."""
+
+    def __init__(self, catalog: Catalog, template: PathTemplate, *, skip_unreadable: bool = False):
+        self.catalog = catalog
+        self.template = template
+        self.skip_unreadable = skip_unreadable
+
+    def place(
+        self, file_id: int, relpath: str, fmt: str, tags: TrackTags, error: str | None = None
+    ) -> list[TreeChange]:
+        """Put (or keep, or move) file *file_id* where the template says it belongs."""
+        if error is not None and self.skip_unreadable:
+            return self.unplace(file_id)
+        components = self.template.render(tags, relpath, fmt)
+        dirs, base = components[:-1], components[-1]
+        existing = self.catalog.node_of_file(file_id)
+        if existing is not None:
+            if existing.parent == self._find_dir(dirs) and _is_variant(existing.name, base):
+                return [TreeChange(ChangeKind.CHANGED, existing.parent, existing.name, existing.id)]
+            changes = self.unplace(file_id)
+        else:
+            changes = []
+        parent = ROOT_NODE
+        for name in dirs:
+            parent = self._ensure_dir(parent, name, changes)
+        name = self._free_name(parent, base, is_file=True)
+        node_id = self.catalog.insert_node(parent, name, file_id)
+        changes.append(TreeChange(ChangeKind.ADDED, parent, name, node_id))
+        return changes
+
+    def place_track(self, track: Track) -> list[TreeChange]:
+        return self.place(track.id, track.relpath, track.format, track.tags, track.error)
+
+    def unplace(self, file_id: int) -> list[TreeChange]:
+        """Remove the file's node, and every directory that this leaves empty."""
+        node = self.catalog.node_of_file(file_id)
+        if node is None:
+            return []
+        self.catalog.delete_node(node.id)
+        changes = [TreeChange(ChangeKind.REMOVED, node.parent, node.name, node.id)]
+        parent_id = node.parent
+        while parent_id != ROOT_NODE and not self.catalog.has_children(parent_id):
+            parent = self.catalog.node(parent_id)
+            if parent is None:
+                break
+            self.catalog.delete_node(parent.id)
+            changes.append(TreeChange(ChangeKind.REMOVED, parent.parent, parent.name, parent.id))
+            parent_id = parent.parent
+        return changes
+
+    def rebuild(self) -> int:
+        """Lay out the whole tree again (after a template change); return tracks placed."""
+        self.catalog.clear_tree()
+        placed = 0
+        for track in self.catalog.tracks():
+            if self.place_track(track):
+                placed += 1
+        self.catalog.set_setting(TEMPLATE_SETTING, self.template.text)
+        log.info("laid out %d tracks with template %r", placed, self.template.text)
+        return placed
+
+    def _find_dir(self, names: list[str]) -> int | None:
+        parent = ROOT_NODE
+        for name in names:
+            node = self.catalog.lookup(parent, name)
+            n = 1
+            while node is not None and not node.is_dir:
+                n += 1
+                node = self.catalog.lookup(parent, with_counter(name, n, is_file=False))
+            if node is None:
+                return None
+            parent = node.id
+        return parent
+
+    def _ensure_dir(self, parent: int, name: str, changes: list[TreeChange]) -> int:
+        candidate, n = name, 1
+        while True:
+            node = self.catalog.lookup(parent, candidate)
+            if node is None:
+                node_id = self.catalog.insert_node(parent, candidate, None)
+                changes.append(TreeChange(ChangeKind.ADDED, parent, candidate, node_id))
+                return node_id
+            if node.is_dir:
+                return node.id
+            n += 1  # a file already has this name: the directory gets a distinct one
+            candidate = with_counter(name, n, is_file=False)
+
+    def _free_name(self, parent: int, base: str, *, is_file: bool) -> str:
+        candidate, n = base, 1
+        while self.catalog.lookup(parent, candidate) is not None:
+            n += 1
+            candidate = with_counter(base, n, is_file=is_file)
+        return candidate
+
+
+def _is_variant(name: str, base: str) -> bool:
+    """True if *name* is *base* or one of its ``(n)`` variants."""
+    if name == base:
+        return True
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    suffix = f".{ext}" if ext else ""
+    if re.fullmatch(re.escape(stem) + r" \(\d+\)" + re.escape(suffix), name):
+        return True
+    # Variants of names near the 255-byte limit have a shortened stem.
+    return len(name.encode()) > 240 and name.startswith(stem[:64]) and name.endswith(suffix)

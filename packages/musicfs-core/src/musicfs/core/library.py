@@ -1,0 +1,122 @@
+"""The library: what is at a place in the tree, and what bytes it has.
+
+This is the semantic core under the FUSE skin (DESIGN §9). It answers in terms
+of catalog nodes and open handles, and signals failure with `LibraryError`s
+that carry an errno; it knows nothing of pyfuse3 or inode bookkeeping, so the
+binding can be swapped and everything here can be tested without a mount.
+
+Reads of local origins are done inline with ``os.pread``: a thread hop per
+request costs more than the read itself (see ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.origins import LocalOrigin
+
+log = logging.getLogger(__name__)
+
+
+class LibraryError(OSError):
+    """A failed request, with the errno the caller should see."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+
+
+def not_found(what: str) -> LibraryError:
+    return LibraryError(errno.ENOENT, f"{what}: no such entry")
+
+
+@dataclass(slots=True)
+class OpenFile:
+    """An open track: the origin file descriptor and what the catalog promised."""
+
+    node: Node
+    track: Track
+    fd: int
+
+
+class Library:
+    """Answers questions about the tree from one catalog connection."""
+
+    def __init__(self, catalog: Catalog, origins: Mapping[str, LocalOrigin]) -> None:
+        self.catalog = catalog
+        self.origins = dict(origins)
+        self._handles: dict[int, OpenFile] = {}
+        self._next_handle = itertools.count(1)
+
+    @property
+    def open_handles(self) -> int:
+        return len(self._handles)
+
+    def node(self, node_id: int) -> Node:
+        node = self.catalog.node(node_id)
+        if node is None:
+            raise not_found(f"node {node_id}")
+        return node
+
+    def root(self) -> Node:
+        return self.node(ROOT_NODE)
+
+    def lookup(self, parent: int, name: str) -> Node:
+        node = self.catalog.lookup(parent, name)
+        if node is None:
+            raise not_found(name)
+        return node
+
+    def children(self, parent: int, after: int, limit: int) -> list[Node]:
+        node = self.node(parent)
+        if not node.is_dir:
+            raise LibraryError(errno.ENOTDIR, f"{node.name}: not a directory")
+        return self.catalog.children(parent, after, limit)
+
+    def open(self, node_id: int) -> int:
+        """Open a track for reading; return a handle for `read` and `close`."""
+        node = self.node(node_id)
+        if node.file_id is None:
+            raise LibraryError(errno.EISDIR, f"{node.name}: is a directory")
+        track = self.catalog.track(node.file_id)
+        if track is None:  # removed between lookup and open
+            raise not_found(node.name)
+        origin = self.origins.get(track.origin)
+        if origin is None:
+            raise LibraryError(errno.EIO, f"{node.name}: origin {track.origin!r} is not configured")
+        try:
+            fd = origin.open(track.relpath)
+        except FileNotFoundError:
+            raise LibraryError(
+                errno.EIO,
+                f"{node.name}: {origin.local_path(track.relpath)} is gone from the origin",
+            ) from None
+        except OSError as exc:
+            code = errno.EACCES if exc.errno in (errno.EACCES, errno.EPERM) else errno.EIO
+            raise LibraryError(code, f"{node.name}: {exc}") from None
+        handle = next(self._next_handle)
+        self._handles[handle] = OpenFile(node, track, fd)
+        return handle
+
+    def read(self, handle: int, offset: int, size: int) -> bytes:
+        opened = self._handles.get(handle)
+        if opened is None:
+            raise LibraryError(errno.EBADF, f"handle {handle} is not open")
+        try:
+            return os.pread(opened.fd, size, offset)
+        except OSError as exc:
+            raise LibraryError(errno.EIO, f"{opened.node.name}: {exc}") from None
+
+    def close(self, handle: int) -> None:
+        opened = self._handles.pop(handle, None)
+        if opened is not None:
+            os.close(opened.fd)
+
+    def close_all(self) -> None:
+        for handle in list(self._handles):
+            self.close(handle)

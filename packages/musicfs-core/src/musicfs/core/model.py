@@ -1,0 +1,108 @@
+"""The values MusicFS passes around: what a track's tags say, and what a file is.
+
+Plain frozen dataclasses with no behaviour beyond small conversions, so that every
+other module (catalog, scanner, templates, filesystem) can share them without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+#: Extensions the scanner looks at by default (SPEC §3 formats and their kin).
+AUDIO_EXTENSIONS: tuple[str, ...] = (
+    "flac", "mp3", "mp2", "ogg", "oga", "opus", "spx", "m4a", "m4b", "mp4", "aac",
+    "alac", "wav", "aif", "aiff", "aifc", "wv", "ape", "wma", "asf", "dsf", "dff",
+    "mpc", "tak", "ofr", "ofs", "tta", "ac3", "mid", "midi",
+)  # fmt: skip
+
+#: The tag fields the catalog stores for every track (SPEC §3), in column order.
+TAG_FIELDS: tuple[str, ...] = (
+    "title",
+    "artist",
+    "album",
+    "albumartist",
+    "genre",
+    "year",
+    "track",
+    "tracktotal",
+    "disc",
+    "disctotal",
+    "composer",
+    "lyrics",
+    "compilation",
+    "duration",
+    "bitrate",
+    "samplerate",
+    "channels",
+    "has_art",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackTags:
+    """Metadata read from one audio file. Every field may be missing (None)."""
+
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    albumartist: str | None = None
+    genre: str | None = None
+    year: int | None = None
+    track: int | None = None
+    tracktotal: int | None = None
+    disc: int | None = None
+    disctotal: int | None = None
+    composer: str | None = None
+    lyrics: str | None = None
+    compilation: bool = False
+    duration: float | None = None
+    bitrate: int | None = None
+    samplerate: int | None = None
+    channels: int | None = None
+    has_art: bool = False
+
+    def as_row(self) -> tuple[Any, ...]:
+        """The values in `TAG_FIELDS` order, as the catalog stores them."""
+        return tuple(getattr(self, name) for name in TAG_FIELDS)
+
+    @classmethod
+    def from_row(cls, row: Any) -> TrackTags:
+        """Build from a mapping (e.g. an sqlite3.Row) holding `TAG_FIELDS` keys."""
+        values = {name: row[name] for name in TAG_FIELDS}
+        values["compilation"] = bool(values["compilation"])
+        values["has_art"] = bool(values["has_art"])
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrackTags:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What the scanner needs to know about an origin file to decide if it changed."""
+
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedFile:
+    """The outcome of reading one file: its tags, or why they could not be read."""
+
+    origin: str
+    relpath: str
+    stat: FileStat
+    format: str
+    tags: TrackTags
+    error: str | None = None
+
+
+def format_of(relpath: str) -> str:
+    """The format name of a file: its extension in lower case (``flac``, ``mp3``)."""
+    _, dot, ext = relpath.rpartition(".")
+    if not dot or "/" in ext or not ext:
+        return "bin"
+    return ext.lower()

@@ -1,0 +1,222 @@
+"""The scanner: bring the catalog in step with what an origin holds.
+
+A scan walks the origin one directory at a time and compares each directory with
+what the catalog remembers of it (size and mtime), so memory stays bounded by the
+largest directory, not the library. New and changed files are parsed with
+mutagen in worker processes (one per core); results are written in batches, each
+batch one transaction, so a scan killed half way resumes from the last batch and
+never leaves duplicate or half-written rows (NFR-8.3). Files that are gone are
+removed only after a complete walk: a directory that could not be listed keeps
+its files (an unreachable origin is offline, never deleted).
+
+`Scanner.run` blocks; the daemon calls it in a worker thread. Every committed
+batch is reported to ``on_changes`` so the filesystem can invalidate the kernel's
+caches.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from musicfs.core.catalog import Catalog, join_relpath
+from musicfs.core.layout import Layout, TreeChange
+from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
+from musicfs.core.origins import LocalOrigin, OriginUnavailable
+from musicfs.core.templates import PathTemplate
+
+log = logging.getLogger(__name__)
+
+# Below this many files a batch is parsed in the scanning thread itself: starting
+# worker processes costs more than it saves.
+_POOL_THRESHOLD = 64
+_BATCH = 256
+
+
+def parse_file(path: str) -> tuple[TrackTags, str | None]:
+    """Read one file's tags; never raises. Runs in worker processes."""
+    from musicfs.core.tags import UnreadableFile, read_tags  # mutagen is loaded on first scan
+
+    try:
+        return read_tags(path), None
+    except UnreadableFile as exc:
+        return TrackTags(), str(exc)
+    except Exception as exc:  # pragma: no cover - read_tags already catches
+        return TrackTags(), f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class ScanReport:
+    """What one scan of one origin found and did."""
+
+    origin: str
+    seen: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unreadable: int = 0
+    dirs: int = 0
+    listing_errors: int = 0
+    complete: bool = False
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = self.seen / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"origin {self.origin!r}: {self.seen} files in {self.seconds:.1f}s "
+            f"({rate:.0f}/s): {self.added} added, {self.changed} changed, "
+            f"{self.removed} removed, {self.unreadable} unreadable"
+            + ("" if self.complete else " (incomplete: some folders could not be listed)")
+        )
+
+
+class ScanProgress:
+    """Receives progress of a scan. The default does nothing."""
+
+    def update(self, report: ScanReport) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Scanner:
+    """Scans origins into the catalog at *catalog_path* (its own connection)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        template: PathTemplate,
+        *,
+        workers: int = 0,
+        extensions: Iterable[str] = AUDIO_EXTENSIONS,
+        skip_unreadable: bool = False,
+        on_changes: Callable[[list[TreeChange]], None] | None = None,
+        progress: ScanProgress | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.layout = Layout(catalog, template, skip_unreadable=skip_unreadable)
+        self.workers = workers or os.cpu_count() or 1
+        self.extensions = tuple(extensions)
+        self.on_changes = on_changes
+        self.progress = progress or ScanProgress()
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self.cancelled = False
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def scan(self, origin: LocalOrigin) -> ScanReport:
+        """Walk *origin* and update the catalog; return what changed."""
+        report = ScanReport(origin.id)
+        started = time.monotonic()
+        try:
+            origin.check()
+        except OriginUnavailable as exc:
+            report.errors.append(str(exc))
+            report.listing_errors += 1
+            log.warning("not scanning: %s (its files stay in the tree)", exc)
+            return report
+        self.catalog.register_origin(origin.id, origin.kind, origin.location)
+        self.catalog.execute("CREATE TEMP TABLE IF NOT EXISTS scan_dirs (reldir TEXT PRIMARY KEY)")
+        self.catalog.execute("DELETE FROM scan_dirs")
+        pending: list[tuple[str, FileStat, bool]] = []
+        stack = [""]
+        while stack and not self.cancelled:
+            reldir = stack.pop()
+            try:
+                listing = origin.list_dir(reldir, self.extensions)
+            except OSError as exc:
+                report.listing_errors += 1
+                report.errors.append(f"{origin.location}/{reldir}: {exc.strerror or exc}")
+                log.warning("cannot list %s/%s: %s", origin.location, reldir, exc)
+                continue
+            report.dirs += 1
+            self.catalog.execute("INSERT OR IGNORE INTO scan_dirs VALUES (?)", (reldir,))
+            stack.extend(join_relpath(reldir, d) for d in sorted(listing.subdirs, reverse=True))
+            known = self.catalog.known_files(origin.id, reldir)
+            gone = set(known)
+            for name, st in listing.files:
+                report.seen += 1
+                gone.discard(name)
+                old = known.get(name)
+                if old is None or old.size != st.size or old.mtime_ns != st.mtime_ns:
+                    pending.append((join_relpath(reldir, name), st, old is not None))
+            if gone:
+                self._remove([known[n].id for n in gone], report)
+            if len(pending) >= _BATCH:
+                self._ingest(origin, pending, report)
+                pending = []
+            self.progress.update(report)
+        if pending and not self.cancelled:
+            self._ingest(origin, pending, report)
+        if report.listing_errors == 0 and not self.cancelled:
+            vanished = self.catalog.files_in_dirs_not_in(origin.id, "scan_dirs")
+            self._remove(vanished, report)
+            report.complete = True
+        report.seconds = time.monotonic() - started
+        self.progress.update(report)
+        log.info("scan done: %s", report.summary())
+        return report
+
+    def _ingest(
+        self, origin: LocalOrigin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
+    ) -> None:
+        paths = [origin.local_path(relpath) for relpath, _, _ in batch]
+        results = self._parse_all(paths)
+        changes: list[TreeChange] = []
+        with self.catalog.transaction():
+            for (relpath, st, existed), (tags, error) in zip(batch, results, strict=True):
+                scanned = ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error)
+                file_id = self.catalog.upsert_file(scanned)
+                changes += self.layout.place(file_id, relpath, scanned.format, tags, error)
+                if error is not None:
+                    report.unreadable += 1
+                    log.info("unreadable: %s: %s", relpath, error)
+                if existed:
+                    report.changed += 1
+                else:
+                    report.added += 1
+        self._publish(changes)
+
+    def _remove(self, file_ids: Sequence[int], report: ScanReport) -> None:
+        for start in range(0, len(file_ids), _BATCH):
+            changes: list[TreeChange] = []
+            with self.catalog.transaction():
+                for file_id in file_ids[start : start + _BATCH]:
+                    changes += self.layout.unplace(file_id)
+                    self.catalog.delete_file(file_id)
+                    report.removed += 1
+            self._publish(changes)
+
+    def _publish(self, changes: list[TreeChange]) -> None:
+        if changes and self.on_changes is not None:
+            try:
+                self.on_changes(changes)
+            except Exception:  # a failed notification must not lose the scan
+                log.exception("could not report %d tree changes", len(changes))
+
+    def _parse_all(self, paths: list[str]) -> list[tuple[TrackTags, str | None]]:
+        if len(paths) < _POOL_THRESHOLD or self.workers <= 1:
+            return [parse_file(p) for p in paths]
+        if self._pool is None:
+            # spawn, not fork: the daemon has threads (FUSE, gRPC) that fork would copy mid-flight.
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+        try:
+            chunk = max(1, len(paths) // (self.workers * 4))
+            return list(self._pool.map(parse_file, paths, chunksize=chunk))
+        except concurrent.futures.process.BrokenProcessPool:
+            # A worker died (e.g. killed by the OOM killer on a hostile file):
+            # parse this batch in-process so one bad file cannot stop the scan.
+            log.warning("a tag-reading worker died; reading this batch in-process")
+            self._pool = None
+            return [parse_file(p) for p in paths]

@@ -1,0 +1,322 @@
+"""One mounted library, start to finish: prepare, mount, serve, rescan, unmount.
+
+`MusicFS` ties the parts together in the order DESIGN §1 asks for: open the
+catalog and mount at once (the tree is served from the catalog, O(1) in the
+library size), then bring the catalog up to date with a background rescan whose
+changes reach the kernel as invalidations.
+
+Threads: the trio loop owns the FUSE session and the read connection of the
+catalog; the scanner runs in a worker thread with its own connection. Other
+threads (the control server) talk to a running `MusicFS` only through
+`trio.from_thread` with `trio_token` (see `musicfs.control`).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyfuse3
+import trio
+
+from musicfs.core.catalog import Catalog
+from musicfs.core.config import Config
+from musicfs.core.fs import MusicFSOperations, mount_options
+from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
+from musicfs.core.library import Library
+from musicfs.core.origins import LocalOrigin, OriginUnavailable
+from musicfs.core.paths import CacheDirLock, cache_dir_for
+from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
+
+log = logging.getLogger(__name__)
+
+LAYOUT_SETTING = "skip_unreadable"
+
+
+class MountState(enum.Enum):
+    MOUNTING = "MOUNTING"
+    READY = "READY"
+    SYNCING = "SYNCING"
+    DEGRADED = "DEGRADED"
+    UNMOUNTING = "UNMOUNTING"
+
+
+class StartupError(RuntimeError):
+    """The mount cannot start; the message says why and what to do."""
+
+
+def version() -> str:
+    try:
+        return metadata.version("musicfs-core")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def check_mountpoint(mountpoint: Path) -> None:
+    """Refuse an unusable mountpoint; clear a dead one left by a killed daemon."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            log.warning("%s is a dead FUSE mount (daemon killed?); clearing it", mountpoint)
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+            return check_mountpoint(mountpoint)
+        if exc.errno == errno.ENOENT:
+            raise StartupError(
+                f"mountpoint {mountpoint} does not exist; create it with: mkdir -p {mountpoint}"
+            ) from None
+        raise StartupError(f"mountpoint {mountpoint}: {exc.strerror}") from None
+    if not os.path.isdir(mountpoint):
+        raise StartupError(f"mountpoint {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint) and mountpoint != Path("/"):
+        raise StartupError(
+            f"{mountpoint} is already a mount point; if MusicFS is mounted there, "
+            f"run: musicfs unmount {mountpoint}"
+        )
+
+
+class MusicFS:
+    """A library mounted at one mountpoint."""
+
+    def __init__(
+        self,
+        config: Config,
+        mountpoint: str | Path,
+        *,
+        progress: ScanProgress | None = None,
+    ) -> None:
+        self.config = config
+        self.mountpoint = Path(os.path.abspath(mountpoint))
+        self.cache_dir = cache_dir_for(config, self.mountpoint)
+        self.catalog_path = self.cache_dir / "catalog.sqlite3"
+        self.progress = progress
+        self.state = MountState.MOUNTING
+        self.started = time.time()
+        self.origins = {
+            o.id: LocalOrigin(o.id, o.path)
+            for o in sorted(config.origins, key=lambda o: o.priority)
+        }
+        self.scan_reports: dict[str, ScanReport] = {}
+        self.scanning = False
+        self._lock = CacheDirLock(self.cache_dir)
+        self._catalog: Catalog | None = None
+        self._ops: MusicFSOperations | None = None
+        self._rescan = threading.Event()
+        self._rescan_wakeup: trio.Event | None = None
+        self._scanner: Scanner | None = None
+        self._stopping = False
+        self.trio_token: trio.lowlevel.TrioToken | None = None
+
+    # -- preparing --------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Everything that can fail before mounting: lock, catalog, origins, template."""
+        if not self.origins:
+            raise StartupError(
+                "no origin given: pass --origin DIR (or list [[origins]] in the config file)"
+            )
+        check_mountpoint(self.mountpoint)
+        self._lock.acquire()
+        try:
+            self._catalog = catalog = Catalog.open(self.catalog_path)
+            self._reconcile(catalog)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _reconcile(self, catalog: Catalog) -> None:
+        known = {row[0] for row in catalog.origins()}
+        layout = Layout(
+            catalog, self.config.path_template, skip_unreadable=self.config.skip_unreadable
+        )
+        with catalog.transaction():
+            for origin_id in known - set(self.origins):
+                log.info("origin %r is no longer configured; removing its tracks", origin_id)
+                for file_id in catalog.forget_origin(origin_id):
+                    layout.unplace(file_id)
+            for origin in self.origins.values():
+                if origin.id not in known:
+                    try:
+                        origin.check()
+                    except OriginUnavailable as exc:
+                        raise StartupError(
+                            f"{exc.strerror}; check the path given to --origin"
+                        ) from None
+                catalog.register_origin(origin.id, origin.kind, origin.location)
+            wanted = (self.config.template, str(self.config.skip_unreadable))
+            stored = (catalog.get_setting(TEMPLATE_SETTING), catalog.get_setting(LAYOUT_SETTING))
+            if stored != wanted:
+                if stored[0] is not None:
+                    log.info("layout changed (%r → %r): rebuilding the tree", stored, wanted)
+                layout.rebuild()
+                catalog.set_setting(LAYOUT_SETTING, wanted[1])
+
+    # -- serving ------------------------------------------------------------------
+
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Mount, answer requests until unmounted or `request_shutdown`, then clean up."""
+        assert self._catalog is not None, "call prepare() first"
+        self.trio_token = trio.lowlevel.current_trio_token()
+        library = Library(self._catalog, self.origins)
+        self._ops = ops = MusicFSOperations(
+            library,
+            entry_timeout=self.config.entry_timeout,
+            attr_timeout=self.config.attr_timeout,
+        )
+        options = mount_options(allow_other=self.config.allow_other)
+        try:
+            pyfuse3.init(ops, str(self.mountpoint), options)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot mount on {self.mountpoint}: {exc}") from None
+        log.info("mounted %s (%s)", self.mountpoint, ", ".join(sorted(options)))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._main_then_cancel, nursery)
+                await trio.to_thread.run_sync(os.stat, self.mountpoint)  # the kernel's INIT is done
+                self.state = MountState.READY
+                log.info("ready: %d tracks in the catalog", self._catalog.counts()[0])
+                if on_ready is not None:
+                    on_ready()
+                nursery.start_soon(self._signals)
+                nursery.start_soon(self._sync_loop)
+                if self.config.scan_on_start:
+                    self.request_rescan()
+        finally:
+            self.state = MountState.UNMOUNTING
+            library.close_all()
+            pyfuse3.close(unmount=True)
+            self._catalog.close()
+            self._lock.release()
+            log.info("unmounted %s", self.mountpoint)
+
+    async def _main_then_cancel(self, nursery: trio.Nursery) -> None:
+        await pyfuse3.main()
+        # Unmounted (shutdown, or fusermount3 -u from outside): stop the other tasks.
+        self._stopping = True
+        if self._scanner is not None:
+            self._scanner.cancelled = True
+        nursery.cancel_scope.cancel()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: rescanning")
+                    self.request_rescan()
+                else:
+                    log.info("%s: unmounting", signal.Signals(signum).name)
+                    await self.shutdown()
+
+    async def _sync_loop(self) -> None:
+        while True:
+            self._rescan_wakeup = trio.Event()
+            if not self._rescan.is_set():
+                await self._rescan_wakeup.wait()
+            self._rescan.clear()
+            self.scanning = True
+            self.state = MountState.SYNCING
+            try:
+                await trio.to_thread.run_sync(self._scan_all)
+            finally:
+                self.scanning = False
+            if self.state is MountState.SYNCING:
+                degraded = any(not r.complete for r in self.scan_reports.values())
+                self.state = MountState.DEGRADED if degraded else MountState.READY
+
+    def _scan_all(self) -> None:
+        assert self._ops is not None
+        with Catalog.open(self.catalog_path) as catalog:
+            self._scanner = scanner = Scanner(
+                catalog,
+                self.config.path_template,
+                workers=self.config.scan_workers,
+                extensions=self.config.extensions,
+                skip_unreadable=self.config.skip_unreadable,
+                on_changes=self._on_changes,
+                progress=self.progress,
+            )
+            try:
+                for origin in self.origins.values():
+                    if self._stopping:
+                        break
+                    self.scan_reports[origin.id] = scanner.scan(origin)
+            finally:
+                scanner.close()
+                if self.progress is not None:
+                    self.progress.close()
+                    self.progress = None  # a live display only for the first scan
+
+    def _on_changes(self, changes: list[TreeChange]) -> None:
+        if self._ops is not None and not self._stopping:
+            self._ops.invalidate(changes)
+
+    # -- control (call in the trio thread) ------------------------------------------------
+
+    def request_rescan(self) -> None:
+        self._rescan.set()
+        if self._rescan_wakeup is not None:
+            self._rescan_wakeup.set()
+
+    async def shutdown(self, drain_timeout: float = 5.0) -> None:
+        """Stop: let open files close (up to *drain_timeout* s), then unmount."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.state = MountState.UNMOUNTING
+        if self._scanner is not None:
+            self._scanner.cancelled = True
+        library = self._ops.library if self._ops else None
+        with trio.move_on_after(drain_timeout):
+            while library is not None and library.open_handles:
+                await trio.sleep(0.05)
+        if library is not None and library.open_handles:
+            log.warning("unmounting with %d files still open", library.open_handles)
+        pyfuse3.terminate()
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of the mount for `musicfs status` (plain data, JSON-ready)."""
+        catalog = self._catalog
+        tracks, dirs, unreadable = catalog.counts() if catalog else (0, 0, 0)
+        ops = self._ops
+        origins = []
+        for origin in self.origins.values():
+            try:
+                origin.check()
+                online = True
+            except OriginUnavailable:
+                online = False
+            report = self.scan_reports.get(origin.id)
+            origins.append(
+                {
+                    "id": origin.id,
+                    "type": origin.kind,
+                    "location": origin.location,
+                    "online": online,
+                    "last_scan": report.summary() if report else "",
+                }
+            )
+        return {
+            "version": version(),
+            "pid": os.getpid(),
+            "state": self.state.value,
+            "mountpoint": str(self.mountpoint),
+            "cache_dir": str(self.cache_dir),
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "tracks": tracks,
+            "directories": dirs,
+            "unreadable_files": unreadable,
+            "open_handles": ops.library.open_handles if ops else 0,
+            "operations": sum(ops.op_counts.values()) if ops else 0,
+            "scanning": self.scanning,
+            "origins": origins,
+        }

@@ -1,0 +1,240 @@
+"""Read a file's tags and stream properties with mutagen.
+
+`read_tags` is the only entry point. It never raises for a bad file: damaged,
+truncated or non-audio input comes back as `UnreadableFile`, so a scan of a
+messy collection always finishes (NFR-7.4). It must stay importable without
+trio or pyfuse3, because the scanner runs it in worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import mutagen
+from mutagen.apev2 import APEv2
+from mutagen.asf import ASFTags
+from mutagen.id3 import ID3
+from mutagen.mp4 import MP4Tags
+
+from musicfs.core.model import TrackTags
+
+log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"\s*(\d+)\s*(?:/\s*(\d+))?")
+_YEAR = re.compile(r"(\d{4})")
+
+
+class UnreadableFile(Exception):
+    """mutagen could not make sense of a file; the message says why."""
+
+
+def read_tags(path: str) -> TrackTags:
+    """Tags and stream info of the audio file at *path*.
+
+    Raises `UnreadableFile` (never anything else) when the file is not audio
+    mutagen understands, or is damaged beyond reading.
+    """
+    try:
+        audio = mutagen.File(path)
+    except mutagen.MutagenError as exc:
+        raise UnreadableFile(f"mutagen: {exc}") from None
+    except Exception as exc:  # mutagen has bugs on hostile input; a scan must go on
+        raise UnreadableFile(f"mutagen failed ({type(exc).__name__}: {exc})") from None
+    if audio is None:
+        raise UnreadableFile("not a recognised audio format")
+    try:
+        fields = _fields_of(audio.tags) if audio.tags is not None else {}
+        fields.update(_stream_info(audio))
+        if not fields.get("has_art"):
+            fields["has_art"] = bool(getattr(audio, "pictures", None))
+        return TrackTags(**fields)
+    except Exception as exc:
+        raise UnreadableFile(f"unusable tags ({type(exc).__name__}: {exc})") from None
+
+
+def _stream_info(audio: Any) -> dict[str, Any]:
+    info = getattr(audio, "info", None)
+    out: dict[str, Any] = {}
+    for attr, key, kind in (
+        ("length", "duration", float),
+        ("bitrate", "bitrate", int),
+        ("sample_rate", "samplerate", int),
+        ("channels", "channels", int),
+    ):
+        value = getattr(info, attr, None)
+        if isinstance(value, int | float) and value >= 0:
+            out[key] = kind(value)
+    return out
+
+
+def _number_pair(value: str | None) -> tuple[int | None, int | None]:
+    """``"3/12"`` → (3, 12); ``"3"`` → (3, None); junk → (None, None)."""
+    if not value:
+        return None, None
+    m = _NUMBER.match(value)
+    if not m:
+        return None, None
+    total = int(m.group(2)) if m.group(2) else None
+    return int(m.group(1)), total
+
+
+def _year(value: str | None) -> int | None:
+    m = _YEAR.search(value or "")
+    return int(m.group(1)) if m else None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes"}
+
+
+def _common(get: Callable[[str], str | None], has_art: bool) -> dict[str, Any]:
+    """Build the field dict from a per-format getter of lower-case logical keys."""
+    track, tracktotal = _number_pair(get("track"))
+    disc, disctotal = _number_pair(get("disc"))
+    tracktotal = tracktotal or _number_pair(get("tracktotal"))[0]
+    disctotal = disctotal or _number_pair(get("disctotal"))[0]
+    return {
+        "title": get("title"),
+        "artist": get("artist"),
+        "album": get("album"),
+        "albumartist": get("albumartist"),
+        "genre": get("genre"),
+        "year": _year(get("year")),
+        "track": track,
+        "tracktotal": tracktotal,
+        "disc": disc,
+        "disctotal": disctotal,
+        "composer": get("composer"),
+        "lyrics": get("lyrics"),
+        "compilation": _truthy(get("compilation")),
+        "has_art": has_art,
+    }
+
+
+def _first_text(values: Iterable[Any]) -> str | None:
+    for value in values:
+        text = str(value).strip()
+        if text:
+            return text
+    return None
+
+
+# Logical key → keys per tag format, most specific first.
+_VORBIS = {
+    "title": ("title",),
+    "artist": ("artist",),
+    "album": ("album",),
+    "albumartist": ("albumartist", "album artist", "album_artist"),
+    "genre": ("genre",),
+    "year": ("date", "year", "originaldate"),
+    "track": ("tracknumber",),
+    "tracktotal": ("tracktotal", "totaltracks"),
+    "disc": ("discnumber",),
+    "disctotal": ("disctotal", "totaldiscs"),
+    "composer": ("composer",),
+    "lyrics": ("lyrics", "unsyncedlyrics"),
+    "compilation": ("compilation",),
+}
+_APE = {**_VORBIS, "year": ("year", "date"), "track": ("track",), "disc": ("disc",)}
+_ID3 = {
+    "title": ("TIT2",),
+    "artist": ("TPE1",),
+    "album": ("TALB",),
+    "albumartist": ("TPE2",),
+    "genre": ("TCON",),
+    "year": ("TDRC", "TYER", "TORY", "TDOR"),
+    "track": ("TRCK",),
+    "disc": ("TPOS",),
+    "composer": ("TCOM",),
+    "compilation": ("TCMP",),
+}
+_MP4 = {
+    "title": ("\xa9nam",),
+    "artist": ("\xa9ART",),
+    "album": ("\xa9alb",),
+    "albumartist": ("aART",),
+    "genre": ("\xa9gen", "gnre"),
+    "year": ("\xa9day",),
+    "composer": ("\xa9wrt",),
+    "lyrics": ("\xa9lyr",),
+}
+_ASF = {
+    "title": ("Title",),
+    "artist": ("Author", "WM/AlbumArtist"),
+    "album": ("WM/AlbumTitle",),
+    "albumartist": ("WM/AlbumArtist",),
+    "genre": ("WM/Genre",),
+    "year": ("WM/Year",),
+    "track": ("WM/TrackNumber", "WM/Track"),
+    "disc": ("WM/PartOfSet",),
+    "composer": ("WM/Composer",),
+    "lyrics": ("WM/Lyrics",),
+}
+
+
+def _fields_of(tags: Any) -> dict[str, Any]:
+    if isinstance(tags, ID3):
+        return _id3_fields(tags)
+    if isinstance(tags, MP4Tags):
+        return _mp4_fields(tags)
+    if isinstance(tags, ASFTags):
+        return _mapped(lambda k: tags.get(k, []), _ASF, "WM/Picture" in tags)
+    if isinstance(tags, APEv2):
+        lowered = {k.lower(): v for k, v in tags.items()}
+        has_art = any(k.startswith("cover art") for k in lowered)
+        return _mapped(lambda k: _ape_values(lowered.get(k)), _APE, has_art)
+    if hasattr(tags, "keys") and hasattr(tags, "get"):  # Vorbis comments (FLAC, Ogg)
+        lowered_keys = {k.lower(): k for k in tags.keys()}  # noqa: SIM118 - VComment is list-like
+        has_art = "metadata_block_picture" in lowered_keys or "coverart" in lowered_keys
+
+        def get(key: str) -> list[Any]:
+            real = lowered_keys.get(key)
+            return list(tags.get(real, [])) if real else []
+
+        return _mapped(get, _VORBIS, has_art)
+    return {}
+
+
+def _ape_values(value: Any) -> list[str]:
+    if value is None or getattr(value, "kind", 0) != 0:  # 0 = text item
+        return []
+    return [str(v) for v in value]
+
+
+def _mapped(
+    values_of: Callable[[str], Iterable[Any]], table: dict[str, tuple[str, ...]], has_art: bool
+) -> dict[str, Any]:
+    def get(key: str) -> str | None:
+        for name in table.get(key, ()):
+            text = _first_text(values_of(name))
+            if text:
+                return text
+        return None
+
+    return _common(get, has_art)
+
+
+def _id3_fields(tags: ID3) -> dict[str, Any]:
+    def values_of(frame_id: str) -> list[Any]:
+        frame = tags.get(frame_id)
+        return list(getattr(frame, "text", [])) if frame is not None else []
+
+    fields = _mapped(values_of, _ID3, bool(tags.getall("APIC") or tags.getall("PIC")))
+    lyrics = tags.getall("USLT")
+    if lyrics and not fields["lyrics"]:
+        fields["lyrics"] = str(lyrics[0].text).strip() or None
+    return fields
+
+
+def _mp4_fields(tags: MP4Tags) -> dict[str, Any]:
+    fields = _mapped(lambda k: tags.get(k, []), _MP4, bool(tags.get("covr")))
+    for key, num, total in (("trkn", "track", "tracktotal"), ("disk", "disc", "disctotal")):
+        pairs = tags.get(key) or []
+        if pairs and isinstance(pairs[0], tuple):
+            fields[num] = pairs[0][0] or None
+            fields[total] = pairs[0][1] or None
+    fields["compilation"] = bool(tags.get("cpil"))
+    return fields
