@@ -92,10 +92,12 @@ def _bool(value: Any) -> bool:
 
 
 def _nonneg_int(value: Any) -> int:
-    try:
-        number = int(value) if not isinstance(value, bool) else -1
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a whole number, got {value!r}") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    else:
+        raise ValueError(f"expected a whole number, got {value!r}")
     if number < 0:
         raise ValueError(f"expected a whole number >= 0, got {value!r}")
     return number

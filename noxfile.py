@@ -1,0 +1,99 @@
+"""Every development task of the MusicFS workspace.
+
+    nox -s lint       ruff (lint + format check), mypy --strict, generated gRPC code up to date
+    nox -s tests      the whole test suite: unit tests of each package, then real mounts
+    nox -s build      the four wheels in dist/, installed alone into a fresh venv and mounted
+    nox -s proto      regenerate the gRPC code from control.proto
+    nox -s bench      benchmarks (JSON + table in benchmarks/results/)
+
+Sessions use uv-made virtualenvs; the packages are installed editable in one
+pip command (alone, pip would look for their siblings on PyPI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+PACKAGES = ["core", "plugins", "control", "cli"]
+EDITABLE = [arg for name in PACKAGES for arg in ("-e", f"packages/musicfs-{name}")]
+PROTO_DIR = "packages/musicfs-control/src"
+PROTO = "musicfs/control/v1/control.proto"
+
+
+def _install_dev(session: nox.Session) -> None:
+    session.install(*EDITABLE, "-r", "requirements-dev.txt")
+
+
+def _protoc(session: nox.Session, out: str) -> None:
+    session.run(
+        "python", "-m", "grpc_tools.protoc", "-I", PROTO_DIR,
+        f"--python_out={out}", f"--grpc_python_out={out}", f"--pyi_out={out}",
+        f"{PROTO_DIR}/{PROTO}",
+    )  # fmt: skip
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, mypy --strict, and a check that the gRPC code matches control.proto."""
+    _install_dev(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", *(f"packages/musicfs-{name}/src" for name in PACKAGES))
+    with tempfile.TemporaryDirectory() as tmp:
+        _protoc(session, tmp)
+        generated = Path(PROTO_DIR) / PROTO
+        for new in (Path(tmp) / PROTO).parent.glob("control_pb2*"):
+            old = generated.parent / new.name
+            if not old.exists() or old.read_bytes() != new.read_bytes():
+                session.error(f"{old} is out of date with control.proto: run `nox -s proto`")
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate the Python gRPC code from control.proto."""
+    session.install("-r", "requirements-dev.txt")
+    _protoc(session, PROTO_DIR)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests, then end-to-end tests against real FUSE mounts."""
+    _install_dev(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the four wheels into dist/, then prove they work alone in a fresh venv."""
+    session.install("build")
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    for name in PACKAGES:
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist),
+                    f"packages/musicfs-{name}")  # fmt: skip
+    wheels = sorted(str(p) for p in dist.glob("*.whl"))
+    if len(wheels) != len(PACKAGES):
+        session.error(f"expected {len(PACKAGES)} wheels, got {wheels}")
+    with tempfile.TemporaryDirectory() as tmp:
+        venv = Path(tmp) / "venv"
+        session.run("uv", "venv", "-q", "--python", session.python or "python3", str(venv),
+                    external=True)  # fmt: skip
+        session.run("uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
+                    *wheels, external=True)  # fmt: skip
+        session.run("python", "tests/smoke_mount.py", str(venv / "bin" / "musicfs"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against direct reads and peers (rclone, mergerfs); see benchmarks/."""
+    _install_dev(session)
+    session.run("python", "benchmarks/bench.py", *session.posargs)

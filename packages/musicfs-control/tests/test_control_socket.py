@@ -1,0 +1,126 @@
+"""The control server and client over a real Unix socket, without a mount.
+
+A stand-in for `MusicFS` answers status and shutdown inside a real trio loop,
+so the trio↔gRPC thread hop, the socket's mode and the error mapping are real.
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from musicfs.control.client import ControlClient, DaemonUnreachable
+from musicfs.control.server import ControlServer, SocketInUse
+
+
+class FakeMount:
+    """Answers like `musicfs.core.service.MusicFS` does, from the trio thread."""
+
+    def __init__(self) -> None:
+        self.shutdowns: list[float] = []
+        self.stopped = trio.Event()
+
+    def status(self) -> dict[str, Any]:
+        trio.lowlevel.current_trio_token()  # raises unless called in the trio thread
+        return {
+            "version": "9.9", "pid": 42, "state": "SYNCING", "mountpoint": "/mnt/x",
+            "cache_dir": "/c", "uptime_seconds": 1.5, "tracks": 123_456_789_012,
+            "directories": 2, "unreadable_files": 3, "open_handles": 4, "operations": 5,
+            "scanning": True,
+            "origins": [{"id": "lib", "type": "local", "location": "/m", "online": True,
+                         "last_scan": "ok"}],
+        }  # fmt: skip
+
+    async def shutdown(self, drain_timeout: float = 5.0) -> None:
+        self.shutdowns.append(drain_timeout)
+        self.stopped.set()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, FakeMount]]:
+    path = tmp_path / "ctl.sock"
+    fake = FakeMount()
+    started = threading.Event()
+
+    async def main() -> None:
+        server = ControlServer(fake, path)  # type: ignore[arg-type]
+        server.start(trio.lowlevel.current_trio_token())
+        started.set()
+        await fake.stopped.wait()
+        await server.stop()
+
+    thread = threading.Thread(target=trio.run, args=(main,))
+    thread.start()
+    assert started.wait(10)
+    try:
+        yield path, fake
+    finally:
+        if not fake.stopped.is_set():
+            with ControlClient(path) as client:
+                client.shutdown()
+        thread.join(10)
+
+
+def test_status_round_trip_and_socket_is_private(served: tuple[Path, FakeMount]) -> None:
+    path, _ = served
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with ControlClient(path) as client:
+        status = client.status()
+    assert status["state"] == "SYNCING"
+    assert status["tracks"] == 123_456_789_012
+    assert status["socket"] == str(path)
+    assert status["origins"][0]["id"] == "lib"
+
+
+def test_shutdown_reaches_the_mount_and_removes_the_socket(served: tuple[Path, FakeMount]) -> None:
+    path, fake = served
+    with ControlClient(path) as client:
+        client.shutdown(drain_timeout=2.5)
+    deadline = time.monotonic() + 10
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling a condition, with a deadline
+    assert fake.shutdowns == [2.5]
+    assert not path.exists()
+
+
+def test_a_second_server_on_a_live_socket_is_refused(served: tuple[Path, FakeMount]) -> None:
+    path, _ = served
+    with pytest.raises(SocketInUse, match="in use by another MusicFS daemon"):
+        ControlServer(FakeMount(), path).start(None)  # type: ignore[arg-type]
+
+
+def test_a_stale_socket_from_a_crash_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens: what a killed daemon leaves
+    fake = FakeMount()
+    done = threading.Event()
+
+    async def main() -> None:
+        server = ControlServer(fake, path)  # type: ignore[arg-type]
+        server.start(trio.lowlevel.current_trio_token())
+        with ControlClient(path) as client:
+            status = await trio.to_thread.run_sync(client.status)
+        assert status["pid"] == 42
+        await server.stop()
+        done.set()
+
+    trio.run(main)
+    assert done.is_set()
+
+
+def test_no_socket_means_no_daemon(tmp_path: Path) -> None:
+    with (
+        pytest.raises(DaemonUnreachable, match="is it mounted"),
+        ControlClient(tmp_path / "x.sock") as c,
+    ):
+        c.status()

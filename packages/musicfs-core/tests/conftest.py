@@ -1,0 +1,60 @@
+"""Shared fixtures of the core unit tests: small tagged audio files made in-process.
+
+WAV files are written with the standard library and tagged with mutagen (ID3
+inside RIFF), so these tests need no encoder; the end-to-end tests in tests/e2e
+use real encoders for every format.
+"""
+
+from __future__ import annotations
+
+import os
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mutagen.id3 import TALB, TCMP, TDRC, TIT2, TPE1, TPE2, TPOS, TRCK
+from mutagen.wave import WAVE
+
+CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "realworld"
+
+MakeWav = Callable[..., Path]
+
+
+def write_wav(path: Path, seconds: float = 0.05, **tags: str) -> Path:
+    """A mono 8 kHz WAV at *path* with ID3 tags (title, artist, album, ...)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(os.urandom(2) * int(8000 * seconds))
+    frames = {
+        "title": TIT2,
+        "artist": TPE1,
+        "album": TALB,
+        "albumartist": TPE2,
+        "date": TDRC,
+        "track": TRCK,
+        "disc": TPOS,
+        "compilation": TCMP,
+    }
+    if tags:
+        audio = WAVE(str(path))
+        audio.add_tags()
+        for key, value in tags.items():
+            audio.tags.add(frames[key](encoding=3, text=[value]))
+        audio.save()
+    return path
+
+
+@pytest.fixture
+def make_wav() -> MakeWav:
+    return write_wav
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.skip(f"real-world corpus not found at {CORPUS}")
+    return CORPUS

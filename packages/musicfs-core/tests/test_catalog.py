@@ -1,0 +1,153 @@
+"""The catalog database: schema and migrations, lookups, paging, the tree layout."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.catalog import ROOT_NODE, SCHEMA_VERSION, Catalog, CatalogError
+from musicfs.core.layout import ChangeKind, Layout
+from musicfs.core.model import FileStat, ScannedFile, TrackTags
+from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return Catalog.open(tmp_path / "catalog.sqlite3")
+
+
+def add(catalog: Catalog, relpath: str, **tags: object) -> int:
+    scanned = ScannedFile("lib", relpath, FileStat(100, 1), relpath.rsplit(".", maxsplit=1)[-1],
+                          TrackTags(**tags))  # type: ignore[arg-type]  # fmt: skip
+    return catalog.upsert_file(scanned)
+
+
+def place(catalog: Catalog, layout: Layout, relpath: str, **tags: object) -> int:
+    with catalog.transaction():
+        file_id = add(catalog, relpath, **tags)
+        track = catalog.track(file_id)
+        assert track is not None
+        layout.place_track(track)
+    return file_id
+
+
+def test_new_catalog_is_at_the_current_schema_in_wal_mode(catalog: Catalog) -> None:
+    assert catalog.schema_version == SCHEMA_VERSION
+    assert catalog.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert catalog.integrity_check() == "ok"
+    root = catalog.node(ROOT_NODE)
+    assert root is not None
+    assert root.is_dir
+
+
+def test_a_catalog_from_a_newer_musicfs_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    Catalog.open(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(CatalogError, match="newer MusicFS"):
+        Catalog.open(path)
+
+
+def test_a_damaged_catalog_file_gives_advice(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CatalogError, match="move it"):
+        Catalog.open(path)
+
+
+def test_rows_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with Catalog.open(path) as catalog:
+        layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
+        place(catalog, layout, "a.flac", artist="A", title="T")
+    with Catalog.open(path, readonly=True) as catalog:
+        node = catalog.resolve("A/Unknown Album (0000) [FLAC]/00 - T.flac")
+        assert node is not None
+        assert node.size == 100
+        assert [t.relpath for t in catalog.tracks(artist="A")] == ["a.flac"]
+
+
+def test_paging_by_id_lists_every_child_once_even_while_it_changes(catalog: Catalog) -> None:
+    with catalog.transaction():
+        for i in range(2500):
+            catalog.insert_node(ROOT_NODE, f"n{i}", None)
+    seen: list[str] = []
+    after = 0
+    for _ in range(10):
+        page = catalog.children(ROOT_NODE, after, 1000)
+        if not page:
+            break
+        seen += [n.name for n in page]
+        after = page[-1].id
+        if page[0].name.startswith("n"):
+            catalog.delete_node(page[0].id)  # removals behind the cursor change nothing ahead
+            catalog.insert_node(ROOT_NODE, f"late{after}", None)  # additions come at the end
+    assert seen[:2500] == [f"n{i}" for i in range(2500)]
+    assert seen[2500:] == [n for n in seen[2500:] if n.startswith("late")]
+    assert len(seen) == 2503
+
+
+def test_transaction_rolls_back_on_error(catalog: Catalog) -> None:
+    def fail_half_way() -> None:
+        with catalog.transaction():
+            add(catalog, "x.flac")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fail_half_way()
+    assert list(catalog.tracks()) == []
+
+
+def test_colliding_tracks_get_distinct_names(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    place(catalog, layout, "1/a.flac", artist="A", title="Song")
+    place(catalog, layout, "2/a.flac", artist="A", title="Song")
+    place(catalog, layout, "3/a.flac", artist="A", title="Song")
+    artist = catalog.resolve("A")
+    assert artist is not None
+    names = sorted(n.name for n in catalog.children(artist.id))
+    assert names == ["Song (2).flac", "Song (3).flac", "Song.flac"]
+
+
+def test_tag_change_moves_the_file_and_prunes_empty_directories(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$album/$title.$format"))
+    file_id = place(catalog, layout, "a.flac", artist="Old", album="X", title="T")
+    with catalog.transaction():
+        add(catalog, "a.flac", artist="New", album="X", title="T")
+        changes = layout.place(
+            file_id, "a.flac", "flac", TrackTags(artist="New", album="X", title="T")
+        )
+    assert catalog.resolve("Old") is None
+    assert catalog.resolve("New/X/T.flac") is not None
+    removed = {c.name for c in changes if c.kind is ChangeKind.REMOVED}
+    assert removed == {"T.flac", "X", "Old"}
+
+
+def test_unchanged_path_keeps_its_node(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    file_id = place(catalog, layout, "a.flac", artist="A", title="T")
+    before = catalog.node_of_file(file_id)
+    changes = layout.place(file_id, "a.flac", "flac", TrackTags(artist="A", title="T", genre="G"))
+    assert [c.kind for c in changes] == [ChangeKind.CHANGED]
+    assert catalog.node_of_file(file_id) == before
+
+
+def test_rebuild_with_another_template(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
+    place(catalog, layout, "a.mp3", artist="A", title="T", genre="Rock")
+    with catalog.transaction():
+        Layout(catalog, PathTemplate.parse("$genre/$title.$format")).rebuild()
+    assert catalog.resolve("Rock/T.mp3") is not None
+    assert catalog.resolve("A") is None
+    assert catalog.counts()[:2] == (1, 2)
+
+
+def test_skip_unreadable_hides_files_with_errors(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), skip_unreadable=True)
+    with catalog.transaction():
+        file_id = add(catalog, "bad.mp3")
+        assert layout.place(file_id, "bad.mp3", "mp3", TrackTags(), error="broken") == []
+    assert catalog.node_of_file(file_id) is None

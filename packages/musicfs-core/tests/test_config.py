@@ -1,0 +1,98 @@
+"""Configuration: defaults, TOML, MUSICFS_* variables and flags, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.config import ConfigError, load_config
+from musicfs.core.templates import DEFAULT_TEMPLATE
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_need_no_file(tmp_path: Path) -> None:
+    config = load_config(env={"XDG_CONFIG_HOME": str(tmp_path)}, origins=["~/Music"])
+    assert config.template == DEFAULT_TEMPLATE
+    assert config.scan_on_start
+    assert config.log_level == "info"
+    assert config.origins[0].path.endswith("/Music")
+    assert config.origins[0].type == "local"
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, 'log_level = "debug"\ntemplate = "$artist/$title.$format"\n'
+                           "[mount]\nattr_timeout = 5\n")  # fmt: skip
+    config = load_config(
+        path,
+        env={"MUSICFS_LOG_LEVEL": "warning", "MUSICFS_MOUNT_ENTRY_TIMEOUT": "2.5"},
+        overrides={"log_level": "error"},
+    )
+    assert config.template == "$artist/$title.$format"
+    assert config.attr_timeout == 5.0
+    assert config.entry_timeout == 2.5
+    assert config.log_level == "error"
+
+
+def test_origins_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[origins]]\nid = "nas"\npath = "nfs:///mnt/nas"\npriority = 2\n'
+                           '[[origins]]\npath = "/srv/music"\n')  # fmt: skip
+    config = load_config(path, env={})
+    assert [(o.id, o.type, o.path, o.priority) for o in config.origins] == [
+        ("nas", "nfs", "/mnt/nas", 2),
+        ("music", "local", "/srv/music", 0),
+    ]
+
+
+def test_origin_flags_get_distinct_ids() -> None:
+    config = load_config(env={}, origins=["/a/music", "/b/music"])
+    assert [o.id for o in config.origins] == ["music", "music-2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("log_level = 3", "key 'log_level': expected a string"),
+        ('log_level = "loud"', "expected one of debug, info, warning, error"),
+        ("[mount]\nattr_timeout = -1", "key 'mount.attr_timeout': expected seconds"),
+        ('template = "$artist/$nope"', r"key 'template': .*\$nope"),
+        ("tempalte = 1", "unknown key 'tempalte'"),
+        ("[scan]\nworkers = 1.5", "key 'scan.workers'"),
+        ("[[origins]]\nid = 'x'", "'path' is missing"),
+        ("[[origins]]\npath = 's3://bucket/music'", "type 's3' is not supported"),
+        (
+            '[[origins]]\npath = "/a"\nid = "x"\n[[origins]]\npath = "/b"\nid = "x"',
+            "more than once",
+        ),
+        ("this is = not toml =", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_file_the_key_and_the_reason(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(path, env={})
+    assert str(path) in str(info.value)
+
+
+def test_bad_environment_values_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="MUSICFS_SCAN_WORKERS: expected a whole number"):
+        load_config(env={"MUSICFS_SCAN_WORKERS": "many"})
+    with pytest.raises(ConfigError, match="MUSICFS_TEMPLAT is not a MusicFS setting"):
+        load_config(env={"MUSICFS_TEMPLAT": "x"})
+
+
+def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_bad_flag_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"--template: .*\$bad"):
+        load_config(env={}, overrides={"template": "$bad/$title"})

@@ -1,0 +1,60 @@
+"""The semantic core under FUSE: lookups, listing and reads, with errnos, no mount needed."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.catalog import ROOT_NODE, Catalog
+from musicfs.core.library import Library, LibraryError
+from musicfs.core.origins import LocalOrigin
+from musicfs.core.scanner import Scanner
+from musicfs.core.templates import PathTemplate
+
+MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
+
+
+@pytest.fixture
+def library(tmp_path: Path, make_wav: MakeWav) -> Library:
+    make_wav(tmp_path / "lib" / "a.wav", seconds=1, title="A", artist="X")
+    catalog = Catalog.open(tmp_path / "c.sqlite3")
+    origin = LocalOrigin("lib", tmp_path / "lib")
+    Scanner(catalog, PathTemplate.parse("$artist/$title.$format")).scan(origin)
+    return Library(catalog, {"lib": origin})
+
+
+def test_lookup_and_read_return_the_origin_bytes(tmp_path: Path, library: Library) -> None:
+    artist = library.lookup(ROOT_NODE, "X")
+    node = library.lookup(artist.id, "A.wav")
+    original = (tmp_path / "lib" / "a.wav").read_bytes()
+    assert node.size == len(original)
+    handle = library.open(node.id)
+    try:
+        assert library.read(handle, 0, len(original) + 100) == original
+        assert library.read(handle, 1000, 10) == original[1000:1010]
+        assert library.read(handle, len(original) + 5, 10) == b""
+    finally:
+        library.close(handle)
+    assert library.open_handles == 0
+
+
+def test_errors_carry_the_errno(tmp_path: Path, library: Library) -> None:
+    with pytest.raises(LibraryError) as info:
+        library.lookup(ROOT_NODE, "nope")
+    assert info.value.errno == errno.ENOENT
+    artist = library.lookup(ROOT_NODE, "X")
+    with pytest.raises(LibraryError) as info:
+        library.open(artist.id)
+    assert info.value.errno == errno.EISDIR
+    node = library.lookup(artist.id, "A.wav")
+    with pytest.raises(LibraryError) as info:
+        library.children(node.id, 0, 10)
+    assert info.value.errno == errno.ENOTDIR
+    (tmp_path / "lib" / "a.wav").unlink()
+    with pytest.raises(LibraryError) as info:
+        library.open(node.id)
+    assert info.value.errno == errno.EIO
+    assert "gone from the origin" in str(info.value)

@@ -1,0 +1,157 @@
+"""The scanner: first scan, incremental rescans, unreadable files, offline origins."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.catalog import Catalog
+from musicfs.core.layout import TreeChange
+from musicfs.core.origins import DirListing, LocalOrigin
+from musicfs.core.scanner import Scanner
+from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
+
+MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
+
+
+def tree(catalog: Catalog) -> set[str]:
+    return {
+        catalog.path_of(node.id) for t in catalog.tracks() if (node := catalog.node_of_file(t.id))
+    }
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return Catalog.open(tmp_path / "catalog.sqlite3")
+
+
+def scanner(catalog: Catalog, **kwargs: object) -> Scanner:
+    return Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), **kwargs)  # type: ignore[arg-type]
+
+
+def test_first_scan_catalogs_tags_and_lays_out_the_tree(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "x" / "1.wav", title="One", artist="Ann", album="Al", date="2020", track="1/9")
+    make_wav(lib / "x" / "2.wav", title="Two", artist="Ann", album="Al", date="2020", track="2/9")
+    (lib / "cover.jpg").write_bytes(b"not audio, not scanned")
+    report = scanner(catalog).scan(LocalOrigin("lib", lib))
+    assert (report.seen, report.added, report.unreadable, report.complete) == (2, 2, 0, True)
+    assert tree(catalog) == {"Ann/Al (2020) [WAV]/01 - One.wav", "Ann/Al (2020) [WAV]/02 - Two.wav"}
+    track = next(catalog.tracks(title="One"))
+    assert (track.tags.track, track.tags.tracktotal, track.tags.year) == (1, 9, 2020)
+    assert track.size == (lib / "x" / "1.wav").stat().st_size
+
+
+def test_rescan_sees_added_changed_and_removed_files(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "keep.wav", title="Keep", artist="A")
+    make_wav(lib / "change.wav", title="Before", artist="A")
+    make_wav(lib / "gone" / "gone.wav", title="Gone", artist="A")
+    origin = LocalOrigin("lib", lib)
+    scanner(catalog).scan(origin)
+    make_wav(lib / "new.wav", title="New", artist="A")
+    make_wav(lib / "change.wav", title="After", artist="A")
+    os.utime(lib / "change.wav", ns=(1, 10**18))  # make sure the mtime moved
+    shutil.rmtree(lib / "gone")
+    changes: list[TreeChange] = []
+    report = scanner(catalog, on_changes=changes.extend).scan(origin)
+    assert (report.added, report.changed, report.removed) == (1, 1, 1)
+    names = {p.rsplit("/", 1)[1] for p in tree(catalog)}
+    assert names == {"00 - Keep.wav", "00 - After.wav", "00 - New.wav"}
+    assert {c.name for c in changes} >= {"00 - Before.wav", "00 - Gone.wav", "00 - New.wav"}
+
+
+def test_unchanged_files_are_not_parsed_again(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    make_wav(tmp_path / "lib" / "a.wav", title="A")
+    origin = LocalOrigin("lib", tmp_path / "lib")
+    scanner(catalog).scan(origin)
+    report = scanner(catalog).scan(origin)
+    assert (report.seen, report.added, report.changed, report.removed) == (1, 0, 0, 0)
+
+
+def test_unreadable_files_are_recorded_and_shown_under_fallback_names(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "broken.mp3").write_bytes(b"\xff" * 10)
+    (lib / "empty.flac").write_bytes(b"")
+    report = scanner(catalog).scan(LocalOrigin("lib", lib))
+    assert report.unreadable == 2
+    assert {t.error is not None for t in catalog.tracks()} == {True}
+    assert "Unknown Artist/Unknown Album (0000) [MP3]/00 - broken.mp3" in tree(catalog)
+
+
+def test_an_unreachable_origin_keeps_its_files(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "a.wav", title="A")
+    scanner(catalog).scan(LocalOrigin("lib", lib))
+    lib.rename(tmp_path / "elsewhere")
+    report = scanner(catalog).scan(LocalOrigin("lib", lib))
+    assert not report.complete
+    assert report.removed == 0
+    assert len(tree(catalog)) == 1
+
+
+class FlakyOrigin(LocalOrigin):
+    """A local origin whose folder *broken* cannot be listed (EIO), as on a failing disk."""
+
+    def __init__(self, origin_id: str, root: Path, broken: str) -> None:
+        super().__init__(origin_id, root)
+        self.broken = broken
+
+    def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
+        if reldir == self.broken:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().list_dir(reldir, extensions)
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_files(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "sub" / "a.wav", title="A")
+    make_wav(lib / "b.wav", title="B")
+    scanner(catalog).scan(LocalOrigin("lib", lib))
+    report = scanner(catalog).scan(FlakyOrigin("lib", lib, "sub"))
+    assert (report.listing_errors, report.removed, report.complete) == (1, 0, False)
+    assert "Input/output error" in report.errors[0]
+    assert len(tree(catalog)) == 2
+
+
+def test_the_pool_parses_large_batches_in_worker_processes(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    for i in range(300):
+        make_wav(lib / f"d{i % 7}" / f"{i}.wav", title=f"T{i}", artist="A")
+    sc = scanner(catalog, workers=2)
+    try:
+        report = sc.scan(LocalOrigin("lib", lib))
+    finally:
+        sc.close()
+    assert (report.seen, report.added, report.unreadable) == (300, 300, 0)
+    assert len(tree(catalog)) == 300
+
+
+def test_the_whole_realworld_corpus_scans_without_an_exception(
+    tmp_path: Path, catalog: Catalog, corpus: Path
+) -> None:
+    report = scanner(catalog, workers=2).scan(LocalOrigin("corpus", corpus))
+    assert report.complete
+    assert report.seen > 80
+    assert 0 < report.unreadable < report.seen
+    assert catalog.integrity_check() == "ok"

@@ -1,0 +1,66 @@
+"""Reading tags with mutagen: every field, every container, never an exception."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.tags import UnreadableFile, read_tags
+
+MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
+
+
+def test_id3_fields_are_read(tmp_path: Path, make_wav: MakeWav) -> None:
+    path = make_wav(tmp_path / "a.wav", seconds=0.5, title="Jóga", artist="Björk",
+                    album="Homogenic", albumartist="Björk", date="1997-09-22",
+                    track="3/10", disc="1/2", compilation="1")  # fmt: skip
+    tags = read_tags(str(path))
+    assert (tags.title, tags.artist, tags.album, tags.albumartist) == (
+        "Jóga", "Björk", "Homogenic", "Björk",
+    )  # fmt: skip
+    assert (tags.year, tags.track, tags.tracktotal, tags.disc, tags.disctotal) == (
+        1997,
+        3,
+        10,
+        1,
+        2,
+    )
+    assert tags.compilation
+    assert tags.samplerate == 8000
+    assert tags.channels == 1
+    assert tags.duration == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\x00" * 100, b"fLaC\x00\x00", b"ID3\x04" + b"\xff" * 50]
+)
+def test_garbage_is_unreadable_not_an_exception(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.flac"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableFile):
+        read_tags(str(path))
+
+
+def test_every_corpus_file_is_read_or_reported(corpus: Path) -> None:
+    readable = unreadable = 0
+    for name in sorted(os.listdir(corpus)):
+        try:
+            read_tags(str(corpus / name))
+            readable += 1
+        except UnreadableFile as exc:
+            reason = str(exc)
+            unreadable += 1
+        else:
+            reason = "ok"
+        assert reason, f"{name}: an unreadable file must say why"
+    assert readable > 80
+    assert unreadable > 0
+
+
+def test_corpus_m4a_tags_and_art(corpus: Path) -> None:
+    tags = read_tags(str(corpus / "has-tags.m4a"))
+    assert tags.artist == "Test Artist"
+    assert tags.has_art

@@ -1,0 +1,48 @@
+# Sourced by install.sh and test.sh: installs Debian/Ubuntu packages and makes .venv.
+# Functions only; nothing runs when this file is sourced.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+# What the FUSE binding needs to build and mount.
+APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)
+# What the tests and benchmarks use as real parts: encoders, players, peers.
+APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv rsync rclone mergerfs)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    # Python must be able to make a venv and compile a C extension.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    python3 - <<'PY' 2>/dev/null || missing+=(python3-dev)
+import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
+PY
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+    fi
+}
+
+make_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating $VENV"
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip uv
+}
+
+# uv installs the four packages in one go (pip alone would look for siblings on PyPI).
+venv_install() {
+    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "$@"
+}

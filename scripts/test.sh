@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run the whole MusicFS test suite on a fresh Debian/Ubuntu machine:
+#
+#     ./scripts/test.sh
+#
+# Installs what the tests use (fuse3, encoders, players, peers) with apt, creates
+# .venv with nox and uv, then runs lint (ruff, mypy, generated code check), the
+# unit and end-to-end tests against real FUSE mounts, and the wheel build check.
+# Extra arguments go to pytest, e.g. ./scripts/test.sh -k templates
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+
+apt_install "${APT_RUNTIME[@]}" "${APT_TEST[@]}"
+make_venv
+venv_install nox
+cd "$ROOT"
+export PATH="$VENV/bin:$PATH"
+if [ "$#" -gt 0 ]; then
+    exec "$VENV/bin/nox" -s tests -- "$@"
+fi
+"$VENV/bin/nox" -s lint tests build
