@@ -96,3 +96,9 @@ def test_a_missing_explicit_config_file_is_an_error(tmp_path: Path) -> None:
 def test_bad_flag_names_the_flag() -> None:
     with pytest.raises(ConfigError, match=r"--template: .*\$bad"):
         load_config(env={}, overrides={"template": "$bad/$title"})
+
+
+def test_the_shipped_example_config_loads_and_matches_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[3] / "packaging" / "config.example.toml"
+    config = load_config(example, env={})
+    assert config == load_config(env={"XDG_CONFIG_HOME": "/nonexistent"})

@@ -1,0 +1,80 @@
+"""readdir of a directory with 100,000 entries through a real mount (FR-2).
+
+The catalog is made directly (no audio files): a template that puts every track
+in the root gives one huge directory. The kernel reads it in many readdir calls,
+each resuming at the offset (node id) the previous one returned; every entry
+must come back exactly once, and the mount must come up at once with it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.catalog import Catalog
+from musicfs.core.layout import TEMPLATE_SETTING, Layout
+from musicfs.core.model import FileStat, ScannedFile, TrackTags
+from musicfs.core.service import LAYOUT_SETTING
+from musicfs.core.templates import PathTemplate
+
+pytestmark = pytest.mark.mount
+
+ENTRIES = 100_000
+TEMPLATE = "$title.$format"
+
+
+def musicfs(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "musicfs.cli", *args],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def big_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("big")
+    origin, mnt, cache = root / "music", root / "mnt", root / "cache"
+    origin.mkdir()
+    mnt.mkdir()
+    with Catalog.open(cache / "catalog.sqlite3") as catalog:
+        catalog.register_origin("music", "local", str(origin))
+        layout = Layout(catalog, PathTemplate.parse(TEMPLATE))
+        with catalog.transaction():
+            for i in range(ENTRIES):
+                tags = TrackTags(title=f"track {i:06d}")
+                relpath = f"{i}.flac"
+                scanned = ScannedFile("music", relpath, FileStat(i, 10**18), "flac", tags)
+                layout.place(catalog.upsert_file(scanned), relpath, "flac", tags)
+            catalog.set_setting(TEMPLATE_SETTING, TEMPLATE)
+            catalog.set_setting(LAYOUT_SETTING, "False")
+    # No rescan: the origin holds none of these files, a scan would remove them.
+    result = musicfs("mount", str(mnt), "--origin", str(origin), "--cache-dir", str(cache),
+                     "--template", TEMPLATE, MUSICFS_SCAN_ON_START="false")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    try:
+        yield mnt
+    finally:
+        musicfs("unmount", str(mnt))
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+
+
+def test_every_entry_is_listed_exactly_once(big_mount: Path) -> None:
+    names = os.listdir(big_mount)
+    assert len(names) == ENTRIES
+    assert set(names) == {f"track {i:06d}.flac" for i in range(ENTRIES)}
+
+
+def test_listing_with_scandir_sees_sizes_of_far_entries(big_mount: Path) -> None:
+    sizes = {e.name: e.stat().st_size for e in os.scandir(big_mount) if e.name.endswith("9.flac")}
+    assert len(sizes) == ENTRIES // 10
+    assert sizes["track 099999.flac"] == 99_999
+
+
+def test_ls_agrees(big_mount: Path) -> None:
+    out = subprocess.run(["ls", "-f", str(big_mount)], capture_output=True, check=True, text=True)
+    assert len([n for n in out.stdout.splitlines() if n.endswith(".flac")]) == ENTRIES
