@@ -58,3 +58,22 @@ def test_errors_carry_the_errno(tmp_path: Path, library: Library) -> None:
         library.open(node.id)
     assert info.value.errno == errno.EIO
     assert "gone from the origin" in str(info.value)
+
+
+def test_a_file_changed_since_the_scan_asks_for_a_rescan(tmp_path: Path, library: Library) -> None:
+    stale: list[str] = []
+    library.on_stale = lambda track: stale.append(track.relpath)
+    node = library.catalog.resolve("X/A.wav")
+    assert node is not None
+    library.close(library.open(node.id))
+    assert stale == []
+    with open(tmp_path / "lib" / "a.wav", "ab") as fh:
+        fh.write(b"more")
+    library.close(library.open(node.id))
+    assert stale == ["a.wav"]
+
+
+def test_totals_count_entries_and_bytes(tmp_path: Path, library: Library) -> None:
+    entries, total_bytes, unreadable = library.totals()
+    assert (entries, unreadable) == (3, 0)  # root, X, A.wav
+    assert total_bytes == (tmp_path / "lib" / "a.wav").stat().st_size

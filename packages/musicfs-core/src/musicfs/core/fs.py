@@ -192,12 +192,12 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        tracks, dirs, _ = self.library.catalog.counts()
+        entries, total_bytes, _ = self.library.totals()
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = _BLOCK
-        data.f_blocks = self.library.catalog.total_size() // _BLOCK
+        data.f_blocks = total_bytes // _BLOCK
         data.f_bfree = data.f_bavail = 0
-        data.f_files = tracks + dirs
+        data.f_files = entries
         data.f_ffree = data.f_favail = 0
         data.f_namemax = 255
         return data

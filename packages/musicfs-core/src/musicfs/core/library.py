@@ -15,7 +15,8 @@ import errno
 import itertools
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
@@ -47,9 +48,18 @@ class OpenFile:
 class Library:
     """Answers questions about the tree from one catalog connection."""
 
-    def __init__(self, catalog: Catalog, origins: Mapping[str, LocalOrigin]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        origins: Mapping[str, LocalOrigin],
+        *,
+        on_stale: Callable[[Track], None] | None = None,
+    ) -> None:
+        """*on_stale* is called when an opened file no longer matches its catalog row."""
         self.catalog = catalog
         self.origins = dict(origins)
+        self.on_stale = on_stale
+        self._stats: tuple[float, tuple[int, int, int]] | None = None
         self._handles: dict[int, OpenFile] = {}
         self._next_handle = itertools.count(1)
 
@@ -99,6 +109,11 @@ class Library:
         except OSError as exc:
             code = errno.EACCES if exc.errno in (errno.EACCES, errno.EPERM) else errno.EIO
             raise LibraryError(code, f"{node.name}: {exc}") from None
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != (track.size, track.mtime_ns) and self.on_stale:
+            # Changed behind our back: serve what is there now, and rescan so the
+            # tree (and the size the kernel was told) catches up.
+            self.on_stale(track)
         handle = next(self._next_handle)
         self._handles[handle] = OpenFile(node, track, fd)
         return handle
@@ -116,6 +131,17 @@ class Library:
         opened = self._handles.pop(handle, None)
         if opened is not None:
             os.close(opened.fd)
+
+    def totals(self, max_age: float = 10.0) -> tuple[int, int, int]:
+        """(tracks + directories, total bytes, unreadable files), at most *max_age* s old.
+
+        Counting a million rows takes a while; ``df`` and file managers ask often.
+        """
+        now = time.monotonic()
+        if self._stats is None or now - self._stats[0] > max_age:
+            tracks, dirs, unreadable = self.catalog.counts()
+            self._stats = (now, (tracks + dirs, self.catalog.total_size(), unreadable))
+        return self._stats[1]
 
     def close_all(self) -> None:
         for handle in list(self._handles):

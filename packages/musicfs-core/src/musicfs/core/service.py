@@ -29,7 +29,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from musicfs.core.catalog import Catalog
+from musicfs.core.catalog import Catalog, Track
 from musicfs.core.config import Config
 from musicfs.core.fs import MusicFSOperations, mount_options
 from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
@@ -167,7 +167,7 @@ class MusicFS:
         """Mount, answer requests until unmounted or `request_shutdown`, then clean up."""
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
-        library = Library(self._catalog, self.origins)
+        library = Library(self._catalog, self.origins, on_stale=self._on_stale)
         self._ops = ops = MusicFSOperations(
             library,
             entry_timeout=self.config.entry_timeout,
@@ -184,7 +184,7 @@ class MusicFS:
                 nursery.start_soon(self._main_then_cancel, nursery)
                 await trio.to_thread.run_sync(os.stat, self.mountpoint)  # the kernel's INIT is done
                 self.state = MountState.READY
-                log.info("ready: %d tracks in the catalog", self._catalog.counts()[0])
+                log.info("ready: serving %s", self.mountpoint)
                 if on_ready is not None:
                     on_ready()
                 nursery.start_soon(self._signals)
@@ -255,6 +255,10 @@ class MusicFS:
                 if self.progress is not None:
                     self.progress.close()
                     self.progress = None  # a live display only for the first scan
+
+    def _on_stale(self, track: Track) -> None:
+        log.info("%s/%s changed since it was scanned; rescanning", track.origin, track.relpath)
+        self.request_rescan()
 
     def _on_changes(self, changes: list[TreeChange]) -> None:
         if self._ops is not None and not self._stopping:
