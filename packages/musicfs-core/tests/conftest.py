@@ -11,6 +11,7 @@ import os
 import wave
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mutagen.id3 import TALB, TCMP, TDRC, TIT2, TPE1, TPE2, TPOS, TRCK
@@ -40,7 +41,7 @@ def write_wav(path: Path, seconds: float = 0.05, **tags: str) -> Path:
         "compilation": TCMP,
     }
     if tags:
-        audio = WAVE(str(path))
+        audio: Any = WAVE(str(path))  # mutagen is untyped
         audio.add_tags()
         for key, value in tags.items():
             audio.tags.add(frames[key](encoding=3, text=[value]))
