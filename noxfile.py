@@ -3,6 +3,7 @@
     nox -s lint       ruff (lint + format check), mypy --strict, generated gRPC code up to date
     nox -s tests      the whole test suite: unit tests of each package, then real mounts
     nox -s build      the four wheels in dist/, installed alone into a fresh venv and mounted
+    nox -s install    the README's install command, run in a scratch HOME, mount checked
     nox -s proto      regenerate the gRPC code from control.proto
     nox -s bench      benchmarks (JSON + table in benchmarks/results/)
 
@@ -95,6 +96,12 @@ def build(session: nox.Session) -> None:
         session.run("uv", "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
                     *wheels, external=True)  # fmt: skip
         session.run("python", "tests/smoke_mount.py", str(venv / "bin" / "musicfs"))
+
+
+@nox.session(venv_backend="none")
+def install(session: nox.Session) -> None:
+    """Run the README's install command in a scratch HOME and venv, and check its mount."""
+    session.run("bash", "tests/install_check.sh", external=True)
 
 
 @nox.session

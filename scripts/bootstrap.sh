@@ -2,7 +2,7 @@
 # Functions only; nothing runs when this file is sourced.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="${INSTALL_VENV:-$ROOT/.venv}"  # INSTALL_VENV: install elsewhere (used by the tests)
 
 # What the FUSE binding needs to build and mount.
 APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)

@@ -18,4 +18,4 @@ export PATH="$VENV/bin:$PATH"
 if [ "$#" -gt 0 ]; then
     exec "$VENV/bin/nox" -s tests -- "$@"
 fi
-"$VENV/bin/nox" -s lint tests build
+"$VENV/bin/nox" -s lint tests build install
