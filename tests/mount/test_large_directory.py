@@ -49,7 +49,8 @@ def big_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 tags = TrackTags(title=f"track {i:06d}")
                 relpath = f"{i}.flac"
                 scanned = ScannedFile("music", relpath, FileStat(i, 10**18), "flac", tags)
-                layout.place(catalog.upsert_file(scanned), relpath, "flac", tags)
+                file_id = catalog.upsert_file(scanned)
+                layout.place(file_id, relpath, "flac", tags, stat=scanned.stat)
             catalog.set_setting(TEMPLATE_SETTING, TEMPLATE)
             catalog.set_setting(LAYOUT_SETTING, "False")
     # No rescan: the origin holds none of these files, a scan would remove them.

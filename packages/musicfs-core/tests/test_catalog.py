@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.catalog import ROOT_NODE, SCHEMA_VERSION, Catalog, CatalogError
+from musicfs.core.catalog import MIGRATIONS, ROOT_NODE, SCHEMA_VERSION, Catalog, CatalogError
 from musicfs.core.layout import ChangeKind, Layout
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
@@ -49,6 +49,23 @@ def test_a_catalog_from_a_newer_musicfs_is_refused(tmp_path: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(CatalogError, match="newer MusicFS"):
         Catalog.open(path)
+
+
+def test_a_version_1_catalog_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        conn.execute(
+            "INSERT INTO files (id, origin, reldir, name, size, mtime_ns, format, scanned_at) "
+            "VALUES (7, 'lib', 'd', 'a.flac', 1234, 99, 'flac', 0)"
+        )
+        conn.execute("INSERT INTO nodes (parent, name, file_id) VALUES (1, 'a.flac', 7)")
+    with Catalog.open(path) as catalog:
+        assert catalog.schema_version == SCHEMA_VERSION
+        node = catalog.resolve("a.flac")
+        assert node is not None
+        assert (node.size, node.mtime_ns) == (1234, 99)
+        assert catalog.integrity_check() == "ok"
 
 
 def test_a_damaged_catalog_file_gives_advice(tmp_path: Path) -> None:

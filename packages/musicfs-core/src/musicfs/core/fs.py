@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_READDIR_PAGE = 1000
+_IO_SIZE = 128 * 1024
+_DIR_MODE = stat.S_IFDIR | 0o555
+_FILE_MODE = stat.S_IFREG | 0o444
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _BLOCK = 512
 
@@ -94,29 +96,29 @@ class MusicFSOperations(pyfuse3.Operations):
         self.gid = os.getgid() if gid is None else gid
         self.started_ns = time.time_ns()
         self.op_counts: Counter[str] = Counter()
+        self._readdir_fit = 64  # entries the kernel took in the last readdir call
 
     # -- attributes ------------------------------------------------------------
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        # Called once per entry in readdir: keep it to plain assignments.
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = node.id
-        attr.generation = 0
         attr.entry_timeout = self.entry_timeout
         attr.attr_timeout = self.attr_timeout
         attr.st_uid = self.uid
         attr.st_gid = self.gid
-        attr.st_blksize = 128 * 1024
-        if node.is_dir:
-            attr.st_mode = stat.S_IFDIR | 0o555
+        attr.st_blksize = _IO_SIZE
+        if node.file_id is None:
+            attr.st_mode = _DIR_MODE
             attr.st_nlink = 2
-            attr.st_size = 0
             mtime = self.started_ns
         else:
-            attr.st_mode = stat.S_IFREG | 0o444
+            attr.st_mode = _FILE_MODE
             attr.st_nlink = 1
-            attr.st_size = node.size
+            attr.st_size = size = node.size
+            attr.st_blocks = (size + _BLOCK - 1) // _BLOCK
             mtime = node.mtime_ns
-        attr.st_blocks = (attr.st_size + _BLOCK - 1) // _BLOCK
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
         return attr
 
@@ -146,16 +148,23 @@ class MusicFSOperations(pyfuse3.Operations):
     @_fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         # start_id is the id of the last entry already returned (0 at the start);
-        # ids grow monotonically, so paging survives concurrent changes.
+        # ids grow monotonically, so paging survives concurrent changes. The
+        # kernel's buffer takes a few dozen entries per call: fetch about as
+        # many as the last call took, not the whole directory each time.
         after = start_id
+        want = self._readdir_fit + 1
+        taken = 0
         while True:
-            page = self.library.children(fh, after, _READDIR_PAGE)
+            page = self.library.children(fh, after, want)
             for node in page:
                 if not pyfuse3.readdir_reply(token, node.name.encode(), self._attr(node), node.id):
+                    self._readdir_fit = max(taken, 16)
                     return
+                taken += 1
                 after = node.id
-            if len(page) < _READDIR_PAGE:
+            if len(page) < want:
                 return
+            want *= 2
 
     @_fuse_op
     async def releasedir(self, fh: int) -> None:

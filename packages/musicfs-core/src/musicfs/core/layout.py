@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from musicfs.core.catalog import ROOT_NODE, Catalog, Track
-from musicfs.core.model import TrackTags
+from musicfs.core.model import FileStat, TrackTags
 from musicfs.core.templates import PathTemplate, with_counter
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,33 @@ class Layout:
         self.skip_unreadable = skip_unreadable
 
     def place(
-        self, file_id: int, relpath: str, fmt: str, tags: TrackTags, error: str | None = None
+        self,
+        file_id: int,
+        relpath: str,
+        fmt: str,
+        tags: TrackTags,
+        error: str | None = None,
+        *,
+        stat: FileStat | None = None,
     ) -> list[TreeChange]:
-        """Put (or keep, or move) file *file_id* where the template says it belongs."""
+        """Put (or keep, or move) file *file_id* where the template says it belongs.
+
+        *stat* is the file's size and mtime as stored in its row (read from the
+        row when not given); the node keeps a copy for fast listings.
+        """
         if error is not None and self.skip_unreadable:
             return self.unplace(file_id)
+        if stat is None:
+            track = self.catalog.track(file_id)
+            if track is None:
+                raise KeyError(f"no file with id {file_id} in the catalog")
+            stat = FileStat(track.size, track.mtime_ns)
         components = self.template.render(tags, relpath, fmt)
         dirs, base = components[:-1], components[-1]
         existing = self.catalog.node_of_file(file_id)
         if existing is not None:
             if existing.parent == self._find_dir(dirs) and _is_variant(existing.name, base):
+                self.catalog.update_node_stat(existing.id, stat.size, stat.mtime_ns)
                 return [TreeChange(ChangeKind.CHANGED, existing.parent, existing.name, existing.id)]
             changes = self.unplace(file_id)
         else:
@@ -67,12 +84,13 @@ class Layout:
         for name in dirs:
             parent = self._ensure_dir(parent, name, changes)
         name = self._free_name(parent, base, is_file=True)
-        node_id = self.catalog.insert_node(parent, name, file_id)
+        node_id = self.catalog.insert_node(parent, name, file_id, stat.size, stat.mtime_ns)
         changes.append(TreeChange(ChangeKind.ADDED, parent, name, node_id))
         return changes
 
     def place_track(self, track: Track) -> list[TreeChange]:
-        return self.place(track.id, track.relpath, track.format, track.tags, track.error)
+        stat = FileStat(track.size, track.mtime_ns)
+        return self.place(track.id, track.relpath, track.format, track.tags, track.error, stat=stat)
 
     def unplace(self, file_id: int) -> list[TreeChange]:
         """Remove the file's node, and every directory that this leaves empty."""

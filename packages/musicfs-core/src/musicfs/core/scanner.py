@@ -177,7 +177,7 @@ class Scanner:
             for (relpath, st, existed), (tags, error) in zip(batch, results, strict=True):
                 scanned = ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error)
                 file_id = self.catalog.upsert_file(scanned)
-                changes += self.layout.place(file_id, relpath, scanned.format, tags, error)
+                changes += self.layout.place(file_id, relpath, scanned.format, tags, error, stat=st)
                 if error is not None:
                     report.unreadable += 1
                     log.info("unreadable: %s: %s", relpath, error)
