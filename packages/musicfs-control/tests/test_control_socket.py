@@ -18,7 +18,8 @@ import pytest
 import trio
 
 from musicfs.control.client import ControlClient, DaemonUnreachable
-from musicfs.control.server import ControlServer, SocketInUse
+from musicfs.control.server import ControlServer
+from musicfs.control.socketfile import SocketInUse
 
 
 class FakeMount:

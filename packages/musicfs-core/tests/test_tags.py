@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_corpus_m4a_tags_and_art(corpus: Path) -> None:
     tags = read_tags(str(corpus / "has-tags.m4a"))
     assert tags.artist == "Test Artist"
     assert tags.has_art
+
+
+def test_compilation_flag_from_txxx_frame(tmp_path: Path, make_wav: MakeWav) -> None:
+    from mutagen.id3 import TXXX
+    from mutagen.wave import WAVE
+
+    path = make_wav(tmp_path / "c.wav", title="T")
+    audio: Any = WAVE(str(path))
+    audio.tags.add(TXXX(encoding=3, desc="compilation", text=["1"]))
+    audio.save()
+    assert read_tags(str(path)).compilation

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from musicfs.control.socketfile import SocketInUse, claim_socket_path
 from musicfs.core.catalog import CatalogError
 from musicfs.core.config import Config
 from musicfs.core.paths import CacheDirLocked, socket_path_for
@@ -104,6 +105,13 @@ def run_daemon(
         log.error("%s", exc)
         readiness.failed(str(exc))
         return 1
+    try:
+        claim_socket_path(socket_path)  # before READY: clients must not find a dead socket
+    except (SocketInUse, OSError) as exc:
+        fs.close()
+        log.error("%s", exc)
+        readiness.failed(str(exc))
+        return 1
 
     async def main() -> None:
         server: Any = None
@@ -111,7 +119,7 @@ def run_daemon(
         def on_ready() -> None:
             nonlocal server
             readiness.ready()
-            from musicfs.control.server import ControlServer, SocketInUse
+            from musicfs.control.server import ControlServer
             from musicfs.core.progress import LogScanProgress, progress_for
 
             progress: ScanProgress = progress_for() if foreground else LogScanProgress()

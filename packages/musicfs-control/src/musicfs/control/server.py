@@ -8,10 +8,8 @@ mount with ``trio.from_thread`` and the loop's token (DESIGN §3).
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import socket
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -19,16 +17,13 @@ from typing import Any
 import grpc
 import trio
 
+from musicfs.control.socketfile import claim_socket_path
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
 from musicfs.core.service import MusicFS
 
 log = logging.getLogger(__name__)
 
 _STATE_PREFIX = "MOUNT_STATE_"
-
-
-class SocketInUse(RuntimeError):
-    """Another live daemon answers on the control socket path."""
 
 
 def status_message(status: dict[str, Any]) -> control_pb2.Status:
@@ -81,8 +76,7 @@ class ControlServer:
         self._server: grpc.Server | None = None
 
     def start(self, token: trio.lowlevel.TrioToken) -> None:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _remove_stale_socket(self.socket_path)
+        claim_socket_path(self.socket_path)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="grpc"))
         control_pb2_grpc.add_MusicFSServicer_to_server(
             ControlServicer(self.fs, token, self.socket_path), server
@@ -105,22 +99,3 @@ class ControlServer:
         self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-
-
-def _remove_stale_socket(path: Path) -> None:
-    if not path.exists():
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
-            path.unlink(missing_ok=True)  # left over from a daemon that died
-            return
-        raise
-    finally:
-        probe.close()
-    raise SocketInUse(
-        f"control socket {path} is in use by another MusicFS daemon; "
-        "unmount that one first or set [control] socket to another path"
-    )

@@ -130,7 +130,10 @@ def _log_level(value: Any) -> str:
 
 
 def _path(value: Any) -> str:
-    return os.path.expanduser(_str(value))
+    path = _str(value)
+    if not path.strip():
+        raise ValueError("expected a path, got an empty string")
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _extensions(value: Any) -> tuple[str, ...]:

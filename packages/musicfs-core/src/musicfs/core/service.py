@@ -134,18 +134,33 @@ class MusicFS:
             self._lock.release()
             raise
 
+    def close(self) -> None:
+        """Undo `prepare` when the mount will not be served after all."""
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        self._lock.release()
+
     def _reconcile(self, catalog: Catalog) -> None:
-        known = {row[0] for row in catalog.origins()}
+        known = {row[0]: (row[1], row[2]) for row in catalog.origins()}
+        known_ids = set(known)
         layout = Layout(
             catalog, self.config.path_template, skip_unreadable=self.config.skip_unreadable
         )
         with catalog.transaction():
-            for origin_id in known - set(self.origins):
-                log.info("origin %r is no longer configured; removing its tracks", origin_id)
+            for origin_id, (kind, location) in known.items():
+                origin = self.origins.get(origin_id)
+                if origin is not None and (origin.kind, origin.location) == (kind, location):
+                    continue
+                # Gone from the config, or the id now names another place: its rows
+                # describe files that are not where the id points any more.
+                log.info("origin %r (%s) is no longer configured; removing its tracks",
+                         origin_id, location)  # fmt: skip
                 for file_id in catalog.forget_origin(origin_id):
                     layout.unplace(file_id)
+                known_ids.discard(origin_id)
             for origin in self.origins.values():
-                if origin.id not in known:
+                if origin.id not in known_ids:
                     try:
                         origin.check()
                     except OriginUnavailable as exc:

@@ -226,6 +226,11 @@ def _id3_fields(tags: ID3) -> dict[str, Any]:
     lyrics = tags.getall("USLT")
     if lyrics and not fields["lyrics"]:
         fields["lyrics"] = str(lyrics[0].text).strip() or None
+    if not fields["compilation"]:  # ffmpeg and some taggers write TXXX:compilation
+        fields["compilation"] = any(
+            frame.desc.lower() == "compilation" and _truthy(_first_text(frame.text))
+            for frame in tags.getall("TXXX")
+        )
     return fields
 
 
