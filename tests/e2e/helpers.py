@@ -267,15 +267,11 @@ def mounted(
     *extra_args: str,
     wait_scan: bool = True,
     env: dict[str, str] | None = None,
-    tolerate_stale_socket: bool = False,
 ) -> Iterator[Mount]:
     """Mount in daemon mode, wait for the first scan (unless *wait_scan* is false), yield, unmount.
 
     The mount is always undone, also when mounting or the test fails. Skips the
-    test when FUSE is not available. *tolerate_stale_socket*: retry ``musicfs
-    status`` for a few seconds while it says no daemon answers, which happens
-    just after mounting over the socket a killed daemon left behind (see
-    test_lifecycle.py::test_status_right_after_mount_over_a_stale_socket).
+    test when FUSE is not available.
     """
     require_fuse()
     mountpoint.mkdir(parents=True, exist_ok=True)
@@ -283,11 +279,7 @@ def mounted(
     try:
         result = run_musicfs(*mount_command(origins, mountpoint, cache_dir, *extra_args), env=env)
         assert result.returncode == 0, describe(result)
-        first = (
-            wait_until(lambda: try_status(mountpoint), timeout=10, what="the control socket")
-            if tolerate_stale_socket
-            else status(mountpoint)
-        )
+        first = status(mountpoint)
         pid = int(first["pid"])
         ready = wait_for_scan(mountpoint) if wait_scan else first
         yield Mount(mountpoint, cache_dir, pid, ready)

@@ -399,7 +399,7 @@ def test_kill_9_releases_the_mountpoint_and_mount_works_again(
         dead = run_musicfs("status", mnt)
         assert dead.returncode == EXIT_NO_DAEMON, describe(dead)
 
-        with mounted([origin], mnt, cache, tolerate_stale_socket=True) as again:
+        with mounted([origin], mnt, cache) as again:
             assert again.pid != mount.pid
             assert again.files() == expected(specs.values())
             for relpath, spec in specs.items():

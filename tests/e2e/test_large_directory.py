@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,18 +20,12 @@ from musicfs.core.layout import TEMPLATE_SETTING, Layout
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
 from musicfs.core.service import LAYOUT_SETTING
 from musicfs.core.templates import PathTemplate
+from tests.e2e.helpers import mounted
 
 pytestmark = pytest.mark.mount
 
 ENTRIES = 100_000
 TEMPLATE = "$title.$format"
-
-
-def musicfs(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "musicfs.cli", *args],
-        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, **env},
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +47,9 @@ def big_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             catalog.set_setting(TEMPLATE_SETTING, TEMPLATE)
             catalog.set_setting(LAYOUT_SETTING, "False")
     # No rescan: the origin holds none of these files, a scan would remove them.
-    result = musicfs("mount", str(mnt), "--origin", str(origin), "--cache-dir", str(cache),
-                     "--template", TEMPLATE, MUSICFS_SCAN_ON_START="false")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    try:
+    no_scan = {"MUSICFS_SCAN_ON_START": "false"}
+    with mounted([origin], mnt, cache, "--template", TEMPLATE, wait_scan=False, env=no_scan):
         yield mnt
-    finally:
-        musicfs("unmount", str(mnt))
-        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
 
 
 def test_every_entry_is_listed_exactly_once(big_mount: Path) -> None:
