@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mutagen.flac import FLAC
 
-from tests.e2e.helpers import sha256_of
+from tests.e2e.helpers import Mount, sha256_of
 
 DEFAULT_TEMPLATE = "$albumartist/$album ($year) [$format_upper]/$track - $title.$format"
 
@@ -346,3 +346,30 @@ def build_library(root: Path, specs: Iterable[TrackSpec] = LIBRARY) -> Library:
         for s in specs
     )
     return Library(root, built)
+
+
+# -- building origins from the library, checking what a mount serves --------
+
+
+def make_origin(library: Library, dest: Path, relpaths: Iterable[str]) -> dict[str, TrackSpec]:
+    """Copy library tracks into a fresh origin folder *dest*; return their specs by relpath."""
+    specs = {}
+    for relpath in relpaths:
+        track = library.find(relpath)
+        target = dest / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(track.path, target)
+        specs[relpath] = track.spec
+    return specs
+
+
+def expected(specs: Iterable[TrackSpec]) -> set[str]:
+    return {render_path(spec) for spec in specs}
+
+
+def assert_serves(mount: Mount, virtual: str, origin_file: Path) -> None:
+    """The mount serves *origin_file*'s current bytes, size and mtime at *virtual*."""
+    path = mount.mountpoint / virtual
+    st, want = os.stat(path), origin_file.stat()
+    assert (st.st_size, st.st_mtime_ns) == (want.st_size, want.st_mtime_ns), virtual
+    assert sha256_of(path) == sha256_of(origin_file), f"{virtual}: stale or wrong bytes"

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,7 +51,15 @@ from tests.e2e.helpers import (
     unmount,
     wait_until,
 )
-from tests.e2e.library import Library, TrackSpec, render_path, retag_flac
+from tests.e2e.library import (
+    Library,
+    TrackSpec,
+    assert_serves,
+    expected,
+    make_origin,
+    render_path,
+    retag_flac,
+)
 
 JOGA = "Björk/Homogenic/01 Jóga.flac"
 UNRAVEL = "Björk/Homogenic/02 Unravel.flac"
@@ -61,30 +68,6 @@ VLADIVOSTOK = "Мумий Тролль/Морская/03.ogg"
 HIKARI = "jp/光.opus"
 OVERTURE = "Two Sides/CD1/01.flac"
 SMALL = (JOGA, UNRAVEL, SVEFN, VLADIVOSTOK, OVERTURE)
-
-
-def make_origin(library: Library, dest: Path, relpaths: Iterable[str]) -> dict[str, TrackSpec]:
-    """Copy library tracks into a fresh origin folder *dest*; return their specs by relpath."""
-    specs = {}
-    for relpath in relpaths:
-        track = library.find(relpath)
-        target = dest / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(track.path, target)
-        specs[relpath] = track.spec
-    return specs
-
-
-def expected(specs: Iterable[TrackSpec]) -> set[str]:
-    return {render_path(spec) for spec in specs}
-
-
-def assert_serves(mount: Mount, virtual: str, origin_file: Path) -> None:
-    """The mount serves *origin_file*'s current bytes, size and mtime at *virtual*."""
-    path = mount.mountpoint / virtual
-    st, want = os.stat(path), origin_file.stat()
-    assert (st.st_size, st.st_mtime_ns) == (want.st_size, want.st_mtime_ns), virtual
-    assert sha256_of(path) == sha256_of(origin_file), f"{virtual}: stale or wrong bytes"
 
 
 @pytest.fixture

@@ -168,3 +168,21 @@ def test_skip_unreadable_hides_files_with_errors(catalog: Catalog) -> None:
         file_id = add(catalog, "bad.mp3")
         assert layout.place(file_id, "bad.mp3", "mp3", TrackTags(), error="broken") == []
     assert catalog.node_of_file(file_id) is None
+
+
+def test_a_freed_name_goes_to_its_lowest_variant(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$title.$format"))
+    first = place(catalog, layout, "old/a.flac", title="Song")
+    place(catalog, layout, "new/a.flac", title="Song")  # found before the old one is dropped
+    place(catalog, layout, "other/a.flac", title="Song")
+    place(catalog, layout, "x.flac", title="Song (2) live")  # looks similar, is not a variant
+    with catalog.transaction():
+        changes = layout.unplace(first)
+        catalog.delete_file(first)
+    names = sorted(n.name for n in catalog.children(ROOT_NODE))
+    assert names == ["Song (2) live.flac", "Song (3).flac", "Song.flac"]
+    assert [(c.kind, c.name) for c in changes] == [
+        (ChangeKind.REMOVED, "Song.flac"),
+        (ChangeKind.REMOVED, "Song (2).flac"),
+        (ChangeKind.ADDED, "Song.flac"),
+    ]

@@ -56,8 +56,13 @@ def test_errors_carry_the_errno(tmp_path: Path, library: Library) -> None:
     (tmp_path / "lib" / "a.wav").unlink()
     with pytest.raises(LibraryError) as info:
         library.open(node.id)
-    assert info.value.errno == errno.EIO
-    assert "gone from the origin" in str(info.value)
+    assert info.value.errno == errno.ENOENT  # the origin answers: the file is gone
+    assert "is gone" in str(info.value)
+    (tmp_path / "lib").rename(tmp_path / "unplugged")
+    with pytest.raises(LibraryError) as info:
+        library.open(node.id)
+    assert info.value.errno == errno.EIO  # the origin does not answer: offline, not gone
+    assert "unreachable" in str(info.value)
 
 
 def test_a_file_changed_since_the_scan_asks_for_a_rescan(tmp_path: Path, library: Library) -> None:

@@ -372,6 +372,19 @@ class Catalog:
             "UPDATE nodes SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, node_id)
         )
 
+    def names_from(self, parent: int, start: str, limit: int = 1000) -> list[Node]:
+        """Entries of *parent* whose names sort at or after *start*, in name order."""
+        cursor = self._conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            _NODE_SELECT + "WHERE n.parent = ? AND n.name >= ? ORDER BY n.name LIMIT ?",
+            (parent, start, limit),
+        )
+        return list(map(Node._make, rows))
+
+    def rename_node(self, node_id: int, name: str) -> None:
+        self._conn.execute("UPDATE nodes SET name = ? WHERE id = ?", (name, node_id))
+
     def delete_node(self, node_id: int) -> None:
         self._conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
 
@@ -410,6 +423,20 @@ class Catalog:
         rows = self._conn.execute("SELECT DISTINCT reldir FROM files WHERE origin = ?", (origin,))
         for row in rows:
             yield row[0]
+
+    def files_under(self, origin: str, reldir: str) -> list[int]:
+        """Ids of *origin*'s files in folder *reldir* or any folder below it."""
+        params: tuple[str, ...]
+        if not reldir:
+            sql, params = "SELECT id FROM files WHERE origin = ?", (origin,)
+        else:
+            # '0' follows '/' in byte order: [reldir/, reldir0) is everything below.
+            sql = (
+                "SELECT id FROM files WHERE origin = ? AND "
+                "(reldir = ? OR (reldir >= ? AND reldir < ?))"
+            )
+            params = (origin, reldir, reldir + "/", reldir + "0")
+        return [r[0] for r in self._conn.execute(sql, params)]
 
     def upsert_file(self, scanned: ScannedFile) -> int:
         """Insert or update the row of a scanned file; return its id."""

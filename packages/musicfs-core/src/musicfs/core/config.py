@@ -59,6 +59,8 @@ class Config:
     scan_on_start: bool = True
     skip_unreadable: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+    watch: bool = True
+    poll_interval: float = 300.0
     # [control]
     socket: str | None = None
     sources: tuple[str, ...] = field(default=(), compare=False)
@@ -156,6 +158,10 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
     ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),
     ("scan", "extensions"): _Setting("extensions", _extensions, "file extensions to scan"),
+    ("scan", "watch"): _Setting("watch", _bool, "follow changes of local origins with inotify"),
+    ("scan", "poll_interval"): _Setting(
+        "poll_interval", _seconds, "rescan origins that are not watched every N s, 0 = never"
+    ),
     ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
 }
 

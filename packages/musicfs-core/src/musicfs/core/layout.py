@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from musicfs.core.catalog import ROOT_NODE, Catalog, Track
+from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
 from musicfs.core.model import FileStat, TrackTags
 from musicfs.core.templates import PathTemplate, with_counter
 
@@ -99,6 +99,7 @@ class Layout:
             return []
         self.catalog.delete_node(node.id)
         changes = [TreeChange(ChangeKind.REMOVED, node.parent, node.name, node.id)]
+        changes += self._promote_variant(node.parent, node.name)
         parent_id = node.parent
         while parent_id != ROOT_NODE and not self.catalog.has_children(parent_id):
             parent = self.catalog.node(parent_id)
@@ -108,6 +109,34 @@ class Layout:
             changes.append(TreeChange(ChangeKind.REMOVED, parent.parent, parent.name, parent.id))
             parent_id = parent.parent
         return changes
+
+    def _promote_variant(self, parent: int, name: str) -> list[TreeChange]:
+        """Give a freed name to the lowest ``(n)`` variant of it, if there is one.
+
+        So the tree depends on what the catalog holds, not on the order changes
+        came in: a file moved on the origin is found (and placed) before its old
+        row is dropped, and must not keep a ``(2)`` name afterwards.
+        """
+        stem, dot, ext = name.rpartition(".")
+        if not dot:
+            stem, ext = name, ""
+        suffix = f".{ext}" if ext else ""
+        pattern = re.compile(re.escape(stem) + r" \((\d+)\)" + re.escape(suffix))
+        best: tuple[int, Node] | None = None
+        for node in self.catalog.names_from(parent, stem + " ("):
+            if not node.name.startswith(stem + " ("):
+                break
+            m = pattern.fullmatch(node.name)
+            if m and node.file_id is not None and (best is None or int(m.group(1)) < best[0]):
+                best = (int(m.group(1)), node)
+        if best is None:
+            return []
+        node = best[1]
+        self.catalog.rename_node(node.id, name)
+        return [
+            TreeChange(ChangeKind.REMOVED, parent, node.name, node.id),
+            TreeChange(ChangeKind.ADDED, parent, name, node.id),
+        ]
 
     def rebuild(self) -> int:
         """Lay out the whole tree again (after a template change); return tracks placed."""

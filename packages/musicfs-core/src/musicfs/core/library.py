@@ -102,10 +102,14 @@ class Library:
         try:
             fd = origin.open(track.relpath)
         except FileNotFoundError:
-            raise LibraryError(
-                errno.EIO,
-                f"{node.name}: {origin.local_path(track.relpath)} is gone from the origin",
-            ) from None
+            where = origin.local_path(track.relpath)
+            if os.path.isdir(origin.location):
+                # The origin is there but the file is not: the tree is behind (a
+                # rescan is on its way); it is gone, not unavailable.
+                if self.on_stale is not None:
+                    self.on_stale(track)
+                raise LibraryError(errno.ENOENT, f"{node.name}: {where} is gone") from None
+            raise LibraryError(errno.EIO, f"{node.name}: {where} is unreachable") from None
         except OSError as exc:
             code = errno.EACCES if exc.errno in (errno.EACCES, errno.EPERM) else errno.EIO
             raise LibraryError(code, f"{node.name}: {exc}") from None

@@ -34,13 +34,17 @@ class DirListing:
 
 
 class LocalOrigin:
-    """A folder on a locally mounted filesystem."""
+    """A folder on a locally mounted filesystem.
 
-    kind = "local"
+    *kind* is ``local`` for a local disk, ``nfs`` or ``smb`` for a network share
+    mounted by the system: those are read the same way, but are polled for
+    changes instead of watched (inotify does not see other clients' changes).
+    """
 
-    def __init__(self, origin_id: str, root: str | Path) -> None:
+    def __init__(self, origin_id: str, root: str | Path, kind: str = "local") -> None:
         self.id = origin_id
         self.root = Path(root)
+        self.kind = kind
 
     @property
     def location(self) -> str:

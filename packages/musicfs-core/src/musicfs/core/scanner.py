@@ -29,6 +29,7 @@ from musicfs.core.layout import Layout, TreeChange
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
 from musicfs.core.origins import LocalOrigin, OriginUnavailable
 from musicfs.core.templates import PathTemplate
+from musicfs.core.watch import ScanRequest
 
 log = logging.getLogger(__name__)
 
@@ -118,54 +119,111 @@ class Scanner:
         """Walk *origin* and update the catalog; return what changed."""
         report = ScanReport(origin.id)
         started = time.monotonic()
-        try:
-            origin.check()
-        except OriginUnavailable as exc:
-            report.errors.append(str(exc))
-            report.listing_errors += 1
-            log.warning("not scanning: %s (its files stay in the tree)", exc)
+        if not self._reachable(origin, report):
             return report
-        self.catalog.register_origin(origin.id, origin.kind, origin.location)
         self.catalog.execute("CREATE TEMP TABLE IF NOT EXISTS scan_dirs (reldir TEXT PRIMARY KEY)")
         self.catalog.execute("DELETE FROM scan_dirs")
         pending: list[tuple[str, FileStat, bool]] = []
-        stack = [""]
-        while stack and not self.cancelled:
-            reldir = stack.pop()
-            try:
-                listing = origin.list_dir(reldir, self.extensions)
-            except OSError as exc:
-                report.listing_errors += 1
-                report.errors.append(f"{origin.location}/{reldir}: {exc.strerror or exc}")
-                log.warning("cannot list %s/%s: %s", origin.location, reldir, exc)
-                continue
-            report.dirs += 1
-            self.catalog.execute("INSERT OR IGNORE INTO scan_dirs VALUES (?)", (reldir,))
-            stack.extend(join_relpath(reldir, d) for d in sorted(listing.subdirs, reverse=True))
-            known = self.catalog.known_files(origin.id, reldir)
-            gone = set(known)
-            for name, st in listing.files:
-                report.seen += 1
-                gone.discard(name)
-                old = known.get(name)
-                if old is None or old.size != st.size or old.mtime_ns != st.mtime_ns:
-                    pending.append((join_relpath(reldir, name), st, old is not None))
-            if gone:
-                self._remove([known[n].id for n in gone], report)
-            if len(pending) >= _BATCH:
-                self._ingest(origin, pending, report)
-                pending = []
-            self.progress.update(report)
+        self._walk(origin, [""], pending, report, record_dirs=True)
         if pending and not self.cancelled:
             self._ingest(origin, pending, report)
         if report.listing_errors == 0 and not self.cancelled:
             vanished = self.catalog.files_in_dirs_not_in(origin.id, "scan_dirs")
             self._remove(vanished, report)
             report.complete = True
+        return self._finish(report, started)
+
+    def rescan(self, origin: LocalOrigin, request: ScanRequest) -> ScanReport:
+        """Look again only where *request* says something changed (a watch's events)."""
+        if request.full:
+            return self.scan(origin)
+        report = ScanReport(origin.id)
+        started = time.monotonic()
+        if not self._reachable(origin, report):
+            return report
+        for reldir in sorted(request.gone):
+            self._remove(self.catalog.files_under(origin.id, reldir), report)
+        pending: list[tuple[str, FileStat, bool]] = []
+        for reldir in sorted(request.dirs - request.gone - request.trees):
+            if not os.path.isdir(origin.local_path(reldir) if reldir else origin.location):
+                self._remove(self.catalog.files_under(origin.id, reldir), report)
+                continue
+            self._visit(origin, reldir, pending, report)
+        self._walk(origin, sorted(request.trees), pending, report, record_dirs=False)
+        if pending and not self.cancelled:
+            self._ingest(origin, pending, report)
+        report.complete = report.listing_errors == 0 and not self.cancelled
+        return self._finish(report, started)
+
+    def _reachable(self, origin: LocalOrigin, report: ScanReport) -> bool:
+        try:
+            origin.check()
+        except OriginUnavailable as exc:
+            report.errors.append(str(exc))
+            report.listing_errors += 1
+            log.warning("not scanning: %s (its files stay in the tree)", exc)
+            return False
+        self.catalog.register_origin(origin.id, origin.kind, origin.location)
+        return True
+
+    def _finish(self, report: ScanReport, started: float) -> ScanReport:
         report.seconds = time.monotonic() - started
         self.progress.update(report)
         log.info("scan done: %s", report.summary())
         return report
+
+    def _walk(
+        self,
+        origin: LocalOrigin,
+        roots: list[str],
+        pending: list[tuple[str, FileStat, bool]],
+        report: ScanReport,
+        *,
+        record_dirs: bool,
+    ) -> None:
+        """Visit *roots* and every folder below them, ingesting in batches."""
+        stack = list(reversed(roots))
+        while stack and not self.cancelled:
+            reldir = stack.pop()
+            subdirs = self._visit(origin, reldir, pending, report)
+            if subdirs is None:
+                continue
+            if record_dirs:
+                self.catalog.execute("INSERT OR IGNORE INTO scan_dirs VALUES (?)", (reldir,))
+            stack.extend(join_relpath(reldir, d) for d in sorted(subdirs, reverse=True))
+            if len(pending) >= _BATCH:
+                self._ingest(origin, pending, report)
+                pending.clear()
+            self.progress.update(report)
+
+    def _visit(
+        self,
+        origin: LocalOrigin,
+        reldir: str,
+        pending: list[tuple[str, FileStat, bool]],
+        report: ScanReport,
+    ) -> list[str] | None:
+        """Compare one folder with the catalog: queue new and changed files, drop
+        vanished ones. Returns its subfolders, or None if it could not be listed."""
+        try:
+            listing = origin.list_dir(reldir, self.extensions)
+        except OSError as exc:
+            report.listing_errors += 1
+            report.errors.append(f"{origin.location}/{reldir}: {exc.strerror or exc}")
+            log.warning("cannot list %s/%s: %s", origin.location, reldir, exc)
+            return None
+        report.dirs += 1
+        known = self.catalog.known_files(origin.id, reldir)
+        gone = set(known)
+        for name, st in listing.files:
+            report.seen += 1
+            gone.discard(name)
+            old = known.get(name)
+            if old is None or old.size != st.size or old.mtime_ns != st.mtime_ns:
+                pending.append((join_relpath(reldir, name), st, old is not None))
+        if gone:
+            self._remove([known[n].id for n in gone], report)
+        return listing.subdirs
 
     def _ingest(
         self, origin: LocalOrigin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport

@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -37,6 +36,7 @@ from musicfs.core.library import Library
 from musicfs.core.origins import LocalOrigin, OriginUnavailable
 from musicfs.core.paths import CacheDirLock, cache_dir_for
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
+from musicfs.core.watch import LocalWatch, ScanRequest
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class MusicFS:
         self.state = MountState.MOUNTING
         self.started = time.time()
         self.origins = {
-            o.id: LocalOrigin(o.id, o.path)
+            o.id: LocalOrigin(o.id, o.path, kind=o.type)
             for o in sorted(config.origins, key=lambda o: o.priority)
         }
         self.scan_reports: dict[str, ScanReport] = {}
@@ -111,8 +111,8 @@ class MusicFS:
         self._lock = CacheDirLock(self.cache_dir)
         self._catalog: Catalog | None = None
         self._ops: MusicFSOperations | None = None
-        self._rescan = threading.Event()
-        self._rescan_wakeup: trio.Event | None = None
+        self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
+        self._wakeup = trio.Event()
         self._scanner: Scanner | None = None
         self._stopping = False
         self.trio_token: trio.lowlevel.TrioToken | None = None
@@ -204,6 +204,11 @@ class MusicFS:
                     on_ready()
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
+                for origin in self.origins.values():
+                    if origin.kind == "local" and self.config.watch:
+                        nursery.start_soon(self._watch, origin)
+                    elif self.config.poll_interval > 0:
+                        nursery.start_soon(self._poll, origin, self.config.poll_interval)
                 if self.config.scan_on_start:
                     self.request_rescan()
         finally:
@@ -233,23 +238,24 @@ class MusicFS:
                     await self.shutdown()
 
     async def _sync_loop(self) -> None:
+        """Run the rescans that were asked for, one batch at a time, in a worker thread."""
         while True:
-            self._rescan_wakeup = trio.Event()
-            if not self._rescan.is_set():
-                await self._rescan_wakeup.wait()
-            self._rescan.clear()
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            requests, self._requests = self._requests, {}
+            if not requests:
+                continue
             self.scanning = True
             self.state = MountState.SYNCING
             try:
-                await trio.to_thread.run_sync(self._scan_all)
+                await trio.to_thread.run_sync(self._scan, requests)
             finally:
                 self.scanning = False
             if self.state is MountState.SYNCING:
                 degraded = any(not r.complete for r in self.scan_reports.values())
                 self.state = MountState.DEGRADED if degraded else MountState.READY
 
-    def _scan_all(self) -> None:
-        assert self._ops is not None
+    def _scan(self, requests: dict[str, ScanRequest]) -> None:
         with Catalog.open(self.catalog_path) as catalog:
             self._scanner = scanner = Scanner(
                 catalog,
@@ -261,15 +267,45 @@ class MusicFS:
                 progress=self.progress,
             )
             try:
-                for origin in self.origins.values():
-                    if self._stopping:
-                        break
-                    self.scan_reports[origin.id] = scanner.scan(origin)
+                for origin_id, request in requests.items():
+                    origin = self.origins.get(origin_id)
+                    if self._stopping or origin is None:
+                        continue
+                    self.scan_reports[origin_id] = scanner.rescan(origin, request)
             finally:
                 scanner.close()
                 if self.progress is not None:
                     self.progress.close()
                     self.progress = None  # a live display only for the first scan
+
+    async def _watch(self, origin: LocalOrigin) -> None:
+        """Turn inotify events on a local origin into rescans of what changed."""
+        watch = await trio.to_thread.run_sync(LocalWatch, origin.location)
+        log.info("watching %s (%d folders)", origin.location, watch.watched)
+        try:
+            while True:
+                events = await trio.to_thread.run_sync(
+                    watch.events, 1000, 200, abandon_on_cancel=True
+                )
+                request = ScanRequest(full=watch.overflowed)
+                watch.overflowed = False
+                for event in events:
+                    request.add(event)
+                if request:
+                    log.debug("changes under %s: %s", origin.location, request)
+                    self._ask(origin.id, request)
+        finally:
+            watch.close()
+
+    async def _poll(self, origin: LocalOrigin, interval: float) -> None:
+        """Rescan an origin that cannot report its changes every *interval* seconds."""
+        while True:
+            await trio.sleep(interval)
+            self._ask(origin.id, ScanRequest(full=True))
+
+    def _ask(self, origin_id: str, request: ScanRequest) -> None:
+        self._requests.setdefault(origin_id, ScanRequest()).merge(request)
+        self._wakeup.set()
 
     def _on_stale(self, track: Track) -> None:
         log.info("%s/%s changed since it was scanned; rescanning", track.origin, track.relpath)
@@ -281,10 +317,10 @@ class MusicFS:
 
     # -- control (call in the trio thread) ------------------------------------------------
 
-    def request_rescan(self) -> None:
-        self._rescan.set()
-        if self._rescan_wakeup is not None:
-            self._rescan_wakeup.set()
+    def request_rescan(self, origin_id: str | None = None) -> None:
+        """Rescan one origin completely, or all of them (call in the trio thread)."""
+        for oid in [origin_id] if origin_id else list(self.origins):
+            self._ask(oid, ScanRequest(full=True))
 
     async def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Stop: let open files close (up to *drain_timeout* s), then unmount."""
