@@ -250,7 +250,7 @@ class Mount:
 
 
 def mount_command(
-    origins: Sequence[Path], mountpoint: Path, cache_dir: Path, *extra_args: str
+    origins: Sequence[Path | str], mountpoint: Path, cache_dir: Path, *extra_args: str
 ) -> list[str]:
     """The arguments of ``musicfs mount`` for these origins, mountpoint and cache."""
     args = ["mount", str(mountpoint)]
@@ -261,7 +261,7 @@ def mount_command(
 
 @contextlib.contextmanager
 def mounted(
-    origins: Sequence[Path],
+    origins: Sequence[Path | str],
     mountpoint: Path,
     cache_dir: Path,
     *extra_args: str,

@@ -112,3 +112,18 @@ def test_renamed_file_and_folders(live: tuple[Mount, Path, dict[str, TrackSpec]]
     shutil.rmtree(origin / "elsewhere")
     wait_until(lambda: not target.exists(), timeout=DEADLINE, what="the deleted folder's file")
     assert mount.status()["tracks"] == 2
+
+
+def test_network_share_origins_are_polled(library: Library, tmp_path: Path) -> None:
+    """An ``nfs://`` origin is not watched (inotify misses other clients' changes):
+    it is rescanned every ``[scan] poll_interval`` seconds instead."""
+    origin = tmp_path / "share"
+    make_origin(library, origin, [JOGA])
+    env = {"MUSICFS_SCAN_POLL_INTERVAL": "0.5"}
+    with mounted([f"nfs://{origin}"], tmp_path / "mnt", tmp_path / "cache", env=env) as mount:
+        assert mount.status()["origins"][0]["type"] == "nfs"
+        specs = make_origin(library, origin, [HIKARI])
+        target = mount.mountpoint / render_path(specs[HIKARI])
+        wait_until(lambda: appears(target), timeout=DEADLINE, what=f"{target} after a poll")
+        log = (tmp_path / "cache" / "musicfs.log").read_text()
+        assert "watching" not in log, "a network share must not rely on inotify"
