@@ -1,0 +1,234 @@
+"""The chunk store (cache tier L3): audio payload as content-defined chunks.
+
+Payload bytes are cut with FastCDC (min 16 KiB, average 64 KiB, max 256 KiB),
+so an edit moves only the chunk boundaries near it, and identical content in
+two files (other names, other folders) is stored once. A chunk lives in a file
+named by its xxh3-128 hash under a fanned-out directory
+(``chunks/ab/cd/abcd…``); an SQLite index keeps its size and last use.
+
+Every chunk is checked against its hash when read (NFR-8.1): a damaged chunk is
+dropped and reported with `CorruptChunk`, never returned. The store is kept
+under a size limit by evicting the least recently used chunks that are not
+pinned (in use by an open file).
+
+This module knows nothing of files, origins or FUSE: it stores and returns bytes.
+Wiring it into the read path is the content layer's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+from pyfastcdc import FastCDC
+
+log = logging.getLogger(__name__)
+
+CHUNK_MIN = 16 * 1024
+CHUNK_AVG = 64 * 1024
+CHUNK_MAX = 256 * 1024
+DEFAULT_LIMIT = 10 * 1024**3
+
+_CDC = FastCDC(avg_size=CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
+
+
+def chunk_hash(data: bytes | memoryview) -> str:
+    """The name of a chunk: xxh3-128 of its bytes, in hex."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def cut(data: bytes | memoryview) -> list[tuple[int, int]]:
+    """FastCDC boundaries of *data* as (offset, length) pairs, in order."""
+    if not data:
+        return []
+    return [(c.offset, c.length) for c in _CDC.cut_buf(data)]
+
+
+class CorruptChunk(Exception):
+    """A chunk's bytes no longer match its hash. It has been dropped."""
+
+
+@dataclass
+class TierStats:
+    """What a cache tier holds and how it has been used."""
+
+    entries: int = 0
+    bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    corrupt: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+class ChunkStore:
+    """Chunks on disk under *root*, indexed in ``root/index.sqlite3``.
+
+    Thread-safe: calls are serialised by a lock (chunk I/O is small and the
+    index is SQLite).
+    """
+
+    def __init__(self, root: str | Path, limit: int = DEFAULT_LIMIT) -> None:
+        self.root = Path(root)
+        self.limit = limit
+        self.stats = TierStats()
+        self._lock = threading.Lock()
+        self._pins: dict[str, int] = {}
+        (self.root / "chunks").mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.root / "index.sqlite3", check_same_thread=False,
+                                   isolation_level=None)  # fmt: skip
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS chunks ("
+            " hash TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used REAL NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS chunks_by_use ON chunks (last_used)")
+        entries, total = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM chunks"
+        ).fetchone()
+        self.stats.entries, self.stats.bytes = entries, total
+
+    def close(self) -> None:
+        self._db.close()
+
+    def path_of(self, digest: str) -> Path:
+        return self.root / "chunks" / digest[:2] / digest[2:4] / digest
+
+    # -- storing and fetching -------------------------------------------------
+
+    def put(self, data: bytes) -> str:
+        """Store *data* (once, however often it is put); return its hash."""
+        digest = chunk_hash(data)
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM chunks WHERE hash = ?", (digest,)).fetchone()
+            if row is not None and self.path_of(digest).exists():
+                self._touch(digest)
+                return digest
+            path = self.path_of(digest)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)  # a reader sees the whole chunk or none
+            self._db.execute(
+                "INSERT OR REPLACE INTO chunks (hash, size, last_used) VALUES (?, ?, ?)",
+                (digest, len(data), time.time()),
+            )
+            if row is None:
+                self.stats.entries += 1
+                self.stats.bytes += len(data)
+            self._evict_locked()
+        return digest
+
+    def get(self, digest: str) -> bytes | None:
+        """The chunk's bytes, verified; None if it is not stored.
+
+        Raises `CorruptChunk` (after dropping it) if the stored bytes are damaged.
+        """
+        path = self.path_of(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.stats.misses += 1
+            with self._lock:
+                self._forget_locked(digest)
+            return None
+        if chunk_hash(data) != digest:
+            self.stats.corrupt += 1
+            log.error("chunk %s is corrupt (hash mismatch); dropping it", digest)
+            with self._lock:
+                self._forget_locked(digest)
+            raise CorruptChunk(f"chunk {digest} in {self.root} failed verification")
+        self.stats.hits += 1
+        with self._lock:
+            self._touch(digest)
+        return data
+
+    def has(self, digest: str) -> bool:
+        return self.path_of(digest).exists()
+
+    # -- pins and eviction ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def pinned(self, digests: Iterable[str]) -> Iterator[None]:
+        """Keep *digests* from eviction while the block runs (an open file's chunks)."""
+        held = list(digests)
+        with self._lock:
+            for d in held:
+                self._pins[d] = self._pins.get(d, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for d in held:
+                    left = self._pins[d] - 1
+                    if left:
+                        self._pins[d] = left
+                    else:
+                        del self._pins[d]
+
+    def evict(self) -> int:
+        """Bring the store under its limit now; return the bytes freed."""
+        with self._lock:
+            return self._evict_locked()
+
+    def _evict_locked(self) -> int:
+        freed = 0
+        if self.stats.bytes <= self.limit:
+            return 0
+        rows = self._db.execute("SELECT hash, size FROM chunks ORDER BY last_used").fetchall()
+        for digest, size in rows:
+            if self.stats.bytes <= self.limit:
+                break
+            if digest in self._pins:
+                continue
+            self._forget_locked(digest)
+            self.stats.evictions += 1
+            freed += size
+        if freed:
+            log.info("evicted %d bytes of chunks (limit %d)", freed, self.limit)
+        return freed
+
+    def _forget_locked(self, digest: str) -> None:
+        row = self._db.execute("SELECT size FROM chunks WHERE hash = ?", (digest,)).fetchone()
+        self._db.execute("DELETE FROM chunks WHERE hash = ?", (digest,))
+        with contextlib.suppress(FileNotFoundError):
+            self.path_of(digest).unlink()
+        if row is not None:
+            self.stats.entries -= 1
+            self.stats.bytes -= row[0]
+
+    def _touch(self, digest: str) -> None:
+        self._db.execute("UPDATE chunks SET last_used = ? WHERE hash = ?", (time.time(), digest))
+
+    # -- maintenance -------------------------------------------------------------
+
+    def verify(self) -> list[str]:
+        """Check every chunk against its hash; drop and return the damaged ones."""
+        bad = []
+        for (digest,) in self._db.execute("SELECT hash FROM chunks").fetchall():
+            try:
+                data = self.path_of(digest).read_bytes()
+            except FileNotFoundError:
+                data = None
+            if data is None or chunk_hash(data) != digest:
+                bad.append(digest)
+                with self._lock:
+                    self._forget_locked(digest)
+        if bad:
+            self.stats.corrupt += len(bad)
+            log.error("cache verify: dropped %d damaged or missing chunks", len(bad))
+        return bad
