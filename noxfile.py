@@ -53,7 +53,8 @@ def lint(session: nox.Session) -> None:
     # Test folders one at a time (each may have its own conftest.py); tests call
     # untyped libraries (mutagen) directly.
     for tests in [*(f"packages/musicfs-{name}/tests" for name in PACKAGES), *TEST_DIRS]:
-        session.run("mypy", "--allow-untyped-calls", tests)
+        if Path(tests).exists():
+            session.run("mypy", "--allow-untyped-calls", tests)
     with tempfile.TemporaryDirectory() as tmp:
         _protoc(session, tmp)
         generated = Path(PROTO_DIR) / PROTO
