@@ -54,6 +54,7 @@ class Config:
     allow_other: bool = False
     entry_timeout: float = 60.0
     attr_timeout: float = 60.0
+    read_ahead_kb: int = 1024
     # [scan]
     scan_workers: int = 0
     scan_on_start: bool = True
@@ -154,6 +155,9 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ("mount", "allow_other"): _Setting("allow_other", _bool, "let other users see the mount"),
     ("mount", "entry_timeout"): _Setting("entry_timeout", _seconds, "kernel name cache (s)"),
     ("mount", "attr_timeout"): _Setting("attr_timeout", _seconds, "kernel attribute cache (s)"),
+    ("mount", "read_ahead_kb"): _Setting(
+        "read_ahead_kb", _nonneg_int, "kernel read-ahead on the mount (KiB), 0 = default"
+    ),
     ("scan", "workers"): _Setting("scan_workers", _nonneg_int, "tag-reading processes, 0 = cores"),
     ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
     ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),

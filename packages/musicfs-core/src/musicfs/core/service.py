@@ -85,6 +85,23 @@ def check_mountpoint(mountpoint: Path) -> None:
         )
 
 
+def set_read_ahead(device: int, kib: int) -> None:
+    """Let the kernel read ahead *kib* KiB on this mount (0: leave its default).
+
+    FUSE reads arrive in requests of at most the read-ahead size (128 KiB by
+    default); 1 MiB requests make a sequential first read several times faster
+    in a Python daemon. Needs root; otherwise the default stays.
+    """
+    if kib <= 0:
+        return
+    path = f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb"
+    try:
+        with open(path, "w") as fh:
+            fh.write(str(kib))
+    except OSError as exc:
+        log.info("could not set read-ahead to %d KiB (%s); keeping the default", kib, exc)
+
+
 class MusicFS:
     """A library mounted at one mountpoint."""
 
@@ -197,7 +214,8 @@ class MusicFS:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._main_then_cancel, nursery)
-                await trio.to_thread.run_sync(os.stat, self.mountpoint)  # the kernel's INIT is done
+                st = await trio.to_thread.run_sync(os.stat, self.mountpoint)  # INIT is done
+                set_read_ahead(st.st_dev, self.config.read_ahead_kb)
                 self.state = MountState.READY
                 log.info("ready: serving %s", self.mountpoint)
                 if on_ready is not None:
