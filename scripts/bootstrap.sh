@@ -44,5 +44,6 @@ make_venv() {
 
 # uv installs the four packages in one go (pip alone would look for siblings on PyPI).
 venv_install() {
-    "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" "$@"
+    # --compile-bytecode: without .pyc files every start (and so every mount) is 2-3x slower.
+    "$VENV/bin/uv" pip install -q --compile-bytecode --python "$VENV/bin/python" "$@"
 }

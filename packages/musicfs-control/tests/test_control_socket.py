@@ -33,12 +33,16 @@ class FakeMount:
         trio.lowlevel.current_trio_token()  # raises unless called in the trio thread
         return {
             "version": "9.9", "pid": 42, "state": "SYNCING", "mountpoint": "/mnt/x",
-            "cache_dir": "/c", "uptime_seconds": 1.5, "tracks": 123_456_789_012,
-            "directories": 2, "unreadable_files": 3, "open_handles": 4, "operations": 5,
+            "cache_dir": "/c", "uptime_seconds": 1.5, "open_handles": 4, "operations": 5,
             "scanning": True,
             "origins": [{"id": "lib", "type": "local", "location": "/m", "online": True,
                          "last_scan": "ok"}],
         }  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        with pytest.raises(RuntimeError):
+            trio.lowlevel.current_trio_token()  # counting must not run in the trio thread
+        return {"tracks": 123_456_789_012, "directories": 2, "unreadable_files": 3}
 
     async def shutdown(self, drain_timeout: float = 5.0) -> None:
         self.shutdowns.append(drain_timeout)

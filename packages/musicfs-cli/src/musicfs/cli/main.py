@@ -19,6 +19,7 @@ import select
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,8 @@ def _mount_in_background(config: Config, mountpoint: Path) -> int:
             from musicfs.control.daemon import run_daemon
 
             status = run_daemon(config, mountpoint, foreground=False, ready_fd=write_end)
+        except BaseException:
+            traceback.print_exc()  # into daemon.log: the parent shows its tail
         finally:
             os._exit(status)
     os.close(write_end)

@@ -115,21 +115,27 @@ def run_daemon(
 
     async def main() -> None:
         server: Any = None
+        token = trio.lowlevel.current_trio_token()
 
-        def on_ready() -> None:
-            nonlocal server
-            readiness.ready()
+        def start_control() -> tuple[Any, ScanProgress]:
+            # In a worker thread: importing gRPC and rich takes a few hundred ms,
+            # and the trio thread must keep answering FUSE requests meanwhile.
             from musicfs.control.server import ControlServer
             from musicfs.core.progress import LogScanProgress, progress_for
 
             progress: ScanProgress = progress_for() if foreground else LogScanProgress()
-            fs.progress = progress
-            server = ControlServer(fs, socket_path)
+            control = ControlServer(fs, socket_path)
             try:
-                server.start(trio.lowlevel.current_trio_token())
+                control.start(token)
             except SocketInUse as exc:
                 log.error("%s; running without a control socket", exc)
-                server = None
+                return None, progress
+            return control, progress
+
+        async def on_ready() -> None:
+            nonlocal server
+            readiness.ready()
+            server, fs.progress = await trio.to_thread.run_sync(start_control)
 
         try:
             await fs.serve(on_ready=on_ready)

@@ -46,6 +46,7 @@ class ControlServicer(control_pb2_grpc.MusicFSServicer):
         self, request: control_pb2.GetStatusRequest, context: grpc.ServicerContext
     ) -> control_pb2.Status:
         status = trio.from_thread.run_sync(self.fs.status, trio_token=self.token)
+        status.update(self.fs.counts())  # here, in the gRPC thread: never block FUSE
         status["socket"] = str(self.socket_path)
         return status_message(status)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -24,6 +25,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
+import trio
 
 from musicfs.core.catalog import Node
 from musicfs.core.layout import ChangeKind, TreeChange
@@ -97,8 +99,19 @@ class MusicFSOperations(pyfuse3.Operations):
         self.started_ns = time.time_ns()
         self.op_counts: Counter[str] = Counter()
         self._readdir_fit = 64  # entries the kernel took in the last readdir call
+        self._dir_handles = itertools.count(1)
+        self._listings: dict[int, list[int]] = {}  # open directory handles
 
     # -- attributes ------------------------------------------------------------
+
+    def _attr_template(self) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.entry_timeout = self.entry_timeout
+        attr.attr_timeout = self.attr_timeout
+        attr.st_uid = self.uid
+        attr.st_gid = self.gid
+        attr.st_blksize = _IO_SIZE
+        return attr
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         # Called once per entry in readdir: keep it to plain assignments.
@@ -143,32 +156,50 @@ class MusicFSOperations(pyfuse3.Operations):
         node = self.library.node(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+        fh = next(self._dir_handles)
+        self._listings[fh] = [inode, -1]  # directory, id after which the listing ended
+        return fh
 
     @_fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         # start_id is the id of the last entry already returned (0 at the start);
         # ids grow monotonically, so paging survives concurrent changes. The
-        # kernel's buffer takes a few dozen entries per call: fetch about as
-        # many as the last call took, not the whole directory each time.
-        after = start_id
-        want = self._readdir_fit + 1
-        taken = 0
+        # kernel's buffer takes a few hundred entries per call: fetch about as
+        # many as the last call took. This loop runs once per entry of huge
+        # directories, so it works on plain tuples and one reused attribute
+        # object (readdir_reply copies it).
+        listing = self._listings[fh]
+        inode, ended_after = listing
+        if start_id == ended_after:
+            return  # the last call reached the end: spare the query
+        attr = self._attr_template()
+        reply = pyfuse3.readdir_reply
+        after, want, taken = start_id, self._readdir_fit + 1, 0
         while True:
-            page = self.library.children(fh, after, want)
-            for node in page:
-                if not pyfuse3.readdir_reply(token, node.name.encode(), self._attr(node), node.id):
+            rows = self.library.listing(inode, after, want)
+            for node_id, name, file_id, size, mtime_ns in rows:
+                attr.st_ino = node_id
+                if file_id is None:
+                    attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks = _DIR_MODE, 2, 0, 0
+                    mtime = self.started_ns
+                else:
+                    attr.st_mode, attr.st_nlink, attr.st_size = _FILE_MODE, 1, size
+                    attr.st_blocks = (size + _BLOCK - 1) // _BLOCK
+                    mtime = mtime_ns
+                attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+                if not reply(token, name.encode(), attr, node_id):
                     self._readdir_fit = max(taken, 16)
                     return
                 taken += 1
-                after = node.id
-            if len(page) < want:
+                after = node_id
+            if len(rows) < want:
+                listing[1] = after
                 return
             want *= 2
 
     @_fuse_op
     async def releasedir(self, fh: int) -> None:
-        return None
+        self._listings.pop(fh, None)
 
     @_fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -201,7 +232,7 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        entries, total_bytes, _ = self.library.totals()
+        entries, total_bytes, _ = await trio.to_thread.run_sync(self.library.totals)
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = _BLOCK
         data.f_blocks = total_bytes // _BLOCK

@@ -88,6 +88,13 @@ class Library:
             raise LibraryError(errno.ENOTDIR, f"{node.name}: not a directory")
         return self.catalog.children(parent, after, limit)
 
+    def listing(
+        self, parent: int, after: int, limit: int
+    ) -> list[tuple[int, str, int | None, int, int]]:
+        """Entries of directory *parent* after id *after* as (id, name, file_id, size,
+        mtime_ns), without checking *parent* again (`children` does)."""
+        return self.catalog.child_rows(parent, after, limit)
+
     def open(self, node_id: int) -> int:
         """Open a track for reading; return a handle for `read` and `close`."""
         node = self.node(node_id)
@@ -139,13 +146,18 @@ class Library:
     def totals(self, max_age: float = 10.0) -> tuple[int, int, int]:
         """(tracks + directories, total bytes, unreadable files), at most *max_age* s old.
 
-        Counting a million rows takes a while; ``df`` and file managers ask often.
+        Counting a million rows takes a while, and ``df`` and file managers ask
+        often: call this in a worker thread. It uses its own read-only
+        connection, never the request handlers' one.
         """
         now = time.monotonic()
-        if self._stats is None or now - self._stats[0] > max_age:
-            tracks, dirs, unreadable = self.catalog.counts()
-            self._stats = (now, (tracks + dirs, self.catalog.total_size(), unreadable))
-        return self._stats[1]
+        cached = self._stats
+        if cached is None or now - cached[0] > max_age:
+            with Catalog.open(self.catalog.path, readonly=True) as catalog:
+                tracks, dirs, unreadable = catalog.counts()
+                cached = (now, (tracks + dirs, catalog.total_size(), unreadable))
+            self._stats = cached
+        return cached[1]
 
     def close_all(self) -> None:
         for handle in list(self._handles):

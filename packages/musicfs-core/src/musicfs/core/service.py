@@ -20,7 +20,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -195,7 +195,7 @@ class MusicFS:
 
     # -- serving ------------------------------------------------------------------
 
-    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
+    async def serve(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
         """Mount, answer requests until unmounted or `request_shutdown`, then clean up."""
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
@@ -219,7 +219,7 @@ class MusicFS:
                 self.state = MountState.READY
                 log.info("ready: serving %s", self.mountpoint)
                 if on_ready is not None:
-                    on_ready()
+                    await on_ready()
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
                 for origin in self.origins.values():
@@ -356,10 +356,21 @@ class MusicFS:
             log.warning("unmounting with %d files still open", library.open_handles)
         pyfuse3.terminate()
 
+    def counts(self) -> dict[str, int]:
+        """Tracks, directories and unreadable files in the catalog.
+
+        Counting takes a while on a big catalog: call this from any thread but
+        the trio one (it opens its own read-only connection).
+        """
+        if not self.catalog_path.exists():
+            return {"tracks": 0, "directories": 0, "unreadable_files": 0}
+        with Catalog.open(self.catalog_path, readonly=True) as catalog:
+            tracks, dirs, unreadable = catalog.counts()
+        return {"tracks": tracks, "directories": dirs, "unreadable_files": unreadable}
+
     def status(self) -> dict[str, Any]:
-        """A snapshot of the mount for `musicfs status` (plain data, JSON-ready)."""
-        catalog = self._catalog
-        tracks, dirs, unreadable = catalog.counts() if catalog else (0, 0, 0)
+        """A snapshot of the mount's live state (plain data, JSON-ready); cheap,
+        for the trio thread. `counts` adds the catalog's numbers."""
         ops = self._ops
         origins = []
         for origin in self.origins.values():
@@ -385,9 +396,6 @@ class MusicFS:
             "mountpoint": str(self.mountpoint),
             "cache_dir": str(self.cache_dir),
             "uptime_seconds": round(time.time() - self.started, 3),
-            "tracks": tracks,
-            "directories": dirs,
-            "unreadable_files": unreadable,
             "open_handles": ops.library.open_handles if ops else 0,
             "operations": sum(ops.op_counts.values()) if ops else 0,
             "scanning": self.scanning,
