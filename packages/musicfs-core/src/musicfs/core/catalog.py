@@ -173,8 +173,12 @@ class Catalog:
     # -- lifecycle ---------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, readonly: bool = False) -> Catalog:
-        """Open (creating and migrating if needed) the catalog at *path*."""
+    def open(cls, path: str | Path, *, readonly: bool = False, cache_mib: int = 0) -> Catalog:
+        """Open (creating and migrating if needed) the catalog at *path*.
+
+        *cache_mib*: SQLite page cache for this connection (0: SQLite's 2 MiB).
+        Bulk writers (scans, tree rebuilds) of a big catalog want 32 MiB or more.
+        """
         path = Path(path)
         try:
             if readonly:
@@ -191,6 +195,8 @@ class Catalog:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA temp_store = MEMORY")
+            if cache_mib:
+                conn.execute(f"PRAGMA cache_size = {-1024 * int(cache_mib)}")
             catalog = cls(conn, path)
             if not readonly:
                 catalog._migrate()

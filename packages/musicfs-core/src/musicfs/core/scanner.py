@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from musicfs.core.catalog import Catalog, join_relpath
 from musicfs.core.layout import Layout, TreeChange
@@ -49,6 +50,11 @@ def parse_file(path: str) -> tuple[TrackTags, str | None]:
         return TrackTags(), str(exc)
     except Exception as exc:  # pragma: no cover - read_tags already catches
         return TrackTags(), f"{type(exc).__name__}: {exc}"
+
+
+def parse_files(paths: list[str]) -> list[tuple[TrackTags, str | None]]:
+    """`parse_file` for several files: one round trip to a worker process for all."""
+    return [parse_file(p) for p in paths]
 
 
 @dataclass
@@ -108,6 +114,9 @@ class Scanner:
         self.on_changes = on_changes
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._inflight: (
+            tuple[LocalOrigin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]] | None
+        ) = None
         self.cancelled = False
 
     def close(self) -> None:
@@ -127,6 +136,7 @@ class Scanner:
         self._walk(origin, [""], pending, report, record_dirs=True)
         if pending and not self.cancelled:
             self._ingest(origin, pending, report)
+        self._drain(report)
         if report.listing_errors == 0 and not self.cancelled:
             vanished = self.catalog.files_in_dirs_not_in(origin.id, "scan_dirs")
             self._remove(vanished, report)
@@ -152,6 +162,7 @@ class Scanner:
         self._walk(origin, sorted(request.trees), pending, report, record_dirs=False)
         if pending and not self.cancelled:
             self._ingest(origin, pending, report)
+        self._drain(report)
         report.complete = report.listing_errors == 0 and not self.cancelled
         return self._finish(report, started)
 
@@ -228,8 +239,24 @@ class Scanner:
     def _ingest(
         self, origin: LocalOrigin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
     ) -> None:
+        """Start parsing *batch*, then write the batch parsed before it.
+
+        Parsing (worker processes) and writing (this thread) overlap: while the
+        workers read the tags of one batch, the previous one goes to SQLite.
+        Call `_drain` once the last batch has been handed in.
+        """
         paths = [origin.local_path(relpath) for relpath, _, _ in batch]
-        results = self._parse_all(paths)
+        parsing = self._submit(paths)
+        self._drain(report)
+        self._inflight = (origin, list(batch), parsing)
+
+    def _drain(self, report: ScanReport) -> None:
+        """Write the batch that is being parsed, once its tags are in."""
+        if self._inflight is None:
+            return
+        origin, batch, parsing = self._inflight
+        self._inflight = None
+        results = parsing()
         changes: list[TreeChange] = []
         with self.catalog.transaction():
             for (relpath, st, existed), (tags, error) in zip(batch, results, strict=True):
@@ -262,19 +289,28 @@ class Scanner:
             except Exception:  # a failed notification must not lose the scan
                 log.exception("could not report %d tree changes", len(changes))
 
-    def _parse_all(self, paths: list[str]) -> list[tuple[TrackTags, str | None]]:
+    def _submit(self, paths: list[str]) -> Callable[[], list[tuple[TrackTags, str | None]]]:
+        """Start reading the tags of *paths*; return a function that waits for them."""
         if len(paths) < _POOL_THRESHOLD or self.workers <= 1:
-            return [parse_file(p) for p in paths]
+            results = [parse_file(p) for p in paths]
+            return lambda: results
         if self._pool is None:
             # spawn, not fork: the daemon has threads (FUSE, gRPC) that fork would copy mid-flight.
             ctx = multiprocessing.get_context("spawn")
             self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
-        try:
-            chunk = max(1, len(paths) // (self.workers * 4))
-            return list(self._pool.map(parse_file, paths, chunksize=chunk))
-        except concurrent.futures.process.BrokenProcessPool:
-            # A worker died (e.g. killed by the OOM killer on a hostile file):
-            # parse this batch in-process so one bad file cannot stop the scan.
-            log.warning("a tag-reading worker died; reading this batch in-process")
-            self._pool = None
-            return [parse_file(p) for p in paths]
+        size = max(1, len(paths) // (self.workers * 4))
+        futures = [
+            self._pool.submit(parse_files, paths[i : i + size]) for i in range(0, len(paths), size)
+        ]
+
+        def wait() -> list[tuple[TrackTags, str | None]]:
+            try:
+                return [result for future in futures for result in future.result()]
+            except concurrent.futures.process.BrokenProcessPool:
+                # A worker died (e.g. killed by the OOM killer on a hostile file):
+                # parse this batch in-process so one bad file cannot stop the scan.
+                log.warning("a tag-reading worker died; reading this batch in-process")
+                self._pool = None
+                return [parse_file(p) for p in paths]
+
+        return wait

@@ -190,7 +190,9 @@ class MusicFS:
             if stored != wanted:
                 if stored[0] is not None:
                     log.info("layout changed (%r → %r): rebuilding the tree", stored, wanted)
+                catalog.execute("PRAGMA cache_size = -65536")  # 64 MiB while rebuilding
                 layout.rebuild()
+                catalog.execute("PRAGMA cache_size = -2000")
                 catalog.set_setting(LAYOUT_SETTING, wanted[1])
 
     # -- serving ------------------------------------------------------------------
@@ -274,7 +276,7 @@ class MusicFS:
                 self.state = MountState.DEGRADED if degraded else MountState.READY
 
     def _scan(self, requests: dict[str, ScanRequest]) -> None:
-        with Catalog.open(self.catalog_path) as catalog:
+        with Catalog.open(self.catalog_path, cache_mib=32) as catalog:
             self._scanner = scanner = Scanner(
                 catalog,
                 self.config.path_template,
