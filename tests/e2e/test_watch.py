@@ -77,7 +77,9 @@ def test_retagged_file_moves(live: tuple[Mount, Path, dict[str, TrackSpec]]) -> 
     retag_flac(origin / JOGA, title="Jóga (Remix)")
     new = old.with_name("01 - Jóga (Remix).flac")
     wait_until(lambda: appears(new), timeout=DEADLINE, what=f"{new} to appear")
-    assert errno_of(lambda: os.stat(old)) == errno.ENOENT
+    # The kernel forgets the old name moments later (two caches, no common lock).
+    wait_until(lambda: errno_of(lambda: os.stat(old)) == errno.ENOENT,
+               timeout=DEADLINE, what=f"{old} to vanish")  # fmt: skip
     assert sha256_of(new) == sha256_of(origin / JOGA)
 
 

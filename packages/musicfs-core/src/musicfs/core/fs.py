@@ -276,15 +276,19 @@ class MusicFSOperations(pyfuse3.Operations):
     def invalidate(self, changes: Sequence[TreeChange]) -> None:
         """Make the kernel forget what *changes* made stale.
 
-        Call this from a worker thread, never from a request handler:
-        ``invalidate_inode`` blocks until the kernel has done it.
+        Call this from a worker thread, never from a request handler: both
+        invalidations block until the kernel has done them.
         """
+        touched = {c.parent for c in changes} | {
+            c.node for c in changes if c.kind is ChangeKind.REMOVED
+        }
+        self.library.forget_directories(touched)
         for change in changes:
             try:
                 if change.kind is ChangeKind.REMOVED:
-                    pyfuse3.invalidate_entry_async(
-                        change.parent, change.name.encode(), ignore_enoent=True
-                    )
+                    # Synchronous, so that once a rescan is done the kernel has
+                    # forgotten every name it removed (safe off the trio thread).
+                    pyfuse3.invalidate_entry(change.parent, change.name.encode())
                 elif change.kind is ChangeKind.CHANGED:
                     pyfuse3.invalidate_inode(change.node)
             except OSError as exc:

@@ -16,10 +16,11 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.hotcache import DirectoryCache
 from musicfs.core.origins import LocalOrigin
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Library:
         self.catalog = catalog
         self.origins = dict(origins)
         self.on_stale = on_stale
+        self.directories = DirectoryCache()
         self._stats: tuple[float, tuple[int, int, int]] | None = None
         self._handles: dict[int, OpenFile] = {}
         self._next_handle = itertools.count(1)
@@ -77,10 +79,19 @@ class Library:
         return self.node(ROOT_NODE)
 
     def lookup(self, parent: int, name: str) -> Node:
-        node = self.catalog.lookup(parent, name)
-        if node is None:
+        found = self.directories.lookup(parent, name, self._load_children)
+        if found is False:  # a huge directory: ask the catalog for this one name
+            found = self.catalog.lookup(parent, name)
+        if not isinstance(found, Node):
             raise not_found(name)
-        return node
+        return found
+
+    def _load_children(self, parent: int, limit: int) -> list[Node]:
+        return self.catalog.children(parent, 0, limit)
+
+    def forget_directories(self, parents: Iterable[int]) -> None:
+        """Drop cached entries of directories whose contents changed (any thread)."""
+        self.directories.drop(parents)
 
     def children(self, parent: int, after: int, limit: int) -> list[Node]:
         node = self.node(parent)

@@ -1,0 +1,515 @@
+"""The libraries the benchmark runs on, made once and cached under results/cache/.
+
+* `synthetic_catalog` — a MusicFS catalog of N tracks whose origin files do not
+  exist (mount time, memory, big trees). Up to ``layout_max`` tracks it is built
+  through the product's own `Layout` (and its rate is recorded); above that, rows
+  are bulk-inserted with SQL in exactly the shape `Layout` makes (checked on a
+  sample), because placing a million tracks one by one takes minutes.
+* `bench_library` — real (empty) files plus one big file on local disk, and a
+  catalog that maps them with the template ``$genre/$albumartist/$album/$title.$format``
+  chosen so that every virtual path equals the origin's relative path: direct
+  disk, mergerfs, rclone and MusicFS are then asked for the very same paths.
+* `scan_library` — N small real audio files (FLAC and MP3 made by ffmpeg, tagged
+  with mutagen) for the scan rate.
+
+Each directory has a ``meta.json`` written last; a directory without it (an
+interrupted build) or with another `DATA_VERSION` is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+DATA_VERSION = 4
+MTIME_NS = 1_700_000_000_000_000_000
+BENCH_TEMPLATE = "$genre/$albumartist/$album/$title.$format"
+TRACKS_PER_ALBUM = 10
+ALBUMS_PER_ARTIST = 10
+
+
+def _load_meta(directory: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("version") == DATA_VERSION else None
+
+
+def _fresh(directory: Path) -> None:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+
+def _write_meta(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    meta = {"version": DATA_VERSION, **meta}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _set_layout_settings(catalog: Any, template: str) -> None:
+    """Store what the daemon compares with its config, so it does not rebuild the tree."""
+    from musicfs.core.layout import TEMPLATE_SETTING
+    from musicfs.core.service import LAYOUT_SETTING
+
+    catalog.set_setting(TEMPLATE_SETTING, template)
+    catalog.set_setting(LAYOUT_SETTING, "False")
+
+
+def _migrate(db: Path, log: Any) -> None:
+    """Bring a cached catalog to the product's schema now, not during a measured mount."""
+    from musicfs.core.catalog import SCHEMA_VERSION, Catalog
+
+    conn = sqlite3.connect(db)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    if version != SCHEMA_VERSION:
+        log(f"migrating cached catalog {db} from schema {version} to {SCHEMA_VERSION} ...")
+        Catalog.open(db).close()
+
+
+# -- synthetic catalogs ----------------------------------------------------------
+
+
+def synthetic_tags(i: int) -> tuple[str, Any]:
+    """(origin relpath, TrackTags) of synthetic track *i*: 10 tracks/album, 10 albums/artist."""
+    from musicfs.core.model import TrackTags
+
+    a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+    artist, album, title = f"Artist {a:05d}", f"Album {b:02d}", f"Song {i:07d}"
+    tags = TrackTags(title=title, artist=artist, album=album, year=1970 + a % 50, track=t)
+    return f"{artist}/{album}/{t:02d} - {title}.flac", tags
+
+
+def synthetic_virtual_path(i: int) -> str:
+    a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+    return f"Artist {a:05d}/Album {b:02d} ({1970 + a % 50}) [FLAC]/{t:02d} - Song {i:07d}.flac"
+
+
+def synthetic_catalog(
+    cache_root: Path, n: int, *, layout_max: int, log: Any = print
+) -> dict[str, Any]:
+    """A cache dir holding catalog.sqlite3 with *n* tracks, and an empty origin dir ``lib``."""
+    directory = cache_root / f"synthetic-{n}"
+    meta = _load_meta(directory)
+    if meta is not None:
+        _migrate(Path(meta["cache_dir"]) / "catalog.sqlite3", log)
+        return {**meta, "dir": str(directory), "cached": True}
+    _fresh(directory)
+    origin = directory / "lib"
+    origin.mkdir()
+    cache_dir = directory / "cache"
+    method = "layout" if n <= layout_max else "bulk-sql"
+    if method == "bulk-sql":
+        problem = bulk_matches_layout(directory)
+        if problem is not None:
+            log(f"  [warn] the SQL bulk insert no longer matches Layout ({problem}); using Layout")
+            method = "layout"
+    log(f"building a synthetic catalog of {n:,} tracks ({method}) in {cache_dir} ...")
+    started = time.perf_counter()
+    if method == "layout":
+        _synthetic_via_layout(cache_dir / "catalog.sqlite3", origin, n)
+    else:
+        _synthetic_via_sql(cache_dir / "catalog.sqlite3", origin, n)
+    seconds = time.perf_counter() - started
+    _verify_catalog(
+        cache_dir / "catalog.sqlite3", n, [synthetic_virtual_path(i) for i in _sample(n)]
+    )
+    size = (cache_dir / "catalog.sqlite3").stat().st_size
+    log(
+        f"  {n:,} tracks in {seconds:.1f} s ({n / seconds:,.0f} tracks/s), "
+        f"catalog {size / 2**20:.0f} MiB"
+    )
+    return {
+        **_write_meta(
+            directory,
+            {
+                "tracks": n,
+                "method": method,
+                "build_seconds": round(seconds, 3),
+                "build_tracks_per_second": round(n / seconds),
+                "catalog_bytes": size,
+                "origin": str(origin),
+                "cache_dir": str(cache_dir),
+            },
+        ),
+        "dir": str(directory),
+        "cached": False,
+    }
+
+
+def _sample(n: int, k: int = 500) -> list[int]:
+    rng = random.Random(n)
+    return sorted({0, n - 1, *(rng.randrange(n) for _ in range(k))})
+
+
+def _synthetic_via_layout(db: Path, origin: Path, n: int) -> None:
+    from musicfs.core.catalog import Catalog
+    from musicfs.core.layout import Layout
+    from musicfs.core.model import FileStat, ScannedFile
+    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
+
+    with Catalog.open(db) as cat:
+        cat.register_origin("lib", "local", str(origin))
+        layout = Layout(cat, PathTemplate.parse(DEFAULT_TEMPLATE))
+        for start in range(0, n, 10_000):
+            with cat.transaction():
+                for i in range(start, min(n, start + 10_000)):
+                    rel, tags = synthetic_tags(i)
+                    sf = ScannedFile("lib", rel, FileStat(20_000_000 + i, MTIME_NS), "flac", tags)
+                    layout.place(cat.upsert_file(sf), rel, "flac", tags)
+        _set_layout_settings(cat, DEFAULT_TEMPLATE)
+
+
+def _synthetic_via_sql(db: Path, origin: Path, n: int) -> None:
+    """The rows `Layout.place` would make, inserted in bulk (same ids, same order).
+
+    Columns are matched by name against the live schema; `bulk_matches_layout`
+    checks the result against `Layout` itself before a big catalog is built.
+    """
+    from musicfs.core.catalog import Catalog
+    from musicfs.core.model import TAG_FIELDS
+    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
+
+    template = PathTemplate.parse(DEFAULT_TEMPLATE)
+    for i in _sample(n, 200):  # the names below are what the template renders
+        rel, tags = synthetic_tags(i)
+        assert "/".join(template.render(tags, rel, "flac")) == synthetic_virtual_path(i), i
+    with Catalog.open(db) as cat:
+        cat.register_origin("lib", "local", str(origin))
+        _set_layout_settings(cat, DEFAULT_TEMPLATE)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -262144")
+    file_cols = (
+        "id",
+        "origin",
+        "reldir",
+        "name",
+        "size",
+        "mtime_ns",
+        "format",
+        "error",
+        "scanned_at",
+        *TAG_FIELDS,
+    )
+    node_known = ("id", "parent", "name", "file_id", "size", "mtime_ns")
+    _check_columns(conn, "files", file_cols)
+    node_cols = _check_columns(conn, "nodes", node_known)
+    file_sql = (
+        f"INSERT INTO files ({', '.join(file_cols)}) VALUES ({', '.join('?' * len(file_cols))})"
+    )
+    node_sql = (
+        f"INSERT INTO nodes ({', '.join(node_cols)}) VALUES ({', '.join('?' * len(node_cols))})"
+    )
+    keep = [node_known.index(c) for c in node_cols]
+    now = time.time()
+    files: list[tuple[Any, ...]] = []
+    nodes: list[tuple[Any, ...]] = []
+    next_node = 2
+    artist_node = album_node = 0
+
+    def node(*values: Any) -> None:
+        nodes.append(tuple(values[k] for k in keep))
+
+    conn.execute("BEGIN")
+    for i in range(n):
+        a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+        artist, album, title = f"Artist {a:05d}", f"Album {b:02d}", f"Song {i:07d}"
+        year, fid, size = 1970 + a % 50, i + 1, 20_000_000 + i
+        tags = dict.fromkeys(TAG_FIELDS)
+        tags.update(
+            title=title, artist=artist, album=album, year=year, track=t, compilation=0, has_art=0
+        )
+        files.append(
+            (
+                fid,
+                "lib",
+                f"{artist}/{album}",
+                f"{t:02d} - {title}.flac",
+                size,
+                MTIME_NS,
+                "flac",
+                None,
+                now,
+                *tags.values(),
+            )
+        )
+        if i % 100 == 0:
+            artist_node = next_node
+            node(artist_node, 1, artist, None, 0, 0)
+            next_node += 1
+        if i % 10 == 0:
+            album_node = next_node
+            node(album_node, artist_node, f"{album} ({year}) [FLAC]", None, 0, 0)
+            next_node += 1
+        node(next_node, album_node, f"{t:02d} - {title}.flac", fid, size, MTIME_NS)
+        next_node += 1
+        if len(files) >= 50_000:
+            conn.executemany(file_sql, files)
+            conn.executemany(node_sql, nodes)
+            files.clear()
+            nodes.clear()
+    conn.executemany(file_sql, files)
+    conn.executemany(node_sql, nodes)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+
+
+def _check_columns(conn: sqlite3.Connection, table: str, known: tuple[str, ...]) -> list[str]:
+    """The columns of *table* this module fills; fail if the schema needs one it does not know."""
+    info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+    unknown = [r[1] for r in info if r[1] not in known and r[3] and r[4] is None]
+    if unknown:
+        raise RuntimeError(
+            f"catalog table {table} has required column(s) {unknown} that "
+            "benchmarks/bench_data.py does not fill: update _synthetic_via_sql"
+        )
+    present = {r[1] for r in info}
+    return [c for c in known if c in present]
+
+
+def bulk_matches_layout(workdir: Path, n: int = 2_000) -> str | None:
+    """Build *n* tracks both ways; None if the catalogs are identical, else what differs."""
+    dbs = {}
+    for method in ("layout", "sql"):
+        base = workdir / f"bulk-check-{method}"
+        if base.exists():
+            shutil.rmtree(base)
+        (base / "lib").mkdir(parents=True)
+        dbs[method] = base / "catalog.sqlite3"
+        build = _synthetic_via_layout if method == "layout" else _synthetic_via_sql
+        build(dbs[method], base / "lib", n)
+    dumps = []
+    for method in ("layout", "sql"):
+        conn = sqlite3.connect(dbs[method])
+        tables = {}
+        for table in ("files", "nodes", "settings"):
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            keep = [c for c in cols if c != "scanned_at"]
+            tables[table] = (
+                keep,
+                conn.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY 1").fetchall(),
+            )
+        dumps.append(tables)
+        conn.close()
+    for table in dumps[0]:
+        if dumps[0][table] != dumps[1][table]:
+            layout_rows, sql_rows = dumps[0][table][1], dumps[1][table][1]
+            diff = (
+                next((a, b) for a, b in zip(layout_rows, sql_rows, strict=False) if a != b)
+                if (dumps[0][table][0] == dumps[1][table][0] and len(layout_rows) == len(sql_rows))
+                else (dumps[0][table][0], dumps[1][table][0], len(layout_rows), len(sql_rows))
+            )
+            return f"table {table} differs (layout vs sql): {diff}"
+    return None
+
+
+def _verify_catalog(db: Path, n: int, virtual_paths: list[str]) -> None:
+    from musicfs.core.catalog import Catalog
+
+    with Catalog.open(db) as cat:
+        tracks, _, _ = cat.counts()
+        if tracks != n:
+            raise RuntimeError(f"{db}: {tracks} tracks in the tree, expected {n}")
+        for path in virtual_paths:
+            node = cat.resolve(path)
+            if node is None or node.file_id is None:
+                raise RuntimeError(f"{db}: {path!r} is not in the tree")
+        problems = cat.integrity_check()
+        if problems != "ok":
+            raise RuntimeError(f"{db}: integrity check: {problems}")
+
+
+# -- the library of real files ---------------------------------------------------
+
+
+def tree_relpath(i: int) -> str:
+    """Path of file *i* of the bench library's tree (the same on disk and in every mount)."""
+    a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+    return f"tree/Artist {a:03d}/Album {b:02d}/{t:02d} - Song {i:05d}.flac"
+
+
+def bench_library(
+    cache_root: Path, *, tree: int, big_dir: int, small_dir: int, big_mib: int, log: Any = print
+) -> dict[str, Any]:
+    """Real files on disk and a MusicFS catalog whose virtual paths equal their paths.
+
+    lib/tree/Artist NNN/Album NN/NN - Song NNNNN.flac   *tree* empty files
+    lib/flat/x/big/fNNNNNN.flac                         *big_dir* empty files in one dir
+    lib/flat/x/small/fNNNNNN.flac                       *small_dir* empty files
+    lib/big/x/x/big.flac                                *big_mib* MiB of random bytes
+    """
+    directory = cache_root / f"benchlib-t{tree}-d{big_dir}-s{small_dir}-b{big_mib}"
+    meta = _load_meta(directory)
+    if meta is not None:
+        _migrate(Path(meta["cache_dir"]) / "catalog.sqlite3", log)
+        return {**meta, "dir": str(directory), "cached": True}
+    _fresh(directory)
+    origin = directory / "lib"
+    log(f"building the bench library in {directory} ...")
+    started = time.perf_counter()
+    entries: list[tuple[str, str, str, str, str]] = []  # relpath, genre, albumartist, album, title
+    for i in range(tree):
+        a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+        aa, al, ti = f"Artist {a:03d}", f"Album {b:02d}", f"{t:02d} - Song {i:05d}"
+        entries.append((tree_relpath(i), "tree", aa, al, ti))
+    for name, count in (("big", big_dir), ("small", small_dir)):
+        for i in range(count):
+            entries.append((f"flat/x/{name}/f{i:06d}.flac", "flat", "x", name, f"f{i:06d}"))
+    made: set[str] = set()
+    for rel, *_ in entries:
+        parent = rel.rpartition("/")[0]
+        if parent not in made:
+            (origin / parent).mkdir(parents=True, exist_ok=True)
+            made.add(parent)
+        fd = os.open(origin / rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+    big = origin / "big/x/x/big.flac"
+    big.parent.mkdir(parents=True)
+    rng = random.Random(7)
+    with open(big, "wb") as f:
+        block = rng.randbytes(1 << 20)
+        for k in range(big_mib):
+            f.write(block[k % 251 :] + block[: k % 251])  # distinct pages, cheap to make
+        f.flush()
+        os.fsync(f.fileno())
+    entries.append(("big/x/x/big.flac", "big", "x", "x", "big"))
+    files_seconds = time.perf_counter() - started
+    log(f"  {len(entries):,} files in {files_seconds:.1f} s; placing them in a catalog ...")
+
+    from musicfs.core.catalog import Catalog
+    from musicfs.core.layout import Layout
+    from musicfs.core.model import FileStat, ScannedFile, TrackTags
+    from musicfs.core.templates import PathTemplate
+
+    cache_dir = directory / "cache"
+    template = PathTemplate.parse(BENCH_TEMPLATE)
+    started = time.perf_counter()
+    with Catalog.open(cache_dir / "catalog.sqlite3") as cat:
+        cat.register_origin("lib", "local", str(origin))
+        layout = Layout(cat, template)
+        with cat.transaction():
+            for rel, genre, aa, al, ti in entries:
+                st = os.stat(origin / rel)
+                tags = TrackTags(title=ti, albumartist=aa, artist=aa, album=al, genre=genre)
+                sf = ScannedFile("lib", rel, FileStat(st.st_size, st.st_mtime_ns), "flac", tags)
+                changes = layout.place(cat.upsert_file(sf), rel, "flac", tags)
+                if cat.path_of(changes[-1].node) != rel:
+                    raise RuntimeError(f"{rel} was placed at {cat.path_of(changes[-1].node)}")
+        _set_layout_settings(cat, BENCH_TEMPLATE)
+    layout_seconds = time.perf_counter() - started
+    log(f"  catalog of {len(entries):,} tracks in {layout_seconds:.1f} s")
+    _verify_catalog(cache_dir / "catalog.sqlite3", len(entries), [e[0] for e in entries[::997]])
+    return {
+        **_write_meta(
+            directory,
+            {
+                "origin": str(origin),
+                "cache_dir": str(cache_dir),
+                "template": BENCH_TEMPLATE,
+                "tree_files": tree,
+                "big_dir_files": big_dir,
+                "small_dir_files": small_dir,
+                "big_file": "big/x/x/big.flac",
+                "big_file_bytes": big.stat().st_size,
+                "tree_dir": "tree",
+                "big_dir": "flat/x/big",
+                "small_dir": "flat/x/small",
+                "layout_seconds": round(layout_seconds, 3),
+                "layout_tracks_per_second": round(len(entries) / layout_seconds),
+            },
+        ),
+        "dir": str(directory),
+        "cached": False,
+    }
+
+
+# -- real audio files for the scanner ---------------------------------------------
+
+
+def scan_library(cache_root: Path, n: int, *, log: Any = print) -> dict[str, Any]:
+    """*n* small tagged audio files (half FLAC, half MP3), 10 per album folder."""
+    directory = cache_root / f"scanlib-{n}"
+    meta = _load_meta(directory)
+    if meta is not None:
+        return {**meta, "dir": str(directory), "cached": True}
+    if shutil.which("ffmpeg") is None:
+        raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
+    _fresh(directory)
+    log(f"making {n:,} tagged audio files in {directory} ...")
+    started = time.perf_counter()
+    seeds = directory / "seed"
+    seeds.mkdir()
+    for fmt, args in (("flac", ["-c:a", "flac"]), ("mp3", ["-c:a", "libmp3lame", "-b:a", "64k"])):
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=2",
+                "-ac",
+                "1",
+                "-ar",
+                "22050",
+                *args,
+                str(seeds / f"seed.{fmt}"),
+            ],
+            check=True,
+        )
+    from mutagen.easyid3 import EasyID3
+    from mutagen.flac import FLAC
+    from mutagen.id3 import ID3NoHeaderError
+
+    origin = directory / "lib"
+    total = 0
+    for i in range(n):
+        a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+        fmt = "flac" if (i // 10) % 2 == 0 else "mp3"
+        folder = origin / f"Artist {a:03d}" / f"Album {b:02d}"
+        if t == 1:
+            folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{t:02d} - track.{fmt}"
+        shutil.copyfile(seeds / f"seed.{fmt}", path)
+        values = {
+            "title": f"Song {i:05d}",
+            "artist": f"Artist {a:03d}",
+            "album": f"Album {b:02d}",
+            "date": str(1970 + a % 50),
+            "tracknumber": f"{t}/10",
+            "genre": "Benchmark",
+        }
+        if fmt == "flac":
+            audio: Any = FLAC(path)
+        else:
+            try:
+                audio = EasyID3(path)
+            except ID3NoHeaderError:
+                audio = EasyID3()
+        for key, value in values.items():
+            audio[key] = value
+        audio.save(path) if fmt == "mp3" else audio.save()
+        total += path.stat().st_size
+    seconds = time.perf_counter() - started
+    log(f"  {n:,} files ({total / 2**20:.0f} MiB) in {seconds:.1f} s")
+    return {
+        **_write_meta(
+            directory,
+            {"files": n, "bytes": total, "origin": str(origin), "build_seconds": round(seconds, 3)},
+        ),
+        "dir": str(directory),
+        "cached": False,
+    }
