@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mount, errno_name, errno_of, mount_entry, sha256_of
+from tests.e2e.helpers import (
+    Mount,
+    errno_name,
+    errno_of,
+    mount_entry,
+    sha256_of,
+    walk_dirs,
+    walk_files,
+)
 from tests.e2e.library import Library, render_path
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
@@ -150,3 +158,19 @@ def test_proc_mounts_shows_read_only_fuse_musicfs(library_mount: Mount) -> None:
 def test_statvfs_says_read_only(library_mount: Mount) -> None:
     st = os.statvfs(library_mount.mountpoint)
     assert st.f_flag & os.ST_RDONLY
+
+
+def test_statvfs_counts_the_library(library: Library, library_mount: Mount) -> None:
+    st = os.statvfs(library_mount.mountpoint)
+    files = walk_files(library_mount.mountpoint)
+    dirs = walk_dirs(library_mount.mountpoint)
+    assert st.f_files == len(files) + len(dirs) + 1  # and the root
+    total = sum((library_mount.mountpoint / f).stat().st_size for f in files)
+    assert st.f_blocks * st.f_frsize == pytest.approx(total, abs=st.f_frsize * 2)
+    assert st.f_namemax == 255
+
+
+def test_readlink_and_xattr_listing_of_plain_files(library_mount: Mount) -> None:
+    some_file = library_mount.mountpoint / sorted(walk_files(library_mount.mountpoint))[0]
+    assert errno_of(lambda: os.readlink(some_file)) == errno.EINVAL
+    assert os.listxattr(some_file) == []
