@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,3 +83,31 @@ def test_totals_count_entries_and_bytes(tmp_path: Path, library: Library) -> Non
     entries, total_bytes, unreadable = library.totals()
     assert (entries, unreadable) == (3, 0)  # root, X, A.wav
     assert total_bytes == (tmp_path / "lib" / "a.wav").stat().st_size
+
+
+def test_an_offline_origin_is_read_from_the_content_cache(tmp_path: Path, library: Library) -> None:
+    from musicfs.core.content import ContentCache
+    from musicfs.core.library import version_of
+
+    library.content = ContentCache(tmp_path / "content")
+    wanted: list[str] = []
+    library.on_fill = lambda track: wanted.append(track.relpath)
+    node = library.catalog.resolve("X/A.wav")
+    assert node is not None
+    library.close(library.open(node.id))
+    assert wanted == ["a.wav"]  # opened from the origin, not cached yet: a copy is asked for
+    track = library.catalog.track(node.file_id or 0)
+    assert track is not None
+    original = (tmp_path / "lib" / "a.wav").read_bytes()
+    fd = os.open(tmp_path / "lib" / "a.wav", os.O_RDONLY)
+    try:
+        assert library.content.fill(version_of(track), fd)
+    finally:
+        os.close(fd)
+    (tmp_path / "lib").rename(tmp_path / "unplugged")
+    handle = library.open(node.id)
+    try:
+        assert library.read(handle, 0, len(original) + 10) == original
+        assert library.read(handle, 100, 50) == original[100:150]
+    finally:
+        library.close(handle)

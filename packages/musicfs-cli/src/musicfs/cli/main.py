@@ -277,6 +277,7 @@ def _print_status(status: dict[str, Any]) -> None:
         ("directories", "directories"),
         ("unreadable files", "unreadable_files"),
         ("open files", "open_handles"),
+        ("cached files", "cached_files"),
         ("operations", "operations"),
         ("uptime (s)", "uptime_seconds"),
         ("cache dir", "cache_dir"),

@@ -79,7 +79,7 @@ class ControlClient:
         )
         data["state"] = data["state"].removeprefix("MOUNT_STATE_")
         for key in ("pid", "tracks", "directories", "unreadable_files", "open_handles",
-                    "operations"):  # fmt: skip
+                    "operations", "cached_files"):  # fmt: skip
             data[key] = int(data[key])  # JSON mapping of int64 is a string
         return data
 

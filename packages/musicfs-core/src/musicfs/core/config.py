@@ -24,6 +24,7 @@ from musicfs.core.model import AUDIO_EXTENSIONS
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CACHE_MODES = ("full", "passthrough")
 ORIGIN_TYPES = ("local", "nfs", "smb")
 _ORIGIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -62,6 +63,9 @@ class Config:
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
     watch: bool = True
     poll_interval: float = 300.0
+    # [cache]
+    cache_mode: str = "full"
+    cache_limit: int = 10 * 1024**3
     # [control]
     socket: str | None = None
     sources: tuple[str, ...] = field(default=(), compare=False)
@@ -139,6 +143,31 @@ def _path(value: Any) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def _choice(value: Any, choices: tuple[str, ...]) -> str:
+    text = _str(value).lower()
+    if text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
+          "tb": 1000**4, "tib": 1024**4}  # fmt: skip
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value if isinstance(value, str) else ""
+    )
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"expected a size such as 10GiB, 500MB or a number of bytes, got {value!r}"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
 def _extensions(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v for v in re.split(r"[,\s]+", value) if v]
@@ -166,6 +195,10 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ("scan", "poll_interval"): _Setting(
         "poll_interval", _seconds, "rescan origins that are not watched every N s, 0 = never"
     ),
+    ("cache", "mode"): _Setting(
+        "cache_mode", lambda v: _choice(v, CACHE_MODES), "full (keep what is read) or passthrough"
+    ),
+    ("cache", "limit"): _Setting("cache_limit", _size, "content cache size, e.g. 10GiB"),
     ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
 }
 

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from musicfs.core.cas import CorruptChunk
 from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.content import CachedFile, ContentCache, Version
 from musicfs.core.hotcache import DirectoryCache
 from musicfs.core.origins import LocalOrigin
 
@@ -33,6 +35,10 @@ class LibraryError(OSError):
         super().__init__(code, message)
 
 
+def version_of(track: Track) -> Version:
+    return Version(track.origin, track.relpath, track.size, track.mtime_ns, track.format)
+
+
 def not_found(what: str) -> LibraryError:
     return LibraryError(errno.ENOENT, f"{what}: no such entry")
 
@@ -43,7 +49,8 @@ class OpenFile:
 
     node: Node
     track: Track
-    fd: int
+    fd: int  # -1 when reading from the cache
+    cached: CachedFile | None = None
 
 
 class Library:
@@ -55,11 +62,16 @@ class Library:
         origins: Mapping[str, LocalOrigin],
         *,
         on_stale: Callable[[Track], None] | None = None,
+        content: ContentCache | None = None,
+        on_fill: Callable[[Track], None] | None = None,
     ) -> None:
-        """*on_stale* is called when an opened file no longer matches its catalog row."""
+        """*on_stale* is called when an opened file no longer matches its catalog
+        row; *on_fill* when a file opened from its origin is not in *content* yet."""
         self.catalog = catalog
         self.origins = dict(origins)
         self.on_stale = on_stale
+        self.content = content
+        self.on_fill = on_fill
         self.directories = DirectoryCache()
         self._stats: tuple[float, tuple[int, int, int]] | None = None
         self._handles: dict[int, OpenFile] = {}
@@ -107,7 +119,11 @@ class Library:
         return self.catalog.child_rows(parent, after, limit)
 
     def open(self, node_id: int) -> int:
-        """Open a track for reading; return a handle for `read` and `close`."""
+        """Open a track for reading; return a handle for `read` and `close`.
+
+        From the origin when it answers (and then, with a content cache, ask for
+        a copy to be kept); from the cached copy when the origin does not.
+        """
         node = self.node(node_id)
         if node.file_id is None:
             raise LibraryError(errno.EISDIR, f"{node.name}: is a directory")
@@ -127,23 +143,43 @@ class Library:
                 if self.on_stale is not None:
                     self.on_stale(track)
                 raise LibraryError(errno.ENOENT, f"{node.name}: {where} is gone") from None
-            raise LibraryError(errno.EIO, f"{node.name}: {where} is unreachable") from None
+            return self._open_cached(node, track, f"{where} is unreachable")
         except OSError as exc:
-            code = errno.EACCES if exc.errno in (errno.EACCES, errno.EPERM) else errno.EIO
-            raise LibraryError(code, f"{node.name}: {exc}") from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise LibraryError(errno.EACCES, f"{node.name}: {exc}") from None
+            return self._open_cached(node, track, str(exc))
         st = os.fstat(fd)
         if (st.st_size, st.st_mtime_ns) != (track.size, track.mtime_ns) and self.on_stale:
             # Changed behind our back: serve what is there now, and rescan so the
             # tree (and the size the kernel was told) catches up.
             self.on_stale(track)
+        elif (
+            self.content is not None
+            and self.on_fill is not None
+            and not self.content.has(version_of(track))
+        ):
+            self.on_fill(track)
         handle = next(self._next_handle)
         self._handles[handle] = OpenFile(node, track, fd)
+        return handle
+
+    def _open_cached(self, node: Node, track: Track, why: str) -> int:
+        cached = self.content.open(version_of(track)) if self.content is not None else None
+        if cached is None:
+            raise LibraryError(errno.EIO, f"{node.name}: {why}, and it is not cached")
+        handle = next(self._next_handle)
+        self._handles[handle] = OpenFile(node, track, -1, cached)
         return handle
 
     def read(self, handle: int, offset: int, size: int) -> bytes:
         opened = self._handles.get(handle)
         if opened is None:
             raise LibraryError(errno.EBADF, f"handle {handle} is not open")
+        if opened.cached is not None:
+            try:
+                return opened.cached.read(offset, size)
+            except CorruptChunk as exc:  # never serve wrong bytes
+                raise LibraryError(errno.EIO, f"{opened.node.name}: {exc}") from None
         try:
             return os.pread(opened.fd, size, offset)
         except OSError as exc:
@@ -151,7 +187,7 @@ class Library:
 
     def close(self, handle: int) -> None:
         opened = self._handles.pop(handle, None)
-        if opened is not None:
+        if opened is not None and opened.fd >= 0:
             os.close(opened.fd)
 
     def totals(self, max_age: float = 10.0) -> tuple[int, int, int]:

@@ -30,9 +30,10 @@ import trio
 
 from musicfs.core.catalog import Catalog, Track
 from musicfs.core.config import Config
+from musicfs.core.content import ContentCache
 from musicfs.core.fs import MusicFSOperations, mount_options
 from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
-from musicfs.core.library import Library
+from musicfs.core.library import Library, version_of
 from musicfs.core.origins import LocalOrigin, OriginUnavailable
 from musicfs.core.paths import CacheDirLock, cache_dir_for
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
@@ -41,6 +42,16 @@ from musicfs.core.watch import LocalWatch, ScanRequest
 log = logging.getLogger(__name__)
 
 LAYOUT_SETTING = "skip_unreadable"
+_ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
+_FILL_QUEUE = 10_000
+
+
+def _reachable(origin: LocalOrigin) -> bool:
+    try:
+        origin.check()
+    except OriginUnavailable:
+        return False
+    return True
 
 
 class MountState(enum.Enum):
@@ -130,6 +141,9 @@ class MusicFS:
         self._ops: MusicFSOperations | None = None
         self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
         self._wakeup = trio.Event()
+        self.content: ContentCache | None = None
+        self._to_fill: dict[tuple[str, str], Track] = {}
+        self._fill_wakeup = trio.Event()
         self._scanner: Scanner | None = None
         self._stopping = False
         self.trio_token: trio.lowlevel.TrioToken | None = None
@@ -201,7 +215,15 @@ class MusicFS:
         """Mount, answer requests until unmounted or `request_shutdown`, then clean up."""
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
-        library = Library(self._catalog, self.origins, on_stale=self._on_stale)
+        if self.config.cache_mode == "full":
+            self.content = ContentCache(self.cache_dir / "content", self.config.cache_limit)
+        library = Library(
+            self._catalog,
+            self.origins,
+            on_stale=self._on_stale,
+            content=self.content,
+            on_fill=self._on_fill,
+        )
         self._ops = ops = MusicFSOperations(
             library,
             entry_timeout=self.config.entry_timeout,
@@ -224,6 +246,7 @@ class MusicFS:
                     await on_ready()
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self._fill_loop)
                 for origin in self.origins.values():
                     if origin.kind == "local" and self.config.watch:
                         nursery.start_soon(self._watch, origin)
@@ -234,6 +257,8 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             library.close_all()
+            if self.content is not None:
+                self.content.close()
             pyfuse3.close(unmount=True)
             self._catalog.close()
             self._lock.release()
@@ -299,11 +324,23 @@ class MusicFS:
                     self.progress = None  # a live display only for the first scan
 
     async def _watch(self, origin: LocalOrigin) -> None:
-        """Turn inotify events on a local origin into rescans of what changed."""
+        """Follow a local origin: while it is there, turn its inotify events into
+        rescans of what changed; when it goes, wait for it and rescan it all."""
+        while True:
+            await self._watch_once(origin)
+            log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
+            while not await trio.to_thread.run_sync(_reachable, origin):
+                await trio.sleep(_ORIGIN_RETRY)
+            log.info("origin %s is back; rescanning it", origin.id)
+            self._ask(origin.id, ScanRequest(full=True))
+
+    async def _watch_once(self, origin: LocalOrigin) -> None:
+        if not await trio.to_thread.run_sync(_reachable, origin):
+            return
         watch = await trio.to_thread.run_sync(LocalWatch, origin.location)
         log.info("watching %s (%d folders)", origin.location, watch.watched)
         try:
-            while True:
+            while watch.watched:  # 0 once the origin's own folder went away
                 events = await trio.to_thread.run_sync(
                     watch.events, 1000, 200, abandon_on_cancel=True
                 )
@@ -322,6 +359,37 @@ class MusicFS:
         while True:
             await trio.sleep(interval)
             self._ask(origin.id, ScanRequest(full=True))
+
+    def _on_fill(self, track: Track) -> None:
+        """Keep a copy of a file that was just opened from its origin (trio thread)."""
+        if len(self._to_fill) < _FILL_QUEUE:
+            self._to_fill[(track.origin, track.relpath)] = track
+            self._fill_wakeup.set()
+
+    async def _fill_loop(self) -> None:
+        """Copy opened files into the content cache, one at a time, in the background."""
+        while True:
+            await self._fill_wakeup.wait()
+            self._fill_wakeup = trio.Event()
+            while self._to_fill:
+                key = next(iter(self._to_fill))
+                track = self._to_fill.pop(key)
+                await trio.to_thread.run_sync(self._fill, track)
+
+    def _fill(self, track: Track) -> None:
+        origin = self.origins.get(track.origin)
+        if origin is None or self.content is None:
+            return
+        try:
+            fd = origin.open(track.relpath)
+        except OSError:
+            return  # gone or offline meanwhile: nothing to copy
+        try:
+            self.content.fill(version_of(track), fd)
+        except OSError as exc:
+            log.warning("could not cache %s/%s: %s", track.origin, track.relpath, exc)
+        finally:
+            os.close(fd)
 
     def _ask(self, origin_id: str, request: ScanRequest) -> None:
         self._requests.setdefault(origin_id, ScanRequest()).merge(request)
@@ -391,10 +459,14 @@ class MusicFS:
                     "last_scan": report.summary() if report else "",
                 }
             )
+        state = self.state
+        if state is MountState.READY and not all(o["online"] for o in origins):
+            state = MountState.DEGRADED
         return {
             "version": version(),
             "pid": os.getpid(),
-            "state": self.state.value,
+            "state": state.value,
+            "cached_files": self.content.headers.entries if self.content else 0,
             "mountpoint": str(self.mountpoint),
             "cache_dir": str(self.cache_dir),
             "uptime_seconds": round(time.time() - self.started, 3),

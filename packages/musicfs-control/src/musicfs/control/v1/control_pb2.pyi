@@ -41,7 +41,7 @@ class OriginStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., online: _Optional[bool] = ..., last_scan: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket")
+    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Status(_message.Message):
     SCANNING_FIELD_NUMBER: _ClassVar[int]
     ORIGINS_FIELD_NUMBER: _ClassVar[int]
     SOCKET_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FILES_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     state: MountState
@@ -70,7 +71,8 @@ class Status(_message.Message):
     scanning: bool
     origins: _containers.RepeatedCompositeFieldContainer[OriginStatus]
     socket: str
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ...) -> None: ...
+    cached_files: int
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ("drain_timeout_seconds",)

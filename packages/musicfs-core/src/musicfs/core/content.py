@@ -1,0 +1,152 @@
+"""The content cache: a copy of what was read, kept for when the origin is gone.
+
+A file version (origin, path, size, mtime) is stored as its header (tier L2,
+a blob in ``manifests.sqlite3``) and its payload as CAS chunks (tier L3,
+`musicfs.core.cas`) listed in a manifest. `ContentCache.fill` copies a file in
+(the daemon does it in the background after a file has been opened);
+`ContentCache.open` gives a `CachedFile` that reads the same bytes back,
+verifying every chunk, so an album that was played keeps playing while its
+origin is offline (NFR-7.1). Nothing here talks to FUSE.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from musicfs.core.cas import DEFAULT_LIMIT, ChunkStore, CorruptChunk, TierStats, cut
+from musicfs.core.headers import header_length
+
+log = logging.getLogger(__name__)
+
+_FILL_BLOCK = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of one origin file: what a manifest describes."""
+
+    origin: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    format: str
+
+
+class CachedFile:
+    """A cached file version, read back from its header and verified chunks."""
+
+    def __init__(self, store: ChunkStore, header: bytes, chunks: list[tuple[int, int, str]]):
+        self.store = store
+        self.header = header
+        self.chunks = chunks  # (payload offset, length, hash), in order
+        self._starts = [offset for offset, _, _ in chunks]
+        self.size = len(header) + sum(length for _, length, _ in chunks)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`."""
+        end = min(offset + size, self.size)
+        out = bytearray()
+        if offset < len(self.header):
+            out += self.header[offset:end]
+            offset = len(self.header)
+        position = offset - len(self.header)
+        stop = end - len(self.header)
+        index = max(0, bisect.bisect_right(self._starts, position) - 1)
+        while position < stop and index < len(self.chunks):
+            start, length, digest = self.chunks[index]
+            data = self.store.get(digest)
+            if data is None:
+                raise CorruptChunk(f"chunk {digest} is no longer in the cache")
+            out += data[position - start : min(stop, start + length) - start]
+            position = start + length
+            index += 1
+        return bytes(out)
+
+
+class ContentCache:
+    """Headers and chunk manifests of file versions, over one `ChunkStore`."""
+
+    def __init__(self, root: str | Path, limit: int = DEFAULT_LIMIT) -> None:
+        self.root = Path(root)
+        self.store = ChunkStore(self.root / "chunks", limit)
+        self.headers = TierStats()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
+                                   isolation_level=None)  # fmt: skip
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS manifests ("
+            " origin TEXT NOT NULL, relpath TEXT NOT NULL, size INTEGER NOT NULL,"
+            " mtime_ns INTEGER NOT NULL, header BLOB NOT NULL, chunks TEXT NOT NULL,"
+            " PRIMARY KEY (origin, relpath))"
+        )
+        row = self._db.execute("SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests")
+        self.headers.entries, self.headers.bytes = row.fetchone()
+
+    def close(self) -> None:
+        self._db.close()
+        self.store.close()
+
+    def has(self, version: Version) -> bool:
+        return self._manifest(version) is not None
+
+    def fill(self, version: Version, fd: int) -> bool:
+        """Copy the file open at *fd* into the cache, if it still is *version*."""
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != (version.size, version.mtime_ns):
+            return False  # changed since it was catalogued: the rescan will tell
+        data = bytearray()
+        while len(data) < version.size:
+            block = os.pread(fd, _FILL_BLOCK, len(data))
+            if not block:
+                return False
+            data += block
+        view = memoryview(data)
+        hlen = header_length(lambda o, n: bytes(view[o : o + n]), version.format)
+        payload = view[hlen:]
+        chunks = []
+        for offset, length in cut(payload):
+            digest = self.store.put(bytes(payload[offset : offset + length]))
+            chunks.append(f"{offset}:{length}:{digest}")
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)",
+                (version.origin, version.relpath, version.size, version.mtime_ns,
+                 bytes(view[:hlen]), ",".join(chunks)),
+            )  # fmt: skip
+            self.headers.entries += 1
+            self.headers.bytes += hlen
+        log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(chunks))
+        return True
+
+    def open(self, version: Version) -> CachedFile | None:
+        """The cached copy of exactly this version, if every chunk is still there."""
+        row = self._manifest(version)
+        if row is None:
+            self.headers.misses += 1
+            return None
+        header, listing = row
+        chunks = []
+        for item in filter(None, listing.split(",")):
+            offset, length, digest = item.split(":")
+            if not self.store.has(digest):  # evicted: the copy is incomplete
+                self.headers.misses += 1
+                return None
+            chunks.append((int(offset), int(length), digest))
+        self.headers.hits += 1
+        return CachedFile(self.store, header, chunks)
+
+    def _manifest(self, version: Version) -> tuple[bytes, str] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT header, chunks FROM manifests WHERE origin = ? AND relpath = ? "
+                "AND size = ? AND mtime_ns = ?",
+                (version.origin, version.relpath, version.size, version.mtime_ns),
+            ).fetchone()
+        return None if row is None else (bytes(row[0]), str(row[1]))

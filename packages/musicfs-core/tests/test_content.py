@@ -1,0 +1,91 @@
+"""The content cache: a file read once comes back byte for byte, verified."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from musicfs.core.cas import CorruptChunk
+from musicfs.core.content import ContentCache, Version
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[ContentCache]:
+    c = ContentCache(tmp_path / "content")
+    yield c
+    c.close()
+
+
+def put_file(path: Path, data: bytes) -> Version:
+    path.write_bytes(data)
+    st = path.stat()
+    return Version("lib", path.name, st.st_size, st.st_mtime_ns, path.suffix.lstrip("."))
+
+
+def fill(cache: ContentCache, path: Path, version: Version) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return cache.fill(version, fd)
+    finally:
+        os.close(fd)
+
+
+def test_reads_return_the_original_bytes_at_any_offset(tmp_path: Path, cache: ContentCache) -> None:
+    data = b"fLaC\x80\x00\x00\x10" + b"T" * 16 + random.Random(3).randbytes(700_000)
+    version = put_file(tmp_path / "a.flac", data)
+    assert fill(cache, tmp_path / "a.flac", version)
+    cached = cache.open(version)
+    assert cached is not None
+    assert cached.header == data[:24]  # fLaC + one metadata block
+    assert cached.size == len(data)
+    rng = random.Random(4)
+    for _ in range(200):
+        offset = rng.randrange(0, len(data) + 10)
+        size = rng.randrange(1, 300_000)
+        assert cached.read(offset, size) == data[offset : offset + size]
+
+
+def test_only_the_exact_version_is_served(tmp_path: Path, cache: ContentCache) -> None:
+    version = put_file(tmp_path / "a.mp3", b"x" * 1000)
+    fill(cache, tmp_path / "a.mp3", version)
+    changed = Version(version.origin, version.relpath, version.size, version.mtime_ns + 1, "mp3")
+    assert cache.open(changed) is None
+    assert cache.open(version) is not None
+
+
+def test_a_file_changed_since_cataloguing_is_not_cached(
+    tmp_path: Path, cache: ContentCache
+) -> None:
+    version = put_file(tmp_path / "a.mp3", b"x" * 1000)
+    (tmp_path / "a.mp3").write_bytes(b"y" * 1001)
+    assert not fill(cache, tmp_path / "a.mp3", version)
+    assert cache.open(version) is None
+
+
+def test_identical_files_share_their_chunks(tmp_path: Path, cache: ContentCache) -> None:
+    data = random.Random(5).randbytes(500_000)
+    a = put_file(tmp_path / "a.wav", data)
+    (tmp_path / "sub").mkdir()
+    b = put_file(tmp_path / "sub" / "b.wav", data)
+    fill(cache, tmp_path / "a.wav", a)
+    stored = cache.store.stats.bytes
+    fill(cache, tmp_path / "sub" / "b.wav", b)
+    assert cache.store.stats.bytes == stored == len(data)
+
+
+def test_a_damaged_chunk_is_never_served(tmp_path: Path, cache: ContentCache) -> None:
+    data = random.Random(6).randbytes(300_000)
+    version = put_file(tmp_path / "a.wav", data)
+    fill(cache, tmp_path / "a.wav", version)
+    cached = cache.open(version)
+    assert cached is not None
+    digest = cached.chunks[0][2]
+    path = cache.store.path_of(digest)
+    path.write_bytes(b"\0" + path.read_bytes()[1:])
+    with pytest.raises(CorruptChunk):
+        cached.read(0, 100)
+    assert cache.open(version) is None  # the copy is incomplete now

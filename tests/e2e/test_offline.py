@@ -1,0 +1,88 @@
+"""Offline (NFR-7.1): an album that was read keeps playing when its origin goes away.
+
+Files read through the mount are copied into the content cache in the
+background. Then the origin disappears (its folder is renamed away, as when a
+disk is unplugged): browsing and stat still work, the files that were read come
+back byte for byte from the cache, a file never read fails with EIO at once,
+and the mount reports DEGRADED. When the origin returns, the daemon notices by
+itself, and live changes are followed again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import errno_of, mounted, sha256_of, wait_until
+from tests.e2e.library import Library, make_origin, render_path
+
+pytestmark = [pytest.mark.mount, pytest.mark.media]
+
+JOGA = "Björk/Homogenic/01 Jóga.flac"
+UNRAVEL = "Björk/Homogenic/02 Unravel.flac"
+SVEFN = "Sigur Rós/svefn-g-englar.mp3"
+HIKARI = "jp/光.opus"
+
+
+def forget_pages(path: Path) -> None:
+    """Drop the kernel's cached pages of *path*, so the next read reaches the daemon."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_read_album_survives_the_origin_going_away(library: Library, tmp_path: Path) -> None:
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [JOGA, UNRAVEL, SVEFN])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        album = {rel: mount.mountpoint / render_path(specs[rel]) for rel in (JOGA, UNRAVEL)}
+        never_read = mount.mountpoint / render_path(specs[SVEFN])
+        played = {rel: sha256_of(path) for rel, path in album.items()}
+        wait_until(lambda: mount.status()["cached_files"] >= 2, timeout=30,
+                   what="the album to be cached")  # fmt: skip
+        for path in album.values():
+            forget_pages(path)
+
+        origin.rename(tmp_path / "unplugged")
+        try:
+            assert sorted(os.listdir(album[JOGA].parent)) == sorted(p.name for p in album.values())
+            for rel, path in album.items():
+                assert path.stat().st_size == (tmp_path / "unplugged" / rel).stat().st_size
+                assert sha256_of(path) == played[rel], f"{path.name}: wrong bytes from the cache"
+            assert errno_of(lambda: sha256_of(never_read)) == errno.EIO
+            status = mount.status()
+            assert status["state"] == "DEGRADED"
+            assert status["origins"][0]["online"] is False
+        finally:
+            (tmp_path / "unplugged").rename(origin)
+
+        wait_until(lambda: mount.status()["state"] == "READY", timeout=30, what="READY again")
+        assert mount.status()["origins"][0]["online"] is True
+        assert sha256_of(never_read) == sha256_of(origin / SVEFN)
+        added = make_origin(library, origin, [HIKARI])
+        target = mount.mountpoint / render_path(added[HIKARI])
+        wait_until(target.exists, timeout=30, what="a change after the origin came back")
+
+
+def test_passthrough_mode_keeps_no_copy(library: Library, tmp_path: Path) -> None:
+    """``[cache] mode = "passthrough"`` (NFR-5.4): nothing is stored, so nothing
+    is readable once the origin is gone."""
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [JOGA])
+    env = {"MUSICFS_CACHE_MODE": "passthrough"}
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache", env=env) as mount:
+        path = mount.mountpoint / render_path(specs[JOGA])
+        sha256_of(path)
+        forget_pages(path)
+        assert mount.status()["cached_files"] == 0
+        origin.rename(tmp_path / "unplugged")
+        try:
+            assert errno_of(lambda: sha256_of(path)) == errno.EIO
+        finally:
+            (tmp_path / "unplugged").rename(origin)
+    assert not (tmp_path / "cache" / "content").exists()
