@@ -11,12 +11,14 @@ itself, and live changes are followed again.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import errno_of, mounted, sha256_of, wait_until
+from tests.e2e.helpers import describe, errno_of, mounted, run_musicfs, sha256_of, wait_until
 from tests.e2e.library import Library, make_origin, render_path
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
@@ -86,3 +88,45 @@ def test_passthrough_mode_keeps_no_copy(library: Library, tmp_path: Path) -> Non
         finally:
             (tmp_path / "unplugged").rename(origin)
     assert not (tmp_path / "cache" / "content").exists()
+
+
+def test_a_damaged_chunk_is_never_served_and_verify_repairs(
+    library: Library, tmp_path: Path
+) -> None:
+    """Integrity (NFR-8.1): flip one byte of a cached chunk, take the origin away:
+    the damaged file fails with EIO (never wrong bytes), the others still play;
+    ``musicfs cache verify`` then reports and drops what was damaged."""
+    origin, cache = tmp_path / "music", tmp_path / "cache"
+    specs = make_origin(library, origin, [JOGA, UNRAVEL])
+    with mounted([origin], tmp_path / "mnt", cache) as mount:
+        paths = {rel: mount.mountpoint / render_path(specs[rel]) for rel in (JOGA, UNRAVEL)}
+        played = {rel: sha256_of(path) for rel, path in paths.items()}
+        wait_until(lambda: mount.status()["cached_files"] >= 2, timeout=30, what="caching")
+        chunk = chunk_of(cache, JOGA)
+        data = bytearray(chunk.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        chunk.write_bytes(bytes(data))
+        for path in paths.values():
+            forget_pages(path)
+        origin.rename(tmp_path / "unplugged")
+        try:
+            assert errno_of(lambda: sha256_of(paths[JOGA])) == errno.EIO
+            assert sha256_of(paths[UNRAVEL]) == played[UNRAVEL]
+        finally:
+            (tmp_path / "unplugged").rename(origin)
+    first = run_musicfs("cache", "verify", "--cache-dir", cache, "--json")
+    assert first.returncode == 1, describe(first)
+    report = json.loads(first.stdout)
+    assert report["catalog"] == "ok"
+    assert report["cached_files_dropped"] == 1
+    assert report["cached_files_kept"] == 1
+    again = run_musicfs("cache", "verify", "--cache-dir", cache)
+    assert again.returncode == 0, describe(again)
+
+
+def chunk_of(cache: Path, relpath: str) -> Path:
+    """The file of the first payload chunk of *relpath*'s cached copy."""
+    with sqlite3.connect(cache / "content" / "manifests.sqlite3") as db:
+        row = db.execute("SELECT chunks FROM manifests WHERE relpath = ?", (relpath,)).fetchone()
+    digest = str(row[0]).split(",")[0].rsplit(":", 1)[1]
+    return cache / "content" / "chunks" / "chunks" / digest[:2] / digest[2:4] / digest

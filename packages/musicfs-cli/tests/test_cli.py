@@ -80,3 +80,12 @@ def test_unmount_of_something_not_mounted_exits_3(tmp_path: Path) -> None:
     result = run("unmount", str(tmp_path), env={"XDG_RUNTIME_DIR": str(tmp_path)})
     assert result.returncode == EXIT_NO_DAEMON
     assert "is it mounted?" in result.stderr
+
+
+def test_cache_verify_needs_to_know_which_cache(tmp_path: Path) -> None:
+    result = run("cache", "verify", "--config", os.devnull)
+    assert result.returncode == EXIT_USAGE
+    assert "--cache-dir" in result.stderr
+    empty = run("cache", "verify", "--cache-dir", str(tmp_path / "nothing"))
+    assert empty.returncode == 1
+    assert "no MusicFS cache in" in empty.stderr

@@ -89,3 +89,39 @@ def test_a_damaged_chunk_is_never_served(tmp_path: Path, cache: ContentCache) ->
     with pytest.raises(CorruptChunk):
         cached.read(0, 100)
     assert cache.open(version) is None  # the copy is incomplete now
+
+
+def test_an_open_cached_file_is_never_evicted_under_its_reader(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "content", limit=600_000)
+    data = random.Random(7).randbytes(500_000)
+    version = put_file(tmp_path / "a.wav", data)
+    fill(cache, tmp_path / "a.wav", version)
+    cached = cache.open(version)
+    assert cached is not None
+    other = put_file(tmp_path / "b.wav", random.Random(8).randbytes(500_000))
+    fill(cache, tmp_path / "b.wav", other)  # over the limit: something must go
+    assert cached.read(0, len(data)) == data
+    assert cache.store.stats.bytes <= 600_000 + 256 * 1024  # over by at most one chunk
+    cached.close()
+    cache.store.evict()
+    assert cache.store.stats.bytes <= 600_000
+    cache.close()
+
+
+def test_verify_drops_damaged_chunks_and_the_copies_that_need_them(
+    tmp_path: Path, cache: ContentCache
+) -> None:
+    good = put_file(tmp_path / "a.wav", random.Random(9).randbytes(200_000))
+    hurt = put_file(tmp_path / "b.wav", random.Random(10).randbytes(200_000))
+    fill(cache, tmp_path / "a.wav", good)
+    fill(cache, tmp_path / "b.wav", hurt)
+    opened = cache.open(hurt)
+    assert opened is not None
+    digest = opened.chunks[-1][2]
+    opened.close()
+    path = cache.store.path_of(digest)
+    path.write_bytes(path.read_bytes()[:-1] + b"?")
+    assert cache.verify() == ([digest], 1)
+    assert cache.open(hurt) is None
+    assert cache.open(good) is not None
+    assert cache.verify() == ([], 0)

@@ -1,4 +1,4 @@
-"""The ``musicfs`` command: mount, unmount, status, shutdown.
+"""The ``musicfs`` command: mount, unmount, status, shutdown, cache verify.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
 3 no daemon answers for that mount.
@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    cache = sub.add_parser("cache", help="the content cache of a mount")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    verify = cache_sub.add_parser(
+        "verify", help="check every cached chunk and the catalog; drop what is damaged"
+    )
+    verify.add_argument("mountpoint", type=Path, nargs="?")
+    _config_args(verify)
+    verify.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
     _config_args(shutdown)
@@ -101,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "unmount": cmd_unmount,
         "status": cmd_status,
         "shutdown": cmd_unmount,
+        "cache": cmd_cache,
     }[args.command]
     try:
         return handler(args)
@@ -320,6 +331,48 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         time.sleep(0.05)
     print(f"unmounted {mountpoint}")
     return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    config = _load(args, cache_dir=args.cache_dir)
+    if args.mountpoint is None and not config.cache_dir:
+        raise CLIError("name the mount (musicfs cache verify MOUNTPOINT) or pass --cache-dir",
+                       EXIT_USAGE)  # fmt: skip
+    cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
+    if not (cache_dir / "catalog.sqlite3").exists():
+        raise CLIError(f"no MusicFS cache in {cache_dir} (never mounted with this cache dir?)")
+    from musicfs.core.catalog import Catalog
+    from musicfs.core.content import ContentCache
+
+    with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
+        catalog_check = catalog.integrity_check()
+    content_dir = cache_dir / "content"
+    bad: list[str] = []
+    dropped = chunks = files = 0
+    if content_dir.exists():
+        content = ContentCache(content_dir, config.cache_limit)
+        try:
+            bad, dropped = content.verify(deep=True)
+            chunks, files = content.store.stats.entries, content.headers.entries
+        finally:
+            content.close()
+    report = {
+        "cache_dir": str(cache_dir),
+        "catalog": catalog_check,
+        "chunks_kept": chunks,
+        "cached_files_kept": files,
+        "damaged_chunks_dropped": len(bad),
+        "cached_files_dropped": dropped,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"catalog: {catalog_check}")
+        print(f"content cache: {chunks} chunks and {files} cached files kept; "
+              f"{len(bad)} damaged chunks and {dropped} incomplete files dropped "
+              "(they are copied again when next read)")  # fmt: skip
+    healthy = catalog_check == "ok" and not bad and not dropped
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def _is_mounted(path: Path) -> bool:

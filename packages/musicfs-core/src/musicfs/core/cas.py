@@ -162,23 +162,30 @@ class ChunkStore:
 
     # -- pins and eviction ---------------------------------------------------------
 
+    def pin(self, digests: Iterable[str]) -> None:
+        """Keep *digests* from eviction until `unpin` (an open file's chunks)."""
+        with self._lock:
+            for d in digests:
+                self._pins[d] = self._pins.get(d, 0) + 1
+
+    def unpin(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            for d in digests:
+                left = self._pins.get(d, 0) - 1
+                if left > 0:
+                    self._pins[d] = left
+                else:
+                    self._pins.pop(d, None)
+
     @contextlib.contextmanager
     def pinned(self, digests: Iterable[str]) -> Iterator[None]:
-        """Keep *digests* from eviction while the block runs (an open file's chunks)."""
+        """Keep *digests* from eviction while the block runs."""
         held = list(digests)
-        with self._lock:
-            for d in held:
-                self._pins[d] = self._pins.get(d, 0) + 1
+        self.pin(held)
         try:
             yield
         finally:
-            with self._lock:
-                for d in held:
-                    left = self._pins[d] - 1
-                    if left:
-                        self._pins[d] = left
-                    else:
-                        del self._pins[d]
+            self.unpin(held)
 
     def evict(self) -> int:
         """Bring the store under its limit now; return the bytes freed."""
@@ -216,15 +223,24 @@ class ChunkStore:
 
     # -- maintenance -------------------------------------------------------------
 
-    def verify(self) -> list[str]:
-        """Check every chunk against its hash; drop and return the damaged ones."""
+    def verify(self, deep: bool = True) -> list[str]:
+        """Check every chunk; drop and return the damaged or missing ones.
+
+        *deep*: hash every chunk (reads the whole store). Otherwise only check
+        that each file is there with the right size: quick enough for startup.
+        """
         bad = []
-        for (digest,) in self._db.execute("SELECT hash FROM chunks").fetchall():
+        for digest, size in self._db.execute("SELECT hash, size FROM chunks").fetchall():
+            path = self.path_of(digest)
             try:
-                data = self.path_of(digest).read_bytes()
+                ok = (
+                    (chunk_hash(path.read_bytes()) == digest)
+                    if deep
+                    else (path.stat().st_size == size)
+                )
             except FileNotFoundError:
-                data = None
-            if data is None or chunk_hash(data) != digest:
+                ok = False
+            if not ok:
                 bad.append(digest)
                 with self._lock:
                     self._forget_locked(digest)

@@ -47,6 +47,14 @@ class CachedFile:
         self.chunks = chunks  # (payload offset, length, hash), in order
         self._starts = [offset for offset, _, _ in chunks]
         self.size = len(header) + sum(length for _, length, _ in chunks)
+        # An open file's chunks are never evicted under it.
+        self.store.pin(digest for _, _, digest in chunks)
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.store.unpin(digest for _, _, digest in self.chunks)
 
     def read(self, offset: int, size: int) -> bytes:
         """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`."""
@@ -141,6 +149,32 @@ class ContentCache:
             chunks.append((int(offset), int(length), digest))
         self.headers.hits += 1
         return CachedFile(self.store, header, chunks)
+
+    def verify(self, deep: bool = True) -> tuple[list[str], int]:
+        """Check every chunk (against its hash when *deep*, else its size) and
+        every manifest against the chunks it lists; drop what is damaged or incomplete.
+
+        Returns (damaged chunk hashes, manifests dropped). A dropped file is
+        simply copied again the next time it is read from its origin.
+        """
+        bad = self.store.verify(deep)
+        dropped = 0
+        with self._lock:
+            rows = self._db.execute("SELECT origin, relpath, chunks FROM manifests").fetchall()
+        for origin, relpath, listing in rows:
+            digests = [item.rsplit(":", 1)[1] for item in filter(None, listing.split(","))]
+            if all(self.store.has(d) for d in digests):
+                continue
+            with self._lock:
+                self._db.execute(
+                    "DELETE FROM manifests WHERE origin = ? AND relpath = ?", (origin, relpath)
+                )
+                self.headers.entries -= 1
+            dropped += 1
+        if bad or dropped:
+            log.warning("cache verify: %d damaged chunks dropped, %d cached files incomplete",
+                        len(bad), dropped)  # fmt: skip
+        return bad, dropped
 
     def _manifest(self, version: Version) -> tuple[bytes, str] | None:
         with self._lock:

@@ -187,8 +187,12 @@ class Library:
 
     def close(self, handle: int) -> None:
         opened = self._handles.pop(handle, None)
-        if opened is not None and opened.fd >= 0:
+        if opened is None:
+            return
+        if opened.fd >= 0:
             os.close(opened.fd)
+        if opened.cached is not None:
+            opened.cached.close()
 
     def totals(self, max_age: float = 10.0) -> tuple[int, int, int]:
         """(tracks + directories, total bytes, unreadable files), at most *max_age* s old.

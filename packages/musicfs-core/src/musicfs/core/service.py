@@ -367,7 +367,13 @@ class MusicFS:
             self._fill_wakeup.set()
 
     async def _fill_loop(self) -> None:
-        """Copy opened files into the content cache, one at a time, in the background."""
+        """Copy opened files into the content cache, one at a time, in the background.
+
+        Starts with a quick integrity check of the cache (FR-25.5): chunks that
+        are missing or the wrong size are dropped, with the copies needing them.
+        """
+        if self.content is not None:
+            await trio.to_thread.run_sync(self.content.verify, False)
         while True:
             await self._fill_wakeup.wait()
             self._fill_wakeup = trio.Event()
