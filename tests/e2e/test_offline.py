@@ -130,3 +130,33 @@ def chunk_of(cache: Path, relpath: str) -> Path:
         row = db.execute("SELECT chunks FROM manifests WHERE relpath = ?", (relpath,)).fetchone()
     digest = str(row[0]).split(",")[0].rsplit(":", 1)[1]
     return cache / "content" / "chunks" / "chunks" / digest[:2] / digest[2:4] / digest
+
+
+def test_backup_restore_round_trip_through_the_cli(library: Library, tmp_path: Path) -> None:
+    """``musicfs cache backup`` while mounted, lose the cache, ``cache restore``:
+    the next mount serves the tree at once and the cached album offline."""
+    origin, cache, mnt = tmp_path / "music", tmp_path / "cache", tmp_path / "mnt"
+    specs = make_origin(library, origin, [JOGA, UNRAVEL])
+    backup = tmp_path / "musicfs.tar"
+    with mounted([origin], mnt, cache) as mount:
+        played = sha256_of(mount.mountpoint / render_path(specs[JOGA]))
+        wait_until(lambda: mount.status()["cached_files"] >= 1, timeout=30, what="caching")
+        made = run_musicfs("cache", "backup", backup, mnt)
+        assert made.returncode == 0, describe(made)
+        refused = run_musicfs("cache", "restore", backup, "--cache-dir", cache)
+        assert refused.returncode == 1
+        assert "unmount" in refused.stderr
+    (cache / "catalog.sqlite3").write_bytes(b"lost")
+    for path in (cache / "content").rglob("*.sqlite3*"):
+        path.unlink()
+    restored = run_musicfs("cache", "restore", backup, "--cache-dir", cache)
+    assert restored.returncode == 0, describe(restored)
+    origin.rename(tmp_path / "unplugged")
+    no_scan = {"MUSICFS_SCAN_ON_START": "false"}
+    try:
+        with mounted([origin], mnt, cache, wait_scan=False, env=no_scan) as mount:
+            path = mount.mountpoint / render_path(specs[JOGA])
+            assert sha256_of(path) == played
+            assert mount.status()["tracks"] == 2
+    finally:
+        (tmp_path / "unplugged").rename(origin)

@@ -1,4 +1,4 @@
-"""The ``musicfs`` command: mount, unmount, status, shutdown, cache verify.
+"""The ``musicfs`` command: mount, unmount, status, shutdown, cache verify|backup|restore.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
 3 no daemon answers for that mount.
@@ -76,10 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify = cache_sub.add_parser(
         "verify", help="check every cached chunk and the catalog; drop what is damaged"
     )
-    verify.add_argument("mountpoint", type=Path, nargs="?")
-    _config_args(verify)
-    verify.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    backup = cache_sub.add_parser("backup", help="write the catalog and cache to a tar file")
+    backup.add_argument("file", type=Path, help="the backup file to write")
+    restore = cache_sub.add_parser(
+        "restore", help="replace the catalog and cache with a backup (mount must be down)"
+    )
+    restore.add_argument("file", type=Path, help="the backup file to read")
+    for action in (verify, backup, restore):
+        action.add_argument("mountpoint", type=Path, nargs="?")
+        _config_args(action)
+        action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
+        action.add_argument("--json", action="store_true", help="machine-readable output")
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
@@ -335,12 +342,66 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     config = _load(args, cache_dir=args.cache_dir)
+    action = args.cache_command
     if args.mountpoint is None and not config.cache_dir:
-        raise CLIError("name the mount (musicfs cache verify MOUNTPOINT) or pass --cache-dir",
-                       EXIT_USAGE)  # fmt: skip
+        raise CLIError(
+            f"name the mount (musicfs cache {action} ... MOUNTPOINT) or pass --cache-dir",
+            EXIT_USAGE,
+        )
     cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
+    if args.cache_dir is None and args.mountpoint is not None and _is_mounted(args.mountpoint):
+        cache_dir = _daemon_cache_dir(args) or cache_dir  # mounted with its own --cache-dir?
+    if action == "restore":
+        return _cache_restore(args, cache_dir)
     if not (cache_dir / "catalog.sqlite3").exists():
         raise CLIError(f"no MusicFS cache in {cache_dir} (never mounted with this cache dir?)")
+    if action == "backup":
+        return _cache_backup(args, cache_dir)
+    return _cache_verify(args, config, cache_dir)
+
+
+def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
+    """The cache dir the daemon serving *args.mountpoint* uses, if one answers."""
+    try:
+        with _client(_socket_for(args), args.mountpoint) as client:
+            return Path(client.status()["cache_dir"])
+    except (CLIError, _unreachable()):
+        return None
+
+
+def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
+    from musicfs.core.backup import BackupError, backup_cache
+
+    try:
+        counts = backup_cache(cache_dir, args.file)
+    except (BackupError, OSError) as exc:
+        raise CLIError(f"backup failed: {exc}") from None
+    if args.json:
+        print(json.dumps({"file": str(args.file), **counts}, indent=2))
+    else:
+        print(f"wrote {args.file}: {counts['databases']} databases, {counts['chunks']} chunks "
+              f"({counts['bytes']} bytes)")  # fmt: skip
+    return EXIT_OK
+
+
+def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
+    from musicfs.core.backup import BackupError, restore_cache
+    from musicfs.core.paths import CacheDirLocked
+
+    try:
+        counts = restore_cache(args.file, cache_dir)
+    except CacheDirLocked as exc:
+        raise CLIError(f"{exc}; run musicfs unmount first") from None
+    except (BackupError, OSError) as exc:
+        raise CLIError(f"restore failed, {cache_dir} is unchanged: {exc}") from None
+    if args.json:
+        print(json.dumps({"cache_dir": str(cache_dir), **counts}, indent=2))
+    else:
+        print(f"restored {args.file} into {cache_dir} ({counts['chunks']} chunks)")
+    return EXIT_OK
+
+
+def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
     from musicfs.core.catalog import Catalog
     from musicfs.core.content import ContentCache
 

@@ -1,0 +1,116 @@
+"""Backup and restore of a mount's catalog and content cache (FR-25.4).
+
+A backup is a tar file: consistent snapshots of the SQLite databases (taken
+with SQLite's online backup API, so a running daemon need not stop) and the
+chunk files, which never change once written. Restoring refuses a cache dir
+that a daemon is using, unpacks next to it, checks what it unpacked, and only
+then swaps it in: a failed restore leaves the old cache as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from musicfs.core.catalog import Catalog, CatalogError
+from musicfs.core.content import ContentCache
+from musicfs.core.paths import CacheDirLock
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+_DATABASES = ("catalog.sqlite3", "content/manifests.sqlite3", "content/chunks/index.sqlite3")
+
+
+class BackupError(RuntimeError):
+    """A backup could not be made or restored; the message says why."""
+
+
+def backup_cache(cache_dir: Path, target: Path) -> dict[str, int]:
+    """Write the catalog and content cache of *cache_dir* to the tar file *target*."""
+    if not (cache_dir / "catalog.sqlite3").exists():
+        raise BackupError(f"no MusicFS catalog in {cache_dir}")
+    counts = {"databases": 0, "chunks": 0, "bytes": 0}
+    tmp_target = target.with_name(f".{target.name}.partial")
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(tmp_target, "w") as tar:
+        for name in _DATABASES:
+            source = cache_dir / name
+            if not source.exists():
+                continue
+            snapshot = Path(tmp) / name.replace("/", "_")
+            with sqlite3.connect(source) as src, sqlite3.connect(snapshot) as dst:
+                src.backup(dst)
+            tar.add(snapshot, arcname=name)
+            counts["databases"] += 1
+        chunks = cache_dir / "content" / "chunks" / "chunks"
+        if chunks.exists():
+            for path in sorted(chunks.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):
+                    tar.add(path, arcname=str(path.relative_to(cache_dir)))
+                    counts["chunks"] += 1
+                    counts["bytes"] += path.stat().st_size
+        info = Path(tmp) / "musicfs-backup.json"
+        info.write_text(json.dumps({"format": FORMAT, "created": time.time(), **counts}))
+        tar.add(info, arcname="musicfs-backup.json")
+    tmp_target.replace(target)
+    return counts
+
+
+def restore_cache(source: Path, cache_dir: Path) -> dict[str, int]:
+    """Replace *cache_dir* with the backup *source*. The mount must be unmounted."""
+    if not source.is_file():
+        raise BackupError(f"backup file {source} does not exist")
+    lock = CacheDirLock(cache_dir)
+    lock.acquire()  # raises CacheDirLocked while a daemon uses it
+    try:
+        return _restore(source, cache_dir)
+    finally:
+        lock.release()
+
+
+def _restore(source: Path, cache_dir: Path) -> dict[str, int]:
+    staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=cache_dir.parent))
+    try:
+        try:
+            with tarfile.open(source) as tar:
+                tar.extractall(staging, filter="data")  # no absolute paths, no escapes
+        except (tarfile.TarError, OSError) as exc:
+            raise BackupError(f"{source} is not a readable MusicFS backup: {exc}") from None
+        try:
+            meta = json.loads((staging / "musicfs-backup.json").read_text())
+        except (OSError, ValueError):
+            raise BackupError(
+                f"{source} is not a MusicFS backup (no musicfs-backup.json)"
+            ) from None
+        if meta.get("format") != FORMAT:
+            raise BackupError(f"{source} has backup format {meta.get('format')}, expected {FORMAT}")
+        try:
+            with Catalog.open(staging / "catalog.sqlite3") as catalog:
+                verdict = catalog.integrity_check()
+        except CatalogError as exc:
+            raise BackupError(f"the catalog in {source} cannot be used: {exc}") from None
+        if verdict != "ok":
+            raise BackupError(f"the catalog in {source} is damaged: {verdict}")
+        dropped = 0
+        if (staging / "content").exists():
+            content = ContentCache(staging / "content")
+            try:
+                _, dropped = content.verify(deep=False)
+            finally:
+                content.close()
+        (staging / "musicfs-backup.json").unlink()
+        old = cache_dir.with_name(f".{cache_dir.name}.replaced-{int(time.time())}")
+        if cache_dir.exists():
+            cache_dir.rename(old)
+        staging.rename(cache_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("restored %s into %s", source, cache_dir)
+        return {"chunks": int(meta.get("chunks", 0)), "cached_files_dropped": dropped}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
