@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mutagen.flac import FLAC
 
 from musicfs.core.cas import CorruptChunk
 from musicfs.core.content import ContentCache, Version
@@ -125,3 +129,55 @@ def test_verify_drops_damaged_chunks_and_the_copies_that_need_them(
     assert cache.open(hurt) is None
     assert cache.open(good) is not None
     assert cache.verify() == ([], 0)
+
+
+def flac_file(tmp_path: Path) -> Path:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    out = tmp_path / "song.flac"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=5",
+         "-metadata", "title=Before", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+def version_of(path: Path) -> Version:
+    st = path.stat()
+    return Version("lib", path.name, st.st_size, st.st_mtime_ns, path.suffix.lstrip("."))
+
+
+def test_a_tag_edit_costs_the_header_not_the_file(tmp_path: Path, cache: ContentCache) -> None:
+    """Delta sync (FR-11, AC-10): under 10 KB read from the origin for a tag edit."""
+    path = flac_file(tmp_path)
+    assert fill(cache, path, version_of(path))
+    assert cache.origin_bytes == path.stat().st_size
+    stored = cache.store.stats.bytes
+    audio: Any = FLAC(path)
+    audio["title"] = "After, with a longer title"
+    audio.save()
+    os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))
+    before = cache.origin_bytes
+    assert fill(cache, path, version_of(path))
+    assert cache.origin_bytes - before < 10_000
+    assert cache.store.stats.bytes == stored  # the payload chunks were reused
+    cached = cache.open(version_of(path))
+    assert cached is not None
+    assert cached.read(0, path.stat().st_size + 1) == path.read_bytes()
+
+
+def test_a_changed_payload_is_copied_again(tmp_path: Path, cache: ContentCache) -> None:
+    path = flac_file(tmp_path)
+    fill(cache, path, version_of(path))
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # the audio itself changed, same length
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))
+    before = cache.origin_bytes
+    assert fill(cache, path, version_of(path))
+    fetched = cache.origin_bytes - before
+    assert len(data) <= fetched < len(data) + 10_000  # sampled, found different, read whole
+    cached = cache.open(version_of(path))
+    assert cached is not None
+    assert cached.read(0, len(data)) == bytes(data)

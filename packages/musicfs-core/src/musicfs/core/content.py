@@ -16,6 +16,7 @@ import logging
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from musicfs.core.headers import header_length
 log = logging.getLogger(__name__)
 
 _FILL_BLOCK = 4 * 1024 * 1024
+_SAMPLES = 8  # places of the payload compared after a header-only change
+_SAMPLE = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class ContentCache:
         self.root = Path(root)
         self.store = ChunkStore(self.root / "chunks", limit)
         self.headers = TierStats()
+        self.origin_bytes = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
@@ -105,13 +109,27 @@ class ContentCache:
         return self._manifest(version) is not None
 
     def fill(self, version: Version, fd: int) -> bool:
-        """Copy the file open at *fd* into the cache, if it still is *version*."""
+        """Copy the file open at *fd* into the cache, if it still is *version*.
+
+        When an earlier version of the same file is cached and only its header
+        changed (a tag edit: same payload length, same bytes at sampled places),
+        only the new header is read and the old chunks are kept (FR-11 delta
+        sync). `origin_bytes` counts what was read from the origin.
+        """
         st = os.fstat(fd)
         if (st.st_size, st.st_mtime_ns) != (version.size, version.mtime_ns):
             return False  # changed since it was catalogued: the rescan will tell
+
+        def read(offset: int, size: int) -> bytes:
+            data = os.pread(fd, size, offset)
+            self.origin_bytes += len(data)
+            return data
+
+        if self._fill_delta(version, read):
+            return True
         data = bytearray()
         while len(data) < version.size:
-            block = os.pread(fd, _FILL_BLOCK, len(data))
+            block = read(len(data), _FILL_BLOCK)
             if not block:
                 return False
             data += block
@@ -122,16 +140,57 @@ class ContentCache:
         for offset, length in cut(payload):
             digest = self.store.put(bytes(payload[offset : offset + length]))
             chunks.append(f"{offset}:{length}:{digest}")
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)",
-                (version.origin, version.relpath, version.size, version.mtime_ns,
-                 bytes(view[:hlen]), ",".join(chunks)),
-            )  # fmt: skip
-            self.headers.entries += 1
-            self.headers.bytes += hlen
+        self._save(version, bytes(view[:hlen]), ",".join(chunks))
         log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(chunks))
         return True
+
+    def _fill_delta(self, version: Version, read: Callable[[int, int], bytes]) -> bool:
+        """Reuse the cached payload of an earlier version if only the header changed."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT size, mtime_ns FROM manifests WHERE origin = ? AND relpath = ?",
+                (version.origin, version.relpath),
+            ).fetchone()
+        if row is None or (row[0], row[1]) == (version.size, version.mtime_ns):
+            return False
+        old = self.open(Version(version.origin, version.relpath, row[0], row[1], version.format))
+        if old is None or not old.header:
+            return False
+        try:
+            hlen = header_length(read, version.format)
+            payload = version.size - hlen
+            if hlen == 0 or payload != old.size - len(old.header) or payload <= 0:
+                return False
+            # The payload is where it was and says the same at evenly spread places,
+            # its first and its last bytes included (DESIGN §5: size + ranged samples).
+            for k in range(_SAMPLES + 1):
+                at = max(0, min(payload * k // _SAMPLES, payload - _SAMPLE))
+                size = min(_SAMPLE, payload - at)
+                if read(hlen + at, size) != old.read(len(old.header) + at, size):
+                    return False
+            header = read(0, hlen)
+        except CorruptChunk:
+            return False
+        finally:
+            old.close()
+        listing = ",".join(f"{o}:{n}:{d}" for o, n, d in old.chunks)
+        self._save(version, header, listing)
+        log.debug("cached %s/%s by delta: new header only", version.origin, version.relpath)
+        return True
+
+    def _save(self, version: Version, header: bytes, listing: str) -> None:
+        with self._lock:
+            replaced = self._db.execute(
+                "SELECT 1 FROM manifests WHERE origin = ? AND relpath = ?",
+                (version.origin, version.relpath),
+            ).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)",
+                (version.origin, version.relpath, version.size, version.mtime_ns, header, listing),
+            )
+            if replaced is None:
+                self.headers.entries += 1
+            self.headers.bytes += len(header)
 
     def open(self, version: Version) -> CachedFile | None:
         """The cached copy of exactly this version, if every chunk is still there."""
