@@ -113,3 +113,4 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against direct reads and peers (rclone, mergerfs); see benchmarks/."""
     _install_dev(session)
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/bench_cache.py")

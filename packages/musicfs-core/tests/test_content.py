@@ -181,3 +181,10 @@ def test_a_changed_payload_is_copied_again(tmp_path: Path, cache: ContentCache) 
     cached = cache.open(version_of(path))
     assert cached is not None
     assert cached.read(0, len(data)) == bytes(data)
+
+
+def test_dedup_ratio_counts_shared_chunks(tmp_path: Path, cache: ContentCache) -> None:
+    data = random.Random(11).randbytes(400_000)
+    for name in ("a.wav", "b.wav", "c.wav"):
+        fill(cache, tmp_path / name, put_file(tmp_path / name, data))
+    assert cache.dedup_ratio() == pytest.approx(3.0)

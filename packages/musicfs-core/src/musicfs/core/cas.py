@@ -36,6 +36,7 @@ CHUNK_MIN = 16 * 1024
 CHUNK_AVG = 64 * 1024
 CHUNK_MAX = 256 * 1024
 DEFAULT_LIMIT = 10 * 1024**3
+_TOUCH_BATCH = 512
 
 _CDC = FastCDC(avg_size=CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
 
@@ -86,6 +87,7 @@ class ChunkStore:
         self.stats = TierStats()
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
+        self._touched: dict[str, float] = {}
         (self.root / "chunks").mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
@@ -102,6 +104,8 @@ class ChunkStore:
         self.stats.entries, self.stats.bytes = entries, total
 
     def close(self) -> None:
+        with self._lock:
+            self._flush_touches()
         self._db.close()
 
     def path_of(self, digest: str) -> Path:
@@ -196,6 +200,7 @@ class ChunkStore:
         freed = 0
         if self.stats.bytes <= self.limit:
             return 0
+        self._flush_touches()  # eviction must see the true order of use
         rows = self._db.execute("SELECT hash, size FROM chunks ORDER BY last_used").fetchall()
         for digest, size in rows:
             if self.stats.bytes <= self.limit:
@@ -219,7 +224,20 @@ class ChunkStore:
             self.stats.bytes -= row[0]
 
     def _touch(self, digest: str) -> None:
-        self._db.execute("UPDATE chunks SET last_used = ? WHERE hash = ?", (time.time(), digest))
+        # Remembered in memory and written in batches: one write transaction per
+        # chunk read would cost more than reading the chunk.
+        self._touched[digest] = time.time()
+        if len(self._touched) >= _TOUCH_BATCH:
+            self._flush_touches()
+
+    def _flush_touches(self) -> None:
+        if not self._touched:
+            return
+        items = [(when, digest) for digest, when in self._touched.items()]
+        self._touched.clear()
+        self._db.execute("BEGIN")
+        self._db.executemany("UPDATE chunks SET last_used = ? WHERE hash = ?", items)
+        self._db.execute("COMMIT")
 
     # -- maintenance -------------------------------------------------------------
 

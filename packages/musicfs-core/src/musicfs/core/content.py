@@ -105,6 +105,18 @@ class ContentCache:
         self._db.close()
         self.store.close()
 
+    def dedup_ratio(self) -> float:
+        """Payload bytes the cached files hold, per byte the chunk store keeps."""
+        with self._lock:
+            rows = self._db.execute("SELECT chunks FROM manifests").fetchall()
+        logical = sum(
+            int(item.split(":")[1])
+            for (listing,) in rows
+            for item in filter(None, listing.split(","))
+        )
+        stored = self.store.stats.bytes
+        return logical / stored if stored else 1.0
+
     def has(self, version: Version) -> bool:
         return self._manifest(version) is not None
 
