@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import sqlite3
+import wave
 from pathlib import Path
 
 import pytest
@@ -160,3 +162,44 @@ def test_backup_restore_round_trip_through_the_cli(library: Library, tmp_path: P
             assert mount.status()["tracks"] == 2
     finally:
         (tmp_path / "unplugged").rename(origin)
+
+
+def write_noise_wav(path: Path, seed: int, seconds: float = 4.0) -> None:
+    """A WAV of random samples: its payload does not compress or dedup."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(random.Random(seed).randbytes(int(44100 * seconds) * 4))
+
+
+def test_eviction_keeps_the_cache_under_its_limit(tmp_path: Path) -> None:
+    """``[cache] limit``: least recently used copies go first; the store never
+    grows past the limit by more than one chunk."""
+    origin, cache = tmp_path / "music", tmp_path / "cache"
+    names = ["first.wav", "second.wav", "third.wav"]  # about 700 KB each
+    for seed, name in enumerate(names):
+        write_noise_wav(origin / name, seed)
+    env = {"MUSICFS_CACHE_LIMIT": "1MiB"}
+    with mounted([origin], tmp_path / "mnt", cache, env=env) as mount:
+        album = mount.mountpoint / "Unknown Artist" / "Unknown Album (0000) [WAV]"
+        paths = {name: album / f"00 - {name}" for name in names}
+        for count, name in enumerate(names, start=1):
+            sha256_of(paths[name])
+
+            def cached(n: int = count) -> bool:
+                return bool(mount.status()["cached_files"] >= n)
+
+            wait_until(cached, timeout=30, what=f"{name} to be cached")
+        chunks = (cache / "content" / "chunks" / "chunks").rglob("*")
+        stored = sum(p.stat().st_size for p in chunks if p.is_file())
+        assert stored <= 1024 * 1024 + 256 * 1024
+        for path in paths.values():
+            forget_pages(path)
+        origin.rename(tmp_path / "unplugged")
+        try:
+            assert errno_of(lambda: sha256_of(paths["first.wav"])) == errno.EIO  # evicted
+            assert sha256_of(paths["third.wav"]) == sha256_of(tmp_path / "unplugged" / "third.wav")
+        finally:
+            (tmp_path / "unplugged").rename(origin)
