@@ -6,7 +6,8 @@
 # Installs what the tests use (fuse3, encoders, players, peers) with apt, creates
 # .venv with nox and uv, then runs lint (ruff, mypy, generated code check), the
 # unit and end-to-end tests against real FUSE mounts, and the wheel build check.
-# Extra arguments go to pytest, e.g. ./scripts/test.sh -k templates
+# Extra arguments go to pytest, e.g. ./scripts/test.sh -k templates;
+# --setup-only installs and stops (.ci/run uses it, then runs the same nox line).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
@@ -15,7 +16,11 @@ make_venv
 venv_install nox
 cd "$ROOT"
 export PATH="$VENV/bin:$PATH"
+if [ "${1:-}" = "--setup-only" ]; then
+    exit 0
+fi
 if [ "$#" -gt 0 ]; then
     exec "$VENV/bin/nox" -s tests -- "$@"
 fi
+# Keep in step with .ci/run and the README.
 "$VENV/bin/nox" -s lint tests build install
