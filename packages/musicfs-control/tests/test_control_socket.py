@@ -29,13 +29,18 @@ class FakeMount:
         self.shutdowns: list[float] = []
         self.stopped = trio.Event()
 
-    def status(self) -> dict[str, Any]:
+    def origins_online(self) -> dict[str, bool]:
+        with pytest.raises(RuntimeError):
+            trio.lowlevel.current_trio_token()  # stat'ing origins must not run in trio
+        return {"lib": True}
+
+    def status(self, online: dict[str, bool]) -> dict[str, Any]:
         trio.lowlevel.current_trio_token()  # raises unless called in the trio thread
         return {
             "version": "9.9", "pid": 42, "state": "SYNCING", "mountpoint": "/mnt/x",
             "cache_dir": "/c", "uptime_seconds": 1.5, "open_handles": 4, "operations": 5,
             "scanning": True,
-            "origins": [{"id": "lib", "type": "local", "location": "/m", "online": True,
+            "origins": [{"id": "lib", "type": "local", "location": "/m", "online": online["lib"],
                          "last_scan": "ok"}],
         }  # fmt: skip
 

@@ -8,6 +8,8 @@ use real encoders for every format.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +22,7 @@ from mutagen.wave import WAVE
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "realworld"
 
 MakeWav = Callable[..., Path]
+Encode = Callable[..., Path]
 
 
 def write_wav(path: Path, seconds: float = 0.05, **tags: str) -> Path:
@@ -59,3 +62,21 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"real-world corpus not found at {CORPUS}")
     return CORPUS
+
+
+def encode_tone(out: Path, seconds: float = 1.0, **tags: str) -> Path:
+    """A sine tone encoded by ffmpeg into *out* (format from its extension), tagged."""
+    metadata = [arg for key, value in tags.items() for arg in ("-metadata", f"{key}={value}")]
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+         f"sine=frequency=440:duration={seconds}", *metadata, str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def encode() -> Encode:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    return encode_tone

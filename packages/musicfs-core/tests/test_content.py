@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,8 @@ from mutagen.flac import FLAC
 
 from musicfs.core.cas import CorruptChunk
 from musicfs.core.content import ContentCache, Version
+
+Encode = Callable[..., Path]  # the encode fixture of conftest.py
 
 
 @pytest.fixture
@@ -131,26 +131,16 @@ def test_verify_drops_damaged_chunks_and_the_copies_that_need_them(
     assert cache.verify() == ([], 0)
 
 
-def flac_file(tmp_path: Path) -> Path:
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed")
-    out = tmp_path / "song.flac"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=5",
-         "-metadata", "title=Before", str(out)],
-        check=True,
-    )  # fmt: skip
-    return out
-
-
 def version_of(path: Path) -> Version:
     st = path.stat()
     return Version("lib", path.name, st.st_size, st.st_mtime_ns, path.suffix.lstrip("."))
 
 
-def test_a_tag_edit_costs_the_header_not_the_file(tmp_path: Path, cache: ContentCache) -> None:
+def test_a_tag_edit_costs_the_header_not_the_file(
+    tmp_path: Path, cache: ContentCache, encode: Encode
+) -> None:
     """Delta sync (FR-11, AC-10): under 10 KB read from the origin for a tag edit."""
-    path = flac_file(tmp_path)
+    path = encode(tmp_path / "song.flac", seconds=5, title="Before")
     assert fill(cache, path, version_of(path))
     assert cache.origin_bytes == path.stat().st_size
     stored = cache.store.stats.bytes
@@ -167,8 +157,10 @@ def test_a_tag_edit_costs_the_header_not_the_file(tmp_path: Path, cache: Content
     assert cached.read(0, path.stat().st_size + 1) == path.read_bytes()
 
 
-def test_a_changed_payload_is_copied_again(tmp_path: Path, cache: ContentCache) -> None:
-    path = flac_file(tmp_path)
+def test_a_changed_payload_is_copied_again(
+    tmp_path: Path, cache: ContentCache, encode: Encode
+) -> None:
+    path = encode(tmp_path / "song.flac", seconds=5, title="Before")
     fill(cache, path, version_of(path))
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF  # the audio itself changed, same length

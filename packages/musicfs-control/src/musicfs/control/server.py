@@ -45,8 +45,10 @@ class ControlServicer(control_pb2_grpc.MusicFSServicer):
     def GetStatus(
         self, request: control_pb2.GetStatusRequest, context: grpc.ServicerContext
     ) -> control_pb2.Status:
-        status = trio.from_thread.run_sync(self.fs.status, trio_token=self.token)
-        status.update(self.fs.counts())  # here, in the gRPC thread: never block FUSE
+        # File-system I/O here, in the gRPC thread; only the cheap part in trio.
+        online = self.fs.origins_online()
+        status = trio.from_thread.run_sync(self.fs.status, online, trio_token=self.token)
+        status.update(self.fs.counts())
         status["socket"] = str(self.socket_path)
         return status_message(status)
 

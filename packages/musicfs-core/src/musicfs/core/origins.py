@@ -66,6 +66,14 @@ class LocalOrigin:
                 errno.ENOTDIR, f"origin {self.id!r}: {self.root} is not a directory"
             )
 
+    def reachable(self) -> bool:
+        """True if `check` passes. It stats the root: keep it off the FUSE thread."""
+        try:
+            self.check()
+        except OriginUnavailable:
+            return False
+        return True
+
     def local_path(self, relpath: str) -> str:
         return os.path.join(self.root, relpath)
 

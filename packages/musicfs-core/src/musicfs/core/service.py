@@ -46,14 +46,6 @@ _ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
 _FILL_QUEUE = 10_000
 
 
-def _reachable(origin: LocalOrigin) -> bool:
-    try:
-        origin.check()
-    except OriginUnavailable:
-        return False
-    return True
-
-
 class MountState(enum.Enum):
     MOUNTING = "MOUNTING"
     READY = "READY"
@@ -329,13 +321,13 @@ class MusicFS:
         while True:
             await self._watch_once(origin)
             log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
-            while not await trio.to_thread.run_sync(_reachable, origin):
+            while not await trio.to_thread.run_sync(origin.reachable):
                 await trio.sleep(_ORIGIN_RETRY)
             log.info("origin %s is back; rescanning it", origin.id)
             self._ask(origin.id, ScanRequest(full=True))
 
     async def _watch_once(self, origin: LocalOrigin) -> None:
-        if not await trio.to_thread.run_sync(_reachable, origin):
+        if not await trio.to_thread.run_sync(origin.reachable):
             return
         watch = await trio.to_thread.run_sync(LocalWatch, origin.location)
         log.info("watching %s (%d folders)", origin.location, watch.watched)
@@ -444,24 +436,26 @@ class MusicFS:
             tracks, dirs, unreadable = catalog.counts()
         return {"tracks": tracks, "directories": dirs, "unreadable_files": unreadable}
 
-    def status(self) -> dict[str, Any]:
+    def origins_online(self) -> dict[str, bool]:
+        """Which origins answer now. Stats each origin's root: call it from any
+        thread but the trio one (a hung share must not stall FUSE requests)."""
+        return {origin.id: origin.reachable() for origin in self.origins.values()}
+
+    def status(self, online: dict[str, bool] | None = None) -> dict[str, Any]:
         """A snapshot of the mount's live state (plain data, JSON-ready); cheap,
-        for the trio thread. `counts` adds the catalog's numbers."""
+        for the trio thread. *online* comes from `origins_online` (all assumed
+        online when not given); `counts` adds the catalog's numbers."""
         ops = self._ops
         origins = []
         for origin in self.origins.values():
-            try:
-                origin.check()
-                online = True
-            except OriginUnavailable:
-                online = False
             report = self.scan_reports.get(origin.id)
+            online_now = True if online is None else online.get(origin.id, True)
             origins.append(
                 {
                     "id": origin.id,
                     "type": origin.kind,
                     "location": origin.location,
-                    "online": online,
+                    "online": online_now,
                     "last_scan": report.summary() if report else "",
                 }
             )
