@@ -43,7 +43,7 @@ def test_identical_content_is_stored_once(tmp_path: Path) -> None:
 def test_get_verifies_and_drops_a_damaged_chunk(tmp_path: Path) -> None:
     store = ChunkStore(tmp_path)
     digest = store.put(noise(50_000))
-    path = store.path_of(digest)
+    path = Path(store.path_of(digest))
     damaged = bytearray(path.read_bytes())
     damaged[1234] ^= 0xFF
     path.write_bytes(bytes(damaged))

@@ -88,7 +88,7 @@ def test_a_damaged_chunk_is_never_served(tmp_path: Path, cache: ContentCache) ->
     cached = cache.open(version)
     assert cached is not None
     digest = cached.chunks[0][2]
-    path = cache.store.path_of(digest)
+    path = Path(cache.store.path_of(digest))
     path.write_bytes(b"\0" + path.read_bytes()[1:])
     with pytest.raises(CorruptChunk):
         cached.read(0, 100)
@@ -123,7 +123,7 @@ def test_verify_drops_damaged_chunks_and_the_copies_that_need_them(
     assert opened is not None
     digest = opened.chunks[-1][2]
     opened.close()
-    path = cache.store.path_of(digest)
+    path = Path(cache.store.path_of(digest))
     path.write_bytes(path.read_bytes()[:-1] + b"?")
     assert cache.verify() == ([digest], 1)
     assert cache.open(hurt) is None

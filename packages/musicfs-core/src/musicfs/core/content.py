@@ -17,6 +17,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 _FILL_BLOCK = 4 * 1024 * 1024
 _SAMPLES = 8  # places of the payload compared after a header-only change
 _SAMPLE = 128
+_READ_AHEAD = 4 * 1024 * 1024  # payload fetched ahead of a sequential reader
+_AHEAD_MAX = _READ_AHEAD // (16 * 1024) + 1  # chunks that can be in flight (min size 16 KiB)
+_READ_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +46,30 @@ class Version:
 
 
 class CachedFile:
-    """A cached file version, read back from its header and verified chunks."""
+    """A cached file version, read back from its header and verified chunks.
 
-    def __init__(self, store: ChunkStore, header: bytes, chunks: list[tuple[int, int, str]]):
+    A sequential reader is kept ahead of: the next few MiB of chunks are
+    fetched and verified by *reader* threads while the current ones are
+    served, so a cold read overlaps its disk waits instead of paying one per
+    chunk. The chunk under the read position is kept, so a request that
+    straddles two chunks does not fetch either twice.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        header: bytes,
+        chunks: list[tuple[int, int, str]],
+        reader: Executor | None = None,
+    ) -> None:
         self.store = store
         self.header = header
         self.chunks = chunks  # (payload offset, length, hash), in order
         self._starts = [offset for offset, _, _ in chunks]
         self.size = len(header) + sum(length for _, length, _ in chunks)
+        self._reader = reader
+        self._fetched: dict[int, Future[bytes | None]] = {}  # chunk index -> its bytes
+        self._first = -1  # the chunk the last read started in
         # An open file's chunks are never evicted under it.
         self.store.pin(digest for _, _, digest in chunks)
         self._closed = False
@@ -57,6 +77,9 @@ class CachedFile:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            for future in self._fetched.values():
+                future.cancel()
+            self._fetched.clear()
             self.store.unpin(digest for _, _, digest in self.chunks)
 
     def read(self, offset: int, size: int) -> bytes:
@@ -69,15 +92,41 @@ class CachedFile:
         position = offset - len(self.header)
         stop = end - len(self.header)
         index = max(0, bisect.bisect_right(self._starts, position) - 1)
+        if position < stop:
+            self._fetch_from(index)
         while position < stop and index < len(self.chunks):
             start, length, digest = self.chunks[index]
-            data = self.store.get(digest)
+            data = self._fetched[index].result()
             if data is None:
                 raise CorruptChunk(f"chunk {digest} is no longer in the cache")
             out += data[position - start : min(stop, start + length) - start]
             position = start + length
             index += 1
         return bytes(out)
+
+    def _fetch_from(self, first: int) -> None:
+        """Forget chunks before *first*; have it and the next `_READ_AHEAD` bytes fetched."""
+        if first != self._first:
+            for index in [i for i in self._fetched if i < first or i > first + _AHEAD_MAX]:
+                self._fetched.pop(index).cancel()
+            self._first = first
+        elif first + 1 in self._fetched or first + 1 == len(self.chunks):
+            return  # already fetching ahead from here
+        ahead, index = 0, first
+        while index < len(self.chunks) and (index == first or ahead < _READ_AHEAD):
+            if index not in self._fetched:
+                digest = self.chunks[index][2]
+                if self._reader is None:
+                    done: Future[bytes | None] = Future()
+                    try:
+                        done.set_result(self.store.get(digest))
+                    except CorruptChunk as exc:
+                        done.set_exception(exc)
+                    self._fetched[index] = done
+                    break  # no reader threads: fetch only what is asked for
+                self._fetched[index] = self._reader.submit(self.store.get, digest)
+            ahead += self.chunks[index][1]
+            index += 1
 
 
 class ContentCache:
@@ -89,6 +138,7 @@ class ContentCache:
         self.headers = TierStats()
         self.origin_bytes = 0
         self._lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="musicfs-cache-read")
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -102,6 +152,7 @@ class ContentCache:
         self.headers.entries, self.headers.bytes = row.fetchone()
 
     def close(self) -> None:
+        self._readers.shutdown(cancel_futures=True)
         self._db.close()
         self.store.close()
 
@@ -214,12 +265,12 @@ class ContentCache:
         chunks = []
         for item in filter(None, listing.split(",")):
             offset, length, digest = item.split(":")
-            if not self.store.has(digest):  # evicted: the copy is incomplete
-                self.headers.misses += 1
-                return None
             chunks.append((int(offset), int(length), digest))
+        if not self.store.all_indexed([digest for _, _, digest in chunks]):
+            self.headers.misses += 1  # some chunks were evicted: the copy is incomplete
+            return None
         self.headers.hits += 1
-        return CachedFile(self.store, header, chunks)
+        return CachedFile(self.store, header, chunks, self._readers)
 
     def verify(self, deep: bool = True) -> tuple[list[str], int]:
         """Check every chunk (against its hash when *deep*, else its size) and
