@@ -31,7 +31,7 @@ PACKAGES = ["core", "plugins", "control", "cli"]
 EDITABLE = [arg for name in PACKAGES for arg in ("-e", f"packages/musicfs-{name}")]
 PROTO_DIR = "packages/musicfs-control/src"
 PROTO = "musicfs/control/v1/control.proto"
-TEST_DIRS = ["tests/e2e", "tests/smoke_mount.py", "benchmarks"]
+TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/smoke_mount.py", "benchmarks"]
 
 
 def _install_dev(session: nox.Session) -> None:

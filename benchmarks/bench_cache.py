@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 from mutagen.flac import FLAC
 
 from musicfs.core.content import ContentCache, Version
+from musicfs.core.origins import LocalFile
 
 ROOT = Path(__file__).resolve().parent
 MUSICFS = [sys.executable, "-m", "musicfs.cli"]
@@ -126,11 +126,8 @@ def bench_tag_edit(work: Path) -> dict[str, Any]:
 
         def fill() -> None:
             st = song.stat()
-            fd = os.open(song, os.O_RDONLY)
-            try:
-                cache.fill(Version("lib", song.name, st.st_size, st.st_mtime_ns, "flac"), fd)
-            finally:
-                os.close(fd)
+            with LocalFile.at(song) as file:
+                cache.fill(Version("lib", song.name, st.st_size, st.st_mtime_ns, "flac"), file)
 
         fill()
         first = cache.origin_bytes
@@ -157,11 +154,8 @@ def bench_dedup(work: Path) -> dict[str, Any]:
             shutil.copy(song, copy)
             for path in (song, copy):
                 st = path.stat()
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    cache.fill(Version("lib", str(path), st.st_size, st.st_mtime_ns, "wav"), fd)
-                finally:
-                    os.close(fd)
+                with LocalFile.at(path) as file:
+                    cache.fill(Version("lib", str(path), st.st_size, st.st_mtime_ns, "wav"), file)
         return {"files": 10, "distinct": 5, "dedup_ratio": cache.dedup_ratio(),
                 "stored_bytes": cache.store.stats.bytes}  # fmt: skip
     finally:

@@ -7,7 +7,7 @@ VENV="${INSTALL_VENV:-$ROOT/.venv}"  # INSTALL_VENV: install elsewhere (used by 
 # What the FUSE binding needs to build and mount.
 APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)
 # What the tests and benchmarks use as real parts: encoders, players, peers.
-APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv rsync rclone mergerfs)
+APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv rsync rclone mergerfs openssh-server samba)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

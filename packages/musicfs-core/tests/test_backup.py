@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import tarfile
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from musicfs.core.backup import BackupError, backup_cache, restore_cache
 from musicfs.core.catalog import Catalog
 from musicfs.core.content import ContentCache, Version
+from musicfs.core.origins import LocalFile
 from musicfs.core.paths import CacheDirLock, CacheDirLocked
 
 
@@ -22,11 +22,10 @@ def make_cache(cache_dir: Path, audio: Path) -> Version:
     st = audio.stat()
     version = Version("lib", audio.name, st.st_size, st.st_mtime_ns, "wav")
     content = ContentCache(cache_dir / "content")
-    fd = os.open(audio, os.O_RDONLY)
     try:
-        assert content.fill(version, fd)
+        with LocalFile.at(audio) as file:
+            assert content.fill(version, file)
     finally:
-        os.close(fd)
         content.close()
     return version
 

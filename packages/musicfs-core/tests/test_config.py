@@ -64,7 +64,9 @@ def test_origin_flags_get_distinct_ids() -> None:
         ("tempalte = 1", "unknown key 'tempalte'"),
         ("[scan]\nworkers = 1.5", "key 'scan.workers'"),
         ("[[origins]]\nid = 'x'", "'path' is missing"),
-        ("[[origins]]\npath = 's3://bucket/music'", "type 's3' is not supported"),
+        ("[[origins]]\npath = 'ftp://host/music'", "ftp:// is not supported"),
+        ("[[origins]]\npath = 'sftp://me:hunter2@host/music'", "password in it"),
+        ("[[origins]]\npath = '/m'\npassword = 'x'", "credentials file"),
         (
             '[[origins]]\npath = "/a"\nid = "x"\n[[origins]]\npath = "/b"\nid = "x"',
             "more than once",

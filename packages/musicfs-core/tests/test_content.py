@@ -13,6 +13,7 @@ from mutagen.flac import FLAC
 
 from musicfs.core.cas import CorruptChunk
 from musicfs.core.content import ContentCache, Version
+from musicfs.core.origins import LocalFile
 
 Encode = Callable[..., Path]  # the encode fixture of conftest.py
 
@@ -31,11 +32,8 @@ def put_file(path: Path, data: bytes) -> Version:
 
 
 def fill(cache: ContentCache, path: Path, version: Version) -> bool:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return cache.fill(version, fd)
-    finally:
-        os.close(fd)
+    with LocalFile.at(path) as file:
+        return cache.fill(version, file)
 
 
 def test_reads_return_the_original_bytes_at_any_offset(tmp_path: Path, cache: ContentCache) -> None:

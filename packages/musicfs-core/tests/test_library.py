@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from musicfs.core.catalog import ROOT_NODE, Catalog
 from musicfs.core.library import Library, LibraryError
-from musicfs.core.origins import LocalOrigin
+from musicfs.core.origins import LocalFile, LocalOrigin
 from musicfs.core.scanner import Scanner
 from musicfs.core.templates import PathTemplate
 
@@ -99,11 +98,8 @@ def test_an_offline_origin_is_read_from_the_content_cache(tmp_path: Path, librar
     track = library.catalog.track(node.file_id or 0)
     assert track is not None
     original = (tmp_path / "lib" / "a.wav").read_bytes()
-    fd = os.open(tmp_path / "lib" / "a.wav", os.O_RDONLY)
-    try:
-        assert library.content.fill(version_of(track), fd)
-    finally:
-        os.close(fd)
+    with LocalFile.at(tmp_path / "lib" / "a.wav") as file:
+        assert library.content.fill(version_of(track), file)
     (tmp_path / "lib").rename(tmp_path / "unplugged")
     handle = library.open(node.id)
     try:

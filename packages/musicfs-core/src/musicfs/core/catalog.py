@@ -33,7 +33,7 @@ from musicfs.core.model import TAG_FIELDS, ScannedFile, TrackTags
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -85,6 +85,17 @@ MIGRATIONS: tuple[str, ...] = (
         size = (SELECT size FROM files WHERE files.id = nodes.file_id),
         mtime_ns = (SELECT mtime_ns FROM files WHERE files.id = nodes.file_id)
     WHERE file_id IS NOT NULL;
+    """,
+    # 3: replicas. Files with one replica key (the same track on two origins)
+    # share one node; the node remembers the key it was placed under so the
+    # track stays in the tree while any replica of it is left. content_hash is
+    # filled when a file's content is read in full (cache fill, verification).
+    """
+    ALTER TABLE files ADD COLUMN replica_key TEXT;
+    ALTER TABLE files ADD COLUMN content_hash TEXT;
+    ALTER TABLE nodes ADD COLUMN replica_key TEXT;
+    CREATE INDEX files_by_replica ON files (replica_key) WHERE replica_key IS NOT NULL;
+    CREATE INDEX nodes_by_replica ON nodes (replica_key) WHERE replica_key IS NOT NULL;
     """,
 )
 
@@ -148,6 +159,19 @@ class KnownFile:
     mtime_ns: int
 
 
+def replica_key(scanned: ScannedFile) -> str | None:
+    """What makes two files one track on two origins: the same format, size,
+    duration and identifying tags (FR-13). None for a file whose tags could not
+    be read, or that has no title: such files are never merged."""
+    tags = scanned.tags
+    if scanned.error is not None or not tags.title:
+        return None
+    duration = f"{tags.duration:.1f}" if tags.duration is not None else ""
+    fields = (scanned.format, str(scanned.stat.size), duration, tags.artist, tags.album,
+              tags.title, tags.track, tags.disc)  # fmt: skip
+    return "\x1f".join("" if f is None else str(f).casefold() for f in fields)
+
+
 def split_relpath(relpath: str) -> tuple[str, str]:
     reldir, _, name = relpath.rpartition("/")
     return reldir, name
@@ -157,7 +181,7 @@ def join_relpath(reldir: str, name: str) -> str:
     return f"{reldir}/{name}" if reldir else name
 
 
-_NODE_SELECT = "SELECT id, parent, name, file_id, size, mtime_ns FROM nodes n "
+_NODE_SELECT = "SELECT n.id, n.parent, n.name, n.file_id, n.size, n.mtime_ns FROM nodes n "
 
 
 class Catalog:
@@ -377,19 +401,72 @@ class Catalog:
     # -- tree writes (used by layout) ----------------------------------------
 
     def insert_node(
-        self, parent: int, name: str, file_id: int | None, size: int = 0, mtime_ns: int = 0
+        self,
+        parent: int,
+        name: str,
+        file_id: int | None,
+        size: int = 0,
+        mtime_ns: int = 0,
+        *,
+        replica_key: str | None = None,
     ) -> int:
         cur = self._conn.execute(
-            "INSERT INTO nodes (parent, name, file_id, size, mtime_ns) VALUES (?, ?, ?, ?, ?)",
-            (parent, name, file_id, size, mtime_ns),
+            "INSERT INTO nodes (parent, name, file_id, size, mtime_ns, replica_key) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (parent, name, file_id, size, mtime_ns, replica_key),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def update_node_stat(self, node_id: int, size: int, mtime_ns: int) -> None:
+    def update_node_file(
+        self, node_id: int, file_id: int, size: int, mtime_ns: int, replica_key: str | None
+    ) -> None:
+        """Point a node at a (possibly other) file, with that file's size and mtime."""
         self._conn.execute(
-            "UPDATE nodes SET size = ?, mtime_ns = ? WHERE id = ?", (size, mtime_ns, node_id)
+            "UPDATE nodes SET file_id = ?, size = ?, mtime_ns = ?, replica_key = ? WHERE id = ?",
+            (file_id, size, mtime_ns, replica_key, node_id),
         )
+
+    # -- replicas: one track on several origins ---------------------------------
+
+    def replica_key_of(self, file_id: int) -> tuple[str, str | None]:
+        """(origin, replica key) of a file."""
+        row = self._conn.execute("SELECT origin, replica_key FROM files WHERE id = ?", (file_id,))
+        found = row.fetchone()
+        if found is None:
+            raise KeyError(f"no file with id {file_id} in the catalog")
+        return found[0], found[1]
+
+    def node_of_replica(self, replica_key: str, origin: str) -> Node | None:
+        """A node that shows a file with this replica key from another origin than
+        *origin* (copies within one origin are separate tracks: FR-2)."""
+        row = self._conn.execute(
+            _NODE_SELECT + "JOIN files f ON f.id = n.file_id "
+            "WHERE n.replica_key = ? AND f.origin != ? LIMIT 1",
+            (replica_key, origin),
+        )
+        return _node(row.fetchone())
+
+    def replicas(self, replica_key: str, besides: int = 0) -> list[Track]:
+        """Every file with this replica key except *besides*, in id order."""
+        rows = self._conn.execute(
+            "SELECT * FROM files WHERE replica_key = ? AND id != ? ORDER BY id",
+            (replica_key, besides),
+        )
+        return [Track.from_row(row) for row in rows]
+
+    def set_content_hash(self, file_id: int, size: int, mtime_ns: int, digest: str) -> bool:
+        """Record the hash of a file's whole content, if the row is still that version."""
+        cur = self._conn.execute(
+            "UPDATE files SET content_hash = ? WHERE id = ? AND size = ? AND mtime_ns = ?",
+            (digest, file_id, size, mtime_ns),
+        )
+        return cur.rowcount > 0
+
+    def content_hash(self, file_id: int) -> str | None:
+        row = self._conn.execute("SELECT content_hash FROM files WHERE id = ?", (file_id,))
+        found = row.fetchone()
+        return None if found is None else found[0]
 
     def names_from(self, parent: int, start: str, limit: int = 1000) -> list[Node]:
         """Entries of *parent* whose names sort at or after *start*, in name order."""
@@ -461,7 +538,7 @@ class Catalog:
         """Insert or update the row of a scanned file; return its id."""
         reldir, name = split_relpath(scanned.relpath)
         cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "format", "error")
-        cols += ("scanned_at", *TAG_FIELDS)
+        cols += ("scanned_at", "replica_key", "content_hash", *TAG_FIELDS)
         values: Sequence[Any] = (
             scanned.origin,
             reldir,
@@ -471,6 +548,8 @@ class Catalog:
             scanned.format,
             scanned.error,
             time.time(),
+            replica_key(scanned),
+            None,  # a new version: its content has not been hashed yet
             *scanned.tags.as_row(),
         )
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:])

@@ -15,32 +15,32 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from musicfs.core.model import AUDIO_EXTENSIONS
+from musicfs.core.originconfig import OriginConfig, file_origins, parse_origins
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
+from musicfs.core.values import (
+    ConfigError,
+    _bool,
+    _check,
+    _choice,
+    _nonneg_int,
+    _path,
+    _seconds,
+    _Setting,
+    _size,
+    _str,
+)
 
+__all__ = ["Config", "ConfigError", "OriginConfig", "describe_settings", "load_config"]
+
+SECRET_ENV_PREFIX = "MUSICFS_SECRET_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CACHE_MODES = ("full", "passthrough")
-ORIGIN_TYPES = ("local", "nfs", "smb")
-_ORIGIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-class ConfigError(ValueError):
-    """A setting is wrong. The message names the source, the key and the reason."""
-
-
-@dataclass(frozen=True)
-class OriginConfig:
-    """One origin: an id that names it in the catalog, its type and location."""
-
-    id: str
-    type: str
-    path: str
-    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,51 +75,6 @@ class Config:
         return PathTemplate.parse(self.template)
 
 
-@dataclass(frozen=True)
-class _Setting:
-    attr: str
-    parse: Callable[[Any], Any]
-    doc: str
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def _nonneg_int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        number = int(value)
-    else:
-        raise ValueError(f"expected a whole number, got {value!r}")
-    if number < 0:
-        raise ValueError(f"expected a whole number >= 0, got {value!r}")
-    return number
-
-
-def _seconds(value: Any) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) else -1.0
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if not 0 <= number <= 86400:
-        raise ValueError(f"expected seconds between 0 and 86400, got {value!r}")
-    return number
-
-
 def _template(value: Any) -> str:
     text = _str(value)
     try:
@@ -134,38 +89,6 @@ def _log_level(value: Any) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
-
-
-def _path(value: Any) -> str:
-    path = _str(value)
-    if not path.strip():
-        raise ValueError("expected a path, got an empty string")
-    return os.path.abspath(os.path.expanduser(path))
-
-
-def _choice(value: Any, choices: tuple[str, ...]) -> str:
-    text = _str(value).lower()
-    if text not in choices:
-        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-    return text
-
-
-_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
-          "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
-          "tb": 1000**4, "tib": 1024**4}  # fmt: skip
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    m = re.fullmatch(
-        r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value if isinstance(value, str) else ""
-    )
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(
-            f"expected a size such as 10GiB, 500MB or a number of bytes, got {value!r}"
-        )
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 def _extensions(value: Any) -> tuple[str, ...]:
@@ -241,20 +164,11 @@ def load_config(
         config = replace(config, **{attr: _check(setting, value, f"{flag}: ")})
         config = replace(config, sources=(*config.sources, flag))
     if origins:
-        parsed = tuple(parse_origin(arg, "--origin") for arg in origins)
-        config = replace(config, origins=_unique_ids(parsed))
+        config = replace(config, origins=parse_origins(tuple(origins), "--origin"))
     elif env.get("MUSICFS_ORIGINS"):
-        parts = [p for p in env["MUSICFS_ORIGINS"].split(os.pathsep) if p]
-        parsed = tuple(parse_origin(p, "environment variable MUSICFS_ORIGINS") for p in parts)
-        config = replace(config, origins=_unique_ids(parsed))
+        where = "environment variable MUSICFS_ORIGINS"
+        config = replace(config, origins=parse_origins(env["MUSICFS_ORIGINS"], where))
     return config
-
-
-def _check(setting: _Setting, value: Any, where: str) -> Any:
-    try:
-        return setting.parse(value)
-    except ValueError as exc:
-        raise ConfigError(f"{where}{exc}") from None
 
 
 def _apply_file(config: Config, path: Path) -> Config:
@@ -270,7 +184,7 @@ def _apply_file(config: Config, path: Path) -> Config:
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key == "origins":
-            changes["origins"] = _file_origins(path, value)
+            changes["origins"] = file_origins(path, value)
         elif isinstance(value, dict) and any(s == key for s, _ in _SETTINGS):
             for sub, subvalue in value.items():
                 changes.update(_file_setting(path, key, sub, subvalue))
@@ -288,50 +202,13 @@ def _file_setting(path: Path, section: str, key: str, value: Any) -> dict[str, A
     return {setting.attr: _check(setting, value, f"{path}: key {name!r}: ")}
 
 
-def _file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise ConfigError(f"{path}: 'origins' must be a list of [[origins]] tables")
-    result = []
-    for i, table in enumerate(value):
-        where = f"{path}: [[origins]] #{i + 1}"
-        unknown = set(table) - {"id", "type", "path", "priority"}
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {sorted(unknown)}; use id, type, path, priority"
-            )
-        if "path" not in table:
-            raise ConfigError(f"{where}: 'path' is missing (the folder or URL of the origin)")
-        origin = parse_origin(
-            _check(_Setting("path", _str, ""), table["path"], f"{where}: "), where
-        )
-        kind = table.get("type", origin.type)
-        if kind not in ORIGIN_TYPES:
-            raise ConfigError(
-                f"{where}: type {kind!r} is not supported; use one of {', '.join(ORIGIN_TYPES)}"
-            )
-        origin_id = table.get("id", origin.id)
-        if not isinstance(origin_id, str) or not _ORIGIN_ID.match(origin_id):
-            raise ConfigError(
-                f"{where}: id {origin_id!r} must be 1-64 letters, digits, '.', '_' or '-'"
-            )
-        priority = _check(
-            _Setting("priority", _nonneg_int, ""), table.get("priority", 0), where + ": priority: "
-        )
-        result.append(OriginConfig(origin_id, kind, origin.path, priority))
-    ids = [o.id for o in result]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise ConfigError(f"{path}: origin id(s) {dupes} are used more than once")
-    return tuple(result)
-
-
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     known = {env_name(s, k): setting for (s, k), setting in _SETTINGS.items()}
     known_names = {*known, "MUSICFS_CONFIG", "MUSICFS_ORIGINS"}
     changes: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith("MUSICFS_"):
-            continue
+        if not name.startswith("MUSICFS_") or name.startswith(SECRET_ENV_PREFIX):
+            continue  # secrets are the credentials store's (musicfs.core.credentials)
         setting = known.get(name)
         if setting is None:
             if name not in known_names:
@@ -344,37 +221,6 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     if not changes:
         return config
     return replace(config, sources=(*config.sources, "environment"), **changes)
-
-
-def parse_origin(arg: str, where: str) -> OriginConfig:
-    """``/srv/music``, ``nfs:///mnt/nas`` or ``smb:///mnt/share`` → `OriginConfig`."""
-    kind, path = "local", arg
-    m = re.match(r"^([a-z][a-z0-9+.-]*)://(.*)$", arg)
-    if m:
-        kind, rest = m.group(1), m.group(2)
-        if kind not in ORIGIN_TYPES:
-            raise ConfigError(
-                f"{where}: origin {arg!r}: type {kind!r} is not supported by this version "
-                f"(supported: a folder path, {', '.join(t + ':///path' for t in ORIGIN_TYPES[1:])})"
-            )
-        if not rest.startswith("/"):
-            raise ConfigError(f"{where}: origin {arg!r}: expected {kind}:///absolute/path")
-        path = rest
-    if not path:
-        raise ConfigError(f"{where}: origin path is empty")
-    path = os.path.abspath(os.path.expanduser(path))
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", os.path.basename(path.rstrip("/")) or "root")
-    return OriginConfig(id=base.strip("-.")[:64] or "origin", type=kind, path=path)
-
-
-def _unique_ids(origins: tuple[OriginConfig, ...]) -> tuple[OriginConfig, ...]:
-    seen: dict[str, int] = {}
-    result = []
-    for origin in origins:
-        n = seen.get(origin.id, 0) + 1
-        seen[origin.id] = n
-        result.append(origin if n == 1 else replace(origin, id=f"{origin.id}-{n}"))
-    return tuple(result)
 
 
 def describe_settings() -> list[tuple[str, str, str, Any]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from musicfs.core.cas import DEFAULT_LIMIT, ChunkStore, CorruptChunk, TierStats, cut
 from musicfs.core.headers import header_length
+from musicfs.core.origins.base import OriginFile
 
 log = logging.getLogger(__name__)
 
@@ -171,20 +171,19 @@ class ContentCache:
     def has(self, version: Version) -> bool:
         return self._manifest(version) is not None
 
-    def fill(self, version: Version, fd: int) -> bool:
-        """Copy the file open at *fd* into the cache, if it still is *version*.
+    def fill(self, version: Version, file: OriginFile) -> bool:
+        """Copy the open origin *file* into the cache, if it still is *version*.
 
         When an earlier version of the same file is cached and only its header
         changed (a tag edit: same payload length, same bytes at sampled places),
         only the new header is read and the old chunks are kept (FR-11 delta
         sync). `origin_bytes` counts what was read from the origin.
         """
-        st = os.fstat(fd)
-        if (st.st_size, st.st_mtime_ns) != (version.size, version.mtime_ns):
+        if (file.size, file.mtime_ns) != (version.size, version.mtime_ns):
             return False  # changed since it was catalogued: the rescan will tell
 
         def read(offset: int, size: int) -> bytes:
-            data = os.pread(fd, size, offset)
+            data = file.read(offset, size)
             self.origin_bytes += len(data)
             return data
 

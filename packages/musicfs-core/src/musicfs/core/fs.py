@@ -89,9 +89,13 @@ class MusicFSOperations(pyfuse3.Operations):
         attr_timeout: float = 60.0,
         uid: int | None = None,
         gid: int | None = None,
+        request_timeout: float = 30.0,
+        io_threads: int = 32,
     ) -> None:
         super().__init__()
         self.library = library
+        self.request_timeout = request_timeout
+        self._io_threads = trio.CapacityLimiter(io_threads)
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
         self.uid = os.getuid() if uid is None else uid
@@ -211,14 +215,35 @@ class MusicFSOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        handle = self.library.open(inode)
+        plan = self.library.plan_open(inode)
+        if plan.inline:
+            opened = self.library.open_plan(plan)
+        else:
+            opened = await self._in_thread(self.library.open_plan, plan)
+        handle = self.library.register(opened)
         # keep_cache: the content of a node only changes through a rescan, which
         # invalidates the inode; until then the kernel's pages stay valid.
         return pyfuse3.FileInfo(fh=handle, keep_cache=True)
 
     @_fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.library.read(fh, off, size)
+        if self.library.inline(fh):
+            return self.library.read(fh, off, size)
+        return await self._in_thread(self.library.read, fh, off, size)
+
+    async def _in_thread(self, work: Callable[..., R], *args: Any) -> R:
+        """Run blocking origin I/O in a worker thread, bounded in number and time.
+
+        The origins time out on their own; this is the backstop that keeps a
+        FUSE request from hanging on one that does not: after `request_timeout`
+        the caller gets EIO and the thread is left to finish alone.
+        """
+        with trio.move_on_after(self.request_timeout):
+            return await trio.to_thread.run_sync(
+                work, *args, limiter=self._io_threads, abandon_on_cancel=True
+            )
+        log.warning("%s took more than %.0f s; answering EIO", work.__name__, self.request_timeout)
+        raise pyfuse3.FUSEError(errno.EIO)
 
     @_fuse_op
     async def release(self, fh: int) -> None:

@@ -6,6 +6,12 @@ directory nodes, and gives the file a name no other node in that directory has
 removes a file's node and prunes directories left empty. Both return the
 `TreeChange`s they made so the filesystem can tell the kernel to forget stale
 entries. Call them inside a catalog transaction.
+
+The same track on several origins (files with one replica key, see
+`musicfs.core.catalog.replica_key`) gets one node: the first replica placed
+holds it, the others wait. When the holder goes, the node passes to a waiting
+replica in place, so the track never blinks out of the tree while any copy of
+it is left. Which origin a read goes to is decided at open time, not here.
 """
 
 from __future__ import annotations
@@ -70,12 +76,18 @@ class Layout:
             if track is None:
                 raise KeyError(f"no file with id {file_id} in the catalog")
             stat = FileStat(track.size, track.mtime_ns)
+        origin, key = self.catalog.replica_key_of(file_id)
+        existing = self.catalog.node_of_file(file_id)
+        if key is not None:
+            holder = self.catalog.node_of_replica(key, origin)
+            if holder is not None and holder.file_id != file_id:
+                # Another origin's copy of this track is already shown: wait behind it.
+                return self.unplace(file_id) if existing is not None else []
         components = self.template.render(tags, relpath, fmt)
         dirs, base = components[:-1], components[-1]
-        existing = self.catalog.node_of_file(file_id)
         if existing is not None:
             if existing.parent == self._find_dir(dirs) and _is_variant(existing.name, base):
-                self.catalog.update_node_stat(existing.id, stat.size, stat.mtime_ns)
+                self.catalog.update_node_file(existing.id, file_id, stat.size, stat.mtime_ns, key)
                 return [TreeChange(ChangeKind.CHANGED, existing.parent, existing.name, existing.id)]
             changes = self.unplace(file_id)
         else:
@@ -84,7 +96,9 @@ class Layout:
         for name in dirs:
             parent = self._ensure_dir(parent, name, changes)
         name = self._free_name(parent, base, is_file=True)
-        node_id = self.catalog.insert_node(parent, name, file_id, stat.size, stat.mtime_ns)
+        node_id = self.catalog.insert_node(
+            parent, name, file_id, stat.size, stat.mtime_ns, replica_key=key
+        )
         changes.append(TreeChange(ChangeKind.ADDED, parent, name, node_id))
         return changes
 
@@ -93,10 +107,24 @@ class Layout:
         return self.place(track.id, track.relpath, track.format, track.tags, track.error, stat=stat)
 
     def unplace(self, file_id: int) -> list[TreeChange]:
-        """Remove the file's node, and every directory that this leaves empty."""
+        """Remove the file's node, and every directory that this leaves empty.
+
+        If another replica of the track waits, the node passes to it instead.
+        """
         node = self.catalog.node_of_file(file_id)
         if node is None:
             return []
+        key = self.catalog.execute("SELECT replica_key FROM nodes WHERE id = ?", (node.id,))
+        node_key = key.fetchone()[0]
+        if node_key is not None:
+            row = self.catalog.execute("SELECT origin FROM files WHERE id = ?", (file_id,))
+            origin = (row.fetchone() or [None])[0]  # None: the file's row is already gone
+            for heir in self.catalog.replicas(node_key, besides=file_id):
+                if heir.origin != origin and self.catalog.node_of_file(heir.id) is None:
+                    self.catalog.update_node_file(
+                        node.id, heir.id, heir.size, heir.mtime_ns, node_key
+                    )
+                    return [TreeChange(ChangeKind.CHANGED, node.parent, node.name, node.id)]
         self.catalog.delete_node(node.id)
         changes = [TreeChange(ChangeKind.REMOVED, node.parent, node.name, node.id)]
         changes += self._promote_variant(node.parent, node.name)

@@ -5,8 +5,17 @@ of catalog nodes and open handles, and signals failure with `LibraryError`s
 that carry an errno; it knows nothing of pyfuse3 or inode bookkeeping, so the
 binding can be swapped and everything here can be tested without a mount.
 
-Reads of local origins are done inline with ``os.pread``: a thread hop per
-request costs more than the read itself (see ENVIRONMENT.md).
+Opening a track picks one of its replicas (the same track on several
+origins) through the `Federation`: online origins first, by priority. A read
+that fails because its origin stopped answering fails over to another replica
+of the same size, or to the cached copy, in the middle of the file; wrong
+bytes are never served. Remote files are served from the content cache when a
+copy of that exact version is there, without touching the network.
+
+Reads of a local disk are done inline with ``os.pread`` on the FUSE thread (a
+thread hop per request costs more than the read itself, see ENVIRONMENT.md);
+everything that may touch a network runs in worker threads: the FUSE skin asks
+`Library.inline` and calls `open_plan` / `read` accordingly.
 """
 
 from __future__ import annotations
@@ -14,16 +23,17 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
-import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from musicfs.core.cas import CorruptChunk
 from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
 from musicfs.core.content import CachedFile, ContentCache, Version
+from musicfs.core.federation import Federation
 from musicfs.core.hotcache import DirectoryCache
-from musicfs.core.origins import LocalOrigin
+from musicfs.core.origins.base import Origin, OriginFile, OriginUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +54,41 @@ def not_found(what: str) -> LibraryError:
 
 
 @dataclass(slots=True)
+class OpenPlan:
+    """What opening a node needs, gathered from the catalog (on the FUSE thread)."""
+
+    node: Node
+    replicas: list[Track]  # the node's track first, then its other replicas
+    inline: bool  # every origin involved is a local disk
+
+
+@dataclass(slots=True)
 class OpenFile:
-    """An open track: the origin file descriptor and what the catalog promised."""
+    """An open track: the replica being read, from its origin or from the cache."""
 
     node: Node
     track: Track
-    fd: int  # -1 when reading from the cache
+    replicas: list[Track]
+    file: OriginFile | None = None
     cached: CachedFile | None = None
+    inline: bool = False
+    stale: list[Track] = field(default_factory=list)  # replicas found changed or gone
+    wants_fill: bool = False  # read from its origin, and not cached yet
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def size(self) -> int:
+        if self.file is not None:
+            return self.file.size
+        return self.cached.size if self.cached is not None else 0
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.cached is not None:
+            self.cached.close()
+            self.cached = None
 
 
 class Library:
@@ -59,16 +97,17 @@ class Library:
     def __init__(
         self,
         catalog: Catalog,
-        origins: Mapping[str, LocalOrigin],
+        origins: Federation | Mapping[str, Origin],
         *,
         on_stale: Callable[[Track], None] | None = None,
         content: ContentCache | None = None,
         on_fill: Callable[[Track], None] | None = None,
     ) -> None:
         """*on_stale* is called when an opened file no longer matches its catalog
-        row; *on_fill* when a file opened from its origin is not in *content* yet."""
+        row; *on_fill* when a file opened from its origin is not in *content* yet.
+        Both are called on the thread that calls `register` (the FUSE thread)."""
         self.catalog = catalog
-        self.origins = dict(origins)
+        self.federation = origins if isinstance(origins, Federation) else Federation(origins)
         self.on_stale = on_stale
         self.content = content
         self.on_fill = on_fill
@@ -118,81 +157,188 @@ class Library:
         mtime_ns), without checking *parent* again (`children` does)."""
         return self.catalog.child_rows(parent, after, limit)
 
-    def open(self, node_id: int) -> int:
-        """Open a track for reading; return a handle for `read` and `close`.
+    # -- opening: plan (catalog, FUSE thread), open (maybe network), register ----------
 
-        From the origin when it answers (and then, with a content cache, ask for
-        a copy to be kept); from the cached copy when the origin does not.
-        """
+    def open(self, node_id: int) -> int:
+        """Plan, open and register in one go, on the calling thread."""
+        return self.register(self.open_plan(self.plan_open(node_id)))
+
+    def plan_open(self, node_id: int) -> OpenPlan:
         node = self.node(node_id)
         if node.file_id is None:
             raise LibraryError(errno.EISDIR, f"{node.name}: is a directory")
         track = self.catalog.track(node.file_id)
         if track is None:  # removed between lookup and open
             raise not_found(node.name)
-        origin = self.origins.get(track.origin)
-        if origin is None:
-            raise LibraryError(errno.EIO, f"{node.name}: origin {track.origin!r} is not configured")
-        try:
-            fd = origin.open(track.relpath)
-        except FileNotFoundError:
-            where = origin.local_path(track.relpath)
-            if os.path.isdir(origin.location):
-                # The origin is there but the file is not: the tree is behind (a
-                # rescan is on its way); it is gone, not unavailable.
-                if self.on_stale is not None:
-                    self.on_stale(track)
-                raise LibraryError(errno.ENOENT, f"{node.name}: {where} is gone") from None
-            return self._open_cached(node, track, f"{where} is unreachable")
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM):
-                raise LibraryError(errno.EACCES, f"{node.name}: {exc}") from None
-            return self._open_cached(node, track, str(exc))
-        st = os.fstat(fd)
-        if (st.st_size, st.st_mtime_ns) != (track.size, track.mtime_ns) and self.on_stale:
-            # Changed behind our back: serve what is there now, and rescan so the
-            # tree (and the size the kernel was told) catches up.
-            self.on_stale(track)
-        elif (
-            self.content is not None
-            and self.on_fill is not None
-            and not self.content.has(version_of(track))
-        ):
-            self.on_fill(track)
+        replicas = [track]
+        _, key = self.catalog.replica_key_of(track.id)
+        if key is not None:
+            replicas += [t for t in self.catalog.replicas(key, besides=track.id)
+                         if t.size == track.size]  # fmt: skip
+        origins = self.federation.origins
+        inline = all(t.origin in origins and origins[t.origin].inline for t in replicas)
+        return OpenPlan(node, replicas, inline)
+
+    def open_plan(self, plan: OpenPlan) -> OpenFile:
+        """Open the best replica of a planned node (blocking: may touch the network).
+
+        Touches neither the catalog nor the handle table, so it can run in a
+        worker thread; `register` finishes the job on the FUSE thread.
+        """
+        name = plan.node.name
+        federation = self.federation
+        by_id = {t.id: t for t in plan.replicas}
+        ranked = [by_id[tid] for tid in self._ranked_ids(plan.replicas)]
+        unknown = [t.origin for t in plan.replicas if t.origin not in federation.origins]
+        if not ranked:
+            raise LibraryError(errno.EIO, f"{name}: origin {unknown[0]!r} is not configured")
+        opened = OpenFile(plan.node, ranked[0], plan.replicas, inline=plan.inline)
+        problems: list[str] = []
+        denied = gone = 0
+        for track in ranked:
+            origin = federation[track.origin]
+            if not origin.inline:
+                cached = self._cached(track)
+                if cached is not None:  # the exact version is here: no network needed
+                    opened.track, opened.cached = track, cached
+                    return opened
+            if not federation.online(track.origin):
+                problems.append(f"origin {track.origin!r} is offline")
+                continue
+            try:
+                file = self._open_file(origin, track.relpath)
+            except FileNotFoundError:
+                gone += 1
+                opened.stale.append(track)
+                problems.append(f"{track.relpath} is gone from origin {track.origin!r}")
+                continue
+            except PermissionError as exc:
+                denied += 1
+                problems.append(str(exc))
+                continue
+            except OSError as exc:
+                problems.append(str(exc))
+                continue
+            opened.track, opened.file = track, file
+            if (file.size, file.mtime_ns) != (track.size, track.mtime_ns):
+                # Changed behind our back: serve what is there now, and rescan so the
+                # tree (and the size the kernel was told) catches up.
+                opened.stale.append(track)
+            elif self.content is not None and not self.content.has(version_of(track)):
+                opened.wants_fill = True
+            return opened
+        for track in ranked:  # no origin answers: a cached copy of any replica will do
+            cached = self._cached(track)
+            if cached is not None:
+                opened.track, opened.cached = track, cached
+                return opened
+        if gone == len(ranked):
+            raise LibraryError(errno.ENOENT, f"{name}: {'; '.join(problems)}")
+        if denied and denied + gone == len(ranked):
+            raise LibraryError(errno.EACCES, f"{name}: {'; '.join(problems)}")
+        raise LibraryError(errno.EIO, f"{name}: {'; '.join(problems)}, and it is not cached")
+
+    def register(self, opened: OpenFile) -> int:
+        """Give an opened file its handle and pass on what opening found (FUSE thread)."""
+        for track in opened.stale:
+            if self.on_stale is not None:
+                self.on_stale(track)
+        if opened.wants_fill and self.on_fill is not None:
+            self.on_fill(opened.track)
         handle = next(self._next_handle)
-        self._handles[handle] = OpenFile(node, track, fd)
+        self._handles[handle] = opened
         return handle
 
-    def _open_cached(self, node: Node, track: Track, why: str) -> int:
-        cached = self.content.open(version_of(track)) if self.content is not None else None
-        if cached is None:
-            raise LibraryError(errno.EIO, f"{node.name}: {why}, and it is not cached")
-        handle = next(self._next_handle)
-        self._handles[handle] = OpenFile(node, track, -1, cached)
-        return handle
+    def _ranked_ids(self, replicas: list[Track]) -> list[int]:
+        ranked_origins = self.federation.ranked(dict.fromkeys(t.origin for t in replicas))
+        order = {oid: i for i, oid in enumerate(ranked_origins)}
+        known = [t for t in replicas if t.origin in order]
+        return [t.id for t in sorted(known, key=lambda t: order[t.origin])]
+
+    def _open_file(self, origin: Origin, relpath: str) -> OriginFile:
+        if origin.inline:  # a local disk: no limits or retries worth their cost
+            try:
+                return origin.open(relpath)
+            except OriginUnavailable as exc:
+                self.federation.failed(origin.id, exc)
+                raise
+        return self.federation.open(origin.id, relpath)
+
+    def _cached(self, track: Track) -> CachedFile | None:
+        return self.content.open(version_of(track)) if self.content is not None else None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def inline(self, handle: int) -> bool:
+        """Whether reads of *handle* are quick enough for the FUSE thread."""
+        opened = self._handles.get(handle)
+        return opened is None or opened.inline
 
     def read(self, handle: int, offset: int, size: int) -> bytes:
         opened = self._handles.get(handle)
         if opened is None:
             raise LibraryError(errno.EBADF, f"handle {handle} is not open")
-        if opened.cached is not None:
-            try:
-                return opened.cached.read(offset, size)
-            except CorruptChunk as exc:  # never serve wrong bytes
-                raise LibraryError(errno.EIO, f"{opened.node.name}: {exc}") from None
+        cached, file = opened.cached, opened.file
         try:
-            return os.pread(opened.fd, size, offset)
+            if cached is not None:
+                return cached.read(offset, size)
+            if file is not None:
+                return file.read(offset, size)
+        except CorruptChunk as exc:  # never serve wrong bytes
+            error: Exception = exc
         except OSError as exc:
-            raise LibraryError(errno.EIO, f"{opened.node.name}: {exc}") from None
+            error = exc
+        else:  # an earlier read found no copy left to read
+            raise LibraryError(errno.EIO, f"{opened.node.name}: no copy of it can be read")
+        with opened.lock:
+            current = opened.cached or opened.file
+            if current is not None and current is not (cached or file):
+                return current.read(offset, size)  # another reader failed over meanwhile
+            return self._fail_over(opened, offset, size, error)
+
+    def _fail_over(self, opened: OpenFile, offset: int, size: int, error: Exception) -> bytes:
+        """Finish a read whose source failed from another replica of the same size,
+        or from the cache; switch the handle to whatever worked."""
+        name, failed, expected = opened.node.name, opened.track, opened.size
+        if opened.file is not None and not isinstance(error, CorruptChunk | FileNotFoundError):
+            self.federation.failed(failed.origin, error)
+        log.warning("%s: reading from origin %r failed (%s); failing over", name,
+                    failed.origin, error)  # fmt: skip
+        opened.release()
+        opened.inline = False  # whatever comes next may be remote
+        for track_id in self._ranked_ids(opened.replicas):
+            track = next(t for t in opened.replicas if t.id == track_id)
+            if track.id == failed.id or not self.federation.online(track.origin):
+                continue
+            try:
+                file = self._open_file(self.federation[track.origin], track.relpath)
+                if file.size != expected:
+                    file.close()
+                    continue
+                data = file.read(offset, size)
+            except OSError as exc:
+                log.info("%s: replica on %r failed too: %s", name, track.origin, exc)
+                continue
+            opened.track, opened.file = track, file
+            log.info("%s: now reading from origin %r", name, track.origin)
+            return data
+        for track in opened.replicas:
+            cached = self._cached(track)
+            if cached is not None and cached.size == expected:
+                try:
+                    data = cached.read(offset, size)
+                except CorruptChunk:
+                    cached.close()
+                    continue
+                opened.track, opened.cached = track, cached
+                log.info("%s: now reading the cached copy", name)
+                return data
+        raise LibraryError(errno.EIO, f"{name}: {error}; no other copy can be read")
 
     def close(self, handle: int) -> None:
         opened = self._handles.pop(handle, None)
-        if opened is None:
-            return
-        if opened.fd >= 0:
-            os.close(opened.fd)
-        if opened.cached is not None:
-            opened.cached.close()
+        if opened is not None:
+            opened.release()
 
     def totals(self, max_age: float = 10.0) -> tuple[int, int, int]:
         """(tracks + directories, total bytes, unreadable files), at most *max_age* s old.

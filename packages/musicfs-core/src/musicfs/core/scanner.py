@@ -17,6 +17,7 @@ caches.
 from __future__ import annotations
 
 import concurrent.futures
+import io
 import logging
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ from typing import Any
 from musicfs.core.catalog import Catalog, join_relpath
 from musicfs.core.layout import Layout, TreeChange
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
-from musicfs.core.origins import LocalOrigin, OriginUnavailable
+from musicfs.core.origins.base import Origin, OriginUnavailable, RangeReader
 from musicfs.core.templates import PathTemplate
 from musicfs.core.watch import ScanRequest
 
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 # worker processes costs more than it saves.
 _POOL_THRESHOLD = 64
 _BATCH = 256
+_REMOTE_BUFFER = 64 * 1024  # tags usually fit in the first request
+_REMOTE_THREADS = 8  # files of a remote origin whose tags are read at once
 
 
 def parse_file(path: str) -> tuple[TrackTags, str | None]:
@@ -50,6 +53,21 @@ def parse_file(path: str) -> tuple[TrackTags, str | None]:
         return TrackTags(), str(exc)
     except Exception as exc:  # pragma: no cover - read_tags already catches
         return TrackTags(), f"{type(exc).__name__}: {exc}"
+
+
+def parse_remote(origin: Origin, relpath: str) -> tuple[TrackTags, str | None]:
+    """Read the tags of a file that has no local path through ranged reads (only the
+    parts of the file mutagen looks at are fetched); never raises."""
+    from musicfs.core.tags import UnreadableFile, read_tags
+
+    try:
+        with origin.open(relpath) as opened:
+            reader = io.BufferedReader(RangeReader(opened), _REMOTE_BUFFER)
+            return read_tags(relpath, reader), None
+    except UnreadableFile as exc:
+        return TrackTags(), str(exc)
+    except OSError as exc:
+        return TrackTags(), f"cannot read: {exc}"
 
 
 def parse_files(paths: list[str]) -> list[tuple[TrackTags, str | None]]:
@@ -114,8 +132,9 @@ class Scanner:
         self.on_changes = on_changes
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._inflight: (
-            tuple[LocalOrigin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]] | None
+            tuple[Origin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]] | None
         ) = None
         self.cancelled = False
 
@@ -123,8 +142,11 @@ class Scanner:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+            self._threads = None
 
-    def scan(self, origin: LocalOrigin) -> ScanReport:
+    def scan(self, origin: Origin) -> ScanReport:
         """Walk *origin* and update the catalog; return what changed."""
         report = ScanReport(origin.id)
         started = time.monotonic()
@@ -143,7 +165,7 @@ class Scanner:
             report.complete = True
         return self._finish(report, started)
 
-    def rescan(self, origin: LocalOrigin, request: ScanRequest) -> ScanReport:
+    def rescan(self, origin: Origin, request: ScanRequest) -> ScanReport:
         """Look again only where *request* says something changed (a watch's events)."""
         if request.full:
             return self.scan(origin)
@@ -155,9 +177,6 @@ class Scanner:
             self._remove(self.catalog.files_under(origin.id, reldir), report)
         pending: list[tuple[str, FileStat, bool]] = []
         for reldir in sorted(request.dirs - request.gone - request.trees):
-            if not os.path.isdir(origin.local_path(reldir) if reldir else origin.location):
-                self._remove(self.catalog.files_under(origin.id, reldir), report)
-                continue
             self._visit(origin, reldir, pending, report)
         self._walk(origin, sorted(request.trees), pending, report, record_dirs=False)
         if pending and not self.cancelled:
@@ -166,7 +185,7 @@ class Scanner:
         report.complete = report.listing_errors == 0 and not self.cancelled
         return self._finish(report, started)
 
-    def _reachable(self, origin: LocalOrigin, report: ScanReport) -> bool:
+    def _reachable(self, origin: Origin, report: ScanReport) -> bool:
         try:
             origin.check()
         except OriginUnavailable as exc:
@@ -185,7 +204,7 @@ class Scanner:
 
     def _walk(
         self,
-        origin: LocalOrigin,
+        origin: Origin,
         roots: list[str],
         pending: list[tuple[str, FileStat, bool]],
         report: ScanReport,
@@ -209,7 +228,7 @@ class Scanner:
 
     def _visit(
         self,
-        origin: LocalOrigin,
+        origin: Origin,
         reldir: str,
         pending: list[tuple[str, FileStat, bool]],
         report: ScanReport,
@@ -218,6 +237,10 @@ class Scanner:
         vanished ones. Returns its subfolders, or None if it could not be listed."""
         try:
             listing = origin.list_dir(reldir, self.extensions)
+        except FileNotFoundError:
+            # The folder is gone (the origin answered): so are its files.
+            self._remove(self.catalog.files_under(origin.id, reldir), report)
+            return None
         except OSError as exc:
             report.listing_errors += 1
             report.errors.append(f"{origin.location}/{reldir}: {exc.strerror or exc}")
@@ -237,7 +260,7 @@ class Scanner:
         return listing.subdirs
 
     def _ingest(
-        self, origin: LocalOrigin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
+        self, origin: Origin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
     ) -> None:
         """Start parsing *batch*, then write the batch parsed before it.
 
@@ -246,7 +269,11 @@ class Scanner:
         Call `_drain` once the last batch has been handed in.
         """
         paths = [origin.local_path(relpath) for relpath, _, _ in batch]
-        parsing = self._submit(paths)
+        local = [p for p in paths if p is not None]
+        if len(local) == len(paths):
+            parsing = self._submit(local)
+        else:
+            parsing = self._submit_remote(origin, [relpath for relpath, _, _ in batch])
         self._drain(report)
         self._inflight = (origin, list(batch), parsing)
 
@@ -288,6 +315,18 @@ class Scanner:
                 self.on_changes(changes)
             except Exception:  # a failed notification must not lose the scan
                 log.exception("could not report %d tree changes", len(changes))
+
+    def _submit_remote(
+        self, origin: Origin, relpaths: list[str]
+    ) -> Callable[[], list[tuple[TrackTags, str | None]]]:
+        """Start reading tags of a remote origin's files in threads (the work is
+        waiting on the network, not parsing)."""
+        if self._threads is None:
+            self._threads = concurrent.futures.ThreadPoolExecutor(
+                _REMOTE_THREADS, thread_name_prefix="musicfs-scan"
+            )
+        futures = [self._threads.submit(parse_remote, origin, r) for r in relpaths]
+        return lambda: [future.result() for future in futures]
 
     def _submit(self, paths: list[str]) -> Callable[[], list[tuple[TrackTags, str | None]]]:
         """Start reading the tags of *paths*; return a function that waits for them."""

@@ -31,10 +31,14 @@ import trio
 from musicfs.core.catalog import Catalog, Track
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
+from musicfs.core.credentials import CredentialError, Credentials
+from musicfs.core.federation import Federation, Health
 from musicfs.core.fs import MusicFSOperations, mount_options
 from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
 from musicfs.core.library import Library, version_of
-from musicfs.core.origins import LocalOrigin, OriginUnavailable
+from musicfs.core.origins.base import Origin, OriginUnavailable
+from musicfs.core.origins.factory import build_origin, limits_of
+from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.paths import CacheDirLock, cache_dir_for
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
 from musicfs.core.watch import LocalWatch, ScanRequest
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 LAYOUT_SETTING = "skip_unreadable"
 _ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
 _FILL_QUEUE = 10_000
+_HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
 
 
 class MountState(enum.Enum):
@@ -122,10 +127,9 @@ class MusicFS:
         self.progress = progress
         self.state = MountState.MOUNTING
         self.started = time.time()
-        self.origins = {
-            o.id: LocalOrigin(o.id, o.path, kind=o.type)
-            for o in sorted(config.origins, key=lambda o: o.priority)
-        }
+        # Built by `prepare` (remote origins need their credentials).
+        self.origins: dict[str, Origin] = {}
+        self.federation = Federation({})
         self.scan_reports: dict[str, ScanReport] = {}
         self.scanning = False
         self._lock = CacheDirLock(self.cache_dir)
@@ -144,11 +148,12 @@ class MusicFS:
 
     def prepare(self) -> None:
         """Everything that can fail before mounting: lock, catalog, origins, template."""
-        if not self.origins:
+        if not self.config.origins:
             raise StartupError(
                 "no origin given: pass --origin DIR (or list [[origins]] in the config file)"
             )
         check_mountpoint(self.mountpoint)
+        self._build_origins()
         self._lock.acquire()
         try:
             self._catalog = catalog = Catalog.open(self.catalog_path)
@@ -156,6 +161,20 @@ class MusicFS:
         except BaseException:
             self._lock.release()
             raise
+
+    def _build_origins(self) -> None:
+        try:
+            credentials = Credentials.load()
+        except CredentialError as exc:
+            raise StartupError(str(exc)) from None
+        ordered = sorted(self.config.origins, key=lambda o: o.priority)
+        try:
+            self.origins = {o.id: build_origin(o, credentials) for o in ordered}
+        except (ImportError, ValueError, OSError) as exc:
+            raise StartupError(f"cannot set up the origins: {exc}") from None
+        self.federation = Federation(
+            self.origins, {o.id: limits_of(o) for o in ordered}, on_health=self._on_health
+        )
 
     def close(self) -> None:
         """Undo `prepare` when the mount will not be served after all."""
@@ -183,7 +202,10 @@ class MusicFS:
                     layout.unplace(file_id)
                 known_ids.discard(origin_id)
             for origin in self.origins.values():
-                if origin.id not in known_ids:
+                # A new local folder must exist (a typo should fail at once); a remote
+                # origin that is down must not delay the mount: it is scanned when it
+                # answers.
+                if origin.id not in known_ids and isinstance(origin, LocalOrigin):
                     try:
                         origin.check()
                     except OriginUnavailable as exc:
@@ -211,7 +233,7 @@ class MusicFS:
             self.content = ContentCache(self.cache_dir / "content", self.config.cache_limit)
         library = Library(
             self._catalog,
-            self.origins,
+            self.federation,
             on_stale=self._on_stale,
             content=self.content,
             on_fill=self._on_fill,
@@ -220,6 +242,8 @@ class MusicFS:
             library,
             entry_timeout=self.config.entry_timeout,
             attr_timeout=self.config.attr_timeout,
+            # Past the slowest origin's own timeout, with its retries.
+            request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
         )
         options = mount_options(allow_other=self.config.allow_other)
         try:
@@ -239,8 +263,9 @@ class MusicFS:
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
                 nursery.start_soon(self._fill_loop)
+                nursery.start_soon(self._health_loop)
                 for origin in self.origins.values():
-                    if origin.kind == "local" and self.config.watch:
+                    if isinstance(origin, LocalOrigin) and origin.watchable and self.config.watch:
                         nursery.start_soon(self._watch, origin)
                     elif self.config.poll_interval > 0:
                         nursery.start_soon(self._poll, origin, self.config.poll_interval)
@@ -249,6 +274,7 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             library.close_all()
+            await trio.to_thread.run_sync(self.federation.close)
             if self.content is not None:
                 self.content.close()
             pyfuse3.close(unmount=True)
@@ -315,19 +341,48 @@ class MusicFS:
                     self.progress.close()
                     self.progress = None  # a live display only for the first scan
 
+    async def _health_loop(self) -> None:
+        """Probe offline origins (with backoff) and online remote ones now and then;
+        rescan an origin that came back, since it may have changed meanwhile."""
+        last_round = -_HEALTH_ROUND
+        while True:
+            now = time.monotonic()
+            if now - last_round >= _HEALTH_ROUND:
+                last_round = now
+                remote = [o.id for o in self.origins.values() if not isinstance(o, LocalOrigin)]
+                for origin_id in remote:
+                    if self.federation.online(origin_id):
+                        await trio.to_thread.run_sync(
+                            self.federation.probe, origin_id, abandon_on_cancel=True
+                        )
+            await trio.to_thread.run_sync(self.federation.check_due, abandon_on_cancel=True)
+            await trio.sleep(1.0)
+
+    def _on_health(self, origin_id: str, health: Health) -> None:
+        """An origin went offline or came back (any thread)."""
+        if health.online and self.trio_token is not None and not self._stopping:
+            try:
+                trio.from_thread.run_sync(
+                    self._ask, origin_id, ScanRequest(full=True), trio_token=self.trio_token
+                )
+            except RuntimeError:  # already in the trio thread
+                self._ask(origin_id, ScanRequest(full=True))
+            except trio.RunFinishedError:
+                pass
+
     async def _watch(self, origin: LocalOrigin) -> None:
         """Follow a local origin: while it is there, turn its inotify events into
         rescans of what changed; when it goes, wait for it and rescan it all."""
         while True:
             await self._watch_once(origin)
             log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
-            while not await trio.to_thread.run_sync(origin.reachable):
+            while not await trio.to_thread.run_sync(self.federation.probe, origin.id):
                 await trio.sleep(_ORIGIN_RETRY)
             log.info("origin %s is back; rescanning it", origin.id)
             self._ask(origin.id, ScanRequest(full=True))
 
     async def _watch_once(self, origin: LocalOrigin) -> None:
-        if not await trio.to_thread.run_sync(origin.reachable):
+        if not await trio.to_thread.run_sync(self.federation.probe, origin.id):
             return
         watch = await trio.to_thread.run_sync(LocalWatch, origin.location)
         log.info("watching %s (%d folders)", origin.location, watch.watched)
@@ -346,7 +401,7 @@ class MusicFS:
         finally:
             watch.close()
 
-    async def _poll(self, origin: LocalOrigin, interval: float) -> None:
+    async def _poll(self, origin: Origin, interval: float) -> None:
         """Rescan an origin that cannot report its changes every *interval* seconds."""
         while True:
             await trio.sleep(interval)
@@ -379,15 +434,15 @@ class MusicFS:
         if origin is None or self.content is None:
             return
         try:
-            fd = origin.open(track.relpath)
+            file = self.federation.open(track.origin, track.relpath)
         except OSError:
             return  # gone or offline meanwhile: nothing to copy
         try:
-            self.content.fill(version_of(track), fd)
+            self.content.fill(version_of(track), file)
         except OSError as exc:
             log.warning("could not cache %s/%s: %s", track.origin, track.relpath, exc)
         finally:
-            os.close(fd)
+            file.close()
 
     def _ask(self, origin_id: str, request: ScanRequest) -> None:
         self._requests.setdefault(origin_id, ScanRequest()).merge(request)
@@ -439,7 +494,12 @@ class MusicFS:
     def origins_online(self) -> dict[str, bool]:
         """Which origins answer now. Stats each origin's root: call it from any
         thread but the trio one (a hung share must not stall FUSE requests)."""
-        return {origin.id: origin.reachable() for origin in self.origins.values()}
+        return {
+            origin.id: self.federation.probe(origin.id)
+            if isinstance(origin, LocalOrigin)
+            else self.federation.online(origin.id)
+            for origin in self.origins.values()
+        }
 
     def status(self, online: dict[str, bool] | None = None) -> dict[str, Any]:
         """A snapshot of the mount's live state (plain data, JSON-ready); cheap,

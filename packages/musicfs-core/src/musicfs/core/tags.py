@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 import mutagen
 from mutagen.aiff import AIFF
@@ -59,14 +59,15 @@ class UnreadableFile(Exception):
     """mutagen could not make sense of a file; the message says why."""
 
 
-def read_tags(path: str) -> TrackTags:
-    """Tags and stream info of the audio file at *path*.
+def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
+    """Tags and stream info of the audio file at *path*, or of *fileobj* (a seekable
+    file, e.g. ranged reads of a remote file) when given; *path* then only names it.
 
     Raises `UnreadableFile` (never anything else) when the file is not audio
     mutagen understands, or is damaged beyond reading.
     """
     try:
-        audio = _open(path)
+        audio = _open(path, fileobj)
     except mutagen.MutagenError as exc:
         raise UnreadableFile(f"mutagen: {exc}") from None
     except Exception as exc:  # mutagen has bugs on hostile input; a scan must go on
@@ -83,17 +84,20 @@ def read_tags(path: str) -> TrackTags:
         raise UnreadableFile(f"unusable tags ({type(exc).__name__}: {exc})") from None
 
 
-def _open(path: str) -> Any:
+def _open(path: str, fileobj: IO[bytes] | None) -> Any:
     """Open with the class the extension names (a third faster than letting
     mutagen probe every format); fall back to probing if that class refuses."""
     ext = path.rpartition(".")[2].lower()
     kind = _BY_EXTENSION.get(ext)
+    target = path if fileobj is None else fileobj
     if kind is not None:
         try:
-            return kind(path)
+            return kind(target)
         except mutagen.MutagenError:
             pass  # e.g. an .ogg that holds Opus, or a misnamed file
-    return mutagen.File(path)
+        if fileobj is not None:
+            fileobj.seek(0)
+    return mutagen.File(target)
 
 
 def _stream_info(audio: Any) -> dict[str, Any]:

@@ -1,0 +1,25 @@
+"""Origins: where the audio files really are. MusicFS only ever reads them.
+
+`base` defines the interface every origin implements; `local` has local
+folders and mounted shares; `s3`, `sftp` and `smb` talk to remote stores
+(their client libraries are imported only when such an origin is configured).
+"""
+
+from musicfs.core.origins.base import (
+    DirListing,
+    Origin,
+    OriginFile,
+    OriginUnavailable,
+    RangeReader,
+)
+from musicfs.core.origins.local import LocalFile, LocalOrigin
+
+__all__ = [
+    "DirListing",
+    "LocalFile",
+    "LocalOrigin",
+    "Origin",
+    "OriginFile",
+    "OriginUnavailable",
+    "RangeReader",
+]

@@ -1,0 +1,182 @@
+"""The origin interface: what every place that holds audio files must answer.
+
+An origin lists directories, stats files and reads byte ranges, by paths
+relative to its root (``relpath``, ``/``-separated, no leading slash). That is
+all (DESIGN §6): priority, health checks, retries, failover, bandwidth limits
+and request bounds live once, in `musicfs.core.federation`, above every origin.
+Built-in origins (local folders and mounted shares, S3, SFTP, SMB) and origins
+from plugins implement this same class.
+
+Every method may block on the network and is called from worker threads, never
+from the FUSE thread — except reads of an origin that declares ``inline``
+(a local disk, where a thread hop costs more than the read).
+
+Errors say what happened in terms the layers above act on:
+
+- `FileNotFoundError`: the origin answered, and the file or folder is not
+  there. Only this makes a file leave the tree.
+- `PermissionError`: the origin refuses; the reader gets EACCES.
+- `OriginUnavailable`: the origin did not answer (down, timed out, stale
+  handle): its files are *offline*, not gone, and the caller may retry, fail
+  over to another origin, or serve a cached copy.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import io
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from musicfs.core.model import FileStat
+
+log = logging.getLogger(__name__)
+
+
+class OriginUnavailable(OSError):
+    """The origin cannot be reached just now; its files are offline, not gone."""
+
+    def __init__(self, origin_id: str, message: str, code: int = errno.EIO) -> None:
+        super().__init__(code, f"origin {origin_id!r}: {message}")
+        self.origin_id = origin_id
+
+
+@dataclass(frozen=True, slots=True)
+class DirListing:
+    """One directory of an origin: its subdirectories and its files with their stat."""
+
+    subdirs: list[str] = field(default_factory=list)
+    files: list[tuple[str, FileStat]] = field(default_factory=list)
+
+
+def wanted_file(name: str, extensions: frozenset[str]) -> bool:
+    """Whether a directory entry called *name* is listed: not hidden, and with
+    one of *extensions* (lower case, no dot)."""
+    if name.startswith(".") or "." not in name:
+        return False
+    return name.rpartition(".")[2].lower() in extensions
+
+
+def extension_set(extensions: Iterable[str]) -> frozenset[str]:
+    return frozenset(e.lower().lstrip(".") for e in extensions)
+
+
+class OriginFile(abc.ABC):
+    """One file of an origin, open for ranged reads.
+
+    *size* and *mtime_ns* are what the origin said when it was opened; a caller
+    compares them with the catalog to notice a file that changed since its scan.
+    """
+
+    size: int
+    mtime_ns: int
+
+    @abc.abstractmethod
+    def read(self, offset: int, size: int) -> bytes:
+        """Up to *size* bytes at *offset*; fewer only at the end of the file."""
+
+    def close(self) -> None:  # noqa: B027 - most files have nothing to release
+        """Release what the open file holds (a descriptor, a pooled session)."""
+
+    def __enter__(self) -> OriginFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Origin(abc.ABC):
+    """A place that holds audio files. Subclasses set `kind` and implement the
+    abstract methods; each instance has the *id* the configuration gave it."""
+
+    kind: ClassVar[str]
+    #: Reads are fast and never hang (a local disk): done on the FUSE thread.
+    inline: ClassVar[bool] = False
+    #: Changes can be followed with inotify (`musicfs.core.watch`); others are polled.
+    watchable: ClassVar[bool] = False
+
+    def __init__(self, origin_id: str) -> None:
+        self.id = origin_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r}, {self.location!r})"
+
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the origin is, for people and for the catalog (e.g.
+        ``s3://bucket/prefix``). Never contains a secret."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Raise `OriginUnavailable` unless the origin answers now (a cheap probe)."""
+
+    def reachable(self) -> bool:
+        """True if `check` passes."""
+        try:
+            self.check()
+        except OriginUnavailable:
+            return False
+        except OSError as exc:
+            log.debug("origin %s: check failed: %s", self.id, exc)
+            return False
+        return True
+
+    @abc.abstractmethod
+    def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
+        """Subfolders of *reldir* ("" is the root) and its files whose extension is
+        one of *extensions*, with their stat. Hidden entries are left out."""
+
+    @abc.abstractmethod
+    def stat(self, relpath: str) -> FileStat:
+        """Size and modification time of one file."""
+
+    @abc.abstractmethod
+    def open(self, relpath: str) -> OriginFile:
+        """Open one file for ranged reads."""
+
+    def local_path(self, relpath: str) -> str | None:
+        """A path the local kernel can open for *relpath*, if there is one (tags of
+        such files are read by worker processes straight from the path)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - local origins hold nothing
+        """Release pooled connections. The origin may be used again after."""
+
+
+class RangeReader(io.RawIOBase):
+    """An `OriginFile` as a seekable binary file, for mutagen.
+
+    Tags sit at the start of a file (and sometimes at its end); wrapped in an
+    `io.BufferedReader` this reads just those ranges, never the whole file.
+    """
+
+    def __init__(self, file: OriginFile) -> None:
+        self._file = file
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._file.size}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), max(0, self._file.size - self._position))
+        if want == 0:
+            return 0
+        data = self._file.read(self._position, want)
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)

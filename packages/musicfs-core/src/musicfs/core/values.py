@@ -1,0 +1,104 @@
+"""Parsing of setting values, shared by the configuration modules.
+
+Each parser takes what TOML, an environment variable or a flag gave and
+returns the typed value, or raises `ValueError` saying what was expected;
+`check` turns that into a `ConfigError` that also says where the value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting is wrong. The message names the source, the key and the reason."""
+
+
+@dataclass(frozen=True)
+class _Setting:
+    attr: str
+    parse: Callable[[Any], Any]
+    doc: str
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _nonneg_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    else:
+        raise ValueError(f"expected a whole number, got {value!r}")
+    if number < 0:
+        raise ValueError(f"expected a whole number >= 0, got {value!r}")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else -1.0
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 <= number <= 86400:
+        raise ValueError(f"expected seconds between 0 and 86400, got {value!r}")
+    return number
+
+
+def _path(value: Any) -> str:
+    path = _str(value)
+    if not path.strip():
+        raise ValueError("expected a path, got an empty string")
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _choice(value: Any, choices: tuple[str, ...]) -> str:
+    text = _str(value).lower()
+    if text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return text
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb": 1000**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1000**3, "gib": 1024**3, "t": 1024**4,
+          "tb": 1000**4, "tib": 1024**4}  # fmt: skip
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = re.fullmatch(
+        r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value if isinstance(value, str) else ""
+    )
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(
+            f"expected a size such as 10GiB, 500MB or a number of bytes, got {value!r}"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _check(setting: _Setting, value: Any, where: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+
+
