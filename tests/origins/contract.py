@@ -59,4 +59,5 @@ def check_tags_readable(origin: Origin, relpath: str) -> None:
     """mutagen reads the file's tags through ranged reads (as the scanner will)."""
     with origin.open(relpath) as opened:
         audio = mutagen.File(io.BufferedReader(RangeReader(opened), 64 * 1024))
-    assert audio is not None and audio.info.length > 0
+    assert audio is not None
+    assert audio.info.length > 0

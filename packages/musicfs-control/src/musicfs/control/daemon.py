@@ -26,6 +26,7 @@ import trio
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
 from musicfs.core.catalog import CatalogError
 from musicfs.core.config import Config
+from musicfs.core.credentials import install_redaction, redact
 from musicfs.core.paths import CacheDirLocked, socket_path_for
 from musicfs.core.scanner import ScanProgress
 from musicfs.core.service import MusicFS, StartupError
@@ -52,6 +53,7 @@ def setup_logging(level: str, log_file: Path | None, to_stderr: bool) -> None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         root.addHandler(stream)
+    install_redaction()  # no secret in any log line (NFR-13)
 
 
 def _notify_systemd(message: str) -> None:
@@ -88,7 +90,7 @@ class _Readiness:
         _notify_systemd("READY=1\nSTATUS=serving")
 
     def failed(self, message: str) -> None:
-        self._send("ERROR " + message)
+        self._send("ERROR " + redact(message))
 
 
 def run_daemon(

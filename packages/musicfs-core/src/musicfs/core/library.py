@@ -300,7 +300,10 @@ class Library:
         """Finish a read whose source failed from another replica of the same size,
         or from the cache; switch the handle to whatever worked."""
         name, failed, expected = opened.node.name, opened.track, opened.size
-        if opened.file is not None and not isinstance(error, CorruptChunk | FileNotFoundError):
+        origin = self.federation.origins.get(failed.origin)
+        # Reads of a local disk bypass the federation, which counts the others.
+        local = opened.file is not None and origin is not None and origin.inline
+        if local and not isinstance(error, CorruptChunk | FileNotFoundError):
             self.federation.failed(failed.origin, error)
         log.warning("%s: reading from origin %r failed (%s); failing over", name,
                     failed.origin, error)  # fmt: skip
@@ -312,8 +315,8 @@ class Library:
                 continue
             try:
                 file = self._open_file(self.federation[track.origin], track.relpath)
-                if file.size != expected:
-                    file.close()
+                if (file.size, file.mtime_ns) != (expected, track.mtime_ns):
+                    file.close()  # another version than the one catalogued: bytes may differ
                     continue
                 data = file.read(offset, size)
             except OSError as exc:

@@ -128,9 +128,9 @@ def file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
     return tuple(result)
 
 
-def parse_origins(text_or_list: str | list[str] | tuple[str, ...], where: str) -> tuple[
-    OriginConfig, ...
-]:
+def parse_origins(
+    text_or_list: str | list[str] | tuple[str, ...], where: str
+) -> tuple[OriginConfig, ...]:
     """Several origins (``--origin`` flags, or one ``MUSICFS_ORIGINS`` string), with
     distinct ids."""
     if isinstance(text_or_list, str):

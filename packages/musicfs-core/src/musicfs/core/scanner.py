@@ -29,7 +29,7 @@ from typing import Any
 from musicfs.core.catalog import Catalog, join_relpath
 from musicfs.core.layout import Layout, TreeChange
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
-from musicfs.core.origins.base import Origin, OriginUnavailable, RangeReader
+from musicfs.core.origins.base import Origin, RangeReader
 from musicfs.core.templates import PathTemplate
 from musicfs.core.watch import ScanRequest
 
@@ -188,7 +188,7 @@ class Scanner:
     def _reachable(self, origin: Origin, report: ScanReport) -> bool:
         try:
             origin.check()
-        except OriginUnavailable as exc:
+        except OSError as exc:  # offline, or refusing us (wrong credentials)
             report.errors.append(str(exc))
             report.listing_errors += 1
             log.warning("not scanning: %s (its files stay in the tree)", exc)
