@@ -100,5 +100,3 @@ def _check(setting: _Setting, value: Any, where: str) -> Any:
         return setting.parse(value)
     except ValueError as exc:
         raise ConfigError(f"{where}{exc}") from None
-
-
