@@ -114,3 +114,4 @@ def bench(session: nox.Session) -> None:
     _install_dev(session)
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_cache.py")
+    session.run("python", "benchmarks/bench_origins.py")
