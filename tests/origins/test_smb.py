@@ -418,7 +418,7 @@ def test_frozen_server_does_not_hang_concurrent_requests(
 
 
 def test_server_that_never_ran(tmp_path: Path) -> None:
-    from tests.servers.smbd import free_port
+    from tests.servers import free_port
 
     smb = SMBOrigin("smb", "127.0.0.1", "music", port=free_port(), user="root",
                     password="secret-pw", timeout=TIMEOUT)  # fmt: skip

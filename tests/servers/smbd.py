@@ -26,6 +26,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.servers import free_port
+
 SMBD = shutil.which("smbd") or "/usr/sbin/smbd"
 SMBPASSWD = shutil.which("smbpasswd") or "/usr/bin/smbpasswd"
 # smbd gets SIGKILL if the test process dies, even by SIGKILL when no cleanup runs
@@ -36,14 +38,6 @@ SHARE = "music"
 USER = "root"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on just now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _config(workdir: Path, port: int, share_root: Path) -> str:

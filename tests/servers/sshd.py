@@ -24,17 +24,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.servers import free_port
+
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 _START_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on just now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _keygen(path: Path, comment: str) -> None:
