@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -285,6 +285,62 @@ def mounted(
         yield Mount(mountpoint, cache_dir, pid, ready)
     finally:
         unmount(mountpoint, pid)
+
+
+def toml_value(value: object) -> str:
+    """*value* as TOML: strings, numbers and booleans are written as JSON writes them."""
+    return json.dumps(value)
+
+
+def write_config(
+    path: Path,
+    origins: Sequence[Mapping[str, object]],
+    sections: Mapping[str, Mapping[str, object]] | None = None,
+    **top: object,
+) -> Path:
+    """A config file: top-level keys, then [sections], then the [[origins]] tables."""
+    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
+    for name, table in (sections or {}).items():
+        lines += [f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
+    for origin in origins:
+        lines += ["[[origins]]", *(f"{k} = {toml_value(v)}" for k, v in origin.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def what_the_daemon_shows(mount: Mount) -> dict[str, str]:
+    """Every text a user (or another user, for the process list) can see of a
+    running mount: its log, ``musicfs status`` with and without ``--json``,
+    and the daemon's command line. For checks that no secret leaks."""
+    shown = {"the daemon log": (mount.cache_dir / "musicfs.log").read_text(errors="replace")}
+    for args in (("status",), ("status", "--json")):
+        result = run_musicfs(*args, mount.mountpoint)
+        assert result.returncode == 0, describe(result)
+        assert result.stdout, describe(result)
+        shown[f"musicfs {' '.join(args)}"] = result.stdout + result.stderr
+    cmdline = Path(f"/proc/{mount.pid}/cmdline").read_bytes()
+    shown[f"/proc/{mount.pid}/cmdline"] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return shown
+
+
+def assert_no_secret_shown(mount: Mount, *secrets: str) -> None:
+    """Fail if any of *secrets* is in the mount's log, status or process list
+    (the message names where, never the secret)."""
+    shown = what_the_daemon_shows(mount)
+    assert shown["the daemon log"], "the daemon log is empty: nothing was checked"
+    for where, text in shown.items():
+        for number, secret in enumerate(secrets, 1):
+            leaked = secret in text  # not in the assert: pytest would print both
+            assert not leaked, f"secret #{number} appears in {where}"
+
+
+def forget_pages(path: Path) -> None:
+    """Drop the kernel's cached pages of *path*, so the next read reaches the daemon."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def walk_files(root: Path) -> set[str]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,7 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Mount, mounted, run_musicfs, wait_until, walk_files
+from tests.e2e.eventstream import about, listening
+from tests.e2e.helpers import (
+    Mount,
+    assert_no_secret_shown,
+    mounted,
+    wait_until,
+    walk_files,
+    write_config,
+)
 from tests.e2e.library import BuiltTrack, Library, render_path
 from tests.servers.s3 import S3Server, s3_server
 from tests.servers.sshd import SSHServer, sshd_server
@@ -38,26 +47,6 @@ def s3(tmp_path: Path) -> Iterator[S3Server]:
             yield server
     except FileNotFoundError as exc:  # pragma: no cover - CI installs moto
         pytest.skip(f"moto_server is not installed: {exc}")
-
-
-def toml_value(value: object) -> str:
-    return json.dumps(value)  # strings, numbers and booleans are written alike
-
-
-def write_config(
-    path: Path,
-    origins: list[dict[str, object]],
-    sections: dict[str, dict[str, object]] | None = None,
-    **top: object,
-) -> Path:
-    """A config file: top-level keys, then [sections], then the [[origins]] tables."""
-    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
-    for name, table in (sections or {}).items():
-        lines += [f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
-    for origin in origins:
-        lines += ["[[origins]]", *(f"{k} = {toml_value(v)}" for k, v in origin.items())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def sftp_origin(server: SSHServer, **more: object) -> dict[str, object]:
@@ -218,13 +207,12 @@ def test_no_secret_appears_in_logs_status_errors_or_the_process_list(
         assert digest(virtual) == track.sha256
         wait_until(lambda: "broken" in (mount.cache_dir / "musicfs.log").read_text(),
                    timeout=30, what="the broken origin to be tried")  # fmt: skip
-        seen = [
-            (mount.cache_dir / "musicfs.log").read_text(),
-            run_musicfs("status", mount.mountpoint).stdout,
-            run_musicfs("status", mount.mountpoint, "--json").stdout,
-            Path(f"/proc/{mount.pid}/cmdline").read_bytes().decode(errors="replace"),
-        ]
-        assert "broken" in seen[0], "the failing origin was never tried"
-    for text in seen:
-        for secret in (secret_key, wrong):
-            assert secret not in text
+        assert_no_secret_shown(mount, secret_key, wrong)
+        with listening(mount) as events:  # events carry error messages too
+            os.kill(mount.pid, signal.SIGHUP)
+            failed = events.wait_for(about("sync.completed", complete=False), timeout=60)
+            assert failed["origin"] == "broken"
+            assert failed["details"]["error"], "the failed scan's event says nothing"
+    for number, secret in enumerate((secret_key, wrong), 1):
+        leaked = secret in json.dumps(events.seen)
+        assert not leaked, f"secret #{number} appears in an event"

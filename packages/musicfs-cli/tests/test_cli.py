@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.cli.main import EXIT_NO_DAEMON, EXIT_USAGE, main
+from musicfs.cli.common import EXIT_NO_DAEMON, EXIT_USAGE
+from musicfs.cli.main import main
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import mutagen.flac
 import pytest
 
 from musicfs.core.catalog import Catalog
@@ -17,6 +18,7 @@ from musicfs.core.scanner import Scanner
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
 
 MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
+Encode = Callable[..., Path]  # the encode fixture of conftest.py
 
 
 def tree(catalog: Catalog) -> set[str]:
@@ -78,6 +80,40 @@ def test_unchanged_files_are_not_parsed_again(
     scanner(catalog).scan(origin)
     report = scanner(catalog).scan(origin)
     assert (report.seen, report.added, report.changed, report.removed) == (1, 0, 0, 0)
+
+
+def test_a_tag_edit_that_keeps_size_and_mtime_is_seen_on_a_share(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    """What inotify cannot see on a share and size/mtime do not tell: a tag editor
+    that rewrites within the FLAC padding and puts the mtime back. The ctime moved."""
+    (tmp_path / "share").mkdir()
+    path = encode(tmp_path / "share" / "a.flac", title="Before", artist="A")
+    origin = LocalOrigin("nas", tmp_path / "share", kind="nfs")
+    scanner(catalog).scan(origin)
+    before = path.stat()
+    audio = mutagen.flac.FLAC(path)
+    audio["title"] = "After"
+    audio.save()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    report = scanner(catalog).scan(origin)
+    assert report.changed == 1
+    assert {p.rsplit("/", 1)[1] for p in tree(catalog)} == {"00 - After.flac"}
+
+
+def test_rows_from_before_change_times_are_not_all_parsed_again(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    make_wav(tmp_path / "lib" / "a.wav", title="A")
+    origin = LocalOrigin("lib", tmp_path / "lib")
+    scanner(catalog).scan(origin)
+    catalog.execute("UPDATE files SET ctime_ns = 0")  # as migrated from schema 3
+    report = scanner(catalog).scan(origin)
+    assert (report.seen, report.changed) == (1, 0)
+    stored = catalog.execute("SELECT ctime_ns FROM files").fetchone()[0]
+    assert stored == (tmp_path / "lib" / "a.wav").stat().st_ctime_ns
 
 
 def test_unreadable_files_are_recorded_and_shown_under_fallback_names(

@@ -85,6 +85,19 @@ def test_removed_folder_is_gone(lib: Path, watch: LocalWatch) -> None:
     assert "a" in request.gone
 
 
+def test_an_origin_folder_moved_away_ends_the_watch(
+    tmp_path: Path, lib: Path, watch: LocalWatch
+) -> None:
+    """Renaming the origin's folder (or unmounting its disk) leaves inotify watching
+    the folder at its new place; the watch must stop, so the daemon notices."""
+    lib.rename(tmp_path / "elsewhere")
+    for _ in range(20):
+        watch.events(timeout_ms=500, settle_ms=50)
+        if not watch.watched:
+            break
+    assert watch.watched == 0
+
+
 def test_partial_rescan_applies_a_request(tmp_path: Path, lib: Path, make_wav: MakeWav) -> None:
     catalog = Catalog.open(tmp_path / "c.sqlite3")
     origin = LocalOrigin("lib", lib)

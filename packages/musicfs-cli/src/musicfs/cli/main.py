@@ -1,4 +1,5 @@
-"""The ``musicfs`` command: mount, unmount, status, shutdown, cache verify|backup|restore.
+"""The ``musicfs`` command: mount, unmount, status, shutdown, events,
+cache verify|backup|restore.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
 3 no daemon answers for that mount.
@@ -12,7 +13,6 @@ started.
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import select
@@ -24,17 +24,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from musicfs.core.config import Config, ConfigError, load_config
-from musicfs.core.paths import cache_dir_for, runtime_dir, socket_path_for
+from musicfs.cli import events
+from musicfs.cli.common import (
+    EXIT_FAILED,
+    EXIT_NO_DAEMON,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    client_for,
+    daemon_unreachable,
+    is_mounted,
+    load_args_config,
+    print_error,
+    socket_for,
+)
+from musicfs.core.config import Config, ConfigError
+from musicfs.core.paths import cache_dir_for
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
 READY_TIMEOUT = 600.0  # preparing may rebuild a huge tree after a template change
-
-
-class CLIError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
         action.add_argument("--json", action="store_true", help="machine-readable output")
 
+    events.add_parser(sub, _config_args)
+
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
     _config_args(shutdown)
@@ -119,14 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "shutdown": cmd_unmount,
         "cache": cmd_cache,
+        "events": events.cmd_events,
     }[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
-        _error(f"configuration error: {exc}")
+        print_error(f"configuration error: {exc}")
         return EXIT_USAGE
     except CLIError as exc:
-        _error(str(exc))
+        print_error(str(exc))
         return exc.code
     except KeyboardInterrupt:
         return 130
@@ -135,21 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
-def _error(message: str) -> None:
-    print(f"musicfs: error: {message}", file=sys.stderr)
-
-
-def _load(args: argparse.Namespace, **overrides: Any) -> Config:
-    if args.socket:
-        overrides["socket"] = args.socket
-    return load_config(args.config, overrides=overrides, origins=getattr(args, "origin", []))
-
-
 # -- mount ---------------------------------------------------------------------
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    config = _load(
+    config = load_args_config(
         args,
         cache_dir=args.cache_dir,
         template=args.template,
@@ -235,43 +235,12 @@ def _tail(path: Path, lines: int = 15) -> str:
 # -- talking to a daemon -----------------------------------------------------------
 
 
-def _socket_for(args: argparse.Namespace) -> Path:
-    config = _load(args)
-    if args.mountpoint is not None:
-        return socket_path_for(config, args.mountpoint)
-    if config.socket:
-        return Path(config.socket)
-    sockets = sorted(runtime_dir().glob("*.sock"))
-    if len(sockets) == 1:
-        return sockets[0]
-    if not sockets:
-        raise CLIError(f"no MusicFS daemon is running (no socket in {runtime_dir()})",
-                       EXIT_NO_DAEMON)  # fmt: skip
-    raise CLIError(
-        "several mounts are running; name one: " + ", ".join(s.name for s in sockets), EXIT_USAGE
-    )
-
-
-def _client(socket_path: Path, mountpoint: Path | None = None) -> Any:
-    from musicfs.control.client import ControlClient
-
-    # Just after `musicfs mount` returns, the daemon may still be opening its socket.
-    wait = 5.0 if mountpoint is not None and _is_mounted(mountpoint) else 0.0
-    return ControlClient(socket_path, wait_for_socket=wait)
-
-
-def _unreachable() -> type[Exception]:
-    from musicfs.control.client import DaemonUnreachable
-
-    return DaemonUnreachable
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    socket_path = _socket_for(args)
+    socket_path = socket_for(args)
     try:
-        with _client(socket_path, args.mountpoint) as client:
+        with client_for(socket_path, args.mountpoint) as client:
             status = client.status()
-    except _unreachable() as exc:
+    except daemon_unreachable() as exc:
         raise CLIError(str(exc), EXIT_NO_DAEMON) from None
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
@@ -320,19 +289,19 @@ def _print_status(status: dict[str, Any]) -> None:
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
-    socket_path = _socket_for(args)
+    socket_path = socket_for(args)
     mountpoint = Path(os.path.abspath(args.mountpoint)) if args.mountpoint else None
     try:
-        with _client(socket_path, mountpoint) as client:
+        with client_for(socket_path, mountpoint) as client:
             if mountpoint is None:
                 mountpoint = Path(client.status()["mountpoint"])
             client.shutdown()
-    except _unreachable() as exc:
-        if mountpoint is not None and _is_mounted(mountpoint):
+    except daemon_unreachable() as exc:
+        if mountpoint is not None and is_mounted(mountpoint):
             return _force_unmount(mountpoint)
         raise CLIError(str(exc), EXIT_NO_DAEMON) from None
     deadline = time.monotonic() + args.timeout
-    while _is_mounted(mountpoint) or socket_path.exists():
+    while is_mounted(mountpoint) or socket_path.exists():
         if time.monotonic() > deadline:
             raise CLIError(f"{mountpoint} is still mounted after {args.timeout:.0f} s")
         time.sleep(0.05)
@@ -341,7 +310,7 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    config = _load(args, cache_dir=args.cache_dir)
+    config = load_args_config(args, cache_dir=args.cache_dir)
     action = args.cache_command
     if args.mountpoint is None and not config.cache_dir:
         raise CLIError(
@@ -349,7 +318,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
-    if args.cache_dir is None and args.mountpoint is not None and _is_mounted(args.mountpoint):
+    if args.cache_dir is None and args.mountpoint is not None and is_mounted(args.mountpoint):
         cache_dir = _daemon_cache_dir(args) or cache_dir  # mounted with its own --cache-dir?
     if action == "restore":
         return _cache_restore(args, cache_dir)
@@ -363,9 +332,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
     """The cache dir the daemon serving *args.mountpoint* uses, if one answers."""
     try:
-        with _client(_socket_for(args), args.mountpoint) as client:
+        with client_for(socket_for(args), args.mountpoint) as client:
             return Path(client.status()["cache_dir"])
-    except (CLIError, _unreachable()):
+    except (CLIError, daemon_unreachable()):
         return None
 
 
@@ -434,14 +403,6 @@ def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> 
               "(they are copied again when next read)")  # fmt: skip
     healthy = catalog_check == "ok" and not bad and not dropped
     return EXIT_OK if healthy else EXIT_FAILED
-
-
-def _is_mounted(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno == errno.ENOTCONN  # a dead FUSE mount is still a mount
-    return os.path.ismount(path)
 
 
 def _force_unmount(mountpoint: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,11 @@ import grpc
 from google.protobuf import json_format
 
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
+
+_INT64_STATUS_FIELDS = (
+    "pid", "tracks", "directories", "unreadable_files", "open_handles", "operations",
+    "cached_files", "events_dropped", "event_subscribers",
+)  # fmt: skip
 
 
 class DaemonUnreachable(ConnectionError):
@@ -61,13 +67,15 @@ class ControlClient:
         try:
             return getattr(stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            code = exc.code()
-            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                raise DaemonUnreachable(
-                    f"no daemon answers on {self.socket_path} ({code.name.lower()}) "
-                    "— is it mounted?"
-                ) from None
-            raise ControlError(f"{method} failed: {exc.details()} ({code.name})") from None
+            raise self._error(method, exc) from None
+
+    def _error(self, method: str, exc: grpc.RpcError) -> Exception:
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return DaemonUnreachable(
+                f"no daemon answers on {self.socket_path} ({code.name.lower()}) — is it mounted?"
+            )
+        return ControlError(f"{method} failed: {exc.details()} ({code.name})")
 
     def status(self) -> dict[str, Any]:
         """The daemon's status as plain data (the ``Status`` message's fields)."""
@@ -78,10 +86,44 @@ class ControlClient:
             always_print_fields_with_no_presence=True,
         )
         data["state"] = data["state"].removeprefix("MOUNT_STATE_")
-        for key in ("pid", "tracks", "directories", "unreadable_files", "open_handles",
-                    "operations", "cached_files"):  # fmt: skip
+        for key in _INT64_STATUS_FIELDS:
             data[key] = int(data[key])  # JSON mapping of int64 is a string
         return data
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         self._call("Shutdown", control_pb2.ShutdownRequest(drain_timeout_seconds=drain_timeout))
+
+    def events(self, types: Iterable[str] = (), origin: str = "") -> Iterator[dict[str, Any]]:
+        """Events as plain data, as they happen, until the daemon goes away.
+
+        Ends (without an error) when the daemon shuts down; close the
+        iterator to stop listening.
+        """
+        request = control_pb2.SubscribeEventsRequest(types=list(types), origin=origin)
+        stream = self._stub().SubscribeEvents(request)
+        try:
+            for message in stream:
+                event = json_format.MessageToDict(
+                    message,
+                    preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True,
+                )
+                # A protobuf Struct holds every number as a double: give counts back as ints.
+                event["details"] = {
+                    k: int(v) if isinstance(v, float) and v.is_integer() else v
+                    for k, v in event.get("details", {}).items()
+                }
+                yield event
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and _was_connected(exc):
+                return  # the daemon shut down under an open stream
+            raise self._error("SubscribeEvents", exc) from None
+        finally:
+            stream.cancel()
+
+
+def _was_connected(exc: grpc.RpcError) -> bool:
+    details = (exc.details() or "").lower()
+    return "socket closed" in details or "goaway" in details or "shutdown" in details

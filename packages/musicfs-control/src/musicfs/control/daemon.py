@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Libraries that log every request at INFO, and at DEBUG their wire traffic:
+# pyspnego logs authentication tokens (an NTLM exchange, from which a password
+# can be cracked offline), smbprotocol every message with the file data in hex.
+# Only their warnings reach the log, whatever the level.
+QUIET_LIBRARIES = ("smbprotocol", "smbclient", "spnego", "paramiko", "botocore", "boto3",
+                   "urllib3", "s3transfer")  # fmt: skip
+
 
 def setup_logging(level: str, log_file: Path | None, to_stderr: bool) -> None:
     root = logging.getLogger()
@@ -53,6 +60,8 @@ def setup_logging(level: str, log_file: Path | None, to_stderr: bool) -> None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         root.addHandler(stream)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     install_redaction()  # no secret in any log line (NFR-13)
 
 

@@ -10,20 +10,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 import trio
+from google.protobuf import struct_pb2
 
 from musicfs.control.socketfile import claim_socket_path
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
+from musicfs.core.events import Event, event_type
 from musicfs.core.service import MusicFS
 
 log = logging.getLogger(__name__)
 
 _STATE_PREFIX = "MOUNT_STATE_"
+_MAX_STREAMS = 8  # each open stream holds one of the server's threads
+_WORKERS = _MAX_STREAMS + 4  # so unary calls always find a free thread
+_STREAM_POLL = 0.25  # seconds: how soon a stream notices its client went away
 
 
 def status_message(status: dict[str, Any]) -> control_pb2.Status:
@@ -34,6 +41,18 @@ def status_message(status: dict[str, Any]) -> control_pb2.Status:
     return control_pb2.Status(origins=origins, **fields)
 
 
+def event_message(event: Event) -> control_pb2.Event:
+    details = struct_pb2.Struct()
+    details.update(event.details)
+    return control_pb2.Event(
+        type=event.type.value,
+        time=event.time,
+        origin=event.origin,
+        path=event.path,
+        details=details,
+    )
+
+
 class ControlServicer(control_pb2_grpc.MusicFSServicer):
     """Answers control RPCs for one `MusicFS` mount."""
 
@@ -41,6 +60,7 @@ class ControlServicer(control_pb2_grpc.MusicFSServicer):
         self.fs = fs
         self.token = token
         self.socket_path = socket_path
+        self._streams = threading.BoundedSemaphore(_MAX_STREAMS)
 
     def GetStatus(
         self, request: control_pb2.GetStatusRequest, context: grpc.ServicerContext
@@ -69,6 +89,33 @@ class ControlServicer(control_pb2_grpc.MusicFSServicer):
         trio.from_thread.run_sync(start, trio_token=self.token)
         return control_pb2.ShutdownResponse()
 
+    def SubscribeEvents(
+        self, request: control_pb2.SubscribeEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.Event]:
+        try:
+            types = [event_type(name) for name in request.types]
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if request.origin and request.origin not in self.fs.origins:
+            known = ", ".join(sorted(self.fs.origins))
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no origin {request.origin!r} in this mount; its origins are: {known}",
+            )
+        if not self._streams.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{_MAX_STREAMS} event streams are open already; close one and retry",
+            )
+        try:
+            with self.fs.events.subscribe(types, request.origin or None) as subscription:
+                while context.is_active():
+                    event = subscription.get(timeout=_STREAM_POLL)
+                    if event is not None:
+                        yield event_message(event)
+        finally:
+            self._streams.release()
+
 
 class ControlServer:
     """Owns the gRPC server and its socket file."""
@@ -80,7 +127,9 @@ class ControlServer:
 
     def start(self, token: trio.lowlevel.TrioToken) -> None:
         claim_socket_path(self.socket_path)
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="grpc"))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="grpc")
+        )
         control_pb2_grpc.add_MusicFSServicer_to_server(
             ControlServicer(self.fs, token, self.socket_path), server
         )

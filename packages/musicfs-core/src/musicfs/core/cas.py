@@ -30,6 +30,8 @@ from pathlib import Path
 import xxhash
 from pyfastcdc import FastCDC
 
+from musicfs.core.events import EventBus, EventType
+
 log = logging.getLogger(__name__)
 
 CHUNK_MIN = 16 * 1024
@@ -82,9 +84,12 @@ class ChunkStore:
     index is SQLite).
     """
 
-    def __init__(self, root: str | Path, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self, root: str | Path, limit: int = DEFAULT_LIMIT, events: EventBus | None = None
+    ) -> None:
         self.root = Path(root)
         self.limit = limit
+        self.events = events
         self.stats = TierStats()
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
@@ -232,6 +237,8 @@ class ChunkStore:
             freed += size
         if freed:
             log.info("evicted %d bytes of chunks (limit %d)", freed, self.limit)
+            if self.events is not None:
+                self.events.publish(EventType.CACHE_EVICTED, bytes=freed, limit=self.limit)
         return freed
 
     def _forget_locked(self, digest: str) -> None:

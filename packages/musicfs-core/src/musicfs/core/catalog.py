@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from musicfs.core.model import TAG_FIELDS, ScannedFile, TrackTags
+from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags
 
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -97,6 +97,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX files_by_replica ON files (replica_key) WHERE replica_key IS NOT NULL;
     CREATE INDEX nodes_by_replica ON nodes (replica_key) WHERE replica_key IS NOT NULL;
     """,
+    # 4: change times. Shares are polled, not watched; a tag edit that keeps the
+    # size and restores the mtime still moves the ctime. 0 = not known (yet).
+    """
+    ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -157,6 +162,13 @@ class KnownFile:
     id: int
     size: int
     mtime_ns: int
+    ctime_ns: int
+
+    def changed(self, st: FileStat) -> bool:
+        """Whether *st* describes another version than the one catalogued."""
+        if self.size != st.size or self.mtime_ns != st.mtime_ns:
+            return True
+        return bool(self.ctime_ns and st.ctime_ns and self.ctime_ns != st.ctime_ns)
 
 
 def replica_key(scanned: ScannedFile) -> str | None:
@@ -510,10 +522,19 @@ class Catalog:
     def known_files(self, origin: str, reldir: str) -> dict[str, KnownFile]:
         """The files the catalog has for one directory of an origin, by name."""
         rows = self._conn.execute(
-            "SELECT id, name, size, mtime_ns FROM files WHERE origin = ? AND reldir = ?",
+            "SELECT id, name, size, mtime_ns, ctime_ns FROM files WHERE origin = ? AND reldir = ?",
             (origin, reldir),
         )
-        return {r["name"]: KnownFile(r["id"], r["size"], r["mtime_ns"]) for r in rows}
+        return {
+            r["name"]: KnownFile(r["id"], r["size"], r["mtime_ns"], r["ctime_ns"]) for r in rows
+        }
+
+    def set_ctimes(self, ctimes: Sequence[tuple[int, int]]) -> None:
+        """Record the change time of unchanged files as (file id, ctime_ns) pairs
+        (rows catalogued before change times were kept)."""
+        self._conn.executemany(
+            "UPDATE files SET ctime_ns = ? WHERE id = ?", [(c, i) for i, c in ctimes]
+        )
 
     def known_dirs(self, origin: str) -> Iterator[str]:
         rows = self._conn.execute("SELECT DISTINCT reldir FROM files WHERE origin = ?", (origin,))
@@ -537,7 +558,8 @@ class Catalog:
     def upsert_file(self, scanned: ScannedFile) -> int:
         """Insert or update the row of a scanned file; return its id."""
         reldir, name = split_relpath(scanned.relpath)
-        cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "format", "error")
+        cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "ctime_ns")
+        cols += ("format", "error")
         cols += ("scanned_at", "replica_key", "content_hash", *TAG_FIELDS)
         values: Sequence[Any] = (
             scanned.origin,
@@ -545,6 +567,7 @@ class Catalog:
             name,
             scanned.stat.size,
             scanned.stat.mtime_ns,
+            scanned.stat.ctime_ns,
             scanned.format,
             scanned.error,
             time.time(),

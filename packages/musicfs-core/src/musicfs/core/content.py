@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicfs.core.cas import DEFAULT_LIMIT, ChunkStore, CorruptChunk, TierStats, cut
+from musicfs.core.events import EventBus
 from musicfs.core.headers import header_length
 from musicfs.core.origins.base import OriginFile
 
@@ -132,9 +133,11 @@ class CachedFile:
 class ContentCache:
     """Headers and chunk manifests of file versions, over one `ChunkStore`."""
 
-    def __init__(self, root: str | Path, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self, root: str | Path, limit: int = DEFAULT_LIMIT, events: EventBus | None = None
+    ) -> None:
         self.root = Path(root)
-        self.store = ChunkStore(self.root / "chunks", limit)
+        self.store = ChunkStore(self.root / "chunks", limit, events)
         self.headers = TierStats()
         self.origin_bytes = 0
         self._lock = threading.Lock()
@@ -160,16 +163,15 @@ class ContentCache:
         """Payload bytes the cached files hold, per byte the chunk store keeps."""
         with self._lock:
             rows = self._db.execute("SELECT chunks FROM manifests").fetchall()
-        logical = sum(
-            int(item.split(":")[1])
-            for (listing,) in rows
-            for item in filter(None, listing.split(","))
-        )
+        logical = sum(length for (listing,) in rows for _, length, _ in _parse_listing(listing))
         stored = self.store.stats.bytes
         return logical / stored if stored else 1.0
 
     def has(self, version: Version) -> bool:
-        return self._manifest(version) is not None
+        """Whether this version is cached whole (its manifest, and every chunk of it:
+        a copy that lost chunks to eviction or damage is copied again)."""
+        row = self._manifest(version)
+        return row is not None and self.store.all_indexed(_digests(row[1]))
 
     def fill(self, version: Version, file: OriginFile) -> bool:
         """Copy the open origin *file* into the cache, if it still is *version*.
@@ -243,7 +245,7 @@ class ContentCache:
     def _save(self, version: Version, header: bytes, listing: str) -> None:
         with self._lock:
             replaced = self._db.execute(
-                "SELECT 1 FROM manifests WHERE origin = ? AND relpath = ?",
+                "SELECT length(header) FROM manifests WHERE origin = ? AND relpath = ?",
                 (version.origin, version.relpath),
             ).fetchone()
             self._db.execute(
@@ -252,6 +254,8 @@ class ContentCache:
             )
             if replaced is None:
                 self.headers.entries += 1
+            else:
+                self.headers.bytes -= replaced[0]
             self.headers.bytes += len(header)
 
     def open(self, version: Version) -> CachedFile | None:
@@ -261,10 +265,7 @@ class ContentCache:
             self.headers.misses += 1
             return None
         header, listing = row
-        chunks = []
-        for item in filter(None, listing.split(",")):
-            offset, length, digest = item.split(":")
-            chunks.append((int(offset), int(length), digest))
+        chunks = _parse_listing(listing)
         if not self.store.all_indexed([digest for _, _, digest in chunks]):
             self.headers.misses += 1  # some chunks were evicted: the copy is incomplete
             return None
@@ -283,8 +284,7 @@ class ContentCache:
         with self._lock:
             rows = self._db.execute("SELECT origin, relpath, chunks FROM manifests").fetchall()
         for origin, relpath, listing in rows:
-            digests = [item.rsplit(":", 1)[1] for item in filter(None, listing.split(","))]
-            if all(self.store.has(d) for d in digests):
+            if all(self.store.has(d) for d in _digests(listing)):
                 continue
             with self._lock:
                 self._db.execute(
@@ -305,3 +305,16 @@ class ContentCache:
                 (version.origin, version.relpath, version.size, version.mtime_ns),
             ).fetchone()
         return None if row is None else (bytes(row[0]), str(row[1]))
+
+
+def _parse_listing(listing: str) -> list[tuple[int, int, str]]:
+    """A manifest's chunk list ("offset:length:hash,...") as tuples."""
+    chunks = []
+    for item in filter(None, listing.split(",")):
+        offset, length, digest = item.split(":")
+        chunks.append((int(offset), int(length), digest))
+    return chunks
+
+
+def _digests(listing: str) -> list[str]:
+    return [item.rpartition(":")[2] for item in filter(None, listing.split(","))]

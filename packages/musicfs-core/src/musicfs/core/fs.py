@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import stat
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -29,7 +30,7 @@ import trio
 
 from musicfs.core.catalog import Node
 from musicfs.core.layout import ChangeKind, TreeChange
-from musicfs.core.library import Library, LibraryError
+from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class MusicFSOperations(pyfuse3.Operations):
         if plan.inline:
             opened = self.library.open_plan(plan)
         else:
-            opened = await self._in_thread(self.library.open_plan, plan)
+            opened = await self._open_in_thread(plan)
         handle = self.library.register(opened)
         # keep_cache: the content of a node only changes through a rescan, which
         # invalidates the inode; until then the kernel's pages stay valid.
@@ -244,6 +245,26 @@ class MusicFSOperations(pyfuse3.Operations):
             )
         log.warning("%s took more than %.0f s; answering EIO", work.__name__, self.request_timeout)
         raise pyfuse3.FUSEError(errno.EIO)
+
+    async def _open_in_thread(self, plan: OpenPlan) -> OpenFile:
+        """`_in_thread` for opens: an open that finishes after its caller got EIO
+        closes what it opened (else it stays open on the origin for good)."""
+        lock = threading.Lock()
+        gave_up = False
+
+        def open_plan() -> OpenFile:  # the name the timeout warning shows
+            opened = self.library.open_plan(plan)
+            with lock:
+                if gave_up:
+                    opened.release()
+            return opened
+
+        try:
+            return await self._in_thread(open_plan)
+        except pyfuse3.FUSEError:
+            with lock:
+                gave_up = True
+            raise
 
     @_fuse_op
     async def release(self, fh: int) -> None:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from musicfs.core.cas import CorruptChunk
 from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
 from musicfs.core.content import CachedFile, ContentCache, Version
+from musicfs.core.events import EventBus, EventType
 from musicfs.core.federation import Federation
 from musicfs.core.hotcache import DirectoryCache
-from musicfs.core.origins.base import Origin, OriginFile, OriginUnavailable
+from musicfs.core.origins.base import FileChanged, Origin, OriginFile, OriginUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,14 @@ class Library:
         on_stale: Callable[[Track], None] | None = None,
         content: ContentCache | None = None,
         on_fill: Callable[[Track], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         """*on_stale* is called when an opened file no longer matches its catalog
         row; *on_fill* when a file opened from its origin is not in *content* yet.
-        Both are called on the thread that calls `register` (the FUSE thread)."""
+        Both are called on the thread that calls `register` (the FUSE thread).
+        Opens and corrupt chunks are told to *events*."""
         self.catalog = catalog
+        self.events = events if events is not None else EventBus()
         self.federation = origins if isinstance(origins, Federation) else Federation(origins)
         self.on_stale = on_stale
         self.content = content
@@ -247,6 +251,10 @@ class Library:
             self.on_fill(opened.track)
         handle = next(self._next_handle)
         self._handles[handle] = opened
+        track = opened.track
+        source = "cache" if opened.cached is not None else "origin"
+        self.events.publish(EventType.FILE_OPENED, origin=track.origin, path=track.relpath,
+                            source=source)  # fmt: skip
         return handle
 
     def _ranked_ids(self, replicas: list[Track]) -> list[int]:
@@ -286,6 +294,8 @@ class Library:
                 return file.read(offset, size)
         except CorruptChunk as exc:  # never serve wrong bytes
             error: Exception = exc
+            self.events.publish(EventType.CHUNK_CORRUPT, origin=opened.track.origin,
+                                path=opened.track.relpath, error=str(exc))  # fmt: skip
         except OSError as exc:
             error = exc
         else:  # an earlier read found no copy left to read
@@ -303,15 +313,17 @@ class Library:
         origin = self.federation.origins.get(failed.origin)
         # Reads of a local disk bypass the federation, which counts the others.
         local = opened.file is not None and origin is not None and origin.inline
-        if local and not isinstance(error, CorruptChunk | FileNotFoundError):
+        if local and not isinstance(error, CorruptChunk | FileNotFoundError | FileChanged):
             self.federation.failed(failed.origin, error)
+        # A damaged cached copy says nothing about its origin: fetch it again there.
+        failed_id = failed.id if opened.cached is None else None
         log.warning("%s: reading from origin %r failed (%s); failing over", name,
                     failed.origin, error)  # fmt: skip
         opened.release()
         opened.inline = False  # whatever comes next may be remote
         for track_id in self._ranked_ids(opened.replicas):
             track = next(t for t in opened.replicas if t.id == track_id)
-            if track.id == failed.id or not self.federation.online(track.origin):
+            if track.id == failed_id or not self.federation.online(track.origin):
                 continue
             try:
                 file = self._open_file(self.federation[track.origin], track.relpath)

@@ -82,10 +82,16 @@ class TrackTags:
 
 @dataclass(frozen=True, slots=True)
 class FileStat:
-    """What the scanner needs to know about an origin file to decide if it changed."""
+    """What the scanner needs to know about an origin file to decide if it changed.
+
+    *ctime_ns* is 0 when the origin has no change time (S3, SFTP). Where there is
+    one it catches what size and mtime miss: a tag editor that keeps the file's
+    size (padding) and puts its mtime back.
+    """
 
     size: int
     mtime_ns: int
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,14 @@
 """The scanner: bring the catalog in step with what an origin holds.
 
 A scan walks the origin one directory at a time and compares each directory with
-what the catalog remembers of it (size and mtime), so memory stays bounded by the
-largest directory, not the library. New and changed files are parsed with
-mutagen in worker processes (one per core); results are written in batches, each
-batch one transaction, so a scan killed half way resumes from the last batch and
-never leaves duplicate or half-written rows (NFR-8.3). Files that are gone are
-removed only after a complete walk: a directory that could not be listed keeps
-its files (an unreachable origin is offline, never deleted).
+what the catalog remembers of it (size, mtime and, where the origin has one,
+ctime), so memory stays bounded by the largest directory, not the library. New
+and changed files are parsed with mutagen in worker processes (one per core);
+results are written in batches, each batch one transaction, so a scan killed
+half way resumes from the last batch and never leaves duplicate or half-written
+rows (NFR-8.3). Files that are gone are removed only after a complete walk: a
+directory that could not be listed keeps its files (an unreachable origin is
+offline, never deleted).
 
 `Scanner.run` blocks; the daemon calls it in a worker thread. Every committed
 batch is reported to ``on_changes`` so the filesystem can invalidate the kernel's
@@ -249,12 +250,17 @@ class Scanner:
         report.dirs += 1
         known = self.catalog.known_files(origin.id, reldir)
         gone = set(known)
+        ctimes: list[tuple[int, int]] = []
         for name, st in listing.files:
             report.seen += 1
             gone.discard(name)
             old = known.get(name)
-            if old is None or old.size != st.size or old.mtime_ns != st.mtime_ns:
+            if old is None or old.changed(st):
                 pending.append((join_relpath(reldir, name), st, old is not None))
+            elif st.ctime_ns and not old.ctime_ns:
+                ctimes.append((old.id, st.ctime_ns))
+        if ctimes:
+            self.catalog.set_ctimes(ctimes)
         if gone:
             self._remove([known[n].id for n in gone], report)
         return listing.subdirs

@@ -32,6 +32,7 @@ from musicfs.core.catalog import Catalog, Track
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
 from musicfs.core.credentials import CredentialError, Credentials
+from musicfs.core.events import EventBus, EventType
 from musicfs.core.federation import Federation, Health
 from musicfs.core.fs import MusicFSOperations, mount_options
 from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
@@ -143,6 +144,7 @@ class MusicFS:
         self._scanner: Scanner | None = None
         self._stopping = False
         self.trio_token: trio.lowlevel.TrioToken | None = None
+        self.events = EventBus()
 
     # -- preparing --------------------------------------------------------------
 
@@ -230,13 +232,16 @@ class MusicFS:
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
         if self.config.cache_mode == "full":
-            self.content = ContentCache(self.cache_dir / "content", self.config.cache_limit)
+            self.content = ContentCache(
+                self.cache_dir / "content", self.config.cache_limit, self.events
+            )
         library = Library(
             self._catalog,
             self.federation,
             on_stale=self._on_stale,
             content=self.content,
             on_fill=self._on_fill,
+            events=self.events,
         )
         self._ops = ops = MusicFSOperations(
             library,
@@ -334,7 +339,20 @@ class MusicFS:
                     origin = self.origins.get(origin_id)
                     if self._stopping or origin is None:
                         continue
-                    self.scan_reports[origin_id] = scanner.rescan(origin, request)
+                    self.events.publish(EventType.SYNC_STARTED, origin=origin_id,
+                                        full=request.full)  # fmt: skip
+                    report = self.scan_reports[origin_id] = scanner.rescan(origin, request)
+                    self.events.publish(
+                        EventType.SYNC_COMPLETED,
+                        origin=origin_id,
+                        complete=report.complete,
+                        seen=report.seen,
+                        added=report.added,
+                        changed=report.changed,
+                        removed=report.removed,
+                        unreadable=report.unreadable,
+                        error=report.errors[0] if report.errors else "",
+                    )
             finally:
                 scanner.close()
                 if self.progress is not None:
@@ -349,7 +367,7 @@ class MusicFS:
             now = time.monotonic()
             if now - last_round >= _HEALTH_ROUND:
                 last_round = now
-                remote = [o.id for o in self.origins.values() if not isinstance(o, LocalOrigin)]
+                remote = [o.id for o in self.origins.values() if not o.inline]
                 for origin_id in remote:
                     if self.federation.online(origin_id):
                         await trio.to_thread.run_sync(
@@ -360,6 +378,8 @@ class MusicFS:
 
     def _on_health(self, origin_id: str, health: Health) -> None:
         """An origin went offline or came back (any thread)."""
+        self.events.publish(EventType.ORIGIN_HEALTH, origin=origin_id, online=health.online,
+                            error=health.last_error)  # fmt: skip
         if health.online and self.trio_token is not None and not self._stopping:
             try:
                 trio.from_thread.run_sync(
@@ -494,9 +514,11 @@ class MusicFS:
     def origins_online(self) -> dict[str, bool]:
         """Which origins answer now. Stats each origin's root: call it from any
         thread but the trio one (a hung share must not stall FUSE requests)."""
+        # A local disk answers at once; a share or a server may hang: for those,
+        # what the health checks found (every 30 s, and on every failed request).
         return {
             origin.id: self.federation.probe(origin.id)
-            if isinstance(origin, LocalOrigin)
+            if origin.inline
             else self.federation.online(origin.id)
             for origin in self.origins.values()
         }
@@ -534,4 +556,6 @@ class MusicFS:
             "operations": sum(ops.op_counts.values()) if ops else 0,
             "scanning": self.scanning,
             "origins": origins,
+            "events_dropped": self.events.dropped,
+            "event_subscribers": self.events.subscribers,
         }

@@ -107,6 +107,7 @@ class LocalWatch:
 
     @property
     def watched(self) -> int:
+        """Folders watched; 0 once the origin's own folder is gone or moved."""
         return len(self._dirs)
 
     def add_tree(self, reldir: str) -> None:
@@ -159,6 +160,12 @@ class LocalWatch:
             if event.mask & (F.DELETE_SELF | F.MOVE_SELF | F.IGNORED):
                 if event.mask & F.IGNORED:
                     del self._dirs[event.wd]
+                elif not reldir:
+                    # The origin's own folder was moved away (a disk unmounted, a
+                    # folder renamed): what is watched is no longer the origin.
+                    log.warning("%s was moved or deleted", self.root)
+                    self._dirs.clear()
+                    return out
                 continue
             if event.name.startswith("."):
                 continue

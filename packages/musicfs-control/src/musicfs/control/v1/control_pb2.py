@@ -22,27 +22,32 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n musicfs/control/v1/control.proto\x12\x12musicfs.control.v1\"\x12\n\x10GetStatusRequest\"]\n\x0cOriginStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x11\n\tlast_scan\x18\x05 \x01(\t\"\xe8\x02\n\x06Status\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.musicfs.control.v1.MountState\x12\x12\n\nmountpoint\x18\x04 \x01(\t\x12\x11\n\tcache_dir\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x0e\n\x06tracks\x18\x07 \x01(\x03\x12\x13\n\x0b\x64irectories\x18\x08 \x01(\x03\x12\x18\n\x10unreadable_files\x18\t \x01(\x03\x12\x14\n\x0copen_handles\x18\n \x01(\x03\x12\x12\n\noperations\x18\x0b \x01(\x03\x12\x10\n\x08scanning\x18\x0c \x01(\x08\x12\x31\n\x07origins\x18\r \x03(\x0b\x32 .musicfs.control.v1.OriginStatus\x12\x0e\n\x06socket\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_files\x18\x0f \x01(\x03\"0\n\x0fShutdownRequest\x12\x1d\n\x15\x64rain_timeout_seconds\x18\x01 \x01(\x01\"\x12\n\x10ShutdownResponse*\xa9\x01\n\nMountState\x12\x1b\n\x17MOUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MOUNT_STATE_MOUNTING\x10\x01\x12\x15\n\x11MOUNT_STATE_READY\x10\x02\x12\x17\n\x13MOUNT_STATE_SYNCING\x10\x03\x12\x18\n\x14MOUNT_STATE_DEGRADED\x10\x04\x12\x1a\n\x16MOUNT_STATE_UNMOUNTING\x10\x05\x32\xaf\x01\n\x07MusicFS\x12M\n\tGetStatus\x12$.musicfs.control.v1.GetStatusRequest\x1a\x1a.musicfs.control.v1.Status\x12U\n\x08Shutdown\x12#.musicfs.control.v1.ShutdownRequest\x1a$.musicfs.control.v1.ShutdownResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n musicfs/control/v1/control.proto\x12\x12musicfs.control.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x12\n\x10GetStatusRequest\"]\n\x0cOriginStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x11\n\tlast_scan\x18\x05 \x01(\t\"\x9b\x03\n\x06Status\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.musicfs.control.v1.MountState\x12\x12\n\nmountpoint\x18\x04 \x01(\t\x12\x11\n\tcache_dir\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x0e\n\x06tracks\x18\x07 \x01(\x03\x12\x13\n\x0b\x64irectories\x18\x08 \x01(\x03\x12\x18\n\x10unreadable_files\x18\t \x01(\x03\x12\x14\n\x0copen_handles\x18\n \x01(\x03\x12\x12\n\noperations\x18\x0b \x01(\x03\x12\x10\n\x08scanning\x18\x0c \x01(\x08\x12\x31\n\x07origins\x18\r \x03(\x0b\x32 .musicfs.control.v1.OriginStatus\x12\x0e\n\x06socket\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_files\x18\x0f \x01(\x03\x12\x16\n\x0e\x65vents_dropped\x18\x10 \x01(\x03\x12\x19\n\x11\x65vent_subscribers\x18\x11 \x01(\x03\"0\n\x0fShutdownRequest\x12\x1d\n\x15\x64rain_timeout_seconds\x18\x01 \x01(\x01\"\x12\n\x10ShutdownResponse\"7\n\x16SubscribeEventsRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\"k\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12(\n\x07\x64\x65tails\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct*\xa9\x01\n\nMountState\x12\x1b\n\x17MOUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MOUNT_STATE_MOUNTING\x10\x01\x12\x15\n\x11MOUNT_STATE_READY\x10\x02\x12\x17\n\x13MOUNT_STATE_SYNCING\x10\x03\x12\x18\n\x14MOUNT_STATE_DEGRADED\x10\x04\x12\x1a\n\x16MOUNT_STATE_UNMOUNTING\x10\x05\x32\x8b\x02\n\x07MusicFS\x12M\n\tGetStatus\x12$.musicfs.control.v1.GetStatusRequest\x1a\x1a.musicfs.control.v1.Status\x12U\n\x08Shutdown\x12#.musicfs.control.v1.ShutdownRequest\x1a$.musicfs.control.v1.ShutdownResponse\x12Z\n\x0fSubscribeEvents\x12*.musicfs.control.v1.SubscribeEventsRequest\x1a\x19.musicfs.control.v1.Event0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'musicfs.control.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOUNTSTATE']._serialized_start=605
-  _globals['_MOUNTSTATE']._serialized_end=774
-  _globals['_GETSTATUSREQUEST']._serialized_start=56
-  _globals['_GETSTATUSREQUEST']._serialized_end=74
-  _globals['_ORIGINSTATUS']._serialized_start=76
-  _globals['_ORIGINSTATUS']._serialized_end=169
-  _globals['_STATUS']._serialized_start=172
-  _globals['_STATUS']._serialized_end=532
-  _globals['_SHUTDOWNREQUEST']._serialized_start=534
-  _globals['_SHUTDOWNREQUEST']._serialized_end=582
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=584
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=602
-  _globals['_MUSICFS']._serialized_start=777
-  _globals['_MUSICFS']._serialized_end=952
+  _globals['_MOUNTSTATE']._serialized_start=852
+  _globals['_MOUNTSTATE']._serialized_end=1021
+  _globals['_GETSTATUSREQUEST']._serialized_start=86
+  _globals['_GETSTATUSREQUEST']._serialized_end=104
+  _globals['_ORIGINSTATUS']._serialized_start=106
+  _globals['_ORIGINSTATUS']._serialized_end=199
+  _globals['_STATUS']._serialized_start=202
+  _globals['_STATUS']._serialized_end=613
+  _globals['_SHUTDOWNREQUEST']._serialized_start=615
+  _globals['_SHUTDOWNREQUEST']._serialized_end=663
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=665
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=683
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_start=685
+  _globals['_SUBSCRIBEEVENTSREQUEST']._serialized_end=740
+  _globals['_EVENT']._serialized_start=742
+  _globals['_EVENT']._serialized_end=849
+  _globals['_MUSICFS']._serialized_start=1024
+  _globals['_MUSICFS']._serialized_end=1291
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -41,7 +42,7 @@ class OriginStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., online: _Optional[bool] = ..., last_scan: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files")
+    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +58,8 @@ class Status(_message.Message):
     ORIGINS_FIELD_NUMBER: _ClassVar[int]
     SOCKET_FIELD_NUMBER: _ClassVar[int]
     CACHED_FILES_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    EVENT_SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     state: MountState
@@ -72,7 +75,9 @@ class Status(_message.Message):
     origins: _containers.RepeatedCompositeFieldContainer[OriginStatus]
     socket: str
     cached_files: int
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ...) -> None: ...
+    events_dropped: int
+    event_subscribers: int
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ("drain_timeout_seconds",)
@@ -83,3 +88,25 @@ class ShutdownRequest(_message.Message):
 class ShutdownResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SubscribeEventsRequest(_message.Message):
+    __slots__ = ("types", "origin")
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    types: _containers.RepeatedScalarFieldContainer[str]
+    origin: str
+    def __init__(self, types: _Optional[_Iterable[str]] = ..., origin: _Optional[str] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("type", "time", "origin", "path", "details")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    time: float
+    origin: str
+    path: str
+    details: _struct_pb2.Struct
+    def __init__(self, type: _Optional[str] = ..., time: _Optional[float] = ..., origin: _Optional[str] = ..., path: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...

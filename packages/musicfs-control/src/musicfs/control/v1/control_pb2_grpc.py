@@ -44,6 +44,11 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.SubscribeEvents = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/SubscribeEvents',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SubscribeEventsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.Event.FromString,
+                _registered_method=True)
 
 
 class MusicFSServicer:
@@ -63,6 +68,15 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeEvents(self, request, context):
+        """Events as they happen, until the client cancels (SPEC §9). A client that
+        reads too slowly loses events (counted in Status.events_dropped); it never
+        slows the mount down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ShutdownRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'SubscribeEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeEvents,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SubscribeEventsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.Event.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +150,33 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/Shutdown',
             musicfs_dot_control_dot_v1_dot_control__pb2.ShutdownRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SubscribeEvents',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SubscribeEventsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,

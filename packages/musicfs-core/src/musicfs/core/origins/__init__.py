@@ -7,6 +7,7 @@ folders and mounted shares; `s3`, `sftp` and `smb` talk to remote stores
 
 from musicfs.core.origins.base import (
     DirListing,
+    FileChanged,
     Origin,
     OriginFile,
     OriginUnavailable,
@@ -16,6 +17,7 @@ from musicfs.core.origins.local import LocalFile, LocalOrigin
 
 __all__ = [
     "DirListing",
+    "FileChanged",
     "LocalFile",
     "LocalOrigin",
     "Origin",

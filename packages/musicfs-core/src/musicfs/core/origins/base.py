@@ -44,6 +44,16 @@ class OriginUnavailable(OSError):
         self.origin_id = origin_id
 
 
+class FileChanged(OSError):
+    """The open file became another version (replaced on its origin) and cannot
+    be read on without mixing two versions. Says nothing about the origin's
+    health: the reader fails over to another copy of the version it was reading."""
+
+    def __init__(self, origin_id: str, path: str) -> None:
+        super().__init__(errno.ESTALE, f"origin {origin_id!r}: {path} was replaced while open")
+        self.origin_id = origin_id
+
+
 @dataclass(frozen=True, slots=True)
 class DirListing:
     """One directory of an origin: its subdirectories and its files with their stat."""

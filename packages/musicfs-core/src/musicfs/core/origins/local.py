@@ -20,6 +20,7 @@ from pathlib import Path
 from musicfs.core.model import FileStat
 from musicfs.core.origins.base import (
     DirListing,
+    FileChanged,
     Origin,
     OriginFile,
     OriginUnavailable,
@@ -43,7 +44,11 @@ class LocalFile(OriginFile):
 
     def __init__(self, origin_id: str, path: str, fd: int) -> None:
         self.origin_id, self.path, self.fd = origin_id, path, fd
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            raise
         self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
 
     @classmethod
@@ -66,14 +71,20 @@ class LocalFile(OriginFile):
         raise OriginUnavailable(self.origin_id, f"{self.path}: {error.strerror}", error.errno or 0)
 
     def _reopen(self) -> bool:
+        """Open the path again after ESTALE. False if the share does not answer;
+        `FileChanged` if another version is there now (reading on would mix two)."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return False
-        st = os.fstat(fd)
-        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
-            os.close(fd)  # another version now: reading on would mix the two
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
             return False
+        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            os.close(fd)
+            raise FileChanged(self.origin_id, self.path)
         os.close(self.fd)
         self.fd = fd
         return True
@@ -142,17 +153,24 @@ class LocalOrigin(Origin):
                     if not wanted_file(entry.name, wanted):
                         continue
                     st = entry.stat(follow_symlinks=True)
-                except OSError as exc:  # a dangling symlink, a file that just vanished
+                except OSError as exc:
+                    if exc.errno in _UNAVAILABLE:  # the share, not the file: not gone
+                        raise OriginUnavailable(
+                            self.id, f"{path}/{entry.name}: {exc.strerror}", exc.errno or 0
+                        ) from None
+                    # A dangling symlink, a file that just vanished.
                     log.debug("skipping %s/%s: %s", path, entry.name, exc)
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    listing.files.append((entry.name, FileStat(st.st_size, st.st_mtime_ns)))
+                    listing.files.append(
+                        (entry.name, FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                    )
         return listing
 
     def stat(self, relpath: str) -> FileStat:
         with self._errors(relpath):
             st = os.stat(self.local_path(relpath))
-        return FileStat(st.st_size, st.st_mtime_ns)
+        return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def open(self, relpath: str) -> LocalFile:
         path = self.local_path(relpath)

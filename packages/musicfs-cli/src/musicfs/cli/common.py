@@ -1,0 +1,72 @@
+"""What every ``musicfs`` command shares: exit codes, errors, finding the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from musicfs.core.config import Config, load_config
+from musicfs.core.paths import runtime_dir, socket_path_for
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+
+
+class CLIError(Exception):
+    """A failure to report in one line (no traceback); *code* is the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def print_error(message: str) -> None:
+    print(f"musicfs: error: {message}", file=sys.stderr)
+
+
+def load_args_config(args: argparse.Namespace, **overrides: Any) -> Config:
+    if args.socket:
+        overrides["socket"] = args.socket
+    return load_config(args.config, overrides=overrides, origins=getattr(args, "origin", []))
+
+
+def socket_for(args: argparse.Namespace) -> Path:
+    config = load_args_config(args)
+    if args.mountpoint is not None:
+        return socket_path_for(config, args.mountpoint)
+    if config.socket:
+        return Path(config.socket)
+    sockets = sorted(runtime_dir().glob("*.sock"))
+    if len(sockets) == 1:
+        return sockets[0]
+    if not sockets:
+        raise CLIError(f"no MusicFS daemon is running (no socket in {runtime_dir()})",
+                       EXIT_NO_DAEMON)  # fmt: skip
+    raise CLIError(
+        "several mounts are running; name one: " + ", ".join(s.name for s in sockets), EXIT_USAGE
+    )
+
+
+def client_for(socket_path: Path, mountpoint: Path | None = None) -> Any:
+    from musicfs.control.client import ControlClient
+
+    # Just after `musicfs mount` returns, the daemon may still be opening its socket.
+    wait = 5.0 if mountpoint is not None and is_mounted(mountpoint) else 0.0
+    return ControlClient(socket_path, wait_for_socket=wait)
+
+
+def daemon_unreachable() -> type[Exception]:
+    from musicfs.control.client import DaemonUnreachable
+
+    return DaemonUnreachable
+
+
+def is_mounted(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN  # a dead FUSE mount is still a mount
+    return os.path.ismount(path)
