@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from musicfs.core.catalog import Catalog
 from musicfs.core.federation import (
     BACKOFF_FIRST,
     BACKOFF_MAX,
@@ -23,6 +24,8 @@ from musicfs.core.federation import (
 from musicfs.core.model import FileStat
 from musicfs.core.origins import LocalOrigin
 from musicfs.core.origins.base import OriginUnavailable
+from musicfs.core.scanner import Scanner
+from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
 
 
 class SwitchableOrigin(LocalOrigin):
@@ -405,3 +408,40 @@ def test_token_bucket_holds_at_most_a_quarter_second_of_credit() -> None:
     for _ in range(16):  # 1 MB more: at the rate
         bucket.take(rate // 64)
     assert 0.2 <= time.monotonic() - started <= 0.3
+
+
+# -- scans go through the federation too ---------------------------------------------
+
+
+def test_a_scan_retries_an_origin_that_drops_one_request(flaky: SwitchableOrigin) -> None:
+    """A scan's requests are the federation's: retried, bounded, and counted for
+    health (before, a scan called the origin directly and one dropped request
+    left the origin unscanned)."""
+    events: HealthEvents = []
+    fed = Federation({"flaky": flaky}, on_health=listener(events))
+    flaky.fail_times = 1
+    with Catalog.open(flaky.root.parent / "catalog.sqlite3") as catalog:
+        scanner = Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), federation=fed)
+        try:
+            report = scanner.scan(flaky)
+        finally:
+            scanner.close()
+    assert report.complete
+    assert flaky.checks == 2  # the dropped probe, then its retry
+    assert events == []  # one retry is not an outage
+
+
+def test_a_scan_of_an_origin_that_never_answers_marks_it_offline(
+    flaky: SwitchableOrigin,
+) -> None:
+    events: HealthEvents = []
+    fed = Federation({"flaky": flaky}, on_health=listener(events))
+    flaky.mode = "fail"
+    with Catalog.open(flaky.root.parent / "catalog.sqlite3") as catalog:
+        scanner = Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), federation=fed)
+        try:
+            report = scanner.scan(flaky)
+        finally:
+            scanner.close()
+    assert not report.complete
+    assert events == [("flaky", False, 1)]

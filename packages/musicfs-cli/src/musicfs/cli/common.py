@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +72,18 @@ def is_mounted(path: Path) -> bool:
     except OSError as exc:
         return exc.errno == errno.ENOTCONN  # a dead FUSE mount is still a mount
     return os.path.ismount(path)
+
+
+@contextlib.contextmanager
+def daemon_client(args: argparse.Namespace) -> Iterator[Any]:
+    """A `ControlClient` for the mount *args* name; its failures as `CLIError`s
+    (no daemon: exit 3; a request the daemon refused: exit 2)."""
+    from musicfs.control.client import ControlError, DaemonUnreachable
+
+    try:
+        with client_for(socket_for(args), args.mountpoint) as client:
+            yield client
+    except DaemonUnreachable as exc:
+        raise CLIError(str(exc), EXIT_NO_DAEMON) from None
+    except ControlError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None

@@ -13,15 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli.common import (
-    EXIT_NO_DAEMON,
-    EXIT_OK,
-    EXIT_USAGE,
-    CLIError,
-    client_for,
-    daemon_unreachable,
-    socket_for,
-)
+from musicfs.cli.common import EXIT_OK, daemon_client
 
 
 def add_parser(sub: Any, config_args: Any) -> None:
@@ -41,17 +33,9 @@ def add_parser(sub: Any, config_args: Any) -> None:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from musicfs.control.client import ControlError
-
-    socket_path = socket_for(args)
-    try:
-        with client_for(socket_path, args.mountpoint) as client:
-            for event in client.events(args.types, args.origin):
-                print(json.dumps(event, sort_keys=True) if args.json else _line(event), flush=True)
-    except daemon_unreachable() as exc:
-        raise CLIError(str(exc), EXIT_NO_DAEMON) from None
-    except ControlError as exc:
-        raise CLIError(str(exc), EXIT_USAGE) from None
+    with daemon_client(args) as client:
+        for event in client.events(args.types, args.origin):
+            print(json.dumps(event, sort_keys=True) if args.json else _line(event), flush=True)
     print("musicfs: the daemon stopped", file=sys.stderr)
     return EXIT_OK
 

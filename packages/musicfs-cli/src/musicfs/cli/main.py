@@ -1,4 +1,4 @@
-"""The ``musicfs`` command: mount, unmount, status, shutdown, events,
+"""The ``musicfs`` command: mount, unmount, status, shutdown, events, verify,
 cache verify|backup|restore.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli import events
+from musicfs.cli import events, verify
 from musicfs.cli.common import (
     EXIT_FAILED,
     EXIT_NO_DAEMON,
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser("cache", help="the content cache of a mount")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    verify = cache_sub.add_parser(
+    cache_verify = cache_sub.add_parser(
         "verify", help="check every cached chunk and the catalog; drop what is damaged"
     )
     backup = cache_sub.add_parser("backup", help="write the catalog and cache to a tar file")
@@ -89,13 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "restore", help="replace the catalog and cache with a backup (mount must be down)"
     )
     restore.add_argument("file", type=Path, help="the backup file to read")
-    for action in (verify, backup, restore):
+    for action in (cache_verify, backup, restore):
         action.add_argument("mountpoint", type=Path, nargs="?")
         _config_args(action)
         action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
         action.add_argument("--json", action="store_true", help="machine-readable output")
 
     events.add_parser(sub, _config_args)
+    verify.add_parser(sub, _config_args)
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shutdown": cmd_unmount,
         "cache": cmd_cache,
         "events": events.cmd_events,
+        "verify": verify.cmd_verify,
     }[args.command]
     try:
         return handler(args)

@@ -93,6 +93,25 @@ class ControlClient:
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         self._call("Shutdown", control_pb2.ShutdownRequest(drain_timeout_seconds=drain_timeout))
 
+    def verify_content(self, origin: str = "") -> Iterator[dict[str, Any]]:
+        """Progress of a content verification as plain data; the last has ``done``."""
+        request = control_pb2.VerifyContentRequest(origin=origin)
+        stream = self._stub().VerifyContent(request)
+        try:
+            for message in stream:
+                progress = json_format.MessageToDict(
+                    message,
+                    preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True,
+                )
+                for key in ("files", "checked", "bytes", "recorded"):
+                    progress[key] = int(progress[key])
+                yield progress
+        except grpc.RpcError as exc:
+            raise self._error("VerifyContent", exc) from None
+        finally:
+            stream.cancel()
+
     def events(self, types: Iterable[str] = (), origin: str = "") -> Iterator[dict[str, Any]]:
         """Events as plain data, as they happen, until the daemon goes away.
 

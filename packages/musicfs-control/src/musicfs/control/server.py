@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -24,6 +26,7 @@ from musicfs.control.socketfile import claim_socket_path
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
 from musicfs.core.events import Event, event_type
 from musicfs.core.service import MusicFS
+from musicfs.core.verify import VerifyReport
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ _STATE_PREFIX = "MOUNT_STATE_"
 _MAX_STREAMS = 8  # each open stream holds one of the server's threads
 _WORKERS = _MAX_STREAMS + 4  # so unary calls always find a free thread
 _STREAM_POLL = 0.25  # seconds: how soon a stream notices its client went away
+_PROGRESS_EVERY = 0.5  # seconds between progress messages
 
 
 def status_message(status: dict[str, Any]) -> control_pb2.Status:
@@ -50,6 +54,19 @@ def event_message(event: Event) -> control_pb2.Event:
         origin=event.origin,
         path=event.path,
         details=details,
+    )
+
+
+def verify_message(report: VerifyReport, done: bool = False) -> control_pb2.VerifyProgress:
+    return control_pb2.VerifyProgress(
+        files=report.files,
+        checked=report.checked,
+        bytes=report.bytes,
+        recorded=report.recorded,
+        changed=[f"{t.origin}/{t.relpath}" for t in report.changed],
+        failed=report.failed,
+        current=report.current,
+        done=done,
     )
 
 
@@ -89,6 +106,48 @@ class ControlServicer(control_pb2_grpc.MusicFSServicer):
         trio.from_thread.run_sync(start, trio_token=self.token)
         return control_pb2.ShutdownResponse()
 
+    def VerifyContent(
+        self, request: control_pb2.VerifyContentRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.VerifyProgress]:
+        self._check_origin(request.origin, context)
+        # Unbounded, but filled at most every _PROGRESS_EVERY. A client that goes
+        # away leaves the verification to finish: its findings are kept anyway.
+        updates: queue.Queue[control_pb2.VerifyProgress | None] = queue.Queue()
+        last_sent = 0.0
+
+        def progress(report: VerifyReport) -> None:
+            nonlocal last_sent
+            now = time.monotonic()
+            if now - last_sent >= _PROGRESS_EVERY:
+                last_sent = now
+                updates.put(verify_message(report))
+
+        result: list[control_pb2.VerifyProgress] = []
+
+        def run() -> None:
+            try:
+                report = self.fs.verify_content(request.origin or None, progress)
+                result.append(verify_message(report, done=True))
+            finally:
+                updates.put(None)
+
+        worker = threading.Thread(target=run, name="musicfs-verify", daemon=True)
+        worker.start()
+        while (update := updates.get()) is not None:
+            yield update
+        worker.join()
+        if not result:
+            context.abort(grpc.StatusCode.INTERNAL, "the verification failed; see the daemon log")
+        yield result[0]
+
+    def _check_origin(self, origin: str, context: grpc.ServicerContext) -> None:
+        if origin and origin not in self.fs.origins:
+            known = ", ".join(sorted(self.fs.origins))
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no origin {origin!r} in this mount; its origins are: {known}",
+            )
+
     def SubscribeEvents(
         self, request: control_pb2.SubscribeEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[control_pb2.Event]:
@@ -96,12 +155,7 @@ class ControlServicer(control_pb2_grpc.MusicFSServicer):
             types = [event_type(name) for name in request.types]
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if request.origin and request.origin not in self.fs.origins:
-            known = ", ".join(sorted(self.fs.origins))
-            context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"no origin {request.origin!r} in this mount; its origins are: {known}",
-            )
+        self._check_origin(request.origin, context)
         if not self._streams.acquire(blocking=False):
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

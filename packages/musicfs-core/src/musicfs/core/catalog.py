@@ -89,7 +89,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 3: replicas. Files with one replica key (the same track on two origins)
     # share one node; the node remembers the key it was placed under so the
     # track stays in the tree while any replica of it is left. content_hash is
-    # filled when a file's content is read in full (cache fill, verification).
+    # filled when a file is read whole by a content verification (FR-10.5).
     """
     ALTER TABLE files ADD COLUMN replica_key TEXT;
     ALTER TABLE files ADD COLUMN content_hash TEXT;
@@ -140,6 +140,7 @@ class Track:
     format: str
     tags: TrackTags
     error: str | None
+    content_hash: str | None = None  # of the whole file, once verified or cached
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Track:
@@ -152,6 +153,7 @@ class Track:
             format=row["format"],
             tags=TrackTags.from_row(row),
             error=row["error"],
+            content_hash=row["content_hash"],
         )
 
 
@@ -474,6 +476,23 @@ class Catalog:
             (digest, file_id, size, mtime_ns),
         )
         return cur.rowcount > 0
+
+    def mark_changed(self, file_id: int) -> None:
+        """Make the next scan parse this file again, whatever its size and mtime
+        say (its content was found changed), and forget its content hash."""
+        self._conn.execute(
+            "UPDATE files SET size = -1, content_hash = NULL WHERE id = ?", (file_id,)
+        )
+
+    def file_ids(self, origin: str | None = None) -> list[int]:
+        """Ids of every catalogued file of *origin* (of all origins when None)."""
+        if origin is None:
+            rows = self._conn.execute("SELECT id FROM files ORDER BY id")
+        else:
+            rows = self._conn.execute(
+                "SELECT id FROM files WHERE origin = ? ORDER BY id", (origin,)
+            )
+        return [row[0] for row in rows]
 
     def content_hash(self, file_id: int) -> str | None:
         row = self._conn.execute("SELECT content_hash FROM files WHERE id = ?", (file_id,))

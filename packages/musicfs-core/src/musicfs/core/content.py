@@ -284,18 +284,26 @@ class ContentCache:
         with self._lock:
             rows = self._db.execute("SELECT origin, relpath, chunks FROM manifests").fetchall()
         for origin, relpath, listing in rows:
-            if all(self.store.has(d) for d in _digests(listing)):
-                continue
-            with self._lock:
-                self._db.execute(
-                    "DELETE FROM manifests WHERE origin = ? AND relpath = ?", (origin, relpath)
-                )
-                self.headers.entries -= 1
-            dropped += 1
+            if not all(self.store.has(d) for d in _digests(listing)):
+                self.forget(origin, relpath)
+                dropped += 1
         if bad or dropped:
             log.warning("cache verify: %d damaged chunks dropped, %d cached files incomplete",
                         len(bad), dropped)  # fmt: skip
         return bad, dropped
+
+    def forget(self, origin: str, relpath: str) -> bool:
+        """Drop the cached copy of a file (its chunks stay, for other files and
+        for eviction to reclaim). True if there was one."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM manifests WHERE origin = ? AND relpath = ? RETURNING length(header)",
+                (origin, relpath),
+            ).fetchone()
+            if row is not None:
+                self.headers.entries -= 1
+                self.headers.bytes -= row[0]
+        return row is not None
 
     def _manifest(self, version: Version) -> tuple[bytes, str] | None:
         with self._lock:

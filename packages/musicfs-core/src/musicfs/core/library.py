@@ -50,6 +50,14 @@ def version_of(track: Track) -> Version:
     return Version(track.origin, track.relpath, track.size, track.mtime_ns, track.format)
 
 
+def same_content(a: Track, b: Track) -> bool:
+    """Whether two replicas (same tags and duration) may be read in place of each
+    other: the same size, and the same content hash where both were hashed."""
+    if a.size != b.size:
+        return False
+    return a.content_hash is None or b.content_hash is None or a.content_hash == b.content_hash
+
+
 def not_found(what: str) -> LibraryError:
     return LibraryError(errno.ENOENT, f"{what}: no such entry")
 
@@ -178,7 +186,7 @@ class Library:
         _, key = self.catalog.replica_key_of(track.id)
         if key is not None:
             replicas += [t for t in self.catalog.replicas(key, besides=track.id)
-                         if t.size == track.size]  # fmt: skip
+                         if same_content(t, track)]  # fmt: skip
         origins = self.federation.origins
         inline = all(t.origin in origins and origins[t.origin].inline for t in replicas)
         return OpenPlan(node, replicas, inline)

@@ -18,6 +18,7 @@ caches.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import io
 import logging
 import multiprocessing
@@ -25,16 +26,19 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from musicfs.core.catalog import Catalog, join_relpath
+from musicfs.core.federation import Federation
 from musicfs.core.layout import Layout, TreeChange
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
-from musicfs.core.origins.base import Origin, RangeReader
+from musicfs.core.origins.base import Origin, OriginFile, RangeReader
 from musicfs.core.templates import PathTemplate
 from musicfs.core.watch import ScanRequest
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Below this many files a batch is parsed in the scanning thread itself: starting
 # worker processes costs more than it saves.
@@ -56,13 +60,15 @@ def parse_file(path: str) -> tuple[TrackTags, str | None]:
         return TrackTags(), f"{type(exc).__name__}: {exc}"
 
 
-def parse_remote(origin: Origin, relpath: str) -> tuple[TrackTags, str | None]:
+def parse_remote(
+    open_file: Callable[[str], OriginFile], relpath: str
+) -> tuple[TrackTags, str | None]:
     """Read the tags of a file that has no local path through ranged reads (only the
     parts of the file mutagen looks at are fetched); never raises."""
     from musicfs.core.tags import UnreadableFile, read_tags
 
     try:
-        with origin.open(relpath) as opened:
+        with open_file(relpath) as opened:
             reader = io.BufferedReader(RangeReader(opened), _REMOTE_BUFFER)
             return read_tags(relpath, reader), None
     except UnreadableFile as exc:
@@ -125,8 +131,12 @@ class Scanner:
         skip_unreadable: bool = False,
         on_changes: Callable[[list[TreeChange]], None] | None = None,
         progress: ScanProgress | None = None,
+        federation: Federation | None = None,
     ) -> None:
+        """With *federation*, requests to its origins respect their limits
+        (bandwidth, requests in flight), are retried, and count for their health."""
         self.catalog = catalog
+        self.federation = federation
         self.layout = Layout(catalog, template, skip_unreadable=skip_unreadable)
         self.workers = workers or os.cpu_count() or 1
         self.extensions = tuple(extensions)
@@ -188,7 +198,7 @@ class Scanner:
 
     def _reachable(self, origin: Origin, report: ScanReport) -> bool:
         try:
-            origin.check()
+            self._call(origin, origin.check)
         except OSError as exc:  # offline, or refusing us (wrong credentials)
             report.errors.append(str(exc))
             report.listing_errors += 1
@@ -237,7 +247,7 @@ class Scanner:
         """Compare one folder with the catalog: queue new and changed files, drop
         vanished ones. Returns its subfolders, or None if it could not be listed."""
         try:
-            listing = origin.list_dir(reldir, self.extensions)
+            listing = self._call(origin, lambda: origin.list_dir(reldir, self.extensions))
         except FileNotFoundError:
             # The folder is gone (the origin answered): so are its files.
             self._remove(self.catalog.files_under(origin.id, reldir), report)
@@ -331,8 +341,16 @@ class Scanner:
             self._threads = concurrent.futures.ThreadPoolExecutor(
                 _REMOTE_THREADS, thread_name_prefix="musicfs-scan"
             )
-        futures = [self._threads.submit(parse_remote, origin, r) for r in relpaths]
+        open_file: Callable[[str], OriginFile] = origin.open
+        if self.federation is not None and origin.id in self.federation.origins:
+            open_file = functools.partial(self.federation.open, origin.id)
+        futures = [self._threads.submit(parse_remote, open_file, r) for r in relpaths]
         return lambda: [future.result() for future in futures]
+
+    def _call(self, origin: Origin, request: Callable[[], T]) -> T:
+        if self.federation is not None and origin.id in self.federation.origins:
+            return self.federation.call(origin, request)
+        return request()
 
     def _submit(self, paths: list[str]) -> Callable[[], list[tuple[TrackTags, str | None]]]:
         """Start reading the tags of *paths*; return a function that waits for them."""

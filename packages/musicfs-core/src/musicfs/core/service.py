@@ -42,6 +42,7 @@ from musicfs.core.origins.factory import build_origin, limits_of
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.paths import CacheDirLock, cache_dir_for
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
+from musicfs.core.verify import VerifyReport, verify_content
 from musicfs.core.watch import LocalWatch, ScanRequest
 
 log = logging.getLogger(__name__)
@@ -333,6 +334,7 @@ class MusicFS:
                 skip_unreadable=self.config.skip_unreadable,
                 on_changes=self._on_changes,
                 progress=self.progress,
+                federation=self.federation,
             )
             try:
                 for origin_id, request in requests.items():
@@ -477,6 +479,33 @@ class MusicFS:
             self._ops.invalidate(changes)
 
     # -- control (call in the trio thread) ------------------------------------------------
+
+    def verify_content(
+        self,
+        origin_id: str | None = None,
+        progress: Callable[[VerifyReport], None] | None = None,
+    ) -> VerifyReport:
+        """Hash every file of an origin (all when None) and rescan the ones whose
+        content changed unseen (FR-10.5). Blocking, for any thread but trio's."""
+        if origin_id is not None and origin_id not in self.origins:
+            raise KeyError(origin_id)
+        report = verify_content(
+            self.catalog_path,
+            self.federation,
+            self.content,
+            origin_id,
+            progress=progress,
+            should_stop=lambda: self._stopping,
+        )
+        requests: dict[str, ScanRequest] = {}
+        for track in report.changed:
+            requests.setdefault(track.origin, ScanRequest()).dirs.add(
+                track.relpath.rpartition("/")[0]
+            )
+        if requests and self.trio_token is not None:
+            for origin, request in requests.items():
+                trio.from_thread.run_sync(self._ask, origin, request, trio_token=self.trio_token)
+        return report
 
     def request_rescan(self, origin_id: str | None = None) -> None:
         """Rescan one origin completely, or all of them (call in the trio thread)."""

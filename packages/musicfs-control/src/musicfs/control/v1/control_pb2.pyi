@@ -110,3 +110,29 @@ class Event(_message.Message):
     path: str
     details: _struct_pb2.Struct
     def __init__(self, type: _Optional[str] = ..., time: _Optional[float] = ..., origin: _Optional[str] = ..., path: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class VerifyContentRequest(_message.Message):
+    __slots__ = ("origin",)
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    def __init__(self, origin: _Optional[str] = ...) -> None: ...
+
+class VerifyProgress(_message.Message):
+    __slots__ = ("files", "checked", "bytes", "recorded", "changed", "failed", "current", "done")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    checked: int
+    bytes: int
+    recorded: int
+    changed: _containers.RepeatedScalarFieldContainer[str]
+    failed: _containers.RepeatedScalarFieldContainer[str]
+    current: str
+    done: bool
+    def __init__(self, files: _Optional[int] = ..., checked: _Optional[int] = ..., bytes: _Optional[int] = ..., recorded: _Optional[int] = ..., changed: _Optional[_Iterable[str]] = ..., failed: _Optional[_Iterable[str]] = ..., current: _Optional[str] = ..., done: _Optional[bool] = ...) -> None: ...

@@ -49,6 +49,11 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SubscribeEventsRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.Event.FromString,
                 _registered_method=True)
+        self.VerifyContent = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/VerifyContent',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyContentRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyProgress.FromString,
+                _registered_method=True)
 
 
 class MusicFSServicer:
@@ -77,6 +82,15 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyContent(self, request, context):
+        """Read every file of an origin (all origins when none is named) whole and
+        compare its content hash with the last one recorded (FR-10.5); files that
+        changed unseen are scanned again. Streams progress; the last message has done set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +108,11 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.SubscribeEvents,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SubscribeEventsRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.Event.SerializeToString,
+            ),
+            'VerifyContent': grpc.unary_stream_rpc_method_handler(
+                    servicer.VerifyContent,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyContentRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +196,33 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/SubscribeEvents',
             musicfs_dot_control_dot_v1_dot_control__pb2.SubscribeEventsRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyContent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/VerifyContent',
+            musicfs_dot_control_dot_v1_dot_control__pb2.VerifyContentRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.VerifyProgress.FromString,
             options,
             channel_credentials,
             insecure,
