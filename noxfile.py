@@ -53,6 +53,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", *(f"packages/musicfs-{name}/src" for name in PACKAGES))
+    session.run("mypy", *sorted(str(p) for p in Path("plugins/examples").glob("*.py")))
     # Test folders one at a time (each may have its own conftest.py); tests call
     # untyped libraries (mutagen) directly.
     for tests in [*(f"packages/musicfs-{name}/tests" for name in PACKAGES), *TEST_DIRS]:

@@ -1,5 +1,5 @@
 """The ``musicfs`` command: mount, unmount, status, shutdown, events, verify,
-cache verify|backup|restore.
+cache verify|backup|restore, plugin list|load|unload|reload, tag show|set|clear.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
 3 no daemon answers for that mount.
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli import events, verify
+from musicfs.cli import events, plugin, tag, verify
 from musicfs.cli.common import (
     EXIT_FAILED,
     EXIT_NO_DAEMON,
@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     events.add_parser(sub, _config_args)
     verify.add_parser(sub, _config_args)
+    plugin.add_parser(sub, _config_args)
+    tag.add_parser(sub, _config_args)
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
@@ -131,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache": cmd_cache,
         "events": events.cmd_events,
         "verify": verify.cmd_verify,
+        "plugin": plugin.cmd_plugin,
+        "tag": tag.cmd_tag,
     }[args.command]
     try:
         return handler(args)

@@ -93,6 +93,43 @@ class ControlClient:
     def shutdown(self, drain_timeout: float = 5.0) -> None:
         self._call("Shutdown", control_pb2.ShutdownRequest(drain_timeout_seconds=drain_timeout))
 
+    def _plain(self, message: Any) -> dict[str, Any]:
+        return json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+
+    # -- plugins -------------------------------------------------------------------------
+
+    def plugins(self) -> dict[str, Any]:
+        """{"plugins": [...], "failures": [...], "changed": [...]}"""
+        return self._plain(self._call("ListPlugins", control_pb2.ListPluginsRequest()))
+
+    def load_plugin(self, path: str) -> dict[str, Any]:
+        return self._plain(self._call("LoadPlugin", control_pb2.LoadPluginRequest(path=path)))
+
+    def unload_plugin(self, name: str) -> dict[str, Any]:
+        request = control_pb2.UnloadPluginRequest(name=name)
+        return self._plain(self._call("UnloadPlugin", request))
+
+    def reload_plugin(self, name: str = "") -> dict[str, Any]:
+        request = control_pb2.ReloadPluginRequest(name=name)
+        return self._plain(self._call("ReloadPlugin", request))
+
+    # -- the metadata overlay ------------------------------------------------------------
+
+    def get_tags(self, path: str) -> dict[str, Any]:
+        return self._plain(self._call("GetTags", control_pb2.GetTagsRequest(path=path)))
+
+    def set_tags(
+        self, path: str, values: dict[str, str], clear: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        request = control_pb2.SetTagsRequest(path=path, set=values, clear=list(clear))
+        return self._plain(self._call("SetTags", request))
+
+    def lookup_tags(self, path: str, apply: bool = False) -> dict[str, Any]:
+        request = control_pb2.LookupTagsRequest(path=path, apply=apply)
+        return self._plain(self._call("LookupTags", request))
+
     def verify_content(self, origin: str = "") -> Iterator[dict[str, Any]]:
         """Progress of a content verification as plain data; the last has ``done``."""
         request = control_pb2.VerifyContentRequest(origin=origin)

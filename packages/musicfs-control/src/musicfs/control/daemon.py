@@ -30,6 +30,7 @@ from musicfs.core.credentials import install_redaction, redact
 from musicfs.core.paths import CacheDirLocked, socket_path_for
 from musicfs.core.scanner import ScanProgress
 from musicfs.core.service import MusicFS, StartupError
+from musicfs.plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,22 @@ def run_daemon(
     fs = MusicFS(config, mountpoint)
     setup_logging(config.log_level, fs.cache_dir / "musicfs.log", to_stderr=foreground)
     socket_path = socket_path_for(config, fs.mountpoint)
+    # Before prepare(): origins of plugin types are built there. A plugin that
+    # fails is reported and skipped (PluginManager), never a failed mount.
+    plugins = PluginManager.from_config(config, fs.events)
+    fs.extensions = plugins.extensions()
     try:
         fs.prepare()
     except (StartupError, CacheDirLocked, CatalogError) as exc:
         log.error("%s", exc)
         readiness.failed(str(exc))
+        plugins.close()
         return 1
     try:
         claim_socket_path(socket_path)  # before READY: clients must not find a dead socket
     except (SocketInUse, OSError) as exc:
         fs.close()
+        plugins.close()
         log.error("%s", exc)
         readiness.failed(str(exc))
         return 1
@@ -135,7 +142,7 @@ def run_daemon(
             from musicfs.core.progress import LogScanProgress, progress_for
 
             progress: ScanProgress = progress_for() if foreground else LogScanProgress()
-            control = ControlServer(fs, socket_path)
+            control = ControlServer(fs, socket_path, plugins)
             try:
                 control.start(token)
             except SocketInUse as exc:
@@ -154,6 +161,7 @@ def run_daemon(
             _notify_systemd("STOPPING=1")
             if server is not None:
                 await server.stop()
+            plugins.close()
 
     try:
         trio.run(main)

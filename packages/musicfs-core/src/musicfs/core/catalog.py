@@ -22,18 +22,18 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags
+from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, apply_overrides
 
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -102,6 +102,26 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE files ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: the metadata overlay (FR-5.3). overrides: tag values a user or a
+    # metadata plugin set for a file (NULL value: the tag is removed). overlays:
+    # the header synthesized from them for one version (size, mtime) of the
+    # file; header NULL when its format cannot be overlaid (served unchanged).
+    """
+    CREATE TABLE overrides (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        field TEXT NOT NULL,
+        value TEXT,
+        source TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (file_id, field)
+    );
+    CREATE TABLE overlays (
+        file_id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        header_length INTEGER NOT NULL,
+        header BLOB
+    );
+    """,
 )
 
 
@@ -155,6 +175,20 @@ class Track:
             error=row["error"],
             content_hash=row["content_hash"],
         )
+
+
+class Overlay(NamedTuple):
+    """A synthesized header to serve in place of the file's first *header_length*
+    bytes; *header* None: the format cannot be overlaid, serve the file as is."""
+
+    header_length: int
+    header: bytes | None
+
+    def size(self, file_size: int) -> int:
+        """Bytes served for a file of *file_size* bytes."""
+        if self.header is None:
+            return file_size
+        return file_size - self.header_length + len(self.header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +263,7 @@ class Catalog:
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA foreign_keys = ON")  # overrides and overlays go with their file
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
@@ -477,12 +512,81 @@ class Catalog:
         )
         return cur.rowcount > 0
 
+    # -- the metadata overlay: overrides and synthesized headers ----------------
+
+    def overrides(self, file_id: int) -> dict[str, str | None]:
+        rows = self._conn.execute(
+            "SELECT field, value FROM overrides WHERE file_id = ? ORDER BY field", (file_id,)
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def set_overrides(
+        self, file_id: int, fields: Mapping[str, str | None], source: str = "user"
+    ) -> None:
+        """Override tags of a file (values as `model.override_value` returns them)."""
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO overrides (file_id, field, value, source) VALUES (?, ?, ?, ?)",
+            [(file_id, name, value, source) for name, value in fields.items()],
+        )
+        self.drop_overlay(file_id)
+
+    def clear_overrides(self, file_id: int, fields: Sequence[str] = ()) -> None:
+        """Forget the overrides of *fields* (all when empty): the file's own tags show."""
+        if fields:
+            self._conn.executemany(
+                "DELETE FROM overrides WHERE file_id = ? AND field = ?",
+                [(file_id, name) for name in fields],
+            )
+        else:
+            self._conn.execute("DELETE FROM overrides WHERE file_id = ?", (file_id,))
+        self.drop_overlay(file_id)
+
+    def effective_tags(self, file_id: int, tags: TrackTags) -> TrackTags:
+        """*tags* (a file's own) with its overrides applied."""
+        return apply_overrides(tags, self.overrides(file_id))
+
+    def overlay(self, file_id: int, size: int, mtime_ns: int) -> Overlay | None:
+        """The overlay made for this version of the file, if there is one."""
+        row = self._conn.execute(
+            "SELECT header_length, header FROM overlays WHERE file_id = ? AND size = ? "
+            "AND mtime_ns = ?",
+            (file_id, size, mtime_ns),
+        ).fetchone()
+        if row is None:
+            return None
+        return Overlay(row[0], None if row[1] is None else bytes(row[1]))
+
+    def set_overlay(
+        self, file_id: int, size: int, mtime_ns: int, header_length: int, header: bytes | None
+    ) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO overlays VALUES (?, ?, ?, ?, ?)",
+            (file_id, size, mtime_ns, header_length, header),
+        )
+
+    def drop_overlay(self, file_id: int) -> None:
+        self._conn.execute("DELETE FROM overlays WHERE file_id = ?", (file_id,))
+
+    def overlays_due(self) -> list[int]:
+        """Files with overrides whose current version has no overlay made yet."""
+        rows = self._conn.execute(
+            "SELECT DISTINCT o.file_id FROM overrides o JOIN files f ON f.id = o.file_id "
+            "LEFT JOIN overlays v ON v.file_id = f.id AND v.size = f.size "
+            "AND v.mtime_ns = f.mtime_ns WHERE v.file_id IS NULL AND f.error IS NULL"
+        )
+        return [row[0] for row in rows]
+
     def mark_changed(self, file_id: int) -> None:
         """Make the next scan parse this file again, whatever its size and mtime
         say (its content was found changed), and forget its content hash."""
         self._conn.execute(
             "UPDATE files SET size = -1, content_hash = NULL WHERE id = ?", (file_id,)
         )
+
+    def mark_formats_changed(self, formats: Sequence[str]) -> None:
+        """`mark_changed` for every file of these formats (their reader changed)."""
+        marks = ", ".join("?" * len(formats))
+        self._conn.execute(f"UPDATE files SET size = -1 WHERE format IN ({marks})", tuple(formats))
 
     def file_ids(self, origin: str | None = None) -> list[int]:
         """Ids of every catalogued file of *origin* (of all origins when None)."""

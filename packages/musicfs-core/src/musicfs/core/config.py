@@ -68,6 +68,14 @@ class Config:
     cache_limit: int = 10 * 1024**3
     # [control]
     socket: str | None = None
+    # [plugins]
+    plugin_paths: tuple[str, ...] = ()
+    plugin_entry_points: bool = True
+    wasm_memory_mb: int = 64
+    wasm_cpu_ms: int = 1000
+    wasm_filesystem: bool = False
+    #: [plugins.<name>] tables: each plugin's own settings, given to its init().
+    plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -89,6 +97,14 @@ def _log_level(value: Any) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(os.pathsep) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of paths, got {value!r}")
+    return tuple(os.path.abspath(os.path.expanduser(v)) for v in value)
 
 
 def _extensions(value: Any) -> tuple[str, ...]:
@@ -123,6 +139,21 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ),
     ("cache", "limit"): _Setting("cache_limit", _size, "content cache size, e.g. 10GiB"),
     ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
+    ("plugins", "paths"): _Setting(
+        "plugin_paths", _paths, "plugin files or folders to load (.py, packages, .wasm, .wat)"
+    ),
+    ("plugins", "entry_points"): _Setting(
+        "plugin_entry_points", _bool, "load installed plugins (entry points musicfs.plugins)"
+    ),
+    ("plugins", "wasm_memory_mb"): _Setting(
+        "wasm_memory_mb", _nonneg_int, "memory a WASM plugin may use (MiB)"
+    ),
+    ("plugins", "wasm_cpu_ms"): _Setting(
+        "wasm_cpu_ms", _nonneg_int, "CPU time a WASM plugin may take per call (ms)"
+    ),
+    ("plugins", "wasm_filesystem"): _Setting(
+        "wasm_filesystem", _bool, "let WASM plugins read files (never write; no network ever)"
+    ),
 }
 
 
@@ -187,7 +218,10 @@ def _apply_file(config: Config, path: Path) -> Config:
             changes["origins"] = file_origins(path, value)
         elif isinstance(value, dict) and any(s == key for s, _ in _SETTINGS):
             for sub, subvalue in value.items():
-                changes.update(_file_setting(path, key, sub, subvalue))
+                if key == "plugins" and isinstance(subvalue, dict):  # [plugins.<name>]
+                    changes.setdefault("plugin_settings", {})[sub] = subvalue
+                else:
+                    changes.update(_file_setting(path, key, sub, subvalue))
         else:
             changes.update(_file_setting(path, "", key, value))
     return replace(config, sources=(*config.sources, str(path)), **changes)

@@ -136,6 +136,14 @@ class Federation:
         self._lock = threading.Lock()
         self.on_health = on_health
 
+    def replace(self, origin_id: str, origin: Origin) -> Origin:
+        """Serve *origin_id* with a new `Origin` (its plugin was reloaded); return
+        the old one, for the caller to close. Limits and health stay."""
+        with self._lock:
+            old = self.origins[origin_id]
+            self.origins[origin_id] = origin
+        return old
+
     def __getitem__(self, origin_id: str) -> Origin:
         return self.origins[origin_id]
 

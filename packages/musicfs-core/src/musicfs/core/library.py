@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from musicfs.core.cas import CorruptChunk
-from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Overlay, Track
 from musicfs.core.content import CachedFile, ContentCache, Version
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.federation import Federation
@@ -69,6 +69,7 @@ class OpenPlan:
     node: Node
     replicas: list[Track]  # the node's track first, then its other replicas
     inline: bool  # every origin involved is a local disk
+    overlay: Overlay | None = None  # the metadata overlay of the node's file
 
 
 @dataclass(slots=True)
@@ -83,6 +84,7 @@ class OpenFile:
     inline: bool = False
     stale: list[Track] = field(default_factory=list)  # replicas found changed or gone
     wants_fill: bool = False  # read from its origin, and not cached yet
+    overlay: Overlay | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -189,6 +191,10 @@ class Library:
                          if same_content(t, track)]  # fmt: skip
         origins = self.federation.origins
         inline = all(t.origin in origins and origins[t.origin].inline for t in replicas)
+        overlay = self.catalog.overlay(track.id, track.size, track.mtime_ns)
+        if overlay is not None and overlay.header is not None:
+            # The synthesized header fits this file's own header: read no other replica.
+            return OpenPlan(node, [track], inline and track.origin in origins, overlay)
         return OpenPlan(node, replicas, inline)
 
     def open_plan(self, plan: OpenPlan) -> OpenFile:
@@ -204,7 +210,9 @@ class Library:
         unknown = [t.origin for t in plan.replicas if t.origin not in federation.origins]
         if not ranked:
             raise LibraryError(errno.EIO, f"{name}: origin {unknown[0]!r} is not configured")
-        opened = OpenFile(plan.node, ranked[0], plan.replicas, inline=plan.inline)
+        opened = OpenFile(
+            plan.node, ranked[0], plan.replicas, inline=plan.inline, overlay=plan.overlay
+        )
         problems: list[str] = []
         denied = gone = 0
         for track in ranked:
@@ -234,8 +242,10 @@ class Library:
             opened.track, opened.file = track, file
             if (file.size, file.mtime_ns) != (track.size, track.mtime_ns):
                 # Changed behind our back: serve what is there now, and rescan so the
-                # tree (and the size the kernel was told) catches up.
+                # tree (and the size the kernel was told) catches up. The overlay was
+                # made for the old header: not for this one.
                 opened.stale.append(track)
+                opened.overlay = None
             elif self.content is not None and not self.content.has(version_of(track)):
                 opened.wants_fill = True
             return opened
@@ -294,6 +304,20 @@ class Library:
         opened = self._handles.get(handle)
         if opened is None:
             raise LibraryError(errno.EBADF, f"handle {handle} is not open")
+        overlay = opened.overlay
+        if overlay is None or overlay.header is None:
+            return self._read(opened, offset, size)
+        # Overlay: the synthesized header, then the file's bytes after its own.
+        header = overlay.header
+        start = b""
+        if offset < len(header):
+            start = header[offset : offset + size]
+            if len(start) == size:
+                return start
+            offset, size = len(header), size - len(start)
+        return start + self._read(opened, offset - len(header) + overlay.header_length, size)
+
+    def _read(self, opened: OpenFile, offset: int, size: int) -> bytes:
         cached, file = opened.cached, opened.file
         try:
             if cached is not None:

@@ -80,6 +80,50 @@ class TrackTags:
         return dataclasses.replace(self, **changes)
 
 
+#: Tag fields a user (or a metadata plugin) may override; the others describe
+#: the audio itself (duration, bitrate...) and are never overridden.
+OVERRIDABLE_FIELDS: tuple[str, ...] = (
+    "title", "artist", "album", "albumartist", "genre", "year", "track", "tracktotal",
+    "disc", "disctotal", "composer", "lyrics", "compilation",
+)  # fmt: skip
+_INT_FIELDS = frozenset({"year", "track", "tracktotal", "disc", "disctotal"})
+
+
+def override_value(field: str, value: str | None) -> str | None:
+    """Check one override (``year=1997``); return it normalised, or raise
+    ValueError saying what is wrong. None (or "") removes the tag."""
+    if field not in OVERRIDABLE_FIELDS:
+        raise ValueError(
+            f"{field!r} cannot be set; the fields are: {', '.join(OVERRIDABLE_FIELDS)}"
+        )
+    if value is None or value == "":
+        return None
+    if field in _INT_FIELDS:
+        if not value.strip().isdigit():
+            raise ValueError(f"{field} must be a whole number, got {value!r}")
+        return str(int(value))
+    if field == "compilation":
+        if value.lower() not in {"0", "1", "true", "false", "yes", "no"}:
+            raise ValueError(f"compilation must be 1 or 0, got {value!r}")
+        return "1" if value.lower() in {"1", "true", "yes"} else "0"
+    return value
+
+
+def apply_overrides(tags: TrackTags, overrides: dict[str, str | None]) -> TrackTags:
+    """*tags* with *overrides* (as `override_value` returns them) applied."""
+    if not overrides:
+        return tags
+    changes: dict[str, Any] = {}
+    for name, value in overrides.items():
+        if name == "compilation":
+            changes[name] = value == "1"
+        elif name in _INT_FIELDS:
+            changes[name] = None if value is None else int(value)
+        elif name in OVERRIDABLE_FIELDS:
+            changes[name] = value
+    return tags.replace(**changes)
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     """What the scanner needs to know about an origin file to decide if it changed.

@@ -8,7 +8,10 @@ An origin is named by a folder path or a URL (SPEC §6):
 - ``sftp://user@host:port/path`` — a folder on an SSH server;
 - ``smb://user@server:port/share/path`` — a folder on an SMB server, spoken to directly.
 
-A config file can add per-origin keys (priority, limits, endpoint, key file).
+A config file can add per-origin keys (priority, limits, endpoint, key file),
+and name origin types that plugins provide: ``type = "<origin_type>"``, with
+the plugin's settings in an ``options`` table (checked by the plugin when the
+daemon starts, since plugins are not loaded while the config is read).
 Passwords and secret keys never go here: they come from the credentials store
 (`musicfs.core.credentials`), and a URL with a password in it is refused.
 """
@@ -18,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,7 @@ from musicfs.core.values import (
 ORIGIN_TYPES = ("local", "nfs", "smb", "s3", "sftp", "smbclient")
 MOUNTED_TYPES = ("local", "nfs", "smb")  # read through the local kernel
 _ORIGIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PLUGIN_TYPE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 # --origin and MUSICFS_ORIGINS lists: split on commas, blanks, and on ':' where
 # it starts a new path or URL (so '/a:/b' is two origins, 'sftp://h:22/x' one).
 _LIST_SEPARATOR = re.compile(r"[,\s]+|:(?=/(?!/))|:(?=[a-z][a-z0-9+.-]*://)")
@@ -61,10 +65,22 @@ class OriginConfig:
     max_requests: int = 8  # requests in flight at once
     bandwidth: int = 0  # bytes per second, 0 = unlimited
     timeout: float = 10.0  # seconds before a request counts as failed
+    options: dict[str, Any] = field(default_factory=dict, hash=False)  # plugin origins
 
     @property
     def mounted(self) -> bool:
         return self.type in MOUNTED_TYPES
+
+    @property
+    def from_plugin(self) -> bool:
+        """A type no built-in origin has: a plugin must provide it."""
+        return self.type not in ORIGIN_TYPES
+
+
+def _table(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table, got {type(value).__name__} {value!r}")
+    return dict(value)
 
 
 _TABLE_KEYS: dict[str, _Setting] = {
@@ -81,6 +97,7 @@ _TABLE_KEYS: dict[str, _Setting] = {
     "max_requests": _Setting("max_requests", _nonneg_int, ""),
     "bandwidth": _Setting("bandwidth", _size, ""),
     "timeout": _Setting("timeout", _seconds, ""),
+    "options": _Setting("options", _table, ""),
 }
 
 
@@ -102,14 +119,21 @@ def file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
             raise ConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)}; use {', '.join(_TABLE_KEYS)}"
             )
+        values = {k: _check(_TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
+        plugin_type = values.get("type", "")
+        if plugin_type and plugin_type not in ORIGIN_TYPES and _PLUGIN_TYPE.match(plugin_type):
+            result.append(_plugin_origin(values, where))
+            continue
         if "path" not in table:
             raise ConfigError(f"{where}: 'path' is missing (the folder or URL of the origin)")
-        values = {k: _check(_TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
+        if "options" in values:
+            raise ConfigError(f"{where}: 'options' is for origin types from plugins only")
         origin = parse_origin(values.pop("path"), where)
         kind = values.pop("type", origin.type)
         if kind not in ORIGIN_TYPES:
             raise ConfigError(
-                f"{where}: type {kind!r} is not supported; use one of {', '.join(ORIGIN_TYPES)}"
+                f"{where}: type {kind!r} is not supported; use one of {', '.join(ORIGIN_TYPES)}, "
+                "or the origin type of a plugin (lower case letters, digits, '-', '_')"
             )
         if kind != origin.type and not (kind in MOUNTED_TYPES and origin.mounted):
             raise ConfigError(f"{where}: type {kind!r} does not match the path's {origin.type!r}")
@@ -126,6 +150,16 @@ def file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
     if dupes:
         raise ConfigError(f"{path}: origin id(s) {dupes} are used more than once")
     return tuple(result)
+
+
+def _plugin_origin(values: dict[str, Any], where: str) -> OriginConfig:
+    kind = values.pop("type")
+    origin_id = values.pop("id", kind)
+    if not _ORIGIN_ID.match(origin_id):
+        raise ConfigError(
+            f"{where}: id {origin_id!r} must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return OriginConfig(origin_id, kind, values.pop("path", ""), **values)
 
 
 def parse_origins(

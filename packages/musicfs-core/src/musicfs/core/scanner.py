@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from musicfs.core.catalog import Catalog, join_relpath
+from musicfs.core.extensions import Extensions, TagParser
 from musicfs.core.federation import Federation
 from musicfs.core.layout import Layout, TreeChange
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
@@ -39,6 +40,9 @@ from musicfs.core.watch import ScanRequest
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Read by mutagen, never by a plugin (built-ins come first: SPEC §8).
+_MUTAGEN_FORMATS = frozenset(AUDIO_EXTENSIONS)
 
 # Below this many files a batch is parsed in the scanning thread itself: starting
 # worker processes costs more than it saves.
@@ -61,16 +65,23 @@ def parse_file(path: str) -> tuple[TrackTags, str | None]:
 
 
 def parse_remote(
-    open_file: Callable[[str], OriginFile], relpath: str
+    open_file: Callable[[str], OriginFile], relpath: str, parser: TagParser | None = None
 ) -> tuple[TrackTags, str | None]:
-    """Read the tags of a file that has no local path through ranged reads (only the
-    parts of the file mutagen looks at are fetched); never raises."""
+    """Read the tags of a file through ranged reads (only the parts of the file
+    mutagen, or the plugin *parser*, looks at are fetched); never raises."""
     from musicfs.core.tags import UnreadableFile, read_tags
 
     try:
         with open_file(relpath) as opened:
             reader = io.BufferedReader(RangeReader(opened), _REMOTE_BUFFER)
-            return read_tags(relpath, reader), None
+            if parser is None:
+                return read_tags(relpath, reader), None
+            try:
+                return parser.parse(reader), None
+            except OSError:
+                raise
+            except Exception as exc:  # plugin code: whatever it raises, the file is unreadable
+                return TrackTags(), f"plugin {parser.name}: {exc}"
     except UnreadableFile as exc:
         return TrackTags(), str(exc)
     except OSError as exc:
@@ -132,14 +143,17 @@ class Scanner:
         on_changes: Callable[[list[TreeChange]], None] | None = None,
         progress: ScanProgress | None = None,
         federation: Federation | None = None,
+        plugins: Extensions | None = None,
     ) -> None:
         """With *federation*, requests to its origins respect their limits
         (bandwidth, requests in flight), are retried, and count for their health."""
         self.catalog = catalog
         self.federation = federation
+        self.plugins = plugins or Extensions()
         self.layout = Layout(catalog, template, skip_unreadable=skip_unreadable)
         self.workers = workers or os.cpu_count() or 1
-        self.extensions = tuple(extensions)
+        # Formats plugins read are listed too (as of this scan: plugins may come and go).
+        self.extensions = (*extensions, *sorted(self.plugins.extra_extensions() - set(extensions)))
         self.on_changes = on_changes
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -284,12 +298,14 @@ class Scanner:
         workers read the tags of one batch, the previous one goes to SQLite.
         Call `_drain` once the last batch has been handed in.
         """
-        paths = [origin.local_path(relpath) for relpath, _, _ in batch]
+        relpaths = [relpath for relpath, _, _ in batch]
+        parsers = [self._plugin_parser(relpath) for relpath in relpaths]
+        paths = [origin.local_path(relpath) for relpath in relpaths]
         local = [p for p in paths if p is not None]
-        if len(local) == len(paths):
+        if len(local) == len(paths) and not any(parsers):
             parsing = self._submit(local)
-        else:
-            parsing = self._submit_remote(origin, [relpath for relpath, _, _ in batch])
+        else:  # remote files, or formats only a plugin (in this process) can read
+            parsing = self._submit_remote(origin, relpaths, parsers)
         self._drain(report)
         self._inflight = (origin, list(batch), parsing)
 
@@ -332,8 +348,12 @@ class Scanner:
             except Exception:  # a failed notification must not lose the scan
                 log.exception("could not report %d tree changes", len(changes))
 
+    def _plugin_parser(self, relpath: str) -> TagParser | None:
+        fmt = format_of(relpath)
+        return None if fmt in _MUTAGEN_FORMATS else self.plugins.tag_parser(fmt)
+
     def _submit_remote(
-        self, origin: Origin, relpaths: list[str]
+        self, origin: Origin, relpaths: list[str], parsers: list[TagParser | None]
     ) -> Callable[[], list[tuple[TrackTags, str | None]]]:
         """Start reading tags of a remote origin's files in threads (the work is
         waiting on the network, not parsing)."""
@@ -344,7 +364,10 @@ class Scanner:
         open_file: Callable[[str], OriginFile] = origin.open
         if self.federation is not None and origin.id in self.federation.origins:
             open_file = functools.partial(self.federation.open, origin.id)
-        futures = [self._threads.submit(parse_remote, open_file, r) for r in relpaths]
+        futures = [
+            self._threads.submit(parse_remote, open_file, relpath, parser)
+            for relpath, parser in zip(relpaths, parsers, strict=True)
+        ]
         return lambda: [future.result() for future in futures]
 
     def _call(self, origin: Origin, request: Callable[[], T]) -> T:

@@ -13,6 +13,7 @@ threads (the control server) talk to a running `MusicFS` only through
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
@@ -20,7 +21,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
 from musicfs.core.credentials import CredentialError, Credentials
 from musicfs.core.events import EventBus, EventType
+from musicfs.core.extensions import Extensions
 from musicfs.core.federation import Federation, Health
 from musicfs.core.fs import MusicFSOperations, mount_options
 from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
@@ -40,6 +42,7 @@ from musicfs.core.library import Library, version_of
 from musicfs.core.origins.base import Origin, OriginUnavailable
 from musicfs.core.origins.factory import build_origin, limits_of
 from musicfs.core.origins.local import LocalOrigin
+from musicfs.core.overlay import OverlayEditor, TagView, resolve, view
 from musicfs.core.paths import CacheDirLock, cache_dir_for
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
 from musicfs.core.verify import VerifyReport, verify_content
@@ -121,8 +124,12 @@ class MusicFS:
         mountpoint: str | Path,
         *,
         progress: ScanProgress | None = None,
+        extensions: Extensions | None = None,
     ) -> None:
+        """*extensions*: what plugins add (origin types, formats, the overlay's
+        header writers); none when not given."""
         self.config = config
+        self.extensions = extensions or Extensions()
         self.mountpoint = Path(os.path.abspath(mountpoint))
         self.cache_dir = cache_dir_for(config, self.mountpoint)
         self.catalog_path = self.cache_dir / "catalog.sqlite3"
@@ -172,7 +179,7 @@ class MusicFS:
             raise StartupError(str(exc)) from None
         ordered = sorted(self.config.origins, key=lambda o: o.priority)
         try:
-            self.origins = {o.id: build_origin(o, credentials) for o in ordered}
+            self.origins = {o.id: build_origin(o, credentials, self.extensions) for o in ordered}
         except (ImportError, ValueError, OSError) as exc:
             raise StartupError(f"cannot set up the origins: {exc}") from None
         self.federation = Federation(
@@ -335,6 +342,7 @@ class MusicFS:
                 on_changes=self._on_changes,
                 progress=self.progress,
                 federation=self.federation,
+                plugins=self.extensions,
             )
             try:
                 for origin_id, request in requests.items():
@@ -355,6 +363,9 @@ class MusicFS:
                         unreadable=report.unreadable,
                         error=report.errors[0] if report.errors else "",
                     )
+                # Files that changed need their overlay made again (a new header).
+                editor = self._overlay_editor(catalog, scanner.layout)
+                self._on_changes(editor.refresh(catalog.overlays_due()))
             finally:
                 scanner.close()
                 if self.progress is not None:
@@ -506,6 +517,69 @@ class MusicFS:
             for origin, request in requests.items():
                 trio.from_thread.run_sync(self._ask, origin, request, trio_token=self.trio_token)
         return report
+
+    def _overlay_editor(self, catalog: Catalog, layout: Layout | None = None) -> OverlayEditor:
+        if layout is None:
+            layout = Layout(
+                catalog, self.config.path_template, skip_unreadable=self.config.skip_unreadable
+            )
+        return OverlayEditor(catalog, layout, self.federation, self.extensions)
+
+    def set_tags(
+        self,
+        path: str,
+        assignments: Mapping[str, str | None],
+        clear: Sequence[str] = (),
+        source: str = "user",
+    ) -> TagView:
+        """Override tags of the file at *path* (relative to the mountpoint); the tree
+        and the served header follow. Raises `TagError`. Blocking: any thread but trio's."""
+        with Catalog.open(self.catalog_path) as catalog:
+            editor = self._overlay_editor(catalog)
+            shown, changes = editor.set_tags(path, assignments, clear, source)
+        self._on_changes(changes)
+        return shown
+
+    def tag_view(self, path: str) -> TagView:
+        """A file's own tags, overrides and effective tags. Raises `TagError`."""
+        with Catalog.open(self.catalog_path, readonly=True) as catalog:
+            node = resolve(catalog, path)
+            assert node.file_id is not None
+            return view(catalog, node.file_id)
+
+    # -- plugins changed while mounted (call from any thread but trio's) ------------------
+
+    def formats_changed(self, formats: Iterable[str]) -> None:
+        """The plugins that read these formats came, went or changed: read the
+        files of these formats again (a plugin's new code takes effect)."""
+        wanted = sorted(set(formats))
+        if wanted:
+            with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
+                catalog.mark_formats_changed(wanted)
+        self._call_soon(self.request_rescan)
+
+    def rebuild_origins(self, origin_type: str) -> list[str]:
+        """Build the origins of *origin_type* again (its plugin was reloaded), and
+        rescan them. Returns their ids."""
+        rebuilt = []
+        credentials = Credentials.load()
+        for config in self.config.origins:
+            if config.type != origin_type or config.id not in self.origins:
+                continue
+            origin = build_origin(config, credentials, self.extensions)
+            old = self.federation.replace(config.id, origin)
+            self.origins[config.id] = origin
+            old.close()
+            rebuilt.append(config.id)
+            self._call_soon(self.request_rescan, config.id)
+        return rebuilt
+
+    def _call_soon(self, function: Callable[..., None], *args: Any) -> None:
+        """Run *function* in the trio thread (from any other thread)."""
+        if self.trio_token is None or self._stopping:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run_sync(function, *args, trio_token=self.trio_token)
 
     def request_rescan(self, origin_id: str | None = None) -> None:
         """Rescan one origin completely, or all of them (call in the trio thread)."""

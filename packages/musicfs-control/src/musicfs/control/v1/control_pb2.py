@@ -25,15 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n musicfs/control/v1/control.proto\x12\x12musicfs.control.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x12\n\x10GetStatusRequest\"]\n\x0cOriginStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x11\n\tlast_scan\x18\x05 \x01(\t\"\x9b\x03\n\x06Status\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.musicfs.control.v1.MountState\x12\x12\n\nmountpoint\x18\x04 \x01(\t\x12\x11\n\tcache_dir\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x0e\n\x06tracks\x18\x07 \x01(\x03\x12\x13\n\x0b\x64irectories\x18\x08 \x01(\x03\x12\x18\n\x10unreadable_files\x18\t \x01(\x03\x12\x14\n\x0copen_handles\x18\n \x01(\x03\x12\x12\n\noperations\x18\x0b \x01(\x03\x12\x10\n\x08scanning\x18\x0c \x01(\x08\x12\x31\n\x07origins\x18\r \x03(\x0b\x32 .musicfs.control.v1.OriginStatus\x12\x0e\n\x06socket\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_files\x18\x0f \x01(\x03\x12\x16\n\x0e\x65vents_dropped\x18\x10 \x01(\x03\x12\x19\n\x11\x65vent_subscribers\x18\x11 \x01(\x03\"0\n\x0fShutdownRequest\x12\x1d\n\x15\x64rain_timeout_seconds\x18\x01 \x01(\x01\"\x12\n\x10ShutdownResponse\"7\n\x16SubscribeEventsRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\"k\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12(\n\x07\x64\x65tails\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"&\n\x14VerifyContentRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\"\x91\x01\n\x0eVerifyProgress\x12\r\n\x05\x66iles\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x10\n\x08recorded\x18\x04 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x05 \x03(\t\x12\x0e\n\x06\x66\x61iled\x18\x06 \x03(\t\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\t\x12\x0c\n\x04\x64one\x18\x08 \x01(\x08*\xa9\x01\n\nMountState\x12\x1b\n\x17MOUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MOUNT_STATE_MOUNTING\x10\x01\x12\x15\n\x11MOUNT_STATE_READY\x10\x02\x12\x17\n\x13MOUNT_STATE_SYNCING\x10\x03\x12\x18\n\x14MOUNT_STATE_DEGRADED\x10\x04\x12\x1a\n\x16MOUNT_STATE_UNMOUNTING\x10\x05\x32\xec\x02\n\x07MusicFS\x12M\n\tGetStatus\x12$.musicfs.control.v1.GetStatusRequest\x1a\x1a.musicfs.control.v1.Status\x12U\n\x08Shutdown\x12#.musicfs.control.v1.ShutdownRequest\x1a$.musicfs.control.v1.ShutdownResponse\x12Z\n\x0fSubscribeEvents\x12*.musicfs.control.v1.SubscribeEventsRequest\x1a\x19.musicfs.control.v1.Event0\x01\x12_\n\rVerifyContent\x12(.musicfs.control.v1.VerifyContentRequest\x1a\".musicfs.control.v1.VerifyProgress0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n musicfs/control/v1/control.proto\x12\x12musicfs.control.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x12\n\x10GetStatusRequest\"]\n\x0cOriginStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08location\x18\x03 \x01(\t\x12\x0e\n\x06online\x18\x04 \x01(\x08\x12\x11\n\tlast_scan\x18\x05 \x01(\t\"\x9b\x03\n\x06Status\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x03\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.musicfs.control.v1.MountState\x12\x12\n\nmountpoint\x18\x04 \x01(\t\x12\x11\n\tcache_dir\x18\x05 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x06 \x01(\x01\x12\x0e\n\x06tracks\x18\x07 \x01(\x03\x12\x13\n\x0b\x64irectories\x18\x08 \x01(\x03\x12\x18\n\x10unreadable_files\x18\t \x01(\x03\x12\x14\n\x0copen_handles\x18\n \x01(\x03\x12\x12\n\noperations\x18\x0b \x01(\x03\x12\x10\n\x08scanning\x18\x0c \x01(\x08\x12\x31\n\x07origins\x18\r \x03(\x0b\x32 .musicfs.control.v1.OriginStatus\x12\x0e\n\x06socket\x18\x0e \x01(\t\x12\x14\n\x0c\x63\x61\x63hed_files\x18\x0f \x01(\x03\x12\x16\n\x0e\x65vents_dropped\x18\x10 \x01(\x03\x12\x19\n\x11\x65vent_subscribers\x18\x11 \x01(\x03\"0\n\x0fShutdownRequest\x12\x1d\n\x15\x64rain_timeout_seconds\x18\x01 \x01(\x01\"\x12\n\x10ShutdownResponse\"7\n\x16SubscribeEventsRequest\x12\r\n\x05types\x18\x01 \x03(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\"k\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04time\x18\x02 \x01(\x01\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12(\n\x07\x64\x65tails\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"&\n\x14VerifyContentRequest\x12\x0e\n\x06origin\x18\x01 \x01(\t\"\x91\x01\n\x0eVerifyProgress\x12\r\n\x05\x66iles\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hecked\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x10\n\x08recorded\x18\x04 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x05 \x03(\t\x12\x0e\n\x06\x66\x61iled\x18\x06 \x03(\t\x12\x0f\n\x07\x63urrent\x18\x07 \x01(\t\x12\x0c\n\x04\x64one\x18\x08 \x01(\x08\"\xdb\x01\n\nPluginInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x03 \x01(\t\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12<\n\x07\x64\x65tails\x18\x07 \x03(\x0b\x32+.musicfs.control.v1.PluginInfo.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\rPluginFailure\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x83\x01\n\nPluginList\x12/\n\x07plugins\x18\x01 \x03(\x0b\x32\x1e.musicfs.control.v1.PluginInfo\x12\x33\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32!.musicfs.control.v1.PluginFailure\x12\x0f\n\x07\x63hanged\x18\x03 \x03(\t\"\x14\n\x12ListPluginsRequest\"!\n\x11LoadPluginRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"#\n\x13UnloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"#\n\x13ReloadPluginRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0eGetTagsRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"\x93\x01\n\x0eSetTagsRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x38\n\x03set\x18\x02 \x03(\x0b\x32+.musicfs.control.v1.SetTagsRequest.SetEntry\x12\r\n\x05\x63lear\x18\x03 \x03(\t\x1a*\n\x08SetEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9b\x03\n\x07TagInfo\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x0f\n\x07relpath\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\x12\x31\n\x03own\x18\x05 \x03(\x0b\x32$.musicfs.control.v1.TagInfo.OwnEntry\x12=\n\toverrides\x18\x06 \x03(\x0b\x32*.musicfs.control.v1.TagInfo.OverridesEntry\x12=\n\teffective\x18\x07 \x03(\x0b\x32*.musicfs.control.v1.TagInfo.EffectiveEntry\x12\x10\n\x08overlaid\x18\x08 \x01(\x08\x1a*\n\x08OwnEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0eOverridesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x30\n\x0e\x45\x66\x66\x65\x63tiveEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"0\n\x11LookupTagsRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x61pply\x18\x02 \x01(\x08\"\xb7\x01\n\x10MetadataProposal\x12\x0e\n\x06plugin\x18\x01 \x01(\t\x12@\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x30.musicfs.control.v1.MetadataProposal.FieldsEntry\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x88\x01\n\x12LookupTagsResponse\x12\x37\n\tproposals\x18\x01 \x03(\x0b\x32$.musicfs.control.v1.MetadataProposal\x12)\n\x04tags\x18\x02 \x01(\x0b\x32\x1b.musicfs.control.v1.TagInfo\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t*\xa9\x01\n\nMountState\x12\x1b\n\x17MOUNT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MOUNT_STATE_MOUNTING\x10\x01\x12\x15\n\x11MOUNT_STATE_READY\x10\x02\x12\x17\n\x13MOUNT_STATE_SYNCING\x10\x03\x12\x18\n\x14MOUNT_STATE_DEGRADED\x10\x04\x12\x1a\n\x16MOUNT_STATE_UNMOUNTING\x10\x05\x32\xbf\x07\n\x07MusicFS\x12M\n\tGetStatus\x12$.musicfs.control.v1.GetStatusRequest\x1a\x1a.musicfs.control.v1.Status\x12U\n\x08Shutdown\x12#.musicfs.control.v1.ShutdownRequest\x1a$.musicfs.control.v1.ShutdownResponse\x12Z\n\x0fSubscribeEvents\x12*.musicfs.control.v1.SubscribeEventsRequest\x1a\x19.musicfs.control.v1.Event0\x01\x12_\n\rVerifyContent\x12(.musicfs.control.v1.VerifyContentRequest\x1a\".musicfs.control.v1.VerifyProgress0\x01\x12U\n\x0bListPlugins\x12&.musicfs.control.v1.ListPluginsRequest\x1a\x1e.musicfs.control.v1.PluginList\x12S\n\nLoadPlugin\x12%.musicfs.control.v1.LoadPluginRequest\x1a\x1e.musicfs.control.v1.PluginList\x12W\n\x0cUnloadPlugin\x12\'.musicfs.control.v1.UnloadPluginRequest\x1a\x1e.musicfs.control.v1.PluginList\x12W\n\x0cReloadPlugin\x12\'.musicfs.control.v1.ReloadPluginRequest\x1a\x1e.musicfs.control.v1.PluginList\x12J\n\x07GetTags\x12\".musicfs.control.v1.GetTagsRequest\x1a\x1b.musicfs.control.v1.TagInfo\x12J\n\x07SetTags\x12\".musicfs.control.v1.SetTagsRequest\x1a\x1b.musicfs.control.v1.TagInfo\x12[\n\nLookupTags\x12%.musicfs.control.v1.LookupTagsRequest\x1a&.musicfs.control.v1.LookupTagsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'musicfs.control.v1.control_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MOUNTSTATE']._serialized_start=1040
-  _globals['_MOUNTSTATE']._serialized_end=1209
+  _globals['_PLUGININFO_DETAILSENTRY']._loaded_options = None
+  _globals['_PLUGININFO_DETAILSENTRY']._serialized_options = b'8\001'
+  _globals['_SETTAGSREQUEST_SETENTRY']._loaded_options = None
+  _globals['_SETTAGSREQUEST_SETENTRY']._serialized_options = b'8\001'
+  _globals['_TAGINFO_OWNENTRY']._loaded_options = None
+  _globals['_TAGINFO_OWNENTRY']._serialized_options = b'8\001'
+  _globals['_TAGINFO_OVERRIDESENTRY']._loaded_options = None
+  _globals['_TAGINFO_OVERRIDESENTRY']._serialized_options = b'8\001'
+  _globals['_TAGINFO_EFFECTIVEENTRY']._loaded_options = None
+  _globals['_TAGINFO_EFFECTIVEENTRY']._serialized_options = b'8\001'
+  _globals['_METADATAPROPOSAL_FIELDSENTRY']._loaded_options = None
+  _globals['_METADATAPROPOSAL_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_MOUNTSTATE']._serialized_start=2560
+  _globals['_MOUNTSTATE']._serialized_end=2729
   _globals['_GETSTATUSREQUEST']._serialized_start=86
   _globals['_GETSTATUSREQUEST']._serialized_end=104
   _globals['_ORIGINSTATUS']._serialized_start=106
@@ -52,6 +64,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYCONTENTREQUEST']._serialized_end=889
   _globals['_VERIFYPROGRESS']._serialized_start=892
   _globals['_VERIFYPROGRESS']._serialized_end=1037
-  _globals['_MUSICFS']._serialized_start=1212
-  _globals['_MUSICFS']._serialized_end=1576
+  _globals['_PLUGININFO']._serialized_start=1040
+  _globals['_PLUGININFO']._serialized_end=1259
+  _globals['_PLUGININFO_DETAILSENTRY']._serialized_start=1213
+  _globals['_PLUGININFO_DETAILSENTRY']._serialized_end=1259
+  _globals['_PLUGINFAILURE']._serialized_start=1261
+  _globals['_PLUGINFAILURE']._serialized_end=1321
+  _globals['_PLUGINLIST']._serialized_start=1324
+  _globals['_PLUGINLIST']._serialized_end=1455
+  _globals['_LISTPLUGINSREQUEST']._serialized_start=1457
+  _globals['_LISTPLUGINSREQUEST']._serialized_end=1477
+  _globals['_LOADPLUGINREQUEST']._serialized_start=1479
+  _globals['_LOADPLUGINREQUEST']._serialized_end=1512
+  _globals['_UNLOADPLUGINREQUEST']._serialized_start=1514
+  _globals['_UNLOADPLUGINREQUEST']._serialized_end=1549
+  _globals['_RELOADPLUGINREQUEST']._serialized_start=1551
+  _globals['_RELOADPLUGINREQUEST']._serialized_end=1586
+  _globals['_GETTAGSREQUEST']._serialized_start=1588
+  _globals['_GETTAGSREQUEST']._serialized_end=1618
+  _globals['_SETTAGSREQUEST']._serialized_start=1621
+  _globals['_SETTAGSREQUEST']._serialized_end=1768
+  _globals['_SETTAGSREQUEST_SETENTRY']._serialized_start=1726
+  _globals['_SETTAGSREQUEST_SETENTRY']._serialized_end=1768
+  _globals['_TAGINFO']._serialized_start=1771
+  _globals['_TAGINFO']._serialized_end=2182
+  _globals['_TAGINFO_OWNENTRY']._serialized_start=2040
+  _globals['_TAGINFO_OWNENTRY']._serialized_end=2082
+  _globals['_TAGINFO_OVERRIDESENTRY']._serialized_start=2084
+  _globals['_TAGINFO_OVERRIDESENTRY']._serialized_end=2132
+  _globals['_TAGINFO_EFFECTIVEENTRY']._serialized_start=2134
+  _globals['_TAGINFO_EFFECTIVEENTRY']._serialized_end=2182
+  _globals['_LOOKUPTAGSREQUEST']._serialized_start=2184
+  _globals['_LOOKUPTAGSREQUEST']._serialized_end=2232
+  _globals['_METADATAPROPOSAL']._serialized_start=2235
+  _globals['_METADATAPROPOSAL']._serialized_end=2418
+  _globals['_METADATAPROPOSAL_FIELDSENTRY']._serialized_start=2373
+  _globals['_METADATAPROPOSAL_FIELDSENTRY']._serialized_end=2418
+  _globals['_LOOKUPTAGSRESPONSE']._serialized_start=2421
+  _globals['_LOOKUPTAGSRESPONSE']._serialized_end=2557
+  _globals['_MUSICFS']._serialized_start=2732
+  _globals['_MUSICFS']._serialized_end=3691
 # @@protoc_insertion_point(module_scope)

@@ -136,3 +136,171 @@ class VerifyProgress(_message.Message):
     current: str
     done: bool
     def __init__(self, files: _Optional[int] = ..., checked: _Optional[int] = ..., bytes: _Optional[int] = ..., recorded: _Optional[int] = ..., changed: _Optional[_Iterable[str]] = ..., failed: _Optional[_Iterable[str]] = ..., current: _Optional[str] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class PluginInfo(_message.Message):
+    __slots__ = ("name", "version", "api_version", "kinds", "host", "source", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    api_version: str
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    host: str
+    source: str
+    details: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., api_version: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ..., host: _Optional[str] = ..., source: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class PluginFailure(_message.Message):
+    __slots__ = ("source", "host", "error")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    host: str
+    error: str
+    def __init__(self, source: _Optional[str] = ..., host: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class PluginList(_message.Message):
+    __slots__ = ("plugins", "failures", "changed")
+    PLUGINS_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    plugins: _containers.RepeatedCompositeFieldContainer[PluginInfo]
+    failures: _containers.RepeatedCompositeFieldContainer[PluginFailure]
+    changed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, plugins: _Optional[_Iterable[_Union[PluginInfo, _Mapping]]] = ..., failures: _Optional[_Iterable[_Union[PluginFailure, _Mapping]]] = ..., changed: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListPluginsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LoadPluginRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class UnloadPluginRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ReloadPluginRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetTagsRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class SetTagsRequest(_message.Message):
+    __slots__ = ("path", "set", "clear")
+    class SetEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SET_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    set: _containers.ScalarMap[str, str]
+    clear: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., clear: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TagInfo(_message.Message):
+    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid")
+    class OwnEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OverridesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class EffectiveEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    RELPATH_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OWN_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAID_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    origin: str
+    relpath: str
+    format: str
+    own: _containers.ScalarMap[str, str]
+    overrides: _containers.ScalarMap[str, str]
+    effective: _containers.ScalarMap[str, str]
+    overlaid: bool
+    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ...) -> None: ...
+
+class LookupTagsRequest(_message.Message):
+    __slots__ = ("path", "apply")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    APPLY_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    apply: bool
+    def __init__(self, path: _Optional[str] = ..., apply: _Optional[bool] = ...) -> None: ...
+
+class MetadataProposal(_message.Message):
+    __slots__ = ("plugin", "fields", "source", "confidence")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PLUGIN_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    plugin: str
+    fields: _containers.ScalarMap[str, str]
+    source: str
+    confidence: float
+    def __init__(self, plugin: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ..., source: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class LookupTagsResponse(_message.Message):
+    __slots__ = ("proposals", "tags", "errors")
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    proposals: _containers.RepeatedCompositeFieldContainer[MetadataProposal]
+    tags: TagInfo
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, proposals: _Optional[_Iterable[_Union[MetadataProposal, _Mapping]]] = ..., tags: _Optional[_Union[TagInfo, _Mapping]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...

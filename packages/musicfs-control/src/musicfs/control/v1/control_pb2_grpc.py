@@ -54,6 +54,41 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyContentRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyProgress.FromString,
                 _registered_method=True)
+        self.ListPlugins = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/ListPlugins',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListPluginsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+                _registered_method=True)
+        self.LoadPlugin = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/LoadPlugin',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LoadPluginRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+                _registered_method=True)
+        self.UnloadPlugin = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/UnloadPlugin',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.UnloadPluginRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+                _registered_method=True)
+        self.ReloadPlugin = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/ReloadPlugin',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ReloadPluginRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+                _registered_method=True)
+        self.GetTags = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/GetTags',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetTagsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.TagInfo.FromString,
+                _registered_method=True)
+        self.SetTags = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/SetTags',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetTagsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.TagInfo.FromString,
+                _registered_method=True)
+        self.LookupTags = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/LookupTags',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.FromString,
+                _registered_method=True)
 
 
 class MusicFSServicer:
@@ -91,6 +126,55 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlugins(self, request, context):
+        """Plugins (SPEC §8): what is loaded, and load/unload/reload while mounted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadPlugin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadPlugin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadPlugin(self, request, context):
+        """Reload one plugin's code (or all plugins' when name is empty); the new
+        code takes effect without unmounting: files of its formats are read again,
+        origins of its type are rebuilt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTags(self, request, context):
+        """The metadata overlay (FR-5.3): tags a file is served with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTags(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupTags(self, request, context):
+        """Ask the metadata plugins about a file; with apply, the first answer (in
+        order of precedence) becomes its overrides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +197,41 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.VerifyContent,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyContentRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyProgress.SerializeToString,
+            ),
+            'ListPlugins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlugins,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListPluginsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.SerializeToString,
+            ),
+            'LoadPlugin': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadPlugin,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LoadPluginRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.SerializeToString,
+            ),
+            'UnloadPlugin': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadPlugin,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.UnloadPluginRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.SerializeToString,
+            ),
+            'ReloadPlugin': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadPlugin,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ReloadPluginRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.SerializeToString,
+            ),
+            'GetTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTags,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetTagsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.TagInfo.SerializeToString,
+            ),
+            'SetTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTags,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetTagsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.TagInfo.SerializeToString,
+            ),
+            'LookupTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupTags,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +342,195 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/VerifyContent',
             musicfs_dot_control_dot_v1_dot_control__pb2.VerifyContentRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.VerifyProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlugins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/ListPlugins',
+            musicfs_dot_control_dot_v1_dot_control__pb2.ListPluginsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadPlugin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/LoadPlugin',
+            musicfs_dot_control_dot_v1_dot_control__pb2.LoadPluginRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadPlugin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/UnloadPlugin',
+            musicfs_dot_control_dot_v1_dot_control__pb2.UnloadPluginRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadPlugin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/ReloadPlugin',
+            musicfs_dot_control_dot_v1_dot_control__pb2.ReloadPluginRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PluginList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/GetTags',
+            musicfs_dot_control_dot_v1_dot_control__pb2.GetTagsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.TagInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SetTags',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetTagsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.TagInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/LookupTags',
+            musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,

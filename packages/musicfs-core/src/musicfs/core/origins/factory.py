@@ -9,14 +9,37 @@ and handed to the origin; they never pass through the configuration.
 from __future__ import annotations
 
 from musicfs.core.credentials import Credentials
+from musicfs.core.extensions import Extensions
 from musicfs.core.federation import OriginLimits
 from musicfs.core.originconfig import OriginConfig
 from musicfs.core.origins.base import Origin
 from musicfs.core.origins.local import LocalOrigin
 
 
-def build_origin(config: OriginConfig, credentials: Credentials) -> Origin:
-    """The origin *config* describes (nothing is contacted yet)."""
+def build_origin(
+    config: OriginConfig, credentials: Credentials, extensions: Extensions | None = None
+) -> Origin:
+    """The origin *config* describes (nothing is contacted yet). Types the core
+    does not know are built by the plugin that provides them."""
+    if config.from_plugin:
+        maker = (extensions or Extensions()).origin_maker(config.type)
+        if maker is None:
+            raise ValueError(
+                f"origin {config.id!r}: no plugin provides origin type {config.type!r}; "
+                "add the plugin to [plugins] paths (see docs/plugins.md)"
+            )
+        try:
+            origin = maker.create(config.id, dict(config.options, path=config.path))
+        except Exception as exc:  # plugin code: any failure is a configuration problem
+            raise ValueError(
+                f"origin {config.id!r}: plugin {maker.name!r} refused its settings: {exc}"
+            ) from None
+        if not isinstance(origin, Origin):
+            raise ValueError(
+                f"origin {config.id!r}: plugin {maker.name!r} returned "
+                f"{type(origin).__name__}, not an Origin"
+            )
+        return origin
     if config.mounted:
         return LocalOrigin(config.id, config.path, kind=config.type)
     timeout = config.timeout

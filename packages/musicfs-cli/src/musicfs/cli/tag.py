@@ -1,0 +1,110 @@
+"""``musicfs tag show|set|clear|lookup``: the metadata overlay of a file in a mount (FR-5.3).
+
+``musicfs tag set ~/mnt/music/Artist/Album/01.flac artist="New Name" year=1997``
+changes what the file is served with (its header) and where it is in the tree;
+the origin file is never written. ``FIELD=`` removes a tag; ``tag clear`` drops
+overrides so the file's own tags show again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client, is_mounted
+
+
+def add_parser(sub: Any, config_args: Any) -> None:
+    tag = sub.add_parser("tag", help="show or override the tags a file is served with")
+    actions = tag.add_subparsers(dest="tag_command", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="the file's own tags, overrides and result")
+    show.add_argument("path", type=Path, help="a file inside a mount")
+    set_ = actions.add_parser("set", help="override tags: FIELD=VALUE (FIELD= removes it)")
+    set_.add_argument("path", type=Path, help="a file inside a mount")
+    set_.add_argument("assignments", nargs="+", metavar="FIELD=VALUE")
+    clear = actions.add_parser("clear", help="drop overrides (all, or the fields named)")
+    clear.add_argument("path", type=Path, help="a file inside a mount")
+    clear.add_argument("fields", nargs="*", metavar="FIELD")
+    lookup = actions.add_parser("lookup", help="ask the metadata plugins about a file")
+    lookup.add_argument("path", type=Path, help="a file inside a mount")
+    lookup.add_argument("--apply", action="store_true", help="make the first answer overrides")
+    for action in (show, set_, clear, lookup):
+        config_args(action)
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    args.mountpoint, relpath = _split(args.path)
+    with daemon_client(args) as client:
+        if args.tag_command == "show":
+            info = client.get_tags(relpath)
+        elif args.tag_command == "set":
+            info = client.set_tags(relpath, _assignments(args.assignments))
+        elif args.tag_command == "lookup":
+            return _lookup(client.lookup_tags(relpath, args.apply), args)
+        else:
+            info = client.set_tags(relpath, {}, args.fields or ["*"])
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        _print(info, args.mountpoint)
+    return EXIT_OK
+
+
+def _split(path: Path) -> tuple[Path, str]:
+    """(mountpoint, path inside it) of a file path given by the user."""
+    absolute = Path(os.path.abspath(path))
+    for candidate in (absolute, *absolute.parents):
+        if is_mounted(candidate):
+            return candidate, absolute.relative_to(candidate).as_posix()
+    raise CLIError(f"{path} is not inside a mounted MusicFS", EXIT_USAGE)
+
+
+def _assignments(items: list[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CLIError(f"{item!r}: write FIELD=VALUE (FIELD= removes the tag)", EXIT_USAGE)
+        values[name.strip().lower()] = value
+    return values
+
+
+def _print(info: dict[str, Any], mountpoint: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"{mountpoint / info['path']}")
+    console.print(f"from {info['origin']}: {info['relpath']}")
+    overlaid = "yes" if info["overlaid"] else "no (this format is served unchanged)"
+    console.print(f"header rewritten: {overlaid}" if info["overrides"] else "no overrides")
+    table = Table()
+    for column in ("field", "file", "override", "served"):
+        table.add_column(column)
+    fields = sorted({*info["own"], *info["overrides"], *info["effective"]})
+    for name in fields:
+        override = info["overrides"].get(name)
+        shown = "(removed)" if override == "" else (override or "")
+        table.add_row(name, info["own"].get(name, ""), shown, info["effective"].get(name, ""))
+    console.print(table)
+
+
+def _lookup(result: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return EXIT_OK
+    for proposal in result["proposals"]:
+        fields = ", ".join(f"{k}={v}" for k, v in sorted(proposal["fields"].items()))
+        print(f"{proposal['plugin']} ({proposal['source'] or 'no source given'}, "
+              f"confidence {proposal['confidence']:.2f}): {fields}")  # fmt: skip
+    for error in result["errors"]:
+        print(f"failed: {error}")
+    if not result["proposals"]:
+        print("no metadata plugin knows this file")
+    elif args.apply:
+        _print(result["tags"], args.mountpoint)
+    return EXIT_OK
