@@ -202,8 +202,17 @@ def test_a_hung_share_costs_a_reader_the_request_timeout_not_more(
         took = time.monotonic() - started
         assert REQUEST_TIMEOUT - 1 < took < REQUEST_TIMEOUT + SLACK, f"gave up after {took:.1f} s"
         assert share.stats()["delayed"] >= 1
+        # The share now counts as offline: the next reader is not kept waiting too.
+        other = virtual(mount, ONE)
+        started = time.monotonic()
+        assert errno_of(lambda: sha256_of(other)) == errno.EIO
+        assert time.monotonic() - started < SLACK
+        assert origin_status(mount)[1] is False
         share.clear()
-        assert sha256_of(path) == sha256_of(share.source / TWO)
+        expected = sha256_of(share.source / TWO)
+        wait_until(lambda: errno_of(lambda: sha256_of(path)) is None, timeout=RECOVERY_TIMEOUT,
+                   what="the share to be found again")  # fmt: skip
+        assert sha256_of(path) == expected
 
 
 def test_status_answers_while_the_share_hangs(share: FaultFS, tmp_path: Path) -> None:

@@ -230,20 +230,25 @@ class MusicFSOperations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         if self.library.inline(fh):
             return self.library.read(fh, off, size)
-        return await self._in_thread(self.library.read, fh, off, size)
+        origin = self.library.reading_from(fh)
+        return await self._in_thread(self.library.read, fh, off, size, origin=origin)
 
-    async def _in_thread(self, work: Callable[..., R], *args: Any) -> R:
+    async def _in_thread(self, work: Callable[..., R], *args: Any, origin: str | None = None) -> R:
         """Run blocking origin I/O in a worker thread, bounded in number and time.
 
         The origins time out on their own; this is the backstop that keeps a
         FUSE request from hanging on one that does not: after `request_timeout`
-        the caller gets EIO and the thread is left to finish alone.
+        the caller gets EIO, the thread is left to finish alone, and *origin*
+        counts as offline, so the next requests fail over (or fail) at once
+        instead of waiting as long again.
         """
         with trio.move_on_after(self.request_timeout):
             return await trio.to_thread.run_sync(
                 work, *args, limiter=self._io_threads, abandon_on_cancel=True
             )
         log.warning("%s took more than %.0f s; answering EIO", work.__name__, self.request_timeout)
+        if origin is not None:
+            self.library.timed_out(origin, self.request_timeout)
         raise pyfuse3.FUSEError(errno.EIO)
 
     async def _open_in_thread(self, plan: OpenPlan) -> OpenFile:
@@ -260,7 +265,7 @@ class MusicFSOperations(pyfuse3.Operations):
             return opened
 
         try:
-            return await self._in_thread(open_plan)
+            return await self._in_thread(open_plan, origin=plan.replicas[0].origin)
         except pyfuse3.FUSEError:
             with lock:
                 gave_up = True

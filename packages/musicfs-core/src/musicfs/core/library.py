@@ -295,6 +295,20 @@ class Library:
 
     # -- reading -------------------------------------------------------------------------
 
+    def reading_from(self, handle: int) -> str | None:
+        """The origin a handle reads from now (None: the cache, or not open)."""
+        opened = self._handles.get(handle)
+        return opened.track.origin if opened is not None and opened.file is not None else None
+
+    def timed_out(self, origin_id: str, seconds: float) -> None:
+        """A request to *origin_id* got no answer in *seconds*: it is offline until
+        a health check finds it again."""
+        if origin_id in self.federation.origins:
+            error = OriginUnavailable(
+                origin_id, f"no answer within {seconds:.0f} s", errno.ETIMEDOUT
+            )
+            self.federation.failed(origin_id, error)
+
     def inline(self, handle: int) -> bool:
         """Whether reads of *handle* are quick enough for the FUSE thread."""
         opened = self._handles.get(handle)
