@@ -6,8 +6,11 @@ VENV="${INSTALL_VENV:-$ROOT/.venv}"  # INSTALL_VENV: install elsewhere (used by 
 
 # What the FUSE binding needs to build and mount.
 APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)
-# What the tests and benchmarks use as real parts: encoders, players, peers.
-APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv rsync rclone mergerfs openssh-server samba)
+# What the tests and benchmarks use as real parts: encoders, players, peers;
+# prometheus for promtool (tests/e2e/test_metrics.py lints the live endpoint);
+# vlc for cvlc (tests/e2e/test_players.py).
+APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv vlc rsync rclone mergerfs openssh-server
+          samba prometheus)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +163,31 @@ def test_a_damaged_chunk_with_the_origin_gone_fails_with_eio_and_an_event(
                 events.wait_for(about("chunk.corrupt", JOGA))
             finally:
                 (tmp_path / "unplugged").rename(origin)
+
+
+def test_a_stalled_listener_loses_events_but_never_slows_the_mount(
+    library: Library, tmp_path: Path
+) -> None:
+    """A consumer that stops reading (SIGSTOP) fills its bounded queue; then events
+    for it are dropped and counted, and opens and reads go on at full speed."""
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [JOGA])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        path = mount.mountpoint / render_path(specs[JOGA])
+        expected = sha256_of(path)
+        with listening(mount, "--type", "file.opened") as events:
+            events.process.send_signal(signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                opens = 0
+                while mount.status()["events_dropped"] == 0:
+                    for _ in range(500):
+                        os.close(os.open(path, os.O_RDONLY))
+                    opens += 500
+                    assert opens <= 20_000, "no event was ever dropped: is the queue unbounded?"
+                took = time.monotonic() - started
+                assert sha256_of(path) == expected
+            finally:
+                events.process.send_signal(signal.SIGCONT)
+        print(f"{opens} opens in {took:.2f} s with a stalled listener")
+        assert took / opens < 0.01, "opens were held up by the stalled listener"

@@ -49,6 +49,15 @@ class FakeMount:
             trio.lowlevel.current_trio_token()  # counting must not run in the trio thread
         return {"tracks": 123_456_789_012, "directories": 2, "unreadable_files": 3}
 
+    def latency(self) -> dict[str, Any]:
+        with pytest.raises(RuntimeError):
+            trio.lowlevel.current_trio_token()  # a snapshot: no need to hop into trio
+        return {
+            "latency_p50_ms": 0.02, "latency_p95_ms": 0.5, "latency_p99_ms": 3.0,
+            "op_latency": [{"op": "read", "count": 10_000_000_000, "p50_ms": 0.05,
+                            "p95_ms": 0.6, "p99_ms": 3.5}],
+        }  # fmt: skip
+
     async def shutdown(self, drain_timeout: float = 5.0) -> None:
         self.shutdowns.append(drain_timeout)
         self.stopped.set()
@@ -88,6 +97,10 @@ def test_status_round_trip_and_socket_is_private(served: tuple[Path, FakeMount])
     assert status["tracks"] == 123_456_789_012
     assert status["socket"] == str(path)
     assert status["origins"][0]["id"] == "lib"
+    assert (status["latency_p50_ms"], status["latency_p99_ms"]) == (0.02, 3.0)
+    assert status["op_latency"] == [
+        {"op": "read", "count": 10_000_000_000, "p50_ms": 0.05, "p95_ms": 0.6, "p99_ms": 3.5}
+    ]
 
 
 def test_shutdown_reaches_the_mount_and_removes_the_socket(served: tuple[Path, FakeMount]) -> None:

@@ -87,3 +87,29 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Any]:
         raise CLIError(str(exc), EXIT_NO_DAEMON) from None
     except ControlError as exc:
         raise CLIError(str(exc), EXIT_USAGE) from None
+
+
+def path_in_mount(path: Path) -> tuple[Path, str]:
+    """(mountpoint, path inside it) of a path the user gave inside a MusicFS mount."""
+    absolute = Path(os.path.abspath(path))
+    mounts = musicfs_mounts()
+    for candidate in (absolute, *absolute.parents):
+        if candidate in mounts:
+            return candidate, absolute.relative_to(candidate).as_posix()
+    raise CLIError(f"{path} is not inside a mounted MusicFS", EXIT_USAGE)
+
+
+def musicfs_mounts() -> set[Path]:
+    """Mountpoints of MusicFS filesystems (type ``fuse.musicfs``) on this machine."""
+    found = set()
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "fuse.musicfs":
+                    # /proc/mounts escapes blanks and backslashes as octal (\040).
+                    target = fields[1].encode().decode("unicode_escape").encode("latin-1")
+                    found.add(Path(os.fsdecode(target)))
+    except OSError:
+        pass
+    return found

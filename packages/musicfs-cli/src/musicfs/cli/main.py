@@ -1,5 +1,6 @@
-"""The ``musicfs`` command: mount, unmount, status, shutdown, events, verify,
-cache verify|backup|restore, plugin list|load|unload|reload, tag show|set|clear.
+"""The ``musicfs`` command. Each command group has its module here (cache,
+events, verify, plugin, tag, origin, settings, completion); this one parses,
+dispatches, and holds mount, unmount, status and shutdown.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
 3 no daemon answers for that mount.
@@ -13,6 +14,7 @@ started.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import select
@@ -20,11 +22,11 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli import events, plugin, tag, verify
+from musicfs.cli import cache, completion, events, origin, plugin, settings, tag, verify
 from musicfs.cli.common import (
     EXIT_FAILED,
     EXIT_NO_DAEMON,
@@ -78,27 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    cache = sub.add_parser("cache", help="the content cache of a mount")
-    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    cache_verify = cache_sub.add_parser(
-        "verify", help="check every cached chunk and the catalog; drop what is damaged"
-    )
-    backup = cache_sub.add_parser("backup", help="write the catalog and cache to a tar file")
-    backup.add_argument("file", type=Path, help="the backup file to write")
-    restore = cache_sub.add_parser(
-        "restore", help="replace the catalog and cache with a backup (mount must be down)"
-    )
-    restore.add_argument("file", type=Path, help="the backup file to read")
-    for action in (cache_verify, backup, restore):
-        action.add_argument("mountpoint", type=Path, nargs="?")
-        _config_args(action)
-        action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
-        action.add_argument("--json", action="store_true", help="machine-readable output")
-
+    cache.add_parser(sub, _config_args)
     events.add_parser(sub, _config_args)
     verify.add_parser(sub, _config_args)
     plugin.add_parser(sub, _config_args)
     tag.add_parser(sub, _config_args)
+    origin.add_parser(sub, _config_args)
+    settings.add_parser(sub, _config_args)
+    completion.add_parser(sub)
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
@@ -124,18 +113,23 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handler = {
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "mount": cmd_mount,
         "unmount": cmd_unmount,
         "status": cmd_status,
         "shutdown": cmd_unmount,
-        "cache": cmd_cache,
+        "cache": cache.cmd_cache,
         "events": events.cmd_events,
         "verify": verify.cmd_verify,
         "plugin": plugin.cmd_plugin,
         "tag": tag.cmd_tag,
-    }[args.command]
+        "origin": origin.cmd_origin,
+        "config": settings.cmd_config,
+        "completion": functools.partial(completion.cmd_completion, parser=parser),
+    }
+    handler = handlers[args.command]
     try:
         return handler(args)
     except ConfigError as exc:
@@ -279,19 +273,29 @@ def _print_status(status: dict[str, Any]) -> None:
         ("version", "version"),
     ):
         table.add_row(label, str(status.get(key, "")))
+    quantiles = [status.get(f"latency_p{q}_ms", 0.0) for q in (50, 95, 99)]
+    table.add_row("latency p50/p95/p99", " / ".join(f"{v:.3f}" for v in quantiles) + " ms")
     console.print(table)
     origins = Table(title="origins")
     for column in ("id", "type", "location", "online", "last scan"):
         origins.add_column(column)
-    for origin in status.get("origins", []):
+    for entry in status.get("origins", []):
         origins.add_row(
-            origin["id"],
-            origin["type"],
-            origin["location"],
-            "yes" if origin["online"] else "[red]no[/]",
-            origin["last_scan"],
+            entry["id"],
+            entry["type"],
+            entry["location"],
+            "yes" if entry["online"] else "[red]no[/]",
+            entry["last_scan"],
         )
     console.print(origins)
+    if status.get("op_latency"):
+        latency = Table(title="FUSE operations (latency in ms)")
+        for column in ("operation", "count", "p50", "p95", "p99"):
+            latency.add_column(column, justify="left" if column == "operation" else "right")
+        for op in status["op_latency"]:
+            latency.add_row(op["op"], str(op["count"]),
+                            *(f"{op[f'p{q}_ms']:.3f}" for q in (50, 95, 99)))  # fmt: skip
+        console.print(latency)
 
 
 def cmd_unmount(args: argparse.Namespace) -> int:
@@ -313,102 +317,6 @@ def cmd_unmount(args: argparse.Namespace) -> int:
         time.sleep(0.05)
     print(f"unmounted {mountpoint}")
     return EXIT_OK
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    config = load_args_config(args, cache_dir=args.cache_dir)
-    action = args.cache_command
-    if args.mountpoint is None and not config.cache_dir:
-        raise CLIError(
-            f"name the mount (musicfs cache {action} ... MOUNTPOINT) or pass --cache-dir",
-            EXIT_USAGE,
-        )
-    cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
-    if args.cache_dir is None and args.mountpoint is not None and is_mounted(args.mountpoint):
-        cache_dir = _daemon_cache_dir(args) or cache_dir  # mounted with its own --cache-dir?
-    if action == "restore":
-        return _cache_restore(args, cache_dir)
-    if not (cache_dir / "catalog.sqlite3").exists():
-        raise CLIError(f"no MusicFS cache in {cache_dir} (never mounted with this cache dir?)")
-    if action == "backup":
-        return _cache_backup(args, cache_dir)
-    return _cache_verify(args, config, cache_dir)
-
-
-def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
-    """The cache dir the daemon serving *args.mountpoint* uses, if one answers."""
-    try:
-        with client_for(socket_for(args), args.mountpoint) as client:
-            return Path(client.status()["cache_dir"])
-    except (CLIError, daemon_unreachable()):
-        return None
-
-
-def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
-    from musicfs.core.backup import BackupError, backup_cache
-
-    try:
-        counts = backup_cache(cache_dir, args.file)
-    except (BackupError, OSError) as exc:
-        raise CLIError(f"backup failed: {exc}") from None
-    if args.json:
-        print(json.dumps({"file": str(args.file), **counts}, indent=2))
-    else:
-        print(f"wrote {args.file}: {counts['databases']} databases, {counts['chunks']} chunks "
-              f"({counts['bytes']} bytes)")  # fmt: skip
-    return EXIT_OK
-
-
-def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
-    from musicfs.core.backup import BackupError, restore_cache
-    from musicfs.core.paths import CacheDirLocked
-
-    try:
-        counts = restore_cache(args.file, cache_dir)
-    except CacheDirLocked as exc:
-        raise CLIError(f"{exc}; run musicfs unmount first") from None
-    except (BackupError, OSError) as exc:
-        raise CLIError(f"restore failed, {cache_dir} is unchanged: {exc}") from None
-    if args.json:
-        print(json.dumps({"cache_dir": str(cache_dir), **counts}, indent=2))
-    else:
-        print(f"restored {args.file} into {cache_dir} ({counts['chunks']} chunks)")
-    return EXIT_OK
-
-
-def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
-    from musicfs.core.catalog import Catalog
-    from musicfs.core.content import ContentCache
-
-    with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
-        catalog_check = catalog.integrity_check()
-    content_dir = cache_dir / "content"
-    bad: list[str] = []
-    dropped = chunks = files = 0
-    if content_dir.exists():
-        content = ContentCache(content_dir, config.cache_limit)
-        try:
-            bad, dropped = content.verify(deep=True)
-            chunks, files = content.store.stats.entries, content.headers.entries
-        finally:
-            content.close()
-    report = {
-        "cache_dir": str(cache_dir),
-        "catalog": catalog_check,
-        "chunks_kept": chunks,
-        "cached_files_kept": files,
-        "damaged_chunks_dropped": len(bad),
-        "cached_files_dropped": dropped,
-    }
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"catalog: {catalog_check}")
-        print(f"content cache: {chunks} chunks and {files} cached files kept; "
-              f"{len(bad)} damaged chunks and {dropped} incomplete files dropped "
-              "(they are copied again when next read)")  # fmt: skip
-    healthy = catalog_check == "ok" and not bad and not dropped
-    return EXIT_OK if healthy else EXIT_FAILED
 
 
 def _force_unmount(mountpoint: Path) -> int:

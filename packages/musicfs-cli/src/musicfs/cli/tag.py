@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client, is_mounted
+from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client, path_in_mount
 
 
 def add_parser(sub: Any, config_args: Any) -> None:
@@ -37,7 +36,7 @@ def add_parser(sub: Any, config_args: Any) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    args.mountpoint, relpath = _split(args.path)
+    args.mountpoint, relpath = path_in_mount(args.path)
     with daemon_client(args) as client:
         if args.tag_command == "show":
             info = client.get_tags(relpath)
@@ -52,15 +51,6 @@ def cmd_tag(args: argparse.Namespace) -> int:
     else:
         _print(info, args.mountpoint)
     return EXIT_OK
-
-
-def _split(path: Path) -> tuple[Path, str]:
-    """(mountpoint, path inside it) of a file path given by the user."""
-    absolute = Path(os.path.abspath(path))
-    for candidate in (absolute, *absolute.parents):
-        if is_mounted(candidate):
-            return candidate, absolute.relative_to(candidate).as_posix()
-    raise CLIError(f"{path} is not inside a mounted MusicFS", EXIT_USAGE)
 
 
 def _assignments(items: list[str]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from musicfs.cli.common import (
     CLIError,
     daemon_client,
 )
+from musicfs.cli.progress import follow, last
 
 
 def add_parser(sub: Any, config_args: Any) -> None:
@@ -33,8 +34,9 @@ def add_parser(sub: Any, config_args: Any) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with daemon_client(args) as client:
-        updates = client.verify_content(args.origin)
-        final = _last(updates) if args.json else _with_progress_bar(updates)
+        updates = follow(client.verify_content(args.origin), "verifying", args.json,
+                         total="files", completed="checked")  # fmt: skip
+        final = last(updates)
     if not final.get("done"):
         raise CLIError("the daemon stopped before the verification finished")
     if args.json:
@@ -42,27 +44,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         _print_summary(final)
     return EXIT_FAILED if final["failed"] else EXIT_OK
-
-
-def _last(updates: Any) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-    for update in updates:
-        last = update
-    return last
-
-
-def _with_progress_bar(updates: Any) -> dict[str, Any]:
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    last: dict[str, Any] = {}
-    columns = (TextColumn("verifying"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               DownloadColumn(), TextColumn("{task.description}"))  # fmt: skip
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task("", total=None)
-        for last in updates:
-            progress.update(task, total=last["files"], completed=last["checked"],
-                            description=last["current"])  # fmt: skip
-    return last
 
 
 def _print_summary(final: dict[str, Any]) -> None:

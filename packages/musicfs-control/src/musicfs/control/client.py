@@ -88,6 +88,8 @@ class ControlClient:
         data["state"] = data["state"].removeprefix("MOUNT_STATE_")
         for key in _INT64_STATUS_FIELDS:
             data[key] = int(data[key])  # JSON mapping of int64 is a string
+        for entry in data.get("op_latency", []):
+            entry["count"] = int(entry["count"])
         return data
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:
@@ -130,24 +132,57 @@ class ControlClient:
         request = control_pb2.LookupTagsRequest(path=path, apply=apply)
         return self._plain(self._call("LookupTags", request))
 
-    def verify_content(self, origin: str = "") -> Iterator[dict[str, Any]]:
-        """Progress of a content verification as plain data; the last has ``done``."""
-        request = control_pb2.VerifyContentRequest(origin=origin)
-        stream = self._stub().VerifyContent(request)
+    def _stream(self, method: str, request: Any) -> Iterator[dict[str, Any]]:
+        """A server stream's messages as plain data (int64 fields as ints)."""
+        stream = getattr(self._stub(), method)(request)
         try:
             for message in stream:
-                progress = json_format.MessageToDict(
-                    message,
-                    preserving_proto_field_name=True,
-                    always_print_fields_with_no_presence=True,
-                )
-                for key in ("files", "checked", "bytes", "recorded"):
-                    progress[key] = int(progress[key])
-                yield progress
+                yield _with_ints(message, self._plain(message))
         except grpc.RpcError as exc:
-            raise self._error("VerifyContent", exc) from None
+            raise self._error(method, exc) from None
         finally:
             stream.cancel()
+
+    def verify_content(self, origin: str = "") -> Iterator[dict[str, Any]]:
+        """Progress of a content verification as plain data; the last has ``done``."""
+        yield from self._stream("VerifyContent", control_pb2.VerifyContentRequest(origin=origin))
+
+    # -- cache, origins, settings ---------------------------------------------------------
+
+    def cache_stats(self) -> dict[str, Any]:
+        message = self._call("GetCacheStats", control_pb2.GetCacheStatsRequest())
+        stats = _with_ints(message, self._plain(message))
+        stats["tiers"] = [_with_ints(t, self._plain(t)) for t in message.tiers]
+        return stats
+
+    def clear_cache(self, scope: str = "all", origin: str = "") -> dict[str, Any]:
+        message = self._call(
+            "ClearCache", control_pb2.ClearCacheRequest(scope=scope, origin=origin)
+        )
+        return _with_ints(message, self._plain(message))
+
+    def prefetch(self, path: str = "") -> Iterator[dict[str, Any]]:
+        """Progress of copying *path* (relative to the mountpoint) into the cache."""
+        yield from self._stream("Prefetch", control_pb2.PrefetchRequest(path=path))
+
+    def origins(self) -> list[dict[str, Any]]:
+        message = self._call("ListOrigins", control_pb2.ListOriginsRequest())
+        return [_with_ints(o, self._plain(o)) for o in message.origins]
+
+    def origin_health(self, origin: str) -> dict[str, Any]:
+        message = self._call("GetOriginHealth", control_pb2.GetOriginHealthRequest(origin=origin))
+        return _with_ints(message, self._plain(message))
+
+    def rescan(self, origin: str = "") -> Iterator[dict[str, Any]]:
+        """Progress of a full rescan; a message with ``finished`` per origin."""
+        yield from self._stream("RescanOrigin", control_pb2.RescanOriginRequest(origin=origin))
+
+    def get_config(self) -> dict[str, Any]:
+        return self._plain(self._call("GetConfig", control_pb2.GetConfigRequest()))
+
+    def set_config(self, key: str, value: str) -> dict[str, Any]:
+        request = control_pb2.SetConfigRequest(key=key, value=value)
+        return self._plain(self._call("SetConfig", request))
 
     def events(self, types: Iterable[str] = (), origin: str = "") -> Iterator[dict[str, Any]]:
         """Events as plain data, as they happen, until the daemon goes away.
@@ -183,3 +218,12 @@ class ControlClient:
 def _was_connected(exc: grpc.RpcError) -> bool:
     details = (exc.details() or "").lower()
     return "socket closed" in details or "goaway" in details or "shutdown" in details
+
+
+def _with_ints(message: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The JSON mapping writes int64 fields as strings: make them ints again."""
+    for field in message.DESCRIPTOR.fields:
+        if field.type in (field.TYPE_INT64, field.TYPE_UINT64) and field.name in data:
+            value = data[field.name]
+            data[field.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+    return data

@@ -1,14 +1,16 @@
 """The daemon: one process serving one mount, with its control socket.
 
 `run_daemon` assembles the parts — logging, the core `MusicFS`, the gRPC
-control server — and reports readiness to whoever started it: a line on the
-*ready_fd* pipe (``READY`` or ``ERROR <message>``) for ``musicfs mount``, and
-``READY=1`` on ``$NOTIFY_SOCKET`` for systemd. It returns the exit status.
+control server, the webhook senders — and reports readiness to whoever started
+it: a line on the *ready_fd* pipe (``READY`` or ``ERROR <message>``) for
+``musicfs mount``, and ``READY=1`` on ``$NOTIFY_SOCKET`` for systemd. It
+returns the exit status.
 
 Mount time is dominated by imports (SPEC FR-1 wants the caller back within
 500 ms), so gRPC is imported and the control server started only once the
 mountpoint answers; `musicfs.control.client` waits for the socket briefly when
-the mount is up but the socket is not yet.
+the mount is up but the socket is not yet. The Prometheus endpoint
+(``[metrics] listen``, `musicfs.control.metrics`) starts after it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,6 +34,9 @@ from musicfs.core.scanner import ScanProgress
 from musicfs.core.service import MusicFS, StartupError
 from musicfs.plugins.manager import PluginManager
 
+if TYPE_CHECKING:
+    from musicfs.control.webhooks import Webhooks
+
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -42,6 +47,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Only their warnings reach the log, whatever the level.
 QUIET_LIBRARIES = ("smbprotocol", "smbclient", "spnego", "paramiko", "botocore", "boto3",
                    "urllib3", "s3transfer")  # fmt: skip
+
+#: Seconds the webhook senders get at shutdown to send what they have queued.
+WEBHOOK_STOP_TIMEOUT = 2.0
 
 
 def setup_logging(level: str, log_file: Path | None, to_stderr: bool) -> None:
@@ -111,6 +119,11 @@ def run_daemon(
     fs = MusicFS(config, mountpoint)
     setup_logging(config.log_level, fs.cache_dir / "musicfs.log", to_stderr=foreground)
     socket_path = socket_path_for(config, fs.mountpoint)
+    webhooks: Webhooks | None = None
+    if config.webhooks:  # subscribed now, so the plugins' events are sent too
+        from musicfs.control.webhooks import Webhooks
+
+        webhooks = Webhooks(config.webhooks, fs.events)
     # Before prepare(): origins of plugin types are built there. A plugin that
     # fails is reported and skipped (PluginManager), never a failed mount.
     plugins = PluginManager.from_config(config, fs.events)
@@ -121,18 +134,23 @@ def run_daemon(
         log.error("%s", exc)
         readiness.failed(str(exc))
         plugins.close()
+        if webhooks is not None:
+            webhooks.stop(0)
         return 1
     try:
         claim_socket_path(socket_path)  # before READY: clients must not find a dead socket
     except (SocketInUse, OSError) as exc:
         fs.close()
         plugins.close()
+        if webhooks is not None:
+            webhooks.stop(0)
         log.error("%s", exc)
         readiness.failed(str(exc))
         return 1
 
     async def main() -> None:
         server: Any = None
+        metrics: Any = None
         token = trio.lowlevel.current_trio_token()
 
         def start_control() -> tuple[Any, ScanProgress]:
@@ -150,10 +168,28 @@ def run_daemon(
                 return None, progress
             return control, progress
 
+        def start_metrics() -> Any:
+            from musicfs.control.metrics import MetricsServer  # prometheus-client: after READY
+
+            exporter = MetricsServer(
+                fs, config.metrics_listen, webhooks.stats if webhooks is not None else None
+            )
+            try:
+                exporter.start()
+            except (OSError, ValueError) as exc:
+                log.error("cannot serve metrics on %s: %s; running without them",
+                          config.metrics_listen, exc)  # fmt: skip
+                return None
+            return exporter
+
         async def on_ready() -> None:
-            nonlocal server
+            nonlocal server, metrics
             readiness.ready()
             server, fs.progress = await trio.to_thread.run_sync(start_control)
+            if config.metrics_listen:
+                metrics = await trio.to_thread.run_sync(start_metrics)
+            if webhooks is not None:  # in a thread: secrets may come from the keyring
+                await trio.to_thread.run_sync(webhooks.start)
 
         try:
             await fs.serve(on_ready=on_ready)
@@ -161,7 +197,11 @@ def run_daemon(
             _notify_systemd("STOPPING=1")
             if server is not None:
                 await server.stop()
+            if metrics is not None:
+                await trio.to_thread.run_sync(metrics.stop)
             plugins.close()
+            if webhooks is not None:  # after the plugins: their unload events go out too
+                await trio.to_thread.run_sync(webhooks.stop, WEBHOOK_STOP_TIMEOUT)
 
     try:
         trio.run(main)

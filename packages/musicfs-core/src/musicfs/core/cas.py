@@ -216,6 +216,21 @@ class ChunkStore:
         finally:
             self.unpin(held)
 
+    def drop_unreferenced(self, keep: set[str]) -> tuple[int, int]:
+        """Delete every chunk not in *keep* and not pinned by an open file;
+        return (chunks, bytes) deleted."""
+        with self._lock:
+            self._flush_touches()
+            rows = self._db.execute("SELECT hash, size FROM chunks").fetchall()
+            dropped = freed = 0
+            for digest, size in rows:
+                if digest in keep or digest in self._pins:
+                    continue
+                self._forget_locked(digest)
+                dropped += 1
+                freed += size
+        return dropped, freed
+
     def evict(self) -> int:
         """Bring the store under its limit now; return the bytes freed."""
         with self._lock:

@@ -583,6 +583,31 @@ class Catalog:
             "UPDATE files SET size = -1, content_hash = NULL WHERE id = ?", (file_id,)
         )
 
+    def node_at(self, path: str) -> Node | None:
+        """The node at *path* (relative to the mountpoint, ``/``-separated)."""
+        node = self.node(ROOT_NODE)
+        for name in filter(None, path.strip("/").split("/")):
+            if node is None:
+                return None
+            node = self.lookup(node.id, name)
+        return node
+
+    def file_ids_under(self, node_id: int) -> list[int]:
+        """The files of the tree at or below node *node_id*, in tree order."""
+        rows = self._conn.execute(
+            "WITH RECURSIVE below(id, file_id) AS ("
+            " SELECT id, file_id FROM nodes WHERE id = ?"
+            " UNION ALL SELECT n.id, n.file_id FROM nodes n JOIN below b ON n.parent = b.id"
+            " WHERE b.file_id IS NULL)"
+            " SELECT file_id FROM below WHERE file_id IS NOT NULL",
+            (node_id,),
+        )
+        return [row[0] for row in rows]
+
+    def tracks_per_origin(self) -> dict[str, int]:
+        rows = self._conn.execute("SELECT origin, count(*) FROM files GROUP BY origin")
+        return {row[0]: row[1] for row in rows}
+
     def mark_formats_changed(self, formats: Sequence[str]) -> None:
         """`mark_changed` for every file of these formats (their reader changed)."""
         marks = ", ".join("?" * len(formats))

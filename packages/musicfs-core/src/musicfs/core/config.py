@@ -35,6 +35,7 @@ from musicfs.core.values import (
     _size,
     _str,
 )
+from musicfs.core.webhookconfig import WebhookConfig, file_webhooks
 
 __all__ = ["Config", "ConfigError", "OriginConfig", "describe_settings", "load_config"]
 
@@ -68,6 +69,8 @@ class Config:
     cache_limit: int = 10 * 1024**3
     # [control]
     socket: str | None = None
+    # [metrics]
+    metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "" = none
     # [plugins]
     plugin_paths: tuple[str, ...] = ()
     plugin_entry_points: bool = True
@@ -76,6 +79,8 @@ class Config:
     wasm_filesystem: bool = False
     #: [plugins.<name>] tables: each plugin's own settings, given to its init().
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
+    #: [[webhooks]] tables (musicfs.core.webhookconfig).
+    webhooks: tuple[WebhookConfig, ...] = ()
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -97,6 +102,19 @@ def _log_level(value: Any) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
+
+
+def _listen(value: Any) -> str:
+    """``host:port`` (``[::1]:port`` for IPv6) to serve HTTP on; "" for nowhere."""
+    text = _str(value).strip()
+    if not text:
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
+    if not host.strip("[]"):
+        raise ValueError(f"name the address to listen on (e.g. 127.0.0.1:{port}), got {value!r}")
+    return text
 
 
 def _paths(value: Any) -> tuple[str, ...]:
@@ -139,6 +157,9 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ),
     ("cache", "limit"): _Setting("cache_limit", _size, "content cache size, e.g. 10GiB"),
     ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
+    ("metrics", "listen"): _Setting(
+        "metrics_listen", _listen, "HOST:PORT of the Prometheus metrics endpoint, empty = off"
+    ),
     ("plugins", "paths"): _Setting(
         "plugin_paths", _paths, "plugin files or folders to load (.py, packages, .wasm, .wat)"
     ),
@@ -216,6 +237,8 @@ def _apply_file(config: Config, path: Path) -> Config:
     for key, value in data.items():
         if key == "origins":
             changes["origins"] = file_origins(path, value)
+        elif key == "webhooks":
+            changes["webhooks"] = file_webhooks(path, value)
         elif isinstance(value, dict) and any(s == key for s, _ in _SETTINGS):
             for sub, subvalue in value.items():
                 if key == "plugins" and isinstance(subvalue, dict):  # [plugins.<name>]
@@ -232,7 +255,9 @@ def _file_setting(path: Path, section: str, key: str, value: Any) -> dict[str, A
     setting = _SETTINGS.get((section, key))
     if setting is None:
         known = ", ".join(sorted(f"{s}.{k}" if s else k for s, k in _SETTINGS))
-        raise ConfigError(f"{path}: unknown key {name!r} (known keys: {known}, [[origins]])")
+        raise ConfigError(
+            f"{path}: unknown key {name!r} (known keys: {known}, [[origins]], [[webhooks]])"
+        )
     return {setting.attr: _check(setting, value, f"{path}: key {name!r}: ")}
 
 

@@ -292,6 +292,26 @@ class ContentCache:
                         len(bad), dropped)  # fmt: skip
         return bad, dropped
 
+    def clear(self, origin: str | None = None) -> tuple[int, int]:
+        """Drop the cached copies of *origin*'s files (of every file when None), and
+        the chunks no other copy uses. Open files keep reading theirs. Returns
+        (files, bytes freed)."""
+        with self._lock:
+            if origin is None:
+                files = self._db.execute("DELETE FROM manifests").rowcount
+            else:
+                files = self._db.execute(
+                    "DELETE FROM manifests WHERE origin = ?", (origin,)
+                ).rowcount
+            kept = self._db.execute("SELECT chunks FROM manifests").fetchall()
+            row = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests"
+            )
+            self.headers.entries, self.headers.bytes = row.fetchone()
+        keep = {digest for (listing,) in kept for digest in _digests(listing)}
+        _, freed = self.store.drop_unreferenced(keep)
+        return files, freed
+
     def forget(self, origin: str, relpath: str) -> bool:
         """Drop the cached copy of a file (its chunks stay, for other files and
         for eviction to reclaim). True if there was one."""

@@ -29,6 +29,7 @@ import pyfuse3
 import trio
 
 from musicfs.core.catalog import Node
+from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import ChangeKind, TreeChange
 from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
 
@@ -45,13 +46,14 @@ _BLOCK = 512
 
 
 def _fuse_op(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    """Count the call and turn every failure into a FUSEError with an errno."""
+    """Count and time the call and turn every failure into a FUSEError with an errno."""
     name = func.__name__
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         ops: MusicFSOperations = args[0]  # type: ignore[assignment]
         ops.op_counts[name] += 1
+        started = time.perf_counter()
         try:
             return await func(*args, **kwargs)
         except pyfuse3.FUSEError:
@@ -63,6 +65,8 @@ def _fuse_op(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine
         except Exception:
             log.exception("%s failed unexpectedly; answering EIO", name)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            ops.latency.record(name, time.perf_counter() - started)
 
     return wrapper
 
@@ -103,6 +107,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self.gid = os.getgid() if gid is None else gid
         self.started_ns = time.time_ns()
         self.op_counts: Counter[str] = Counter()
+        self.latency = LatencyRecorder()  # per operation, read by status and metrics
         self._readdir_fit = 64  # entries the kernel took in the last readdir call
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles

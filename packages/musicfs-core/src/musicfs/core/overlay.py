@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.catalog import Catalog, Node, Track
 from musicfs.core.extensions import Extensions
 from musicfs.core.federation import Federation
 from musicfs.core.layout import Layout, TreeChange
@@ -52,13 +52,9 @@ class TagView:
 
 def resolve(catalog: Catalog, path: str) -> Node:
     """The node at *path* (relative to the mountpoint, ``/``-separated)."""
-    node = catalog.node(ROOT_NODE)
-    assert node is not None
-    for name in filter(None, path.strip("/").split("/")):
-        found = catalog.lookup(node.id, name)
-        if found is None:
-            raise TagError(f"{path}: no such file in the mount")
-        node = found
+    node = catalog.node_at(path)
+    if node is None:
+        raise TagError(f"{path}: no such file in the mount")
     if node.file_id is None:
         raise TagError(f"{path}: is a folder; name a file")
     return node

@@ -158,6 +158,7 @@ class Scanner:
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self.report: ScanReport | None = None  # of the scan running (or last run)
         self._inflight: (
             tuple[Origin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]] | None
         ) = None
@@ -173,7 +174,7 @@ class Scanner:
 
     def scan(self, origin: Origin) -> ScanReport:
         """Walk *origin* and update the catalog; return what changed."""
-        report = ScanReport(origin.id)
+        report = self.report = ScanReport(origin.id)
         started = time.monotonic()
         if not self._reachable(origin, report):
             return report
@@ -194,7 +195,7 @@ class Scanner:
         """Look again only where *request* says something changed (a watch's events)."""
         if request.full:
             return self.scan(origin)
-        report = ScanReport(origin.id)
+        report = self.report = ScanReport(origin.id)
         started = time.monotonic()
         if not self._reachable(origin, report):
             return report

@@ -37,6 +37,7 @@ from musicfs.core.events import EventBus, EventType
 from musicfs.core.extensions import Extensions
 from musicfs.core.federation import Federation, Health
 from musicfs.core.fs import MusicFSOperations, mount_options
+from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
 from musicfs.core.library import Library, version_of
 from musicfs.core.origins.base import Origin, OriginUnavailable
@@ -339,7 +340,7 @@ class MusicFS:
                 workers=self.config.scan_workers,
                 extensions=self.config.extensions,
                 skip_unreadable=self.config.skip_unreadable,
-                on_changes=self._on_changes,
+                on_changes=self.notify_tree_changes,
                 progress=self.progress,
                 federation=self.federation,
                 plugins=self.extensions,
@@ -365,7 +366,7 @@ class MusicFS:
                     )
                 # Files that changed need their overlay made again (a new header).
                 editor = self._overlay_editor(catalog, scanner.layout)
-                self._on_changes(editor.refresh(catalog.overlays_due()))
+                self.notify_tree_changes(editor.refresh(catalog.overlays_due()))
             finally:
                 scanner.close()
                 if self.progress is not None:
@@ -463,19 +464,22 @@ class MusicFS:
                 await trio.to_thread.run_sync(self._fill, track)
 
     def _fill(self, track: Track) -> None:
-        origin = self.origins.get(track.origin)
-        if origin is None or self.content is None:
-            return
         try:
-            file = self.federation.open(track.origin, track.relpath)
-        except OSError:
-            return  # gone or offline meanwhile: nothing to copy
-        try:
-            self.content.fill(version_of(track), file)
+            self.copy_to_cache(track)
         except OSError as exc:
             log.warning("could not cache %s/%s: %s", track.origin, track.relpath, exc)
-        finally:
-            file.close()
+
+    def copy_to_cache(self, track: Track) -> int:
+        """Copy one file into the content cache (blocking, any thread but trio's);
+        return the bytes read from its origin (0: nothing to do). Raises OSError."""
+        if track.origin not in self.origins or self.content is None:
+            return 0
+        if self.content.has(version_of(track)):
+            return 0
+        before = self.content.origin_bytes
+        with self.federation.open(track.origin, track.relpath) as file:
+            self.content.fill(version_of(track), file)
+        return self.content.origin_bytes - before
 
     def _ask(self, origin_id: str, request: ScanRequest) -> None:
         self._requests.setdefault(origin_id, ScanRequest()).merge(request)
@@ -485,7 +489,8 @@ class MusicFS:
         log.info("%s/%s changed since it was scanned; rescanning", track.origin, track.relpath)
         self.request_rescan()
 
-    def _on_changes(self, changes: list[TreeChange]) -> None:
+    def notify_tree_changes(self, changes: list[TreeChange]) -> None:
+        """Make the kernel forget what *changes* made stale (any thread but trio's)."""
         if self._ops is not None and not self._stopping:
             self._ops.invalidate(changes)
 
@@ -518,6 +523,17 @@ class MusicFS:
                 trio.from_thread.run_sync(self._ask, origin, request, trio_token=self.trio_token)
         return report
 
+    @property
+    def library(self) -> Library | None:
+        """The semantic core behind the mount, while it is served."""
+        return self._ops.library if self._ops is not None else None
+
+    @property
+    def current_scan(self) -> ScanReport | None:
+        """The report of the scan running now (it grows as the scan goes)."""
+        scanner = self._scanner
+        return scanner.report if scanner is not None and self.scanning else None
+
     def _overlay_editor(self, catalog: Catalog, layout: Layout | None = None) -> OverlayEditor:
         if layout is None:
             layout = Layout(
@@ -537,7 +553,7 @@ class MusicFS:
         with Catalog.open(self.catalog_path) as catalog:
             editor = self._overlay_editor(catalog)
             shown, changes = editor.set_tags(path, assignments, clear, source)
-        self._on_changes(changes)
+        self.notify_tree_changes(changes)
         return shown
 
     def tag_view(self, path: str) -> TagView:
@@ -556,7 +572,7 @@ class MusicFS:
         if wanted:
             with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
                 catalog.mark_formats_changed(wanted)
-        self._call_soon(self.request_rescan)
+        self.call_soon(self.request_rescan)
 
     def rebuild_origins(self, origin_type: str) -> list[str]:
         """Build the origins of *origin_type* again (its plugin was reloaded), and
@@ -571,10 +587,10 @@ class MusicFS:
             self.origins[config.id] = origin
             old.close()
             rebuilt.append(config.id)
-            self._call_soon(self.request_rescan, config.id)
+            self.call_soon(self.request_rescan, config.id)
         return rebuilt
 
-    def _call_soon(self, function: Callable[..., None], *args: Any) -> None:
+    def call_soon(self, function: Callable[..., None], *args: Any) -> None:
         """Run *function* in the trio thread (from any other thread)."""
         if self.trio_token is None or self._stopping:
             return
@@ -662,3 +678,15 @@ class MusicFS:
             "events_dropped": self.events.dropped,
             "event_subscribers": self.events.subscribers,
         }
+
+    @property
+    def operations(self) -> MusicFSOperations | None:
+        """The FUSE handlers while mounted; their counters (`op_counts`) and
+        `latency` may be read from any thread (the metrics endpoint does)."""
+        return self._ops
+
+    def latency(self) -> dict[str, Any]:
+        """p50/p95/p99 (ms) of the FUSE operations since the mount, over all and
+        per operation (`LatencyRecorder.summary`). Any thread: it reads a snapshot."""
+        ops = self._ops
+        return (ops.latency if ops is not None else LatencyRecorder()).summary()

@@ -42,7 +42,7 @@ class OriginStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., online: _Optional[bool] = ..., last_scan: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers")
+    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "op_latency")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,10 @@ class Status(_message.Message):
     CACHED_FILES_FIELD_NUMBER: _ClassVar[int]
     EVENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     EVENT_SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
+    OP_LATENCY_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     state: MountState
@@ -77,7 +81,11 @@ class Status(_message.Message):
     cached_files: int
     events_dropped: int
     event_subscribers: int
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ...) -> None: ...
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    op_latency: _containers.RepeatedCompositeFieldContainer[OpLatency]
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., op_latency: _Optional[_Iterable[_Union[OpLatency, _Mapping]]] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ("drain_timeout_seconds",)
@@ -304,3 +312,212 @@ class LookupTagsResponse(_message.Message):
     tags: TagInfo
     errors: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, proposals: _Optional[_Iterable[_Union[MetadataProposal, _Mapping]]] = ..., tags: _Optional[_Union[TagInfo, _Mapping]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetCacheStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TierStats(_message.Message):
+    __slots__ = ("tier", "entries", "bytes", "hits", "misses", "evictions", "corrupt", "hit_ratio")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    CORRUPT_FIELD_NUMBER: _ClassVar[int]
+    HIT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    corrupt: int
+    hit_ratio: float
+    def __init__(self, tier: _Optional[str] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., corrupt: _Optional[int] = ..., hit_ratio: _Optional[float] = ...) -> None: ...
+
+class CacheStats(_message.Message):
+    __slots__ = ("tiers", "mode", "limit_bytes", "dedup_ratio", "origin_bytes", "cached_files")
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEDUP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FILES_FIELD_NUMBER: _ClassVar[int]
+    tiers: _containers.RepeatedCompositeFieldContainer[TierStats]
+    mode: str
+    limit_bytes: int
+    dedup_ratio: float
+    origin_bytes: int
+    cached_files: int
+    def __init__(self, tiers: _Optional[_Iterable[_Union[TierStats, _Mapping]]] = ..., mode: _Optional[str] = ..., limit_bytes: _Optional[int] = ..., dedup_ratio: _Optional[float] = ..., origin_bytes: _Optional[int] = ..., cached_files: _Optional[int] = ...) -> None: ...
+
+class ClearCacheRequest(_message.Message):
+    __slots__ = ("scope", "origin")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    origin: str
+    def __init__(self, scope: _Optional[str] = ..., origin: _Optional[str] = ...) -> None: ...
+
+class ClearCacheResponse(_message.Message):
+    __slots__ = ("files_dropped", "bytes_freed", "entries_dropped")
+    FILES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    files_dropped: int
+    bytes_freed: int
+    entries_dropped: int
+    def __init__(self, files_dropped: _Optional[int] = ..., bytes_freed: _Optional[int] = ..., entries_dropped: _Optional[int] = ...) -> None: ...
+
+class PrefetchRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class PrefetchProgress(_message.Message):
+    __slots__ = ("files", "done", "bytes", "already_cached", "failed", "current", "finished")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_CACHED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    files: int
+    done: int
+    bytes: int
+    already_cached: int
+    failed: _containers.RepeatedScalarFieldContainer[str]
+    current: str
+    finished: bool
+    def __init__(self, files: _Optional[int] = ..., done: _Optional[int] = ..., bytes: _Optional[int] = ..., already_cached: _Optional[int] = ..., failed: _Optional[_Iterable[str]] = ..., current: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class ListOriginsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OriginInfo(_message.Message):
+    __slots__ = ("id", "type", "location", "priority", "max_requests", "bandwidth", "timeout_seconds", "online", "tracks")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    type: str
+    location: str
+    priority: int
+    max_requests: int
+    bandwidth: int
+    timeout_seconds: float
+    online: bool
+    tracks: int
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., priority: _Optional[int] = ..., max_requests: _Optional[int] = ..., bandwidth: _Optional[int] = ..., timeout_seconds: _Optional[float] = ..., online: _Optional[bool] = ..., tracks: _Optional[int] = ...) -> None: ...
+
+class OriginList(_message.Message):
+    __slots__ = ("origins",)
+    ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    origins: _containers.RepeatedCompositeFieldContainer[OriginInfo]
+    def __init__(self, origins: _Optional[_Iterable[_Union[OriginInfo, _Mapping]]] = ...) -> None: ...
+
+class GetOriginHealthRequest(_message.Message):
+    __slots__ = ("origin",)
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    def __init__(self, origin: _Optional[str] = ...) -> None: ...
+
+class OriginHealth(_message.Message):
+    __slots__ = ("origin", "online", "failures", "last_error", "changed_at", "latency_ms", "next_check_in", "last_scan")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHECK_IN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCAN_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    online: bool
+    failures: int
+    last_error: str
+    changed_at: float
+    latency_ms: float
+    next_check_in: float
+    last_scan: str
+    def __init__(self, origin: _Optional[str] = ..., online: _Optional[bool] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ..., changed_at: _Optional[float] = ..., latency_ms: _Optional[float] = ..., next_check_in: _Optional[float] = ..., last_scan: _Optional[str] = ...) -> None: ...
+
+class RescanOriginRequest(_message.Message):
+    __slots__ = ("origin",)
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    def __init__(self, origin: _Optional[str] = ...) -> None: ...
+
+class RescanProgress(_message.Message):
+    __slots__ = ("origin", "seen", "added", "changed", "removed", "unreadable", "finished", "complete", "error")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SEEN_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    seen: int
+    added: int
+    changed: int
+    removed: int
+    unreadable: int
+    finished: bool
+    complete: bool
+    error: str
+    def __init__(self, origin: _Optional[str] = ..., seen: _Optional[int] = ..., added: _Optional[int] = ..., changed: _Optional[int] = ..., removed: _Optional[int] = ..., unreadable: _Optional[int] = ..., finished: _Optional[bool] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetConfigRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetConfigRequest(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class ConfigValues(_message.Message):
+    __slots__ = ("values", "settable")
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    SETTABLE_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, str]
+    settable: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Mapping[str, str]] = ..., settable: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class OpLatency(_message.Message):
+    __slots__ = ("op", "count", "p50_ms", "p95_ms", "p99_ms")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    count: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    def __init__(self, op: _Optional[str] = ..., count: _Optional[int] = ..., p50_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...

@@ -89,6 +89,46 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.FromString,
                 _registered_method=True)
+        self.GetCacheStats = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/GetCacheStats',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetCacheStatsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.CacheStats.FromString,
+                _registered_method=True)
+        self.ClearCache = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/ClearCache',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ClearCacheRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ClearCacheResponse.FromString,
+                _registered_method=True)
+        self.Prefetch = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/Prefetch',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchProgress.FromString,
+                _registered_method=True)
+        self.ListOrigins = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/ListOrigins',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListOriginsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.OriginList.FromString,
+                _registered_method=True)
+        self.GetOriginHealth = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/GetOriginHealth',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetOriginHealthRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.OriginHealth.FromString,
+                _registered_method=True)
+        self.RescanOrigin = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/RescanOrigin',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.RescanOriginRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.RescanProgress.FromString,
+                _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/GetConfig',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.FromString,
+                _registered_method=True)
+        self.SetConfig = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/SetConfig',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetConfigRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.FromString,
+                _registered_method=True)
 
 
 class MusicFSServicer:
@@ -175,6 +215,59 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCacheStats(self, request, context):
+        """The content cache: what each tier holds, emptying it, filling it ahead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearCache(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Prefetch(self, request, context):
+        """Copy files into the cache now (all files under a folder of the tree).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrigins(self, request, context):
+        """Origins: their settings and health, and rescans.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOriginHealth(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RescanOrigin(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConfig(self, request, context):
+        """Settings that can change while mounted (FR-17.4): log_level, cache.limit,
+        template, scan.poll_interval. Until the daemon stops; the file is not written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +325,46 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.LookupTags,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.SerializeToString,
+            ),
+            'GetCacheStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCacheStats,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetCacheStatsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.CacheStats.SerializeToString,
+            ),
+            'ClearCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearCache,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ClearCacheRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ClearCacheResponse.SerializeToString,
+            ),
+            'Prefetch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Prefetch,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchProgress.SerializeToString,
+            ),
+            'ListOrigins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrigins,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListOriginsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.OriginList.SerializeToString,
+            ),
+            'GetOriginHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOriginHealth,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetOriginHealthRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.OriginHealth.SerializeToString,
+            ),
+            'RescanOrigin': grpc.unary_stream_rpc_method_handler(
+                    servicer.RescanOrigin,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.RescanOriginRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.RescanProgress.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetConfigRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.SerializeToString,
+            ),
+            'SetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConfig,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetConfigRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +664,222 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/LookupTags',
             musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCacheStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/GetCacheStats',
+            musicfs_dot_control_dot_v1_dot_control__pb2.GetCacheStatsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.CacheStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/ClearCache',
+            musicfs_dot_control_dot_v1_dot_control__pb2.ClearCacheRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.ClearCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prefetch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/Prefetch',
+            musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrigins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/ListOrigins',
+            musicfs_dot_control_dot_v1_dot_control__pb2.ListOriginsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.OriginList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOriginHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/GetOriginHealth',
+            musicfs_dot_control_dot_v1_dot_control__pb2.GetOriginHealthRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.OriginHealth.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RescanOrigin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/RescanOrigin',
+            musicfs_dot_control_dot_v1_dot_control__pb2.RescanOriginRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.RescanProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/GetConfig',
+            musicfs_dot_control_dot_v1_dot_control__pb2.GetConfigRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SetConfig',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetConfigRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,221 @@
+"""``musicfs cache``: the content cache of a mount.
+
+- ``verify``, ``backup``, ``restore`` work on the cache directory itself (also
+  when nothing is mounted; restore only then);
+- ``stats``, ``clear``, ``prefetch`` ask the running daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from musicfs.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    client_for,
+    daemon_client,
+    daemon_unreachable,
+    is_mounted,
+    load_args_config,
+    path_in_mount,
+    socket_for,
+)
+from musicfs.core.config import Config
+from musicfs.core.paths import cache_dir_for
+
+_OFFLINE = ("verify", "backup", "restore")
+
+
+def add_parser(sub: Any, config_args: Any) -> None:
+    cache = sub.add_parser("cache", help="the content cache of a mount")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cache_verify = cache_sub.add_parser(
+        "verify", help="check every cached chunk and the catalog; drop what is damaged"
+    )
+    backup = cache_sub.add_parser("backup", help="write the catalog and cache to a tar file")
+    backup.add_argument("file", type=Path, help="the backup file to write")
+    restore = cache_sub.add_parser(
+        "restore", help="replace the catalog and cache with a backup (mount must be down)"
+    )
+    restore.add_argument("file", type=Path, help="the backup file to read")
+    for action in (cache_verify, backup, restore):
+        action.add_argument("mountpoint", type=Path, nargs="?")
+        config_args(action)
+        action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+    stats = cache_sub.add_parser("stats", help="entries, bytes, hits and misses of each tier")
+    clear = cache_sub.add_parser("clear", help="empty the cache (open files keep playing)")
+    clear.add_argument("--scope", choices=["all", "metadata", "chunks", "origin"], default="all",
+                       help="all (default), metadata (in memory), chunks (every cached copy), "
+                       "origin (one origin's copies)")  # fmt: skip
+    clear.add_argument("--origin", default="", help="the origin, for --scope origin")
+    for action in (stats, clear):
+        action.add_argument("mountpoint", type=Path, nargs="?")
+        config_args(action)
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+    prefetch = cache_sub.add_parser(
+        "prefetch", help="copy a folder or file of a mount into the cache now"
+    )
+    prefetch.add_argument("path", type=Path, help="a folder or file inside a mount")
+    config_args(prefetch)
+    prefetch.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.cache_command not in _OFFLINE:
+        return _online(args)
+    config = load_args_config(args, cache_dir=args.cache_dir)
+    action = args.cache_command
+    if args.mountpoint is None and not config.cache_dir:
+        raise CLIError(
+            f"name the mount (musicfs cache {action} ... MOUNTPOINT) or pass --cache-dir",
+            EXIT_USAGE,
+        )
+    cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
+    if args.cache_dir is None and args.mountpoint is not None and is_mounted(args.mountpoint):
+        cache_dir = _daemon_cache_dir(args) or cache_dir  # mounted with its own --cache-dir?
+    if action == "restore":
+        return _cache_restore(args, cache_dir)
+    if not (cache_dir / "catalog.sqlite3").exists():
+        raise CLIError(f"no MusicFS cache in {cache_dir} (never mounted with this cache dir?)")
+    if action == "backup":
+        return _cache_backup(args, cache_dir)
+    return _cache_verify(args, config, cache_dir)
+
+
+def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
+    """The cache dir the daemon serving *args.mountpoint* uses, if one answers."""
+    try:
+        with client_for(socket_for(args), args.mountpoint) as client:
+            return Path(client.status()["cache_dir"])
+    except (CLIError, daemon_unreachable()):
+        return None
+
+
+def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
+    from musicfs.core.backup import BackupError, backup_cache
+
+    try:
+        counts = backup_cache(cache_dir, args.file)
+    except (BackupError, OSError) as exc:
+        raise CLIError(f"backup failed: {exc}") from None
+    if args.json:
+        print(json.dumps({"file": str(args.file), **counts}, indent=2))
+    else:
+        print(f"wrote {args.file}: {counts['databases']} databases, {counts['chunks']} chunks "
+              f"({counts['bytes']} bytes)")  # fmt: skip
+    return EXIT_OK
+
+
+def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
+    from musicfs.core.backup import BackupError, restore_cache
+    from musicfs.core.paths import CacheDirLocked
+
+    try:
+        counts = restore_cache(args.file, cache_dir)
+    except CacheDirLocked as exc:
+        raise CLIError(f"{exc}; run musicfs unmount first") from None
+    except (BackupError, OSError) as exc:
+        raise CLIError(f"restore failed, {cache_dir} is unchanged: {exc}") from None
+    if args.json:
+        print(json.dumps({"cache_dir": str(cache_dir), **counts}, indent=2))
+    else:
+        print(f"restored {args.file} into {cache_dir} ({counts['chunks']} chunks)")
+    return EXIT_OK
+
+
+def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
+    from musicfs.core.catalog import Catalog
+    from musicfs.core.content import ContentCache
+
+    with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
+        catalog_check = catalog.integrity_check()
+    content_dir = cache_dir / "content"
+    bad: list[str] = []
+    dropped = chunks = files = 0
+    if content_dir.exists():
+        content = ContentCache(content_dir, config.cache_limit)
+        try:
+            bad, dropped = content.verify(deep=True)
+            chunks, files = content.store.stats.entries, content.headers.entries
+        finally:
+            content.close()
+    report = {
+        "cache_dir": str(cache_dir),
+        "catalog": catalog_check,
+        "chunks_kept": chunks,
+        "cached_files_kept": files,
+        "damaged_chunks_dropped": len(bad),
+        "cached_files_dropped": dropped,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"catalog: {catalog_check}")
+        print(f"content cache: {chunks} chunks and {files} cached files kept; "
+              f"{len(bad)} damaged chunks and {dropped} incomplete files dropped "
+              "(they are copied again when next read)")  # fmt: skip
+    healthy = catalog_check == "ok" and not bad and not dropped
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _online(args: argparse.Namespace) -> int:
+    if args.cache_command == "prefetch":
+        args.mountpoint, relpath = path_in_mount(args.path)
+    with daemon_client(args) as client:
+        if args.cache_command == "stats":
+            result = client.cache_stats()
+        elif args.cache_command == "clear":
+            if args.scope == "origin" and not args.origin:
+                raise CLIError("--scope origin needs --origin ID", EXIT_USAGE)
+            result = client.clear_cache(args.scope, args.origin)
+        else:
+            result = _prefetch(client, relpath, args.json)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif args.cache_command == "stats":
+        _print_stats(result)
+    elif args.cache_command == "clear":
+        print(f"dropped {result['files_dropped']} cached files ({result['bytes_freed']} bytes) "
+              f"and {result['entries_dropped']} directory entries")  # fmt: skip
+    else:
+        copied, already = result["bytes"], result["already_cached"]
+        print(f"{result['done']} of {result['files']} files in the cache "
+              f"({already} were already, {copied} bytes copied)")  # fmt: skip
+        for problem in result["failed"]:
+            print(f"failed: {problem}")
+    failed = args.cache_command == "prefetch" and result["failed"]
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _prefetch(client: Any, relpath: str, quiet: bool) -> dict[str, Any]:
+    from musicfs.cli.progress import follow, last
+
+    updates = follow(client.prefetch(relpath), "copying", quiet, total="files", completed="done")
+    final = last(updates)
+    if not final.get("finished"):
+        raise CLIError("the daemon stopped before the prefetch finished")
+    return final
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"content cache ({stats['mode']}, limit {stats['limit_bytes']} bytes)")
+    for column in ("tier", "entries", "bytes", "hits", "misses", "hit ratio", "evictions",
+                   "corrupt"):  # fmt: skip
+        table.add_column(column)
+    for tier in stats["tiers"]:
+        table.add_row(tier["tier"], str(tier["entries"]), str(tier["bytes"]), str(tier["hits"]),
+                      str(tier["misses"]), f"{tier['hit_ratio']:.2f}", str(tier["evictions"]),
+                      str(tier["corrupt"]))  # fmt: skip
+    console = Console()
+    console.print(table)
+    console.print(f"cached files: {stats['cached_files']}; dedup ratio {stats['dedup_ratio']:.2f}; "
+                  f"read from origins to fill it: {stats['origin_bytes']} bytes")  # fmt: skip

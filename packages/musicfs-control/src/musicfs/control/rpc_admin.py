@@ -1,0 +1,140 @@
+"""The control RPCs that operate a mount: cache, origins, rescans, settings (FR-17).
+
+A mixin of `musicfs.control.server.ControlServicer`; the work is done by
+`musicfs.core.admin.Admin` in the gRPC thread. `AdminError`s become status
+codes: not_found → NOT_FOUND, busy → FAILED_PRECONDITION, else INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from musicfs.control.v1 import control_pb2
+from musicfs.core.admin import SETTABLE, Admin, AdminError, PrefetchProgress
+from musicfs.core.scanner import ScanReport
+
+T = TypeVar("T")
+
+_CODES = {
+    "not_found": grpc.StatusCode.NOT_FOUND,
+    "busy": grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def _abort(context: grpc.ServicerContext, exc: AdminError) -> NoReturn:
+    context.abort(_CODES.get(exc.kind, grpc.StatusCode.INVALID_ARGUMENT), str(exc))
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def _rescan_message(report: ScanReport, finished: bool) -> control_pb2.RescanProgress:
+    return control_pb2.RescanProgress(
+        origin=report.origin, seen=report.seen, added=report.added, changed=report.changed,
+        removed=report.removed, unreadable=report.unreadable, finished=finished,
+        complete=report.complete and finished, error=report.errors[0] if report.errors else "",
+    )  # fmt: skip
+
+
+def _prefetch_message(progress: PrefetchProgress) -> control_pb2.PrefetchProgress:
+    return control_pb2.PrefetchProgress(
+        files=progress.files, done=progress.done, bytes=progress.bytes,
+        already_cached=progress.already_cached, failed=list(progress.failed),
+        current=progress.current, finished=progress.finished,
+    )  # fmt: skip
+
+
+class AdminRPCs:
+    """GetCacheStats, ClearCache, Prefetch, ListOrigins, GetOriginHealth,
+    RescanOrigin, GetConfig, SetConfig."""
+
+    admin: Admin
+
+    def _do(self, context: grpc.ServicerContext, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except AdminError as exc:
+            _abort(context, exc)
+
+    def GetCacheStats(
+        self, request: control_pb2.GetCacheStatsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.CacheStats:
+        stats = self.admin.cache_stats()
+        tiers = [control_pb2.TierStats(**tier) for tier in stats.pop("tiers")]
+        return control_pb2.CacheStats(tiers=tiers, **stats)
+
+    def ClearCache(
+        self, request: control_pb2.ClearCacheRequest, context: grpc.ServicerContext
+    ) -> control_pb2.ClearCacheResponse:
+        scope = request.scope or "all"
+        result = self._do(context, lambda: self.admin.clear_cache(scope, request.origin))
+        return control_pb2.ClearCacheResponse(**result)
+
+    def Prefetch(
+        self, request: control_pb2.PrefetchRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.PrefetchProgress]:
+        updates: queue.Queue[control_pb2.PrefetchProgress | Exception | None] = queue.Queue()
+
+        def run() -> None:
+            try:
+                final = self.admin.prefetch(
+                    request.path, lambda p: updates.put(_prefetch_message(p))
+                )
+                updates.put(_prefetch_message(final))
+            except Exception as exc:
+                updates.put(exc)
+            finally:
+                updates.put(None)
+
+        # A worker thread, so a client that goes away does not stop the copy half way.
+        threading.Thread(target=run, name="musicfs-prefetch", daemon=True).start()
+        while (update := updates.get()) is not None:
+            if isinstance(update, AdminError):
+                _abort(context, update)
+            if isinstance(update, Exception):
+                context.abort(grpc.StatusCode.INTERNAL, f"prefetch failed: {update}")
+            yield update
+
+    def ListOrigins(
+        self, request: control_pb2.ListOriginsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.OriginList:
+        origins = [control_pb2.OriginInfo(**o) for o in self.admin.origins()]
+        return control_pb2.OriginList(origins=origins)
+
+    def GetOriginHealth(
+        self, request: control_pb2.GetOriginHealthRequest, context: grpc.ServicerContext
+    ) -> control_pb2.OriginHealth:
+        health = self._do(context, lambda: self.admin.origin_health(request.origin))
+        return control_pb2.OriginHealth(**health)
+
+    def RescanOrigin(
+        self, request: control_pb2.RescanOriginRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.RescanProgress]:
+        progress = self._do(context, lambda: iter(self.admin.rescan(request.origin)))
+        try:
+            first = next(progress)
+        except AdminError as exc:
+            _abort(context, exc)
+        except StopIteration:
+            return
+        yield _rescan_message(*first)
+        for report, finished in progress:
+            if not context.is_active():
+                return  # the rescan goes on; nobody is listening
+            yield _rescan_message(report, finished)
+
+    def GetConfig(
+        self, request: control_pb2.GetConfigRequest, context: grpc.ServicerContext
+    ) -> control_pb2.ConfigValues:
+        return control_pb2.ConfigValues(values=self.admin.settings(), settable=list(SETTABLE))
+
+    def SetConfig(
+        self, request: control_pb2.SetConfigRequest, context: grpc.ServicerContext
+    ) -> control_pb2.ConfigValues:
+        values: dict[str, Any] = self._do(
+            context, lambda: self.admin.set_setting(request.key, request.value)
+        )
+        return control_pb2.ConfigValues(values=values, settable=list(SETTABLE))

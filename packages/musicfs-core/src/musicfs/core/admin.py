@@ -1,0 +1,254 @@
+"""Operating a running mount: cache statistics and clearing, prefetch, origins,
+rescans with progress, and the settings that can change while mounted (FR-17).
+
+`Admin` is what the control API calls for these. Every method blocks (catalog
+queries, origin reads) and is meant for the control server's threads, never
+the trio thread; what must happen in the trio thread (asking for a rescan) goes
+through `MusicFS.call_soon`. Errors are `AdminError`s whose message says what
+to do; the control server maps them to status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from musicfs.core.catalog import ROOT_NODE, Catalog
+from musicfs.core.layout import ChangeKind, Layout, TreeChange
+from musicfs.core.scanner import ScanReport
+from musicfs.core.service import MusicFS
+from musicfs.core.templates import PathTemplate, TemplateError
+from musicfs.core.values import _size
+
+log = logging.getLogger(__name__)
+
+#: Settings `set_setting` can change while mounted, until the daemon stops.
+SETTABLE = ("log_level", "cache.limit", "template")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_POLL = 0.5  # seconds between progress reports
+
+
+class AdminError(Exception):
+    """A request that cannot be done. *kind*: "not_found", "invalid" or "busy"."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class PrefetchProgress:
+    files: int = 0
+    done: int = 0
+    bytes: int = 0
+    already_cached: int = 0
+    failed: list[str] = field(default_factory=list)
+    current: str = ""
+    finished: bool = False
+
+
+class Admin:
+    """Administration of one `MusicFS` mount."""
+
+    def __init__(self, fs: MusicFS) -> None:
+        self.fs = fs
+
+    # -- the content cache --------------------------------------------------------------
+
+    def cache_stats(self) -> dict[str, Any]:
+        fs, tiers = self.fs, []
+        library = fs.library
+        if library is not None:
+            tiers.append(("l1", library.directories.stats))
+        if fs.content is not None:
+            tiers += [("l2", fs.content.headers), ("l3", fs.content.store.stats)]
+        return {
+            "tiers": [
+                {"tier": name, **asdict(stats), "hit_ratio": stats.hit_ratio}
+                for name, stats in tiers
+            ],
+            "mode": fs.config.cache_mode,
+            "limit_bytes": fs.content.store.limit if fs.content else 0,
+            "dedup_ratio": fs.content.dedup_ratio() if fs.content else 1.0,
+            "origin_bytes": fs.content.origin_bytes if fs.content else 0,
+            "cached_files": fs.content.headers.entries if fs.content else 0,
+        }
+
+    def clear_cache(self, scope: str, origin: str = "") -> dict[str, int]:
+        """Empty a part of the cache. Open files keep reading what they read."""
+        fs = self.fs
+        if scope not in ("all", "metadata", "chunks", "origin"):
+            raise AdminError(f"scope {scope!r}: use all, metadata, chunks or origin")
+        if scope == "origin" and origin not in fs.origins:
+            raise AdminError(self._unknown_origin(origin), "not_found")
+        result = {"files_dropped": 0, "bytes_freed": 0, "entries_dropped": 0}
+        library = fs.library
+        if scope in ("all", "metadata") and library is not None:
+            result["entries_dropped"] = library.directories.stats.entries
+            library.directories.clear()
+        if scope in ("all", "chunks", "origin") and fs.content is not None:
+            files, freed = fs.content.clear(origin if scope == "origin" else None)
+            result["files_dropped"], result["bytes_freed"] = files, freed
+        log.info("cache cleared (%s%s): %s", scope, f" {origin}" if origin else "", result)
+        return result
+
+    def prefetch(
+        self, path: str, progress: Callable[[PrefetchProgress], None] | None = None
+    ) -> PrefetchProgress:
+        """Copy every file at or below *path* of the tree into the content cache."""
+        fs = self.fs
+        if fs.content is None:
+            raise AdminError('the cache is off ([cache] mode = "passthrough"): nothing to fill')
+        with Catalog.open(fs.catalog_path, readonly=True) as catalog:
+            node = catalog.node_at(path)
+            if node is None:
+                raise AdminError(f"{path}: not in the mount", "not_found")
+            tracks = [t for f in catalog.file_ids_under(node.id) if (t := catalog.track(f))]
+        report = PrefetchProgress(files=len(tracks))
+        last = 0.0
+        for track in tracks:
+            report.current = f"{track.origin}/{track.relpath}"
+            if progress is not None and time.monotonic() - last >= _POLL:
+                last = time.monotonic()
+                progress(report)
+            try:
+                copied = fs.copy_to_cache(track)
+            except OSError as exc:
+                report.failed.append(f"{report.current}: {exc}")
+                continue
+            report.done += 1
+            report.bytes += copied
+            report.already_cached += copied == 0
+        report.current, report.finished = "", True
+        return report
+
+    # -- origins ------------------------------------------------------------------------
+
+    def origins(self) -> list[dict[str, Any]]:
+        fs = self.fs
+        online = fs.origins_online()
+        with Catalog.open(fs.catalog_path, readonly=True) as catalog:
+            tracks = catalog.tracks_per_origin()
+        out = []
+        for config in fs.config.origins:
+            origin = fs.origins.get(config.id)
+            if origin is None:
+                continue
+            out.append({
+                "id": config.id, "type": origin.kind, "location": origin.location,
+                "priority": config.priority, "max_requests": config.max_requests,
+                "bandwidth": config.bandwidth, "timeout_seconds": config.timeout,
+                "online": online.get(config.id, False), "tracks": tracks.get(config.id, 0),
+            })  # fmt: skip
+        return out
+
+    def origin_health(self, origin: str) -> dict[str, Any]:
+        fs = self.fs
+        if origin not in fs.origins:
+            raise AdminError(self._unknown_origin(origin), "not_found")
+        if fs.origins[origin].inline:
+            fs.federation.probe(origin)  # a local disk: ask it now
+        health = fs.federation.health[origin]
+        report = fs.scan_reports.get(origin)
+        return {
+            "origin": origin,
+            "online": health.online,
+            "failures": health.failures,
+            "last_error": health.last_error,
+            "changed_at": health.changed_at,
+            "latency_ms": health.latency_ms,
+            "next_check_in": 0.0
+            if health.online
+            else max(0.0, health.next_check - time.monotonic()),
+            "last_scan": report.summary() if report else "",
+        }
+
+    def rescan(self, origin: str = "") -> Iterator[tuple[ScanReport, bool]]:
+        """Ask for a full rescan and follow it: yields (report so far, finished)
+        every half second, then each origin's final report."""
+        fs = self.fs
+        if origin and origin not in fs.origins:
+            raise AdminError(self._unknown_origin(origin), "not_found")
+        wanted = [origin] if origin else list(fs.origins)
+        before = {oid: fs.scan_reports.get(oid) for oid in wanted}
+        fs.call_soon(fs.request_rescan, origin or None)
+        pending = set(wanted)
+        while pending:
+            for oid in sorted(pending):
+                report = fs.scan_reports.get(oid)
+                if report is not None and report is not before[oid]:
+                    pending.discard(oid)
+                    yield report, True
+            running = fs.current_scan
+            if pending and running is not None and running.origin in pending:
+                yield running, False
+            if pending:
+                time.sleep(_POLL)
+
+    # -- settings -------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        config = self.fs.config
+        limit = self.fs.content.store.limit if self.fs.content else config.cache_limit
+        return {
+            "log_level": logging.getLevelName(logging.getLogger().level).lower(),
+            "cache.limit": str(limit),
+            "template": config.template,
+        }
+
+    def set_setting(self, key: str, value: str) -> dict[str, str]:
+        """Change a setting until the daemon stops (the config file is not written)."""
+        if key == "log_level":
+            if value.lower() not in _LOG_LEVELS:
+                raise AdminError(f"log_level: use one of {', '.join(_LOG_LEVELS)}")
+            logging.getLogger().setLevel(value.upper())
+        elif key == "cache.limit":
+            self._set_cache_limit(value)
+        elif key == "template":
+            self._set_template(value)
+        else:
+            raise AdminError(f"{key!r} cannot be changed while mounted; these can: "
+                             f"{', '.join(SETTABLE)}")  # fmt: skip
+        log.info("setting %s changed to %r (until the daemon stops)", key, value)
+        return self.settings()
+
+    def _set_cache_limit(self, value: str) -> None:
+        fs = self.fs
+        try:
+            limit = _size(value)
+        except ValueError as exc:
+            raise AdminError(f"cache.limit: {exc}") from None
+        fs.config = replace(fs.config, cache_limit=limit)
+        if fs.content is not None:
+            fs.content.store.limit = limit
+            fs.content.store.evict()
+
+    def _set_template(self, text: str) -> None:
+        fs = self.fs
+        try:
+            template = PathTemplate.parse(text)
+        except TemplateError as exc:
+            raise AdminError(f"template: {exc}") from None
+        if fs.scanning:
+            raise AdminError("a scan is running; change the template when it has finished",
+                             "busy")  # fmt: skip
+        with Catalog.open(fs.catalog_path) as catalog:
+            old = catalog.children(ROOT_NODE, 0, 1_000_000)
+            layout = Layout(catalog, template, skip_unreadable=fs.config.skip_unreadable)
+            with catalog.transaction():
+                layout.rebuild()
+        fs.config = replace(fs.config, template=text)
+        library = fs.library
+        if library is not None:
+            library.directories.clear()
+        # Old top-level entries are gone: the kernel forgets them and asks again.
+        changes = [TreeChange(ChangeKind.REMOVED, ROOT_NODE, n.name, n.id) for n in old]
+        changes.append(TreeChange(ChangeKind.CHANGED, ROOT_NODE, "", ROOT_NODE))
+        fs.notify_tree_changes(changes)
+
+    def _unknown_origin(self, origin: str) -> str:
+        known = ", ".join(sorted(self.fs.origins))
+        return f"no origin {origin!r} in this mount; its origins are: {known}"
