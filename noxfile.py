@@ -116,3 +116,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_cache.py")
     session.run("python", "benchmarks/bench_origins.py")
+    session.run("python", "benchmarks/bench_search.py")

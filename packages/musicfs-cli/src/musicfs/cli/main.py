@@ -26,7 +26,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli import cache, completion, events, origin, plugin, settings, tag, verify
+from musicfs.cli import (
+    cache,
+    completion,
+    events,
+    origin,
+    plugin,
+    search,
+    settings,
+    tag,
+    verify,
+)
 from musicfs.cli.common import (
     EXIT_FAILED,
     EXIT_NO_DAEMON,
@@ -87,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_parser(sub, _config_args)
     origin.add_parser(sub, _config_args)
     settings.add_parser(sub, _config_args)
+    search.add_parser(sub, _config_args)
     completion.add_parser(sub)
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
@@ -127,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tag": tag.cmd_tag,
         "origin": origin.cmd_origin,
         "config": settings.cmd_config,
+        "search": search.cmd_search,
         "completion": functools.partial(completion.cmd_completion, parser=parser),
     }
     handler = handlers[args.command]

@@ -177,6 +177,15 @@ class ControlClient:
         """Progress of a full rescan; a message with ``finished`` per origin."""
         yield from self._stream("RescanOrigin", control_pb2.RescanOriginRequest(origin=origin))
 
+    def search(self, query: str, limit: int = 50) -> dict[str, Any]:
+        """{"hits": [...], "seconds": ...}, best first."""
+        return self._plain(
+            self._call("Search", control_pb2.SearchRequest(query=query, limit=limit))
+        )
+
+    def search_stream(self, query: str, limit: int = 50) -> Iterator[dict[str, Any]]:
+        yield from self._stream("SearchStream", control_pb2.SearchRequest(query=query, limit=limit))
+
     def get_config(self) -> dict[str, Any]:
         return self._plain(self._call("GetConfig", control_pb2.GetConfigRequest()))
 

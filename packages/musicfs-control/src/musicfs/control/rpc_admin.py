@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -49,7 +50,7 @@ def _prefetch_message(progress: PrefetchProgress) -> control_pb2.PrefetchProgres
 
 class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, ListOrigins, GetOriginHealth,
-    RescanOrigin, GetConfig, SetConfig."""
+    RescanOrigin, GetConfig, SetConfig, Search, SearchStream."""
 
     admin: Admin
 
@@ -138,3 +139,22 @@ class AdminRPCs:
             context, lambda: self.admin.set_setting(request.key, request.value)
         )
         return control_pb2.ConfigValues(values=values, settable=list(SETTABLE))
+
+    def Search(
+        self, request: control_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> control_pb2.SearchResponse:
+        started = time.monotonic()
+        hits = self._do(context, lambda: self.admin.search(request.query, request.limit or 50))
+        return control_pb2.SearchResponse(
+            hits=[control_pb2.SearchHit(**hit) for hit in hits],
+            seconds=time.monotonic() - started,
+        )
+
+    def SearchStream(
+        self, request: control_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.SearchHit]:
+        hits = self._do(context, lambda: self.admin.search(request.query, request.limit or 50))
+        for hit in hits:
+            if not context.is_active():
+                return
+            yield control_pb2.SearchHit(**hit)

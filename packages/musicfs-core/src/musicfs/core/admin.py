@@ -19,6 +19,7 @@ from typing import Any
 from musicfs.core.catalog import ROOT_NODE, Catalog
 from musicfs.core.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.scanner import ScanReport
+from musicfs.core.search import Searcher
 from musicfs.core.service import MusicFS
 from musicfs.core.templates import PathTemplate, TemplateError
 from musicfs.core.values import _size
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 SETTABLE = ("log_level", "cache.limit", "template")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _POLL = 0.5  # seconds between progress reports
+MAX_SEARCH = 1000
 
 
 class AdminError(Exception):
@@ -187,6 +189,26 @@ class Admin:
                 yield running, False
             if pending:
                 time.sleep(_POLL)
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Tracks matching *query*, best first, with where they are in the tree."""
+        if not 0 < limit <= MAX_SEARCH:
+            raise AdminError(f"limit must be between 1 and {MAX_SEARCH}, got {limit}")
+        hits = []
+        with Catalog.open(self.fs.catalog_path, readonly=True) as catalog:
+            for hit in Searcher(catalog).search(query, limit):
+                node = catalog.node_of_file(hit.track.id)
+                if node is None:
+                    continue  # not shown in the tree
+                tags = hit.track.tags
+                hits.append({
+                    "path": catalog.path_of(node.id), "origin": hit.track.origin,
+                    "relpath": hit.track.relpath, "artist": tags.artist or "",
+                    "album": tags.album or "", "title": tags.title or "", "score": hit.score,
+                })  # fmt: skip
+        return hits
 
     # -- settings -------------------------------------------------------------------------
 

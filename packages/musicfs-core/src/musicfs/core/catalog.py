@@ -33,7 +33,7 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, app
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -42,6 +42,11 @@ _TAG_COLUMNS = """
     duration REAL, bitrate INTEGER, samplerate INTEGER, channels INTEGER,
     has_art INTEGER NOT NULL DEFAULT 0
 """
+
+# The columns of the full-text index (musicfs.core.search), as the triggers write them.
+_FTS = "artist, albumartist, album, title, genre, composer, name"
+_FTS_NEW = ", ".join(f"new.{c}" for c in _FTS.split(", "))
+_FTS_OLD = ", ".join(f"old.{c}" for c in _FTS.split(", "))
 
 # Each entry upgrades the schema from version (index) to version (index + 1).
 MIGRATIONS: tuple[str, ...] = (
@@ -121,6 +126,28 @@ MIGRATIONS: tuple[str, ...] = (
         header_length INTEGER NOT NULL,
         header BLOB
     );
+    """,
+    # 6: full-text search (FR-14). An FTS5 index over the files' own columns,
+    # kept in step by triggers: in the same transaction as the rows, so it is
+    # consistent after any crash. The tokenizer folds case and diacritics.
+    # search_terms lists the indexed words (for typo corrections).
+    f"""
+    CREATE VIRTUAL TABLE search USING fts5(
+        {_FTS}, content = 'files', content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE VIRTUAL TABLE search_terms USING fts5vocab(search, 'row');
+    CREATE TRIGGER files_search_insert AFTER INSERT ON files BEGIN
+        INSERT INTO search (rowid, {_FTS}) VALUES (new.id, {_FTS_NEW});
+    END;
+    CREATE TRIGGER files_search_delete AFTER DELETE ON files BEGIN
+        INSERT INTO search (search, rowid, {_FTS}) VALUES ('delete', old.id, {_FTS_OLD});
+    END;
+    CREATE TRIGGER files_search_update AFTER UPDATE OF {_FTS} ON files BEGIN
+        INSERT INTO search (search, rowid, {_FTS}) VALUES ('delete', old.id, {_FTS_OLD});
+        INSERT INTO search (rowid, {_FTS}) VALUES (new.id, {_FTS_NEW});
+    END;
+    INSERT INTO search (search) VALUES ('rebuild');
     """,
 )
 

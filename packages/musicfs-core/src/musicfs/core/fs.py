@@ -28,10 +28,11 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from musicfs.core.catalog import Node
+from musicfs.core.catalog import ROOT_NODE, Node
 from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import ChangeKind, TreeChange
 from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
+from musicfs.core.virtual import RESULTS_TTL, SEARCH_DIR, VirtualEntry, VirtualTree, is_virtual
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ R = TypeVar("R")
 _IO_SIZE = 128 * 1024
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
+_LINK_MODE = stat.S_IFLNK | 0o777
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _BLOCK = 512
 
@@ -111,6 +113,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._readdir_fit = 64  # entries the kernel took in the last readdir call
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
+        self.virtual = VirtualTree(library.catalog.path)  # /.search
 
     # -- attributes ------------------------------------------------------------
 
@@ -155,16 +158,24 @@ class MusicFSOperations(pyfuse3.Operations):
             text = name.decode()
         except UnicodeDecodeError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
+        if is_virtual(parent_inode):
+            return self._virtual_attr(await self._virtual_lookup(parent_inode, text))
+        if parent_inode == ROOT_NODE and (top := self.virtual.top(text)) is not None:
+            return self._virtual_attr(top)
         return self._attr(self.library.lookup(parent_inode, text))
 
     @_fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_virtual(inode):
+            return self._virtual_attr(self._virtual(inode))
         return self._attr(self.library.node(inode))
 
     @_fuse_op
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        node = self.library.node(inode)
-        if not node.is_dir:
+        if is_virtual(inode):
+            if not self._virtual(inode).is_dir:
+                raise pyfuse3.FUSEError(errno.ENOTDIR)
+        elif not self.library.node(inode).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._dir_handles)
         self._listings[fh] = [inode, -1]  # directory, id after which the listing ended
@@ -180,6 +191,9 @@ class MusicFSOperations(pyfuse3.Operations):
         # object (readdir_reply copies it).
         listing = self._listings[fh]
         inode, ended_after = listing
+        if is_virtual(inode):
+            await self._virtual_readdir(inode, start_id, token)
+            return
         if start_id == ended_after:
             return  # the last call reached the end: spare the query
         attr = self._attr_template()
@@ -214,6 +228,57 @@ class MusicFSOperations(pyfuse3.Operations):
     @_fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         return None  # nothing is kept per inode: every answer comes from the catalog
+
+    # -- virtual folders (/.search) ---------------------------------------------------
+
+    def _known(self, inode: int) -> None:
+        """ENOENT unless *inode* is a node or a virtual entry."""
+        if is_virtual(inode):
+            self._virtual(inode)
+        else:
+            self.library.node(inode)
+
+    def _virtual(self, inode: int) -> VirtualEntry:
+        entry = self.virtual.get(inode)
+        if entry is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return entry
+
+    def _virtual_attr(self, entry: VirtualEntry) -> pyfuse3.EntryAttributes:
+        attr = self._attr_template()
+        # Results change as the catalog does: let the kernel keep them briefly.
+        attr.entry_timeout = attr.attr_timeout = min(self.entry_timeout, RESULTS_TTL)
+        attr.st_ino = entry.inode
+        if entry.is_dir:
+            attr.st_mode, attr.st_nlink = _DIR_MODE, 2
+        else:
+            attr.st_mode, attr.st_nlink = _LINK_MODE, 1
+            attr.st_size = len(entry.target.encode())
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.started_ns
+        return attr
+
+    async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry:
+        folder = self._virtual(parent)
+        if folder.inode == SEARCH_DIR:
+            return self.virtual.query_dir(name)
+        if not folder.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        results = await trio.to_thread.run_sync(self.virtual.results, folder)
+        entry = results.get(name)
+        if entry is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return entry
+
+    async def _virtual_readdir(self, inode: int, start: int, token: pyfuse3.ReaddirToken) -> None:
+        folder = self._virtual(inode)
+        if folder.inode == SEARCH_DIR:
+            return  # queries are looked up, never listed
+        results = await trio.to_thread.run_sync(self.virtual.results, folder)
+        for offset, entry in enumerate(list(results.values())[start:], start + 1):
+            if not pyfuse3.readdir_reply(
+                token, entry.name.encode(), self._virtual_attr(entry), offset
+            ):
+                return
 
     # -- file contents --------------------------------------------------------------
 
@@ -300,22 +365,24 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        self.library.node(inode)
-        raise pyfuse3.FUSEError(errno.EINVAL)  # no symlinks in the tree (yet)
+        if is_virtual(inode) and (target := self._virtual(inode).target):
+            return target.encode()
+        self._known(inode)
+        raise pyfuse3.FUSEError(errno.EINVAL)  # the tree itself has no symlinks
 
     @_fuse_op
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        self.library.node(inode)
+        self._known(inode)
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
 
     @_fuse_op
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        self.library.node(inode)
+        self._known(inode)
         return []
 
     @_fuse_op
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        self.library.node(inode)
+        self._known(inode)
         if mode & os.W_OK:
             raise pyfuse3.FUSEError(errno.EROFS)
         return True

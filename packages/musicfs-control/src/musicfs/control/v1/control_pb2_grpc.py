@@ -129,6 +129,16 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetConfigRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.FromString,
                 _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/Search',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchResponse.FromString,
+                _registered_method=True)
+        self.SearchStream = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/SearchStream',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchHit.FromString,
+                _registered_method=True)
 
 
 class MusicFSServicer:
@@ -268,6 +278,20 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """Full-text search over the tags (FR-14): typos and diacritics forgiven,
+        exact artist/title matches first. SearchStream sends hits as they are ranked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -365,6 +389,16 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.SetConfig,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetConfigRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.SearchStream,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchHit.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -880,6 +914,60 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/SetConfig',
             musicfs_dot_control_dot_v1_dot_control__pb2.SetConfigRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.ConfigValues.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/Search',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SearchStream',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.SearchHit.FromString,
             options,
             channel_credentials,
             insecure,

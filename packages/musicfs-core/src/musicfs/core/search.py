@@ -1,0 +1,134 @@
+"""Full-text search over the catalog's tags (FR-14).
+
+The index is an SQLite FTS5 table over the ``files`` table's own columns
+(external content, no copy of the text), kept in step by triggers — so it
+changes in the same transaction as the rows it indexes and is consistent
+after any crash (catalog schema 6). Its tokenizer folds case and diacritics:
+"beyonce" finds "Beyoncé".
+
+`Searcher.search` takes what a person types:
+
+- every word must match, as a word or the start of one ("metal" finds
+  "Metallica");
+- a word the index does not know is corrected to the indexed words one edit
+  away (a letter missing, extra, swapped or wrong: "metalica" → "metallica");
+- results are ranked with BM25, artist and title weighing most, and a track
+  whose artist or title *is* the query comes before the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from musicfs.core.catalog import Catalog, Track
+
+log = logging.getLogger(__name__)
+
+#: Columns of the index, in order, and their BM25 weights.
+COLUMNS = ("artist", "albumartist", "album", "title", "genre", "composer", "name")
+_WEIGHTS = (10.0, 6.0, 4.0, 10.0, 1.0, 1.0, 0.5)
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+_WORD = re.compile(r"\w+")
+_MAX_WORDS = 8
+_MAX_VARIANTS = 4  # corrections tried per unknown word
+_POOL = 200  # best BM25 matches re-ranked by exact artist/title equality
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result."""
+
+    track: Track
+    score: float  # higher is better
+
+
+def fold(text: str) -> str:
+    """*text* as the index sees it: lower case, no diacritics."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def words_of(query: str) -> list[str]:
+    return _WORD.findall(fold(query))[:_MAX_WORDS]
+
+
+def _edits(word: str) -> set[str]:
+    """Words one edit away from *word* (deletion, transposition, replacement, insertion)."""
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    out = {a + b[1:] for a, b in splits if b}
+    out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    out |= {a + c + b[1:] for a, b in splits if b for c in _ALPHABET}
+    out |= {a + c + b for a, b in splits for c in _ALPHABET}
+    out.discard(word)
+    return out
+
+
+class Searcher:
+    """Searches one catalog (any connection; read-only is enough)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def search(self, query: str, limit: int = 50) -> list[Hit]:
+        words = words_of(query)
+        if not words:
+            return []
+        alternatives = [self._forms(word, last=i == len(words) - 1) for i, word in enumerate(words)]
+        if any(not forms for forms in alternatives):
+            return []  # a word that matches nothing, even corrected
+        match = " AND ".join("(" + " OR ".join(forms) + ")" for forms in alternatives)
+        weights = ", ".join(str(w) for w in _WEIGHTS)
+        rows = self.catalog.execute(
+            f"SELECT rowid, bm25(search, {weights}) FROM search WHERE search MATCH ? "
+            "ORDER BY bm25(search, " + weights + ") LIMIT ?",
+            (match, max(limit, _POOL)),
+        ).fetchall()
+        wanted = fold(query).strip()
+        hits = []
+        for file_id, bm25 in rows:
+            track = self.catalog.track(file_id)
+            if track is None:
+                continue
+            score = -float(bm25)  # FTS5's bm25 is lower-is-better
+            tags = track.tags
+            if wanted in (fold(tags.artist or ""), fold(tags.title or "")):
+                score += 1000.0  # the artist or title *is* what was typed
+            hits.append(Hit(track, score))
+        hits.sort(key=lambda h: (-h.score, h.track.id))
+        return hits[:limit]
+
+    def _forms(self, word: str, last: bool) -> list[str]:
+        """FTS5 query terms for one typed word: itself (as a prefix), or corrections."""
+        quoted = f'"{word}"'
+        if self._known_prefix(word):
+            return [quoted + "*"]
+        if len(word) < 3:
+            return []
+        variants = sorted(_edits(word))
+        known = self._known(variants)[:_MAX_VARIANTS]
+        if not known and last and len(word) >= 4:  # still being typed: correct its start
+            known = [v for v in self._known(sorted(_edits(word[:-1]))) if v][:_MAX_VARIANTS]
+            return [f'"{v}"*' for v in known]
+        return [f'"{v}"' for v in known]
+
+    def _known_prefix(self, word: str) -> bool:
+        row = self.catalog.execute(
+            "SELECT 1 FROM search_terms WHERE term >= ? AND term < ? LIMIT 1",
+            (word, word + "\U0010ffff"),
+        ).fetchone()
+        return row is not None
+
+    def _known(self, candidates: list[str]) -> list[str]:
+        """Which of *candidates* are indexed words, most frequent first."""
+        found: list[tuple[int, str]] = []
+        for i in range(0, len(candidates), 500):
+            chunk = candidates[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.catalog.execute(
+                f"SELECT term, doc FROM search_terms WHERE term IN ({marks})", chunk
+            )
+            found += [(doc, term) for term, doc in rows]
+        return [term for _, term in sorted(found, reverse=True)]

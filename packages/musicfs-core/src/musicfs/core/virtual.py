@@ -1,0 +1,137 @@
+"""Virtual folders: entries that are not rows of the catalog's tree (FR-14).
+
+``/.search/<query>/`` holds a symlink per search result, named
+``Artist - Title.ext`` (made unique), pointing into the tree
+(``../../Artist/Album (1997) [FLAC]/01 - Title.flac``), so players follow it to
+the real file. ``/.search`` is hidden (not listed in ``/``): ``ls`` and
+``cd`` into a query are how it is used.
+
+Virtual entries get inode numbers from `VIRTUAL_BASE` up, far above any
+catalog node id, in a bounded table (least recently used dropped first: the
+kernel then re-looks the name up). Results are computed by `Searcher` on a
+read-only catalog connection of their own (call `results` from a worker
+thread) and reused for `RESULTS_TTL` seconds, so a listing and the lookups
+that follow it agree, and files added or removed show within that time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from musicfs.core.catalog import ROOT_NODE, Catalog
+from musicfs.core.search import Searcher
+from musicfs.core.templates import with_counter
+
+VIRTUAL_BASE = 1 << 62
+SEARCH_DIR = VIRTUAL_BASE + 1
+SEARCH_NAME = ".search"
+RESULTS_TTL = 2.0  # seconds a query's results are reused
+MAX_RESULTS = 200
+_MAX_ENTRIES = 50_000
+_NAME_BYTES = 230  # room for " (n)" and the extension
+
+
+class VirtualEntry(NamedTuple):
+    """A virtual folder (*target* empty) or a symlink to *target*."""
+
+    inode: int
+    parent: int
+    name: str
+    target: str = ""
+
+    @property
+    def is_dir(self) -> bool:
+        return not self.target
+
+
+def is_virtual(inode: int) -> bool:
+    return inode >= VIRTUAL_BASE
+
+
+def result_name(artist: str | None, title: str | None, fmt: str, fallback: str) -> str:
+    """``Artist - Title.ext`` with what a name cannot hold replaced."""
+    base = f"{artist or 'Unknown Artist'} - {title or fallback}"
+    base = base.replace("/", "_").replace("\0", "_")
+    if base.startswith("."):
+        base = "_" + base[1:]
+    base = base.encode()[:_NAME_BYTES].decode(errors="ignore")  # names are at most 255 bytes
+    return f"{base}.{fmt}"
+
+
+class VirtualTree:
+    """The virtual folders of one mount."""
+
+    def __init__(self, catalog_path: str | Path, *, clock: Callable[[], float] = time.monotonic):
+        self.catalog_path = Path(catalog_path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, VirtualEntry] = OrderedDict()
+        self._queries: dict[str, int] = {}  # query -> its folder's inode
+        self._results: dict[int, tuple[float, dict[str, VirtualEntry]]] = {}
+        self._next_inode = itertools.count(VIRTUAL_BASE + 16)
+        self._search = VirtualEntry(SEARCH_DIR, ROOT_NODE, SEARCH_NAME)
+
+    def top(self, name: str) -> VirtualEntry | None:
+        """The virtual folder called *name* in the root, if there is one."""
+        return self._search if name == SEARCH_NAME else None
+
+    def get(self, inode: int) -> VirtualEntry | None:
+        if inode == SEARCH_DIR:
+            return self._search
+        with self._lock:
+            entry = self._entries.get(inode)
+            if entry is not None:
+                self._entries.move_to_end(inode)
+            return entry
+
+    def query_dir(self, query: str) -> VirtualEntry:
+        """The folder of *query* in ``/.search`` (made on first use)."""
+        with self._lock:
+            inode = self._queries.get(query)
+            if inode is None or inode not in self._entries:
+                inode = next(self._next_inode)
+                self._queries[query] = inode
+                self._remember(VirtualEntry(inode, SEARCH_DIR, query))
+            return self._entries[inode]
+
+    def results(self, folder: VirtualEntry) -> dict[str, VirtualEntry]:
+        """The symlinks of a query folder, by name (blocking: a worker thread)."""
+        now = self._clock()
+        with self._lock:
+            cached = self._results.get(folder.inode)
+            if cached is not None and now - cached[0] < RESULTS_TTL:
+                return cached[1]
+        entries: dict[str, VirtualEntry] = {}
+        with Catalog.open(self.catalog_path, readonly=True) as catalog:
+            for hit in Searcher(catalog).search(folder.name, MAX_RESULTS):
+                node = catalog.node_of_file(hit.track.id)
+                if node is None:
+                    continue  # not in the tree (an unreadable file, hidden by config)
+                tags, stem = hit.track.tags, hit.track.relpath.rpartition("/")[2]
+                name = base = result_name(tags.artist, tags.title, hit.track.format, stem)
+                n = 1
+                while name in entries:
+                    n += 1
+                    name = with_counter(base, n, is_file=True)
+                target = "../../" + catalog.path_of(node.id)
+                entries[name] = VirtualEntry(0, folder.inode, name, target)
+        with self._lock:
+            numbered = {}
+            for name, entry in entries.items():
+                inode = next(self._next_inode)
+                numbered[name] = entry._replace(inode=inode)
+                self._remember(numbered[name])
+            self._results[folder.inode] = (now, numbered)
+            return numbered
+
+    def _remember(self, entry: VirtualEntry) -> None:
+        self._entries[entry.inode] = entry
+        while len(self._entries) > _MAX_ENTRIES:
+            inode, _ = self._entries.popitem(last=False)
+            self._results.pop(inode, None)

@@ -1,0 +1,88 @@
+"""Search through a real mount (FR-14): ``/.search/<query>/``, ``musicfs search``
+and the gRPC Search / SearchStream, including a catalog that changes while
+mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import Mount, describe, mounted, run_musicfs, sha256_of, wait_until
+from tests.e2e.library import Library, make_origin, render_path
+
+pytestmark = [pytest.mark.mount, pytest.mark.media]
+
+BJORK = ["Björk/Homogenic/01 Jóga.flac", "Björk/Homogenic/02 Unravel.flac",
+         "Björk/Post/hyperballad.mp3"]  # fmt: skip
+SIGUR = "Sigur Rós/svefn-g-englar.mp3"
+
+
+def results(mount: Mount, query: str) -> dict[str, Path]:
+    """name -> where the symlink points (resolved), of ``/.search/<query>/``."""
+    folder = mount.mountpoint / ".search" / query
+    return {p.name: p.resolve() for p in folder.iterdir()}
+
+
+def test_search_folders_hold_symlinks_into_the_tree(library: Library, tmp_path: Path) -> None:
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [*BJORK, SIGUR])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        assert ".search" not in os.listdir(mount.mountpoint)  # hidden, like a dot folder
+        found = results(mount, "bjork")
+        assert set(found) == {"Björk - Jóga.flac", "Björk - Unravel.flac",
+                              "Björk - Hyperballad.mp3"}  # fmt: skip
+        for relpath in BJORK:
+            virtual = mount.mountpoint / render_path(specs[relpath])
+            link = mount.mountpoint / ".search" / "bjork"
+            name = next(n for n, target in found.items() if target == virtual.resolve())
+            assert os.readlink(link / name) == "../../" + render_path(specs[relpath])
+            assert sha256_of(link / name) == sha256_of(origin / relpath)  # players follow it
+        assert set(results(mount, "sigur ros")) == {"Sigur Rós - Svefn-g-englar.mp3"}
+        assert set(results(mount, "hyperbalad")) == {"Björk - Hyperballad.mp3"}  # a typo
+        assert results(mount, "no such thing anywhere") == {}
+        assert not (mount.mountpoint / ".search" / "bjork" / "Nobody - Nothing.flac").exists()
+
+
+def test_search_follows_files_added_and_removed_while_mounted(
+    library: Library, tmp_path: Path
+) -> None:
+    origin = tmp_path / "music"
+    make_origin(library, origin, [BJORK[0]])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        assert set(results(mount, "unravel")) == set()
+        shutil.copy(library.find(BJORK[1]).path, origin / "Björk" / "Homogenic" / "02.flac")
+        wait_until(lambda: set(results(mount, "unravel")) == {"Björk - Unravel.flac"},
+                   timeout=30, what="the new file in the search results")  # fmt: skip
+        (origin / "Björk" / "Homogenic" / "02.flac").unlink()
+        wait_until(lambda: results(mount, "unravel") == {}, timeout=30,
+                   what="the removed file to leave the search results")  # fmt: skip
+
+
+def test_search_command_and_rpcs(library: Library, tmp_path: Path) -> None:
+    from musicfs.control.client import ControlClient
+
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [*BJORK, SIGUR])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        found = run_musicfs("search", "beyonce", "--mount", mount.mountpoint)
+        assert found.returncode == 1, describe(found)  # nothing found: exit 1
+        result = run_musicfs("search", "jóga", "--mount", mount.mountpoint, "--json")
+        assert result.returncode == 0, describe(result)
+        hits = json.loads(result.stdout)["hits"]
+        assert [h["path"] for h in hits] == [render_path(specs[BJORK[0]])]
+        plain = run_musicfs("search", "bjork", "homogenic", "--mount", mount.mountpoint)
+        assert set(plain.stdout.splitlines()) == {render_path(specs[r]) for r in BJORK[:2]}
+        with ControlClient(mount.status()["socket"]) as client:
+            ranked = client.search("björk", limit=2)["hits"]
+            assert len(ranked) == 2
+            assert all(h["artist"] == "Björk" for h in ranked)
+            streamed = list(client.search_stream("bjork"))
+            assert {h["title"] for h in streamed} == {"Jóga", "Unravel", "Hyperballad"}
+        bad = run_musicfs("search", "x", "--limit", "0", "--mount", mount.mountpoint)
+        assert bad.returncode == 2, describe(bad)
+        assert "limit must be between 1 and 1000" in bad.stderr
