@@ -119,7 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     (ROOT / "results").mkdir(exist_ok=True)
     path = ROOT / "results" / f"search-catalog-{args.tracks}.sqlite3"
-    if not path.exists():
+    if path.exists():
+        Catalog.open(path).close()  # bring it to the current schema
+    else:
         print(f"building a catalog of {args.tracks:,} tracks (once) in {path}")
         partial = path.with_suffix(".partial")
         partial.unlink(missing_ok=True)

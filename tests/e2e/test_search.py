@@ -1,6 +1,7 @@
-"""Search through a real mount (FR-14): ``/.search/<query>/``, ``musicfs search``
-and the gRPC Search / SearchStream, including a catalog that changes while
-mounted.
+"""Search and smart collections through a real mount (FR-14, FR-15):
+``/.search/<query>/``, ``musicfs search`` and the gRPC Search / SearchStream,
+including a catalog that changes while mounted; ``/.collections/<name>/``
+(configured and built in, fed by the access log).
 """
 
 from __future__ import annotations
@@ -86,3 +87,31 @@ def test_search_command_and_rpcs(library: Library, tmp_path: Path) -> None:
         bad = run_musicfs("search", "x", "--limit", "0", "--mount", mount.mountpoint)
         assert bad.returncode == 2, describe(bad)
         assert "limit must be between 1 and 1000" in bad.stderr
+
+
+def test_smart_collections_follow_the_catalog_and_what_is_played(
+    library: Library, tmp_path: Path
+) -> None:
+    from tests.e2e.helpers import write_config
+
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [*BJORK, SIGUR])
+    config = write_config(tmp_path / "config.toml", [{"id": "music", "path": str(origin)}])
+    config.write_text(config.read_text() + '[[collections]]\nname = "90s"\nyear_from = 1990\n'
+                      'year_to = 1999\norder = "year"\n')  # fmt: skip
+    with mounted([], tmp_path / "mnt", tmp_path / "cache", "--config", str(config)) as mount:
+        top = mount.mountpoint / ".collections"
+        assert sorted(os.listdir(top)) == ["90s", "most-played", "recently-added",
+                                           "recently-played"]  # fmt: skip
+        nineties = sorted(os.listdir(top / "90s"))
+        assert nineties == ["Björk - Hyperballad.mp3", "Björk - Jóga.flac",
+                            "Björk - Unravel.flac", "Sigur Rós - Svefn-g-englar.mp3"]  # fmt: skip
+        assert len(os.listdir(top / "recently-added")) == 4
+        assert os.listdir(top / "recently-played") == []
+        sha256_of(mount.mountpoint / render_path(specs[SIGUR]))  # play one
+        played = ["Sigur Rós - Svefn-g-englar.mp3"]
+        wait_until(lambda: os.listdir(top / "recently-played") == played,
+                   timeout=30, what="the played track in recently-played")  # fmt: skip
+        linked = top / "recently-played" / played[0]
+        assert sha256_of(linked) == sha256_of(origin / SIGUR)
+        assert not (top / "no such collection").exists()

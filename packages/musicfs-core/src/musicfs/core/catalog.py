@@ -33,7 +33,7 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, app
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -129,12 +129,13 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: full-text search (FR-14). An FTS5 index over the files' own columns,
     # kept in step by triggers: in the same transaction as the rows, so it is
-    # consistent after any crash. The tokenizer folds case and diacritics.
-    # search_terms lists the indexed words (for typo corrections).
+    # consistent after any crash. The tokenizer folds case and diacritics;
+    # prefix indexes make partial words (as typed) quick. search_terms lists
+    # the indexed words (for typo corrections).
     f"""
     CREATE VIRTUAL TABLE search USING fts5(
         {_FTS}, content = 'files', content_rowid = 'id',
-        tokenize = 'unicode61 remove_diacritics 2'
+        tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3 4'
     );
     CREATE VIRTUAL TABLE search_terms USING fts5vocab(search, 'row');
     CREATE TRIGGER files_search_insert AFTER INSERT ON files BEGIN
@@ -148,6 +149,16 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO search (rowid, {_FTS}) VALUES (new.id, {_FTS_NEW});
     END;
     INSERT INTO search (search) VALUES ('rebuild');
+    """,
+    # 7: the access log (smart collections: recently played, most played).
+    # One row per open of a file, at most one per file and minute.
+    """
+    CREATE TABLE plays (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        at REAL NOT NULL
+    );
+    CREATE INDEX plays_by_time ON plays (at);
+    CREATE INDEX plays_by_file ON plays (file_id, at);
     """,
 )
 
@@ -634,6 +645,10 @@ class Catalog:
     def tracks_per_origin(self) -> dict[str, int]:
         rows = self._conn.execute("SELECT origin, count(*) FROM files GROUP BY origin")
         return {row[0]: row[1] for row in rows}
+
+    def record_plays(self, plays: Sequence[tuple[int, float]]) -> None:
+        """Add (file id, time) rows to the access log."""
+        self._conn.executemany("INSERT INTO plays (file_id, at) VALUES (?, ?)", plays)
 
     def mark_formats_changed(self, formats: Sequence[str]) -> None:
         """`mark_changed` for every file of these formats (their reader changed)."""

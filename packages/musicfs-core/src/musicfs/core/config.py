@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from musicfs.core.collectionconfig import Collection, file_collections
 from musicfs.core.model import AUDIO_EXTENSIONS
 from musicfs.core.originconfig import OriginConfig, file_origins, parse_origins
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
@@ -81,6 +82,8 @@ class Config:
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     #: [[webhooks]] tables (musicfs.core.webhookconfig).
     webhooks: tuple[WebhookConfig, ...] = ()
+    #: [[collections]] tables: smart collections besides the built-in ones.
+    collections: tuple[Collection, ...] = ()
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -237,6 +240,8 @@ def _apply_file(config: Config, path: Path) -> Config:
     for key, value in data.items():
         if key == "origins":
             changes["origins"] = file_origins(path, value)
+        elif key == "collections":
+            changes["collections"] = file_collections(path, value)
         elif key == "webhooks":
             changes["webhooks"] = file_webhooks(path, value)
         elif isinstance(value, dict) and any(s == key for s, _ in _SETTINGS):

@@ -29,10 +29,18 @@ import pyfuse3
 import trio
 
 from musicfs.core.catalog import ROOT_NODE, Node
+from musicfs.core.collectionconfig import Collection
 from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import ChangeKind, TreeChange
 from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
-from musicfs.core.virtual import RESULTS_TTL, SEARCH_DIR, VirtualEntry, VirtualTree, is_virtual
+from musicfs.core.virtual import (
+    COLLECTIONS_DIR,
+    RESULTS_TTL,
+    SEARCH_DIR,
+    VirtualEntry,
+    VirtualTree,
+    is_virtual,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +106,7 @@ class MusicFSOperations(pyfuse3.Operations):
         gid: int | None = None,
         request_timeout: float = 30.0,
         io_threads: int = 32,
+        collections: tuple[Collection, ...] = (),
     ) -> None:
         super().__init__()
         self.library = library
@@ -113,7 +122,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._readdir_fit = 64  # entries the kernel took in the last readdir call
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
-        self.virtual = VirtualTree(library.catalog.path)  # /.search
+        self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
 
     # -- attributes ------------------------------------------------------------
 
@@ -259,8 +268,11 @@ class MusicFSOperations(pyfuse3.Operations):
 
     async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry:
         folder = self._virtual(parent)
-        if folder.inode == SEARCH_DIR:
-            return self.virtual.query_dir(name)
+        if folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
+            entry = self.virtual.folder(folder.inode, name)
+            if entry is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return entry
         if not folder.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         results = await trio.to_thread.run_sync(self.virtual.results, folder)
@@ -271,10 +283,11 @@ class MusicFSOperations(pyfuse3.Operations):
 
     async def _virtual_readdir(self, inode: int, start: int, token: pyfuse3.ReaddirToken) -> None:
         folder = self._virtual(inode)
-        if folder.inode == SEARCH_DIR:
-            return  # queries are looked up, never listed
-        results = await trio.to_thread.run_sync(self.virtual.results, folder)
-        for offset, entry in enumerate(list(results.values())[start:], start + 1):
+        if folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
+            entries = self.virtual.folders(folder.inode)
+        else:
+            entries = list((await trio.to_thread.run_sync(self.virtual.results, folder)).values())
+        for offset, entry in enumerate(entries[start:], start + 1):
             if not pyfuse3.readdir_reply(
                 token, entry.name.encode(), self._virtual_attr(entry), offset
             ):

@@ -35,6 +35,7 @@ _WORD = re.compile(r"\w+")
 _MAX_WORDS = 8
 _MAX_VARIANTS = 4  # corrections tried per unknown word
 _POOL = 200  # best BM25 matches re-ranked by exact artist/title equality
+_BROAD = 20_000  # a query matching more files than this is not ranked by BM25
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +82,19 @@ class Searcher:
             return []  # a word that matches nothing, even corrected
         match = " AND ".join("(" + " OR ".join(forms) + ")" for forms in alternatives)
         weights = ", ".join(str(w) for w in _WEIGHTS)
-        rows = self.catalog.execute(
-            f"SELECT rowid, bm25(search, {weights}) FROM search WHERE search MATCH ? "
-            "ORDER BY bm25(search, " + weights + ") LIMIT ?",
-            (match, max(limit, _POOL)),
-        ).fetchall()
+        if min(self._matches(forms) for forms in alternatives) > _BROAD:
+            # Ranking every match of a broad query (a short prefix) costs more than
+            # it tells: take the first matches, and rank those.
+            rows = self.catalog.execute(
+                f"SELECT rowid, bm25(search, {weights}) FROM search WHERE search MATCH ? LIMIT ?",
+                (match, max(limit, _POOL)),
+            ).fetchall()
+        else:
+            rows = self.catalog.execute(
+                f"SELECT rowid, bm25(search, {weights}) FROM search WHERE search MATCH ? "
+                f"ORDER BY bm25(search, {weights}) LIMIT ?",
+                (match, max(limit, _POOL)),
+            ).fetchall()
         wanted = fold(query).strip()
         hits = []
         for file_id, bm25 in rows:
@@ -113,6 +122,23 @@ class Searcher:
             known = [v for v in self._known(sorted(_edits(word[:-1]))) if v][:_MAX_VARIANTS]
             return [f'"{v}"*' for v in known]
         return [f'"{v}"' for v in known]
+
+    def _matches(self, forms: list[str]) -> int:
+        """About how many files the terms *forms* match (an upper bound)."""
+        total = 0
+        for form in forms:
+            term = form.strip("*").strip('"')
+            if form.endswith("*"):
+                row = self.catalog.execute(
+                    "SELECT coalesce(sum(doc), 0) FROM search_terms WHERE term >= ? AND term < ?",
+                    (term, term + "\U0010ffff"),
+                ).fetchone()
+            else:
+                row = self.catalog.execute(
+                    "SELECT coalesce(sum(doc), 0) FROM search_terms WHERE term = ?", (term,)
+                ).fetchone()
+            total += int(row[0])
+        return total
 
     def _known_prefix(self, word: str) -> bool:
         row = self.catalog.execute(

@@ -46,6 +46,7 @@ from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.overlay import OverlayEditor, TagView, resolve, view
 from musicfs.core.paths import CacheDirLock, cache_dir_for
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
+from musicfs.core.smartcollections import AccessLog
 from musicfs.core.verify import VerifyReport, verify_content
 from musicfs.core.watch import LocalWatch, ScanRequest
 
@@ -258,7 +259,9 @@ class MusicFS:
             attr_timeout=self.config.attr_timeout,
             # Past the slowest origin's own timeout, with its retries.
             request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
+            collections=self.config.collections,
         )
+        access_log = AccessLog(self.catalog_path, self.events)  # for smart collections
         options = mount_options(allow_other=self.config.allow_other)
         try:
             pyfuse3.init(ops, str(self.mountpoint), options)
@@ -278,6 +281,7 @@ class MusicFS:
                 nursery.start_soon(self._sync_loop)
                 nursery.start_soon(self._fill_loop)
                 nursery.start_soon(self._health_loop)
+                access_log.start()
                 for origin in self.origins.values():
                     if isinstance(origin, LocalOrigin) and origin.watchable and self.config.watch:
                         nursery.start_soon(self._watch, origin)
@@ -287,6 +291,7 @@ class MusicFS:
                     self.request_rescan()
         finally:
             self.state = MountState.UNMOUNTING
+            access_log.stop()
             library.close_all()
             await trio.to_thread.run_sync(self.federation.close)
             if self.content is not None:

@@ -1,10 +1,11 @@
-"""Virtual folders: entries that are not rows of the catalog's tree (FR-14).
+"""Virtual folders: entries that are not rows of the catalog's tree (FR-14, FR-15).
 
-``/.search/<query>/`` holds a symlink per search result, named
-``Artist - Title.ext`` (made unique), pointing into the tree
+``/.search/<query>/`` holds a symlink per search result, and
+``/.collections/<name>/`` one per track of a smart collection, each named
+``Artist - Title.ext`` (made unique) and pointing into the tree
 (``../../Artist/Album (1997) [FLAC]/01 - Title.flac``), so players follow it to
-the real file. ``/.search`` is hidden (not listed in ``/``): ``ls`` and
-``cd`` into a query are how it is used.
+the real file. Both folders are hidden (not listed in ``/``); ``.collections``
+lists its collections, ``.search`` is entered by typing a query.
 
 Virtual entries get inode numbers from `VIRTUAL_BASE` up, far above any
 catalog node id, in a bounded table (least recently used dropped first: the
@@ -25,12 +26,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from musicfs.core.catalog import ROOT_NODE, Catalog
+from musicfs.core.collectionconfig import Collection
 from musicfs.core.search import Searcher
+from musicfs.core.smartcollections import all_collections, file_ids
 from musicfs.core.templates import with_counter
 
 VIRTUAL_BASE = 1 << 62
 SEARCH_DIR = VIRTUAL_BASE + 1
 SEARCH_NAME = ".search"
+COLLECTIONS_DIR = VIRTUAL_BASE + 2
+COLLECTIONS_NAME = ".collections"
 RESULTS_TTL = 2.0  # seconds a query's results are reused
 MAX_RESULTS = 200
 _MAX_ENTRIES = 50_000
@@ -67,41 +72,63 @@ def result_name(artist: str | None, title: str | None, fmt: str, fallback: str) 
 class VirtualTree:
     """The virtual folders of one mount."""
 
-    def __init__(self, catalog_path: str | Path, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        catalog_path: str | Path,
+        collections: tuple[Collection, ...] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.catalog_path = Path(catalog_path)
+        self.collections = all_collections(collections)
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, VirtualEntry] = OrderedDict()
-        self._queries: dict[str, int] = {}  # query -> its folder's inode
+        self._folders: dict[tuple[int, str], int] = {}  # (parent, name) -> inode
         self._results: dict[int, tuple[float, dict[str, VirtualEntry]]] = {}
         self._next_inode = itertools.count(VIRTUAL_BASE + 16)
-        self._search = VirtualEntry(SEARCH_DIR, ROOT_NODE, SEARCH_NAME)
+        self._tops = {
+            SEARCH_NAME: VirtualEntry(SEARCH_DIR, ROOT_NODE, SEARCH_NAME),
+            COLLECTIONS_NAME: VirtualEntry(COLLECTIONS_DIR, ROOT_NODE, COLLECTIONS_NAME),
+        }
 
     def top(self, name: str) -> VirtualEntry | None:
         """The virtual folder called *name* in the root, if there is one."""
-        return self._search if name == SEARCH_NAME else None
+        return self._tops.get(name)
 
     def get(self, inode: int) -> VirtualEntry | None:
-        if inode == SEARCH_DIR:
-            return self._search
+        if inode in (SEARCH_DIR, COLLECTIONS_DIR):
+            return self._tops[SEARCH_NAME if inode == SEARCH_DIR else COLLECTIONS_NAME]
         with self._lock:
             entry = self._entries.get(inode)
             if entry is not None:
                 self._entries.move_to_end(inode)
             return entry
 
-    def query_dir(self, query: str) -> VirtualEntry:
-        """The folder of *query* in ``/.search`` (made on first use)."""
+    def folder(self, parent: int, name: str) -> VirtualEntry | None:
+        """A query's folder in ``/.search`` (made on first use), or a
+        collection's in ``/.collections`` (None if there is no such collection)."""
+        if parent == COLLECTIONS_DIR and name not in self.collections:
+            return None
+        if parent not in (SEARCH_DIR, COLLECTIONS_DIR):
+            return None
         with self._lock:
-            inode = self._queries.get(query)
+            inode = self._folders.get((parent, name))
             if inode is None or inode not in self._entries:
                 inode = next(self._next_inode)
-                self._queries[query] = inode
-                self._remember(VirtualEntry(inode, SEARCH_DIR, query))
+                self._folders[(parent, name)] = inode
+                self._remember(VirtualEntry(inode, parent, name))
             return self._entries[inode]
 
+    def folders(self, parent: int) -> list[VirtualEntry]:
+        """What a top folder lists: the collections (queries are never listed)."""
+        if parent != COLLECTIONS_DIR:
+            return []
+        return [e for name in self.collections if (e := self.folder(parent, name))]
+
     def results(self, folder: VirtualEntry) -> dict[str, VirtualEntry]:
-        """The symlinks of a query folder, by name (blocking: a worker thread)."""
+        """The symlinks of a query or collection folder, by name (blocking: call
+        it from a worker thread)."""
         now = self._clock()
         with self._lock:
             cached = self._results.get(folder.inode)
@@ -109,12 +136,16 @@ class VirtualTree:
                 return cached[1]
         entries: dict[str, VirtualEntry] = {}
         with Catalog.open(self.catalog_path, readonly=True) as catalog:
-            for hit in Searcher(catalog).search(folder.name, MAX_RESULTS):
-                node = catalog.node_of_file(hit.track.id)
-                if node is None:
+            if folder.parent == SEARCH_DIR:
+                found = [h.track.id for h in Searcher(catalog).search(folder.name, MAX_RESULTS)]
+            else:
+                found = file_ids(catalog, self.collections[folder.name])
+            for file_id in found:
+                track, node = catalog.track(file_id), catalog.node_of_file(file_id)
+                if track is None or node is None:
                     continue  # not in the tree (an unreadable file, hidden by config)
-                tags, stem = hit.track.tags, hit.track.relpath.rpartition("/")[2]
-                name = base = result_name(tags.artist, tags.title, hit.track.format, stem)
+                tags, stem = track.tags, track.relpath.rpartition("/")[2]
+                name = base = result_name(tags.artist, tags.title, track.format, stem)
                 n = 1
                 while name in entries:
                     n += 1
