@@ -92,7 +92,7 @@ def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> N
         db.executescript(
             "DROP TRIGGER files_search_insert; DROP TRIGGER files_search_delete;"
             "DROP TRIGGER files_search_update; DROP TABLE search_terms; DROP TABLE search;"
-            "DROP TABLE plays; PRAGMA user_version = 5;"
+            "DROP TABLE plays; DROP TABLE played_after; PRAGMA user_version = 5;"
         )
     with Catalog.open(path) as catalog:
         assert titles(catalog, "before") == ["Before Search"]

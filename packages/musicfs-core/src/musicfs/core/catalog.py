@@ -33,7 +33,7 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, app
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -159,6 +159,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX plays_by_time ON plays (at);
     CREATE INDEX plays_by_file ON plays (file_id, at);
+    """,
+    # 8: prefetch (FR-19): how often each file was played right after another.
+    """
+    CREATE TABLE played_after (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        next_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        count INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (file_id, next_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX played_after_by_next ON played_after (next_id);
     """,
 )
 
@@ -649,6 +660,42 @@ class Catalog:
     def record_plays(self, plays: Sequence[tuple[int, float]]) -> None:
         """Add (file id, time) rows to the access log."""
         self._conn.executemany("INSERT INTO plays (file_id, at) VALUES (?, ?)", plays)
+
+    def album_successors(self, file_id: int, limit: int) -> list[Track]:
+        """Up to *limit* tracks after *file_id* on its album: the readable files of
+        its origin folder with its album tag (any, when it has none), in (disc,
+        track, name) order."""
+        order = "coalesce(f.disc, 1), coalesce(f.track, 0), f.name"
+        rows = self._conn.execute(
+            "SELECT f.* FROM files a JOIN files f ON f.origin = a.origin AND f.reldir = a.reldir"
+            " WHERE a.id = ? AND f.id != a.id AND f.error IS NULL"
+            " AND (a.album IS NULL OR f.album IS a.album)"
+            f" AND ({order}) > (coalesce(a.disc, 1), coalesce(a.track, 0), a.name)"
+            f" ORDER BY {order} LIMIT ?",
+            (file_id, limit),
+        )
+        return [Track.from_row(row) for row in rows]
+
+    def record_played_after(self, pairs: Sequence[tuple[int, int, float]]) -> None:
+        """Count (file id, id of the file played right after it, time) triples."""
+        self._conn.executemany(
+            "INSERT INTO played_after (file_id, next_id, count, at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (file_id, next_id) DO UPDATE SET count = count + 1, at = excluded.at",
+            pairs,
+        )
+
+    def played_after(self, file_id: int, limit: int = 8) -> tuple[list[tuple[int, int]], int]:
+        """The files played right after *file_id* most often, as (file id, count),
+        and how many plays followed it in all."""
+        rows = self._conn.execute(
+            "SELECT next_id, count FROM played_after WHERE file_id = ? "
+            "ORDER BY count DESC, at DESC LIMIT ?",
+            (file_id, limit),
+        ).fetchall()
+        total = self._conn.execute(
+            "SELECT coalesce(sum(count), 0) FROM played_after WHERE file_id = ?", (file_id,)
+        ).fetchone()[0]
+        return [(row[0], row[1]) for row in rows], int(total)
 
     def mark_formats_changed(self, formats: Sequence[str]) -> None:
         """`mark_changed` for every file of these formats (their reader changed)."""

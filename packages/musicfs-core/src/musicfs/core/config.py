@@ -68,6 +68,10 @@ class Config:
     # [cache]
     cache_mode: str = "full"
     cache_limit: int = 10 * 1024**3
+    # [prefetch]
+    prefetch_enabled: bool = True
+    prefetch_ahead: int = 2
+    prefetch_max_bytes: int = 256 * 1024**2
     # [control]
     socket: str | None = None
     # [metrics]
@@ -159,6 +163,13 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
         "cache_mode", lambda v: _choice(v, CACHE_MODES), "full (keep what is read) or passthrough"
     ),
     ("cache", "limit"): _Setting("cache_limit", _size, "content cache size, e.g. 10GiB"),
+    ("prefetch", "enabled"): _Setting(
+        "prefetch_enabled", _bool, "copy the likely next tracks of remote origins into the cache"
+    ),
+    ("prefetch", "ahead"): _Setting("prefetch_ahead", _nonneg_int, "tracks to copy ahead"),
+    ("prefetch", "max_bytes"): _Setting(
+        "prefetch_max_bytes", _size, "bytes to copy ahead at most (and 1/10 of cache.limit)"
+    ),
     ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
     ("metrics", "listen"): _Setting(
         "metrics_listen", _listen, "HOST:PORT of the Prometheus metrics endpoint, empty = off"

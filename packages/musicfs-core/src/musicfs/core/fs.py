@@ -28,8 +28,10 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
+from musicfs.core.albumart import CoverFiles
 from musicfs.core.catalog import ROOT_NODE, Node
 from musicfs.core.collectionconfig import Collection
+from musicfs.core.covers import ART_NAMES
 from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import ChangeKind, TreeChange
 from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
@@ -51,6 +53,7 @@ _IO_SIZE = 128 * 1024
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
 _LINK_MODE = stat.S_IFLNK | 0o777
+_COVER_OFFSET = 1 << 62  # readdir offsets of cover files: after every node id
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _BLOCK = 512
 
@@ -107,6 +110,7 @@ class MusicFSOperations(pyfuse3.Operations):
         request_timeout: float = 30.0,
         io_threads: int = 32,
         collections: tuple[Collection, ...] = (),
+        covers: CoverFiles | None = None,
     ) -> None:
         super().__init__()
         self.library = library
@@ -123,6 +127,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
+        self.covers = covers  # cover.jpg & co. in folders of tracks
 
     # -- attributes ------------------------------------------------------------
 
@@ -171,6 +176,11 @@ class MusicFSOperations(pyfuse3.Operations):
             return self._virtual_attr(await self._virtual_lookup(parent_inode, text))
         if parent_inode == ROOT_NODE and (top := self.virtual.top(text)) is not None:
             return self._virtual_attr(top)
+        if self.covers is not None and text in ART_NAMES:
+            cover = await trio.to_thread.run_sync(self.covers.lookup, parent_inode, text)
+            if cover is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return self._virtual_attr(cover)
         return self._attr(self.library.lookup(parent_inode, text))
 
     @_fuse_op
@@ -187,7 +197,8 @@ class MusicFSOperations(pyfuse3.Operations):
         elif not self.library.node(inode).is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         fh = next(self._dir_handles)
-        self._listings[fh] = [inode, -1]  # directory, id after which the listing ended
+        # directory, offset after which the listing ended, whether it holds tracks
+        self._listings[fh] = [inode, -1, 0]
         return fh
 
     @_fuse_op
@@ -199,12 +210,15 @@ class MusicFSOperations(pyfuse3.Operations):
         # directories, so it works on plain tuples and one reused attribute
         # object (readdir_reply copies it).
         listing = self._listings[fh]
-        inode, ended_after = listing
+        inode, ended_after, _ = listing
         if is_virtual(inode):
             await self._virtual_readdir(inode, start_id, token)
             return
         if start_id == ended_after:
             return  # the last call reached the end: spare the query
+        if start_id >= _COVER_OFFSET:
+            self._readdir_covers(listing, start_id, token)
+            return
         attr = self._attr_template()
         reply = pyfuse3.readdir_reply
         after, want, taken = start_id, self._readdir_fit + 1, 0
@@ -212,6 +226,7 @@ class MusicFSOperations(pyfuse3.Operations):
             rows = self.library.listing(inode, after, want)
             for node_id, name, file_id, size, mtime_ns in rows:
                 attr.st_ino = node_id
+                listing[2] |= file_id is not None
                 if file_id is None:
                     attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks = _DIR_MODE, 2, 0, 0
                     mtime = self.started_ns
@@ -227,6 +242,7 @@ class MusicFSOperations(pyfuse3.Operations):
                 after = node_id
             if len(rows) < want:
                 listing[1] = after
+                self._readdir_covers(listing, _COVER_OFFSET, token)
                 return
             want *= 2
 
@@ -247,7 +263,24 @@ class MusicFSOperations(pyfuse3.Operations):
         else:
             self.library.node(inode)
 
+    def _readdir_covers(self, listing: list[int], start: int, token: pyfuse3.ReaddirToken) -> None:
+        """After a folder's tracks: its cover files (offsets from _COVER_OFFSET)."""
+        if self.covers is None or not listing[2]:
+            return
+        for offset, entry in enumerate(self.covers.entries(listing[0]), _COVER_OFFSET + 1):
+            if offset <= start:
+                continue
+            if not pyfuse3.readdir_reply(token, entry.name.encode(), self._virtual_attr(entry),
+                                         offset):  # fmt: skip
+                return
+            listing[1] = offset
+
     def _virtual(self, inode: int) -> VirtualEntry:
+        if self.covers is not None and self.covers.owns(inode):
+            cover = self.covers.get(inode)
+            if cover is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return cover
         entry = self.virtual.get(inode)
         if entry is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -260,6 +293,9 @@ class MusicFSOperations(pyfuse3.Operations):
         attr.st_ino = entry.inode
         if entry.is_dir:
             attr.st_mode, attr.st_nlink = _DIR_MODE, 2
+        elif entry.is_file:
+            attr.st_mode, attr.st_nlink, attr.st_size = _FILE_MODE, 1, entry.size
+            attr.st_blocks = (entry.size + _BLOCK - 1) // _BLOCK
         else:
             attr.st_mode, attr.st_nlink = _LINK_MODE, 1
             attr.st_size = len(entry.target.encode())
@@ -299,6 +335,11 @@ class MusicFSOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
+        if self.covers is not None and self.covers.owns(inode):
+            try:
+                return pyfuse3.FileInfo(fh=self.covers.open(inode), keep_cache=True)
+            except FileNotFoundError:
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
         plan = self.library.plan_open(inode)
         if plan.inline:
             opened = self.library.open_plan(plan)
@@ -311,6 +352,11 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if self.covers is not None and self.covers.owns_handle(fh):
+            try:
+                return self.covers.read(fh, off, size)
+            except FileNotFoundError:  # evicted meanwhile
+                raise pyfuse3.FUSEError(errno.EIO) from None
         if self.library.inline(fh):
             return self.library.read(fh, off, size)
         origin = self.library.reading_from(fh)
@@ -356,6 +402,9 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def release(self, fh: int) -> None:
+        if self.covers is not None and self.covers.owns_handle(fh):
+            self.covers.release(fh)
+            return
         self.library.close(fh)
 
     @_fuse_op

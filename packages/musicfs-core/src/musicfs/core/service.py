@@ -29,22 +29,25 @@ from typing import Any
 import pyfuse3
 import trio
 
+from musicfs.core.albumart import CoverFiles
 from musicfs.core.catalog import Catalog, Track
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
+from musicfs.core.covers import CoverStore
 from musicfs.core.credentials import CredentialError, Credentials
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.extensions import Extensions
 from musicfs.core.federation import Federation, Health
 from musicfs.core.fs import MusicFSOperations, mount_options
 from musicfs.core.latency import LatencyRecorder
-from musicfs.core.layout import TEMPLATE_SETTING, Layout, TreeChange
+from musicfs.core.layout import TEMPLATE_SETTING, ChangeKind, Layout, TreeChange
 from musicfs.core.library import Library, version_of
 from musicfs.core.origins.base import Origin, OriginUnavailable
 from musicfs.core.origins.factory import build_origin, limits_of
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.overlay import OverlayEditor, TagView, resolve, view
 from musicfs.core.paths import CacheDirLock, cache_dir_for
+from musicfs.core.prefetch import Prefetcher
 from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
 from musicfs.core.smartcollections import AccessLog
 from musicfs.core.verify import VerifyReport, verify_content
@@ -253,6 +256,13 @@ class MusicFS:
             on_fill=self._on_fill,
             events=self.events,
         )
+        covers = CoverFiles(
+            CoverStore(self.cache_dir / "covers", self.federation),
+            self.catalog_path,
+            on_found=lambda folder: self.notify_tree_changes(
+                [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
+            ),
+        )
         self._ops = ops = MusicFSOperations(
             library,
             entry_timeout=self.config.entry_timeout,
@@ -260,8 +270,10 @@ class MusicFS:
             # Past the slowest origin's own timeout, with its retries.
             request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
             collections=self.config.collections,
+            covers=covers,
         )
         access_log = AccessLog(self.catalog_path, self.events)  # for smart collections
+        prefetcher = Prefetcher.for_mount(self)  # None: no cache, prefetch off, all local
         options = mount_options(allow_other=self.config.allow_other)
         try:
             pyfuse3.init(ops, str(self.mountpoint), options)
@@ -282,6 +294,8 @@ class MusicFS:
                 nursery.start_soon(self._fill_loop)
                 nursery.start_soon(self._health_loop)
                 access_log.start()
+                if prefetcher is not None:
+                    prefetcher.start()
                 for origin in self.origins.values():
                     if isinstance(origin, LocalOrigin) and origin.watchable and self.config.watch:
                         nursery.start_soon(self._watch, origin)
@@ -292,6 +306,9 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
+            covers.close()
+            if prefetcher is not None:
+                prefetcher.stop()
             library.close_all()
             await trio.to_thread.run_sync(self.federation.close)
             if self.content is not None:

@@ -43,16 +43,21 @@ _NAME_BYTES = 230  # room for " (n)" and the extension
 
 
 class VirtualEntry(NamedTuple):
-    """A virtual folder (*target* empty) or a symlink to *target*."""
+    """A virtual folder, a symlink to *target*, or a file of *size* bytes."""
 
     inode: int
     parent: int
     name: str
     target: str = ""
+    size: int = -1  # a file (a cover image) when >= 0
 
     @property
     def is_dir(self) -> bool:
-        return not self.target
+        return not self.target and self.size < 0
+
+    @property
+    def is_file(self) -> bool:
+        return self.size >= 0
 
 
 def is_virtual(inode: int) -> bool:
