@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.eventstream import about, listening
-from tests.e2e.helpers import errno_of, require_tools, wait_until, walk_files, write_config
+from tests.e2e.helpers import (
+    errno_of,
+    mounted,
+    require_tools,
+    sha256_of,
+    wait_until,
+    walk_files,
+    write_config,
+)
+from tests.e2e.library import Library, make_origin, render_path
 from tests.e2e.test_federation import BUCKET, mount_with, s3_env, s3_origin
 from tests.servers.s3 import S3Server, s3_server
 
@@ -82,3 +92,28 @@ def test_the_next_tracks_of_an_album_are_cached_ahead_and_play_offline(
             # No further than AHEAD tracks ahead: the next one needs the server.
             assert errno_of(paths[AHEAD + 1].read_bytes) == errno.EIO
         assert mount.status()["cached_files"] == 1 + AHEAD
+
+
+def test_listing_a_prefetch_folder_copies_it_into_the_cache(
+    library: Library, tmp_path: Path
+) -> None:
+    """Manual hints (FR-19): ``ls MOUNT/.prefetch/Artist/Album`` queues the album."""
+    album = ["Björk/Homogenic/01 Jóga.flac", "Björk/Homogenic/02 Unravel.flac"]
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [*album, "Sigur Rós/svefn-g-englar.mp3"])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        folder = Path(render_path(specs[album[0]])).parent
+        assert set(os.listdir(mount.mountpoint / ".prefetch")) == set(
+            os.listdir(mount.mountpoint)
+        )  # a mirror of the tree
+        assert mount.status()["cached_files"] == 0
+        mirrored = mount.mountpoint / ".prefetch" / folder
+        names = sorted(os.listdir(mirrored))
+        assert names == sorted(Path(render_path(specs[r])).name for r in album)
+        wait_until(lambda: mount.status()["cached_files"] >= 2, timeout=30,
+                   what="the hinted album in the cache")  # fmt: skip
+        assert mount.status()["cached_files"] == 2  # that album only
+        for relpath in album:
+            link = mount.mountpoint / ".prefetch" / render_path(specs[relpath])
+            assert os.readlink(link).startswith("../../../")
+            assert sha256_of(link) == sha256_of(origin / relpath)

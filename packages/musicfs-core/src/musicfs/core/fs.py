@@ -37,11 +37,14 @@ from musicfs.core.layout import ChangeKind, TreeChange
 from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
 from musicfs.core.virtual import (
     COLLECTIONS_DIR,
+    PREFETCH_DIR,
     RESULTS_TTL,
     SEARCH_DIR,
     VirtualEntry,
     VirtualTree,
     is_virtual,
+    mirror_entry,
+    mirrored_node,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +114,9 @@ class MusicFSOperations(pyfuse3.Operations):
         io_threads: int = 32,
         collections: tuple[Collection, ...] = (),
         covers: CoverFiles | None = None,
+        prefetch_hint: Callable[[int], None] | None = None,
     ) -> None:
+        """*prefetch_hint(node)* is called when a folder of /.prefetch is listed."""
         super().__init__()
         self.library = library
         self.request_timeout = request_timeout
@@ -128,6 +133,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._listings: dict[int, list[int]] = {}  # open directory handles
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
         self.covers = covers  # cover.jpg & co. in folders of tracks
+        self.prefetch_hint = prefetch_hint
 
     # -- attributes ------------------------------------------------------------
 
@@ -276,6 +282,12 @@ class MusicFSOperations(pyfuse3.Operations):
             listing[1] = offset
 
     def _virtual(self, inode: int) -> VirtualEntry:
+        node = mirrored_node(inode)
+        if node is not None and inode != PREFETCH_DIR:
+            mirrored = mirror_entry(self.library.catalog, node)
+            if mirrored is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return mirrored
         if self.covers is not None and self.covers.owns(inode):
             cover = self.covers.get(inode)
             if cover is None:
@@ -303,6 +315,12 @@ class MusicFSOperations(pyfuse3.Operations):
         return attr
 
     async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry:
+        node = mirrored_node(parent)
+        if node is not None:
+            mirrored = mirror_entry(self.library.catalog, self.library.lookup(node, name).id)
+            if mirrored is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            return mirrored
         folder = self._virtual(parent)
         if folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
             entry = self.virtual.folder(folder.inode, name)
@@ -319,7 +337,14 @@ class MusicFSOperations(pyfuse3.Operations):
 
     async def _virtual_readdir(self, inode: int, start: int, token: pyfuse3.ReaddirToken) -> None:
         folder = self._virtual(inode)
-        if folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
+        node = mirrored_node(inode)
+        if node is not None:
+            if start == 0 and node != ROOT_NODE and self.prefetch_hint is not None:
+                self.prefetch_hint(node)  # listing a folder of /.prefetch asks for it
+            catalog = self.library.catalog
+            children = self.library.children(node, 0, 1_000_000)
+            entries = [e for child in children if (e := mirror_entry(catalog, child.id))]
+        elif folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
             entries = self.virtual.folders(folder.inode)
         else:
             entries = list((await trio.to_thread.run_sync(self.virtual.results, folder)).values())

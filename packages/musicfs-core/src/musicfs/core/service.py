@@ -20,8 +20,10 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,8 @@ from musicfs.core.verify import VerifyReport, verify_content
 from musicfs.core.watch import LocalWatch, ScanRequest
 
 log = logging.getLogger(__name__)
+
+_MAX_HINTS = 16  # /.prefetch folders waiting to be copied at once
 
 LAYOUT_SETTING = "skip_unreadable"
 _ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
@@ -158,6 +162,10 @@ class MusicFS:
         self._stopping = False
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.events = EventBus()
+        # Manual prefetch hints (/.prefetch): one copy at a time, in the background.
+        self._hints = ThreadPoolExecutor(1, thread_name_prefix="musicfs-hint")
+        self._hints_lock = threading.Lock()
+        self._hinted: set[int] = set()
 
     # -- preparing --------------------------------------------------------------
 
@@ -271,6 +279,7 @@ class MusicFS:
             request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
             collections=self.config.collections,
             covers=covers,
+            prefetch_hint=self.hint_prefetch if self.content is not None else None,
         )
         access_log = AccessLog(self.catalog_path, self.events)  # for smart collections
         prefetcher = Prefetcher.for_mount(self)  # None: no cache, prefetch off, all local
@@ -306,6 +315,7 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
+            self._hints.shutdown(wait=False, cancel_futures=True)
             covers.close()
             if prefetcher is not None:
                 prefetcher.stop()
@@ -490,6 +500,32 @@ class MusicFS:
             self.copy_to_cache(track)
         except OSError as exc:
             log.warning("could not cache %s/%s: %s", track.origin, track.relpath, exc)
+
+    def hint_prefetch(self, node_id: int) -> None:
+        """Copy the files at or below tree node *node_id* into the cache, in the
+        background, one at a time (a manual hint: a folder of /.prefetch listed)."""
+        with self._hints_lock:
+            if node_id in self._hinted or len(self._hinted) >= _MAX_HINTS:
+                return
+            self._hinted.add(node_id)
+
+        def copy() -> None:
+            try:
+                with Catalog.open(self.catalog_path, readonly=True) as catalog:
+                    tracks = [t for f in catalog.file_ids_under(node_id) if (t := catalog.track(f))]
+                log.info("prefetch hint: copying %d files into the cache", len(tracks))
+                for track in tracks:
+                    if self._stopping:
+                        return
+                    try:
+                        self.copy_to_cache(track)
+                    except OSError as exc:
+                        log.info("prefetch hint: %s/%s: %s", track.origin, track.relpath, exc)
+            finally:
+                with self._hints_lock:
+                    self._hinted.discard(node_id)
+
+        self._hints.submit(copy)
 
     def copy_to_cache(self, track: Track) -> int:
         """Copy one file into the content cache (blocking, any thread but trio's);

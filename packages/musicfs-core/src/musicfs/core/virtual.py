@@ -4,8 +4,11 @@
 ``/.collections/<name>/`` one per track of a smart collection, each named
 ``Artist - Title.ext`` (made unique) and pointing into the tree
 (``../../Artist/Album (1997) [FLAC]/01 - Title.flac``), so players follow it to
-the real file. Both folders are hidden (not listed in ``/``); ``.collections``
-lists its collections, ``.search`` is entered by typing a query.
+the real file. ``/.prefetch/`` mirrors the tree: listing a folder there
+(``ls ~/mnt/music/.prefetch/Artist/Album``) asks for its files to be copied
+into the cache (a manual prefetch hint), and its files are symlinks to the real
+ones. These folders are hidden (not listed in ``/``); ``.collections`` lists
+its collections, ``.search`` is entered by typing a query.
 
 Virtual entries get inode numbers from `VIRTUAL_BASE` up, far above any
 catalog node id, in a bounded table (least recently used dropped first: the
@@ -36,6 +39,12 @@ SEARCH_DIR = VIRTUAL_BASE + 1
 SEARCH_NAME = ".search"
 COLLECTIONS_DIR = VIRTUAL_BASE + 2
 COLLECTIONS_NAME = ".collections"
+PREFETCH_DIR = VIRTUAL_BASE + 3
+PREFETCH_NAME = ".prefetch"
+# /.prefetch mirrors the tree: node N's folder is MIRROR_BASE + N, its file a
+# symlink LINK_BASE + N (no table: the numbers say which node they stand for).
+MIRROR_BASE = VIRTUAL_BASE + (1 << 58)
+LINK_BASE = VIRTUAL_BASE + (1 << 59)
 RESULTS_TTL = 2.0  # seconds a query's results are reused
 MAX_RESULTS = 200
 _MAX_ENTRIES = 50_000
@@ -95,6 +104,7 @@ class VirtualTree:
         self._tops = {
             SEARCH_NAME: VirtualEntry(SEARCH_DIR, ROOT_NODE, SEARCH_NAME),
             COLLECTIONS_NAME: VirtualEntry(COLLECTIONS_DIR, ROOT_NODE, COLLECTIONS_NAME),
+            PREFETCH_NAME: VirtualEntry(PREFETCH_DIR, ROOT_NODE, PREFETCH_NAME),
         }
 
     def top(self, name: str) -> VirtualEntry | None:
@@ -102,8 +112,9 @@ class VirtualTree:
         return self._tops.get(name)
 
     def get(self, inode: int) -> VirtualEntry | None:
-        if inode in (SEARCH_DIR, COLLECTIONS_DIR):
-            return self._tops[SEARCH_NAME if inode == SEARCH_DIR else COLLECTIONS_NAME]
+        for top in self._tops.values():
+            if top.inode == inode:
+                return top
         with self._lock:
             entry = self._entries.get(inode)
             if entry is not None:
@@ -171,3 +182,30 @@ class VirtualTree:
         while len(self._entries) > _MAX_ENTRIES:
             inode, _ = self._entries.popitem(last=False)
             self._results.pop(inode, None)
+
+
+# -- /.prefetch: a mirror of the tree ---------------------------------------------
+
+
+def mirrored_node(inode: int) -> int | None:
+    """The node a /.prefetch folder or symlink stands for (None: not a mirror)."""
+    if inode == PREFETCH_DIR:
+        return ROOT_NODE
+    if MIRROR_BASE <= inode < LINK_BASE:
+        return inode - MIRROR_BASE
+    if LINK_BASE <= inode < LINK_BASE + (1 << 58):
+        return inode - LINK_BASE
+    return None
+
+
+def mirror_entry(catalog: Catalog, node_id: int) -> VirtualEntry | None:
+    """The /.prefetch entry of node *node_id*: a folder, or a symlink to the file."""
+    node = catalog.node(node_id)
+    if node is None:
+        return None
+    parent = PREFETCH_DIR if node.parent == ROOT_NODE else MIRROR_BASE + node.parent
+    if node.is_dir:
+        return VirtualEntry(MIRROR_BASE + node.id, parent, node.name)
+    path = catalog.path_of(node.id)
+    target = "../" * (path.count("/") + 1) + path
+    return VirtualEntry(LINK_BASE + node.id, parent, node.name, target)
