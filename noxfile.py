@@ -4,6 +4,7 @@
     nox -s tests      the whole test suite: unit tests of each package, then real mounts
     nox -s build      the four wheels in dist/, installed alone into a fresh venv and mounted
     nox -s install    the README's install command, run in a scratch HOME, mount checked
+    nox -s package    the .deb, RPM and Arch packages and the systemd units, built and checked
     nox -s proto      regenerate the gRPC code from control.proto
     nox -s bench      benchmarks (JSON + table in benchmarks/results/)
 
@@ -110,6 +111,14 @@ def install(session: nox.Session) -> None:
 
 
 @nox.session
+def package(session: nox.Session) -> None:
+    """Build and check the distro packages and systemd units (packaging/check.sh)."""
+    session.install("mypy")
+    session.run("mypy", "--strict", "packaging/systemd/try_unit.py")
+    session.run("bash", "packaging/check.sh", *session.posargs, external=True)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against direct reads and peers (rclone, mergerfs); see benchmarks/."""
     _install_dev(session)
@@ -117,3 +126,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_cache.py")
     session.run("python", "benchmarks/bench_origins.py")
     session.run("python", "benchmarks/bench_search.py")
+    session.run("python", "benchmarks/bench_prefetch.py")

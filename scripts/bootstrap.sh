@@ -11,6 +11,10 @@ APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)
 # vlc for cvlc (tests/e2e/test_players.py).
 APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv vlc rsync rclone mergerfs openssh-server
           samba prometheus)
+# What packaging/check.sh (nox -s package) builds and checks the distro packages
+# and the systemd units with (Debian has no namcap).
+APT_TEST+=(systemd strace shellcheck debhelper python3-venv python3-dev rpm rpmlint cpio
+           makepkg pacman-package-manager libarchive-tools zstd)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -3,9 +3,10 @@
 #
 #     ./scripts/test.sh
 #
-# Installs what the tests use (fuse3, encoders, players, peers) with apt, creates
-# .venv with nox and uv, then runs lint (ruff, mypy, generated code check), the
-# unit and end-to-end tests against real FUSE mounts, and the wheel build check.
+# Installs what the tests use (fuse3, encoders, players, peers, packaging tools)
+# with apt, creates .venv with nox and uv, then runs lint (ruff, mypy, generated
+# code check), the unit and end-to-end tests against real FUSE mounts, the wheel
+# build check, the install check, and the distro packages (packaging/check.sh).
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -k templates;
 # --setup-only installs and stops (.ci/run uses it, then runs the same nox line).
 set -euo pipefail
@@ -23,4 +24,4 @@ if [ "$#" -gt 0 ]; then
     exec "$VENV/bin/nox" -s tests -- "$@"
 fi
 # Keep in step with .ci/run and the README.
-"$VENV/bin/nox" -s lint tests build install
+"$VENV/bin/nox" -s lint tests build install package
