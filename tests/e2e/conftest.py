@@ -23,6 +23,7 @@ if _REPO_ROOT not in sys.path:
 
 from tests.e2e.helpers import Mount, mounted, require_fuse  # noqa: E402
 from tests.e2e.library import Library, build_library, missing_encoders  # noqa: E402
+from tests.servers.s3 import S3Server, s3_server  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "realworld"
 
@@ -54,3 +55,13 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"real-world corpus not found at {CORPUS}")
     return CORPUS
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Server]:
+    """A real S3 server (moto_server) on 127.0.0.1, stopped after the test."""
+    try:
+        with s3_server() as server:
+            yield server
+    except FileNotFoundError as exc:  # pragma: no cover - CI installs moto
+        pytest.skip(f"moto_server is not installed: {exc}")

@@ -13,7 +13,6 @@ import errno
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from tests.e2e.helpers import (
 from tests.e2e.library import Library, make_origin, render_path
 from tests.e2e.test_federation import BUCKET, mount_with, s3_env, s3_origin
 from tests.e2e.test_offline import JOGA, UNRAVEL, chunk_of
-from tests.servers.s3 import S3Server, s3_server
+from tests.servers.s3 import S3Server
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
 
@@ -96,15 +95,6 @@ def test_bad_filters_and_no_daemon_are_clear_errors(library: Library, tmp_path: 
     gone = run_musicfs("events", str(tmp_path / "mnt"))
     assert gone.returncode == 3, describe(gone)
     assert "is it mounted?" in gone.stderr or "no MusicFS daemon" in gone.stderr
-
-
-@pytest.fixture
-def s3() -> Iterator[S3Server]:
-    try:
-        with s3_server() as server:
-            yield server
-    except FileNotFoundError as exc:  # pragma: no cover - CI installs moto
-        pytest.skip(f"moto_server is not installed: {exc}")
 
 
 def test_a_damaged_chunk_is_reported_dropped_and_fetched_again(

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,21 +31,12 @@ from tests.e2e.helpers import (
     write_config,
 )
 from tests.e2e.library import BuiltTrack, Library, render_path
-from tests.servers.s3 import S3Server, s3_server
+from tests.servers.s3 import S3Server
 from tests.servers.sshd import SSHServer, sshd_server
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
 
 BUCKET = "music"
-
-
-@pytest.fixture
-def s3(tmp_path: Path) -> Iterator[S3Server]:
-    try:
-        with s3_server() as server:
-            yield server
-    except FileNotFoundError as exc:  # pragma: no cover - CI installs moto
-        pytest.skip(f"moto_server is not installed: {exc}")
 
 
 def sftp_origin(server: SSHServer, **more: object) -> dict[str, object]:

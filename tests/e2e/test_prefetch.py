@@ -9,7 +9,6 @@ import errno
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,21 +25,12 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.library import Library, make_origin, render_path
 from tests.e2e.test_federation import BUCKET, mount_with, s3_env, s3_origin
-from tests.servers.s3 import S3Server, s3_server
+from tests.servers.s3 import S3Server
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
 
 AHEAD = 2
 TRACKS = 5
-
-
-@pytest.fixture
-def s3() -> Iterator[S3Server]:
-    try:
-        with s3_server() as server:
-            yield server
-    except FileNotFoundError as exc:  # pragma: no cover - CI installs moto
-        pytest.skip(f"moto_server is not installed: {exc}")
 
 
 def encode_album(folder: Path) -> dict[str, bytes]:
