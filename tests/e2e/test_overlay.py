@@ -157,6 +157,9 @@ def test_overrides_survive_a_remount_and_bad_input_is_refused(
     with mounted([origin], tmp_path / "mnt", cache) as mount:
         file = mount.mountpoint / render_path(library.find(relpath).spec)
         info = tag(mount, "set", file, "title=Kept", "track=9")
+        found = run_musicfs("search", "kept", "--mount", mount.mountpoint, "--json")
+        assert found.returncode == 0, describe(found)
+        assert [h["path"] for h in json.loads(found.stdout)["hits"]] == [info["path"]]
         bad = run_musicfs("tag", "set", mount.mountpoint / info["path"], "year=soon")
         assert bad.returncode == 2, describe(bad)
         assert "year must be a whole number" in bad.stderr

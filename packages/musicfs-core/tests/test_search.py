@@ -92,7 +92,9 @@ def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> N
         db.executescript(
             "DROP TRIGGER files_search_insert; DROP TRIGGER files_search_delete;"
             "DROP TRIGGER files_search_update; DROP TABLE search_terms; DROP TABLE search;"
-            "DROP TABLE plays; DROP TABLE played_after; PRAGMA user_version = 5;"
+            "DROP TABLE plays; DROP TABLE played_after; DROP TRIGGER overrides_search_insert;"
+            "DROP TRIGGER overrides_search_delete; DROP TABLE search_override_terms;"
+            "DROP TABLE search_overrides; PRAGMA user_version = 5;"
         )
     with Catalog.open(path) as catalog:
         assert titles(catalog, "before") == ["Before Search"]
@@ -103,3 +105,20 @@ def insert_then_fail(catalog: Catalog) -> None:
         catalog.upsert_file(ScannedFile("lib", "f/new.flac", FileStat(1, 1), "flac",
                                         TrackTags(title="Rolled Back")))  # fmt: skip
         raise RuntimeError("the scan was killed")
+
+
+def test_tags_set_through_the_overlay_are_found_and_forgotten(catalog: Catalog) -> None:
+    halo = next(catalog.tracks(title="Halo"))
+    with catalog.transaction():
+        catalog.set_overrides(halo.id, {"title": "Halo (Remastered)", "album": "Deluxe Édition"})
+    assert titles(catalog, "remastered") == ["Halo"]  # the file's own title, found by its override
+    assert titles(catalog, "deluxe edition") == ["Halo"]
+    assert titles(catalog, "beyonce") == ["Halo"]  # its own tags still find it
+    with catalog.transaction():
+        catalog.clear_overrides(halo.id, ["album"])
+    assert titles(catalog, "deluxe") == []
+    assert titles(catalog, "remastered") == ["Halo"]
+    with catalog.transaction():
+        catalog.clear_overrides(halo.id)
+    assert titles(catalog, "remastered") == []
+    catalog.execute("INSERT INTO search_overrides (search_overrides) VALUES ('integrity-check')")

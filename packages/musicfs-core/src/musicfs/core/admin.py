@@ -202,7 +202,7 @@ class Admin:
                 node = catalog.node_of_file(hit.track.id)
                 if node is None:
                     continue  # not shown in the tree
-                tags = hit.track.tags
+                tags = catalog.effective_tags(hit.track.id, hit.track.tags)
                 hits.append({
                     "path": catalog.path_of(node.id), "origin": hit.track.origin,
                     "relpath": hit.track.relpath, "artist": tags.artist or "",

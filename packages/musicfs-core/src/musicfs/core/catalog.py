@@ -33,7 +33,7 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, app
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -170,6 +170,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (file_id, next_id)
     ) WITHOUT ROWID;
     CREATE INDEX played_after_by_next ON played_after (next_id);
+    """,
+    # 9: search finds files by their overrides too (the metadata overlay): the
+    # override values of each file, kept in step by triggers on overrides.
+    """
+    CREATE VIRTUAL TABLE search_overrides USING fts5(
+        text, tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3 4'
+    );
+    CREATE VIRTUAL TABLE search_override_terms USING fts5vocab(search_overrides, 'row');
+    CREATE TRIGGER overrides_search_insert AFTER INSERT ON overrides BEGIN
+        DELETE FROM search_overrides WHERE rowid = new.file_id;
+        INSERT INTO search_overrides (rowid, text) SELECT new.file_id, group_concat(value, ' ')
+            FROM overrides WHERE file_id = new.file_id AND value IS NOT NULL;
+    END;
+    CREATE TRIGGER overrides_search_delete AFTER DELETE ON overrides BEGIN
+        DELETE FROM search_overrides WHERE rowid = old.file_id;
+        INSERT INTO search_overrides (rowid, text) SELECT old.file_id, group_concat(value, ' ')
+            FROM overrides WHERE file_id = old.file_id AND value IS NOT NULL
+            HAVING count(*) > 0;
+    END;
+    INSERT INTO search_overrides (rowid, text) SELECT file_id, group_concat(value, ' ')
+        FROM overrides WHERE value IS NOT NULL GROUP BY file_id;
     """,
 )
 

@@ -13,7 +13,9 @@ after any crash (catalog schema 6). Its tokenizer folds case and diacritics:
 - a word the index does not know is corrected to the indexed words one edit
   away (a letter missing, extra, swapped or wrong: "metalica" → "metallica");
 - results are ranked with BM25, artist and title weighing most, and a track
-  whose artist or title *is* the query comes before the rest.
+  whose artist or title *is* the query comes before the rest;
+- tags set through the metadata overlay are found too (catalog schema 9 keeps
+  a second index of the override values, also by triggers).
 """
 
 from __future__ import annotations
@@ -96,13 +98,21 @@ class Searcher:
                 (match, max(limit, _POOL)),
             ).fetchall()
         wanted = fold(query).strip()
-        hits = []
+        # Tags set through the overlay (musicfs tag set) are searched too.
+        rows += self.catalog.execute(
+            "SELECT rowid, -1.0 FROM search_overrides WHERE search_overrides MATCH ? LIMIT ?",
+            (match, max(limit, _POOL)),
+        ).fetchall()
+        hits, seen = [], set()
         for file_id, bm25 in rows:
+            if file_id in seen:
+                continue
+            seen.add(file_id)
             track = self.catalog.track(file_id)
             if track is None:
                 continue
             score = -float(bm25)  # FTS5's bm25 is lower-is-better
-            tags = track.tags
+            tags = self.catalog.effective_tags(track.id, track.tags)
             if wanted in (fold(tags.artist or ""), fold(tags.title or "")):
                 score += 1000.0  # the artist or title *is* what was typed
             hits.append(Hit(track, score))
@@ -141,11 +151,14 @@ class Searcher:
         return total
 
     def _known_prefix(self, word: str) -> bool:
-        row = self.catalog.execute(
-            "SELECT 1 FROM search_terms WHERE term >= ? AND term < ? LIMIT 1",
-            (word, word + "\U0010ffff"),
-        ).fetchone()
-        return row is not None
+        for terms in ("search_terms", "search_override_terms"):
+            row = self.catalog.execute(
+                f"SELECT 1 FROM {terms} WHERE term >= ? AND term < ? LIMIT 1",
+                (word, word + "\U0010ffff"),
+            ).fetchone()
+            if row is not None:
+                return True
+        return False
 
     def _known(self, candidates: list[str]) -> list[str]:
         """Which of *candidates* are indexed words, most frequent first."""

@@ -160,7 +160,8 @@ class VirtualTree:
                 track, node = catalog.track(file_id), catalog.node_of_file(file_id)
                 if track is None or node is None:
                     continue  # not in the tree (an unreadable file, hidden by config)
-                tags, stem = track.tags, track.relpath.rpartition("/")[2]
+                tags = catalog.effective_tags(track.id, track.tags)  # as the tree shows it
+                stem = track.relpath.rpartition("/")[2]
                 name = base = result_name(tags.artist, tags.title, track.format, stem)
                 n = 1
                 while name in entries:
