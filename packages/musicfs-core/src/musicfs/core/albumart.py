@@ -31,6 +31,8 @@ _FIRST_HANDLE = VIRTUAL_BASE  # above the library's handles
 class CoverFiles:
     """Cover files of the tree's folders, over one `CoverStore`."""
 
+    names = ART_NAMES
+
     def __init__(
         self,
         store: CoverStore,

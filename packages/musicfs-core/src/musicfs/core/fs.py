@@ -23,15 +23,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
-from musicfs.core.albumart import CoverFiles
 from musicfs.core.catalog import ROOT_NODE, Node
 from musicfs.core.collectionconfig import Collection
-from musicfs.core.covers import ART_NAMES
 from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import ChangeKind, TreeChange
 from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
@@ -46,6 +44,9 @@ from musicfs.core.virtual import (
     mirror_entry,
     mirrored_node,
 )
+
+if TYPE_CHECKING:
+    from musicfs.core.albumart import CoverFiles  # imported after READY (Pillow)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
-        self.covers = covers  # cover.jpg & co. in folders of tracks
+        self.covers = covers  # cover.jpg & co. in folders of tracks (set once READY)
         self.prefetch_hint = prefetch_hint
 
     # -- attributes ------------------------------------------------------------
@@ -182,7 +183,7 @@ class MusicFSOperations(pyfuse3.Operations):
             return self._virtual_attr(await self._virtual_lookup(parent_inode, text))
         if parent_inode == ROOT_NODE and (top := self.virtual.top(text)) is not None:
             return self._virtual_attr(top)
-        if self.covers is not None and text in ART_NAMES:
+        if self.covers is not None and text in self.covers.names:
             cover = await trio.to_thread.run_sync(self.covers.lookup, parent_inode, text)
             if cover is None:
                 raise pyfuse3.FUSEError(errno.ENOENT)

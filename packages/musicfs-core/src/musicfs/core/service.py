@@ -26,16 +26,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyfuse3
 import trio
 
-from musicfs.core.albumart import CoverFiles
 from musicfs.core.catalog import Catalog, Track
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
-from musicfs.core.covers import CoverStore
 from musicfs.core.credentials import CredentialError, Credentials
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.extensions import Extensions
@@ -54,6 +52,9 @@ from musicfs.core.scanner import Scanner, ScanProgress, ScanReport
 from musicfs.core.smartcollections import AccessLog
 from musicfs.core.verify import VerifyReport, verify_content
 from musicfs.core.watch import LocalWatch, ScanRequest
+
+if TYPE_CHECKING:
+    from musicfs.core.albumart import CoverFiles
 
 log = logging.getLogger(__name__)
 
@@ -264,13 +265,6 @@ class MusicFS:
             on_fill=self._on_fill,
             events=self.events,
         )
-        covers = CoverFiles(
-            CoverStore(self.cache_dir / "covers", self.federation),
-            self.catalog_path,
-            on_found=lambda folder: self.notify_tree_changes(
-                [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
-            ),
-        )
         self._ops = ops = MusicFSOperations(
             library,
             entry_timeout=self.config.entry_timeout,
@@ -278,7 +272,6 @@ class MusicFS:
             # Past the slowest origin's own timeout, with its retries.
             request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
             collections=self.config.collections,
-            covers=covers,
             prefetch_hint=self.hint_prefetch if self.content is not None else None,
         )
         access_log = AccessLog(self.catalog_path, self.events)  # for smart collections
@@ -298,6 +291,8 @@ class MusicFS:
                 log.info("ready: serving %s", self.mountpoint)
                 if on_ready is not None:
                     await on_ready()
+                # After READY: Pillow and mutagen's picture code are not mount time.
+                ops.covers = await trio.to_thread.run_sync(self._cover_files)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
                 nursery.start_soon(self._fill_loop)
@@ -316,7 +311,8 @@ class MusicFS:
             self.state = MountState.UNMOUNTING
             access_log.stop()
             self._hints.shutdown(wait=False, cancel_futures=True)
-            covers.close()
+            if ops.covers is not None:
+                ops.covers.close()
             if prefetcher is not None:
                 prefetcher.stop()
             library.close_all()
@@ -500,6 +496,18 @@ class MusicFS:
             self.copy_to_cache(track)
         except OSError as exc:
             log.warning("could not cache %s/%s: %s", track.origin, track.relpath, exc)
+
+    def _cover_files(self) -> CoverFiles:
+        from musicfs.core.albumart import CoverFiles
+        from musicfs.core.covers import CoverStore
+
+        return CoverFiles(
+            CoverStore(self.cache_dir / "covers", self.federation),
+            self.catalog_path,
+            on_found=lambda folder: self.notify_tree_changes(
+                [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
+            ),
+        )
 
     def hint_prefetch(self, node_id: int) -> None:
         """Copy the files at or below tree node *node_id* into the cache, in the
