@@ -19,8 +19,10 @@ from pathlib import Path
 
 import mutagen
 import pytest
+from PIL import Image
 
 from musicfs.core import AUDIO_EXTENSIONS, Catalog
+from musicfs.core.covers import ART_NAMES
 from tests.e2e.helpers import Mount, mounted, walk_files
 
 pytestmark = [pytest.mark.mount]
@@ -83,6 +85,11 @@ def virtual_paths(corpus_mount: Mount) -> dict[str, str]:
     return mapping
 
 
+def is_cover_file(virtual: str) -> bool:
+    """True for the cover images MusicFS adds to folders of tracks with art (FR-16)."""
+    return virtual.rpartition("/")[2] in ART_NAMES
+
+
 def test_spec_formats_are_scanned() -> None:
     assert set(AUDIO_EXTENSIONS) >= SPEC_EXTENSIONS
 
@@ -136,7 +143,7 @@ def test_unreadable_files_are_shown_under_fallback_names(
 def test_every_file_in_the_mount_reads_back_the_origin_bytes(
     corpus: Path, corpus_mount: Mount, virtual_paths: dict[str, str]
 ) -> None:
-    in_mount = walk_files(corpus_mount.mountpoint)
+    in_mount = {p for p in walk_files(corpus_mount.mountpoint) if not is_cover_file(p)}
     assert in_mount == set(virtual_paths.values()), "the tree and the catalog disagree"
     wrong = []
     for relpath, virtual in virtual_paths.items():
@@ -147,6 +154,25 @@ def test_every_file_in_the_mount_reads_back_the_origin_bytes(
         elif os.stat(served).st_size != os.stat(origin).st_size:
             wrong.append(f"{virtual} (size)")
     assert not wrong, f"bytes through the mount differ from the origin: {wrong}"
+
+
+def test_embedded_art_becomes_cover_files_that_are_real_images(
+    corpus_mount: Mount, virtual_paths: dict[str, str]
+) -> None:
+    # A lookup of cover.jpg waits for the folder's art to be extracted, so this
+    # asks every folder of tracks, broken files included, whether it has art.
+    folders = sorted({v.rpartition("/")[0] for v in virtual_paths.values()})
+    with_art = [f for f in folders if (corpus_mount.mountpoint / f / ART_NAMES[0]).exists()]
+    assert with_art, "the corpus has files with embedded pictures"
+    for folder in with_art:
+        listed = set(os.listdir(corpus_mount.mountpoint / folder))
+        assert set(ART_NAMES) <= listed, f"{folder} lists {sorted(listed)}"
+        for name in ART_NAMES:
+            with Image.open(corpus_mount.mountpoint / folder / name) as image:
+                assert image.format == "JPEG", f"{folder}/{name} is {image.format}"
+                image.load()  # raises on a truncated or corrupt image
+    stray = {p for p in walk_files(corpus_mount.mountpoint) if is_cover_file(p)}
+    assert {p.rpartition("/")[0] for p in stray} <= set(with_art)
 
 
 def test_non_audio_files_are_not_shown(corpus: Path, virtual_paths: dict[str, str]) -> None:
