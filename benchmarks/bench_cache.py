@@ -8,6 +8,8 @@ Measured in one run, against baselines of the same run:
   with the page cache dropped (cold) — ratio, target >= 0.9;
 - sequential first read through the mount from a local origin vs direct (cold),
   target >= 0.5;
+- the same cold read through the peers of SPEC §11 (mergerfs, rclone mount) and
+  through the pyfuse3 floor (bench_floorfs.py): what any FUSE mount costs here;
 - bytes read from the origin to re-cache a FLAC after a tag-only edit (< 10 KB);
 - dedup ratio of a library where every file has a copy elsewhere.
 Writes JSON to benchmarks/results/ and prints a short table.
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_mounts import Mounter, MountError
 from mutagen.flac import FLAC
 
 from musicfs.core.content import ContentCache, Version
@@ -103,6 +106,7 @@ def bench_reads(work: Path, size_mib: int) -> dict[str, Any]:
             results["direct_cold_again_s"], _ = read_all(work / "unplugged" / "song.wav")
         finally:
             (work / "unplugged").rename(origin)
+        results["peers_cold_mib_s"] = peer_reads(work, song)
         results["drop_caches_ok"] = dropped
         # Each ratio uses the direct read taken next to it: the VM's host caches
         # its disk, so cold direct reads vary from one moment to the next.
@@ -115,6 +119,26 @@ def bench_reads(work: Path, size_mib: int) -> dict[str, Any]:
     finally:
         subprocess.run([*MUSICFS, "unmount", str(mnt)], capture_output=True, check=False)
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+
+
+PEERS = ("mergerfs", "rclone", "floor")
+
+
+def peer_reads(work: Path, song: Path) -> dict[str, float | None]:
+    """MiB/s of a cold sequential read of *song* through each peer mount."""
+    (work / "peers").mkdir(exist_ok=True)
+    mounter = Mounter(work / "peers", work / "peers" / "pycache")
+    speeds: dict[str, float | None] = {}
+    for kind in PEERS:
+        try:
+            with mounter.mounted(kind, song.parent) as peer:
+                drop_caches()
+                seconds, _ = read_all(peer.mountpoint / song.name)
+                speeds[kind] = song.stat().st_size / 2**20 / seconds
+        except (MountError, OSError) as exc:
+            print(f"warning: {kind}: {exc}", file=sys.stderr)
+            speeds[kind] = None
+    return speeds
 
 
 def bench_tag_edit(work: Path) -> dict[str, Any]:
@@ -189,6 +213,9 @@ def main() -> int:
          f"{tag['tag_edit_bytes']} (file {tag['file_bytes']})", "< 10,000"),
         ("dedup ratio, library with duplicates", f"{dedup['dedup_ratio']:.2f}", "—"),
     ]  # fmt: skip
+    for kind, speed in reads["peers_cold_mib_s"].items():
+        shown = "not available" if speed is None else f"{speed:.0f} MiB/s"
+        rows.append((f"  same cold read through {kind}", shown, "—"))
     for what, value, target in rows:
         print(f"{what:<62} {value:>34}   target {target}")
     print(f"results in {out}")

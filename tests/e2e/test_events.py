@@ -113,9 +113,7 @@ def test_a_damaged_chunk_is_reported_dropped_and_fetched_again(
         assert sha256_of(virtual) == track.sha256
         wait_until(lambda: mount.status()["cached_files"] >= 1, timeout=30, what="caching")
         chunk = chunk_of(cache, JOGA)
-        data = bytearray(chunk.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        chunk.write_bytes(bytes(data))
+        chunk.flip_byte(1000)
         forget_pages(virtual)
         with listening(mount, "--type", "chunk.corrupt") as events:
             assert sha256_of(virtual) == track.sha256, "wrong bytes after a damaged chunk"
@@ -141,10 +139,7 @@ def test_a_damaged_chunk_with_the_origin_gone_fails_with_eio_and_an_event(
         virtual = mount.mountpoint / render_path(specs[JOGA])
         sha256_of(virtual)
         wait_until(lambda: mount.status()["cached_files"] >= 1, timeout=30, what="caching")
-        chunk = chunk_of(cache, JOGA)
-        data = bytearray(chunk.read_bytes())
-        data[0] ^= 0xFF
-        chunk.write_bytes(bytes(data))
+        chunk_of(cache, JOGA).flip_byte(0)
         forget_pages(virtual)
         with listening(mount, "--type", "chunk.corrupt") as events:
             origin.rename(tmp_path / "unplugged")

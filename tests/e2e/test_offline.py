@@ -10,12 +10,14 @@ itself, and live changes are followed again.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import random
 import sqlite3
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -103,10 +105,7 @@ def test_a_damaged_chunk_is_never_served_and_verify_repairs(
         paths = {rel: mount.mountpoint / render_path(specs[rel]) for rel in (JOGA, UNRAVEL)}
         played = {rel: sha256_of(path) for rel, path in paths.items()}
         wait_until(lambda: mount.status()["cached_files"] >= 2, timeout=30, what="caching")
-        chunk = chunk_of(cache, JOGA)
-        data = bytearray(chunk.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        chunk.write_bytes(bytes(data))
+        chunk_of(cache, JOGA).flip_byte(1000)
         for path in paths.values():
             forget_pages(path)
         origin.rename(tmp_path / "unplugged")
@@ -125,12 +124,48 @@ def test_a_damaged_chunk_is_never_served_and_verify_repairs(
     assert again.returncode == 0, describe(again)
 
 
-def chunk_of(cache: Path, relpath: str) -> Path:
-    """The file of the first payload chunk of *relpath*'s cached copy."""
+@dataclass(frozen=True)
+class StoredChunk:
+    """A payload chunk of a cached file, where the chunk store's index places it."""
+
+    cache: Path
+    digest: str
+
+    def place(self) -> tuple[Path, int, int] | None:
+        """(file holding it, offset, size); None while the store does not list it."""
+        index = self.cache / "content" / "chunks" / "index.sqlite3"
+        with contextlib.closing(sqlite3.connect(f"file:{index}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                "SELECT pack, offset, size FROM chunks WHERE hash = ?", (self.digest,)
+            ).fetchone()
+        if row is None:
+            return None
+        pack, offset, size = row
+        store = self.cache / "content" / "chunks"
+        if pack is None:  # a store from before pack files
+            return store / "chunks" / self.digest[:2] / self.digest[2:4] / self.digest, 0, size
+        return store / "packs" / f"{pack:08d}.pack", offset, size
+
+    def exists(self) -> bool:
+        return self.place() is not None
+
+    def flip_byte(self, at: int) -> None:
+        """Damage the stored chunk: invert the bits of its byte *at* (from its start)."""
+        place = self.place()
+        assert place is not None, f"chunk {self.digest} is not stored"
+        path, offset, size = place
+        with open(path, "r+b") as fh:
+            fh.seek(offset + at % size)
+            byte = fh.read(1)
+            fh.seek(-1, os.SEEK_CUR)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def chunk_of(cache: Path, relpath: str) -> StoredChunk:
+    """The first payload chunk of *relpath*'s cached copy."""
     with sqlite3.connect(cache / "content" / "manifests.sqlite3") as db:
         row = db.execute("SELECT chunks FROM manifests WHERE relpath = ?", (relpath,)).fetchone()
-    digest = str(row[0]).split(",")[0].rsplit(":", 1)[1]
-    return cache / "content" / "chunks" / "chunks" / digest[:2] / digest[2:4] / digest
+    return StoredChunk(cache, str(row[0]).split(",")[0].rsplit(":", 1)[1])
 
 
 def test_backup_restore_round_trip_through_the_cli(library: Library, tmp_path: Path) -> None:
@@ -194,8 +229,9 @@ def test_eviction_keeps_the_cache_under_its_limit(tmp_path: Path) -> None:
             # Now, while it is cached whole: opening a file whose copy was evicted
             # copies it again, which would undo the eviction this test looks for.
             forget_pages(paths[name])
-        chunks = (cache / "content" / "chunks" / "chunks").rglob("*")
-        stored = sum(p.stat().st_size for p in chunks if p.is_file())
+        # Bytes on disk: an evicted chunk's bytes are freed by a hole in its pack.
+        packs = (cache / "content" / "chunks").rglob("*.pack")
+        stored = sum(p.stat().st_blocks * 512 for p in packs)
         assert stored <= 1024 * 1024 + 256 * 1024
         origin.rename(tmp_path / "unplugged")
         try:

@@ -19,6 +19,8 @@ import pytest
 from mutagen.id3 import TALB, TCMP, TDRC, TIT2, TPE1, TPE2, TPOS, TRCK
 from mutagen.wave import WAVE
 
+from musicfs.core.cas import ChunkStore
+
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "realworld"
 
 MakeWav = Callable[..., Path]
@@ -80,3 +82,22 @@ def encode() -> Encode:
     if shutil.which("ffmpeg") is None:
         pytest.skip("ffmpeg is not installed")
     return encode_tone
+
+
+DamageChunk = Callable[[ChunkStore, str, int], None]
+
+
+@pytest.fixture
+def damage_chunk() -> DamageChunk:
+    """Invert the bits of byte *at* of a stored chunk, in the file that holds it."""
+
+    def damage(store: ChunkStore, digest: str, at: int) -> None:
+        place = store.place(digest)
+        assert place is not None, f"chunk {digest} is not stored"
+        with open(store.path_of(place.pack, digest), "r+b") as fh:
+            fh.seek(place.offset + at % place.size)
+            byte = fh.read(1)
+            fh.seek(-1, os.SEEK_CUR)
+            fh.write(bytes([byte[0] ^ 0xFF]))
+
+    return damage

@@ -37,7 +37,7 @@ def test_round_trip(tmp_path: Path) -> None:
     assert counts["databases"] == 3
     assert counts["chunks"] >= 2
     # the cache is lost (or damaged) ...
-    for path in (cache / "content" / "chunks" / "chunks").rglob("*"):
+    for path in (cache / "content" / "chunks" / "packs").rglob("*"):
         if path.is_file():
             path.write_bytes(b"damage")
     (cache / "catalog.sqlite3").write_bytes(b"not a database any more")

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import itertools
-import os
 import random
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from musicfs.core.cas import CHUNK_MAX, CHUNK_MIN, ChunkStore, CorruptChunk, cut
+from musicfs.core import cas
+from musicfs.core.cas import (
+    CHUNK_MAX,
+    CHUNK_MIN,
+    ChunkReader,
+    ChunkStore,
+    CorruptChunk,
+    chunk_hash,
+    cut,
+)
 
 
 def noise(n: int, seed: int = 1) -> bytes:
@@ -40,16 +50,15 @@ def test_identical_content_is_stored_once(tmp_path: Path) -> None:
     assert (store.stats.entries, store.stats.bytes) == (1, 100_000)
 
 
-def test_get_verifies_and_drops_a_damaged_chunk(tmp_path: Path) -> None:
+def test_get_verifies_and_drops_a_damaged_chunk(
+    tmp_path: Path, damage_chunk: Callable[[ChunkStore, str, int], None]
+) -> None:
     store = ChunkStore(tmp_path)
     digest = store.put(noise(50_000))
-    path = Path(store.path_of(digest))
-    damaged = bytearray(path.read_bytes())
-    damaged[1234] ^= 0xFF
-    path.write_bytes(bytes(damaged))
+    damage_chunk(store, digest, 1234)
     with pytest.raises(CorruptChunk, match=digest):
         store.get(digest)
-    assert not path.exists()
+    assert not store.has(digest)
     assert store.get(digest) is None  # now a miss, to be fetched again
     assert store.stats.corrupt == 1
 
@@ -76,16 +85,81 @@ def test_pinned_chunks_are_not_evicted(tmp_path: Path) -> None:
     assert store.stats.bytes <= 150_000 + CHUNK_MAX  # over by at most one chunk
 
 
-def test_index_survives_reopening_and_verify_finds_damage(tmp_path: Path) -> None:
+def test_index_survives_reopening_and_verify_finds_damage(
+    tmp_path: Path, damage_chunk: Callable[[ChunkStore, str, int], None]
+) -> None:
     store = ChunkStore(tmp_path)
     good = store.put(noise(40_000, 1))
     bad = store.put(noise(40_000, 2))
     store.close()
-    with open(ChunkStore(tmp_path).path_of(bad), "r+b") as fh:
-        fh.seek(10)
-        fh.write(b"X")
+    damage_chunk(ChunkStore(tmp_path), bad, 10)
     reopened = ChunkStore(tmp_path)
     assert reopened.stats.entries == 2
     assert reopened.verify() == [bad]
     assert reopened.get(good) is not None
-    assert not os.path.exists(reopened.path_of(bad))
+    assert not reopened.has(bad)
+
+
+def allocated(store: ChunkStore) -> int:
+    """Bytes the store's pack files take on disk (holes excluded)."""
+    return sum(p.stat().st_blocks * 512 for p in (store.root / "packs").glob("*.pack"))
+
+
+def test_a_files_chunks_lie_back_to_back_and_read_back_as_one_run(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    data = noise(2 * 1024 * 1024)
+    bounds = cut(data)
+    digests = store.put_all([data[o : o + n] for o, n in bounds])
+    places = [store.places(digests)[d] for d in digests]
+    assert len({p.pack for p in places}) == 1
+    assert all(a.offset + a.size == b.offset for a, b in itertools.pairwise(places))
+    with ChunkReader(store) as reader:
+        assert b"".join(reader.read(list(zip(digests, places, strict=True)))) == data
+
+
+def test_evicted_chunks_give_their_disk_space_back(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, limit=2_000_000)
+    first = noise(1_500_000, 1)
+    store.put_all([first[o : o + n] for o, n in cut(first)])
+    before = allocated(store)
+    second = noise(1_500_000, 2)
+    store.put_all([second[o : o + n] for o, n in cut(second)])
+    assert store.stats.bytes <= 2_000_000
+    # Both went into one pack; what was evicted from it is a hole now.
+    assert allocated(store) <= 2_000_000 + 64 * 1024
+    assert allocated(store) < before + 1_500_000
+
+
+def test_a_pack_with_no_chunk_left_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cas, "PACK_TARGET", 100_000)  # every file starts a new pack
+    store = ChunkStore(tmp_path)
+    kept = store.put(noise(150_000, 1))
+    dropped = store.put(noise(150_000, 2))
+    current = store.put(noise(150_000, 3))  # in the pack being written to now
+    packs = {store.place(d).pack for d in (kept, dropped)}  # type: ignore[union-attr]
+    assert len(packs) == 2
+    store.drop_unreferenced({kept, current})
+    assert sorted(p.name for p in (tmp_path / "packs").glob("*.pack")) == [
+        f"{store.place(kept).pack:08d}.pack",  # type: ignore[union-attr]
+        f"{store.place(current).pack:08d}.pack",  # type: ignore[union-attr]
+    ]
+    assert store.get(kept) == noise(150_000, 1)
+
+
+def test_a_store_from_before_packs_is_still_read(tmp_path: Path) -> None:
+    data = noise(70_000)
+    digest = chunk_hash(data)
+    old = tmp_path / "chunks" / digest[:2] / digest[2:4] / digest
+    old.parent.mkdir(parents=True)
+    old.write_bytes(data)
+    with sqlite3.connect(tmp_path / "index.sqlite3") as db:
+        db.execute("CREATE TABLE chunks (hash TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+                   " last_used REAL NOT NULL)")  # fmt: skip
+        db.execute("INSERT INTO chunks VALUES (?, ?, 0)", (digest, len(data)))
+    store = ChunkStore(tmp_path)
+    assert store.get(digest) == data
+    assert store.verify(deep=True) == []
+    store.drop_unreferenced(set())
+    assert not old.exists()

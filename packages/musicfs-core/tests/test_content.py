@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from mutagen.flac import FLAC
 
-from musicfs.core.cas import CorruptChunk
+from musicfs.core.cas import ChunkStore, CorruptChunk
 from musicfs.core.content import ContentCache, Version
 from musicfs.core.origins import LocalFile
 
@@ -79,15 +79,15 @@ def test_identical_files_share_their_chunks(tmp_path: Path, cache: ContentCache)
     assert cache.store.stats.bytes == stored == len(data)
 
 
-def test_a_damaged_chunk_is_never_served(tmp_path: Path, cache: ContentCache) -> None:
+def test_a_damaged_chunk_is_never_served(
+    tmp_path: Path, cache: ContentCache, damage_chunk: Callable[[ChunkStore, str, int], None]
+) -> None:
     data = random.Random(6).randbytes(300_000)
     version = put_file(tmp_path / "a.wav", data)
     fill(cache, tmp_path / "a.wav", version)
     cached = cache.open(version)
     assert cached is not None
-    digest = cached.chunks[0][2]
-    path = Path(cache.store.path_of(digest))
-    path.write_bytes(b"\0" + path.read_bytes()[1:])
+    damage_chunk(cache.store, cached.chunks[0][2], 0)
     with pytest.raises(CorruptChunk):
         cached.read(0, 100)
     assert cache.open(version) is None  # the copy is incomplete now
@@ -111,7 +111,7 @@ def test_an_open_cached_file_is_never_evicted_under_its_reader(tmp_path: Path) -
 
 
 def test_verify_drops_damaged_chunks_and_the_copies_that_need_them(
-    tmp_path: Path, cache: ContentCache
+    tmp_path: Path, cache: ContentCache, damage_chunk: Callable[[ChunkStore, str, int], None]
 ) -> None:
     good = put_file(tmp_path / "a.wav", random.Random(9).randbytes(200_000))
     hurt = put_file(tmp_path / "b.wav", random.Random(10).randbytes(200_000))
@@ -121,8 +121,7 @@ def test_verify_drops_damaged_chunks_and_the_copies_that_need_them(
     assert opened is not None
     digest = opened.chunks[-1][2]
     opened.close()
-    path = Path(cache.store.path_of(digest))
-    path.write_bytes(path.read_bytes()[:-1] + b"?")
+    damage_chunk(cache.store, digest, -1)
     assert cache.verify() == ([digest], 1)
     assert cache.open(hurt) is None
     assert cache.open(good) is not None

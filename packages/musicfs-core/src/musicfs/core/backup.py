@@ -2,7 +2,8 @@
 
 A backup is a tar file: consistent snapshots of the SQLite databases (taken
 with SQLite's online backup API, so a running daemon need not stop) and the
-chunk files, which never change once written. Restoring refuses a cache dir
+chunk store's pack files (append-only: a pack grows after the snapshot, or
+a chunk evicted since reads back as zeros, which verification catches). Restoring refuses a cache dir
 that a daemon is using, unpacks next to it, checks what it unpacked, and only
 then swaps it in: a failed restore leaves the old cache as it was.
 """
@@ -25,7 +26,8 @@ from musicfs.core.paths import CacheDirLock
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-_DATABASES = ("catalog.sqlite3", "content/manifests.sqlite3", "content/chunks/index.sqlite3")
+_INDEX = "content/chunks/index.sqlite3"
+_DATABASES = ("catalog.sqlite3", "content/manifests.sqlite3", _INDEX)
 
 
 class BackupError(RuntimeError):
@@ -48,12 +50,14 @@ def backup_cache(cache_dir: Path, target: Path) -> dict[str, int]:
                 src.backup(dst)
             tar.add(snapshot, arcname=name)
             counts["databases"] += 1
-        chunks = cache_dir / "content" / "chunks" / "chunks"
-        if chunks.exists():
-            for path in sorted(chunks.rglob("*")):
+            if name == _INDEX:
+                with sqlite3.connect(snapshot) as index:
+                    counts["chunks"] = index.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        store = cache_dir / "content" / "chunks"
+        for folder in (store / "packs", store / "chunks"):  # chunks/: stores from before packs
+            for path in sorted(folder.rglob("*")) if folder.exists() else []:
                 if path.is_file() and not path.name.startswith("."):
                     tar.add(path, arcname=str(path.relative_to(cache_dir)))
-                    counts["chunks"] += 1
                     counts["bytes"] += path.stat().st_size
         info = Path(tmp) / "musicfs-backup.json"
         info.write_text(json.dumps({"format": FORMAT, "created": time.time(), **counts}))

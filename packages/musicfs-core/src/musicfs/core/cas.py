@@ -2,9 +2,16 @@
 
 Payload bytes are cut with FastCDC (min 16 KiB, average 64 KiB, max 256 KiB),
 so an edit moves only the chunk boundaries near it, and identical content in
-two files (other names, other folders) is stored once. A chunk lives in a file
-named by its xxh3-128 hash under a fanned-out directory
-(``chunks/ab/cd/abcd…``); an SQLite index keeps its size and last use.
+two files (other names, other folders) is stored once. A chunk is named by its
+xxh3-128 hash; an SQLite index keeps its size, last use and place.
+
+Chunks live in append-only *pack files* (``packs/00000001.pack``, rolled over
+at `PACK_TARGET`): the new chunks of one file are written one after another,
+so reading the file back is one sequential read of one file, which the kernel
+reads ahead, instead of a file open per 64 KiB. (Stores written before packs
+keep their chunks as files named by hash, ``chunks/ab/cd/abcd…``; those are
+still read, and go as they are evicted.) An evicted chunk's bytes are freed
+at once by punching a hole in its pack; a pack with no chunk left is deleted.
 
 Every chunk is checked against its hash when read (NFR-8.1): a damaged chunk is
 dropped and reported with `CorruptChunk`, never returned. The store is kept
@@ -18,12 +25,14 @@ Wiring it into the read path is the content layer's job.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +47,7 @@ CHUNK_MIN = 16 * 1024
 CHUNK_AVG = 64 * 1024
 CHUNK_MAX = 256 * 1024
 DEFAULT_LIMIT = 10 * 1024**3
+PACK_TARGET = 64 * 1024 * 1024  # a pack takes no new file's chunks once this big
 _TOUCH_BATCH = 512
 _QUERY_BATCH = 500  # below SQLite's limit on bound parameters
 
@@ -57,7 +67,7 @@ def cut(data: bytes | memoryview) -> list[tuple[int, int]]:
 
 
 class CorruptChunk(Exception):
-    """A chunk's bytes no longer match its hash. It has been dropped."""
+    """A chunk's bytes no longer match its hash (or are gone). It has been dropped."""
 
 
 @dataclass
@@ -77,11 +87,32 @@ class TierStats:
         return self.hits / total if total else 0.0
 
 
-class ChunkStore:
-    """Chunks on disk under *root*, indexed in ``root/index.sqlite3``.
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a chunk's bytes are: *size* bytes at *offset* of pack *pack*
+    (pack None: a chunk file of an older store, named by its hash)."""
 
-    Thread-safe: calls are serialised by a lock (chunk I/O is small and the
-    index is SQLite).
+    pack: int | None
+    offset: int
+    size: int
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def _punch_hole(fd: int, offset: int, size: int) -> bool:
+    """Free *size* bytes at *offset* of the file on disk (they read back as zeros)."""
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    return _libc.fallocate(fd, mode, offset, size) == 0  # type: ignore[no-any-return]
+
+
+class ChunkStore:
+    """Chunks in pack files under *root*, indexed in ``root/index.sqlite3``.
+
+    Thread-safe: writes and the index are serialised by a lock; reads of chunk
+    bytes (`ChunkReader`) run outside it.
     """
 
     def __init__(
@@ -94,8 +125,9 @@ class ChunkStore:
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
         self._touched: dict[str, float] = {}
-        (self.root / "chunks").mkdir(parents=True, exist_ok=True)
         self._chunk_dir = str(self.root / "chunks")
+        self._pack_dir = self.root / "packs"
+        self._pack_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.root / "index.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -104,90 +136,167 @@ class ChunkStore:
             "CREATE TABLE IF NOT EXISTS chunks ("
             " hash TEXT PRIMARY KEY, size INTEGER NOT NULL, last_used REAL NOT NULL)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(chunks)")}
+        if "pack" not in columns:  # a store from before packs: its rows are chunk files
+            self._db.execute("ALTER TABLE chunks ADD COLUMN pack INTEGER")
+            self._db.execute("ALTER TABLE chunks ADD COLUMN offset INTEGER")
         self._db.execute("CREATE INDEX IF NOT EXISTS chunks_by_use ON chunks (last_used)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack)")
         entries, total = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM chunks"
         ).fetchone()
         self.stats.entries, self.stats.bytes = entries, total
+        last = self._db.execute("SELECT max(pack) FROM chunks").fetchone()[0]
+        on_disk = [int(p.stem) for p in self._pack_dir.glob("*.pack") if p.stem.isdigit()]
+        self._pack = max([last or 0, *on_disk]) + 1  # never append behind a crash's back
+        self._pack_fd: int | None = None
+        self._punch_ok = True
 
     def close(self) -> None:
         with self._lock:
             self._flush_touches()
+            if self._pack_fd is not None:
+                os.close(self._pack_fd)
+                self._pack_fd = None
         self._db.close()
 
-    def path_of(self, digest: str) -> str:
-        # Plain string joins: this runs for every chunk read, and pathlib's
-        # parsing cost as much as the read itself.
-        return f"{self._chunk_dir}/{digest[:2]}/{digest[2:4]}/{digest}"
+    def path_of(self, pack: int | None, digest: str = "") -> str:
+        """The file holding a chunk: pack *pack*, or (None) the old chunk file *digest*."""
+        if pack is None:
+            return f"{self._chunk_dir}/{digest[:2]}/{digest[2:4]}/{digest}"
+        return f"{self._pack_dir}/{pack:08d}.pack"
 
-    # -- storing and fetching -------------------------------------------------
-
-    def put(self, data: bytes) -> str:
-        """Store *data* (once, however often it is put); return its hash."""
-        digest = chunk_hash(data)
+    def place(self, digest: str) -> Place | None:
+        """Where *digest* is stored; None if it is not."""
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM chunks WHERE hash = ?", (digest,)).fetchone()
-            path = self.path_of(digest)
-            if row is not None and os.path.exists(path):
-                self._touch(digest)
-                return digest
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)  # a reader sees the whole chunk or none
-            self._db.execute(
-                "INSERT OR REPLACE INTO chunks (hash, size, last_used) VALUES (?, ?, ?)",
-                (digest, len(data), time.time()),
-            )
-            if row is None:
-                self.stats.entries += 1
-                self.stats.bytes += len(data)
-            self._evict_locked()
-        return digest
+            row = self._db.execute(
+                "SELECT pack, offset, size FROM chunks WHERE hash = ?", (digest,)
+            ).fetchone()
+        return None if row is None else Place(row[0], row[1] or 0, row[2])
+
+    # -- storing -------------------------------------------------------------------------
+
+    def put(self, data: bytes | memoryview) -> str:
+        """Store *data* (once, however often it is put); return its hash."""
+        return self.put_all([data])[0]
+
+    def put_all(self, blocks: Sequence[bytes | memoryview]) -> list[str]:
+        """Store *blocks* (one file's chunks, in order) and return their hashes.
+
+        The ones not stored yet are written one after another into one pack,
+        with one write and one index transaction.
+        """
+        digests = [chunk_hash(block) for block in blocks]
+        with self._lock:
+            known = self._known_locked(digests)
+            fresh: dict[str, bytes | memoryview] = {}
+            for digest, block in zip(digests, blocks, strict=True):
+                if digest in known:
+                    self._touch(digest)
+                elif digest not in fresh:
+                    fresh[digest] = block
+            if fresh:
+                self._append_locked(fresh)
+                self._evict_locked()
+        return digests
+
+    def _append_locked(self, fresh: dict[str, bytes | memoryview]) -> None:
+        fd = self._writable_pack_locked()
+        offset = os.fstat(fd).st_size
+        rows, now, at = [], time.time(), offset
+        for digest, block in fresh.items():
+            rows.append((digest, len(block), now, self._pack, at))
+            at += len(block)
+        data = b"".join(fresh.values())
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, memoryview(data)[written:], offset + written)
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR REPLACE INTO chunks (hash, size, last_used, pack, offset)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._db.execute("COMMIT")
+        self.stats.entries += len(rows)
+        self.stats.bytes += len(data)
+
+    def _writable_pack_locked(self) -> int:
+        """The pack new chunks go into, rolled over once it passed `PACK_TARGET`."""
+        if self._pack_fd is not None and os.fstat(self._pack_fd).st_size >= PACK_TARGET:
+            os.close(self._pack_fd)
+            self._pack_fd = None
+            self._pack += 1
+        if self._pack_fd is None:
+            self._pack_fd = os.open(self.path_of(self._pack), os.O_WRONLY | os.O_CREAT, 0o600)
+        return self._pack_fd
+
+    def _known_locked(self, digests: list[str]) -> set[str]:
+        known: set[str] = set()
+        for start in range(0, len(digests), _QUERY_BATCH):
+            batch = digests[start : start + _QUERY_BATCH]
+            marks = ",".join("?" * len(batch))
+            found = self._db.execute(f"SELECT hash FROM chunks WHERE hash IN ({marks})", batch)
+            known.update(row[0] for row in found)
+        return known
+
+    # -- fetching ------------------------------------------------------------------------
 
     def get(self, digest: str) -> bytes | None:
         """The chunk's bytes, verified; None if it is not stored.
 
         Raises `CorruptChunk` (after dropping it) if the stored bytes are damaged.
         """
-        try:
-            with open(self.path_of(digest), "rb", buffering=0) as fh:
-                data = fh.read()
-        except FileNotFoundError:
+        place = self.place(digest)
+        if place is None:
             self.stats.misses += 1
-            with self._lock:
-                self._forget_locked(digest)
             return None
-        if chunk_hash(data) != digest:
-            self.stats.corrupt += 1
-            log.error("chunk %s is corrupt (hash mismatch); dropping it", digest)
-            with self._lock:
-                self._forget_locked(digest)
-            raise CorruptChunk(f"chunk {digest} in {self.root} failed verification")
-        self.stats.hits += 1
-        with self._lock:
-            self._touch(digest)
-        return data
+        with ChunkReader(self) as reader:
+            return bytes(reader.read([(digest, place)])[0])
 
     def has(self, digest: str) -> bool:
-        return os.path.exists(self.path_of(digest))
+        """Whether the index lists *digest*."""
+        return self.place(digest) is not None
 
-    def all_indexed(self, digests: list[str]) -> bool:
-        """Whether the index lists every one of *digests*.
+    def places(self, digests: list[str]) -> dict[str, Place]:
+        """Where each of *digests* is stored (the ones the index lists).
 
-        Asks the index, not the disk: one query instead of a directory lookup
-        per chunk (thousands for a long file on a cold disk). A chunk file lost
-        behind the index's back is still caught when it is read.
+        One query per few hundred chunks, not a file lookup per chunk: a chunk
+        lost behind the index's back is still caught when it is read.
         """
-        wanted = set(digests)
+        found: dict[str, Place] = {}
         with self._lock:
             for start in range(0, len(digests), _QUERY_BATCH):
                 batch = digests[start : start + _QUERY_BATCH]
                 marks = ",".join("?" * len(batch))
-                found = self._db.execute(f"SELECT hash FROM chunks WHERE hash IN ({marks})", batch)
-                wanted.difference_update(row[0] for row in found)
-        return not wanted
+                rows = self._db.execute(
+                    f"SELECT hash, pack, offset, size FROM chunks WHERE hash IN ({marks})", batch
+                )
+                found.update((h, Place(p, o or 0, n)) for h, p, o, n in rows)
+        return found
+
+    def all_indexed(self, digests: list[str]) -> bool:
+        """Whether the index lists every one of *digests*."""
+        return len(self.places(digests)) == len(set(digests))
+
+    def checked(self, digest: str, data: bytes | memoryview) -> None:
+        """Count a read of *digest*; raise `CorruptChunk` (dropping it) if *data*
+        is not what was stored."""
+        if len(data) and chunk_hash(data) == digest:
+            self.stats.hits += 1
+            with self._lock:
+                self._touch(digest)
+            return
+        if len(data):
+            self.stats.corrupt += 1
+            log.error("chunk %s is corrupt (hash mismatch); dropping it", digest)
+            problem = "failed verification"
+        else:
+            self.stats.misses += 1
+            problem = "is gone"
+        with self._lock:
+            self._forget_locked(digest)
+        raise CorruptChunk(f"chunk {digest} in {self.root} {problem}")
 
     # -- pins and eviction ---------------------------------------------------------
 
@@ -257,13 +366,44 @@ class ChunkStore:
         return freed
 
     def _forget_locked(self, digest: str) -> None:
-        row = self._db.execute("SELECT size FROM chunks WHERE hash = ?", (digest,)).fetchone()
-        self._db.execute("DELETE FROM chunks WHERE hash = ?", (digest,))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path_of(digest))
-        if row is not None:
-            self.stats.entries -= 1
-            self.stats.bytes -= row[0]
+        row = self._db.execute(
+            "DELETE FROM chunks WHERE hash = ? RETURNING size, pack, offset", (digest,)
+        ).fetchone()
+        self._touched.pop(digest, None)
+        if row is None:
+            return
+        size, pack, offset = row
+        self.stats.entries -= 1
+        self.stats.bytes -= size
+        if pack is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path_of(None, digest))
+        else:
+            self._free_locked(pack, offset or 0, size)
+
+    def _free_locked(self, pack: int, offset: int, size: int) -> None:
+        """Give the bytes of a dropped chunk back to the disk."""
+        left = self._db.execute("SELECT 1 FROM chunks WHERE pack = ? LIMIT 1", (pack,)).fetchone()
+        path = self.path_of(pack)
+        if left is None and pack != self._pack:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        if not self._punch_ok:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            return
+        try:
+            if not _punch_hole(fd, offset, size):
+                code = ctypes.get_errno()
+                if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+                    self._punch_ok = False  # freed when the whole pack goes instead
+                    log.info("this file system cannot punch holes: a pack's space is "
+                             "freed only when all its chunks are gone")  # fmt: skip
+        finally:
+            os.close(fd)
 
     def _touch(self, digest: str) -> None:
         # Remembered in memory and written in batches: one write transaction per
@@ -287,24 +427,105 @@ class ChunkStore:
         """Check every chunk; drop and return the damaged or missing ones.
 
         *deep*: hash every chunk (reads the whole store). Otherwise only check
-        that each file is there with the right size: quick enough for startup.
+        that each chunk's bytes are there (its pack is long enough): quick
+        enough for startup.
         """
         bad = []
-        for digest, size in self._db.execute("SELECT hash, size FROM chunks").fetchall():
-            path = Path(self.path_of(digest))
-            try:
-                ok = (
-                    (chunk_hash(path.read_bytes()) == digest)
-                    if deep
-                    else (path.stat().st_size == size)
-                )
-            except FileNotFoundError:
-                ok = False
-            if not ok:
-                bad.append(digest)
-                with self._lock:
-                    self._forget_locked(digest)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash, pack, offset, size FROM chunks ORDER BY pack, offset"
+            ).fetchall()
+        sizes: dict[str, int] = {}
+        with ChunkReader(self) as reader:
+            for digest, pack, offset, size in rows:
+                place = Place(pack, offset or 0, size)
+                if deep:
+                    ok = chunk_hash(reader.raw(digest, place)) == digest
+                else:
+                    path = self.path_of(pack, digest)
+                    if path not in sizes:
+                        try:
+                            sizes[path] = os.stat(path).st_size
+                        except FileNotFoundError:
+                            sizes[path] = -1
+                    ok = sizes[path] >= place.offset + size
+                if not ok:
+                    bad.append(digest)
+                    with self._lock:
+                        self._forget_locked(digest)
         if bad:
             self.stats.corrupt += len(bad)
             log.error("cache verify: dropped %d damaged or missing chunks", len(bad))
         return bad
+
+
+class ChunkReader:
+    """Reads chunks back for one reader (an open file), verifying each.
+
+    Holds its own descriptor for each pack it reads, so the kernel sees one
+    sequential reader per file and reads ahead for it; neighbouring chunks of
+    one pack are fetched with one ``pread``. Close it (or use ``with``).
+    """
+
+    def __init__(self, store: ChunkStore) -> None:
+        self.store = store
+        self._fds: dict[int, int] = {}
+
+    def __enter__(self) -> ChunkReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def read(self, wanted: Sequence[tuple[str, Place]]) -> list[memoryview]:
+        """The verified bytes of each (digest, place) in *wanted*, in order.
+
+        Raises `CorruptChunk` for the first one that is damaged or gone (it has
+        been dropped from the store).
+        """
+        out: list[memoryview] = []
+        i = 0
+        while i < len(wanted):
+            # A run: chunks that lie back to back in one pack.
+            j, place = i + 1, wanted[i][1]
+            end = place.offset + place.size
+            while j < len(wanted):
+                nxt = wanted[j][1]
+                if place.pack is None or nxt.pack != place.pack or nxt.offset != end:
+                    break
+                end += nxt.size
+                j += 1
+            data = memoryview(self.raw(wanted[i][0], Place(place.pack, place.offset,
+                                                           end - place.offset)))  # fmt: skip
+            at = 0
+            for digest, chunk in wanted[i:j]:
+                piece = data[at : at + chunk.size]
+                self.store.checked(digest, piece)
+                out.append(piece)
+                at += chunk.size
+            i = j
+        return out
+
+    def raw(self, digest: str, place: Place) -> bytes:
+        """The stored bytes at *place*, unverified (b"" if its file is gone)."""
+        try:
+            if place.pack is None:
+                with open(self.store.path_of(None, digest), "rb", buffering=0) as fh:
+                    return fh.read()
+            fd = self._fds.get(place.pack)
+            if fd is None:
+                fd = self._fds[place.pack] = os.open(self.store.path_of(place.pack), os.O_RDONLY)
+            return os.pread(fd, place.size, place.offset)
+        except FileNotFoundError:
+            return b""
+
+    def advise(self, place: Place, size: int) -> None:
+        """Ask the kernel to start reading *size* bytes from *place* into memory."""
+        fd = self._fds.get(place.pack) if place.pack is not None else None
+        if fd is not None:
+            os.posix_fadvise(fd, place.offset, size, os.POSIX_FADV_WILLNEED)

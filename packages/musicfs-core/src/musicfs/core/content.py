@@ -16,11 +16,18 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from musicfs.core.cas import DEFAULT_LIMIT, ChunkStore, CorruptChunk, TierStats, cut
+from musicfs.core.cas import (
+    DEFAULT_LIMIT,
+    ChunkReader,
+    ChunkStore,
+    CorruptChunk,
+    Place,
+    TierStats,
+    cut,
+)
 from musicfs.core.events import EventBus
 from musicfs.core.headers import header_length
 from musicfs.core.origins.base import OriginFile
@@ -30,9 +37,7 @@ log = logging.getLogger(__name__)
 _FILL_BLOCK = 4 * 1024 * 1024
 _SAMPLES = 8  # places of the payload compared after a header-only change
 _SAMPLE = 128
-_READ_AHEAD = 4 * 1024 * 1024  # payload fetched ahead of a sequential reader
-_AHEAD_MAX = _READ_AHEAD // (16 * 1024) + 1  # chunks that can be in flight (min size 16 KiB)
-_READ_THREADS = 4
+_READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +54,11 @@ class Version:
 class CachedFile:
     """A cached file version, read back from its header and verified chunks.
 
-    A sequential reader is kept ahead of: the next few MiB of chunks are
-    fetched and verified by *reader* threads while the current ones are
-    served, so a cold read overlaps its disk waits instead of paying one per
-    chunk. The chunk under the read position is kept, so a request that
-    straddles two chunks does not fetch either twice.
+    A request reads the chunks it needs straight from the store's pack files,
+    with one ``pread`` per run of neighbouring chunks, and a sequential reader
+    has the kernel fetch the next `_READ_AHEAD` bytes while it is served. The
+    last chunk of a request is kept, so a request that straddles it and the
+    next does not read it twice. Reads are quick enough for the FUSE thread.
     """
 
     def __init__(
@@ -61,73 +66,89 @@ class CachedFile:
         store: ChunkStore,
         header: bytes,
         chunks: list[tuple[int, int, str]],
-        reader: Executor | None = None,
+        places: dict[str, Place],
     ) -> None:
         self.store = store
         self.header = header
         self.chunks = chunks  # (payload offset, length, hash), in order
         self._starts = [offset for offset, _, _ in chunks]
+        self._places = [places[digest] for _, _, digest in chunks]
         self.size = len(header) + sum(length for _, length, _ in chunks)
-        self._reader = reader
-        self._fetched: dict[int, Future[bytes | None]] = {}  # chunk index -> its bytes
-        self._first = -1  # the chunk the last read started in
+        self._reader = ChunkReader(store)
+        self._lock = threading.Lock()
+        self._kept: tuple[int, memoryview] | None = None  # (chunk index, its bytes)
+        self._next = 0  # where a sequential reader reads next (payload offset)
+        self._ahead = 0  # payload offset up to which the kernel was asked to read ahead
+        self._failed: str | None = None  # what the first damaged chunk said
         # An open file's chunks are never evicted under it.
         self.store.pin(digest for _, _, digest in chunks)
         self._closed = False
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for future in self._fetched.values():
-                future.cancel()
-            self._fetched.clear()
-            self.store.unpin(digest for _, _, digest in self.chunks)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._reader.close()
+                self._kept = None
+                self.store.unpin(digest for _, _, digest in self.chunks)
 
     def read(self, offset: int, size: int) -> bytes:
         """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`."""
         end = min(offset + size, self.size)
-        out = bytearray()
+        pieces: list[bytes | memoryview] = []
         if offset < len(self.header):
-            out += self.header[offset:end]
+            pieces.append(self.header[offset:end])
             offset = len(self.header)
-        position = offset - len(self.header)
-        stop = end - len(self.header)
-        index = max(0, bisect.bisect_right(self._starts, position) - 1)
+        position, stop = offset - len(self.header), end - len(self.header)
         if position < stop:
-            self._fetch_from(index)
-        while position < stop and index < len(self.chunks):
-            start, length, digest = self.chunks[index]
-            data = self._fetched[index].result()
-            if data is None:
-                raise CorruptChunk(f"chunk {digest} is no longer in the cache")
-            out += data[position - start : min(stop, start + length) - start]
-            position = start + length
-            index += 1
-        return bytes(out)
+            first = bisect.bisect_right(self._starts, position) - 1
+            last = bisect.bisect_right(self._starts, stop - 1) - 1
+            with self._lock:
+                if self._failed is not None:  # the same answer again, reported once
+                    raise CorruptChunk(self._failed)
+                if self._closed:
+                    raise CorruptChunk("the cached file was closed")
+                try:
+                    datas = self._chunks(first, last)
+                except CorruptChunk as exc:
+                    self._failed = str(exc)
+                    raise
+                if position in (0, self._next):
+                    self._read_ahead(stop)
+                self._next = stop
+            for index, data in zip(range(first, last + 1), datas, strict=True):
+                start = self._starts[index]
+                pieces.append(data[max(position, start) - start : stop - start])
+        return b"".join(pieces)
 
-    def _fetch_from(self, first: int) -> None:
-        """Forget chunks before *first*; have it and the next `_READ_AHEAD` bytes fetched."""
-        if first != self._first:
-            for index in [i for i in self._fetched if i < first or i > first + _AHEAD_MAX]:
-                self._fetched.pop(index).cancel()
-            self._first = first
-        elif first + 1 in self._fetched or first + 1 == len(self.chunks):
-            return  # already fetching ahead from here
-        ahead, index = 0, first
-        while index < len(self.chunks) and (index == first or ahead < _READ_AHEAD):
-            if index not in self._fetched:
-                digest = self.chunks[index][2]
-                if self._reader is None:
-                    done: Future[bytes | None] = Future()
-                    try:
-                        done.set_result(self.store.get(digest))
-                    except CorruptChunk as exc:
-                        done.set_exception(exc)
-                    self._fetched[index] = done
-                    break  # no reader threads: fetch only what is asked for
-                self._fetched[index] = self._reader.submit(self.store.get, digest)
-            ahead += self.chunks[index][1]
+    def _chunks(self, first: int, last: int) -> list[memoryview]:
+        """The verified bytes of chunks *first* to *last*; keeps the last one."""
+        kept: list[memoryview] = []
+        if self._kept is not None and self._kept[0] == first:
+            kept, first = [self._kept[1]], first + 1
+        wanted = [(self.chunks[i][2], self._places[i]) for i in range(first, last + 1)]
+        datas = kept + (self._reader.read(wanted) if wanted else [])
+        self._kept = (last, datas[-1])
+        return datas
+
+    def _read_ahead(self, stop: int) -> None:
+        """Have the kernel read the next `_READ_AHEAD` payload bytes after *stop*,
+        asked for half a window at a time."""
+        if self._ahead >= stop + _READ_AHEAD // 2:
+            return
+        index = bisect.bisect_right(self._starts, max(stop, self._ahead)) - 1
+        until = stop + _READ_AHEAD
+        while index < len(self.chunks) and self._starts[index] < until:
+            run = self._places[index]
+            length = run.size
             index += 1
+            while (index < len(self.chunks) and self._starts[index] < until
+                   and self._places[index].pack == run.pack
+                   and self._places[index].offset == run.offset + length):  # fmt: skip
+                length += self._places[index].size
+                index += 1
+            self._reader.advise(run, length)
+        self._ahead = until
 
 
 class ContentCache:
@@ -141,7 +162,6 @@ class ContentCache:
         self.headers = TierStats()
         self.origin_bytes = 0
         self._lock = threading.Lock()
-        self._readers = ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="musicfs-cache-read")
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -155,7 +175,6 @@ class ContentCache:
         self.headers.entries, self.headers.bytes = row.fetchone()
 
     def close(self) -> None:
-        self._readers.shutdown(cancel_futures=True)
         self._db.close()
         self.store.close()
 
@@ -200,12 +219,11 @@ class ContentCache:
         view = memoryview(data)
         hlen = header_length(lambda o, n: bytes(view[o : o + n]), version.format)
         payload = view[hlen:]
-        chunks = []
-        for offset, length in cut(payload):
-            digest = self.store.put(bytes(payload[offset : offset + length]))
-            chunks.append(f"{offset}:{length}:{digest}")
-        self._save(version, bytes(view[:hlen]), ",".join(chunks))
-        log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(chunks))
+        bounds = cut(payload)
+        digests = self.store.put_all([payload[o : o + n] for o, n in bounds])
+        listing = ",".join(f"{o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True))
+        self._save(version, bytes(view[:hlen]), listing)
+        log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(bounds))
         return True
 
     def _fill_delta(self, version: Version, read: Callable[[int, int], bytes]) -> bool:
@@ -266,11 +284,12 @@ class ContentCache:
             return None
         header, listing = row
         chunks = _parse_listing(listing)
-        if not self.store.all_indexed([digest for _, _, digest in chunks]):
+        places = self.store.places([digest for _, _, digest in chunks])
+        if len(places) < len({digest for _, _, digest in chunks}):
             self.headers.misses += 1  # some chunks were evicted: the copy is incomplete
             return None
         self.headers.hits += 1
-        return CachedFile(self.store, header, chunks, self._readers)
+        return CachedFile(self.store, header, chunks, places)
 
     def verify(self, deep: bool = True) -> tuple[list[str], int]:
         """Check every chunk (against its hash when *deep*, else its size) and
@@ -284,7 +303,7 @@ class ContentCache:
         with self._lock:
             rows = self._db.execute("SELECT origin, relpath, chunks FROM manifests").fetchall()
         for origin, relpath, listing in rows:
-            if not all(self.store.has(d) for d in _digests(listing)):
+            if not self.store.all_indexed(_digests(listing)):
                 self.forget(origin, relpath)
                 dropped += 1
         if bad or dropped:

@@ -32,7 +32,7 @@ from musicfs.core.catalog import ROOT_NODE, Node
 from musicfs.core.collectionconfig import Collection
 from musicfs.core.latency import LatencyRecorder
 from musicfs.core.layout import ChangeKind, TreeChange
-from musicfs.core.library import Library, LibraryError, OpenFile, OpenPlan
+from musicfs.core.library import Library, LibraryError, NeedsThread, OpenFile, OpenPlan
 from musicfs.core.virtual import (
     COLLECTIONS_DIR,
     PREFETCH_DIR,
@@ -384,7 +384,10 @@ class MusicFSOperations(pyfuse3.Operations):
             except FileNotFoundError:  # evicted meanwhile
                 raise pyfuse3.FUSEError(errno.EIO) from None
         if self.library.inline(fh):
-            return self.library.read(fh, off, size)
+            try:
+                return self.library.read(fh, off, size, in_thread=False)
+            except NeedsThread:
+                pass  # failing over to an origin: not on this thread
         origin = self.library.reading_from(fh)
         return await self._in_thread(self.library.read, fh, off, size, origin=origin)
 

@@ -58,6 +58,11 @@ def same_content(a: Track, b: Track) -> bool:
     return a.content_hash is None or b.content_hash is None or a.content_hash == b.content_hash
 
 
+class NeedsThread(Exception):
+    """A read on the FUSE thread must fail over to an origin: do it again in a
+    worker thread (`Library.read` with ``in_thread=True``)."""
+
+
 def not_found(what: str) -> LibraryError:
     return LibraryError(errno.ENOENT, f"{what}: no such entry")
 
@@ -310,17 +315,20 @@ class Library:
             self.federation.failed(origin_id, error)
 
     def inline(self, handle: int) -> bool:
-        """Whether reads of *handle* are quick enough for the FUSE thread."""
+        """Whether reads of *handle* are quick enough for the FUSE thread: it reads
+        a local disk, or the cache (until a failure needs an origin: `NeedsThread`)."""
         opened = self._handles.get(handle)
-        return opened is None or opened.inline
+        return opened is None or opened.inline or opened.cached is not None
 
-    def read(self, handle: int, offset: int, size: int) -> bytes:
+    def read(self, handle: int, offset: int, size: int, *, in_thread: bool = True) -> bytes:
+        """Bytes of an open file. On the FUSE thread (*in_thread* False), a read
+        that would have to reach a remote origin raises `NeedsThread` instead."""
         opened = self._handles.get(handle)
         if opened is None:
             raise LibraryError(errno.EBADF, f"handle {handle} is not open")
         overlay = opened.overlay
         if overlay is None or overlay.header is None:
-            return self._read(opened, offset, size)
+            return self._read(opened, offset, size, in_thread)
         # Overlay: the synthesized header, then the file's bytes after its own.
         header = overlay.header
         start = b""
@@ -329,21 +337,23 @@ class Library:
             if len(start) == size:
                 return start
             offset, size = len(header), size - len(start)
-        return start + self._read(opened, offset - len(header) + overlay.header_length, size)
+        skip = offset - len(header) + overlay.header_length
+        return start + self._read(opened, skip, size, in_thread)
 
-    def _read(self, opened: OpenFile, offset: int, size: int) -> bytes:
+    def _read(self, opened: OpenFile, offset: int, size: int, in_thread: bool) -> bytes:
         cached, file = opened.cached, opened.file
         try:
             if cached is not None:
                 return cached.read(offset, size)
             if file is not None:
                 return file.read(offset, size)
-        except CorruptChunk as exc:  # never serve wrong bytes
+        except (CorruptChunk, OSError) as exc:
+            if not in_thread and not opened.inline:
+                raise NeedsThread from exc  # a cached copy keeps failing the same way
             error: Exception = exc
-            self.events.publish(EventType.CHUNK_CORRUPT, origin=opened.track.origin,
-                                path=opened.track.relpath, error=str(exc))  # fmt: skip
-        except OSError as exc:
-            error = exc
+            if isinstance(exc, CorruptChunk):  # never serve wrong bytes
+                self.events.publish(EventType.CHUNK_CORRUPT, origin=opened.track.origin,
+                                    path=opened.track.relpath, error=str(exc))  # fmt: skip
         else:  # an earlier read found no copy left to read
             raise LibraryError(errno.EIO, f"{opened.node.name}: no copy of it can be read")
         with opened.lock:
