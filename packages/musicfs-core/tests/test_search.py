@@ -114,6 +114,8 @@ def test_tags_set_through_the_overlay_are_found_and_forgotten(catalog: Catalog) 
     assert titles(catalog, "remastered") == ["Halo"]  # the file's own title, found by its override
     assert titles(catalog, "deluxe edition") == ["Halo"]
     assert titles(catalog, "beyonce") == ["Halo"]  # its own tags still find it
+    assert titles(catalog, "beyonce remastered") == ["Halo"]  # and both together
+    assert titles(catalog, "metallica remastered") == []
     with catalog.transaction():
         catalog.clear_overrides(halo.id, ["album"])
     assert titles(catalog, "deluxe") == []

@@ -58,19 +58,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import mutagen
 import xxhash
 from mutagen.apev2 import APEv2
-from mutagen.asf import ASF, ASFTags
-from mutagen.flac import FLAC, Picture
+from mutagen.asf import ASFTags
+from mutagen.flac import Picture
 from mutagen.id3 import ID3, ID3NoHeaderError
-from mutagen.mp4 import MP4, MP4Tags
-from mutagen.oggopus import OggOpus
-from mutagen.oggvorbis import OggVorbis
+from mutagen.mp4 import MP4Tags
 from PIL import Image, ImageOps
 
 from musicfs.core.federation import Federation
 from musicfs.core.origins.base import DirListing, Origin, OriginFile, RangeReader
+from musicfs.core.tags import open_audio
 
 if TYPE_CHECKING:
     from musicfs.core.catalog import Track
@@ -648,18 +646,6 @@ _Picture: Any = Picture
 _MP4Tags: Any = MP4Tags
 _ASFTags: Any = ASFTags
 _APEv2: Any = APEv2
-_KINDS: dict[str, Any] = {
-    "flac": FLAC,
-    "ogg": OggVorbis,
-    "oga": OggVorbis,
-    "opus": OggOpus,
-    "m4a": MP4,
-    "m4b": MP4,
-    "mp4": MP4,
-    "alac": MP4,
-    "wma": ASF,
-    "asf": ASF,
-}
 
 
 def _pictures_in(fmt: str, fileobj: IO[bytes]) -> list[tuple[int, bytes]]:
@@ -669,15 +655,7 @@ def _pictures_in(fmt: str, fileobj: IO[bytes]) -> list[tuple[int, bytes]]:
             return _id3_pictures(_ID3(fileobj))
         except ID3NoHeaderError:
             fileobj.seek(0)
-    audio: Any = None
-    kind = _KINDS.get(fmt)
-    if kind is not None:
-        try:
-            audio = kind(fileobj)
-        except mutagen.MutagenError:
-            fileobj.seek(0)  # e.g. an .ogg that holds Opus
-    if audio is None:
-        audio = mutagen.File(fileobj)
+    audio = open_audio(f"file.{fmt}", fileobj)
     return [] if audio is None else _pictures(audio)
 
 

@@ -15,7 +15,8 @@ after any crash (catalog schema 6). Its tokenizer folds case and diacritics:
 - results are ranked with BM25, artist and title weighing most, and a track
   whose artist or title *is* the query comes before the rest;
 - tags set through the metadata overlay are found too (catalog schema 9 keeps
-  a second index of the override values, also by triggers).
+  a second index of the override values, also by triggers), alone or mixed
+  with the file's own tags.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _MAX_WORDS = 8
 _MAX_VARIANTS = 4  # corrections tried per unknown word
 _POOL = 200  # best BM25 matches re-ranked by exact artist/title equality
 _BROAD = 20_000  # a query matching more files than this is not ranked by BM25
+_OVERRIDE_POOL = 5_000  # files with overlay tags looked at per query
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +100,7 @@ class Searcher:
                 (match, max(limit, _POOL)),
             ).fetchall()
         wanted = fold(query).strip()
-        # Tags set through the overlay (musicfs tag set) are searched too.
-        rows += self.catalog.execute(
-            "SELECT rowid, -1.0 FROM search_overrides WHERE search_overrides MATCH ? LIMIT ?",
-            (match, max(limit, _POOL)),
-        ).fetchall()
+        rows += [(file_id, -1.0) for file_id in self._by_overrides(alternatives)]
         hits, seen = [], set()
         for file_id, bm25 in rows:
             if file_id in seen:
@@ -118,6 +116,29 @@ class Searcher:
             hits.append(Hit(track, score))
         hits.sort(key=lambda h: (-h.score, h.track.id))
         return hits[:limit]
+
+    def _by_overrides(self, alternatives: list[list[str]]) -> list[int]:
+        """Files with tags set through the overlay (``musicfs tag set``) whose every
+        word matches either their own tags or those overrides ("beyonce remastered"
+        finds Beyoncé's Halo once its title override says "Remastered")."""
+        groups = ["(" + " OR ".join(forms) + ")" for forms in alternatives]
+        candidates = [row[0] for row in self.catalog.execute(
+            "SELECT rowid FROM search_overrides WHERE search_overrides MATCH ? LIMIT ?",
+            (" OR ".join(groups), _OVERRIDE_POOL),
+        )]  # fmt: skip
+        if not candidates:
+            return []
+        ids = ",".join(str(int(i)) for i in candidates)  # integers from the index
+        matching = set(candidates)
+        for group in groups:
+            found: set[int] = set()
+            for table in ("search", "search_overrides"):
+                found.update(row[0] for row in self.catalog.execute(
+                    f"SELECT rowid FROM {table} WHERE {table} MATCH ? AND rowid IN ({ids})",
+                    (group,),
+                ))  # fmt: skip
+            matching &= found
+        return sorted(matching)
 
     def _forms(self, word: str, last: bool) -> list[str]:
         """FTS5 query terms for one typed word: itself (as a prefix), or corrections."""

@@ -67,7 +67,7 @@ def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
     mutagen understands, or is damaged beyond reading.
     """
     try:
-        audio = _open(path, fileobj)
+        audio = open_audio(path, fileobj)
     except mutagen.MutagenError as exc:
         raise UnreadableFile(f"mutagen: {exc}") from None
     except Exception as exc:  # mutagen has bugs on hostile input; a scan must go on
@@ -84,9 +84,12 @@ def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
         raise UnreadableFile(f"unusable tags ({type(exc).__name__}: {exc})") from None
 
 
-def _open(path: str, fileobj: IO[bytes] | None) -> Any:
-    """Open with the class the extension names (a third faster than letting
-    mutagen probe every format); fall back to probing if that class refuses."""
+def open_audio(path: str, fileobj: IO[bytes] | None = None) -> Any:
+    """The mutagen object of the file at *path* (or of *fileobj*, *path* naming it);
+    None if mutagen does not know the format. Raises mutagen's errors.
+
+    Opens with the class the extension names (a third faster than letting
+    mutagen probe every format); falls back to probing if that class refuses."""
     ext = path.rpartition(".")[2].lower()
     kind = _BY_EXTENSION.get(ext)
     target = path if fileobj is None else fileobj
