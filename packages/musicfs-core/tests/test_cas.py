@@ -163,3 +163,20 @@ def test_a_store_from_before_packs_is_still_read(tmp_path: Path) -> None:
     assert store.verify(deep=True) == []
     store.drop_unreferenced(set())
     assert not old.exists()
+
+
+def test_bytes_of_a_copy_interrupted_before_indexing_are_given_back(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    kept = store.put(noise(100_000, 1))
+    place = store.place(kept)
+    assert place is not None
+    store.close()
+    pack = Path(store.path_of(place.pack))
+    with open(pack, "ab") as fh:  # written, then the daemon was killed before the index
+        fh.write(noise(300_000, 2))
+    reopened = ChunkStore(tmp_path)
+    assert pack.stat().st_size == 100_000
+    assert reopened.get(kept) == noise(100_000, 1)
+    again = reopened.put(noise(50_000, 3))  # appends go on where the pack really ends
+    assert reopened.place(again) == cas.Place(place.pack, 100_000, 50_000)
+    assert reopened.get(again) == noise(50_000, 3)

@@ -3,9 +3,10 @@
 A backup is a tar file: consistent snapshots of the SQLite databases (taken
 with SQLite's online backup API, so a running daemon need not stop) and the
 chunk store's pack files (append-only: a pack grows after the snapshot, or
-a chunk evicted since reads back as zeros, which verification catches). Restoring refuses a cache dir
-that a daemon is using, unpacks next to it, checks what it unpacked, and only
-then swaps it in: a failed restore leaves the old cache as it was.
+a chunk evicted since reads back as zeros, which verification catches).
+Restoring refuses a cache dir that a daemon is using, unpacks next to it,
+checks what it unpacked, and only then swaps it in: a failed restore leaves
+the old cache as it was.
 """
 
 from __future__ import annotations

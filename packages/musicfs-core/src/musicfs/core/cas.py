@@ -148,9 +148,24 @@ class ChunkStore:
         self.stats.entries, self.stats.bytes = entries, total
         last = self._db.execute("SELECT max(pack) FROM chunks").fetchone()[0]
         on_disk = [int(p.stem) for p in self._pack_dir.glob("*.pack") if p.stem.isdigit()]
-        self._pack = max([last or 0, *on_disk]) + 1  # never append behind a crash's back
+        self._pack = max([last or 0, *on_disk]) or 1  # appends go on in the last pack
         self._pack_fd: int | None = None
         self._punch_ok = True
+        self._trim_last_pack()
+
+    def _trim_last_pack(self) -> None:
+        """Cut off bytes past the last indexed chunk of the pack appends go to: a
+        crash between writing a file's chunks and indexing them leaves them there,
+        named by no row (the file is copied again when next read)."""
+        end = self._db.execute(
+            "SELECT coalesce(max(offset + size), 0) FROM chunks WHERE pack = ?", (self._pack,)
+        ).fetchone()[0]
+        path = self.path_of(self._pack)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_size > end:
+                log.info("dropping %d unindexed bytes at the end of %s (an interrupted copy)",
+                         os.stat(path).st_size - end, path)  # fmt: skip
+                os.truncate(path, end)
 
     def close(self) -> None:
         with self._lock:
