@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import sqlite3
 from collections.abc import Callable
@@ -180,3 +181,18 @@ def test_bytes_of_a_copy_interrupted_before_indexing_are_given_back(tmp_path: Pa
     again = reopened.put(noise(50_000, 3))  # appends go on where the pack really ends
     assert reopened.place(again) == cas.Place(place.pack, 100_000, 50_000)
     assert reopened.get(again) == noise(50_000, 3)
+
+
+def test_a_pack_cut_short_by_a_crash_is_not_written_over(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path)
+    lost = store.put(noise(100_000, 1))
+    place = store.place(lost)
+    assert place is not None
+    store.close()
+    os.truncate(store.path_of(place.pack), 40_000)  # the index outlived the data
+    reopened = ChunkStore(tmp_path)
+    fresh = reopened.put(noise(50_000, 2))
+    assert reopened.place(fresh) == cas.Place(place.pack, 100_000, 50_000)
+    with pytest.raises(CorruptChunk):
+        reopened.get(lost)  # found damaged, dropped; its hole is not where fresh is
+    assert reopened.get(fresh) == noise(50_000, 2)

@@ -157,9 +157,7 @@ class ChunkStore:
         """Cut off bytes past the last indexed chunk of the pack appends go to: a
         crash between writing a file's chunks and indexing them leaves them there,
         named by no row (the file is copied again when next read)."""
-        end = self._db.execute(
-            "SELECT coalesce(max(offset + size), 0) FROM chunks WHERE pack = ?", (self._pack,)
-        ).fetchone()[0]
+        end = self._indexed_end_locked(self._pack)
         path = self.path_of(self._pack)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_size > end:
@@ -217,7 +215,9 @@ class ChunkStore:
 
     def _append_locked(self, fresh: dict[str, bytes | memoryview]) -> None:
         fd = self._writable_pack_locked()
-        offset = os.fstat(fd).st_size
+        # Past the end of the file and of every chunk indexed in it (a pack cut
+        # short by a crash must not have its indexed places written over).
+        offset = max(os.fstat(fd).st_size, self._indexed_end_locked(self._pack))
         rows, now, at = [], time.time(), offset
         for digest, block in fresh.items():
             rows.append((digest, len(block), now, self._pack, at))
@@ -235,6 +235,12 @@ class ChunkStore:
         self._db.execute("COMMIT")
         self.stats.entries += len(rows)
         self.stats.bytes += len(data)
+
+    def _indexed_end_locked(self, pack: int) -> int:
+        row = self._db.execute(
+            "SELECT coalesce(max(offset + size), 0) FROM chunks WHERE pack = ?", (pack,)
+        ).fetchone()
+        return int(row[0])
 
     def _writable_pack_locked(self) -> int:
         """The pack new chunks go into, rolled over once it passed `PACK_TARGET`."""
