@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -111,6 +112,25 @@ class _Readiness:
         self._send("ERROR " + redact(message))
 
 
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one; return the limit now.
+
+    Every file open through the mount holds a descriptor here (of its origin
+    file, or of the cache's pack files): a media server scanning the tree, or
+    many players, would otherwise run into EMFILE at the usual 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+    return int(soft)
+
+
 def run_daemon(
     config: Config, mountpoint: str | Path, *, foreground: bool, ready_fd: int | None = None
 ) -> int:
@@ -118,6 +138,7 @@ def run_daemon(
     readiness = _Readiness(ready_fd)
     fs = MusicFS(config, mountpoint)
     setup_logging(config.log_level, fs.cache_dir / "musicfs.log", to_stderr=foreground)
+    log.debug("open-file limit: %d", raise_open_file_limit())
     socket_path = socket_path_for(config, fs.mountpoint)
     webhooks: Webhooks | None = None
     if config.webhooks:  # subscribed now, so the plugins' events are sent too
