@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from musicfs.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     CLIError,
+    check_not_inside_mount,
     client_for,
     daemon_client,
     daemon_unreachable,
@@ -50,9 +54,9 @@ def add_parser(sub: Any, config_args: Any) -> None:
         action.add_argument("--json", action="store_true", help="machine-readable output")
     stats = cache_sub.add_parser("stats", help="entries, bytes, hits and misses of each tier")
     clear = cache_sub.add_parser("clear", help="empty the cache (open files keep playing)")
-    clear.add_argument("--scope", choices=["all", "metadata", "chunks", "origin"], default="all",
+    clear.add_argument("--scope", choices=["all", "metadata", "chunks", "origin"],
                        help="all (default), metadata (in memory), chunks (every cached copy), "
-                       "origin (one origin's copies)")  # fmt: skip
+                       "origin (one origin's copies; the default with --origin)")  # fmt: skip
     clear.add_argument("--origin", default="", help="the origin, for --scope origin")
     for action in (stats, clear):
         action.add_argument("mountpoint", type=Path, nargs="?")
@@ -76,6 +80,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
             f"name the mount (musicfs cache {action} ... MOUNTPOINT) or pass --cache-dir",
             EXIT_USAGE,
         )
+    if args.mountpoint is not None and args.cache_dir is None:
+        check_not_inside_mount(args.mountpoint)
     cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
     if args.cache_dir is None and args.mountpoint is not None and is_mounted(args.mountpoint):
         cache_dir = _daemon_cache_dir(args) or cache_dir  # mounted with its own --cache-dir?
@@ -100,10 +106,16 @@ def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
 def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
     from musicfs.core.backup import BackupError, backup_cache
 
+    _check_backup_target(args.file)
     try:
         counts = backup_cache(cache_dir, args.file)
     except (BackupError, OSError) as exc:
         raise CLIError(f"backup failed: {exc}") from None
+    except sqlite3.Error as exc:
+        raise CLIError(
+            f"backup failed: a database in {cache_dir} cannot be read ({exc}); "
+            f"run musicfs cache verify --cache-dir {cache_dir}"
+        ) from None
     if args.json:
         print(json.dumps({"file": str(args.file), **counts}, indent=2))
     else:
@@ -112,14 +124,85 @@ def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
     return EXIT_OK
 
 
+def _check_backup_target(target: Path) -> None:
+    """Refuse a backup file name that would fail half way or overwrite other data."""
+    if target.is_dir():
+        raise CLIError(
+            f"{target} is a directory; name the backup file to write, e.g. "
+            f"{target / 'musicfs-backup.tar'}",
+            EXIT_USAGE,
+        )
+    folder = target.parent
+    if not folder.is_dir():
+        raise CLIError(
+            f"cannot write {target}: folder {folder} does not exist (mkdir -p {folder})",
+            EXIT_USAGE,
+        )
+    if target.exists() and not _is_backup(target):
+        raise CLIError(
+            f"{target} exists and is not a MusicFS backup; not overwriting it: "
+            "name another file, or remove it first",
+            EXIT_USAGE,
+        )
+
+
+def _is_backup(path: Path) -> bool:
+    """Whether *path* is a tar file written by ``musicfs cache backup``."""
+    try:
+        with tarfile.open(path) as tar:
+            return any(m.name == "musicfs-backup.json" for m in tar)
+    except (tarfile.TarError, OSError):
+        return False
+
+
+# What a cache dir may hold before its first catalog (a mount that failed early).
+_CACHE_DIR_NAMES = ("lock", "daemon.log", "musicfs.log", "content", "covers")
+
+
+def _check_restore(source: Path, cache_dir: Path) -> None:
+    """Refuse a source that is no backup, and a cache dir that holds other files:
+    restore replaces the whole folder."""
+    if source.is_dir():
+        raise CLIError(
+            f"{source} is a directory, not a backup file "
+            "(usage: musicfs cache restore FILE [MOUNTPOINT])",
+            EXIT_USAGE,
+        )
+    if source.exists() and not _is_backup(source):
+        raise CLIError(
+            f"{source} is not a MusicFS backup (write one with: musicfs cache backup FILE)",
+            EXIT_USAGE,
+        )
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CLIError(
+            f"cache dir {cache_dir} is a file, not a directory; pass --cache-dir DIR "
+            "naming a directory",
+            EXIT_USAGE,
+        )
+    if not cache_dir.is_dir() or (cache_dir / "catalog.sqlite3").exists():
+        return
+    others = sorted(name for name in os.listdir(cache_dir) if not name.startswith(_CACHE_DIR_NAMES))
+    if others:
+        raise CLIError(
+            f"{cache_dir} is not a MusicFS cache dir (it holds {others[0]!r}), and restore "
+            "replaces the whole folder; pass --cache-dir naming a new or empty directory",
+            EXIT_USAGE,
+        )
+
+
 def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
     from musicfs.core.backup import BackupError, restore_cache
     from musicfs.core.paths import CacheDirLocked
 
+    _check_restore(args.file, cache_dir)
     try:
         counts = restore_cache(args.file, cache_dir)
-    except CacheDirLocked as exc:
-        raise CLIError(f"{exc}; run musicfs unmount first") from None
+    except CacheDirLocked:
+        mountpoint = args.mountpoint or "MOUNTPOINT"
+        raise CLIError(
+            f"cache dir {cache_dir} is in use by a running MusicFS daemon; "
+            f"run musicfs unmount {mountpoint} first"
+        ) from None
     except (BackupError, OSError) as exc:
         raise CLIError(f"restore failed, {cache_dir} is unchanged: {exc}") from None
     if args.json:
@@ -130,21 +213,30 @@ def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
 
 
 def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
-    from musicfs.core.catalog import Catalog
+    from musicfs.core.catalog import Catalog, CatalogError
     from musicfs.core.content import ContentCache
 
-    with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
-        catalog_check = catalog.integrity_check()
+    try:
+        with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
+            catalog_check = catalog.integrity_check()
+    except (CatalogError, sqlite3.Error) as exc:
+        catalog_check = f"damaged: {exc}"
     content_dir = cache_dir / "content"
     bad: list[str] = []
     dropped = chunks = files = 0
     if content_dir.exists():
-        content = ContentCache(content_dir, config.cache_limit)
         try:
-            bad, dropped = content.verify(deep=True)
-            chunks, files = content.store.stats.entries, content.headers.entries
-        finally:
-            content.close()
+            content = ContentCache(content_dir, config.cache_limit)
+            try:
+                bad, dropped = content.verify(deep=True)
+                chunks, files = content.store.stats.entries, content.headers.entries
+            finally:
+                content.close()
+        except sqlite3.Error as exc:
+            raise CLIError(
+                f"the content cache in {content_dir} cannot be read ({exc}); it only holds "
+                f"copies: move {content_dir} away and the next mount starts an empty one"
+            ) from None
     report = {
         "cache_dir": str(cache_dir),
         "catalog": catalog_check,
@@ -167,13 +259,13 @@ def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> 
 def _online(args: argparse.Namespace) -> int:
     if args.cache_command == "prefetch":
         args.mountpoint, relpath = path_in_mount(args.path)
+    elif args.cache_command == "clear":
+        _clear_scope(args)  # usage errors before looking for the daemon
     with daemon_client(args) as client:
         if args.cache_command == "stats":
             result = client.cache_stats()
         elif args.cache_command == "clear":
-            if args.scope == "origin" and not args.origin:
-                raise CLIError("--scope origin needs --origin ID", EXIT_USAGE)
-            result = client.clear_cache(args.scope, args.origin)
+            result = client.clear_cache(*_clear_scope(args))
         else:
             result = _prefetch(client, relpath, args.json)
     if args.json:
@@ -191,6 +283,20 @@ def _online(args: argparse.Namespace) -> int:
             print(f"failed: {problem}")
     failed = args.cache_command == "prefetch" and result["failed"]
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _clear_scope(args: argparse.Namespace) -> tuple[str, str]:
+    """(scope, origin) of ``cache clear``: --origin alone means that origin only."""
+    if args.origin and args.scope not in (None, "origin"):
+        raise CLIError(
+            f"--origin {args.origin} clears one origin's copies; --scope {args.scope} "
+            "is another scope: drop one of the two",
+            EXIT_USAGE,
+        )
+    scope = args.scope or ("origin" if args.origin else "all")
+    if scope == "origin" and not args.origin:
+        raise CLIError("--scope origin needs --origin ID", EXIT_USAGE)
+    return scope, args.origin
 
 
 def _prefetch(client: Any, relpath: str, quiet: bool) -> dict[str, Any]:

@@ -38,6 +38,8 @@ def load_args_config(args: argparse.Namespace, **overrides: Any) -> Config:
 def socket_for(args: argparse.Namespace) -> Path:
     config = load_args_config(args)
     if args.mountpoint is not None:
+        if not config.socket:
+            check_not_inside_mount(args.mountpoint)
         return socket_path_for(config, args.mountpoint)
     if config.socket:
         return Path(config.socket)
@@ -89,13 +91,29 @@ def daemon_client(args: argparse.Namespace) -> Iterator[Any]:
         raise CLIError(str(exc), EXIT_USAGE) from None
 
 
+def check_not_inside_mount(mountpoint: Path) -> None:
+    """Refuse a path below a MusicFS mountpoint where the mountpoint is meant."""
+    absolute = Path(os.path.abspath(mountpoint))
+    mounts = musicfs_mounts()
+    if absolute in mounts:
+        return
+    for parent in absolute.parents:
+        if parent in mounts:
+            raise CLIError(
+                f"{mountpoint} is inside the MusicFS mount {parent}, not its mountpoint; "
+                f"name the mountpoint: {parent}",
+                EXIT_USAGE,
+            )
+
+
 def path_in_mount(path: Path) -> tuple[Path, str]:
     """(mountpoint, path inside it) of a path the user gave inside a MusicFS mount."""
     absolute = Path(os.path.abspath(path))
     mounts = musicfs_mounts()
     for candidate in (absolute, *absolute.parents):
         if candidate in mounts:
-            return candidate, absolute.relative_to(candidate).as_posix()
+            relpath = absolute.relative_to(candidate).as_posix()
+            return candidate, "" if relpath == "." else relpath
     raise CLIError(f"{path} is not inside a mounted MusicFS", EXIT_USAGE)
 
 

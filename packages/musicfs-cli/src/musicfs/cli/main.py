@@ -43,6 +43,7 @@ from musicfs.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     CLIError,
+    check_not_inside_mount,
     client_for,
     daemon_unreachable,
     is_mounted,
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     unmount = sub.add_parser("unmount", help="unmount (drains open files first)")
     unmount.add_argument("mountpoint", type=Path)
     _config_args(unmount)
-    unmount.add_argument("--timeout", type=float, default=30.0,
+    unmount.add_argument("--timeout", type=_seconds, default=30.0,
                          help="seconds to wait for the daemon to exit (default 30)")  # fmt: skip
 
     status = sub.add_parser("status", help="show the state of a mount")
@@ -103,8 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
     shutdown.add_argument("mountpoint", type=Path, nargs="?")
     _config_args(shutdown)
-    shutdown.add_argument("--timeout", type=float, default=30.0)
+    shutdown.add_argument("--timeout", type=_seconds, default=30.0,
+                          help="seconds to wait for the daemon to exit (default 30)")  # fmt: skip
     return parser
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {value!r}")
+    return seconds
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +186,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     mountpoint = Path(os.path.abspath(args.mountpoint))
+    _check_mountpoint(config, mountpoint)
+    _make_cache_dir(cache_dir_for(config, mountpoint))
     if args.foreground:
         from musicfs.control.daemon import run_daemon
 
@@ -181,9 +195,69 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return _mount_in_background(config, mountpoint)
 
 
+def _check_mountpoint(config: Config, mountpoint: Path) -> None:
+    """Refuse mountpoints that would hide files or make the mount list itself.
+    (The daemon refuses a missing mountpoint, a file, or one already mounted.)"""
+    from musicfs.core.originconfig import MOUNTED_TYPES
+
+    check_not_inside_mount(mountpoint)
+    if not os.path.isdir(mountpoint) or is_mounted(mountpoint):
+        return
+    for source in config.origins:
+        if source.type not in MOUNTED_TYPES or not source.path:
+            continue
+        folder = Path(os.path.abspath(source.path))
+        if folder == mountpoint or folder in mountpoint.parents:
+            raise CLIError(
+                f"mountpoint {mountpoint} is inside origin {source.id!r} ({folder}): the "
+                "mount would list its own files; mount on a directory outside the origin",
+                EXIT_USAGE,
+            )
+        if mountpoint in folder.parents:
+            raise CLIError(
+                f"origin {source.id!r} ({folder}) is inside mountpoint {mountpoint}: the "
+                "mount would hide it; mount on a directory outside the origin",
+                EXIT_USAGE,
+            )
+    try:
+        with os.scandir(mountpoint) as entries:
+            names = sorted(entry.name for entry in entries)
+    except OSError:
+        return  # the daemon says what is wrong with it
+    if names:
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        raise CLIError(
+            f"mountpoint {mountpoint} is not empty (it holds {names[0]!r}{more}), and what "
+            "is in it would be hidden while mounted; mount on an empty directory",
+            EXIT_USAGE,
+        )
+
+
+def _make_cache_dir(cache_dir: Path) -> None:
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise CLIError(
+            f"cache dir {cache_dir} is a file, not a directory; pass --cache-dir DIR "
+            "naming a directory (it is created if missing)",
+            EXIT_USAGE,
+        ) from None
+    except OSError as exc:
+        raise CLIError(
+            f"cannot create cache dir {cache_dir}: {exc.strerror}; pass --cache-dir DIR "
+            "naming a directory you can write",
+            EXIT_USAGE,
+        ) from None
+    if not os.access(cache_dir, os.W_OK | os.X_OK):
+        raise CLIError(
+            f"cache dir {cache_dir} is not writable; pass --cache-dir DIR naming a "
+            "directory you can write",
+            EXIT_USAGE,
+        )
+
+
 def _mount_in_background(config: Config, mountpoint: Path) -> int:
     cache_dir = cache_dir_for(config, mountpoint)
-    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     daemon_log = cache_dir / "daemon.log"
     read_end, write_end = os.pipe()
     sys.stdout.flush()

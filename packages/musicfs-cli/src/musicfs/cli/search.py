@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from musicfs.cli.common import EXIT_FAILED, EXIT_OK, daemon_client
+from musicfs.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 
 
 def add_parser(sub: Any, config_args: Any) -> None:
@@ -26,13 +27,21 @@ def add_parser(sub: Any, config_args: Any) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    query = " ".join(args.query).strip()
+    if not query:
+        raise CLIError(
+            "the query is empty: give words to look for, e.g. musicfs search metallica",
+            EXIT_USAGE,
+        )
     with daemon_client(args) as client:
-        result = client.search(" ".join(args.query), args.limit)
+        result = client.search(query, args.limit)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
         for hit in result["hits"]:
             print(hit["path"])
+        if not result["hits"]:
+            print(f"musicfs: no track matches {query!r}", file=sys.stderr)
     return EXIT_OK if result["hits"] else EXIT_FAILED
 
 

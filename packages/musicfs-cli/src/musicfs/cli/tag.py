@@ -36,7 +36,11 @@ def add_parser(sub: Any, config_args: Any) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    if args.tag_command == "clear":
+        args.fields = _fields(args.fields)
     args.mountpoint, relpath = path_in_mount(args.path)
+    if not relpath:
+        raise CLIError(f"{args.path} is the mount itself; name a file inside it", EXIT_USAGE)
     with daemon_client(args) as client:
         if args.tag_command == "show":
             info = client.get_tags(relpath)
@@ -61,6 +65,19 @@ def _assignments(items: list[str]) -> dict[str, str]:
             raise CLIError(f"{item!r}: write FIELD=VALUE (FIELD= removes the tag)", EXIT_USAGE)
         values[name.strip().lower()] = value
     return values
+
+
+def _fields(names: list[str]) -> list[str]:
+    from musicfs.core.model import OVERRIDABLE_FIELDS
+
+    fields = [name.strip().lower() for name in names]
+    for name in fields:
+        if name not in OVERRIDABLE_FIELDS:
+            raise CLIError(
+                f"{name!r} is not a tag field; the fields are: {', '.join(OVERRIDABLE_FIELDS)}",
+                EXIT_USAGE,
+            )
+    return fields
 
 
 def _print(info: dict[str, Any], mountpoint: Path) -> None:

@@ -39,8 +39,18 @@ def backup_cache(cache_dir: Path, target: Path) -> dict[str, int]:
     """Write the catalog and content cache of *cache_dir* to the tar file *target*."""
     if not (cache_dir / "catalog.sqlite3").exists():
         raise BackupError(f"no MusicFS catalog in {cache_dir}")
-    counts = {"databases": 0, "chunks": 0, "bytes": 0}
     tmp_target = target.with_name(f".{target.name}.partial")
+    try:
+        counts = _write_backup(cache_dir, tmp_target)
+        tmp_target.replace(target)
+    except BaseException:
+        tmp_target.unlink(missing_ok=True)  # a failed backup leaves no half-written file
+        raise
+    return counts
+
+
+def _write_backup(cache_dir: Path, tmp_target: Path) -> dict[str, int]:
+    counts = {"databases": 0, "chunks": 0, "bytes": 0}
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(tmp_target, "w") as tar:
         for name in _DATABASES:
             source = cache_dir / name
@@ -63,7 +73,6 @@ def backup_cache(cache_dir: Path, target: Path) -> dict[str, int]:
         info = Path(tmp) / "musicfs-backup.json"
         info.write_text(json.dumps({"format": FORMAT, "created": time.time(), **counts}))
         tar.add(info, arcname="musicfs-backup.json")
-    tmp_target.replace(target)
     return counts
 
 
