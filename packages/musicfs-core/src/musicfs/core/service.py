@@ -234,7 +234,8 @@ class MusicFS:
                         origin.check()
                     except OriginUnavailable as exc:
                         raise StartupError(
-                            f"{exc.strerror}; check the path given to --origin"
+                            f"{exc.strerror}; check the path given to --origin or in the "
+                            "config file's [[origins]] table"
                         ) from None
                 catalog.register_origin(origin.id, origin.kind, origin.location)
             wanted = (self.config.template, str(self.config.skip_unreadable))
