@@ -6,7 +6,9 @@ import itertools
 import os
 import random
 import sqlite3
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -196,3 +198,30 @@ def test_a_pack_cut_short_by_a_crash_is_not_written_over(tmp_path: Path) -> None
     with pytest.raises(CorruptChunk):
         reopened.get(lost)  # found damaged, dropped; its hole is not where fresh is
     assert reopened.get(fresh) == noise(50_000, 2)
+
+
+def test_reads_go_on_while_a_copy_is_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fill writes a whole file's chunks: the FUSE thread's reads must not
+    wait behind it."""
+    store = ChunkStore(tmp_path)
+    cached = store.put(noise(50_000, 1))
+    writing, finish = threading.Event(), threading.Event()
+    write_at = cas._write_at
+
+    def slow_write(path: str, data: bytes, offset: int) -> None:
+        writing.set()
+        finish.wait(30)
+        write_at(path, data, offset)
+
+    monkeypatch.setattr(cas, "_write_at", slow_write)
+    with ThreadPoolExecutor(2) as pool:
+        copy = pool.submit(store.put, noise(300_000, 2))
+        assert writing.wait(10)
+        try:
+            read = pool.submit(store.get, cached)
+            assert read.result(timeout=10) == noise(50_000, 1)
+        finally:
+            finish.set()
+        assert store.get(copy.result(timeout=10)) == noise(300_000, 2)

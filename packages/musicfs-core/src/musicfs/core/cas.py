@@ -102,6 +102,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
+def _write_at(path: str, data: bytes, offset: int) -> None:
+    """Write all of *data* at *offset* of the file *path* (created if missing)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        view, written = memoryview(data), 0
+        while written < len(data):
+            written += os.pwrite(fd, view[written:], offset + written)
+    finally:
+        os.close(fd)
+
+
 def _punch_hole(fd: int, offset: int, size: int) -> bool:
     """Free *size* bytes at *offset* of the file on disk (they read back as zeros)."""
     mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
@@ -149,14 +160,16 @@ class ChunkStore:
         last = self._db.execute("SELECT max(pack) FROM chunks").fetchone()[0]
         on_disk = [int(p.stem) for p in self._pack_dir.glob("*.pack") if p.stem.isdigit()]
         self._pack = max([last or 0, *on_disk]) or 1  # appends go on in the last pack
-        self._pack_fd: int | None = None
         self._punch_ok = True
-        self._trim_last_pack()
+        self._writing: dict[int, int] = {}  # pack -> copies being written into it
+        self._pack_end = self._trim_last_pack()  # where the next chunks go in it
 
-    def _trim_last_pack(self) -> None:
-        """Cut off bytes past the last indexed chunk of the pack appends go to: a
-        crash between writing a file's chunks and indexing them leaves them there,
-        named by no row (the file is copied again when next read)."""
+    def _trim_last_pack(self) -> int:
+        """Cut off bytes past the last indexed chunk of the pack appends go to, and
+        return where that is: a crash between writing a file's chunks and indexing
+        them leaves them there, named by no row (the file is copied again when next
+        read). A pack cut short by a crash keeps its indexed places reserved: they
+        are never written over."""
         end = self._indexed_end_locked(self._pack)
         path = self.path_of(self._pack)
         with contextlib.suppress(FileNotFoundError):
@@ -164,13 +177,11 @@ class ChunkStore:
                 log.info("dropping %d unindexed bytes at the end of %s (an interrupted copy)",
                          os.stat(path).st_size - end, path)  # fmt: skip
                 os.truncate(path, end)
+        return end
 
     def close(self) -> None:
         with self._lock:
             self._flush_touches()
-            if self._pack_fd is not None:
-                os.close(self._pack_fd)
-                self._pack_fd = None
         self._db.close()
 
     def path_of(self, pack: int | None, digest: str = "") -> str:
@@ -197,7 +208,8 @@ class ChunkStore:
         """Store *blocks* (one file's chunks, in order) and return their hashes.
 
         The ones not stored yet are written one after another into one pack,
-        with one write and one index transaction.
+        with one write and one index transaction. The write happens outside the
+        lock (its place is reserved first), so readers never wait for a copy.
         """
         digests = [chunk_hash(block) for block in blocks]
         with self._lock:
@@ -208,49 +220,55 @@ class ChunkStore:
                     self._touch(digest)
                 elif digest not in fresh:
                     fresh[digest] = block
-            if fresh:
-                self._append_locked(fresh)
-                self._evict_locked()
-        return digests
-
-    def _append_locked(self, fresh: dict[str, bytes | memoryview]) -> None:
-        fd = self._writable_pack_locked()
-        # Past the end of the file and of every chunk indexed in it (a pack cut
-        # short by a crash must not have its indexed places written over).
-        offset = max(os.fstat(fd).st_size, self._indexed_end_locked(self._pack))
+            if not fresh:
+                return digests
+            data = b"".join(fresh.values())
+            pack, offset = self._reserve_locked(len(data))
+            self._writing[pack] = self._writing.get(pack, 0) + 1
+        try:
+            _write_at(self.path_of(pack), data, offset)
+        finally:
+            with self._lock:
+                self._writing[pack] -= 1
+                if not self._writing[pack]:
+                    del self._writing[pack]
         rows, now, at = [], time.time(), offset
         for digest, block in fresh.items():
-            rows.append((digest, len(block), now, self._pack, at))
+            rows.append((digest, len(block), now, pack, at))
             at += len(block)
-        data = b"".join(fresh.values())
-        written = 0
-        while written < len(data):
-            written += os.pwrite(fd, memoryview(data)[written:], offset + written)
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT OR REPLACE INTO chunks (hash, size, last_used, pack, offset)"
-            " VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
-        self._db.execute("COMMIT")
-        self.stats.entries += len(rows)
-        self.stats.bytes += len(data)
+        with self._lock:
+            # A chunk another copy stored meanwhile keeps its place; ours is freed.
+            taken = self._known_locked(list(fresh))
+            for digest, size, _, _, where in rows:
+                if digest in taken:
+                    self._free_locked(pack, where, size)
+            rows = [row for row in rows if row[0] not in taken]
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO chunks (hash, size, last_used, pack, offset) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute("COMMIT")
+            self.stats.entries += len(rows)
+            self.stats.bytes += sum(row[1] for row in rows)
+            self._evict_locked()
+        return digests
+
+    def _reserve_locked(self, size: int) -> tuple[int, int]:
+        """(pack, offset) where *size* new bytes go; a pack past `PACK_TARGET` is
+        left for a new one."""
+        if self._pack_end >= PACK_TARGET:
+            self._pack += 1
+            self._pack_end = 0
+        offset = self._pack_end
+        self._pack_end += size
+        return self._pack, offset
 
     def _indexed_end_locked(self, pack: int) -> int:
         row = self._db.execute(
             "SELECT coalesce(max(offset + size), 0) FROM chunks WHERE pack = ?", (pack,)
         ).fetchone()
         return int(row[0])
-
-    def _writable_pack_locked(self) -> int:
-        """The pack new chunks go into, rolled over once it passed `PACK_TARGET`."""
-        if self._pack_fd is not None and os.fstat(self._pack_fd).st_size >= PACK_TARGET:
-            os.close(self._pack_fd)
-            self._pack_fd = None
-            self._pack += 1
-        if self._pack_fd is None:
-            self._pack_fd = os.open(self.path_of(self._pack), os.O_WRONLY | os.O_CREAT, 0o600)
-        return self._pack_fd
 
     def _known_locked(self, digests: list[str]) -> set[str]:
         known: set[str] = set()
@@ -406,7 +424,7 @@ class ChunkStore:
         """Give the bytes of a dropped chunk back to the disk."""
         left = self._db.execute("SELECT 1 FROM chunks WHERE pack = ? LIMIT 1", (pack,)).fetchone()
         path = self.path_of(pack)
-        if left is None and pack != self._pack:
+        if left is None and pack != self._pack and pack not in self._writing:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
