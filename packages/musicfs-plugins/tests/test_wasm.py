@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from musicfs.core.config import ConfigError, load_config
 from musicfs.core.model import TrackTags
 from musicfs.plugins.api import (
     ExternalMetadata,
@@ -23,6 +24,7 @@ from musicfs.plugins.api import (
     PluginError,
     ResourceLimits,
 )
+from musicfs.plugins.manager import PluginManager
 from musicfs.plugins.version import API_VERSION
 from musicfs.plugins.wasm import WasmPlugin, WasmPluginHost
 
@@ -452,6 +454,36 @@ def test_guest_with_filesystem_access_sees_only_preopened_dirs(
     assert isinstance(plugin, FormatPlugin)
     assert plugin.parse(io.BytesIO(b"x")).title == "the secret"
     assert_host_usable(bare)
+
+
+def test_the_configured_wasm_dirs_are_what_guests_may_read(
+    tmp_path: Path, secret_dir: Path
+) -> None:
+    path = write(tmp_path, "reader.wat", guest(WASI_PARSE, imports=WASI_IMPORTS, memory_pages=2))
+    env = {
+        "MUSICFS_CONFIG": str(write(tmp_path, "config.toml", "")),
+        "MUSICFS_PLUGINS_PATHS": str(path),
+        "MUSICFS_PLUGINS_WASM_FILESYSTEM": "true",
+        "MUSICFS_PLUGINS_WASM_DIRS": str(secret_dir),
+    }
+    manager = PluginManager.from_config(load_config(env=env))
+    plugin = manager.get("test-guest").plugin
+    assert isinstance(plugin, FormatPlugin)
+    assert plugin.parse(io.BytesIO(b"x")).title == "the secret"
+    manager.close()
+
+
+def test_wasm_dirs_without_filesystem_access_is_a_config_error(tmp_path: Path) -> None:
+    env = {
+        "MUSICFS_CONFIG": str(write(tmp_path, "config.toml", "")),
+        "MUSICFS_PLUGINS_WASM_DIRS": str(tmp_path),
+    }
+    with pytest.raises(ConfigError, match="wasm_filesystem = true"):
+        load_config(env=env)
+    env["MUSICFS_PLUGINS_WASM_DIRS"] = ""
+    env["MUSICFS_PLUGINS_WASM_CPU_MS"] = "0"
+    with pytest.raises(ConfigError, match="above 0"):
+        load_config(env=env)
 
 
 def test_preopen_dirs_need_filesystem_access(secret_dir: Path) -> None:

@@ -2,9 +2,11 @@
 
 Use it as a library without mounting anything::
 
-    from musicfs.core import Catalog, PathTemplate
+    from pathlib import Path
+    from musicfs.core import Catalog
 
-    with Catalog.open("~/.cache/musicfs/mounts/.../catalog.sqlite3") as catalog:
+    # The catalog of a mount: the cache dir `musicfs status --json` names.
+    with Catalog.open(Path(cache_dir) / "catalog.sqlite3", readonly=True) as catalog:
         for track in catalog.tracks(artist="Björk"):
             print(track.relpath, track.tags.title)
 

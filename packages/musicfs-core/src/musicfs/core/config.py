@@ -31,6 +31,7 @@ from musicfs.core.values import (
     _choice,
     _nonneg_int,
     _path,
+    _positive_int,
     _seconds,
     _Setting,
     _size,
@@ -82,6 +83,7 @@ class Config:
     wasm_memory_mb: int = 64
     wasm_cpu_ms: int = 1000
     wasm_filesystem: bool = False
+    wasm_dirs: tuple[str, ...] = ()
     #: [plugins.<name>] tables: each plugin's own settings, given to its init().
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
     #: [[webhooks]] tables (musicfs.core.webhookconfig).
@@ -181,13 +183,18 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
         "plugin_entry_points", _bool, "load installed plugins (entry points musicfs.plugins)"
     ),
     ("plugins", "wasm_memory_mb"): _Setting(
-        "wasm_memory_mb", _nonneg_int, "memory a WASM plugin may use (MiB)"
+        "wasm_memory_mb", _positive_int, "memory a WASM plugin may use (MiB)"
     ),
     ("plugins", "wasm_cpu_ms"): _Setting(
-        "wasm_cpu_ms", _nonneg_int, "CPU time a WASM plugin may take per call (ms)"
+        "wasm_cpu_ms", _positive_int, "CPU time a WASM plugin may take per call (ms)"
     ),
     ("plugins", "wasm_filesystem"): _Setting(
         "wasm_filesystem", _bool, "let WASM plugins read files (never write; no network ever)"
+    ),
+    ("plugins", "wasm_dirs"): _Setting(
+        "wasm_dirs",
+        _paths,
+        "folders WASM plugins may read (with wasm_filesystem), same path inside",
     ),
 }
 
@@ -234,6 +241,11 @@ def load_config(
     elif env.get("MUSICFS_ORIGINS"):
         where = "environment variable MUSICFS_ORIGINS"
         config = replace(config, origins=parse_origins(env["MUSICFS_ORIGINS"], where))
+    if config.wasm_dirs and not config.wasm_filesystem:
+        raise ConfigError(
+            "[plugins] wasm_dirs lets WASM plugins read folders, but wasm_filesystem is "
+            "false: set wasm_filesystem = true, or drop wasm_dirs"
+        )
     return config
 
 
@@ -272,7 +284,8 @@ def _file_setting(path: Path, section: str, key: str, value: Any) -> dict[str, A
     if setting is None:
         known = ", ".join(sorted(f"{s}.{k}" if s else k for s, k in _SETTINGS))
         raise ConfigError(
-            f"{path}: unknown key {name!r} (known keys: {known}, [[origins]], [[webhooks]])"
+            f"{path}: unknown key {name!r} "
+            f"(known keys: {known}, [[origins]], [[webhooks]], [[collections]])"
         )
     return {setting.attr: _check(setting, value, f"{path}: key {name!r}: ")}
 

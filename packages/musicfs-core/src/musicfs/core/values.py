@@ -41,6 +41,13 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _positive_int(value: Any) -> int:
+    number = _nonneg_int(value)
+    if number == 0:
+        raise ValueError(f"expected a whole number above 0, got {value!r}")
+    return number
+
+
 def _nonneg_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -97,9 +97,13 @@ class PluginManager:
         settings: Mapping[str, Mapping[str, Any]] | None = None,
         limits: ResourceLimits | None = None,
         events: EventBus | None = None,
+        *,
+        wasm_dirs: Sequence[str] = (),
     ) -> None:
         self.settings = dict(settings or {})
         self.limits = limits or ResourceLimits()
+        # Folders WASM guests may read (allow_filesystem), at the same path inside.
+        self.wasm_dirs = tuple(wasm_dirs)
         self.events = events
         self.native = NativeHost()
         self._wasm: Any = None  # WasmPluginHost, created when a WASM plugin is loaded
@@ -115,7 +119,7 @@ class PluginManager:
             allow_network=False,
             allow_filesystem=config.wasm_filesystem,
         )
-        manager = cls(config.plugin_settings, limits, events)
+        manager = cls(config.plugin_settings, limits, events, wasm_dirs=config.wasm_dirs)
         manager.load_builtin()
         for path in config.plugin_paths:
             manager.load_path(path, keep_going=True)
@@ -331,7 +335,8 @@ class PluginManager:
         if self._wasm is None:
             from musicfs.plugins.wasm import WasmPluginHost
 
-            self._wasm = WasmPluginHost(self.limits)
+            dirs = {path: path for path in self.wasm_dirs}
+            self._wasm = WasmPluginHost(self.limits, preopen_dirs=dirs)
         return self._wasm
 
     def _publish(self, kind: EventType, name: str, **details: str) -> None:

@@ -266,7 +266,7 @@ class MusicFSServicer:
 
     def GetConfig(self, request, context):
         """Settings that can change while mounted (FR-17.4): log_level, cache.limit,
-        template, scan.poll_interval. Until the daemon stops; the file is not written.
+        template. Until the daemon stops; the file is not written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
