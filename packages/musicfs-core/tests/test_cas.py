@@ -168,12 +168,18 @@ def test_a_store_from_before_packs_is_still_read(tmp_path: Path) -> None:
     assert not old.exists()
 
 
-def test_bytes_of_a_copy_interrupted_before_indexing_are_given_back(tmp_path: Path) -> None:
-    store = ChunkStore(tmp_path)
-    kept = store.put(noise(100_000, 1))
-    place = store.place(kept)
+def one_chunk_store(root: Path) -> tuple[ChunkStore, str, cas.Place]:
+    """A closed store at *root* holding one 100,000-byte chunk: (store, hash, place)."""
+    store = ChunkStore(root)
+    digest = store.put(noise(100_000, 1))
+    place = store.place(digest)
     assert place is not None
     store.close()
+    return store, digest, place
+
+
+def test_bytes_of_a_copy_interrupted_before_indexing_are_given_back(tmp_path: Path) -> None:
+    store, kept, place = one_chunk_store(tmp_path)
     pack = Path(store.path_of(place.pack))
     with open(pack, "ab") as fh:  # written, then the daemon was killed before the index
         fh.write(noise(300_000, 2))
@@ -186,11 +192,7 @@ def test_bytes_of_a_copy_interrupted_before_indexing_are_given_back(tmp_path: Pa
 
 
 def test_a_pack_cut_short_by_a_crash_is_not_written_over(tmp_path: Path) -> None:
-    store = ChunkStore(tmp_path)
-    lost = store.put(noise(100_000, 1))
-    place = store.place(lost)
-    assert place is not None
-    store.close()
+    store, lost, place = one_chunk_store(tmp_path)
     os.truncate(store.path_of(place.pack), 40_000)  # the index outlived the data
     reopened = ChunkStore(tmp_path)
     fresh = reopened.put(noise(50_000, 2))
