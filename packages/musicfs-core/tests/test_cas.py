@@ -227,3 +227,34 @@ def test_reads_go_on_while_a_copy_is_being_written(
         finally:
             finish.set()
         assert store.get(copy.result(timeout=10)) == noise(300_000, 2)
+
+
+def test_two_copies_racing_over_one_chunk_keep_both_files_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copy A writes chunks x and y and is slow to index them; copy B stores x
+    meanwhile, in a new pack. A's y must stay readable where A put it."""
+    monkeypatch.setattr(cas, "PACK_TARGET", 100_000)  # B's copy goes into a new pack
+    store = ChunkStore(tmp_path)
+    x, y = noise(60_000, 1), noise(60_000, 2)
+    a_wrote, b_done = threading.Event(), threading.Event()
+    write_at = cas._write_at
+
+    def write_then_wait(path: str, data: bytes, offset: int) -> None:
+        write_at(path, data, offset)
+        if threading.current_thread().name.startswith("copy-a"):
+            a_wrote.set()
+            b_done.wait(30)
+
+    monkeypatch.setattr(cas, "_write_at", write_then_wait)
+    with ThreadPoolExecutor(1, thread_name_prefix="copy-a") as copy_a:
+        a = copy_a.submit(store.put_all, [x, y])
+        assert a_wrote.wait(10)
+        try:
+            store.put_all([x])  # copy B
+        finally:
+            b_done.set()
+        a.result(timeout=10)
+    assert store.get(chunk_hash(x)) == x
+    assert store.get(chunk_hash(y)) == y
+    assert store.stats.entries == 2

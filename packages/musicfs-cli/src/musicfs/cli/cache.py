@@ -213,6 +213,28 @@ def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
 
 
 def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
+    from musicfs.core.paths import CacheDirLock, CacheDirLocked
+
+    # A running daemon is copying into this cache and evicting from it: checking
+    # (and dropping) behind its back would race it. It checks what it reads, and
+    # its cache at every mount.
+    lock = CacheDirLock(cache_dir)
+    try:
+        lock.acquire()
+    except CacheDirLocked:
+        mountpoint = args.mountpoint or "MOUNTPOINT"
+        raise CLIError(
+            f"cache dir {cache_dir} is in use by a running MusicFS daemon, which verifies "
+            f"every chunk it reads; to hash the whole cache now, run musicfs unmount "
+            f"{mountpoint} first"
+        ) from None
+    try:
+        return _verify_unlocked(args, config, cache_dir)
+    finally:
+        lock.release()
+
+
+def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
     from musicfs.core.catalog import Catalog, CatalogError
     from musicfs.core.content import ContentCache
 

@@ -49,6 +49,7 @@ CHUNK_MAX = 256 * 1024
 DEFAULT_LIMIT = 10 * 1024**3
 PACK_TARGET = 64 * 1024 * 1024  # a pack takes no new file's chunks once this big
 _TOUCH_BATCH = 512
+_DROP_BATCH = 256  # chunks dropped per hold of the lock
 _QUERY_BATCH = 500  # below SQLite's limit on bound parameters
 
 _CDC = FastCDC(avg_size=CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
@@ -222,37 +223,43 @@ class ChunkStore:
                     fresh[digest] = block
             if not fresh:
                 return digests
-            data = b"".join(fresh.values())
-            pack, offset = self._reserve_locked(len(data))
+            pack, offset = self._reserve_locked(sum(len(block) for block in fresh.values()))
             self._writing[pack] = self._writing.get(pack, 0) + 1
+        data = b"".join(fresh.values())
         try:
             _write_at(self.path_of(pack), data, offset)
-        finally:
+        except BaseException:
             with self._lock:
-                self._writing[pack] -= 1
-                if not self._writing[pack]:
-                    del self._writing[pack]
+                self._done_writing_locked(pack)
+            raise
         rows, now, at = [], time.time(), offset
         for digest, block in fresh.items():
             rows.append((digest, len(block), now, pack, at))
             at += len(block)
         with self._lock:
-            # A chunk another copy stored meanwhile keeps its place; ours is freed.
+            # A chunk another copy stored meanwhile keeps its place; ours is freed,
+            # after our other rows are in (the pack must not look empty meanwhile).
             taken = self._known_locked(list(fresh))
-            for digest, size, _, _, where in rows:
-                if digest in taken:
-                    self._free_locked(pack, where, size)
-            rows = [row for row in rows if row[0] not in taken]
+            ours = [row for row in rows if row[0] not in taken]
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO chunks (hash, size, last_used, pack, offset) VALUES (?, ?, ?, ?, ?)",
-                rows,
+                ours,
             )
             self._db.execute("COMMIT")
-            self.stats.entries += len(rows)
-            self.stats.bytes += sum(row[1] for row in rows)
+            self.stats.entries += len(ours)
+            self.stats.bytes += sum(row[1] for row in ours)
+            self._done_writing_locked(pack)
+            for digest, size, _, _, where in rows:
+                if digest in taken:
+                    self._free_locked(pack, where, size)
             self._evict_locked()
         return digests
+
+    def _done_writing_locked(self, pack: int) -> None:
+        self._writing[pack] -= 1
+        if not self._writing[pack]:
+            del self._writing[pack]
 
     def _reserve_locked(self, size: int) -> tuple[int, int]:
         """(pack, offset) where *size* new bytes go; a pack past `PACK_TARGET` is
@@ -318,13 +325,19 @@ class ChunkStore:
         """Whether the index lists every one of *digests*."""
         return len(self.places(digests)) == len(set(digests))
 
-    def checked(self, digest: str, data: bytes | memoryview) -> None:
+    def checked(self, digest: str, data: bytes | memoryview, place: Place | None = None) -> None:
         """Count a read of *digest*; raise `CorruptChunk` (dropping it) if *data*
         is not what was stored."""
         if len(data) and chunk_hash(data) == digest:
             self.stats.hits += 1
-            with self._lock:
-                self._touch(digest)
+            # No lock: a read (on the FUSE thread) must never wait behind a copy
+            # or an eviction. The uses are written by whoever holds the lock next.
+            self._touched[digest] = time.time()
+            if len(self._touched) >= _TOUCH_BATCH and self._lock.acquire(blocking=False):
+                try:
+                    self._flush_touches()
+                finally:
+                    self._lock.release()
             return
         if len(data):
             self.stats.corrupt += 1
@@ -334,7 +347,7 @@ class ChunkStore:
             self.stats.misses += 1
             problem = "is gone"
         with self._lock:
-            self._forget_locked(digest)
+            self._forget_locked(digest, place)
         raise CorruptChunk(f"chunk {digest} in {self.root} {problem}")
 
     # -- pins and eviction ---------------------------------------------------------
@@ -366,17 +379,22 @@ class ChunkStore:
 
     def drop_unreferenced(self, keep: set[str]) -> tuple[int, int]:
         """Delete every chunk not in *keep* and not pinned by an open file;
-        return (chunks, bytes) deleted."""
+        return (chunks, bytes) deleted. Works in batches, letting go of the lock
+        between them, so copies and opens go on meanwhile."""
         with self._lock:
             self._flush_touches()
-            rows = self._db.execute("SELECT hash, size FROM chunks").fetchall()
-            dropped = freed = 0
-            for digest, size in rows:
-                if digest in keep or digest in self._pins:
-                    continue
-                self._forget_locked(digest)
-                dropped += 1
-                freed += size
+            rows = self._db.execute("SELECT hash FROM chunks").fetchall()
+        dropped = freed = 0
+        for start in range(0, len(rows), _DROP_BATCH):
+            with self._lock:
+                self._db.execute("BEGIN")
+                for (digest,) in rows[start : start + _DROP_BATCH]:
+                    if digest in keep or digest in self._pins:
+                        continue
+                    gone = self._forget_locked(digest)
+                    dropped += gone > 0
+                    freed += gone
+                self._db.execute("COMMIT")
         return dropped, freed
 
     def evict(self) -> int:
@@ -390,27 +408,40 @@ class ChunkStore:
             return 0
         self._flush_touches()  # eviction must see the true order of use
         rows = self._db.execute("SELECT hash, size FROM chunks ORDER BY last_used").fetchall()
-        for digest, size in rows:
-            if self.stats.bytes <= self.limit:
-                break
-            if digest in self._pins:
-                continue
-            self._forget_locked(digest)
-            self.stats.evictions += 1
-            freed += size
+        self._db.execute("BEGIN")  # one commit for the lot, not one per chunk
+        try:
+            for digest, _ in rows:
+                if self.stats.bytes <= self.limit:
+                    break
+                if digest in self._pins:
+                    continue
+                freed += self._forget_locked(digest)
+                self.stats.evictions += 1
+        finally:
+            self._db.execute("COMMIT")
         if freed:
             log.info("evicted %d bytes of chunks (limit %d)", freed, self.limit)
             if self.events is not None:
                 self.events.publish(EventType.CACHE_EVICTED, bytes=freed, limit=self.limit)
         return freed
 
-    def _forget_locked(self, digest: str) -> None:
-        row = self._db.execute(
-            "DELETE FROM chunks WHERE hash = ? RETURNING size, pack, offset", (digest,)
-        ).fetchone()
+    def _forget_locked(self, digest: str, place: Place | None = None) -> int:
+        """Drop *digest* from the index and free its bytes; with *place*, only if it
+        is still stored there (it may have been stored again elsewhere since).
+        Returns the bytes freed (0: it was not stored)."""
+        if place is None:
+            row = self._db.execute(
+                "DELETE FROM chunks WHERE hash = ? RETURNING size, pack, offset", (digest,)
+            ).fetchone()
+        else:
+            row = self._db.execute(
+                "DELETE FROM chunks WHERE hash = ? AND pack IS ? AND coalesce(offset, 0) = ? "
+                "RETURNING size, pack, offset",
+                (digest, place.pack, place.offset),
+            ).fetchone()
         self._touched.pop(digest, None)
         if row is None:
-            return
+            return 0
         size, pack, offset = row
         self.stats.entries -= 1
         self.stats.bytes -= size
@@ -419,6 +450,7 @@ class ChunkStore:
                 os.unlink(self.path_of(None, digest))
         else:
             self._free_locked(pack, offset or 0, size)
+        return int(size)
 
     def _free_locked(self, pack: int, offset: int, size: int) -> None:
         """Give the bytes of a dropped chunk back to the disk."""
@@ -454,8 +486,8 @@ class ChunkStore:
     def _flush_touches(self) -> None:
         if not self._touched:
             return
-        items = [(when, digest) for digest, when in self._touched.items()]
-        self._touched.clear()
+        touched, self._touched = self._touched, {}  # readers add to the new one
+        items = [(when, digest) for digest, when in touched.items()]
         self._db.execute("BEGIN")
         self._db.executemany("UPDATE chunks SET last_used = ? WHERE hash = ?", items)
         self._db.execute("COMMIT")
@@ -491,7 +523,7 @@ class ChunkStore:
                 if not ok:
                     bad.append(digest)
                     with self._lock:
-                        self._forget_locked(digest)
+                        self._forget_locked(digest, place)
         if bad:
             self.stats.corrupt += len(bad)
             log.error("cache verify: dropped %d damaged or missing chunks", len(bad))
@@ -544,7 +576,7 @@ class ChunkReader:
             at = 0
             for digest, chunk in wanted[i:j]:
                 piece = data[at : at + chunk.size]
-                self.store.checked(digest, piece)
+                self.store.checked(digest, piece, chunk)
                 out.append(piece)
                 at += chunk.size
             i = j

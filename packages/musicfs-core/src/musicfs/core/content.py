@@ -80,8 +80,8 @@ class CachedFile:
         self._next = 0  # where a sequential reader reads next (payload offset)
         self._ahead = 0  # payload offset up to which the kernel was asked to read ahead
         self._failed: str | None = None  # what the first damaged chunk said
-        # An open file's chunks are never evicted under it.
-        self.store.pin(digest for _, _, digest in chunks)
+        # An open file's chunks are never evicted under it: they come pinned
+        # (`ContentCache.open`), and `close` unpins them.
         self._closed = False
 
     def close(self) -> None:
@@ -284,8 +284,12 @@ class ContentCache:
             return None
         header, listing = row
         chunks = _parse_listing(listing)
-        places = self.store.places([digest for _, _, digest in chunks])
-        if len(places) < len({digest for _, _, digest in chunks}):
+        digests = [digest for _, _, digest in chunks]
+        # Pinned before their places are read: none can be evicted in between.
+        self.store.pin(digests)
+        places = self.store.places(digests)
+        if len(places) < len(set(digests)):
+            self.store.unpin(digests)
             self.headers.misses += 1  # some chunks were evicted: the copy is incomplete
             return None
         self.headers.hits += 1

@@ -351,15 +351,16 @@ class Library:
             if not in_thread and not opened.inline:
                 raise NeedsThread from exc  # a cached copy keeps failing the same way
             error: Exception = exc
-            if isinstance(exc, CorruptChunk):  # never serve wrong bytes
-                self.events.publish(EventType.CHUNK_CORRUPT, origin=opened.track.origin,
-                                    path=opened.track.relpath, error=str(exc))  # fmt: skip
         else:  # an earlier read found no copy left to read
             raise LibraryError(errno.EIO, f"{opened.node.name}: no copy of it can be read")
         with opened.lock:
             current = opened.cached or opened.file
             if current is not None and current is not (cached or file):
                 return current.read(offset, size)  # another reader failed over meanwhile
+            if isinstance(error, CorruptChunk) and cached is not None and opened.cached is cached:
+                # Never wrong bytes: reported once, by the reader that fails over.
+                self.events.publish(EventType.CHUNK_CORRUPT, origin=opened.track.origin,
+                                    path=opened.track.relpath, error=str(error))  # fmt: skip
             return self._fail_over(opened, offset, size, error)
 
     def _fail_over(self, opened: OpenFile, offset: int, size: int, error: Exception) -> bytes:
