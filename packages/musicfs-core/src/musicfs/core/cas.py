@@ -241,20 +241,34 @@ class ChunkStore:
             # after our other rows are in (the pack must not look empty meanwhile).
             taken = self._known_locked(list(fresh))
             ours = [row for row in rows if row[0] not in taken]
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO chunks (hash, size, last_used, pack, offset) VALUES (?, ?, ?, ?, ?)",
-                ours,
-            )
-            self._db.execute("COMMIT")
+            try:
+                with self._transaction_locked():
+                    self._db.executemany(
+                        "INSERT INTO chunks (hash, size, last_used, pack, offset)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        ours,
+                    )
+            finally:
+                self._done_writing_locked(pack)
             self.stats.entries += len(ours)
             self.stats.bytes += sum(row[1] for row in ours)
-            self._done_writing_locked(pack)
             for digest, size, _, _, where in rows:
                 if digest in taken:
                     self._free_locked(pack, where, size)
             self._evict_locked()
         return digests
+
+    @contextlib.contextmanager
+    def _transaction_locked(self) -> Iterator[None]:
+        """One write transaction, rolled back if the block fails (a full disk must
+        not leave the connection stuck inside a transaction)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _done_writing_locked(self, pack: int) -> None:
         self._writing[pack] -= 1
@@ -386,15 +400,13 @@ class ChunkStore:
             rows = self._db.execute("SELECT hash FROM chunks").fetchall()
         dropped = freed = 0
         for start in range(0, len(rows), _DROP_BATCH):
-            with self._lock:
-                self._db.execute("BEGIN")
+            with self._lock, self._transaction_locked():
                 for (digest,) in rows[start : start + _DROP_BATCH]:
                     if digest in keep or digest in self._pins:
                         continue
                     gone = self._forget_locked(digest)
                     dropped += gone > 0
                     freed += gone
-                self._db.execute("COMMIT")
         return dropped, freed
 
     def evict(self) -> int:
@@ -408,8 +420,7 @@ class ChunkStore:
             return 0
         self._flush_touches()  # eviction must see the true order of use
         rows = self._db.execute("SELECT hash, size FROM chunks ORDER BY last_used").fetchall()
-        self._db.execute("BEGIN")  # one commit for the lot, not one per chunk
-        try:
+        with self._transaction_locked():  # one commit for the lot, not one per chunk
             for digest, _ in rows:
                 if self.stats.bytes <= self.limit:
                     break
@@ -417,8 +428,6 @@ class ChunkStore:
                     continue
                 freed += self._forget_locked(digest)
                 self.stats.evictions += 1
-        finally:
-            self._db.execute("COMMIT")
         if freed:
             log.info("evicted %d bytes of chunks (limit %d)", freed, self.limit)
             if self.events is not None:
@@ -488,9 +497,8 @@ class ChunkStore:
             return
         touched, self._touched = self._touched, {}  # readers add to the new one
         items = [(when, digest) for digest, when in touched.items()]
-        self._db.execute("BEGIN")
-        self._db.executemany("UPDATE chunks SET last_used = ? WHERE hash = ?", items)
-        self._db.execute("COMMIT")
+        with self._transaction_locked():
+            self._db.executemany("UPDATE chunks SET last_used = ? WHERE hash = ?", items)
 
     # -- maintenance -------------------------------------------------------------
 

@@ -351,8 +351,14 @@ class Library:
             if not in_thread and not opened.inline:
                 raise NeedsThread from exc  # a cached copy keeps failing the same way
             error: Exception = exc
-        else:  # an earlier read found no copy left to read
-            raise LibraryError(errno.EIO, f"{opened.node.name}: no copy of it can be read")
+        else:  # no copy open: another reader is failing over, or found none
+            with opened.lock:
+                current = opened.cached or opened.file
+            if current is None:
+                raise LibraryError(errno.EIO, f"{opened.node.name}: no copy of it can be read")
+            if not in_thread and not opened.inline and opened.cached is None:
+                raise NeedsThread  # switched to a remote origin meanwhile
+            return current.read(offset, size)
         with opened.lock:
             current = opened.cached or opened.file
             if current is not None and current is not (cached or file):
@@ -396,12 +402,16 @@ class Library:
             return data
         for track in opened.replicas:
             cached = self._cached(track)
-            if cached is not None and cached.size == expected:
-                try:
-                    data = cached.read(offset, size)
-                except CorruptChunk:
-                    cached.close()
-                    continue
+            if cached is None:
+                continue
+            if cached.size != expected:
+                cached.close()  # releases its pins
+                continue
+            try:
+                data = cached.read(offset, size)
+            except (CorruptChunk, OSError):
+                cached.close()
+                continue
                 opened.track, opened.cached = track, cached
                 log.info("%s: now reading the cached copy", name)
                 return data
