@@ -53,6 +53,30 @@ def test_round_trip(tmp_path: Path) -> None:
     content.close()
 
 
+def test_a_chunk_evicted_while_the_backup_was_taken_is_dropped_at_restore(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    version = make_cache(cache, tmp_path / "a.wav")
+    content = ContentCache(cache / "content")
+    opened = content.open(version)
+    assert opened is not None
+    place = content.store.place(opened.chunks[1][2])
+    assert place is not None
+    opened.close()
+    content.close()
+    # The index snapshot still lists the chunk; its bytes were a punched hole.
+    with open(content.store.path_of(place.pack), "r+b") as fh:
+        fh.seek(place.offset)
+        fh.write(bytes(place.size))
+    backup_cache(cache, tmp_path / "backup.tar")
+    counts = restore_cache(tmp_path / "backup.tar", tmp_path / "restored")
+    assert counts["cached_files_dropped"] == 1
+    restored = ContentCache(tmp_path / "restored" / "content")
+    assert restored.open(version) is None  # copied again from the origin when next read
+    restored.close()
+
+
 def test_restore_refuses_a_cache_in_use(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     make_cache(cache, tmp_path / "a.wav")

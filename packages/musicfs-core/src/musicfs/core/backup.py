@@ -3,10 +3,11 @@
 A backup is a tar file: consistent snapshots of the SQLite databases (taken
 with SQLite's online backup API, so a running daemon need not stop) and the
 chunk store's pack files (append-only: a pack grows after the snapshot, or
-a chunk evicted since reads back as zeros, which verification catches).
-Restoring refuses a cache dir that a daemon is using, unpacks next to it,
-checks what it unpacked, and only then swaps it in: a failed restore leaves
-the old cache as it was.
+a chunk evicted since reads back as zeros). Restoring refuses a cache dir
+that a daemon is using, unpacks next to it, checks what it unpacked (the
+catalog's integrity, and every chunk against its hash: a damaged one is
+dropped with the cached files that need it), and only then swaps it in: a
+failed restore leaves the old cache as it was.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ def _restore(source: Path, cache_dir: Path) -> dict[str, int]:
         if (staging / "content").exists():
             content = ContentCache(staging / "content")
             try:
-                _, dropped = content.verify(deep=False)
+                # Every chunk hashed: one evicted while the backup was being
+                # taken reads as zeros, of the right size.
+                _, dropped = content.verify(deep=True)
             finally:
                 content.close()
         (staging / "musicfs-backup.json").unlink()
