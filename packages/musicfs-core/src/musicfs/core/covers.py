@@ -55,8 +55,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import xxhash
 from mutagen.apev2 import APEv2
@@ -170,6 +171,9 @@ class _Candidate:
     mtime_ns: int
 
 
+_T = TypeVar("_T")
+
+
 class _Look:
     """One search for an album's art; remembers whether every origin answered."""
 
@@ -179,6 +183,17 @@ class _Look:
     def failed(self, what: str, exc: OSError) -> None:
         self.complete = False
         log.debug("cover art: %s: %s", what, exc)
+
+    def attempt(self, what: str, read: Callable[[], _T]) -> _T | None:
+        """*read()*, or None if it failed: a file gone or denied is simply no art;
+        any other origin error leaves the search incomplete (tried again later)."""
+        try:
+            return read()
+        except (FileNotFoundError, PermissionError) as exc:
+            log.debug("cover art: %s: %s", what, exc)
+        except OSError as exc:
+            self.failed(what, exc)
+        return None
 
 
 class _TrackReader(RangeReader):
@@ -378,14 +393,7 @@ class CoverStore:
             if candidate.size > MAX_SOURCE_BYTES:
                 self._warn(what, "cover art: %s is too big (%d bytes)", what, candidate.size)
                 continue
-            try:
-                data = self._read_image(candidate)
-            except (FileNotFoundError, PermissionError) as exc:
-                log.debug("cover art: %s: %s", what, exc)
-                continue
-            except OSError as exc:
-                look.failed(what, exc)
-                continue
+            data = look.attempt(what, partial(self._read_image, candidate))
             if data is not None:
                 yield what, data
         opened = 0
@@ -394,15 +402,7 @@ class CoverStore:
                 continue
             opened += 1
             what = f"{track.origin}:{track.relpath}"
-            try:
-                pictures = self._embedded(track)
-            except (FileNotFoundError, PermissionError) as exc:
-                log.debug("cover art: %s: %s", what, exc)
-                continue
-            except OSError as exc:
-                look.failed(what, exc)
-                continue
-            for data in pictures:
+            for data in look.attempt(what, partial(self._embedded, track)) or []:
                 yield f"picture in {what}", data
 
     def _read_image(self, candidate: _Candidate) -> bytes | None:
