@@ -6,10 +6,12 @@
     nox -s install    the README's install command, run in a scratch HOME, mount checked
     nox -s package    the .deb, RPM and Arch packages and the systemd units, built and checked
     nox -s proto      regenerate the gRPC code from control.proto
+    nox -s lock       rewrite requirements-dev.lock from requirements-dev.in (-- --upgrade)
     nox -s bench      benchmarks (JSON + table in benchmarks/results/)
 
-Sessions use uv-made virtualenvs; the packages are installed editable in one
-pip command (alone, pip would look for their siblings on PyPI).
+Sessions use uv-made virtualenvs. Every tool and every dependency comes from
+requirements-dev.lock (exact versions, hashes); the four packages are then
+installed editable without dependencies.
 """
 
 from __future__ import annotations
@@ -35,8 +37,19 @@ PROTO = "musicfs/control/v1/control.proto"
 TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/smoke_mount.py", "benchmarks"]
 
 
+LOCK = "requirements-dev.lock"
+NO_EMIT = [arg for name in PACKAGES for arg in ("--no-emit-package", f"musicfs-{name}")]
+
+
+def _install_locked(session: nox.Session) -> None:
+    """The development tools and the packages' dependencies, exactly as locked."""
+    session.install("--require-hashes", "-r", LOCK)
+
+
 def _install_dev(session: nox.Session) -> None:
-    session.install(*EDITABLE, "-r", "requirements-dev.txt")
+    _install_locked(session)
+    # Their dependencies came from the lock; --no-deps keeps a release on PyPI out.
+    session.install("--no-deps", *EDITABLE)
 
 
 def _protoc(session: nox.Session, out: str) -> None:
@@ -72,8 +85,16 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def proto(session: nox.Session) -> None:
     """Regenerate the Python gRPC code from control.proto."""
-    session.install("-r", "requirements-dev.txt")
+    _install_locked(session)
     _protoc(session, PROTO_DIR)
+
+
+@nox.session(venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Rewrite requirements-dev.lock from requirements-dev.in (exact versions, hashes)."""
+    session.run("uv", "pip", "compile", "--quiet", "--python-version", "3.11",
+                "--generate-hashes", "--no-header", "--annotation-style", "line", *NO_EMIT,
+                *session.posargs, "requirements-dev.in", "-o", LOCK, external=True)  # fmt: skip
 
 
 @nox.session
@@ -86,7 +107,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def build(session: nox.Session) -> None:
     """Build the four wheels into dist/, then prove they work alone in a fresh venv."""
-    session.install("build")
+    _install_locked(session)
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for name in PACKAGES:
@@ -113,7 +134,7 @@ def install(session: nox.Session) -> None:
 @nox.session
 def package(session: nox.Session) -> None:
     """Build and check the distro packages and systemd units (packaging/check.sh)."""
-    session.install("mypy")
+    _install_locked(session)
     session.run("mypy", "--strict", "packaging/systemd/try_unit.py")
     session.run("bash", "packaging/check.sh", *session.posargs, external=True)
 

@@ -46,7 +46,13 @@ make_venv() {
         say "creating $VENV"
         python3 -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip uv
+    # uv at the version the development lock names, so installs resolve the same on any day.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "uv==$(locked_version uv)"
+}
+
+# The version requirements-dev.lock pins for one package, e.g. `locked_version uv`.
+locked_version() {
+    sed -n "s/^$1==\([^ ]*\).*/\1/p" "$ROOT/requirements-dev.lock"
 }
 
 # uv installs the four packages in one go (pip alone would look for siblings on PyPI).

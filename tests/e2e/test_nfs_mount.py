@@ -239,3 +239,36 @@ def test_a_timed_out_open_leaves_no_file_open_on_the_share(share: FaultFS, tmp_p
                    what="the abandoned open to reach the share")  # fmt: skip
         wait_until(lambda: share.open_files() == 0, timeout=5,
                    what="no file open on the share")  # fmt: skip
+
+
+def chunk_count(mount: Mount) -> int:
+    """Audio chunks in the content cache, per ``musicfs cache stats``."""
+    result = run_musicfs("cache", "stats", mount.mountpoint, "--json")
+    assert result.returncode == 0, describe(result)
+    (chunks,) = [t for t in json.loads(result.stdout)["tiers"] if t["tier"] == "l3"]
+    return int(chunks["entries"])
+
+
+def test_a_read_fails_over_to_the_cached_copy_mid_file(share: FaultFS, tmp_path: Path) -> None:
+    source = (share.source / LONG).read_bytes()
+    with nfs_mount(share, tmp_path, prefetch={"enabled": False}) as mount:
+        path = virtual(mount, LONG)
+        out = bytearray()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            out += os.pread(fd, BLOCK, 0)  # opened from the share: the daemon copies it
+            wait_until(lambda: mount.status()["cached_files"] >= 1, timeout=60,
+                       what="a complete cached copy")  # fmt: skip
+            share.set(eio=True)  # the share fails in the middle of the file
+            while block := os.pread(fd, BLOCK, len(out)):
+                out += block
+        finally:
+            os.close(fd)
+        assert bytes(out) == source
+        assert "now reading the cached copy" in daemon_log(mount)
+        # Closed: the copy's chunks are no longer pinned, so clearing frees them all.
+        share.clear()
+        cleared = run_musicfs("cache", "clear", mount.mountpoint, "--scope", "chunks")
+        assert cleared.returncode == 0, describe(cleared)
+        assert chunk_count(mount) == 0

@@ -190,7 +190,8 @@ class Credentials:
             self._keyring_missing = True
             return None
         try:
-            value = keyring.get_password(KEYRING_SERVICE, user)
+            # Typed str | None, but third-party backends have returned bytes.
+            value: object = keyring.get_password(KEYRING_SERVICE, user)
         except keyring.errors.NoKeyringError as exc:
             log.debug("no keyring backend available (%s); not looking there", exc)
             self._keyring_missing = True

@@ -412,9 +412,9 @@ class Library:
             except (CorruptChunk, OSError):
                 cached.close()
                 continue
-                opened.track, opened.cached = track, cached
-                log.info("%s: now reading the cached copy", name)
-                return data
+            opened.track, opened.cached = track, cached
+            log.info("%s: now reading the cached copy", name)
+            return data
         raise LibraryError(errno.EIO, f"{name}: {error}; no other copy can be read")
 
     def close(self, handle: int) -> None:
