@@ -11,6 +11,9 @@ APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)
 # vlc for cvlc (tests/e2e/test_players.py).
 APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv vlc rsync rclone mergerfs openssh-server
           samba prometheus)
+# Real clients that read what the mount serves: MPD and mpc (indexing by mtime),
+# exiftool and mediainfo (independent tag readers). beets comes from the lock.
+APT_TEST+=(mpd mpc libimage-exiftool-perl mediainfo)
 # What packaging/check.sh (nox -s package) builds and checks the distro packages
 # and the systemd units with (Debian has no namcap).
 APT_TEST+=(systemd strace shellcheck debhelper python3-venv python3-dev rpm rpmlint cpio
