@@ -83,8 +83,12 @@ class Layout:
         if self.with_overrides:
             # The metadata overlay: the path follows the effective tags, and the
             # node's size is what reads return (the synthesized header's).
-            tags = self.catalog.effective_tags(file_id, tags)
             overlay = self.catalog.overlay(file_id, stat.size, stat.mtime_ns)
+            if overlay is None or overlay.header is not None:
+                # No overlay made (yet), or one serving the effective tags. One
+                # made without a header serves the file as it is: so the path
+                # shows the file's own tags (the overrides could not be served).
+                tags = self.catalog.effective_tags(file_id, tags)
             if overlay is not None:
                 stat = FileStat(overlay.size(stat.size), stat.mtime_ns)
         origin, key = self.catalog.replica_key_of(file_id)

@@ -274,7 +274,9 @@ class OggFormat(FormatPlugin):
             padding += _MAX_SEGMENTS * (page_count - segments)  # one segment each
         elif segments > _MAX_SEGMENTS * page_count:
             raise NotImplementedError(
-                f"the new comments do not fit in the {page_count} Ogg pages of the header"
+                f"the new comments do not fit in the {page_count} Ogg page(s) of the file's "
+                f"comment header (at most {_MAX_SEGMENTS * _MAX_SEGMENTS:,} bytes each), and "
+                "more pages would renumber every audio page"
             )
         new_pages = _paginate([body + bytes(padding), *rest], pages[1:])
         first = original_header[: pages[0].size]
