@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
     require_tools,
     run_musicfs,
     sha256_of,
+    wait_until,
     walk_files,
 )
 
@@ -216,3 +217,50 @@ def test_tags_that_cannot_be_served_are_refused_and_nothing_changes(
     shown = run_musicfs("tag", "show", path, "--json")
     assert shown.returncode == 0, describe(shown)
     assert json.loads(shown.stdout)["overrides"] == {}
+
+
+def test_an_override_that_cannot_be_served_after_the_file_changed_shows_its_own_tags(
+    tmp_path: Path,
+) -> None:
+    """The origin file is replaced by one the writer refuses (a fragmented MP4):
+    after the rescan the tree shows the tags the served bytes carry, not the
+    overrides, and they come back once the overlay can be made again."""
+    require_tools(*_TOOLS)
+    origin = tmp_path / "music"
+    origin.mkdir()
+    source = encode(CASES["m4a-moov-last"], origin, "changing", 500)
+    plain = source.read_bytes()
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        result = tag_set(in_tree(mount, "changing"), f"title={NEW_TITLE}")
+        assert result.returncode == 0, describe(result)
+        served = mount.mountpoint / json.loads(result.stdout)["path"]
+        assert readers(served)["mutagen"][0] == NEW_TITLE
+
+        fragmented = tmp_path / "fragmented.m4a"
+        run("ffmpeg", "-v", "error", "-i", source, "-c", "copy", "-movflags",
+            "frag_keyframe+empty_moov", fragmented)  # fmt: skip
+        fragmented.replace(source)
+
+        def own_title_shown() -> Path | None:
+            found = [p for p in walk_files(mount.mountpoint) if "Old changing." in p]
+            return mount.mountpoint / found[0] if found else None
+
+        shown = wait_until(own_title_shown, timeout=30, what="the rescan to place it by its tags")
+        assert not any(NEW_TITLE in p for p in walk_files(mount.mountpoint))
+        assert readers(shown)["mutagen"][0] == "Old changing"
+        assert shown.stat().st_size == len(shown.read_bytes()) == source.stat().st_size
+        info = json.loads(run_musicfs("tag", "show", shown, "--json").stdout)
+        assert info["overrides"] == {"title": NEW_TITLE}
+        assert info["overlaid"] is False
+
+        again = tmp_path / "again.m4a"
+        again.write_bytes(plain)
+        again.replace(source)
+
+        def overridden_title_shown() -> Path | None:
+            found = [p for p in walk_files(mount.mountpoint) if NEW_TITLE in p]
+            return mount.mountpoint / found[0] if found else None
+
+        served = wait_until(overridden_title_shown, timeout=30, what="the overlay made again")
+        assert readers(served)["mutagen"][0] == NEW_TITLE
+        assert served.stat().st_size == len(served.read_bytes())
