@@ -122,7 +122,8 @@ class OverlayEditor:
 
         The new header is made before anything is stored: if it cannot be,
         `TagRefused` says why and the overrides, the tree and the served bytes
-        stay as they were."""
+        stay as they were. A request that only clears always goes through (what
+        overrides remain and cannot be served leave the file as it is)."""
         catalog = self.catalog
         fields = parse_assignments(assignments)
         node = resolve(catalog, path)
@@ -137,9 +138,13 @@ class OverlayEditor:
         try:
             header_length, header = self._synthesize(track, overrides)
         except _Unservable as exc:
-            raise TagRefused(
-                f"{path}: cannot serve these tags: {exc}; nothing was changed"
-            ) from None
+            if not fields:  # only clearing: always allowed, whatever is left shows unserved
+                log.info("%s: the overrides left cannot be served (%s)", path, exc)
+                header_length, header = 0, None
+            else:
+                raise TagRefused(
+                    f"{path}: cannot serve these tags: {exc}; nothing was changed"
+                ) from None
         self.layout.with_overrides = True
         with catalog.transaction():
             if clear:
@@ -181,7 +186,7 @@ class OverlayEditor:
         writer = self.extensions.header_writer(track.format)
         if writer is None:
             raise _Unservable(f"MusicFS cannot write tags into .{track.format} files "
-                              "(no format plugin does)")  # fmt: skip
+                              "(no format plugin does); tag the origin file itself")  # fmt: skip
         if track.origin not in federation.origins:
             raise _Unservable(f"its origin {track.origin!r} is not configured")
         try:
