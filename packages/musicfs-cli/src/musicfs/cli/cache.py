@@ -232,7 +232,8 @@ def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> 
         mountpoint = args.mountpoint or "MOUNTPOINT"
         raise CLIError(
             f"cache dir {cache_dir} is in use by a running MusicFS daemon; verify it "
-            f"there, while it serves: musicfs cache verify {mountpoint}"
+            f"there, while it serves: musicfs cache verify {mountpoint}",
+            EXIT_USAGE,
         ) from None
     try:
         return _verify_unlocked(args, config, cache_dir)
@@ -308,8 +309,10 @@ def _print_live_verify(final: dict[str, Any]) -> None:
     damaged = len(final["damaged_chunks"])
     print(f"catalog: {final['catalog']}")
     print(f"content cache: {final['checked']} chunks checked ({final['bytes']} bytes), "
-          f"{damaged} damaged and dropped; {final['incomplete_dropped']} copies that had "
-          "lost chunks to eviction dropped")  # fmt: skip
+          f"damaged: {damaged}")  # fmt: skip
+    if final["incomplete_dropped"]:
+        print(f"{final['incomplete_dropped']} cached copies that had lost chunks to eviction "
+              "dropped (copied again when next read)")  # fmt: skip
     for digest in final["damaged_chunks"]:
         print(f"damaged chunk: {digest}")
     for name in final["refetched"]:
