@@ -2,7 +2,8 @@
 
 The daemon hashes every cached chunk while it goes on serving: a damaged chunk
 is dropped, and the files whose cached copies needed it are copied again from
-their origins; a file whose origin does not answer is dropped and named. The
+their origins; a file whose origin does not answer is dropped and named. Each
+damaged copy is told as a ``chunk.corrupt`` event, as a read would tell it. The
 origin is a mounted share (``nfs://``, polled only hourly here), so cached
 files are read from the cache, on the FUSE thread, like a NAS's when it is
 slow or away.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.eventstream import about, listening
 from tests.e2e.helpers import (
     describe,
     errno_of,
@@ -132,7 +134,10 @@ def test_live_verify_without_the_origin_drops_the_damaged_file_and_says_so(
             forget_pages(path)
         share.rename(tmp_path / "away")
         try:
-            verify = run_musicfs("cache", "verify", mount.mountpoint)
+            with listening(mount, "--type", "chunk.corrupt") as events:
+                verify = run_musicfs("cache", "verify", mount.mountpoint)
+                told = events.wait_for(about("chunk.corrupt", JOGA))
+            assert "cache verify" in told["details"]["error"]
             assert verify.returncode == 1, describe(verify)
             assert "Traceback" not in verify.stderr
             assert f"damaged chunk: {damaged.digest}" in verify.stdout

@@ -20,6 +20,7 @@ from typing import Any
 
 from musicfs.core.catalog import ROOT_NODE, Catalog, split_relpath
 from musicfs.core.content import CacheCheck, CopyId
+from musicfs.core.events import EventType
 from musicfs.core.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.library import version_of
 from musicfs.core.scanner import ScanReport
@@ -167,18 +168,15 @@ class Admin:
             report = CacheVerifyProgress(current="checking chunks")
             last = 0.0
 
-            def report_now(force: bool = False) -> None:
+            def report_now() -> None:
                 nonlocal last
-                if progress is not None and (force or time.monotonic() - last >= _POLL):
+                if progress is not None and time.monotonic() - last >= _POLL:
                     last = time.monotonic()
                     progress(report)
 
             def chunks_done(check: CacheCheck) -> None:
-                report.chunks, report.checked, report.bytes = (
-                    check.chunks,
-                    check.checked,
-                    check.bytes,
-                )
+                report.chunks, report.checked = check.chunks, check.checked
+                report.bytes = check.bytes
                 report.damaged_chunks = list(check.damaged_chunks)
                 report_now()
 
@@ -194,10 +192,20 @@ class Admin:
                 return report
             chunks_done(check)
             report.damaged_files = [f"{c.origin}/{c.relpath}" for c in check.damaged]
+            for copy in check.damaged:  # as a read that meets a damaged chunk tells it
+                fs.events.publish(
+                    EventType.CHUNK_CORRUPT,
+                    origin=copy.origin,
+                    path=copy.relpath,
+                    error="found by cache verify; the cached copy was dropped",
+                )
             report.incomplete_dropped = check.incomplete
             report.stopped = check.stopped
             if not report.stopped:
-                self._refetch(check.damaged, report, report_now)
+                self._refetch(check.damaged, report, report_now, stopping)
+            if not report.stopped:
+                report.current = "checking the catalog"
+                report_now()
                 with Catalog.open(fs.catalog_path, readonly=True) as catalog:
                     report.catalog = catalog.integrity_check()
             report.current, report.finished = "", not report.stopped
@@ -209,7 +217,11 @@ class Admin:
             self._verifying.release()
 
     def _refetch(
-        self, copies: list[CopyId], report: CacheVerifyProgress, report_now: Callable[[], None]
+        self,
+        copies: list[CopyId],
+        report: CacheVerifyProgress,
+        report_now: Callable[[], None],
+        stopping: Callable[[], bool],
     ) -> None:
         """Copy the files of the damaged *copies* again from their origins (their
         current version: the one the tree shows)."""
@@ -217,6 +229,9 @@ class Admin:
         assert content is not None
         with Catalog.open(fs.catalog_path, readonly=True) as catalog:
             for copy in copies:
+                if stopping():
+                    report.stopped = True
+                    return
                 name = f"{copy.origin}/{copy.relpath}"
                 report.current = f"re-fetching {name}"
                 report_now()
@@ -231,6 +246,12 @@ class Admin:
                     continue
                 try:
                     fs.copy_to_cache(track)
+                except FileNotFoundError:
+                    report.not_refetched.append(f"{name}: it is gone from its origin")
+                    continue
+                except PermissionError as exc:
+                    report.not_refetched.append(f"{name}: its origin refused it: {exc}")
+                    continue
                 except OSError as exc:
                     report.not_refetched.append(f"{name}: its origin did not answer: {exc}")
                     continue
