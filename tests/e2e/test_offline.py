@@ -106,9 +106,9 @@ def test_a_damaged_chunk_is_never_served_and_verify_repairs(
         played = {rel: sha256_of(path) for rel, path in paths.items()}
         wait_until(lambda: mount.status()["cached_files"] >= 2, timeout=30, what="caching")
         # Not behind the running daemon's back: it copies and evicts meanwhile.
-        refused = run_musicfs("cache", "verify", mount.mountpoint)
-        assert refused.returncode == 1, describe(refused)
-        assert "unmount" in refused.stderr
+        refused = run_musicfs("cache", "verify", "--cache-dir", cache)
+        assert refused.returncode == 2, describe(refused)
+        assert "musicfs cache verify MOUNTPOINT" in refused.stderr
         assert "Traceback" not in refused.stderr
         chunk_of(cache, JOGA).flip_byte(1000)
         for path in paths.values():

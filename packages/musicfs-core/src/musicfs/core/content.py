@@ -16,8 +16,9 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from musicfs.core.cas import (
     DEFAULT_LIMIT,
@@ -25,6 +26,7 @@ from musicfs.core.cas import (
     ChunkStore,
     CorruptChunk,
     Place,
+    StoreCheck,
     TierStats,
     cut,
 )
@@ -38,6 +40,7 @@ _FILL_BLOCK = 4 * 1024 * 1024
 _SAMPLES = 8  # places of the payload compared after a header-only change
 _SAMPLE = 128
 _READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential reader
+_CHECK_BATCH = 256  # chunks, then manifests, `ContentCache.check` takes per hold of a lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,28 @@ class Version:
     size: int
     mtime_ns: int
     format: str
+
+
+class CopyId(NamedTuple):
+    """Which cached copy: the file (origin, path) and the version it was of."""
+
+    origin: str
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class CacheCheck:
+    """What `ContentCache.check` got through and found."""
+
+    chunks: int = 0  # chunks to check
+    checked: int = 0
+    bytes: int = 0  # of the chunks checked
+    damaged_chunks: list[str] = field(default_factory=list)  # hashes, dropped
+    damaged: list[CopyId] = field(default_factory=list)  # copies that needed one, dropped
+    incomplete: int = 0  # other copies dropped: chunks of theirs were evicted or lost
+    stopped: bool = False
 
 
 class CachedFile:
@@ -162,6 +187,7 @@ class ContentCache:
         self.headers = TierStats()
         self.origin_bytes = 0
         self._lock = threading.Lock()
+        self._checking = threading.Lock()
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -302,18 +328,98 @@ class ContentCache:
         Returns (damaged chunk hashes, manifests dropped). A dropped file is
         simply copied again the next time it is read from its origin.
         """
-        bad = self.store.verify(deep)
-        dropped = 0
+        report = self.check(deep)
+        return report.damaged_chunks, len(report.damaged) + report.incomplete
+
+    def check(
+        self,
+        deep: bool = True,
+        *,
+        batch: int = _CHECK_BATCH,
+        progress: Callable[[CacheCheck], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CacheCheck:
+        """`verify`, safe on a cache in use, and saying which copies were damaged.
+
+        The chunks are checked by `ChunkStore.check` (in batches, reads going on
+        meanwhile), then the manifests *batch* at a time: a copy that listed a
+        damaged chunk is dropped and named in `CacheCheck.damaged` (the caller
+        may copy it again from its origin); one that lost chunks otherwise (to
+        eviction) is dropped and counted. Only the payload chunks have hashes:
+        the headers (L2) are taken as stored. *progress* is called after each
+        batch, *should_stop* asked between batches.
+        """
+        with self._checking:  # one check at a time (a second waits for the first)
+            report = CacheCheck()
+
+            def chunks_done(store_check: StoreCheck) -> None:
+                report.chunks, report.checked = store_check.chunks, store_check.checked
+                report.bytes = store_check.bytes
+                report.damaged_chunks = list(store_check.damaged)
+                if progress is not None:
+                    progress(report)
+
+            store_check = self.store.check(
+                deep, batch=batch, progress=chunks_done, should_stop=should_stop
+            )
+            chunks_done(store_check)
+            report.stopped = store_check.stopped
+            if not report.stopped:
+                self._check_manifests(report, set(store_check.damaged), batch, should_stop)
+            if progress is not None:
+                progress(report)
+        if report.damaged_chunks or report.damaged or report.incomplete:
+            log.warning("cache verify: %d damaged chunks dropped, %d cached files damaged, "
+                        "%d incomplete", len(report.damaged_chunks), len(report.damaged),
+                        report.incomplete)  # fmt: skip
+        return report
+
+    def _check_manifests(
+        self,
+        report: CacheCheck,
+        bad: set[str],
+        batch: int,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        after = 0
+        while True:
+            if should_stop is not None and should_stop():
+                report.stopped = True
+                return
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, origin, relpath, size, mtime_ns, chunks FROM manifests"
+                    " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            for _, origin, relpath, size, mtime_ns, listing in rows:
+                digests = _digests(listing)
+                if self.store.all_indexed(digests):  # the store's lock: once per copy
+                    continue
+                # Only if it is still the copy we looked at: a copy made again
+                # meanwhile is whole.
+                if not self._forget_listing(origin, relpath, listing):
+                    continue
+                if bad.intersection(digests):
+                    report.damaged.append(CopyId(origin, relpath, size, mtime_ns))
+                else:
+                    report.incomplete += 1
+
+    def _forget_listing(self, origin: str, relpath: str, listing: str) -> bool:
+        """`forget` the copy of a file if it still lists exactly *listing*."""
         with self._lock:
-            rows = self._db.execute("SELECT origin, relpath, chunks FROM manifests").fetchall()
-        for origin, relpath, listing in rows:
-            if not self.store.all_indexed(_digests(listing)):
-                self.forget(origin, relpath)
-                dropped += 1
-        if bad or dropped:
-            log.warning("cache verify: %d damaged chunks dropped, %d cached files incomplete",
-                        len(bad), dropped)  # fmt: skip
-        return bad, dropped
+            row = self._db.execute(
+                "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND chunks = ?"
+                " RETURNING length(header)",
+                (origin, relpath, listing),
+            ).fetchone()
+            if row is not None:
+                self.headers.entries -= 1
+                self.headers.bytes -= row[0]
+        return row is not None
 
     def clear(self, origin: str | None = None) -> tuple[int, int]:
         """Drop the cached copies of *origin*'s files (of every file when None), and
