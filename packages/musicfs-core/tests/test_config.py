@@ -104,3 +104,12 @@ def test_the_shipped_example_config_loads_and_matches_the_defaults() -> None:
     example = Path(__file__).resolve().parents[3] / "packaging" / "config.example.toml"
     config = load_config(example, env={})
     assert config == load_config(env={"XDG_CONFIG_HOME": "/nonexistent"})
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b'template = "\xe9"\n'])
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as info:
+        load_config(path, env={})
+    assert str(path) in str(info.value)

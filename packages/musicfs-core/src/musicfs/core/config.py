@@ -259,6 +259,11 @@ def _apply_file(config: Config, path: Path) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; this is not
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded): "
+            "is it the right file? Save it as UTF-8"
+        ) from None
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key == "origins":
