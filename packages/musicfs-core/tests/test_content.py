@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -288,3 +289,73 @@ def test_a_chunk_evicted_while_checked_is_not_called_damaged(
     assert report.damaged_chunks == []
     assert report.damaged == []
     assert report.incomplete == 1
+
+
+MARK = b"fLaC\x80\x00\x00\x20" + b"header to be damaged on disk...."  # fLaC + one block
+
+
+def flip_on_disk(database: Path, pattern: bytes) -> None:
+    """Invert one bit of *pattern* where it lies in a (closed) SQLite file."""
+    data = bytearray(database.read_bytes())
+    at = data.find(pattern)
+    assert data.count(pattern) == 1, "the pattern must lie there once"
+    data[at + len(pattern) // 2] ^= 0x10
+    database.write_bytes(bytes(data))
+
+
+def test_a_header_damaged_on_disk_is_dropped_never_served(tmp_path: Path) -> None:
+    data = MARK + random.Random(8).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    assert fill(cache, tmp_path / "a.flac", version)
+    cache.close()
+    flip_on_disk(tmp_path / "content" / "manifests.sqlite3", MARK)
+    cache = ContentCache(tmp_path / "content")
+    try:
+        assert not cache.has(version)
+        assert cache.open(version) is None  # read from the origin, or EIO offline
+        assert cache.headers.entries == 0
+        assert fill(cache, tmp_path / "a.flac", version)  # copied again when read again
+        cached = cache.open(version)
+        assert cached is not None
+        assert cached.read(0, len(data)) == data
+        cached.close()
+    finally:
+        cache.close()
+
+
+def test_check_names_a_copy_whose_header_was_damaged(tmp_path: Path) -> None:
+    data = MARK + random.Random(9).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    assert fill(cache, tmp_path / "a.flac", version)
+    cache.close()
+    flip_on_disk(tmp_path / "content" / "manifests.sqlite3", MARK)
+    cache = ContentCache(tmp_path / "content")
+    try:
+        report = cache.check()
+        assert report.damaged == [CopyId("lib", "a.flac", version.size, version.mtime_ns)]
+        assert report.damaged_chunks == []  # the chunks themselves are fine
+        assert cache.open(version) is None
+    finally:
+        cache.close()
+
+
+def test_copies_cached_before_digests_existed_still_serve(tmp_path: Path) -> None:
+    data = MARK + random.Random(10).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    assert fill(cache, tmp_path / "a.flac", version)
+    cache.close()
+    database = tmp_path / "content" / "manifests.sqlite3"
+    with sqlite3.connect(database) as db:  # the table as an older MusicFS made it
+        db.execute("ALTER TABLE manifests DROP COLUMN digest")
+    db.close()
+    cache = ContentCache(tmp_path / "content")
+    try:
+        cached = cache.open(version)
+        assert cached is not None
+        assert cached.read(0, len(data)) == data
+        cached.close()
+    finally:
+        cache.close()

@@ -252,12 +252,13 @@ def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) 
         catalog_check = f"damaged: {exc}"
     content_dir = cache_dir / "content"
     bad: list[str] = []
-    dropped = chunks = files = 0
+    dropped = damaged = chunks = files = 0
     if content_dir.exists():
         try:
             content = ContentCache(content_dir, config.cache_limit)
             try:
-                bad, dropped = content.verify(deep=True)
+                check = content.check(deep=True)
+                bad, damaged, dropped = check.damaged_chunks, len(check.damaged), check.incomplete
                 chunks, files = content.store.stats.entries, content.headers.entries
             finally:
                 content.close()
@@ -272,16 +273,18 @@ def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) 
         "chunks_kept": chunks,
         "cached_files_kept": files,
         "damaged_chunks_dropped": len(bad),
-        "cached_files_dropped": dropped,
+        "damaged_files_dropped": damaged,
+        "cached_files_dropped": damaged + dropped,
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"catalog: {catalog_check}")
         print(f"content cache: {chunks} chunks and {files} cached files kept; "
-              f"{len(bad)} damaged chunks and {dropped} incomplete files dropped "
+              f"{len(bad)} damaged chunks, {damaged} damaged cached files and {dropped} "
+              "incomplete files dropped "
               "(they are copied again when next read)")  # fmt: skip
-    healthy = catalog_check == "ok" and not bad and not dropped
+    healthy = catalog_check == "ok" and not bad and not damaged and not dropped
     return EXIT_OK if healthy else EXIT_FAILED
 
 

@@ -6,7 +6,10 @@ a blob in ``manifests.sqlite3``) and its payload as CAS chunks (tier L3,
 (the daemon does it in the background after a file has been opened);
 `ContentCache.open` gives a `CachedFile` that reads the same bytes back,
 verifying every chunk, so an album that was played keeps playing while its
-origin is offline (NFR-7.1). Nothing here talks to FUSE.
+origin is offline (NFR-7.1). Every byte served from here is verified: chunks
+by their own hashes, and each manifest row (header, chunk list, version) by a
+digest stored with it; a row that does not match is dropped, never served.
+Nothing here talks to FUSE.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import xxhash
+
 from musicfs.core.cas import (
     DEFAULT_LIMIT,
     ChunkReader,
@@ -30,7 +35,7 @@ from musicfs.core.cas import (
     TierStats,
     cut,
 )
-from musicfs.core.events import EventBus
+from musicfs.core.events import EventBus, EventType
 from musicfs.core.headers import header_length
 from musicfs.core.origins.base import OriginFile
 
@@ -184,6 +189,7 @@ class ContentCache:
     ) -> None:
         self.root = Path(root)
         self.store = ChunkStore(self.root / "chunks", limit, events)
+        self.events = events
         self.headers = TierStats()
         self.origin_bytes = 0
         self._lock = threading.Lock()
@@ -195,10 +201,31 @@ class ContentCache:
             "CREATE TABLE IF NOT EXISTS manifests ("
             " origin TEXT NOT NULL, relpath TEXT NOT NULL, size INTEGER NOT NULL,"
             " mtime_ns INTEGER NOT NULL, header BLOB NOT NULL, chunks TEXT NOT NULL,"
-            " PRIMARY KEY (origin, relpath))"
+            " digest TEXT, PRIMARY KEY (origin, relpath))"
         )
+        self._add_digests()
         row = self._db.execute("SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests")
         self.headers.entries, self.headers.bytes = row.fetchone()
+
+    def _add_digests(self) -> None:
+        """Give a manifests table made before rows had digests its column, and
+        each old row the digest of what it holds now (trusted as it is: the same
+        trust the headers had until then)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(manifests)")]
+        if "digest" not in columns:
+            self._db.execute("ALTER TABLE manifests ADD COLUMN digest TEXT")
+        rows = self._db.execute(
+            "SELECT rowid, origin, relpath, size, mtime_ns, header, chunks FROM manifests"
+            " WHERE digest IS NULL"
+        ).fetchall()
+        if rows:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "UPDATE manifests SET digest = ? WHERE rowid = ?",
+                    [(_row_digest(CopyId(*row[1:5]), row[5], row[6]), row[0]) for row in rows],
+                )
+            log.info("content cache: %d cached headers given digests", len(rows))
 
     def close(self) -> None:
         self._db.close()
@@ -292,9 +319,10 @@ class ContentCache:
                 "SELECT length(header) FROM manifests WHERE origin = ? AND relpath = ?",
                 (version.origin, version.relpath),
             ).fetchone()
+            key = (version.origin, version.relpath, version.size, version.mtime_ns)
             self._db.execute(
-                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)",
-                (version.origin, version.relpath, version.size, version.mtime_ns, header, listing),
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, header, listing, _row_digest(CopyId(*key), header, listing)),
             )
             if replaced is None:
                 self.headers.entries += 1
@@ -345,9 +373,9 @@ class ContentCache:
         meanwhile), then the manifests *batch* at a time: a copy that listed a
         damaged chunk is dropped and named in `CacheCheck.damaged` (the caller
         may copy it again from its origin); one that lost chunks otherwise (to
-        eviction) is dropped and counted. Only the payload chunks have hashes:
-        the headers (L2) are taken as stored. *progress* is called after each
-        batch, *should_stop* asked between batches.
+        eviction) is dropped and counted. A copy whose header or chunk list
+        does not match its row's digest is dropped and named too. *progress* is
+        called after each batch, *should_stop* asked between batches.
         """
         with self._checking:  # one check at a time (a second waits for the first)
             report = CacheCheck()
@@ -388,14 +416,19 @@ class ContentCache:
                 return
             with self._lock:
                 rows = self._db.execute(
-                    "SELECT rowid, origin, relpath, size, mtime_ns, chunks FROM manifests"
-                    " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    "SELECT rowid, origin, relpath, size, mtime_ns, header, chunks, digest"
+                    " FROM manifests WHERE rowid > ? ORDER BY rowid LIMIT ?",
                     (after, batch),
                 ).fetchall()
             if not rows:
                 return
             after = rows[-1][0]
-            for _, origin, relpath, size, mtime_ns, listing in rows:
+            for _, origin, relpath, size, mtime_ns, header, listing, digest in rows:
+                copy = CopyId(origin, relpath, size, mtime_ns)
+                if digest != _row_digest(copy, header, listing):
+                    if self._forget_damaged(copy, digest):
+                        report.damaged.append(copy)
+                    continue
                 digests = _digests(listing)
                 if self.store.all_indexed(digests):  # the store's lock: once per copy
                     continue
@@ -404,7 +437,7 @@ class ContentCache:
                 if not self._forget_listing(origin, relpath, listing):
                     continue
                 if bad.intersection(digests):
-                    report.damaged.append(CopyId(origin, relpath, size, mtime_ns))
+                    report.damaged.append(copy)
                 else:
                     report.incomplete += 1
 
@@ -455,13 +488,51 @@ class ContentCache:
         return row is not None
 
     def _manifest(self, version: Version) -> tuple[bytes, str] | None:
+        """The verified header and chunk list of *version*; None if not cached,
+        or if its row was damaged (then it is dropped: read from the origin)."""
+        copy = CopyId(version.origin, version.relpath, version.size, version.mtime_ns)
         with self._lock:
             row = self._db.execute(
-                "SELECT header, chunks FROM manifests WHERE origin = ? AND relpath = ? "
+                "SELECT header, chunks, digest FROM manifests WHERE origin = ? AND relpath = ? "
                 "AND size = ? AND mtime_ns = ?",
-                (version.origin, version.relpath, version.size, version.mtime_ns),
+                copy,
             ).fetchone()
-        return None if row is None else (bytes(row[0]), str(row[1]))
+        if row is None:
+            return None
+        header, listing, digest = bytes(row[0]), str(row[1]), row[2]
+        if digest != _row_digest(copy, header, listing):
+            self._forget_damaged(copy, digest)
+            return None
+        return header, listing
+
+    def _forget_damaged(self, copy: CopyId, digest: object) -> bool:
+        """Drop a cached copy whose row does not match its digest (if the row is
+        still that one), and tell it as a corrupt chunk would be told."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND size = ?"
+                " AND mtime_ns = ? AND digest IS ? RETURNING length(header)",
+                (*copy, digest),
+            ).fetchone()
+            if row is None:
+                return False
+            self.headers.entries -= 1
+            self.headers.bytes -= row[0]
+        log.error("cached copy of %s/%s is damaged (its header or chunk list does not match "
+                  "its digest); dropped it", copy.origin, copy.relpath)  # fmt: skip
+        if self.events is not None:
+            self.events.publish(EventType.CHUNK_CORRUPT, origin=copy.origin, path=copy.relpath,
+                                error="cached header or chunk list damaged")  # fmt: skip
+        return True
+
+
+def _row_digest(copy: CopyId, header: bytes, listing: str) -> str:
+    """The xxh3-128 of everything a manifest row says, as chunks are hashed."""
+    digest = xxhash.xxh3_128()
+    for part in (copy.origin, copy.relpath, str(copy.size), str(copy.mtime_ns), listing):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(header)
+    return digest.hexdigest()
 
 
 def _parse_listing(listing: str) -> list[tuple[int, int, str]]:
