@@ -156,6 +156,7 @@ class MusicFS:
         self._ops: MusicFSOperations | None = None
         self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
         self._wakeup = trio.Event()
+        self._first_scan = trio.Event()  # set when the scan started at mount is done
         self.content: ContentCache | None = None
         self._to_fill: dict[tuple[str, str], Track] = {}
         self._fill_wakeup = trio.Event()
@@ -250,8 +251,17 @@ class MusicFS:
 
     # -- serving ------------------------------------------------------------------
 
-    async def serve(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Mount, answer requests until unmounted or `request_shutdown`, then clean up."""
+    async def serve(
+        self,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+        on_scanned: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Mount, answer requests until unmounted or `request_shutdown`, then clean up.
+
+        *on_ready* is awaited once the mount answers, *on_scanned* once the scan
+        of every origin started at mount has finished (at once without
+        ``[scan] on_start``); `scan_reports` then holds its reports.
+        """
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
         if self.config.cache_mode == "full":
@@ -288,12 +298,14 @@ class MusicFS:
                 nursery.start_soon(self._main_then_cancel, nursery)
                 st = await trio.to_thread.run_sync(os.stat, self.mountpoint)  # INIT is done
                 set_read_ahead(st.st_dev, self.config.read_ahead_kb)
+                # Before READY, so the first listing already shows the covers made in
+                # earlier sessions: this opens the cover store's index only (Pillow and
+                # mutagen's picture code are imported when a picture is first made).
+                ops.covers = await trio.to_thread.run_sync(self._cover_files)
                 self.state = MountState.READY
                 log.info("ready: serving %s", self.mountpoint)
                 if on_ready is not None:
                     await on_ready()
-                # After READY: Pillow and mutagen's picture code are not mount time.
-                ops.covers = await trio.to_thread.run_sync(self._cover_files)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
                 nursery.start_soon(self._fill_loop)
@@ -308,6 +320,10 @@ class MusicFS:
                         nursery.start_soon(self._poll, origin, self.config.poll_interval)
                 if self.config.scan_on_start:
                     self.request_rescan()
+                else:
+                    self._first_scan.set()
+                if on_scanned is not None:
+                    nursery.start_soon(self._when_scanned, on_scanned)
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
@@ -324,6 +340,10 @@ class MusicFS:
             self._catalog.close()
             self._lock.release()
             log.info("unmounted %s", self.mountpoint)
+
+    async def _when_scanned(self, on_scanned: Callable[[], Awaitable[None]]) -> None:
+        await self._first_scan.wait()
+        await on_scanned()
 
     async def _main_then_cancel(self, nursery: trio.Nursery) -> None:
         await pyfuse3.main()
@@ -357,6 +377,7 @@ class MusicFS:
                 await trio.to_thread.run_sync(self._scan, requests)
             finally:
                 self.scanning = False
+            self._first_scan.set()  # the first batch holds every origin (request_rescan)
             if self.state is MountState.SYNCING:
                 degraded = any(not r.complete for r in self.scan_reports.values())
                 self.state = MountState.DEGRADED if degraded else MountState.READY
