@@ -20,6 +20,7 @@ the mount is up but the socket is not yet. The Prometheus endpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -109,11 +110,11 @@ class _Readiness:
                 return
             try:
                 os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
-                if last:
-                    os.close(self.fd)
             except OSError:
-                last = True  # the parent gave up waiting; nothing to tell
+                last = True  # the parent gave up waiting; nothing more to tell
             if last:
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
                 self.fd = None
 
     def scan(self, report: ScanReport, finished: bool = False) -> None:
