@@ -3,7 +3,8 @@ returns.
 
 * A library mounted before (same cache dir): the first ``ls`` right after
   ``musicfs mount`` returns shows the album's cover files too, with their true
-  sizes and bytes (no ``wait_until``).
+  sizes and bytes (no ``wait_until``) — also for an album nobody listed in the
+  session before: art embedded in a track is made after the scan.
 * A first mount with ``--wait``: when the command returns, the first scan has
   finished and the tree holds every track; quiet (two lines) when not on a
   terminal, a progress bar on one.
@@ -11,9 +12,11 @@ returns.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pty
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -61,6 +64,41 @@ def test_covers_are_listed_as_soon_as_a_remount_returns(library: Library, tmp_pa
             assert data == first[name]
         with Image.open(io.BytesIO(first["cover-thumb.jpg"])) as thumb:
             assert thumb.size == (150, 150)
+    finally:
+        unmount(mnt)
+
+
+def albums_with_art(cache: Path) -> int:
+    """Albums whose art the cover store has made (its own index in the cache dir)."""
+    path = cache / "covers" / "albums.sqlite3"
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM albums WHERE source IS NOT NULL")
+                       .fetchone()[0])  # fmt: skip
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+
+def test_covers_of_an_album_never_listed_are_there_at_the_next_mount(
+    library: Library, tmp_path: Path
+) -> None:
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [JOGA, UNRAVEL])
+    embed(origin / JOGA, image((640, 480), "JPEG", "green"))
+    mnt, cache = tmp_path / "mnt", tmp_path / "cache"
+    with mounted([origin], mnt, cache):  # nothing is listed in this session
+        wait_until(lambda: albums_with_art(cache) == 1, timeout=30,
+                   what="the art of the album to be made after the scan")  # fmt: skip
+    album = (mnt / render_path(specs[JOGA])).parent
+    try:
+        result = run_musicfs(*mount_command([origin], mnt, cache))
+        assert result.returncode == 0, describe(result)
+        listed = set(os.listdir(album))  # the first thing done: no waiting
+        assert listed >= NAMES, f"listed right after mount: {sorted(listed)}"
+        with Image.open(album / "cover.jpg") as cover:
+            assert cover.size == (640, 480)
     finally:
         unmount(mnt)
 

@@ -66,6 +66,20 @@ _FILL_QUEUE = 10_000
 _HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
 
 
+def _folders_with_art(catalog: Catalog, folders: Sequence[int]) -> list[int]:
+    """Those of *folders* that hold a track with a picture in its tags."""
+    found: list[int] = []
+    for start in range(0, len(folders), 500):
+        part = folders[start : start + 500]
+        rows = catalog.execute(
+            "SELECT DISTINCT n.parent FROM nodes n JOIN files f ON f.id = n.file_id"
+            f" WHERE f.has_art AND n.parent IN ({','.join('?' * len(part))})",
+            part,
+        )
+        found += [row[0] for row in rows]
+    return found
+
+
 class MountState(enum.Enum):
     MOUNTING = "MOUNTING"
     READY = "READY"
@@ -383,6 +397,12 @@ class MusicFS:
                 self.state = MountState.DEGRADED if degraded else MountState.READY
 
     def _scan(self, requests: dict[str, ScanRequest]) -> None:
+        changed: set[int] = set()  # folders whose files were added or changed
+
+        def on_changes(changes: list[TreeChange]) -> None:
+            self.notify_tree_changes(changes)
+            changed.update(c.parent for c in changes if c.kind is not ChangeKind.REMOVED)
+
         with Catalog.open(self.catalog_path, cache_mib=32) as catalog:
             self._scanner = scanner = Scanner(
                 catalog,
@@ -390,7 +410,7 @@ class MusicFS:
                 workers=self.config.scan_workers,
                 extensions=self.config.extensions,
                 skip_unreadable=self.config.skip_unreadable,
-                on_changes=self.notify_tree_changes,
+                on_changes=on_changes,
                 progress=self.progress,
                 federation=self.federation,
                 plugins=self.extensions,
@@ -417,6 +437,10 @@ class MusicFS:
                 # Files that changed need their overlay made again (a new header).
                 editor = self._overlay_editor(catalog, scanner.layout)
                 self.notify_tree_changes(editor.refresh(catalog.overlays_due()))
+                # Their covers, ahead of the first listing (this session or the next).
+                covers = self._ops.covers if self._ops is not None else None
+                if covers is not None and changed and not self._stopping:
+                    covers.warm(_folders_with_art(catalog, sorted(changed)))
             finally:
                 scanner.close()
                 if self.progress is not None:
