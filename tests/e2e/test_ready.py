@@ -7,7 +7,8 @@ returns.
   session before: art embedded in a track is made after the scan.
 * A first mount with ``--wait``: when the command returns, the first scan has
   finished and the tree holds every track; quiet (two lines) when not on a
-  terminal, a progress bar on one.
+  terminal, a progress bar on one; an origin that is down does not hold it up
+  and is named on stderr.
 """
 
 from __future__ import annotations
@@ -153,3 +154,27 @@ def test_mount_wait_is_quiet_off_a_terminal_and_draws_a_bar_on_one(
     finally:
         os.close(leader)
         unmount(mnt)
+
+
+def test_mount_wait_returns_naming_an_origin_that_is_down(library: Library, tmp_path: Path) -> None:
+    from tests.e2e.helpers import write_config
+    from tests.e2e.test_federation import sftp_origin
+    from tests.servers.sshd import sshd_server
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    make_origin(library, local, [JOGA])
+    make_origin(library, remote, [UNRAVEL])
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with sshd_server(remote) as sshd:
+        sshd.stop()
+        config = write_config(tmp_path / "config.toml",
+                              [{"id": "disk", "path": str(local)}, sftp_origin(sshd)])  # fmt: skip
+        try:
+            result = run_musicfs("mount", mnt, "--config", config, "--cache-dir",
+                                 tmp_path / "cache", "--wait", timeout=120)  # fmt: skip
+            assert result.returncode == 0, describe(result)
+            assert "origin 'ssh' was not scanned completely" in result.stderr, describe(result)
+            assert walk_files(mnt) == {render_path(library.find(JOGA).spec)}  # disk's, whole
+        finally:
+            unmount(mnt)
