@@ -303,11 +303,12 @@ def _mount_in_background(config: Config, mountpoint: Path, *, wait: bool = False
             print(f"first scan finished: {seen} files in {len(scans)} origin(s)")
         for report in scans.values():
             if not report["complete"]:
-                print_error(
-                    f"origin {report['origin']!r} was not scanned completely "
+                print(
+                    f"musicfs: warning: origin {report['origin']!r} was not scanned completely "
                     f"({report['error'] or 'some folders could not be listed'}); the tree "
                     f"lacks what could not be read. `musicfs status {mountpoint}` shows it; "
-                    "it is scanned again when it answers"
+                    "it is scanned again when it answers",
+                    file=sys.stderr,
                 )
         return EXIT_OK
     if message.startswith("ERROR "):
