@@ -178,3 +178,26 @@ def test_mount_wait_returns_naming_an_origin_that_is_down(library: Library, tmp_
             assert walk_files(mnt) == {render_path(library.find(JOGA).spec)}  # disk's, whole
         finally:
             unmount(mnt)
+
+
+def test_foreground_wait_tells_systemd_ready_once_the_tree_is_whole(
+    library: Library, tmp_path: Path
+) -> None:
+    import socket
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(120)
+        args = mount_command(library.origins, mnt, tmp_path / "cache", "--foreground", "--wait")
+        env = {**musicfs_env(), "NOTIFY_SOCKET": address}
+        with subprocess.Popen([MUSICFS, *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) as daemon:  # fmt: skip
+            try:
+                message = notify.recv(4096).decode()
+                assert "READY=1" in message, message
+                assert walk_files(mnt) == library.expected_files()  # at READY=1: no waiting
+            finally:
+                unmount(mnt, daemon.pid)
