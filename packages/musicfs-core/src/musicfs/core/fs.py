@@ -133,7 +133,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
-        self.covers = covers  # cover.jpg & co. in folders of tracks (set once READY)
+        self.covers = covers  # cover.jpg & co. in folders of tracks (set before READY)
         self.prefetch_hint = prefetch_hint
 
     # -- attributes ------------------------------------------------------------
