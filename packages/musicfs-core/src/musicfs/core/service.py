@@ -636,9 +636,16 @@ class MusicFS:
         """The plugins that read these formats came, went or changed: read the
         files of these formats again (a plugin's new code takes effect)."""
         wanted = sorted(set(formats))
+        changes: list[TreeChange] = []
         if wanted:
-            with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
-                catalog.mark_formats_changed(wanted)
+            with Catalog.open(self.catalog_path) as catalog:
+                # Their header writers may have changed too: make the overlays again
+                # now (before the rows are marked, while they name the version).
+                editor = self._overlay_editor(catalog)
+                changes = editor.refresh(catalog.overridden_files(wanted))
+                with catalog.transaction():
+                    catalog.mark_formats_changed(wanted)
+        self.notify_tree_changes(changes)
         self.call_soon(self.request_rescan)
 
     def rebuild_origins(self, origin_type: str) -> list[str]:
