@@ -17,6 +17,7 @@ Checked with stat through the mount, then with the real clients: MPD 0.23
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -28,8 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mutagen.flac import FLAC
 
-from tests.e2e.helpers import Mount, describe, mounted, require_tools, run_musicfs, wait_until
+from tests.e2e.helpers import (
+    Mount,
+    describe,
+    mounted,
+    require_tools,
+    run_musicfs,
+    wait_until,
+    write_config,
+)
 from tests.e2e.library import Library, make_origin, render_path
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
@@ -112,6 +122,74 @@ def test_a_tag_edit_that_moves_the_file_moves_both_folders_mtimes(
     assert old_folder.stat().st_mtime_ns // SECOND > middle[old_folder].st_mtime_ns // SECOND
     assert artist.stat().st_mtime_ns // SECOND > middle[artist].st_mtime_ns // SECOND
     assert not moved.parent.exists()
+
+
+def test_an_origin_file_retagged_with_its_mtime_put_back_still_moves_forward(
+    homogenic: tuple[Mount, Library], tmp_path: Path
+) -> None:
+    """A tag editor that keeps the file's mtime (``touch -r``, "preserve dates"):
+    the mount sees the change (ctime) and serves it with a later mtime."""
+    mount, library = homogenic
+    path = mount.mountpoint / render_path(library.find(JOGA).spec)
+    origin = tmp_path / "music" / JOGA
+    before, own = path.stat(), origin.stat()
+    audio = FLAC(origin)
+    audio["GENRE"] = "Jazz"
+    audio.save()
+    os.utime(origin, ns=(own.st_atime_ns, own.st_mtime_ns))
+
+    def retagged() -> os.stat_result | None:
+        st = path.stat()
+        return st if st.st_size == origin.stat().st_size and later(st, before) else None
+
+    after = wait_until(retagged, timeout=30, what="the rewritten file to show a later mtime")
+    assert after.st_ino == before.st_ino
+    assert FLAC(path)["GENRE"] == ["Jazz"]
+    assert after.st_size == len(path.read_bytes())
+
+
+def test_a_reloaded_header_writer_moves_the_overlaid_files_mtime(
+    library: Library, tmp_path: Path
+) -> None:
+    """The bytes of an overlaid file change when its format plugin's writer does."""
+    examples = Path(__file__).resolve().parents[2] / "plugins" / "examples"
+    spec = importlib.util.spec_from_file_location("example_mtr", examples / "mtr_format.py")
+    assert spec is not None
+    assert spec.loader is not None
+    mtr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mtr)
+    origin = tmp_path / "music"
+    origin.mkdir()
+    (origin / "a.mtr").write_bytes(mtr.encode({"title": "One", "artist": "Ann"}, b"\0" * 4096))
+    plugin = tmp_path / "mine" / "mtr_format.py"
+    plugin.parent.mkdir()
+    shutil.copy(examples / "mtr_format.py", plugin)
+    config = write_config(tmp_path / "config.toml", [{"id": "music", "path": str(origin)}],
+                          {"plugins": {"paths": [str(plugin)], "entry_points": False}})  # fmt: skip
+    with mounted([], tmp_path / "mnt", tmp_path / "cache", "--config", str(config)) as mount:
+        path = mount.mountpoint / "Ann" / "Unknown Album (0000) [MTR]" / "00 - One.mtr"
+        wait_until(path.exists, timeout=30, what="the .mtr file in the tree")
+        tag(path, "set", "genre=Jazz")
+        before = path.stat()
+        assert b"genre=Jazz" in path.read_bytes()
+
+        plugin.write_text(plugin.read_text().replace(
+            'block = "".join(f"{k}={v}\\n" for k, v in values.items()).encode()',
+            'block = "".join(f"{k}={v}\\n" for k, v in values.items()).encode() + b"v=2\\n"',
+        ))  # fmt: skip
+        assert b'b"v=2' in plugin.read_bytes()
+        result = run_musicfs("plugin", "reload", "mtr-format", "--mount", mount.mountpoint)
+        assert result.returncode == 0, describe(result)
+
+        def rewritten() -> os.stat_result | None:
+            st = path.stat()
+            return st if later(st, before) else None
+
+        after = wait_until(rewritten, timeout=30, what="a later mtime after the reload")
+        data = path.read_bytes()
+        assert data.endswith(b"v=2\n" + b"\0" * 4096)
+        assert after.st_size == len(data)
+        assert after.st_ino == before.st_ino
 
 
 # -- MPD -------------------------------------------------------------------------------
