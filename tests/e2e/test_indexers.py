@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mutagen.flac import FLAC
+from mutagen.flac import FLAC, Picture
+from PIL import Image
 
 from tests.e2e.helpers import (
     Mount,
@@ -190,6 +192,29 @@ def test_a_reloaded_header_writer_moves_the_overlaid_files_mtime(
         assert data.endswith(b"v=2\n" + b"\0" * 4096)
         assert after.st_size == len(data)
         assert after.st_ino == before.st_ino
+
+
+def test_a_folder_whose_cover_files_appear_gets_a_later_mtime(
+    library: Library, tmp_path: Path
+) -> None:
+    """cover.jpg & co. show in a folder once its art is found (in the background,
+    after its first listing): media servers must see that folder as changed."""
+    origin = tmp_path / "music"
+    make_origin(library, origin, [JOGA])
+    picture, png = Picture(), io.BytesIO()
+    Image.new("RGB", (300, 300), "red").save(png, "PNG")
+    picture.type, picture.mime, picture.data = 3, "image/png", png.getvalue()
+    audio = FLAC(origin / JOGA)
+    audio.add_picture(picture)
+    audio.save()
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        folder = (mount.mountpoint / render_path(library.find(JOGA).spec)).parent
+        before = folder.stat()
+        if "cover.jpg" in os.listdir(folder):
+            pytest.skip("the art was known before the first listing: it never changed")
+        wait_until(lambda: "cover.jpg" in os.listdir(folder), timeout=30,
+                   what="the cover files to appear")  # fmt: skip
+        assert folder.stat().st_mtime_ns // SECOND > before.st_mtime_ns // SECOND
 
 
 # -- MPD -------------------------------------------------------------------------------
