@@ -283,3 +283,15 @@ def test_a_folder_moves_once_per_transaction(catalog: Catalog) -> None:
     assert after.mtime_ns // SECOND > folder.mtime_ns // SECOND
     # now, or the next second: not 20 s ahead for 20 files
     assert after.mtime_ns <= max(time.time_ns(), (folder.mtime_ns // SECOND + 1) * SECOND)
+
+
+def test_a_folder_changed_many_times_a_second_stays_near_the_clock(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    seen = []
+    for n in range(30):  # 30 scan batches, each adding to the root
+        place(catalog, layout, f"{n}.flac", artist=f"A{n}", title="T")
+        root = catalog.node(ROOT_NODE)
+        assert root is not None
+        seen.append(root.mtime_ns)
+    assert seen == sorted(set(seen))  # always later
+    assert seen[-1] <= time.time_ns() + 2 * SECOND  # not 30 s ahead

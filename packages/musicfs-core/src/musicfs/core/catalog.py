@@ -600,11 +600,16 @@ class Catalog:
 
     def touch_dir(self, node_id: int, now_ns: int) -> None:
         """Move a folder's mtime forward (its listing changed): to *now_ns*, and at
-        least into the next whole second, since clients compare seconds."""
+        least into the next whole second, since clients compare seconds. A folder
+        changed many times a second (a scan's batches) would run ahead of the
+        clock that way: at most 2 s ahead, later changes add a nanosecond."""
         self._conn.execute(
-            "UPDATE nodes SET mtime_ns = max(?, (mtime_ns / 1000000000 + 1) * 1000000000) "
+            "UPDATE nodes SET mtime_ns = CASE"
+            " WHEN (mtime_ns / 1000000000 + 1) * 1000000000 <= ? + 2000000000"
+            " THEN max(?, (mtime_ns / 1000000000 + 1) * 1000000000)"
+            " ELSE mtime_ns + 1 END "
             "WHERE id = ? AND file_id IS NULL",
-            (now_ns, node_id),
+            (now_ns, now_ns, node_id),
         )
 
     # -- replicas: one track on several origins ---------------------------------
