@@ -19,6 +19,7 @@ import errno
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import trio
 
-from musicfs.core.catalog import Catalog, Track
+from musicfs.core.catalog import Catalog, CatalogError, Track
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
 from musicfs.core.credentials import CredentialError, Credentials
@@ -550,10 +551,24 @@ class MusicFS:
         return CoverFiles(
             CoverStore(self.cache_dir / "covers", self.federation),
             self.catalog_path,
-            on_found=lambda folder: self.notify_tree_changes(
-                [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
-            ),
+            on_found=self._covers_found,
         )
+
+    def _covers_found(self, folder: int) -> None:
+        """Cover files appeared in *folder* (a cover worker thread): its listing
+        changed, so its mtime moves forward (media servers look again) and the
+        kernel and L1 forget its listing and attributes."""
+        changes = [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
+        try:
+            with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
+                catalog.touch_dir(folder, time.time_ns())
+                node = catalog.node(folder)
+        except (CatalogError, sqlite3.Error) as exc:
+            log.warning("folder %d has covers, but its mtime stays: %s", folder, exc)
+            node = None
+        if node is not None:
+            changes.append(TreeChange(ChangeKind.CHANGED, node.parent, node.name, node.id))
+        self.notify_tree_changes(changes)
 
     def hint_prefetch(self, node_id: int) -> None:
         """Copy the files at or below tree node *node_id* into the cache, in the
@@ -681,9 +696,16 @@ class MusicFS:
         """The plugins that read these formats came, went or changed: read the
         files of these formats again (a plugin's new code takes effect)."""
         wanted = sorted(set(formats))
+        changes: list[TreeChange] = []
         if wanted:
-            with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
-                catalog.mark_formats_changed(wanted)
+            with Catalog.open(self.catalog_path) as catalog:
+                # Their header writers may have changed too: make the overlays again
+                # now (before the rows are marked, while they name the version).
+                editor = self._overlay_editor(catalog)
+                changes = editor.refresh(catalog.overridden_files(wanted))
+                with catalog.transaction():
+                    catalog.mark_formats_changed(wanted)
+        self.notify_tree_changes(changes)
         self.call_soon(self.request_rescan)
 
     def rebuild_origins(self, origin_type: str) -> list[str]:
