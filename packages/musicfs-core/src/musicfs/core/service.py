@@ -75,7 +75,16 @@ class MountState(enum.Enum):
 
 
 class StartupError(RuntimeError):
-    """The mount cannot start; the message says why and what to do."""
+    """The mount cannot start; the message says why and what to do.
+
+    *refused*: because of what it was given (mountpoint, origins, configuration),
+    which the user fixes (exit status 2); false for a failure of the machine,
+    e.g. FUSE itself (exit status 1). See `musicfs.core.exitcodes`.
+    """
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def version() -> str:
@@ -281,7 +290,7 @@ class MusicFS:
         try:
             pyfuse3.init(ops, str(self.mountpoint), options)
         except RuntimeError as exc:
-            raise StartupError(f"cannot mount on {self.mountpoint}: {exc}") from None
+            raise StartupError(f"cannot mount on {self.mountpoint}: {exc}", refused=False) from None
         log.info("mounted %s (%s)", self.mountpoint, ", ".join(sorted(options)))
         try:
             async with trio.open_nursery() as nursery:
