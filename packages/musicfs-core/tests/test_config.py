@@ -104,3 +104,12 @@ def test_the_shipped_example_config_loads_and_matches_the_defaults() -> None:
     example = Path(__file__).resolve().parents[3] / "packaging" / "config.example.toml"
     config = load_config(example, env={})
     assert config == load_config(env={"XDG_CONFIG_HOME": "/nonexistent"})
+
+
+def test_include_hidden_is_a_scan_setting_off_by_default(tmp_path: Path) -> None:
+    assert load_config(env={}).include_hidden is False
+    path = tmp_path / "c.toml"
+    path.write_text("[scan]\ninclude_hidden = true\n")
+    assert load_config(path, env={}).include_hidden is True
+    assert load_config(env={"MUSICFS_SCAN_INCLUDE_HIDDEN": "true"}).include_hidden is True
+    assert load_config(path, env={"MUSICFS_SCAN_INCLUDE_HIDDEN": "false"}).include_hidden is False

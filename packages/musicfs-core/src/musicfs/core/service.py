@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
 import signal
@@ -205,6 +206,8 @@ class MusicFS:
             self.origins = {o.id: build_origin(o, credentials, self.extensions) for o in ordered}
         except (ImportError, ValueError, OSError) as exc:
             raise StartupError(f"cannot set up the origins: {exc}") from None
+        for origin in self.origins.values():
+            origin.include_hidden = self.config.include_hidden  # [scan] include_hidden
         self.federation = Federation(
             self.origins, {o.id: limits_of(o) for o in ordered}, on_health=self._on_health
         )
@@ -456,7 +459,9 @@ class MusicFS:
     async def _watch_once(self, origin: LocalOrigin) -> None:
         if not await trio.to_thread.run_sync(self.federation.probe, origin.id):
             return
-        watch = await trio.to_thread.run_sync(LocalWatch, origin.location)
+        watch = await trio.to_thread.run_sync(
+            functools.partial(LocalWatch, origin.location, include_hidden=origin.include_hidden)
+        )
         log.info("watching %s (%d folders)", origin.location, watch.watched)
         try:
             while watch.watched:  # 0 once the origin's own folder went away
