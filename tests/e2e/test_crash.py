@@ -93,3 +93,42 @@ def test_kill_9_during_a_scan_then_resume(tmp_path: Path) -> None:
         assert orphans.fetchone()[0] == 0
     finally:
         db.close()
+
+
+def children_of(pid: int) -> set[int]:
+    """Processes whose parent is *pid* (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            # The fields after the command name, which is in parentheses: state, ppid...
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+def test_kill_9_during_a_scan_leaves_no_process_behind(tmp_path: Path) -> None:
+    origin, mnt, cache = tmp_path / "music", tmp_path / "mnt", tmp_path / "cache"
+    make_library(origin)
+    env = {"MUSICFS_SCAN_WORKERS": "2"}  # tag-reading worker processes
+    with mounted([origin], mnt, cache, wait_scan=False, env=env) as mount:
+        helpers = wait_until(
+            lambda: status(mnt)["scanning"] and len(found := children_of(mount.pid)) >= 2 and found,
+            timeout=120,
+            what="the scan's worker processes to start",
+        )
+        os.kill(mount.pid, signal.SIGKILL)
+        wait_until(lambda: not is_mounted(mnt), timeout=10, what="auto_unmount after kill -9")
+        wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=30,
+                   what=f"the daemon's worker processes {sorted(helpers)} to exit")  # fmt: skip

@@ -115,3 +115,45 @@ def test_smart_collections_follow_the_catalog_and_what_is_played(
         linked = top / "recently-played" / played[0]
         assert sha256_of(linked) == sha256_of(origin / SIGUR)
         assert not (top / "no such collection").exists()
+
+
+UNTAGGED = "untagged/no tags at all.flac"
+TWINS = ["twins/echo.flac", "elsewhere/echo.flac"]  # one tree name: "07 - Echo (2).flac" too
+
+
+def after_dash(name: str) -> str:
+    """What follows ``Artist - `` in a link name or ``NN - `` in a tree name:
+    the title, the collision counter and the extension."""
+    return name.partition(" - ")[2]
+
+
+def test_virtual_link_names_match_the_tree(library: Library, tmp_path: Path) -> None:
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [UNTAGGED, *TWINS])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        echo = mount.mountpoint / render_path(specs[TWINS[0]])
+        assert (echo.parent / "07 - Echo (2).flac").exists()  # the tree's collision
+        # Play the tree's "(2)" last: the played collections list it first.
+        sha256_of(echo)
+        sha256_of(echo.parent / "07 - Echo (2).flac")
+        top = mount.mountpoint / ".collections"
+        wait_until(lambda: len(os.listdir(top / "most-played")) == 2, timeout=30,
+                   what="both plays in most-played")  # fmt: skip
+        folders = [mount.mountpoint / ".search" / q for q in ("no tags at all", "echo")]
+        folders += [top / name for name in sorted(os.listdir(top))]
+        seen = 0
+        for folder in folders:
+            names = os.listdir(folder)
+            assert names, f"{folder} is empty"
+            for name in names:
+                link = folder / name
+                target = link.resolve()
+                assert target.is_file(), f"{link} -> {os.readlink(link)} does not resolve"
+                assert target.parent.parent.parent == mount.mountpoint  # into the tree
+                assert after_dash(name) == after_dash(target.name), (
+                    f"{link} -> {os.readlink(link)}: another title, counter or extension"
+                )
+                seen += 1
+        assert "Unknown Artist - no tags at all.flac" in os.listdir(folders[0])
+        assert set(os.listdir(folders[1])) == {"Twin - Echo.flac", "Twin - Echo (2).flac"}
+        assert seen == 1 + 2 + 3 + 2 + 2  # two searches, recently-added, -played, most-played

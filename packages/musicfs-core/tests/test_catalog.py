@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from musicfs.core.catalog import (
     Catalog,
     CatalogError,
 )
-from musicfs.core.layout import ChangeKind, Layout
+from musicfs.core.layout import ChangeKind, Layout, later_mtime
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
 
@@ -200,4 +201,97 @@ def test_a_freed_name_goes_to_its_lowest_variant(catalog: Catalog) -> None:
         (ChangeKind.REMOVED, "Song.flac"),
         (ChangeKind.REMOVED, "Song (2).flac"),
         (ChangeKind.ADDED, "Song.flac"),
+        (ChangeKind.CHANGED, ""),  # the root: its listing changed, so did its mtime
     ]
+
+
+# -- served mtimes: what indexers (MPD, beets) go by ---------------------------------------
+
+SECOND = 1_000_000_000
+
+
+def test_a_changed_file_gets_a_later_whole_second_whatever_its_origin_says() -> None:
+    t = 1_700_000_000 * SECOND
+    assert later_mtime(t + 5, t + 999, now_ns=t + 10) == t + SECOND  # same second: next one
+    assert later_mtime(t, t + 3 * SECOND, now_ns=t + SECOND) == t + 3 * SECOND  # the origin's
+    assert later_mtime(t, t - SECOND, now_ns=t + 7 * SECOND) == t + 7 * SECOND  # now
+    assert later_mtime(t + 9 * SECOND, t, now_ns=t) == t + 10 * SECOND  # never back
+
+
+def test_a_new_header_moves_the_mtime_and_the_same_bytes_keep_it(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    layout.with_overrides = True
+    file_id = place(catalog, layout, "a.flac", artist="A", title="T")
+    before = catalog.node_of_file(file_id)
+    assert before is not None
+    assert before.mtime_ns == 1
+    track = catalog.track(file_id)
+    assert track is not None
+    with catalog.transaction():
+        catalog.set_overlay(file_id, 100, 1, 10, b"h" * 10)  # same size: fits the padding
+        layout.place_track(track)
+    edited = catalog.node_of_file(file_id)
+    assert edited is not None
+    assert edited.id == before.id
+    assert edited.size == 100
+    assert edited.mtime_ns // SECOND > before.mtime_ns // SECOND
+    with catalog.transaction():
+        layout.place_track(track)  # placed again, serving the same bytes
+    assert catalog.node_of_file(file_id) == edited
+    with catalog.transaction():
+        catalog.set_overlay(file_id, 100, 1, 10, b"H" * 20)  # cleared or re-made
+        layout.place_track(track)
+    again = catalog.node_of_file(file_id)
+    assert again is not None
+    assert again.size == 110
+    assert again.mtime_ns // SECOND > edited.mtime_ns // SECOND
+
+
+def test_a_retagged_file_keeps_its_inode_and_both_folders_move_forward(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    file_id = place(catalog, layout, "a.flac", artist="Old", title="T")
+    place(catalog, layout, "b.flac", artist="Old", title="U")  # keeps Old in the tree
+    node, old, root = catalog.node_of_file(file_id), catalog.resolve("Old"), catalog.node(1)
+    assert node is not None
+    assert old is not None
+    assert root is not None
+    with catalog.transaction():
+        add(catalog, "a.flac", artist="New", title="T")
+        changes = layout.place(file_id, "a.flac", "flac", TrackTags(artist="New", title="T"))
+    moved = catalog.resolve("New/T.flac")
+    assert moved is not None
+    assert moved.id == node.id
+    for folder in (old, root):
+        now = catalog.node(folder.id)
+        assert now is not None
+        assert now.mtime_ns // SECOND > folder.mtime_ns // SECOND
+    changed = {c.node for c in changes if c.kind is ChangeKind.CHANGED}
+    assert {node.id, old.id, ROOT_NODE} <= changed  # the kernel forgets their attributes
+
+
+def test_a_folder_moves_once_per_transaction(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    place(catalog, layout, "x.flac", artist="A", title="X")
+    folder = catalog.resolve("A")
+    assert folder is not None
+    with catalog.transaction():
+        for n in range(20):
+            file_id = add(catalog, f"{n}.flac", artist="A", title=str(n))
+            layout.place(file_id, f"{n}.flac", "flac", TrackTags(artist="A", title=str(n)))
+    after = catalog.node(folder.id)
+    assert after is not None
+    assert after.mtime_ns // SECOND > folder.mtime_ns // SECOND
+    # now, or the next second: not 20 s ahead for 20 files
+    assert after.mtime_ns <= max(time.time_ns(), (folder.mtime_ns // SECOND + 1) * SECOND)
+
+
+def test_a_folder_changed_many_times_a_second_stays_near_the_clock(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$artist/$title.$format"))
+    seen = []
+    for n in range(30):  # 30 scan batches, each adding to the root
+        place(catalog, layout, f"{n}.flac", artist=f"A{n}", title="T")
+        root = catalog.node(ROOT_NODE)
+        assert root is not None
+        seen.append(root.mtime_ns)
+    assert seen == sorted(set(seen))  # always later
+    assert seen[-1] <= time.time_ns() + 2 * SECOND  # not 30 s ahead

@@ -106,6 +106,41 @@ def test_the_shipped_example_config_loads_and_matches_the_defaults() -> None:
     assert config == load_config(env={"XDG_CONFIG_HOME": "/nonexistent"})
 
 
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b'template = "\xe9"\n'])
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as info:
+        load_config(path, env={})
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[scan]\nworkers = 1000000000", "'scan.workers': expected a whole number from 0 to 256"),
+        ("[mount]\nread_ahead_kb = 99999999", "'mount.read_ahead_kb': .* from 0 to 65536 KiB"),
+        ("[prefetch]\nahead = 100000", "'prefetch.ahead': .* from 0 to 1000"),
+        ("[plugins]\nwasm_memory_mb = 1048576", "'plugins.wasm_memory_mb': .* 1 to 4096 MiB"),
+        ("[plugins]\nwasm_cpu_ms = 86400000", "'plugins.wasm_cpu_ms': .* 1 to 600000 ms"),
+        ('[cache]\nlimit = "99999999TiB"', "'cache.limit': expected a size of at most 1 EiB"),
+        ("[cache]\nlimit = 99999999999999999999", "'cache.limit'"),
+        ('[[origins]]\npath = "/m"\nport = 70000', "from 0 to 65535"),
+        ('[[origins]]\npath = "/m"\nmax_requests = 100000', "from 0 to 1024"),
+    ],
+)
+def test_numbers_out_of_a_sane_range_are_refused_naming_the_setting(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_an_environment_number_out_of_range_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="MUSICFS_SCAN_WORKERS: expected a whole number from 0"):
+        load_config(env={"MUSICFS_SCAN_WORKERS": "1000000000"})
+
+
 def test_include_hidden_is_a_scan_setting_off_by_default(tmp_path: Path) -> None:
     assert load_config(env={}).include_hidden is False
     path = tmp_path / "c.toml"

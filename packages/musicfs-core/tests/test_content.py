@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,8 @@ from typing import Any
 import pytest
 from mutagen.flac import FLAC
 
-from musicfs.core.cas import ChunkStore, CorruptChunk
-from musicfs.core.content import ContentCache, Version
+from musicfs.core.cas import ChunkReader, ChunkStore, CorruptChunk, Place
+from musicfs.core.content import CacheCheck, ContentCache, CopyId, Version
 from musicfs.core.origins import LocalFile
 
 Encode = Callable[..., Path]  # the encode fixture of conftest.py
@@ -177,3 +179,183 @@ def test_dedup_ratio_counts_shared_chunks(tmp_path: Path, cache: ContentCache) -
     for name in ("a.wav", "b.wav", "c.wav"):
         fill(cache, tmp_path / name, put_file(tmp_path / name, data))
     assert cache.dedup_ratio() == pytest.approx(3.0)
+
+
+def test_check_names_the_copies_that_needed_a_damaged_chunk(
+    tmp_path: Path, cache: ContentCache, damage_chunk: Callable[[ChunkStore, str, int], None]
+) -> None:
+    """A live verify must know which files to copy again: every copy listing the
+    damaged chunk (identical audio shares it), not the ones that lost chunks to
+    eviction, which are dropped and counted."""
+    shared = random.Random(12).randbytes(300_000)
+    good = put_file(tmp_path / "a.wav", random.Random(13).randbytes(300_000))
+    hurt = put_file(tmp_path / "b.wav", shared)
+    twin = put_file(tmp_path / "c.wav", shared)
+    evicted = put_file(tmp_path / "d.wav", random.Random(14).randbytes(300_000))
+    for version in (good, hurt, twin, evicted):
+        assert fill(cache, tmp_path / version.relpath, version)
+    kept = {d for v in (good, hurt) for _, _, d in cache_listing(cache, v)}
+    cache.store.drop_unreferenced(kept)  # as eviction would: d.wav's chunks go
+    digest = cache_listing(cache, hurt)[1][2]
+    damage_chunk(cache.store, digest, 5)
+    stored = cache.store.stats.entries
+
+    seen: list[int] = []
+    report = cache.check(batch=2, progress=lambda r: seen.append(r.checked))
+
+    assert report.damaged_chunks == [digest]
+    assert sorted(report.damaged) == [
+        CopyId("lib", v.relpath, v.size, v.mtime_ns) for v in (hurt, twin)
+    ]
+    assert report.incomplete == 1
+    assert (report.chunks, report.checked, report.stopped) == (stored, stored, False)
+    assert len(seen) > 2
+    assert seen == sorted(seen)
+    assert cache.open(hurt) is None
+    assert cache.open(twin) is None
+    opened = cache.open(good)
+    assert opened is not None
+    assert opened.read(0, good.size) == (tmp_path / "a.wav").read_bytes()
+    opened.close()
+    assert cache.verify() == ([], 0)
+
+
+def cache_listing(cache: ContentCache, version: Version) -> list[tuple[int, int, str]]:
+    opened = cache.open(version)
+    assert opened is not None
+    try:
+        return opened.chunks
+    finally:
+        opened.close()
+
+
+def test_reads_opens_and_copies_go_on_while_a_check_runs(
+    tmp_path: Path, cache: ContentCache
+) -> None:
+    """The check lets go of the locks between batches: with it paused between two
+    batches, a cached file opens and reads back whole, and a new file is copied in."""
+    data = random.Random(15).randbytes(600_000)
+    played = put_file(tmp_path / "a.wav", data)
+    fill(cache, tmp_path / "a.wav", played)
+    paused, resume = threading.Event(), threading.Event()
+
+    def between_batches(report: CacheCheck) -> None:
+        if not paused.is_set():
+            paused.set()
+            resume.wait()
+
+    checker = threading.Thread(target=lambda: cache.check(batch=1, progress=between_batches))
+    checker.start()
+    try:
+        assert paused.wait(timeout=60), "the check never reached its first batch's end"
+        results: list[bytes | bool] = []
+
+        def use_the_cache() -> None:
+            opened = cache.open(played)
+            assert opened is not None
+            results.append(opened.read(0, len(data)))
+            opened.close()
+            new = put_file(tmp_path / "b.wav", random.Random(16).randbytes(300_000))
+            results.append(fill(cache, tmp_path / "b.wav", new) and cache.has(new))
+
+        user = threading.Thread(target=use_the_cache)
+        user.start()
+        user.join(timeout=60)  # a deadlock detector, not a speed limit
+        assert not user.is_alive(), "the cache was locked while the check paused"
+        assert results == [data, True]
+    finally:
+        resume.set()
+        checker.join()
+
+
+def test_a_chunk_evicted_while_checked_is_not_called_damaged(
+    tmp_path: Path, cache: ContentCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eviction frees a chunk's bytes (a hole) between the check listing it and
+    reading it: that is no damage, and no copy is named damaged for it."""
+    version = put_file(tmp_path / "a.wav", random.Random(17).randbytes(300_000))
+    fill(cache, tmp_path / "a.wav", version)
+    victim = cache_listing(cache, version)[0][2]
+    raw = ChunkReader.raw
+
+    def evicted_under_the_check(self: ChunkReader, digest: str, place: Place) -> bytes:
+        if digest == victim and cache.store.has(victim):
+            cache.store.drop_unreferenced(set())  # everything goes, as a full cache would
+            return b""  # its bytes were freed
+        return raw(self, digest, place)
+
+    monkeypatch.setattr(ChunkReader, "raw", evicted_under_the_check)
+    report = cache.check(batch=1)
+    assert report.damaged_chunks == []
+    assert report.damaged == []
+    assert report.incomplete == 1
+
+
+MARK = b"fLaC\x80\x00\x00\x20" + b"header to be damaged on disk...."  # fLaC + one block
+
+
+def flip_on_disk(database: Path, pattern: bytes) -> None:
+    """Invert one bit of *pattern* where it lies in a (closed) SQLite file."""
+    data = bytearray(database.read_bytes())
+    at = data.find(pattern)
+    assert data.count(pattern) == 1, "the pattern must lie there once"
+    data[at + len(pattern) // 2] ^= 0x10
+    database.write_bytes(bytes(data))
+
+
+def test_a_header_damaged_on_disk_is_dropped_never_served(tmp_path: Path) -> None:
+    data = MARK + random.Random(8).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    assert fill(cache, tmp_path / "a.flac", version)
+    cache.close()
+    flip_on_disk(tmp_path / "content" / "manifests.sqlite3", MARK)
+    cache = ContentCache(tmp_path / "content")
+    try:
+        assert not cache.has(version)
+        assert cache.open(version) is None  # read from the origin, or EIO offline
+        assert cache.headers.entries == 0
+        assert fill(cache, tmp_path / "a.flac", version)  # copied again when read again
+        cached = cache.open(version)
+        assert cached is not None
+        assert cached.read(0, len(data)) == data
+        cached.close()
+    finally:
+        cache.close()
+
+
+def test_check_names_a_copy_whose_header_was_damaged(tmp_path: Path) -> None:
+    data = MARK + random.Random(9).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    assert fill(cache, tmp_path / "a.flac", version)
+    cache.close()
+    flip_on_disk(tmp_path / "content" / "manifests.sqlite3", MARK)
+    cache = ContentCache(tmp_path / "content")
+    try:
+        report = cache.check()
+        assert report.damaged == [CopyId("lib", "a.flac", version.size, version.mtime_ns)]
+        assert report.damaged_chunks == []  # the chunks themselves are fine
+        assert cache.open(version) is None
+    finally:
+        cache.close()
+
+
+def test_copies_cached_before_digests_existed_still_serve(tmp_path: Path) -> None:
+    data = MARK + random.Random(10).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    assert fill(cache, tmp_path / "a.flac", version)
+    cache.close()
+    database = tmp_path / "content" / "manifests.sqlite3"
+    with sqlite3.connect(database) as db:  # the table as an older MusicFS made it
+        db.execute("ALTER TABLE manifests DROP COLUMN digest")
+    db.close()
+    cache = ContentCache(tmp_path / "content")
+    try:
+        cached = cache.open(version)
+        assert cached is not None
+        assert cached.read(0, len(data)) == data
+        cached.close()
+    finally:
+        cache.close()

@@ -390,4 +390,5 @@ def test_a_mount_gets_a_prefetcher_only_when_it_can_help(setup: Setup) -> None:
 SCHEMA_9 = (
     "DROP TRIGGER overrides_search_insert; DROP TRIGGER overrides_search_delete;"
     "DROP TABLE search_override_terms; DROP TABLE search_overrides;"
+    "ALTER TABLE nodes DROP COLUMN version;"  # schema 11
 )

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from musicfs.core.model import override_value
 from musicfs.core.tags import UnreadableFile, read_tags
 
 MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
@@ -76,3 +77,29 @@ def test_compilation_flag_from_txxx_frame(tmp_path: Path, make_wav: MakeWav) -> 
     audio.tags.add(TXXX(encoding=3, desc="compilation", text=["1"]))
     audio.save()
     assert read_tags(str(path)).compilation
+
+
+NINES = "9" * 40  # seen in the wild: a track number no 64-bit integer holds
+
+
+# (Not M4A: its track and disc numbers are 16-bit.)
+@pytest.mark.parametrize("extension", ["flac", "mp3", "ogg"])
+def test_numbers_beyond_any_integer_are_dropped_not_raised(
+    tmp_path: Path, encode: Callable[..., Path], extension: str
+) -> None:
+    path = encode(tmp_path / f"huge.{extension}", 0.2, title="Huge", track=f"{NINES}/{NINES}",
+                  disc=f"{NINES}/{NINES}")  # fmt: skip
+    tags = read_tags(str(path))
+    assert tags.title == "Huge"
+    assert (tags.track, tags.tracktotal, tags.disc, tags.disctotal) == (None,) * 4
+
+
+def test_a_track_number_that_fits_is_kept(tmp_path: Path, make_wav: MakeWav) -> None:
+    tags = read_tags(str(make_wav(tmp_path / "a.wav", track="2147483647/12")))
+    assert (tags.track, tags.tracktotal) == (2147483647, 12)
+
+
+@pytest.mark.parametrize("value", [NINES, "2147483648", "9" * 5000])
+def test_an_override_beyond_the_largest_number_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="track must be at most 2147483647"):
+        override_value("track", value)

@@ -2,8 +2,9 @@
 
 Every file here is made by the real encoder of its format (flac, lame, oggenc,
 opusenc; ffmpeg for the tone and pictures). A plugin's output is served the way
-the filesystem serves it: ``synthesize_header(meta, original[:hlen]) +
-original[hlen:]``. The served bytes must give the new tags to mutagen, to the
+the filesystem serves it: ``synthesize_for_file(meta, ...)`` (by default
+``synthesize_header(meta, original[:hlen])``) ``+ original[hlen:]``. The
+served bytes must give the new tags to mutagen, to the
 catalog's reader (`read_tags`) and to ffprobe, decode to the very same PCM,
 play and seek in mpv, and pass the format's own checker (``flac -t``,
 ``ogginfo``). The real-world corpus, when present, checks that no damaged file
@@ -79,10 +80,13 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def serve(plugin: FormatPlugin, original: bytes, meta: TrackTags) -> tuple[bytes, int]:
     """The served bytes for *meta*, and the original header's length."""
-    length = plugin.header_length(
-        lambda offset, size: original[offset : offset + size], len(original)
-    )
-    return plugin.synthesize_header(meta, original[:length]) + original[length:], length
+
+    def read(offset: int, size: int) -> bytes:
+        return original[offset : offset + size]
+
+    length = plugin.header_length(read, len(original))
+    header = plugin.synthesize_for_file(meta, read, len(original), length)
+    return header + original[length:], length
 
 
 def served_file(plugin: FormatPlugin, path: Path, meta: TrackTags, out: Path) -> Path:
@@ -255,9 +259,9 @@ def overlaid(request: pytest.FixtureRequest, media: Media) -> Overlaid:
 # --- every format ------------------------------------------------------------------------
 
 
-def test_builtin_formats_are_format_plugins_for_flac_mp3_and_ogg() -> None:
+def test_builtin_formats_are_format_plugins_for_flac_mp3_ogg_and_mp4() -> None:
     handled = {ext for cls in BUILTIN_FORMATS for ext in cls.extensions}
-    assert handled == {"flac", "mp3", "ogg", "oga", "opus"}
+    assert handled == {"flac", "mp3", "ogg", "oga", "opus", "m4a", "m4b", "mp4"}
     for cls in BUILTIN_FORMATS:
         assert issubclass(cls, FormatPlugin)
         assert cls().can_handle(f".{cls.extensions[0].upper()}")

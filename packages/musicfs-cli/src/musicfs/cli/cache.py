@@ -1,7 +1,8 @@
 """``musicfs cache``: the content cache of a mount.
 
 - ``verify``, ``backup``, ``restore`` work on the cache directory itself (also
-  when nothing is mounted; restore only then);
+  when nothing is mounted; restore only then). ``verify`` of a mounted cache is
+  done by its daemon, which goes on serving and copies damaged files again;
 - ``stats``, ``clear``, ``prefetch`` ask the running daemon.
 """
 
@@ -46,7 +47,9 @@ def add_parser(sub: Any, config_args: Any) -> None:
     cache = sub.add_parser("cache", help="the content cache of a mount")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     cache_verify = cache_sub.add_parser(
-        "verify", help="check every cached chunk and the catalog; drop what is damaged"
+        "verify",
+        help="check every cached chunk and the catalog; drop what is damaged (while "
+        "mounted: in the daemon, which copies damaged files again from their origins)",
     )
     backup = cache_sub.add_parser("backup", help="write the catalog and cache to a tar file")
     backup.add_argument("file", type=Path, help="the backup file to write")
@@ -109,8 +112,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     if args.mountpoint is not None and args.cache_dir is None:
         check_not_inside_mount(args.mountpoint)
     cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
+    live = None  # the cache dir of the daemon serving the mountpoint, if one answers
     if args.cache_dir is None and args.mountpoint is not None and is_mounted(args.mountpoint):
-        cache_dir = _daemon_cache_dir(args) or cache_dir  # mounted with its own --cache-dir?
+        live = _daemon_cache_dir(args)
+        cache_dir = live or cache_dir  # mounted with its own --cache-dir?
+    if action == "verify" and live is not None:
+        return _cache_verify_live(args, live)
     if action == "restore":
         return _cache_restore(args, cache_dir)
     if not (cache_dir / "catalog.sqlite3").exists():
@@ -256,9 +263,9 @@ def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> 
     except CacheDirLocked:
         mountpoint = args.mountpoint or "MOUNTPOINT"
         raise CLIError(
-            f"cache dir {cache_dir} is in use by a running MusicFS daemon, which verifies "
-            f"every chunk it reads; to hash the whole cache now, run musicfs unmount "
-            f"{mountpoint} first"
+            f"cache dir {cache_dir} is in use by a running MusicFS daemon; verify it "
+            f"there, while it serves: musicfs cache verify {mountpoint}",
+            EXIT_USAGE,
         ) from None
     try:
         return _verify_unlocked(args, config, cache_dir)
@@ -277,12 +284,13 @@ def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) 
         catalog_check = f"damaged: {exc}"
     content_dir = cache_dir / "content"
     bad: list[str] = []
-    dropped = chunks = files = 0
+    dropped = damaged = chunks = files = 0
     if content_dir.exists():
         try:
             content = ContentCache(content_dir, config.cache_limit)
             try:
-                bad, dropped = content.verify(deep=True)
+                check = content.check(deep=True)
+                bad, damaged, dropped = check.damaged_chunks, len(check.damaged), check.incomplete
                 chunks, files = content.store.stats.entries, content.headers.entries
             finally:
                 content.close()
@@ -297,17 +305,56 @@ def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) 
         "chunks_kept": chunks,
         "cached_files_kept": files,
         "damaged_chunks_dropped": len(bad),
-        "cached_files_dropped": dropped,
+        "damaged_files_dropped": damaged,
+        "cached_files_dropped": damaged + dropped,
     }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"catalog: {catalog_check}")
         print(f"content cache: {chunks} chunks and {files} cached files kept; "
-              f"{len(bad)} damaged chunks and {dropped} incomplete files dropped "
+              f"{len(bad)} damaged chunks, {damaged} damaged cached files and {dropped} "
+              "incomplete files dropped "
               "(they are copied again when next read)")  # fmt: skip
-    healthy = catalog_check == "ok" and not bad and not dropped
+    healthy = catalog_check == "ok" and not bad and not damaged and not dropped
     return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _cache_verify_live(args: argparse.Namespace, cache_dir: Path) -> int:
+    """Verify a mounted cache in its daemon, which goes on serving meanwhile:
+    damaged chunks are dropped and their files copied again from their origins."""
+    from musicfs.cli.progress import follow, last
+
+    with daemon_client(args) as client:
+        updates = follow(client.verify_cache(), "verifying the cache", args.json,
+                         total="chunks", completed="checked")  # fmt: skip
+        final = last(updates)
+    if not final.get("finished"):
+        raise CLIError("the daemon stopped before the cache verify finished; run it again")
+    final["cache_dir"] = str(cache_dir)
+    if args.json:
+        print(json.dumps(final, indent=2))
+    else:
+        _print_live_verify(final)
+    healthy = final["catalog"] == "ok" and not final["not_refetched"]
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _print_live_verify(final: dict[str, Any]) -> None:
+    damaged = len(final["damaged_chunks"])
+    print(f"catalog: {final['catalog']}")
+    print(f"content cache: {final['checked']} chunks checked ({final['bytes']} bytes), "
+          f"damaged: {damaged}")  # fmt: skip
+    if final["incomplete_dropped"]:
+        print(f"{final['incomplete_dropped']} cached copies that had lost chunks to eviction "
+              "dropped (copied again when next read)")  # fmt: skip
+    for digest in final["damaged_chunks"]:
+        print(f"damaged chunk: {digest}")
+    for name in final["refetched"]:
+        print(f"re-fetched from its origin: {name}")
+    for problem in final["not_refetched"]:
+        print(f"not re-fetched (dropped; copied again when next read with its origin "
+              f"online): {problem}")  # fmt: skip
 
 
 def _online(args: argparse.Namespace) -> int:

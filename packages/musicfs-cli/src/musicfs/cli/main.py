@@ -9,9 +9,10 @@ Every command that talks to a mount names it with ``--mount MOUNTPOINT`` (see
 `musicfs.cli.common`).
 
 ``musicfs mount`` without ``--foreground`` validates everything it can, forks a
-daemon and returns once the mountpoint answers (or prints why it did not). The
-fork happens before trio or gRPC are imported: neither survives a fork once
-started.
+daemon and returns once the mountpoint answers (or prints why it did not);
+with ``--wait``, once the first scan has finished, following its progress
+lines on the same pipe (a progress bar on a terminal). The fork happens before
+trio or gRPC are imported: neither survives a fork once started.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let other users see the mount")  # fmt: skip
     mount.add_argument("--foreground", "-f", action="store_true",
                        help="stay in the foreground and log to stderr")  # fmt: skip
+    mount.add_argument(
+        "--wait", action="store_true",
+        help="return only once the first scan has finished, so the tree is complete (a "
+        "progress bar on a terminal); for scripts and systemd units. With --foreground, "
+        "systemd is told READY=1 then",
+    )  # fmt: skip
 
     unmount = sub.add_parser("unmount", help="unmount (drains open files first)")
     unmount.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT",
@@ -217,8 +224,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     if args.foreground:
         from musicfs.control.daemon import run_daemon
 
-        return run_daemon(config, mountpoint, foreground=True)
-    return _mount_in_background(config, mountpoint)
+        return run_daemon(config, mountpoint, foreground=True, wait_scan=args.wait)
+    return _mount_in_background(config, mountpoint, wait=args.wait)
 
 
 def _check_mountpoint(config: Config, mountpoint: Path) -> None:
@@ -311,7 +318,7 @@ def _make_cache_dir(cache_dir: Path) -> None:
         )
 
 
-def _mount_in_background(config: Config, mountpoint: Path) -> int:
+def _mount_in_background(config: Config, mountpoint: Path, *, wait: bool = False) -> int:
     cache_dir = cache_dir_for(config, mountpoint)
     daemon_log = cache_dir / "daemon.log"
     read_end, write_end = os.pipe()
@@ -330,17 +337,36 @@ def _mount_in_background(config: Config, mountpoint: Path) -> int:
         try:
             from musicfs.control.daemon import run_daemon
 
-            status = run_daemon(config, mountpoint, foreground=False, ready_fd=write_end)
+            status = run_daemon(
+                config, mountpoint, foreground=False, ready_fd=write_end, wait_scan=wait
+            )
         except BaseException:
             traceback.print_exc()  # into daemon.log: the parent shows its tail
         finally:
             os._exit(status)
     os.close(write_end)
-    message = _read_line(read_end, READY_TIMEOUT)
-    os.close(read_end)
+    scans: dict[str, dict[str, Any]] = {}  # origin -> its last SCAN report (--wait)
+    try:
+        bar = wait and sys.stdout.isatty()  # rich is imported only then
+        message = _await_ready(_pipe_lines(read_end, READY_TIMEOUT), scans, bar=bar)
+    finally:
+        os.close(read_end)
     if message == "READY":
         print(f"mounted {mountpoint} (daemon pid {pid}); "
               f"`musicfs status --mount {mountpoint}` shows it")  # fmt: skip
+        if wait:
+            seen = sum(r["seen"] for r in scans.values())
+            print(f"first scan finished: {seen} files in {len(scans)} origin(s)")
+        for report in scans.values():
+            if not report["complete"]:
+                print(
+                    f"musicfs: warning: origin {report['origin']!r} was not scanned completely "
+                    f"({report['error'] or 'some folders could not be listed'}); the tree "
+                    "lacks what could not be read. "
+                    f"`musicfs status --mount {mountpoint}` shows it; "
+                    "it is scanned again when it answers",
+                    file=sys.stderr,
+                )
         return EXIT_OK
     if message.startswith("REFUSED "):
         raise CLIError(message.removeprefix("REFUSED "), EXIT_USAGE)
@@ -352,21 +378,49 @@ def _mount_in_background(config: Config, mountpoint: Path) -> int:
     )
 
 
-def _read_line(fd: int, timeout: float) -> str:
+def _await_ready(lines: Iterator[str], scans: dict[str, dict[str, Any]], *, bar: bool) -> str:
+    """The daemon's last line (``READY``, ``ERROR ...``, or "" if it died); the
+    ``SCAN`` lines before it (``--wait``) go into *scans*, and a progress *bar*."""
+    from musicfs.cli.progress import follow
+
+    last = ""
+
+    def updates() -> Iterator[dict[str, Any]]:
+        nonlocal last
+        for line in lines:
+            if not line.startswith("SCAN "):
+                last = line
+                return
+            report = json.loads(line.removeprefix("SCAN "))
+            scans[report["origin"]] = report
+            yield {"seen": sum(r["seen"] for r in scans.values()), "origin": report["origin"]}
+
+    for _ in follow(updates(), "scanning", not bar, total="", completed="seen", describe="origin"):
+        pass
+    return last
+
+
+def _pipe_lines(fd: int, timeout: float) -> Iterator[str]:
+    """The lines the daemon writes on the pipe until it closes it; *timeout*
+    seconds without a line is an error (a scan reports every folder)."""
     data = b""
-    deadline = time.monotonic() + timeout
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise CLIError(f"the daemon did not get ready within {timeout:.0f} s")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode(errors="replace").strip()
+    while True:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CLIError(f"the daemon did not get ready within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                if data.strip():
+                    yield data.decode(errors="replace").strip()
+                return
+            data += chunk
+        line, _, data = data.partition(b"\n")
+        yield line.decode(errors="replace").strip()
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -165,6 +165,10 @@ class ControlClient:
         """Progress of copying *path* (relative to the mountpoint) into the cache."""
         yield from self._stream("Prefetch", control_pb2.PrefetchRequest(path=path))
 
+    def verify_cache(self) -> Iterator[dict[str, Any]]:
+        """Progress of a cache verify in the daemon; the last has ``finished``."""
+        yield from self._stream("VerifyCache", control_pb2.VerifyCacheRequest())
+
     def origins(self) -> list[dict[str, Any]]:
         message = self._call("ListOrigins", control_pb2.ListOriginsRequest())
         return [_with_ints(o, self._plain(o)) for o in message.origins]

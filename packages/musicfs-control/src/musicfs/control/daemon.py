@@ -7,6 +7,11 @@ it was given cannot be mounted, or ``ERROR <message>``) for ``musicfs mount``,
 and ``READY=1`` on ``$NOTIFY_SOCKET`` for systemd. It returns the exit status
 (`musicfs.core.exitcodes`).
 
+With *wait_scan* (``musicfs mount --wait``) ready means "the first scan has
+finished": until then the pipe carries ``SCAN <json>`` lines (the scan's
+progress per origin, at most ten a second, then each origin's final report with
+``"finished": true``) and systemd hears nothing.
+
 Mount time is dominated by imports (SPEC FR-1 wants the caller back within
 500 ms), so gRPC is imported and the control server started only once the
 mountpoint answers; `musicfs.control.client` waits for the socket briefly when
@@ -16,12 +21,16 @@ the mount is up but the socket is not yet. The Prometheus endpoint
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import logging.handlers
 import os
 import resource
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +42,7 @@ from musicfs.core.config import Config
 from musicfs.core.credentials import install_redaction, redact
 from musicfs.core.exitcodes import ExitCode
 from musicfs.core.paths import CacheDirLocked, socket_path_for
-from musicfs.core.scanner import ScanProgress
+from musicfs.core.scanner import ScanProgress, ScanReport
 from musicfs.core.service import MusicFS, StartupError
 from musicfs.plugins.manager import PluginManager
 
@@ -95,16 +104,35 @@ class _Readiness:
 
     def __init__(self, fd: int | None) -> None:
         self.fd = fd
+        self._lock = threading.Lock()  # scan progress comes from the scanner's thread
 
-    def _send(self, line: str) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
-            os.close(self.fd)
-        except OSError:
-            pass  # the parent gave up waiting; nothing to tell
-        self.fd = None
+    def _send(self, line: str, *, last: bool = True) -> None:
+        with self._lock:
+            if self.fd is None:
+                return
+            try:
+                os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
+            except OSError:
+                last = True  # the parent gave up waiting; nothing more to tell
+            if last:
+                with contextlib.suppress(OSError):
+                    os.close(self.fd)
+                self.fd = None
+
+    def scan(self, report: ScanReport, finished: bool = False) -> None:
+        """A line of scan progress for ``musicfs mount --wait``."""
+        fields = {
+            "origin": report.origin,
+            "seen": report.seen,
+            "added": report.added,
+            "changed": report.changed,
+            "removed": report.removed,
+            "unreadable": report.unreadable,
+            "complete": report.complete,
+            "error": report.errors[0] if report.errors else "",
+            "finished": finished,
+        }
+        self._send("SCAN " + json.dumps(fields), last=False)
 
     def ready(self) -> None:
         self._send("READY")
@@ -116,6 +144,26 @@ class _Readiness:
     def refused(self, message: str) -> None:
         """What it was given cannot be mounted (the message says what to change)."""
         self._send("REFUSED " + redact(message))
+
+
+class _ReportedProgress(ScanProgress):
+    """Shows the first scan's progress as *shown* does, and sends it up the pipe
+    (at most ten lines a second: the scanner reports every folder)."""
+
+    def __init__(self, shown: ScanProgress, readiness: _Readiness) -> None:
+        self.shown = shown
+        self.readiness = readiness
+        self._last = 0.0
+
+    def update(self, report: ScanReport) -> None:
+        self.shown.update(report)
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self.readiness.scan(report)
+
+    def close(self) -> None:
+        self.shown.close()
 
 
 def raise_open_file_limit() -> int:
@@ -138,9 +186,16 @@ def raise_open_file_limit() -> int:
 
 
 def run_daemon(
-    config: Config, mountpoint: str | Path, *, foreground: bool, ready_fd: int | None = None
+    config: Config,
+    mountpoint: str | Path,
+    *,
+    foreground: bool,
+    ready_fd: int | None = None,
+    wait_scan: bool = False,
 ) -> int:
-    """Mount and serve until unmounted. Returns the process exit status."""
+    """Mount and serve until unmounted. Returns the process exit status.
+
+    With *wait_scan*, readiness is told once the first scan has finished."""
     readiness = _Readiness(ready_fd)
     fs = MusicFS(config, mountpoint)
     setup_logging(config.log_level, fs.cache_dir / "musicfs.log", to_stderr=foreground)
@@ -209,15 +264,22 @@ def run_daemon(
 
         async def on_ready() -> None:
             nonlocal server, metrics
-            readiness.ready()
-            server, fs.progress = await trio.to_thread.run_sync(start_control)
+            if not wait_scan:
+                readiness.ready()
+            server, progress = await trio.to_thread.run_sync(start_control)
+            fs.progress = _ReportedProgress(progress, readiness) if wait_scan else progress
             if config.metrics_listen:
                 metrics = await trio.to_thread.run_sync(start_metrics)
             if webhooks is not None:  # in a thread: secrets may come from the keyring
                 await trio.to_thread.run_sync(webhooks.start)
 
+        async def on_scanned() -> None:
+            for report in fs.scan_reports.values():
+                readiness.scan(report, finished=True)
+            readiness.ready()
+
         try:
-            await fs.serve(on_ready=on_ready)
+            await fs.serve(on_ready=on_ready, on_scanned=on_scanned if wait_scan else None)
         finally:
             _notify_systemd("STOPPING=1")
             if server is not None:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from musicfs.control.v1 import control_pb2
-from musicfs.core.admin import SETTABLE, Admin, AdminError, PrefetchProgress
+from musicfs.core.admin import SETTABLE, Admin, AdminError, CacheVerifyProgress, PrefetchProgress
 from musicfs.core.scanner import ScanReport
 
 T = TypeVar("T")
@@ -48,9 +48,19 @@ def _prefetch_message(progress: PrefetchProgress) -> control_pb2.PrefetchProgres
     )  # fmt: skip
 
 
+def _verify_cache_message(progress: CacheVerifyProgress) -> control_pb2.VerifyCacheProgress:
+    return control_pb2.VerifyCacheProgress(
+        chunks=progress.chunks, checked=progress.checked, bytes=progress.bytes,
+        damaged_chunks=list(progress.damaged_chunks), damaged_files=list(progress.damaged_files),
+        refetched=list(progress.refetched), not_refetched=list(progress.not_refetched),
+        incomplete_dropped=progress.incomplete_dropped, catalog=progress.catalog,
+        current=progress.current, finished=progress.finished, stopped=progress.stopped,
+    )  # fmt: skip
+
+
 class AdminRPCs:
-    """GetCacheStats, ClearCache, Prefetch, ListOrigins, GetOriginHealth,
-    RescanOrigin, GetConfig, SetConfig, Search, SearchStream."""
+    """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
+    GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream."""
 
     admin: Admin
 
@@ -97,6 +107,30 @@ class AdminRPCs:
                 _abort(context, update)
             if isinstance(update, Exception):
                 context.abort(grpc.StatusCode.INTERNAL, f"prefetch failed: {update}")
+            yield update
+
+    def VerifyCache(
+        self, request: control_pb2.VerifyCacheRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.VerifyCacheProgress]:
+        updates: queue.Queue[control_pb2.VerifyCacheProgress | Exception | None] = queue.Queue()
+
+        def run() -> None:
+            try:
+                final = self.admin.verify_cache(lambda p: updates.put(_verify_cache_message(p)))
+                updates.put(_verify_cache_message(final))
+            except Exception as exc:
+                updates.put(exc)
+            finally:
+                updates.put(None)
+
+        # A worker thread: a client that goes away does not stop the verify half way
+        # (a damaged chunk found is dropped either way; its file is still re-fetched).
+        threading.Thread(target=run, name="musicfs-cache-verify", daemon=True).start()
+        while (update := updates.get()) is not None:
+            if isinstance(update, AdminError):
+                _abort(context, update)
+            if isinstance(update, Exception):
+                context.abort(grpc.StatusCode.INTERNAL, f"cache verify failed: {update}")
             yield update
 
     def ListOrigins(

@@ -12,7 +12,7 @@ import grpc
 
 from musicfs.control.v1 import control_pb2
 from musicfs.core.model import OVERRIDABLE_FIELDS, TrackTags
-from musicfs.core.overlay import TagError, TagView
+from musicfs.core.overlay import TagError, TagRefused, TagView
 from musicfs.core.service import MusicFS
 from musicfs.plugins.api import MetadataQuery, PluginError, PluginInfo
 from musicfs.plugins.manager import PluginManager
@@ -135,6 +135,8 @@ class PluginRPCs:
         assignments = {k: (v or None) for k, v in request.set.items()}
         try:
             return tag_message(self.fs.set_tags(request.path, assignments, list(request.clear)))
+        except TagRefused as exc:  # the tags cannot be served: nothing was changed
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except TagError as exc:
             code = grpc.StatusCode.NOT_FOUND if "no such file" in str(exc) else (
                 grpc.StatusCode.INVALID_ARGUMENT)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Operating a running mount: cache statistics and clearing, prefetch, origins,
+"""Operating a running mount: cache statistics, clearing and verifying, prefetch, origins,
 rescans with progress, and the settings that can change while mounted (FR-17).
 
 `Admin` is what the control API calls for these. Every method blocks (catalog
@@ -11,16 +11,21 @@ to do; the control server maps them to status codes.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from musicfs.core.catalog import ROOT_NODE, Catalog
+from musicfs.core.catalog import ROOT_NODE, Catalog, split_relpath
+from musicfs.core.content import CacheCheck, CopyId
+from musicfs.core.events import EventType
 from musicfs.core.layout import ChangeKind, Layout, TreeChange
+from musicfs.core.library import version_of
 from musicfs.core.scanner import ScanReport
 from musicfs.core.search import Searcher
-from musicfs.core.service import MusicFS
+from musicfs.core.service import MountState, MusicFS
 from musicfs.core.templates import PathTemplate, TemplateError
 from musicfs.core.values import _size
 
@@ -52,11 +57,30 @@ class PrefetchProgress:
     finished: bool = False
 
 
+@dataclass
+class CacheVerifyProgress:
+    """How far `Admin.verify_cache` got, and what it found and did."""
+
+    chunks: int = 0  # stored when the verify began: the ones it checks
+    checked: int = 0
+    bytes: int = 0
+    damaged_chunks: list[str] = field(default_factory=list)  # hashes, dropped
+    damaged_files: list[str] = field(default_factory=list)  # "origin/path": copies dropped
+    refetched: list[str] = field(default_factory=list)  # of those, copied again
+    not_refetched: list[str] = field(default_factory=list)  # "origin/path: why"
+    incomplete_dropped: int = 0  # copies that had lost chunks to eviction
+    catalog: str = ""  # SQLite's integrity check of the catalog, at the end
+    current: str = ""
+    finished: bool = False
+    stopped: bool = False  # the mount is shutting down
+
+
 class Admin:
     """Administration of one `MusicFS` mount."""
 
     def __init__(self, fs: MusicFS) -> None:
         self.fs = fs
+        self._verifying = threading.Lock()
 
     # -- the content cache --------------------------------------------------------------
 
@@ -126,6 +150,118 @@ class Admin:
             report.already_cached += copied == 0
         report.current, report.finished = "", True
         return report
+
+    def verify_cache(
+        self, progress: Callable[[CacheVerifyProgress], None] | None = None
+    ) -> CacheVerifyProgress:
+        """Hash every cached chunk while the mount serves (as ``zpool scrub`` does):
+        drop the damaged ones, and copy the files whose cached copies needed them
+        again from their origins. Reads go on meanwhile (`ContentCache.check`
+        holds no lock for long); one verify at a time per mount."""
+        fs, content = self.fs, self.fs.content
+        if content is None:
+            raise AdminError('the cache is off ([cache] mode = "passthrough"): nothing to verify')
+        if not self._verifying.acquire(blocking=False):
+            raise AdminError("a cache verify is running on this mount already; wait for it "
+                             "to finish", "busy")  # fmt: skip
+        try:
+            report = CacheVerifyProgress(current="checking chunks")
+            last = 0.0
+
+            def report_now() -> None:
+                nonlocal last
+                if progress is not None and time.monotonic() - last >= _POLL:
+                    last = time.monotonic()
+                    progress(report)
+
+            def chunks_done(check: CacheCheck) -> None:
+                report.chunks, report.checked = check.chunks, check.checked
+                report.bytes = check.bytes
+                report.damaged_chunks = list(check.damaged_chunks)
+                report_now()
+
+            def stopping() -> bool:
+                return fs.state is MountState.UNMOUNTING
+
+            try:
+                check = content.check(True, progress=chunks_done, should_stop=stopping)
+            except (sqlite3.Error, OSError):
+                if not stopping():
+                    raise
+                report.stopped = True  # the cache was closed under it: the mount is going
+                return report
+            chunks_done(check)
+            report.damaged_files = [f"{c.origin}/{c.relpath}" for c in check.damaged]
+            for copy in check.damaged:  # as a read that meets a damaged chunk tells it
+                fs.events.publish(
+                    EventType.CHUNK_CORRUPT,
+                    origin=copy.origin,
+                    path=copy.relpath,
+                    error="found by cache verify; the cached copy was dropped",
+                )
+            report.incomplete_dropped = check.incomplete
+            report.stopped = check.stopped
+            if not report.stopped:
+                self._refetch(check.damaged, report, report_now, stopping)
+            if not report.stopped:
+                report.current = "checking the catalog"
+                report_now()
+                with Catalog.open(fs.catalog_path, readonly=True) as catalog:
+                    report.catalog = catalog.integrity_check()
+            report.current, report.finished = "", not report.stopped
+            log.info("cache verify: %d chunks checked, %d damaged; re-fetched %d files, "
+                     "%d could not be", report.checked, len(report.damaged_chunks),
+                     len(report.refetched), len(report.not_refetched))  # fmt: skip
+            return report
+        finally:
+            self._verifying.release()
+
+    def _refetch(
+        self,
+        copies: list[CopyId],
+        report: CacheVerifyProgress,
+        report_now: Callable[[], None],
+        stopping: Callable[[], bool],
+    ) -> None:
+        """Copy the files of the damaged *copies* again from their origins (their
+        current version: the one the tree shows)."""
+        fs, content = self.fs, self.fs.content
+        assert content is not None
+        with Catalog.open(fs.catalog_path, readonly=True) as catalog:
+            for copy in copies:
+                if stopping():
+                    report.stopped = True
+                    return
+                name = f"{copy.origin}/{copy.relpath}"
+                report.current = f"re-fetching {name}"
+                report_now()
+                reldir, filename = split_relpath(copy.relpath)
+                known = catalog.known_files(copy.origin, reldir).get(filename)
+                track = catalog.track(known.id) if known is not None else None
+                if track is None:
+                    report.not_refetched.append(f"{name}: no longer in the library")
+                    continue
+                if track.origin not in fs.origins:
+                    report.not_refetched.append(f"{name}: its origin is no longer configured")
+                    continue
+                try:
+                    fs.copy_to_cache(track)
+                except FileNotFoundError:
+                    report.not_refetched.append(f"{name}: it is gone from its origin")
+                    continue
+                except PermissionError as exc:
+                    report.not_refetched.append(f"{name}: its origin refused it: {exc}")
+                    continue
+                except OSError as exc:
+                    report.not_refetched.append(f"{name}: its origin did not answer: {exc}")
+                    continue
+                if content.has(version_of(track)):
+                    report.refetched.append(name)
+                else:
+                    report.not_refetched.append(
+                        f"{name}: it changed on its origin since the last scan; "
+                        "it is copied when next read"
+                    )
 
     # -- origins ------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ handles for reads. A folder whose art is not known yet is looked at in the
 background the first time it is listed; the kernel is then told to forget the
 listing (*on_found*), so the next ``ls`` shows the covers. A lookup of
 ``cover.jpg`` waits for the answer instead (call `lookup` in a worker thread).
+After a scan, `warm` looks ahead, in the same background, at the folders it
+changed that hold a track with a picture in its tags (the catalog knows which),
+while the store has room: their covers are then listed from the first ``ls``,
+also in the next session.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,9 +54,13 @@ class CoverFiles:
         self._next_handle = itertools.count(_FIRST_HANDLE)
         self._pending: set[int] = set()
         self._workers = ThreadPoolExecutor(2, thread_name_prefix="musicfs-covers")
+        # Looking ahead has its own thread and queue: a listing never waits behind it.
+        self._warming: set[int] = set()
+        self._warmer = ThreadPoolExecutor(1, thread_name_prefix="musicfs-covers-ahead")
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._warmer.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     @staticmethod
@@ -73,6 +81,14 @@ class CoverFiles:
                 self._look_later(folder)
             return []
         return self._files(folder, art)
+
+    def warm(self, folders: Iterable[int]) -> None:
+        """Look in the background for the art of those *folders* whose art is
+        not known and that hold a track with embedded art, while the store is
+        under its limit (the images would be evicted again otherwise)."""
+        for folder in folders:
+            if not self.store.has_answer(_key(folder)):
+                self._look_later(folder, embedded_only=True)
 
     def lookup(self, folder: int, name: str) -> VirtualEntry | None:
         """The cover file *name* of *folder* (blocking: a worker thread)."""
@@ -109,7 +125,7 @@ class CoverFiles:
         with self._lock:
             self._handles.pop(handle, None)
 
-    def _art(self, folder: int) -> AlbumArt | None:
+    def _art(self, folder: int, *, embedded_only: bool = False) -> AlbumArt | None:
         key = _key(folder)
         art = self.store.known(key)
         if art is not None or self.store.has_answer(key):
@@ -120,25 +136,32 @@ class CoverFiles:
                 for node in catalog.children(folder, 0, 10_000)
                 if node.file_id is not None and (track := catalog.track(node.file_id))
             ]
+        if embedded_only:
+            if not any(track.tags.has_art for track in tracks):
+                return None
+            if self.store.usage()[1] >= self.store.limit:
+                return None
         return self.store.album_art(key, tracks) if tracks else None
 
-    def _look_later(self, folder: int) -> None:
+    def _look_later(self, folder: int, *, embedded_only: bool = False) -> None:
+        pending = self._warming if embedded_only else self._pending
         with self._lock:
-            if folder in self._pending:
+            if folder in pending:
                 return
-            self._pending.add(folder)
+            pending.add(folder)
 
         def look() -> None:
             try:
-                if self._art(folder) is not None and self.on_found is not None:
+                art = self._art(folder, embedded_only=embedded_only)
+                if art is not None and self.on_found is not None:
                     self.on_found(folder)
             except Exception:  # a cover is a nicety: never more than a log line
                 log.exception("looking for the art of folder %d failed", folder)
             finally:
                 with self._lock:
-                    self._pending.discard(folder)
+                    pending.discard(folder)
 
-        self._workers.submit(look)
+        (self._warmer if embedded_only else self._workers).submit(look)
 
     def _files(self, folder: int, art: AlbumArt) -> list[VirtualEntry]:
         out = []

@@ -32,8 +32,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
@@ -51,6 +51,7 @@ PACK_TARGET = 64 * 1024 * 1024  # a pack takes no new file's chunks once this bi
 _TOUCH_BATCH = 512
 _DROP_BATCH = 256  # chunks dropped per hold of the lock
 _QUERY_BATCH = 500  # below SQLite's limit on bound parameters
+_CHECK_BATCH = 256  # chunks `check` takes from the index per hold of the lock
 
 _CDC = FastCDC(avg_size=CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
 
@@ -86,6 +87,17 @@ class TierStats:
     def hit_ratio(self) -> float:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+
+@dataclass
+class StoreCheck:
+    """What `ChunkStore.check` got through and found."""
+
+    chunks: int = 0  # stored when the check began: the ones it checks
+    checked: int = 0
+    bytes: int = 0  # of the chunks checked
+    damaged: list[str] = field(default_factory=list)  # dropped: damaged or missing
+    stopped: bool = False  # *should_stop* said so before the end
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,39 +515,101 @@ class ChunkStore:
     # -- maintenance -------------------------------------------------------------
 
     def verify(self, deep: bool = True) -> list[str]:
-        """Check every chunk; drop and return the damaged or missing ones.
+        """Check every chunk; drop and return the damaged or missing ones (`check`)."""
+        return self.check(deep).damaged
+
+    def check(
+        self,
+        deep: bool = True,
+        *,
+        batch: int = _CHECK_BATCH,
+        progress: Callable[[StoreCheck], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> StoreCheck:
+        """Check the chunks stored when it starts; drop the damaged or missing ones.
 
         *deep*: hash every chunk (reads the whole store). Otherwise only check
         that each chunk's bytes are there (its pack is long enough): quick
         enough for startup.
+
+        Safe while the store is in use: the index is read *batch* chunks at a
+        time and the lock is let go between batches; the bytes are read and
+        hashed outside it, so copies, opens and reads go on meanwhile. A chunk
+        that looks wrong is judged again under the lock, where nothing can evict
+        it: one evicted meanwhile (its bytes freed) is not damage. *progress* is
+        called after each batch; *should_stop* between batches.
         """
-        bad = []
+        report = StoreCheck()
         with self._lock:
-            rows = self._db.execute(
-                "SELECT hash, pack, offset, size FROM chunks ORDER BY pack, offset"
-            ).fetchall()
-        sizes: dict[str, int] = {}
+            row = self._db.execute("SELECT count(*), coalesce(max(rowid), 0) FROM chunks")
+            report.chunks, last = row.fetchone()
+        # Chunks stored after the start were hashed as they were written.
+        after = 0
         with ChunkReader(self) as reader:
-            for digest, pack, offset, size in rows:
-                place = Place(pack, offset or 0, size)
-                if deep:
-                    ok = chunk_hash(reader.raw(digest, place)) == digest
-                else:
-                    path = self.path_of(pack, digest)
-                    if path not in sizes:
-                        try:
-                            sizes[path] = os.stat(path).st_size
-                        except FileNotFoundError:
-                            sizes[path] = -1
-                    ok = sizes[path] >= place.offset + size
-                if not ok:
-                    bad.append(digest)
-                    with self._lock:
-                        self._forget_locked(digest, place)
-        if bad:
-            self.stats.corrupt += len(bad)
-            log.error("cache verify: dropped %d damaged or missing chunks", len(bad))
-        return bad
+            while after < last:
+                if should_stop is not None and should_stop():
+                    report.stopped = True
+                    break
+                with self._lock:
+                    rows = self._db.execute(
+                        "SELECT rowid, hash, pack, offset, size FROM chunks"
+                        " WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+                        (after, last, batch),
+                    ).fetchall()
+                if not rows:
+                    break
+                after = rows[-1][0]
+                sizes: dict[str, int] = {}
+                # In pack order: one sequential pass over each pack's bytes.
+                for _, digest, pack, offset, size in sorted(rows, key=_pack_order):
+                    place = Place(pack, offset or 0, size)
+                    if not self._intact(reader, digest, place, deep, sizes):
+                        with self._lock:
+                            # Judged again where nothing can evict it meanwhile.
+                            damaged = self._still_at_locked(digest, place) and not self._intact(
+                                reader, digest, place, deep, {}
+                            )
+                            if damaged:
+                                self._forget_locked(digest, place)
+                        if damaged:
+                            report.damaged.append(digest)
+                    report.checked += 1
+                    report.bytes += size
+                if progress is not None:
+                    progress(report)
+        if report.damaged:
+            self.stats.corrupt += len(report.damaged)
+            log.error("cache verify: dropped %d damaged or missing chunks", len(report.damaged))
+        return report
+
+    def _intact(
+        self, reader: ChunkReader, digest: str, place: Place, deep: bool, sizes: dict[str, int]
+    ) -> bool:
+        """Whether the bytes at *place* are *digest*'s (deep), or at least there.
+        *sizes*: file sizes already looked up."""
+        if deep:
+            return chunk_hash(reader.raw(digest, place)) == digest
+        path = self.path_of(place.pack, digest)
+        if path not in sizes:
+            try:
+                sizes[path] = os.stat(path).st_size
+            except FileNotFoundError:
+                sizes[path] = -1
+        return sizes[path] >= place.offset + place.size
+
+    def _still_at_locked(self, digest: str, place: Place) -> bool:
+        """Whether the index still places *digest* at *place* (places are never
+        reused: a chunk stored again gets a new one)."""
+        row = self._db.execute(
+            "SELECT 1 FROM chunks WHERE hash = ? AND pack IS ? AND coalesce(offset, 0) = ?",
+            (digest, place.pack, place.offset),
+        ).fetchone()
+        return row is not None
+
+
+def _pack_order(row: tuple[int, str, int | None, int | None, int]) -> tuple[int, int]:
+    """Sort key of an index row (rowid, hash, pack, offset, size): where its bytes are."""
+    return (row[2] if row[2] is not None else -1, row[3] or 0)
 
 
 class ChunkReader:

@@ -33,7 +33,7 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, app
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -205,6 +205,18 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX nodes_by_parent;
     CREATE INDEX nodes_by_parent ON nodes (parent, id, name, file_id, size, mtime_ns);
     """,
+    # 11: indexers (MPD, beets, media servers) notice changes by mtime. A node's
+    # mtime is the one it is served with: it moves forward whenever its bytes
+    # (a file) or its listing (a folder) change. version fingerprints what a file
+    # node serves (file, size, mtime, ctime, overlay header), so a change is told
+    # from a re-placement that changed nothing. Folders get their own mtime,
+    # kept across mounts (until now they showed the mount's start time).
+    """
+    ALTER TABLE nodes ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    UPDATE nodes SET mtime_ns =
+        CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000
+    WHERE file_id IS NULL;
+    """,
 )
 
 
@@ -244,6 +256,7 @@ class Track:
     tags: TrackTags
     error: str | None
     content_hash: str | None = None  # of the whole file, once verified or cached
+    ctime_ns: int = 0  # 0: not known (the origin has none)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Track:
@@ -257,6 +270,7 @@ class Track:
             tags=TrackTags.from_row(row),
             error=row["error"],
             content_hash=row["content_hash"],
+            ctime_ns=row["ctime_ns"],
         )
 
 
@@ -324,6 +338,7 @@ class Catalog:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
+        self.transactions = 0  # write transactions begun on this connection
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -408,12 +423,17 @@ class Catalog:
             yield
             return
         self._conn.execute("BEGIN IMMEDIATE")
+        self.transactions += 1
         try:
             yield
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
 
     def integrity_check(self) -> str:
         """SQLite's own verdict on the database file: ``"ok"`` when healthy."""
@@ -537,22 +557,59 @@ class Catalog:
         mtime_ns: int = 0,
         *,
         replica_key: str | None = None,
+        version: int = 0,
     ) -> int:
+        """A new node; a folder (*file_id* None) gets the current time as mtime."""
+        if file_id is None:
+            mtime_ns = time.time_ns()
         cur = self._conn.execute(
-            "INSERT INTO nodes (parent, name, file_id, size, mtime_ns, replica_key) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (parent, name, file_id, size, mtime_ns, replica_key),
+            "INSERT INTO nodes (parent, name, file_id, size, mtime_ns, replica_key, version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (parent, name, file_id, size, mtime_ns, replica_key, version),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
     def update_node_file(
-        self, node_id: int, file_id: int, size: int, mtime_ns: int, replica_key: str | None
+        self,
+        node_id: int,
+        file_id: int,
+        size: int,
+        mtime_ns: int,
+        replica_key: str | None,
+        *,
+        version: int = 0,
     ) -> None:
-        """Point a node at a (possibly other) file, with that file's size and mtime."""
+        """Point a node at a (possibly other) file, served with this size and mtime."""
         self._conn.execute(
-            "UPDATE nodes SET file_id = ?, size = ?, mtime_ns = ?, replica_key = ? WHERE id = ?",
-            (file_id, size, mtime_ns, replica_key, node_id),
+            "UPDATE nodes SET file_id = ?, size = ?, mtime_ns = ?, replica_key = ?, version = ? "
+            "WHERE id = ?",
+            (file_id, size, mtime_ns, replica_key, version, node_id),
+        )
+
+    def move_node(self, node_id: int, parent: int, name: str) -> None:
+        """Give a node another place in the tree; it keeps its id (its inode number)."""
+        self._conn.execute(
+            "UPDATE nodes SET parent = ?, name = ? WHERE id = ?", (parent, name, node_id)
+        )
+
+    def node_version(self, node_id: int) -> int:
+        """The fingerprint of what a file node serves (see `layout.content_version`)."""
+        row = self._conn.execute("SELECT version FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def touch_dir(self, node_id: int, now_ns: int) -> None:
+        """Move a folder's mtime forward (its listing changed): to *now_ns*, and at
+        least into the next whole second, since clients compare seconds. A folder
+        changed many times a second (a scan's batches) would run ahead of the
+        clock that way: at most 2 s ahead, later changes add a nanosecond."""
+        self._conn.execute(
+            "UPDATE nodes SET mtime_ns = CASE"
+            " WHEN (mtime_ns / 1000000000 + 1) * 1000000000 <= ? + 2000000000"
+            " THEN max(?, (mtime_ns / 1000000000 + 1) * 1000000000)"
+            " ELSE mtime_ns + 1 END "
+            "WHERE id = ? AND file_id IS NULL",
+            (now_ns, now_ns, node_id),
         )
 
     # -- replicas: one track on several origins ---------------------------------
@@ -645,6 +702,17 @@ class Catalog:
 
     def drop_overlay(self, file_id: int) -> None:
         self._conn.execute("DELETE FROM overlays WHERE file_id = ?", (file_id,))
+
+    def overridden_files(self, formats: Sequence[str]) -> list[int]:
+        """Files of these formats that have overrides (their overlay is made by
+        the formats' header writers)."""
+        marks = ", ".join("?" * len(formats))
+        rows = self._conn.execute(
+            "SELECT DISTINCT o.file_id FROM overrides o JOIN files f ON f.id = o.file_id "
+            f"WHERE f.format IN ({marks}) ORDER BY o.file_id",
+            tuple(formats),
+        )
+        return [row[0] for row in rows]
 
     def overlays_due(self) -> list[int]:
         """Files with overrides whose current version has no overlay made yet."""

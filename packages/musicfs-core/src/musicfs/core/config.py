@@ -29,9 +29,8 @@ from musicfs.core.values import (
     _bool,
     _check,
     _choice,
-    _nonneg_int,
+    _int_range,
     _path,
-    _positive_int,
     _seconds,
     _Setting,
     _size,
@@ -152,9 +151,13 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ("mount", "entry_timeout"): _Setting("entry_timeout", _seconds, "kernel name cache (s)"),
     ("mount", "attr_timeout"): _Setting("attr_timeout", _seconds, "kernel attribute cache (s)"),
     ("mount", "read_ahead_kb"): _Setting(
-        "read_ahead_kb", _nonneg_int, "kernel read-ahead on the mount (KiB), 0 = default"
+        "read_ahead_kb",
+        _int_range(0, 65536, " KiB"),
+        "kernel read-ahead on the mount (KiB), 0 = default",
     ),
-    ("scan", "workers"): _Setting("scan_workers", _nonneg_int, "tag-reading processes, 0 = cores"),
+    ("scan", "workers"): _Setting(
+        "scan_workers", _int_range(0, 256), "tag-reading processes, 0 = cores"
+    ),
     ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
     ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),
     ("scan", "include_hidden"): _Setting(
@@ -172,7 +175,7 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ("prefetch", "enabled"): _Setting(
         "prefetch_enabled", _bool, "copy the likely next tracks of remote origins into the cache"
     ),
-    ("prefetch", "ahead"): _Setting("prefetch_ahead", _nonneg_int, "tracks to copy ahead"),
+    ("prefetch", "ahead"): _Setting("prefetch_ahead", _int_range(0, 1000), "tracks to copy ahead"),
     ("prefetch", "max_bytes"): _Setting(
         "prefetch_max_bytes", _size, "bytes to copy ahead at most (and 1/10 of cache.limit)"
     ),
@@ -187,10 +190,12 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
         "plugin_entry_points", _bool, "load installed plugins (entry points musicfs.plugins)"
     ),
     ("plugins", "wasm_memory_mb"): _Setting(
-        "wasm_memory_mb", _positive_int, "memory a WASM plugin may use (MiB)"
+        "wasm_memory_mb", _int_range(1, 4096, " MiB"), "memory a WASM plugin may use (MiB)"
     ),
     ("plugins", "wasm_cpu_ms"): _Setting(
-        "wasm_cpu_ms", _positive_int, "CPU time a WASM plugin may take per call (ms)"
+        "wasm_cpu_ms",
+        _int_range(1, 600_000, " ms"),
+        "CPU time a WASM plugin may take per call (ms)",
     ),
     ("plugins", "wasm_filesystem"): _Setting(
         "wasm_filesystem", _bool, "let WASM plugins read files (never write; no network ever)"
@@ -263,6 +268,11 @@ def _apply_file(config: Config, path: Path) -> Config:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 text; this is not
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded): "
+            "is it the right file? Save it as UTF-8"
+        ) from None
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key == "origins":

@@ -6,7 +6,10 @@ a blob in ``manifests.sqlite3``) and its payload as CAS chunks (tier L3,
 (the daemon does it in the background after a file has been opened);
 `ContentCache.open` gives a `CachedFile` that reads the same bytes back,
 verifying every chunk, so an album that was played keeps playing while its
-origin is offline (NFR-7.1). Nothing here talks to FUSE.
+origin is offline (NFR-7.1). Every byte served from here is verified: chunks
+by their own hashes, and each manifest row (header, chunk list, version) by a
+digest stored with it; a row that does not match is dropped, never served.
+Nothing here talks to FUSE.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import xxhash
 
 from musicfs.core.cas import (
     DEFAULT_LIMIT,
@@ -25,10 +31,11 @@ from musicfs.core.cas import (
     ChunkStore,
     CorruptChunk,
     Place,
+    StoreCheck,
     TierStats,
     cut,
 )
-from musicfs.core.events import EventBus
+from musicfs.core.events import EventBus, EventType
 from musicfs.core.headers import header_length
 from musicfs.core.origins.base import OriginFile
 
@@ -38,6 +45,7 @@ _FILL_BLOCK = 4 * 1024 * 1024
 _SAMPLES = 8  # places of the payload compared after a header-only change
 _SAMPLE = 128
 _READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential reader
+_CHECK_BATCH = 256  # chunks, then manifests, `ContentCache.check` takes per hold of a lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,28 @@ class Version:
     size: int
     mtime_ns: int
     format: str
+
+
+class CopyId(NamedTuple):
+    """Which cached copy: the file (origin, path) and the version it was of."""
+
+    origin: str
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class CacheCheck:
+    """What `ContentCache.check` got through and found."""
+
+    chunks: int = 0  # chunks to check
+    checked: int = 0
+    bytes: int = 0  # of the chunks checked
+    damaged_chunks: list[str] = field(default_factory=list)  # hashes, dropped
+    damaged: list[CopyId] = field(default_factory=list)  # copies that needed one, dropped
+    incomplete: int = 0  # other copies dropped: chunks of theirs were evicted or lost
+    stopped: bool = False
 
 
 class CachedFile:
@@ -159,9 +189,11 @@ class ContentCache:
     ) -> None:
         self.root = Path(root)
         self.store = ChunkStore(self.root / "chunks", limit, events)
+        self.events = events
         self.headers = TierStats()
         self.origin_bytes = 0
         self._lock = threading.Lock()
+        self._checking = threading.Lock()
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -169,10 +201,31 @@ class ContentCache:
             "CREATE TABLE IF NOT EXISTS manifests ("
             " origin TEXT NOT NULL, relpath TEXT NOT NULL, size INTEGER NOT NULL,"
             " mtime_ns INTEGER NOT NULL, header BLOB NOT NULL, chunks TEXT NOT NULL,"
-            " PRIMARY KEY (origin, relpath))"
+            " digest TEXT, PRIMARY KEY (origin, relpath))"
         )
+        self._add_digests()
         row = self._db.execute("SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests")
         self.headers.entries, self.headers.bytes = row.fetchone()
+
+    def _add_digests(self) -> None:
+        """Give a manifests table made before rows had digests its column, and
+        each old row the digest of what it holds now (trusted as it is: the same
+        trust the headers had until then)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(manifests)")]
+        if "digest" not in columns:
+            self._db.execute("ALTER TABLE manifests ADD COLUMN digest TEXT")
+        rows = self._db.execute(
+            "SELECT rowid, origin, relpath, size, mtime_ns, header, chunks FROM manifests"
+            " WHERE digest IS NULL"
+        ).fetchall()
+        if rows:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "UPDATE manifests SET digest = ? WHERE rowid = ?",
+                    [(_row_digest(CopyId(*row[1:5]), row[5], row[6]), row[0]) for row in rows],
+                )
+            log.info("content cache: %d cached headers given digests", len(rows))
 
     def close(self) -> None:
         self._db.close()
@@ -266,9 +319,10 @@ class ContentCache:
                 "SELECT length(header) FROM manifests WHERE origin = ? AND relpath = ?",
                 (version.origin, version.relpath),
             ).fetchone()
+            key = (version.origin, version.relpath, version.size, version.mtime_ns)
             self._db.execute(
-                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)",
-                (version.origin, version.relpath, version.size, version.mtime_ns, header, listing),
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, header, listing, _row_digest(CopyId(*key), header, listing)),
             )
             if replaced is None:
                 self.headers.entries += 1
@@ -302,18 +356,103 @@ class ContentCache:
         Returns (damaged chunk hashes, manifests dropped). A dropped file is
         simply copied again the next time it is read from its origin.
         """
-        bad = self.store.verify(deep)
-        dropped = 0
+        report = self.check(deep)
+        return report.damaged_chunks, len(report.damaged) + report.incomplete
+
+    def check(
+        self,
+        deep: bool = True,
+        *,
+        batch: int = _CHECK_BATCH,
+        progress: Callable[[CacheCheck], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CacheCheck:
+        """`verify`, safe on a cache in use, and saying which copies were damaged.
+
+        The chunks are checked by `ChunkStore.check` (in batches, reads going on
+        meanwhile), then the manifests *batch* at a time: a copy that listed a
+        damaged chunk is dropped and named in `CacheCheck.damaged` (the caller
+        may copy it again from its origin); one that lost chunks otherwise (to
+        eviction) is dropped and counted. A copy whose header or chunk list
+        does not match its row's digest is dropped and named too. *progress* is
+        called after each batch, *should_stop* asked between batches.
+        """
+        with self._checking:  # one check at a time (a second waits for the first)
+            report = CacheCheck()
+
+            def chunks_done(store_check: StoreCheck) -> None:
+                report.chunks, report.checked = store_check.chunks, store_check.checked
+                report.bytes = store_check.bytes
+                report.damaged_chunks = list(store_check.damaged)
+                if progress is not None:
+                    progress(report)
+
+            store_check = self.store.check(
+                deep, batch=batch, progress=chunks_done, should_stop=should_stop
+            )
+            chunks_done(store_check)
+            report.stopped = store_check.stopped
+            if not report.stopped:
+                self._check_manifests(report, set(store_check.damaged), batch, should_stop)
+            if progress is not None:
+                progress(report)
+        if report.damaged_chunks or report.damaged or report.incomplete:
+            log.warning("cache verify: %d damaged chunks dropped, %d cached files damaged, "
+                        "%d incomplete", len(report.damaged_chunks), len(report.damaged),
+                        report.incomplete)  # fmt: skip
+        return report
+
+    def _check_manifests(
+        self,
+        report: CacheCheck,
+        bad: set[str],
+        batch: int,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        after = 0
+        while True:
+            if should_stop is not None and should_stop():
+                report.stopped = True
+                return
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, origin, relpath, size, mtime_ns, header, chunks, digest"
+                    " FROM manifests WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            for _, origin, relpath, size, mtime_ns, header, listing, digest in rows:
+                copy = CopyId(origin, relpath, size, mtime_ns)
+                if digest != _row_digest(copy, header, listing):
+                    if self._forget_damaged(copy, digest):
+                        report.damaged.append(copy)
+                    continue
+                digests = _digests(listing)
+                if self.store.all_indexed(digests):  # the store's lock: once per copy
+                    continue
+                # Only if it is still the copy we looked at: a copy made again
+                # meanwhile is whole.
+                if not self._forget_listing(origin, relpath, listing):
+                    continue
+                if bad.intersection(digests):
+                    report.damaged.append(copy)
+                else:
+                    report.incomplete += 1
+
+    def _forget_listing(self, origin: str, relpath: str, listing: str) -> bool:
+        """`forget` the copy of a file if it still lists exactly *listing*."""
         with self._lock:
-            rows = self._db.execute("SELECT origin, relpath, chunks FROM manifests").fetchall()
-        for origin, relpath, listing in rows:
-            if not self.store.all_indexed(_digests(listing)):
-                self.forget(origin, relpath)
-                dropped += 1
-        if bad or dropped:
-            log.warning("cache verify: %d damaged chunks dropped, %d cached files incomplete",
-                        len(bad), dropped)  # fmt: skip
-        return bad, dropped
+            row = self._db.execute(
+                "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND chunks = ?"
+                " RETURNING length(header)",
+                (origin, relpath, listing),
+            ).fetchone()
+            if row is not None:
+                self.headers.entries -= 1
+                self.headers.bytes -= row[0]
+        return row is not None
 
     def clear(self, origin: str | None = None) -> tuple[int, int]:
         """Drop the cached copies of *origin*'s files (of every file when None), and
@@ -349,13 +488,51 @@ class ContentCache:
         return row is not None
 
     def _manifest(self, version: Version) -> tuple[bytes, str] | None:
+        """The verified header and chunk list of *version*; None if not cached,
+        or if its row was damaged (then it is dropped: read from the origin)."""
+        copy = CopyId(version.origin, version.relpath, version.size, version.mtime_ns)
         with self._lock:
             row = self._db.execute(
-                "SELECT header, chunks FROM manifests WHERE origin = ? AND relpath = ? "
+                "SELECT header, chunks, digest FROM manifests WHERE origin = ? AND relpath = ? "
                 "AND size = ? AND mtime_ns = ?",
-                (version.origin, version.relpath, version.size, version.mtime_ns),
+                copy,
             ).fetchone()
-        return None if row is None else (bytes(row[0]), str(row[1]))
+        if row is None:
+            return None
+        header, listing, digest = bytes(row[0]), str(row[1]), row[2]
+        if digest != _row_digest(copy, header, listing):
+            self._forget_damaged(copy, digest)
+            return None
+        return header, listing
+
+    def _forget_damaged(self, copy: CopyId, digest: object) -> bool:
+        """Drop a cached copy whose row does not match its digest (if the row is
+        still that one), and tell it as a corrupt chunk would be told."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND size = ?"
+                " AND mtime_ns = ? AND digest IS ? RETURNING length(header)",
+                (*copy, digest),
+            ).fetchone()
+            if row is None:
+                return False
+            self.headers.entries -= 1
+            self.headers.bytes -= row[0]
+        log.error("cached copy of %s/%s is damaged (its header or chunk list does not match "
+                  "its digest); dropped it", copy.origin, copy.relpath)  # fmt: skip
+        if self.events is not None:
+            self.events.publish(EventType.CHUNK_CORRUPT, origin=copy.origin, path=copy.relpath,
+                                error="cached header or chunk list damaged")  # fmt: skip
+        return True
+
+
+def _row_digest(copy: CopyId, header: bytes, listing: str) -> str:
+    """The xxh3-128 of everything a manifest row says, as chunks are hashed."""
+    digest = xxhash.xxh3_128()
+    for part in (copy.origin, copy.relpath, str(copy.size), str(copy.mtime_ns), listing):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(header)
+    return digest.hexdigest()
 
 
 def _parse_listing(listing: str) -> list[tuple[int, int, str]]:

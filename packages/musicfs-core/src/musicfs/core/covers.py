@@ -29,6 +29,11 @@ and keep three JPEGs of it on disk.
   the album's folders again and reads nothing unless they changed; other
   tracks than last time mean a new search. `known` never rechecks.
 
+Pillow and mutagen's picture code are imported on first use (rendering or
+reading a picture), not with this module: a `CoverStore` answers what it
+already has (`known`, `has_answer`) from its index without them, so the mount
+can list cover files from the moment it is ready at no import cost.
+
 Boundaries: nothing here knows FUSE, the tree or the catalog database; the
 caller names an album by a key of its choosing and passes its `Track`s.
 `CoverStore.album_art` blocks on origins and on Pillow: call it from worker
@@ -60,18 +65,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import xxhash
-from mutagen.apev2 import APEv2
-from mutagen.asf import ASFTags
-from mutagen.flac import Picture
-from mutagen.id3 import ID3, ID3NoHeaderError
-from mutagen.mp4 import MP4Tags
-from PIL import Image, ImageOps
 
 from musicfs.core.federation import Federation
 from musicfs.core.origins.base import DirListing, Origin, OriginFile, RangeReader
-from musicfs.core.tags import open_audio
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from musicfs.core.catalog import Track
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,12 @@ DEFAULT_LIMIT = 256 * 1024 * 1024  # bytes of images kept on disk
 RECHECK_AFTER = 3600.0  # seconds an album's answer is trusted without listing its folders
 MAX_SOURCE_BYTES = 32 * 1024 * 1024  # a bigger picture file is not read
 MAX_PIXELS = 40_000_000  # a bigger picture is refused before it is decoded (~120 MB as RGB)
+# Pillow's own guard (set when Pillow is first used): it refuses images of more
+# than twice this many pixels with DecompressionBombError (and warns above it);
+# our check of MAX_PIXELS stops them first.
+_PILLOW_PIXELS = MAX_PIXELS
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png")
 FOLDER_NAMES: tuple[str, ...] = ("cover", "folder", "front")  # by preference
-
-# Pillow's own guard: it refuses images of more than twice this many pixels with
-# DecompressionBombError (and warns above it); our check above stops them first.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 # Decoders tried on a picture (fewer decoders, less hostile-input surface).
 _FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
@@ -590,6 +590,9 @@ def render(data: bytes) -> dict[str, bytes]:
     `Image.DecompressionBombError` for a picture of more than `MAX_PIXELS`
     pixels, checked before anything is decoded.
     """
+    from PIL import Image, ImageOps  # here: importing Pillow is not mount time
+
+    Image.MAX_IMAGE_PIXELS = _PILLOW_PIXELS
     with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
         width, height = image.size
         if width < 1 or height < 1 or width * height > MAX_PIXELS:
@@ -611,6 +614,8 @@ def render(data: bytes) -> dict[str, bytes]:
 
 def _rgb(image: Image.Image) -> Image.Image:
     """*image* as RGB; transparency is laid on white."""
+    from PIL import Image
+
     if image.mode == "RGB":
         return image
     if image.mode.startswith("I"):  # 16/32-bit grey
@@ -626,6 +631,8 @@ def _rgb(image: Image.Image) -> Image.Image:
 
 
 def _fit(image: Image.Image, box: int) -> Image.Image:
+    from PIL import Image
+
     fitted = image.copy()
     fitted.thumbnail((box, box), Image.Resampling.LANCZOS)
     return fitted
@@ -639,20 +646,17 @@ def _jpeg(image: Image.Image) -> bytes:
 
 # -- embedded pictures ------------------------------------------------------------------------
 
-# mutagen's classes as Any (isinstance does not narrow to them): parts of them
-# are typed, most are not.
-_ID3: Any = ID3
-_Picture: Any = Picture
-_MP4Tags: Any = MP4Tags
-_ASFTags: Any = ASFTags
-_APEv2: Any = APEv2
-
 
 def _pictures_in(fmt: str, fileobj: IO[bytes]) -> list[tuple[int, bytes]]:
     """(picture type, bytes) of the pictures in a file's tags."""
+    from mutagen.id3 import ID3, ID3NoHeaderError  # here: not mount time
+
+    from musicfs.core.tags import open_audio
+
+    id3: Any = ID3  # mutagen is mostly untyped
     if fmt in ("mp3", "mp2"):  # the ID3 tag alone: no MPEG frames are read
         try:
-            return _id3_pictures(_ID3(fileobj))
+            return _id3_pictures(id3(fileobj))
         except ID3NoHeaderError:
             fileobj.seek(0)
     audio = open_audio(f"file.{fmt}", fileobj)
@@ -660,6 +664,19 @@ def _pictures_in(fmt: str, fileobj: IO[bytes]) -> list[tuple[int, bytes]]:
 
 
 def _pictures(audio: Any) -> list[tuple[int, bytes]]:
+    from mutagen.apev2 import APEv2
+    from mutagen.asf import ASFTags
+    from mutagen.flac import Picture
+    from mutagen.id3 import ID3
+    from mutagen.mp4 import MP4Tags
+
+    # mutagen's classes as Any (isinstance does not narrow to them): parts of
+    # them are typed, most are not.
+    _ID3: Any = ID3
+    _Picture: Any = Picture
+    _MP4Tags: Any = MP4Tags
+    _ASFTags: Any = ASFTags
+    _APEv2: Any = APEv2
     out = [(int(p.type), bytes(p.data)) for p in getattr(audio, "pictures", None) or []]
     tags: Any = audio.tags
     if tags is None:

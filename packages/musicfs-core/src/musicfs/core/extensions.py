@@ -55,6 +55,10 @@ class HeaderWriter(Protocol):
 
     def synthesize_header(self, meta: TrackTags, original_header: bytes) -> bytes: ...
 
+    def synthesize_for_file(
+        self, meta: TrackTags, read: RangedRead, size: int, header_length: int
+    ) -> bytes: ...
+
 
 class Extensions:
     """No plugins: the built-in origins and mutagen, no overlay. Subclassed by

@@ -133,7 +133,7 @@ class MusicFSOperations(pyfuse3.Operations):
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
-        self.covers = covers  # cover.jpg & co. in folders of tracks (set once READY)
+        self.covers = covers  # cover.jpg & co. in folders of tracks (set before READY)
         self.prefetch_hint = prefetch_hint
 
     # -- attributes ------------------------------------------------------------
@@ -159,7 +159,7 @@ class MusicFSOperations(pyfuse3.Operations):
         if node.file_id is None:
             attr.st_mode = _DIR_MODE
             attr.st_nlink = 2
-            mtime = self.started_ns
+            mtime = node.mtime_ns or self.started_ns  # moves when its listing changes
         else:
             attr.st_mode = _FILE_MODE
             attr.st_nlink = 1
@@ -236,7 +236,7 @@ class MusicFSOperations(pyfuse3.Operations):
                 listing[2] |= file_id is not None
                 if file_id is None:
                     attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks = _DIR_MODE, 2, 0, 0
-                    mtime = self.started_ns
+                    mtime = mtime_ns or self.started_ns
                 else:
                     attr.st_mode, attr.st_nlink, attr.st_size = _FILE_MODE, 1, size
                     attr.st_blocks = (size + _BLOCK - 1) // _BLOCK
@@ -504,6 +504,8 @@ class MusicFSOperations(pyfuse3.Operations):
                     # forgotten every name it removed (safe off the trio thread).
                     pyfuse3.invalidate_entry(change.parent, change.name.encode())
                 elif change.kind is ChangeKind.CHANGED:
+                    # New content or attributes (a folder whose listing changed has
+                    # a new mtime, which indexers compare): ask for them again.
                     pyfuse3.invalidate_inode(change.node)
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTCONN):

@@ -13,22 +13,35 @@ The same track on several origins (files with one replica key, see
 holds it, the others wait. When the holder goes, the node passes to a waiting
 replica in place, so the track never blinks out of the tree while any copy of
 it is left. Which origin a read goes to is decided at open time, not here.
+
+Indexers (MPD, beets, media servers) notice changes by mtime, so a node's
+mtime is the one it is served with, and it only moves forward: when what a file
+node serves changes (another version on the origin, another overlay header,
+another replica; told by `content_version`), its mtime moves to the origin's
+new mtime, or to now when that is not later (`later_mtime`); a folder whose
+listing changed (an entry added, removed or renamed) gets a later mtime too. A
+file whose path changes is moved, not made anew: it keeps its node id, i.e.
+its inode number.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from enum import Enum
 
-from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Overlay, Track
 from musicfs.core.model import FileStat, TrackTags
 from musicfs.core.templates import PathTemplate, with_counter
 
 log = logging.getLogger(__name__)
 
 TEMPLATE_SETTING = "template"
+
+_SECOND = 1_000_000_000
 
 
 class ChangeKind(Enum):
@@ -57,6 +70,10 @@ class Layout:
         # Most libraries have no overrides: skip two queries per file then.
         has_any = catalog.execute("SELECT 1 FROM overrides LIMIT 1").fetchone()
         self.with_overrides = has_any is not None
+        # Folders whose mtime moved in the current transaction: once is enough
+        # (a batch adding 64 files to one folder must not push it 64 s ahead).
+        self._touched: set[int] = set()
+        self._touched_in = -1
 
     def place(
         self,
@@ -79,14 +96,21 @@ class Layout:
             track = self.catalog.track(file_id)
             if track is None:
                 raise KeyError(f"no file with id {file_id} in the catalog")
-            stat = FileStat(track.size, track.mtime_ns)
+            stat = FileStat(track.size, track.mtime_ns, track.ctime_ns)
+        self._begin()
+        size, overlay = stat.size, None
         if self.with_overrides:
             # The metadata overlay: the path follows the effective tags, and the
             # node's size is what reads return (the synthesized header's).
-            tags = self.catalog.effective_tags(file_id, tags)
             overlay = self.catalog.overlay(file_id, stat.size, stat.mtime_ns)
+            if overlay is None or overlay.header is not None:
+                # No overlay made (yet), or one serving the effective tags. One
+                # made without a header serves the file as it is: so the path
+                # shows the file's own tags (the overrides could not be served).
+                tags = self.catalog.effective_tags(file_id, tags)
             if overlay is not None:
-                stat = FileStat(overlay.size(stat.size), stat.mtime_ns)
+                size = overlay.size(stat.size)
+        version = content_version(file_id, stat, overlay)
         origin, key = self.catalog.replica_key_of(file_id)
         existing = self.catalog.node_of_file(file_id)
         if key is not None:
@@ -96,25 +120,35 @@ class Layout:
                 return self.unplace(file_id) if existing is not None else []
         components = self.template.render(tags, relpath, fmt)
         dirs, base = components[:-1], components[-1]
+        changes: list[TreeChange] = []
         if existing is not None:
+            mtime = self._served_mtime(existing, stat.mtime_ns, version)
             if existing.parent == self._find_dir(dirs) and _is_variant(existing.name, base):
-                self.catalog.update_node_file(existing.id, file_id, stat.size, stat.mtime_ns, key)
+                self.catalog.update_node_file(
+                    existing.id, file_id, size, mtime, key, version=version
+                )
                 return [TreeChange(ChangeKind.CHANGED, existing.parent, existing.name, existing.id)]
-            changes = self.unplace(file_id)
-        else:
-            changes = []
+            handed = self._pass_to_heir(existing, file_id)
+            if handed is None:
+                # Nobody waits for the old place: move the node (same inode).
+                self.catalog.update_node_file(
+                    existing.id, file_id, size, mtime, key, version=version
+                )
+                return self._move(existing, dirs, base)
+            changes = handed
         parent = ROOT_NODE
         for name in dirs:
             parent = self._ensure_dir(parent, name, changes)
         name = self._free_name(parent, base, is_file=True)
         node_id = self.catalog.insert_node(
-            parent, name, file_id, stat.size, stat.mtime_ns, replica_key=key
+            parent, name, file_id, size, stat.mtime_ns, replica_key=key, version=version
         )
         changes.append(TreeChange(ChangeKind.ADDED, parent, name, node_id))
+        self._touch_dirs(changes)
         return changes
 
     def place_track(self, track: Track) -> list[TreeChange]:
-        stat = FileStat(track.size, track.mtime_ns)
+        stat = FileStat(track.size, track.mtime_ns, track.ctime_ns)
         return self.place(track.id, track.relpath, track.format, track.tags, track.error, stat=stat)
 
     def unplace(self, file_id: int) -> list[TreeChange]:
@@ -125,21 +159,56 @@ class Layout:
         node = self.catalog.node_of_file(file_id)
         if node is None:
             return []
-        key = self.catalog.execute("SELECT replica_key FROM nodes WHERE id = ?", (node.id,))
-        node_key = key.fetchone()[0]
-        if node_key is not None:
-            row = self.catalog.execute("SELECT origin FROM files WHERE id = ?", (file_id,))
-            origin = (row.fetchone() or [None])[0]  # None: the file's row is already gone
-            for heir in self.catalog.replicas(node_key, besides=file_id):
-                if heir.origin != origin and self.catalog.node_of_file(heir.id) is None:
-                    self.catalog.update_node_file(
-                        node.id, heir.id, heir.size, heir.mtime_ns, node_key
-                    )
-                    return [TreeChange(ChangeKind.CHANGED, node.parent, node.name, node.id)]
+        self._begin()
+        handed = self._pass_to_heir(node, file_id)
+        if handed is not None:
+            return handed
         self.catalog.delete_node(node.id)
         changes = [TreeChange(ChangeKind.REMOVED, node.parent, node.name, node.id)]
-        changes += self._promote_variant(node.parent, node.name)
-        parent_id = node.parent
+        changes += self._leave(node.parent, node.name)
+        self._touch_dirs(changes)
+        return changes
+
+    def _pass_to_heir(self, node: Node, file_id: int) -> list[TreeChange] | None:
+        """Hand *file_id*'s node to a waiting replica of its track, if there is one."""
+        key = self.catalog.execute("SELECT replica_key FROM nodes WHERE id = ?", (node.id,))
+        node_key = key.fetchone()[0]
+        if node_key is None:
+            return None
+        row = self.catalog.execute("SELECT origin FROM files WHERE id = ?", (file_id,))
+        origin = (row.fetchone() or [None])[0]  # None: the file's row is already gone
+        for heir in self.catalog.replicas(node_key, besides=file_id):
+            if heir.origin != origin and self.catalog.node_of_file(heir.id) is None:
+                stat = FileStat(heir.size, heir.mtime_ns, heir.ctime_ns)
+                version = content_version(heir.id, stat, None)
+                mtime = self._served_mtime(node, heir.mtime_ns, version)
+                self.catalog.update_node_file(
+                    node.id, heir.id, heir.size, mtime, node_key, version=version
+                )
+                return [TreeChange(ChangeKind.CHANGED, node.parent, node.name, node.id)]
+        return None
+
+    def _move(self, node: Node, dirs: list[str], base: str) -> list[TreeChange]:
+        """Move file node *node* to folder *dirs* under name *base* (made unique)."""
+        changes: list[TreeChange] = []
+        parent = ROOT_NODE
+        for name in dirs:
+            parent = self._ensure_dir(parent, name, changes)
+        name = self._free_name(parent, base, is_file=True)
+        self.catalog.move_node(node.id, parent, name)
+        changes += [
+            TreeChange(ChangeKind.REMOVED, node.parent, node.name, node.id),
+            TreeChange(ChangeKind.ADDED, parent, name, node.id),
+            TreeChange(ChangeKind.CHANGED, parent, name, node.id),  # its attributes, pages
+        ]
+        changes += self._leave(node.parent, node.name)
+        self._touch_dirs(changes)
+        return changes
+
+    def _leave(self, parent_id: int, name: str) -> list[TreeChange]:
+        """After a file left *name* in folder *parent_id*: its lowest variant takes
+        the name, and folders left empty go."""
+        changes = self._promote_variant(parent_id, name)
         while parent_id != ROOT_NODE and not self.catalog.has_children(parent_id):
             parent = self.catalog.node(parent_id)
             if parent is None:
@@ -148,6 +217,34 @@ class Layout:
             changes.append(TreeChange(ChangeKind.REMOVED, parent.parent, parent.name, parent.id))
             parent_id = parent.parent
         return changes
+
+    def _served_mtime(self, node: Node, origin_mtime_ns: int, version: int) -> int:
+        """The mtime to serve file node *node* with once it serves *version*."""
+        if self.catalog.node_version(node.id) == version:
+            return node.mtime_ns  # the same bytes: nothing for an indexer to notice
+        return later_mtime(node.mtime_ns, origin_mtime_ns)
+
+    def _begin(self) -> None:
+        """Start remembering touched folders afresh in a new transaction."""
+        catalog = self.catalog
+        current = catalog.transactions if catalog.in_transaction else -1
+        if current == -1 or current != self._touched_in:
+            self._touched.clear()
+            self._touched_in = current
+
+    def _touch_dirs(self, changes: list[TreeChange]) -> None:
+        """Move the mtime of every folder whose listing *changes* changed forward,
+        and add a CHANGED for each (the kernel and L1 hold their attributes)."""
+        now = time.time_ns()
+        folders = {c.parent for c in changes if c.kind is not ChangeKind.CHANGED}
+        for folder_id in sorted(folders - self._touched):
+            self._touched.add(folder_id)
+            self.catalog.touch_dir(folder_id, now)
+            folder = self.catalog.node(folder_id)
+            if folder is not None:  # else pruned meanwhile
+                changes.append(
+                    TreeChange(ChangeKind.CHANGED, folder.parent, folder.name, folder.id)
+                )
 
     def _promote_variant(self, parent: int, name: str) -> list[TreeChange]:
         """Give a freed name to the lowest ``(n)`` variant of it, if there is one.
@@ -207,6 +304,7 @@ class Layout:
             node = self.catalog.lookup(parent, candidate)
             if node is None:
                 node_id = self.catalog.insert_node(parent, candidate, None)
+                self._touched.add(node_id)  # made now: its mtime is now already
                 changes.append(TreeChange(ChangeKind.ADDED, parent, candidate, node_id))
                 return node_id
             if node.is_dir:
@@ -220,6 +318,29 @@ class Layout:
             n += 1
             candidate = with_counter(base, n, is_file=is_file)
         return candidate
+
+
+def content_version(file_id: int, stat: FileStat, overlay: Overlay | None) -> int:
+    """A fingerprint of the bytes a node serves: which file, which version of it
+    (size, mtime, ctime) and which synthesized header. 64 bits, signed (SQLite)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{file_id}:{stat.size}:{stat.mtime_ns}:{stat.ctime_ns}".encode())
+    if overlay is not None and overlay.header is not None:
+        digest.update(f":{overlay.header_length}:".encode())
+        digest.update(overlay.header)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def later_mtime(previous_ns: int, origin_mtime_ns: int, now_ns: int | None = None) -> int:
+    """The mtime of a node whose bytes changed, having been served at *previous_ns*.
+
+    Strictly later in whole seconds (MPD compares seconds, beets floats): the
+    origin's new mtime when it is, else now, or the next second after the old one.
+    """
+    floor = (previous_ns // _SECOND + 1) * _SECOND
+    if origin_mtime_ns >= floor:
+        return origin_mtime_ns
+    return max(floor, time.time_ns() if now_ns is None else now_ns)
 
 
 def _is_variant(name: str, base: str) -> bool:

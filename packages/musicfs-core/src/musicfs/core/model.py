@@ -87,6 +87,18 @@ OVERRIDABLE_FIELDS: tuple[str, ...] = (
     "disc", "disctotal", "composer", "lyrics", "compilation",
 )  # fmt: skip
 _INT_FIELDS = frozenset({"year", "track", "tracktotal", "disc", "disctotal"})
+#: The largest year, track or disc number kept. Tags hold text, and a file with
+#: 40 nines as its track number exists; SQLite stores at most 64-bit integers.
+MAX_TAG_NUMBER = 2**31 - 1
+
+
+def tag_number(digits: str) -> int | None:
+    """A number read from a tag's text, or None past `MAX_TAG_NUMBER` (junk)."""
+    # Checked on the text: int() of a few thousand digits is refused by Python itself.
+    if len(digits.lstrip("0")) > len(str(MAX_TAG_NUMBER)):
+        return None
+    number = int(digits)
+    return number if number <= MAX_TAG_NUMBER else None
 
 
 def override_value(field: str, value: str | None) -> str | None:
@@ -101,7 +113,10 @@ def override_value(field: str, value: str | None) -> str | None:
     if field in _INT_FIELDS:
         if not value.strip().isdigit():
             raise ValueError(f"{field} must be a whole number, got {value!r}")
-        return str(int(value))
+        number = tag_number(value.strip())
+        if number is None:
+            raise ValueError(f"{field} must be at most {MAX_TAG_NUMBER}, got {value.strip()}")
+        return str(number)
     if field == "compilation":
         if value.lower() not in {"0", "1", "true", "false", "yes", "no"}:
             raise ValueError(f"compilation must be 1 or 0, got {value!r}")

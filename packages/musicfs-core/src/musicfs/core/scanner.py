@@ -23,6 +23,8 @@ import io
 import logging
 import multiprocessing
 import os
+import select
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +93,27 @@ def parse_remote(
 def parse_files(paths: list[str]) -> list[tuple[TrackTags, str | None]]:
     """`parse_file` for several files: one round trip to a worker process for all."""
     return [parse_file(p) for p in paths]
+
+
+def exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the daemon (*parent*) is gone.
+
+    A daemon killed with SIGKILL cannot stop its workers, and they never see EOF
+    on their pipes (each holds a write end itself), so without this they live on
+    forever, with the resource tracker they keep alive. A pidfd becomes readable
+    when its process exits. (Not PR_SET_PDEATHSIG: it fires when the *thread*
+    that started the worker ends, and pool workers are started by scan threads.)
+    """
+    try:
+        pidfd = os.pidfd_open(parent)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def wait() -> None:
+        select.select([pidfd], [], [])
+        os._exit(1)
+
+    threading.Thread(target=wait, name="musicfs-exit-with-parent", daemon=True).start()
 
 
 @dataclass
@@ -384,7 +407,10 @@ class Scanner:
         if self._pool is None:
             # spawn, not fork: the daemon has threads (FUSE, gRPC) that fork would copy mid-flight.
             ctx = multiprocessing.get_context("spawn")
-            self._pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=ctx, initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )  # fmt: skip
         size = max(1, len(paths) // (self.workers * 4))
         futures = [
             self._pool.submit(parse_files, paths[i : i + size]) for i in range(0, len(paths), size)

@@ -20,6 +20,7 @@ import functools
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import trio
 
-from musicfs.core.catalog import Catalog, Track
+from musicfs.core.catalog import Catalog, CatalogError, Track
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
 from musicfs.core.credentials import CredentialError, Credentials
@@ -65,6 +66,20 @@ LAYOUT_SETTING = "skip_unreadable"
 _ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
 _FILL_QUEUE = 10_000
 _HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
+
+
+def _folders_with_art(catalog: Catalog, folders: Sequence[int]) -> list[int]:
+    """Those of *folders* that hold a track with a picture in its tags."""
+    found: list[int] = []
+    for start in range(0, len(folders), 500):
+        part = folders[start : start + 500]
+        rows = catalog.execute(
+            "SELECT DISTINCT n.parent FROM nodes n JOIN files f ON f.id = n.file_id"
+            f" WHERE f.has_art AND n.parent IN ({','.join('?' * len(part))})",
+            part,
+        )
+        found += [row[0] for row in rows]
+    return found
 
 
 class MountState(enum.Enum):
@@ -166,6 +181,7 @@ class MusicFS:
         self._ops: MusicFSOperations | None = None
         self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
         self._wakeup = trio.Event()
+        self._first_scan = trio.Event()  # set when the scan started at mount is done
         self.content: ContentCache | None = None
         self._to_fill: dict[tuple[str, str], Track] = {}
         self._fill_wakeup = trio.Event()
@@ -262,8 +278,17 @@ class MusicFS:
 
     # -- serving ------------------------------------------------------------------
 
-    async def serve(self, on_ready: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Mount, answer requests until unmounted or `request_shutdown`, then clean up."""
+    async def serve(
+        self,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+        on_scanned: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Mount, answer requests until unmounted or `request_shutdown`, then clean up.
+
+        *on_ready* is awaited once the mount answers, *on_scanned* once the scan
+        of every origin started at mount has finished (at once without
+        ``[scan] on_start``); `scan_reports` then holds its reports.
+        """
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
         if self.config.cache_mode == "full":
@@ -300,12 +325,14 @@ class MusicFS:
                 nursery.start_soon(self._main_then_cancel, nursery)
                 st = await trio.to_thread.run_sync(os.stat, self.mountpoint)  # INIT is done
                 set_read_ahead(st.st_dev, self.config.read_ahead_kb)
+                # Before READY, so the first listing already shows the covers made in
+                # earlier sessions: this opens the cover store's index only (Pillow and
+                # mutagen's picture code are imported when a picture is first made).
+                ops.covers = await trio.to_thread.run_sync(self._cover_files)
                 self.state = MountState.READY
                 log.info("ready: serving %s", self.mountpoint)
                 if on_ready is not None:
                     await on_ready()
-                # After READY: Pillow and mutagen's picture code are not mount time.
-                ops.covers = await trio.to_thread.run_sync(self._cover_files)
                 nursery.start_soon(self._signals)
                 nursery.start_soon(self._sync_loop)
                 nursery.start_soon(self._fill_loop)
@@ -320,6 +347,10 @@ class MusicFS:
                         nursery.start_soon(self._poll, origin, self.config.poll_interval)
                 if self.config.scan_on_start:
                     self.request_rescan()
+                else:
+                    self._first_scan.set()
+                if on_scanned is not None:
+                    nursery.start_soon(self._when_scanned, on_scanned)
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
@@ -336,6 +367,10 @@ class MusicFS:
             self._catalog.close()
             self._lock.release()
             log.info("unmounted %s", self.mountpoint)
+
+    async def _when_scanned(self, on_scanned: Callable[[], Awaitable[None]]) -> None:
+        await self._first_scan.wait()
+        await on_scanned()
 
     async def _main_then_cancel(self, nursery: trio.Nursery) -> None:
         await pyfuse3.main()
@@ -369,11 +404,18 @@ class MusicFS:
                 await trio.to_thread.run_sync(self._scan, requests)
             finally:
                 self.scanning = False
+            self._first_scan.set()  # the first batch holds every origin (request_rescan)
             if self.state is MountState.SYNCING:
                 degraded = any(not r.complete for r in self.scan_reports.values())
                 self.state = MountState.DEGRADED if degraded else MountState.READY
 
     def _scan(self, requests: dict[str, ScanRequest]) -> None:
+        changed: set[int] = set()  # folders whose files were added or changed
+
+        def on_changes(changes: list[TreeChange]) -> None:
+            self.notify_tree_changes(changes)
+            changed.update(c.parent for c in changes if c.kind is not ChangeKind.REMOVED)
+
         with Catalog.open(self.catalog_path, cache_mib=32) as catalog:
             self._scanner = scanner = Scanner(
                 catalog,
@@ -381,7 +423,7 @@ class MusicFS:
                 workers=self.config.scan_workers,
                 extensions=self.config.extensions,
                 skip_unreadable=self.config.skip_unreadable,
-                on_changes=self.notify_tree_changes,
+                on_changes=on_changes,
                 progress=self.progress,
                 federation=self.federation,
                 plugins=self.extensions,
@@ -408,6 +450,10 @@ class MusicFS:
                 # Files that changed need their overlay made again (a new header).
                 editor = self._overlay_editor(catalog, scanner.layout)
                 self.notify_tree_changes(editor.refresh(catalog.overlays_due()))
+                # Their covers, ahead of the first listing (this session or the next).
+                covers = self._ops.covers if self._ops is not None else None
+                if covers is not None and changed and not self._stopping:
+                    covers.warm(_folders_with_art(catalog, sorted(changed)))
             finally:
                 scanner.close()
                 if self.progress is not None:
@@ -519,10 +565,24 @@ class MusicFS:
         return CoverFiles(
             CoverStore(self.cache_dir / "covers", self.federation),
             self.catalog_path,
-            on_found=lambda folder: self.notify_tree_changes(
-                [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
-            ),
+            on_found=self._covers_found,
         )
+
+    def _covers_found(self, folder: int) -> None:
+        """Cover files appeared in *folder* (a cover worker thread): its listing
+        changed, so its mtime moves forward (media servers look again) and the
+        kernel and L1 forget its listing and attributes."""
+        changes = [TreeChange(ChangeKind.CHANGED, folder, "", folder)]
+        try:
+            with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
+                catalog.touch_dir(folder, time.time_ns())
+                node = catalog.node(folder)
+        except (CatalogError, sqlite3.Error) as exc:
+            log.warning("folder %d has covers, but its mtime stays: %s", folder, exc)
+            node = None
+        if node is not None:
+            changes.append(TreeChange(ChangeKind.CHANGED, node.parent, node.name, node.id))
+        self.notify_tree_changes(changes)
 
     def hint_prefetch(self, node_id: int) -> None:
         """Copy the files at or below tree node *node_id* into the cache, in the
@@ -650,9 +710,16 @@ class MusicFS:
         """The plugins that read these formats came, went or changed: read the
         files of these formats again (a plugin's new code takes effect)."""
         wanted = sorted(set(formats))
+        changes: list[TreeChange] = []
         if wanted:
-            with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
-                catalog.mark_formats_changed(wanted)
+            with Catalog.open(self.catalog_path) as catalog:
+                # Their header writers may have changed too: make the overlays again
+                # now (before the rows are marked, while they name the version).
+                editor = self._overlay_editor(catalog)
+                changes = editor.refresh(catalog.overridden_files(wanted))
+                with catalog.transaction():
+                    catalog.mark_formats_changed(wanted)
+        self.notify_tree_changes(changes)
         self.call_soon(self.request_rescan)
 
     def rebuild_origins(self, origin_type: str) -> list[str]:

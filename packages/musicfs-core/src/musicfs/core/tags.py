@@ -27,7 +27,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
-from musicfs.core.model import TrackTags
+from musicfs.core.model import TrackTags, tag_number
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,18 @@ def _number_pair(value: str | None) -> tuple[int | None, int | None]:
     m = _NUMBER.match(value)
     if not m:
         return None, None
-    total = int(m.group(2)) if m.group(2) else None
-    return int(m.group(1)), total
+    total = tag_number(m.group(2)) if m.group(2) else None
+    return tag_number(m.group(1)), total
 
 
 def _year(value: str | None) -> int | None:
     m = _YEAR.search(value or "")
     return int(m.group(1)) if m else None
+
+
+def _mp4_number(value: object) -> int | None:
+    """One half of an MP4 ``trkn``/``disk`` pair (0: not set)."""
+    return tag_number(str(value)) if isinstance(value, int) and value > 0 else None
 
 
 def _truthy(value: str | None) -> bool:
@@ -287,7 +292,7 @@ def _mp4_fields(tags: MP4Tags) -> dict[str, Any]:
     for key, num, total in (("trkn", "track", "tracktotal"), ("disk", "disc", "disctotal")):
         pairs = tags.get(key) or []
         if pairs and isinstance(pairs[0], tuple):
-            fields[num] = pairs[0][0] or None
-            fields[total] = pairs[0][1] or None
+            fields[num] = _mp4_number(pairs[0][0])
+            fields[total] = _mp4_number(pairs[0][1])
     fields["compilation"] = bool(tags.get("cpil"))
     return fields

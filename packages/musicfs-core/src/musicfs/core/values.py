@@ -60,6 +60,23 @@ def _nonneg_int(value: Any) -> int:
     return number
 
 
+def _int_range(low: int, high: int, unit: str = "") -> Callable[[Any], int]:
+    """A parser of whole numbers from *low* to *high*: every numeric setting has a
+    sane range, so a typo such as ``workers = 1000000000`` is refused, not obeyed."""
+
+    def parse(value: Any) -> int:
+        number = _nonneg_int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}{unit}, got {value!r}")
+        return number
+
+    return parse
+
+
+#: The largest size a setting takes (1 EiB): what SQLite and the kernel still count in.
+MAX_SIZE = 2**60
+
+
 def _seconds(value: Any) -> float:
     try:
         number = float(value) if not isinstance(value, bool) else -1.0
@@ -90,7 +107,7 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb":
 
 
 def _size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SIZE:
         return value
     m = re.fullmatch(
         r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value if isinstance(value, str) else ""
@@ -99,7 +116,10 @@ def _size(value: Any) -> int:
         raise ValueError(
             f"expected a size such as 10GiB, 500MB or a number of bytes, got {value!r}"
         )
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    size = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if size > MAX_SIZE:
+        raise ValueError(f"expected a size of at most 1 EiB, got {value!r}")
+    return int(size)
 
 
 def _check(setting: _Setting, value: Any, where: str) -> Any:

@@ -2,9 +2,15 @@
 
 ``/.search/<query>/`` holds a symlink per search result, and
 ``/.collections/<name>/`` one per track of a smart collection, each named
-``Artist - Title.ext`` (made unique) and pointing into the tree
+``Artist - Title.ext`` and pointing into the tree
 (``../../Artist/Album (1997) [FLAC]/01 - Title.flac``), so players follow it to
-the real file. ``/.prefetch/`` mirrors the tree: listing a folder there
+the real file. The artist and title are the tree's (template fallbacks: the
+title of an untagged file is its file name without the extension), and a link
+carries its target's collision counter (``Title (2).flac`` links to
+``02 - Title (2).flac``) wherever that keeps the folder's names unique, so a
+name never points at the other one of two colliding tracks.
+
+``/.prefetch/`` mirrors the tree: listing a folder there
 (``ls ~/mnt/music/.prefetch/Artist/Album``) asks for its files to be copied
 into the cache (a manual prefetch hint), and its files are symlinks to the real
 ones. These folders are hidden (not listed in ``/``); ``.collections`` lists
@@ -21,6 +27,7 @@ that follow it agree, and files added or removed show within that time.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,9 +37,18 @@ from typing import NamedTuple
 
 from musicfs.core.catalog import ROOT_NODE, Catalog
 from musicfs.core.collectionconfig import Collection
+from musicfs.core.layout import TEMPLATE_SETTING
+from musicfs.core.model import TrackTags
 from musicfs.core.search import Searcher
 from musicfs.core.smartcollections import all_collections, file_ids
-from musicfs.core.templates import with_counter
+from musicfs.core.templates import (
+    DEFAULT_TEMPLATE,
+    PathTemplate,
+    TemplateError,
+    sanitize,
+    template_values,
+    with_counter,
+)
 
 VIRTUAL_BASE = 1 << 62
 SEARCH_DIR = VIRTUAL_BASE + 1
@@ -48,7 +64,7 @@ LINK_BASE = VIRTUAL_BASE + (1 << 59)
 RESULTS_TTL = 2.0  # seconds a query's results are reused
 MAX_RESULTS = 200
 _MAX_ENTRIES = 50_000
-_NAME_BYTES = 230  # room for " (n)" and the extension
+_COUNTER = re.compile(r" \((\d+)\)(\.[^.]*)?$")  # the " (n)" a tree name may end with
 
 
 class VirtualEntry(NamedTuple):
@@ -73,14 +89,57 @@ def is_virtual(inode: int) -> bool:
     return inode >= VIRTUAL_BASE
 
 
-def result_name(artist: str | None, title: str | None, fmt: str, fallback: str) -> str:
-    """``Artist - Title.ext`` with what a name cannot hold replaced."""
-    base = f"{artist or 'Unknown Artist'} - {title or fallback}"
-    base = base.replace("/", "_").replace("\0", "_")
-    if base.startswith("."):
-        base = "_" + base[1:]
-    base = base.encode()[:_NAME_BYTES].decode(errors="ignore")  # names are at most 255 bytes
-    return f"{base}.{fmt}"
+def result_name(tags: TrackTags, relpath: str, fmt: str) -> str:
+    """``Artist - Title.ext`` with the artist and title the tree's template gets
+    (same fallbacks), made a legal name the way tree names are."""
+    values = template_values(tags, relpath, fmt)
+    return sanitize(f"{values['artist']} - {values['title']}.{fmt}")
+
+
+def tree_counter(name: str, base: str) -> int:
+    """Which variant of *base* the tree name *name* is: 1 for *base* itself, n
+    for ``base (n)`` (as `with_counter` makes it), 1 if it is neither."""
+    found = _COUNTER.search(name)
+    if found is not None:
+        n = int(found.group(1))
+        if n > 1 and with_counter(base, n, is_file=True) == name:
+            return n
+    return 1
+
+
+def unique_names(wanted: list[tuple[str, int, str]]) -> list[str]:
+    """A distinct name for each (base name, counter wished, tie-break key).
+
+    Each gets ``with_counter(base, counter)`` if no other of its base got that
+    counter first (lower counters, then lower keys, win); the others get the
+    lowest counter still free. Independent of the order of *wanted*, so a name
+    means the same track whatever order a search or collection lists them in.
+    """
+    names: list[str | None] = [None] * len(wanted)
+    taken: set[str] = set()
+    by_base: dict[str, list[int]] = {}
+    for i, (base, _, _) in enumerate(wanted):
+        by_base.setdefault(base, []).append(i)
+
+    def name_of(base: str, n: int) -> str:
+        return base if n == 1 else with_counter(base, n, is_file=True)
+
+    for indexes in by_base.values():
+        indexes.sort(key=lambda i: (wanted[i][1], wanted[i][2]))
+        for i in indexes:
+            name = name_of(wanted[i][0], wanted[i][1])
+            if name not in taken:
+                taken.add(name)
+                names[i] = name
+    for indexes in by_base.values():
+        for i in indexes:
+            if names[i] is None:
+                n = 1
+                while (name := name_of(wanted[i][0], n)) in taken:
+                    n += 1
+                taken.add(name)
+                names[i] = name
+    return [name for name in names if name is not None]
 
 
 class VirtualTree:
@@ -156,18 +215,23 @@ class VirtualTree:
                 found = [h.track.id for h in Searcher(catalog).search(folder.name, MAX_RESULTS)]
             else:
                 found = file_ids(catalog, self.collections[folder.name])
+            template = _template(catalog)
+            wanted: list[tuple[str, int, str]] = []
+            targets: list[str] = []
             for file_id in found:
                 track, node = catalog.track(file_id), catalog.node_of_file(file_id)
                 if track is None or node is None:
                     continue  # not in the tree (an unreadable file, hidden by config)
                 tags = catalog.effective_tags(track.id, track.tags)  # as the tree shows it
-                stem = track.relpath.rpartition("/")[2]
-                name = base = result_name(tags.artist, tags.title, track.format, stem)
+                base = result_name(tags, track.relpath, track.format)
                 n = 1
-                while name in entries:
-                    n += 1
-                    name = with_counter(base, n, is_file=True)
-                target = "../../" + catalog.path_of(node.id)
+                if template is not None:
+                    tree_base = template.render(tags, track.relpath, track.format)[-1]
+                    n = tree_counter(node.name, tree_base)
+                path = catalog.path_of(node.id)
+                wanted.append((base, n, path))
+                targets.append("../../" + path)
+            for name, target in zip(unique_names(wanted), targets, strict=True):
                 entries[name] = VirtualEntry(0, folder.inode, name, target)
         with self._lock:
             numbered = {}
@@ -183,6 +247,14 @@ class VirtualTree:
         while len(self._entries) > _MAX_ENTRIES:
             inode, _ = self._entries.popitem(last=False)
             self._results.pop(inode, None)
+
+
+def _template(catalog: Catalog) -> PathTemplate | None:
+    """The template the tree was laid out with (None: unknown)."""
+    try:
+        return PathTemplate.parse(catalog.get_setting(TEMPLATE_SETTING) or DEFAULT_TEMPLATE)
+    except TemplateError:
+        return None
 
 
 # -- /.prefetch: a mirror of the tree ---------------------------------------------

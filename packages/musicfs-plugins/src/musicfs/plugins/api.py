@@ -14,7 +14,8 @@ reloaded.
 - `FormatPlugin` reads the tags of a format mutagen does not know (`parse`),
   and serves corrected tags without touching the origin (the metadata overlay):
   `header_length` says where a file's header ends, `synthesize_header` writes a
-  new header holding the effective tags; the payload after it is served as is.
+  new header holding the effective tags; the payload after it is served as is
+  (`synthesize_for_file` when the tags are not all in the header).
 
 Everything here is plain Python: no import of the host's internals beyond
 `musicfs.core`'s value types, so a plugin keeps working across MusicFS
@@ -129,6 +130,18 @@ class FormatPlugin(Plugin):
         then served unchanged.
         """
         raise NotImplementedError(f"{self.name} cannot rewrite headers")
+
+    def synthesize_for_file(
+        self, meta: AudioMeta, read: RangedRead, size: int, header_length: int
+    ) -> bytes:
+        """The header to serve in place of the first *header_length* bytes (as
+        `header_length` measured them) of the file *read* reads (*size* bytes).
+
+        By default `synthesize_header` of those bytes. A format whose tags are
+        not all in front of the audio (MP4 with its ``moov`` atom at the end)
+        overrides this to read what else it needs; same rules otherwise.
+        """
+        return self.synthesize_header(meta, read(0, header_length) if header_length else b"")
 
 
 @dataclass(frozen=True, slots=True)

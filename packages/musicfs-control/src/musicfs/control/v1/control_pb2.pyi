@@ -395,6 +395,38 @@ class PrefetchProgress(_message.Message):
     finished: bool
     def __init__(self, files: _Optional[int] = ..., done: _Optional[int] = ..., bytes: _Optional[int] = ..., already_cached: _Optional[int] = ..., failed: _Optional[_Iterable[str]] = ..., current: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
 
+class VerifyCacheRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyCacheProgress(_message.Message):
+    __slots__ = ("chunks", "checked", "bytes", "damaged_chunks", "damaged_files", "refetched", "not_refetched", "incomplete_dropped", "catalog", "current", "finished", "stopped")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    DAMAGED_FILES_FIELD_NUMBER: _ClassVar[int]
+    REFETCHED_FIELD_NUMBER: _ClassVar[int]
+    NOT_REFETCHED_FIELD_NUMBER: _ClassVar[int]
+    INCOMPLETE_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    chunks: int
+    checked: int
+    bytes: int
+    damaged_chunks: _containers.RepeatedScalarFieldContainer[str]
+    damaged_files: _containers.RepeatedScalarFieldContainer[str]
+    refetched: _containers.RepeatedScalarFieldContainer[str]
+    not_refetched: _containers.RepeatedScalarFieldContainer[str]
+    incomplete_dropped: int
+    catalog: str
+    current: str
+    finished: bool
+    stopped: bool
+    def __init__(self, chunks: _Optional[int] = ..., checked: _Optional[int] = ..., bytes: _Optional[int] = ..., damaged_chunks: _Optional[_Iterable[str]] = ..., damaged_files: _Optional[_Iterable[str]] = ..., refetched: _Optional[_Iterable[str]] = ..., not_refetched: _Optional[_Iterable[str]] = ..., incomplete_dropped: _Optional[int] = ..., catalog: _Optional[str] = ..., current: _Optional[str] = ..., finished: _Optional[bool] = ..., stopped: _Optional[bool] = ...) -> None: ...
+
 class ListOriginsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -104,6 +104,11 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchProgress.FromString,
                 _registered_method=True)
+        self.VerifyCache = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/VerifyCache',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyCacheRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyCacheProgress.FromString,
+                _registered_method=True)
         self.ListOrigins = channel.unary_unary(
                 '/musicfs.control.v1.MusicFS/ListOrigins',
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListOriginsRequest.SerializeToString,
@@ -245,6 +250,16 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyCache(self, request, context):
+        """Hash every cached chunk while the mount goes on serving (as `zpool scrub`
+        does): damaged chunks are dropped, and the files whose cached copies needed
+        them are copied again from their origins where they answer. Streams
+        progress; the last message has finished set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOrigins(self, request, context):
         """Origins: their settings and health, and rescans.
         """
@@ -364,6 +379,11 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.Prefetch,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchProgress.SerializeToString,
+            ),
+            'VerifyCache': grpc.unary_stream_rpc_method_handler(
+                    servicer.VerifyCache,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyCacheRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.VerifyCacheProgress.SerializeToString,
             ),
             'ListOrigins': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrigins,
@@ -779,6 +799,33 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/Prefetch',
             musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.PrefetchProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/VerifyCache',
+            musicfs_dot_control_dot_v1_dot_control__pb2.VerifyCacheRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.VerifyCacheProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,8 +16,8 @@ An ID3v2 tag in front of ``fLaC`` is dropped when anything changes: FLAC has
 no place for it, mutagen and ffmpeg ignore it, and other readers (TagLib) would
 show its stale values next to the new ones. Its bytes go to the padding.
 
-Refused (`NotImplementedError`, the file is served unchanged): a header that is
-not FLAC, does not start with STREAMINFO, holds a reserved block type (127),
+Refused (`NotImplementedError`: `tag set` says why, nothing changes): a header
+that is not FLAC, does not start with STREAMINFO, holds a reserved block type (127),
 two VORBIS_COMMENT blocks (mutagen refuses those files too) or a comment block
 that does not parse, and new comments beyond a block's 16 MiB limit.
 """

@@ -22,7 +22,7 @@ Limits:
   without a track (disc) number is not written.
 - Frames mutagen cannot parse (damaged ones) are dropped when the tag is
   rewritten; a tag mutagen cannot read at all is refused
-  (`NotImplementedError`: the file is served unchanged). So is a second
+  (`NotImplementedError`: `tag set` says why, nothing changes). So is a second
   ID3v2 tag right after the first: it belongs to the payload, and readers that
   merge stacked tags (ffmpeg) would show its stale values.
 """

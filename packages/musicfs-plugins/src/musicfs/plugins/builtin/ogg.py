@@ -17,8 +17,8 @@ padded (zero bytes after the comments, which Vorbis readers ignore after the
 framing bit and RFC 7845 defines for Opus) up to its original size, or beyond
 when the pages need more bytes; a larger comment packet eats its padding first.
 
-Refused (`NotImplementedError`, served unchanged), and given a header length
-of 0 by `header_length` where it can tell up front:
+Refused (`NotImplementedError`: `tag set` says why, nothing changes), and
+given a header length of 0 by `header_length` where it can tell up front:
 
 - streams that are not Vorbis or Opus (Ogg FLAC, Speex, Theora video...),
   or whose header pages interleave another logical stream (multiplexed files);
@@ -26,8 +26,11 @@ of 0 by `header_length` where it can tell up front:
   audio on the page where the headers end, continuation flags that disagree
   with the packets, a Vorbis comment header without its framing bit;
 - new comments too large for the original header's page count (each page holds
-  at most 255 segments of 255 bytes), or an Opus comment header ending in
-  binary data marked to be preserved when padding would be needed.
+  at most 255 segments of 255 bytes, about 64 KB), or an Opus comment header
+  ending in binary data marked to be preserved when padding would be needed.
+  More header pages would shift the sequence number, and so the CRC, of every
+  audio page after them: the payload would no longer be the origin's bytes,
+  which is what the overlay serves (and caches) unchanged.
 
 Only the first link of a chained stream is overlaid; later links (in the
 payload) keep their own tags.
@@ -274,7 +277,9 @@ class OggFormat(FormatPlugin):
             padding += _MAX_SEGMENTS * (page_count - segments)  # one segment each
         elif segments > _MAX_SEGMENTS * page_count:
             raise NotImplementedError(
-                f"the new comments do not fit in the {page_count} Ogg pages of the header"
+                f"the new comments do not fit in the {page_count} Ogg page(s) of the file's "
+                f"comment header (at most {_MAX_SEGMENTS * _MAX_SEGMENTS:,} bytes each), and "
+                "more pages would renumber every audio page: shorten them, or tag the origin file"
             )
         new_pages = _paginate([body + bytes(padding), *rest], pages[1:])
         first = original_header[: pages[0].size]
