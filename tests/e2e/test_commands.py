@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from tests.e2e.helpers import (
     EXIT_NO_DAEMON,
     MUSICFS,
+    Mount,
     describe,
     mount_command,
     mounted,
@@ -99,8 +102,18 @@ def test_every_command_names_its_mount_with_dash_dash_mount_and_exits_as_documen
 
 
 def test_several_mounts_and_none_named_lists_the_mountpoints(
-    library: Library, tmp_path: Path
+    library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A runtime dir of this test's own: the machine's may hold other mounts.
+    run_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # socket paths are short
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))
+    try:
+        _several_mounts(library, tmp_path)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _several_mounts(library: Library, tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     make_origin(library, first, [JOGA])
     make_origin(library, second, [UNRAVEL])
@@ -108,8 +121,10 @@ def test_several_mounts_and_none_named_lists_the_mountpoints(
         mounted([first], tmp_path / "mnt1", tmp_path / "cache1") as one,
         mounted([second], tmp_path / "mnt2", tmp_path / "cache2") as two,
     ):
+        (run_dir_of(one) / "killed-by-kill-9.sock").touch()  # a dead daemon's socket file
         for args in (["status"], ["origin", "list"], ["search", "joga"]):
             result = exits(EXIT_USAGE, *args)
+            assert "2 mounts are running" in result.stderr
             assert str(one.mountpoint) in result.stderr
             assert str(two.mountpoint) in result.stderr
             assert ".sock" not in result.stderr
@@ -119,6 +134,10 @@ def test_several_mounts_and_none_named_lists_the_mountpoints(
             )
         exits(EXIT_FAILED, "search", "joga", "--mount", two.mountpoint)  # Unravel only
         exits(EXIT_OK, "search", "joga", "--mount", one.mountpoint)
+
+
+def run_dir_of(mount: Mount) -> Path:
+    return Path(mount.ready_status["socket"]).parent
 
 
 def _snapshot(cache: Path) -> dict[str, bytes]:

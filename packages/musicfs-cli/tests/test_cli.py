@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -447,19 +450,27 @@ def test_each_command_exits_as_documented_when_no_daemon_answers(
 
 
 def test_several_mounts_running_and_none_named_lists_the_mountpoints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     from musicfs.cli import common
     from musicfs.core.config import Config
     from musicfs.core.paths import socket_path_for
 
     music, books = tmp_path / "mnt" / "music", tmp_path / "mnt" / "books"
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    run_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # socket paths are short
+    request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))
     monkeypatch.setattr(common, "musicfs_mounts", lambda: {music, books})
-    for mount in (music, books):
-        socket = socket_path_for(Config(), mount)
-        socket.parent.mkdir(parents=True, exist_ok=True)
-        socket.touch()
+    for mount in (music, books):  # two daemons listening
+        listening = socket.socket(socket.AF_UNIX)
+        request.addfinalizer(listening.close)
+        path = socket_path_for(Config(), mount)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        listening.bind(str(path))
+        listening.listen()
+    # A daemon killed with -9 leaves its socket file: not a running mount.
+    socket_path_for(Config(), tmp_path / "mnt" / "killed").touch()
     for command in (["status"], ["origin", "list"], ["search", "x"]):
         assert main([*command, "--config", os.devnull]) == EXIT_USAGE
         err = capsys.readouterr().err
@@ -467,6 +478,10 @@ def test_several_mounts_running_and_none_named_lists_the_mountpoints(
         assert ".sock" not in err
         words = " ".join(command[: 2 if command[0] in GROUPS else 1])
         assert f"name one with --mount MOUNTPOINT, e.g. musicfs {words} --mount {books}" in err
+    for mount in (music, books):
+        socket_path_for(Config(), mount).unlink()  # both gone: the killed one is no daemon
+    assert main(["status", "--config", os.devnull]) == EXIT_NO_DAEMON
+    assert "no MusicFS daemon is running" in capsys.readouterr().err
 
 
 def test_mount_option_and_argument_are_one_name(

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import errno
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,13 +82,27 @@ def socket_for(args: argparse.Namespace) -> Path:
         return socket_path_for(config, args.mountpoint)
     if config.socket:
         return Path(config.socket)
-    sockets = sorted(runtime_dir().glob("*.sock"))
+    sockets = [s for s in sorted(runtime_dir().glob("*.sock")) if _answers(s)]
     if len(sockets) == 1:
         return sockets[0]
     if not sockets:
-        raise CLIError(f"no MusicFS daemon is running (no socket in {runtime_dir()})",
+        raise CLIError(f"no MusicFS daemon is running (none answers in {runtime_dir()})",
                        EXIT_NO_DAEMON)  # fmt: skip
     raise CLIError(_several_mounts(args, config, sockets), EXIT_USAGE)
+
+
+def _answers(socket_path: Path) -> bool:
+    """Whether something listens on *socket_path*: a daemon killed with -9 leaves
+    its socket file behind, which must not count as a running mount."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # not ours to judge (e.g. no permission): let the client say
+    return True
 
 
 def _several_mounts(args: argparse.Namespace, config: Config, sockets: list[Path]) -> str:
