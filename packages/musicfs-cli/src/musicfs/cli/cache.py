@@ -106,7 +106,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     action = args.cache_command
     if args.mountpoint is None and not config.cache_dir:
         raise CLIError(
-            f"name the mount (musicfs cache {action} ... MOUNTPOINT) or pass --cache-dir",
+            f"name the mount (musicfs cache {action} ... --mount MOUNTPOINT) or pass --cache-dir",
             EXIT_USAGE,
         )
     if args.mountpoint is not None and args.cache_dir is None:
@@ -198,7 +198,7 @@ def _check_restore(source: Path, cache_dir: Path) -> None:
     if source.is_dir():
         raise CLIError(
             f"{source} is a directory, not a backup file "
-            "(usage: musicfs cache restore FILE [MOUNTPOINT])",
+            "(usage: musicfs cache restore FILE --mount MOUNTPOINT)",
             EXIT_USAGE,
         )
     if not source.exists():
