@@ -33,7 +33,7 @@ say "mounting $MUSIC on $MOUNTPOINT"
 cat >&2 <<MSG
 
 MusicFS is mounted on $MOUNTPOINT (the tree fills in while the first scan runs).
-  status:   musicfs status $MOUNTPOINT
+  status:   musicfs status --mount $MOUNTPOINT
   unmount:  musicfs unmount $MOUNTPOINT
 ('musicfs' is linked into ~/.local/bin; add it to PATH if it is not there.)
 MSG

@@ -286,7 +286,7 @@ def test_nonexistent_mountpoint_fails_naming_it(tmp_path: Path) -> None:
     origin.mkdir()
     missing = tmp_path / "no" / "such" / "mnt"
     result = run_musicfs(*mount_command([origin], missing, tmp_path / "cache"))
-    assert result.returncode == 1, describe(result)
+    assert result.returncode == 2, describe(result)
     assert result.stderr.startswith("musicfs: error: ")
     assert str(missing) in result.stderr
     assert "Traceback" not in result.stderr
@@ -297,7 +297,7 @@ def test_nonexistent_origin_fails_naming_it(tmp_path: Path) -> None:
     mnt.mkdir()
     try:
         result = run_musicfs(*mount_command([missing], mnt, tmp_path / "cache"))
-        assert result.returncode == 1, describe(result)
+        assert result.returncode == 2, describe(result)
         assert result.stderr.startswith("musicfs: error: ")
         assert str(missing) in result.stderr
         assert not is_mounted(mnt)
@@ -331,7 +331,7 @@ def test_mounting_over_a_live_mount_is_refused(
     empty.mkdir()
     result = run_musicfs(*mount_command([empty], mnt, tmp_path / "cache"))
     try:
-        assert result.returncode == 1, describe(result)
+        assert result.returncode == 2, describe(result)
         assert str(mnt) in result.stderr
         assert "already" in result.stderr
     finally:
@@ -352,7 +352,7 @@ def test_second_mount_on_the_same_cache_dir_is_refused(
     with mounted([origin], tmp_path / "mnt", cache) as mount:
         try:
             result = run_musicfs(*mount_command([origin], second, cache))
-            assert result.returncode == 1, describe(result)
+            assert result.returncode == 2, describe(result)
             assert "in use" in result.stderr, describe(result)
             assert str(cache) in result.stderr
             assert not is_mounted(second)

@@ -146,7 +146,7 @@ def test_an_origin_type_no_plugin_provides_fails_the_mount_clearly(tmp_path: Pat
     (tmp_path / "mnt").mkdir()
     result = run_musicfs("mount", tmp_path / "mnt", "--config", config,
                          "--cache-dir", tmp_path / "cache")  # fmt: skip
-    assert result.returncode == 1, describe(result)
+    assert result.returncode == 2, describe(result)
     assert "no plugin provides origin type 'nope'" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -125,7 +125,7 @@ def test_mount_wait_is_quiet_off_a_terminal_and_draws_a_bar_on_one(
         assert result.returncode == 0, describe(result)
         assert result.stdout.splitlines() == [
             f"mounted {mnt} (daemon pid {result.stdout.split('pid ')[1].split(')')[0]}); "
-            f"`musicfs status {mnt}` shows it",
+            f"`musicfs status --mount {mnt}` shows it",
             f"first scan finished: {len(library.tracks)} files in 2 origin(s)",
         ], describe(result)
         assert result.stderr == ""

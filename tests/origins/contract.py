@@ -46,6 +46,15 @@ def check_contract(origin: Origin, files: dict[str, bytes]) -> None:
             middle = len(data) // 2
             assert opened.read(middle, 1000) == data[middle : middle + 1000]
             assert opened.read(len(data), 10) == b""
+    # [scan] include_hidden: names starting with a dot are listed too, never the
+    # AppleDouble files (._*) macOS leaves beside each file.
+    origin.include_hidden = True
+    try:
+        hidden = {p: d for p, d in files.items() if p.rpartition(".")[2].lower() in AUDIO_EXTENSIONS
+                  and not any(part.startswith("._") for part in p.split("/"))}  # fmt: skip
+        assert walk(origin) == {p: len(d) for p, d in hidden.items()}
+    finally:
+        origin.include_hidden = False
     with pytest.raises(FileNotFoundError):
         origin.stat("no/such/file.flac")
     with pytest.raises(FileNotFoundError):

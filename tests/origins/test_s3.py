@@ -64,6 +64,7 @@ def library(audio: dict[str, bytes]) -> dict[str, bytes]:
         "Artist A/Album One/cover.jpg": b"\xff\xd8\xff not really a jpeg",
         "Artist A/Album One/notes.txt": b"liner notes",
         "Artist A/Album One/.hidden.flac": audio["flac"],
+        "Artist A/Album One/._01 Sine.flac": b"\x00\x05\x16\x07 AppleDouble, no audio",
         "Artist A/Album Two/CD 1/01 Sine.FLAC": audio["flac"],
         "Björk/Homogénic/01 Jóga.flac": audio["flac"],
         ".Trash/deleted.flac": audio["flac"],

@@ -71,6 +71,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
     _encode(root / LONG_FLAC, "Long", "anoisesrc=d=20:a=0.5", "-ar", "44100", "-sample_fmt", "s16")
     # Hidden and non-audio files, which are not listed.
     (root / ".hidden.flac").write_bytes((root / FLAC).read_bytes())
+    (root / "._hidden.flac").write_bytes(b"\x00\x05\x16\x07 AppleDouble, no audio")
     (root / ".Trash").mkdir()
     (root / ".Trash/gone.flac").write_bytes(b"fLaC old")
     (root / "Artist/Album/cover.jpg").write_bytes(b"\xff\xd8\xff\xe0 not audio")

@@ -51,6 +51,7 @@ AUDIO = {
 OTHER = {
     ".hidden/secret.flac": b"fLaC hidden folder",
     "Artist/.hidden.flac": b"fLaC hidden file",
+    "Artist/._SHOUT.FLAC": b"\x00\x05\x16\x07 AppleDouble, no audio",
     "Artist/Album/cover.jpg": b"\xff\xd8\xff not audio",
     "notes.txt": b"liner notes",
     "noextension": b"no extension",

@@ -5,9 +5,13 @@ Mounting itself is tested end to end in tests/e2e; these cases fail before a mou
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,22 +57,52 @@ def test_bad_template_flag_names_the_variable(tmp_path: Path) -> None:
     assert "$bogus" in result.stderr
 
 
-def test_missing_mountpoint_fails_naming_it(tmp_path: Path) -> None:
+def test_missing_mountpoint_is_refused_before_anything_is_created(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "dir"
-    result = run("mount", str(missing), "--origin", str(tmp_path),
+    for foreground in ([], ["--foreground"]):
+        result = run("mount", str(missing), "--origin", str(tmp_path),
+                     "--cache-dir", str(tmp_path / "cache"), *foreground)  # fmt: skip
+        fails_cleanly(result, EXIT_USAGE, f"mountpoint {missing} does not exist", "mkdir -p")
+        assert not (tmp_path / "cache").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run("mount", str(afile), "--origin", str(tmp_path),
                  "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
-    assert result.returncode == 1
-    assert f"mountpoint {missing} does not exist" in result.stderr
-    assert "mkdir -p" in result.stderr
+    fails_cleanly(result, EXIT_USAGE, f"mountpoint {afile} is not a directory")
+    assert not (tmp_path / "cache").exists()
 
 
-def test_missing_origin_fails_naming_it(tmp_path: Path) -> None:
+def test_missing_origin_is_refused_with_exit_2(tmp_path: Path) -> None:
     (tmp_path / "mnt").mkdir()
-    result = run("mount", str(tmp_path / "mnt"), "--origin", str(tmp_path / "nomusic"),
-                 "--cache-dir", str(tmp_path / "cache"))  # fmt: skip
-    assert result.returncode == 1
-    assert str(tmp_path / "nomusic") in result.stderr
-    assert "--origin" in result.stderr
+    for foreground in ([], ["--foreground"]):  # the daemon refuses it, in both modes
+        result = run("mount", str(tmp_path / "mnt"), "--origin", str(tmp_path / "nomusic"),
+                     "--cache-dir", str(tmp_path / "cache"), *foreground)  # fmt: skip
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert str(tmp_path / "nomusic") in result.stderr
+        assert "--origin" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_cache_dir_another_daemon_holds_is_refused_before_anything_is_opened(
+    tmp_path: Path,
+) -> None:
+    from musicfs.core.paths import CacheDirLock
+
+    cache = tmp_path / "cache"
+    lock = CacheDirLock(cache)
+    lock.acquire()  # as a running daemon holds it
+    try:
+        before = sorted(p.name for p in cache.iterdir())
+        (tmp_path / "mnt").mkdir()
+        (tmp_path / "music").mkdir()
+        result = run("mount", str(tmp_path / "mnt"), "--origin", str(tmp_path / "music"),
+                     "--cache-dir", str(cache))  # fmt: skip
+        fails_cleanly(
+            result, EXIT_USAGE, f"cache directory {cache} is in use", f"pid {os.getpid()}"
+        )
+        assert sorted(p.name for p in cache.iterdir()) == before  # no daemon.log, no musicfs.log
+    finally:
+        lock.release()
 
 
 def test_status_without_a_daemon_exits_3(tmp_path: Path) -> None:
@@ -284,3 +318,187 @@ def test_a_path_inside_a_mount_where_its_mountpoint_is_meant(
         assert f"inside the MusicFS mount {mnt}, not its mountpoint" in capsys.readouterr().err
     assert main(["tag", "show", str(mnt), "--config", os.devnull]) == EXIT_USAGE
     assert f"{mnt} is the mount itself; name a file inside it" in capsys.readouterr().err
+
+
+# -- exit codes: one table, shown by --help and the README ---------------------------
+
+
+def test_help_and_readme_show_the_exit_code_table() -> None:
+    from musicfs.core.exitcodes import EXIT_CODES
+
+    shown = " ".join(run("--help").stdout.split())
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    for code, meaning in EXIT_CODES.items():
+        assert f"{int(code)} {meaning}" in shown
+        assert f"| {int(code)} |" in readme, f"README has no row for exit code {int(code)}"
+
+
+def test_help_names_tag_fields_cache_tiers_and_origin_urls() -> None:
+    from musicfs.core.model import OVERRIDABLE_FIELDS
+
+    tag_set = run("tag", "set", "--help").stdout
+    for name in OVERRIDABLE_FIELDS:
+        assert name in tag_set
+    stats = " ".join(run("cache", "stats", "--help").stdout.split())
+    for tier in ("l1 metadata", "l2 headers", "l3 audio chunks"):
+        assert tier in stats
+    mount = run("mount", "--help").stdout
+    for scheme in ("nfs://", "smb://", "s3://", "sftp://"):
+        assert scheme in mount
+
+
+def test_cache_stats_names_each_tier_and_keeps_the_json_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import contextlib
+    import json
+
+    from musicfs.cli import cache
+
+    tier = {"entries": 1, "bytes": 2, "hits": 3, "misses": 4, "hit_ratio": 0.4,
+            "evictions": 0, "corrupt": 0}  # fmt: skip
+
+    class Client:
+        def cache_stats(self) -> dict[str, object]:
+            return {"tiers": [{"tier": t, **tier} for t in ("l1", "l2", "l3")], "mode": "full",
+                    "limit_bytes": 10, "dedup_ratio": 1.0, "origin_bytes": 0,
+                    "cached_files": 1}  # fmt: skip
+
+    monkeypatch.setattr(cache, "daemon_client", lambda args: contextlib.nullcontext(Client()))
+    assert main(["cache", "stats", "--json", "--config", os.devnull]) == 0
+    tiers = json.loads(capsys.readouterr().out)["tiers"]
+    assert [(t["tier"], t["name"]) for t in tiers] == [
+        ("l1", "metadata"), ("l2", "headers"), ("l3", "audio chunks")
+    ]  # fmt: skip
+    assert all(t["hits"] == 3 for t in tiers)
+    assert main(["cache", "stats", "--config", os.devnull]) == 0
+    table = capsys.readouterr().out
+    for name in ("l1 metadata", "l2 headers", "l3 audio chunks"):
+        assert name in table
+
+
+# -- naming the mount: --mount on every command that talks to one ----------------------
+
+GROUPS = ("cache", "tag", "plugin", "origin", "config")
+
+#: Every command that talks to a mount, with what it needs besides the mount.
+MOUNT_COMMANDS: list[list[str]] = [
+    ["status"], ["unmount"], ["shutdown"], ["events"], ["verify"],
+    ["cache", "stats"], ["cache", "clear"], ["cache", "verify"],
+    ["cache", "backup", "b.tar"], ["cache", "restore", "b.tar"],
+    ["cache", "prefetch", "Artist/Album"],
+    ["tag", "show", "A/B/01.flac"], ["tag", "set", "A/B/01.flac", "genre=Jazz"],
+    ["tag", "clear", "A/B/01.flac"], ["tag", "lookup", "A/B/01.flac"],
+    ["plugin", "list"], ["plugin", "load", "p.py"], ["plugin", "unload", "p"],
+    ["plugin", "reload"], ["origin", "list"], ["origin", "health", "music"],
+    ["origin", "rescan"], ["config", "show"], ["config", "set", "log_level", "debug"],
+    ["search", "metallica"],
+]  # fmt: skip
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every (sub)command of *parser* and its parser, e.g. ("cache", "stats")."""
+    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                inner = _commands(sub)
+                found.update({(name, *k): p for k, p in inner.items()} if inner else {(name,): sub})
+    return found
+
+
+def test_every_command_that_talks_to_a_mount_takes_dash_dash_mount() -> None:
+    from musicfs.cli.main import build_parser
+
+    commands = _commands(build_parser())
+    talking = {key: p for key, p in commands.items() if key not in {("mount",), ("completion",)}}
+    assert set(talking) == {tuple(c[: 2 if c[0] in GROUPS else 1]) for c in MOUNT_COMMANDS}
+    for key, sub in talking.items():
+        options = {o for a in sub._actions for o in a.option_strings}
+        assert {"--mount", "-m"} <= options, key
+
+
+@pytest.mark.parametrize("command", MOUNT_COMMANDS, ids=" ".join)
+def test_each_command_exits_as_documented_when_no_daemon_answers(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """--mount names the mount for every command: with nothing mounted there,
+    it is 3 (no daemon), or 2 where the command needs the mount itself to read
+    (a path inside it, a cache dir of it)."""
+    from musicfs.cli import common
+
+    mnt = tmp_path / "mnt"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "p.py").write_text("")
+    needs_cache = command[:2] in (["cache", "verify"], ["cache", "backup"], ["cache", "restore"])
+    if needs_cache:  # works on the cache dir: nothing there is "no cache", a failure
+        expected = {"verify": 1, "backup": 1, "restore": 2}[command[1]]
+    elif command[0] == "tag" or command[:2] == ["cache", "prefetch"]:
+        monkeypatch.setattr(common, "musicfs_mounts", lambda: {mnt})  # the path is in a mount
+        expected = EXIT_NO_DAEMON
+    else:
+        expected = EXIT_NO_DAEMON
+    code = main([*command, "--mount", str(mnt), "--config", os.devnull])
+    err = capsys.readouterr().err
+    assert code == expected, err
+    assert "Traceback" not in err
+    if expected == EXIT_NO_DAEMON:
+        assert "is it mounted?" in err
+
+
+def test_several_mounts_running_and_none_named_lists_the_mountpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    from musicfs.cli import common
+    from musicfs.core.config import Config
+    from musicfs.core.paths import socket_path_for
+
+    music, books = tmp_path / "mnt" / "music", tmp_path / "mnt" / "books"
+    run_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # socket paths are short
+    request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))
+    monkeypatch.setattr(common, "musicfs_mounts", lambda: {music, books})
+    for mount in (music, books):  # two daemons listening
+        listening = socket.socket(socket.AF_UNIX)
+        request.addfinalizer(listening.close)
+        path = socket_path_for(Config(), mount)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        listening.bind(str(path))
+        listening.listen()
+    # A daemon killed with -9 leaves its socket file: not a running mount.
+    socket_path_for(Config(), tmp_path / "mnt" / "killed").touch()
+    for command in (["status"], ["origin", "list"], ["search", "x"]):
+        assert main([*command, "--config", os.devnull]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"2 mounts are running: {books}, {music}" in err
+        assert ".sock" not in err
+        words = " ".join(command[: 2 if command[0] in GROUPS else 1])
+        assert f"name one with --mount MOUNTPOINT, e.g. musicfs {words} --mount {books}" in err
+    for mount in (music, books):
+        socket_path_for(Config(), mount).unlink()  # both gone: the killed one is no daemon
+    assert main(["status", "--config", os.devnull]) == EXIT_NO_DAEMON
+    assert "no MusicFS daemon is running" in capsys.readouterr().err
+
+
+def test_mount_option_and_argument_are_one_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from musicfs.cli import common
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    mnt = tmp_path / "mnt"
+    both = ["status", str(mnt), "--mount", str(tmp_path / "other"), "--config", os.devnull]
+    assert main(both) == EXIT_USAGE
+    assert "two mounts named" in capsys.readouterr().err
+    same = ["status", str(mnt), "-m", str(mnt), "--config", os.devnull]
+    assert main(same) == EXIT_NO_DAEMON
+    monkeypatch.setattr(common, "musicfs_mounts", lambda: {mnt, tmp_path / "other"})
+    elsewhere = ["tag", "show", str(tmp_path / "other" / "a.flac"), "--mount", str(mnt)]
+    assert main([*elsewhere, "--config", os.devnull]) == EXIT_USAGE
+    assert f"is inside the MusicFS mount {tmp_path / 'other'}, not --mount {mnt}" in (
+        capsys.readouterr().err
+    )

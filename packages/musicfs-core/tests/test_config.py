@@ -139,3 +139,12 @@ def test_numbers_out_of_a_sane_range_are_refused_naming_the_setting(
 def test_an_environment_number_out_of_range_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="MUSICFS_SCAN_WORKERS: expected a whole number from 0"):
         load_config(env={"MUSICFS_SCAN_WORKERS": "1000000000"})
+
+
+def test_include_hidden_is_a_scan_setting_off_by_default(tmp_path: Path) -> None:
+    assert load_config(env={}).include_hidden is False
+    path = tmp_path / "c.toml"
+    path.write_text("[scan]\ninclude_hidden = true\n")
+    assert load_config(path, env={}).include_hidden is True
+    assert load_config(env={"MUSICFS_SCAN_INCLUDE_HIDDEN": "true"}).include_hidden is True
+    assert load_config(path, env={"MUSICFS_SCAN_INCLUDE_HIDDEN": "false"}).include_hidden is False

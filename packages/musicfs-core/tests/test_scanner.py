@@ -191,3 +191,24 @@ def test_the_whole_realworld_corpus_scans_without_an_exception(
     assert report.seen > 80
     assert 0 < report.unreadable < report.seen
     assert catalog.integrity_check() == "ok"
+
+
+def test_hidden_files_are_scanned_only_with_include_hidden_and_appledouble_never(
+    tmp_path: Path, make_wav: Callable[..., Path]
+) -> None:
+    """Names starting with a dot are hidden ([scan] include_hidden = false); the
+    AppleDouble ``._*`` files macOS leaves beside each file hold no audio and are
+    skipped even when hidden files are included."""
+    lib = tmp_path / "lib"
+    make_wav(lib / "a" / "one.wav", title="One", artist="X")
+    make_wav(lib / "a" / ".two.wav", title="Two", artist="X")
+    make_wav(lib / ".stash" / "three.wav", title="Three", artist="X")
+    (lib / "a" / "._one.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    (lib / ".stash" / "._three.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    for include_hidden, seen in ((False, {"One"}), (True, {"One", "Two", "Three"})):
+        origin = LocalOrigin("lib", lib)
+        origin.include_hidden = include_hidden
+        with Catalog.open(tmp_path / f"catalog-{include_hidden}.sqlite3") as catalog:
+            report = scanner(catalog).scan(origin)
+            assert (report.seen, report.unreadable) == (len(seen), 0)  # no ._ file was read
+            assert {t.tags.title for t in catalog.tracks()} == seen

@@ -122,3 +122,22 @@ def test_a_request_for_a_vanished_folder_drops_its_files(tmp_path: Path, lib: Pa
     report = scanner.rescan(origin, ScanRequest(dirs={"a"}))
     assert report.removed == 1
     assert list(catalog.tracks()) == []
+
+
+def test_hidden_names_are_followed_only_with_include_hidden_and_appledouble_never(
+    lib: Path, make_wav: MakeWav
+) -> None:
+    (lib / ".stash").mkdir()
+    for include_hidden, folders in ((False, 3), (True, 4)):  # lib, a, b (and .stash)
+        watch = LocalWatch(lib, include_hidden=include_hidden)
+        try:
+            assert watch.watched == folders
+            (lib / "b" / "._late.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
+            make_wav(lib / "b" / f".late{int(include_hidden)}.wav", title="Late")
+            make_wav(lib / "b" / f"seen{int(include_hidden)}.wav", title="Seen")
+            seen = collect(watch, lambda s: any(e.relpath.startswith("b/seen") for e in s))
+            names = {e.relpath for e in seen}
+            assert "b/._late.wav" not in names
+            assert (f"b/.late{int(include_hidden)}.wav" in names) is include_hidden
+        finally:
+            watch.close()

@@ -35,6 +35,13 @@ from musicfs.core.paths import cache_dir_for
 
 _OFFLINE = ("verify", "backup", "restore")
 
+#: What each tier of ``cache stats`` holds (the JSON keeps "tier" and adds "name").
+TIER_NAMES = {
+    "l1": "metadata",  # directory listings and attributes, in memory
+    "l2": "headers",  # each cached file's tag header
+    "l3": "audio chunks",  # the audio, deduplicated, on disk
+}
+
 
 def add_parser(sub: Any, config_args: Any) -> None:
     cache = sub.add_parser("cache", help="the content cache of a mount")
@@ -51,24 +58,43 @@ def add_parser(sub: Any, config_args: Any) -> None:
     )
     restore.add_argument("file", type=Path, help="the backup file to read")
     for action in (cache_verify, backup, restore):
-        action.add_argument("mountpoint", type=Path, nargs="?")
+        action.add_argument(
+            "mountpoint",
+            type=Path,
+            nargs="?",
+            metavar="MOUNTPOINT",
+            help="the mount (same as --mount)",
+        )
         config_args(action)
         action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
         action.add_argument("--json", action="store_true", help="machine-readable output")
-    stats = cache_sub.add_parser("stats", help="entries, bytes, hits and misses of each tier")
+    stats = cache_sub.add_parser(
+        "stats",
+        help="entries, bytes, hits and misses of each tier",
+        description="Tiers: l1 metadata (directory listings in memory), l2 headers (the tag "
+        "header of each cached file), l3 audio chunks (the audio, deduplicated, on disk).",
+    )
     clear = cache_sub.add_parser("clear", help="empty the cache (open files keep playing)")
     clear.add_argument("--scope", choices=["all", "metadata", "chunks", "origin"],
                        help="all (default), metadata (in memory), chunks (every cached copy), "
                        "origin (one origin's copies; the default with --origin)")  # fmt: skip
     clear.add_argument("--origin", default="", help="the origin, for --scope origin")
     for action in (stats, clear):
-        action.add_argument("mountpoint", type=Path, nargs="?")
+        action.add_argument(
+            "mountpoint",
+            type=Path,
+            nargs="?",
+            metavar="MOUNTPOINT",
+            help="the mount (same as --mount)",
+        )
         config_args(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
     prefetch = cache_sub.add_parser(
         "prefetch", help="copy a folder or file of a mount into the cache now"
     )
-    prefetch.add_argument("path", type=Path, help="a folder or file inside a mount")
+    prefetch.add_argument(
+        "path", type=Path, help="a folder or file inside a mount (with --mount: may be relative)"
+    )
     config_args(prefetch)
     prefetch.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -80,7 +106,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     action = args.cache_command
     if args.mountpoint is None and not config.cache_dir:
         raise CLIError(
-            f"name the mount (musicfs cache {action} ... MOUNTPOINT) or pass --cache-dir",
+            f"name the mount (musicfs cache {action} ... --mount MOUNTPOINT) or pass --cache-dir",
             EXIT_USAGE,
         )
     if args.mountpoint is not None and args.cache_dir is None:
@@ -172,10 +198,15 @@ def _check_restore(source: Path, cache_dir: Path) -> None:
     if source.is_dir():
         raise CLIError(
             f"{source} is a directory, not a backup file "
-            "(usage: musicfs cache restore FILE [MOUNTPOINT])",
+            "(usage: musicfs cache restore FILE --mount MOUNTPOINT)",
             EXIT_USAGE,
         )
-    if source.exists() and not _is_backup(source):
+    if not source.exists():
+        raise CLIError(
+            f"backup file {source} does not exist (write one with: musicfs cache backup FILE)",
+            EXIT_USAGE,
+        )
+    if not _is_backup(source):
         raise CLIError(
             f"{source} is not a MusicFS backup (write one with: musicfs cache backup FILE)",
             EXIT_USAGE,
@@ -208,7 +239,8 @@ def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
         mountpoint = args.mountpoint or "MOUNTPOINT"
         raise CLIError(
             f"cache dir {cache_dir} is in use by a running MusicFS daemon; "
-            f"run musicfs unmount {mountpoint} first"
+            f"run musicfs unmount {mountpoint} first",
+            EXIT_USAGE,
         ) from None
     except (BackupError, OSError) as exc:
         raise CLIError(f"restore failed, {cache_dir} is unchanged: {exc}") from None
@@ -327,12 +359,14 @@ def _print_live_verify(final: dict[str, Any]) -> None:
 
 def _online(args: argparse.Namespace) -> int:
     if args.cache_command == "prefetch":
-        args.mountpoint, relpath = path_in_mount(args.path)
+        args.mountpoint, relpath = path_in_mount(args.path, args.mountpoint)
     elif args.cache_command == "clear":
         _clear_scope(args)  # usage errors before looking for the daemon
     with daemon_client(args) as client:
         if args.cache_command == "stats":
             result = client.cache_stats()
+            for tier in result["tiers"]:
+                tier["name"] = TIER_NAMES.get(tier["tier"], tier["tier"])
         elif args.cache_command == "clear":
             result = client.clear_cache(*_clear_scope(args))
         else:
@@ -385,9 +419,10 @@ def _print_stats(stats: dict[str, Any]) -> None:
     table = Table(title=f"content cache ({stats['mode']}, limit {stats['limit_bytes']} bytes)")
     for column in ("tier", "entries", "bytes", "hits", "misses", "hit ratio", "evictions",
                    "corrupt"):  # fmt: skip
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "tier")
     for tier in stats["tiers"]:
-        table.add_row(tier["tier"], str(tier["entries"]), str(tier["bytes"]), str(tier["hits"]),
+        table.add_row(f"{tier['tier']} {tier['name']}", str(tier["entries"]), str(tier["bytes"]),
+                      str(tier["hits"]),
                       str(tier["misses"]), f"{tier['hit_ratio']:.2f}", str(tier["evictions"]),
                       str(tier["corrupt"]))  # fmt: skip
     console = Console()

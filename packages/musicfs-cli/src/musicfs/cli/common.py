@@ -1,4 +1,11 @@
-"""What every ``musicfs`` command shares: exit codes, errors, finding the daemon."""
+"""What every ``musicfs`` command shares: exit codes, errors, naming the mount,
+finding the daemon.
+
+Every command that talks to a mount names it the same way: ``--mount
+MOUNTPOINT`` (``-m``), optional while a single mount runs. Commands that took
+the mountpoint as an argument (``status``, ``events``, ``verify``, ``cache``,
+``unmount``, ``shutdown``) still do; `merge_mount_args` makes the two one.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,22 @@ import argparse
 import contextlib
 import errno
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from musicfs.core.config import Config, load_config
+from musicfs.core.exitcodes import ExitCode
 from musicfs.core.paths import runtime_dir, socket_path_for
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DAEMON = 0, 1, 2, 3
+# The table and its meanings: musicfs.core.exitcodes (also shown by --help).
+EXIT_OK: int = ExitCode.OK
+EXIT_FAILED: int = ExitCode.FAILED
+EXIT_USAGE: int = ExitCode.USAGE
+EXIT_NO_DAEMON: int = ExitCode.NO_DAEMON
+EXIT_INTERRUPTED: int = ExitCode.INTERRUPTED
 
 
 class CLIError(Exception):
@@ -35,6 +49,31 @@ def load_args_config(args: argparse.Namespace, **overrides: Any) -> Config:
     return load_config(args.config, overrides=overrides, origins=getattr(args, "origin", []))
 
 
+def add_mount_option(parser: argparse.ArgumentParser) -> None:
+    """``-m/--mount MOUNTPOINT``: how every command that talks to a mount names it."""
+    parser.add_argument(
+        "-m", "--mount", dest="mount_option", type=Path, metavar="MOUNTPOINT",
+        help="the mount to talk to (default: the only one running)",
+    )  # fmt: skip
+
+
+def merge_mount_args(args: argparse.Namespace) -> None:
+    """Make ``--mount`` and a MOUNTPOINT argument one ``args.mountpoint``;
+    naming two different mounts is a usage error."""
+    option: Path | None = getattr(args, "mount_option", None)
+    given: Path | None = getattr(args, "mountpoint", None)
+    if (
+        option is not None
+        and given is not None
+        and os.path.abspath(option) != os.path.abspath(given)
+    ):
+        raise CLIError(
+            f"two mounts named: {given} and --mount {option}; name one",
+            EXIT_USAGE,
+        )
+    args.mountpoint = option if option is not None else given
+
+
 def socket_for(args: argparse.Namespace) -> Path:
     config = load_args_config(args)
     if args.mountpoint is not None:
@@ -43,14 +82,41 @@ def socket_for(args: argparse.Namespace) -> Path:
         return socket_path_for(config, args.mountpoint)
     if config.socket:
         return Path(config.socket)
-    sockets = sorted(runtime_dir().glob("*.sock"))
+    sockets = [s for s in sorted(runtime_dir().glob("*.sock")) if _answers(s)]
     if len(sockets) == 1:
         return sockets[0]
     if not sockets:
-        raise CLIError(f"no MusicFS daemon is running (no socket in {runtime_dir()})",
+        raise CLIError(f"no MusicFS daemon is running (none answers in {runtime_dir()})",
                        EXIT_NO_DAEMON)  # fmt: skip
-    raise CLIError(
-        "several mounts are running; name one: " + ", ".join(s.name for s in sockets), EXIT_USAGE
+    raise CLIError(_several_mounts(args, config, sockets), EXIT_USAGE)
+
+
+def _answers(socket_path: Path) -> bool:
+    """Whether something listens on *socket_path*: a daemon killed with -9 leaves
+    its socket file behind, which must not count as a running mount."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # not ours to judge (e.g. no permission): let the client say
+    return True
+
+
+def _several_mounts(args: argparse.Namespace, config: Config, sockets: list[Path]) -> str:
+    """Which mounts run (by mountpoint, not socket name) and how to pick one."""
+    by_socket = {socket_path_for(config, mount): mount for mount in musicfs_mounts()}
+    # A socket with no mount in sight: a daemon still starting, or one whose
+    # mount this process cannot see (another mount namespace).
+    named = sorted(str(by_socket.get(s, f"(a daemon at {s})")) for s in sockets)
+    words = [args.command, getattr(args, f"{args.command}_command", None)]
+    command = " ".join(w for w in words if w)
+    example = next((n for n in named if not n.startswith("(")), "MOUNTPOINT")
+    return (
+        f"{len(sockets)} mounts are running: {', '.join(named)}; name one with "
+        f"--mount MOUNTPOINT, e.g. musicfs {command} --mount {example}"
     )
 
 
@@ -106,12 +172,25 @@ def check_not_inside_mount(mountpoint: Path) -> None:
             )
 
 
-def path_in_mount(path: Path) -> tuple[Path, str]:
-    """(mountpoint, path inside it) of a path the user gave inside a MusicFS mount."""
+def path_in_mount(path: Path, mount: Path | None = None) -> tuple[Path, str]:
+    """(mountpoint, path inside it) of a path the user gave inside a MusicFS mount.
+
+    With *mount* (``--mount``), a relative *path* is inside that mount (as
+    ``musicfs search --json`` prints paths), and any other must lie in it.
+    """
+    if mount is not None:
+        mount = Path(os.path.abspath(mount))
+        if not path.is_absolute():
+            path = mount / path
     absolute = Path(os.path.abspath(path))
     mounts = musicfs_mounts()
     for candidate in (absolute, *absolute.parents):
         if candidate in mounts:
+            if mount is not None and candidate != mount:
+                raise CLIError(
+                    f"{path} is inside the MusicFS mount {candidate}, not --mount {mount}",
+                    EXIT_USAGE,
+                )
             relpath = absolute.relative_to(candidate).as_posix()
             return candidate, "" if relpath == "." else relpath
     raise CLIError(f"{path} is not inside a mounted MusicFS", EXIT_USAGE)

@@ -24,7 +24,9 @@ def add_parser(sub: Any, config_args: Any) -> None:
         help="print events as they happen, until Ctrl-C",
         description="Event types: " + ", ".join(t.value for t in EventType),
     )
-    events.add_argument("mountpoint", type=Path, nargs="?")
+    events.add_argument(
+        "mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT", help="the mount (same as --mount)"
+    )
     config_args(events)
     events.add_argument("--type", action="append", default=[], dest="types", metavar="TYPE",
                         help="only this event type (repeat for several)")  # fmt: skip

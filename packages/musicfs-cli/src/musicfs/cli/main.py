@@ -2,8 +2,11 @@
 events, verify, plugin, tag, origin, settings, completion); this one parses,
 dispatches, and holds mount, unmount, status and shutdown.
 
-Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration,
-3 no daemon answers for that mount.
+Exit codes: `musicfs.core.exitcodes` (0 done, 1 failed, 2 bad usage or
+refused, 3 no daemon), shown by ``musicfs --help``.
+
+Every command that talks to a mount names it with ``--mount MOUNTPOINT`` (see
+`musicfs.cli.common`).
 
 ``musicfs mount`` without ``--foreground`` validates everything it can, forks a
 daemon and returns once the mountpoint answers (or prints why it did not);
@@ -40,20 +43,24 @@ from musicfs.cli import (
 )
 from musicfs.cli.common import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_NO_DAEMON,
     EXIT_OK,
     EXIT_USAGE,
     CLIError,
+    add_mount_option,
     check_not_inside_mount,
     client_for,
     daemon_unreachable,
     is_mounted,
     load_args_config,
+    merge_mount_args,
     print_error,
     socket_for,
 )
 from musicfs.core.config import Config, ConfigError
-from musicfs.core.paths import cache_dir_for
+from musicfs.core.exitcodes import exit_codes_help
+from musicfs.core.paths import CacheDirLock, cache_dir_for
 
 READY_TIMEOUT = 600.0  # preparing may rebuild a huge tree after a template change
 
@@ -62,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="musicfs",
         description="A read-only FUSE filesystem that shows a music collection organised by tags.",
+        epilog="Commands that talk to a mount name it with --mount MOUNTPOINT (-m), which\n"
+        "can be left out while a single mount runs.\n\n" + exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -69,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     mount = sub.add_parser("mount", help="mount a library (returns once it is ready)")
     mount.add_argument("mountpoint", type=Path, help="empty directory to mount on")
     mount.add_argument(
-        "--origin", action="append", default=[], metavar="DIR",
-        help="folder with music (repeat for several); replaces the config file's origins",
+        "--origin", action="append", default=[], metavar="PATH|URL",
+        help="where the music is (repeat for several): a folder, or a URL: "
+        "nfs:///mnt/nas/music or smb:///mnt/share (a share the system mounted), "
+        "smb://user@server/share/dir, s3://bucket/prefix, sftp://user@host:port/dir "
+        "(docs/origins.md); replaces the config file's origins",
     )  # fmt: skip
     _config_args(mount)
     mount.add_argument("--cache-dir", help="where catalog and cache live")
@@ -88,29 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     unmount = sub.add_parser("unmount", help="unmount (drains open files first)")
-    unmount.add_argument("mountpoint", type=Path)
-    _config_args(unmount)
+    unmount.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT",
+                         help="the mount (same as --mount)")  # fmt: skip
+    _daemon_args(unmount)
     unmount.add_argument("--timeout", type=_seconds, default=30.0,
                          help="seconds to wait for the daemon to exit (default 30)")  # fmt: skip
 
     status = sub.add_parser("status", help="show the state of a mount")
-    status.add_argument("mountpoint", type=Path, nargs="?")
-    _config_args(status)
+    status.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT",
+                        help="the mount (same as --mount)")  # fmt: skip
+    _daemon_args(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    cache.add_parser(sub, _config_args)
-    events.add_parser(sub, _config_args)
-    verify.add_parser(sub, _config_args)
-    plugin.add_parser(sub, _config_args)
-    tag.add_parser(sub, _config_args)
-    origin.add_parser(sub, _config_args)
-    settings.add_parser(sub, _config_args)
-    search.add_parser(sub, _config_args)
+    cache.add_parser(sub, _daemon_args)
+    events.add_parser(sub, _daemon_args)
+    verify.add_parser(sub, _daemon_args)
+    plugin.add_parser(sub, _daemon_args)
+    tag.add_parser(sub, _daemon_args)
+    origin.add_parser(sub, _daemon_args)
+    settings.add_parser(sub, _daemon_args)
+    search.add_parser(sub, _daemon_args)
     completion.add_parser(sub)
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
-    shutdown.add_argument("mountpoint", type=Path, nargs="?")
-    _config_args(shutdown)
+    shutdown.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT",
+                          help="the mount (same as --mount)")  # fmt: skip
+    _daemon_args(shutdown)
     shutdown.add_argument("--timeout", type=_seconds, default=30.0,
                           help="seconds to wait for the daemon to exit (default 30)")  # fmt: skip
     return parser
@@ -131,6 +147,12 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
         "--config", help="config file (default $XDG_CONFIG_HOME/musicfs/config.toml)"
     )
     parser.add_argument("--socket", help="control socket (default: derived from the mountpoint)")
+
+
+def _daemon_args(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that talks to a mount: --mount, --config, --socket."""
+    add_mount_option(parser)
+    _config_args(parser)
 
 
 def _version() -> str:
@@ -162,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     handler = handlers[args.command]
     try:
+        merge_mount_args(args)
         return handler(args)
     except ConfigError as exc:
         print_error(f"configuration error: {exc}")
@@ -170,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error(str(exc))
         return exc.code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -194,6 +217,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         )
     mountpoint = Path(os.path.abspath(args.mountpoint))
     _check_mountpoint(config, mountpoint)
+    # Before anything is created or opened: a refused mount must leave the cache
+    # dir (and log) of a mount already running there as they are.
+    _check_cache_dir_free(cache_dir_for(config, mountpoint))
     _make_cache_dir(cache_dir_for(config, mountpoint))
     if args.foreground:
         from musicfs.control.daemon import run_daemon
@@ -203,13 +229,32 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def _check_mountpoint(config: Config, mountpoint: Path) -> None:
-    """Refuse mountpoints that would hide files or make the mount list itself.
-    (The daemon refuses a missing mountpoint, a file, or one already mounted.)"""
+    """Refuse a mountpoint that is missing, not a directory, already mounted, or
+    that would hide files or make the mount list itself. (A dead FUSE mount
+    left by a killed daemon is the daemon's to clear.)"""
     from musicfs.core.originconfig import MOUNTED_TYPES
 
     check_not_inside_mount(mountpoint)
-    if not os.path.isdir(mountpoint) or is_mounted(mountpoint):
-        return
+    try:
+        os.stat(mountpoint)
+    except FileNotFoundError:
+        raise CLIError(
+            f"mountpoint {mountpoint} does not exist; create it with: mkdir -p {mountpoint}",
+            EXIT_USAGE,
+        ) from None
+    except OSError:
+        return  # a dead mount (ENOTCONN), or one we may not see: the daemon says
+    if not os.path.isdir(mountpoint):
+        raise CLIError(
+            f"mountpoint {mountpoint} is not a directory; mount on an empty directory",
+            EXIT_USAGE,
+        )
+    if os.path.ismount(mountpoint):
+        raise CLIError(
+            f"{mountpoint} is already a mount point; if MusicFS is mounted there, "
+            f"run: musicfs unmount {mountpoint}",
+            EXIT_USAGE,
+        )
     for source in config.origins:
         if source.type not in MOUNTED_TYPES or not source.path:
             continue
@@ -236,6 +281,16 @@ def _check_mountpoint(config: Config, mountpoint: Path) -> None:
         raise CLIError(
             f"mountpoint {mountpoint} is not empty (it holds {names[0]!r}{more}), and what "
             "is in it would be hidden while mounted; mount on an empty directory",
+            EXIT_USAGE,
+        )
+
+
+def _check_cache_dir_free(cache_dir: Path) -> None:
+    holder = CacheDirLock(cache_dir).holder()
+    if holder is not None:
+        raise CLIError(
+            f"cache directory {cache_dir} is in use by another MusicFS daemon (pid "
+            f"{holder}); unmount it first or pass another --cache-dir",
             EXIT_USAGE,
         )
 
@@ -297,7 +352,8 @@ def _mount_in_background(config: Config, mountpoint: Path, *, wait: bool = False
     finally:
         os.close(read_end)
     if message == "READY":
-        print(f"mounted {mountpoint} (daemon pid {pid}); `musicfs status {mountpoint}` shows it")
+        print(f"mounted {mountpoint} (daemon pid {pid}); "
+              f"`musicfs status --mount {mountpoint}` shows it")  # fmt: skip
         if wait:
             seen = sum(r["seen"] for r in scans.values())
             print(f"first scan finished: {seen} files in {len(scans)} origin(s)")
@@ -306,11 +362,14 @@ def _mount_in_background(config: Config, mountpoint: Path, *, wait: bool = False
                 print(
                     f"musicfs: warning: origin {report['origin']!r} was not scanned completely "
                     f"({report['error'] or 'some folders could not be listed'}); the tree "
-                    f"lacks what could not be read. `musicfs status {mountpoint}` shows it; "
+                    "lacks what could not be read. "
+                    f"`musicfs status --mount {mountpoint}` shows it; "
                     "it is scanned again when it answers",
                     file=sys.stderr,
                 )
         return EXIT_OK
+    if message.startswith("REFUSED "):
+        raise CLIError(message.removeprefix("REFUSED "), EXIT_USAGE)
     if message.startswith("ERROR "):
         raise CLIError(message.removeprefix("ERROR "))
     tail = _tail(daemon_log)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from musicfs.cli.common import EXIT_FAILED, EXIT_OK, CLIError, daemon_client
@@ -19,8 +18,6 @@ def add_parser(sub: Any, config_args: Any) -> None:
     rescan = actions.add_parser("rescan", help="scan an origin (all: no id) again, with progress")
     rescan.add_argument("origin", nargs="?", default="")
     for action in (listing, health, rescan):
-        action.add_argument("--mount", dest="mountpoint", type=Path, metavar="MOUNTPOINT",
-                            help="the mount (default: the only one running)")  # fmt: skip
         config_args(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
 

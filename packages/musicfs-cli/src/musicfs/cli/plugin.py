@@ -21,8 +21,6 @@ def add_parser(sub: Any, config_args: Any) -> None:
     reload = actions.add_parser("reload", help="load a plugin's code again (all: no name)")
     reload.add_argument("name", nargs="?", default="")
     for action in (listing, load, unload, reload):
-        action.add_argument("--mount", dest="mountpoint", type=Path, metavar="MOUNTPOINT",
-                            help="the mount (default: the only one running)")  # fmt: skip
         config_args(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from musicfs.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError, daemon_client
@@ -20,8 +19,6 @@ def add_parser(sub: Any, config_args: Any) -> None:
     search = sub.add_parser("search", help="find tracks by their tags")
     search.add_argument("query", nargs="+", help="words to look for")
     search.add_argument("--limit", type=_limit, default=50, help="at most this many (default 50)")
-    search.add_argument("--mount", dest="mountpoint", type=Path, metavar="MOUNTPOINT",
-                        help="the mount (default: the only one running)")  # fmt: skip
     config_args(search)
     search.add_argument("--json", action="store_true", help="machine-readable output")
 

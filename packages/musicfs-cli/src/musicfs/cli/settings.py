@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from musicfs.cli.common import EXIT_OK, daemon_client
@@ -22,8 +21,6 @@ def add_parser(sub: Any, config_args: Any) -> None:
     set_.add_argument("key", help="log_level, cache.limit or template")
     set_.add_argument("value")
     for action in (show, set_):
-        action.add_argument("--mount", dest="mountpoint", type=Path, metavar="MOUNTPOINT",
-                            help="the mount (default: the only one running)")  # fmt: skip
         config_args(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
 

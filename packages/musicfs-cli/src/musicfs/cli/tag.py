@@ -15,20 +15,34 @@ from typing import Any
 
 from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client, path_in_mount
 
+_PATH_HELP = "a file inside a mount (with --mount: may be relative to it)"
+
 
 def add_parser(sub: Any, config_args: Any) -> None:
+    from musicfs.core.model import OVERRIDABLE_FIELDS
+
+    fields = ", ".join(OVERRIDABLE_FIELDS)
     tag = sub.add_parser("tag", help="show or override the tags a file is served with")
     actions = tag.add_subparsers(dest="tag_command", required=True, metavar="ACTION")
     show = actions.add_parser("show", help="the file's own tags, overrides and result")
-    show.add_argument("path", type=Path, help="a file inside a mount")
-    set_ = actions.add_parser("set", help="override tags: FIELD=VALUE (FIELD= removes it)")
-    set_.add_argument("path", type=Path, help="a file inside a mount")
+    show.add_argument("path", type=Path, help=_PATH_HELP)
+    set_ = actions.add_parser(
+        "set",
+        help="override tags: FIELD=VALUE (FIELD= removes it)",
+        description="Override tags of a file as it is served (the origin file is never "
+        "written). FIELD=VALUE sets a field, FIELD= removes it.",
+        epilog=f"fields: {fields} (year, track, tracktotal, disc and disctotal are "
+        "whole numbers; compilation is 1 or 0)",
+    )
+    set_.add_argument("path", type=Path, help=_PATH_HELP)
     set_.add_argument("assignments", nargs="+", metavar="FIELD=VALUE")
-    clear = actions.add_parser("clear", help="drop overrides (all, or the fields named)")
-    clear.add_argument("path", type=Path, help="a file inside a mount")
+    clear = actions.add_parser(
+        "clear", help="drop overrides (all, or the fields named)", epilog=f"fields: {fields}"
+    )
+    clear.add_argument("path", type=Path, help=_PATH_HELP)
     clear.add_argument("fields", nargs="*", metavar="FIELD")
     lookup = actions.add_parser("lookup", help="ask the metadata plugins about a file")
-    lookup.add_argument("path", type=Path, help="a file inside a mount")
+    lookup.add_argument("path", type=Path, help=_PATH_HELP)
     lookup.add_argument("--apply", action="store_true", help="make the first answer overrides")
     for action in (show, set_, clear, lookup):
         config_args(action)
@@ -38,7 +52,7 @@ def add_parser(sub: Any, config_args: Any) -> None:
 def cmd_tag(args: argparse.Namespace) -> int:
     if args.tag_command == "clear":
         args.fields = _fields(args.fields)
-    args.mountpoint, relpath = path_in_mount(args.path)
+    args.mountpoint, relpath = path_in_mount(args.path, args.mountpoint)
     if not relpath:
         raise CLIError(f"{args.path} is the mount itself; name a file inside it", EXIT_USAGE)
     with daemon_client(args) as client:

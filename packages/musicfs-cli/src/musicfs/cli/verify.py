@@ -26,7 +26,9 @@ def add_parser(sub: Any, config_args: Any) -> None:
     verify = sub.add_parser(
         "verify", help="read every file whole and check its content hash (slow: reads it all)"
     )
-    verify.add_argument("mountpoint", type=Path, nargs="?")
+    verify.add_argument(
+        "mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT", help="the mount (same as --mount)"
+    )
     config_args(verify)
     verify.add_argument("--origin", default="", help="only this origin id")
     verify.add_argument("--json", action="store_true", help="machine-readable output")

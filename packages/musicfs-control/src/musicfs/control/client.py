@@ -230,7 +230,10 @@ class ControlClient:
 
 def _was_connected(exc: grpc.RpcError) -> bool:
     details = (exc.details() or "").lower()
-    return "socket closed" in details or "goaway" in details or "shutdown" in details
+    # "Cancelling all calls": what grpcio 1.85 reports when the server stops.
+    return any(
+        sign in details for sign in ("socket closed", "goaway", "shutdown", "cancelling all calls")
+    )
 
 
 def _with_ints(message: Any, data: dict[str, Any]) -> dict[str, Any]:

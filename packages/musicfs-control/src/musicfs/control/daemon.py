@@ -2,9 +2,10 @@
 
 `run_daemon` assembles the parts — logging, the core `MusicFS`, the gRPC
 control server, the webhook senders — and reports readiness to whoever started
-it: a line on the *ready_fd* pipe (``READY`` or ``ERROR <message>``) for
-``musicfs mount``, and ``READY=1`` on ``$NOTIFY_SOCKET`` for systemd. It
-returns the exit status.
+it: a line on the *ready_fd* pipe (``READY``, ``REFUSED <message>`` when what
+it was given cannot be mounted, or ``ERROR <message>``) for ``musicfs mount``,
+and ``READY=1`` on ``$NOTIFY_SOCKET`` for systemd. It returns the exit status
+(`musicfs.core.exitcodes`).
 
 With *wait_scan* (``musicfs mount --wait``) ready means "the first scan has
 finished": until then the pipe carries ``SCAN <json>`` lines (the scan's
@@ -39,6 +40,7 @@ from musicfs.control.socketfile import SocketInUse, claim_socket_path
 from musicfs.core.catalog import CatalogError
 from musicfs.core.config import Config
 from musicfs.core.credentials import install_redaction, redact
+from musicfs.core.exitcodes import ExitCode
 from musicfs.core.paths import CacheDirLocked, socket_path_for
 from musicfs.core.scanner import ScanProgress, ScanReport
 from musicfs.core.service import MusicFS, StartupError
@@ -139,6 +141,10 @@ class _Readiness:
     def failed(self, message: str) -> None:
         self._send("ERROR " + redact(message))
 
+    def refused(self, message: str) -> None:
+        """What it was given cannot be mounted (the message says what to change)."""
+        self._send("REFUSED " + redact(message))
+
 
 class _ReportedProgress(ScanProgress):
     """Shows the first scan's progress as *shown* does, and sends it up the pipe
@@ -208,11 +214,10 @@ def run_daemon(
         fs.prepare()
     except (StartupError, CacheDirLocked, CatalogError) as exc:
         log.error("%s", exc)
-        readiness.failed(str(exc))
         plugins.close()
         if webhooks is not None:
             webhooks.stop(0)
-        return 1
+        return _not_started(readiness, exc)
     try:
         claim_socket_path(socket_path)  # before READY: clients must not find a dead socket
     except (SocketInUse, OSError) as exc:
@@ -221,8 +226,7 @@ def run_daemon(
         if webhooks is not None:
             webhooks.stop(0)
         log.error("%s", exc)
-        readiness.failed(str(exc))
-        return 1
+        return _not_started(readiness, exc)
 
     async def main() -> None:
         server: Any = None
@@ -290,10 +294,23 @@ def run_daemon(
         trio.run(main)
     except StartupError as exc:
         log.error("%s", exc)
-        readiness.failed(str(exc))
-        return 1
+        return _not_started(readiness, exc)
     except Exception as exc:
         log.exception("the daemon failed")
         readiness.failed(f"the daemon failed: {exc} (see {fs.cache_dir / 'musicfs.log'})")
-        return 1
-    return 0
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def _not_started(readiness: _Readiness, exc: Exception) -> int:
+    """Report why the mount did not start; its exit status. Refused (exit 2):
+    what it was given (mountpoint, origins, config, a cache dir or socket another
+    daemon holds); failed (exit 1): anything else, e.g. a damaged catalog."""
+    refused = isinstance(exc, (CacheDirLocked, SocketInUse)) or (
+        isinstance(exc, StartupError) and exc.refused
+    )
+    if refused:
+        readiness.refused(str(exc))
+        return ExitCode.USAGE
+    readiness.failed(str(exc))
+    return ExitCode.FAILED

@@ -62,6 +62,7 @@ class Config:
     scan_workers: int = 0
     scan_on_start: bool = True
     skip_unreadable: bool = False
+    include_hidden: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
     watch: bool = True
     poll_interval: float = 300.0
@@ -159,6 +160,9 @@ _SETTINGS: dict[tuple[str, str], _Setting] = {
     ),
     ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
     ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),
+    ("scan", "include_hidden"): _Setting(
+        "include_hidden", _bool, "also list origin files and folders named .*, never ._*"
+    ),
     ("scan", "extensions"): _Setting("extensions", _extensions, "file extensions to scan"),
     ("scan", "watch"): _Setting("watch", _bool, "follow changes of local origins with inotify"),
     ("scan", "poll_interval"): _Setting(

@@ -85,6 +85,27 @@ class CacheDirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    def holder(self) -> str | None:
+        """The pid of the daemon that holds this cache dir, None if none does.
+
+        Creates nothing: ``musicfs mount`` asks before it makes folders or opens
+        logs, so a mount that is refused leaves another mount's files alone.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # no lock file: never used, or not readable (the daemon says)
+        try:
+            # Shared and at once: taken only if no daemon holds it exclusively.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            return None
+        finally:
+            os.close(fd)  # also drops the shared lock
+        return None
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

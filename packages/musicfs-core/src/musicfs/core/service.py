@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import os
 import signal
@@ -90,7 +91,16 @@ class MountState(enum.Enum):
 
 
 class StartupError(RuntimeError):
-    """The mount cannot start; the message says why and what to do."""
+    """The mount cannot start; the message says why and what to do.
+
+    *refused*: because of what it was given (mountpoint, origins, configuration),
+    which the user fixes (exit status 2); false for a failure of the machine,
+    e.g. FUSE itself (exit status 1). See `musicfs.core.exitcodes`.
+    """
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def version() -> str:
@@ -212,6 +222,8 @@ class MusicFS:
             self.origins = {o.id: build_origin(o, credentials, self.extensions) for o in ordered}
         except (ImportError, ValueError, OSError) as exc:
             raise StartupError(f"cannot set up the origins: {exc}") from None
+        for origin in self.origins.values():
+            origin.include_hidden = self.config.include_hidden  # [scan] include_hidden
         self.federation = Federation(
             self.origins, {o.id: limits_of(o) for o in ordered}, on_health=self._on_health
         )
@@ -306,7 +318,7 @@ class MusicFS:
         try:
             pyfuse3.init(ops, str(self.mountpoint), options)
         except RuntimeError as exc:
-            raise StartupError(f"cannot mount on {self.mountpoint}: {exc}") from None
+            raise StartupError(f"cannot mount on {self.mountpoint}: {exc}", refused=False) from None
         log.info("mounted %s (%s)", self.mountpoint, ", ".join(sorted(options)))
         try:
             async with trio.open_nursery() as nursery:
@@ -493,7 +505,9 @@ class MusicFS:
     async def _watch_once(self, origin: LocalOrigin) -> None:
         if not await trio.to_thread.run_sync(self.federation.probe, origin.id):
             return
-        watch = await trio.to_thread.run_sync(LocalWatch, origin.location)
+        watch = await trio.to_thread.run_sync(
+            functools.partial(LocalWatch, origin.location, include_hidden=origin.include_hidden)
+        )
         log.info("watching %s (%d folders)", origin.location, watch.watched)
         try:
             while watch.watched:  # 0 once the origin's own folder went away

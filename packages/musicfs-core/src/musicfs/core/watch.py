@@ -27,6 +27,7 @@ from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from musicfs.core.catalog import join_relpath
+from musicfs.core.origins.base import listed_name
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,11 @@ class LocalWatch:
     Use `events` in a worker thread; `close` from any thread ends it.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, include_hidden: bool = False) -> None:
+        """*include_hidden*: follow files and folders named ``.*`` too (AppleDouble
+        ``._*`` never), as the origin lists them (`listed_name`)."""
         self.root = str(root)
+        self.include_hidden = include_hidden
         self._inotify = INotify()
         self._dirs: dict[int, str] = {}  # watch descriptor -> relative folder
         self._closed = threading.Event()
@@ -111,7 +115,7 @@ class LocalWatch:
         return len(self._dirs)
 
     def add_tree(self, reldir: str) -> None:
-        """Watch *reldir* and every folder below it (hidden folders excepted)."""
+        """Watch *reldir* and every folder below it (hidden ones only with `include_hidden`)."""
         stack = [reldir]
         while stack:
             current = stack.pop()
@@ -132,7 +136,9 @@ class LocalWatch:
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
-                        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                        if listed_name(entry.name, self.include_hidden) and entry.is_dir(
+                            follow_symlinks=False
+                        ):
                             stack.append(join_relpath(current, entry.name))
             except OSError:
                 continue
@@ -167,7 +173,7 @@ class LocalWatch:
                     self._dirs.clear()
                     return out
                 continue
-            if event.name.startswith("."):
+            if not listed_name(event.name, self.include_hidden):
                 continue
             relpath = join_relpath(reldir, event.name)
             is_dir = bool(event.mask & F.ISDIR)

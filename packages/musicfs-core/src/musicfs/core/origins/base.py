@@ -62,10 +62,23 @@ class DirListing:
     files: list[tuple[str, FileStat]] = field(default_factory=list)
 
 
-def wanted_file(name: str, extensions: frozenset[str]) -> bool:
-    """Whether a directory entry called *name* is listed: not hidden, and with
-    one of *extensions* (lower case, no dot)."""
-    if name.startswith(".") or "." not in name:
+def listed_name(name: str, include_hidden: bool = False) -> bool:
+    """Whether an origin's file or folder called *name* is listed at all.
+
+    Names starting with a dot are hidden, and listed only with *include_hidden*
+    (``[scan] include_hidden``). AppleDouble files (``._Song.flac``: the
+    resource forks macOS writes beside each file on shares and FAT disks) are
+    never listed: they carry an audio extension but hold no audio.
+    """
+    if name in (".", "..") or name.startswith("._"):
+        return False
+    return include_hidden or not name.startswith(".")
+
+
+def wanted_file(name: str, extensions: frozenset[str], include_hidden: bool = False) -> bool:
+    """Whether a directory entry called *name* is listed: not hidden (see
+    `listed_name`), and with one of *extensions* (lower case, no dot)."""
+    if not listed_name(name, include_hidden) or "." not in name:
         return False
     return name.rpartition(".")[2].lower() in extensions
 
@@ -107,6 +120,9 @@ class Origin(abc.ABC):
     inline: ClassVar[bool] = False
     #: Changes can be followed with inotify (`musicfs.core.watch`); others are polled.
     watchable: ClassVar[bool] = False
+    #: List files and folders whose names start with a dot (``[scan] include_hidden``,
+    #: set by the mount); `listed_name` says what is listed.
+    include_hidden: bool = False
 
     def __init__(self, origin_id: str) -> None:
         self.id = origin_id

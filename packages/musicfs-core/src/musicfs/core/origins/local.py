@@ -25,6 +25,7 @@ from musicfs.core.origins.base import (
     OriginFile,
     OriginUnavailable,
     extension_set,
+    listed_name,
     wanted_file,
 )
 
@@ -136,7 +137,8 @@ class LocalOrigin(Origin):
     def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
         """List one directory. Only files with one of *extensions* are returned.
 
-        Hidden entries (leading dot) are skipped; symlinks to files are followed,
+        Hidden entries (leading dot) are skipped unless `include_hidden`, AppleDouble
+        ``._*`` files always (`listed_name`); symlinks to files are followed,
         symlinks to directories are not (they could loop).
         """
         wanted = extension_set(extensions)
@@ -144,13 +146,13 @@ class LocalOrigin(Origin):
         path = os.path.join(self.root, reldir) if reldir else str(self.root)
         with self._errors(reldir), os.scandir(path) as entries:
             for entry in entries:
-                if entry.name.startswith("."):
+                if not listed_name(entry.name, self.include_hidden):
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         listing.subdirs.append(entry.name)
                         continue
-                    if not wanted_file(entry.name, wanted):
+                    if not wanted_file(entry.name, wanted, self.include_hidden):
                         continue
                     st = entry.stat(follow_symlinks=True)
                 except OSError as exc:

@@ -39,6 +39,7 @@ from musicfs.core.origins.base import (
     OriginFile,
     OriginUnavailable,
     extension_set,
+    listed_name,
     wanted_file,
 )
 
@@ -240,13 +241,13 @@ class S3Origin(Origin):
                 for common in page.get("CommonPrefixes", ()):
                     seen_any = True
                     name = str(common["Prefix"])[len(prefix) :].removesuffix("/")
-                    if name and not name.startswith(".") and "/" not in name:
+                    if name and listed_name(name, self.include_hidden) and "/" not in name:
                         listing.subdirs.append(name)
                 for obj in page.get("Contents", ()):
                     seen_any = True
                     name = str(obj["Key"])[len(prefix) :]
                     # "" is the folder's own marker object ("dir/").
-                    if name and "/" not in name and wanted_file(name, wanted):
+                    if name and "/" not in name and wanted_file(name, wanted, self.include_hidden):
                         stat = FileStat(int(obj["Size"]), _mtime_ns(obj["LastModified"]))
                         listing.files.append((name, stat))
         if reldir and not seen_any:

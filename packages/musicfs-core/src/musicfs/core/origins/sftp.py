@@ -63,6 +63,7 @@ from musicfs.core.origins.base import (
     OriginFile,
     OriginUnavailable,
     extension_set,
+    listed_name,
     wanted_file,
 )
 
@@ -483,7 +484,8 @@ class SFTPOrigin(Origin):
             raise OriginUnavailable(self.id, f"{self.location} is not a directory", errno.ENOTDIR)
 
     def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
-        """Subfolders and wanted files of *reldir*. Hidden entries are skipped;
+        """Subfolders and wanted files of *reldir*. Hidden entries are skipped (see
+        `listed_name`);
         symlinks to files are followed (one stat each), symlinks to folders are
         not (they could loop)."""
         wanted = extension_set(extensions)
@@ -493,13 +495,13 @@ class SFTPOrigin(Origin):
             result = DirListing()
             for attrs in sftp.listdir_attr(path):
                 name = attrs.filename
-                if name.startswith("."):
+                if not listed_name(name, self.include_hidden):
                     continue
                 mode = attrs.st_mode or 0
                 if stat.S_ISDIR(mode):
                     result.subdirs.append(name)
                     continue
-                if not wanted_file(name, wanted):
+                if not wanted_file(name, wanted, self.include_hidden):
                     continue
                 target = attrs
                 if stat.S_ISLNK(mode):

@@ -58,6 +58,7 @@ from musicfs.core.origins.base import (
     OriginFile,
     OriginUnavailable,
     extension_set,
+    listed_name,
     wanted_file,
 )
 
@@ -331,21 +332,25 @@ class SMBOrigin(Origin):
     def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
         """List one directory: subfolders, and files with one of *extensions*.
 
-        Hidden entries (a leading dot, or the hidden attribute) are left out, and so
-        are folders that are reparse points (links and junctions, which can loop).
+        Hidden entries (a leading dot, or the hidden attribute, which Samba gives
+        dot files) are left out unless `include_hidden`, AppleDouble ``._*`` files
+        always (`listed_name`), and so are folders that are reparse points (links
+        and junctions, which can loop).
         """
         wanted = extension_set(extensions)
         path = self._unc(reldir)
         entries = self._call(reldir, functools.partial(self._scan, path), root_check=True)
         listing = DirListing()
         for name, attributes, listed_size, listed_mtime_ns in entries:
-            if name.startswith(".") or attributes & _ATTR_HIDDEN:
+            if not listed_name(name, self.include_hidden):
+                continue
+            if attributes & _ATTR_HIDDEN and not self.include_hidden:
                 continue
             if attributes & _ATTR_DIRECTORY:
                 if not attributes & _ATTR_REPARSE_POINT:
                     listing.subdirs.append(name)
                 continue
-            if not wanted_file(name, wanted):
+            if not wanted_file(name, wanted, self.include_hidden):
                 continue
             st = FileStat(listed_size, listed_mtime_ns)
             if attributes & _ATTR_REPARSE_POINT:  # a link to a file: stat its target
