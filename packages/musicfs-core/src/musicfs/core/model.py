@@ -171,3 +171,38 @@ def format_of(relpath: str) -> str:
     if not dot or "/" in ext or not ext:
         return "bin"
     return ext.lower()
+
+
+# -- file names that are not UTF-8 ------------------------------------------------------
+#
+# A local file name is bytes; Python gives the bytes that are not UTF-8 as lone
+# surrogates (U+DC80..U+DCFF, "surrogateescape"), which SQLite, gRPC and JSON
+# refuse. Origins hand such names on with each of those bytes as a code point
+# of the private use area instead (U+F780..U+F7FF: byte 0x80 + n -> U+F780 + n),
+# valid text that maps back to the exact bytes (`origin_name`); the tree shows
+# them as U+FFFD (`shown_name`), as file managers do.
+_ESCAPED = range(0xDC80, 0xDD00)
+_PRIVATE = range(0xF780, 0xF800)
+_TO_PRIVATE = {code: code - 0xDC80 + 0xF780 for code in _ESCAPED}
+_TO_ESCAPED = {code: code - 0xF780 + 0xDC80 for code in _PRIVATE}
+_TO_SHOWN = dict.fromkeys(_PRIVATE, "\ufffd")
+
+
+def catalog_name(name: str) -> str:
+    """An origin's file name (bytes not UTF-8 as surrogates) as valid text."""
+    return name.translate(_TO_PRIVATE) if not name.isascii() else name
+
+
+def origin_name(name: str) -> str:
+    """`catalog_name` undone: the name as the OS gave it (for ``os`` calls)."""
+    return name.translate(_TO_ESCAPED) if not name.isascii() else name
+
+
+def has_escaped_bytes(name: str) -> bool:
+    """Whether `catalog_name` changed *name* (or it holds such code points)."""
+    return not name.isascii() and any(ord(c) in _PRIVATE for c in name)
+
+
+def shown_name(name: str) -> str:
+    """*name* as the tree shows it: each byte that was not UTF-8 as U+FFFD."""
+    return name.translate(_TO_SHOWN) if not name.isascii() else name

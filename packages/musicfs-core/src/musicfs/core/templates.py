@@ -15,7 +15,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from musicfs.core.model import TrackTags
+from musicfs.core.model import TrackTags, shown_name
 
 DEFAULT_TEMPLATE = "$albumartist/$album ($year) [$format_upper]/$track - $title.$format"
 
@@ -91,7 +91,7 @@ class PathTemplate:
 
 def template_values(tags: TrackTags, relpath: str, fmt: str) -> dict[str, str]:
     """The value of every template variable for a track, fallbacks applied."""
-    stem = relpath.rsplit("/", 1)[-1]
+    stem = shown_name(relpath.rsplit("/", 1)[-1])
     if "." in stem:
         stem = stem.rsplit(".", 1)[0]
     artist = _clean(tags.artist) or _clean(tags.albumartist) or UNKNOWN_ARTIST

@@ -27,6 +27,7 @@ from inotify_simple import INotify
 from inotify_simple import flags as F
 
 from musicfs.core.catalog import join_relpath
+from musicfs.core.model import catalog_name
 from musicfs.core.origins.base import listed_name
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,11 @@ class WatchEvent:
     relpath: str
     is_dir: bool
     old_relpath: str | None = None
+
+
+def _as_listed(event: WatchEvent) -> WatchEvent:
+    old = None if event.old_relpath is None else catalog_name(event.old_relpath)
+    return WatchEvent(event.kind, catalog_name(event.relpath), event.is_dir, old)
 
 
 @dataclass
@@ -197,4 +203,6 @@ class LocalWatch:
                 out.append(WatchEvent(WatchKind.REMOVED, relpath, is_dir))
             elif event.mask & (F.CLOSE_WRITE | F.ATTRIB) and not is_dir:
                 out.append(WatchEvent(WatchKind.MODIFIED, relpath, is_dir))
-        return out
+        # Paths here are the OS's own (watched by them); the scanner's are as
+        # the origin lists them (names that are not UTF-8 as `catalog_name`).
+        return [_as_listed(event) for event in out]

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from musicfs.core.model import FileStat
+from musicfs.core.model import FileStat, catalog_name, has_escaped_bytes, origin_name
 from musicfs.core.origins.base import (
     DirListing,
     FileChanged,
@@ -132,25 +132,32 @@ class LocalOrigin(Origin):
             raise OriginUnavailable(self.id, f"{self.root} is not a directory", errno.ENOTDIR)
 
     def local_path(self, relpath: str) -> str:
-        return os.path.join(self.root, relpath)
+        """Where *relpath* (as listed: `catalog_name`) lies on this machine."""
+        path = os.path.join(self.root, relpath)
+        if has_escaped_bytes(relpath) and not os.path.lexists(path):
+            # A name that was not UTF-8: the bytes it really has (a name that
+            # holds those private-use characters itself is found as it is).
+            return os.path.join(self.root, origin_name(relpath))
+        return path
 
     def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
         """List one directory. Only files with one of *extensions* are returned.
 
         Hidden entries (leading dot) are skipped unless `include_hidden`, AppleDouble
         ``._*`` files always (`listed_name`); symlinks to files are followed,
-        symlinks to directories are not (they could loop).
+        symlinks to directories are not (they could loop). Names that are not
+        UTF-8 are listed as `catalog_name` makes them.
         """
         wanted = extension_set(extensions)
         listing = DirListing()
-        path = os.path.join(self.root, reldir) if reldir else str(self.root)
+        path = self.local_path(reldir) if reldir else str(self.root)
         with self._errors(reldir), os.scandir(path) as entries:
             for entry in entries:
                 if not listed_name(entry.name, self.include_hidden):
                     continue
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        listing.subdirs.append(entry.name)
+                        listing.subdirs.append(catalog_name(entry.name))
                         continue
                     if not wanted_file(entry.name, wanted, self.include_hidden):
                         continue
@@ -165,7 +172,10 @@ class LocalOrigin(Origin):
                     continue
                 if stat.S_ISREG(st.st_mode):
                     listing.files.append(
-                        (entry.name, FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+                        (
+                            catalog_name(entry.name),
+                            FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns),
+                        )
                     )
         return listing
 
