@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -294,21 +295,38 @@ def test_a_chunk_evicted_while_checked_is_not_called_damaged(
 MARK = b"fLaC\x80\x00\x00\x20" + b"header to be damaged on disk...."  # fLaC + one block
 
 
+def cached_then_closed(tmp_path: Path, seed: int) -> tuple[bytes, Version]:
+    """A file copied into a cache at tmp_path/content, closed (for damage on disk)."""
+    data = MARK + random.Random(seed).randbytes(300_000)
+    version = put_file(tmp_path / "a.flac", data)
+    cache = ContentCache(tmp_path / "content")
+    try:
+        assert fill(cache, tmp_path / "a.flac", version)
+    finally:
+        cache.close()
+    return data, version
+
+
 def flip_on_disk(database: Path, pattern: bytes) -> None:
     """Invert one bit of *pattern* where it lies in a (closed) SQLite file."""
     data = bytearray(database.read_bytes())
-    at = data.find(pattern)
     assert data.count(pattern) == 1, "the pattern must lie there once"
-    data[at + len(pattern) // 2] ^= 0x10
+    data[data.find(pattern) + len(pattern) // 2] ^= 0x10
     database.write_bytes(bytes(data))
 
 
+def reads_back(cache: ContentCache, version: Version, data: bytes) -> bool:
+    cached = cache.open(version)
+    if cached is None:
+        return False
+    try:
+        return cached.read(0, len(data)) == data
+    finally:
+        cached.close()
+
+
 def test_a_header_damaged_on_disk_is_dropped_never_served(tmp_path: Path) -> None:
-    data = MARK + random.Random(8).randbytes(300_000)
-    version = put_file(tmp_path / "a.flac", data)
-    cache = ContentCache(tmp_path / "content")
-    assert fill(cache, tmp_path / "a.flac", version)
-    cache.close()
+    data, version = cached_then_closed(tmp_path, 8)
     flip_on_disk(tmp_path / "content" / "manifests.sqlite3", MARK)
     cache = ContentCache(tmp_path / "content")
     try:
@@ -316,20 +334,13 @@ def test_a_header_damaged_on_disk_is_dropped_never_served(tmp_path: Path) -> Non
         assert cache.open(version) is None  # read from the origin, or EIO offline
         assert cache.headers.entries == 0
         assert fill(cache, tmp_path / "a.flac", version)  # copied again when read again
-        cached = cache.open(version)
-        assert cached is not None
-        assert cached.read(0, len(data)) == data
-        cached.close()
+        assert reads_back(cache, version, data)
     finally:
         cache.close()
 
 
 def test_check_names_a_copy_whose_header_was_damaged(tmp_path: Path) -> None:
-    data = MARK + random.Random(9).randbytes(300_000)
-    version = put_file(tmp_path / "a.flac", data)
-    cache = ContentCache(tmp_path / "content")
-    assert fill(cache, tmp_path / "a.flac", version)
-    cache.close()
+    _, version = cached_then_closed(tmp_path, 9)
     flip_on_disk(tmp_path / "content" / "manifests.sqlite3", MARK)
     cache = ContentCache(tmp_path / "content")
     try:
@@ -342,20 +353,12 @@ def test_check_names_a_copy_whose_header_was_damaged(tmp_path: Path) -> None:
 
 
 def test_copies_cached_before_digests_existed_still_serve(tmp_path: Path) -> None:
-    data = MARK + random.Random(10).randbytes(300_000)
-    version = put_file(tmp_path / "a.flac", data)
-    cache = ContentCache(tmp_path / "content")
-    assert fill(cache, tmp_path / "a.flac", version)
-    cache.close()
+    data, version = cached_then_closed(tmp_path, 10)
     database = tmp_path / "content" / "manifests.sqlite3"
-    with sqlite3.connect(database) as db:  # the table as an older MusicFS made it
-        db.execute("ALTER TABLE manifests DROP COLUMN digest")
-    db.close()
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute("ALTER TABLE manifests DROP COLUMN digest")  # as an older MusicFS made it
     cache = ContentCache(tmp_path / "content")
     try:
-        cached = cache.open(version)
-        assert cached is not None
-        assert cached.read(0, len(data)) == data
-        cached.close()
+        assert reads_back(cache, version, data)
     finally:
         cache.close()
