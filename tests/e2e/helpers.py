@@ -201,6 +201,21 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def children_of(pid: int) -> set[int]:
+    """Processes whose parent is *pid* (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
+                    fields = fh.read().rpartition(")")[2].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == pid:  # after the command name: state, ppid
+                found.add(int(entry))
+    return found
+
+
 def force_unmount(mountpoint: Path) -> None:
     """Detach whatever is mounted on *mountpoint* (lazy unmount); never raises."""
     if is_mounted(mountpoint):

@@ -18,7 +18,7 @@ import pytest
 from mutagen.id3 import TALB, TIT2, TPE1, TRCK
 from mutagen.wave import WAVE
 
-from tests.e2e.helpers import is_mounted, mounted, status, wait_until
+from tests.e2e.helpers import children_of, is_mounted, mounted, pid_alive, status, wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -95,29 +95,6 @@ def test_kill_9_during_a_scan_then_resume(tmp_path: Path) -> None:
         db.close()
 
 
-def children_of(pid: int) -> set[int]:
-    """Processes whose parent is *pid* (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue  # gone meanwhile
-            # The fields after the command name, which is in parentheses: state, ppid...
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent's wait is missing
-
-
 def test_kill_9_during_a_scan_leaves_no_process_behind(tmp_path: Path) -> None:
     origin, mnt, cache = tmp_path / "music", tmp_path / "mnt", tmp_path / "cache"
     make_library(origin)
@@ -130,5 +107,5 @@ def test_kill_9_during_a_scan_leaves_no_process_behind(tmp_path: Path) -> None:
         )
         os.kill(mount.pid, signal.SIGKILL)
         wait_until(lambda: not is_mounted(mnt), timeout=10, what="auto_unmount after kill -9")
-        wait_until(lambda: not any(alive(pid) for pid in helpers), timeout=30,
+        wait_until(lambda: not any(pid_alive(pid) for pid in helpers), timeout=30,
                    what=f"the daemon's worker processes {sorted(helpers)} to exit")  # fmt: skip

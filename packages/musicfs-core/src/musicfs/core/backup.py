@@ -6,14 +6,19 @@ chunk store's pack files (append-only: a pack grows after the snapshot, or
 a chunk evicted since reads back as zeros). Restoring refuses a cache dir
 that a daemon is using, unpacks next to it, checks what it unpacked (the
 catalog's integrity, and every chunk against its hash: a damaged one is
-dropped with the cached files that need it), and only then swaps it in: a
-failed restore leaves the old cache as it was.
+dropped with the cached files that need it), and only then swaps it in, in
+one step (``renameat2`` with ``RENAME_EXCHANGE``): a failed or killed restore
+leaves the old cache as it was, and what a killed one unpacked is removed by
+the next.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import tarfile
@@ -30,6 +35,20 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 _INDEX = "content/chunks/index.sqlite3"
 _DATABASES = ("catalog.sqlite3", "content/manifests.sqlite3", _INDEX)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically; False where the kernel or filesystem cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # a C library without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 class BackupError(RuntimeError):
@@ -90,7 +109,10 @@ def restore_cache(source: Path, cache_dir: Path) -> dict[str, int]:
 
 
 def _restore(source: Path, cache_dir: Path) -> dict[str, int]:
-    staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=cache_dir.parent))
+    prefix = f".{cache_dir.name}.restore-"
+    for stale in cache_dir.parent.glob(f"{prefix}*"):  # a restore killed midway (we hold
+        shutil.rmtree(stale, ignore_errors=True)  # the lock: none of this dir runs now)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=cache_dir.parent))
     try:
         try:
             with tarfile.open(source) as tar:
@@ -122,11 +144,13 @@ def _restore(source: Path, cache_dir: Path) -> dict[str, int]:
             finally:
                 content.close()
         (staging / "musicfs-backup.json").unlink()
-        old = cache_dir.with_name(f".{cache_dir.name}.replaced-{int(time.time())}")
-        if cache_dir.exists():
-            cache_dir.rename(old)
-        staging.rename(cache_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        if not (cache_dir.exists() and _exchange(staging, cache_dir)):
+            old = cache_dir.with_name(f"{prefix}old-{int(time.time())}")
+            if cache_dir.exists():
+                cache_dir.rename(old)
+            staging.rename(cache_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        # (After an exchange, staging holds the old cache: removed below.)
         log.info("restored %s into %s", source, cache_dir)
         return {"chunks": int(meta.get("chunks", 0)), "cached_files_dropped": dropped}
     finally:
