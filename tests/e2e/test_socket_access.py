@@ -7,9 +7,9 @@ that is not ours, is open to others or is a symlink is refused by the daemon
 and by the commands. A user who cannot reach another user's socket is told
 whose it is and what to do, never shown a ``PermissionError`` traceback.
 
-The runtime dir is chosen with ``XDG_RUNTIME_DIR`` here (the same check guards
-``/run/musicfs`` and ``/tmp/musicfs-<uid>``): the tests run as root, whose
-default folder is shared by every mount of the machine.
+The tests run as root, whose default folder (``/run/musicfs``) every mount of
+the machine shares: they choose theirs with ``XDG_RUNTIME_DIR`` (the same check
+guards all three), and run the real ``/tmp/musicfs-<uid>`` case as uid 65534.
 """
 
 from __future__ import annotations
@@ -92,25 +92,24 @@ def test_a_socket_folder_another_user_made_first_is_refused(
 def run_as_nobody(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``musicfs ARGS`` run by uid 65534. The test venv's interpreter lives under
     /root, closed to that user: the system's Python 3.11 runs the same code with
-    the venv's packages."""
-    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
-    code = (
-        f"import runpy, site, sys; site.addsitedir({site_packages!r}); sys.argv[0] = 'musicfs'; "
-        "runpy.run_module('musicfs.cli', run_name='__main__')"
-    )
+    the venv's packages (also in the daemon ``musicfs mount`` starts)."""
+    packages = [p for p in sys.path if p.endswith("site-packages") or "/packages/musicfs-" in p]
     return subprocess.run(
         ["setpriv", "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups",
-         "/usr/bin/python3.11", "-c", code, *args],
+         "/usr/bin/python3.11", "-m", "musicfs.cli", *args],
         capture_output=True, text=True, timeout=60, check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
-             "XDG_CONFIG_HOME": "/nonexistent", **env},
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "XDG_CONFIG_HOME": "/nonexistent",
+             "PYTHONPATH": os.pathsep.join(packages), **env},
     )  # fmt: skip
 
 
-@pytest.mark.skipif(
+NEEDS_NOBODY = pytest.mark.skipif(
     os.getuid() != 0 or not Path("/usr/bin/python3.11").exists() or not shutil.which("setpriv"),
     reason="needs root (to become uid 65534), setpriv and /usr/bin/python3.11",
 )
+
+
+@NEEDS_NOBODY
 def test_another_user_at_the_socket_is_told_whose_mount_it_is(
     library: Library, tmp_path: Path, run_dir: Path
 ) -> None:
@@ -132,3 +131,39 @@ def test_another_user_at_the_socket_is_told_whose_mount_it_is(
                 "or as root\n"
             )
         assert mount.status()["state"]  # still mounted and answering its own user
+
+
+@NEEDS_NOBODY
+def test_a_users_daemon_refuses_the_tmp_folder_another_user_made_first(
+    library: Library, tmp_path: Path
+) -> None:
+    """The real case: a user without XDG_RUNTIME_DIR, whose socket folder is
+    /tmp/musicfs-<uid>, made first (mode 0777) by another user - root here."""
+    folder = Path(f"/tmp/musicfs-{NOBODY}")
+    if folder.exists() or folder.is_symlink():
+        pytest.skip(f"{folder} exists already: not ours to replace")
+    home = Path(tempfile.mkdtemp(prefix="n", dir="/tmp"))  # tmp_path is closed to nobody
+    origin, mnt, cache = home / "music", home / "mnt", home / "cache"
+    try:
+        home.chmod(0o755)
+        make_origin(library, origin, [JOGA])
+        mnt.mkdir()
+        cache.mkdir()
+        for path in (origin, *origin.rglob("*"), mnt, cache):
+            os.chown(path, NOBODY, NOBODY)
+        folder.mkdir()
+        folder.chmod(0o777)
+        refused = run_as_nobody(*mount_command([origin], mnt, cache), env={})
+        assert refused.returncode == EXIT_USAGE, describe(refused)
+        assert f"the control socket folder {folder} belongs to uid 0, not to you" in (
+            refused.stderr
+        )
+        assert f"Remove it (rm -r {folder}" in refused.stderr
+        assert list(folder.iterdir()) == []
+        status = run_as_nobody("status", env={})
+        assert status.returncode == EXIT_USAGE, describe(status)
+        assert f"the control socket folder {folder} belongs to uid 0" in status.stderr
+    finally:
+        unmount(mnt)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
