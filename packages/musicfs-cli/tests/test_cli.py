@@ -466,7 +466,7 @@ def test_several_mounts_running_and_none_named_lists_the_mountpoints(
         listening = socket.socket(socket.AF_UNIX)
         request.addfinalizer(listening.close)
         path = socket_path_for(Config(), mount)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # as a daemon makes it
         listening.bind(str(path))
         listening.listen()
     # A daemon killed with -9 leaves its socket file: not a running mount.
@@ -502,3 +502,80 @@ def test_mount_option_and_argument_are_one_name(
     assert f"is inside the MusicFS mount {tmp_path / 'other'}, not --mount {mnt}" in (
         capsys.readouterr().err
     )
+
+
+# -- the control socket's folder and who may use it (issue 13.9, 13.11) --------------
+
+
+def test_commands_refuse_a_runtime_dir_another_user_could_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without XDG_RUNTIME_DIR that folder is /tmp/musicfs-<uid>: whoever made it
+    first (mode 0777, or their own) would receive the commands."""
+    from musicfs.core.paths import runtime_dir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = runtime_dir()
+    folder.mkdir()
+    for spoil in (lambda: folder.chmod(0o777), lambda: os.chown(folder, 65534, 65534)):
+        spoil()
+        for args in (["status"], ["status", "--mount", str(tmp_path / "mnt")]):
+            assert main([*args, "--config", os.devnull]) == EXIT_USAGE
+            err = capsys.readouterr().err
+            assert f"musicfs: error: the control socket folder {folder} " in err
+            assert f"Remove it (rm -r {folder}" in err
+            assert "Traceback" not in err
+
+
+def _as_nobody(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``musicfs ARGS`` run by uid 65534 (nobody). The test venv's interpreter is
+    under /root, closed to nobody: the system's Python 3.11 runs it, with the
+    venv's packages."""
+    site_packages = next(p for p in sys.path if p.endswith("site-packages"))
+    code = (
+        f"import runpy, site, sys; site.addsitedir({site_packages!r}); sys.argv[0] = 'musicfs'; "
+        "runpy.run_module('musicfs.cli', run_name='__main__')"
+    )
+    return subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+         "/usr/bin/python3.11", "-c", code, *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "XDG_CONFIG_HOME": "/nonexistent",
+             **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(
+    os.getuid() != 0 or not Path("/usr/bin/python3.11").exists(),
+    reason="needs root (to switch to uid 65534) and /usr/bin/python3.11",
+)
+def test_a_user_who_cannot_reach_the_socket_is_told_whose_it_is(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's socket (mode 0600 in a 0700 folder, as a daemon makes them):
+    one line naming the socket and what to do, never a PermissionError traceback."""
+    from musicfs.core.config import Config
+    from musicfs.core.paths import socket_path_for
+
+    run_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # socket paths are short
+    request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))
+    run_dir.chmod(0o755)
+    mnt = run_dir / "mnt"
+    env = {"XDG_RUNTIME_DIR": str(run_dir)}
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run_dir))  # where nobody looks, with env
+    path = socket_path_for(Config(), mnt)
+    path.parent.mkdir(mode=0o700)
+    listening = socket.socket(socket.AF_UNIX)
+    request.addfinalizer(listening.close)
+    listening.bind(str(path))
+    listening.listen()
+    path.chmod(0o600)
+    for folder_mode in (0o700, 0o755):  # the folder closed, or only the socket
+        path.parent.chmod(folder_mode)
+        for args in (["status", "--socket", str(path)], ["status", "--mount", str(mnt)]):
+            result = _as_nobody(*args, "--config", os.devnull, env=env)
+            assert result.returncode == EXIT_USAGE, result.stderr
+            assert result.stderr == (
+                f"musicfs: error: permission denied on the control socket {path} (it belongs "
+                "to root (uid 0)); run the command as the user who mounted it, or as root\n"
+            )

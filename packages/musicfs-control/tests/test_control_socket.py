@@ -6,6 +6,7 @@ so the trio↔gRPC thread hop, the socket's mode and the error mapping are real.
 
 from __future__ import annotations
 
+import os
 import socket
 import stat
 import threading
@@ -19,7 +20,8 @@ import trio
 
 from musicfs.control.client import ControlClient, DaemonUnreachable
 from musicfs.control.server import ControlServer
-from musicfs.control.socketfile import SocketInUse
+from musicfs.control.socketfile import SocketInUse, claim_socket_path
+from musicfs.core.paths import UnsafeSocketDir, runtime_dir
 
 
 class FakeMount:
@@ -147,3 +149,66 @@ def test_no_socket_means_no_daemon(tmp_path: Path) -> None:
         ControlClient(tmp_path / "x.sock") as c,
     ):
         c.status()
+
+
+# -- the runtime dir: a folder no other user can use (issue 13.9) ---------------------
+
+
+def _other_users(folder: Path) -> None:
+    os.chown(folder, 65534, 65534)  # "nobody" made it first
+
+
+def _open_to_all(folder: Path) -> None:
+    folder.chmod(0o777)
+
+
+def _a_symlink(folder: Path) -> None:
+    folder.rmdir()
+    target = folder.with_name("elsewhere")
+    target.mkdir(mode=0o700)
+    folder.symlink_to(target)
+
+
+def _a_file(folder: Path) -> None:
+    folder.rmdir()
+    folder.write_text("")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "problem"),
+    [
+        (_other_users, "belongs to uid 65534, not to you"),
+        (_open_to_all, "has mode 0777: other users may use it"),
+        (_a_symlink, "is a symbolic link"),
+        (_a_file, "is not a folder"),
+    ],
+)
+def test_a_runtime_dir_another_user_could_use_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spoil: Any, problem: str
+) -> None:
+    """The folder of the default socket path (/tmp/musicfs-<uid> without
+    XDG_RUNTIME_DIR; here $XDG_RUNTIME_DIR/musicfs) is ours and 0700, or no
+    socket is made in it: its owner would receive the CLI's connections."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = runtime_dir()
+    folder.mkdir(mode=0o700)
+    spoil(folder)
+    socket_path = folder / "mnt.sock"
+    with pytest.raises(UnsafeSocketDir) as refused:
+        claim_socket_path(socket_path)
+    message = str(refused.value)
+    assert f"the control socket folder {folder} {problem}" in message
+    assert f"rm -r {folder}" in message
+    assert "XDG_RUNTIME_DIR" in message
+    assert not socket_path.exists()
+
+
+def test_a_missing_runtime_dir_is_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    claim_socket_path(runtime_dir() / "mnt.sock")
+    info = os.lstat(runtime_dir())
+    assert stat.S_ISDIR(info.st_mode)
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (os.getuid(), 0o700)
+    claim_socket_path(runtime_dir() / "mnt.sock")  # and then used as it is

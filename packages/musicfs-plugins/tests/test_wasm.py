@@ -369,6 +369,75 @@ def test_guest_allocating_past_its_memory_cap_is_stopped(
     assert_host_usable(host)
 
 
+#: parse asks for one large block, as a Rust or C allocator does: first byte
+#: "B" asks 16 MiB in one memory.grow, "S" 64 KiB; when memory.grow fails it
+#: aborts (``unreachable``) or, on "R", reports "out of memory"; "U" traps
+#: with no memory asked for; anything else stores a byte at the address the
+#: next bytes name (little-endian i32), to probe what is mapped.
+BLOCK_PARSE = """
+  (data (i32.const 1024) "{\\"error\\":\\"out of memory\\"}\\00")
+  (data (i32.const 1100) "{}\\00")
+  (func (export "parse") (param $p i32) (param $n i32) (result i64)
+    (local $first i32)
+    (local.set $first (i32.load8_u (local.get $p)))
+    (if (i32.eq (local.get $first) (i32.const 85)) (then unreachable))
+    (if (i32.eq (local.get $first) (i32.const 80))
+      (then (i32.store8 (i32.load (i32.add (local.get $p) (i32.const 1))) (i32.const 1))
+            (return (call $const (i32.const 1100)))))
+    (if (i32.eq
+          (memory.grow (select (i32.const 1) (i32.const 256)
+                               (i32.eq (local.get $first) (i32.const 83))))
+          (i32.const -1))
+      (then
+        (if (i32.eq (local.get $first) (i32.const 82))
+          (then (return (call $const (i32.const 1024)))))
+        unreachable))
+    (call $const (i32.const 1100)))
+"""
+
+
+def test_guest_aborting_when_its_large_allocation_is_refused_names_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    """A real guest asks for a large block far below the limit, memory.grow
+    fails and its allocator aborts with `unreachable`: the error names the
+    memory limit, not only the instruction (issue 13.12)."""
+    host = WasmPluginHost(ResourceLimits(max_memory_mb=4))
+    plugin = host.load(write(tmp_path, "block.wat", guest(BLOCK_PARSE, name="block")))
+    assert isinstance(plugin, FormatPlugin)
+    with pytest.raises(PluginError) as info:
+        plugin.parse(io.BytesIO(b"B"))  # 64 KiB used of 4 MiB; asks 16 MiB more
+    message = str(info.value)
+    assert message.startswith(
+        "WASM plugin 'block' exceeded its memory limit (max_memory_mb=4) in parse: its "
+        "memory was refused growth to 16.1 MiB, and it then trapped: "
+    ), message
+    assert "unreachable" in message
+    # A trap that asked for no memory is not blamed on it, even after a refusal
+    # the guest handled itself.
+    with pytest.raises(PluginError, match="out of memory"):
+        plugin.parse(io.BytesIO(b"R"))
+    with pytest.raises(PluginError) as info:
+        plugin.parse(io.BytesIO(b"U"))
+    assert "memory" not in str(info.value)
+    assert "unreachable" in str(info.value)
+    assert plugin.parse(io.BytesIO(b"S")).title is None  # growth within the limit works
+    assert_host_usable(host)
+
+
+def test_guest_memory_is_mapped_only_up_to_its_size(tmp_path: Path) -> None:
+    """The host allocates guests' linear memory itself: the last byte of the
+    guest's memory can be written, the next one traps."""
+    host = WasmPluginHost(ResourceLimits(max_memory_mb=4))
+    plugin = host.load(write(tmp_path, "probe.wat", guest(BLOCK_PARSE, name="probe")))
+    assert isinstance(plugin, FormatPlugin)
+    last = (1 << 16) - 1  # memory is 1 page
+    assert plugin.parse(io.BytesIO(b"P" + last.to_bytes(4, "little"))).title is None
+    for address in (last + 1, (4 << 20) - 1, 1 << 31):
+        with pytest.raises(PluginError, match="out of bounds"):
+            plugin.parse(io.BytesIO(b"P" + address.to_bytes(4, "little")))
+
+
 def test_guest_whose_initial_memory_exceeds_the_cap_is_refused(tmp_path: Path) -> None:
     host = WasmPluginHost(ResourceLimits(max_memory_mb=4))
     path = write(tmp_path, "big.wat", guest(ECHO_PARSE, memory_pages=128))  # 8 MiB

@@ -21,7 +21,12 @@ from typing import Any
 
 from musicfs.core.config import Config, load_config
 from musicfs.core.exitcodes import ExitCode
-from musicfs.core.paths import runtime_dir, socket_path_for
+from musicfs.core.paths import (
+    UnsafeSocketDir,
+    check_socket_dir,
+    runtime_dir,
+    socket_path_for,
+)
 
 # The table and its meanings: musicfs.core.exitcodes (also shown by --help).
 EXIT_OK: int = ExitCode.OK
@@ -75,6 +80,18 @@ def merge_mount_args(args: argparse.Namespace) -> None:
 
 
 def socket_for(args: argparse.Namespace) -> Path:
+    """The control socket of the mount *args* name: one this user may use, in a
+    folder no other user can (a root-only one is refused as out of reach)."""
+    try:
+        socket_path = _find_socket(args)
+        check_socket_access(socket_path)
+        check_socket_dir(socket_path)
+    except UnsafeSocketDir as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
+    return socket_path
+
+
+def _find_socket(args: argparse.Namespace) -> Path:
     config = load_args_config(args)
     if args.mountpoint is not None:
         if not config.socket:
@@ -82,6 +99,8 @@ def socket_for(args: argparse.Namespace) -> Path:
         return socket_path_for(config, args.mountpoint)
     if config.socket:
         return Path(config.socket)
+    # Checked before looking inside: a socket in a folder another user owns is theirs.
+    check_socket_dir(runtime_dir() / "any.sock")
     sockets = [s for s in sorted(runtime_dir().glob("*.sock")) if _answers(s)]
     if len(sockets) == 1:
         return sockets[0]
@@ -126,6 +145,45 @@ def client_for(socket_path: Path, mountpoint: Path | None = None) -> Any:
     # Just after `musicfs mount` returns, the daemon may still be opening its socket.
     wait = 5.0 if mountpoint is not None and is_mounted(mountpoint) else 0.0
     return ControlClient(socket_path, wait_for_socket=wait)
+
+
+def check_socket_access(socket_path: Path) -> None:
+    """Refuse, in words, a control socket this user may not use (the socket or
+    a folder on its way is another user's): a daemon serves only its own user."""
+    try:
+        owner: int | None = os.stat(socket_path).st_uid
+    except PermissionError:  # a folder on the way is closed to us
+        owner = _nearest_owner(socket_path.parent)
+    except OSError:
+        return  # not there (yet): the client says so
+    else:
+        if os.access(socket_path, os.W_OK):  # what connect() needs
+            return
+    whose = "another user" if owner is None else _user_name(owner)
+    raise CLIError(
+        f"permission denied on the control socket {socket_path} (it belongs to {whose}); "
+        "run the command as the user who mounted it, or as root",
+        EXIT_USAGE,
+    )
+
+
+def _nearest_owner(path: Path) -> int | None:
+    """The owner of *path*, or of its nearest parent we may look at."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.stat(candidate).st_uid
+        except OSError:
+            continue
+    return None
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def daemon_unreachable() -> type[Exception]:

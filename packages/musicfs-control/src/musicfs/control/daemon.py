@@ -41,7 +41,7 @@ from musicfs.core.catalog import CatalogError
 from musicfs.core.config import Config
 from musicfs.core.credentials import install_redaction, redact
 from musicfs.core.exitcodes import ExitCode
-from musicfs.core.paths import CacheDirLocked, socket_path_for
+from musicfs.core.paths import CacheDirLocked, UnsafeSocketDir, socket_path_for
 from musicfs.core.scanner import ScanProgress, ScanReport
 from musicfs.core.service import MusicFS, StartupError
 from musicfs.plugins.manager import PluginManager
@@ -220,7 +220,7 @@ def run_daemon(
         return _not_started(readiness, exc)
     try:
         claim_socket_path(socket_path)  # before READY: clients must not find a dead socket
-    except (SocketInUse, OSError) as exc:
+    except (SocketInUse, UnsafeSocketDir, OSError) as exc:
         fs.close()
         plugins.close()
         if webhooks is not None:
@@ -306,7 +306,7 @@ def _not_started(readiness: _Readiness, exc: Exception) -> int:
     """Report why the mount did not start; its exit status. Refused (exit 2):
     what it was given (mountpoint, origins, config, a cache dir or socket another
     daemon holds); failed (exit 1): anything else, e.g. a damaged catalog."""
-    refused = isinstance(exc, (CacheDirLocked, SocketInUse)) or (
+    refused = isinstance(exc, (CacheDirLocked, SocketInUse, UnsafeSocketDir)) or (
         isinstance(exc, StartupError) and exc.refused
     )
     if refused:

@@ -10,6 +10,8 @@ import errno
 import socket
 from pathlib import Path
 
+from musicfs.core.paths import private_runtime_dir, runtime_dir
+
 
 class SocketInUse(RuntimeError):
     """Another live daemon answers on the control socket path."""
@@ -20,9 +22,13 @@ def claim_socket_path(path: Path) -> None:
 
     A socket file nobody listens on is what a killed daemon leaves behind: it is
     removed, so clients never connect to a dead socket. A live one raises
-    `SocketInUse`.
+    `SocketInUse`. In the runtime dir (the default place), a folder another
+    user could use raises `UnsafeSocketDir`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.parent == runtime_dir():
+        private_runtime_dir(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists() and not path.is_symlink():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

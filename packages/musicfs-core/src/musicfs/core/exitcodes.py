@@ -32,7 +32,8 @@ EXIT_CODES: dict[ExitCode, str] = {
     "a rescan that could not list everything, a mount whose daemon stopped before ready",
     ExitCode.USAGE: "bad usage or configuration, or refused before anything changed: a "
     "mountpoint that is missing, not empty or already mounted, an origin that does not "
-    "exist, a cache dir in use, a request the daemon refused (the message says why)",
+    "exist, a cache dir in use, a control socket of another user or in a folder other "
+    "users could use, a request the daemon refused (the message says why)",
     ExitCode.NO_DAEMON: "no daemon answers for that mount (none is running)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }

@@ -7,11 +7,13 @@ mountpoint, so several mounts never share (or fight over) one catalog.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import os
 import re
+import stat
 from pathlib import Path
 
 from musicfs.core.config import Config
@@ -44,6 +46,54 @@ def runtime_dir() -> Path:
     if os.getuid() == 0:
         return Path("/run/musicfs")
     return Path(f"/tmp/musicfs-{os.getuid()}")
+
+
+class UnsafeSocketDir(RuntimeError):
+    """The control socket's folder could be used or swapped by another user."""
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a runtime dir another user could use: a symlink, not a folder, not
+    ours, or open to group or others (ssh-agent and tmux refuse the same).
+
+    In a shared /tmp, whoever creates ``/tmp/musicfs-<uid>`` first owns it: a
+    folder that is not ours would hand our CLI's connections (and our daemon's
+    socket) to its owner. Raises `FileNotFoundError` if *path* does not exist.
+    """
+    info = os.lstat(path)
+    uid = os.getuid()
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symbolic link"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a folder"
+    elif info.st_uid != uid:
+        problem = f"belongs to uid {info.st_uid}, not to you (uid {uid})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(info.st_mode):04o}: other users may use it (0700 needed)"
+    else:
+        return
+    raise UnsafeSocketDir(
+        f"the control socket folder {path} {problem}; refusing to use it, since another user "
+        f"could receive your musicfs commands. Remove it (rm -r {path}, as its owner or root) "
+        "and run again, or set XDG_RUNTIME_DIR to a folder of your own"
+    )
+
+
+def private_runtime_dir(path: Path) -> None:
+    """Create the runtime dir *path* (mode 0700) if missing, then `check_private_dir`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # made earlier, by us or not: checked below
+        path.mkdir(mode=0o700)
+    check_private_dir(path)
+
+
+def check_socket_dir(socket_path: Path) -> None:
+    """`check_private_dir` on *socket_path*'s folder if it is the runtime dir
+    (a socket path set in the config is in a folder its owner chose).
+    A folder that does not exist yet passes: nothing listens there."""
+    if socket_path.parent == runtime_dir():
+        with contextlib.suppress(FileNotFoundError):
+            check_private_dir(socket_path.parent)
 
 
 def socket_path_for(config: Config, mountpoint: str | Path) -> Path:

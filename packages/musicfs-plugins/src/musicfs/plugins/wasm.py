@@ -87,9 +87,11 @@ Limits, per call (``init``, ``parse``, ``lookup`` with their ``alloc`` and
         ``max_cpu_time_ms`` of wall-clock time (so it never gets more CPU than
         that); a `PluginError` names the plugin and the limit.
     Memory
-        the store's linear memories are capped at ``max_memory_mb``:
-        ``memory.grow`` past it returns -1; a module whose initial memory is
-        larger fails to load.
+        the guest's linear memory is capped at ``max_memory_mb`` (allocated by
+        the host, `musicfs.plugins.wasm_memory`): ``memory.grow`` past it
+        returns -1, and a trap in a call where that happened is reported as
+        the memory limit exceeded; a module whose initial memory is larger
+        fails to load.
     Filesystem
         see the imports above.
     Network
@@ -155,6 +157,7 @@ from musicfs.plugins.api import (
     ResourceLimits,
 )
 from musicfs.plugins.version import API_VERSION, IncompatiblePlugin, check_api_version
+from musicfs.plugins.wasm_memory import MemoryCap, install_memory_creator
 
 __all__ = [
     "ABI_VERSION",
@@ -172,7 +175,6 @@ log = logging.getLogger(__name__)
 ABI_VERSION = int(API_VERSION.split(".")[0])
 
 _MIB = 1 << 20
-_PAGE = 1 << 16
 #: How much of a file ``parse`` gets by default.
 DEFAULT_MAX_INPUT_BYTES = 16 * _MIB
 #: The most ``max_input_bytes`` may be (lengths are i32 in the ABI).
@@ -305,8 +307,10 @@ class _Guest:
         module: Module,
         linker: Linker,
         exports: frozenset[str],
+        memory_cap: MemoryCap,
     ) -> None:
         self.host = host
+        self.memory_cap = memory_cap
         self.path = path
         self.label = f"WASM plugin {str(path)!r}"  # becomes the name once known
         self.engine = engine
@@ -326,8 +330,9 @@ class _Guest:
     def _instantiate(self) -> None:
         limits = self.host.limits
         store = Store(self.engine)
+        # Linear memory is capped by the engine's memory creator (wasm_memory),
+        # which records a refused memory.grow; a store limit would hide it.
         store.set_limits(
-            memory_size=limits.max_memory_mb * _MIB,
             table_elements=MAX_TABLE_ELEMENTS,
             instances=1,
             tables=4,
@@ -393,6 +398,7 @@ class _Guest:
         assert store is not None
         limits = self.host.limits
         self._logs = 0
+        self.memory_cap.refused = None
         store.set_epoch_deadline(1)
         token = _WATCHDOG.arm(self.engine, limits.max_cpu_time_ms / 1000)
         try:
@@ -405,6 +411,8 @@ class _Guest:
                     f"{self.label} exceeded its CPU time limit (max_cpu_time_ms="
                     f"{limits.max_cpu_time_ms}) in {what} and was stopped"
                 ) from None
+            if self.memory_cap.refused is not None:
+                raise PluginError(self._over_memory(what, f"then trapped: {_gist(exc)}")) from None
             raise PluginError(f"{self.label} trapped in {what}: {_gist(exc)}{note}") from None
         except ExitTrap as exc:
             self.discard()
@@ -412,18 +420,25 @@ class _Guest:
         except WasmtimeError as exc:
             note = self._memory_note()
             self.discard()
+            if self.memory_cap.refused is not None:
+                raise PluginError(self._over_memory(what, f"then failed: {_gist(exc)}")) from None
             raise PluginError(f"{self.label} failed in {what}: {_gist(exc)}{note}") from None
         finally:
             _WATCHDOG.disarm(token)
 
     def _memory_note(self) -> str:
-        limit = self.host.limits.max_memory_mb
         if self._store is None or self._memory is None:
-            return f" (memory limit max_memory_mb={limit})"
-        used = self._memory.data_len(self._store)
-        if used + _PAGE > limit * _MIB:
-            return f" (its memory is at the max_memory_mb={limit} limit)"
+            return f" (memory limit max_memory_mb={self.host.limits.max_memory_mb})"
         return ""
+
+    def _over_memory(self, what: str, then: str) -> str:
+        """The error for a call during which the memory cap refused a growth."""
+        wanted = self.memory_cap.refused or 0
+        return (
+            f"{self.label} exceeded its memory limit (max_memory_mb="
+            f"{self.host.limits.max_memory_mb}) in {what}: its memory was refused growth "
+            f"to {wanted / _MIB:.1f} MiB, and it {then}"
+        )
 
     def _call_json(self, export: str, payload: bytes | None) -> bytes | None:
         store, memory = self._store, self._memory
@@ -631,7 +646,8 @@ class WasmPluginHost:
         (naming the file) if it cannot be used."""
         path = Path(path)
         where = f"WASM plugin {str(path)!r}"
-        engine = Engine(self._config())
+        memory_cap = MemoryCap(self.limits.max_memory_mb * _MIB)
+        engine = Engine(self._config(memory_cap))
         try:
             raw = path.read_bytes()
         except OSError as exc:
@@ -649,7 +665,10 @@ class WasmPluginHost:
         self._check_imports(module, where)
         exports = self._check_exports(module, where)
         linker = Linker(engine)
-        guest = _Guest(self, path, engine=engine, module=module, linker=linker, exports=exports)
+        guest = _Guest(
+            self, path, engine=engine, module=module, linker=linker, exports=exports,
+            memory_cap=memory_cap,
+        )  # fmt: skip
         # wasmtime-py keeps host functions in a global table: hold the guest weakly,
         # or it and its engine would never be freed.
         guest_ref = weakref.ref(guest)
@@ -690,8 +709,9 @@ class WasmPluginHost:
     # -- load-time checks ----------------------------------------------------
 
     @staticmethod
-    def _config() -> Config:
+    def _config(memory_cap: MemoryCap) -> Config:
         config = Config()
+        install_memory_creator(config, memory_cap)
         config.epoch_interruption = True
         config.wasm_threads = False  # no shared memories: they escape store limits
         config.shared_memory = False
