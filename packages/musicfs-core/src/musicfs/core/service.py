@@ -90,6 +90,14 @@ class MountState(enum.Enum):
     UNMOUNTING = "UNMOUNTING"
 
 
+def shown_state(state: MountState, online: Iterable[bool]) -> MountState:
+    """The state to report: an origin known to be offline makes a serving mount
+    DEGRADED at once, whatever a scan is doing (it may go on for a while against
+    an origin that stopped answering)."""
+    serving = state in (MountState.READY, MountState.SYNCING)
+    return MountState.DEGRADED if serving and not all(online) else state
+
+
 class StartupError(RuntimeError):
     """The mount cannot start; the message says why and what to do.
 
@@ -808,9 +816,7 @@ class MusicFS:
                     "last_scan": report.summary() if report else "",
                 }
             )
-        state = self.state
-        if state is MountState.READY and not all(o["online"] for o in origins):
-            state = MountState.DEGRADED
+        state = shown_state(self.state, (bool(o["online"]) for o in origins))
         return {
             "version": version(),
             "pid": os.getpid(),
