@@ -234,13 +234,11 @@ class Admin:
                 report.current = f"re-fetching {name}"
                 report_now()
                 # The path the daemon takes for damage a read finds (`MusicFS.refetch`).
-                problem, later = fs.refetch(catalog, copy.origin, copy.relpath)
-                if not problem:
+                problem, _ = fs.refetch(catalog, copy.origin, copy.relpath)
+                if problem:
+                    report.not_refetched.append(f"{name}: {problem}")
+                else:
                     report.refetched.append(name)
-                    continue
-                report.not_refetched.append(f"{name}: {problem}")
-                if not later and fs.content is not None:
-                    fs.content.unwant(copy.origin, copy.relpath)
 
     # -- origins ------------------------------------------------------------------------
 

@@ -588,22 +588,28 @@ class MusicFS:
         content = self.content
         if content is None:
             return
-        content.sweep()
-        wanted = [w for w in content.wanted() if self.federation.online(w[0])]
-        if not wanted:
-            return
-        with Catalog.open(self.catalog_path, readonly=True) as catalog:
-            for origin, relpath, listing in wanted:
-                if self._stopping:
-                    return
-                problem, later = self.refetch(catalog, origin, relpath, listing)
-                if not problem:
-                    log.info("re-fetched the damaged cached copy of %s/%s", origin, relpath)
-                    continue
-                log.warning("could not re-fetch the damaged cached copy of %s/%s: %s",
-                            origin, relpath, problem)  # fmt: skip
-                if not later:
-                    content.unwant(origin, relpath)
+        try:
+            content.sweep()
+            wanted = []
+            for origin, relpath, listing in content.wanted():
+                if origin not in self.origins:
+                    content.unwant(origin, relpath)  # no longer configured
+                elif self.federation.online(origin):
+                    wanted.append((origin, relpath, listing))
+            if not wanted:
+                return
+            with Catalog.open(self.catalog_path, readonly=True) as catalog:
+                for origin, relpath, listing in wanted:
+                    if self._stopping:
+                        return
+                    problem, _ = self.refetch(catalog, origin, relpath, listing)
+                    if problem:
+                        log.warning("could not re-fetch the damaged cached copy of %s/%s: %s",
+                                    origin, relpath, problem)  # fmt: skip
+                    else:
+                        log.info("re-fetched the damaged cached copy of %s/%s", origin, relpath)
+        except (OSError, sqlite3.Error) as exc:  # tried again at the next wake-up
+            log.warning("could not repair the content cache: %s", exc)
 
     def refetch(
         self, catalog: Catalog, origin: str, relpath: str, listing: str = ""
@@ -612,9 +618,18 @@ class MusicFS:
         again, in the version the tree shows (blocking; any thread but trio's).
         *listing*: the dropped copy's chunk list, whose chunks still stored are
         checked first. Returns ("", False) when done, else why not and whether
-        to try again later (the origin did not answer)."""
-        if self.content is None:
+        it is tried again (the origin did not answer: when it does)."""
+        content = self.content
+        if content is None:
             return "the cache is off", False
+        problem, later = self._refetch(content, catalog, origin, relpath, listing)
+        if not later:
+            content.unwant(origin, relpath)  # done, or given up
+        return problem, later
+
+    def _refetch(
+        self, content: ContentCache, catalog: Catalog, origin: str, relpath: str, listing: str
+    ) -> tuple[str, bool]:
         reldir, filename = split_relpath(relpath)
         known = catalog.known_files(origin, reldir).get(filename)
         track = catalog.track(known.id) if known is not None else None
@@ -622,8 +637,8 @@ class MusicFS:
             return "no longer in the library", False
         if track.origin not in self.origins:
             return "its origin is no longer configured", False
-        self.content.recheck(listing)
         try:
+            content.recheck(listing)
             self.copy_to_cache(track)
         except FileNotFoundError:
             return "it is gone from its origin", False
@@ -631,7 +646,7 @@ class MusicFS:
             return f"its origin refused it: {exc}", False
         except OSError as exc:
             return f"its origin did not answer: {exc}", True
-        if not self.content.has(version_of(track)):
+        if not content.has(version_of(track)):
             return (
                 "it changed on its origin since the last scan; it is copied when next read",
                 False,
