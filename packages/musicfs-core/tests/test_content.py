@@ -386,7 +386,8 @@ def test_a_copy_a_read_finds_damaged_is_dropped_at_once_and_wanted_again(
         cached.read(0, 100)
     cached.close()
     assert cache.headers.entries == 1, "the damaged copy is still counted"
-    assert told and cache.wanted() == [("lib", "a.wav", listing)]
+    assert told, "on_damaged was not called"
+    assert cache.wanted() == [("lib", "a.wav", listing)]
     assert cache.sweep() == 1  # the other copy listed the damaged chunk too
     assert cache.headers.entries == 0
     assert sorted(w[:2] for w in cache.wanted()) == [("lib", "a.wav"), ("lib", "b.wav")]
@@ -404,6 +405,7 @@ def test_a_copy_that_lost_chunks_to_eviction_is_not_counted(tmp_path: Path) -> N
     fill(cache, tmp_path / "a.wav", first)
     fill(cache, tmp_path / "b.wav", second)  # over the limit: chunks of the first go
     assert cache.headers.entries == 1
-    assert cache.open(first) is None and cache.open(second) is not None
+    assert cache.open(first) is None
+    assert cache.open(second) is not None
     assert cache.wanted() == []  # eviction is no damage: nothing to fetch again
     cache.close()
