@@ -141,12 +141,21 @@ def test_live_verify_without_the_origin_drops_the_damaged_file_and_says_so(
             assert verify.returncode == 1, describe(verify)
             assert "Traceback" not in verify.stderr
             assert f"damaged chunk: {damaged.digest}" in verify.stdout
-            assert f"not re-fetched (dropped; copied again when next read with its origin " \
-                   f"online): nas/{JOGA}: " in verify.stdout  # fmt: skip
+            assert f"not re-fetched (dropped; copied again by the mount once its origin " \
+                   f"answers): nas/{JOGA}: " in verify.stdout  # fmt: skip
             assert "re-fetched from its origin" not in verify.stdout
             assert not damaged.exists()
             # Never wrong bytes: the dropped file fails; the other one still plays.
             assert errno_of(lambda: sha256_of(paths[JOGA])) == errno.EIO
             assert sha256_of(paths[UNRAVEL]) == origin_hash[UNRAVEL]
+        finally:
+            (tmp_path / "away").rename(share)
+        # Once the share is back, the mount copies the file again by itself.
+        wait_until(lambda: mount.status()["cached_files"] == 2, timeout=90,
+                   what="the dropped file to be copied again")  # fmt: skip
+        share.rename(tmp_path / "away")
+        try:
+            forget_pages(paths[JOGA])
+            assert sha256_of(paths[JOGA]) == origin_hash[JOGA], "the cached copy is wrong"
         finally:
             (tmp_path / "away").rename(share)

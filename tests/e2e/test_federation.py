@@ -206,3 +206,41 @@ def test_no_secret_appears_in_logs_status_errors_or_the_process_list(
     for number, secret in enumerate((secret_key, wrong), 1):
         leaked = secret in json.dumps(events.seen)
         assert not leaked, f"secret #{number} appears in an event"
+
+
+def test_a_frozen_s3_origin_makes_the_mount_degraded_at_once(
+    library: Library, s3: S3Server, tmp_path: Path
+) -> None:
+    """The S3 server stops answering (SIGSTOP) and a rescan runs into it: from
+    the moment ``status`` says an origin is offline, the mount is DEGRADED,
+    whatever the scan is still doing (issue 13.13: it said SYNCING for seconds).
+    Two origins on the one server: the scan of the second goes on after the
+    first was found offline."""
+    tracks = unique_tracks(library)[:4]
+    prefixes = ["lib", "lib", "more", "more"]
+    s3.put_many(BUCKET, {f"{prefix}/{t.spec.relpath}": t.path.read_bytes()
+                         for prefix, t in zip(prefixes, tracks, strict=True)})  # fmt: skip
+    config = write_config(tmp_path / "config.toml", [
+        s3_origin(s3), s3_origin(s3, prefix="more") | {"id": "cloud2"},
+    ])  # fmt: skip
+    env = s3_env(s3) | s3_env(s3, "cloud2")
+    with mount_with(config, tmp_path / "mnt", tmp_path / "cache", env) as mount:
+        assert mount.status()["state"] == "READY"
+        samples: list[tuple[str, dict[str, bool]]] = []  # (state, origin -> online)
+
+        def degraded() -> bool:
+            status = mount.status()
+            samples.append((status["state"], {o["id"]: o["online"] for o in status["origins"]}))
+            return bool(status["state"] == "DEGRADED")
+
+        s3.freeze()
+        try:
+            os.kill(mount.pid, signal.SIGHUP)  # a rescan, which runs into the frozen server
+            wait_until(degraded, timeout=120, what="the mount to say DEGRADED")
+            for _ in range(20):  # and it stays so while the scan goes on
+                degraded()
+        finally:
+            s3.thaw()
+        offline = [state for state, online in samples if not all(online.values())]
+        assert offline, f"no sample saw an origin offline: {samples}"
+        assert set(offline) == {"DEGRADED"}, f"an origin offline, yet the mount said: {samples}"

@@ -98,7 +98,8 @@ def test_a_damaged_chunk_is_never_served_and_verify_repairs(
 ) -> None:
     """Integrity (NFR-8.1): flip one byte of a cached chunk, take the origin away:
     the damaged file fails with EIO (never wrong bytes), the others still play;
-    ``musicfs cache verify`` then reports and drops what was damaged."""
+    the mount drops the copy and copies it again once the origin is back.
+    ``musicfs cache verify`` reports and drops damage no read has met."""
     origin, cache = tmp_path / "music", tmp_path / "cache"
     specs = make_origin(library, origin, [JOGA, UNRAVEL])
     with mounted([origin], tmp_path / "mnt", cache) as mount:
@@ -119,6 +120,9 @@ def test_a_damaged_chunk_is_never_served_and_verify_repairs(
             assert sha256_of(paths[UNRAVEL]) == played[UNRAVEL]
         finally:
             (tmp_path / "unplugged").rename(origin)
+        wait_until(lambda: mount.status()["cached_files"] == 2, timeout=60,
+                   what="the damaged copy to be copied again")  # fmt: skip
+    chunk_of(cache, UNRAVEL).flip_byte(1000)
     first = run_musicfs("cache", "verify", "--cache-dir", cache, "--json")
     assert first.returncode == 1, describe(first)
     report = json.loads(first.stdout)
@@ -148,13 +152,16 @@ def test_a_cached_header_damaged_on_disk_is_never_served(library: Library, tmp_p
     data[at + 30] ^= 0x01  # a bit of the MD5 in STREAMINFO
     database.write_bytes(bytes(data))
 
-    with mounted([origin], mnt, cache):
-        origin.rename(tmp_path / "unplugged")
-        try:
+    # The origin away from the start: the damaged copy cannot be copied again.
+    origin.rename(tmp_path / "unplugged")
+    no_scan = {"MUSICFS_SCAN_ON_START": "false"}
+    try:
+        with mounted([origin], mnt, cache, wait_scan=False, env=no_scan) as mount:
             assert errno_of(lambda: sha256_of(paths[JOGA])) == errno.EIO
             assert sha256_of(paths[UNRAVEL]) == played[UNRAVEL]
-        finally:
-            (tmp_path / "unplugged").rename(origin)
+            assert mount.status()["cached_files"] == 1
+    finally:
+        (tmp_path / "unplugged").rename(origin)
     # (The mount above dropped the damaged copy when it met it; damage it is not
     # here any more, so verify finds the cache sound.)
     again = run_musicfs("cache", "verify", "--cache-dir", cache, "--json")
@@ -248,7 +255,8 @@ def write_noise_wav(path: Path, seed: int, seconds: float = 4.0) -> None:
 
 def test_eviction_keeps_the_cache_under_its_limit(tmp_path: Path) -> None:
     """``[cache] limit``: least recently used copies go first; the store never
-    grows past the limit by more than one chunk."""
+    grows past the limit by more than one chunk; a copy that lost chunks to
+    eviction is no longer counted as cached."""
     origin, cache = tmp_path / "music", tmp_path / "cache"
     names = ["first.wav", "second.wav", "third.wav"]  # about 700 KB each
     for seed, name in enumerate(names):
@@ -257,11 +265,14 @@ def test_eviction_keeps_the_cache_under_its_limit(tmp_path: Path) -> None:
     with mounted([origin], tmp_path / "mnt", cache, env=env) as mount:
         album = mount.mountpoint / "Unknown Artist" / "Unknown Album (0000) [WAV]"
         paths = {name: album / f"00 - {name}" for name in names}
-        for count, name in enumerate(names, start=1):
+        for name in names:
             sha256_of(paths[name])
 
-            def cached(n: int = count) -> bool:
-                return bool(mount.status()["cached_files"] >= n)
+            def cached(relpath: str = name) -> bool:
+                database = cache / "content" / "manifests.sqlite3"
+                with contextlib.closing(sqlite3.connect(database)) as db:
+                    row = db.execute("SELECT 1 FROM manifests WHERE relpath = ?", (relpath,))
+                    return row.fetchone() is not None
 
             wait_until(cached, timeout=30, what=f"{name} to be cached")
             # Now, while it is cached whole: opening a file whose copy was evicted
@@ -271,6 +282,8 @@ def test_eviction_keeps_the_cache_under_its_limit(tmp_path: Path) -> None:
         packs = (cache / "content" / "chunks").rglob("*.pack")
         stored = sum(p.stat().st_blocks * 512 for p in packs)
         assert stored <= 1024 * 1024 + 256 * 1024
+        # Only the last copy is whole (two do not fit): the count says so.
+        assert mount.status()["cached_files"] == 1
         origin.rename(tmp_path / "unplugged")
         try:
             assert errno_of(lambda: sha256_of(paths["first.wav"])) == errno.EIO  # evicted

@@ -362,3 +362,50 @@ def test_copies_cached_before_digests_existed_still_serve(tmp_path: Path) -> Non
         assert reads_back(cache, version, data)
     finally:
         cache.close()
+
+
+def test_a_copy_a_read_finds_damaged_is_dropped_at_once_and_wanted_again(
+    tmp_path: Path, cache: ContentCache, damage_chunk: Callable[[ChunkStore, str, int], None]
+) -> None:
+    """Issue 13.8: counted as cached only while whole; a damaged copy (and one
+    sharing the damaged chunk) is remembered to be copied again, every damaged
+    chunk of it afresh."""
+    data = random.Random(21).randbytes(600_000)
+    a = put_file(tmp_path / "a.wav", data)
+    b = put_file(tmp_path / "b.wav", data)  # the same audio: the same chunks
+    fill(cache, tmp_path / "a.wav", a)
+    fill(cache, tmp_path / "b.wav", b)
+    told: list[str] = []
+    cache.on_damaged = lambda: told.append("damaged")
+    cached = cache.open(a)
+    assert cached is not None
+    listing = ",".join(f"{o}:{n}:{d}" for o, n, d in cached.chunks)
+    damage_chunk(cache.store, cached.chunks[0][2], 0)
+    damage_chunk(cache.store, cached.chunks[-1][2], 0)  # a read stops before this one
+    with pytest.raises(CorruptChunk):
+        cached.read(0, 100)
+    cached.close()
+    assert cache.headers.entries == 1, "the damaged copy is still counted"
+    assert told, "on_damaged was not called"
+    assert cache.wanted() == [("lib", "a.wav", listing)]
+    assert cache.sweep() == 1  # the other copy listed the damaged chunk too
+    assert cache.headers.entries == 0
+    assert sorted(w[:2] for w in cache.wanted()) == [("lib", "a.wav"), ("lib", "b.wav")]
+
+    assert cache.recheck(listing) == [cached.chunks[-1][2]]
+    assert fill(cache, tmp_path / "a.wav", a)
+    assert reads_back(cache, a, data)
+    assert [w[:2] for w in cache.wanted()] == [("lib", "b.wav")]
+
+
+def test_a_copy_that_lost_chunks_to_eviction_is_not_counted(tmp_path: Path) -> None:
+    cache = ContentCache(tmp_path / "content", limit=600_000)
+    first = put_file(tmp_path / "a.wav", random.Random(22).randbytes(500_000))
+    second = put_file(tmp_path / "b.wav", random.Random(23).randbytes(500_000))
+    fill(cache, tmp_path / "a.wav", first)
+    fill(cache, tmp_path / "b.wav", second)  # over the limit: chunks of the first go
+    assert cache.headers.entries == 1
+    assert cache.open(first) is None
+    assert cache.open(second) is not None
+    assert cache.wanted() == []  # eviction is no damage: nothing to fetch again
+    cache.close()

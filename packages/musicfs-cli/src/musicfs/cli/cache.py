@@ -314,8 +314,8 @@ def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) 
         print(f"catalog: {catalog_check}")
         print(f"content cache: {chunks} chunks and {files} cached files kept; "
               f"{len(bad)} damaged chunks, {damaged} damaged cached files and {dropped} "
-              "incomplete files dropped "
-              "(they are copied again when next read)")  # fmt: skip
+              "incomplete files dropped (damaged ones are copied again by the next "
+              "mount once their origins answer, the others when next read)")  # fmt: skip
     healthy = catalog_check == "ok" and not bad and not damaged and not dropped
     return EXIT_OK if healthy else EXIT_FAILED
 
@@ -353,8 +353,8 @@ def _print_live_verify(final: dict[str, Any]) -> None:
     for name in final["refetched"]:
         print(f"re-fetched from its origin: {name}")
     for problem in final["not_refetched"]:
-        print(f"not re-fetched (dropped; copied again when next read with its origin "
-              f"online): {problem}")  # fmt: skip
+        print(f"not re-fetched (dropped; copied again by the mount once its origin "
+              f"answers): {problem}")  # fmt: skip
 
 
 def _online(args: argparse.Namespace) -> int:

@@ -63,7 +63,7 @@ from prometheus_client.registry import Collector
 
 from musicfs.core.events import Event, EventType
 from musicfs.core.latency import PROMETHEUS_BOUNDS
-from musicfs.core.service import MountState, MusicFS, version
+from musicfs.core.service import MountState, MusicFS, shown_state, version
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -187,9 +187,7 @@ class MusicFSCollector(Collector):
             "When the daemon started, in seconds since the Unix epoch.",
             value=fs.started,
         )
-        state = fs.state
-        if state is MountState.READY and not all(h.online for h in _health(fs).values()):
-            state = MountState.DEGRADED
+        state = shown_state(fs.state, (h.online for h in _health(fs).values()))
         yield self._gauge(
             "musicfs_mount_state",
             "The mount's state: 1 for the current one, 0 for the others.",

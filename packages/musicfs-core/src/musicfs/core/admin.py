@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from musicfs.core.catalog import ROOT_NODE, Catalog, split_relpath
+from musicfs.core.catalog import ROOT_NODE, Catalog
 from musicfs.core.content import CacheCheck, CopyId
 from musicfs.core.events import EventType
 from musicfs.core.layout import ChangeKind, Layout, TreeChange
-from musicfs.core.library import version_of
 from musicfs.core.scanner import ScanReport
 from musicfs.core.search import Searcher
 from musicfs.core.service import MountState, MusicFS
@@ -225,8 +224,7 @@ class Admin:
     ) -> None:
         """Copy the files of the damaged *copies* again from their origins (their
         current version: the one the tree shows)."""
-        fs, content = self.fs, self.fs.content
-        assert content is not None
+        fs = self.fs
         with Catalog.open(fs.catalog_path, readonly=True) as catalog:
             for copy in copies:
                 if stopping():
@@ -235,33 +233,12 @@ class Admin:
                 name = f"{copy.origin}/{copy.relpath}"
                 report.current = f"re-fetching {name}"
                 report_now()
-                reldir, filename = split_relpath(copy.relpath)
-                known = catalog.known_files(copy.origin, reldir).get(filename)
-                track = catalog.track(known.id) if known is not None else None
-                if track is None:
-                    report.not_refetched.append(f"{name}: no longer in the library")
-                    continue
-                if track.origin not in fs.origins:
-                    report.not_refetched.append(f"{name}: its origin is no longer configured")
-                    continue
-                try:
-                    fs.copy_to_cache(track)
-                except FileNotFoundError:
-                    report.not_refetched.append(f"{name}: it is gone from its origin")
-                    continue
-                except PermissionError as exc:
-                    report.not_refetched.append(f"{name}: its origin refused it: {exc}")
-                    continue
-                except OSError as exc:
-                    report.not_refetched.append(f"{name}: its origin did not answer: {exc}")
-                    continue
-                if content.has(version_of(track)):
-                    report.refetched.append(name)
+                # The path the daemon takes for damage a read finds (`MusicFS.refetch`).
+                problem, _ = fs.refetch(catalog, copy.origin, copy.relpath)
+                if problem:
+                    report.not_refetched.append(f"{name}: {problem}")
                 else:
-                    report.not_refetched.append(
-                        f"{name}: it changed on its origin since the last scan; "
-                        "it is copied when next read"
-                    )
+                    report.refetched.append(name)
 
     # -- origins ------------------------------------------------------------------------
 

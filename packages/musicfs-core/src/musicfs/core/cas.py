@@ -149,6 +149,10 @@ class ChunkStore:
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
         self._touched: dict[str, float] = {}
+        # Chunks dropped since `take_lost`: the copies listing them are no longer
+        # whole (the content layer drops them; the damaged ones to be fetched again).
+        self._lost_damaged: set[str] = set()
+        self._lost_evicted: set[str] = set()
         self._chunk_dir = str(self.root / "chunks")
         self._pack_dir = self.root / "packs"
         self._pack_dir.mkdir(parents=True, exist_ok=True)
@@ -374,6 +378,7 @@ class ChunkStore:
             problem = "is gone"
         with self._lock:
             self._forget_locked(digest, place)
+            self._lost_damaged.add(digest)
         raise CorruptChunk(f"chunk {digest} in {self.root} {problem}")
 
     # -- pins and eviction ---------------------------------------------------------
@@ -439,6 +444,7 @@ class ChunkStore:
                 if digest in self._pins:
                     continue
                 freed += self._forget_locked(digest)
+                self._lost_evicted.add(digest)
                 self.stats.evictions += 1
         if freed:
             log.info("evicted %d bytes of chunks (limit %d)", freed, self.limit)
@@ -512,7 +518,38 @@ class ChunkStore:
         with self._transaction_locked():
             self._db.executemany("UPDATE chunks SET last_used = ? WHERE hash = ?", items)
 
+    def take_lost(self) -> tuple[set[str], set[str]]:
+        """The chunks dropped as damaged (or gone), and those evicted, since the
+        last call: the copies that list them are no longer whole."""
+        with self._lock:
+            damaged, self._lost_damaged = self._lost_damaged, set()
+            evicted, self._lost_evicted = self._lost_evicted, set()
+        return damaged, evicted
+
     # -- maintenance -------------------------------------------------------------
+
+    def recheck(self, digests: Iterable[str]) -> list[str]:
+        """Hash the stored bytes of *digests* (the ones the index lists); drop and
+        return the damaged ones. A file whose copy met one damaged chunk may hold
+        more (a read stops at the first): checked before it is copied again, as a
+        copy keeps the chunks the store already lists."""
+        wanted = list(dict.fromkeys(digests))
+        damaged: list[str] = []
+        with ChunkReader(self) as reader:
+            for digest, place in self.places(wanted).items():
+                if chunk_hash(reader.raw(digest, place)) == digest:
+                    continue
+                with self._lock:  # judged again where nothing can evict it meanwhile
+                    if self._still_at_locked(digest, place) and (
+                        chunk_hash(reader.raw(digest, place)) != digest
+                    ):
+                        self._forget_locked(digest, place)
+                        self._lost_damaged.add(digest)
+                        damaged.append(digest)
+        if damaged:
+            self.stats.corrupt += len(damaged)
+            log.error("dropped %d more damaged chunks of a damaged copy", len(damaged))
+        return damaged
 
     def verify(self, deep: bool = True) -> list[str]:
         """Check every chunk; drop and return the damaged or missing ones (`check`)."""
@@ -571,6 +608,7 @@ class ChunkStore:
                             )
                             if damaged:
                                 self._forget_locked(digest, place)
+                                self._lost_damaged.add(digest)
                         if damaged:
                             report.damaged.append(digest)
                     report.checked += 1

@@ -9,7 +9,11 @@ verifying every chunk, so an album that was played keeps playing while its
 origin is offline (NFR-7.1). Every byte served from here is verified: chunks
 by their own hashes, and each manifest row (header, chunk list, version) by a
 digest stored with it; a row that does not match is dropped, never served.
-Nothing here talks to FUSE.
+
+A copy counts as cached only while it is whole: one found damaged (by a read,
+or a check) or that lost chunks to eviction is dropped at once. The damaged
+ones are remembered in the ``refetch`` table (`ContentCache.wanted`) until they
+are copied again from their origins. Nothing here talks to FUSE.
 """
 
 from __future__ import annotations
@@ -97,8 +101,11 @@ class CachedFile:
         header: bytes,
         chunks: list[tuple[int, int, str]],
         places: dict[str, Place],
+        on_damaged: Callable[[], object] | None = None,
     ) -> None:
+        """*on_damaged* is called (once) when a read meets a damaged chunk."""
         self.store = store
+        self._on_damaged = on_damaged
         self.header = header
         self.chunks = chunks  # (payload offset, length, hash), in order
         self._starts = [offset for offset, _, _ in chunks]
@@ -142,10 +149,16 @@ class CachedFile:
                     datas = self._chunks(first, last)
                 except CorruptChunk as exc:
                     self._failed = str(exc)
-                    raise
-                if position in (0, self._next):
-                    self._read_ahead(stop)
-                self._next = stop
+                    damaged = True
+                else:
+                    damaged = False
+                    if position in (0, self._next):
+                        self._read_ahead(stop)
+                    self._next = stop
+            if damaged:  # outside the lock: the copy is dropped (a write)
+                if self._on_damaged is not None:
+                    self._on_damaged()
+                raise CorruptChunk(self._failed)
             for index, data in zip(range(first, last + 1), datas, strict=True):
                 start = self._starts[index]
                 pieces.append(data[max(position, start) - start : stop - start])
@@ -192,6 +205,8 @@ class ContentCache:
         self.events = events
         self.headers = TierStats()
         self.origin_bytes = 0
+        # Called (any thread) when a copy was dropped as damaged: it is wanted again.
+        self.on_damaged: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._checking = threading.Lock()
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
@@ -202,6 +217,12 @@ class ContentCache:
             " origin TEXT NOT NULL, relpath TEXT NOT NULL, size INTEGER NOT NULL,"
             " mtime_ns INTEGER NOT NULL, header BLOB NOT NULL, chunks TEXT NOT NULL,"
             " digest TEXT, PRIMARY KEY (origin, relpath))"
+        )
+        # Files whose copies were dropped as damaged, to copy again from their
+        # origins (with the chunk list they had: more of it may be damaged).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS refetch (origin TEXT NOT NULL, relpath TEXT NOT NULL,"
+            " chunks TEXT NOT NULL DEFAULT '', PRIMARY KEY (origin, relpath))"
         )
         self._add_digests()
         row = self._db.execute("SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests")
@@ -274,6 +295,7 @@ class ContentCache:
         payload = view[hlen:]
         bounds = cut(payload)
         digests = self.store.put_all([payload[o : o + n] for o, n in bounds])
+        self.sweep()  # storing may have evicted chunks of other copies: not whole now
         listing = ",".join(f"{o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True))
         self._save(version, bytes(view[:hlen]), listing)
         log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(bounds))
@@ -324,6 +346,10 @@ class ContentCache:
                 "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (*key, header, listing, _row_digest(CopyId(*key), header, listing)),
             )
+            self._db.execute(
+                "DELETE FROM refetch WHERE origin = ? AND relpath = ?",
+                (version.origin, version.relpath),
+            )
             if replaced is None:
                 self.headers.entries += 1
             else:
@@ -347,7 +373,9 @@ class ContentCache:
             self.headers.misses += 1  # some chunks were evicted: the copy is incomplete
             return None
         self.headers.hits += 1
-        return CachedFile(self.store, header, chunks, places)
+        copy = CopyId(version.origin, version.relpath, version.size, version.mtime_ns)
+        return CachedFile(self.store, header, chunks, places,
+                          lambda: self._drop(copy, listing, damaged=True))  # fmt: skip
 
     def verify(self, deep: bool = True) -> tuple[list[str], int]:
         """Check every chunk (against its hash when *deep*, else its size) and
@@ -434,25 +462,86 @@ class ContentCache:
                     continue
                 # Only if it is still the copy we looked at: a copy made again
                 # meanwhile is whole.
-                if not self._forget_listing(origin, relpath, listing):
+                damaged = bool(bad.intersection(digests))
+                if not self._drop(copy, listing, damaged=damaged):
                     continue
-                if bad.intersection(digests):
+                if damaged:
                     report.damaged.append(copy)
                 else:
                     report.incomplete += 1
 
-    def _forget_listing(self, origin: str, relpath: str, listing: str) -> bool:
-        """`forget` the copy of a file if it still lists exactly *listing*."""
+    def _drop(self, copy: CopyId, listing: str, *, damaged: bool) -> bool:
+        """Drop the copy of a file if it still lists exactly *listing* (it is no
+        longer whole); a *damaged* one is wanted again (`wanted`). True if dropped."""
         with self._lock:
-            row = self._db.execute(
-                "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND chunks = ?"
-                " RETURNING length(header)",
-                (origin, relpath, listing),
-            ).fetchone()
+            with self._db:
+                self._db.execute("BEGIN")
+                row = self._db.execute(
+                    "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND chunks = ?"
+                    " RETURNING length(header)",
+                    (copy.origin, copy.relpath, listing),
+                ).fetchone()
+                if row is not None and damaged:
+                    self._db.execute("INSERT OR REPLACE INTO refetch VALUES (?, ?, ?)",
+                                     (copy.origin, copy.relpath, listing))  # fmt: skip
             if row is not None:
                 self.headers.entries -= 1
                 self.headers.bytes -= row[0]
+        if row is not None and damaged:
+            log.warning("cached copy of %s/%s is damaged: dropped it, to be copied again "
+                        "from its origin", copy.origin, copy.relpath)  # fmt: skip
+            if self.on_damaged is not None:
+                self.on_damaged()
         return row is not None
+
+    def sweep(self, batch: int = _CHECK_BATCH) -> int:
+        """Drop the copies that list a chunk the store dropped since the last
+        sweep (damaged, or evicted): they are no longer whole, so no longer
+        counted as cached; the damaged ones are wanted again. One pass over the
+        manifests, *batch* rows per hold of the lock, only when chunks were
+        dropped. Returns the copies dropped."""
+        damaged, evicted = self.store.take_lost()
+        lost = damaged | evicted
+        dropped = after = 0
+        while lost:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, origin, relpath, size, mtime_ns, chunks FROM manifests"
+                    " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            for _, origin, relpath, size, mtime_ns, listing in rows:
+                digests = _digests(listing)
+                hit = lost.intersection(digests)
+                if not hit or self.store.all_indexed(digests):  # stored again meanwhile
+                    continue
+                copy = CopyId(origin, relpath, size, mtime_ns)
+                dropped += self._drop(copy, listing, damaged=bool(hit & damaged))
+        if dropped:
+            log.info("content cache: %d cached copies lost chunks and were dropped", dropped)
+        return dropped
+
+    def wanted(self) -> list[tuple[str, str, str]]:
+        """(origin, path, chunk list) of the files whose copies were dropped as
+        damaged and are not copied again yet."""
+        with self._lock:
+            rows = self._db.execute("SELECT origin, relpath, chunks FROM refetch").fetchall()
+        return [(str(o), str(r), str(c)) for o, r, c in rows]
+
+    def unwant(self, origin: str, relpath: str) -> None:
+        """Give up copying a file again (gone from its origin or the library)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM refetch WHERE origin = ? AND relpath = ?", (origin, relpath)
+            )
+
+    def recheck(self, listing: str) -> list[str]:
+        """Hash the chunks of a dropped copy's *listing* that are still stored;
+        drop the damaged ones (so a copy made again writes them afresh)."""
+        return self.store.recheck(_digests(listing)) if listing else []
 
     def clear(self, origin: str | None = None) -> tuple[int, int]:
         """Drop the cached copies of *origin*'s files (of every file when None), and
@@ -461,10 +550,12 @@ class ContentCache:
         with self._lock:
             if origin is None:
                 files = self._db.execute("DELETE FROM manifests").rowcount
+                self._db.execute("DELETE FROM refetch")
             else:
                 files = self._db.execute(
                     "DELETE FROM manifests WHERE origin = ?", (origin,)
                 ).rowcount
+                self._db.execute("DELETE FROM refetch WHERE origin = ?", (origin,))
             kept = self._db.execute("SELECT chunks FROM manifests").fetchall()
             row = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests"
@@ -516,6 +607,9 @@ class ContentCache:
             ).fetchone()
             if row is None:
                 return False
+            # Its chunk list is not to be trusted: copied again without a recheck.
+            self._db.execute("INSERT OR REPLACE INTO refetch VALUES (?, ?, '')",
+                             (copy.origin, copy.relpath))  # fmt: skip
             self.headers.entries -= 1
             self.headers.bytes -= row[0]
         log.error("cached copy of %s/%s is damaged (its header or chunk list does not match "
@@ -523,6 +617,8 @@ class ContentCache:
         if self.events is not None:
             self.events.publish(EventType.CHUNK_CORRUPT, origin=copy.origin, path=copy.relpath,
                                 error="cached header or chunk list damaged")  # fmt: skip
+        if self.on_damaged is not None:
+            self.on_damaged()
         return True
 
 

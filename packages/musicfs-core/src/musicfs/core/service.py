@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pyfuse3
 import trio
 
-from musicfs.core.catalog import Catalog, CatalogError, Track
+from musicfs.core.catalog import Catalog, CatalogError, Track, split_relpath
 from musicfs.core.config import Config
 from musicfs.core.content import ContentCache
 from musicfs.core.credentials import CredentialError, Credentials
@@ -88,6 +88,14 @@ class MountState(enum.Enum):
     SYNCING = "SYNCING"
     DEGRADED = "DEGRADED"
     UNMOUNTING = "UNMOUNTING"
+
+
+def shown_state(state: MountState, online: Iterable[bool]) -> MountState:
+    """The state to report: an origin known to be offline makes a serving mount
+    DEGRADED at once, whatever a scan is doing (it may go on for a while against
+    an origin that stopped answering)."""
+    serving = state in (MountState.READY, MountState.SYNCING)
+    return MountState.DEGRADED if serving and not all(online) else state
 
 
 class StartupError(RuntimeError):
@@ -295,6 +303,7 @@ class MusicFS:
             self.content = ContentCache(
                 self.cache_dir / "content", self.config.cache_limit, self.events
             )
+            self.content.on_damaged = self._wake_fill  # copied again when its origin answers
         library = Library(
             self._catalog,
             self.federation,
@@ -481,6 +490,8 @@ class MusicFS:
         """An origin went offline or came back (any thread)."""
         self.events.publish(EventType.ORIGIN_HEALTH, origin=origin_id, online=health.online,
                             error=health.last_error)  # fmt: skip
+        if health.online:
+            self._wake_fill()  # damaged copies of its files are copied again
         if health.online and self.trio_token is not None and not self._stopping:
             try:
                 trio.from_thread.run_sync(
@@ -530,6 +541,20 @@ class MusicFS:
             await trio.sleep(interval)
             self._ask(origin.id, ScanRequest(full=True))
 
+    def _wake_fill(self) -> None:
+        """Have the fill loop look for work (any thread)."""
+        if self.trio_token is None or self._stopping:
+            return
+        try:
+            trio.from_thread.run_sync(self._set_fill_wakeup, trio_token=self.trio_token)
+        except RuntimeError:  # already in the trio thread
+            self._set_fill_wakeup()
+        except trio.RunFinishedError:
+            pass
+
+    def _set_fill_wakeup(self) -> None:
+        self._fill_wakeup.set()  # the event of now: the loop makes a new one each round
+
     def _on_fill(self, track: Track) -> None:
         """Keep a copy of a file that was just opened from its origin (trio thread)."""
         if len(self._to_fill) < _FILL_QUEUE:
@@ -541,9 +566,12 @@ class MusicFS:
 
         Starts with a quick integrity check of the cache (FR-25.5): chunks that
         are missing or the wrong size are dropped, with the copies needing them.
+        Copies dropped as damaged are copied again whenever their origins answer
+        (`_repair`): at start, after damage is found, when an origin comes back.
         """
         if self.content is not None:
             await trio.to_thread.run_sync(self.content.verify, False)
+            await trio.to_thread.run_sync(self._repair)
         while True:
             await self._fill_wakeup.wait()
             self._fill_wakeup = trio.Event()
@@ -551,6 +579,79 @@ class MusicFS:
                 key = next(iter(self._to_fill))
                 track = self._to_fill.pop(key)
                 await trio.to_thread.run_sync(self._fill, track)
+            if self.content is not None:
+                await trio.to_thread.run_sync(self._repair)
+
+    def _repair(self) -> None:
+        """Drop the copies that lost chunks, and copy the files of damaged ones
+        again from their origins that are online (worker thread)."""
+        content = self.content
+        if content is None:
+            return
+        try:
+            content.sweep()
+            wanted = []
+            for origin, relpath, listing in content.wanted():
+                if origin not in self.origins:
+                    content.unwant(origin, relpath)  # no longer configured
+                elif self.federation.online(origin):
+                    wanted.append((origin, relpath, listing))
+            if not wanted:
+                return
+            with Catalog.open(self.catalog_path, readonly=True) as catalog:
+                for origin, relpath, listing in wanted:
+                    if self._stopping:
+                        return
+                    problem, _ = self.refetch(catalog, origin, relpath, listing)
+                    if problem:
+                        log.warning("could not re-fetch the damaged cached copy of %s/%s: %s",
+                                    origin, relpath, problem)  # fmt: skip
+                    else:
+                        log.info("re-fetched the damaged cached copy of %s/%s", origin, relpath)
+        except (OSError, sqlite3.Error) as exc:  # tried again at the next wake-up
+            log.warning("could not repair the content cache: %s", exc)
+
+    def refetch(
+        self, catalog: Catalog, origin: str, relpath: str, listing: str = ""
+    ) -> tuple[str, bool]:
+        """Copy a file whose cached copy was dropped as damaged into the cache
+        again, in the version the tree shows (blocking; any thread but trio's).
+        *listing*: the dropped copy's chunk list, whose chunks still stored are
+        checked first. Returns ("", False) when done, else why not and whether
+        it is tried again (the origin did not answer: when it does)."""
+        content = self.content
+        if content is None:
+            return "the cache is off", False
+        problem, later = self._refetch(content, catalog, origin, relpath, listing)
+        if not later:
+            content.unwant(origin, relpath)  # done, or given up
+        return problem, later
+
+    def _refetch(
+        self, content: ContentCache, catalog: Catalog, origin: str, relpath: str, listing: str
+    ) -> tuple[str, bool]:
+        reldir, filename = split_relpath(relpath)
+        known = catalog.known_files(origin, reldir).get(filename)
+        track = catalog.track(known.id) if known is not None else None
+        if track is None:
+            return "no longer in the library", False
+        if track.origin not in self.origins:
+            return "its origin is no longer configured", False
+        try:
+            content.recheck(listing)
+            self.copy_to_cache(track)
+        except FileNotFoundError:
+            return "it is gone from its origin", False
+        except PermissionError as exc:
+            return f"its origin refused it: {exc}", False
+        except OSError as exc:
+            return f"its origin did not answer: {exc}", True
+        if not content.has(version_of(track)):
+            return (
+                "it changed on its origin since the last scan; it is copied when next read",
+                False,
+            )
+        return "", False
 
     def _fill(self, track: Track) -> None:
         try:
@@ -808,9 +909,7 @@ class MusicFS:
                     "last_scan": report.summary() if report else "",
                 }
             )
-        state = self.state
-        if state is MountState.READY and not all(o["online"] for o in origins):
-            state = MountState.DEGRADED
+        state = shown_state(self.state, (bool(o["online"]) for o in origins))
         return {
             "version": version(),
             "pid": os.getpid(),
