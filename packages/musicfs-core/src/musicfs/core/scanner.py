@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import select
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +43,20 @@ from musicfs.core.watch import ScanRequest
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def about_the_file(exc: Exception) -> bool:
+    """Whether *exc*, raised writing one file's row, comes from that file's data
+    (a value SQLite cannot store, a name or tag the layout chokes on): the file is
+    then recorded as unreadable and the scan goes on. False for trouble of the
+    catalog itself (locked by another program, disk full, read-only, damaged):
+    the batch fails as a whole and the sync loop tries it again later."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return isinstance(
+            exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+        )
+    return not isinstance(exc, MemoryError)
+
 
 # Read by mutagen, never by a plugin (built-ins come first: SPEC §8).
 _MUTAGEN_FORMATS = frozenset(AUDIO_EXTENSIONS)
@@ -344,16 +359,36 @@ class Scanner:
         with self.catalog.transaction():
             for (relpath, st, existed), (tags, error) in zip(batch, results, strict=True):
                 scanned = ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error)
-                file_id = self.catalog.upsert_file(scanned)
-                changes += self.layout.place(file_id, relpath, scanned.format, tags, error, stat=st)
-                if error is not None:
+                try:
+                    with self.catalog.savepoint():
+                        changes += self._write(scanned)
+                except Exception as exc:
+                    if not about_the_file(exc):
+                        raise
+                    # One file's data must not stop the scan (issue 13.5): it is kept
+                    # as unreadable, with the reason, under its fallback name.
+                    log.warning("cannot catalog %s/%s as read: %s: %s", origin.location,
+                                relpath, type(exc).__name__, exc, exc_info=True)  # fmt: skip
+                    self.layout.rolled_back()
+                    reason = f"cannot be catalogued: {type(exc).__name__}: {exc}"
+                    scanned = ScannedFile(
+                        origin.id, relpath, st, scanned.format, TrackTags(), reason
+                    )
+                    changes += self._write(scanned)
+                if scanned.error is not None:
                     report.unreadable += 1
-                    log.info("unreadable: %s: %s", relpath, error)
+                    log.info("unreadable: %s: %s", relpath, scanned.error)
                 if existed:
                     report.changed += 1
                 else:
                     report.added += 1
         self._publish(changes)
+
+    def _write(self, scanned: ScannedFile) -> list[TreeChange]:
+        """The row of one scanned file, and its place in the tree."""
+        file_id = self.catalog.upsert_file(scanned)
+        return self.layout.place(file_id, scanned.relpath, scanned.format, scanned.tags,
+                                 scanned.error, stat=scanned.stat)  # fmt: skip
 
     def _remove(self, file_ids: Sequence[int], report: ScanReport) -> None:
         for start in range(0, len(file_ids), _BATCH):
