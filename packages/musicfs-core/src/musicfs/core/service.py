@@ -377,9 +377,9 @@ class MusicFS:
                 nursery.start_soon(run, "sync", self._sync_loop)
                 nursery.start_soon(run, "fill", self._fill_loop)
                 nursery.start_soon(run, "health", self._health_loop)
-                access_log.start()
+                access_log.start(self.supervisor)
                 if prefetcher is not None:
-                    prefetcher.start()
+                    prefetcher.start(self.supervisor)
                 for origin in self.origins.values():
                     if isinstance(origin, LocalOrigin) and origin.watchable and self.config.watch:
                         watch = functools.partial(self._watch, origin)
