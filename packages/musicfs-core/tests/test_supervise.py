@@ -133,3 +133,12 @@ def test_a_thread_loop_torn_down_at_shutdown_is_not_a_failure() -> None:
 
     supervisor.run_thread("prefetch", loop, stop)
     assert supervisor.snapshot() == []
+
+
+def test_one_failed_job_of_many_is_counted_but_does_not_degrade() -> None:
+    supervisor = Supervisor()
+    supervisor.failed("covers", OSError("cannot identify image file"), lasting=False)
+    assert supervisor.failing == []
+    [entry] = supervisor.snapshot()
+    assert (entry["name"], entry["failures"], entry["failing"]) == ("covers", 1, False)
+    assert entry["last_error"] == "OSError: cannot identify image file"

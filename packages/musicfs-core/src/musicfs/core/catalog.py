@@ -475,10 +475,9 @@ class Catalog:
         done = threading.Event()
 
         def watch() -> None:  # the progress handler is not called inside a page walk
-            while not done.wait(0.05):
+            while not done.wait(0.02):
                 if (deadline is not None and time.monotonic() > deadline) or (stop and stop()):
-                    self._conn.interrupt()
-                    return
+                    self._conn.interrupt()  # again until it ends: the first may come early
 
         watcher = threading.Thread(target=watch, name="musicfs-catalog-check", daemon=True)
         if deadline is not None or stop is not None:

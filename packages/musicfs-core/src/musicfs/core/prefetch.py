@@ -240,6 +240,8 @@ class Prefetcher:
                 self.handle(events)
             elif self._pending:
                 self.step()
+            if self._supervisor is not None:
+                self._supervisor.ok("prefetch")  # a round went through
 
     def _collect(self, timeout: float) -> list[Event]:
         """The opens that arrived, once none came for `SETTLE` s (or `COLLECT_MAX` s

@@ -438,6 +438,7 @@ class MusicFS:
     async def _when_scanned(self, on_scanned: Callable[[], Awaitable[None]]) -> None:
         await self._first_scan.wait()
         await on_scanned()
+        self.supervisor.ok("ready")
 
     async def _main_then_cancel(self, nursery: trio.Nursery) -> None:
         await pyfuse3.main()
@@ -449,6 +450,7 @@ class MusicFS:
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            self.supervisor.ok("signals")
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP: rescanning")
@@ -599,6 +601,7 @@ class MusicFS:
                 events = await trio.to_thread.run_sync(
                     watch.events, 1000, 200, abandon_on_cancel=True
                 )
+                self.supervisor.ok(f"watch {origin.id}")
                 request = ScanRequest(full=watch.overflowed)
                 watch.overflowed = False
                 for event in events:
@@ -614,6 +617,7 @@ class MusicFS:
         while True:
             await trio.sleep(interval)
             self._ask(origin.id, ScanRequest(full=True))
+            self.supervisor.ok(f"poll {origin.id}")
 
     def _on_fill(self, track: Track) -> None:
         """Keep a copy of a file that was just opened from its origin (trio thread)."""
@@ -629,6 +633,7 @@ class MusicFS:
         """
         if self.content is not None:
             await trio.to_thread.run_sync(self.content.verify, False)
+        self.supervisor.ok("fill")
         while True:
             await self._fill_wakeup.wait()
             self._fill_wakeup = trio.Event()
@@ -652,6 +657,7 @@ class MusicFS:
             CoverStore(self.cache_dir / "covers", self.federation),
             self.catalog_path,
             on_found=self._covers_found,
+            on_error=functools.partial(self.supervisor.failed, "covers", lasting=False),
         )
 
     def _covers_found(self, folder: int) -> None:
@@ -690,6 +696,8 @@ class MusicFS:
                         self.copy_to_cache(track)
                     except OSError as exc:
                         log.info("prefetch hint: %s/%s: %s", track.origin, track.relpath, exc)
+            except Exception as exc:  # counted and shown by status, never silent
+                self.supervisor.failed("prefetch hint", exc, lasting=False)
             finally:
                 with self._hints_lock:
                     self._hinted.discard(node_id)

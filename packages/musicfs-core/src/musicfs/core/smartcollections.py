@@ -105,6 +105,8 @@ class AccessLog:
 
     def _loop(self) -> None:
         with Catalog.open(self.catalog_path) as catalog:
+            if self._supervisor is not None:
+                self._supervisor.ok("access log")
             while not self._stop.is_set():
                 event = self._subscription.get(timeout=0.5)
                 if event is None:
@@ -118,10 +120,7 @@ class AccessLog:
                     if self._supervisor is None:
                         log.exception("could not write the access log")
                     else:  # counted and shown by status; these plays are lost
-                        self._supervisor.failed("access log", exc)
-                else:
-                    if self._supervisor is not None:
-                        self._supervisor.ok("access log")
+                        self._supervisor.failed("access log", exc, lasting=False)
 
     def _write(self, catalog: Catalog, opens: Sequence[tuple[str, str, float]]) -> None:
         rows = []

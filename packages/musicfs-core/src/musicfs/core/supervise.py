@@ -106,21 +106,21 @@ class Supervisor:
             health.failing = False
             self._backoff[name].reset()
 
-    def failed(self, name: str, exc: BaseException) -> float:
+    def failed(self, name: str, exc: BaseException, *, lasting: bool = True) -> float:
         """Record a failure of loop *name* (traceback to the log); return the
-        pause before it is started again."""
+        pause before it is started again. Not *lasting*: one job of many failed
+        (a cover, a batch of the access log), the next may well work: counted and
+        shown, but the mount is not DEGRADED for it."""
         health = self._health(name)
         with self._lock:
             health.failures += 1
             health.last_error = describe(exc)
             health.last_failure = time.time()
-            health.failing = True
+            health.failing = health.failing or lasting
             pause = self._backoff[name].next()
             failures = health.failures
-        log.error(
-            "background task %r failed (%d so far; restarting it in %.0f s): %s",
-            name, failures, pause, health.last_error, exc_info=exc,
-        )  # fmt: skip
+        log.error("background task %r failed (%d so far): %s", name, failures,
+                  health.last_error, exc_info=exc)  # fmt: skip
         return pause
 
     async def run(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
@@ -135,6 +135,7 @@ class Supervisor:
                 return
             except Exception as exc:
                 pause = self.failed(name, exc)
+            log.info("restarting background task %r in %.0f s", name, pause)
             await trio.sleep(pause)
 
     def run_thread(self, name: str, loop: Callable[[], None], stop: threading.Event) -> None:
@@ -149,6 +150,7 @@ class Supervisor:
                 if stop.is_set():  # torn down under it at shutdown: not a failure
                     return
                 pause = self.failed(name, exc)
+            log.info("restarting background task %r in %.0f s", name, pause)
             stop.wait(pause)
 
     def snapshot(self) -> list[dict[str, Any]]:
