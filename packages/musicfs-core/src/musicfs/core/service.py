@@ -68,10 +68,10 @@ _ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
 _FILL_QUEUE = 10_000
 _HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
 # The catalog's pages are checked before mounting when the file is at most this
-# big (SQLite's quick_check reads it all: 64 MiB, some 80,000 tracks, in about
-# 0.15 s from the page cache), and for at most CHECK_BUDGET seconds (a cold, slow
-# disk). A bigger catalog, or the rest, is checked after mounting, while it serves:
-# mounting stays O(1) in the library size (FR-1).
+# big (SQLite's quick_check reads it all: 80,000 tracks, 63 MiB, take 0.07-0.13 s
+# from the page cache; 1,000,000 tracks 1.3-1.9 s), for at most CHECK_BUDGET
+# seconds (a cold, slow disk). A bigger catalog, or the rest, is checked after
+# mounting, while it serves: mounting stays O(1) in the library size (FR-1).
 CHECK_BEFORE_MOUNT = 64 * 2**20
 CHECK_BUDGET = 1.0
 
