@@ -173,3 +173,29 @@ def test_a_failing_scan_is_shown_retried_and_recovers_while_the_mount_serves(
         assert after["tracks"] == 2
         [sync] = [loop for loop in after["loops"] if loop["name"] == "sync"]
         assert sync["failures"] >= 1  # still counted, no longer failing
+
+
+def test_mounting_a_catalog_another_program_holds_says_so_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    require_tools("ffmpeg")
+    origin, mountpoint, cache = tmp_path / "music", tmp_path / "mnt", tmp_path / "cache"
+    encode(origin / "one.flac", "One")
+    with mounted([origin], mountpoint, cache):
+        pass
+    holder = sqlite3.connect(cache / "catalog.sqlite3", isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        result = run_musicfs(*mount_command([origin], mountpoint, cache))
+        assert result.returncode == 1, describe(result)
+        assert "database is locked" in result.stderr, describe(result)
+        assert "if another program has it open, close that program and mount again" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.stderr + result.stdout
+        assert not is_mounted(mountpoint)
+    finally:
+        holder.close()
+        unmount(mountpoint)
+    with mounted([origin], mountpoint, cache) as mount:  # once it lets go
+        assert mount.ready_status["tracks"] == 1

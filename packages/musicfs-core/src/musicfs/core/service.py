@@ -244,12 +244,25 @@ class MusicFS:
             self._catalog = catalog = Catalog.open(self.catalog_path)
             self._checked = check_catalog(catalog, CHECK_BEFORE_MOUNT, CHECK_BUDGET)
             self._reconcile(catalog)
+        except sqlite3.OperationalError as exc:  # locked by another program, disk full
+            self._unprepare()
+            raise CatalogError(
+                f"cannot update catalog {self.catalog_path}: {exc}; if another program has "
+                "it open, close that program and mount again"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            self._unprepare()
+            problem = f"catalog {self.catalog_path} is damaged ({exc})"
+            raise CatalogError(damaged(problem, certain=True)) from None
         except BaseException:
-            if self._catalog is not None:
-                self._catalog.close()
-                self._catalog = None
-            self._lock.release()
+            self._unprepare()
             raise
+
+    def _unprepare(self) -> None:
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+        self._lock.release()
 
     def _build_origins(self) -> None:
         try:
