@@ -91,6 +91,87 @@ def test_a_damaged_catalog_file_gives_advice(tmp_path: Path) -> None:
         Catalog.open(path)
 
 
+def damaged_in_the_middle(path: Path, files: int = 400) -> None:
+    """A catalog of *files* tracks with 64 KiB zeroed in its middle (the rows,
+    not the schema: it still opens)."""
+    with Catalog.open(path) as catalog, catalog.transaction():
+        layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
+        for i in range(files):
+            file_id = add(catalog, f"a{i % 20}/b{i % 40}/{i:03d}.flac", title=f"Song {i}",
+                          artist=f"Artist {i % 20}", album=f"Album {i % 40}")  # fmt: skip
+            layout.place_track(catalog.track(file_id))  # type: ignore[arg-type]
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.seek((size // 2) // 4096 * 4096 - 32768)
+        fh.write(bytes(65536))
+
+
+def test_quick_check_finds_damage_in_the_middle_of_a_catalog_that_opens(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    damaged_in_the_middle(path)
+    with Catalog.open(path) as catalog:
+        verdict = catalog.quick_check()
+    assert verdict is not None
+    assert verdict != "ok"
+    with Catalog.open(tmp_path / "sound.sqlite3") as sound:
+        assert sound.quick_check(budget=10) == "ok"
+
+
+def test_quick_check_stops_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with Catalog.open(path) as catalog:
+        assert catalog.quick_check(stop=lambda: True) in (None, "ok")  # tiny: may finish first
+        catalog.execute("CREATE TABLE big (x)")
+        catalog.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500000) "
+            "INSERT INTO big SELECT randomblob(200) FROM n"
+        )
+        assert catalog.quick_check(stop=lambda: True) is None
+        assert catalog.quick_check(budget=0.001) is None
+        assert catalog.quick_check() == "ok"  # the connection works on
+
+
+def test_check_before_mounting_refuses_a_damaged_catalog_with_the_fix(tmp_path: Path) -> None:
+    from musicfs.core.service import check_catalog
+
+    path = tmp_path / "c.sqlite3"
+    damaged_in_the_middle(path)
+    with Catalog.open(path) as catalog:
+        with pytest.raises(CatalogError) as raised:
+            check_catalog(catalog, max_bytes=2**30, budget=10)
+        # Too big to check before mounting: left for after (no verdict yet).
+        assert check_catalog(catalog, max_bytes=1000, budget=10) is False
+    message = str(raised.value)
+    assert message.startswith(f"catalog {path} is damaged (")
+    assert message.endswith("Move it away; the next mount rebuilds it from the origins.")
+    with Catalog.open(tmp_path / "sound.sqlite3") as sound:
+        assert check_catalog(sound, max_bytes=2**30, budget=10) is True
+
+
+def test_a_catalog_too_big_to_check_before_mounting_is_checked_after_and_shown_damaged(
+    tmp_path: Path,
+) -> None:
+    import trio
+
+    from musicfs.core.config import Config
+    from musicfs.core.service import MountState, MusicFS
+
+    fs = MusicFS(Config(cache_dir=str(tmp_path / "cache")), tmp_path / "mnt")
+    fs.catalog_path.parent.mkdir()
+    damaged_in_the_middle(fs.catalog_path)
+    fs.state = MountState.READY  # mounted and serving meanwhile
+    trio.run(fs._check_catalog)
+    [entry] = fs.supervisor.snapshot()
+    assert entry["name"] == "catalog check"
+    assert entry["failing"] is True
+    assert entry["last_error"].startswith(f"CatalogError: catalog {fs.catalog_path} is damaged (")
+    assert entry["last_error"].endswith(
+        "Move it away; the next mount rebuilds it from the origins."
+    )
+    assert fs.status()["state"] == "DEGRADED"
+    assert fs.status()["loops"] == [entry]
+
+
 def test_rows_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     with Catalog.open(path) as catalog:

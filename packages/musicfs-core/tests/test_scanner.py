@@ -7,12 +7,15 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import mutagen.flac
 import pytest
 
 from musicfs.core.catalog import Catalog
+from musicfs.core.extensions import Extensions
 from musicfs.core.layout import TreeChange
+from musicfs.core.model import TrackTags
 from musicfs.core.origins import DirListing, LocalOrigin
 from musicfs.core.scanner import Scanner
 from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
@@ -127,6 +130,58 @@ def test_unreadable_files_are_recorded_and_shown_under_fallback_names(
     assert report.unreadable == 2
     assert {t.error is not None for t in catalog.tracks()} == {True}
     assert "Unknown Artist/Unknown Album (0000) [MP3]/00 - broken.mp3" in tree(catalog)
+
+
+class CarelessParser:
+    """A format plugin's tag parser that hands back what no catalog row holds:
+    a title with an unpaired surrogate, and a number past 64 bits."""
+
+    name = "careless"
+
+    def parse(self, reader: BinaryIO) -> TrackTags:
+        data = reader.read()
+        if b"bad title" in data:
+            return TrackTags(title="bad \udcff title", artist="Plug")
+        if b"bad number" in data:
+            return TrackTags(title="Big", artist="Plug", bitrate=2**70)
+        return TrackTags(title=data.decode().strip(), artist="Plug")
+
+
+class CarelessPlugins(Extensions):
+    def tag_parser(self, extension: str) -> CarelessParser | None:
+        return CarelessParser() if extension == "xyz" else None
+
+    def extra_extensions(self) -> frozenset[str]:
+        return frozenset({"xyz"})
+
+
+def test_a_file_whose_row_cannot_be_written_is_unreadable_and_the_scan_goes_on(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "1.wav", title="Before", artist="Ann")
+    (lib / "2.xyz").write_bytes(b"bad title")
+    (lib / "3.xyz").write_bytes(b"bad number")
+    (lib / "4.xyz").write_bytes(b"Fine")
+    make_wav(lib / "5.wav", title="After", artist="Ann")
+    report = scanner(catalog, plugins=CarelessPlugins()).scan(LocalOrigin("lib", lib))
+    assert (report.seen, report.added, report.unreadable, report.complete) == (5, 5, 2, True)
+    errors = {t.relpath: t.error for t in catalog.tracks()}
+    assert [errors["1.wav"], errors["4.xyz"], errors["5.wav"]] == [None, None, None]
+    assert errors["2.xyz"] is not None
+    assert errors["2.xyz"].startswith("cannot be catalogued: UnicodeEncodeError: ")
+    assert errors["2.xyz"].endswith("surrogates not allowed")
+    assert errors["3.xyz"] == (
+        "cannot be catalogued: OverflowError: Python int too large to convert to SQLite INTEGER"
+    )
+    assert tree(catalog) == {
+        "Ann/Unknown Album (0000) [WAV]/00 - Before.wav",
+        "Ann/Unknown Album (0000) [WAV]/00 - After.wav",
+        "Plug/Unknown Album (0000) [XYZ]/00 - Fine.xyz",
+        "Unknown Artist/Unknown Album (0000) [XYZ]/00 - 2.xyz",
+        "Unknown Artist/Unknown Album (0000) [XYZ]/00 - 3.xyz",
+    }
+    assert catalog.integrity_check() == "ok"
 
 
 def test_an_unreachable_origin_keeps_its_files(

@@ -449,6 +449,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_status(status: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -486,6 +487,15 @@ def _print_status(status: dict[str, Any]) -> None:
             entry["last_scan"],
         )
     console.print(origins)
+    if status.get("loops"):  # background loops that failed: restarted, shown until unmount
+        loops = Table(title="background tasks that failed (restarted; details in musicfs.log)")
+        for column in ("task", "failures", "now", "last error"):
+            loops.add_column(column)
+        for entry in status["loops"]:
+            now = "[red]failing[/]" if entry["failing"] else "recovered"
+            loops.add_row(escape(entry["name"]), str(entry["failures"]), now,
+                          escape(entry["last_error"]))  # fmt: skip
+        console.print(loops)
     if status.get("op_latency"):
         latency = Table(title="FUSE operations (latency in ms)")
         for column in ("operation", "count", "p50", "p95", "p99"):

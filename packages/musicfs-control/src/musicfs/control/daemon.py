@@ -266,12 +266,23 @@ def run_daemon(
             nonlocal server, metrics
             if not wait_scan:
                 readiness.ready()
-            server, progress = await trio.to_thread.run_sync(start_control)
-            fs.progress = _ReportedProgress(progress, readiness) if wait_scan else progress
+            # Mounted now: what fails from here on is logged and shown by status
+            # (issue 13.5), never the end of the daemon.
+            try:
+                server, progress = await trio.to_thread.run_sync(start_control)
+                fs.progress = _ReportedProgress(progress, readiness) if wait_scan else progress
+            except Exception as exc:
+                fs.supervisor.failed("control server", exc)
             if config.metrics_listen:
-                metrics = await trio.to_thread.run_sync(start_metrics)
+                try:
+                    metrics = await trio.to_thread.run_sync(start_metrics)
+                except Exception as exc:
+                    fs.supervisor.failed("metrics", exc)
             if webhooks is not None:  # in a thread: secrets may come from the keyring
-                await trio.to_thread.run_sync(webhooks.start)
+                try:
+                    await trio.to_thread.run_sync(webhooks.start)
+                except Exception as exc:
+                    fs.supervisor.failed("webhooks", exc)
 
         async def on_scanned() -> None:
             for report in fs.scan_reports.values():

@@ -187,7 +187,8 @@ class MusicFSCollector(Collector):
             "When the daemon started, in seconds since the Unix epoch.",
             value=fs.started,
         )
-        state = shown_state(fs.state, (h.online for h in _health(fs).values()))
+        online = (h.online for h in _health(fs).values())
+        state = shown_state(fs.state, online, failing=bool(fs.supervisor.failing))
         yield self._gauge(
             "musicfs_mount_state",
             "The mount's state: 1 for the current one, 0 for the others.",

@@ -42,10 +42,14 @@ class CoverFiles:
         store: CoverStore,
         catalog_path: str | Path,
         on_found: Callable[[int], None] | None = None,
+        on_error: Callable[[Exception], object] | None = None,
     ) -> None:
+        """*on_error*: told of each look for art that failed (the mount counts them
+        for ``musicfs status``); else it is logged."""
         self.store = store
         self.catalog_path = Path(catalog_path)
         self.on_found = on_found
+        self.on_error = on_error
         self._lock = threading.Lock()
         self._inodes: dict[tuple[int, str], int] = {}
         self._entries: dict[int, tuple[VirtualEntry, int]] = {}  # inode -> entry, folder
@@ -155,8 +159,11 @@ class CoverFiles:
                 art = self._art(folder, embedded_only=embedded_only)
                 if art is not None and self.on_found is not None:
                     self.on_found(folder)
-            except Exception:  # a cover is a nicety: never more than a log line
-                log.exception("looking for the art of folder %d failed", folder)
+            except Exception as exc:  # a cover is a nicety: never more than a log line
+                if self.on_error is None:
+                    log.exception("looking for the art of folder %d failed", folder)
+                else:
+                    self.on_error(exc)
             finally:
                 with self._lock:
                     pending.discard(folder)

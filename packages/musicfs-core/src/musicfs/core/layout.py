@@ -224,6 +224,11 @@ class Layout:
             return node.mtime_ns  # the same bytes: nothing for an indexer to notice
         return later_mtime(node.mtime_ns, origin_mtime_ns)
 
+    def rolled_back(self) -> None:
+        """Part of the transaction was undone (a savepoint): folders touched in it
+        must be touched again."""
+        self._touched.clear()
+
     def _begin(self) -> None:
         """Start remembering touched folders afresh in a new transaction."""
         catalog = self.catalog

@@ -45,6 +45,7 @@ from musicfs.core.events import Event, EventBus, EventType
 from musicfs.core.federation import Federation
 from musicfs.core.library import version_of
 from musicfs.core.origins.base import OriginFile
+from musicfs.core.supervise import Supervisor
 
 if TYPE_CHECKING:
     from musicfs.core.fs import MusicFSOperations
@@ -163,6 +164,7 @@ class Prefetcher:
         self._catalog: Catalog | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="musicfs-prefetch", daemon=True)
+        self._supervisor: Supervisor | None = None
 
     @classmethod
     def for_mount(cls, fs: MusicFS) -> Prefetcher | None:
@@ -186,7 +188,10 @@ class Prefetcher:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start the thread; with *supervisor*, a failure is counted and shown by
+        status, and the loop starts again after a pause (else it ends)."""
+        self._supervisor = supervisor
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -219,16 +224,24 @@ class Prefetcher:
         return list(self._pending)
 
     def _run(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.run_thread("prefetch", self._loop, self._stop)
+            return
         try:
-            while not self._stop.is_set():
-                events = self._collect(0 if self._pending else 0.5)
-                if events:
-                    self.handle(events)
-                elif self._pending:
-                    self.step()
+            self._loop()
         except Exception:  # prefetch is a nicety: never take anything down
             if not self._stop.is_set():  # else: the cache closed under a copy at shutdown
                 log.exception("prefetch stopped after an unexpected error")
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            events = self._collect(0 if self._pending else 0.5)
+            if events:
+                self.handle(events)
+            elif self._pending:
+                self.step()
+            if self._supervisor is not None:
+                self._supervisor.ok("prefetch")  # a round went through
 
     def _collect(self, timeout: float) -> list[Event]:
         """The opens that arrived, once none came for `SETTLE` s (or `COLLECT_MAX` s

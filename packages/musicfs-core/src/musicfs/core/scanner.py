@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import select
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,6 +43,20 @@ from musicfs.core.watch import ScanRequest
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def about_the_file(exc: Exception) -> bool:
+    """Whether *exc*, raised writing one file's row, comes from that file's data
+    (a value SQLite cannot store, a name or tag the layout chokes on): the file is
+    then recorded as unreadable and the scan goes on. False for trouble of the
+    catalog itself (locked by another program, disk full, read-only, damaged):
+    the batch fails as a whole and the sync loop tries it again later."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return isinstance(
+            exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+        )
+    return not isinstance(exc, MemoryError)
+
 
 # Read by mutagen, never by a plugin (built-ins come first: SPEC §8).
 _MUTAGEN_FORMATS = frozenset(AUDIO_EXTENSIONS)
@@ -340,20 +355,69 @@ class Scanner:
         origin, batch, parsing = self._inflight
         self._inflight = None
         results = parsing()
-        changes: list[TreeChange] = []
-        with self.catalog.transaction():
-            for (relpath, st, existed), (tags, error) in zip(batch, results, strict=True):
-                scanned = ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error)
-                file_id = self.catalog.upsert_file(scanned)
-                changes += self.layout.place(file_id, relpath, scanned.format, tags, error, stat=st)
-                if error is not None:
-                    report.unreadable += 1
-                    log.info("unreadable: %s: %s", relpath, error)
-                if existed:
-                    report.changed += 1
-                else:
-                    report.added += 1
+        scanned = [
+            ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error)
+            for (relpath, st, _), (tags, error) in zip(batch, results, strict=True)
+        ]
+        try:
+            changes, written = self._commit(scanned, careful=False)
+        except Exception as exc:
+            if not about_the_file(exc):
+                raise
+            # Some file's data cannot be stored: write the batch again one file at
+            # a time (a savepoint each; they cost ~10% of a batch, hence not always).
+            self.layout.rolled_back()
+            changes, written = self._commit(scanned, careful=True)
+        for (relpath, _, existed), done in zip(batch, written, strict=True):
+            if done.error is not None:
+                report.unreadable += 1
+                log.info("unreadable: %s: %s", relpath, done.error)
+            if existed:
+                report.changed += 1
+            else:
+                report.added += 1
         self._publish(changes)
+
+    def _commit(
+        self, batch: list[ScannedFile], *, careful: bool
+    ) -> tuple[list[TreeChange], list[ScannedFile]]:
+        """Write *batch* in one transaction; return the tree changes and what was
+        written. *careful*: a file whose row cannot be written (issue 13.5) is
+        undone alone and kept as unreadable with the reason; the scan goes on."""
+        changes: list[TreeChange] = []
+        written: list[ScannedFile] = []
+        with self.catalog.transaction():
+            for item in batch:
+                if careful:
+                    written.append(self._write_or_record(item, changes))
+                else:
+                    changes += self._write(item)
+                    written.append(item)
+        return changes, written
+
+    def _write_or_record(self, item: ScannedFile, changes: list[TreeChange]) -> ScannedFile:
+        """Write *item* in a savepoint; if its data cannot be stored, record it as
+        unreadable with the reason instead. Returns what was written."""
+        try:
+            with self.catalog.savepoint():
+                changes += self._write(item)
+            return item
+        except Exception as exc:
+            if not about_the_file(exc):
+                raise
+            log.warning("cannot catalog %s/%s as read: %s: %s", item.origin, item.relpath,
+                        type(exc).__name__, exc, exc_info=True)  # fmt: skip
+            reason = f"cannot be catalogued: {type(exc).__name__}: {exc}"
+        self.layout.rolled_back()
+        kept = ScannedFile(item.origin, item.relpath, item.stat, item.format, TrackTags(), reason)
+        changes += self._write(kept)
+        return kept
+
+    def _write(self, scanned: ScannedFile) -> list[TreeChange]:
+        """The row of one scanned file, and its place in the tree."""
+        file_id = self.catalog.upsert_file(scanned)
+        return self.layout.place(file_id, scanned.relpath, scanned.format, scanned.tags,
+                                 scanned.error, stat=scanned.stat)  # fmt: skip
 
     def _remove(self, file_ids: Sequence[int], report: ScanReport) -> None:
         for start in range(0, len(file_ids), _BATCH):

@@ -29,6 +29,7 @@ from pathlib import Path
 from musicfs.core.catalog import Catalog, split_relpath
 from musicfs.core.collectionconfig import BUILTIN, ORDERS, Collection
 from musicfs.core.events import EventBus, EventType
+from musicfs.core.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,12 @@ class AccessLog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="musicfs-access-log", daemon=True)
         self._last: dict[tuple[str, str], float] = {}
+        self._supervisor: Supervisor | None = None
 
-    def start(self) -> None:
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start the thread; with *supervisor*, a failure (the catalog cannot be
+        opened) is counted and shown by status, and the loop starts again later."""
+        self._supervisor = supervisor
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -93,7 +98,15 @@ class AccessLog:
         self._subscription.close()
 
     def _run(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.run_thread("access log", self._loop, self._stop)
+        else:
+            self._loop()
+
+    def _loop(self) -> None:
         with Catalog.open(self.catalog_path) as catalog:
+            if self._supervisor is not None:
+                self._supervisor.ok("access log")
             while not self._stop.is_set():
                 event = self._subscription.get(timeout=0.5)
                 if event is None:
@@ -103,8 +116,11 @@ class AccessLog:
                     batch.append(more)
                 try:
                     self._write(catalog, [(e.origin, e.path, e.time) for e in batch])
-                except Exception:  # the log is a nicety: never take anything down
-                    log.exception("could not write the access log")
+                except Exception as exc:  # the log is a nicety: never take anything down
+                    if self._supervisor is None:
+                        log.exception("could not write the access log")
+                    else:  # counted and shown by status; these plays are lost
+                        self._supervisor.failed("access log", exc, lasting=False)
 
     def _write(self, catalog: Catalog, opens: Sequence[tuple[str, str, float]]) -> None:
         rows = []

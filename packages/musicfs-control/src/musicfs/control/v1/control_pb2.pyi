@@ -42,7 +42,7 @@ class OriginStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., online: _Optional[bool] = ..., last_scan: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "op_latency")
+    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "op_latency", "loops")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,7 @@ class Status(_message.Message):
     LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     OP_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    LOOPS_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     state: MountState
@@ -85,7 +86,22 @@ class Status(_message.Message):
     latency_p95_ms: float
     latency_p99_ms: float
     op_latency: _containers.RepeatedCompositeFieldContainer[OpLatency]
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., op_latency: _Optional[_Iterable[_Union[OpLatency, _Mapping]]] = ...) -> None: ...
+    loops: _containers.RepeatedCompositeFieldContainer[LoopStatus]
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., op_latency: _Optional[_Iterable[_Union[OpLatency, _Mapping]]] = ..., loops: _Optional[_Iterable[_Union[LoopStatus, _Mapping]]] = ...) -> None: ...
+
+class LoopStatus(_message.Message):
+    __slots__ = ("name", "failures", "last_error", "last_failure", "failing")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    FAILING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    failures: int
+    last_error: str
+    last_failure: float
+    failing: bool
+    def __init__(self, name: _Optional[str] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ..., last_failure: _Optional[float] = ..., failing: _Optional[bool] = ...) -> None: ...
 
 class ShutdownRequest(_message.Message):
     __slots__ = ("drain_timeout_seconds",)
