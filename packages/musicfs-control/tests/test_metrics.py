@@ -35,6 +35,7 @@ from musicfs.core.events import EventBus, EventType
 from musicfs.core.federation import Health
 from musicfs.core.latency import LatencyRecorder
 from musicfs.core.service import MountState
+from musicfs.core.supervise import Supervisor
 
 
 class FakeMount(SimpleNamespace):
@@ -62,6 +63,7 @@ def fake_mount() -> Any:
     return FakeMount(
         started=time.time() - 60,
         state=MountState.READY,
+        supervisor=Supervisor(),
         scanning=False,
         operations=SimpleNamespace(
             op_counts=Counter({"read": 3, "lookup": 1}), latency=latency, library=library
@@ -136,6 +138,21 @@ def test_series_and_values() -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_failing_background_task_is_degraded_as_in_status() -> None:
+    fs = fake_mount()
+    fs.federation.health["nas"] = Health(latency_ms=3.0)  # every origin online
+    assert (
+        scrape(MusicFSCollector(fs))[1][("musicfs_mount_state", frozenset({("state", "READY")}))]
+        == 1
+    )
+    fs.supervisor.failed("sync", OSError("database is locked"))
+    found = scrape(MusicFSCollector(fs))[1]
+    assert found[("musicfs_mount_state", frozenset({("state", "DEGRADED")}))] == 1
+    fs.supervisor.ok("sync")
+    found = scrape(MusicFSCollector(fs))[1]
+    assert found[("musicfs_mount_state", frozenset({("state", "READY")}))] == 1
 
 
 def test_passthrough_and_unmounted_leave_series_out_without_failing() -> None:

@@ -87,51 +87,21 @@ class AdminRPCs:
     def Prefetch(
         self, request: control_pb2.PrefetchRequest, context: grpc.ServicerContext
     ) -> Iterator[control_pb2.PrefetchProgress]:
-        updates: queue.Queue[control_pb2.PrefetchProgress | Exception | None] = queue.Queue()
+        def work(put: Callable[[control_pb2.PrefetchProgress], None]) -> None:
+            final = self.admin.prefetch(request.path, lambda p: put(_prefetch_message(p)))
+            put(_prefetch_message(final))
 
-        def run() -> None:
-            try:
-                final = self.admin.prefetch(
-                    request.path, lambda p: updates.put(_prefetch_message(p))
-                )
-                updates.put(_prefetch_message(final))
-            except Exception as exc:
-                updates.put(exc)
-            finally:
-                updates.put(None)
-
-        # A worker thread, so a client that goes away does not stop the copy half way.
-        threading.Thread(target=run, name="musicfs-prefetch", daemon=True).start()
-        while (update := updates.get()) is not None:
-            if isinstance(update, AdminError):
-                _abort(context, update)
-            if isinstance(update, Exception):
-                context.abort(grpc.StatusCode.INTERNAL, f"prefetch failed: {update}")
-            yield update
+        return _streamed(context, "prefetch", work)
 
     def VerifyCache(
         self, request: control_pb2.VerifyCacheRequest, context: grpc.ServicerContext
     ) -> Iterator[control_pb2.VerifyCacheProgress]:
-        updates: queue.Queue[control_pb2.VerifyCacheProgress | Exception | None] = queue.Queue()
+        # (A damaged chunk found is dropped either way; its file is still re-fetched.)
+        def work(put: Callable[[control_pb2.VerifyCacheProgress], None]) -> None:
+            final = self.admin.verify_cache(lambda p: put(_verify_cache_message(p)))
+            put(_verify_cache_message(final))
 
-        def run() -> None:
-            try:
-                final = self.admin.verify_cache(lambda p: updates.put(_verify_cache_message(p)))
-                updates.put(_verify_cache_message(final))
-            except Exception as exc:
-                updates.put(exc)
-            finally:
-                updates.put(None)
-
-        # A worker thread: a client that goes away does not stop the verify half way
-        # (a damaged chunk found is dropped either way; its file is still re-fetched).
-        threading.Thread(target=run, name="musicfs-cache-verify", daemon=True).start()
-        while (update := updates.get()) is not None:
-            if isinstance(update, AdminError):
-                _abort(context, update)
-            if isinstance(update, Exception):
-                context.abort(grpc.StatusCode.INTERNAL, f"cache verify failed: {update}")
-            yield update
+        return _streamed(context, "cache verify", work)
 
     def ListOrigins(
         self, request: control_pb2.ListOriginsRequest, context: grpc.ServicerContext
@@ -192,3 +162,30 @@ class AdminRPCs:
             if not context.is_active():
                 return
             yield control_pb2.SearchHit(**hit)
+
+
+Message = TypeVar("Message")
+
+
+def _streamed(
+    context: grpc.ServicerContext, what: str, work: Callable[[Callable[[Message], None]], None]
+) -> Iterator[Message]:
+    """The progress messages *work* puts, streamed as it runs. It runs in a worker
+    thread, so a client that goes away does not stop it half way."""
+    updates: queue.Queue[Message | Exception | None] = queue.Queue()
+
+    def run() -> None:
+        try:
+            work(updates.put)
+        except Exception as exc:
+            updates.put(exc)
+        finally:
+            updates.put(None)
+
+    threading.Thread(target=run, name=f"musicfs-{what.replace(' ', '-')}", daemon=True).start()
+    while (update := updates.get()) is not None:
+        if isinstance(update, AdminError):
+            _abort(context, update)
+        if isinstance(update, Exception):
+            context.abort(grpc.StatusCode.INTERNAL, f"{what} failed: {update}")
+        yield update
