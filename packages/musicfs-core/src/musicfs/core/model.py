@@ -68,8 +68,9 @@ class TrackTags:
     def as_row(self) -> tuple[Any, ...]:
         """The values in `TAG_FIELDS` order, as the catalog stores them.
 
-        A number past `MAX_TAG_NUMBER` either way is stored as missing (SQLite
-        holds at most 64 bits), a lone surrogate in a text as U+FFFD (SQLite
+        A tag number past `MAX_TAG_NUMBER` either way, or any number past 64
+        bits (a damaged header's bitrate), is stored as missing (SQLite holds
+        at most 64 bits), a lone surrogate in a text as U+FFFD (SQLite
         takes valid UTF-8 only): one such tag must not stop a scan."""
         return tuple(_storable(name, getattr(self, name)) for name in TAG_FIELDS)
 
@@ -117,8 +118,10 @@ def valid_text(text: str) -> str:
 def _storable(name: str, value: Any) -> Any:
     if isinstance(value, str):
         return valid_text(value)
-    if name in _INT_FIELDS and value is not None and abs(value) > MAX_TAG_NUMBER:
-        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # Stream info too: a damaged AIFF header claims a bitrate of 10**150.
+        limit = MAX_TAG_NUMBER if name in _INT_FIELDS else 2**63 - 1
+        return value if -limit <= value <= limit else None
     return value
 
 
