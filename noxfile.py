@@ -8,6 +8,8 @@
     nox -s proto      regenerate the gRPC code from control.proto
     nox -s lock       rewrite requirements-dev.lock from requirements-dev.in (-- --upgrade)
     nox -s bench      benchmarks (JSON + table in benchmarks/results/)
+    nox -s fuzz       damaged files through the tag reader, overlay writers and a mount
+                      (-- --cases 100000 --seed N; crashers kept in tests/fuzz/crashers/)
 
 Sessions use uv-made virtualenvs. Every tool and every dependency comes from
 requirements-dev.lock (exact versions, hashes); the four packages are then
@@ -34,7 +36,8 @@ PACKAGES = ["core", "plugins", "control", "cli"]
 EDITABLE = [arg for name in PACKAGES for arg in ("-e", f"packages/musicfs-{name}")]
 PROTO_DIR = "packages/musicfs-control/src"
 PROTO = "musicfs/control/v1/control.proto"
-TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/smoke_mount.py", "benchmarks"]
+TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/fuzz", "tests/smoke_mount.py",
+             "benchmarks"]  # fmt: skip
 
 
 LOCK = "requirements-dev.lock"
@@ -148,3 +151,11 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_origins.py")
     session.run("python", "benchmarks/bench_search.py")
     session.run("python", "benchmarks/bench_prefetch.py")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the tag reader, the overlay writers and a real mount (tests/fuzz/fuzz.py);
+    prints its seed and every crasher, and keeps them in tests/fuzz/crashers/."""
+    _install_dev(session)
+    session.run("python", "tests/fuzz/fuzz.py", *session.posargs)

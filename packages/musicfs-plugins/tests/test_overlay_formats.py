@@ -14,6 +14,7 @@ makes a plugin crash: each is either overlaid correctly or passed through.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -482,12 +483,38 @@ def test_mp3_id3v1_tag_at_the_end_stays_in_the_payload(media: Media, tmp_path: P
 
 
 @pytest.mark.parametrize("overlaid", ["mp3-id3v23", "mp3-id3v24"], indirect=True)
-def test_mp3_total_without_a_number_is_not_written(overlaid: Overlaid, tmp_path: Path) -> None:
+def test_mp3_total_without_a_number_is_refused(overlaid: Overlaid) -> None:
+    # ID3 has no frame for it: served, the total would be missing while the tree
+    # (placed by the effective tags) counted on it. `tag set` says why instead.
     meta = overlaid.meta.replace(track=None, tracktotal=12)
-    out = served_file(overlaid.plugin, overlaid.original, meta, tmp_path / "x.mp3")
-    got = read_tags(str(out))
-    assert (got.track, got.tracktotal) == (None, None)
-    assert "TRCK" not in ID3(out)
+    with pytest.raises(NotImplementedError, match="total without its number"):
+        serve(overlaid.plugin, overlaid.original.read_bytes(), meta)
+    meta = overlaid.meta.replace(track=None, tracktotal=None)
+    served = serve(overlaid.plugin, overlaid.original.read_bytes(), meta)[0]
+    assert "TRCK" not in ID3(io.BytesIO(served))
+
+
+@pytest.mark.parametrize("overlaid", ["mp3-id3v23", "mp3-id3v24"], indirect=True)
+def test_mp3_genres_id3_would_read_as_codes_are_refused_or_escaped(
+    overlaid: Overlaid, tmp_path: Path
+) -> None:
+    # TCON text "17" is genre code 17 (Rock) to every ID3 reader; "(x" needs "((x".
+    for genre in ("17", "CR"):
+        with pytest.raises(NotImplementedError, match="genre code"):
+            serve(
+                overlaid.plugin, overlaid.original.read_bytes(), overlaid.meta.replace(genre=genre)
+            )
+    for genre in ("(17)", "(x) y"):
+        out = served_file(overlaid.plugin, overlaid.original, overlaid.meta.replace(genre=genre),
+                          tmp_path / "x.mp3")  # fmt: skip
+        assert read_tags(str(out)).genre == genre
+
+
+@pytest.mark.parametrize("overlaid", ["mp3-id3v23", "mp3-id3v24"], indirect=True)
+def test_mp3_text_with_a_nul_is_refused(overlaid: Overlaid) -> None:
+    # NUL separates an ID3 frame's values: "a\0b" would be read back as "a".
+    with pytest.raises(NotImplementedError, match="NUL"):
+        serve(overlaid.plugin, overlaid.original.read_bytes(), overlaid.meta.replace(title="a\0b"))
 
 
 def test_mp3_stacked_id3v2_tags_are_passed_through(media: Media, tmp_path: Path) -> None:

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags, apply_overrides
+from musicfs.core.model import (
+    TAG_FIELDS,
+    FileStat,
+    ScannedFile,
+    TrackTags,
+    apply_overrides,
+    valid_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +337,7 @@ def replica_key(scanned: ScannedFile) -> str | None:
     duration = f"{tags.duration:.1f}" if tags.duration is not None else ""
     fields = (scanned.format, str(scanned.stat.size), duration, tags.artist, tags.album,
               tags.title, tags.track, tags.disc)  # fmt: skip
-    return "\x1f".join("" if f is None else str(f).casefold() for f in fields)
+    return valid_text("\x1f".join("" if f is None else str(f).casefold() for f in fields))
 
 
 def split_relpath(relpath: str) -> tuple[str, str]:

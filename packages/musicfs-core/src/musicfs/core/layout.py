@@ -35,7 +35,7 @@ from enum import Enum
 
 from musicfs.core.catalog import ROOT_NODE, Catalog, Node, Overlay, Track
 from musicfs.core.model import FileStat, TrackTags
-from musicfs.core.templates import PathTemplate, with_counter
+from musicfs.core.templates import PathTemplate, split_suffix, with_counter
 
 log = logging.getLogger(__name__)
 
@@ -258,10 +258,7 @@ class Layout:
         came in: a file moved on the origin is found (and placed) before its old
         row is dropped, and must not keep a ``(2)`` name afterwards.
         """
-        stem, dot, ext = name.rpartition(".")
-        if not dot:
-            stem, ext = name, ""
-        suffix = f".{ext}" if ext else ""
+        stem, suffix = split_suffix(name)
         pattern = re.compile(re.escape(stem) + r" \((\d+)\)" + re.escape(suffix))
         best: tuple[int, Node] | None = None
         for node in self.catalog.names_from(parent, stem + " ("):
@@ -352,11 +349,8 @@ def _is_variant(name: str, base: str) -> bool:
     """True if *name* is *base* or one of its ``(n)`` variants."""
     if name == base:
         return True
-    stem, dot, ext = base.rpartition(".")
-    if not dot:
-        stem, ext = base, ""
-    suffix = f".{ext}" if ext else ""
-    if re.fullmatch(re.escape(stem) + r" \(\d+\)" + re.escape(suffix), name):
-        return True
-    # Variants of names near the 255-byte limit have a shortened stem.
-    return len(name.encode()) > 240 and name.startswith(stem[:64]) and name.endswith(suffix)
+    _, suffix = split_suffix(base)
+    m = re.search(r" \((\d+)\)" + re.escape(suffix) + r"\Z", name)
+    # Made again the way `with_counter` made it: names near the 255-byte limit
+    # have a shortened stem, cut at a character boundary.
+    return m is not None and with_counter(base, int(m.group(1)), is_file=True) == name

@@ -8,6 +8,7 @@ importing each other.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,13 @@ class TrackTags:
     has_art: bool = False
 
     def as_row(self) -> tuple[Any, ...]:
-        """The values in `TAG_FIELDS` order, as the catalog stores them."""
-        return tuple(getattr(self, name) for name in TAG_FIELDS)
+        """The values in `TAG_FIELDS` order, as the catalog stores them.
+
+        A tag number past `MAX_TAG_NUMBER` either way, or any number past 64
+        bits (a damaged header's bitrate), is stored as missing (SQLite holds
+        at most 64 bits), a lone surrogate in a text as U+FFFD (SQLite
+        takes valid UTF-8 only): one such tag must not stop a scan."""
+        return tuple(_storable(name, getattr(self, name)) for name in TAG_FIELDS)
 
     @classmethod
     def from_row(cls, row: Any) -> TrackTags:
@@ -101,6 +107,24 @@ def tag_number(digits: str) -> int | None:
     return number if number <= MAX_TAG_NUMBER else None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """*text* with each lone surrogate (not encodable as UTF-8) as U+FFFD."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _storable(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        # Stream info too: a damaged AIFF header claims a bitrate of 10**150.
+        limit = MAX_TAG_NUMBER if name in _INT_FIELDS else 2**63 - 1
+        return value if -limit <= value <= limit else None
+    return value
+
+
 def override_value(field: str, value: str | None) -> str | None:
     """Check one override (``year=1997``); return it normalised, or raise
     ValueError saying what is wrong. None (or "") removes the tag."""
@@ -111,7 +135,7 @@ def override_value(field: str, value: str | None) -> str | None:
     if value is None or value == "":
         return None
     if field in _INT_FIELDS:
-        if not value.strip().isdigit():
+        if not value.strip().isdecimal():  # isdigit() takes "²", which int() refuses
             raise ValueError(f"{field} must be a whole number, got {value!r}")
         number = tag_number(value.strip())
         if number is None:
@@ -121,7 +145,8 @@ def override_value(field: str, value: str | None) -> str | None:
         if value.lower() not in {"0", "1", "true", "false", "yes", "no"}:
             raise ValueError(f"compilation must be 1 or 0, got {value!r}")
         return "1" if value.lower() in {"1", "true", "yes"} else "0"
-    return value
+    # As tag readers give text back: trimmed, and blank is no tag at all.
+    return value.strip() or None
 
 
 def apply_overrides(tags: TrackTags, overrides: dict[str, str | None]) -> TrackTags:

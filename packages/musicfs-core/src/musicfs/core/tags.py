@@ -67,7 +67,11 @@ def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
     mutagen understands, or is damaged beyond reading.
     """
     try:
-        audio = open_audio(path, fileobj)
+        if fileobj is None:
+            with open(path, "rb") as local:
+                audio = open_audio(path, _Bounded(local, path))
+        else:
+            audio = open_audio(path, _Bounded(fileobj, path))
     except mutagen.MutagenError as exc:
         raise UnreadableFile(f"mutagen: {exc}") from None
     except Exception as exc:  # mutagen has bugs on hostile input; a scan must go on
@@ -84,7 +88,45 @@ def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
         raise UnreadableFile(f"unusable tags ({type(exc).__name__}: {exc})") from None
 
 
-def open_audio(path: str, fileobj: IO[bytes] | None = None) -> Any:
+#: Reads and seeks mutagen may make in one file: far more than any real file's
+#: tags take (hundreds), reached in about a second by a parser that loops.
+_MAX_CALLS = 1_000_000
+
+
+class _Bounded:
+    """A file for mutagen that fails after `_MAX_CALLS` reads and seeks.
+
+    Some of mutagen's parsers loop forever on crafted input (a Musepack SV8
+    packet whose size field is 0 seeks back onto itself); one such file would
+    stall a scan, and so the mount's catalog, for good. Found by ``nox -s fuzz``.
+    """
+
+    def __init__(self, fileobj: IO[bytes], name: str) -> None:
+        self._file = fileobj
+        self.name = name  # mutagen's format probe looks at the extension
+        self._left = _MAX_CALLS
+
+    def _spend(self) -> None:
+        self._left -= 1
+        if self._left < 0:
+            raise UnreadableFile(f"mutagen went round in circles ({_MAX_CALLS} reads and seeks)")
+
+    def read(self, size: int = -1) -> bytes:
+        self._spend()
+        return self._file.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._spend()
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def __getattr__(self, name: str) -> Any:  # readable(), seekable()... as the file has them
+        return getattr(self._file, name)
+
+
+def open_audio(path: str, fileobj: IO[bytes] | _Bounded | None = None) -> Any:
     """The mutagen object of the file at *path* (or of *fileobj*, *path* naming it);
     None if mutagen does not know the format. Raises mutagen's errors.
 

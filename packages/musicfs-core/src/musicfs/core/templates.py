@@ -15,7 +15,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from musicfs.core.model import TrackTags, shown_name
+from musicfs.core.model import TrackTags, shown_name, valid_text
 
 DEFAULT_TEMPLATE = "$albumartist/$album ($year) [$format_upper]/$track - $title.$format"
 
@@ -127,11 +127,11 @@ def _clean(value: str | None) -> str | None:
 def sanitize(name: str) -> str:
     """Make *name* a legal, visible, single path component of at most 255 bytes.
 
-    ``/`` and NUL become ``_``, control characters are dropped, a leading dot
-    becomes ``_`` (so nothing is hidden and ``.``/``..`` cannot occur), and an
-    over-long name is shortened while keeping its extension.
+    ``/`` and NUL become ``_``, a lone surrogate U+FFFD, control characters are
+    dropped, a leading dot becomes ``_`` (so nothing is hidden and ``.``/``..``
+    cannot occur), and an over-long name is shortened while keeping its extension.
     """
-    name = _CONTROL.sub("", _ILLEGAL.sub("_", name)).strip()
+    name = _CONTROL.sub("", _ILLEGAL.sub("_", valid_text(name))).strip()
     if not name:
         return "_"
     if name.startswith("."):
@@ -152,13 +152,18 @@ def truncate_name(name: str, limit: int = _NAME_MAX) -> str:
     return cut + suffix
 
 
+def split_suffix(name: str) -> tuple[str, str]:
+    """(stem, suffix) of a file name, as its ``(n)`` variants keep them:
+    ``("Title", ".flac")``; a long or missing extension is part of the stem."""
+    head, dot, ext = name.rpartition(".")
+    if dot and head and len(ext) <= 16:
+        return head, "." + ext
+    return name, ""
+
+
 def with_counter(name: str, n: int, is_file: bool) -> str:
     """The *n*-th distinct variant of *name*: ``Title (2).flac`` for a file."""
-    stem, suffix = name, ""
-    if is_file:
-        head, dot, ext = name.rpartition(".")
-        if dot and head and len(ext) <= 16:
-            stem, suffix = head, "." + ext
+    stem, suffix = split_suffix(name) if is_file else (name, "")
     mark = f" ({n})"
     budget = _NAME_MAX - len(mark.encode()) - len(suffix.encode())
     stem = stem.encode()[:budget].decode(errors="ignore")

@@ -18,8 +18,11 @@ Limits:
   the payload and stays as it is. Players prefer ID3v2, so they show the new
   values; but a field the overlay *removes* can still show through from the
   ID3v1 tag in readers that fill missing ID3v2 frames from it (mutagen does).
+- A text with a NUL character is refused: ID3 splits it into several values.
+  So is a genre ID3 would read as a genre code (``17``, ``(17)``, ``CR``).
 - ID3 has no frame for a total without a number: a track total (disc total)
-  without a track (disc) number is not written.
+  without a track (disc) number is refused (`NotImplementedError`), since the
+  served file could not carry it.
 - Frames mutagen cannot parse (damaged ones) are dropped when the tag is
   rewritten; a tag mutagen cannot read at all is refused
   (`NotImplementedError`: `tag set` says why, nothing changes). So is a second
@@ -69,7 +72,10 @@ def _keep_size(info: Any) -> int:
 
 def _number(number: Value, total: Value) -> str | None:
     if number is None:
-        return None  # "/12" does not parse as a track number: drop the total too
+        if total is not None:  # "/12" does not parse as a track number
+            raise NotImplementedError("ID3 cannot hold a total without its number (TRCK and "
+                                      "TPOS are \"number/total\"); set the number too")  # fmt: skip
+        return None
     return f"{number}/{total}" if total is not None else f"{number}"
 
 
@@ -119,7 +125,11 @@ class Mp3Format(FormatPlugin):
         for group in groups:
             self._write(tags, group, wanted)
         if v2_version == 3:
+            tcon = tags.get("TCON")
+            genres = list(tcon.text) if tcon is not None else None
             tags.update_to_v23()  # TDRC -> TYER/TDAT..., as mutagen requires for 2.3
+            if genres is not None:  # it unescapes "((": readers would see a genre code
+                tags["TCON"].text = genres
         buffer = io.BytesIO(original + _TAIL)
         # v23_sep=None: multiple values stay NUL-separated, as mutagen read them,
         # rather than joined into one "a/b" value the catalog would read whole.
@@ -150,6 +160,9 @@ class Mp3Format(FormatPlugin):
         """Replace the frames of one field group with *wanted*'s values."""
         name = group[0]
         value = wanted[name]
+        if isinstance(value, str) and "\x00" in value:
+            raise NotImplementedError(f"ID3 cannot hold a {name} with a NUL character "
+                                      "(NUL separates the values of a frame)")  # fmt: skip
         if name in ("track", "disc"):
             text = _number(value, wanted[group[1]])
             tags.delall("TRCK" if name == "track" else "TPOS")
@@ -177,7 +190,21 @@ class Mp3Format(FormatPlugin):
                     tags.delall(frame_id)
             if value is not None:
                 text = f"{value:04d}" if name == "year" else str(value)
+                if name == "genre":
+                    text = _genre_text(text)
                 tags.add(_id3.Frames[frame_ids[0]](encoding=_UTF8, text=[text]))
+
+
+def _genre_text(genre: str) -> str:
+    """The TCON text that readers (mutagen, hence the catalog) take back as *genre*.
+
+    TCON text is parsed: ``"17"`` or ``"(17)"`` is genre code 17 ("Rock"),
+    ``CR``/``RX`` are "Cover"/"Remix", and ``((`` is an escaped ``(``."""
+    text = "(" + genre if genre.startswith("(") else genre
+    if _id3.TCON(encoding=_UTF8, text=[text]).genres != [genre]:
+        raise NotImplementedError(f"ID3 reads the genre {genre!r} as a genre code or a list "
+                                  "of genres, not as this text")  # fmt: skip
+    return text
 
 
 def _bytes_reader(data: bytes) -> RangedRead:

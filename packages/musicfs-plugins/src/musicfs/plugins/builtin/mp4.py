@@ -201,6 +201,8 @@ def _items_for(group: tuple[str, ...], wanted: dict[str, Value]) -> list[bytes]:
         return [_data_item(name, _INTEGER, b"\x01")] if value else []
     if value is None or value is False:
         return []
+    if group == ("year",) and isinstance(value, int):
+        value = f"{value:04d}"  # the reader takes a year from four digits
     return [_data_item(name, _UTF8, str(value).encode("utf-8"))]
 
 
