@@ -1,6 +1,7 @@
 """Every development task of the MusicFS workspace.
 
-    nox -s lint       ruff (lint + format check), mypy --strict, generated gRPC code up to date
+    nox -s lint       ruff (lint + format check), mypy --strict, import-linter contracts,
+                      generated gRPC code up to date
     nox -s tests      the whole test suite: unit tests of each package, then real mounts
     nox -s build      the four wheels in dist/, installed alone into a fresh venv and mounted
     nox -s install    the README's install command, run in a scratch HOME, mount checked
@@ -70,6 +71,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", *(f"packages/musicfs-{name}/src" for name in PACKAGES))
+    session.run("lint-imports")  # the layering contracts in pyproject.toml
     session.run("mypy", *sorted(str(p) for p in Path("plugins/examples").glob("*.py")))
     # Test folders one at a time (each may have its own conftest.py); tests call
     # untyped libraries (mutagen) directly.
