@@ -7,7 +7,7 @@
     nox -s install    the README's install command, run in a scratch HOME, mount checked
     nox -s package    the .deb, RPM and Arch packages and the systemd units, built and checked
     nox -s proto      regenerate the gRPC code from control.proto
-    nox -s lock       rewrite requirements-dev.lock from requirements-dev.in (-- --upgrade)
+    nox -s lock       rewrite requirements-dev.lock from requirements-dev.in
     nox -s bench      benchmarks (JSON + table in benchmarks/results/)
     nox -s fuzz       damaged files through the tag reader, overlay writers and a mount
                       (-- --cases 100000 --seed N; crashers kept in tests/fuzz/crashers/)
