@@ -57,17 +57,6 @@ def add_parser(sub: Any, config_args: Any) -> None:
         "restore", help="replace the catalog and cache with a backup (mount must be down)"
     )
     restore.add_argument("file", type=Path, help="the backup file to read")
-    for action in (cache_verify, backup, restore):
-        action.add_argument(
-            "mountpoint",
-            type=Path,
-            nargs="?",
-            metavar="MOUNTPOINT",
-            help="the mount (same as --mount)",
-        )
-        config_args(action)
-        action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
-        action.add_argument("--json", action="store_true", help="machine-readable output")
     stats = cache_sub.add_parser(
         "stats",
         help="entries, bytes, hits and misses of each tier",
@@ -79,7 +68,7 @@ def add_parser(sub: Any, config_args: Any) -> None:
                        help="all (default), metadata (in memory), chunks (every cached copy), "
                        "origin (one origin's copies; the default with --origin)")  # fmt: skip
     clear.add_argument("--origin", default="", help="the origin, for --scope origin")
-    for action in (stats, clear):
+    for action in (cache_verify, backup, restore, stats, clear):
         action.add_argument(
             "mountpoint",
             type=Path,
@@ -88,6 +77,8 @@ def add_parser(sub: Any, config_args: Any) -> None:
             help="the mount (same as --mount)",
         )
         config_args(action)
+        if action in (cache_verify, backup, restore):
+            action.add_argument("--cache-dir", help="the cache dir (default: the mountpoint's)")
         action.add_argument("--json", action="store_true", help="machine-readable output")
     prefetch = cache_sub.add_parser(
         "prefetch", help="copy a folder or file of a mount into the cache now"

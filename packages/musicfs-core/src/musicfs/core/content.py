@@ -473,26 +473,36 @@ class ContentCache:
     def _drop(self, copy: CopyId, listing: str, *, damaged: bool) -> bool:
         """Drop the copy of a file if it still lists exactly *listing* (it is no
         longer whole); a *damaged* one is wanted again (`wanted`). True if dropped."""
-        with self._lock:
-            with self._db:
-                self._db.execute("BEGIN")
-                row = self._db.execute(
-                    "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND chunks = ?"
-                    " RETURNING length(header)",
-                    (copy.origin, copy.relpath, listing),
-                ).fetchone()
-                if row is not None and damaged:
-                    self._db.execute("INSERT OR REPLACE INTO refetch VALUES (?, ?, ?)",
-                                     (copy.origin, copy.relpath, listing))  # fmt: skip
-            if row is not None:
-                self.headers.entries -= 1
-                self.headers.bytes -= row[0]
-        if row is not None and damaged:
+        dropped = self._delete(
+            "origin = ? AND relpath = ? AND chunks = ?",
+            (copy.origin, copy.relpath, listing),
+            refetch=listing if damaged else None,
+        )
+        if dropped and damaged:
             log.warning("cached copy of %s/%s is damaged: dropped it, to be copied again "
                         "from its origin", copy.origin, copy.relpath)  # fmt: skip
             if self.on_damaged is not None:
                 self.on_damaged()
-        return row is not None
+        return dropped
+
+    def _delete(self, where: str, params: tuple[object, ...], refetch: str | None = None) -> bool:
+        """Delete the copy *where* selects (at most one), keeping the header
+        counts true; with *refetch* (the chunk list to recheck, or ""), its file
+        is wanted again, in the same transaction. True if there was one."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                f"DELETE FROM manifests WHERE {where} RETURNING origin, relpath, length(header)",
+                params,
+            ).fetchone()
+            if row is None:
+                return False
+            if refetch is not None:
+                self._db.execute("INSERT OR REPLACE INTO refetch VALUES (?, ?, ?)",
+                                 (row[0], row[1], refetch))  # fmt: skip
+            self.headers.entries -= 1
+            self.headers.bytes -= row[2]
+        return True
 
     def sweep(self, batch: int = _CHECK_BATCH) -> int:
         """Drop the copies that list a chunk the store dropped since the last
@@ -568,15 +578,7 @@ class ContentCache:
     def forget(self, origin: str, relpath: str) -> bool:
         """Drop the cached copy of a file (its chunks stay, for other files and
         for eviction to reclaim). True if there was one."""
-        with self._lock:
-            row = self._db.execute(
-                "DELETE FROM manifests WHERE origin = ? AND relpath = ? RETURNING length(header)",
-                (origin, relpath),
-            ).fetchone()
-            if row is not None:
-                self.headers.entries -= 1
-                self.headers.bytes -= row[0]
-        return row is not None
+        return self._delete("origin = ? AND relpath = ?", (origin, relpath))
 
     def _manifest(self, version: Version) -> tuple[bytes, str] | None:
         """The verified header and chunk list of *version*; None if not cached,
@@ -599,19 +601,10 @@ class ContentCache:
     def _forget_damaged(self, copy: CopyId, digest: object) -> bool:
         """Drop a cached copy whose row does not match its digest (if the row is
         still that one), and tell it as a corrupt chunk would be told."""
-        with self._lock:
-            row = self._db.execute(
-                "DELETE FROM manifests WHERE origin = ? AND relpath = ? AND size = ?"
-                " AND mtime_ns = ? AND digest IS ? RETURNING length(header)",
-                (*copy, digest),
-            ).fetchone()
-            if row is None:
-                return False
-            # Its chunk list is not to be trusted: copied again without a recheck.
-            self._db.execute("INSERT OR REPLACE INTO refetch VALUES (?, ?, '')",
-                             (copy.origin, copy.relpath))  # fmt: skip
-            self.headers.entries -= 1
-            self.headers.bytes -= row[0]
+        # Its chunk list is not to be trusted: copied again without a recheck ("").
+        where = "origin = ? AND relpath = ? AND size = ? AND mtime_ns = ? AND digest IS ?"
+        if not self._delete(where, (*copy, digest), refetch=""):
+            return False
         log.error("cached copy of %s/%s is damaged (its header or chunk list does not match "
                   "its digest); dropped it", copy.origin, copy.relpath)  # fmt: skip
         if self.events is not None:

@@ -27,7 +27,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
-from musicfs.core.model import TrackTags, tag_number
+from musicfs.core.model import MAX_TAG_NUMBER, TrackTags, tag_number
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _year(value: str | None) -> int | None:
 
 def _mp4_number(value: object) -> int | None:
     """One half of an MP4 ``trkn``/``disk`` pair (0: not set)."""
-    return tag_number(str(value)) if isinstance(value, int) and value > 0 else None
+    return value if isinstance(value, int) and 0 < value <= MAX_TAG_NUMBER else None
 
 
 def _truthy(value: str | None) -> bool:
