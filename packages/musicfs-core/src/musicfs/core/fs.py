@@ -132,6 +132,9 @@ class MusicFSOperations(pyfuse3.Operations):
         self._readdir_fit = 64  # entries the kernel took in the last readdir call
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
+        # (size, mtime) each file was last opened with, while the kernel knows it:
+        # its cached pages are of that content (see `open`).
+        self._opened_as: dict[int, tuple[int, int]] = {}
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
         self.covers = covers  # cover.jpg & co. in folders of tracks (set before READY)
         self.prefetch_hint = prefetch_hint
@@ -259,7 +262,10 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        return None  # nothing is kept per inode: every answer comes from the catalog
+        # Every answer comes from the catalog; only what `open` noted is kept
+        # per inode, and a forgotten inode has no cached pages left.
+        for inode, _ in inode_list:
+            self._opened_as.pop(inode, None)
 
     # -- virtual folders (/.search) ---------------------------------------------------
 
@@ -372,9 +378,14 @@ class MusicFSOperations(pyfuse3.Operations):
         else:
             opened = await self._open_in_thread(plan)
         handle = self.library.register(opened)
-        # keep_cache: the content of a node only changes through a rescan, which
-        # invalidates the inode; until then the kernel's pages stay valid.
-        return pyfuse3.FileInfo(fh=handle, keep_cache=True)
+        # keep_cache while the node serves what it served at the last open: its
+        # content only changes with its mtime (a rescan, a tag edit), and the
+        # kernel's pages may be older than that change's invalidation, which
+        # comes after the catalog shows it; then they are dropped here.
+        served = (plan.node.size, plan.node.mtime_ns)
+        keep = self._opened_as.get(inode) == served
+        self._opened_as[inode] = served
+        return pyfuse3.FileInfo(fh=handle, keep_cache=keep)
 
     @_fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
