@@ -566,10 +566,10 @@ def bench_scan(ctx: Context, out: dict[str, Any]) -> dict[str, Any]:
         )
 
     # (b) the Scanner API in this process, warm page cache; then a rescan with nothing changed
-    from musicfs.core.catalog import Catalog
+    from musicfs.core.catalog.store import Catalog
+    from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
     from musicfs.core.origins import LocalOrigin
-    from musicfs.core.scanner import Scanner
-    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
+    from musicfs.core.sync.scanner import Scanner
 
     db = Path(tempfile.mkdtemp(prefix="scan-api-", dir=ctx.mounter.workdir)) / "catalog.sqlite3"
     with Catalog.open(db) as cat:

@@ -30,7 +30,7 @@ from typing import Any
 from bench_mounts import Mounter, MountError
 from mutagen.flac import FLAC
 
-from musicfs.core.content import ContentCache, Version
+from musicfs.core.content.cache import ContentCache, Version
 from musicfs.core.origins import LocalFile
 
 ROOT = Path(__file__).resolve().parent

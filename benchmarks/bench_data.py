@@ -57,8 +57,8 @@ def _write_meta(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def _set_layout_settings(catalog: Any, template: str) -> None:
     """Store what the daemon compares with its config, so it does not rebuild the tree."""
-    from musicfs.core.layout import TEMPLATE_SETTING
-    from musicfs.core.service import LAYOUT_SETTING
+    from musicfs.core.catalog.layout import TEMPLATE_SETTING
+    from musicfs.core.mount.service import LAYOUT_SETTING
 
     catalog.set_setting(TEMPLATE_SETTING, template)
     catalog.set_setting(LAYOUT_SETTING, "False")
@@ -66,7 +66,7 @@ def _set_layout_settings(catalog: Any, template: str) -> None:
 
 def _migrate(db: Path, log: Any) -> None:
     """Bring a cached catalog to the product's schema now, not during a measured mount."""
-    from musicfs.core.catalog import SCHEMA_VERSION, Catalog
+    from musicfs.core.catalog.store import SCHEMA_VERSION, Catalog
 
     conn = sqlite3.connect(db)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -152,10 +152,10 @@ def _sample(n: int, k: int = 500) -> list[int]:
 
 
 def _synthetic_via_layout(db: Path, origin: Path, n: int) -> None:
-    from musicfs.core.catalog import Catalog
-    from musicfs.core.layout import Layout
+    from musicfs.core.catalog.layout import Layout
+    from musicfs.core.catalog.store import Catalog
+    from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
     from musicfs.core.model import FileStat, ScannedFile
-    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
 
     with Catalog.open(db) as cat:
         cat.register_origin("lib", "local", str(origin))
@@ -175,9 +175,9 @@ def _synthetic_via_sql(db: Path, origin: Path, n: int) -> None:
     Columns are matched by name against the live schema; `bulk_matches_layout`
     checks the result against `Layout` itself before a big catalog is built.
     """
-    from musicfs.core.catalog import Catalog
+    from musicfs.core.catalog.store import Catalog
+    from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
     from musicfs.core.model import TAG_FIELDS
-    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate
 
     template = PathTemplate.parse(DEFAULT_TEMPLATE)
     for i in _sample(n, 200):  # the names below are what the template renders
@@ -316,7 +316,7 @@ def bulk_matches_layout(workdir: Path, n: int = 2_000) -> str | None:
 
 
 def _verify_catalog(db: Path, n: int, virtual_paths: list[str]) -> None:
-    from musicfs.core.catalog import Catalog
+    from musicfs.core.catalog.store import Catalog
 
     with Catalog.open(db) as cat:
         tracks, _, _ = cat.counts()
@@ -388,10 +388,10 @@ def bench_library(
     files_seconds = time.perf_counter() - started
     log(f"  {len(entries):,} files in {files_seconds:.1f} s; placing them in a catalog ...")
 
-    from musicfs.core.catalog import Catalog
-    from musicfs.core.layout import Layout
+    from musicfs.core.catalog.layout import Layout
+    from musicfs.core.catalog.store import Catalog
+    from musicfs.core.catalog.templates import PathTemplate
     from musicfs.core.model import FileStat, ScannedFile, TrackTags
-    from musicfs.core.templates import PathTemplate
 
     cache_dir = directory / "cache"
     template = PathTemplate.parse(BENCH_TEMPLATE)

@@ -106,7 +106,7 @@ class FloorOperations(pyfuse3.Operations):
 
 def main() -> None:
     origin, mountpoint = sys.argv[1], sys.argv[2]
-    from musicfs.core.fs import mount_options  # the same options as MusicFS
+    from musicfs.core.fuse.fs import mount_options  # the same options as MusicFS
 
     ops = FloorOperations(origin)
     options = mount_options(fsname="pyfuse3-floor") - {"subtype=musicfs"} | {"subtype=floor"}

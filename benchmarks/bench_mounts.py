@@ -412,8 +412,8 @@ def _lock_pid(cache_dir: Path) -> int | None:
 def musicfs_status(mountpoint: Path, timeout: float = 10.0) -> dict[str, Any]:
     """The daemon's status, through its control socket (imports gRPC once, in-process)."""
     from musicfs.control.client import ControlClient
-    from musicfs.core.config import Config
-    from musicfs.core.paths import socket_path_for
+    from musicfs.core.config.paths import socket_path_for
+    from musicfs.core.config.settings import Config
 
     with ControlClient(socket_path_for(Config(), mountpoint), wait_for_socket=timeout) as client:
         return client.status()

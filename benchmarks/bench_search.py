@@ -25,9 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from musicfs.core.catalog import Catalog
+from musicfs.core.catalog.search import Searcher
+from musicfs.core.catalog.store import Catalog
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
-from musicfs.core.search import Searcher
 
 ROOT = Path(__file__).resolve().parent
 SYLLABLES = [

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.catalog import Catalog
-from musicfs.core.layout import TEMPLATE_SETTING, Layout
+from musicfs.core.catalog.layout import TEMPLATE_SETTING, Layout
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
-from musicfs.core.service import LAYOUT_SETTING
-from musicfs.core.templates import PathTemplate
+from musicfs.core.mount.service import LAYOUT_SETTING
 from tests.e2e.helpers import mounted
 
 pytestmark = pytest.mark.mount

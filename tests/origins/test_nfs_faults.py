@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.federation import Federation
 from musicfs.core.model import AUDIO_EXTENSIONS
 from musicfs.core.origins import FileChanged, OriginFile, OriginUnavailable
+from musicfs.core.origins.federation import Federation
 from musicfs.core.origins.local import LocalFile, LocalOrigin
 from tests.origins.contract import check_contract, check_tags_readable, walk
 from tests.servers.faultfs import FaultFS, fault_fs, missing_fuse

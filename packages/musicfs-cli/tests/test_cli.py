@@ -86,7 +86,7 @@ def test_missing_origin_is_refused_with_exit_2(tmp_path: Path) -> None:
 def test_a_cache_dir_another_daemon_holds_is_refused_before_anything_is_opened(
     tmp_path: Path,
 ) -> None:
-    from musicfs.core.paths import CacheDirLock
+    from musicfs.core.config.paths import CacheDirLock
 
     cache = tmp_path / "cache"
     lock = CacheDirLock(cache)
@@ -138,7 +138,7 @@ def fails_cleanly(result: subprocess.CompletedProcess[str], code: int, *expected
 
 
 def cache_dir_with_catalog(path: Path) -> Path:
-    from musicfs.core.catalog import Catalog
+    from musicfs.core.catalog.store import Catalog
 
     path.mkdir()
     Catalog.open(path / "catalog.sqlite3").close()
@@ -454,8 +454,8 @@ def test_several_mounts_running_and_none_named_lists_the_mountpoints(
     request: pytest.FixtureRequest,
 ) -> None:  # fmt: skip
     from musicfs.cli import common
-    from musicfs.core.config import Config
-    from musicfs.core.paths import socket_path_for
+    from musicfs.core.config.paths import socket_path_for
+    from musicfs.core.config.settings import Config
 
     music, books = tmp_path / "mnt" / "music", tmp_path / "mnt" / "books"
     run_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # socket paths are short
@@ -512,7 +512,7 @@ def test_commands_refuse_a_runtime_dir_another_user_could_use(
 ) -> None:
     """Without XDG_RUNTIME_DIR that folder is /tmp/musicfs-<uid>: whoever made it
     first (mode 0777, or their own) would receive the commands."""
-    from musicfs.core.paths import runtime_dir
+    from musicfs.core.config.paths import runtime_dir
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     folder = runtime_dir()
@@ -554,8 +554,8 @@ def test_a_user_who_cannot_reach_the_socket_is_told_whose_it_is(
 ) -> None:
     """Another user's socket (mode 0600 in a 0700 folder, as a daemon makes them):
     one line naming the socket and what to do, never a PermissionError traceback."""
-    from musicfs.core.config import Config
-    from musicfs.core.paths import socket_path_for
+    from musicfs.core.config.paths import socket_path_for
+    from musicfs.core.config.settings import Config
 
     run_dir = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # socket paths are short
     request.addfinalizer(lambda: shutil.rmtree(run_dir, ignore_errors=True))

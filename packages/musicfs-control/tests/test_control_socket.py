@@ -21,11 +21,11 @@ import trio
 from musicfs.control.client import ControlClient, DaemonUnreachable
 from musicfs.control.server import ControlServer
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
-from musicfs.core.paths import UnsafeSocketDir, runtime_dir
+from musicfs.core.config.paths import UnsafeSocketDir, runtime_dir
 
 
 class FakeMount:
-    """Answers like `musicfs.core.service.MusicFS` does, from the trio thread."""
+    """Answers like `musicfs.core.mount.service.MusicFS` does, from the trio thread."""
 
     def __init__(self) -> None:
         self.shutdowns: list[float] = []

@@ -29,12 +29,12 @@ from musicfs.control.metrics import (
     SyncCounters,
     parse_listen,
 )
-from musicfs.core.cas import TierStats
-from musicfs.core.config import ConfigError, load_config
+from musicfs.core.config.settings import ConfigError, load_config
+from musicfs.core.content.cas import TierStats
 from musicfs.core.events import EventBus, EventType
-from musicfs.core.federation import Health
-from musicfs.core.latency import LatencyRecorder
-from musicfs.core.service import MountState
+from musicfs.core.fuse.latency import LatencyRecorder
+from musicfs.core.mount.service import MountState
+from musicfs.core.origins.federation import Health
 from musicfs.core.supervise import Supervisor
 
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from musicfs.control.webhooks import Webhooks, WebhookSender, shown_url
-from musicfs.core.credentials import Credentials
+from musicfs.core.config.webhooks import WebhookConfig
 from musicfs.core.events import EventBus, EventType
-from musicfs.core.webhookconfig import WebhookConfig
+from musicfs.core.secrets.credentials import Credentials
 
 #: (status, extra headers) for the n-th request (1-based) the server gets.
 Answer = Callable[[int], tuple[int, dict[str, str]]]

@@ -19,7 +19,7 @@ import pytest
 from mutagen.id3 import TALB, TCMP, TDRC, TIT2, TPE1, TPE2, TPOS, TRCK
 from mutagen.wave import WAVE
 
-from musicfs.core.cas import ChunkStore
+from musicfs.core.content.cas import ChunkStore
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "realworld"
 

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from musicfs.core.credentials import _clear_secrets, register_secret
 from musicfs.core.events import EventBus, EventType, event_type
+from musicfs.core.secrets.credentials import _clear_secrets, register_secret
 
 
 def test_subscribers_get_only_the_types_and_origin_they_asked_for() -> None:

@@ -31,7 +31,7 @@ from mutagen.id3 import APIC, COMM, ID3, TALB, TCOM, TCON, TDRC, TIT2, TPE1, TRC
 from mutagen.oggvorbis import OggVorbis
 
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import UnreadableFile, read_tags
+from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import FormatPlugin
 from musicfs.plugins.builtin import BUILTIN_FORMATS, FlacFormat, Mp3Format, OggFormat
 

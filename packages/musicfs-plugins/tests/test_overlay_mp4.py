@@ -19,7 +19,7 @@ import mutagen.mp4
 import pytest
 
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import read_tags
+from musicfs.core.tags.reader import read_tags
 from musicfs.plugins.builtin import Mp4Format
 
 _TOOLS = ("ffmpeg", "ffprobe", "exiftool", "mediainfo")

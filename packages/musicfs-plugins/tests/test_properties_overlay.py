@@ -26,16 +26,16 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from musicfs.core.catalog import Catalog
-from musicfs.core.federation import Federation
-from musicfs.core.layout import Layout
-from musicfs.core.library import Library
+from musicfs.core.catalog.layout import Layout
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.catalog.templates import PathTemplate
+from musicfs.core.content.library import Library
+from musicfs.core.content.overlay import OverlayEditor, TagRefused
 from musicfs.core.model import MAX_TAG_NUMBER, TrackTags
 from musicfs.core.origins import LocalOrigin
-from musicfs.core.overlay import OverlayEditor, TagRefused
-from musicfs.core.scanner import Scanner
-from musicfs.core.tags import read_tags
-from musicfs.core.templates import PathTemplate
+from musicfs.core.origins.federation import Federation
+from musicfs.core.sync.scanner import Scanner
+from musicfs.core.tags.reader import read_tags
 from musicfs.plugins.manager import PluginManager
 
 pytestmark = [

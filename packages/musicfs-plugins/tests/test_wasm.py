@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.config import ConfigError, load_config
+from musicfs.core.config.settings import ConfigError, load_config
 from musicfs.core.model import TrackTags
 from musicfs.plugins.api import (
     ExternalMetadata,

@@ -30,8 +30,8 @@ from musicfs.cli.common import (
     path_in_mount,
     socket_for,
 )
-from musicfs.core.config import Config
-from musicfs.core.paths import cache_dir_for
+from musicfs.core.config.paths import cache_dir_for
+from musicfs.core.config.settings import Config
 
 _OFFLINE = ("verify", "backup", "restore")
 
@@ -128,7 +128,7 @@ def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
-    from musicfs.core.backup import BackupError, backup_cache
+    from musicfs.core.content.backup import BackupError, backup_cache
 
     _check_backup_target(args.file)
     try:
@@ -220,8 +220,8 @@ def _check_restore(source: Path, cache_dir: Path) -> None:
 
 
 def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
-    from musicfs.core.backup import BackupError, restore_cache
-    from musicfs.core.paths import CacheDirLocked
+    from musicfs.core.config.paths import CacheDirLocked
+    from musicfs.core.content.backup import BackupError, restore_cache
 
     _check_restore(args.file, cache_dir)
     try:
@@ -243,7 +243,7 @@ def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
 
 
 def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
-    from musicfs.core.paths import CacheDirLock, CacheDirLocked
+    from musicfs.core.config.paths import CacheDirLock, CacheDirLocked
 
     # A running daemon is copying into this cache and evicting from it: checking
     # (and dropping) behind its back would race it. It checks what it reads, and
@@ -265,8 +265,8 @@ def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> 
 
 
 def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
-    from musicfs.core.catalog import Catalog, CatalogError
-    from musicfs.core.content import ContentCache
+    from musicfs.core.catalog.store import Catalog, CatalogError
+    from musicfs.core.content.cache import ContentCache
 
     try:
         with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:

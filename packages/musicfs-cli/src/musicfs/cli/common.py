@@ -19,14 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from musicfs.core.config import Config, load_config
-from musicfs.core.exitcodes import ExitCode
-from musicfs.core.paths import (
+from musicfs.core.config.paths import (
     UnsafeSocketDir,
     check_socket_dir,
     runtime_dir,
     socket_path_for,
 )
+from musicfs.core.config.settings import Config, load_config
+from musicfs.core.exitcodes import ExitCode
 
 # The table and its meanings: musicfs.core.exitcodes (also shown by --help).
 EXIT_OK: int = ExitCode.OK

@@ -58,9 +58,9 @@ from musicfs.cli.common import (
     print_error,
     socket_for,
 )
-from musicfs.core.config import Config, ConfigError
+from musicfs.core.config.paths import CacheDirLock, cache_dir_for
+from musicfs.core.config.settings import Config, ConfigError
 from musicfs.core.exitcodes import exit_codes_help
-from musicfs.core.paths import CacheDirLock, cache_dir_for
 
 READY_TIMEOUT = 600.0  # preparing may rebuild a huge tree after a template change
 
@@ -232,7 +232,7 @@ def _check_mountpoint(config: Config, mountpoint: Path) -> None:
     """Refuse a mountpoint that is missing, not a directory, already mounted, or
     that would hide files or make the mount list itself. (A dead FUSE mount
     left by a killed daemon is the daemon's to clear.)"""
-    from musicfs.core.originconfig import MOUNTED_TYPES
+    from musicfs.core.config.origins import MOUNTED_TYPES
 
     check_not_inside_mount(mountpoint)
     try:

@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
-from musicfs.core.catalog import CatalogError
-from musicfs.core.config import Config
-from musicfs.core.credentials import install_redaction, redact
+from musicfs.core.catalog.store import CatalogError
+from musicfs.core.config.paths import CacheDirLocked, UnsafeSocketDir, socket_path_for
+from musicfs.core.config.settings import Config
 from musicfs.core.exitcodes import ExitCode
-from musicfs.core.paths import CacheDirLocked, UnsafeSocketDir, socket_path_for
-from musicfs.core.scanner import ScanProgress, ScanReport
-from musicfs.core.service import MusicFS, StartupError
+from musicfs.core.mount.service import MusicFS, StartupError
+from musicfs.core.secrets.credentials import install_redaction, redact
+from musicfs.core.sync.scanner import ScanProgress, ScanReport
 from musicfs.plugins.manager import PluginManager
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def run_daemon(
             # In a worker thread: importing gRPC and rich takes a few hundred ms,
             # and the trio thread must keep answering FUSE requests meanwhile.
             from musicfs.control.server import ControlServer
-            from musicfs.core.progress import LogScanProgress, progress_for
+            from musicfs.core.sync.progress import LogScanProgress, progress_for
 
             progress: ScanProgress = progress_for() if foreground else LogScanProgress()
             control = ControlServer(fs, socket_path, plugins)

@@ -4,7 +4,7 @@
 threads; the daemon starts it after READY and stops it at shutdown. Nothing is
 counted twice: `MusicFSCollector` reads the live state of the mount when
 Prometheus scrapes — the FUSE counters and latency histograms of
-`musicfs.core.fs`, the cache tiers' `TierStats`, the federation's health, the
+`musicfs.core.fuse.fs`, the cache tiers' `TierStats`, the federation's health, the
 event bus's counters — so the FUSE thread does no extra work for the metrics.
 Those reads are of counters and snapshots only (no lock that FUSE waits on for
 long, no trio hop). The catalog's counts come from `MusicFS.counts`, which
@@ -62,8 +62,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from musicfs.core.events import Event, EventType
-from musicfs.core.latency import PROMETHEUS_BOUNDS
-from musicfs.core.service import MountState, MusicFS, shown_state, version
+from musicfs.core.fuse.latency import PROMETHEUS_BOUNDS
+from musicfs.core.mount.service import MountState, MusicFS, shown_state, version
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer

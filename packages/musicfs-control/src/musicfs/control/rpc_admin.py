@@ -1,7 +1,7 @@
 """The control RPCs that operate a mount: cache, origins, rescans, settings (FR-17).
 
 A mixin of `musicfs.control.server.ControlServicer`; the work is done by
-`musicfs.core.admin.Admin` in the gRPC thread. `AdminError`s become status
+`musicfs.core.mount.admin.Admin` in the gRPC thread. `AdminError`s become status
 codes: not_found → NOT_FOUND, busy → FAILED_PRECONDITION, else INVALID_ARGUMENT.
 """
 
@@ -16,8 +16,14 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from musicfs.control.v1 import control_pb2
-from musicfs.core.admin import SETTABLE, Admin, AdminError, CacheVerifyProgress, PrefetchProgress
-from musicfs.core.scanner import ScanReport
+from musicfs.core.mount.admin import (
+    SETTABLE,
+    Admin,
+    AdminError,
+    CacheVerifyProgress,
+    PrefetchProgress,
+)
+from musicfs.core.sync.scanner import ScanReport
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 
 from musicfs.control.v1 import control_pb2
+from musicfs.core.content.overlay import TagError, TagRefused, TagView
 from musicfs.core.model import OVERRIDABLE_FIELDS, TrackTags
-from musicfs.core.overlay import TagError, TagRefused, TagView
-from musicfs.core.service import MusicFS
+from musicfs.core.mount.service import MusicFS
 from musicfs.plugins.api import MetadataQuery, PluginError, PluginInfo
 from musicfs.plugins.manager import PluginManager
 

@@ -26,10 +26,10 @@ from musicfs.control.rpc_admin import AdminRPCs
 from musicfs.control.rpc_plugins import PluginRPCs
 from musicfs.control.socketfile import claim_socket_path
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
-from musicfs.core.admin import Admin
+from musicfs.core.content.verify import VerifyReport
 from musicfs.core.events import Event, event_type
-from musicfs.core.service import MusicFS
-from musicfs.core.verify import VerifyReport
+from musicfs.core.mount.admin import Admin
+from musicfs.core.mount.service import MusicFS
 from musicfs.plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)

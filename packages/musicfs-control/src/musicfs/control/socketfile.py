@@ -10,7 +10,7 @@ import errno
 import socket
 from pathlib import Path
 
-from musicfs.core.paths import private_runtime_dir, runtime_dir
+from musicfs.core.config.paths import private_runtime_dir, runtime_dir
 
 
 class SocketInUse(RuntimeError):

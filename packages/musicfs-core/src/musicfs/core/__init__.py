@@ -20,42 +20,42 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from musicfs.core.catalog import Catalog, CatalogError, Node, Track
-    from musicfs.core.config import Config, ConfigError, OriginConfig, load_config
-    from musicfs.core.layout import Layout
+    from musicfs.core.catalog.layout import Layout
+    from musicfs.core.catalog.store import Catalog, CatalogError, Node, Track
+    from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
+    from musicfs.core.config.settings import Config, ConfigError, OriginConfig, load_config
     from musicfs.core.model import AUDIO_EXTENSIONS, TrackTags
+    from musicfs.core.mount.service import MountState, MusicFS, StartupError
     from musicfs.core.origins import LocalOrigin, OriginUnavailable
-    from musicfs.core.scanner import Scanner, ScanReport
-    from musicfs.core.service import MountState, MusicFS, StartupError
-    from musicfs.core.tags import UnreadableFile, read_tags
-    from musicfs.core.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
+    from musicfs.core.sync.scanner import Scanner, ScanReport
+    from musicfs.core.tags.reader import UnreadableFile, read_tags
 
 # Where each public name lives. Imported on first use, so that `import
-# musicfs.core.config` (the CLI) does not pay for mutagen, trio or pyfuse3.
+# musicfs.core.config.settings` (the CLI) does not pay for mutagen, trio or pyfuse3.
 _HOMES = {
     "AUDIO_EXTENSIONS": "model",
-    "DEFAULT_TEMPLATE": "templates",
-    "Catalog": "catalog",
-    "CatalogError": "catalog",
-    "Config": "config",
-    "ConfigError": "config",
-    "Layout": "layout",
+    "DEFAULT_TEMPLATE": "catalog.templates",
+    "Catalog": "catalog.store",
+    "CatalogError": "catalog.store",
+    "Config": "config.settings",
+    "ConfigError": "config.settings",
+    "Layout": "catalog.layout",
     "LocalOrigin": "origins",
-    "MountState": "service",
-    "MusicFS": "service",
-    "Node": "catalog",
-    "OriginConfig": "config",
+    "MountState": "mount.service",
+    "MusicFS": "mount.service",
+    "Node": "catalog.store",
+    "OriginConfig": "config.settings",
     "OriginUnavailable": "origins",
-    "PathTemplate": "templates",
-    "ScanReport": "scanner",
-    "Scanner": "scanner",
-    "StartupError": "service",
-    "TemplateError": "templates",
-    "Track": "catalog",
+    "PathTemplate": "catalog.templates",
+    "ScanReport": "sync.scanner",
+    "Scanner": "sync.scanner",
+    "StartupError": "mount.service",
+    "TemplateError": "catalog.templates",
+    "Track": "catalog.store",
     "TrackTags": "model",
-    "UnreadableFile": "tags",
-    "load_config": "config",
-    "read_tags": "tags",
+    "UnreadableFile": "tags.reader",
+    "load_config": "config.settings",
+    "read_tags": "tags.reader",
 }
 
 __all__ = [

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from musicfs.core.config import Config
+from musicfs.core.config.settings import Config
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.extensions import Extensions, HeaderWriter, OriginMaker, TagParser
 from musicfs.plugins.api import (

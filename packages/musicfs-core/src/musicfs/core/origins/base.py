@@ -3,7 +3,7 @@
 An origin lists directories, stats files and reads byte ranges, by paths
 relative to its root (``relpath``, ``/``-separated, no leading slash). That is
 all (DESIGN §6): priority, health checks, retries, failover, bandwidth limits
-and request bounds live once, in `musicfs.core.federation`, above every origin.
+and request bounds live once, in `musicfs.core.origins.federation`, above every origin.
 Built-in origins (local folders and mounted shares, S3, SFTP, SMB) and origins
 from plugins implement this same class.
 
@@ -118,7 +118,7 @@ class Origin(abc.ABC):
     kind: ClassVar[str]
     #: Reads are fast and never hang (a local disk): done on the FUSE thread.
     inline: ClassVar[bool] = False
-    #: Changes can be followed with inotify (`musicfs.core.watch`); others are polled.
+    #: Changes can be followed with inotify (`musicfs.core.sync.watch`); others are polled.
     watchable: ClassVar[bool] = False
     #: List files and folders whose names start with a dot (``[scan] include_hidden``,
     #: set by the mount); `listed_name` says what is listed.

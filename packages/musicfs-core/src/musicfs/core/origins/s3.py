@@ -8,7 +8,7 @@ S3 consoles show them.
 
 What it does not do: write anything, retry beyond botocore's own two
 attempts, cache, or fail over. Retries with backoff, health and failover live
-in `musicfs.core.federation` (DESIGN §6). Errors are mapped to the three the
+in `musicfs.core.origins.federation` (DESIGN §6). Errors are mapped to the three the
 layers above act on (see `musicfs.core.origins.base`): a missing object is
 `FileNotFoundError`, a refusal `PermissionError`, and everything that means
 "the store did not answer" (refused connections, timeouts, 5xx, a missing

@@ -9,7 +9,7 @@ connection, timeout, failed login, unknown host key) `OriginUnavailable`.
 Boundaries: it never writes to the server, never retries beyond replacing one
 dropped connection, and never waits on the network longer than *timeout* per
 step: retries over time, failover, health checks and bandwidth limits belong to
-`musicfs.core.federation`. paramiko is imported only when an `SFTPOrigin` is
+`musicfs.core.origins.federation`. paramiko is imported only when an `SFTPOrigin` is
 made. Secrets (the password) are used to log in and appear in no message,
 `location` or ``repr``.
 

@@ -27,7 +27,7 @@ What this module does, and nothing more:
   or a missing share or root is `OriginUnavailable`.
 
 Retries, failover, health checks and limits are not here: they live in
-`musicfs.core.federation`. The password is kept only in memory for logons and
+`musicfs.core.origins.federation`. The password is kept only in memory for logons and
 never appears in `location`, messages or logs.
 
 Modification times come from SMB FILETIMEs (100 ns) but directory listings

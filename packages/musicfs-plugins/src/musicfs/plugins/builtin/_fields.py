@@ -7,7 +7,7 @@ holds, so values it cannot represent exactly (a full date where only the year
 is known, ``3/12`` in one frame) stay as the file has them unless they change.
 
 "What the header holds" is what the catalog reads from it: this module asks
-`musicfs.core.tags` (the scanner's reader) rather than copying its rules, and
+`musicfs.core.tags.reader` (the scanner's reader) rather than copying its rules, and
 the writers use its tables of keys per field, so that a field the overlay
 removes is gone from every key the catalog would read it from. Those names are
 private to musicfs-core; musicfs-plugins pins musicfs-core to the same minor
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import _ID3 as ID3_FRAMES
-from musicfs.core.tags import _VORBIS as VORBIS_KEYS
-from musicfs.core.tags import _fields_of
+from musicfs.core.tags.reader import _ID3 as ID3_FRAMES
+from musicfs.core.tags.reader import _VORBIS as VORBIS_KEYS
+from musicfs.core.tags.reader import _fields_of
 
 __all__ = [
     "FIELD_GROUPS",

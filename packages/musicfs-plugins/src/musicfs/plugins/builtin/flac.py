@@ -1,7 +1,7 @@
 """FLAC: the metadata overlay for ``.flac`` files.
 
 The header is ``fLaC`` and the metadata blocks up to the one flagged last
-(`musicfs.core.headers`), with an ID3v2 tag in front of it when a tagger left
+(`musicfs.core.tags.headers`), with an ID3v2 tag in front of it when a tagger left
 one there. The synthesized header keeps every block byte for byte (STREAMINFO,
 SEEKTABLE, PICTURE, CUESHEET, APPLICATION...) except two:
 
@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar
 
-from musicfs.core import headers
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import UnreadableFile, read_tags
+from musicfs.core.tags import headers
+from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
 from musicfs.plugins.builtin._vorbis import VorbisComment
 

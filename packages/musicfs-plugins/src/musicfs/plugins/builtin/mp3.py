@@ -7,7 +7,7 @@ ID3v2.4 tag to put in front of the whole file.
 
 The synthesized tag is the original one, loaded by mutagen, with the frames of
 the changed fields replaced: TIT2 TPE1 TALB TPE2 TCON TDRC TRCK (``n/total``)
-TPOS TCOM USLT TCMP, the frames `musicfs.core.tags` reads. APIC, COMM, TXXX,
+TPOS TCOM USLT TCMP, the frames `musicfs.core.tags.reader` reads. APIC, COMM, TXXX,
 private and unknown frames stay. The tag keeps its version (2.3 stays 2.3 as
 mutagen writes it, with TYER/TDAT for the date; 2.2, which mutagen cannot
 write, becomes 2.4) and, when its padding allows, its size.
@@ -37,9 +37,9 @@ from typing import Any, BinaryIO, ClassVar
 
 import mutagen.id3
 
-from musicfs.core import headers
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import UnreadableFile, read_tags
+from musicfs.core.tags import headers
+from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
 from musicfs.plugins.builtin._fields import (
     ID3_FRAMES,

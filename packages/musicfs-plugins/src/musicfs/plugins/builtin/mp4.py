@@ -24,7 +24,7 @@ the audio) thus lies inside ``mdat``, where no reader looks for atoms: it is
 never parsed, only skipped. Writing that header needs the old ``moov`` from the
 end of the file, hence `Mp4Format.synthesize_for_file`.
 
-Refused (`NotImplementedError`, see `musicfs.core.overlay`): no ``moov`` or no
+Refused (`NotImplementedError`, see `musicfs.core.content.overlay`): no ``moov`` or no
 ``mdat``, two ``moov``, fragmented files (``moof``, ``mvex``), atoms whose sizes
 do not add up, chunk offsets that do not point past the header, a 32-bit
 offset table that would overflow, and a ``moov`` larger than 16 MiB.
@@ -40,7 +40,7 @@ from typing import Any, BinaryIO, ClassVar
 import mutagen.mp4
 
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import UnreadableFile, read_tags
+from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
 from musicfs.plugins.builtin._fields import Value, changed_groups, current_values, wanted_values
 
@@ -50,7 +50,7 @@ _mp4: Any = mutagen.mp4
 _MAX_MOOV = 16 * 1024 * 1024
 _MAX_ATOMS = 4096  # top-level atoms; a damaged file must not send us round in circles
 _U32 = 0xFFFFFFFF
-#: The ``ilst`` items each field group is read from (`musicfs.core.tags`) and
+#: The ``ilst`` items each field group is read from (`musicfs.core.tags.reader`) and
 #: written to (the first name).
 _ITEMS: dict[tuple[str, ...], tuple[bytes, ...]] = {
     ("title",): (b"\xa9nam",),

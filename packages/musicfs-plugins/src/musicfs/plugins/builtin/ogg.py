@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar
 
 from musicfs.core.model import TrackTags
-from musicfs.core.tags import UnreadableFile, read_tags
+from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
 from musicfs.plugins.builtin._vorbis import VorbisComment
 

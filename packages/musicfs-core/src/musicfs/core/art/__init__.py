@@ -1,0 +1,1 @@
+"""Cover art: finding, extracting and resizing the pictures of an album."""

@@ -1,0 +1,637 @@
+"""The content cache: a copy of what was read, kept for when the origin is gone.
+
+A file version (origin, path, size, mtime) is stored as its header (tier L2,
+a blob in ``manifests.sqlite3``) and its payload as CAS chunks (tier L3,
+`musicfs.core.content.cas`) listed in a manifest. `ContentCache.fill` copies a file in
+(the daemon does it in the background after a file has been opened);
+`ContentCache.open` gives a `CachedFile` that reads the same bytes back,
+verifying every chunk, so an album that was played keeps playing while its
+origin is offline (NFR-7.1). Every byte served from here is verified: chunks
+by their own hashes, and each manifest row (header, chunk list, version) by a
+digest stored with it; a row that does not match is dropped, never served.
+
+A copy counts as cached only while it is whole: one found damaged (by a read,
+or a check) or that lost chunks to eviction is dropped at once. The damaged
+ones are remembered in the ``refetch`` table (`ContentCache.wanted`) until they
+are copied again from their origins. Nothing here talks to FUSE.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import xxhash
+
+from musicfs.core.content.cas import (
+    DEFAULT_LIMIT,
+    ChunkReader,
+    ChunkStore,
+    CorruptChunk,
+    Place,
+    StoreCheck,
+    TierStats,
+    cut,
+)
+from musicfs.core.events import EventBus, EventType
+from musicfs.core.origins.base import OriginFile
+from musicfs.core.tags.headers import header_length
+
+log = logging.getLogger(__name__)
+
+_FILL_BLOCK = 4 * 1024 * 1024
+_SAMPLES = 8  # places of the payload compared after a header-only change
+_SAMPLE = 128
+_READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential reader
+_CHECK_BATCH = 256  # chunks, then manifests, `ContentCache.check` takes per hold of a lock
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of one origin file: what a manifest describes."""
+
+    origin: str
+    relpath: str
+    size: int
+    mtime_ns: int
+    format: str
+
+
+class CopyId(NamedTuple):
+    """Which cached copy: the file (origin, path) and the version it was of."""
+
+    origin: str
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class CacheCheck:
+    """What `ContentCache.check` got through and found."""
+
+    chunks: int = 0  # chunks to check
+    checked: int = 0
+    bytes: int = 0  # of the chunks checked
+    damaged_chunks: list[str] = field(default_factory=list)  # hashes, dropped
+    damaged: list[CopyId] = field(default_factory=list)  # copies that needed one, dropped
+    incomplete: int = 0  # other copies dropped: chunks of theirs were evicted or lost
+    stopped: bool = False
+
+
+class CachedFile:
+    """A cached file version, read back from its header and verified chunks.
+
+    A request reads the chunks it needs straight from the store's pack files,
+    with one ``pread`` per run of neighbouring chunks, and a sequential reader
+    has the kernel fetch the next `_READ_AHEAD` bytes while it is served. The
+    last chunk of a request is kept, so a request that straddles it and the
+    next does not read it twice. Reads are quick enough for the FUSE thread.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        header: bytes,
+        chunks: list[tuple[int, int, str]],
+        places: dict[str, Place],
+        on_damaged: Callable[[], object] | None = None,
+    ) -> None:
+        """*on_damaged* is called (once) when a read meets a damaged chunk."""
+        self.store = store
+        self._on_damaged = on_damaged
+        self.header = header
+        self.chunks = chunks  # (payload offset, length, hash), in order
+        self._starts = [offset for offset, _, _ in chunks]
+        self._places = [places[digest] for _, _, digest in chunks]
+        self.size = len(header) + sum(length for _, length, _ in chunks)
+        self._reader = ChunkReader(store)
+        self._lock = threading.Lock()
+        self._kept: tuple[int, memoryview] | None = None  # (chunk index, its bytes)
+        self._next = 0  # where a sequential reader reads next (payload offset)
+        self._ahead = 0  # payload offset up to which the kernel was asked to read ahead
+        self._failed: str | None = None  # what the first damaged chunk said
+        # An open file's chunks are never evicted under it: they come pinned
+        # (`ContentCache.open`), and `close` unpins them.
+        self._closed = False
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._reader.close()
+                self._kept = None
+                self.store.unpin(digest for _, _, digest in self.chunks)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`."""
+        end = min(offset + size, self.size)
+        pieces: list[bytes | memoryview] = []
+        if offset < len(self.header):
+            pieces.append(self.header[offset:end])
+            offset = len(self.header)
+        position, stop = offset - len(self.header), end - len(self.header)
+        if position < stop:
+            first = bisect.bisect_right(self._starts, position) - 1
+            last = bisect.bisect_right(self._starts, stop - 1) - 1
+            with self._lock:
+                if self._failed is not None:  # the same answer again, reported once
+                    raise CorruptChunk(self._failed)
+                if self._closed:
+                    raise CorruptChunk("the cached file was closed")
+                try:
+                    datas = self._chunks(first, last)
+                except CorruptChunk as exc:
+                    self._failed = str(exc)
+                    damaged = True
+                else:
+                    damaged = False
+                    if position in (0, self._next):
+                        self._read_ahead(stop)
+                    self._next = stop
+            if damaged:  # outside the lock: the copy is dropped (a write)
+                if self._on_damaged is not None:
+                    self._on_damaged()
+                raise CorruptChunk(self._failed)
+            for index, data in zip(range(first, last + 1), datas, strict=True):
+                start = self._starts[index]
+                pieces.append(data[max(position, start) - start : stop - start])
+        return b"".join(pieces)
+
+    def _chunks(self, first: int, last: int) -> list[memoryview]:
+        """The verified bytes of chunks *first* to *last*; keeps the last one."""
+        kept: list[memoryview] = []
+        if self._kept is not None and self._kept[0] == first:
+            kept, first = [self._kept[1]], first + 1
+        wanted = [(self.chunks[i][2], self._places[i]) for i in range(first, last + 1)]
+        datas = kept + (self._reader.read(wanted) if wanted else [])
+        self._kept = (last, datas[-1])
+        return datas
+
+    def _read_ahead(self, stop: int) -> None:
+        """Have the kernel read the next `_READ_AHEAD` payload bytes after *stop*,
+        asked for half a window at a time."""
+        if self._ahead >= stop + _READ_AHEAD // 2:
+            return
+        index = bisect.bisect_right(self._starts, max(stop, self._ahead)) - 1
+        until = stop + _READ_AHEAD
+        while index < len(self.chunks) and self._starts[index] < until:
+            run = self._places[index]
+            length = run.size
+            index += 1
+            while (index < len(self.chunks) and self._starts[index] < until
+                   and self._places[index].pack == run.pack
+                   and self._places[index].offset == run.offset + length):  # fmt: skip
+                length += self._places[index].size
+                index += 1
+            self._reader.advise(run, length)
+        self._ahead = until
+
+
+class ContentCache:
+    """Headers and chunk manifests of file versions, over one `ChunkStore`."""
+
+    def __init__(
+        self, root: str | Path, limit: int = DEFAULT_LIMIT, events: EventBus | None = None
+    ) -> None:
+        self.root = Path(root)
+        self.store = ChunkStore(self.root / "chunks", limit, events)
+        self.events = events
+        self.headers = TierStats()
+        self.origin_bytes = 0
+        # Called (any thread) when a copy was dropped as damaged: it is wanted again.
+        self.on_damaged: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._checking = threading.Lock()
+        self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
+                                   isolation_level=None)  # fmt: skip
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS manifests ("
+            " origin TEXT NOT NULL, relpath TEXT NOT NULL, size INTEGER NOT NULL,"
+            " mtime_ns INTEGER NOT NULL, header BLOB NOT NULL, chunks TEXT NOT NULL,"
+            " digest TEXT, PRIMARY KEY (origin, relpath))"
+        )
+        # Files whose copies were dropped as damaged, to copy again from their
+        # origins (with the chunk list they had: more of it may be damaged).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS refetch (origin TEXT NOT NULL, relpath TEXT NOT NULL,"
+            " chunks TEXT NOT NULL DEFAULT '', PRIMARY KEY (origin, relpath))"
+        )
+        self._add_digests()
+        row = self._db.execute("SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests")
+        self.headers.entries, self.headers.bytes = row.fetchone()
+
+    def _add_digests(self) -> None:
+        """Give a manifests table made before rows had digests its column, and
+        each old row the digest of what it holds now (trusted as it is: the same
+        trust the headers had until then)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(manifests)")]
+        if "digest" not in columns:
+            self._db.execute("ALTER TABLE manifests ADD COLUMN digest TEXT")
+        rows = self._db.execute(
+            "SELECT rowid, origin, relpath, size, mtime_ns, header, chunks FROM manifests"
+            " WHERE digest IS NULL"
+        ).fetchall()
+        if rows:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "UPDATE manifests SET digest = ? WHERE rowid = ?",
+                    [(_row_digest(CopyId(*row[1:5]), row[5], row[6]), row[0]) for row in rows],
+                )
+            log.info("content cache: %d cached headers given digests", len(rows))
+
+    def close(self) -> None:
+        self._db.close()
+        self.store.close()
+
+    def dedup_ratio(self) -> float:
+        """Payload bytes the cached files hold, per byte the chunk store keeps."""
+        with self._lock:
+            rows = self._db.execute("SELECT chunks FROM manifests").fetchall()
+        logical = sum(length for (listing,) in rows for _, length, _ in _parse_listing(listing))
+        stored = self.store.stats.bytes
+        return logical / stored if stored else 1.0
+
+    def has(self, version: Version) -> bool:
+        """Whether this version is cached whole (its manifest, and every chunk of it:
+        a copy that lost chunks to eviction or damage is copied again)."""
+        row = self._manifest(version)
+        return row is not None and self.store.all_indexed(_digests(row[1]))
+
+    def fill(self, version: Version, file: OriginFile) -> bool:
+        """Copy the open origin *file* into the cache, if it still is *version*.
+
+        When an earlier version of the same file is cached and only its header
+        changed (a tag edit: same payload length, same bytes at sampled places),
+        only the new header is read and the old chunks are kept (FR-11 delta
+        sync). `origin_bytes` counts what was read from the origin.
+        """
+        if (file.size, file.mtime_ns) != (version.size, version.mtime_ns):
+            return False  # changed since it was catalogued: the rescan will tell
+
+        def read(offset: int, size: int) -> bytes:
+            data = file.read(offset, size)
+            self.origin_bytes += len(data)
+            return data
+
+        if self._fill_delta(version, read):
+            return True
+        data = bytearray()
+        while len(data) < version.size:
+            block = read(len(data), _FILL_BLOCK)
+            if not block:
+                return False
+            data += block
+        view = memoryview(data)
+        hlen = header_length(lambda o, n: bytes(view[o : o + n]), version.format)
+        payload = view[hlen:]
+        bounds = cut(payload)
+        digests = self.store.put_all([payload[o : o + n] for o, n in bounds])
+        self.sweep()  # storing may have evicted chunks of other copies: not whole now
+        listing = ",".join(f"{o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True))
+        self._save(version, bytes(view[:hlen]), listing)
+        log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(bounds))
+        return True
+
+    def _fill_delta(self, version: Version, read: Callable[[int, int], bytes]) -> bool:
+        """Reuse the cached payload of an earlier version if only the header changed."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT size, mtime_ns FROM manifests WHERE origin = ? AND relpath = ?",
+                (version.origin, version.relpath),
+            ).fetchone()
+        if row is None or (row[0], row[1]) == (version.size, version.mtime_ns):
+            return False
+        old = self.open(Version(version.origin, version.relpath, row[0], row[1], version.format))
+        if old is None or not old.header:
+            return False
+        try:
+            hlen = header_length(read, version.format)
+            payload = version.size - hlen
+            if hlen == 0 or payload != old.size - len(old.header) or payload <= 0:
+                return False
+            # The payload is where it was and says the same at evenly spread places,
+            # its first and its last bytes included (DESIGN §5: size + ranged samples).
+            for k in range(_SAMPLES + 1):
+                at = max(0, min(payload * k // _SAMPLES, payload - _SAMPLE))
+                size = min(_SAMPLE, payload - at)
+                if read(hlen + at, size) != old.read(len(old.header) + at, size):
+                    return False
+            header = read(0, hlen)
+        except CorruptChunk:
+            return False
+        finally:
+            old.close()
+        listing = ",".join(f"{o}:{n}:{d}" for o, n, d in old.chunks)
+        self._save(version, header, listing)
+        log.debug("cached %s/%s by delta: new header only", version.origin, version.relpath)
+        return True
+
+    def _save(self, version: Version, header: bytes, listing: str) -> None:
+        with self._lock:
+            replaced = self._db.execute(
+                "SELECT length(header) FROM manifests WHERE origin = ? AND relpath = ?",
+                (version.origin, version.relpath),
+            ).fetchone()
+            key = (version.origin, version.relpath, version.size, version.mtime_ns)
+            self._db.execute(
+                "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*key, header, listing, _row_digest(CopyId(*key), header, listing)),
+            )
+            self._db.execute(
+                "DELETE FROM refetch WHERE origin = ? AND relpath = ?",
+                (version.origin, version.relpath),
+            )
+            if replaced is None:
+                self.headers.entries += 1
+            else:
+                self.headers.bytes -= replaced[0]
+            self.headers.bytes += len(header)
+
+    def open(self, version: Version) -> CachedFile | None:
+        """The cached copy of exactly this version, if every chunk is still there."""
+        row = self._manifest(version)
+        if row is None:
+            self.headers.misses += 1
+            return None
+        header, listing = row
+        chunks = _parse_listing(listing)
+        digests = [digest for _, _, digest in chunks]
+        # Pinned before their places are read: none can be evicted in between.
+        self.store.pin(digests)
+        places = self.store.places(digests)
+        if len(places) < len(set(digests)):
+            self.store.unpin(digests)
+            self.headers.misses += 1  # some chunks were evicted: the copy is incomplete
+            return None
+        self.headers.hits += 1
+        copy = CopyId(version.origin, version.relpath, version.size, version.mtime_ns)
+        return CachedFile(self.store, header, chunks, places,
+                          lambda: self._drop(copy, listing, damaged=True))  # fmt: skip
+
+    def verify(self, deep: bool = True) -> tuple[list[str], int]:
+        """Check every chunk (against its hash when *deep*, else its size) and
+        every manifest against the chunks it lists; drop what is damaged or incomplete.
+
+        Returns (damaged chunk hashes, manifests dropped). A dropped file is
+        simply copied again the next time it is read from its origin.
+        """
+        report = self.check(deep)
+        return report.damaged_chunks, len(report.damaged) + report.incomplete
+
+    def check(
+        self,
+        deep: bool = True,
+        *,
+        batch: int = _CHECK_BATCH,
+        progress: Callable[[CacheCheck], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CacheCheck:
+        """`verify`, safe on a cache in use, and saying which copies were damaged.
+
+        The chunks are checked by `ChunkStore.check` (in batches, reads going on
+        meanwhile), then the manifests *batch* at a time: a copy that listed a
+        damaged chunk is dropped and named in `CacheCheck.damaged` (the caller
+        may copy it again from its origin); one that lost chunks otherwise (to
+        eviction) is dropped and counted. A copy whose header or chunk list
+        does not match its row's digest is dropped and named too. *progress* is
+        called after each batch, *should_stop* asked between batches.
+        """
+        with self._checking:  # one check at a time (a second waits for the first)
+            report = CacheCheck()
+
+            def chunks_done(store_check: StoreCheck) -> None:
+                report.chunks, report.checked = store_check.chunks, store_check.checked
+                report.bytes = store_check.bytes
+                report.damaged_chunks = list(store_check.damaged)
+                if progress is not None:
+                    progress(report)
+
+            store_check = self.store.check(
+                deep, batch=batch, progress=chunks_done, should_stop=should_stop
+            )
+            chunks_done(store_check)
+            report.stopped = store_check.stopped
+            if not report.stopped:
+                self._check_manifests(report, set(store_check.damaged), batch, should_stop)
+            if progress is not None:
+                progress(report)
+        if report.damaged_chunks or report.damaged or report.incomplete:
+            log.warning("cache verify: %d damaged chunks dropped, %d cached files damaged, "
+                        "%d incomplete", len(report.damaged_chunks), len(report.damaged),
+                        report.incomplete)  # fmt: skip
+        return report
+
+    def _check_manifests(
+        self,
+        report: CacheCheck,
+        bad: set[str],
+        batch: int,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        after = 0
+        while True:
+            if should_stop is not None and should_stop():
+                report.stopped = True
+                return
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, origin, relpath, size, mtime_ns, header, chunks, digest"
+                    " FROM manifests WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            for _, origin, relpath, size, mtime_ns, header, listing, digest in rows:
+                copy = CopyId(origin, relpath, size, mtime_ns)
+                if digest != _row_digest(copy, header, listing):
+                    if self._forget_damaged(copy, digest):
+                        report.damaged.append(copy)
+                    continue
+                digests = _digests(listing)
+                if self.store.all_indexed(digests):  # the store's lock: once per copy
+                    continue
+                # Only if it is still the copy we looked at: a copy made again
+                # meanwhile is whole.
+                damaged = bool(bad.intersection(digests))
+                if not self._drop(copy, listing, damaged=damaged):
+                    continue
+                if damaged:
+                    report.damaged.append(copy)
+                else:
+                    report.incomplete += 1
+
+    def _drop(self, copy: CopyId, listing: str, *, damaged: bool) -> bool:
+        """Drop the copy of a file if it still lists exactly *listing* (it is no
+        longer whole); a *damaged* one is wanted again (`wanted`). True if dropped."""
+        dropped = self._delete(
+            "origin = ? AND relpath = ? AND chunks = ?",
+            (copy.origin, copy.relpath, listing),
+            refetch=listing if damaged else None,
+        )
+        if dropped and damaged:
+            log.warning("cached copy of %s/%s is damaged: dropped it, to be copied again "
+                        "from its origin", copy.origin, copy.relpath)  # fmt: skip
+            if self.on_damaged is not None:
+                self.on_damaged()
+        return dropped
+
+    def _delete(self, where: str, params: tuple[object, ...], refetch: str | None = None) -> bool:
+        """Delete the copy *where* selects (at most one), keeping the header
+        counts true; with *refetch* (the chunk list to recheck, or ""), its file
+        is wanted again, in the same transaction. True if there was one."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            row = self._db.execute(
+                f"DELETE FROM manifests WHERE {where} RETURNING origin, relpath, length(header)",
+                params,
+            ).fetchone()
+            if row is None:
+                return False
+            if refetch is not None:
+                self._db.execute("INSERT OR REPLACE INTO refetch VALUES (?, ?, ?)",
+                                 (row[0], row[1], refetch))  # fmt: skip
+            self.headers.entries -= 1
+            self.headers.bytes -= row[2]
+        return True
+
+    def sweep(self, batch: int = _CHECK_BATCH) -> int:
+        """Drop the copies that list a chunk the store dropped since the last
+        sweep (damaged, or evicted): they are no longer whole, so no longer
+        counted as cached; the damaged ones are wanted again. One pass over the
+        manifests, *batch* rows per hold of the lock, only when chunks were
+        dropped. Returns the copies dropped."""
+        damaged, evicted = self.store.take_lost()
+        lost = damaged | evicted
+        dropped = after = 0
+        while lost:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, origin, relpath, size, mtime_ns, chunks FROM manifests"
+                    " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, batch),
+                ).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            for _, origin, relpath, size, mtime_ns, listing in rows:
+                digests = _digests(listing)
+                hit = lost.intersection(digests)
+                if not hit or self.store.all_indexed(digests):  # stored again meanwhile
+                    continue
+                copy = CopyId(origin, relpath, size, mtime_ns)
+                dropped += self._drop(copy, listing, damaged=bool(hit & damaged))
+        if dropped:
+            log.info("content cache: %d cached copies lost chunks and were dropped", dropped)
+        return dropped
+
+    def wanted(self) -> list[tuple[str, str, str]]:
+        """(origin, path, chunk list) of the files whose copies were dropped as
+        damaged and are not copied again yet."""
+        with self._lock:
+            rows = self._db.execute("SELECT origin, relpath, chunks FROM refetch").fetchall()
+        return [(str(o), str(r), str(c)) for o, r, c in rows]
+
+    def unwant(self, origin: str, relpath: str) -> None:
+        """Give up copying a file again (gone from its origin or the library)."""
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM refetch WHERE origin = ? AND relpath = ?", (origin, relpath)
+            )
+
+    def recheck(self, listing: str) -> list[str]:
+        """Hash the chunks of a dropped copy's *listing* that are still stored;
+        drop the damaged ones (so a copy made again writes them afresh)."""
+        return self.store.recheck(_digests(listing)) if listing else []
+
+    def clear(self, origin: str | None = None) -> tuple[int, int]:
+        """Drop the cached copies of *origin*'s files (of every file when None), and
+        the chunks no other copy uses. Open files keep reading theirs. Returns
+        (files, bytes freed)."""
+        with self._lock:
+            if origin is None:
+                files = self._db.execute("DELETE FROM manifests").rowcount
+                self._db.execute("DELETE FROM refetch")
+            else:
+                files = self._db.execute(
+                    "DELETE FROM manifests WHERE origin = ?", (origin,)
+                ).rowcount
+                self._db.execute("DELETE FROM refetch WHERE origin = ?", (origin,))
+            kept = self._db.execute("SELECT chunks FROM manifests").fetchall()
+            row = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests"
+            )
+            self.headers.entries, self.headers.bytes = row.fetchone()
+        keep = {digest for (listing,) in kept for digest in _digests(listing)}
+        _, freed = self.store.drop_unreferenced(keep)
+        return files, freed
+
+    def forget(self, origin: str, relpath: str) -> bool:
+        """Drop the cached copy of a file (its chunks stay, for other files and
+        for eviction to reclaim). True if there was one."""
+        return self._delete("origin = ? AND relpath = ?", (origin, relpath))
+
+    def _manifest(self, version: Version) -> tuple[bytes, str] | None:
+        """The verified header and chunk list of *version*; None if not cached,
+        or if its row was damaged (then it is dropped: read from the origin)."""
+        copy = CopyId(version.origin, version.relpath, version.size, version.mtime_ns)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT header, chunks, digest FROM manifests WHERE origin = ? AND relpath = ? "
+                "AND size = ? AND mtime_ns = ?",
+                copy,
+            ).fetchone()
+        if row is None:
+            return None
+        header, listing, digest = bytes(row[0]), str(row[1]), row[2]
+        if digest != _row_digest(copy, header, listing):
+            self._forget_damaged(copy, digest)
+            return None
+        return header, listing
+
+    def _forget_damaged(self, copy: CopyId, digest: object) -> bool:
+        """Drop a cached copy whose row does not match its digest (if the row is
+        still that one), and tell it as a corrupt chunk would be told."""
+        # Its chunk list is not to be trusted: copied again without a recheck ("").
+        where = "origin = ? AND relpath = ? AND size = ? AND mtime_ns = ? AND digest IS ?"
+        if not self._delete(where, (*copy, digest), refetch=""):
+            return False
+        log.error("cached copy of %s/%s is damaged (its header or chunk list does not match "
+                  "its digest); dropped it", copy.origin, copy.relpath)  # fmt: skip
+        if self.events is not None:
+            self.events.publish(EventType.CHUNK_CORRUPT, origin=copy.origin, path=copy.relpath,
+                                error="cached header or chunk list damaged")  # fmt: skip
+        if self.on_damaged is not None:
+            self.on_damaged()
+        return True
+
+
+def _row_digest(copy: CopyId, header: bytes, listing: str) -> str:
+    """The xxh3-128 of everything a manifest row says, as chunks are hashed."""
+    digest = xxhash.xxh3_128()
+    for part in (copy.origin, copy.relpath, str(copy.size), str(copy.mtime_ns), listing):
+        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(header)
+    return digest.hexdigest()
+
+
+def _parse_listing(listing: str) -> list[tuple[int, int, str]]:
+    """A manifest's chunk list ("offset:length:hash,...") as tuples."""
+    chunks = []
+    for item in filter(None, listing.split(",")):
+        offset, length, digest = item.split(":")
+        chunks.append((int(offset), int(length), digest))
+    return chunks
+
+
+def _digests(listing: str) -> list[str]:
+    return [item.rpartition(":")[2] for item in filter(None, listing.split(","))]

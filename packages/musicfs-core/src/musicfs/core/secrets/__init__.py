@@ -1,0 +1,1 @@
+"""Credentials: where passwords and tokens live, and redacting them from text."""

@@ -1,0 +1,272 @@
+"""The scanner: first scan, incremental rescans, unreadable files, offline origins."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import mutagen.flac
+import pytest
+
+from musicfs.core.catalog.layout import TreeChange
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
+from musicfs.core.extensions import Extensions
+from musicfs.core.model import TrackTags
+from musicfs.core.origins import DirListing, LocalOrigin
+from musicfs.core.sync.scanner import Scanner
+
+MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
+Encode = Callable[..., Path]  # the encode fixture of conftest.py
+
+
+def tree(catalog: Catalog) -> set[str]:
+    return {
+        catalog.path_of(node.id) for t in catalog.tracks() if (node := catalog.node_of_file(t.id))
+    }
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return Catalog.open(tmp_path / "catalog.sqlite3")
+
+
+def scanner(catalog: Catalog, **kwargs: object) -> Scanner:
+    return Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), **kwargs)  # type: ignore[arg-type]
+
+
+def test_first_scan_catalogs_tags_and_lays_out_the_tree(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "x" / "1.wav", title="One", artist="Ann", album="Al", date="2020", track="1/9")
+    make_wav(lib / "x" / "2.wav", title="Two", artist="Ann", album="Al", date="2020", track="2/9")
+    (lib / "cover.jpg").write_bytes(b"not audio, not scanned")
+    report = scanner(catalog).scan(LocalOrigin("lib", lib))
+    assert (report.seen, report.added, report.unreadable, report.complete) == (2, 2, 0, True)
+    assert tree(catalog) == {"Ann/Al (2020) [WAV]/01 - One.wav", "Ann/Al (2020) [WAV]/02 - Two.wav"}
+    track = next(catalog.tracks(title="One"))
+    assert (track.tags.track, track.tags.tracktotal, track.tags.year) == (1, 9, 2020)
+    assert track.size == (lib / "x" / "1.wav").stat().st_size
+
+
+def test_rescan_sees_added_changed_and_removed_files(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "keep.wav", title="Keep", artist="A")
+    make_wav(lib / "change.wav", title="Before", artist="A")
+    make_wav(lib / "gone" / "gone.wav", title="Gone", artist="A")
+    origin = LocalOrigin("lib", lib)
+    scanner(catalog).scan(origin)
+    make_wav(lib / "new.wav", title="New", artist="A")
+    make_wav(lib / "change.wav", title="After", artist="A")
+    os.utime(lib / "change.wav", ns=(1, 10**18))  # make sure the mtime moved
+    shutil.rmtree(lib / "gone")
+    changes: list[TreeChange] = []
+    report = scanner(catalog, on_changes=changes.extend).scan(origin)
+    assert (report.added, report.changed, report.removed) == (1, 1, 1)
+    names = {p.rsplit("/", 1)[1] for p in tree(catalog)}
+    assert names == {"00 - Keep.wav", "00 - After.wav", "00 - New.wav"}
+    assert {c.name for c in changes} >= {"00 - Before.wav", "00 - Gone.wav", "00 - New.wav"}
+
+
+def test_unchanged_files_are_not_parsed_again(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    make_wav(tmp_path / "lib" / "a.wav", title="A")
+    origin = LocalOrigin("lib", tmp_path / "lib")
+    scanner(catalog).scan(origin)
+    report = scanner(catalog).scan(origin)
+    assert (report.seen, report.added, report.changed, report.removed) == (1, 0, 0, 0)
+
+
+def test_a_tag_edit_that_keeps_size_and_mtime_is_seen_on_a_share(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    """What inotify cannot see on a share and size/mtime do not tell: a tag editor
+    that rewrites within the FLAC padding and puts the mtime back. The ctime moved."""
+    (tmp_path / "share").mkdir()
+    path = encode(tmp_path / "share" / "a.flac", title="Before", artist="A")
+    origin = LocalOrigin("nas", tmp_path / "share", kind="nfs")
+    scanner(catalog).scan(origin)
+    before = path.stat()
+    audio = mutagen.flac.FLAC(path)
+    audio["title"] = "After"
+    audio.save()
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    report = scanner(catalog).scan(origin)
+    assert report.changed == 1
+    assert {p.rsplit("/", 1)[1] for p in tree(catalog)} == {"00 - After.flac"}
+
+
+def test_rows_from_before_change_times_are_not_all_parsed_again(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    make_wav(tmp_path / "lib" / "a.wav", title="A")
+    origin = LocalOrigin("lib", tmp_path / "lib")
+    scanner(catalog).scan(origin)
+    catalog.execute("UPDATE files SET ctime_ns = 0")  # as migrated from schema 3
+    report = scanner(catalog).scan(origin)
+    assert (report.seen, report.changed) == (1, 0)
+    stored = catalog.execute("SELECT ctime_ns FROM files").fetchone()[0]
+    assert stored == (tmp_path / "lib" / "a.wav").stat().st_ctime_ns
+
+
+def test_unreadable_files_are_recorded_and_shown_under_fallback_names(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "broken.mp3").write_bytes(b"\xff" * 10)
+    (lib / "empty.flac").write_bytes(b"")
+    report = scanner(catalog).scan(LocalOrigin("lib", lib))
+    assert report.unreadable == 2
+    assert {t.error is not None for t in catalog.tracks()} == {True}
+    assert "Unknown Artist/Unknown Album (0000) [MP3]/00 - broken.mp3" in tree(catalog)
+
+
+class CarelessParser:
+    """A format plugin's tag parser that hands back what no catalog row holds as
+    it is: a title with an unpaired surrogate, a number past 64 bits (both are
+    stored mended), and a genre as a list, as mutagen gives tags (not at all)."""
+
+    name = "careless"
+
+    def parse(self, reader: BinaryIO) -> TrackTags:
+        data = reader.read()
+        if b"bad title" in data:
+            return TrackTags(title="bad \udcff title", artist="Plug")
+        if b"bad number" in data:
+            return TrackTags(title="Big", artist="Plug", bitrate=2**70)
+        if b"bad genre" in data:
+            return TrackTags(title="Listed", artist="Plug", genre=["Jazz"])  # type: ignore[arg-type]
+        return TrackTags(title=data.decode().strip(), artist="Plug")
+
+
+class CarelessPlugins(Extensions):
+    def tag_parser(self, extension: str) -> CarelessParser | None:
+        return CarelessParser() if extension == "xyz" else None
+
+    def extra_extensions(self) -> frozenset[str]:
+        return frozenset({"xyz"})
+
+
+def test_a_file_whose_row_cannot_be_written_is_unreadable_and_the_scan_goes_on(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "1.wav", title="Before", artist="Ann")
+    (lib / "2.xyz").write_bytes(b"bad title")
+    (lib / "3.xyz").write_bytes(b"bad number")
+    (lib / "4.xyz").write_bytes(b"bad genre")
+    (lib / "5.xyz").write_bytes(b"Fine")
+    make_wav(lib / "6.wav", title="After", artist="Ann")
+    report = scanner(catalog, plugins=CarelessPlugins()).scan(LocalOrigin("lib", lib))
+    assert (report.seen, report.added, report.unreadable, report.complete) == (6, 6, 1, True)
+    errors = {t.relpath: t.error for t in catalog.tracks()}
+    assert [errors[name] for name in ("1.wav", "2.xyz", "3.xyz", "5.xyz", "6.wav")] == [None] * 5
+    error = errors["4.xyz"]
+    assert error is not None
+    assert error.startswith("cannot be catalogued: ProgrammingError: ")
+    assert "list" in error
+    assert tree(catalog) == {
+        "Ann/Unknown Album (0000) [WAV]/00 - Before.wav",
+        "Ann/Unknown Album (0000) [WAV]/00 - After.wav",
+        "Plug/Unknown Album (0000) [XYZ]/00 - bad \ufffd title.xyz",
+        "Plug/Unknown Album (0000) [XYZ]/00 - Big.xyz",
+        "Plug/Unknown Album (0000) [XYZ]/00 - Fine.xyz",
+        "Unknown Artist/Unknown Album (0000) [XYZ]/00 - 4.xyz",
+    }
+    assert catalog.integrity_check() == "ok"
+
+
+def test_an_unreachable_origin_keeps_its_files(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "a.wav", title="A")
+    scanner(catalog).scan(LocalOrigin("lib", lib))
+    lib.rename(tmp_path / "elsewhere")
+    report = scanner(catalog).scan(LocalOrigin("lib", lib))
+    assert not report.complete
+    assert report.removed == 0
+    assert len(tree(catalog)) == 1
+
+
+class FlakyOrigin(LocalOrigin):
+    """A local origin whose folder *broken* cannot be listed (EIO), as on a failing disk."""
+
+    def __init__(self, origin_id: str, root: Path, broken: str) -> None:
+        super().__init__(origin_id, root)
+        self.broken = broken
+
+    def list_dir(self, reldir: str, extensions: Iterable[str]) -> DirListing:
+        if reldir == self.broken:
+            raise OSError(errno.EIO, "Input/output error")
+        return super().list_dir(reldir, extensions)
+
+
+def test_a_folder_that_cannot_be_listed_keeps_its_files(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "sub" / "a.wav", title="A")
+    make_wav(lib / "b.wav", title="B")
+    scanner(catalog).scan(LocalOrigin("lib", lib))
+    report = scanner(catalog).scan(FlakyOrigin("lib", lib, "sub"))
+    assert (report.listing_errors, report.removed, report.complete) == (1, 0, False)
+    assert "Input/output error" in report.errors[0]
+    assert len(tree(catalog)) == 2
+
+
+def test_the_pool_parses_large_batches_in_worker_processes(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    for i in range(300):
+        make_wav(lib / f"d{i % 7}" / f"{i}.wav", title=f"T{i}", artist="A")
+    sc = scanner(catalog, workers=2)
+    try:
+        report = sc.scan(LocalOrigin("lib", lib))
+    finally:
+        sc.close()
+    assert (report.seen, report.added, report.unreadable) == (300, 300, 0)
+    assert len(tree(catalog)) == 300
+
+
+def test_the_whole_realworld_corpus_scans_without_an_exception(
+    tmp_path: Path, catalog: Catalog, corpus: Path
+) -> None:
+    report = scanner(catalog, workers=2).scan(LocalOrigin("corpus", corpus))
+    assert report.complete
+    assert report.seen > 80
+    assert 0 < report.unreadable < report.seen
+    assert catalog.integrity_check() == "ok"
+
+
+def test_hidden_files_are_scanned_only_with_include_hidden_and_appledouble_never(
+    tmp_path: Path, make_wav: Callable[..., Path]
+) -> None:
+    """Names starting with a dot are hidden ([scan] include_hidden = false); the
+    AppleDouble ``._*`` files macOS leaves beside each file hold no audio and are
+    skipped even when hidden files are included."""
+    lib = tmp_path / "lib"
+    make_wav(lib / "a" / "one.wav", title="One", artist="X")
+    make_wav(lib / "a" / ".two.wav", title="Two", artist="X")
+    make_wav(lib / ".stash" / "three.wav", title="Three", artist="X")
+    (lib / "a" / "._one.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    (lib / ".stash" / "._three.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    for include_hidden, seen in ((False, {"One"}), (True, {"One", "Two", "Three"})):
+        origin = LocalOrigin("lib", lib)
+        origin.include_hidden = include_hidden
+        with Catalog.open(tmp_path / f"catalog-{include_hidden}.sqlite3") as catalog:
+            report = scanner(catalog).scan(origin)
+            assert (report.seen, report.unreadable) == (len(seen), 0)  # no ._ file was read
+            assert {t.tags.title for t in catalog.tracks()} == seen
