@@ -47,6 +47,8 @@ RESULTS = HERE / "results"
 SECTIONS = ("mount", "stat", "readdir", "walk", "read", "scan")
 FUSE_PEERS = ("mergerfs", "rclone", "floor")
 PEER_LABEL = {"mergerfs": "mergerfs", "rclone": "rclone", "floor": "py floor"}
+#: Every system beside MusicFS a row may show: the peers, and "before" (--before).
+OTHERS = (*FUSE_PEERS, "before")
 
 
 @dataclass
@@ -68,6 +70,8 @@ class Settings:
     layout_max: int
     peers: list[str]
     sections: list[str]
+    #: Another `musicfs` command measured side by side as system "before" (or None).
+    before: str | None
     cache_root: Path
     output: Path | None
 
@@ -86,14 +90,25 @@ class Context:
         return Path(self.lib["origin"])
 
     def systems(self) -> list[str]:
-        return [*self.settings.peers, "musicfs"]
+        return [*self.settings.peers, *(["before"] if self.settings.before else []), "musicfs"]
+
+    def cache_dir_of(self, kind: str) -> Path:
+        """MusicFS's cache dir of the bench library; "before" gets its own copy (one
+        daemon per cache dir), made once per run."""
+        own = Path(self.lib["cache_dir"])
+        if kind != "before":
+            return own
+        copy = self.mounter.workdir / "before-cache"
+        if not copy.exists():
+            shutil.copytree(own, copy, ignore=shutil.ignore_patterns("lock", "*.sock"))
+        return copy
 
     @contextlib.contextmanager
     def fresh_mount(self, kind: str) -> Any:
         """A new mount of the bench library by *kind* (nothing cached in its kernel state)."""
         kwargs: dict[str, Any] = {}
-        if kind == "musicfs":
-            kwargs = {"cache_dir": Path(self.lib["cache_dir"]), "template": self.lib["template"]}
+        if kind in ("musicfs", "before"):
+            kwargs = {"cache_dir": self.cache_dir_of(kind), "template": self.lib["template"]}
         with self.mounter.mounted(kind, self.origin, **kwargs) as m:
             m.extra["settle_s"] = round(wait_idle(m.pid), 3)  # start-up work done
             yield m
@@ -204,6 +219,8 @@ def bench_mount(ctx: Context, out: dict[str, Any]) -> dict[str, Any]:
             f"  musicfs {n:>9,} tracks: mount command {entry['command_s_median']:.3f} s, "
             f"listable {entry['listable_s_median']:.3f} s, RSS idle {entry.get('rss_idle_mib')} MiB"
         )
+    if s.before:
+        out["before"] = {str(n): _mount_before(ctx, syns[n], n) for n in s.sizes}
     for kind in [p for p in s.peers if p != "floor"]:  # the floor's start-up walks the tree
         peer_runs: list[float] = []
         rss = None
@@ -219,6 +236,33 @@ def bench_mount(ctx: Context, out: dict[str, Any]) -> dict[str, Any]:
         }
         ctx.log(f"  {kind}: listable {statistics.median(peer_runs):.3f} s, RSS idle {mib(rss)} MiB")
     return out
+
+
+def _mount_before(ctx: Context, syn: dict[str, Any], n: int) -> dict[str, Any]:
+    """The "before" command on a copy of the synthetic catalog: warm mounts, idle RSS."""
+    s = ctx.settings
+    cache_dir = ctx.mounter.workdir / f"before-synthetic-{n}"
+    shutil.copytree(syn["cache_dir"], cache_dir, ignore=shutil.ignore_patterns("lock", "*.sock"))
+    try:
+        runs: list[float] = []
+        rss = None
+        for rep in range(s.mount_repeats):
+            with ctx.mounter.mounted("before", Path(syn["origin"]), cache_dir=cache_dir) as m:
+                runs.append(round(m.listable_seconds, 3))
+                if rep == 0:
+                    musicfs_status(m.mountpoint)  # as MusicFS's first run (_check_synthetic)
+                    wait_idle(m.pid)
+                    time.sleep(1.0)
+                    rss = m.rss()
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    entry = {"listable_s_runs": runs, "listable_s_median": statistics.median(runs)}
+    entry["rss_idle_mib"] = mib(rss)
+    ctx.log(
+        f"  before  {n:>9,} tracks: listable {entry['listable_s_median']:.3f} s, "
+        f"RSS idle {entry['rss_idle_mib']} MiB"
+    )
+    return entry
 
 
 def _check_synthetic(ctx: Context, m: Mount, n: int) -> dict[str, Any]:
@@ -643,7 +687,7 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
         )
 
     def peers(*keys: Any) -> dict[str, Any]:
-        return {p: _get(r, *keys[:1], p, *keys[1:]) for p in ("direct", *FUSE_PEERS, "musicfs")}
+        return {p: _get(r, *keys[:1], p, *keys[1:]) for p in ("direct", *OTHERS, "musicfs")}
 
     try:  # a section that failed half way gives no verdict, not a crash
         mount = r.get("mount")
@@ -657,6 +701,7 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
                 {
                     "direct": None,
                     **{p: _get(mount, "peers", p, "listable_s_median") for p in FUSE_PEERS},
+                    "before": _get(mount, "before", str(biggest), "listable_s_median"),
                     "musicfs": v,
                 },
                 "< 0.2 s with 1,000,000",
@@ -679,6 +724,10 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
                 {
                     "direct": None,
                     **{p: _get(mount, "peers", p, "rss_idle_mib") for p in FUSE_PEERS},
+                    "before": max(
+                        (b["rss_idle_mib"] or 0 for b in (mount.get("before") or {}).values()),
+                        default=None,
+                    ),
                     "musicfs": worst_rss,
                 },
                 "< 100 MiB, also at 1,000,000",
@@ -796,7 +845,7 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
             )
     except (KeyError, TypeError, ValueError) as exc:
         _no_verdict(rows, exc)
-    for kind in ("musicfs", *FUSE_PEERS):
+    for kind in ("musicfs", *OTHERS):
         after = [_get(r, sec, kind, "rss_after_mib") for sec in ("stat", "readdir", "walk", "read")]
         after = [a for a in after if a is not None]
         if after and rows:
@@ -828,7 +877,9 @@ def _fmt(v: Any, unit: str) -> str:
     return str(v)
 
 
-def print_table(rows: list[dict[str, Any]], extras: list[tuple[str, str]]) -> None:
+def print_table(
+    rows: list[dict[str, Any]], extras: list[tuple[str, str]], before: bool = False
+) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
@@ -844,6 +895,7 @@ def print_table(rows: list[dict[str, Any]], extras: list[tuple[str, str]]) -> No
         ("mergerfs", "right"),
         ("rclone", "right"),
         ("py floor", "right"),
+        *([("before", "right"), ("÷ before", "right")] if before else []),
         ("MusicFS", "right"),
         ("target", "left"),
         ("", "left"),
@@ -855,10 +907,16 @@ def print_table(rows: list[dict[str, Any]], extras: list[tuple[str, str]]) -> No
         table.add_row(
             rw["metric"],
             rw["unit"],
+            *(_fmt(rw.get(k), rw["unit"]) for k in ("direct", "mergerfs", "rclone", "floor")),
             *(
-                _fmt(rw.get(k), rw["unit"])
-                for k in ("direct", "mergerfs", "rclone", "floor", "musicfs")
+                [
+                    _fmt(rw.get("before"), rw["unit"]),
+                    _fmt(rw.get("ratios", {}).get("musicfs_over_before"), "x"),
+                ]
+                if before
+                else []
             ),
+            _fmt(rw.get("musicfs"), rw["unit"]),
             rw["target"],
             verdict + note,
         )
@@ -919,7 +977,7 @@ def details(ctx: Context) -> list[tuple[str, str]]:
 
         add(f"mount, {int(n):,} tracks", mount_line)
         add(f"daemon, {int(n):,} tracks", daemon_line)
-    for kind in ("musicfs", *FUSE_PEERS):
+    for kind in ("musicfs", *OTHERS):
         after = {
             sec: _get(r, sec, kind, "rss_after_mib") for sec in ("stat", "readdir", "walk", "read")
         }
@@ -985,6 +1043,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
     p.add_argument("--only", help=f"comma-separated sections to run: {','.join(SECTIONS)}")
     p.add_argument("--peers", help="comma-separated peers (mergerfs,rclone,floor; 'none' for none)")
+    p.add_argument(
+        "--before",
+        metavar="MUSICFS",
+        help="another `musicfs` command (e.g. a venv of the previous commit, see README) "
+        "measured side by side with this one as system 'before'",
+    )
     p.add_argument("--stat-files", type=int)
     p.add_argument("--tree-files", type=int, help="files walked (and the pool stat draws from)")
     p.add_argument("--big-dir", type=int, help="entries of the big directory (default 100000)")
@@ -1038,6 +1102,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         random_reads=10_000 if not q else 2_000,
         layout_max=a.layout_max,
         peers=list(peers),
+        before=_before_command(p, a.before),
         sections=sections,
         cache_root=a.cache_root,
         output=a.output,
@@ -1058,13 +1123,6 @@ def cpu_busy(seconds: float = 1.0) -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    def version(cmd: list[str]) -> str | None:
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
-            return (out.stdout or out.stderr).strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return None
-
     from importlib import metadata
 
     def pkg(name: str) -> str | None:
@@ -1089,6 +1147,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def version(cmd: list[str]) -> str | None:
+    """The first line a command prints (its version), or None."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def _before_command(p: argparse.ArgumentParser, before: str | None) -> str | None:
+    if before is None:
+        return None
+    found = shutil.which(before)
+    if found is None:
+        p.error(f"--before {before}: no such command (give the path of a `musicfs`)")
+    return str(Path(found).absolute())
+
+
 def main(argv: list[str] | None = None) -> int:
     s = parse_args(argv)
     if os.geteuid() != 0:
@@ -1101,6 +1177,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="musicfs-bench-"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # after cleanup_all (LIFO)
     mounter = Mounter(workdir, s.cache_root / "pycache")
+    mounter.before = s.before
     # Child processes of this one (the scanner's workers in the API scan) get the same cache.
     os.environ.update({k: v for k, v in mounter.python_env().items() if k == "PYTHONPYCACHEPREFIX"})
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -1127,6 +1204,8 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()},
     }
+    if s.before:
+        meta["before"] = {"command": s.before, "version": version([s.before, "--version"])}
     interrupted = False
     try:
         if any(sec != "scan" for sec in s.sections):
@@ -1186,7 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     shutil.copyfile(out, RESULTS / "latest.json")
     print()
-    print_table(rows, details(ctx))
+    print_table(rows, details(ctx), before=bool(s.before))
     for warning in mounter.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     failed = [rw["metric"] for rw in rows if rw["pass"] is False]

@@ -148,7 +148,7 @@ def rss_kib(pid: int | None) -> dict[str, int] | None:
 class Mount:
     """One mounted filesystem under test."""
 
-    kind: str  # "musicfs", "mergerfs" or "rclone"
+    kind: str  # "musicfs", "before" (another musicfs command), "mergerfs", "rclone", "floor"
     mountpoint: Path
     source: Path
     pid: int | None = None
@@ -182,10 +182,19 @@ class Mounter:
         self.pycache = pycache
         self.warnings: list[str] = []
         self.musicfs = musicfs_command()
+        #: Another `musicfs` command (e.g. the previous commit's), mounted as kind "before".
+        self.before: str | None = None
         self._n = 0
         self.rclone_conf = workdir / "rclone.conf"
         self.rclone_conf.write_text("")
         (workdir / "xdg-config").mkdir(exist_ok=True)
+
+    def command_of(self, kind: str) -> str:
+        if kind == "before":
+            if self.before is None:
+                raise MountError("no --before command given")
+            return self.before
+        return self.musicfs
 
     def fresh_mountpoint(self, kind: str) -> Path:
         self._n += 1
@@ -225,6 +234,7 @@ class Mounter:
     def mount(self, kind: str, source: Path, **kwargs: Any) -> Mount:
         mounters: dict[str, Callable[..., Mount]] = {
             "musicfs": self.mount_musicfs,
+            "before": lambda source, **kw: self.mount_musicfs(source, kind="before", **kw),
             "mergerfs": self.mount_mergerfs,
             "rclone": self.mount_rclone,
             "floor": self.mount_floor,
@@ -240,10 +250,11 @@ class Mounter:
         scan_on_start: bool = False,
         env: dict[str, str] | None = None,
         retry: bool = True,
+        kind: str = "musicfs",
     ) -> Mount:
-        mnt = self.fresh_mountpoint("musicfs")
+        mnt = self.fresh_mountpoint(kind)
         cmd = [
-            self.musicfs,
+            self.command_of(kind),
             "mount",
             str(mnt),
             "--origin",
@@ -253,7 +264,7 @@ class Mounter:
         ]
         if template is not None:
             cmd += ["--template", template]
-        m = Mount("musicfs", mnt, source, cache_dir=cache_dir)
+        m = Mount(kind, mnt, source, cache_dir=cache_dir)
         ACTIVE[mnt] = m
         m.started = time.perf_counter()
         result = subprocess.run(
@@ -267,8 +278,8 @@ class Mounter:
             self.unmount(m)
             err = result.stderr.decode(errors="replace").strip()
             if retry:
-                self.warnings.append(f"musicfs mount failed once, retried: {err}")
-                print(f"warning: musicfs mount failed, retrying once: {err}", file=sys.stderr)
+                self.warnings.append(f"{kind} mount failed once, retried: {err}")
+                print(f"warning: {kind} mount failed, retrying once: {err}", file=sys.stderr)
                 time.sleep(1.0)
                 return self.mount_musicfs(
                     source,
@@ -277,8 +288,9 @@ class Mounter:
                     scan_on_start=scan_on_start,
                     env=env,
                     retry=False,
+                    kind=kind,
                 )
-            raise MountError(f"musicfs mount failed ({result.returncode}): {err}")
+            raise MountError(f"{kind} mount failed ({result.returncode}): {err}")
         m.listable = wait_listable(mnt)
         m.pid = _lock_pid(cache_dir)
         return m
@@ -349,10 +361,10 @@ class Mounter:
     def unmount(self, m: Mount) -> None:
         """Unmount and make sure the serving process is gone. Never raises."""
         try:
-            if m.kind == "musicfs":
+            if m.kind in ("musicfs", "before"):
                 if is_mounted(m.mountpoint):
                     subprocess.run(
-                        [self.musicfs, "unmount", str(m.mountpoint), "--timeout", "20"],
+                        [self.command_of(m.kind), "unmount", str(m.mountpoint), "--timeout", "20"],
                         env=self.musicfs_env(scan_on_start=False),
                         capture_output=True,
                         check=False,

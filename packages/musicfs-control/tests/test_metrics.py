@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from musicfs.control.config import METRICS, SECTIONS
 from musicfs.control.metrics import (
     MetricsServer,
     MusicFSCollector,
@@ -223,13 +224,19 @@ def test_listen_addresses() -> None:
     for bad in ("9464", ":9464", "host:0", "host:http", "host:70000"):
         with pytest.raises(ValueError, match="expected HOST:PORT"):
             parse_listen(bad)
-    assert load_config(env={}).metrics_listen == ""
+    assert load_config(env={}, sections=SECTIONS).section(METRICS).listen == ""
     env = {"MUSICFS_METRICS_LISTEN": "127.0.0.1:9464"}
-    assert load_config(env=env).metrics_listen == "127.0.0.1:9464"
+    assert load_config(env=env, sections=SECTIONS).section(METRICS).listen == "127.0.0.1:9464"
     with pytest.raises(ConfigError, match=r"MUSICFS_METRICS_LISTEN.*HOST:PORT"):
-        load_config(env={"MUSICFS_METRICS_LISTEN": "localhost"})
+        load_config(env={"MUSICFS_METRICS_LISTEN": "localhost"}, sections=SECTIONS)
     with pytest.raises(ConfigError, match="name the address"):
-        load_config(env={"MUSICFS_METRICS_LISTEN": ":9464"})
+        load_config(env={"MUSICFS_METRICS_LISTEN": ":9464"}, sections=SECTIONS)
+
+
+def test_core_alone_does_not_know_the_metrics_section() -> None:
+    """``[metrics]`` is control's: a config loaded without its sections refuses it."""
+    with pytest.raises(ConfigError, match="MUSICFS_METRICS_LISTEN is not a MusicFS setting"):
+        load_config(env={"MUSICFS_METRICS_LISTEN": "127.0.0.1:9464"})
 
 
 def test_server_serves_counts_syncs_and_stops() -> None:

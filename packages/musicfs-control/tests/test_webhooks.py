@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from musicfs.control.webhookconfig import WebhookConfig
 from musicfs.control.webhooks import Webhooks, WebhookSender, shown_url
-from musicfs.core.config.webhooks import WebhookConfig
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.secrets.credentials import Credentials
 

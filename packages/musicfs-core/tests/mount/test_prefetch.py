@@ -20,7 +20,7 @@ from typing import Any, cast
 import pytest
 
 from musicfs.core.catalog.store import SCHEMA_VERSION, Catalog, Track
-from musicfs.core.config.settings import Config, load_config
+from musicfs.core.config.settings import Config, PrefetchSettings, load_config
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import version_of
 from musicfs.core.events import Event, EventBus, EventType
@@ -355,13 +355,13 @@ def test_a_full_queue_drops_events_and_never_blocks_publishing(setup: Setup) -> 
 
 
 def test_prefetch_settings(tmp_path: Path) -> None:
-    assert (Config().prefetch_enabled, Config().prefetch_ahead) == (True, 2)
+    assert (Config().prefetch.enabled, Config().prefetch.ahead) == (True, 2)
     path = tmp_path / "config.toml"
     path.write_text('[prefetch]\nenabled = false\nahead = 3\nmax_bytes = "64MiB"\n')
     config = load_config(path, env={})
-    assert (config.prefetch_enabled, config.prefetch_ahead) == (False, 3)
-    assert config.prefetch_max_bytes == 64 * 1024**2
-    assert load_config(path, env={"MUSICFS_PREFETCH_AHEAD": "5"}).prefetch_ahead == 5
+    assert (config.prefetch.enabled, config.prefetch.ahead) == (False, 3)
+    assert config.prefetch.max_bytes == 64 * 1024**2
+    assert load_config(path, env={"MUSICFS_PREFETCH_AHEAD": "5"}).prefetch.ahead == 5
 
 
 def test_a_mount_gets_a_prefetcher_only_when_it_can_help(setup: Setup) -> None:
@@ -377,12 +377,12 @@ def test_a_mount_gets_a_prefetcher_only_when_it_can_help(setup: Setup) -> None:
             setup.made.append(prefetcher)
         return prefetcher
 
-    made = mount(Config(prefetch_ahead=3, prefetch_max_bytes=1000))
+    made = mount(Config(prefetch=PrefetchSettings(ahead=3, max_bytes=1000)))
     assert made is not None
     assert (made.ahead, made.max_bytes) == (3, 1000)
     assert mount(Config(), content=None) is None  # [cache] mode = "passthrough"
-    assert mount(Config(prefetch_enabled=False)) is None
-    assert mount(Config(prefetch_ahead=0)) is None
+    assert mount(Config(prefetch=PrefetchSettings(enabled=False))) is None
+    assert mount(Config(prefetch=PrefetchSettings(ahead=0))) is None
     assert mount(Config(), origins=("disk",)) is None  # local disks only
 
 

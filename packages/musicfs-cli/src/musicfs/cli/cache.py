@@ -278,7 +278,7 @@ def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) 
     dropped = damaged = chunks = files = 0
     if content_dir.exists():
         try:
-            content = ContentCache(content_dir, config.cache_limit)
+            content = ContentCache(content_dir, config.cache.limit)
             try:
                 check = content.check(deep=True)
                 bad, damaged, dropped = check.damaged_chunks, len(check.damaged), check.incomplete

@@ -49,9 +49,15 @@ def print_error(message: str) -> None:
 
 
 def load_args_config(args: argparse.Namespace, **overrides: Any) -> Config:
+    """The config of the file, the environment and *overrides* (``section.key`` -> a
+    flag's value), with the sections the daemon's control side reads."""
+    from musicfs.control.config import SECTIONS
+
     if args.socket:
-        overrides["socket"] = args.socket
-    return load_config(args.config, overrides=overrides, origins=getattr(args, "origin", []))
+        overrides["control.socket"] = args.socket
+    return load_config(
+        args.config, overrides=overrides, origins=getattr(args, "origin", []), sections=SECTIONS
+    )
 
 
 def add_mount_option(parser: argparse.ArgumentParser) -> None:
@@ -94,11 +100,11 @@ def socket_for(args: argparse.Namespace) -> Path:
 def _find_socket(args: argparse.Namespace) -> Path:
     config = load_args_config(args)
     if args.mountpoint is not None:
-        if not config.socket:
+        if not config.control.socket:
             check_not_inside_mount(args.mountpoint)
         return socket_path_for(config, args.mountpoint)
-    if config.socket:
-        return Path(config.socket)
+    if config.control.socket:
+        return Path(config.control.socket)
     # Checked before looking inside: a socket in a folder another user owns is theirs.
     check_socket_dir(runtime_dir() / "any.sock")
     sockets = [s for s in sorted(runtime_dir().glob("*.sock")) if _answers(s)]

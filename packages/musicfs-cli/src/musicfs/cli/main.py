@@ -208,7 +208,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         template=args.template,
         log_level=args.log_level,
-        allow_other=args.allow_other,
+        **{"mount.allow_other": args.allow_other},
     )
     if not config.origins:
         raise CLIError(

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from musicfs.control.config import METRICS, WEBHOOKS
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
 from musicfs.core.catalog.store import CatalogError
 from musicfs.core.config.paths import CacheDirLocked, UnsafeSocketDir, socket_path_for
@@ -202,10 +203,10 @@ def run_daemon(
     log.debug("open-file limit: %d", raise_open_file_limit())
     socket_path = socket_path_for(config, fs.mountpoint)
     webhooks: Webhooks | None = None
-    if config.webhooks:  # subscribed now, so the plugins' events are sent too
+    if config.tables(WEBHOOKS):  # subscribed now, so the plugins' events are sent too
         from musicfs.control.webhooks import Webhooks
 
-        webhooks = Webhooks(config.webhooks, fs.events)
+        webhooks = Webhooks(config.tables(WEBHOOKS), fs.events)
     # Before prepare(): origins of plugin types are built there. A plugin that
     # fails is reported and skipped (PluginManager), never a failed mount.
     plugins = PluginManager.from_config(config, fs.events)
@@ -252,13 +253,13 @@ def run_daemon(
             from musicfs.control.metrics import MetricsServer  # prometheus-client: after READY
 
             exporter = MetricsServer(
-                fs, config.metrics_listen, webhooks.stats if webhooks is not None else None
+                fs, config.section(METRICS).listen, webhooks.stats if webhooks is not None else None
             )
             try:
                 exporter.start()
             except (OSError, ValueError) as exc:
                 log.error("cannot serve metrics on %s: %s; running without them",
-                          config.metrics_listen, exc)  # fmt: skip
+                          config.section(METRICS).listen, exc)  # fmt: skip
                 return None
             return exporter
 
@@ -273,7 +274,7 @@ def run_daemon(
                 fs.progress = _ReportedProgress(progress, readiness) if wait_scan else progress
             except Exception as exc:
                 fs.supervisor.failed("control server", exc)
-            if config.metrics_listen:
+            if config.section(METRICS).listen:
                 try:
                     metrics = await trio.to_thread.run_sync(start_metrics)
                 except Exception as exc:

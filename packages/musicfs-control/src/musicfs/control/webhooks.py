@@ -1,6 +1,6 @@
 """Webhooks (SPEC FR-18.2): the mount's events, POSTed as JSON to HTTP receivers.
 
-Each ``[[webhooks]]`` table (`musicfs.core.config.webhooks.WebhookConfig`) gets a
+Each ``[[webhooks]]`` table (`musicfs.control.webhookconfig.WebhookConfig`) gets a
 `WebhookSender`: a subscriber of the mount's `EventBus` with a bounded queue of
 its own, drained by one thread that sends the events in order, one at a time.
 Publishing an event only puts it on that queue (or drops it, counted, when the
@@ -45,7 +45,7 @@ import urllib.parse
 import uuid
 from collections.abc import Sequence
 
-from musicfs.core.config.webhooks import BACKOFF_CAP, SECRET_KEY, WebhookConfig
+from musicfs.control.webhookconfig import BACKOFF_CAP, SECRET_KEY, WebhookConfig
 from musicfs.core.events import Event, EventBus
 from musicfs.core.mount.service import version
 from musicfs.core.secrets.credentials import CredentialError, Credentials, redact

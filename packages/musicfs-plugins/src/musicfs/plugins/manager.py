@@ -114,16 +114,16 @@ class PluginManager:
     @classmethod
     def from_config(cls, config: Config, events: EventBus | None = None) -> PluginManager:
         limits = ResourceLimits(
-            max_memory_mb=config.wasm_memory_mb,
-            max_cpu_time_ms=config.wasm_cpu_ms,
+            max_memory_mb=config.plugins.wasm_memory_mb,
+            max_cpu_time_ms=config.plugins.wasm_cpu_ms,
             allow_network=False,
-            allow_filesystem=config.wasm_filesystem,
+            allow_filesystem=config.plugins.wasm_filesystem,
         )
-        manager = cls(config.plugin_settings, limits, events, wasm_dirs=config.wasm_dirs)
+        manager = cls(config.plugins.settings, limits, events, wasm_dirs=config.plugins.wasm_dirs)
         manager.load_builtin()
-        for path in config.plugin_paths:
+        for path in config.plugins.paths:
             manager.load_path(path, keep_going=True)
-        if config.plugin_entry_points:
+        if config.plugins.entry_points:
             manager.load_entry_points()
         return manager
 

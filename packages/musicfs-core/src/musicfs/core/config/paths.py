@@ -97,8 +97,8 @@ def check_socket_dir(socket_path: Path) -> None:
 
 
 def socket_path_for(config: Config, mountpoint: str | Path) -> Path:
-    if config.socket:
-        return Path(config.socket)
+    if config.control.socket:
+        return Path(config.control.socket)
     return runtime_dir() / f"{_slug(mountpoint)}.sock"
 
 

@@ -6,8 +6,12 @@ and a bad value raises `ConfigError` naming where it came from (the file and
 key, the environment variable, or the flag), the key, and why it is wrong.
 Unknown keys are errors too: a typo must not be silently ignored.
 
-The result is an immutable `Config`; nothing here touches the filesystem beyond
-reading the config file.
+The result is an immutable `Config`: the top-level keys, then one frozen
+dataclass per section (`config.mount.allow_other`, `config.cache.limit`...).
+Sections that only another package uses (control's ``[metrics]`` and
+``[[webhooks]]``) are described there and passed in (`load_config(sections=)`);
+`Config.section` gives them back typed. Nothing here touches the filesystem
+beyond reading the config file.
 """
 
 from __future__ import annotations
@@ -16,26 +20,25 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
 from musicfs.core.config.collections import Collection, file_collections
 from musicfs.core.config.origins import OriginConfig, file_origins, parse_origins
-from musicfs.core.config.webhooks import WebhookConfig, file_webhooks
+from musicfs.core.config.sections import Draft, Section, TableList
 from musicfs.core.model import AUDIO_EXTENSIONS
 from musicfs.core.values import (
     ConfigError,
-    _bool,
-    _check,
-    _choice,
-    _int_range,
-    _path,
-    _seconds,
-    _Setting,
-    _size,
-    _str,
+    Setting,
+    int_range,
+    parse_bool,
+    parse_choice,
+    parse_path,
+    parse_seconds,
+    parse_size,
+    parse_str,
 )
 
 __all__ = ["Config", "ConfigError", "OriginConfig", "describe_settings", "load_config"]
@@ -44,61 +47,116 @@ SECRET_ENV_PREFIX = "MUSICFS_SECRET_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CACHE_MODES = ("full", "passthrough")
 
+S = TypeVar("S")
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
-class Config:
-    """All settings of one mount. Field names match the TOML keys (``[section] key``)."""
+class TopLevel:
+    """The keys outside any table."""
 
-    origins: tuple[OriginConfig, ...] = ()
     template: str = DEFAULT_TEMPLATE
     cache_dir: str | None = None
     log_level: str = "info"
-    # [mount]
+
+
+@dataclass(frozen=True)
+class MountSettings:
+    """``[mount]``: how the kernel sees the mount."""
+
     allow_other: bool = False
     entry_timeout: float = 60.0
     attr_timeout: float = 60.0
     read_ahead_kb: int = 1024
-    # [scan]
-    scan_workers: int = 0
-    scan_on_start: bool = True
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """``[scan]``: what is scanned, by how many processes, and when again."""
+
+    workers: int = 0
+    on_start: bool = True
     skip_unreadable: bool = False
     include_hidden: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
     watch: bool = True
     poll_interval: float = 300.0
-    # [cache]
-    cache_mode: str = "full"
-    cache_limit: int = 10 * 1024**3
-    # [prefetch]
-    prefetch_enabled: bool = True
-    prefetch_ahead: int = 2
-    prefetch_max_bytes: int = 256 * 1024**2
-    # [control]
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """``[cache]``: the content cache."""
+
+    mode: str = "full"
+    limit: int = 10 * 1024**3
+
+
+@dataclass(frozen=True)
+class PrefetchSettings:
+    """``[prefetch]``: copying the likely next tracks of remote origins."""
+
+    enabled: bool = True
+    ahead: int = 2
+    max_bytes: int = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """``[control]``: the control socket."""
+
     socket: str | None = None
-    # [metrics]
-    metrics_listen: str = ""  # "host:port" of the Prometheus endpoint; "" = none
-    # [plugins]
-    plugin_paths: tuple[str, ...] = ()
-    plugin_entry_points: bool = True
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """``[plugins]``: which plugins load and what WASM plugins may use."""
+
+    paths: tuple[str, ...] = ()
+    entry_points: bool = True
     wasm_memory_mb: int = 64
     wasm_cpu_ms: int = 1000
     wasm_filesystem: bool = False
     wasm_dirs: tuple[str, ...] = ()
-    #: [plugins.<name>] tables: each plugin's own settings, given to its init().
-    plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
-    #: [[webhooks]] tables (musicfs.core.config.webhooks).
-    webhooks: tuple[WebhookConfig, ...] = ()
+    #: ``[plugins.<name>]`` tables: each plugin's own settings, given to its init().
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of one mount: the top-level keys, then one value per section."""
+
+    origins: tuple[OriginConfig, ...] = ()
+    template: str = DEFAULT_TEMPLATE
+    cache_dir: str | None = None
+    log_level: str = "info"
+    mount: MountSettings = MountSettings()
+    scan: ScanSettings = ScanSettings()
+    cache: CacheSettings = CacheSettings()
+    prefetch: PrefetchSettings = PrefetchSettings()
+    control: ControlSettings = ControlSettings()
+    plugins: PluginSettings = PluginSettings()
     #: [[collections]] tables: smart collections besides the built-in ones.
     collections: tuple[Collection, ...] = ()
+    #: Sections another package described (`load_config(sections=)`), by name.
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def path_template(self) -> PathTemplate:
         return PathTemplate.parse(self.template)
 
+    def section(self, spec: Section[S]) -> S:
+        """The value of a section another package described (its default if not loaded)."""
+        value = self.extra.get(spec.name)
+        return spec.default() if value is None else cast(S, value)
+
+    def tables(self, spec: TableList[T]) -> tuple[T, ...]:
+        """The ``[[name]]`` tables of a list another package described (none if not loaded)."""
+        return cast(tuple[T, ...], self.extra.get(spec.name, ()))
+
 
 def _template(value: Any) -> str:
-    text = _str(value)
+    text = parse_str(value)
     try:
         PathTemplate.parse(text)
     except TemplateError as exc:
@@ -107,23 +165,10 @@ def _template(value: Any) -> str:
 
 
 def _log_level(value: Any) -> str:
-    level = _str(value).lower()
+    level = parse_str(value).lower()
     if level not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
-
-
-def _listen(value: Any) -> str:
-    """``host:port`` (``[::1]:port`` for IPv6) to serve HTTP on; "" for nowhere."""
-    text = _str(value).strip()
-    if not text:
-        return ""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:9464), got {value!r}")
-    if not host.strip("[]"):
-        raise ValueError(f"name the address to listen on (e.g. 127.0.0.1:{port}), got {value!r}")
-    return text
 
 
 def _paths(value: Any) -> tuple[str, ...]:
@@ -142,74 +187,122 @@ def _extensions(value: Any) -> tuple[str, ...]:
     return tuple(v.lower().lstrip(".") for v in value)
 
 
-# (section, key) → setting. Section "" is the top level.
-_SETTINGS: dict[tuple[str, str], _Setting] = {
-    ("", "template"): _Setting("template", _template, "path template of the tree"),
-    ("", "cache_dir"): _Setting("cache_dir", _path, "where catalog and cache live"),
-    ("", "log_level"): _Setting("log_level", _log_level, "debug, info, warning or error"),
-    ("mount", "allow_other"): _Setting("allow_other", _bool, "let other users see the mount"),
-    ("mount", "entry_timeout"): _Setting("entry_timeout", _seconds, "kernel name cache (s)"),
-    ("mount", "attr_timeout"): _Setting("attr_timeout", _seconds, "kernel attribute cache (s)"),
-    ("mount", "read_ahead_kb"): _Setting(
-        "read_ahead_kb",
-        _int_range(0, 65536, " KiB"),
-        "kernel read-ahead on the mount (KiB), 0 = default",
-    ),
-    ("scan", "workers"): _Setting(
-        "scan_workers", _int_range(0, 256), "tag-reading processes, 0 = cores"
-    ),
-    ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
-    ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),
-    ("scan", "include_hidden"): _Setting(
-        "include_hidden", _bool, "also list origin files and folders named .*, never ._*"
-    ),
-    ("scan", "extensions"): _Setting("extensions", _extensions, "file extensions to scan"),
-    ("scan", "watch"): _Setting("watch", _bool, "follow changes of local origins with inotify"),
-    ("scan", "poll_interval"): _Setting(
-        "poll_interval", _seconds, "rescan origins that are not watched every N s, 0 = never"
-    ),
-    ("cache", "mode"): _Setting(
-        "cache_mode", lambda v: _choice(v, CACHE_MODES), "full (keep what is read) or passthrough"
-    ),
-    ("cache", "limit"): _Setting("cache_limit", _size, "content cache size, e.g. 10GiB"),
-    ("prefetch", "enabled"): _Setting(
-        "prefetch_enabled", _bool, "copy the likely next tracks of remote origins into the cache"
-    ),
-    ("prefetch", "ahead"): _Setting("prefetch_ahead", _int_range(0, 1000), "tracks to copy ahead"),
-    ("prefetch", "max_bytes"): _Setting(
-        "prefetch_max_bytes", _size, "bytes to copy ahead at most (and 1/10 of cache.limit)"
-    ),
-    ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
-    ("metrics", "listen"): _Setting(
-        "metrics_listen", _listen, "HOST:PORT of the Prometheus metrics endpoint, empty = off"
-    ),
-    ("plugins", "paths"): _Setting(
-        "plugin_paths", _paths, "plugin files or folders to load (.py, packages, .wasm, .wat)"
-    ),
-    ("plugins", "entry_points"): _Setting(
-        "plugin_entry_points", _bool, "load installed plugins (entry points musicfs.plugins)"
-    ),
-    ("plugins", "wasm_memory_mb"): _Setting(
-        "wasm_memory_mb", _int_range(1, 4096, " MiB"), "memory a WASM plugin may use (MiB)"
-    ),
-    ("plugins", "wasm_cpu_ms"): _Setting(
-        "wasm_cpu_ms",
-        _int_range(1, 600_000, " ms"),
-        "CPU time a WASM plugin may take per call (ms)",
-    ),
-    ("plugins", "wasm_filesystem"): _Setting(
-        "wasm_filesystem", _bool, "let WASM plugins read files (never write; no network ever)"
-    ),
-    ("plugins", "wasm_dirs"): _Setting(
-        "wasm_dirs",
-        _paths,
-        "folders WASM plugins may read (with wasm_filesystem), same path inside",
-    ),
-}
+def _no_wasm_dirs_without_filesystem(plugins: PluginSettings) -> None:
+    if plugins.wasm_dirs and not plugins.wasm_filesystem:
+        raise ConfigError(
+            "[plugins] wasm_dirs lets WASM plugins read folders, but wasm_filesystem is "
+            "false: set wasm_filesystem = true, or drop wasm_dirs"
+        )
 
 
-def env_name(section: str, key: str) -> str:
-    return "MUSICFS_" + "_".join(p for p in (section, key) if p).upper()
+TOP = Section(
+    "",
+    TopLevel,
+    {
+        "template": Setting("template", _template, "path template of the tree"),
+        "cache_dir": Setting("cache_dir", parse_path, "where catalog and cache live"),
+        "log_level": Setting("log_level", _log_level, "debug, info, warning or error"),
+    },
+)
+MOUNT = Section(
+    "mount",
+    MountSettings,
+    {
+        "allow_other": Setting("allow_other", parse_bool, "let other users see the mount"),
+        "entry_timeout": Setting("entry_timeout", parse_seconds, "kernel name cache (s)"),
+        "attr_timeout": Setting("attr_timeout", parse_seconds, "kernel attribute cache (s)"),
+        "read_ahead_kb": Setting(
+            "read_ahead_kb",
+            int_range(0, 65536, " KiB"),
+            "kernel read-ahead on the mount (KiB), 0 = default",
+        ),
+    },
+)
+SCAN = Section(
+    "scan",
+    ScanSettings,
+    {
+        "workers": Setting("workers", int_range(0, 256), "tag-reading processes, 0 = cores"),
+        "on_start": Setting("on_start", parse_bool, "rescan origins after mounting"),
+        "skip_unreadable": Setting("skip_unreadable", parse_bool, "hide unreadable files"),
+        "include_hidden": Setting(
+            "include_hidden", parse_bool, "also list origin files and folders named .*, never ._*"
+        ),
+        "extensions": Setting("extensions", _extensions, "file extensions to scan"),
+        "watch": Setting("watch", parse_bool, "follow changes of local origins with inotify"),
+        "poll_interval": Setting(
+            "poll_interval",
+            parse_seconds,
+            "rescan origins that are not watched every N s, 0 = never",
+        ),
+    },
+)
+CACHE = Section(
+    "cache",
+    CacheSettings,
+    {
+        "mode": Setting(
+            "mode",
+            lambda v: parse_choice(v, CACHE_MODES),
+            "full (keep what is read) or passthrough",
+        ),
+        "limit": Setting("limit", parse_size, "content cache size, e.g. 10GiB"),
+    },
+)
+PREFETCH = Section(
+    "prefetch",
+    PrefetchSettings,
+    {
+        "enabled": Setting(
+            "enabled", parse_bool, "copy the likely next tracks of remote origins into the cache"
+        ),
+        "ahead": Setting("ahead", int_range(0, 1000), "tracks to copy ahead"),
+        "max_bytes": Setting(
+            "max_bytes", parse_size, "bytes to copy ahead at most (and 1/10 of cache.limit)"
+        ),
+    },
+)
+CONTROL = Section(
+    "control",
+    ControlSettings,
+    {"socket": Setting("socket", parse_path, "path of the control socket")},
+)
+PLUGINS = Section(
+    "plugins",
+    PluginSettings,
+    {
+        "paths": Setting(
+            "paths", _paths, "plugin files or folders to load (.py, packages, .wasm, .wat)"
+        ),
+        "entry_points": Setting(
+            "entry_points", parse_bool, "load installed plugins (entry points musicfs.plugins)"
+        ),
+        "wasm_memory_mb": Setting(
+            "wasm_memory_mb", int_range(1, 4096, " MiB"), "memory a WASM plugin may use (MiB)"
+        ),
+        "wasm_cpu_ms": Setting(
+            "wasm_cpu_ms",
+            int_range(1, 600_000, " ms"),
+            "CPU time a WASM plugin may take per call (ms)",
+        ),
+        "wasm_filesystem": Setting(
+            "wasm_filesystem",
+            parse_bool,
+            "let WASM plugins read files (never write; no network ever)",
+        ),
+        "wasm_dirs": Setting(
+            "wasm_dirs",
+            _paths,
+            "folders WASM plugins may read (with wasm_filesystem), same path inside",
+        ),
+    },
+    subtables="settings",
+    check=_no_wasm_dirs_without_filesystem,
+)
+#: Core's sections, in the order `describe_settings` lists them.
+SECTIONS: tuple[Section[Any], ...] = (TOP, MOUNT, SCAN, CACHE, PREFETCH, CONTROL, PLUGINS)
+ORIGINS: TableList[OriginConfig] = TableList("origins", file_origins)
+COLLECTIONS: TableList[Collection] = TableList("collections", file_collections)
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -224,44 +317,56 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     origins: Sequence[str] = (),
+    sections: Sequence[Section[Any] | TableList[Any]] = (),
 ) -> Config:
     """Build the effective configuration.
 
     *path* is the config file (None: ``MUSICFS_CONFIG`` or the XDG default, which
-    may be absent). *overrides* maps ``Config`` field names to values from flags;
-    *origins* are ``--origin`` arguments, which replace the file's origins.
+    may be absent). *overrides* maps ``section.key`` (``key`` for top-level keys)
+    to values from flags; *origins* are ``--origin`` arguments, which replace the
+    file's origins. *sections* are those another package reads (see `Config.section`).
     """
     env = os.environ if env is None else env
-    config = Config()
+    own: list[Section[Any]] = [s for s in sections if isinstance(s, Section)]
+    lists: list[TableList[Any]] = [s for s in sections if isinstance(s, TableList)]
+    tables: list[TableList[Any]] = [ORIGINS, COLLECTIONS, *lists]
+    draft = Draft({s.name: s for s in (*SECTIONS, *own)}, {t.name: t for t in tables})
     explicit = path is not None or "MUSICFS_CONFIG" in env
     file_path = Path(path or env.get("MUSICFS_CONFIG") or default_config_path(env))
     if explicit or file_path.exists():
-        config = _apply_file(config, file_path)
-    config = _apply_env(config, env)
-    for attr, value in (overrides or {}).items():
-        setting = next((s for s in _SETTINGS.values() if s.attr == attr), None)
-        if setting is None or value is None:
-            continue
-        flag = "--" + attr.replace("_", "-")
-        config = replace(config, **{attr: _check(setting, value, f"{flag}: ")})
-        config = replace(config, sources=(*config.sources, flag))
+        draft.apply_file(file_path, _read_toml(file_path))
+    draft.apply_env(env, {"MUSICFS_CONFIG", "MUSICFS_ORIGINS"}, SECRET_ENV_PREFIX)
+    draft.apply_flags(overrides or {})
     if origins:
-        config = replace(config, origins=parse_origins(tuple(origins), "--origin"))
+        draft.lists["origins"] = parse_origins(tuple(origins), "--origin")
     elif env.get("MUSICFS_ORIGINS"):
         where = "environment variable MUSICFS_ORIGINS"
-        config = replace(config, origins=parse_origins(env["MUSICFS_ORIGINS"], where))
-    if config.wasm_dirs and not config.wasm_filesystem:
-        raise ConfigError(
-            "[plugins] wasm_dirs lets WASM plugins read folders, but wasm_filesystem is "
-            "false: set wasm_filesystem = true, or drop wasm_dirs"
-        )
-    return config
+        draft.lists["origins"] = parse_origins(env["MUSICFS_ORIGINS"], where)
+    top = draft.build("")
+    return Config(
+        origins=draft.lists.get("origins", ()),
+        template=top.template,
+        cache_dir=top.cache_dir,
+        log_level=top.log_level,
+        mount=draft.build("mount"),
+        scan=draft.build("scan"),
+        cache=draft.build("cache"),
+        prefetch=draft.build("prefetch"),
+        control=draft.build("control"),
+        plugins=draft.build("plugins"),
+        collections=draft.lists.get("collections", ()),
+        extra={
+            **{s.name: draft.build(s.name) for s in own},
+            **{t.name: draft.lists[t.name] for t in lists if t.name in draft.lists},
+        },
+        sources=tuple(draft.sources),
+    )
 
 
-def _apply_file(config: Config, path: Path) -> Config:
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
@@ -273,62 +378,8 @@ def _apply_file(config: Config, path: Path) -> Config:
             f"config file {path} is not UTF-8 text (byte {exc.start} cannot be decoded): "
             "is it the right file? Save it as UTF-8"
         ) from None
-    changes: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "origins":
-            changes["origins"] = file_origins(path, value)
-        elif key == "collections":
-            changes["collections"] = file_collections(path, value)
-        elif key == "webhooks":
-            changes["webhooks"] = file_webhooks(path, value)
-        elif isinstance(value, dict) and any(s == key for s, _ in _SETTINGS):
-            for sub, subvalue in value.items():
-                if key == "plugins" and isinstance(subvalue, dict):  # [plugins.<name>]
-                    changes.setdefault("plugin_settings", {})[sub] = subvalue
-                else:
-                    changes.update(_file_setting(path, key, sub, subvalue))
-        else:
-            changes.update(_file_setting(path, "", key, value))
-    return replace(config, sources=(*config.sources, str(path)), **changes)
 
 
-def _file_setting(path: Path, section: str, key: str, value: Any) -> dict[str, Any]:
-    name = f"{section}.{key}" if section else key
-    setting = _SETTINGS.get((section, key))
-    if setting is None:
-        known = ", ".join(sorted(f"{s}.{k}" if s else k for s, k in _SETTINGS))
-        raise ConfigError(
-            f"{path}: unknown key {name!r} "
-            f"(known keys: {known}, [[origins]], [[webhooks]], [[collections]])"
-        )
-    return {setting.attr: _check(setting, value, f"{path}: key {name!r}: ")}
-
-
-def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
-    known = {env_name(s, k): setting for (s, k), setting in _SETTINGS.items()}
-    known_names = {*known, "MUSICFS_CONFIG", "MUSICFS_ORIGINS"}
-    changes: dict[str, Any] = {}
-    for name, value in env.items():
-        if not name.startswith("MUSICFS_") or name.startswith(SECRET_ENV_PREFIX):
-            continue  # secrets are the credentials store's (musicfs.core.secrets.credentials)
-        setting = known.get(name)
-        if setting is None:
-            if name not in known_names:
-                raise ConfigError(
-                    f"environment variable {name} is not a MusicFS setting "
-                    f"(known: {', '.join(sorted(known_names))})"
-                )
-            continue
-        changes[setting.attr] = _check(setting, value, f"environment variable {name}: ")
-    if not changes:
-        return config
-    return replace(config, sources=(*config.sources, "environment"), **changes)
-
-
-def describe_settings() -> list[tuple[str, str, str, Any]]:
+def describe_settings(sections: Sequence[Section[Any]] = ()) -> list[tuple[str, str, str, Any]]:
     """(TOML key, environment variable, description, default) of every setting."""
-    defaults = {f.name: f.default for f in fields(Config)}
-    return [
-        (f"{s}.{k}" if s else k, env_name(s, k), st.doc, defaults.get(st.attr))
-        for (s, k), st in _SETTINGS.items()
-    ]
+    return [row for spec in (*SECTIONS, *sections) for row in spec.describe()]

@@ -26,7 +26,7 @@ from musicfs.core.content.cache import CacheCheck, CopyId
 from musicfs.core.events import EventType
 from musicfs.core.mount.service import MountState, MusicFS
 from musicfs.core.sync.scanner import ScanReport
-from musicfs.core.values import _size
+from musicfs.core.values import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Admin:
                 {"tier": name, **asdict(stats), "hit_ratio": stats.hit_ratio}
                 for name, stats in tiers
             ],
-            "mode": fs.config.cache_mode,
+            "mode": fs.config.cache.mode,
             "limit_bytes": fs.content.store.limit if fs.content else 0,
             "dedup_ratio": fs.content.dedup_ratio() if fs.content else 1.0,
             "origin_bytes": fs.content.origin_bytes if fs.content else 0,
@@ -327,7 +327,7 @@ class Admin:
 
     def settings(self) -> dict[str, str]:
         config = self.fs.config
-        limit = self.fs.content.store.limit if self.fs.content else config.cache_limit
+        limit = self.fs.content.store.limit if self.fs.content else config.cache.limit
         return {
             "log_level": logging.getLevelName(logging.getLogger().level).lower(),
             "cache.limit": str(limit),
@@ -353,10 +353,10 @@ class Admin:
     def _set_cache_limit(self, value: str) -> None:
         fs = self.fs
         try:
-            limit = _size(value)
+            limit = parse_size(value)
         except ValueError as exc:
             raise AdminError(f"cache.limit: {exc}") from None
-        fs.config = replace(fs.config, cache_limit=limit)
+        fs.config = replace(fs.config, cache=replace(fs.config.cache, limit=limit))
         if fs.content is not None:
             fs.content.store.limit = limit
             fs.content.store.evict()
@@ -372,7 +372,7 @@ class Admin:
                              "busy")  # fmt: skip
         with Catalog.open(fs.catalog_path) as catalog:
             old = catalog.children(ROOT_NODE, 0, 1_000_000)
-            layout = Layout(catalog, template, skip_unreadable=fs.config.skip_unreadable)
+            layout = Layout(catalog, template, skip_unreadable=fs.config.scan.skip_unreadable)
             with catalog.transaction():
                 layout.rebuild()
         fs.config = replace(fs.config, template=text)

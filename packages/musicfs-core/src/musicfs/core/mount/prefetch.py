@@ -171,7 +171,7 @@ class Prefetcher:
         """The prefetcher of a mount being served; None when there is nothing for
         it to do (no content cache, prefetch off, or only local-disk origins)."""
         config = fs.config
-        if fs.content is None or not config.prefetch_enabled or config.prefetch_ahead == 0:
+        if fs.content is None or not config.prefetch.enabled or config.prefetch.ahead == 0:
             return None
         if all(origin.inline for origin in fs.origins.values()):
             return None
@@ -181,8 +181,8 @@ class Prefetcher:
             fs.events,
             fs.federation,
             fs.content,
-            ahead=config.prefetch_ahead,
-            max_bytes=config.prefetch_max_bytes,
+            ahead=config.prefetch.ahead,
+            max_bytes=config.prefetch.max_bytes,
             busy=ForegroundActivity(ops) if ops is not None else None,
         )
 

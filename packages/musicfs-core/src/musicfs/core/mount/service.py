@@ -291,7 +291,7 @@ class MusicFS:
         except (ImportError, ValueError, OSError) as exc:
             raise StartupError(f"cannot set up the origins: {exc}") from None
         for origin in self.origins.values():
-            origin.include_hidden = self.config.include_hidden  # [scan] include_hidden
+            origin.include_hidden = self.config.scan.include_hidden  # [scan] include_hidden
         self.federation = Federation(
             self.origins, {o.id: limits_of(o) for o in ordered}, on_health=self._on_health
         )
@@ -307,7 +307,7 @@ class MusicFS:
         known = {row[0]: (row[1], row[2]) for row in catalog.origins()}
         known_ids = set(known)
         layout = Layout(
-            catalog, self.config.path_template, skip_unreadable=self.config.skip_unreadable
+            catalog, self.config.path_template, skip_unreadable=self.config.scan.skip_unreadable
         )
         with catalog.transaction():
             for origin_id, (kind, location) in known.items():
@@ -334,7 +334,7 @@ class MusicFS:
                             "config file's [[origins]] table"
                         ) from None
                 catalog.register_origin(origin.id, origin.kind, origin.location)
-            wanted = (self.config.template, str(self.config.skip_unreadable))
+            wanted = (self.config.template, str(self.config.scan.skip_unreadable))
             stored = (catalog.get_setting(TEMPLATE_SETTING), catalog.get_setting(LAYOUT_SETTING))
             if stored != wanted:
                 if stored[0] is not None:
@@ -359,9 +359,9 @@ class MusicFS:
         """
         assert self._catalog is not None, "call prepare() first"
         self.trio_token = trio.lowlevel.current_trio_token()
-        if self.config.cache_mode == "full":
+        if self.config.cache.mode == "full":
             self.content = ContentCache(
-                self.cache_dir / "content", self.config.cache_limit, self.events
+                self.cache_dir / "content", self.config.cache.limit, self.events
             )
             self.content.on_damaged = self._wake_fill  # copied again when its origin answers
         library = Library(
@@ -374,8 +374,8 @@ class MusicFS:
         )
         self._ops = ops = MusicFSOperations(
             library,
-            entry_timeout=self.config.entry_timeout,
-            attr_timeout=self.config.attr_timeout,
+            entry_timeout=self.config.mount.entry_timeout,
+            attr_timeout=self.config.mount.attr_timeout,
             # Past the slowest origin's own timeout, with its retries.
             request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
             collections=self.config.collections,
@@ -383,7 +383,7 @@ class MusicFS:
         )
         access_log = AccessLog(self.catalog_path, self.events)  # for smart collections
         prefetcher = Prefetcher.for_mount(self)  # None: no cache, prefetch off, all local
-        options = mount_options(allow_other=self.config.allow_other)
+        options = mount_options(allow_other=self.config.mount.allow_other)
         try:
             pyfuse3.init(ops, str(self.mountpoint), options)
         except RuntimeError as exc:
@@ -393,7 +393,7 @@ class MusicFS:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._main_then_cancel, nursery)
                 st = await trio.to_thread.run_sync(os.stat, self.mountpoint)  # INIT is done
-                set_read_ahead(st.st_dev, self.config.read_ahead_kb)
+                set_read_ahead(st.st_dev, self.config.mount.read_ahead_kb)
                 # Before READY, so the first listing already shows the covers made in
                 # earlier sessions: this opens the cover store's index only (Pillow and
                 # mutagen's picture code are imported when a picture is first made).
@@ -411,13 +411,17 @@ class MusicFS:
                 if prefetcher is not None:
                     prefetcher.start(self.supervisor)
                 for origin in self.origins.values():
-                    if isinstance(origin, LocalOrigin) and origin.watchable and self.config.watch:
+                    if (
+                        isinstance(origin, LocalOrigin)
+                        and origin.watchable
+                        and self.config.scan.watch
+                    ):
                         watch = functools.partial(self._watch, origin)
                         nursery.start_soon(run, f"watch {origin.id}", watch)
-                    elif self.config.poll_interval > 0:
-                        poll = functools.partial(self._poll, origin, self.config.poll_interval)
+                    elif self.config.scan.poll_interval > 0:
+                        poll = functools.partial(self._poll, origin, self.config.scan.poll_interval)
                         nursery.start_soon(run, f"poll {origin.id}", poll)
-                if self.config.scan_on_start:
+                if self.config.scan.on_start:
                     self.request_rescan()
                 else:
                     self._first_scan.set()
@@ -536,9 +540,9 @@ class MusicFS:
             self._scanner = scanner = Scanner(
                 catalog,
                 self.config.path_template,
-                workers=self.config.scan_workers,
-                extensions=self.config.extensions,
-                skip_unreadable=self.config.skip_unreadable,
+                workers=self.config.scan.workers,
+                extensions=self.config.scan.extensions,
+                skip_unreadable=self.config.scan.skip_unreadable,
                 on_changes=on_changes,
                 progress=self.progress,
                 federation=self.federation,
@@ -894,7 +898,7 @@ class MusicFS:
     def _overlay_editor(self, catalog: Catalog, layout: Layout | None = None) -> OverlayEditor:
         if layout is None:
             layout = Layout(
-                catalog, self.config.path_template, skip_unreadable=self.config.skip_unreadable
+                catalog, self.config.path_template, skip_unreadable=self.config.scan.skip_unreadable
             )
         return OverlayEditor(catalog, layout, self.federation, self.extensions)
 

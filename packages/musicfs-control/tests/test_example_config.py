@@ -1,11 +1,11 @@
 """The shipped example config (packaging/config.example.toml) cannot drift from the code.
 
-Every setting `describe_settings()` knows, and every key of the ``[[origins]]``,
-``[[webhooks]]`` and ``[[collections]]`` tables, must be in the example, set or
-commented out;
-every key in it must be a real one; and with every commented-out example
-switched on it must still be a valid config. Its active values being the
-defaults is checked in test_config.py.
+Every setting `describe_settings([METRICS])` knows (core's and control's
+sections), and every key of the ``[[origins]]``, ``[[webhooks]]`` and
+``[[collections]]`` tables, must be in the example, set or commented out; every
+key in it must be a real one; with every commented-out example switched on it
+must still be a valid config; and its active values are the defaults. (These are
+control's tests, as control adds ``[metrics]`` and ``[[webhooks]]``.)
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from typing import Any
 
 import pytest
 
+from musicfs.control.config import METRICS, SECTIONS, WEBHOOKS
+from musicfs.control.webhookconfig import TABLE_KEYS as WEBHOOK_KEYS
 from musicfs.core.config.collections import Collection
 from musicfs.core.config.origins import describe_origin_keys
 from musicfs.core.config.settings import ConfigError, describe_settings, load_config
-from musicfs.core.config.webhooks import _TABLE_KEYS as WEBHOOK_KEYS
 
-EXAMPLE = Path(__file__).resolve().parents[4] / "packaging" / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "packaging" / "config.example.toml"
 
 # The lists of tables a config may have, and the keys each table may have.
 TABLES: dict[str, set[str]] = {
@@ -67,7 +68,7 @@ def full() -> dict[str, Any]:
 def test_every_setting_is_in_the_example_and_every_key_there_is_a_setting(
     full: dict[str, Any],
 ) -> None:
-    known = {key for key, _env, _doc, _default in describe_settings()}
+    known = {key for key, _env, _doc, _default in describe_settings([METRICS])}
     listed = setting_keys(full)
     assert sorted(known - listed) == [], "settings missing from the example"
     assert sorted(listed - known) == [], "keys in the example that are no settings"
@@ -89,13 +90,13 @@ def test_the_example_has_no_other_list_of_tables(full: dict[str, Any]) -> None:
 def test_the_example_with_everything_switched_on_is_a_valid_config(tmp_path: Path) -> None:
     path = tmp_path / "full.toml"
     path.write_text(switched_on(EXAMPLE.read_text()))
-    config = load_config(path, env={})
+    config = load_config(path, env={}, sections=SECTIONS)
     assert len(config.origins) >= 5
     assert config.cache_dir is not None
-    assert config.plugin_paths
-    assert "shout" in config.plugin_settings
-    assert config.metrics_listen
-    assert config.webhooks
+    assert config.plugins.paths
+    assert "shout" in config.plugins.settings
+    assert config.section(METRICS).listen
+    assert config.tables(WEBHOOKS)
     assert config.collections
 
 
@@ -106,4 +107,10 @@ def test_a_key_that_is_no_setting_would_be_caught(tmp_path: Path) -> None:
     path = tmp_path / "typo.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match="readahead_kb"):
-        load_config(path, env={})
+        load_config(path, env={}, sections=SECTIONS)
+
+
+def test_the_shipped_example_config_loads_and_matches_the_defaults() -> None:
+    config = load_config(EXAMPLE, env={}, sections=SECTIONS)
+    assert config == load_config(env={"XDG_CONFIG_HOME": "/nonexistent"}, sections=SECTIONS)
+    assert config.section(METRICS) == METRICS.default()

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.config.settings import ConfigError, load_config
-from musicfs.core.config.webhooks import BACKOFF_CAP, WebhookConfig
+from musicfs.control.config import SECTIONS, WEBHOOKS
+from musicfs.control.webhookconfig import BACKOFF_CAP, WebhookConfig
+from musicfs.core.config.settings import Config, ConfigError, load_config
 from musicfs.core.events import EventType
+
+
+def load(path: Path | None = None, *, env: dict[str, str]) -> Config:
+    """A daemon's config: core's sections and control's ([[webhooks]] among them)."""
+    return load_config(path, env=env, sections=SECTIONS)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -18,7 +24,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_no_webhooks_by_default(tmp_path: Path) -> None:
-    assert load_config(env={"XDG_CONFIG_HOME": str(tmp_path)}).webhooks == ()
+    assert load(env={"XDG_CONFIG_HOME": str(tmp_path)}).tables(WEBHOOKS) == ()
 
 
 def test_webhooks_from_the_file_with_their_defaults(tmp_path: Path) -> None:
@@ -29,7 +35,7 @@ def test_webhooks_from_the_file_with_their_defaults(tmp_path: Path) -> None:
         "timeout = 2.5\nretries = 3\nbackoff = 0.5\n"
         '[[webhooks]]\nid = "log"\nurl = "http://127.0.0.1:9000/"\n',
     )
-    first, second = load_config(path, env={}).webhooks
+    first, second = load(path, env={}).tables(WEBHOOKS)
     assert first == WebhookConfig(
         id="hass",
         url="https://hass.local:8123/api/webhook/musicfs",
@@ -50,10 +56,10 @@ def test_webhooks_live_beside_origins_and_settings(tmp_path: Path) -> None:
         'log_level = "debug"\n[[origins]]\npath = "/srv/music"\n'
         '[[webhooks]]\nid = "a"\nurl = "http://localhost/hook"\nevents = "sync.completed"\n',
     )
-    config = load_config(path, env={})
+    config = load(path, env={})
     assert config.log_level == "debug"
     assert [o.id for o in config.origins] == ["music"]
-    assert config.webhooks[0].events == (EventType.SYNC_COMPLETED,)
+    assert config.tables(WEBHOOKS)[0].events == (EventType.SYNC_COMPLETED,)
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:
@@ -96,7 +102,7 @@ def test_bad_webhooks_name_the_file_the_hook_and_the_reason(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=expected) as info:
-        load_config(path, env={})
+        load(path, env={})
     assert str(path) in str(info.value)
 
 
@@ -107,7 +113,7 @@ def test_a_secret_in_the_config_file_is_refused_with_where_to_put_it(
     path = write(tmp_path, '[[webhooks]]\nid = "home-hub"\nurl = "http://h/"\n'
                            f'{key} = "hunter2-hunter2"\n')  # fmt: skip
     with pytest.raises(ConfigError) as info:
-        load_config(path, env={})
+        load(path, env={})
     message = str(info.value)
     assert f"[[webhooks]] #1: ['{key}'] cannot be set in the config file" in message
     assert "MUSICFS_SECRET_HOME_HUB_SECRET" in message
@@ -117,4 +123,4 @@ def test_a_secret_in_the_config_file_is_refused_with_where_to_put_it(
 
 def test_an_unknown_top_level_key_mentions_webhooks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[\[webhooks\]\]"):
-        load_config(write(tmp_path, "webhook = 1\n"), env={})
+        load(write(tmp_path, "webhook = 1\n"), env={})
