@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,8 @@ from musicfs.core.catalog.store import (
 )
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
+
+CatalogSQL = Callable[..., list[Any]]  # the catalog_sql fixture of conftest.py
 
 
 @pytest.fixture
@@ -41,20 +45,24 @@ def place(catalog: Catalog, layout: Layout, relpath: str, **tags: object) -> int
     return file_id
 
 
-def test_new_catalog_is_at_the_current_schema_in_wal_mode(catalog: Catalog) -> None:
+def test_new_catalog_is_at_the_current_schema_in_wal_mode(
+    catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     assert catalog.schema_version == SCHEMA_VERSION
-    assert catalog.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert catalog_sql(catalog, "PRAGMA journal_mode") == [("wal",)]
     assert catalog.integrity_check() == "ok"
     root = catalog.node(ROOT_NODE)
     assert root is not None
     assert root.is_dir
 
 
-def test_a_directory_listing_is_answered_from_the_index_alone(catalog: Catalog) -> None:
+def test_a_directory_listing_is_answered_from_the_index_alone(
+    catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     # Huge folders are listed a page at a time; a table row read per entry
     # doubled the time of listing 100,000 entries (benchmarks/bench.py readdir).
-    plan = catalog.execute("EXPLAIN QUERY PLAN " + LISTING_QUERY, (ROOT_NODE, 0, 100))
-    details = " ".join(str(row[-1]) for row in plan.fetchall())
+    plan = catalog_sql(catalog, "EXPLAIN QUERY PLAN " + LISTING_QUERY, (ROOT_NODE, 0, 100))
+    details = " ".join(str(row[-1]) for row in plan)
     assert "COVERING INDEX nodes_by_parent" in details, details
 
 
@@ -117,14 +125,15 @@ def test_quick_check_finds_damage_in_the_middle_of_a_catalog_that_opens(tmp_path
         assert sound.quick_check(budget=10) == "ok"
 
 
-def test_quick_check_stops_when_asked(tmp_path: Path) -> None:
+def test_quick_check_stops_when_asked(tmp_path: Path, catalog_sql: CatalogSQL) -> None:
     path = tmp_path / "c.sqlite3"
     with Catalog.open(path) as catalog:
         assert catalog.quick_check(stop=lambda: True) in (None, "ok")  # tiny: may finish first
-        catalog.execute("CREATE TABLE big (x)")
-        catalog.execute(
+        catalog_sql(catalog, "CREATE TABLE big (x)")
+        catalog_sql(
+            catalog,
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500000) "
-            "INSERT INTO big SELECT randomblob(200) FROM n"
+            "INSERT INTO big SELECT randomblob(200) FROM n",
         )
         assert catalog.quick_check(stop=lambda: True) is None
         assert catalog.quick_check(budget=0.001) is None
