@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from musicfs.core.catalog.layout import ChangeKind, Layout, later_mtime
+from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import (
     LISTING_QUERY,
     MIGRATIONS,
@@ -89,6 +90,36 @@ def test_a_version_1_catalog_is_migrated_keeping_its_rows(tmp_path: Path) -> Non
         node = catalog.resolve("a.flac")
         assert node is not None
         assert (node.size, node.mtime_ns) == (1234, 99)
+        assert catalog.integrity_check() == "ok"
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_a_catalog_of_every_older_schema_is_migrated_keeping_its_rows(
+    tmp_path: Path, version: int
+) -> None:
+    # Any MusicFS released may have left the catalog: each step up runs from
+    # where the ones before stopped, and the rows stay (and are found by search).
+    path = tmp_path / "c.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(";".join(MIGRATIONS[:version]) + f"; PRAGMA user_version = {version};")
+        conn.execute(
+            "INSERT INTO files (id, origin, reldir, name, size, mtime_ns, format, scanned_at, "
+            "title) VALUES (7, 'lib', 'd', 'a.flac', 1234, 99, 'flac', 0, 'Old Song')"
+        )
+        sizes = ", size, mtime_ns" if version >= 2 else ""
+        values = ", 1234, 99" if version >= 2 else ""
+        conn.execute(
+            f"INSERT INTO nodes (parent, name, file_id{sizes}) VALUES (1, 'a.flac', 7{values})"
+        )
+    with Catalog.open(path) as catalog:
+        assert catalog.schema_version == SCHEMA_VERSION
+        node = catalog.resolve("a.flac")
+        assert node is not None
+        assert (node.file_id, node.size, node.mtime_ns) == (7, 1234, 99)
+        assert [hit.track.id for hit in Searcher(catalog).search("old song")] == [7]
+        with catalog.transaction():
+            catalog.set_overrides(7, {"title": "Renamed"})
+        assert [hit.track.id for hit in Searcher(catalog).search("renamed")] == [7]
         assert catalog.integrity_check() == "ok"
 
 
@@ -211,6 +242,18 @@ def test_paging_by_id_lists_every_child_once_even_while_it_changes(catalog: Cata
     assert seen[:2500] == [f"n{i}" for i in range(2500)]
     assert seen[2500:] == [n for n in seen[2500:] if n.startswith("late")]
     assert len(seen) == 2503
+
+
+def test_folders_with_art_are_those_holding_a_track_with_a_picture(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$album/$title.$format"))
+    place(catalog, layout, "a.flac", album="With", title="A", has_art=True)
+    place(catalog, layout, "b.flac", album="With", title="B")
+    place(catalog, layout, "c.flac", album="Without", title="C")
+    with_art, without = catalog.resolve("With"), catalog.resolve("Without")
+    assert with_art is not None
+    assert without is not None
+    asked = [*range(10_000, 10_600), without.id, with_art.id]  # more than one query's worth
+    assert catalog.folders_with_art(asked) == [with_art.id]
 
 
 def test_transaction_rolls_back_on_error(catalog: Catalog) -> None:
