@@ -388,7 +388,7 @@ def bench_library(
     files_seconds = time.perf_counter() - started
     log(f"  {len(entries):,} files in {files_seconds:.1f} s; placing them in a catalog ...")
 
-    from musicfs.core.catalog.layout import ChangeKind, Layout
+    from musicfs.core.catalog.layout import Layout
     from musicfs.core.catalog.store import Catalog
     from musicfs.core.catalog.templates import PathTemplate
     from musicfs.core.model import FileStat, ScannedFile, TrackTags
@@ -404,12 +404,13 @@ def bench_library(
                 st = os.stat(origin / rel)
                 tags = TrackTags(title=ti, albumartist=aa, artist=aa, album=al, genre=genre)
                 sf = ScannedFile("lib", rel, FileStat(st.st_size, st.st_mtime_ns), "flac", tags)
-                changes = layout.place(cat.upsert_file(sf), rel, "flac", tags)
-                # The file is the last node added (its folders come before it; folders
-                # whose mtime moved follow it as CHANGED).
-                node = [c.node for c in changes if c.kind is ChangeKind.ADDED][-1]
-                if cat.path_of(node) != rel:
-                    raise RuntimeError(f"{rel} was placed at {cat.path_of(node)}")
+                file_id = cat.upsert_file(sf)
+                layout.place(file_id, rel, "flac", tags)
+                # The file's own node: the changes also name the folders it touched.
+                node = cat.node_of_file(file_id)
+                placed = None if node is None else cat.path_of(node.id)
+                if placed != rel:
+                    raise RuntimeError(f"{rel} was placed at {placed}")
         _set_layout_settings(cat, BENCH_TEMPLATE)
     layout_seconds = time.perf_counter() - started
     log(f"  catalog of {len(entries):,} tracks in {layout_seconds:.1f} s")

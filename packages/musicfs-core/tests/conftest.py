@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,13 @@ import pytest
 from mutagen.id3 import TALB, TCMP, TDRC, TIT2, TPE1, TPE2, TPOS, TRCK
 from mutagen.wave import WAVE
 
+from musicfs.core.catalog.store import Catalog
 from musicfs.core.content.cas import ChunkStore
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus" / "realworld"
 
 MakeWav = Callable[..., Path]
+CatalogSQL = Callable[..., list[Any]]
 Encode = Callable[..., Path]
 
 
@@ -101,3 +105,16 @@ def damage_chunk() -> DamageChunk:
             fh.write(bytes([byte[0] ^ 0xFF]))
 
     return damage
+
+
+@pytest.fixture
+def catalog_sql() -> CatalogSQL:
+    """Run SQL on a catalog's file from a connection of the test's own (autocommit):
+    tests look at rows, or make the state an older MusicFS left. MusicFS itself runs
+    no SQL on the catalog outside musicfs.core.catalog (catalog/test_no_sql.py)."""
+
+    def run(catalog: Catalog, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with closing(sqlite3.connect(catalog.path, isolation_level=None)) as db:
+            return db.execute(sql, params).fetchall()
+
+    return run

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from musicfs.core.catalog.layout import ChangeKind, Layout, later_mtime
+from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import (
     LISTING_QUERY,
     MIGRATIONS,
@@ -19,6 +22,8 @@ from musicfs.core.catalog.store import (
 )
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
+
+CatalogSQL = Callable[..., list[Any]]  # the catalog_sql fixture of conftest.py
 
 
 @pytest.fixture
@@ -41,20 +46,24 @@ def place(catalog: Catalog, layout: Layout, relpath: str, **tags: object) -> int
     return file_id
 
 
-def test_new_catalog_is_at_the_current_schema_in_wal_mode(catalog: Catalog) -> None:
+def test_new_catalog_is_at_the_current_schema_in_wal_mode(
+    catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     assert catalog.schema_version == SCHEMA_VERSION
-    assert catalog.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert catalog_sql(catalog, "PRAGMA journal_mode") == [("wal",)]
     assert catalog.integrity_check() == "ok"
     root = catalog.node(ROOT_NODE)
     assert root is not None
     assert root.is_dir
 
 
-def test_a_directory_listing_is_answered_from_the_index_alone(catalog: Catalog) -> None:
+def test_a_directory_listing_is_answered_from_the_index_alone(
+    catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     # Huge folders are listed a page at a time; a table row read per entry
     # doubled the time of listing 100,000 entries (benchmarks/bench.py readdir).
-    plan = catalog.execute("EXPLAIN QUERY PLAN " + LISTING_QUERY, (ROOT_NODE, 0, 100))
-    details = " ".join(str(row[-1]) for row in plan.fetchall())
+    plan = catalog_sql(catalog, "EXPLAIN QUERY PLAN " + LISTING_QUERY, (ROOT_NODE, 0, 100))
+    details = " ".join(str(row[-1]) for row in plan)
     assert "COVERING INDEX nodes_by_parent" in details, details
 
 
@@ -81,6 +90,36 @@ def test_a_version_1_catalog_is_migrated_keeping_its_rows(tmp_path: Path) -> Non
         node = catalog.resolve("a.flac")
         assert node is not None
         assert (node.size, node.mtime_ns) == (1234, 99)
+        assert catalog.integrity_check() == "ok"
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_a_catalog_of_every_older_schema_is_migrated_keeping_its_rows(
+    tmp_path: Path, version: int
+) -> None:
+    # Any MusicFS released may have left the catalog: each step up runs from
+    # where the ones before stopped, and the rows stay (and are found by search).
+    path = tmp_path / "c.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(";".join(MIGRATIONS[:version]) + f"; PRAGMA user_version = {version};")
+        conn.execute(
+            "INSERT INTO files (id, origin, reldir, name, size, mtime_ns, format, scanned_at, "
+            "title) VALUES (7, 'lib', 'd', 'a.flac', 1234, 99, 'flac', 0, 'Old Song')"
+        )
+        sizes = ", size, mtime_ns" if version >= 2 else ""
+        values = ", 1234, 99" if version >= 2 else ""
+        conn.execute(
+            f"INSERT INTO nodes (parent, name, file_id{sizes}) VALUES (1, 'a.flac', 7{values})"
+        )
+    with Catalog.open(path) as catalog:
+        assert catalog.schema_version == SCHEMA_VERSION
+        node = catalog.resolve("a.flac")
+        assert node is not None
+        assert (node.file_id, node.size, node.mtime_ns) == (7, 1234, 99)
+        assert [hit.track.id for hit in Searcher(catalog).search("old song")] == [7]
+        with catalog.transaction():
+            catalog.set_overrides(7, {"title": "Renamed"})
+        assert [hit.track.id for hit in Searcher(catalog).search("renamed")] == [7]
         assert catalog.integrity_check() == "ok"
 
 
@@ -117,14 +156,15 @@ def test_quick_check_finds_damage_in_the_middle_of_a_catalog_that_opens(tmp_path
         assert sound.quick_check(budget=10) == "ok"
 
 
-def test_quick_check_stops_when_asked(tmp_path: Path) -> None:
+def test_quick_check_stops_when_asked(tmp_path: Path, catalog_sql: CatalogSQL) -> None:
     path = tmp_path / "c.sqlite3"
     with Catalog.open(path) as catalog:
         assert catalog.quick_check(stop=lambda: True) in (None, "ok")  # tiny: may finish first
-        catalog.execute("CREATE TABLE big (x)")
-        catalog.execute(
+        catalog_sql(catalog, "CREATE TABLE big (x)")
+        catalog_sql(
+            catalog,
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500000) "
-            "INSERT INTO big SELECT randomblob(200) FROM n"
+            "INSERT INTO big SELECT randomblob(200) FROM n",
         )
         assert catalog.quick_check(stop=lambda: True) is None
         assert catalog.quick_check(budget=0.001) is None
@@ -202,6 +242,18 @@ def test_paging_by_id_lists_every_child_once_even_while_it_changes(catalog: Cata
     assert seen[:2500] == [f"n{i}" for i in range(2500)]
     assert seen[2500:] == [n for n in seen[2500:] if n.startswith("late")]
     assert len(seen) == 2503
+
+
+def test_folders_with_art_are_those_holding_a_track_with_a_picture(catalog: Catalog) -> None:
+    layout = Layout(catalog, PathTemplate.parse("$album/$title.$format"))
+    place(catalog, layout, "a.flac", album="With", title="A", has_art=True)
+    place(catalog, layout, "b.flac", album="With", title="B")
+    place(catalog, layout, "c.flac", album="Without", title="C")
+    with_art, without = catalog.resolve("With"), catalog.resolve("Without")
+    assert with_art is not None
+    assert without is not None
+    asked = [*range(10_000, 10_600), without.id, with_art.id]  # more than one query's worth
+    assert catalog.folders_with_art(asked) == [with_art.id]
 
 
 def test_transaction_rolls_back_on_error(catalog: Catalog) -> None:

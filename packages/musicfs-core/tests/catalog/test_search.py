@@ -4,13 +4,17 @@ that stays in step with the catalog in every transaction."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from musicfs.core.catalog.search import Searcher, fold
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
+
+CatalogSQL = Callable[..., list[Any]]  # the catalog_sql fixture of conftest.py
 
 LIBRARY = [
     ("a/halo.flac", TrackTags(artist="Beyoncé", title="Halo", album="I Am... Sasha Fierce")),
@@ -67,7 +71,9 @@ def test_untagged_files_are_found_by_their_file_name(catalog: Catalog) -> None:
     assert [h.track.relpath for h in Searcher(catalog).search("untagged")] == ["e/untagged.flac"]
 
 
-def test_the_index_follows_every_change_in_the_same_transaction(catalog: Catalog) -> None:
+def test_the_index_follows_every_change_in_the_same_transaction(
+    catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     one = next(t for t in catalog.tracks(title="One"))
     retagged = TrackTags(artist="Metallica", title="Fade to Black")
     with catalog.transaction():
@@ -80,7 +86,7 @@ def test_the_index_follows_every_change_in_the_same_transaction(catalog: Catalog
     with pytest.raises(RuntimeError, match="killed"):
         insert_then_fail(catalog)
     assert titles(catalog, "rolled") == []
-    catalog.execute("INSERT INTO search (search) VALUES ('integrity-check')")
+    catalog_sql(catalog, "INSERT INTO search (search) VALUES ('integrity-check')")
 
 
 def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> None:
@@ -108,7 +114,9 @@ def insert_then_fail(catalog: Catalog) -> None:
         raise RuntimeError("the scan was killed")
 
 
-def test_tags_set_through_the_overlay_are_found_and_forgotten(catalog: Catalog) -> None:
+def test_tags_set_through_the_overlay_are_found_and_forgotten(
+    catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     halo = next(catalog.tracks(title="Halo"))
     with catalog.transaction():
         catalog.set_overrides(halo.id, {"title": "Halo (Remastered)", "album": "Deluxe Édition"})
@@ -124,4 +132,6 @@ def test_tags_set_through_the_overlay_are_found_and_forgotten(catalog: Catalog) 
     with catalog.transaction():
         catalog.clear_overrides(halo.id)
     assert titles(catalog, "remastered") == []
-    catalog.execute("INSERT INTO search_overrides (search_overrides) VALUES ('integrity-check')")
+    catalog_sql(
+        catalog, "INSERT INTO search_overrides (search_overrides) VALUES ('integrity-check')"
+    )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,9 @@ from musicfs.core.events import EventBus, EventType
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
 from musicfs.core.namespace.collections import AccessLog, file_ids
 from musicfs.core.values import ConfigError
+
+CatalogSQL = Callable[..., list[Any]]  # the catalog_sql fixture of conftest.py
+
 
 TRACKS = [
     ("a.flac", TrackTags(artist="Nirvana", title="Lithium", genre="Rock", year=1991, track=5)),
@@ -49,7 +54,9 @@ def test_recently_added_is_newest_first_and_added_within_days(catalog: Catalog) 
     assert len(titles(catalog, Collection("new", added_within_days=7), now=later)) == 4
 
 
-def test_the_access_log_feeds_recently_and_most_played(tmp_path: Path, catalog: Catalog) -> None:
+def test_the_access_log_feeds_recently_and_most_played(
+    tmp_path: Path, catalog: Catalog, catalog_sql: CatalogSQL
+) -> None:
     events = EventBus()
     log = AccessLog(catalog.path, events)
     log.start()
@@ -58,12 +65,12 @@ def test_the_access_log_feeds_recently_and_most_played(tmp_path: Path, catalog: 
             events.publish(EventType.FILE_OPENED, origin="lib", path=relpath)
         events.publish(EventType.FILE_OPENED, origin="lib", path="gone.flac")  # not catalogued
         deadline = time.monotonic() + 10
-        while catalog.execute("SELECT count(*) FROM plays").fetchone()[0] < 2:
+        while catalog_sql(catalog, "SELECT count(*) FROM plays")[0][0] < 2:
             assert time.monotonic() < deadline, "the access log wrote nothing"
             time.sleep(0.02)
     finally:
         log.stop()
-    assert catalog.execute("SELECT count(*) FROM plays").fetchone()[0] == 2
+    assert catalog_sql(catalog, "SELECT count(*) FROM plays") == [(2,)]
     played = next(c for c in BUILTIN if c.name == "recently-played")
     assert set(titles(catalog, played)) == {"Lithium", "Song 2"}
     catalog.record_plays([(catalog.tracks(title="Song 2").__next__().id, time.time() + 100)])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.catalog.store import Catalog, Node
+from musicfs.core.catalog.store import ROOT_NODE, Catalog, Node
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.content.library import Library, LibraryError
 from musicfs.core.origins import LocalOrigin, federation
@@ -91,8 +91,8 @@ class Replicas:
 
 
 def file_nodes(catalog: Catalog) -> list[str]:
-    rows = catalog.execute("SELECT id FROM nodes WHERE file_id IS NOT NULL ORDER BY id")
-    return [catalog.path_of(row[0]) for row in rows.fetchall()]
+    nodes = (catalog.node_of_file(file_id) for file_id in catalog.file_ids_under(ROOT_NODE))
+    return [catalog.path_of(node.id) for node in sorted(n for n in nodes if n is not None)]
 
 
 def read_all(library: Library, handle: int, size: int, start: int = 0) -> bytes:

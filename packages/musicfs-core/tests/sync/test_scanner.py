@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import mutagen.flac
 import pytest
@@ -21,6 +21,7 @@ from musicfs.core.origins import DirListing, LocalOrigin
 from musicfs.core.sync.scanner import Scanner
 
 MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
+CatalogSQL = Callable[..., list[Any]]  # the catalog_sql fixture of conftest.py
 Encode = Callable[..., Path]  # the encode fixture of conftest.py
 
 
@@ -107,15 +108,15 @@ def test_a_tag_edit_that_keeps_size_and_mtime_is_seen_on_a_share(
 
 
 def test_rows_from_before_change_times_are_not_all_parsed_again(
-    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav, catalog_sql: CatalogSQL
 ) -> None:
     make_wav(tmp_path / "lib" / "a.wav", title="A")
     origin = LocalOrigin("lib", tmp_path / "lib")
     scanner(catalog).scan(origin)
-    catalog.execute("UPDATE files SET ctime_ns = 0")  # as migrated from schema 3
+    catalog_sql(catalog, "UPDATE files SET ctime_ns = 0")  # as migrated from schema 3
     report = scanner(catalog).scan(origin)
     assert (report.seen, report.changed) == (1, 0)
-    stored = catalog.execute("SELECT ctime_ns FROM files").fetchone()[0]
+    [(stored,)] = catalog_sql(catalog, "SELECT ctime_ns FROM files")
     assert stored == (tmp_path / "lib" / "a.wav").stat().st_ctime_ns
 
 

@@ -68,8 +68,7 @@ class Layout:
         self.template = template
         self.skip_unreadable = skip_unreadable
         # Most libraries have no overrides: skip two queries per file then.
-        has_any = catalog.execute("SELECT 1 FROM overrides LIMIT 1").fetchone()
-        self.with_overrides = has_any is not None
+        self.with_overrides = catalog.has_overrides()
         # Folders whose mtime moved in the current transaction: once is enough
         # (a batch adding 64 files to one folder must not push it 64 s ahead).
         self._touched: set[int] = set()
@@ -171,12 +170,10 @@ class Layout:
 
     def _pass_to_heir(self, node: Node, file_id: int) -> list[TreeChange] | None:
         """Hand *file_id*'s node to a waiting replica of its track, if there is one."""
-        key = self.catalog.execute("SELECT replica_key FROM nodes WHERE id = ?", (node.id,))
-        node_key = key.fetchone()[0]
+        node_key = self.catalog.node_replica_key(node.id)
         if node_key is None:
             return None
-        row = self.catalog.execute("SELECT origin FROM files WHERE id = ?", (file_id,))
-        origin = (row.fetchone() or [None])[0]  # None: the file's row is already gone
+        origin = self.catalog.origin_of(file_id)  # None: the file's row is already gone
         for heir in self.catalog.replicas(node_key, besides=file_id):
             if heir.origin != origin and self.catalog.node_of_file(heir.id) is None:
                 stat = FileStat(heir.size, heir.mtime_ns, heir.ctime_ns)

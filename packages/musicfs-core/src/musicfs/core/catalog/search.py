@@ -85,20 +85,10 @@ class Searcher:
         if any(not forms for forms in alternatives):
             return []  # a word that matches nothing, even corrected
         match = " AND ".join("(" + " OR ".join(forms) + ")" for forms in alternatives)
-        weights = ", ".join(str(w) for w in _WEIGHTS)
-        if min(self._matches(forms) for forms in alternatives) > _BROAD:
-            # Ranking every match of a broad query (a short prefix) costs more than
-            # it tells: take the first matches, and rank those.
-            rows = self.catalog.execute(
-                f"SELECT rowid, bm25(search, {weights}) FROM search WHERE search MATCH ? LIMIT ?",
-                (match, max(limit, _POOL)),
-            ).fetchall()
-        else:
-            rows = self.catalog.execute(
-                f"SELECT rowid, bm25(search, {weights}) FROM search WHERE search MATCH ? "
-                f"ORDER BY bm25(search, {weights}) LIMIT ?",
-                (match, max(limit, _POOL)),
-            ).fetchall()
+        # Ranking every match of a broad query (a short prefix) costs more than it
+        # tells: take the first matches, and rank those.
+        broad = min(self._matches(forms) for forms in alternatives) > _BROAD
+        rows = self.catalog.search_matches(match, _WEIGHTS, max(limit, _POOL), ranked=not broad)
         wanted = fold(query).strip()
         rows += [(file_id, -1.0) for file_id in self._by_overrides(alternatives)]
         hits, seen = [], set()
@@ -122,22 +112,12 @@ class Searcher:
         word matches either their own tags or those overrides ("beyonce remastered"
         finds Beyoncé's Halo once its title override says "Remastered")."""
         groups = ["(" + " OR ".join(forms) + ")" for forms in alternatives]
-        candidates = [row[0] for row in self.catalog.execute(
-            "SELECT rowid FROM search_overrides WHERE search_overrides MATCH ? LIMIT ?",
-            (" OR ".join(groups), _OVERRIDE_POOL),
-        )]  # fmt: skip
+        candidates = self.catalog.override_matches(" OR ".join(groups), _OVERRIDE_POOL)
         if not candidates:
             return []
-        ids = ",".join(str(int(i)) for i in candidates)  # integers from the index
         matching = set(candidates)
         for group in groups:
-            found: set[int] = set()
-            for table in ("search", "search_overrides"):
-                found.update(row[0] for row in self.catalog.execute(
-                    f"SELECT rowid FROM {table} WHERE {table} MATCH ? AND rowid IN ({ids})",
-                    (group,),
-                ))  # fmt: skip
-            matching &= found
+            matching &= self.catalog.matching_among(group, candidates)
         return sorted(matching)
 
     def _forms(self, word: str, last: bool) -> list[str]:
@@ -159,36 +139,13 @@ class Searcher:
         total = 0
         for form in forms:
             term = form.strip("*").strip('"')
-            if form.endswith("*"):
-                row = self.catalog.execute(
-                    "SELECT coalesce(sum(doc), 0) FROM search_terms WHERE term >= ? AND term < ?",
-                    (term, term + "\U0010ffff"),
-                ).fetchone()
-            else:
-                row = self.catalog.execute(
-                    "SELECT coalesce(sum(doc), 0) FROM search_terms WHERE term = ?", (term,)
-                ).fetchone()
-            total += int(row[0])
+            total += self.catalog.term_files(term, prefix=form.endswith("*"))
         return total
 
     def _known_prefix(self, word: str) -> bool:
-        for terms in ("search_terms", "search_override_terms"):
-            row = self.catalog.execute(
-                f"SELECT 1 FROM {terms} WHERE term >= ? AND term < ? LIMIT 1",
-                (word, word + "\U0010ffff"),
-            ).fetchone()
-            if row is not None:
-                return True
-        return False
+        return self.catalog.has_term_prefix(word)
 
     def _known(self, candidates: list[str]) -> list[str]:
         """Which of *candidates* are indexed words, most frequent first."""
-        found: list[tuple[int, str]] = []
-        for i in range(0, len(candidates), 500):
-            chunk = candidates[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.catalog.execute(
-                f"SELECT term, doc FROM search_terms WHERE term IN ({marks})", chunk
-            )
-            found += [(doc, term) for term, doc in rows]
+        found = [(doc, term) for term, doc in self.catalog.known_terms(candidates)]
         return [term for _, term in sorted(found, reverse=True)]

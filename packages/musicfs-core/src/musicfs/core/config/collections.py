@@ -11,16 +11,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from musicfs.core.catalog.plays import ORDERS
 from musicfs.core.values import ConfigError
 
-#: Orders a collection may be sorted in, as SQL over files f (plays, last_played).
-ORDERS = {
-    "artist": "f.artist, f.album, f.disc, f.track, f.id",
-    "year": "f.year DESC, f.artist, f.album, f.track",
-    "added": "f.id DESC",
-    "played": "last_played DESC",
-    "plays": "plays DESC, last_played DESC",
-}
 _NAME = re.compile(r"^[^/\0]{1,200}$")
 
 

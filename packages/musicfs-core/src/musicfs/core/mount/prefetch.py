@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from musicfs.core.catalog.store import Catalog, Track, split_relpath
+from musicfs.core.catalog.store import Catalog, Track
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import version_of
 from musicfs.core.events import Event, EventBus, EventType
@@ -271,7 +271,7 @@ class Prefetcher:
         pairs, latest = [], None
         for event in events:
             self.stats.opens += 1
-            track = self._track_at(catalog, event.origin, event.path)
+            track = catalog.track_at(event.origin, event.path)
             if track is None:
                 continue
             if self._outstanding.pop(track.id, None) is not None:
@@ -334,15 +334,6 @@ class Prefetcher:
         if origin is None or origin.inline:
             return False
         return not self.content.has(version_of(track))
-
-    @staticmethod
-    def _track_at(catalog: Catalog, origin: str, relpath: str) -> Track | None:
-        reldir, name = split_relpath(relpath)
-        row = catalog.execute(
-            "SELECT * FROM files WHERE origin = ? AND reldir = ? AND name = ?",
-            (origin, reldir, name),
-        ).fetchone()
-        return None if row is None else Track.from_row(row)
 
     # -- copying -------------------------------------------------------------------------
 

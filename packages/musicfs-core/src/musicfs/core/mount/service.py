@@ -83,20 +83,6 @@ CHECK_BEFORE_MOUNT = 64 * 2**20
 CHECK_BUDGET = 1.0
 
 
-def _folders_with_art(catalog: Catalog, folders: Sequence[int]) -> list[int]:
-    """Those of *folders* that hold a track with a picture in its tags."""
-    found: list[int] = []
-    for start in range(0, len(folders), 500):
-        part = folders[start : start + 500]
-        rows = catalog.execute(
-            "SELECT DISTINCT n.parent FROM nodes n JOIN files f ON f.id = n.file_id"
-            f" WHERE f.has_art AND n.parent IN ({','.join('?' * len(part))})",
-            part,
-        )
-        found += [row[0] for row in rows]
-    return found
-
-
 class MountState(enum.Enum):
     MOUNTING = "MOUNTING"
     READY = "READY"
@@ -339,9 +325,8 @@ class MusicFS:
             if stored != wanted:
                 if stored[0] is not None:
                     log.info("layout changed (%r → %r): rebuilding the tree", stored, wanted)
-                catalog.execute("PRAGMA cache_size = -65536")  # 64 MiB while rebuilding
-                layout.rebuild()
-                catalog.execute("PRAGMA cache_size = -2000")
+                with catalog.page_cache(64):
+                    layout.rebuild()
                 catalog.set_setting(LAYOUT_SETTING, wanted[1])
 
     # -- serving ------------------------------------------------------------------
@@ -573,7 +558,7 @@ class MusicFS:
                 # Their covers, ahead of the first listing (this session or the next).
                 covers = self._ops.covers if self._ops is not None else None
                 if covers is not None and changed and not self._stopping:
-                    covers.warm(_folders_with_art(catalog, sorted(changed)))
+                    covers.warm(catalog.folders_with_art(sorted(changed)))
             finally:
                 scanner.close()
                 if self.progress is not None:

@@ -22,56 +22,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from musicfs.core.catalog.store import Catalog, split_relpath
-from musicfs.core.config.collections import BUILTIN, ORDERS, Collection
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.config.collections import BUILTIN, Collection
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
-_TEXT = ("artist", "albumartist", "album", "genre", "format")
 _DEDUP_SECONDS = 60.0
 
 
 def file_ids(catalog: Catalog, collection: Collection, now: float | None = None) -> list[int]:
     """The files of *collection*, in its order."""
-    now = time.time() if now is None else now
-    where, params = ["f.error IS NULL"], []
-    for key in _TEXT:
-        wanted = getattr(collection, key)
-        if wanted:
-            where.append(f"lower(f.{key}) = lower(?)")
-            params.append(wanted)
-    if collection.year_from:
-        where.append("f.year >= ?")
-        params.append(collection.year_from)
-    if collection.year_to:
-        where.append("f.year <= ?")
-        params.append(collection.year_to)
-    if collection.added_within_days:
-        where.append("f.scanned_at >= ?")
-        params.append(now - collection.added_within_days * 86400)
-    having = []
-    if collection.min_plays:
-        having.append("plays >= ?")
-    if collection.played_within_days:
-        having.append("last_played >= ?")
-    sql = (
-        "SELECT f.id, count(p.at) AS plays, max(p.at) AS last_played FROM files f "
-        "LEFT JOIN plays p ON p.file_id = f.id WHERE " + " AND ".join(where) +
-        " GROUP BY f.id" + (" HAVING " + " AND ".join(having) if having else "") +
-        f" ORDER BY {ORDERS[collection.order]} LIMIT ?"
-    )  # fmt: skip
-    if collection.min_plays:
-        params.append(collection.min_plays)
-    if collection.played_within_days:
-        params.append(now - collection.played_within_days * 86400)
-    params.append(collection.limit)
-    return [row[0] for row in catalog.execute(sql, params)]
+    return catalog.collection_file_ids(collection, now)
 
 
 class AccessLog:
@@ -128,13 +94,9 @@ class AccessLog:
             if at - self._last.get((origin, relpath), 0.0) < _DEDUP_SECONDS:
                 continue
             self._last[(origin, relpath)] = at
-            reldir, name = split_relpath(relpath)
-            found = catalog.execute(
-                "SELECT id FROM files WHERE origin = ? AND reldir = ? AND name = ?",
-                (origin, reldir, name),
-            ).fetchone()
-            if found is not None:
-                rows.append((found[0], at))
+            file_id = catalog.file_id_at(origin, relpath)
+            if file_id is not None:
+                rows.append((file_id, at))
         if rows:
             with catalog.transaction():
                 catalog.record_plays(rows)

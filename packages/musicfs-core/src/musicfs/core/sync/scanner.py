@@ -219,15 +219,14 @@ class Scanner:
         started = time.monotonic()
         if not self._reachable(origin, report):
             return report
-        self.catalog.execute("CREATE TEMP TABLE IF NOT EXISTS scan_dirs (reldir TEXT PRIMARY KEY)")
-        self.catalog.execute("DELETE FROM scan_dirs")
+        self.catalog.start_dir_census()
         pending: list[tuple[str, FileStat, bool]] = []
         self._walk(origin, [""], pending, report, record_dirs=True)
         if pending and not self.cancelled:
             self._ingest(origin, pending, report)
         self._drain(report)
         if report.listing_errors == 0 and not self.cancelled:
-            vanished = self.catalog.files_in_dirs_not_in(origin.id, "scan_dirs")
+            vanished = self.catalog.files_in_unseen_dirs(origin.id)
             self._remove(vanished, report)
             report.complete = True
         return self._finish(report, started)
@@ -286,7 +285,7 @@ class Scanner:
             if subdirs is None:
                 continue
             if record_dirs:
-                self.catalog.execute("INSERT OR IGNORE INTO scan_dirs VALUES (?)", (reldir,))
+                self.catalog.saw_dir(reldir)
             stack.extend(join_relpath(reldir, d) for d in sorted(subdirs, reverse=True))
             if len(pending) >= _BATCH:
                 self._ingest(origin, pending, report)

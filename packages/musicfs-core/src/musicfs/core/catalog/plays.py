@@ -1,0 +1,122 @@
+"""What was played: the access log (``plays``: one row per open of a file, at most
+one per file and minute) and which file followed which (``played_after``, for
+prefetch, FR-19); and the smart collections' rules (FR-15), which read both
+with the files' tags.
+
+A collection's rule is compiled to one query here (`collection_file_ids`);
+`musicfs.core.config.collections` parses the rules, and
+`musicfs.core.namespace.collections` shows them as folders.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from musicfs.core.catalog.rows import Part
+
+#: Orders a collection may be sorted in, as SQL over files f (plays, last_played).
+ORDERS = {
+    "artist": "f.artist, f.album, f.disc, f.track, f.id",
+    "year": "f.year DESC, f.artist, f.album, f.track",
+    "added": "f.id DESC",
+    "played": "last_played DESC",
+    "plays": "plays DESC, last_played DESC",
+}
+_TEXT = ("artist", "albumartist", "album", "genre", "format")
+
+
+class CollectionRule(Protocol):
+    """What a collection asks for (`musicfs.core.config.collections.Collection`);
+    unset conditions (empty, 0) match all."""
+
+    @property
+    def artist(self) -> str: ...
+    @property
+    def albumartist(self) -> str: ...
+    @property
+    def album(self) -> str: ...
+    @property
+    def genre(self) -> str: ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def year_from(self) -> int: ...
+    @property
+    def year_to(self) -> int: ...
+    @property
+    def added_within_days(self) -> float: ...
+    @property
+    def played_within_days(self) -> float: ...
+    @property
+    def min_plays(self) -> int: ...
+    @property
+    def order(self) -> str: ...
+    @property
+    def limit(self) -> int: ...
+
+
+class Plays(Part):
+    """The access log, what follows what, and collections over them."""
+
+    def record_plays(self, plays: Sequence[tuple[int, float]]) -> None:
+        """Add (file id, time) rows to the access log."""
+        self._conn.executemany("INSERT INTO plays (file_id, at) VALUES (?, ?)", plays)
+
+    def record_played_after(self, pairs: Sequence[tuple[int, int, float]]) -> None:
+        """Count (file id, id of the file played right after it, time) triples."""
+        self._conn.executemany(
+            "INSERT INTO played_after (file_id, next_id, count, at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (file_id, next_id) DO UPDATE SET count = count + 1, at = excluded.at",
+            pairs,
+        )
+
+    def played_after(self, file_id: int, limit: int = 8) -> tuple[list[tuple[int, int]], int]:
+        """The files played right after *file_id* most often, as (file id, count),
+        and how many plays followed it in all."""
+        rows = self._conn.execute(
+            "SELECT next_id, count FROM played_after WHERE file_id = ? "
+            "ORDER BY count DESC, at DESC LIMIT ?",
+            (file_id, limit),
+        ).fetchall()
+        total = self._conn.execute(
+            "SELECT coalesce(sum(count), 0) FROM played_after WHERE file_id = ?", (file_id,)
+        ).fetchone()[0]
+        return [(row[0], row[1]) for row in rows], int(total)
+
+    def collection_file_ids(self, rule: CollectionRule, now: float | None = None) -> list[int]:
+        """The readable files that *rule* selects, in its order, at most its limit."""
+        now = time.time() if now is None else now
+        where, params = ["f.error IS NULL"], []
+        for key in _TEXT:
+            wanted = getattr(rule, key)
+            if wanted:
+                where.append(f"lower(f.{key}) = lower(?)")
+                params.append(wanted)
+        if rule.year_from:
+            where.append("f.year >= ?")
+            params.append(rule.year_from)
+        if rule.year_to:
+            where.append("f.year <= ?")
+            params.append(rule.year_to)
+        if rule.added_within_days:
+            where.append("f.scanned_at >= ?")
+            params.append(now - rule.added_within_days * 86400)
+        having = []
+        if rule.min_plays:
+            having.append("plays >= ?")
+        if rule.played_within_days:
+            having.append("last_played >= ?")
+        sql = (
+            "SELECT f.id, count(p.at) AS plays, max(p.at) AS last_played FROM files f "
+            "LEFT JOIN plays p ON p.file_id = f.id WHERE " + " AND ".join(where) +
+            " GROUP BY f.id" + (" HAVING " + " AND ".join(having) if having else "") +
+            f" ORDER BY {ORDERS[rule.order]} LIMIT ?"
+        )  # fmt: skip
+        if rule.min_plays:
+            params.append(rule.min_plays)
+        if rule.played_within_days:
+            params.append(now - rule.played_within_days * 86400)
+        params.append(rule.limit)
+        return [row[0] for row in self._conn.execute(sql, params)]
