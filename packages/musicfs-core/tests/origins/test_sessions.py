@@ -384,6 +384,16 @@ def test_the_watchdog_thread_ends_when_idle_and_comes_back() -> None:
     wait_until(lambda: not watchdog.running)
 
 
+def test_stopping_the_watchdog_keeps_the_deadlines_of_running_calls() -> None:
+    watchdog = Watchdog("test-watchdog")
+    cut = threading.Event()
+    with watchdog.bound(0.2, cut.set) as deadline:
+        watchdog.stop()  # the origin closes while a call still runs
+        assert cut.wait(HANG)
+    assert deadline.expired
+    wait_until(lambda: not watchdog.running)
+
+
 def test_a_failing_cut_does_not_stop_the_watchdog() -> None:
     watchdog = Watchdog("test-watchdog")
     cut = threading.Event()

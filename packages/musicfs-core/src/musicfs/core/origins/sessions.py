@@ -172,7 +172,8 @@ class Watchdog:
             return token in self._expired
 
     def stop(self) -> None:
-        """Let the thread end now (it starts again if a deadline is armed)."""
+        """Let the thread end as soon as no deadline is armed (it starts again
+        with the next one); calls still running keep their deadline."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -188,7 +189,8 @@ class Watchdog:
                     self._expired.add(token)
                 if self._deadlines or due:
                     idle_since = now
-                if self._stopping or (not self._deadlines and now - idle_since > self._idle):
+                idle = now - idle_since > self._idle
+                if not self._deadlines and not due and (self._stopping or idle):
                     self._thread = None
                     return
                 if not due:
