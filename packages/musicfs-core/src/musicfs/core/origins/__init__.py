@@ -2,7 +2,9 @@
 
 `base` defines the interface every origin implements; `local` has local
 folders and mounted shares; `s3`, `sftp` and `smb` talk to remote stores
-(their client libraries are imported only when such an origin is configured).
+(their client libraries are imported only when such an origin is configured);
+`sessions` is the session pool and deadline watchdog that `sftp` and `smb`
+share.
 """
 
 from musicfs.core.origins.base import (

@@ -9,9 +9,11 @@ connection, timeout, failed login, unknown host key) `OriginUnavailable`.
 Boundaries: it never writes to the server, never retries beyond replacing one
 dropped connection, and never waits on the network longer than *timeout* per
 step: retries over time, failover, health checks and bandwidth limits belong to
-`musicfs.core.origins.federation`. paramiko is imported only when an `SFTPOrigin` is
-made. Secrets (the password) are used to log in and appear in no message,
-`location` or ``repr``.
+`musicfs.core.origins.federation`. The pool of sessions and the deadline of a
+connection being made are `musicfs.core.origins.sessions` (shared with SMB);
+connecting, host keys and pipelined reads are `musicfs.core.origins.ssh`.
+paramiko is imported only when an `SFTPOrigin` is made. Secrets (the password)
+are used to log in and appear in no message, `location` or ``repr``.
 
 Connections
     Up to *max_connections* SSH connections, one SFTP session each, made when
@@ -22,7 +24,9 @@ Connections
     are connections never deadlocks. A session whose connection broke is
     dropped at once; the call that found it broken is tried once more on a new
     connection (an open file opens its file again there), unless the failure
-    was a timeout: a server that hangs costs one *timeout*, not two.
+    was a timeout or the connection was new: a server that hangs costs one
+    *timeout*, not two. Making a connection is bounded as a whole by *timeout*:
+    the origin's watchdog closes it if the server stops answering midway.
 
 Host keys
     Checked like OpenSSH does with ``StrictHostKeyChecking yes``: against
@@ -42,19 +46,15 @@ Authentication
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import errno
-import hashlib
+import functools
 import logging
 import os
 import posixpath
-import socket
 import stat
 import threading
-import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 from musicfs.core.model import FileStat
 from musicfs.core.origins.base import (
@@ -66,52 +66,28 @@ from musicfs.core.origins.base import (
     listed_name,
     wanted_file,
 )
+from musicfs.core.origins.sessions import Pooled, SessionLost, SessionPool, Verdict, Watchdog
+from musicfs.core.origins.ssh import (
+    ACCEPT_NEW,
+    INSECURE_IGNORE,
+    HostKeys,
+    ReadAhead,
+    SFTPSession,
+    changed_key_message,
+    close_client,
+    fetch,
+    open_session,
+)
 
 if TYPE_CHECKING:
     import paramiko
 
+__all__ = ["ACCEPT_NEW", "INSECURE_IGNORE", "SFTPFile", "SFTPOrigin"]
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-#: *known_hosts* value: accept and remember the key of a host no known_hosts file
-#: lists (trust on first use, in memory); a changed key is still refused.
-ACCEPT_NEW = "accept-new"
-#: *known_hosts* value: check no host key at all (tests and labs only).
-INSECURE_IGNORE = "insecure-ignore"
-
-_SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
-_USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
-
-# SFTP read requests are 32 KiB: every server takes that much (paramiko and
-# OpenSSH's sftp use it too).
-_REQUEST = 32 * 1024
-# Requests waiting for their reply at once: 64 x 32 KiB fills paramiko's 2 MiB
-# channel window (OpenSSH's sftp client also keeps 64 in flight).
-_IN_FLIGHT = 64
-
-# Reading. Measured on 127.0.0.1 (OpenSSH 9.2, paramiko 5.1, a 20 MB file read
-# sequentially in 128 KiB requests, 2 cores busy with other tests, so +-30%):
-#   paramiko seek+read, as is                 ~5 MB/s: Nagle + the server's delayed
-#                                             ACK stall a request every few (40 ms)
-#   the same with TCP_NODELAY (set here)      ~50 MB/s: 4 serial round trips each
-#   paramiko prefetch() of the whole file     70-85 MB/s, but it asks for the whole
-#                                             rest of the file and keeps what is
-#                                             not read in memory until close
-#   paramiko readv() of bounded windows       45-75 MB/s, and stale data kept: its
-#                                             helper thread races with the replies
-#                                             (prefetch "done" too early; late
-#                                             replies pile up, unread)
-#   own pipelining (`_read_pipelined`) of     90-145 MB/s (1 MiB max: 70-105, 2 MiB:
-#   windows growing 256 KiB..4 MiB            90-130, 8 MiB: no better than 4)
-# Random reads with it: 4 KiB 0.3 ms, 64 KiB 0.9 ms, 128 KiB 1.5 ms.
-# So: a read that continues the previous one grows a read-ahead window (256 KiB,
-# doubling up to 4 MiB, like the kernel's readahead), fetched with all its 32 KiB
-# requests in flight; any other read fetches exactly what was asked (pipelined
-# too). Random reads (tags, seeks in a player) never download more than they ask
-# for, and an open file keeps at most one window in memory.
-_WINDOW_FIRST = 256 * 1024
-_WINDOW_MAX = 4 * 1024 * 1024
+_Session = Pooled[SFTPSession]
 
 # errnos of a network that failed (not of a server that answered "no").
 _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
@@ -120,141 +96,11 @@ _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, err
                    errno.EADDRNOTAVAIL}  # fmt: skip
 
 
-class _Broken(Exception):
-    """The session was found dropped before it was used."""
-
-
-class _Session:
-    """One SSH connection with its SFTP session."""
-
-    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient) -> None:
-        self.client = client
-        self.sftp = sftp
-        #: Held for each operation: an SFTP session serves one caller at a time.
-        self.lock = threading.Lock()
-        #: How many callers (open files, running calls) hold the session.
-        self.users = 0
-        self.broken = False
-
-    def alive(self) -> bool:
-        """False once the connection, or just its SFTP channel, has closed."""
-        transport = self.client.get_transport()
-        channel = self.sftp.get_channel()
-        return (
-            not self.broken
-            and transport is not None
-            and transport.is_active()
-            and channel is not None
-            and not channel.closed
-            and not channel.eof_received
-        )
-
-    def close(self) -> None:
-        _close_client(self.client)
-
-
-class _Pipeline(Protocol):
-    """The part of paramiko's `SFTPClient` that pipelines requests (private,
-    unchanged since paramiko 1.5; `_can_pipeline` checks it is there)."""
-
-    def _async_request(self, fileobj: object, t: int, *args: object) -> int: ...
-    def _read_response(self, waitfor: int | None = None) -> tuple[object, object]: ...
-
-
-def _can_pipeline(sftp: object) -> bool:
-    return hasattr(sftp, "_async_request") and hasattr(sftp, "_read_response")
-
-
-class _Replies:
-    """Where paramiko puts the replies to pipelined reads: it hands each reply to
-    the object its request was sent for, whichever caller reads it off the wire."""
-
-    def __init__(self) -> None:
-        self.replies: dict[int, tuple[int, paramiko.Message]] = {}
-
-    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
-        self.replies[num] = (t, msg)
-
-
-def _read_pipelined(handle: paramiko.SFTPFile, offset: int, length: int) -> tuple[bytes, bool]:
-    """Up to *length* bytes at *offset*, asked for in 32 KiB requests of which up
-    to `_IN_FLIGHT` wait for their reply at once (paramiko's own read sends one
-    and waits; its readv/prefetch use a helper thread that races with replies).
-    Returns the bytes up to the first short reply, and whether the server said
-    the file ends there (else it sent less than asked: ask again from there)."""
-    from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
-
-    pipe = cast(_Pipeline, handle.sftp)
-    remote_handle = cast(bytes, handle.handle)
-    replies = _Replies()
-    end = offset + length
-    next_offset = offset
-    waiting: dict[int, tuple[int, int]] = {}  # request number -> (offset, size)
-    received: dict[int, bytes] = {}  # offset -> data
-    eof = False
-
-    def send() -> None:
-        nonlocal next_offset
-        size = min(_REQUEST, end - next_offset)
-        number = pipe._async_request(replies, CMD_READ, remote_handle, int64(next_offset), size)
-        waiting[number] = (next_offset, size)
-        next_offset += size
-
-    while next_offset < end and len(waiting) < _IN_FLIGHT:
-        send()
-    while waiting:
-        while not replies.replies:
-            pipe._read_response()  # one reply; waits at most the channel timeout
-        for number, (kind, msg) in replies.replies.items():
-            at, _ = waiting.pop(number)
-            if kind == CMD_DATA:
-                received[at] = msg.get_string()
-            elif kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
-                received[at] = b""
-                eof = True
-            else:
-                text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
-                raise OSError(errno.EIO, f"read failed: {text}")
-            if next_offset < end and not eof:
-                send()
-        replies.replies.clear()
-    parts: list[bytes] = []
-    at = offset
-    while at < end:
-        size = min(_REQUEST, end - at)
-        part = received.get(at, b"")
-        parts.append(part)
-        if len(part) < size:
-            break
-        at += size
-    return b"".join(parts), eof
-
-
-def _close_client(client: paramiko.SSHClient) -> None:
-    """Close a connection at once, never waiting for the server."""
-    transport = client.get_transport()
-    sock = transport.sock if transport is not None else None
-    if isinstance(sock, socket.socket):
-        # Ends the TCP connection now: a plain close() leaves it open until
-        # paramiko's thread comes out of the recv() it waits in.
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    try:
-        client.close()
-    except Exception as exc:  # a half-dead connection
-        log.debug("closing SFTP connection: %s", exc)
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
 class SFTPFile(OriginFile):
     """A file open on an SFTP server: holds one pooled session until closed.
 
     Reads take turns (one lock per file). A read that continues the previous
-    one fetches a growing read-ahead window; see the comment on ``_WINDOW_MAX``.
+    one fetches a growing read-ahead window (`musicfs.core.origins.ssh.ReadAhead`).
     """
 
     def __init__(
@@ -275,10 +121,7 @@ class SFTPFile(OriginFile):
         self._handle: paramiko.SFTPFile | None = handle
         self._lock = threading.Lock()
         self._closed = False
-        self._buffer = b""
-        self._buffer_start = 0
-        self._next = -1  # where the previous read ended
-        self._window = 0
+        self._ahead = ReadAhead(size)
 
     def __repr__(self) -> str:
         return f"SFTPFile({self.origin.id!r}, {self.relpath!r})"
@@ -291,36 +134,12 @@ class SFTPFile(OriginFile):
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
-            data = self._read(offset, size)
-            self._next = offset + len(data)
-            return data
-
-    def _read(self, offset: int, size: int) -> bytes:
-        end = offset + size
-        buffer, start = self._buffer, self._buffer_start
-        head = b""
-        fetch_from = offset
-        if start <= offset < start + len(buffer):
-            head = buffer[offset - start : end - start]
-            if len(head) == size:
-                return head
-            fetch_from = start + len(buffer)
-            if fetch_from >= self.size:  # the buffer ends at the end of the file
-                return head
-        need = end - fetch_from
-        if offset == self._next:  # sequential: grow the read-ahead window
-            self._window = min(_WINDOW_MAX, max(_WINDOW_FIRST, self._window * 2))
-            length = max(need, min(self._window, self.size - fetch_from))
-        else:
-            self._window = 0
-            length = need
-        data = self._fetch(fetch_from, length)
-        self._buffer, self._buffer_start = data, fetch_from
-        return head + data[:need] if head else data[:need]
+            return self._ahead.read(offset, size, self._fetch)
 
     def _fetch(self, offset: int, length: int) -> bytes:
         """*length* bytes at *offset* from the server (fewer at its end), on a
-        new connection if the one this file held has dropped."""
+        new connection if the one this file held has dropped (once per read,
+        as `SessionPool.run` does for calls that do not hold a session)."""
         path = self.origin.remote_path(self.relpath)
         reopened = False
         while True:
@@ -333,36 +152,23 @@ class SFTPFile(OriginFile):
             try:
                 with session.lock:
                     if session.broken:
-                        raise _Broken
-                    return self._fetch_on(handle, offset, length)
+                        raise SessionLost
+                    return fetch(handle, offset, length)
             except Exception as exc:
-                error, retry = self.origin._failure(exc, session, path)
-                if reopened or not retry:
-                    raise error from exc
+                verdict = self.origin._judge(exc, session, path)
+                if verdict.lost or session.broken:
+                    self.origin._pool.drop(session)
+                if reopened or not verdict.retry:
+                    raise verdict.error from exc
             self._reopen()
             reopened = True
-
-    def _fetch_on(self, handle: paramiko.SFTPFile, offset: int, length: int) -> bytes:
-        parts: list[bytes] = []
-        got = 0
-        eof = False
-        while got < length and not eof:  # a server may answer with fewer bytes
-            if _can_pipeline(handle.sftp):
-                part, eof = _read_pipelined(handle, offset + got, length - got)
-            else:
-                handle.seek(offset + got)
-                part = handle.read(length - got)
-            eof = eof or not part
-            parts.append(part)
-            got += len(part)
-        return b"".join(parts)
 
     def _reopen(self) -> None:
         """Open the file again on a new connection (after the old one dropped)."""
         session, self._session, self._handle = self._session, None, None
         if session is not None:
-            self.origin._release(session)
-        self._buffer = b""
+            self.origin._pool.release(session)
+        self._ahead.clear()
         session, handle, st = self.origin._open_handle(self.relpath)
         if (st.size, st.mtime_ns) != (self.size, self.mtime_ns):
             self.origin._close_handle(session, handle)
@@ -378,7 +184,7 @@ class SFTPFile(OriginFile):
             if self._closed:
                 return
             self._closed = True
-            self._buffer = b""
+            self._ahead.clear()
             session, handle = self._session, self._handle
             self._session = self._handle = None
         if session is not None and handle is not None:
@@ -429,20 +235,17 @@ class SFTPOrigin(Origin):
         self.known_hosts = known_hosts
         self.timeout = timeout
         self.max_connections = max_connections
-        self._sessions: list[_Session] = []
-        self._connecting = 0
-        self._pool = threading.Condition()
-        self._accepted: dict[tuple[str, str], paramiko.PKey] = {}  # accept-new, in memory
-
-        origin = self
-
-        class _Policy(paramiko.MissingHostKeyPolicy):
-            def missing_host_key(
-                self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-            ) -> None:
-                origin._missing_host_key(hostname, key)
-
-        self._policy = _Policy()
+        self._host_keys = HostKeys(origin_id, host, port, known_hosts)
+        self._watchdog = Watchdog(f"sftp-watchdog-{origin_id}")
+        self._pool: SessionPool[SFTPSession] = SessionPool(
+            origin_id,
+            self.location,
+            self._connect,
+            alive=SFTPSession.alive,
+            close=SFTPSession.close,
+            size=max_connections,
+            timeout=timeout,
+        )
 
     @property
     def location(self) -> str:
@@ -457,8 +260,7 @@ class SFTPOrigin(Origin):
     @property
     def connections(self) -> int:
         """How many SSH connections are open or being opened now."""
-        with self._pool:
-            return len(self._sessions) + self._connecting
+        return self._pool.connections
 
     def remote_path(self, relpath: str) -> str:
         """The path on the server of *relpath* (which may not climb out of root)."""
@@ -527,74 +329,52 @@ class SFTPOrigin(Origin):
 
     def close(self) -> None:
         """Close every connection. Open files reconnect on their next read; the
-        origin connects again when next used."""
-        with self._pool:
-            sessions, self._sessions = self._sessions, []
-            for session in sessions:
-                session.broken = True
-            self._pool.notify_all()
-        for session in sessions:
-            session.close()
+        origin connects again when used."""
+        self._pool.close()
+        self._watchdog.stop()
 
-    # -- the pool ------------------------------------------------------------
+    # -- sessions ------------------------------------------------------------
 
     def _run(self, path: str, operation: Callable[[paramiko.SFTPClient], _T]) -> _T:
         """Run *operation* on a pooled session; once more on a new connection if
         a session that had been idle turns out to have dropped."""
-        for attempt in range(2):
-            session, fresh = self._lease()
+
+        def on_session(pooled: _Session) -> _T:
             try:
-                with session.lock:
-                    if session.broken:
-                        raise _Broken
-                    try:
-                        return operation(session.sftp)
-                    except FileNotFoundError:
-                        self._check_root(session.sftp)
-                        raise
-            except Exception as exc:
-                error, retry = self._failure(exc, session, path)
-                if not (retry and not fresh and attempt == 0):
-                    raise error from exc
-            finally:
-                self._release(session)
-        raise AssertionError("unreachable")
+                return operation(pooled.session.sftp)
+            except FileNotFoundError:
+                self._check_root(pooled.session.sftp)
+                raise
+
+        judge = functools.partial(self._judge, path=path)
+        return self._pool.run(on_session, judge, exclusive=True)
 
     def _open_handle(self, relpath: str) -> tuple[_Session, paramiko.SFTPFile, FileStat]:
         """Open *relpath* on a pooled session, which stays held (for `SFTPFile`)."""
         path = self.remote_path(relpath)
-        for attempt in range(2):
-            session, fresh = self._lease()
+
+        def open_on(pooled: _Session) -> tuple[_Session, paramiko.SFTPFile, FileStat]:
+            sftp = pooled.session.sftp
+            # bufsize 0: paramiko asks exactly for what is read; SFTPFile does
+            # its own read-ahead.
             try:
-                with session.lock:
-                    if session.broken:
-                        raise _Broken
-                    # bufsize 0: paramiko asks exactly for what is read; SFTPFile
-                    # does its own read-ahead.
-                    try:
-                        handle = session.sftp.open(path, "rb", bufsize=0)
-                    except FileNotFoundError:
-                        self._check_root(session.sftp)
-                        raise
-                    try:
-                        attrs = handle.stat()
-                    except OSError as exc:
-                        if not isinstance(exc, TimeoutError):  # the server answered
-                            with contextlib.suppress(Exception):
-                                handle.close()
-                        raise
-                if stat.S_ISDIR(attrs.st_mode or 0):
-                    self._close_handle(session, handle)
-                    raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-                return session, handle, _file_stat(attrs)
-            except IsADirectoryError:
+                handle = sftp.open(path, "rb", bufsize=0)
+            except FileNotFoundError:
+                self._check_root(sftp)
                 raise
-            except Exception as exc:
-                self._release(session)
-                error, retry = self._failure(exc, session, path)
-                if not (retry and not fresh and attempt == 0):
-                    raise error from exc
-        raise AssertionError("unreachable")
+            try:
+                attrs = handle.stat()
+            except OSError as exc:
+                if not isinstance(exc, TimeoutError):  # the server answered
+                    self._close_quietly(handle)
+                raise
+            if stat.S_ISDIR(attrs.st_mode or 0):
+                self._close_quietly(handle)
+                raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+            return pooled, handle, _file_stat(attrs)
+
+        judge = functools.partial(self._judge, path=path)
+        return self._pool.run(open_on, judge, exclusive=True, hold=True)
 
     def _check_root(self, sftp: paramiko.SFTPClient) -> None:
         """After "no such file": raise `OriginUnavailable` if root itself is gone
@@ -606,6 +386,12 @@ class SFTPOrigin(Origin):
                 self.id, f"{self.location}: the folder is not on the server", errno.ENOENT
             ) from None
 
+    def _close_quietly(self, handle: paramiko.SFTPFile) -> None:
+        try:
+            handle.close()
+        except Exception as exc:  # the error that made us close it is the one to report
+            log.debug("origin %s: closing a remote file: %s", self.id, exc)
+
     def _close_handle(self, session: _Session, handle: paramiko.SFTPFile) -> None:
         """Close a remote file (if its connection still works) and let go of its session."""
         try:
@@ -613,248 +399,90 @@ class SFTPOrigin(Origin):
                 if not session.broken:
                     handle.close()
         except Exception as exc:
-            self._failure(exc, session, "close")
+            if self._judge(exc, session, "close").lost:
+                self._pool.drop(session)
         finally:
-            self._release(session)
+            self._pool.release(session)
 
-    def _lease(self) -> tuple[_Session, bool]:
-        """A session to use, and whether it was just made: an idle one, else a
-        new connection if there is room, else the least busy one, shared."""
-        deadline = time.monotonic() + self.timeout
-        dead: list[_Session] = []
-        try:
-            with self._pool:
-                while True:
-                    for session in [s for s in self._sessions if s.users == 0 and not s.alive()]:
-                        self._sessions.remove(session)
-                        dead.append(session)
-                    idle = [s for s in self._sessions if s.users == 0]
-                    if idle:
-                        idle[-1].users += 1
-                        return idle[-1], False
-                    if len(self._sessions) + self._connecting < self.max_connections:
-                        self._connecting += 1
-                        break
-                    if self._sessions:
-                        session = min(self._sessions, key=lambda s: s.users)
-                        session.users += 1
-                        return session, False
-                    # Every slot is a connection being made: wait for one.
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise OriginUnavailable(
-                            self.id, f"{self.location}: no connection within {self.timeout:g}s"
-                        )
-                    self._pool.wait(remaining)
-        finally:
-            for session in dead:
-                session.close()
-        try:
-            session = self._connect()
-        except BaseException as exc:
-            with self._pool:
-                self._connecting -= 1
-                self._pool.notify_all()
-            if isinstance(exc, Exception):
-                raise self._failure(exc, None, self.root)[0] from exc
-            raise
-        with self._pool:
-            self._connecting -= 1
-            session.users = 1
-            self._sessions.append(session)
-            self._pool.notify_all()
-        return session, True
-
-    def _release(self, session: _Session) -> None:
-        with self._pool:
-            session.users = max(0, session.users - 1)
-            self._pool.notify_all()
-
-    def _drop(self, session: _Session) -> None:
-        """Forget a session whose connection broke, and close it."""
-        with self._pool:
-            session.broken = True
-            if session in self._sessions:
-                self._sessions.remove(session)
-            self._pool.notify_all()
-        session.close()
-
-    def _connect(self) -> _Session:
+    def _connect(self) -> SFTPSession:
         """A new SSH connection with an SFTP session, all of it within *timeout*
-        (a watchdog closes the connection if the server stops answering midway,
-        which wakes every wait in paramiko)."""
-        paramiko = self._paramiko
-        client = paramiko.SSHClient()
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            _close_client(client)
-
-        watchdog = threading.Timer(self.timeout, expire)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            self._load_host_keys(client)
-            client.set_missing_host_key_policy(self._policy)
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            try:
-                # paramiko leaves Nagle on: a request written after a window
-                # adjust then waits for the server's delayed ACK (40 ms).
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                use_keys = self.key_file is None
-                client.connect(
-                    self.host,
-                    port=self.port,
-                    username=self.user,
-                    password=self._password,
-                    key_filename=self.key_file,
-                    allow_agent=use_keys,
-                    look_for_keys=use_keys,
-                    sock=sock,
-                    timeout=self.timeout,
-                    banner_timeout=self.timeout,
-                    auth_timeout=self.timeout,
-                    channel_timeout=self.timeout,
-                )
-            except BaseException:
-                sock.close()
-                raise
-            transport = client.get_transport()
-            if expired.is_set() or transport is None:  # the watchdog fired early
-                raise paramiko.SSHException("connection closed")
-            channel = transport.open_session(timeout=self.timeout)
-            channel.settimeout(self.timeout)
-            channel.invoke_subsystem("sftp")
-            sftp = paramiko.SFTPClient(channel)
-        except BaseException as exc:
-            _close_client(client)
-            if expired.is_set() and not isinstance(exc, OriginUnavailable):
-                raise TimeoutError(errno.ETIMEDOUT, "connecting timed out") from exc
-            raise
-        finally:
-            watchdog.cancel()
-        if expired.is_set():  # the watchdog fired just as we finished
-            _close_client(client)
-            raise TimeoutError(errno.ETIMEDOUT, "connecting timed out")
-        log.debug("origin %s: connected to %s", self.id, self.location)
-        return _Session(client, sftp)
-
-    # -- host keys -----------------------------------------------------------
-
-    def _load_host_keys(self, client: paramiko.SSHClient) -> None:
-        """Load the known_hosts files (again for each connection: a key the
-        user just added counts at once)."""
-        if self.known_hosts == INSECURE_IGNORE:
-            return
-        if self.known_hosts and self.known_hosts != ACCEPT_NEW:
-            path = os.path.expanduser(self.known_hosts)
-            try:
-                client.load_system_host_keys(path)
-            except OSError as exc:
-                raise OriginUnavailable(
-                    self.id, f"cannot read known_hosts file {path}: {exc.strerror or exc}"
-                ) from None
-        else:
-            for path in (_SYSTEM_KNOWN_HOSTS, os.path.expanduser(_USER_KNOWN_HOSTS)):
-                if os.path.exists(path):
-                    try:
-                        client.load_system_host_keys(path)
-                    except OSError as exc:
-                        log.warning("origin %s: cannot read %s: %s", self.id, path, exc)
-        with self._pool:
-            accepted = list(self._accepted.items())
-        keys = client.get_host_keys()
-        for (hostname, key_type), key in accepted:
-            keys.add(hostname, key_type, key)
-
-    def _missing_host_key(self, hostname: str, key: paramiko.PKey) -> None:
-        """paramiko found no known key for *hostname*: accept or refuse it."""
-        described = f"{key.get_name()} {_fingerprint(key)}"
-        if self.known_hosts == INSECURE_IGNORE:
-            log.debug("origin %s: not checking host key of %s (%s)", self.id, hostname, described)
-            return
-        if self.known_hosts == ACCEPT_NEW:
-            log.warning("origin %s: accepting new host key of %s: %s", self.id, hostname, described)
-            with self._pool:
-                self._accepted[(hostname, key.get_name())] = key
-            return
-        files = self.known_hosts or f"{_SYSTEM_KNOWN_HOSTS} and {_USER_KNOWN_HOSTS}"
-        scan = f"ssh-keyscan -p {self.port} {self.host}"
-        target = self.known_hosts or _USER_KNOWN_HOSTS
-        raise OriginUnavailable(
-            self.id,
-            f"host key of {hostname} is unknown ({described}; not in {files}). If this is "
-            f"the right server, add its key to known_hosts: `{scan} >> {target}` "
-            f"(and check the fingerprint), or set known_hosts = {ACCEPT_NEW!r}",
-            errno.EACCES,
+        (the watchdog closes the connection if the server stops answering
+        midway, which wakes every wait in paramiko)."""
+        client = self._paramiko.SSHClient()
+        connect = functools.partial(
+            open_session,
+            client,
+            self._host_keys,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self._password,
+            key_file=self.key_file,
+            timeout=self.timeout,
         )
+        session = self._watchdog.call(
+            self.timeout,
+            connect,
+            cut=functools.partial(close_client, client),
+            unavailable=lambda: self._unavailable(
+                f"no answer within {self.timeout:g}s", errno.ETIMEDOUT
+            ),
+        )
+        log.debug("origin %s: connected to %s", self.id, self.location)
+        return session
 
     # -- errors --------------------------------------------------------------
 
-    def _failure(
-        self, exc: BaseException, session: _Session | None, path: str
-    ) -> tuple[OSError, bool]:
-        """The error to raise for *exc*, raised while working on remote *path*,
-        and whether the call may be tried once more on a new connection. A
-        session whose connection failed is dropped."""
+    def _unavailable(self, message: str, code: int = errno.EIO) -> OriginUnavailable:
+        return OriginUnavailable(self.id, self._scrub(f"{self.location}: {message}"), code)
+
+    def _judge(self, exc: BaseException, session: _Session | None, path: str) -> Verdict:
+        """What *exc*, raised while working on remote *path* (or while connecting,
+        without *session*), means: the error to raise, whether the connection is
+        lost, and whether the call may be tried once more on a new one."""
         paramiko = self._paramiko
-
-        def unavailable(message: str, code: int = errno.EIO) -> OriginUnavailable:
-            return OriginUnavailable(self.id, self._scrub(f"{self.location}: {message}"), code)
-
+        unavailable = self._unavailable
         if isinstance(exc, OriginUnavailable):
-            return exc, False  # made here, with no secret in it
+            return Verdict(exc)  # made here, with no secret in it
         if session is None:  # while connecting: nothing the server said about a file
             what = str(exc) or type(exc).__name__
             if isinstance(exc, paramiko.AuthenticationException):
                 who = self.user or "the current user"
-                return unavailable(f"authentication failed for {who}: {what}", errno.EACCES), False
+                return Verdict(
+                    unavailable(f"authentication failed for {who}: {what}", errno.EACCES)
+                )
             if isinstance(exc, paramiko.BadHostKeyException):
-                return unavailable(self._changed_key(exc), errno.EACCES), False
+                return Verdict(unavailable(changed_key_message(exc), errno.EACCES))
             if isinstance(exc, TimeoutError):
-                return unavailable(f"no answer within {self.timeout:g}s", errno.ETIMEDOUT), False
+                return Verdict(unavailable(f"no answer within {self.timeout:g}s", errno.ETIMEDOUT))
             code = exc.errno if isinstance(exc, OSError) and exc.errno else errno.EIO
-            return unavailable(f"cannot connect: {what}", code), False
+            return Verdict(unavailable(f"cannot connect: {what}", code))
         if isinstance(exc, FileNotFoundError):
-            return FileNotFoundError(errno.ENOENT, "No such file or directory", path), False
+            return Verdict(FileNotFoundError(errno.ENOENT, "No such file or directory", path))
         if isinstance(exc, PermissionError):
-            return PermissionError(errno.EACCES, "Permission denied", path), False
+            return Verdict(PermissionError(errno.EACCES, "Permission denied", path))
         if isinstance(exc, IsADirectoryError):
-            return exc, False
+            return Verdict(exc)
         if isinstance(exc, UnicodeDecodeError):  # paramiko decodes names as UTF-8
-            return OSError(errno.EILSEQ, "a file name is not UTF-8", path), False
+            return Verdict(OSError(errno.EILSEQ, "a file name is not UTF-8", path))
 
-        lost_connection = not session.alive()
-        retry = False
+        lost = session.broken or not session.session.alive()
         if isinstance(exc, TimeoutError):
-            error = unavailable(f"no answer within {self.timeout:g}s", errno.ETIMEDOUT)
-            lost_connection = True
-        elif isinstance(exc, _Broken | EOFError | ConnectionError | paramiko.SSHException):
+            return Verdict(
+                unavailable(f"no answer within {self.timeout:g}s", errno.ETIMEDOUT), True
+            )
+        if isinstance(exc, SessionLost | EOFError | ConnectionError | paramiko.SSHException):
             what = str(exc) or type(exc).__name__
-            error = unavailable(f"connection lost ({what})", errno.ECONNRESET)
-            lost_connection = retry = True
-        elif isinstance(exc, OSError) and (exc.errno in _NETWORK_ERRNOS or lost_connection):
+            return Verdict(unavailable(f"connection lost ({what})", errno.ECONNRESET), True, True)
+        if isinstance(exc, OSError) and (exc.errno in _NETWORK_ERRNOS or lost):
             error = unavailable(f"connection failed: {exc.strerror or exc}", exc.errno or errno.EIO)
-            lost_connection = retry = True
-        elif isinstance(exc, OSError):  # the server answered with an error
-            return OSError(exc.errno or errno.EIO, self._scrub(str(exc)), path), False
-        else:  # paramiko.SFTPError (a garbled reply) or anything unexpected
-            if not isinstance(exc, paramiko.SFTPError):
-                log.warning("origin %s: unexpected error on %s", self.id, path, exc_info=exc)
-            error = unavailable(f"{type(exc).__name__}: {exc}")
-            lost_connection = True
-        if lost_connection or session.broken:
-            self._drop(session)
-        return error, retry
-
-    def _changed_key(self, exc: paramiko.BadHostKeyException) -> str:
-        return (
-            f"host key of {exc.hostname} has changed (got {_fingerprint(exc.key)}, "
-            f"known_hosts has {_fingerprint(exc.expected_key)}): someone may be "
-            f"intercepting the connection, or the server was reinstalled (then "
-            f"remove the old key: `ssh-keygen -R {exc.hostname}`)"
-        )
+            return Verdict(error, True, True)
+        if isinstance(exc, OSError):  # the server answered with an error
+            return Verdict(OSError(exc.errno or errno.EIO, self._scrub(str(exc)), path))
+        # paramiko.SFTPError (a garbled reply) or anything unexpected
+        if not isinstance(exc, paramiko.SFTPError):
+            log.warning("origin %s: unexpected error on %s", self.id, path, exc_info=exc)
+        return Verdict(unavailable(f"{type(exc).__name__}: {exc}"), True)
 
     def _scrub(self, message: str) -> str:
         if self._password:

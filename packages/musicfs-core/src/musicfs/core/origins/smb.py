@@ -8,21 +8,23 @@ connection. A share the system mounted is a plain folder and belongs to
 
 What this module does, and nothing more:
 
-- **one connection pool per origin.** Connections live in this origin's own
+- **one connection per origin**, from the shared `SessionPool`
+  (`musicfs.core.origins.sessions`) with room for one: smbprotocol multiplexes
+  every request of every thread over it. It lives in this origin's own
   ``smbclient`` connection cache, not the process-wide one, so closing or
   resetting one origin never touches another that talks to the same server.
-- **a deadline on every request.** ``smbprotocol`` waits for most answers
-  without a time limit, so a server that stops answering (hung, or a network
-  that drops packets) would block a worker thread forever. A watchdog thread
-  cuts this origin's connections when a request outlives ``timeout``; the
-  request then fails with `OriginUnavailable` at once, and the next one
-  connects afresh.
+- **a deadline on every request**, from the shared `Watchdog`.
+  ``smbprotocol`` waits for most answers without a time limit, so a server that
+  stops answering (hung, or a network that drops packets) would block a worker
+  thread forever. The watchdog cuts this origin's connections when a request
+  outlives ``timeout``; the request then fails with `OriginUnavailable` at
+  once, and the next one connects afresh.
 - **reconnecting.** A connection that died (server restarted, watchdog cut it)
   is dropped and a new one made with the same credentials on the next request;
   an open `SMBFile` reopens its handle the same way (if the file did not change
   meanwhile), so the origin object survives outages.
-- **error mapping** (see `musicfs.core.origins.base`): a missing file or folder
-  is `FileNotFoundError` while the root is there; access denied is
+- **error mapping** (`musicfs.core.origins.smbstatus`): a missing file or
+  folder is `FileNotFoundError` while the root is there; access denied is
   `PermissionError`; no connection, a timeout, a lost session, a failed logon
   or a missing share or root is `OriginUnavailable`.
 
@@ -43,9 +45,7 @@ import datetime
 import errno
 import functools
 import logging
-import socket
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -61,6 +61,15 @@ from musicfs.core.origins.base import (
     listed_name,
     wanted_file,
 )
+from musicfs.core.origins.sessions import (
+    Deadline,
+    Pooled,
+    SessionLost,
+    SessionPool,
+    Verdict,
+    Watchdog,
+)
+from musicfs.core.origins.smbconn import SMBServer, origin_error
 
 log = logging.getLogger(__name__)
 
@@ -73,48 +82,6 @@ _ATTR_HIDDEN = 0x2
 _ATTR_DIRECTORY = 0x10
 _ATTR_REPARSE_POINT = 0x400
 
-# NTSTATUS codes, by what they mean to the layers above.
-_NOT_FOUND = {
-    0xC000000F,  # STATUS_NO_SUCH_FILE
-    0xC0000033,  # STATUS_OBJECT_NAME_INVALID
-    0xC0000034,  # STATUS_OBJECT_NAME_NOT_FOUND
-    0xC0000039,  # STATUS_OBJECT_PATH_INVALID
-    0xC000003A,  # STATUS_OBJECT_PATH_NOT_FOUND
-    0xC0000056,  # STATUS_DELETE_PENDING
-    0xC0000225,  # STATUS_NOT_FOUND
-}
-_DENIED = {
-    0xC0000022,  # STATUS_ACCESS_DENIED
-    0xC0000043,  # STATUS_SHARING_VIOLATION (another client holds it exclusively)
-    0xC0000061,  # STATUS_PRIVILEGE_NOT_HELD
-}
-_UNAVAILABLE = {
-    0xC000006A,  # STATUS_WRONG_PASSWORD
-    0xC000006D,  # STATUS_LOGON_FAILURE
-    0xC000006E,  # STATUS_ACCOUNT_RESTRICTION
-    0xC0000071,  # STATUS_PASSWORD_EXPIRED
-    0xC0000072,  # STATUS_ACCOUNT_DISABLED
-    0xC0000234,  # STATUS_ACCOUNT_LOCKED_OUT
-    0xC0000008,  # STATUS_INVALID_HANDLE (a handle of a session that is gone)
-    0xC0000128,  # STATUS_FILE_CLOSED
-    0xC000009A,  # STATUS_INSUFFICIENT_RESOURCES
-    0xC00000B5,  # STATUS_IO_TIMEOUT
-    0xC00000C9,  # STATUS_NETWORK_NAME_DELETED
-    0xC00000CC,  # STATUS_BAD_NETWORK_NAME (no such share)
-    0xC00000D0,  # STATUS_REQUEST_NOT_ACCEPTED
-    0xC000020C,  # STATUS_CONNECTION_DISCONNECTED
-    0xC000020D,  # STATUS_CONNECTION_RESET
-    0xC0000203,  # STATUS_USER_SESSION_DELETED
-    0xC0000205,  # STATUS_INSUFF_SERVER_RESOURCES
-    0xC000026D,  # STATUS_DFS_UNAVAILABLE
-    0xC000035C,  # STATUS_NETWORK_SESSION_EXPIRED
-    0xC0000466,  # STATUS_SERVER_UNAVAILABLE
-}
-_LOGON_FAILED = {0xC000006A, 0xC000006D, 0xC000006E, 0xC0000071, 0xC0000072, 0xC0000234}
-
-# How long the watchdog thread lingers without requests before it exits.
-_WATCHDOG_IDLE = 30.0
-
 
 def _ns_from_datetime(value: datetime.datetime) -> int:
     """Nanoseconds since the epoch of a FILETIME that smbprotocol made a datetime."""
@@ -126,132 +93,6 @@ def _ns_from_datetime(value: datetime.datetime) -> int:
 
 def _whole_us(ns: int) -> int:
     return ns // 1000 * 1000
-
-
-class _Pool:
-    """The SMB connections of one origin (an ``smbclient`` connection cache), and
-    the one being set up, so that the watchdog can cut them all."""
-
-    def __init__(self) -> None:
-        self.connections: dict[str, Any] = {}
-        self.connecting: Any = None
-        self.lock = threading.Lock()  # one thread at a time sets up a connection
-
-    def cut(self) -> None:
-        """Shut down every socket at once, without locks, from any thread. Every
-        request waiting on them wakes up and fails; the connections are dropped."""
-        for connection in [*self.connections.values(), self.connecting]:
-            if connection is not None:
-                _shutdown(connection)
-
-    def drop(self) -> None:
-        """Forget every connection, closing what is left of them."""
-        while self.connections:
-            with contextlib.suppress(KeyError):
-                _, connection = self.connections.popitem()
-                _shutdown(connection)
-                _disconnect_quietly(connection, logoff=False, timeout=None)
-
-    def close(self, timeout: float) -> None:
-        """Log off and close every connection. Each stays in the pool until it is
-        closed, so that the watchdog can cut one whose server does not answer."""
-        for key, connection in list(self.connections.items()):
-            _disconnect_quietly(connection, logoff=True, timeout=timeout)
-            self.connections.pop(key, None)
-
-
-def _shutdown(connection: Any) -> None:
-    transport = getattr(connection, "transport", None)
-    sock = getattr(transport, "_sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _disconnect_quietly(connection: Any, *, logoff: bool, timeout: float | None) -> None:
-    try:
-        if getattr(connection, "transport", None) is not None:
-            connection.disconnect(close=logoff, timeout=timeout)
-    except Exception as exc:  # a dead connection has nothing left to close
-        log.debug("closing an SMB connection: %s", exc)
-        _shutdown(connection)
-
-
-class _Watchdog:
-    """Cuts the connections of a `_Pool` when a request outlives its deadline.
-
-    ``arm`` registers a deadline and returns a token; ``disarm`` removes it and
-    tells whether it expired. One daemon thread per origin checks the deadlines;
-    it exits after `_WATCHDOG_IDLE` seconds without requests and starts again on
-    the next one. It holds the pool, never the origin.
-    """
-
-    def __init__(self, pool: _Pool, name: str, poll: float) -> None:
-        self._pool = pool
-        self._name = name
-        self._poll = poll
-        self._cond = threading.Condition()
-        self._deadlines: dict[int, float] = {}
-        self._expired: set[int] = set()
-        self._tokens = 0
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-
-    def arm(self, deadline: float) -> int:
-        with self._cond:
-            self._tokens += 1
-            self._deadlines[self._tokens] = deadline
-            self._stopping = False  # a thread told to stop and not gone yet goes on
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            return self._tokens
-
-    def rearm(self, token: int, deadline: float) -> None:
-        with self._cond:
-            if token in self._deadlines:
-                self._deadlines[token] = deadline
-
-    def disarm(self, token: int) -> bool:
-        """Forget *token*; True if its deadline passed and the connections were cut."""
-        with self._cond:
-            self._deadlines.pop(token, None)
-            if token in self._expired:
-                self._expired.discard(token)
-                return True
-            return False
-
-    def expired(self, token: int) -> bool:
-        with self._cond:
-            return token in self._expired
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        idle_since = time.monotonic()
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [token for token, deadline in self._deadlines.items() if deadline <= now]
-                for token in due:
-                    del self._deadlines[token]
-                    self._expired.add(token)
-                if self._deadlines or due:
-                    idle_since = now
-                if self._stopping or (not self._deadlines and now - idle_since > _WATCHDOG_IDLE):
-                    self._thread = None
-                    return
-                if not due:
-                    # Until the earliest deadline, but at most `poll`: arm() does not
-                    # wake this thread, so a deadline armed meanwhile waits that long.
-                    earliest = min(self._deadlines.values(), default=now + self._poll)
-                    self._cond.wait(max(0.0, min(earliest - now, self._poll)))
-                    continue
-            log.debug("%s: a request outlived its deadline; cutting the connections", self._name)
-            self._pool.cut()
 
 
 class SMBOrigin(Origin):
@@ -287,7 +128,6 @@ class SMBOrigin(Origin):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._smbclient: Any = smbclient
-        self._connection_class: Any = Connection
         self.server = server
         self.share = share.strip("\\/")
         self.root = "/".join(p for p in root.replace("\\", "/").split("/") if p not in ("", "."))
@@ -295,15 +135,31 @@ class SMBOrigin(Origin):
         self.user = user
         self._password = password
         self.timeout = timeout
-        self._pool = _Pool()
-        self._watchdog = _Watchdog(
-            self._pool, f"smb-watchdog-{origin_id}", poll=min(1.0, timeout / 4)
+        self._watchdog = Watchdog(f"smb-watchdog-{origin_id}")
+        self._server = SMBServer(
+            smbclient,
+            Connection,
+            server,
+            port,
+            user=user,
+            password=password,
+            timeout=timeout,
+            watchdog=self._watchdog,
+        )
+        self._pool: SessionPool[Any] = SessionPool(
+            origin_id,
+            self.location,
+            self._server.connect,
+            alive=self._server.alive,
+            close=self._server.close,
+            size=1,  # smbprotocol multiplexes every request over one connection
+            timeout=timeout,
         )
         self._unc_root = "\\".join(
             ["\\\\" + server, self.share, *(p for p in self.root.split("/") if p)]
         )
         # An origin nobody closed still hangs up when it is collected.
-        weakref.finalize(self, _finalize, self._pool, self._watchdog)
+        weakref.finalize(self, _finalize, self._server, self._pool, self._watchdog)
 
     # -- the interface ------------------------------------------------------------------
 
@@ -377,14 +233,11 @@ class SMBOrigin(Origin):
 
     def close(self) -> None:
         """Log off and close the connections; the origin connects again when used."""
-        deadline = time.monotonic() + self.timeout
-        token = self._watchdog.arm(deadline)
-        try:
-            self._pool.close(self.timeout)
-        finally:
-            self._watchdog.disarm(token)
-            self._pool.drop()
-            self._watchdog.stop()
+        with self._watchdog.bound(self.timeout, self._server.cut):
+            self._server.log_off()
+        self._pool.close()
+        self._server.drop()
+        self._watchdog.stop()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -396,7 +249,7 @@ class SMBOrigin(Origin):
             "password": self._password,
             "port": self.port,
             "connection_timeout": self.timeout,
-            "connection_cache": self._pool.connections,
+            "connection_cache": self._server.cache,
         }
 
     def _unc(self, relpath: str) -> str:
@@ -405,44 +258,33 @@ class SMBOrigin(Origin):
             raise FileNotFoundError(errno.ENOENT, "no such file (.. in path)", relpath)
         return "\\".join([self._unc_root, *parts])
 
-    def _call(
-        self,
-        relpath: str,
-        request: Callable[[], T],
-        *,
-        session: bool = True,
-        root_check: bool = False,
-        token: int | None = None,
-    ) -> T:
-        """Run one smbclient request under the deadline, with its errors mapped.
+    def _call(self, relpath: str, request: Callable[[], T], *, root_check: bool = False) -> T:
+        """Run one smbclient request on the origin's connection (made first if
+        there is none), under the deadline, with its errors mapped.
 
-        *session*: make sure a connection and a logged-on session exist first.
         *root_check*: a missing *relpath* is `FileNotFoundError` only if the root
         is there (a share or root that went away makes every path vanish).
         """
-        deadline = time.monotonic() + self.timeout
-        own = token is None
-        if token is None:
-            token = self._watchdog.arm(deadline)
-        else:
-            self._watchdog.rearm(token, deadline)
         try:
-            if session:
-                self._session(deadline)
-            return request()
-        except Exception as exc:
-            caught: Exception = exc
-            error = self._error(exc, relpath, timed_out=self._watchdog.expired(token))
-        finally:
-            if own:
-                self._watchdog.disarm(token)
-        if isinstance(error, OriginUnavailable):
-            self._pool.drop()
-        elif isinstance(error, FileNotFoundError) and root_check:
-            self._check_root_after_miss(error, relpath)
-        if error is caught:
-            raise error
-        raise error from caught
+            with self._watchdog.bound(self.timeout, self._server.cut) as deadline:
+                judge = functools.partial(self._judge, relpath=relpath, deadline=deadline)
+                return self._pool.run(lambda _: request(), judge)
+        except FileNotFoundError as miss:
+            if root_check:
+                self._check_root_after_miss(miss, relpath)
+            raise
+
+    def _judge(
+        self, exc: BaseException, pooled: Pooled[Any] | None, *, relpath: str, deadline: Deadline
+    ) -> Verdict:
+        """A connection that failed to answer is dropped; nothing is retried here
+        but a request that never reached the server (the federation retries an
+        origin that did not answer)."""
+        if isinstance(exc, SessionLost):  # dropped by another request before this one used it
+            message = f"{self.location}: connection lost"
+            return Verdict(OriginUnavailable(self.id, message, errno.ECONNRESET), True, True)
+        error = self._error(exc, relpath, timed_out=deadline.expired)
+        return Verdict(error, lost=isinstance(error, OriginUnavailable))
 
     def _check_root_after_miss(self, miss: FileNotFoundError, relpath: str) -> None:
         """Raise `OriginUnavailable` if the root is not there: *relpath* was the
@@ -464,45 +306,6 @@ class SMBOrigin(Origin):
             self.id, f"{self.location} is not there (no such share or root)", errno.ENOENT
         ) from miss
 
-    def _session(self, deadline: float) -> None:
-        """Connect and log on unless this origin already has a live session."""
-        pool = self._pool
-        if not pool.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise OriginUnavailable(self.id, self._timeout_message(), errno.ETIMEDOUT)
-        try:
-            key = f"{self.server.lower()}:{self.port}"
-            connection = pool.connections.get(key)
-            if connection is not None and not connection.transport.connected:
-                del pool.connections[key]
-                _disconnect_quietly(connection, logoff=False, timeout=None)
-                connection = None
-            if connection is None:
-                # Made here rather than by register_session so that the watchdog can
-                # cut it while it negotiates, and a failed one is not left behind.
-                connection = self._connection_class(
-                    self._smbclient.ClientConfig().client_guid, self.server, self.port
-                )
-                pool.connecting = connection
-                try:
-                    connection.connect(timeout=max(0.1, deadline - time.monotonic()))
-                except BaseException:
-                    _shutdown(connection)
-                    _disconnect_quietly(connection, logoff=False, timeout=None)
-                    raise
-                finally:
-                    pool.connecting = None
-                pool.connections[key] = connection
-            self._smbclient.register_session(
-                self.server,
-                username=self.user,
-                password=self._password,
-                port=self.port,
-                connection_timeout=max(0.1, deadline - time.monotonic()),
-                connection_cache=pool.connections,
-            )
-        finally:
-            pool.lock.release()
-
     def _scan(self, path: str) -> list[tuple[str, int, int, int]]:
         """(name, attributes, size, mtime_ns) of every entry of the folder *path*."""
         found: list[tuple[str, int, int, int]] = []
@@ -515,7 +318,7 @@ class SMBOrigin(Origin):
                 )
         return found
 
-    def _open_raw(self, relpath: str, token: int | None = None) -> tuple[Any, int, int]:
+    def _open_raw(self, relpath: str) -> tuple[Any, int, int]:
         """Open *relpath* for reading: the raw smbclient file, its size and mtime_ns."""
         path = self._unc(relpath)
 
@@ -530,65 +333,20 @@ class SMBOrigin(Origin):
                 _whole_us(_ns_from_datetime(handle.last_write_time)),
             )
 
-        return self._call(relpath, request, root_check=True, token=token)
+        return self._call(relpath, request, root_check=True)
 
     def _error(self, exc: BaseException, relpath: str, *, timed_out: bool) -> BaseException:
         """The exception the interface promises for *exc*, raised by smbclient."""
-        from smbprotocol.exceptions import (  # type: ignore[import-untyped]
-            SMBAuthenticationError,
-            SMBException,
-            SMBOSError,
-            SMBResponseException,
-        )
-
         where = f"{self.location}/{relpath}" if relpath else self.location
-        if isinstance(exc, OriginUnavailable):
-            return exc
-        # smbprotocol's own limits (negotiate, logoff) raise a bare SMBException.
-        if timed_out or (type(exc) is SMBException and str(exc).startswith("Connection timeout")):
-            return OriginUnavailable(self.id, self._timeout_message(where), errno.ETIMEDOUT)
-        status = None
-        if isinstance(exc, SMBOSError):
-            status = exc.ntstatus
-        elif isinstance(exc, SMBResponseException):
-            status = exc.status
-        if status is not None:
-            name = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-            if status in _NOT_FOUND:
-                return FileNotFoundError(errno.ENOENT, "No such file or directory", where)
-            if status in _DENIED:
-                return PermissionError(errno.EACCES, "Permission denied", where)
-            if status in _LOGON_FAILED:
-                return OriginUnavailable(
-                    self.id,
-                    self._scrub(
-                        f"{where}: logon failed for user {self.user!r} (status {status:#x})"
-                    ),
-                    errno.EACCES,
-                )
-            if status in _UNAVAILABLE:
-                return OriginUnavailable(
-                    self.id, self._scrub(f"{where}: {name} (status {status:#x})")
-                )
-            if isinstance(exc, OSError) and exc.errno:
-                return OSError(
-                    exc.errno, self._scrub(f"{exc.strerror} (status {status:#x})"), where
-                )
-            return OSError(errno.EIO, self._scrub(f"SMB error {name} (status {status:#x})"), where)
-        if isinstance(exc, SMBAuthenticationError):
-            return OriginUnavailable(
-                self.id, self._scrub(f"{where}: authentication failed: {exc}"), errno.EACCES
-            )
-        if isinstance(exc, SMBException | ConnectionError | TimeoutError | socket.gaierror):
-            return OriginUnavailable(self.id, self._scrub(f"{where}: {exc}"))
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError):
-            return OriginUnavailable(
-                self.id, self._scrub(f"{where}: {exc}"), exc.errno or errno.EIO
-            )
-        if isinstance(exc, ValueError) and isinstance(exc.__cause__, OSError):
-            # smbprotocol's "Failed to connect to 'host:port': ..."
-            return OriginUnavailable(self.id, self._scrub(f"{where}: {exc}"), errno.EHOSTUNREACH)
-        return exc
+        return origin_error(
+            exc,
+            origin_id=self.id,
+            where=where,
+            user=self.user,
+            timed_out=timed_out,
+            timeout_message=self._timeout_message(where),
+            scrub=self._scrub,
+        )
 
     def _timeout_message(self, where: str | None = None) -> str:
         return f"{where or self.location}: no answer within {self.timeout:g} s"
@@ -600,9 +358,10 @@ class SMBOrigin(Origin):
         return message
 
 
-def _finalize(pool: _Pool, watchdog: _Watchdog) -> None:
+def _finalize(server: SMBServer, pool: SessionPool[Any], watchdog: Watchdog) -> None:
     watchdog.stop()
-    pool.drop()
+    pool.close()
+    server.drop()
 
 
 class SMBFile(OriginFile):
@@ -631,23 +390,19 @@ class SMBFile(OriginFile):
         with self._lock:
             if self._closed:
                 raise ValueError("read of a closed SMB file")
-            token = self.origin._watchdog.arm(time.monotonic() + self.origin.timeout)
-            try:
-                while got < want:
-                    raw = self._handle(token)
-                    chunk = functools.partial(_read_into, raw, offset + got, view[got:])
-                    try:
-                        # Each chunk gets its own deadline: a long read that makes
-                        # progress is not a server that stopped answering.
-                        n = self.origin._call(self.relpath, chunk, session=False, token=token)
-                    except OriginUnavailable:
-                        self._discard()
-                        raise
-                    if n == 0:
-                        break
-                    got += n
-            finally:
-                self.origin._watchdog.disarm(token)
+            while got < want:
+                raw = self._handle()
+                chunk = functools.partial(_read_into, raw, offset + got, view[got:])
+                try:
+                    # Each chunk gets its own deadline: a long read that makes
+                    # progress is not a server that stopped answering.
+                    n = self.origin._call(self.relpath, chunk)
+                except OriginUnavailable:
+                    self._discard()
+                    raise
+                if n == 0:
+                    break
+                got += n
         return bytes(view[:got]) if got < want else bytes(buffer)
 
     def close(self) -> None:
@@ -657,16 +412,16 @@ class SMBFile(OriginFile):
             if raw is not None:
                 self._release(raw)
 
-    def _handle(self, token: int) -> Any:
+    def _handle(self) -> Any:
         """The raw file, reopened if its connection is gone."""
         if self._raw is not None and _alive(self._raw):
             return self._raw
         if self._raw is not None:
             self._release(self._raw)
             self._raw = None
-        raw, size, mtime_ns = self.origin._open_raw(self.relpath, token)
+        raw, size, mtime_ns = self.origin._open_raw(self.relpath)
         if (size, mtime_ns) != (self.size, self.mtime_ns):
-            self._release(raw, token)
+            self._release(raw)
             raise OSError(errno.ESTALE, "changed on the server since it was opened", self.relpath)
         self._raw = raw
         return raw
@@ -676,12 +431,12 @@ class SMBFile(OriginFile):
         if raw is not None:
             self._release(raw)
 
-    def _release(self, raw: Any, token: int | None = None) -> None:
+    def _release(self, raw: Any) -> None:
         """Close *raw* on the server if its connection still lives (a server gone
         took the handle with it)."""
         if _alive(raw):
             try:
-                self.origin._call(self.relpath, raw.close, session=False, token=token)
+                self.origin._call(self.relpath, raw.close)
             except Exception as exc:
                 log.debug("closing %s: %s", self.relpath, exc)
         # smbclient warns of a handle left open if it still looks connected; one that
