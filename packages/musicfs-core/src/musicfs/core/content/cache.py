@@ -29,16 +29,10 @@ from typing import NamedTuple
 
 import xxhash
 
-from musicfs.core.content.cas import (
-    DEFAULT_LIMIT,
-    ChunkReader,
-    ChunkStore,
-    CorruptChunk,
-    Place,
-    StoreCheck,
-    TierStats,
-    cut,
-)
+from musicfs.core.content.cas import DEFAULT_LIMIT, ChunkStore
+from musicfs.core.content.chunkcheck import StoreCheck
+from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place, cut
+from musicfs.core.content.stats import TierStats
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import OriginFile
 from musicfs.core.tags.headers import header_length

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from musicfs.core.catalog.store import ROOT_NODE, Catalog, Node, Overlay, Track
 from musicfs.core.content.cache import CachedFile, ContentCache, Version
-from musicfs.core.content.cas import CorruptChunk
+from musicfs.core.content.chunks import CorruptChunk
 from musicfs.core.content.hotcache import DirectoryCache
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import FileChanged, Origin, OriginFile, OriginUnavailable
