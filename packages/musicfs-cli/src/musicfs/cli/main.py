@@ -60,6 +60,7 @@ from musicfs.cli.common import (
 )
 from musicfs.core.config.paths import CacheDirLock, cache_dir_for
 from musicfs.core.config.settings import Config, ConfigError
+from musicfs.core.errors import MusicFSError
 from musicfs.core.exitcodes import exit_codes_help
 
 READY_TIMEOUT = 600.0  # preparing may rebuild a huge tree after a template change
@@ -192,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         print_error(str(exc))
         return exc.code
+    except MusicFSError as exc:  # expected: its message says what to do; a bug keeps its traceback
+        print_error(str(exc))
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like

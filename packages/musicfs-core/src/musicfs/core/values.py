@@ -13,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from musicfs.core.errors import MusicFSError
 
-class ConfigError(ValueError):
+
+class ConfigError(MusicFSError, ValueError):
     """A setting is wrong. The message names the source, the key and the reason."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import (
     TAG_FIELDS,
     FileStat,
@@ -243,7 +244,7 @@ def first_problem(verdict: str) -> str:
     return lines[0] if lines else verdict
 
 
-class CatalogError(Exception):
+class CatalogError(MusicFSError):
     """The catalog database cannot be used; the message says what to do."""
 
 

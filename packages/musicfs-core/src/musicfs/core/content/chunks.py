@@ -21,6 +21,8 @@ from typing import Protocol
 import xxhash
 from pyfastcdc import FastCDC
 
+from musicfs.core.errors import MusicFSError
+
 CHUNK_MIN = 16 * 1024
 CHUNK_AVG = 64 * 1024
 CHUNK_MAX = 256 * 1024
@@ -40,7 +42,7 @@ def cut(data: bytes | memoryview) -> list[tuple[int, int]]:
     return [(c.offset, c.length) for c in _CDC.cut_buf(data)]
 
 
-class CorruptChunk(Exception):
+class CorruptChunk(MusicFSError):
     """A chunk's bytes no longer match its hash (or are gone). It has been dropped."""
 
 

@@ -56,6 +56,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import FileStat
 from musicfs.core.origins.base import (
     DirListing,
@@ -120,7 +121,7 @@ _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, err
                    errno.EADDRNOTAVAIL}  # fmt: skip
 
 
-class _Broken(Exception):
+class _Broken(MusicFSError):
     """The session was found dropped before it was used."""
 
 

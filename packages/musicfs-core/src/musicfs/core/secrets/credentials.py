@@ -44,6 +44,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from musicfs.core.errors import MusicFSError
+
 log = logging.getLogger(__name__)
 
 #: Prefix of the environment variables that hold secrets.
@@ -69,7 +71,7 @@ _SAFE_TOML_REASONS = frozenset(
 )
 
 
-class CredentialError(Exception):
+class CredentialError(MusicFSError):
     """Secrets cannot be read. The message says what is wrong and how to fix it,
     and never contains a secret."""
 

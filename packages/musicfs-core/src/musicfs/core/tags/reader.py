@@ -27,6 +27,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import MAX_TAG_NUMBER, TrackTags, tag_number
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ _BY_EXTENSION: dict[str, Any] = {
 }
 
 
-class UnreadableFile(Exception):
+class UnreadableFile(MusicFSError):
     """mutagen could not make sense of a file; the message says why."""
 
 
