@@ -20,7 +20,7 @@ import pytest
 from musicfs.core.config.collections import Collection
 from musicfs.core.config.origins import describe_origin_keys
 from musicfs.core.config.settings import ConfigError, describe_settings, load_config
-from musicfs.core.config.webhooks import _TABLE_KEYS as WEBHOOK_KEYS
+from musicfs.core.config.webhooks import TABLE_KEYS as WEBHOOK_KEYS
 
 EXAMPLE = Path(__file__).resolve().parents[4] / "packaging" / "config.example.toml"
 

@@ -42,7 +42,7 @@ from musicfs.core.config.settings import Config
 from musicfs.core.errors import MusicFSError
 from musicfs.core.exitcodes import ExitCode
 from musicfs.core.mount.service import MusicFS, StartupError
-from musicfs.core.secrets.credentials import install_redaction, redact
+from musicfs.core.secrets.redact import install_redaction, redact
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
 from musicfs.plugins.manager import PluginManager
 

@@ -2,7 +2,9 @@
 
 Each parser takes what TOML, an environment variable or a flag gave and
 returns the typed value, or raises `ValueError` saying what was expected;
-`check` turns that into a `ConfigError` that also says where the value came from.
+`check_setting` turns that into a `ConfigError` that also says where the value
+came from. These are the public interface of this module: every config module
+(and the runtime settings of a mount) parses with them.
 """
 
 from __future__ import annotations
@@ -21,19 +23,21 @@ class ConfigError(MusicFSError, ValueError):
 
 
 @dataclass(frozen=True)
-class _Setting:
+class Setting:
+    """One setting: the attribute it fills, its parser and its one-line help."""
+
     attr: str
     parse: Callable[[Any], Any]
     doc: str
 
 
-def _str(value: Any) -> str:
+def parse_str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
     return value
 
 
-def _bool(value: Any) -> bool:
+def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on"}:
@@ -43,14 +47,14 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def _positive_int(value: Any) -> int:
-    number = _nonneg_int(value)
+def parse_positive_int(value: Any) -> int:
+    number = parse_nonneg_int(value)
     if number == 0:
         raise ValueError(f"expected a whole number above 0, got {value!r}")
     return number
 
 
-def _nonneg_int(value: Any) -> int:
+def parse_nonneg_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, str) and value.strip().isdigit():
@@ -62,12 +66,12 @@ def _nonneg_int(value: Any) -> int:
     return number
 
 
-def _int_range(low: int, high: int, unit: str = "") -> Callable[[Any], int]:
+def int_range(low: int, high: int, unit: str = "") -> Callable[[Any], int]:
     """A parser of whole numbers from *low* to *high*: every numeric setting has a
     sane range, so a typo such as ``workers = 1000000000`` is refused, not obeyed."""
 
     def parse(value: Any) -> int:
-        number = _nonneg_int(value)
+        number = parse_nonneg_int(value)
         if not low <= number <= high:
             raise ValueError(f"expected a whole number from {low} to {high}{unit}, got {value!r}")
         return number
@@ -79,7 +83,7 @@ def _int_range(low: int, high: int, unit: str = "") -> Callable[[Any], int]:
 MAX_SIZE = 2**60
 
 
-def _seconds(value: Any) -> float:
+def parse_seconds(value: Any) -> float:
     try:
         number = float(value) if not isinstance(value, bool) else -1.0
     except (TypeError, ValueError):
@@ -89,15 +93,15 @@ def _seconds(value: Any) -> float:
     return number
 
 
-def _path(value: Any) -> str:
-    path = _str(value)
+def parse_path(value: Any) -> str:
+    path = parse_str(value)
     if not path.strip():
         raise ValueError("expected a path, got an empty string")
     return os.path.abspath(os.path.expanduser(path))
 
 
-def _choice(value: Any, choices: tuple[str, ...]) -> str:
-    text = _str(value).lower()
+def parse_choice(value: Any, choices: tuple[str, ...]) -> str:
+    text = parse_str(value).lower()
     if text not in choices:
         raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
     return text
@@ -108,7 +112,7 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1000, "kib": 1024, "m": 1024**2, "mb":
           "tb": 1000**4, "tib": 1024**4}  # fmt: skip
 
 
-def _size(value: Any) -> int:
+def parse_size(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SIZE:
         return value
     m = re.fullmatch(
@@ -124,8 +128,12 @@ def _size(value: Any) -> int:
     return int(size)
 
 
-def _check(setting: _Setting, value: Any, where: str) -> Any:
+def check_setting(setting: Setting, value: Any, where: str) -> Any:
     try:
         return setting.parse(value)
     except ValueError as exc:
         raise ConfigError(f"{where}{exc}") from None
+
+
+# The name mount/admin.py imports until it moves into the mount facade (issue 14).
+_size = parse_size

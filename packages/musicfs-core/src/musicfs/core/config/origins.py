@@ -27,12 +27,12 @@ from typing import Any
 
 from musicfs.core.values import (
     ConfigError,
-    _check,
-    _int_range,
-    _seconds,
-    _Setting,
-    _size,
-    _str,
+    Setting,
+    check_setting,
+    int_range,
+    parse_seconds,
+    parse_size,
+    parse_str,
 )
 
 ORIGIN_TYPES = ("local", "nfs", "smb", "s3", "sftp", "smbclient")
@@ -83,21 +83,21 @@ def _table(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-_TABLE_KEYS: dict[str, _Setting] = {
-    "id": _Setting("id", _str, ""),
-    "type": _Setting("type", _str, ""),
-    "path": _Setting("path", _str, ""),
-    "priority": _Setting("priority", _int_range(0, 1_000_000), ""),
-    "user": _Setting("user", _str, ""),
-    "port": _Setting("port", _int_range(0, 65535), ""),
-    "endpoint_url": _Setting("endpoint_url", _str, ""),
-    "region": _Setting("region", _str, ""),
-    "key_file": _Setting("key_file", _str, ""),
-    "known_hosts": _Setting("known_hosts", _str, ""),
-    "max_requests": _Setting("max_requests", _int_range(0, 1024), ""),
-    "bandwidth": _Setting("bandwidth", _size, ""),
-    "timeout": _Setting("timeout", _seconds, ""),
-    "options": _Setting("options", _table, ""),
+_TABLE_KEYS: dict[str, Setting] = {
+    "id": Setting("id", parse_str, ""),
+    "type": Setting("type", parse_str, ""),
+    "path": Setting("path", parse_str, ""),
+    "priority": Setting("priority", int_range(0, 1_000_000), ""),
+    "user": Setting("user", parse_str, ""),
+    "port": Setting("port", int_range(0, 65535), ""),
+    "endpoint_url": Setting("endpoint_url", parse_str, ""),
+    "region": Setting("region", parse_str, ""),
+    "key_file": Setting("key_file", parse_str, ""),
+    "known_hosts": Setting("known_hosts", parse_str, ""),
+    "max_requests": Setting("max_requests", int_range(0, 1024), ""),
+    "bandwidth": Setting("bandwidth", parse_size, ""),
+    "timeout": Setting("timeout", parse_seconds, ""),
+    "options": Setting("options", _table, ""),
 }
 
 
@@ -119,7 +119,7 @@ def file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
             raise ConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)}; use {', '.join(_TABLE_KEYS)}"
             )
-        values = {k: _check(_TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
+        values = {k: check_setting(_TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
         plugin_type = values.get("type", "")
         if plugin_type and plugin_type not in ORIGIN_TYPES and _PLUGIN_TYPE.match(plugin_type):
             result.append(_plugin_origin(values, where))

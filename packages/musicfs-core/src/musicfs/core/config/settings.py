@@ -27,15 +27,15 @@ from musicfs.core.config.webhooks import WebhookConfig, file_webhooks
 from musicfs.core.model import AUDIO_EXTENSIONS
 from musicfs.core.values import (
     ConfigError,
-    _bool,
-    _check,
-    _choice,
-    _int_range,
-    _path,
-    _seconds,
-    _Setting,
-    _size,
-    _str,
+    Setting,
+    check_setting,
+    int_range,
+    parse_bool,
+    parse_choice,
+    parse_path,
+    parse_seconds,
+    parse_size,
+    parse_str,
 )
 
 __all__ = ["Config", "ConfigError", "OriginConfig", "describe_settings", "load_config"]
@@ -98,7 +98,7 @@ class Config:
 
 
 def _template(value: Any) -> str:
-    text = _str(value)
+    text = parse_str(value)
     try:
         PathTemplate.parse(text)
     except TemplateError as exc:
@@ -107,7 +107,7 @@ def _template(value: Any) -> str:
 
 
 def _log_level(value: Any) -> str:
-    level = _str(value).lower()
+    level = parse_str(value).lower()
     if level not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
@@ -115,7 +115,7 @@ def _log_level(value: Any) -> str:
 
 def _listen(value: Any) -> str:
     """``host:port`` (``[::1]:port`` for IPv6) to serve HTTP on; "" for nowhere."""
-    text = _str(value).strip()
+    text = parse_str(value).strip()
     if not text:
         return ""
     host, sep, port = text.rpartition(":")
@@ -143,64 +143,68 @@ def _extensions(value: Any) -> tuple[str, ...]:
 
 
 # (section, key) → setting. Section "" is the top level.
-_SETTINGS: dict[tuple[str, str], _Setting] = {
-    ("", "template"): _Setting("template", _template, "path template of the tree"),
-    ("", "cache_dir"): _Setting("cache_dir", _path, "where catalog and cache live"),
-    ("", "log_level"): _Setting("log_level", _log_level, "debug, info, warning or error"),
-    ("mount", "allow_other"): _Setting("allow_other", _bool, "let other users see the mount"),
-    ("mount", "entry_timeout"): _Setting("entry_timeout", _seconds, "kernel name cache (s)"),
-    ("mount", "attr_timeout"): _Setting("attr_timeout", _seconds, "kernel attribute cache (s)"),
-    ("mount", "read_ahead_kb"): _Setting(
+_SETTINGS: dict[tuple[str, str], Setting] = {
+    ("", "template"): Setting("template", _template, "path template of the tree"),
+    ("", "cache_dir"): Setting("cache_dir", parse_path, "where catalog and cache live"),
+    ("", "log_level"): Setting("log_level", _log_level, "debug, info, warning or error"),
+    ("mount", "allow_other"): Setting("allow_other", parse_bool, "let other users see the mount"),
+    ("mount", "entry_timeout"): Setting("entry_timeout", parse_seconds, "kernel name cache (s)"),
+    ("mount", "attr_timeout"): Setting("attr_timeout", parse_seconds, "kernel attribute cache (s)"),
+    ("mount", "read_ahead_kb"): Setting(
         "read_ahead_kb",
-        _int_range(0, 65536, " KiB"),
+        int_range(0, 65536, " KiB"),
         "kernel read-ahead on the mount (KiB), 0 = default",
     ),
-    ("scan", "workers"): _Setting(
-        "scan_workers", _int_range(0, 256), "tag-reading processes, 0 = cores"
+    ("scan", "workers"): Setting(
+        "scan_workers", int_range(0, 256), "tag-reading processes, 0 = cores"
     ),
-    ("scan", "on_start"): _Setting("scan_on_start", _bool, "rescan origins after mounting"),
-    ("scan", "skip_unreadable"): _Setting("skip_unreadable", _bool, "hide unreadable files"),
-    ("scan", "include_hidden"): _Setting(
-        "include_hidden", _bool, "also list origin files and folders named .*, never ._*"
+    ("scan", "on_start"): Setting("scan_on_start", parse_bool, "rescan origins after mounting"),
+    ("scan", "skip_unreadable"): Setting("skip_unreadable", parse_bool, "hide unreadable files"),
+    ("scan", "include_hidden"): Setting(
+        "include_hidden", parse_bool, "also list origin files and folders named .*, never ._*"
     ),
-    ("scan", "extensions"): _Setting("extensions", _extensions, "file extensions to scan"),
-    ("scan", "watch"): _Setting("watch", _bool, "follow changes of local origins with inotify"),
-    ("scan", "poll_interval"): _Setting(
-        "poll_interval", _seconds, "rescan origins that are not watched every N s, 0 = never"
+    ("scan", "extensions"): Setting("extensions", _extensions, "file extensions to scan"),
+    ("scan", "watch"): Setting("watch", parse_bool, "follow changes of local origins with inotify"),
+    ("scan", "poll_interval"): Setting(
+        "poll_interval", parse_seconds, "rescan origins that are not watched every N s, 0 = never"
     ),
-    ("cache", "mode"): _Setting(
-        "cache_mode", lambda v: _choice(v, CACHE_MODES), "full (keep what is read) or passthrough"
+    ("cache", "mode"): Setting(
+        "cache_mode",
+        lambda v: parse_choice(v, CACHE_MODES),
+        "full (keep what is read) or passthrough",
     ),
-    ("cache", "limit"): _Setting("cache_limit", _size, "content cache size, e.g. 10GiB"),
-    ("prefetch", "enabled"): _Setting(
-        "prefetch_enabled", _bool, "copy the likely next tracks of remote origins into the cache"
+    ("cache", "limit"): Setting("cache_limit", parse_size, "content cache size, e.g. 10GiB"),
+    ("prefetch", "enabled"): Setting(
+        "prefetch_enabled",
+        parse_bool,
+        "copy the likely next tracks of remote origins into the cache",
     ),
-    ("prefetch", "ahead"): _Setting("prefetch_ahead", _int_range(0, 1000), "tracks to copy ahead"),
-    ("prefetch", "max_bytes"): _Setting(
-        "prefetch_max_bytes", _size, "bytes to copy ahead at most (and 1/10 of cache.limit)"
+    ("prefetch", "ahead"): Setting("prefetch_ahead", int_range(0, 1000), "tracks to copy ahead"),
+    ("prefetch", "max_bytes"): Setting(
+        "prefetch_max_bytes", parse_size, "bytes to copy ahead at most (and 1/10 of cache.limit)"
     ),
-    ("control", "socket"): _Setting("socket", _path, "path of the control socket"),
-    ("metrics", "listen"): _Setting(
+    ("control", "socket"): Setting("socket", parse_path, "path of the control socket"),
+    ("metrics", "listen"): Setting(
         "metrics_listen", _listen, "HOST:PORT of the Prometheus metrics endpoint, empty = off"
     ),
-    ("plugins", "paths"): _Setting(
+    ("plugins", "paths"): Setting(
         "plugin_paths", _paths, "plugin files or folders to load (.py, packages, .wasm, .wat)"
     ),
-    ("plugins", "entry_points"): _Setting(
-        "plugin_entry_points", _bool, "load installed plugins (entry points musicfs.plugins)"
+    ("plugins", "entry_points"): Setting(
+        "plugin_entry_points", parse_bool, "load installed plugins (entry points musicfs.plugins)"
     ),
-    ("plugins", "wasm_memory_mb"): _Setting(
-        "wasm_memory_mb", _int_range(1, 4096, " MiB"), "memory a WASM plugin may use (MiB)"
+    ("plugins", "wasm_memory_mb"): Setting(
+        "wasm_memory_mb", int_range(1, 4096, " MiB"), "memory a WASM plugin may use (MiB)"
     ),
-    ("plugins", "wasm_cpu_ms"): _Setting(
+    ("plugins", "wasm_cpu_ms"): Setting(
         "wasm_cpu_ms",
-        _int_range(1, 600_000, " ms"),
+        int_range(1, 600_000, " ms"),
         "CPU time a WASM plugin may take per call (ms)",
     ),
-    ("plugins", "wasm_filesystem"): _Setting(
-        "wasm_filesystem", _bool, "let WASM plugins read files (never write; no network ever)"
+    ("plugins", "wasm_filesystem"): Setting(
+        "wasm_filesystem", parse_bool, "let WASM plugins read files (never write; no network ever)"
     ),
-    ("plugins", "wasm_dirs"): _Setting(
+    ("plugins", "wasm_dirs"): Setting(
         "wasm_dirs",
         _paths,
         "folders WASM plugins may read (with wasm_filesystem), same path inside",
@@ -243,7 +247,7 @@ def load_config(
         if setting is None or value is None:
             continue
         flag = "--" + attr.replace("_", "-")
-        config = replace(config, **{attr: _check(setting, value, f"{flag}: ")})
+        config = replace(config, **{attr: check_setting(setting, value, f"{flag}: ")})
         config = replace(config, sources=(*config.sources, flag))
     if origins:
         config = replace(config, origins=parse_origins(tuple(origins), "--origin"))
@@ -301,7 +305,7 @@ def _file_setting(path: Path, section: str, key: str, value: Any) -> dict[str, A
             f"{path}: unknown key {name!r} "
             f"(known keys: {known}, [[origins]], [[webhooks]], [[collections]])"
         )
-    return {setting.attr: _check(setting, value, f"{path}: key {name!r}: ")}
+    return {setting.attr: check_setting(setting, value, f"{path}: key {name!r}: ")}
 
 
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
@@ -319,7 +323,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
                     f"(known: {', '.join(sorted(known_names))})"
                 )
             continue
-        changes[setting.attr] = _check(setting, value, f"environment variable {name}: ")
+        changes[setting.attr] = check_setting(setting, value, f"environment variable {name}: ")
     if not changes:
         return config
     return replace(config, sources=(*config.sources, "environment"), **changes)

@@ -28,7 +28,14 @@ from typing import Any
 
 from musicfs.core.events import EventType, event_type
 from musicfs.core.secrets.credentials import env_var_name
-from musicfs.core.values import ConfigError, _check, _nonneg_int, _seconds, _Setting, _str
+from musicfs.core.values import (
+    ConfigError,
+    Setting,
+    check_setting,
+    parse_nonneg_int,
+    parse_seconds,
+    parse_str,
+)
 
 #: The credentials-store key of a hook's signing secret.
 SECRET_KEY = "secret"
@@ -59,7 +66,7 @@ class WebhookConfig:
 
 
 def _url(value: Any) -> str:
-    text = _str(value).strip()
+    text = parse_str(value).strip()
     url = urllib.parse.urlsplit(text)
     if url.scheme not in ("http", "https"):
         raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
@@ -93,34 +100,35 @@ def _events(value: Any) -> tuple[EventType, ...]:
 
 
 def _origin(value: Any) -> str:
-    text = _str(value)
+    text = parse_str(value)
     if text and not _HOOK_ID.match(text):
         raise ValueError(f"expected an origin id (letters, digits, '.', '_', '-'), got {text!r}")
     return text
 
 
 def _positive_seconds(value: Any) -> float:
-    number = _seconds(value)
+    number = parse_seconds(value)
     if number <= 0:
         raise ValueError(f"expected a number of seconds above 0, got {value!r}")
     return number
 
 
 def _retries(value: Any) -> int:
-    number = _nonneg_int(value)
+    number = parse_nonneg_int(value)
     if number > MAX_RETRIES:
         raise ValueError(f"expected at most {MAX_RETRIES} retries, got {value!r}")
     return number
 
 
-_TABLE_KEYS: dict[str, _Setting] = {
-    "id": _Setting("id", _str, "names the hook in logs and counters, and its secret"),
-    "url": _Setting("url", _url, "http:// or https:// URL the events are POSTed to"),
-    "events": _Setting("events", _events, "event types to send; [] = all"),
-    "origin": _Setting("origin", _origin, "only events of this origin; '' = any"),
-    "timeout": _Setting("timeout", _positive_seconds, "seconds per request"),
-    "retries": _Setting("retries", _retries, "retries after the first attempt"),
-    "backoff": _Setting("backoff", _seconds, "first wait before a retry (s), doubling"),
+#: The keys a ``[[webhooks]]`` table takes (the example config documents each).
+TABLE_KEYS: dict[str, Setting] = {
+    "id": Setting("id", parse_str, "names the hook in logs and counters, and its secret"),
+    "url": Setting("url", _url, "http:// or https:// URL the events are POSTed to"),
+    "events": Setting("events", _events, "event types to send; [] = all"),
+    "origin": Setting("origin", _origin, "only events of this origin; '' = any"),
+    "timeout": Setting("timeout", _positive_seconds, "seconds per request"),
+    "retries": Setting("retries", _retries, "retries after the first attempt"),
+    "backoff": Setting("backoff", parse_seconds, "first wait before a retry (s), doubling"),
 }
 
 
@@ -131,7 +139,7 @@ def file_webhooks(path: Path, value: Any) -> tuple[WebhookConfig, ...]:
     result = []
     for i, table in enumerate(value):
         where = f"{path}: [[webhooks]] #{i + 1}"
-        unknown = set(table) - set(_TABLE_KEYS)
+        unknown = set(table) - set(TABLE_KEYS)
         secretish = sorted(k for k in unknown if _SECRETISH.search(k))
         if secretish:
             hook = table.get("id")
@@ -144,12 +152,12 @@ def file_webhooks(path: Path, value: Any) -> tuple[WebhookConfig, ...]:
             )
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key(s) {sorted(unknown)}; use {', '.join(_TABLE_KEYS)}"
+                f"{where}: unknown key(s) {sorted(unknown)}; use {', '.join(TABLE_KEYS)}"
             )
         for required in ("id", "url"):
             if required not in table:
-                raise ConfigError(f"{where}: {required!r} is missing ({_TABLE_KEYS[required].doc})")
-        values = {k: _check(_TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
+                raise ConfigError(f"{where}: {required!r} is missing ({TABLE_KEYS[required].doc})")
+        values = {k: check_setting(TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
         if not _HOOK_ID.match(values["id"]):
             raise ConfigError(
                 f"{where}: id {values['id']!r} must be 1-64 letters, digits, '.', '_' or '-'"
