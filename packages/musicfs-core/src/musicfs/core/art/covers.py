@@ -152,7 +152,6 @@ class CoverStore:
     ) -> None:
         self.root = Path(root)
         self.federation = federation
-        self.limit = limit_bytes
         self.recheck_after = recheck_after
         self._images = ImageStore(self.root / _IMAGES, limit_bytes)
         self._lock = threading.Lock()  # records, the database, warnings
@@ -171,6 +170,11 @@ class CoverStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @property
+    def limit(self) -> int:
+        """Bytes of images the store keeps at most."""
+        return self._images.limit
 
     # -- the FUSE thread's questions ------------------------------------------------
 
