@@ -31,7 +31,7 @@ from musicfs.control.metrics import (
     parse_listen,
 )
 from musicfs.core.config.settings import ConfigError, load_config
-from musicfs.core.content.cas import TierStats
+from musicfs.core.content.stats import TierStats
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.fuse.latency import LatencyRecorder
 from musicfs.core.mount.service import MountState

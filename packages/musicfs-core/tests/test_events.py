@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from musicfs.core.events import EventBus, EventType, event_type
-from musicfs.core.secrets.credentials import _clear_secrets, register_secret
+from musicfs.core.secrets.redact import clear_secrets, register_secret
 
 
 def test_subscribers_get_only_the_types_and_origin_they_asked_for() -> None:
@@ -70,7 +70,7 @@ def test_secrets_in_details_are_redacted() -> None:
         assert "hunter2-very-secret" not in str(event.as_dict())
         assert event.details["online"] is False
     finally:
-        _clear_secrets()
+        clear_secrets()
 
 
 def test_unknown_type_names_are_refused_with_the_list() -> None:

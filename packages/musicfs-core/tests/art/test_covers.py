@@ -26,8 +26,9 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from PIL import Image
 
-from musicfs.core.art import covers
-from musicfs.core.art.covers import ART_NAMES, AlbumArt, CoverStore, render
+from musicfs.core.art import rendering
+from musicfs.core.art.covers import ART_NAMES, AlbumArt, CoverStore
+from musicfs.core.art.rendering import render
 from musicfs.core.catalog.store import Track
 from musicfs.core.model import format_of
 from musicfs.core.origins import LocalOrigin
@@ -385,7 +386,7 @@ def test_a_picture_over_the_pixel_limit_is_refused_before_decoding(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = picture((300, 300), RED)
-    monkeypatch.setattr(covers, "MAX_PIXELS", 300 * 299)
+    monkeypatch.setattr(rendering, "MAX_PIXELS", 300 * 299)
     with pytest.raises(Image.DecompressionBombError):
         render(data)
     with pytest.raises(Image.DecompressionBombError):

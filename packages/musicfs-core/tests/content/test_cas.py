@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from musicfs.core.content import cas
-from musicfs.core.content.cas import (
+from musicfs.core.content import cas, packfiles
+from musicfs.core.content.cas import ChunkStore
+from musicfs.core.content.chunks import (
     CHUNK_MAX,
     CHUNK_MIN,
     ChunkReader,
-    ChunkStore,
     CorruptChunk,
+    Place,
     chunk_hash,
     cut,
 )
@@ -168,7 +169,7 @@ def test_a_store_from_before_packs_is_still_read(tmp_path: Path) -> None:
     assert not old.exists()
 
 
-def one_chunk_store(root: Path) -> tuple[ChunkStore, str, cas.Place]:
+def one_chunk_store(root: Path) -> tuple[ChunkStore, str, Place]:
     """A closed store at *root* holding one 100,000-byte chunk: (store, hash, place)."""
     store = ChunkStore(root)
     digest = store.put(noise(100_000, 1))
@@ -187,7 +188,7 @@ def test_bytes_of_a_copy_interrupted_before_indexing_are_given_back(tmp_path: Pa
     assert pack.stat().st_size == 100_000
     assert reopened.get(kept) == noise(100_000, 1)
     again = reopened.put(noise(50_000, 3))  # appends go on where the pack really ends
-    assert reopened.place(again) == cas.Place(place.pack, 100_000, 50_000)
+    assert reopened.place(again) == Place(place.pack, 100_000, 50_000)
     assert reopened.get(again) == noise(50_000, 3)
 
 
@@ -196,7 +197,7 @@ def test_a_pack_cut_short_by_a_crash_is_not_written_over(tmp_path: Path) -> None
     os.truncate(store.path_of(place.pack), 40_000)  # the index outlived the data
     reopened = ChunkStore(tmp_path)
     fresh = reopened.put(noise(50_000, 2))
-    assert reopened.place(fresh) == cas.Place(place.pack, 100_000, 50_000)
+    assert reopened.place(fresh) == Place(place.pack, 100_000, 50_000)
     with pytest.raises(CorruptChunk):
         reopened.get(lost)  # found damaged, dropped; its hole is not where fresh is
     assert reopened.get(fresh) == noise(50_000, 2)
@@ -210,14 +211,14 @@ def test_reads_go_on_while_a_copy_is_being_written(
     store = ChunkStore(tmp_path)
     cached = store.put(noise(50_000, 1))
     writing, finish = threading.Event(), threading.Event()
-    write_at = cas._write_at
+    write_at = packfiles.write_at
 
     def slow_write(path: str, data: bytes, offset: int) -> None:
         writing.set()
         finish.wait(30)
         write_at(path, data, offset)
 
-    monkeypatch.setattr(cas, "_write_at", slow_write)
+    monkeypatch.setattr(cas, "write_at", slow_write)
     with ThreadPoolExecutor(2) as pool:
         copy = pool.submit(store.put, noise(300_000, 2))
         assert writing.wait(10)
@@ -238,7 +239,7 @@ def test_two_copies_racing_over_one_chunk_keep_both_files_whole(
     store = ChunkStore(tmp_path)
     x, y = noise(60_000, 1), noise(60_000, 2)
     a_wrote, b_done = threading.Event(), threading.Event()
-    write_at = cas._write_at
+    write_at = packfiles.write_at
 
     def write_then_wait(path: str, data: bytes, offset: int) -> None:
         write_at(path, data, offset)
@@ -246,7 +247,7 @@ def test_two_copies_racing_over_one_chunk_keep_both_files_whole(
             a_wrote.set()
             b_done.wait(30)
 
-    monkeypatch.setattr(cas, "_write_at", write_then_wait)
+    monkeypatch.setattr(cas, "write_at", write_then_wait)
     with ThreadPoolExecutor(1, thread_name_prefix="copy-a") as copy_a:
         a = copy_a.submit(store.put_all, [x, y])
         assert a_wrote.wait(10)

@@ -15,7 +15,8 @@ import pytest
 from mutagen.flac import FLAC
 
 from musicfs.core.content.cache import CacheCheck, ContentCache, CopyId, Version
-from musicfs.core.content.cas import ChunkReader, ChunkStore, CorruptChunk, Place
+from musicfs.core.content.cas import ChunkStore
+from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place
 from musicfs.core.origins import LocalFile
 
 Encode = Callable[..., Path]  # the encode fixture of conftest.py

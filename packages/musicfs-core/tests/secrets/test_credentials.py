@@ -15,13 +15,15 @@ import keyring.backends.fail
 import pytest
 from keyring.compat import properties
 
-from musicfs.core.secrets import credentials
 from musicfs.core.secrets.credentials import (
     CredentialError,
     Credentials,
-    SecretFilter,
     default_credentials_path,
     env_var_name,
+)
+from musicfs.core.secrets.redact import (
+    SecretFilter,
+    clear_secrets,
     install_redaction,
     redact,
     redact_url,
@@ -61,9 +63,9 @@ class BrokenKeyring(MemoryKeyring):
 
 @pytest.fixture(autouse=True)
 def clean_registry() -> Iterator[None]:
-    credentials._clear_secrets()
+    clear_secrets()
     yield
-    credentials._clear_secrets()
+    clear_secrets()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from musicfs.core.config.paths import (
     socket_path_for,
 )
 from musicfs.core.config.settings import Config, load_config
+from musicfs.core.errors import MusicFSError
 from musicfs.core.exitcodes import ExitCode
 
 # The table and its meanings: musicfs.core.exitcodes (also shown by --help).
@@ -36,7 +37,7 @@ EXIT_NO_DAEMON: int = ExitCode.NO_DAEMON
 EXIT_INTERRUPTED: int = ExitCode.INTERRUPTED
 
 
-class CLIError(Exception):
+class CLIError(MusicFSError):
     """A failure to report in one line (no traceback); *code* is the exit code."""
 
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:

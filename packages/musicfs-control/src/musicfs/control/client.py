@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import json_format
 
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
+from musicfs.core.errors import MusicFSError
 
 _INT64_STATUS_FIELDS = (
     "pid", "tracks", "directories", "unreadable_files", "open_handles", "operations",
@@ -18,11 +19,11 @@ _INT64_STATUS_FIELDS = (
 )  # fmt: skip
 
 
-class DaemonUnreachable(ConnectionError):
+class DaemonUnreachable(MusicFSError, ConnectionError):
     """No daemon answers on the socket."""
 
 
-class ControlError(RuntimeError):
+class ControlError(MusicFSError, RuntimeError):
     """The daemon answered with an error."""
 
 

@@ -38,12 +38,12 @@ import trio
 
 from musicfs.control.config import METRICS, WEBHOOKS
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
-from musicfs.core.catalog.store import CatalogError
 from musicfs.core.config.paths import CacheDirLocked, UnsafeSocketDir, socket_path_for
 from musicfs.core.config.settings import Config
+from musicfs.core.errors import MusicFSError
 from musicfs.core.exitcodes import ExitCode
 from musicfs.core.mount.service import MusicFS, StartupError
-from musicfs.core.secrets.credentials import install_redaction, redact
+from musicfs.core.secrets.redact import install_redaction, redact
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
 from musicfs.plugins.manager import PluginManager
 
@@ -213,7 +213,7 @@ def run_daemon(
     fs.extensions = plugins.extensions()
     try:
         fs.prepare()
-    except (StartupError, CacheDirLocked, CatalogError) as exc:
+    except MusicFSError as exc:  # expected (refused, locked, damaged): no traceback
         log.error("%s", exc)
         plugins.close()
         if webhooks is not None:
@@ -308,7 +308,10 @@ def run_daemon(
         log.error("%s", exc)
         return _not_started(readiness, exc)
     except Exception as exc:
-        log.exception("the daemon failed")
+        if isinstance(exc, MusicFSError):
+            log.error("the daemon failed: %s", exc)  # expected: its message says what to do
+        else:
+            log.exception("the daemon failed")  # a bug: its traceback goes to the log
         readiness.failed(f"the daemon failed: {exc} (see {fs.cache_dir / 'musicfs.log'})")
         return ExitCode.FAILED
     return ExitCode.OK

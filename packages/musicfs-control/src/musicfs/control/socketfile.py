@@ -11,9 +11,10 @@ import socket
 from pathlib import Path
 
 from musicfs.core.config.paths import private_runtime_dir, runtime_dir
+from musicfs.core.errors import MusicFSError
 
 
-class SocketInUse(RuntimeError):
+class SocketInUse(MusicFSError, RuntimeError):
     """Another live daemon answers on the control socket path."""
 
 

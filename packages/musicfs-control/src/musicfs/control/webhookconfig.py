@@ -31,7 +31,7 @@ from musicfs.core.secrets.credentials import env_var_name
 from musicfs.core.values import (
     ConfigError,
     Setting,
-    check,
+    check_setting,
     parse_nonneg_int,
     parse_seconds,
     parse_str,
@@ -156,7 +156,7 @@ def file_webhooks(path: Path, value: Any) -> tuple[WebhookConfig, ...]:
         for required in ("id", "url"):
             if required not in table:
                 raise ConfigError(f"{where}: {required!r} is missing ({TABLE_KEYS[required].doc})")
-        values = {k: check(TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
+        values = {k: check_setting(TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
         if not _HOOK_ID.match(values["id"]):
             raise ConfigError(
                 f"{where}: id {values['id']!r} must be 1-64 letters, digits, '.', '_' or '-'"

@@ -48,7 +48,8 @@ from collections.abc import Sequence
 from musicfs.control.webhookconfig import BACKOFF_CAP, SECRET_KEY, WebhookConfig
 from musicfs.core.events import Event, EventBus
 from musicfs.core.mount.service import version
-from musicfs.core.secrets.credentials import CredentialError, Credentials, redact
+from musicfs.core.secrets.credentials import CredentialError, Credentials
+from musicfs.core.secrets.redact import redact
 
 log = logging.getLogger(__name__)
 

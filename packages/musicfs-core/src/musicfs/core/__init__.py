@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from musicfs.core.catalog.store import Catalog, CatalogError, Node, Track
     from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
     from musicfs.core.config.settings import Config, ConfigError, OriginConfig, load_config
+    from musicfs.core.errors import MusicFSError
     from musicfs.core.model import AUDIO_EXTENSIONS, TrackTags
     from musicfs.core.mount.service import MountState, MusicFS, StartupError
     from musicfs.core.origins import LocalOrigin, OriginUnavailable
@@ -43,6 +44,7 @@ _HOMES = {
     "LocalOrigin": "origins",
     "MountState": "mount.service",
     "MusicFS": "mount.service",
+    "MusicFSError": "errors",
     "Node": "catalog.store",
     "OriginConfig": "config.settings",
     "OriginUnavailable": "origins",
@@ -69,6 +71,7 @@ __all__ = [
     "LocalOrigin",
     "MountState",
     "MusicFS",
+    "MusicFSError",
     "Node",
     "OriginConfig",
     "OriginUnavailable",

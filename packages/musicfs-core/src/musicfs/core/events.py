@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from musicfs.core.secrets.credentials import redact
+from musicfs.core.secrets.redact import redact
 
 log = logging.getLogger(__name__)
 

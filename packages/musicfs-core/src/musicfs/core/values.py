@@ -2,7 +2,9 @@
 
 Each parser takes what TOML, an environment variable or a flag gave and
 returns the typed value, or raises `ValueError` saying what was expected;
-`check` turns that into a `ConfigError` that also says where the value came from.
+`check_setting` turns that into a `ConfigError` that also says where the value
+came from. These are the public interface of this module: every config module
+(and the runtime settings of a mount) parses with them.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from musicfs.core.errors import MusicFSError
 
-class ConfigError(ValueError):
+
+class ConfigError(MusicFSError, ValueError):
     """A setting is wrong. The message names the source, the key and the reason."""
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting: the attribute it fills, its parser and its one-line help."""
+
     attr: str
     parse: Callable[[Any], Any]
     doc: str
@@ -122,7 +128,7 @@ def parse_size(value: Any) -> int:
     return int(size)
 
 
-def check(setting: Setting, value: Any, where: str) -> Any:
+def check_setting(setting: Setting, value: Any, where: str) -> Any:
     try:
         return setting.parse(value)
     except ValueError as exc:

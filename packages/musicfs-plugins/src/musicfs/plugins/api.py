@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import TrackTags
 from musicfs.core.origins.base import Origin
 from musicfs.plugins.version import API_VERSION
@@ -40,7 +41,7 @@ AudioMeta = TrackTags
 RangedRead = Callable[[int, int], bytes]
 
 
-class PluginError(Exception):
+class PluginError(MusicFSError):
     """A plugin failed: raised by plugins, and by the hosts about plugins."""
 
 

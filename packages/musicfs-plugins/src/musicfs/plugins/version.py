@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+from musicfs.core.errors import MusicFSError
+
 #: The plugin API this host implements (semver MAJOR.MINOR).
 API_VERSION = "1.0"
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)?$")
 
 
-class IncompatiblePlugin(Exception):
+class IncompatiblePlugin(MusicFSError):
     """A plugin targets an API version this host cannot serve."""
 
 

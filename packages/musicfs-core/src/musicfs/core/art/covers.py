@@ -10,19 +10,18 @@ and keep three JPEGs of it on disk.
   before front), else the picture embedded in the first track that has one
   (``Track.tags.has_art``; the front cover preferred: FLAC PICTURE and ID3 APIC
   type 3, MP4 ``covr``, Ogg/FLAC ``METADATA_BLOCK_PICTURE``, APE and ASF
-  pictures). Embedded pictures are read by mutagen through ranged reads
-  (`RangeReader`), so only a track's tags are fetched, never its audio.
-- **What is made** (Pillow): ``cover.jpg`` is the picture itself when it is
-  an RGB or grey JPEG, else the picture re-encoded as one; ``cover-medium.jpg``
-  fits it into 500x500 and ``cover-thumb.jpg`` into 150x150, aspect kept,
-  never enlarged, EXIF orientation applied (JPEG quality 85, baseline).
+  pictures; `musicfs.core.art.pictures`). Embedded pictures are read by
+  mutagen through ranged reads, so only a track's tags are fetched, never its
+  audio.
+- **What is made** (Pillow, `musicfs.core.art.rendering`): ``cover.jpg`` is
+  the picture itself when it is an RGB or grey JPEG, else the picture
+  re-encoded as one; ``cover-medium.jpg`` fits it into 500x500 and
+  ``cover-thumb.jpg`` into 150x150, aspect kept, never enlarged, EXIF
+  orientation applied (JPEG quality 85, baseline).
 - **The cache** is its own, apart from the audio tiers: under *root*,
-  ``images-1/<h[:2]>/<h>/`` holds the three files of the source picture whose
-  xxh3-128 is *h* (two albums with one picture share them), made in a temporary
-  folder and renamed into place whole. The store keeps under ``limit_bytes`` by
-  dropping the least recently used pictures (the folder's mtime is the use
-  time, refreshed at most once a minute; one picture larger than the limit
-  alone is kept). ``albums.sqlite3`` remembers each album's answer — its
+  ``images-1/`` holds the three images of each source picture by its hash,
+  within ``limit_bytes``, least recently used dropped first
+  (`musicfs.core.art.imagestore`). ``albums.sqlite3`` remembers each album's answer — its
   picture or "no art" — with a fingerprint of the tracks and of the images
   found beside them, so asking again costs a dict lookup and a few stats, no
   origin access. After `CoverStore.recheck_after` seconds `album_art` lists
@@ -47,14 +46,10 @@ thread-safe.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import logging
-import os
-import shutil
 import sqlite3
-import struct
 import threading
 import time
 from collections import OrderedDict
@@ -62,80 +57,37 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import xxhash
 
-from musicfs.core.origins.base import DirListing, Origin, OriginFile, RangeReader
+from musicfs.core.art.imagestore import AlbumArt, ImageStore
+from musicfs.core.art.pictures import FRONT, TrackReader, embedded_pictures
+from musicfs.core.art.rendering import ART_NAMES, render
+from musicfs.core.origins.base import DirListing, Origin
 from musicfs.core.origins.federation import Federation
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from musicfs.core.catalog.store import Track
 
-log = logging.getLogger(__name__)
+# The names the namespace and tests import from here (the art package's face).
+__all__ = ["ART_NAMES", "DEFAULT_LIMIT", "RECHECK_AFTER", "AlbumArt", "CoverStore"]
 
-COVER = "cover.jpg"
-MEDIUM = "cover-medium.jpg"
-THUMB = "cover-thumb.jpg"
-ART_NAMES: tuple[str, ...] = (COVER, MEDIUM, THUMB)
-MEDIUM_BOX = 500  # pixels: cover-medium.jpg fits in a square of this side
-THUMB_BOX = 150
-JPEG_QUALITY = 85
+log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 256 * 1024 * 1024  # bytes of images kept on disk
 RECHECK_AFTER = 3600.0  # seconds an album's answer is trusted without listing its folders
 MAX_SOURCE_BYTES = 32 * 1024 * 1024  # a bigger picture file is not read
-MAX_PIXELS = 40_000_000  # a bigger picture is refused before it is decoded (~120 MB as RGB)
-# Pillow's own guard (set when Pillow is first used): it refuses images of more
-# than twice this many pixels with DecompressionBombError (and warns above it);
-# our check of MAX_PIXELS stops them first.
-_PILLOW_PIXELS = MAX_PIXELS
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png")
 FOLDER_NAMES: tuple[str, ...] = ("cover", "folder", "front")  # by preference
 
-# Decoders tried on a picture (fewer decoders, less hostile-input surface).
-_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 _IMAGES = "images-1"  # bump when the rendering changes: old images are then not reused
-_FRONT = 3  # picture type "Cover (front)" in FLAC, ID3 and ASF
 _MAX_DIRS = 8  # album folders listed for an image
 _MAX_TRACKS = 4  # tracks with art opened for an embedded picture
-_TOUCH_EVERY = 60.0  # seconds between two mtime refreshes of one image folder
 _RECORDS_IN_MEMORY = 10_000
 _READ_BLOCK = 1024 * 1024
-_TAG_BUFFER = 64 * 1024
+_TAG_BUFFER = 64 * 1024  # mutagen reads tags through a buffer this big
 _MAX_WARNED = 10_000
-
-
-class AlbumArt:
-    """The three images of one album, on disk. *sizes* maps each name of
-    `ART_NAMES` to its true size in bytes, *mtime_ns* is when they were made."""
-
-    __slots__ = ("_dir", "digest", "mtime_ns", "sizes")
-
-    def __init__(self, digest: str, directory: str, sizes: dict[str, int], mtime_ns: int) -> None:
-        self.digest = digest
-        self._dir = directory
-        self.sizes = sizes
-        self.mtime_ns = mtime_ns
-
-    def __repr__(self) -> str:
-        return f"AlbumArt({self.digest!r}, {self.sizes!r})"
-
-    def read(self, name: str, offset: int, size: int) -> bytes:
-        """Up to *size* bytes of image *name* at *offset* (fewer only at its end).
-
-        Raises `FileNotFoundError` for a name not in `ART_NAMES`, or when the
-        images were evicted since this object was handed out (ask again).
-        """
-        if name not in self.sizes:
-            raise FileNotFoundError(f"no cover image called {name!r}")
-        fd = os.open(os.path.join(self._dir, name), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return os.pread(fd, size, offset)
-        finally:
-            os.close(fd)
 
 
 @dataclass(slots=True)
@@ -146,19 +98,6 @@ class _Record:
     signature: str  # of the tracks and the images beside them; "" = look again
     source: str | None
     checked: float  # time.time() of the last full look; 0 = look again
-
-
-@dataclass(slots=True)
-class _Entry:
-    """One picture's three images in the store."""
-
-    sizes: dict[str, int]
-    mtime_ns: int
-    touched: float  # when the folder's mtime was last set
-
-    @property
-    def total(self) -> int:
-        return sum(self.sizes.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,22 +135,6 @@ class _Look:
         return None
 
 
-class _TrackReader(RangeReader):
-    """A `RangeReader` that remembers an origin error, which mutagen would
-    otherwise turn into a parse error."""
-
-    def __init__(self, file: OriginFile) -> None:
-        super().__init__(file)
-        self.error: OSError | None = None
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        try:
-            return super().readinto(buffer)
-        except OSError as exc:
-            self.error = exc
-            raise
-
-
 class CoverStore:
     """Album art found on origins, rendered with Pillow, cached under *root*.
 
@@ -229,13 +152,9 @@ class CoverStore:
     ) -> None:
         self.root = Path(root)
         self.federation = federation
-        self.limit = limit_bytes
         self.recheck_after = recheck_after
-        self._images = self.root / _IMAGES
-        self._images.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # entries, records, the database
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._bytes = 0
+        self._images = ImageStore(self.root / _IMAGES, limit_bytes)
+        self._lock = threading.Lock()  # records, the database, warnings
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._busy: dict[str, tuple[threading.Lock, int]] = {}  # album key -> its lock, users
         self._warned: set[str] = set()
@@ -247,11 +166,15 @@ class CoverStore:
             "CREATE TABLE IF NOT EXISTS albums (key TEXT PRIMARY KEY, tracks TEXT NOT NULL,"
             " signature TEXT NOT NULL, source TEXT, checked REAL NOT NULL)"
         )
-        self._load_entries()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @property
+    def limit(self) -> int:
+        """Bytes of images the store keeps at most."""
+        return self._images.limit
 
     # -- the FUSE thread's questions ------------------------------------------------
 
@@ -259,9 +182,9 @@ class CoverStore:
         """The album's art if the cache has it; never touches an origin."""
         with self._lock:
             record = self._record_locked(album_key)
-            if record is None or record.source is None:
-                return None
-            return self._art_locked(record.source)
+        if record is None or record.source is None:
+            return None
+        return self._images.art(record.source)
 
     def has_answer(self, album_key: str) -> bool:
         """Whether the cache knows the album: its art, or that it has none (found
@@ -269,16 +192,15 @@ class CoverStore:
         look (in a worker thread)."""
         with self._lock:
             record = self._record_locked(album_key)
-            if record is None:
-                return False
-            if record.source is None:
-                return bool(record.signature)
-            return record.source in self._entries
+        if record is None:
+            return False
+        if record.source is None:
+            return bool(record.signature)
+        return self._images.has(record.source)
 
     def usage(self) -> tuple[int, int]:
         """(pictures, bytes) in the store."""
-        with self._lock:
-            return len(self._entries), self._bytes
+        return self._images.usage()
 
     def forget(self, album_key: str) -> None:
         """Drop what is known of an album (its images stay for others to share)."""
@@ -325,26 +247,15 @@ class CoverStore:
         self._save(album_key, _Record(fingerprint, signature, source, checked))
         if source is None:
             return None
-        with self._lock:
-            return self._art_locked(source)
+        return self._images.art(source)
 
     def _answer(self, record: _Record) -> tuple[bool, AlbumArt | None]:
         """(True, art or None) if *record* can be answered from the store: no art,
         or images that are still all there (one stat each)."""
         if record.source is None:
             return True, None
-        with self._lock:
-            art = self._art_locked(record.source)
-        if art is None:
-            return False, None
-        try:
-            for name in ART_NAMES:
-                os.stat(os.path.join(self._dir_of(record.source), name))
-        except OSError:  # removed behind our back: make it again
-            with self._lock:
-                self._drop_locked(record.source)
-            return False, None
-        return True, art
+        art = self._images.present(record.source)  # removed behind our back: make it again
+        return art is not None, art
 
     def _candidates(self, tracks: Sequence[Track], look: _Look) -> list[_Candidate]:
         """Image files called cover/folder/front beside *tracks*, best first."""
@@ -377,10 +288,14 @@ class CoverStore:
         """The digest of the first picture that renders, its images stored."""
         for what, data in self._sources(candidates, tracks, look):
             digest = xxhash.xxh3_128_hexdigest(data)
-            with self._lock:
-                if self._art_locked(digest) is not None:
-                    return digest
-            if self._store(digest, data, what):
+            if self._images.art(digest) is not None:
+                return digest
+            try:
+                images = render(data)
+            except Exception as exc:  # Pillow: OSError, SyntaxError, DecompressionBombError...
+                self._warn(digest, "cover art: %s is not a usable picture: %r", what, exc)
+                continue
+            if self._images.put(digest, images):
                 return digest
         return None
 
@@ -423,102 +338,17 @@ class CoverStore:
         """The pictures in *track*'s tags, the front cover first; [] if none or
         its tags cannot be parsed. Raises `OSError` when the origin fails."""
         with self.federation.open(track.origin, track.relpath) as file:
-            reader = _TrackReader(file)
+            reader = TrackReader(file)
             buffered = io.BufferedReader(reader, _TAG_BUFFER)
             try:
-                pictures = _pictures_in(track.format, buffered)
+                pictures = embedded_pictures(track.format, buffered)
             except Exception as exc:  # mutagen has bugs on hostile input
                 if reader.error is not None:
                     raise reader.error from None
                 log.debug("cover art: tags of %s:%s: %r", track.origin, track.relpath, exc)
                 return []
-        pictures.sort(key=lambda picture: picture[0] != _FRONT)  # stable: front first
+        pictures.sort(key=lambda picture: picture[0] != FRONT)  # stable: front first
         return [data for _, data in pictures if len(data) <= MAX_SOURCE_BYTES]
-
-    # -- the store ----------------------------------------------------------------------
-
-    def _store(self, digest: str, data: bytes, what: str) -> bool:
-        """Render *data* and keep its images under *digest*; False if it is no
-        usable picture (logged once)."""
-        try:
-            images = render(data)
-        except Exception as exc:  # Pillow: OSError, SyntaxError, DecompressionBombError, ...
-            self._warn(digest, "cover art: %s is not a usable picture: %r", what, exc)
-            return False
-        final = self._dir_of(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.parent / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
-        shutil.rmtree(temp, ignore_errors=True)
-        temp.mkdir()
-        try:
-            for name, blob in images.items():
-                (temp / name).write_bytes(blob)
-            with self._lock:
-                if digest not in self._entries:
-                    with contextlib.suppress(FileNotFoundError):
-                        shutil.rmtree(final)  # a half-gone leftover
-                    os.rename(temp, final)
-                    entry = _entry_at(final)
-                    if entry is None:
-                        return False
-                    self._entries[digest] = entry
-                    self._bytes += entry.total
-                    self._evict_locked(keep=digest)
-        finally:
-            shutil.rmtree(temp, ignore_errors=True)
-        return True
-
-    def _evict_locked(self, keep: str) -> None:
-        """Drop least recently used pictures until the store is under its limit
-        (*keep*, just made, stays even if it alone is over)."""
-        freed = 0
-        for digest in list(self._entries):
-            if self._bytes <= self.limit:
-                break
-            if digest == keep:
-                continue
-            freed += self._drop_locked(digest)
-        if freed:
-            log.info("evicted %d bytes of cover art (limit %d)", freed, self.limit)
-
-    def _drop_locked(self, digest: str) -> int:
-        entry = self._entries.pop(digest, None)
-        shutil.rmtree(self._dir_of(digest), ignore_errors=True)
-        if entry is None:
-            return 0
-        self._bytes -= entry.total
-        return entry.total
-
-    def _art_locked(self, digest: str) -> AlbumArt | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        self._entries.move_to_end(digest)
-        now = time.time()
-        directory = self._dir_of(digest)
-        if now - entry.touched >= _TOUCH_EVERY:  # the use time that survives a restart
-            entry.touched = now
-            with contextlib.suppress(OSError):
-                os.utime(directory, (now, now))
-        return AlbumArt(digest, str(directory), dict(entry.sizes), entry.mtime_ns)
-
-    def _dir_of(self, digest: str) -> Path:
-        return self._images / digest[:2] / digest
-
-    def _load_entries(self) -> None:
-        """Index the images on disk, oldest use first; drop leftovers of a crash."""
-        found: list[tuple[float, str, _Entry]] = []
-        for shard in _subdirs(self._images):
-            for directory in _subdirs(shard):
-                entry = None if directory.name.startswith(".") else _entry_at(directory)
-                if entry is None:
-                    shutil.rmtree(directory, ignore_errors=True)
-                    continue
-                found.append((entry.touched, directory.name, entry))
-        found.sort(key=lambda item: item[0])
-        for _, digest, entry in found:
-            self._entries[digest] = entry
-            self._bytes += entry.total
 
     # -- album records ------------------------------------------------------------------
 
@@ -579,158 +409,6 @@ class CoverStore:
         log.log(logging.WARNING if first else logging.DEBUG, message, *args)
 
 
-# -- rendering ------------------------------------------------------------------------------
-
-
-def render(data: bytes) -> dict[str, bytes]:
-    """The three images (`ART_NAMES`) of the picture *data*, as JPEG bytes.
-
-    Raises what Pillow raises for damaged input or another format than JPEG,
-    PNG, GIF, BMP or WebP (`OSError`, `SyntaxError`, `ValueError`...), and
-    `Image.DecompressionBombError` for a picture of more than `MAX_PIXELS`
-    pixels, checked before anything is decoded.
-    """
-    from PIL import Image, ImageOps  # here: importing Pillow is not mount time
-
-    Image.MAX_IMAGE_PIXELS = _PILLOW_PIXELS
-    with Image.open(io.BytesIO(data), formats=_FORMATS) as image:
-        width, height = image.size
-        if width < 1 or height < 1 or width * height > MAX_PIXELS:
-            raise Image.DecompressionBombError(f"{width}x{height} pixels is too many")
-        # A JPEG is served as it is (CMYK ones, which many players get wrong, are
-        # not), so it is decoded only at the scale the smaller sizes need.
-        is_jpeg = image.format in ("JPEG", "MPO") and image.mode in ("RGB", "L")
-        if is_jpeg:
-            image.draft("RGB", (MEDIUM_BOX, MEDIUM_BOX))
-        image.load()
-        picture = _rgb(ImageOps.exif_transpose(image))
-    medium = _fit(picture, MEDIUM_BOX)
-    return {
-        COVER: data if is_jpeg else _jpeg(picture),
-        MEDIUM: _jpeg(medium),
-        THUMB: _jpeg(_fit(medium, THUMB_BOX)),
-    }
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    """*image* as RGB; transparency is laid on white."""
-    from PIL import Image
-
-    if image.mode == "RGB":
-        return image
-    if image.mode.startswith("I"):  # 16/32-bit grey
-        image = image.convert("I").point(lambda value: value / 256).convert("L")
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
-
-
-def _fit(image: Image.Image, box: int) -> Image.Image:
-    from PIL import Image
-
-    fitted = image.copy()
-    fitted.thumbnail((box, box), Image.Resampling.LANCZOS)
-    return fitted
-
-
-def _jpeg(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=JPEG_QUALITY, progressive=False)
-    return out.getvalue()
-
-
-# -- embedded pictures ------------------------------------------------------------------------
-
-
-def _pictures_in(fmt: str, fileobj: IO[bytes]) -> list[tuple[int, bytes]]:
-    """(picture type, bytes) of the pictures in a file's tags."""
-    from mutagen.id3 import ID3, ID3NoHeaderError  # here: not mount time
-
-    from musicfs.core.tags.reader import open_audio
-
-    id3: Any = ID3  # mutagen is mostly untyped
-    if fmt in ("mp3", "mp2"):  # the ID3 tag alone: no MPEG frames are read
-        try:
-            return _id3_pictures(id3(fileobj))
-        except ID3NoHeaderError:
-            fileobj.seek(0)
-    audio = open_audio(f"file.{fmt}", fileobj)
-    return [] if audio is None else _pictures(audio)
-
-
-def _pictures(audio: Any) -> list[tuple[int, bytes]]:
-    from mutagen.apev2 import APEv2
-    from mutagen.asf import ASFTags
-    from mutagen.flac import Picture
-    from mutagen.id3 import ID3
-    from mutagen.mp4 import MP4Tags
-
-    # mutagen's classes as Any (isinstance does not narrow to them): parts of
-    # them are typed, most are not.
-    _ID3: Any = ID3
-    _Picture: Any = Picture
-    _MP4Tags: Any = MP4Tags
-    _ASFTags: Any = ASFTags
-    _APEv2: Any = APEv2
-    out = [(int(p.type), bytes(p.data)) for p in getattr(audio, "pictures", None) or []]
-    tags: Any = audio.tags
-    if tags is None:
-        return out
-    if isinstance(tags, _ID3):
-        out += _id3_pictures(tags)
-    elif isinstance(tags, _MP4Tags):  # no picture types: the first is the cover
-        out += [(_FRONT, bytes(cover)) for cover in tags.get("covr", [])]
-    elif isinstance(tags, _ASFTags):
-        for attribute in tags.get("WM/Picture", []):
-            picture = _asf_picture(bytes(attribute.value))
-            if picture is not None:
-                out.append(picture)
-    elif isinstance(tags, _APEv2):
-        for key in tags.keys():  # noqa: SIM118 - APEv2 is a case-insensitive dict
-            item = tags[key]
-            if key.lower().startswith("cover art") and getattr(item, "kind", 0) == 1:
-                data = bytes(item.value).partition(b"\0")[2]
-                out.append((_FRONT if "front" in key.lower() else 0, data))
-    elif hasattr(tags, "keys") and hasattr(tags, "get"):  # Vorbis comments (Ogg, FLAC)
-        for key in tags.keys():  # noqa: SIM118 - VComment is list-like
-            lowered = key.lower()
-            if lowered not in ("metadata_block_picture", "coverart"):
-                continue
-            for value in tags.get(key, []):
-                with contextlib.suppress(Exception):  # bad base64 or block: skip it
-                    raw = base64.b64decode(value)
-                    if lowered == "coverart":  # the old way: the image itself
-                        out.append((0, raw))
-                    else:
-                        block = _Picture(raw)
-                        out.append((int(block.type), bytes(block.data)))
-    return out
-
-
-def _id3_pictures(tags: Any) -> list[tuple[int, bytes]]:
-    return [(int(frame.type), bytes(frame.data)) for frame in tags.getall("APIC")]
-
-
-def _asf_picture(value: bytes) -> tuple[int, bytes] | None:
-    """WM/Picture: type byte, data length (LE u32), MIME and description
-    (UTF-16LE, NUL-terminated), then the data."""
-    if len(value) < 5:
-        return None
-    kind, length = value[0], struct.unpack_from("<I", value, 1)[0]
-    position = 5
-    for _ in range(2):  # MIME type, description
-        while position + 1 < len(value) and value[position : position + 2] != b"\0\0":
-            position += 2
-        position += 2
-    data = value[position : position + length]
-    return (kind, data) if data else None
-
-
 # -- helpers --------------------------------------------------------------------------------
 
 
@@ -764,22 +442,3 @@ def _signature(fingerprint: str, candidates: list[_Candidate]) -> str:
         f"\n{c.origin}\x1f{c.relpath}\x1f{c.size}\x1f{c.mtime_ns}" for c in candidates
     )
     return xxhash.xxh3_128_hexdigest(text.encode("utf-8", "surrogateescape"))
-
-
-def _entry_at(directory: Path) -> _Entry | None:
-    """The entry of an image folder, None unless all three images are there."""
-    try:
-        stats = {name: os.stat(directory / name) for name in ART_NAMES}
-        touched = os.stat(directory).st_mtime
-    except OSError:
-        return None
-    sizes = {name: st.st_size for name, st in stats.items()}
-    return _Entry(sizes, stats[COVER].st_mtime_ns, touched)
-
-
-def _subdirs(path: Path) -> list[Path]:
-    try:
-        with os.scandir(path) as entries:
-            return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []

@@ -15,6 +15,8 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from musicfs.core.errors import MusicFSError
+
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
@@ -214,7 +216,7 @@ def first_problem(verdict: str) -> str:
     return lines[0] if lines else verdict
 
 
-class CatalogError(Exception):
+class CatalogError(MusicFSError):
     """The catalog database cannot be used; the message says what to do."""
 
 

@@ -15,6 +15,7 @@ import re
 import string
 from dataclasses import dataclass
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import TrackTags, shown_name, valid_text
 
 DEFAULT_TEMPLATE = "$albumartist/$album ($year) [$format_upper]/$track - $title.$format"
@@ -46,7 +47,7 @@ _ILLEGAL = re.compile(r"[/\x00]")
 _CONTROL = re.compile(r"[\x01-\x1f\x7f]")
 
 
-class TemplateError(ValueError):
+class TemplateError(MusicFSError, ValueError):
     """A template that cannot produce paths, with the reason in the message."""
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from musicfs.core.values import (
     ConfigError,
     Setting,
-    check,
+    check_setting,
     int_range,
     parse_seconds,
     parse_size,
@@ -83,7 +83,7 @@ def _table(value: Any) -> dict[str, Any]:
     return dict(value)
 
 
-_TABLE_KEYS: dict[str, Setting] = {
+TABLE_KEYS: dict[str, Setting] = {
     "id": Setting("id", parse_str, ""),
     "type": Setting("type", parse_str, ""),
     "path": Setting("path", parse_str, ""),
@@ -108,7 +108,7 @@ def file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
     result = []
     for i, table in enumerate(value):
         where = f"{path}: [[origins]] #{i + 1}"
-        unknown = set(table) - set(_TABLE_KEYS)
+        unknown = set(table) - set(TABLE_KEYS)
         if unknown:
             secretish = sorted(k for k in unknown if re.search(r"pass|secret|token", k))
             if secretish:
@@ -117,9 +117,9 @@ def file_origins(path: Path, value: Any) -> tuple[OriginConfig, ...]:
                     "credentials file (0600) or the keyring (see docs/origins.md)"
                 )
             raise ConfigError(
-                f"{where}: unknown key(s) {sorted(unknown)}; use {', '.join(_TABLE_KEYS)}"
+                f"{where}: unknown key(s) {sorted(unknown)}; use {', '.join(TABLE_KEYS)}"
             )
-        values = {k: check(_TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
+        values = {k: check_setting(TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
         plugin_type = values.get("type", "")
         if plugin_type and plugin_type not in ORIGIN_TYPES and _PLUGIN_TYPE.match(plugin_type):
             result.append(_plugin_origin(values, where))
@@ -240,4 +240,4 @@ def _id_from(base: str) -> str:
 
 def describe_origin_keys() -> list[str]:
     """The keys an ``[[origins]]`` table may have (for docs and errors)."""
-    return [f.name for f in fields(OriginConfig) if f.name in _TABLE_KEYS]
+    return [f.name for f in fields(OriginConfig) if f.name in TABLE_KEYS]

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from musicfs.core.config.settings import Config
+from musicfs.core.errors import MusicFSError
 
 
 def _slug(mountpoint: str | Path) -> str:
@@ -48,7 +49,7 @@ def runtime_dir() -> Path:
     return Path(f"/tmp/musicfs-{os.getuid()}")
 
 
-class UnsafeSocketDir(RuntimeError):
+class UnsafeSocketDir(MusicFSError, RuntimeError):
     """The control socket's folder could be used or swapped by another user."""
 
 
@@ -102,7 +103,7 @@ def socket_path_for(config: Config, mountpoint: str | Path) -> Path:
     return runtime_dir() / f"{_slug(mountpoint)}.sock"
 
 
-class CacheDirLocked(RuntimeError):
+class CacheDirLocked(MusicFSError, RuntimeError):
     """Another daemon already uses this cache directory."""
 
 

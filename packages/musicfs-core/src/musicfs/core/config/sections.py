@@ -20,7 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from musicfs.core.values import ConfigError, Setting, check
+from musicfs.core.values import ConfigError, Setting, check_setting
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -95,7 +95,7 @@ class Draft:
         setting = self.setting(section, key)
         if setting is None:
             raise ConfigError(f"{where}not a setting")
-        self.values.setdefault(section, {})[setting.attr] = check(setting, value, where)
+        self.values.setdefault(section, {})[setting.attr] = check_setting(setting, value, where)
 
     def apply_file(self, path: Path, data: Mapping[str, Any]) -> None:
         for key, value in data.items():

@@ -29,6 +29,7 @@ from pathlib import Path
 from musicfs.core.catalog.store import Catalog, CatalogError
 from musicfs.core.config.paths import CacheDirLock
 from musicfs.core.content.cache import ContentCache
+from musicfs.core.errors import MusicFSError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
-class BackupError(RuntimeError):
+class BackupError(MusicFSError, RuntimeError):
     """A backup could not be made or restored; the message says why."""
 
 

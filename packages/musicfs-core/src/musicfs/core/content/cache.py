@@ -9,6 +9,8 @@ verifying every chunk, so an album that was played keeps playing while its
 origin is offline (NFR-7.1). Every byte served from here is verified: chunks
 by their own hashes, and each manifest row (header, chunk list, version) by a
 digest stored with it; a row that does not match is dropped, never served.
+(`CachedFile` lives in `cachedfile`; `Version`, `CopyId` and `CacheCheck`, the
+manifests' vocabulary, in `manifests`.)
 
 A copy counts as cached only while it is whole: one found damaged (by a read,
 or a check) or that lost chunks to eviction is dropped at once. The damaged
@@ -18,180 +20,38 @@ are copied again from their origins. Nothing here talks to FUSE.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
-import xxhash
-
-from musicfs.core.content.cas import (
-    DEFAULT_LIMIT,
-    ChunkReader,
-    ChunkStore,
-    CorruptChunk,
-    Place,
-    StoreCheck,
-    TierStats,
-    cut,
+from musicfs.core.content.cachedfile import CachedFile
+from musicfs.core.content.cas import DEFAULT_LIMIT, ChunkStore
+from musicfs.core.content.chunkcheck import StoreCheck
+from musicfs.core.content.chunks import CorruptChunk, cut
+from musicfs.core.content.manifests import (
+    CacheCheck,
+    CopyId,
+    Version,
+    digests_of,
+    parse_listing,
+    row_digest,
 )
+from musicfs.core.content.stats import TierStats
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import OriginFile
 from musicfs.core.tags.headers import header_length
+
+# The cache's vocabulary is imported from here by the read path, the mount and tests.
+__all__ = ["CacheCheck", "CachedFile", "ContentCache", "CopyId", "Version"]
 
 log = logging.getLogger(__name__)
 
 _FILL_BLOCK = 4 * 1024 * 1024
 _SAMPLES = 8  # places of the payload compared after a header-only change
 _SAMPLE = 128
-_READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential reader
 _CHECK_BATCH = 256  # chunks, then manifests, `ContentCache.check` takes per hold of a lock
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    """One version of one origin file: what a manifest describes."""
-
-    origin: str
-    relpath: str
-    size: int
-    mtime_ns: int
-    format: str
-
-
-class CopyId(NamedTuple):
-    """Which cached copy: the file (origin, path) and the version it was of."""
-
-    origin: str
-    relpath: str
-    size: int
-    mtime_ns: int
-
-
-@dataclass
-class CacheCheck:
-    """What `ContentCache.check` got through and found."""
-
-    chunks: int = 0  # chunks to check
-    checked: int = 0
-    bytes: int = 0  # of the chunks checked
-    damaged_chunks: list[str] = field(default_factory=list)  # hashes, dropped
-    damaged: list[CopyId] = field(default_factory=list)  # copies that needed one, dropped
-    incomplete: int = 0  # other copies dropped: chunks of theirs were evicted or lost
-    stopped: bool = False
-
-
-class CachedFile:
-    """A cached file version, read back from its header and verified chunks.
-
-    A request reads the chunks it needs straight from the store's pack files,
-    with one ``pread`` per run of neighbouring chunks, and a sequential reader
-    has the kernel fetch the next `_READ_AHEAD` bytes while it is served. The
-    last chunk of a request is kept, so a request that straddles it and the
-    next does not read it twice. Reads are quick enough for the FUSE thread.
-    """
-
-    def __init__(
-        self,
-        store: ChunkStore,
-        header: bytes,
-        chunks: list[tuple[int, int, str]],
-        places: dict[str, Place],
-        on_damaged: Callable[[], object] | None = None,
-    ) -> None:
-        """*on_damaged* is called (once) when a read meets a damaged chunk."""
-        self.store = store
-        self._on_damaged = on_damaged
-        self.header = header
-        self.chunks = chunks  # (payload offset, length, hash), in order
-        self._starts = [offset for offset, _, _ in chunks]
-        self._places = [places[digest] for _, _, digest in chunks]
-        self.size = len(header) + sum(length for _, length, _ in chunks)
-        self._reader = ChunkReader(store)
-        self._lock = threading.Lock()
-        self._kept: tuple[int, memoryview] | None = None  # (chunk index, its bytes)
-        self._next = 0  # where a sequential reader reads next (payload offset)
-        self._ahead = 0  # payload offset up to which the kernel was asked to read ahead
-        self._failed: str | None = None  # what the first damaged chunk said
-        # An open file's chunks are never evicted under it: they come pinned
-        # (`ContentCache.open`), and `close` unpins them.
-        self._closed = False
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._reader.close()
-                self._kept = None
-                self.store.unpin(digest for _, _, digest in self.chunks)
-
-    def read(self, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`."""
-        end = min(offset + size, self.size)
-        pieces: list[bytes | memoryview] = []
-        if offset < len(self.header):
-            pieces.append(self.header[offset:end])
-            offset = len(self.header)
-        position, stop = offset - len(self.header), end - len(self.header)
-        if position < stop:
-            first = bisect.bisect_right(self._starts, position) - 1
-            last = bisect.bisect_right(self._starts, stop - 1) - 1
-            with self._lock:
-                if self._failed is not None:  # the same answer again, reported once
-                    raise CorruptChunk(self._failed)
-                if self._closed:
-                    raise CorruptChunk("the cached file was closed")
-                try:
-                    datas = self._chunks(first, last)
-                except CorruptChunk as exc:
-                    self._failed = str(exc)
-                    damaged = True
-                else:
-                    damaged = False
-                    if position in (0, self._next):
-                        self._read_ahead(stop)
-                    self._next = stop
-            if damaged:  # outside the lock: the copy is dropped (a write)
-                if self._on_damaged is not None:
-                    self._on_damaged()
-                raise CorruptChunk(self._failed)
-            for index, data in zip(range(first, last + 1), datas, strict=True):
-                start = self._starts[index]
-                pieces.append(data[max(position, start) - start : stop - start])
-        return b"".join(pieces)
-
-    def _chunks(self, first: int, last: int) -> list[memoryview]:
-        """The verified bytes of chunks *first* to *last*; keeps the last one."""
-        kept: list[memoryview] = []
-        if self._kept is not None and self._kept[0] == first:
-            kept, first = [self._kept[1]], first + 1
-        wanted = [(self.chunks[i][2], self._places[i]) for i in range(first, last + 1)]
-        datas = kept + (self._reader.read(wanted) if wanted else [])
-        self._kept = (last, datas[-1])
-        return datas
-
-    def _read_ahead(self, stop: int) -> None:
-        """Have the kernel read the next `_READ_AHEAD` payload bytes after *stop*,
-        asked for half a window at a time."""
-        if self._ahead >= stop + _READ_AHEAD // 2:
-            return
-        index = bisect.bisect_right(self._starts, max(stop, self._ahead)) - 1
-        until = stop + _READ_AHEAD
-        while index < len(self.chunks) and self._starts[index] < until:
-            run = self._places[index]
-            length = run.size
-            index += 1
-            while (index < len(self.chunks) and self._starts[index] < until
-                   and self._places[index].pack == run.pack
-                   and self._places[index].offset == run.offset + length):  # fmt: skip
-                length += self._places[index].size
-                index += 1
-            self._reader.advise(run, length)
-        self._ahead = until
 
 
 class ContentCache:
@@ -244,7 +104,7 @@ class ContentCache:
                 self._db.execute("BEGIN")
                 self._db.executemany(
                     "UPDATE manifests SET digest = ? WHERE rowid = ?",
-                    [(_row_digest(CopyId(*row[1:5]), row[5], row[6]), row[0]) for row in rows],
+                    [(row_digest(CopyId(*row[1:5]), row[5], row[6]), row[0]) for row in rows],
                 )
             log.info("content cache: %d cached headers given digests", len(rows))
 
@@ -256,7 +116,7 @@ class ContentCache:
         """Payload bytes the cached files hold, per byte the chunk store keeps."""
         with self._lock:
             rows = self._db.execute("SELECT chunks FROM manifests").fetchall()
-        logical = sum(length for (listing,) in rows for _, length, _ in _parse_listing(listing))
+        logical = sum(length for (listing,) in rows for _, length, _ in parse_listing(listing))
         stored = self.store.stats.bytes
         return logical / stored if stored else 1.0
 
@@ -264,7 +124,7 @@ class ContentCache:
         """Whether this version is cached whole (its manifest, and every chunk of it:
         a copy that lost chunks to eviction or damage is copied again)."""
         row = self._manifest(version)
-        return row is not None and self.store.all_indexed(_digests(row[1]))
+        return row is not None and self.store.all_indexed(digests_of(row[1]))
 
     def fill(self, version: Version, file: OriginFile) -> bool:
         """Copy the open origin *file* into the cache, if it still is *version*.
@@ -344,7 +204,7 @@ class ContentCache:
             key = (version.origin, version.relpath, version.size, version.mtime_ns)
             self._db.execute(
                 "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (*key, header, listing, _row_digest(CopyId(*key), header, listing)),
+                (*key, header, listing, row_digest(CopyId(*key), header, listing)),
             )
             self._db.execute(
                 "DELETE FROM refetch WHERE origin = ? AND relpath = ?",
@@ -363,7 +223,7 @@ class ContentCache:
             self.headers.misses += 1
             return None
         header, listing = row
-        chunks = _parse_listing(listing)
+        chunks = parse_listing(listing)
         digests = [digest for _, _, digest in chunks]
         # Pinned before their places are read: none can be evicted in between.
         self.store.pin(digests)
@@ -453,11 +313,11 @@ class ContentCache:
             after = rows[-1][0]
             for _, origin, relpath, size, mtime_ns, header, listing, digest in rows:
                 copy = CopyId(origin, relpath, size, mtime_ns)
-                if digest != _row_digest(copy, header, listing):
+                if digest != row_digest(copy, header, listing):
                     if self._forget_damaged(copy, digest):
                         report.damaged.append(copy)
                     continue
-                digests = _digests(listing)
+                digests = digests_of(listing)
                 if self.store.all_indexed(digests):  # the store's lock: once per copy
                     continue
                 # Only if it is still the copy we looked at: a copy made again
@@ -524,7 +384,7 @@ class ContentCache:
                 break
             after = rows[-1][0]
             for _, origin, relpath, size, mtime_ns, listing in rows:
-                digests = _digests(listing)
+                digests = digests_of(listing)
                 hit = lost.intersection(digests)
                 if not hit or self.store.all_indexed(digests):  # stored again meanwhile
                     continue
@@ -551,7 +411,7 @@ class ContentCache:
     def recheck(self, listing: str) -> list[str]:
         """Hash the chunks of a dropped copy's *listing* that are still stored;
         drop the damaged ones (so a copy made again writes them afresh)."""
-        return self.store.recheck(_digests(listing)) if listing else []
+        return self.store.recheck(digests_of(listing)) if listing else []
 
     def clear(self, origin: str | None = None) -> tuple[int, int]:
         """Drop the cached copies of *origin*'s files (of every file when None), and
@@ -571,7 +431,7 @@ class ContentCache:
                 "SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests"
             )
             self.headers.entries, self.headers.bytes = row.fetchone()
-        keep = {digest for (listing,) in kept for digest in _digests(listing)}
+        keep = {digest for (listing,) in kept for digest in digests_of(listing)}
         _, freed = self.store.drop_unreferenced(keep)
         return files, freed
 
@@ -593,7 +453,7 @@ class ContentCache:
         if row is None:
             return None
         header, listing, digest = bytes(row[0]), str(row[1]), row[2]
-        if digest != _row_digest(copy, header, listing):
+        if digest != row_digest(copy, header, listing):
             self._forget_damaged(copy, digest)
             return None
         return header, listing
@@ -613,25 +473,3 @@ class ContentCache:
         if self.on_damaged is not None:
             self.on_damaged()
         return True
-
-
-def _row_digest(copy: CopyId, header: bytes, listing: str) -> str:
-    """The xxh3-128 of everything a manifest row says, as chunks are hashed."""
-    digest = xxhash.xxh3_128()
-    for part in (copy.origin, copy.relpath, str(copy.size), str(copy.mtime_ns), listing):
-        digest.update(part.encode("utf-8", "surrogateescape") + b"\0")
-    digest.update(header)
-    return digest.hexdigest()
-
-
-def _parse_listing(listing: str) -> list[tuple[int, int, str]]:
-    """A manifest's chunk list ("offset:length:hash,...") as tuples."""
-    chunks = []
-    for item in filter(None, listing.split(",")):
-        offset, length, digest = item.split(":")
-        chunks.append((int(offset), int(length), digest))
-    return chunks
-
-
-def _digests(listing: str) -> list[str]:
-    return [item.rpartition(":")[2] for item in filter(None, listing.split(","))]

@@ -18,118 +18,43 @@ dropped and reported with `CorruptChunk`, never returned. The store is kept
 under a size limit by evicting the least recently used chunks that are not
 pinned (in use by an open file).
 
-This module knows nothing of files, origins or FUSE: it stores and returns bytes.
-Wiring it into the read path is the content layer's job.
+This module is the store's policy: the index, where new chunks go, pins and
+eviction. What a chunk is and reading it back are `chunks`; the bytes on disk,
+`packfiles`; checking the store while in use, `chunkcheck`. It knows nothing of
+files, origins or FUSE: it stores and returns bytes. Wiring it into the read
+path is the content layer's job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import logging
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import xxhash
-from pyfastcdc import FastCDC
-
+from musicfs.core.content.chunkcheck import (
+    CHECK_BATCH,
+    IndexRow,
+    StoreCheck,
+    check_store,
+    recheck_chunks,
+)
+from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place, chunk_hash
+from musicfs.core.content.packfiles import punch_hole, trim, write_at
+from musicfs.core.content.stats import TierStats
 from musicfs.core.events import EventBus, EventType
 
 log = logging.getLogger(__name__)
 
-CHUNK_MIN = 16 * 1024
-CHUNK_AVG = 64 * 1024
-CHUNK_MAX = 256 * 1024
 DEFAULT_LIMIT = 10 * 1024**3
 PACK_TARGET = 64 * 1024 * 1024  # a pack takes no new file's chunks once this big
 _TOUCH_BATCH = 512
 _DROP_BATCH = 256  # chunks dropped per hold of the lock
 _QUERY_BATCH = 500  # below SQLite's limit on bound parameters
-_CHECK_BATCH = 256  # chunks `check` takes from the index per hold of the lock
-
-_CDC = FastCDC(avg_size=CHUNK_AVG, min_size=CHUNK_MIN, max_size=CHUNK_MAX)
-
-
-def chunk_hash(data: bytes | memoryview) -> str:
-    """The name of a chunk: xxh3-128 of its bytes, in hex."""
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def cut(data: bytes | memoryview) -> list[tuple[int, int]]:
-    """FastCDC boundaries of *data* as (offset, length) pairs, in order."""
-    if not data:
-        return []
-    return [(c.offset, c.length) for c in _CDC.cut_buf(data)]
-
-
-class CorruptChunk(Exception):
-    """A chunk's bytes no longer match its hash (or are gone). It has been dropped."""
-
-
-@dataclass
-class TierStats:
-    """What a cache tier holds and how it has been used."""
-
-    entries: int = 0
-    bytes: int = 0
-    hits: int = 0
-    misses: int = 0
-    evictions: int = 0
-    corrupt: int = 0
-
-    @property
-    def hit_ratio(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-
-@dataclass
-class StoreCheck:
-    """What `ChunkStore.check` got through and found."""
-
-    chunks: int = 0  # stored when the check began: the ones it checks
-    checked: int = 0
-    bytes: int = 0  # of the chunks checked
-    damaged: list[str] = field(default_factory=list)  # dropped: damaged or missing
-    stopped: bool = False  # *should_stop* said so before the end
-
-
-@dataclass(frozen=True, slots=True)
-class Place:
-    """Where a chunk's bytes are: *size* bytes at *offset* of pack *pack*
-    (pack None: a chunk file of an older store, named by its hash)."""
-
-    pack: int | None
-    offset: int
-    size: int
-
-
-_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-
-
-def _write_at(path: str, data: bytes, offset: int) -> None:
-    """Write all of *data* at *offset* of the file *path* (created if missing)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        view, written = memoryview(data), 0
-        while written < len(data):
-            written += os.pwrite(fd, view[written:], offset + written)
-    finally:
-        os.close(fd)
-
-
-def _punch_hole(fd: int, offset: int, size: int) -> bool:
-    """Free *size* bytes at *offset* of the file on disk (they read back as zeros)."""
-    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-    return _libc.fallocate(fd, mode, offset, size) == 0  # type: ignore[no-any-return]
 
 
 class ChunkStore:
@@ -188,12 +113,7 @@ class ChunkStore:
         read). A pack cut short by a crash keeps its indexed places reserved: they
         are never written over."""
         end = self._indexed_end_locked(self._pack)
-        path = self.path_of(self._pack)
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_size > end:
-                log.info("dropping %d unindexed bytes at the end of %s (an interrupted copy)",
-                         os.stat(path).st_size - end, path)  # fmt: skip
-                os.truncate(path, end)
+        trim(self.path_of(self._pack), end)
         return end
 
     def close(self) -> None:
@@ -243,7 +163,7 @@ class ChunkStore:
             self._writing[pack] = self._writing.get(pack, 0) + 1
         data = b"".join(fresh.values())
         try:
-            _write_at(self.path_of(pack), data, offset)
+            write_at(self.path_of(pack), data, offset)
         except BaseException:
             with self._lock:
                 self._done_writing_locked(pack)
@@ -487,21 +407,8 @@ class ChunkStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
-        if not self._punch_ok:
-            return
-        try:
-            fd = os.open(path, os.O_WRONLY)
-        except FileNotFoundError:
-            return
-        try:
-            if not _punch_hole(fd, offset, size):
-                code = ctypes.get_errno()
-                if code in (errno.EOPNOTSUPP, errno.ENOSYS):
-                    self._punch_ok = False  # freed when the whole pack goes instead
-                    log.info("this file system cannot punch holes: a pack's space is "
-                             "freed only when all its chunks are gone")  # fmt: skip
-        finally:
-            os.close(fd)
+        if self._punch_ok:  # else freed when the whole pack goes
+            self._punch_ok = punch_hole(path, offset, size)
 
     def _touch(self, digest: str) -> None:
         # Remembered in memory and written in batches: one write transaction per
@@ -526,30 +433,12 @@ class ChunkStore:
             evicted, self._lost_evicted = self._lost_evicted, set()
         return damaged, evicted
 
-    # -- maintenance -------------------------------------------------------------
+    # -- maintenance (chunkcheck) -------------------------------------------------------
 
     def recheck(self, digests: Iterable[str]) -> list[str]:
-        """Hash the stored bytes of *digests* (the ones the index lists); drop and
-        return the damaged ones. A file whose copy met one damaged chunk may hold
-        more (a read stops at the first): checked before it is copied again, as a
-        copy keeps the chunks the store already lists."""
-        wanted = list(dict.fromkeys(digests))
-        damaged: list[str] = []
-        with ChunkReader(self) as reader:
-            for digest, place in self.places(wanted).items():
-                if chunk_hash(reader.raw(digest, place)) == digest:
-                    continue
-                with self._lock:  # judged again where nothing can evict it meanwhile
-                    if self._still_at_locked(digest, place) and (
-                        chunk_hash(reader.raw(digest, place)) != digest
-                    ):
-                        self._forget_locked(digest, place)
-                        self._lost_damaged.add(digest)
-                        damaged.append(digest)
-        if damaged:
-            self.stats.corrupt += len(damaged)
-            log.error("dropped %d more damaged chunks of a damaged copy", len(damaged))
-        return damaged
+        """Hash the stored bytes of *digests*; drop and return the damaged ones
+        (`recheck_chunks`)."""
+        return recheck_chunks(self, digests)
 
     def verify(self, deep: bool = True) -> list[str]:
         """Check every chunk; drop and return the damaged or missing ones (`check`)."""
@@ -559,164 +448,43 @@ class ChunkStore:
         self,
         deep: bool = True,
         *,
-        batch: int = _CHECK_BATCH,
+        batch: int = CHECK_BATCH,
         progress: Callable[[StoreCheck], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> StoreCheck:
-        """Check the chunks stored when it starts; drop the damaged or missing ones.
+        """Check the chunks stored when it starts; drop the damaged or missing ones
+        (`check_store`: safe while the store is in use)."""
+        return check_store(self, deep, batch=batch, progress=progress, should_stop=should_stop)
 
-        *deep*: hash every chunk (reads the whole store). Otherwise only check
-        that each chunk's bytes are there (its pack is long enough): quick
-        enough for startup.
-
-        Safe while the store is in use: the index is read *batch* chunks at a
-        time and the lock is let go between batches; the bytes are read and
-        hashed outside it, so copies, opens and reads go on meanwhile. A chunk
-        that looks wrong is judged again under the lock, where nothing can evict
-        it: one evicted meanwhile (its bytes freed) is not damage. *progress* is
-        called after each batch; *should_stop* between batches.
-        """
-        report = StoreCheck()
+    def index_span(self) -> tuple[int, int]:
+        """(chunks indexed, the highest rowid) now."""
         with self._lock:
-            row = self._db.execute("SELECT count(*), coalesce(max(rowid), 0) FROM chunks")
-            report.chunks, last = row.fetchone()
-        # Chunks stored after the start were hashed as they were written.
-        after = 0
-        with ChunkReader(self) as reader:
-            while after < last:
-                if should_stop is not None and should_stop():
-                    report.stopped = True
-                    break
-                with self._lock:
-                    rows = self._db.execute(
-                        "SELECT rowid, hash, pack, offset, size FROM chunks"
-                        " WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
-                        (after, last, batch),
-                    ).fetchall()
-                if not rows:
-                    break
-                after = rows[-1][0]
-                sizes: dict[str, int] = {}
-                # In pack order: one sequential pass over each pack's bytes.
-                for _, digest, pack, offset, size in sorted(rows, key=_pack_order):
-                    place = Place(pack, offset or 0, size)
-                    if not self._intact(reader, digest, place, deep, sizes):
-                        with self._lock:
-                            # Judged again where nothing can evict it meanwhile.
-                            damaged = self._still_at_locked(digest, place) and not self._intact(
-                                reader, digest, place, deep, {}
-                            )
-                            if damaged:
-                                self._forget_locked(digest, place)
-                                self._lost_damaged.add(digest)
-                        if damaged:
-                            report.damaged.append(digest)
-                    report.checked += 1
-                    report.bytes += size
-                if progress is not None:
-                    progress(report)
-        if report.damaged:
-            self.stats.corrupt += len(report.damaged)
-            log.error("cache verify: dropped %d damaged or missing chunks", len(report.damaged))
-        return report
+            count, last = self._db.execute(
+                "SELECT count(*), coalesce(max(rowid), 0) FROM chunks"
+            ).fetchone()
+        return int(count), int(last)
 
-    def _intact(
-        self, reader: ChunkReader, digest: str, place: Place, deep: bool, sizes: dict[str, int]
-    ) -> bool:
-        """Whether the bytes at *place* are *digest*'s (deep), or at least there.
-        *sizes*: file sizes already looked up."""
-        if deep:
-            return chunk_hash(reader.raw(digest, place)) == digest
-        path = self.path_of(place.pack, digest)
-        if path not in sizes:
-            try:
-                sizes[path] = os.stat(path).st_size
-            except FileNotFoundError:
-                sizes[path] = -1
-        return sizes[path] >= place.offset + place.size
+    def index_rows(self, after: int, last: int, limit: int) -> list[IndexRow]:
+        """Up to *limit* index rows (rowid, hash, pack, offset, size) with
+        *after* < rowid <= *last*, by rowid."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT rowid, hash, pack, offset, size FROM chunks"
+                " WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+                (after, last, limit),
+            ).fetchall()
 
-    def _still_at_locked(self, digest: str, place: Place) -> bool:
-        """Whether the index still places *digest* at *place* (places are never
-        reused: a chunk stored again gets a new one)."""
-        row = self._db.execute(
-            "SELECT 1 FROM chunks WHERE hash = ? AND pack IS ? AND coalesce(offset, 0) = ?",
-            (digest, place.pack, place.offset),
-        ).fetchone()
-        return row is not None
-
-
-def _pack_order(row: tuple[int, str, int | None, int | None, int]) -> tuple[int, int]:
-    """Sort key of an index row (rowid, hash, pack, offset, size): where its bytes are."""
-    return (row[2] if row[2] is not None else -1, row[3] or 0)
-
-
-class ChunkReader:
-    """Reads chunks back for one reader (an open file), verifying each.
-
-    Holds its own descriptor for each pack it reads, so the kernel sees one
-    sequential reader per file and reads ahead for it; neighbouring chunks of
-    one pack are fetched with one ``pread``. Close it (or use ``with``).
-    """
-
-    def __init__(self, store: ChunkStore) -> None:
-        self.store = store
-        self._fds: dict[int, int] = {}
-
-    def __enter__(self) -> ChunkReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    def read(self, wanted: Sequence[tuple[str, Place]]) -> list[memoryview]:
-        """The verified bytes of each (digest, place) in *wanted*, in order.
-
-        Raises `CorruptChunk` for the first one that is damaged or gone (it has
-        been dropped from the store).
-        """
-        out: list[memoryview] = []
-        i = 0
-        while i < len(wanted):
-            # A run: chunks that lie back to back in one pack.
-            j, place = i + 1, wanted[i][1]
-            end = place.offset + place.size
-            while j < len(wanted):
-                nxt = wanted[j][1]
-                if place.pack is None or nxt.pack != place.pack or nxt.offset != end:
-                    break
-                end += nxt.size
-                j += 1
-            data = memoryview(self.raw(wanted[i][0], Place(place.pack, place.offset,
-                                                           end - place.offset)))  # fmt: skip
-            at = 0
-            for digest, chunk in wanted[i:j]:
-                piece = data[at : at + chunk.size]
-                self.store.checked(digest, piece, chunk)
-                out.append(piece)
-                at += chunk.size
-            i = j
-        return out
-
-    def raw(self, digest: str, place: Place) -> bytes:
-        """The stored bytes at *place*, unverified (b"" if its file is gone)."""
-        try:
-            if place.pack is None:
-                with open(self.store.path_of(None, digest), "rb", buffering=0) as fh:
-                    return fh.read()
-            fd = self._fds.get(place.pack)
-            if fd is None:
-                fd = self._fds[place.pack] = os.open(self.store.path_of(place.pack), os.O_RDONLY)
-            return os.pread(fd, place.size, place.offset)
-        except FileNotFoundError:
-            return b""
-
-    def advise(self, place: Place, size: int) -> None:
-        """Ask the kernel to start reading *size* bytes from *place* into memory."""
-        fd = self._fds.get(place.pack) if place.pack is not None else None
-        if fd is not None:
-            os.posix_fadvise(fd, place.offset, size, os.POSIX_FADV_WILLNEED)
+    def drop_if_damaged(self, digest: str, place: Place, damaged: Callable[[], bool]) -> bool:
+        """Judge *digest* again where nothing can evict it meanwhile: if the index
+        still places it at *place* (places are never reused) and *damaged*() says
+        so, drop it (the copies listing it are no longer whole) and return True."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM chunks WHERE hash = ? AND pack IS ? AND coalesce(offset, 0) = ?",
+                (digest, place.pack, place.offset),
+            ).fetchone()
+            if row is None or not damaged():
+                return False
+            self._forget_locked(digest, place)
+            self._lost_damaged.add(digest)
+            return True

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from musicfs.core.catalog.store import Node
-from musicfs.core.content.cas import TierStats
+from musicfs.core.content.stats import TierStats
 
 BIG_DIRECTORY = 5000
 DEFAULT_MAX_ENTRIES = 100_000

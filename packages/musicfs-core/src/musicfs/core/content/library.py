@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 
 from musicfs.core.catalog.store import ROOT_NODE, Catalog, Node, Overlay, Track
 from musicfs.core.content.cache import CachedFile, ContentCache, Version
-from musicfs.core.content.cas import CorruptChunk
+from musicfs.core.content.chunks import CorruptChunk
 from musicfs.core.content.hotcache import DirectoryCache
+from musicfs.core.errors import MusicFSError
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import FileChanged, Origin, OriginFile, OriginUnavailable
 from musicfs.core.origins.federation import Federation
@@ -39,7 +40,7 @@ from musicfs.core.origins.federation import Federation
 log = logging.getLogger(__name__)
 
 
-class LibraryError(OSError):
+class LibraryError(MusicFSError, OSError):
     """A failed request, with the errno the caller should see."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -58,7 +59,7 @@ def same_content(a: Track, b: Track) -> bool:
     return a.content_hash is None or b.content_hash is None or a.content_hash == b.content_hash
 
 
-class NeedsThread(Exception):
+class NeedsThread(MusicFSError):
     """A read on the FUSE thread must fail over to an origin: do it again in a
     worker thread (`Library.read` with ``in_thread=True``)."""
 

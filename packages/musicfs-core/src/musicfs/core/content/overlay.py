@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from musicfs.core.catalog.layout import Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, Node, Track
+from musicfs.core.errors import MusicFSError
 from musicfs.core.extensions import Extensions
 from musicfs.core.model import TrackTags, apply_overrides, override_value
 from musicfs.core.origins.federation import Federation
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 _MAX_HEADER = 16 * 1024 * 1024  # a header bigger than this is a damaged file
 
 
-class TagError(ValueError):
+class TagError(MusicFSError, ValueError):
     """A tag request cannot be done; the message says why and what to do."""
 
 
@@ -46,7 +47,7 @@ class TagRefused(TagError):
     """The tags asked for cannot be served in the file's bytes; nothing changed."""
 
 
-class _Unservable(Exception):
+class _Unservable(MusicFSError):
     """A file's effective tags cannot be written into its header; the message says why."""
 
 

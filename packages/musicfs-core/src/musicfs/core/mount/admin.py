@@ -23,6 +23,7 @@ from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import ROOT_NODE, Catalog
 from musicfs.core.catalog.templates import PathTemplate, TemplateError
 from musicfs.core.content.cache import CacheCheck, CopyId
+from musicfs.core.errors import MusicFSError
 from musicfs.core.events import EventType
 from musicfs.core.mount.service import MountState, MusicFS
 from musicfs.core.sync.scanner import ScanReport
@@ -37,7 +38,7 @@ _POLL = 0.5  # seconds between progress reports
 MAX_SEARCH = 1000
 
 
-class AdminError(Exception):
+class AdminError(MusicFSError):
     """A request that cannot be done. *kind*: "not_found", "invalid" or "busy"."""
 
     def __init__(self, message: str, kind: str = "invalid") -> None:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from musicfs.core.catalog.store import Catalog, Track
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import version_of
+from musicfs.core.errors import MusicFSError
 from musicfs.core.events import Event, EventBus, EventType
 from musicfs.core.origins.base import OriginFile
 from musicfs.core.origins.federation import Federation
@@ -68,7 +69,7 @@ STEP = 1024 * 1024  # bytes copied between looks at the foreground
 _POLL = 0.05
 
 
-class _Stopped(OSError):
+class _Stopped(MusicFSError, OSError):
     """The prefetcher was stopped in the middle of a copy."""
 
 

@@ -48,6 +48,7 @@ from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import Library, version_of
 from musicfs.core.content.overlay import OverlayEditor, TagView, resolve, view
 from musicfs.core.content.verify import VerifyReport, verify_content
+from musicfs.core.errors import MusicFSError
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.extensions import Extensions
 from musicfs.core.fuse.fs import MusicFSOperations, mount_options
@@ -100,7 +101,7 @@ def shown_state(state: MountState, online: Iterable[bool], *, failing: bool = Fa
     return MountState.DEGRADED if serving and (failing or not all(online)) else state
 
 
-class StartupError(RuntimeError):
+class StartupError(MusicFSError, RuntimeError):
     """The mount cannot start; the message says why and what to do.
 
     *refused*: because of what it was given (mountpoint, origins, configuration),

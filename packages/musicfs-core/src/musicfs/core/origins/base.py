@@ -31,12 +31,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import FileStat
 
 log = logging.getLogger(__name__)
 
 
-class OriginUnavailable(OSError):
+class OriginUnavailable(MusicFSError, OSError):
     """The origin cannot be reached just now; its files are offline, not gone."""
 
     def __init__(self, origin_id: str, message: str, code: int = errno.EIO) -> None:
@@ -44,7 +45,7 @@ class OriginUnavailable(OSError):
         self.origin_id = origin_id
 
 
-class FileChanged(OSError):
+class FileChanged(MusicFSError, OSError):
     """The open file became another version (replaced on its origin) and cannot
     be read on without mixing two versions. Says nothing about the origin's
     health: the reader fails over to another copy of the version it was reading."""

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.origins.base import OriginUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ T = TypeVar("T")
 WATCHDOG_IDLE = 30.0
 
 
-class SessionLost(Exception):
+class SessionLost(MusicFSError):
     """The session was dropped (its connection broke, or the pool closed) before
     the call could use it."""
 

@@ -38,7 +38,7 @@ from musicfs.core.extensions import Extensions, TagParser
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
 from musicfs.core.origins.base import Origin, OriginFile, RangeReader
 from musicfs.core.origins.federation import Federation
-from musicfs.core.sync.watch import ScanRequest
+from musicfs.core.sync.changes import ScanRequest
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,11 @@
 
 `LocalWatch` puts an inotify watch on every folder of an origin and turns what
 the kernel reports into `WatchEvent`s (added, modified, removed, renamed).
-`WatchEvent`s are grouped into `ScanRequest`s: the folders whose files changed
-(rescanned one level), the folders that appeared (walked completely) and the
-folders that went away (their files dropped). The scanner does the rest, so a
-change reaches the tree through the same code as a full rescan.
+`WatchEvent`s are grouped into `ScanRequest`s (both in `musicfs.core.sync.changes`):
+the folders whose files changed (rescanned one level), the folders that appeared
+(walked completely) and the folders that went away (their files dropped). The
+scanner does the rest, so a change reaches the tree through the same code as a
+full rescan.
 
 inotify does not see changes other machines make on a network share: NFS/SMB
 origins are polled instead (`[scan] poll_interval`). When the kernel's event
@@ -15,12 +16,10 @@ the watcher asks for a full rescan rather than miss a change.
 
 from __future__ import annotations
 
-import enum
 import errno
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from inotify_simple import INotify
@@ -29,6 +28,10 @@ from inotify_simple import flags as F
 from musicfs.core.catalog.store import join_relpath
 from musicfs.core.model import catalog_name
 from musicfs.core.origins.base import listed_name
+from musicfs.core.sync.changes import ScanRequest, WatchEvent, WatchKind
+
+# The change vocabulary is imported from here by the mount and tests.
+__all__ = ["LocalWatch", "ScanRequest", "WatchEvent", "WatchKind"]
 
 log = logging.getLogger(__name__)
 
@@ -38,59 +41,9 @@ _DIR_MASK = (
 )  # fmt: skip
 
 
-class WatchKind(enum.Enum):
-    ADDED = "added"
-    MODIFIED = "modified"
-    REMOVED = "removed"
-    RENAMED = "renamed"
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """One change on an origin. For RENAMED, *old_relpath* is where it was."""
-
-    kind: WatchKind
-    relpath: str
-    is_dir: bool
-    old_relpath: str | None = None
-
-
 def _as_listed(event: WatchEvent) -> WatchEvent:
     old = None if event.old_relpath is None else catalog_name(event.old_relpath)
     return WatchEvent(event.kind, catalog_name(event.relpath), event.is_dir, old)
-
-
-@dataclass
-class ScanRequest:
-    """What a batch of events asks the scanner to look at again."""
-
-    dirs: set[str] = field(default_factory=set)  # rescan these folders' files
-    trees: set[str] = field(default_factory=set)  # walk these folders completely
-    gone: set[str] = field(default_factory=set)  # drop everything below these
-    full: bool = False  # something was missed: rescan the whole origin
-
-    def __bool__(self) -> bool:
-        return bool(self.dirs or self.trees or self.gone or self.full)
-
-    def add(self, event: WatchEvent) -> None:
-        parent = event.relpath.rpartition("/")[0]
-        if event.kind is WatchKind.RENAMED and event.old_relpath is not None:
-            self.add(WatchEvent(WatchKind.REMOVED, event.old_relpath, event.is_dir))
-            self.add(WatchEvent(WatchKind.ADDED, event.relpath, event.is_dir))
-        elif event.is_dir and event.kind is WatchKind.ADDED:
-            self.trees.add(event.relpath)
-            self.gone.discard(event.relpath)
-        elif event.is_dir and event.kind is WatchKind.REMOVED:
-            self.gone.add(event.relpath)
-            self.trees.discard(event.relpath)
-        else:
-            self.dirs.add(parent)
-
-    def merge(self, other: ScanRequest) -> None:
-        self.dirs |= other.dirs
-        self.trees |= other.trees
-        self.gone |= other.gone
-        self.full |= other.full
 
 
 class LocalWatch:

@@ -27,6 +27,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from mutagen.wavpack import WavPack
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import MAX_TAG_NUMBER, TrackTags, tag_number
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ _BY_EXTENSION: dict[str, Any] = {
 }
 
 
-class UnreadableFile(Exception):
+class UnreadableFile(MusicFSError):
     """mutagen could not make sense of a file; the message says why."""
 
 
@@ -79,7 +80,7 @@ def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
     if audio is None:
         raise UnreadableFile("not a recognised audio format")
     try:
-        fields = _fields_of(audio.tags) if audio.tags is not None else {}
+        fields = fields_of(audio.tags) if audio.tags is not None else {}
         fields.update(_stream_info(audio))
         if not fields.get("has_art"):
             fields["has_art"] = bool(getattr(audio, "pictures", None))
@@ -217,8 +218,9 @@ def _first_text(values: Iterable[Any]) -> str | None:
     return None
 
 
-# Logical key → keys per tag format, most specific first.
-_VORBIS = {
+# Logical key → keys per tag format, most specific first. VORBIS_KEYS and
+# ID3_FRAMES are public: the overlay's header writers change the same keys.
+VORBIS_KEYS = {
     "title": ("title",),
     "artist": ("artist",),
     "album": ("album",),
@@ -233,8 +235,8 @@ _VORBIS = {
     "lyrics": ("lyrics", "unsyncedlyrics"),
     "compilation": ("compilation",),
 }
-_APE = {**_VORBIS, "year": ("year", "date"), "track": ("track",), "disc": ("disc",)}
-_ID3 = {
+_APE = {**VORBIS_KEYS, "year": ("year", "date"), "track": ("track",), "disc": ("disc",)}
+ID3_FRAMES = {
     "title": ("TIT2",),
     "artist": ("TPE1",),
     "album": ("TALB",),
@@ -270,7 +272,8 @@ _ASF = {
 }
 
 
-def _fields_of(tags: Any) -> dict[str, Any]:
+def fields_of(tags: Any) -> dict[str, Any]:
+    """The logical fields (title, artist...) of mutagen *tags* of any format."""
     if isinstance(tags, ID3):
         return _id3_fields(tags)
     if isinstance(tags, MP4Tags):
@@ -289,7 +292,7 @@ def _fields_of(tags: Any) -> dict[str, Any]:
             real = lowered_keys.get(key)
             return list(tags.get(real, [])) if real else []
 
-        return _mapped(get, _VORBIS, has_art)
+        return _mapped(get, VORBIS_KEYS, has_art)
     return {}
 
 
@@ -317,7 +320,7 @@ def _id3_fields(tags: ID3) -> dict[str, Any]:
         frame = tags.get(frame_id)
         return list(getattr(frame, "text", [])) if frame is not None else []
 
-    fields = _mapped(values_of, _ID3, bool(tags.getall("APIC") or tags.getall("PIC")))
+    fields = _mapped(values_of, ID3_FRAMES, bool(tags.getall("APIC") or tags.getall("PIC")))
     lyrics = tags.getall("USLT")
     if lyrics and not fields["lyrics"]:
         fields["lyrics"] = str(lyrics[0].text).strip() or None

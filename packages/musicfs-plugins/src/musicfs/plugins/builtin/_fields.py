@@ -24,9 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from musicfs.core.model import TrackTags
-from musicfs.core.tags.reader import _ID3 as ID3_FRAMES
-from musicfs.core.tags.reader import _VORBIS as VORBIS_KEYS
-from musicfs.core.tags.reader import _fields_of
+from musicfs.core.tags.reader import ID3_FRAMES, VORBIS_KEYS, fields_of
 
 __all__ = [
     "FIELD_GROUPS",
@@ -78,7 +76,7 @@ def wanted_values(meta: TrackTags) -> dict[str, Value]:
 def current_values(tags: Any) -> dict[str, Value]:
     """The fields the catalog reads from *tags*: a mutagen ID3 object, or a
     mapping of lower-case Vorbis comment keys to their list of values."""
-    fields = _fields_of(tags)
+    fields = fields_of(tags)
     return {name: _normal(fields.get(name)) for name in _FIELDS}
 
 

@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.model import TrackTags
 from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
@@ -72,7 +73,7 @@ def _ogg_crc(data: bytes) -> int:
     return int.from_bytes(crc.to_bytes(4, "big").translate(_BITSWAP), "little")
 
 
-class _NotOverlayable(Exception):
+class _NotOverlayable(MusicFSError):
     """This stream's header cannot be rewritten; the message says why."""
 
 
