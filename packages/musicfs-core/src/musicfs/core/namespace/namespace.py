@@ -169,7 +169,7 @@ class Namespace:
         if start == ended_after:
             return  # the last call reached the end: spare the query
         if start >= COVER_OFFSET:
-            self._readdir_covers(listing, start, emit)
+            self._readdir_covers(listing, start, start, emit)
             return
         entry_ttl, attr_ttl, started_ns = self.entry_timeout, self.attr_timeout, self.started_ns
         after, want, taken = start, self._readdir_fit + 1, 0
@@ -189,21 +189,22 @@ class Namespace:
                 taken += 1
                 after = node_id
             if len(rows) < want:
-                listing[1] = after
-                self._readdir_covers(listing, COVER_OFFSET, emit)
+                self._readdir_covers(listing, COVER_OFFSET, after, emit)
                 return
             want *= 2
 
-    def _readdir_covers(self, listing: list[int], start: int, emit: Emit) -> None:
-        """After a folder's tracks: its cover files (offsets from COVER_OFFSET)."""
-        if self.covers is None or not listing[2]:
-            return
-        for offset, cover in enumerate(self.covers.entries(listing[0]), COVER_OFFSET + 1):
+    def _readdir_covers(self, listing: list[int], start: int, last: int, emit: Emit) -> None:
+        """After a folder's tracks: its cover files after offset *start* (their
+        offsets count from COVER_OFFSET). *last* is the offset of the last entry
+        taken so far; the listing notes it ended there once every cover is taken."""
+        covers = self.covers.entries(listing[0]) if self.covers is not None and listing[2] else []
+        for offset, cover in enumerate(covers, COVER_OFFSET + 1):
             if offset <= start:
                 continue
             if not emit(cover.name, self.attributes(_entry(cover)), offset):
-                return
-            listing[1] = offset
+                return  # the next call goes on after *last*
+            last = offset
+        listing[1] = last
 
     async def _virtual_readdir(self, inode: int, start: int, emit: Emit) -> None:
         folder = self._virtual(inode)
