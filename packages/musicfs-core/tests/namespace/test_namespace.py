@@ -30,7 +30,7 @@ from musicfs.core.content.library import Library, LibraryError
 from musicfs.core.content.overlay import OverlayEditor
 from musicfs.core.extensions import Extensions, HeaderWriter
 from musicfs.core.namespace.coverfiles import CoverFiles
-from musicfs.core.namespace.entries import Attributes, Entry, Link
+from musicfs.core.namespace.entries import Attributes, AttrValues, Entry, Link, attributes_of
 from musicfs.core.namespace.inodes import COVER_OFFSET, is_virtual
 from musicfs.core.namespace.namespace import Namespace
 from musicfs.core.namespace.virtual import RESULTS_TTL
@@ -131,12 +131,12 @@ class InProcess:
         return entries
 
     def _take(
-        self, page: list[tuple[str, Attributes, int]], name: str, attrs: Attributes, offset: int
+        self, page: list[tuple[str, Attributes, int]], name: str, attrs: AttrValues, offset: int
     ) -> bool:
         """What readdir_reply does: take the entry unless the buffer is full."""
         if len(page) == self.page:
             return False
-        page.append((name, attrs, offset))
+        page.append((name, attributes_of(attrs), offset))
         return True
 
     def readlink(self, path: str) -> str:
@@ -205,6 +205,7 @@ def test_attributes_are_the_same_from_stat_and_from_a_listing(fe: InProcess) -> 
                    ".collections", ".search/thrill"):  # fmt: skip
         for name, listed, _ in fe.listing(folder):
             assert fe.stat(posixpath.join(folder, name)) == listed, (folder, name)
+            assert fe.namespace.stat(listed.inode) == listed, (folder, name)  # getattr
 
 
 def test_what_the_kernel_may_keep_and_for_how_long(fe: InProcess) -> None:

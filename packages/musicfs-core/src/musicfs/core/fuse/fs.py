@@ -31,7 +31,7 @@ from musicfs.core.catalog.layout import ChangeKind, TreeChange
 from musicfs.core.config.collections import Collection
 from musicfs.core.content.library import Library, LibraryError
 from musicfs.core.fuse.latency import LatencyRecorder
-from musicfs.core.namespace.entries import BLOCK, Attributes
+from musicfs.core.namespace.entries import BLOCK, AttrValues
 from musicfs.core.namespace.namespace import Namespace
 
 if TYPE_CHECKING:
@@ -130,13 +130,9 @@ class MusicFSOperations(pyfuse3.Operations):
     def covers(self, covers: CoverFiles | None) -> None:
         self.namespace.covers = covers
 
-    def _attr(
-        self, attrs: Attributes, attr: pyfuse3.EntryAttributes | None = None
-    ) -> pyfuse3.EntryAttributes:
-        # Called once per entry in readdir (with one reused *attr*): plain assignments.
-        if attr is None:
-            attr = pyfuse3.EntryAttributes()
-            attr.st_uid, attr.st_gid, attr.st_blksize = self.uid, self.gid, _IO_SIZE
+    def _attr(self, attrs: AttrValues) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_uid, attr.st_gid, attr.st_blksize = self.uid, self.gid, _IO_SIZE
         (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks, mtime,
          attr.entry_timeout, attr.attr_timeout) = attrs  # fmt: skip
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
@@ -157,7 +153,7 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._attr(self.namespace.attributes(self.namespace.resolve(inode)))
+        return self._attr(self.namespace.stat(inode))
 
     @_fuse_op
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
@@ -165,11 +161,16 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        attr = self._attr(Attributes(0, 0, 0, 0, 0, 0, 0.0, 0.0))  # reused: reply copies it
-        fill, reply = self._attr, pyfuse3.readdir_reply
+        # Once per entry of huge folders: one reused attribute object (the reply
+        # copies it), plain assignments.
+        attr = self._attr((0, 0, 0, 0, 0, 0, 0.0, 0.0))
+        reply = pyfuse3.readdir_reply
 
-        def emit(name: str, attrs: Attributes, offset: int) -> bool:
-            return reply(token, name.encode(), fill(attrs, attr), offset)
+        def emit(name: str, attrs: AttrValues, offset: int) -> bool:
+            (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks, mtime,
+             attr.entry_timeout, attr.attr_timeout) = attrs  # fmt: skip
+            attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+            return reply(token, name.encode(), attr, offset)
 
         await self.namespace.readdir(fh, start_id, emit)
 

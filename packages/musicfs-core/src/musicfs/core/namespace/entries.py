@@ -4,7 +4,9 @@ A catalog folder or track, a virtual folder (``.search``, a query, a
 collection, a folder of the ``.prefetch`` mirror), a symlink (a search or
 collection result, a file of the mirror) or a cover file. The frontend turns
 an entry's `Attributes` into its own stat structure; it never needs to know
-which source an entry came from.
+which source an entry came from. Entries are values: nothing changes them
+(not frozen only because a frozen dataclass costs twice as much to make, once
+per lookup).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ LINK_MODE = stat.S_IFLNK | 0o777
 BLOCK = 512  # st_blocks counts these
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Folder:
     """A folder of the catalog tree; *mtime_ns* 0 when it never changed."""
 
@@ -28,7 +30,7 @@ class Folder:
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TrackFile:
     """A track of the catalog tree, *size* bytes as served (overlay included)."""
 
@@ -38,7 +40,7 @@ class TrackFile:
     mtime_ns: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VirtualFolder:
     """A folder that is no row of the tree (``.search`` and what is under it)."""
 
@@ -46,7 +48,7 @@ class VirtualFolder:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Link:
     """A symlink to *target* (relative, into the tree)."""
 
@@ -55,7 +57,7 @@ class Link:
     target: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CoverFile:
     """``cover.jpg`` & co. of a folder of tracks, *size* bytes."""
 
@@ -68,7 +70,11 @@ Entry = Folder | TrackFile | VirtualFolder | Link | CoverFile
 
 
 class Attributes(NamedTuple):
-    """An entry's stat values and how long the kernel may keep them (seconds)."""
+    """An entry's stat values and how long the kernel may keep them (seconds).
+
+    Made per request (and per entry of a listing): the namespace builds them
+    with `attributes_of` or, in listings, as plain `AttrValues` tuples, both
+    much cheaper than the class call."""
 
     inode: int
     mode: int
@@ -78,6 +84,15 @@ class Attributes(NamedTuple):
     mtime_ns: int
     entry_ttl: float
     attr_ttl: float
+
+
+#: The fields of `Attributes`, in order, as a plain tuple (what listings pass).
+AttrValues = tuple[int, int, int, int, int, int, float, float]
+
+
+def attributes_of(values: AttrValues) -> Attributes:
+    """`Attributes` of *values* without the NamedTuple call's cost (a third)."""
+    return tuple.__new__(Attributes, values)
 
 
 def blocks(size: int) -> int:

@@ -29,16 +29,19 @@ from musicfs.core.catalog.store import ROOT_NODE, Node
 from musicfs.core.config.collections import Collection
 from musicfs.core.content.library import Library, LibraryError, not_found
 from musicfs.core.namespace.entries import (
+    BLOCK,
     DIR_MODE,
     FILE_MODE,
     LINK_MODE,
     Attributes,
+    AttrValues,
     CoverFile,
     Entry,
     Folder,
     Link,
     TrackFile,
     VirtualFolder,
+    attributes_of,
     blocks,
 )
 from musicfs.core.namespace.files import OpenFiles
@@ -58,7 +61,7 @@ if TYPE_CHECKING:
 
 #: Called per entry of a listing with its name, attributes and readdir offset;
 #: False when the caller's buffer is full (the entry was not taken).
-Emit = Callable[[str, Attributes, int], bool]
+Emit = Callable[[str, AttrValues, int], bool]
 
 
 class Namespace:
@@ -117,12 +120,12 @@ class Namespace:
         """What stat shows of *entry*, and for how long the kernel may keep it."""
         match entry:
             case TrackFile(inode, _, size, mtime_ns):
-                return Attributes(inode, FILE_MODE, 1, size, blocks(size), mtime_ns,
-                                  self.entry_timeout, self.attr_timeout)  # fmt: skip
+                return attributes_of((inode, FILE_MODE, 1, size, blocks(size), mtime_ns,
+                                      self.entry_timeout, self.attr_timeout))  # fmt: skip
             case Folder(inode, _, mtime_ns):
                 # A folder's mtime moves when its listing changes (indexers compare it).
-                return Attributes(inode, DIR_MODE, 2, 0, 0, mtime_ns or self.started_ns,
-                                  self.entry_timeout, self.attr_timeout)  # fmt: skip
+                return attributes_of((inode, DIR_MODE, 2, 0, 0, mtime_ns or self.started_ns,
+                                      self.entry_timeout, self.attr_timeout))  # fmt: skip
             case VirtualFolder(inode, _):
                 mode, nlink, size = DIR_MODE, 2, 0
             case CoverFile(inode, _, size):
@@ -130,7 +133,20 @@ class Namespace:
             case Link(inode, _, target):
                 mode, nlink, size = LINK_MODE, 1, len(target.encode())
         ttl = self.virtual_ttl
-        return Attributes(inode, mode, nlink, size, blocks(size), self.started_ns, ttl, ttl)
+        return attributes_of((inode, mode, nlink, size, blocks(size), self.started_ns, ttl, ttl))
+
+    def stat(self, inode: int) -> Attributes:
+        """``attributes(resolve(inode))``, without making the entry of a catalog
+        node (getattr is the most frequent request)."""
+        if is_virtual(inode):
+            return self.attributes(self.resolve(inode))
+        node = self.library.node(inode)
+        if node.file_id is None:
+            return attributes_of((inode, DIR_MODE, 2, 0, 0, node.mtime_ns or self.started_ns,
+                                  self.entry_timeout, self.attr_timeout))  # fmt: skip
+        size = node.size
+        return attributes_of((inode, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
+                              node.mtime_ns, self.entry_timeout, self.attr_timeout))  # fmt: skip
 
     def readlink(self, inode: int) -> str:
         entry = self.resolve(inode)
@@ -177,13 +193,13 @@ class Namespace:
             rows = self.library.listing(inode, after, want)
             for node_id, name, file_id, size, mtime_ns in rows:
                 if file_id is None:
-                    attrs = Attributes(node_id, DIR_MODE, 2, 0, 0, mtime_ns or started_ns,
-                                       entry_ttl, attr_ttl)  # fmt: skip
+                    values = (node_id, DIR_MODE, 2, 0, 0, mtime_ns or started_ns,
+                              entry_ttl, attr_ttl)  # fmt: skip
                 else:
                     listing[2] = 1
-                    attrs = Attributes(node_id, FILE_MODE, 1, size, blocks(size), mtime_ns,
-                                       entry_ttl, attr_ttl)  # fmt: skip
-                if not emit(name, attrs, node_id):
+                    values = (node_id, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK, mtime_ns,
+                              entry_ttl, attr_ttl)  # fmt: skip
+                if not emit(name, values, node_id):
                     self._readdir_fit = max(taken, 16)
                     return
                 taken += 1
