@@ -289,7 +289,9 @@ class Namespace:
     async def open(self, inode: int) -> tuple[int, bool]:
         """A handle to read *inode*, and whether the kernel may keep its cached pages."""
         if not is_virtual(inode):
-            return await self.files.open_track(inode)  # the catalog checks it is a file
+            # A catalog node: the track read path (OpenFiles.open_track / read_track,
+            # over the Library) plugs in here; the catalog checks it is a file.
+            return await self.files.open_track(inode)
         entry = self.resolve(inode)
         if isinstance(entry, CoverFile) and self.covers is not None:
             return self.files.open_cover(self.covers, inode), True
