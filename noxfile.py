@@ -37,8 +37,8 @@ PACKAGES = ["core", "plugins", "control", "cli"]
 EDITABLE = [arg for name in PACKAGES for arg in ("-e", f"packages/musicfs-{name}")]
 PROTO_DIR = "packages/musicfs-control/src"
 PROTO = "musicfs/control/v1/control.proto"
-TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/fuzz", "tests/smoke_mount.py",
-             "benchmarks"]  # fmt: skip
+TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/vfstest", "tests/fuzz",
+             "tests/smoke_mount.py", "benchmarks"]  # fmt: skip
 
 
 LOCK = "requirements-dev.lock"

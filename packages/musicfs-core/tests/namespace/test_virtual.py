@@ -16,9 +16,8 @@ from musicfs.core.catalog.store import Catalog
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.config.collections import Collection
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
+from musicfs.core.namespace.inodes import COLLECTIONS_DIR, SEARCH_DIR
 from musicfs.core.namespace.virtual import (
-    COLLECTIONS_DIR,
-    SEARCH_DIR,
     VirtualTree,
     result_name,
     tree_counter,

@@ -1,9 +1,11 @@
-"""The FUSE skin: pyfuse3 operations over the `Library`.
+"""The FUSE skin: pyfuse3 operations over the `Namespace`.
 
-This module only maps inodes and handles and translates errors (DESIGN §9):
-node ids are inode numbers (the root node is ``pyfuse3.ROOT_INODE``), and every
-`LibraryError` becomes a ``FUSEError`` with its errno. Nothing raises out of a
-handler: an unexpected exception is logged once and answered with EIO (DESIGN §8).
+This module only translates (DESIGN §9): each pyfuse3 call becomes one
+namespace call, namespace `Attributes` become ``EntryAttributes``, and every
+`LibraryError` becomes a ``FUSEError`` with its errno. Which source an inode
+comes from, and what it looks like, is the namespace's business. Nothing
+raises out of a handler: an unexpected exception is logged once and answered
+with EIO (DESIGN §8).
 
 The kernel is told to cache names, attributes and file pages (DESIGN §4);
 `invalidate` makes it forget entries the scanner changed. Every write-type call
@@ -15,11 +17,8 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
 import logging
 import os
-import stat
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -29,21 +28,11 @@ import pyfuse3
 import trio
 
 from musicfs.core.catalog.layout import ChangeKind, TreeChange
-from musicfs.core.catalog.store import ROOT_NODE, Node
 from musicfs.core.config.collections import Collection
-from musicfs.core.content.library import Library, LibraryError, NeedsThread, OpenFile, OpenPlan
+from musicfs.core.content.library import Library, LibraryError
 from musicfs.core.fuse.latency import LatencyRecorder
-from musicfs.core.namespace.virtual import (
-    COLLECTIONS_DIR,
-    PREFETCH_DIR,
-    RESULTS_TTL,
-    SEARCH_DIR,
-    VirtualEntry,
-    VirtualTree,
-    is_virtual,
-    mirror_entry,
-    mirrored_node,
-)
+from musicfs.core.namespace.entries import BLOCK, AttrValues
+from musicfs.core.namespace.namespace import Namespace
 
 if TYPE_CHECKING:
     from musicfs.core.namespace.coverfiles import CoverFiles  # imported after READY (Pillow)
@@ -54,12 +43,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _IO_SIZE = 128 * 1024
-_DIR_MODE = stat.S_IFDIR | 0o555
-_FILE_MODE = stat.S_IFREG | 0o444
-_LINK_MODE = stat.S_IFLNK | 0o777
-_COVER_OFFSET = 1 << 62  # readdir offsets of cover files: after every node id
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
-_BLOCK = 512
+# Answers to a request that names something wrong: the caller's doing, not worth a log line.
+_QUIET = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EINVAL, errno.ELOOP})
 
 
 def _fuse_op(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -76,7 +62,7 @@ def _fuse_op(func: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine
         except pyfuse3.FUSEError:
             raise
         except LibraryError as exc:
-            if exc.errno != errno.ENOENT:
+            if exc.errno not in _QUIET:
                 log.warning("%s: %s", name, exc.strerror)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except Exception:
@@ -120,55 +106,35 @@ class MusicFSOperations(pyfuse3.Operations):
         """*prefetch_hint(node)* is called when a folder of /.prefetch is listed."""
         super().__init__()
         self.library = library
-        self.request_timeout = request_timeout
-        self._io_threads = trio.CapacityLimiter(io_threads)
-        self.entry_timeout = entry_timeout
-        self.attr_timeout = attr_timeout
+        self.namespace = Namespace(
+            library,
+            entry_timeout=entry_timeout,
+            attr_timeout=attr_timeout,
+            collections=collections,
+            covers=covers,
+            prefetch_hint=prefetch_hint,
+            request_timeout=request_timeout,
+            io_threads=io_threads,
+        )
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
-        self.started_ns = time.time_ns()
         self.op_counts: Counter[str] = Counter()
         self.latency = LatencyRecorder()  # per operation, read by status and metrics
-        self._readdir_fit = 64  # entries the kernel took in the last readdir call
-        self._dir_handles = itertools.count(1)
-        self._listings: dict[int, list[int]] = {}  # open directory handles
-        # (size, mtime) each file was last opened with, while the kernel knows it:
-        # its cached pages are of that content (see `open`).
-        self._opened_as: dict[int, tuple[int, int]] = {}
-        self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
-        self.covers = covers  # cover.jpg & co. in folders of tracks (set before READY)
-        self.prefetch_hint = prefetch_hint
 
-    # -- attributes ------------------------------------------------------------
+    @property
+    def covers(self) -> CoverFiles | None:
+        """cover.jpg & co. in folders of tracks (set before READY)."""
+        return self.namespace.covers
 
-    def _attr_template(self) -> pyfuse3.EntryAttributes:
+    @covers.setter
+    def covers(self, covers: CoverFiles | None) -> None:
+        self.namespace.covers = covers
+
+    def _attr(self, attrs: AttrValues) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
-        attr.entry_timeout = self.entry_timeout
-        attr.attr_timeout = self.attr_timeout
-        attr.st_uid = self.uid
-        attr.st_gid = self.gid
-        attr.st_blksize = _IO_SIZE
-        return attr
-
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
-        # Called once per entry in readdir: keep it to plain assignments.
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = node.id
-        attr.entry_timeout = self.entry_timeout
-        attr.attr_timeout = self.attr_timeout
-        attr.st_uid = self.uid
-        attr.st_gid = self.gid
-        attr.st_blksize = _IO_SIZE
-        if node.file_id is None:
-            attr.st_mode = _DIR_MODE
-            attr.st_nlink = 2
-            mtime = node.mtime_ns or self.started_ns  # moves when its listing changes
-        else:
-            attr.st_mode = _FILE_MODE
-            attr.st_nlink = 1
-            attr.st_size = size = node.size
-            attr.st_blocks = (size + _BLOCK - 1) // _BLOCK
-            mtime = node.mtime_ns
+        attr.st_uid, attr.st_gid, attr.st_blksize = self.uid, self.gid, _IO_SIZE
+        (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks, mtime,
+         attr.entry_timeout, attr.attr_timeout) = attrs  # fmt: skip
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
         return attr
 
@@ -182,184 +148,43 @@ class MusicFSOperations(pyfuse3.Operations):
             text = name.decode()
         except UnicodeDecodeError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
-        if is_virtual(parent_inode):
-            return self._virtual_attr(await self._virtual_lookup(parent_inode, text))
-        if parent_inode == ROOT_NODE and (top := self.virtual.top(text)) is not None:
-            return self._virtual_attr(top)
-        if self.covers is not None and text in self.covers.names:
-            cover = await trio.to_thread.run_sync(self.covers.lookup, parent_inode, text)
-            if cover is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            return self._virtual_attr(cover)
-        return self._attr(self.library.lookup(parent_inode, text))
+        namespace = self.namespace
+        return self._attr(namespace.attributes(await namespace.lookup(parent_inode, text)))
 
     @_fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        if is_virtual(inode):
-            return self._virtual_attr(self._virtual(inode))
-        return self._attr(self.library.node(inode))
+        return self._attr(self.namespace.stat(inode))
 
     @_fuse_op
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        if is_virtual(inode):
-            if not self._virtual(inode).is_dir:
-                raise pyfuse3.FUSEError(errno.ENOTDIR)
-        elif not self.library.node(inode).is_dir:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        fh = next(self._dir_handles)
-        # directory, offset after which the listing ended, whether it holds tracks
-        self._listings[fh] = [inode, -1, 0]
-        return fh
+        return self.namespace.opendir(inode)
 
     @_fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        # start_id is the id of the last entry already returned (0 at the start);
-        # ids grow monotonically, so paging survives concurrent changes. The
-        # kernel's buffer takes a few hundred entries per call: fetch about as
-        # many as the last call took. This loop runs once per entry of huge
-        # directories, so it works on plain tuples and one reused attribute
-        # object (readdir_reply copies it).
-        listing = self._listings[fh]
-        inode, ended_after, _ = listing
-        if is_virtual(inode):
-            await self._virtual_readdir(inode, start_id, token)
-            return
-        if start_id == ended_after:
-            return  # the last call reached the end: spare the query
-        if start_id >= _COVER_OFFSET:
-            self._readdir_covers(listing, start_id, token)
-            return
-        attr = self._attr_template()
+        # Once per entry of huge folders: one reused attribute object (the reply
+        # copies it), plain assignments.
+        attr = self._attr((0, 0, 0, 0, 0, 0, 0.0, 0.0))
         reply = pyfuse3.readdir_reply
-        after, want, taken = start_id, self._readdir_fit + 1, 0
-        while True:
-            rows = self.library.listing(inode, after, want)
-            for node_id, name, file_id, size, mtime_ns in rows:
-                attr.st_ino = node_id
-                listing[2] |= file_id is not None
-                if file_id is None:
-                    attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks = _DIR_MODE, 2, 0, 0
-                    mtime = mtime_ns or self.started_ns
-                else:
-                    attr.st_mode, attr.st_nlink, attr.st_size = _FILE_MODE, 1, size
-                    attr.st_blocks = (size + _BLOCK - 1) // _BLOCK
-                    mtime = mtime_ns
-                attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
-                if not reply(token, name.encode(), attr, node_id):
-                    self._readdir_fit = max(taken, 16)
-                    return
-                taken += 1
-                after = node_id
-            if len(rows) < want:
-                listing[1] = after
-                self._readdir_covers(listing, _COVER_OFFSET, token)
-                return
-            want *= 2
+
+        def emit(name: str, attrs: AttrValues, offset: int) -> bool:
+            (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks, mtime,
+             attr.entry_timeout, attr.attr_timeout) = attrs  # fmt: skip
+            attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+            return reply(token, name.encode(), attr, offset)
+
+        await self.namespace.readdir(fh, start_id, emit)
 
     @_fuse_op
     async def releasedir(self, fh: int) -> None:
-        self._listings.pop(fh, None)
+        self.namespace.releasedir(fh)
 
     @_fuse_op
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        # Every answer comes from the catalog; only what `open` noted is kept
-        # per inode, and a forgotten inode has no cached pages left.
-        for inode, _ in inode_list:
-            self._opened_as.pop(inode, None)
+        self.namespace.forget(inode for inode, _ in inode_list)
 
-    # -- virtual folders (/.search) ---------------------------------------------------
-
-    def _known(self, inode: int) -> None:
-        """ENOENT unless *inode* is a node or a virtual entry."""
-        if is_virtual(inode):
-            self._virtual(inode)
-        else:
-            self.library.node(inode)
-
-    def _readdir_covers(self, listing: list[int], start: int, token: pyfuse3.ReaddirToken) -> None:
-        """After a folder's tracks: its cover files (offsets from _COVER_OFFSET)."""
-        if self.covers is None or not listing[2]:
-            return
-        for offset, entry in enumerate(self.covers.entries(listing[0]), _COVER_OFFSET + 1):
-            if offset <= start:
-                continue
-            if not pyfuse3.readdir_reply(token, entry.name.encode(), self._virtual_attr(entry),
-                                         offset):  # fmt: skip
-                return
-            listing[1] = offset
-
-    def _virtual(self, inode: int) -> VirtualEntry:
-        node = mirrored_node(inode)
-        if node is not None and inode != PREFETCH_DIR:
-            mirrored = mirror_entry(self.library.catalog, node)
-            if mirrored is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            return mirrored
-        if self.covers is not None and self.covers.owns(inode):
-            cover = self.covers.get(inode)
-            if cover is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            return cover
-        entry = self.virtual.get(inode)
-        if entry is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return entry
-
-    def _virtual_attr(self, entry: VirtualEntry) -> pyfuse3.EntryAttributes:
-        attr = self._attr_template()
-        # Results change as the catalog does: let the kernel keep them briefly.
-        attr.entry_timeout = attr.attr_timeout = min(self.entry_timeout, RESULTS_TTL)
-        attr.st_ino = entry.inode
-        if entry.is_dir:
-            attr.st_mode, attr.st_nlink = _DIR_MODE, 2
-        elif entry.is_file:
-            attr.st_mode, attr.st_nlink, attr.st_size = _FILE_MODE, 1, entry.size
-            attr.st_blocks = (entry.size + _BLOCK - 1) // _BLOCK
-        else:
-            attr.st_mode, attr.st_nlink = _LINK_MODE, 1
-            attr.st_size = len(entry.target.encode())
-        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.started_ns
-        return attr
-
-    async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry:
-        node = mirrored_node(parent)
-        if node is not None:
-            mirrored = mirror_entry(self.library.catalog, self.library.lookup(node, name).id)
-            if mirrored is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            return mirrored
-        folder = self._virtual(parent)
-        if folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
-            entry = self.virtual.folder(folder.inode, name)
-            if entry is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
-            return entry
-        if not folder.is_dir:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        results = await trio.to_thread.run_sync(self.virtual.results, folder)
-        entry = results.get(name)
-        if entry is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return entry
-
-    async def _virtual_readdir(self, inode: int, start: int, token: pyfuse3.ReaddirToken) -> None:
-        folder = self._virtual(inode)
-        node = mirrored_node(inode)
-        if node is not None:
-            if start == 0 and node != ROOT_NODE and self.prefetch_hint is not None:
-                self.prefetch_hint(node)  # listing a folder of /.prefetch asks for it
-            catalog = self.library.catalog
-            children = self.library.children(node, 0, 1_000_000)
-            entries = [e for child in children if (e := mirror_entry(catalog, child.id))]
-        elif folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
-            entries = self.virtual.folders(folder.inode)
-        else:
-            entries = list((await trio.to_thread.run_sync(self.virtual.results, folder)).values())
-        for offset, entry in enumerate(entries[start:], start + 1):
-            if not pyfuse3.readdir_reply(
-                token, entry.name.encode(), self._virtual_attr(entry), offset
-            ):
-                return
+    @_fuse_op
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.namespace.readlink(inode).encode()
 
     # -- file contents --------------------------------------------------------------
 
@@ -367,85 +192,16 @@ class MusicFSOperations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
-        if self.covers is not None and self.covers.owns(inode):
-            try:
-                return pyfuse3.FileInfo(fh=self.covers.open(inode), keep_cache=True)
-            except FileNotFoundError:
-                raise pyfuse3.FUSEError(errno.ENOENT) from None
-        plan = self.library.plan_open(inode)
-        if plan.inline:
-            opened = self.library.open_plan(plan)
-        else:
-            opened = await self._open_in_thread(plan)
-        handle = self.library.register(opened)
-        # keep_cache while the node serves what it served at the last open: its
-        # content only changes with its mtime (a rescan, a tag edit), and the
-        # kernel's pages may be older than that change's invalidation, which
-        # comes after the catalog shows it; then they are dropped here.
-        served = (plan.node.size, plan.node.mtime_ns)
-        keep = self._opened_as.get(inode) == served
-        self._opened_as[inode] = served
-        return pyfuse3.FileInfo(fh=handle, keep_cache=keep)
+        fh, keep_cache = await self.namespace.open(inode)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
 
     @_fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        if self.covers is not None and self.covers.owns_handle(fh):
-            try:
-                return self.covers.read(fh, off, size)
-            except FileNotFoundError:  # evicted meanwhile
-                raise pyfuse3.FUSEError(errno.EIO) from None
-        if self.library.inline(fh):
-            try:
-                return self.library.read(fh, off, size, in_thread=False)
-            except NeedsThread:
-                pass  # failing over to an origin: not on this thread
-        origin = self.library.reading_from(fh)
-        return await self._in_thread(self.library.read, fh, off, size, origin=origin)
-
-    async def _in_thread(self, work: Callable[..., R], *args: Any, origin: str | None = None) -> R:
-        """Run blocking origin I/O in a worker thread, bounded in number and time.
-
-        The origins time out on their own; this is the backstop that keeps a
-        FUSE request from hanging on one that does not: after `request_timeout`
-        the caller gets EIO, the thread is left to finish alone, and *origin*
-        counts as offline, so the next requests fail over (or fail) at once
-        instead of waiting as long again.
-        """
-        with trio.move_on_after(self.request_timeout):
-            return await trio.to_thread.run_sync(
-                work, *args, limiter=self._io_threads, abandon_on_cancel=True
-            )
-        log.warning("%s took more than %.0f s; answering EIO", work.__name__, self.request_timeout)
-        if origin is not None:
-            self.library.timed_out(origin, self.request_timeout)
-        raise pyfuse3.FUSEError(errno.EIO)
-
-    async def _open_in_thread(self, plan: OpenPlan) -> OpenFile:
-        """`_in_thread` for opens: an open that finishes after its caller got EIO
-        closes what it opened (else it stays open on the origin for good)."""
-        lock = threading.Lock()
-        gave_up = False
-
-        def open_plan() -> OpenFile:  # the name the timeout warning shows
-            opened = self.library.open_plan(plan)
-            with lock:
-                if gave_up:
-                    opened.release()
-            return opened
-
-        try:
-            return await self._in_thread(open_plan, origin=plan.replicas[0].origin)
-        except pyfuse3.FUSEError:
-            with lock:
-                gave_up = True
-            raise
+        return await self.namespace.read(fh, off, size)
 
     @_fuse_op
     async def release(self, fh: int) -> None:
-        if self.covers is not None and self.covers.owns_handle(fh):
-            self.covers.release(fh)
-            return
-        self.library.close(fh)
+        self.namespace.release(fh)
 
     @_fuse_op
     async def flush(self, fh: int) -> None:
@@ -457,8 +213,8 @@ class MusicFSOperations(pyfuse3.Operations):
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         entries, total_bytes, _ = await trio.to_thread.run_sync(self.library.totals)
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = _BLOCK
-        data.f_blocks = total_bytes // _BLOCK
+        data.f_bsize = data.f_frsize = BLOCK
+        data.f_blocks = total_bytes // BLOCK
         data.f_bfree = data.f_bavail = 0
         data.f_files = entries
         data.f_ffree = data.f_favail = 0
@@ -466,25 +222,18 @@ class MusicFSOperations(pyfuse3.Operations):
         return data
 
     @_fuse_op
-    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
-        if is_virtual(inode) and (target := self._virtual(inode).target):
-            return target.encode()
-        self._known(inode)
-        raise pyfuse3.FUSEError(errno.EINVAL)  # the tree itself has no symlinks
-
-    @_fuse_op
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        self._known(inode)
+        self.namespace.resolve(inode)  # ENOENT for an unknown inode
         raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
 
     @_fuse_op
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
-        self._known(inode)
+        self.namespace.resolve(inode)
         return []
 
     @_fuse_op
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
-        self._known(inode)
+        self.namespace.resolve(inode)
         if mode & os.W_OK:
             raise pyfuse3.FUSEError(errno.EROFS)
         return True
@@ -504,10 +253,7 @@ class MusicFSOperations(pyfuse3.Operations):
         Call this from a worker thread, never from a request handler: both
         invalidations block until the kernel has done them.
         """
-        touched = {c.parent for c in changes} | {
-            c.node for c in changes if c.kind is ChangeKind.REMOVED
-        }
-        self.library.forget_directories(touched)
+        self.namespace.changed(changes)
         for change in changes:
             try:
                 if change.kind is ChangeKind.REMOVED:

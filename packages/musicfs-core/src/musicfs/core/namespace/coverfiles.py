@@ -2,7 +2,7 @@
 and ``cover-thumb.jpg`` in every folder of tracks that has art.
 
 The FUSE-facing side of `musicfs.core.art.covers.CoverStore`: it gives the images
-inode numbers (virtual, see `musicfs.core.namespace.virtual`), true sizes for stat, and
+inode numbers (see `musicfs.core.namespace.inodes`), true sizes for stat, and
 handles for reads. A folder whose art is not known yet is looked at in the
 background the first time it is listed; the kernel is then told to forget the
 listing (*on_found*), so the next ``ls`` shows the covers. A lookup of
@@ -24,12 +24,10 @@ from pathlib import Path
 
 from musicfs.core.art.covers import ART_NAMES, AlbumArt, CoverStore
 from musicfs.core.catalog.store import Catalog
-from musicfs.core.namespace.virtual import VIRTUAL_BASE, VirtualEntry
+from musicfs.core.namespace.inodes import COVER_FIRST, COVER_HANDLE_FIRST
+from musicfs.core.namespace.virtual import VirtualEntry
 
 log = logging.getLogger(__name__)
-
-_FIRST_INODE = VIRTUAL_BASE + (1 << 60)  # apart from the search/collection entries
-_FIRST_HANDLE = VIRTUAL_BASE  # above the library's handles
 
 
 class CoverFiles:
@@ -54,8 +52,8 @@ class CoverFiles:
         self._inodes: dict[tuple[int, str], int] = {}
         self._entries: dict[int, tuple[VirtualEntry, int]] = {}  # inode -> entry, folder
         self._handles: dict[int, tuple[AlbumArt, str]] = {}
-        self._next_inode = itertools.count(_FIRST_INODE)
-        self._next_handle = itertools.count(_FIRST_HANDLE)
+        self._next_inode = itertools.count(COVER_FIRST)
+        self._next_handle = itertools.count(COVER_HANDLE_FIRST)
         self._pending: set[int] = set()
         self._workers = ThreadPoolExecutor(2, thread_name_prefix="musicfs-covers")
         # Looking ahead has its own thread and queue: a listing never waits behind it.
@@ -66,15 +64,6 @@ class CoverFiles:
         self._workers.shutdown(wait=False, cancel_futures=True)
         self._warmer.shutdown(wait=False, cancel_futures=True)
         self.store.close()
-
-    @staticmethod
-    def owns(number: int) -> bool:
-        """Whether an inode (or a handle) is one of ours."""
-        return number >= _FIRST_INODE
-
-    @staticmethod
-    def owns_handle(handle: int) -> bool:
-        return _FIRST_HANDLE <= handle < _FIRST_INODE
 
     def entries(self, folder: int) -> list[VirtualEntry]:
         """The cover files of a folder of tracks, if its art is known (cheap: the

@@ -16,8 +16,9 @@ into the cache (a manual prefetch hint), and its files are symlinks to the real
 ones. These folders are hidden (not listed in ``/``); ``.collections`` lists
 its collections, ``.search`` is entered by typing a query.
 
-Virtual entries get inode numbers from `VIRTUAL_BASE` up, far above any
-catalog node id, in a bounded table (least recently used dropped first: the
+Virtual entries get inode numbers in the ranges `musicfs.core.namespace.inodes`
+sets, far above any catalog node id; the query and collection entries are
+numbered in a bounded table (least recently used dropped first: the
 kernel then re-looks the name up). Results are computed by `Searcher` on a
 read-only catalog connection of their own (call `results` from a worker
 thread) and reused for `RESULTS_TTL` seconds, so a listing and the lookups
@@ -49,18 +50,18 @@ from musicfs.core.catalog.templates import (
 from musicfs.core.config.collections import Collection
 from musicfs.core.model import TrackTags
 from musicfs.core.namespace.collections import all_collections, file_ids
+from musicfs.core.namespace.inodes import (
+    COLLECTIONS_DIR,
+    LINK_BASE,
+    MIRROR_BASE,
+    PREFETCH_DIR,
+    SEARCH_DIR,
+    TABLE_FIRST,
+)
 
-VIRTUAL_BASE = 1 << 62
-SEARCH_DIR = VIRTUAL_BASE + 1
 SEARCH_NAME = ".search"
-COLLECTIONS_DIR = VIRTUAL_BASE + 2
 COLLECTIONS_NAME = ".collections"
-PREFETCH_DIR = VIRTUAL_BASE + 3
 PREFETCH_NAME = ".prefetch"
-# /.prefetch mirrors the tree: node N's folder is MIRROR_BASE + N, its file a
-# symlink LINK_BASE + N (no table: the numbers say which node they stand for).
-MIRROR_BASE = VIRTUAL_BASE + (1 << 58)
-LINK_BASE = VIRTUAL_BASE + (1 << 59)
 RESULTS_TTL = 2.0  # seconds a query's results are reused
 MAX_RESULTS = 200
 _MAX_ENTRIES = 50_000
@@ -83,10 +84,6 @@ class VirtualEntry(NamedTuple):
     @property
     def is_file(self) -> bool:
         return self.size >= 0
-
-
-def is_virtual(inode: int) -> bool:
-    return inode >= VIRTUAL_BASE
 
 
 def result_name(tags: TrackTags, relpath: str, fmt: str) -> str:
@@ -159,7 +156,7 @@ class VirtualTree:
         self._entries: OrderedDict[int, VirtualEntry] = OrderedDict()
         self._folders: dict[tuple[int, str], int] = {}  # (parent, name) -> inode
         self._results: dict[int, tuple[float, dict[str, VirtualEntry]]] = {}
-        self._next_inode = itertools.count(VIRTUAL_BASE + 16)
+        self._next_inode = itertools.count(TABLE_FIRST)
         self._tops = {
             SEARCH_NAME: VirtualEntry(SEARCH_DIR, ROOT_NODE, SEARCH_NAME),
             COLLECTIONS_NAME: VirtualEntry(COLLECTIONS_DIR, ROOT_NODE, COLLECTIONS_NAME),
@@ -258,17 +255,6 @@ def _template(catalog: Catalog) -> PathTemplate | None:
 
 
 # -- /.prefetch: a mirror of the tree ---------------------------------------------
-
-
-def mirrored_node(inode: int) -> int | None:
-    """The node a /.prefetch folder or symlink stands for (None: not a mirror)."""
-    if inode == PREFETCH_DIR:
-        return ROOT_NODE
-    if MIRROR_BASE <= inode < LINK_BASE:
-        return inode - MIRROR_BASE
-    if LINK_BASE <= inode < LINK_BASE + (1 << 58):
-        return inode - LINK_BASE
-    return None
 
 
 def mirror_entry(catalog: Catalog, node_id: int) -> VirtualEntry | None:

@@ -1,0 +1,335 @@
+"""The namespace: every entry the mount shows, whatever its source, by inode.
+
+One `Namespace` answers the frontend's questions about names and contents:
+`resolve` (inode → `Entry`), `lookup`, `attributes`, directory listings
+(`opendir` / `readdir` / `releasedir`), `readlink`, and open files (`open` /
+`read` / `release`). Each dispatches once, here, over the four sources of
+entries: the catalog tree (through the `Library`), the virtual folders of
+`VirtualTree` (``.search``, ``.collections``), the ``.prefetch`` mirror, and
+the cover files of `CoverFiles`, spliced into the listings of folders of
+tracks after their tracks. The inode ranges are `musicfs.core.namespace.inodes`'.
+
+Failures are `LibraryError`s that carry the errno the caller should see. The
+calls marked async may wait on worker threads (a search, a cover's art, an
+origin); the rest answer on the calling thread from the catalog and memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from musicfs.core.catalog.layout import ChangeKind, TreeChange
+from musicfs.core.catalog.store import ROOT_NODE, Node
+from musicfs.core.config.collections import Collection
+from musicfs.core.content.library import Library, LibraryError, not_found
+from musicfs.core.namespace.entries import (
+    BLOCK,
+    DIR_MODE,
+    FILE_MODE,
+    LINK_MODE,
+    Attributes,
+    AttrValues,
+    CoverFile,
+    Entry,
+    Folder,
+    Link,
+    TrackFile,
+    VirtualFolder,
+    attributes_of,
+    blocks,
+)
+from musicfs.core.namespace.files import OpenFiles
+from musicfs.core.namespace.inodes import (
+    COLLECTIONS_DIR,
+    COVER_OFFSET,
+    PREFETCH_DIR,
+    SEARCH_DIR,
+    is_cover,
+    is_virtual,
+    mirrored_node,
+)
+from musicfs.core.namespace.virtual import RESULTS_TTL, VirtualEntry, VirtualTree, mirror_entry
+
+if TYPE_CHECKING:
+    from musicfs.core.namespace.coverfiles import CoverFiles  # imported after READY (Pillow)
+
+#: Called per entry of a listing with its name, attributes and readdir offset;
+#: False when the caller's buffer is full (the entry was not taken).
+Emit = Callable[[str, AttrValues, int], bool]
+
+
+class Namespace:
+    """The entries of one mount."""
+
+    def __init__(
+        self,
+        library: Library,
+        *,
+        entry_timeout: float = 60.0,
+        attr_timeout: float = 60.0,
+        collections: tuple[Collection, ...] = (),
+        covers: CoverFiles | None = None,
+        prefetch_hint: Callable[[int], None] | None = None,
+        request_timeout: float = 30.0,
+        io_threads: int = 32,
+    ) -> None:
+        """*prefetch_hint(node)* is called when a folder of /.prefetch is listed;
+        *covers* may be set later (before the first request that should show them)."""
+        self.library = library
+        self.entry_timeout = entry_timeout
+        self.attr_timeout = attr_timeout
+        # Results change as the catalog does: the kernel keeps virtual entries briefly.
+        self.virtual_ttl = min(entry_timeout, RESULTS_TTL)
+        self.started_ns = time.time_ns()  # the mtime of entries that have none
+        self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
+        self.covers = covers  # cover.jpg & co. in folders of tracks
+        self.prefetch_hint = prefetch_hint
+        self.files = OpenFiles(library, request_timeout=request_timeout, io_threads=io_threads)
+        self._readdir_fit = 64  # entries the caller took in the last readdir call
+        self._dir_handles = itertools.count(1)
+        self._listings: dict[int, list[int]] = {}  # open directory handles
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def resolve(self, inode: int) -> Entry:
+        """The entry numbered *inode*; ENOENT if there is none (any more)."""
+        if is_virtual(inode):
+            return _entry(self._virtual(inode))
+        return _node_entry(self.library.node(inode))
+
+    async def lookup(self, parent: int, name: str) -> Entry:
+        """The entry called *name* in folder *parent*."""
+        if is_virtual(parent):
+            return _entry(await self._virtual_lookup(parent, name))
+        if parent == ROOT_NODE and (top := self.virtual.top(name)) is not None:
+            return _entry(top)
+        if self.covers is not None and name in self.covers.names:
+            cover = await trio.to_thread.run_sync(self.covers.lookup, parent, name)
+            if cover is None:
+                raise not_found(name)
+            return _entry(cover)
+        return _node_entry(self.library.lookup(parent, name))
+
+    def attributes(self, entry: Entry) -> Attributes:
+        """What stat shows of *entry*, and for how long the kernel may keep it."""
+        # isinstance, not match: this runs once per lookup, and a class pattern
+        # costs several times as much.
+        if isinstance(entry, TrackFile):
+            size = entry.size
+            return attributes_of((entry.inode, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
+                                  entry.mtime_ns, self.entry_timeout,
+                                  self.attr_timeout))  # fmt: skip
+        if isinstance(entry, Folder):
+            # A folder's mtime moves when its listing changes (indexers compare it).
+            return attributes_of((entry.inode, DIR_MODE, 2, 0, 0, entry.mtime_ns or self.started_ns,
+                                  self.entry_timeout, self.attr_timeout))  # fmt: skip
+        if isinstance(entry, VirtualFolder):
+            mode, nlink, size = DIR_MODE, 2, 0
+        elif isinstance(entry, CoverFile):
+            mode, nlink, size = FILE_MODE, 1, entry.size
+        else:
+            mode, nlink, size = LINK_MODE, 1, len(entry.target.encode())
+        ttl = self.virtual_ttl
+        return attributes_of(
+            (entry.inode, mode, nlink, size, blocks(size), self.started_ns, ttl, ttl)
+        )
+
+    def stat(self, inode: int) -> Attributes:
+        """``attributes(resolve(inode))``, without making the entry of a catalog
+        node (getattr is the most frequent request)."""
+        if is_virtual(inode):
+            return self.attributes(self.resolve(inode))
+        node = self.library.node(inode)
+        if node.file_id is None:
+            return attributes_of((inode, DIR_MODE, 2, 0, 0, node.mtime_ns or self.started_ns,
+                                  self.entry_timeout, self.attr_timeout))  # fmt: skip
+        size = node.size
+        return attributes_of((inode, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
+                              node.mtime_ns, self.entry_timeout, self.attr_timeout))  # fmt: skip
+
+    def readlink(self, inode: int) -> str:
+        entry = self.resolve(inode)
+        if not isinstance(entry, Link):
+            raise LibraryError(errno.EINVAL, f"{entry.name}: not a symlink")
+        return entry.target
+
+    # -- listings --------------------------------------------------------------------------
+
+    def opendir(self, inode: int) -> int:
+        """A handle to list folder *inode* (ENOTDIR if it is none)."""
+        entry = self.resolve(inode)
+        if not isinstance(entry, Folder | VirtualFolder):
+            raise LibraryError(errno.ENOTDIR, f"{entry.name}: not a directory")
+        fh = next(self._dir_handles)
+        # folder, offset after which the listing ended, whether it holds tracks
+        self._listings[fh] = [inode, -1, 0]
+        return fh
+
+    def releasedir(self, fh: int) -> None:
+        self._listings.pop(fh, None)
+
+    async def readdir(self, fh: int, start: int, emit: Emit) -> None:
+        """*emit* the entries of listing *fh* after offset *start* (0: from the
+        first) until it returns False or the listing ends."""
+        # Offsets of a catalog folder are node ids, which grow monotonically,
+        # so paging survives concurrent changes; its cover files follow at
+        # COVER_OFFSET. The caller's buffer takes a few hundred entries per
+        # call: fetch about as many as the last call took. This loop runs once
+        # per entry of huge folders, so it works on plain tuples.
+        listing = self._listings[fh]
+        inode, ended_after, _ = listing
+        if is_virtual(inode):
+            await self._virtual_readdir(inode, start, emit)
+            return
+        if start == ended_after:
+            return  # the last call reached the end: spare the query
+        if start >= COVER_OFFSET:
+            self._readdir_covers(listing, start, start, emit)
+            return
+        entry_ttl, attr_ttl, started_ns = self.entry_timeout, self.attr_timeout, self.started_ns
+        after, want, taken = start, self._readdir_fit + 1, 0
+        while True:
+            rows = self.library.listing(inode, after, want)
+            for node_id, name, file_id, size, mtime_ns in rows:
+                if file_id is None:
+                    values = (node_id, DIR_MODE, 2, 0, 0, mtime_ns or started_ns,
+                              entry_ttl, attr_ttl)  # fmt: skip
+                else:
+                    listing[2] = 1
+                    values = (node_id, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK, mtime_ns,
+                              entry_ttl, attr_ttl)  # fmt: skip
+                if not emit(name, values, node_id):
+                    self._readdir_fit = max(taken, 16)
+                    return
+                taken += 1
+                after = node_id
+            if len(rows) < want:
+                self._readdir_covers(listing, COVER_OFFSET, after, emit)
+                return
+            want *= 2
+
+    def _readdir_covers(self, listing: list[int], start: int, last: int, emit: Emit) -> None:
+        """After a folder's tracks: its cover files after offset *start* (their
+        offsets count from COVER_OFFSET). *last* is the offset of the last entry
+        taken so far; the listing notes it ended there once every cover is taken."""
+        covers = self.covers.entries(listing[0]) if self.covers is not None and listing[2] else []
+        for offset, cover in enumerate(covers, COVER_OFFSET + 1):
+            if offset <= start:
+                continue
+            if not emit(cover.name, self.attributes(_entry(cover)), offset):
+                return  # the next call goes on after *last*
+            last = offset
+        listing[1] = last
+
+    async def _virtual_readdir(self, inode: int, start: int, emit: Emit) -> None:
+        folder = self._virtual(inode)
+        node = mirrored_node(inode)
+        if node is not None:
+            if start == 0 and node != ROOT_NODE and self.prefetch_hint is not None:
+                self.prefetch_hint(node)  # listing a folder of /.prefetch asks for it
+            catalog = self.library.catalog
+            children = self.library.children(node, 0, 1_000_000)
+            entries = [e for child in children if (e := mirror_entry(catalog, child.id))]
+        elif folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
+            entries = self.virtual.folders(folder.inode)
+        else:
+            entries = list((await trio.to_thread.run_sync(self.virtual.results, folder)).values())
+        for offset, entry in enumerate(entries[start:], start + 1):
+            if not emit(entry.name, self.attributes(_entry(entry)), offset):
+                return
+
+    # -- virtual entries -------------------------------------------------------------------
+
+    def _virtual(self, inode: int) -> VirtualEntry:
+        node = mirrored_node(inode)
+        if node is not None and inode != PREFETCH_DIR:
+            mirrored = mirror_entry(self.library.catalog, node)
+            if mirrored is None:
+                raise not_found(f"inode {inode}")
+            return mirrored
+        if is_cover(inode):
+            cover = self.covers.get(inode) if self.covers is not None else None
+            if cover is None:
+                raise not_found(f"inode {inode}")
+            return cover
+        entry = self.virtual.get(inode)
+        if entry is None:
+            raise not_found(f"inode {inode}")
+        return entry
+
+    async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry:
+        node = mirrored_node(parent)
+        if node is not None:
+            mirrored = mirror_entry(self.library.catalog, self.library.lookup(node, name).id)
+            if mirrored is None:
+                raise not_found(name)
+            return mirrored
+        folder = self._virtual(parent)
+        if folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
+            entry = self.virtual.folder(folder.inode, name)
+            if entry is None:
+                raise not_found(name)
+            return entry
+        if not folder.is_dir:
+            raise LibraryError(errno.ENOTDIR, f"{folder.name}: not a directory")
+        results = await trio.to_thread.run_sync(self.virtual.results, folder)
+        entry = results.get(name)
+        if entry is None:
+            raise not_found(name)
+        return entry
+
+    # -- open files ------------------------------------------------------------------------
+
+    async def open(self, inode: int) -> tuple[int, bool]:
+        """A handle to read *inode*, and whether the kernel may keep its cached pages."""
+        if not is_virtual(inode):
+            # A catalog node: the track read path (OpenFiles.open_track / read_track,
+            # over the Library) plugs in here; the catalog checks it is a file.
+            return await self.files.open_track(inode)
+        entry = self.resolve(inode)
+        if isinstance(entry, CoverFile) and self.covers is not None:
+            return self.files.open_cover(self.covers, inode), True
+        if isinstance(entry, Link):
+            raise LibraryError(errno.ELOOP, f"{entry.name}: a symlink")
+        raise LibraryError(errno.EISDIR, f"{entry.name}: is a directory")
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return await self.files.read(self.covers, fh, offset, size)
+
+    def release(self, fh: int) -> None:
+        self.files.release(self.covers, fh)
+
+    # -- change ----------------------------------------------------------------------------
+
+    def forget(self, inodes: Iterable[int]) -> None:
+        """The kernel forgot these inodes (and their cached pages)."""
+        for inode in inodes:
+            self.files.forget(inode)
+
+    def changed(self, changes: Sequence[TreeChange]) -> None:
+        """The tree changed so (any thread): drop what is remembered of the
+        listings it touched. (The frontend tells its kernel.)"""
+        touched = {c.parent for c in changes} | {
+            c.node for c in changes if c.kind is ChangeKind.REMOVED
+        }
+        self.library.forget_directories(touched)
+
+
+def _node_entry(node: Node) -> Folder | TrackFile:
+    if node.file_id is None:
+        return Folder(node.id, node.name, node.mtime_ns)
+    return TrackFile(node.id, node.name, node.size, node.mtime_ns)
+
+
+def _entry(entry: VirtualEntry) -> VirtualFolder | Link | CoverFile:
+    if entry.is_file:
+        return CoverFile(entry.inode, entry.name, entry.size)
+    if entry.target:
+        return Link(entry.inode, entry.name, entry.target)
+    return VirtualFolder(entry.inode, entry.name)
