@@ -1,5 +1,6 @@
-"""One error root: every exception class of the four packages is a MusicFSError,
-and the command shows an expected error as one line, never a traceback."""
+"""One error root: every exception class of the four packages is a MusicFSError
+(or a Signal: control flow inside one module), and the command shows an expected
+error as one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import musicfs.control
 import musicfs.core
 import musicfs.plugins
 from musicfs.cli.main import main
-from musicfs.core.errors import MusicFSError
+from musicfs.core.errors import MusicFSError, Signal
 
 
 def exception_classes() -> list[type[BaseException]]:
@@ -32,13 +33,30 @@ def exception_classes() -> list[type[BaseException]]:
     return found
 
 
-def test_every_exception_class_is_a_musicfs_error() -> None:
+def test_every_exception_class_is_a_musicfs_error_or_a_signal() -> None:
     classes = exception_classes()
     assert len(classes) >= 24  # the walk found the packages' modules
     strays = [
-        f"{c.__module__}.{c.__qualname__}" for c in classes if not issubclass(c, MusicFSError)
+        f"{c.__module__}.{c.__qualname__}"
+        for c in classes
+        if not issubclass(c, (MusicFSError, Signal)) and c is not Signal
     ]
     assert strays == []
+    both = [
+        c.__qualname__ for c in classes if issubclass(c, MusicFSError) and issubclass(c, Signal)
+    ]
+    assert both == []
+
+
+def test_a_signal_that_escapes_is_a_bug_with_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from musicfs.cli import search
+
+    def escaped(_args: object) -> int:
+        raise Signal("stop")
+
+    monkeypatch.setattr(search, "cmd_search", escaped)
+    with pytest.raises(Signal):
+        main(["search", "anything", "--mount", "/nowhere"])
 
 
 def test_an_expected_error_is_one_line_without_traceback(

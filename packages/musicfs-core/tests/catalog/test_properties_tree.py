@@ -23,7 +23,7 @@ from random import Random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from musicfs.core.catalog.layout import Layout, _is_variant
+from musicfs.core.catalog.layout import Layout, is_variant
 from musicfs.core.catalog.store import ROOT_NODE, Catalog
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.model import FileStat, ScannedFile, TrackTags, catalog_name
@@ -159,5 +159,5 @@ def test_any_tags_give_valid_unique_names_whatever_the_order(
         folder, _, name = first[file.relpath].rpartition("/")
         assert second[file.relpath].rpartition("/")[0] == folder
         base = rendered.render(file.tags, file.relpath, file.format)[-1]
-        assert _is_variant(name, base), f"{name!r} is not {base!r} or a variant of it"
-        assert _is_variant(second[file.relpath].rpartition("/")[2], base)
+        assert is_variant(name, base), f"{name!r} is not {base!r} or a variant of it"
+        assert is_variant(second[file.relpath].rpartition("/")[2], base)

@@ -10,6 +10,11 @@ shown as its message alone, never with a traceback.
 Anything else that escapes (a `KeyError`, an `AttributeError`...) is a bug: it
 is logged or printed with its traceback, so it can be reported and fixed.
 
+A few exceptions are no errors at all but signals inside one module (a
+"stop", a "cannot do this here, fall back"): they derive from `Signal`, which
+is not a `MusicFSError`, so one that escapes by mistake is reported as the bug
+it is, with its traceback.
+
 Classes keep a second, standard base where callers rely on it (`OSError` for
 errno-carrying errors, `ValueError` for refused values): ``class
 ConfigError(MusicFSError, ValueError)``.
@@ -19,8 +24,12 @@ Boundaries: the bottom layer of core; imports nothing of MusicFS.
 
 from __future__ import annotations
 
-__all__ = ["MusicFSError"]
+__all__ = ["MusicFSError", "Signal"]
 
 
 class MusicFSError(Exception):
     """An expected error: its message tells a person what is wrong and what to do."""
+
+
+class Signal(Exception):
+    """Control flow inside one module (caught there); escaping it is a bug."""

@@ -47,13 +47,6 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def parse_positive_int(value: Any) -> int:
-    number = parse_nonneg_int(value)
-    if number == 0:
-        raise ValueError(f"expected a whole number above 0, got {value!r}")
-    return number
-
-
 def parse_nonneg_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         number = value

@@ -9,7 +9,8 @@ dropped and the module instantiated afresh for the next call, so no
 half-updated guest state is ever used. Calls into one guest are serialised.
 
 Boundaries: knows the ABI's calling convention (`musicfs.plugins.wasm_abi`),
-not what a call means; loading and checking a module is `musicfs.plugins.wasm`.
+not what a call means; loading is `musicfs.plugins.wasm`, the load-time checks
+`musicfs.plugins.wasm_abi`.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ import xxhash
 
 from musicfs.core.art.imagestore import AlbumArt, ImageStore
 from musicfs.core.art.pictures import FRONT, TrackReader, embedded_pictures
-from musicfs.core.art.rendering import ART_NAMES, render
+from musicfs.core.art.rendering import ART_NAMES, RENDER_VERSION, render
 from musicfs.core.origins.base import DirListing, Origin
 from musicfs.core.origins.federation import Federation
 
@@ -81,7 +81,7 @@ MAX_SOURCE_BYTES = 32 * 1024 * 1024  # a bigger picture file is not read
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png")
 FOLDER_NAMES: tuple[str, ...] = ("cover", "folder", "front")  # by preference
 
-_IMAGES = "images-1"  # bump when the rendering changes: old images are then not reused
+_IMAGES = f"images-{RENDER_VERSION}"  # old renderings are never reused
 _MAX_DIRS = 8  # album folders listed for an image
 _MAX_TRACKS = 4  # tracks with art opened for an embedded picture
 _RECORDS_IN_MEMORY = 10_000

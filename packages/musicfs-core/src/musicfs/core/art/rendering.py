@@ -26,6 +26,9 @@ ART_NAMES: tuple[str, ...] = (COVER, MEDIUM, THUMB)
 MEDIUM_BOX = 500  # pixels: cover-medium.jpg fits in a square of this side
 THUMB_BOX = 150
 JPEG_QUALITY = 85
+#: Bump with any change to what `render` makes: the cache keeps images per version,
+#: so old renderings are never served again (`CoverStore` names its folder after it).
+RENDER_VERSION = 1
 MAX_PIXELS = 40_000_000  # a bigger picture is refused before it is decoded (~120 MB as RGB)
 # Pillow's own guard (set when Pillow is first used): it refuses images of more
 # than twice this many pixels with DecompressionBombError (and warns above it);

@@ -122,7 +122,7 @@ class Layout:
         changes: list[TreeChange] = []
         if existing is not None:
             mtime = self._served_mtime(existing, stat.mtime_ns, version)
-            if existing.parent == self._find_dir(dirs) and _is_variant(existing.name, base):
+            if existing.parent == self._find_dir(dirs) and is_variant(existing.name, base):
                 self.catalog.update_node_file(
                     existing.id, file_id, size, mtime, key, version=version
                 )
@@ -342,7 +342,7 @@ def later_mtime(previous_ns: int, origin_mtime_ns: int, now_ns: int | None = Non
     return max(floor, time.time_ns() if now_ns is None else now_ns)
 
 
-def _is_variant(name: str, base: str) -> bool:
+def is_variant(name: str, base: str) -> bool:
     """True if *name* is *base* or one of its ``(n)`` variants."""
     if name == base:
         return True

@@ -2,7 +2,7 @@
 helpers that make them, and `Part`, the base of the catalog's concerns.
 
 Every concern of `musicfs.core.catalog.store.Catalog` (tree, tracks, overrides,
-plays, settings, the search index) is a `Part`: a mixin running its queries on
+plays, stats, settings, the search index) is a `Part`: a mixin running its queries on
 the one connection the `Catalog` opened, inside that connection's transactions.
 """
 

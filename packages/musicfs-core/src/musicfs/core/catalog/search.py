@@ -1,4 +1,6 @@
-"""Full-text search over the catalog's tags (FR-14).
+"""Full-text search over the catalog's tags (FR-14): `Searcher` turns what a
+person types into MATCH queries, corrects typos and ranks. The index's queries
+are `musicfs.core.catalog.index`, its tables and triggers `schema`.
 
 The index is an SQLite FTS5 table over the ``files`` table's own columns
 (external content, no copy of the text), kept in step by triggers — so it

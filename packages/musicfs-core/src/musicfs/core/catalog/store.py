@@ -25,7 +25,8 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 ==============  =====================================================
 
 No SQL runs on the catalog outside this package: the rest of MusicFS calls
-these named methods (tests/catalog/test_no_sql.py keeps it so). The database
+these named methods (packages/musicfs-core/tests/catalog/test_no_sql.py keeps
+it so). The database
 runs in WAL mode: the filesystem reads from its own connection while the scanner
 writes from another, each in its own thread.
 

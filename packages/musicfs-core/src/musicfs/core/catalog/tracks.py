@@ -101,11 +101,6 @@ class Tracks(Part):
             r["name"]: KnownFile(r["id"], r["size"], r["mtime_ns"], r["ctime_ns"]) for r in rows
         }
 
-    def known_dirs(self, origin: str) -> Iterator[str]:
-        rows = self._conn.execute("SELECT DISTINCT reldir FROM files WHERE origin = ?", (origin,))
-        for row in rows:
-            yield row[0]
-
     def files_under(self, origin: str, reldir: str) -> list[int]:
         """Ids of *origin*'s files in folder *reldir* or any folder below it."""
         params: tuple[str, ...]

@@ -137,8 +137,9 @@ class Config:
     plugins: PluginSettings = PluginSettings()
     #: [[collections]] tables: smart collections besides the built-in ones.
     collections: tuple[Collection, ...] = ()
-    #: Sections another package described (`load_config(sections=)`), by name.
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: (name, value) of the sections another package described (`load_config(sections=)`),
+    #: sorted by name: compared like every other setting.
+    extra: tuple[tuple[str, Any], ...] = ()
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -147,12 +148,12 @@ class Config:
 
     def section(self, spec: Section[S]) -> S:
         """The value of a section another package described (its default if not loaded)."""
-        value = self.extra.get(spec.name)
+        value = dict(self.extra).get(spec.name)
         return spec.default() if value is None else cast(S, value)
 
     def tables(self, spec: TableList[T]) -> tuple[T, ...]:
         """The ``[[name]]`` tables of a list another package described (none if not loaded)."""
-        return cast(tuple[T, ...], self.extra.get(spec.name, ()))
+        return cast(tuple[T, ...], dict(self.extra).get(spec.name, ()))
 
 
 def _template(value: Any) -> str:
@@ -323,8 +324,11 @@ def load_config(
 
     *path* is the config file (None: ``MUSICFS_CONFIG`` or the XDG default, which
     may be absent). *overrides* maps ``section.key`` (``key`` for top-level keys)
-    to values from flags; *origins* are ``--origin`` arguments, which replace the
-    file's origins. *sections* are those another package reads (see `Config.section`).
+    to values from flags; an unknown key is a `ConfigError`. *origins* are
+    ``--origin`` arguments, which replace the file's origins. *sections* are those
+    another package reads (see `Config.section`): a daemon's config file may have
+    ``[metrics]`` and ``[[webhooks]]``, so read it with
+    ``sections=musicfs.control.config.SECTIONS``; without them those are unknown keys.
     """
     env = os.environ if env is None else env
     own: list[Section[Any]] = [s for s in sections if isinstance(s, Section)]
@@ -355,10 +359,12 @@ def load_config(
         control=draft.build("control"),
         plugins=draft.build("plugins"),
         collections=draft.lists.get("collections", ()),
-        extra={
-            **{s.name: draft.build(s.name) for s in own},
-            **{t.name: draft.lists[t.name] for t in lists if t.name in draft.lists},
-        },
+        extra=tuple(
+            sorted(
+                [(s.name, draft.build(s.name)) for s in own]
+                + [(t.name, draft.lists[t.name]) for t in lists if t.name in draft.lists]
+            )
+        ),
         sources=tuple(draft.sources),
     )
 

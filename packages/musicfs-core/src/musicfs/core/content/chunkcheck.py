@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
-from musicfs.core.content.chunks import ChunkReader, Place, chunk_hash
+from musicfs.core.content.chunks import ChunkReader, ChunkSource, Place, chunk_hash
 from musicfs.core.content.stats import TierStats
 
 log = logging.getLogger("musicfs.core.content.cas")  # one logger for the store's findings
@@ -42,16 +42,10 @@ class StoreCheck:
     stopped: bool = False  # *should_stop* said so before the end
 
 
-class CheckedStore(Protocol):
-    """What a check needs of the store."""
+class CheckedStore(ChunkSource, Protocol):
+    """What a check needs of the store: reading chunks back, and finding them."""
 
     stats: TierStats
-
-    def path_of(self, pack: int | None, digest: str = "") -> str: ...
-
-    def checked(
-        self, digest: str, data: bytes | memoryview, place: Place | None = None
-    ) -> None: ...
 
     def places(self, digests: list[str]) -> dict[str, Place]: ...
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from musicfs.core.catalog.layout import Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, Node, Track
-from musicfs.core.errors import MusicFSError
+from musicfs.core.errors import MusicFSError, Signal
 from musicfs.core.extensions import Extensions
 from musicfs.core.model import TrackTags, apply_overrides, override_value
 from musicfs.core.origins.federation import Federation
@@ -47,7 +47,7 @@ class TagRefused(TagError):
     """The tags asked for cannot be served in the file's bytes; nothing changed."""
 
 
-class _Unservable(MusicFSError):
+class _Unservable(Signal):
     """A file's effective tags cannot be written into its header; the message says why."""
 
 

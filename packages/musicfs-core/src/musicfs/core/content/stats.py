@@ -1,5 +1,5 @@
 """What a cache tier holds and how it has been used: the one counter type of
-every tier (L1 `hotcache`, L3 `cas`), read by status and metrics.
+every tier (L1 `hotcache`, L2 headers in `cache`, L3 `cas`), read by status and metrics.
 
 A plain value with no dependencies, so a tier reports through it without
 importing another tier.

@@ -4,7 +4,8 @@
 folders and mounted shares; `s3`, `sftp` and `smb` talk to remote stores
 (their client libraries are imported only when such an origin is configured);
 `sessions` is the session pool and deadline watchdog that `sftp` and `smb`
-share.
+share (`ssh` and `smbconn` hold their connection code); `federation` puts
+priority, health, retries and bounds over all of them (the drivers never import it).
 """
 
 from musicfs.core.origins.base import (

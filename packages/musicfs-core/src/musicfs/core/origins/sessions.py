@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, NoReturn, TypeVar
 
-from musicfs.core.errors import MusicFSError
+from musicfs.core.errors import Signal
 from musicfs.core.origins.base import OriginUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ T = TypeVar("T")
 WATCHDOG_IDLE = 30.0
 
 
-class SessionLost(MusicFSError):
+class SessionLost(Signal):
     """The session was dropped (its connection broke, or the pool closed) before
     the call could use it."""
 
@@ -72,12 +72,6 @@ class Deadline:
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
-
-    def extend(self, seconds: float) -> None:
-        """Move the deadline to *seconds* from now (a long call that makes
-        progress is not a server that stopped answering)."""
-        self.at = time.monotonic() + seconds
-        self._watchdog.rearm(self._token, self.at)
 
     def _disarm(self) -> None:
         self._expired = self._watchdog.disarm(self._token) or self._expired
@@ -153,11 +147,6 @@ class Watchdog:
             else:
                 self._cond.notify_all()  # the new deadline may be the earliest
             return self._tokens
-
-    def rearm(self, token: int, at: float) -> None:
-        with self._cond:
-            if token in self._deadlines:
-                self._deadlines[token] = (at, self._deadlines[token][1])
 
     def disarm(self, token: int) -> bool:
         """Forget *token*; True if its deadline had passed."""

@@ -23,7 +23,7 @@ What this module does, and nothing more:
   is dropped and a new one made with the same credentials on the next request;
   an open `SMBFile` reopens its handle the same way (if the file did not change
   meanwhile), so the origin object survives outages.
-- **error mapping** (`musicfs.core.origins.smbstatus`): a missing file or
+- **error mapping** (`musicfs.core.origins.smbconn.origin_error`): a missing file or
   folder is `FileNotFoundError` while the root is there; access denied is
   `PermissionError`; no connection, a timeout, a lost session, a failed logon
   or a missing share or root is `OriginUnavailable`.
@@ -258,15 +258,33 @@ class SMBOrigin(Origin):
             raise FileNotFoundError(errno.ENOENT, "no such file (.. in path)", relpath)
         return "\\".join([self._unc_root, *parts])
 
-    def _call(self, relpath: str, request: Callable[[], T], *, root_check: bool = False) -> T:
+    def _call(
+        self,
+        relpath: str,
+        request: Callable[[], T],
+        *,
+        root_check: bool = False,
+        pooled: bool = True,
+    ) -> T:
         """Run one smbclient request on the origin's connection (made first if
         there is none), under the deadline, with its errors mapped.
 
         *root_check*: a missing *relpath* is `FileNotFoundError` only if the root
         is there (a share or root that went away makes every path vanish).
+        *pooled* False: a request on an open file's handle, which lives on its own
+        connection: run it as it is, never connecting first (that could close the
+        very connection the handle is on).
         """
         try:
             with self._watchdog.bound(self.timeout, self._server.cut) as deadline:
+                if not pooled:
+                    try:
+                        return request()
+                    except Exception as exc:
+                        error = self._error(exc, relpath, timed_out=deadline.expired)
+                        if error is exc:
+                            raise
+                        raise error from exc
                 judge = functools.partial(self._judge, relpath=relpath, deadline=deadline)
                 return self._pool.run(lambda _: request(), judge)
         except FileNotFoundError as miss:
@@ -396,7 +414,7 @@ class SMBFile(OriginFile):
                 try:
                     # Each chunk gets its own deadline: a long read that makes
                     # progress is not a server that stopped answering.
-                    n = self.origin._call(self.relpath, chunk)
+                    n = self.origin._call(self.relpath, chunk, pooled=False)
                 except OriginUnavailable:
                     self._discard()
                     raise
@@ -436,7 +454,7 @@ class SMBFile(OriginFile):
         took the handle with it)."""
         if _alive(raw):
             try:
-                self.origin._call(self.relpath, raw.close)
+                self.origin._call(self.relpath, raw.close, pooled=False)
             except Exception as exc:
                 log.debug("closing %s: %s", self.relpath, exc)
         # smbclient warns of a handle left open if it still looks connected; one that

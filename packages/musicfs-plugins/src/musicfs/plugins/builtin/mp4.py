@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, ClassVar
 
 import mutagen.mp4
 
-from musicfs.core.errors import MusicFSError
+from musicfs.core.errors import Signal
 from musicfs.core.model import TrackTags
 from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
@@ -73,7 +73,7 @@ _HDLR = b"\x00" * 8 + b"mdirappl" + b"\x00" * 9
 _TO_OFFSETS = {b"trak", b"mdia", b"minf", b"stbl"}
 
 
-class _Refused(MusicFSError, NotImplementedError):
+class _Refused(Signal, NotImplementedError):
     pass
 
 

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, ClassVar
 
-from musicfs.core.errors import MusicFSError
+from musicfs.core.errors import Signal
 from musicfs.core.model import TrackTags
 from musicfs.core.tags.reader import UnreadableFile, read_tags
 from musicfs.plugins.api import AudioMeta, FormatPlugin, PluginError, RangedRead
@@ -73,7 +73,7 @@ def _ogg_crc(data: bytes) -> int:
     return int.from_bytes(crc.to_bytes(4, "big").translate(_BITSWAP), "little")
 
 
-class _NotOverlayable(MusicFSError):
+class _NotOverlayable(Signal):
     """This stream's header cannot be rewritten; the message says why."""
 
 
