@@ -19,7 +19,6 @@ import itertools
 import logging
 import os
 import stat
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -31,7 +30,8 @@ import trio
 from musicfs.core.catalog.layout import ChangeKind, TreeChange
 from musicfs.core.catalog.store import ROOT_NODE, Node
 from musicfs.core.config.collections import Collection
-from musicfs.core.content.library import Library, LibraryError, NeedsThread, OpenFile, OpenPlan
+from musicfs.core.content.library import Library, LibraryError
+from musicfs.core.content.openfile import in_worker
 from musicfs.core.fuse.latency import LatencyRecorder
 from musicfs.core.namespace.virtual import (
     COLLECTIONS_DIR,
@@ -111,7 +111,6 @@ class MusicFSOperations(pyfuse3.Operations):
         attr_timeout: float = 60.0,
         uid: int | None = None,
         gid: int | None = None,
-        request_timeout: float = 30.0,
         io_threads: int = 32,
         collections: tuple[Collection, ...] = (),
         covers: CoverFiles | None = None,
@@ -120,7 +119,6 @@ class MusicFSOperations(pyfuse3.Operations):
         """*prefetch_hint(node)* is called when a folder of /.prefetch is listed."""
         super().__init__()
         self.library = library
-        self.request_timeout = request_timeout
         self._io_threads = trio.CapacityLimiter(io_threads)
         self.entry_timeout = entry_timeout
         self.attr_timeout = attr_timeout
@@ -372,17 +370,18 @@ class MusicFSOperations(pyfuse3.Operations):
                 return pyfuse3.FileInfo(fh=self.covers.open(inode), keep_cache=True)
             except FileNotFoundError:
                 raise pyfuse3.FUSEError(errno.ENOENT) from None
-        plan = self.library.plan_open(inode)
-        if plan.inline:
-            opened = self.library.open_plan(plan)
-        else:
-            opened = await self._open_in_thread(plan)
+        # The read policy says what can be done here and what needs a worker
+        # (content/openfile.py); a worker's request is bounded by its budget.
+        opening = self.library.opening(inode)
+        opened = opening.now()
+        if opened is None:
+            opened = await in_worker(opening, self._io_threads)
         handle = self.library.register(opened)
         # keep_cache while the node serves what it served at the last open: its
         # content only changes with its mtime (a rescan, a tag edit), and the
         # kernel's pages may be older than that change's invalidation, which
         # comes after the catalog shows it; then they are dropped here.
-        served = (plan.node.size, plan.node.mtime_ns)
+        served = (opened.node.size, opened.node.mtime_ns)
         keep = self._opened_as.get(inode) == served
         self._opened_as[inode] = served
         return pyfuse3.FileInfo(fh=handle, keep_cache=keep)
@@ -394,51 +393,11 @@ class MusicFSOperations(pyfuse3.Operations):
                 return self.covers.read(fh, off, size)
             except FileNotFoundError:  # evicted meanwhile
                 raise pyfuse3.FUSEError(errno.EIO) from None
-        if self.library.inline(fh):
-            try:
-                return self.library.read(fh, off, size, in_thread=False)
-            except NeedsThread:
-                pass  # failing over to an origin: not on this thread
-        origin = self.library.reading_from(fh)
-        return await self._in_thread(self.library.read, fh, off, size, origin=origin)
-
-    async def _in_thread(self, work: Callable[..., R], *args: Any, origin: str | None = None) -> R:
-        """Run blocking origin I/O in a worker thread, bounded in number and time.
-
-        The origins time out on their own; this is the backstop that keeps a
-        FUSE request from hanging on one that does not: after `request_timeout`
-        the caller gets EIO, the thread is left to finish alone, and *origin*
-        counts as offline, so the next requests fail over (or fail) at once
-        instead of waiting as long again.
-        """
-        with trio.move_on_after(self.request_timeout):
-            return await trio.to_thread.run_sync(
-                work, *args, limiter=self._io_threads, abandon_on_cancel=True
-            )
-        log.warning("%s took more than %.0f s; answering EIO", work.__name__, self.request_timeout)
-        if origin is not None:
-            self.library.timed_out(origin, self.request_timeout)
-        raise pyfuse3.FUSEError(errno.EIO)
-
-    async def _open_in_thread(self, plan: OpenPlan) -> OpenFile:
-        """`_in_thread` for opens: an open that finishes after its caller got EIO
-        closes what it opened (else it stays open on the origin for good)."""
-        lock = threading.Lock()
-        gave_up = False
-
-        def open_plan() -> OpenFile:  # the name the timeout warning shows
-            opened = self.library.open_plan(plan)
-            with lock:
-                if gave_up:
-                    opened.release()
-            return opened
-
-        try:
-            return await self._in_thread(open_plan, origin=plan.replicas[0].origin)
-        except pyfuse3.FUSEError:
-            with lock:
-                gave_up = True
-            raise
+        reading = self.library.handle(fh).read(off, size)
+        data = reading.now()  # a local disk or the cache answers on this thread
+        if data is None:
+            data = await in_worker(reading, self._io_threads)
+        return data
 
     @_fuse_op
     async def release(self, fh: int) -> None:
