@@ -270,6 +270,23 @@ def test_a_read_fails_over_from_origin_to_replica_to_cached_copy(
     assert library.handle(handle).read(0, BLOCK).now() == setup.original[:BLOCK]
 
 
+def test_a_read_meeting_a_fail_over_in_progress_waits_in_a_worker_and_asks_nothing_twice(
+    make_setup: Callable[[str], Setup],
+) -> None:
+    setup = make_setup("local")
+    library = setup.library
+    handle = library.open(setup.node_id())
+    opened = library.handle(handle)
+    setup.a.broken = True
+    reading = opened.read(BLOCK, BLOCK)
+    with opened.lock:  # another read is failing over (in a worker)
+        assert reading.now() is None  # the FUSE thread does not wait for it
+    reads = setup.a.reads
+    assert reading.finish() == setup.original[BLOCK : 2 * BLOCK]
+    assert setup.a.reads == reads  # the copy that failed was not asked again
+    assert setup.source_of(handle) == ("b", False)
+
+
 def test_with_no_copy_left_a_read_answers_eio_and_the_handle_stays_failed(
     make_setup: Callable[[str], Setup],
 ) -> None:
