@@ -22,14 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from musicfs.core.catalog.store import ROOT_NODE, Catalog, Node, Track
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.hotcache import DirectoryCache
-from musicfs.core.content.openfile import (
-    LibraryError,
-    Opening,
-    OpenPlan,
-    OpenTrack,
-    ReadPolicy,
-    version_of,
-)
+from musicfs.core.content.openfile import LibraryError, Opening, OpenPlan, OpenTrack
+from musicfs.core.content.readpolicy import ReadPolicy, version_of
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import Origin
 from musicfs.core.origins.federation import Federation
@@ -137,7 +131,7 @@ class Library:
     def opening(self, node_id: int) -> Opening:
         """The open request of a node: ``now()`` on the FUSE thread, else
         ``finish()`` in a worker (`openfile.in_worker`); then `register`."""
-        return self.policy.opening(self.plan_open(node_id))
+        return Opening(self.policy, self.plan_open(node_id), self.policy.deadline())
 
     def plan_open(self, node_id: int) -> OpenPlan:
         node = self.node(node_id)

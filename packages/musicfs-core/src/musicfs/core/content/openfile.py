@@ -1,5 +1,6 @@
-"""The read policy: which copy of a track answers a request, on which thread,
-and for how long it may wait (DESIGN §13).
+"""Open tracks and their requests: what is served on the FUSE thread, what in
+a worker, and within which budget (DESIGN §13; the order of copies and what a
+failure tells whom are in `readpolicy.py`).
 
 An open track (`OpenTrack`) reads from one `Source` at a time: a file of one
 of its origins, or the cached copy of one version. A request to it (an open,
@@ -9,18 +10,12 @@ takes in turn:
 - ``now()``: what needs no waiting, on the calling (FUSE) thread. Local
   disks and cached copies answer at once (a thread hop costs more than the
   read, see ENVIRONMENT.md); it returns the result, or None as soon as the
-  next source to ask could wait on a network. What it did is kept.
+  next copy to ask could wait on a network. What it did is kept.
 - ``finish()``: the rest, in a worker thread, from where ``now()`` stopped.
   Nothing is asked twice.
 
-Fail-over lives in one place, `ReadPolicy.candidates`: for each replica in the
-federation's order (online first, then by priority), the cached copy of its
-exact version when its origin is remote (the same bytes without the network),
-then the origin itself while it is online; last, the cached copy of any
-replica. Opening takes the first that answers; a read whose source fails takes
-the first of the others that has the same size and catalogued version and
-answers this read, and the handle then stays with it. Wrong bytes are never
-served.
+Both walk `ReadPolicy.candidates`; a read that fails over switches its
+handle, under the handle's lock, to the copy that answered.
 
 Every request has one budget, `Federation.request_budget` (stated there),
 turned into a `Deadline` when the request starts. It is enforced here once:
@@ -42,11 +37,9 @@ from typing import Generic, TypeVar
 import trio
 
 from musicfs.core.catalog.store import Node, Overlay, Track
-from musicfs.core.content.cache import CachedFile, ContentCache, Version
 from musicfs.core.content.cas import CorruptChunk
-from musicfs.core.events import EventBus, EventType
-from musicfs.core.origins.base import FileChanged, OriginFile, OriginUnavailable
-from musicfs.core.origins.federation import Deadline, Federation, LimitedFile
+from musicfs.core.content.readpolicy import Candidate, ReadPolicy, Source, version_of
+from musicfs.core.origins.federation import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -58,49 +51,6 @@ class LibraryError(OSError):
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(code, message)
-
-
-def version_of(track: Track) -> Version:
-    return Version(track.origin, track.relpath, track.size, track.mtime_ns, track.format)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One copy a request may try: a replica's origin file, or its cached copy."""
-
-    track: Track
-    cached: bool
-    blocking: bool  # asking it may wait on a network
-
-    @property
-    def key(self) -> tuple[int, bool]:
-        return self.track.id, self.cached
-
-
-@dataclass(slots=True)
-class Source:
-    """The copy an open track reads from now."""
-
-    candidate: Candidate
-    file: OriginFile | CachedFile
-    failure: Exception | None = None  # why a read failed: the handle is failing over
-
-    @property
-    def broken(self) -> bool:
-        return self.failure is not None
-
-    @property
-    def track(self) -> Track:
-        return self.candidate.track
-
-    @property
-    def size(self) -> int:
-        return self.file.size
-
-    def read(self, offset: int, size: int, deadline: Deadline) -> bytes:
-        if isinstance(self.file, LimitedFile):
-            return self.file.read_within(offset, size, deadline)
-        return self.file.read(offset, size)
 
 
 @dataclass(slots=True)
@@ -154,29 +104,26 @@ class Request(Generic[T]):
     """What `in_worker` needs of a request: its deadline, what it waits on,
     the blocking rest of it, and how to give up."""
 
-    __slots__ = ("_abandoned", "_lock", "deadline", "name", "policy", "waiting_on")
+    __slots__ = ("deadline", "name", "policy", "waiting_on")
 
     def __init__(self, policy: ReadPolicy, name: str, deadline: Deadline) -> None:
         self.policy = policy
         self.name = name
         self.deadline = deadline
         self.waiting_on: str | None = None  # the origin asked at this moment
-        self._abandoned = False
-        self._lock = threading.Lock()  # against `abandon` while a late result lands
 
     def finish(self) -> T:
         raise NotImplementedError
 
     def abandon(self) -> None:
-        """Its caller got EIO: whatever finishes later is dropped."""
-        with self._lock:
-            self._abandoned = True
+        """Its caller got EIO: whatever finishes later is dropped (by trio)."""
 
 
 class Opening(Request[OpenTrack]):
     """Opening a planned node: the first candidate that answers becomes the source."""
 
-    __slots__ = ("_candidates", "_next", "_opened", "_problems", "denied", "gone")
+    __slots__ = ("_abandoned", "_candidates", "_lock", "_next", "_opened", "_problems", "denied",
+                 "gone")  # fmt: skip
 
     def __init__(self, policy: ReadPolicy, plan: OpenPlan, deadline: Deadline) -> None:
         super().__init__(policy, plan.node.name, deadline)
@@ -185,9 +132,15 @@ class Opening(Request[OpenTrack]):
         self._next: Candidate | None = None
         self._problems: list[str] = []
         self.gone = self.denied = 0
+        self._abandoned = False
+        self._lock = threading.Lock()  # against `abandon` while a late open lands
         if not any(t.origin in policy.federation.origins for t in plan.replicas):
             unknown = plan.replicas[0].origin
             raise LibraryError(errno.EIO, f"{self.name}: origin {unknown!r} is not configured")
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
 
     def now(self) -> OpenTrack | None:
         """The open track, if a copy that needs no waiting answers first; else None."""
@@ -350,7 +303,7 @@ class Reading(Request[bytes]):
             return self.prefix + current.read(self.offset, self.size, self.deadline)
         if failed.failure is None:  # the first read to see it fail reports it
             failed.failure = error if error is not None else OSError(errno.EIO, "read failed")
-            opened.policy.failed(opened, failed, failed.failure)
+            opened.policy.failed(self.name, failed, failed.failure)
         self.error = self.error or failed.failure
         self._candidates = opened.policy.candidates(opened.replicas, skip=failed.candidate)
         return self._walk(stop_at_blocking=stop_at_blocking)
@@ -377,7 +330,11 @@ class Reading(Request[bytes]):
                 if current.candidate.blocking and stop_at_blocking:
                     return None
                 return self.prefix + current.read(self.offset, self.size, self.deadline)
-            source = policy.take_over(candidate, opened.size, self)
+            self.waiting_on = None if candidate.cached else candidate.track.origin
+            try:
+                source = policy.take_over(candidate, opened.size, self.deadline, self.name)
+            finally:
+                self.waiting_on = None
             if source is None:
                 continue
             self.waiting_on = None if candidate.cached else candidate.track.origin
@@ -399,112 +356,6 @@ class Reading(Request[bytes]):
             return self.prefix + data
 
 
-class ReadPolicy:
-    """Fail-over order, the request budget, and what a failure tells the federation."""
-
-    def __init__(
-        self, federation: Federation, content: ContentCache | None, events: EventBus
-    ) -> None:
-        self.federation = federation
-        self.content = content
-        self.events = events
-
-    def deadline(self) -> Deadline:
-        """When a request starting now must have been answered."""
-        return Deadline.after(self.federation.request_budget)
-
-    def opening(self, plan: OpenPlan) -> Opening:
-        return Opening(self, plan, self.deadline())
-
-    def candidates(
-        self, replicas: list[Track], skip: Candidate | None = None
-    ) -> Iterator[Candidate]:
-        """The copies of a track in the order requests try them (evaluated as
-        they go: an origin found offline meanwhile is passed over)."""
-        federation = self.federation
-        ranked_ids = federation.ranked(dict.fromkeys(t.origin for t in replicas))
-        order = {oid: i for i, oid in enumerate(ranked_ids)}
-        ranked = sorted((t for t in replicas if t.origin in order), key=lambda t: order[t.origin])
-        skipped = skip.key if skip is not None else None
-        offered: set[tuple[int, bool]] = set()
-        for track in ranked:
-            remote = not federation[track.origin].inline
-            if remote and self.content is not None:
-                offered.add((track.id, True))
-                if (track.id, True) != skipped:
-                    yield Candidate(track, cached=True, blocking=False)
-            if (track.id, False) != skipped and federation.online(track.origin):
-                yield Candidate(track, cached=False, blocking=remote)
-        if self.content is not None:  # no origin answers: a cached copy of any replica
-            for track in replicas:
-                if (track.id, True) not in offered and (track.id, True) != skipped:
-                    yield Candidate(track, cached=True, blocking=False)
-
-    def describe(self, candidate: Candidate) -> str:
-        return "the cached copy" if candidate.cached else f"origin {candidate.track.origin!r}"
-
-    def open_cached(self, track: Track) -> CachedFile | None:
-        return self.content.open(version_of(track)) if self.content is not None else None
-
-    def open_origin(self, track: Track, deadline: Deadline) -> OriginFile:
-        origin = self.federation[track.origin]
-        if origin.inline:  # a local disk: no limits or retries worth their cost
-            try:
-                return origin.open(track.relpath)
-            except OriginUnavailable as exc:
-                self.federation.failed(origin.id, exc)
-                raise
-        return self.federation.open(origin.id, track.relpath, deadline)
-
-    def take_over(self, candidate: Candidate, size: int, reading: Reading) -> Source | None:
-        """Open *candidate* to go on reading a track of *size* bytes, if it holds
-        exactly those bytes (the same size, and the catalogued version)."""
-        track = candidate.track
-        if candidate.cached:
-            cached = self.open_cached(track)
-            if cached is not None and cached.size != size:
-                cached.close()  # releases its pins
-                return None
-            return Source(candidate, cached) if cached is not None else None
-        reading.waiting_on = track.origin
-        try:
-            file = self.open_origin(track, reading.deadline)
-        except OSError as exc:
-            log.info("%s: replica on %r failed too: %s", reading.name, track.origin, exc)
-            return None
-        finally:
-            reading.waiting_on = None
-        if (file.size, file.mtime_ns) != (size, track.mtime_ns):
-            file.close()  # another version than the one catalogued: bytes may differ
-            return None
-        return Source(candidate, file)
-
-    def failed(self, opened: OpenTrack, source: Source, error: Exception) -> None:
-        """Tell who needs to know that *source* failed a read (once per source)."""
-        track = source.track
-        if source.candidate.cached:
-            if isinstance(error, CorruptChunk):  # never wrong bytes: reported once
-                self.events.publish(EventType.CHUNK_CORRUPT, origin=track.origin,
-                                    path=track.relpath, error=str(error))  # fmt: skip
-        elif not source.candidate.blocking and not isinstance(
-            error, FileNotFoundError | FileChanged
-        ):  # reads of a local disk bypass the federation, which counts the others
-            self.federation.failed(track.origin, error)
-        log.warning("%s: reading from %s failed (%s); failing over", opened.node.name,
-                    self.describe(source.candidate), error)  # fmt: skip
-
-    def timed_out(self, request: Request[T]) -> None:
-        """*request* got no answer within its budget: the origin it waited on is
-        offline until a health check finds it again."""
-        origin_id = request.waiting_on
-        if origin_id is not None and origin_id in self.federation.origins:
-            budget = self.federation.request_budget
-            error = OriginUnavailable(
-                origin_id, f"no answer within {budget:.0f} s", errno.ETIMEDOUT
-            )
-            self.federation.failed(origin_id, error)
-
-
 async def in_worker(request: Request[T], limiter: trio.CapacityLimiter) -> T:
     """``request.finish()`` in a worker thread, answered by the request's deadline.
 
@@ -517,7 +368,7 @@ async def in_worker(request: Request[T], limiter: trio.CapacityLimiter) -> T:
         return await trio.to_thread.run_sync(finish, limiter=limiter, abandon_on_cancel=True)
     policy = request.policy
     request.abandon()
-    policy.timed_out(request)
+    policy.timed_out(request.waiting_on)
     waited = f"origin {request.waiting_on!r}" if request.waiting_on else "a worker"
     budget = policy.federation.request_budget
     raise LibraryError(errno.EIO, f"{request.name}: {waited} gave no answer within {budget:.0f} s")
