@@ -130,7 +130,7 @@ def _read_whole(one: Served) -> tuple[bytes, int]:
     size = one.library.node(node.id).size
     handle = one.library.open(node.id)
     try:
-        return one.library.read(handle, 0, size + 65536, in_thread=False), size
+        return one.library.read(handle, 0, size + 65536), size
     finally:
         one.library.close(handle)
 

@@ -19,6 +19,7 @@ from musicfs.core.origins.federation import (
     BACKOFF_FIRST,
     BACKOFF_MAX,
     RETRY_DELAYS,
+    Deadline,
     Federation,
     Health,
     LimitedFile,
@@ -165,6 +166,32 @@ def test_a_request_that_succeeds_on_retry_keeps_the_origin_online(
     assert fed.online("flaky")
     assert fed.health["flaky"].failures == 0
     assert events == []
+
+
+def test_no_attempt_starts_past_the_request_deadline(flaky: SwitchableOrigin) -> None:
+    fed = Federation({"flaky": flaky})
+    flaky.fail_times = len(RETRY_DELAYS)  # would answer on the last retry...
+    with pytest.raises(OriginUnavailable, match="flaky"):  # ...but no time is left for one
+        fed.call(flaky, lambda: flaky.stat("a.wav"), Deadline.after(RETRY_DELAYS[0] / 2))
+    assert len(flaky.calls) == 1
+    assert not fed.online("flaky")
+
+
+def test_a_request_waits_for_a_slot_no_longer_than_its_deadline(flaky: SwitchableOrigin) -> None:
+    fed = Federation({"flaky": flaky}, {"flaky": OriginLimits(max_requests=1)})
+    flaky.mode = "hang"
+    hung = threading.Thread(target=fed.call, args=(flaky, lambda: flaky.stat("a.wav")))
+    hung.start()
+    try:
+        while not flaky.calls:  # the one slot is taken by a request that hangs
+            time.sleep(0.01)
+        with pytest.raises(OriginUnavailable) as info:
+            fed.call(flaky, lambda: flaky.stat("a.wav"), Deadline.after(0.2))
+        assert info.value.errno == errno.ETIMEDOUT
+        assert len(flaky.calls) == 1  # the second request never reached the origin
+    finally:
+        flaky.release.set()
+        hung.join(10)
 
 
 @pytest.mark.parametrize(

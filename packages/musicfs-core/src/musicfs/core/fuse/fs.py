@@ -97,7 +97,6 @@ class MusicFSOperations(pyfuse3.Operations):
         attr_timeout: float = 60.0,
         uid: int | None = None,
         gid: int | None = None,
-        request_timeout: float = 30.0,
         io_threads: int = 32,
         collections: tuple[Collection, ...] = (),
         covers: CoverFiles | None = None,
@@ -113,7 +112,6 @@ class MusicFSOperations(pyfuse3.Operations):
             collections=collections,
             covers=covers,
             prefetch_hint=prefetch_hint,
-            request_timeout=request_timeout,
             io_threads=io_threads,
         )
         self.uid = os.getuid() if uid is None else uid

@@ -362,8 +362,6 @@ class MusicFS:
             library,
             entry_timeout=self.config.mount.entry_timeout,
             attr_timeout=self.config.mount.attr_timeout,
-            # Past the slowest origin's own timeout, with its retries.
-            request_timeout=3 * max([o.timeout for o in self.config.origins] or [10.0]) + 5,
             collections=self.config.collections,
             prefetch_hint=self.hint_prefetch if self.content is not None else None,
         )

@@ -3,24 +3,22 @@
 Handles say which kind they are (`musicfs.core.namespace.inodes`), so a read
 or release dispatches on the handle alone.
 
-Tracks: reads of a local disk are done inline on the FUSE thread (a thread
-hop costs more than the read, see ENVIRONMENT.md); everything that may touch
-a network runs in a worker thread, bounded in number and in time. This is
-where the track read path plugs in: `open_track`, `read_track` and
-`release_track` are the only callers of the `Library`'s open and read calls.
+Tracks: the read policy (`musicfs.core.content.openfile`) answers what it can
+without waiting (a local disk, a cached copy) on the FUSE thread, where a thread
+hop would cost more than the read (ENVIRONMENT.md); the rest goes on in a worker
+thread, bounded in number and by the request's budget (`in_worker`).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from musicfs.core.content.library import Library, LibraryError, NeedsThread, OpenFile, OpenPlan
+from musicfs.core.content.library import Library, LibraryError
+from musicfs.core.content.openfile import in_worker
 from musicfs.core.namespace.inodes import is_cover_handle
 
 if TYPE_CHECKING:
@@ -34,9 +32,8 @@ R = TypeVar("R")
 class OpenFiles:
     """The open files of one mount."""
 
-    def __init__(self, library: Library, *, request_timeout: float, io_threads: int) -> None:
+    def __init__(self, library: Library, *, io_threads: int) -> None:
         self.library = library
-        self.request_timeout = request_timeout
         self._io_threads = trio.CapacityLimiter(io_threads)
         # (size, mtime) each file was last opened with, while the kernel knows it:
         # its cached pages are of that content (see `open_track`).
@@ -69,73 +66,30 @@ class OpenFiles:
         else:
             self.release_track(fh)
 
-    # -- tracks: the track read path plugs in here (issue 14, "one read policy") -------
+    # -- tracks: the read policy (content/openfile.py) says what runs here ---------------
 
     async def open_track(self, inode: int) -> tuple[int, bool]:
         """A handle to track *inode*, and whether the kernel may keep its pages."""
-        plan = self.library.plan_open(inode)
-        if plan.inline:
-            opened = self.library.open_plan(plan)
-        else:
-            opened = await self._open_in_thread(plan)
+        opening = self.library.opening(inode)
+        opened = opening.now()  # a local disk or an exact cached copy: on this thread
+        if opened is None:
+            opened = await in_worker(opening, self._io_threads)
         handle = self.library.register(opened)
         # keep_cache while the node serves what it served at the last open: its
         # content only changes with its mtime (a rescan, a tag edit), and the
         # kernel's pages may be older than that change's invalidation, which
         # comes after the catalog shows it; then they are dropped here.
-        served = (plan.node.size, plan.node.mtime_ns)
+        served = (opened.node.size, opened.node.mtime_ns)
         keep = self._opened_as.get(inode) == served
         self._opened_as[inode] = served
         return handle, keep
 
     async def read_track(self, fh: int, off: int, size: int) -> bytes:
-        if self.library.inline(fh):
-            try:
-                return self.library.read(fh, off, size, in_thread=False)
-            except NeedsThread:
-                pass  # failing over to an origin: not on this thread
-        origin = self.library.reading_from(fh)
-        return await self._in_thread(self.library.read, fh, off, size, origin=origin)
+        reading = self.library.handle(fh).read(off, size)
+        data = reading.now()  # a local disk or the cache answers on this thread
+        if data is None:
+            data = await in_worker(reading, self._io_threads)
+        return data
 
     def release_track(self, fh: int) -> None:
         self.library.close(fh)
-
-    async def _in_thread(self, work: Callable[..., R], *args: Any, origin: str | None = None) -> R:
-        """Run blocking origin I/O in a worker thread, bounded in number and time.
-
-        The origins time out on their own; this is the backstop that keeps a
-        FUSE request from hanging on one that does not: after `request_timeout`
-        the caller gets EIO, the thread is left to finish alone, and *origin*
-        counts as offline, so the next requests fail over (or fail) at once
-        instead of waiting as long again.
-        """
-        with trio.move_on_after(self.request_timeout):
-            return await trio.to_thread.run_sync(
-                work, *args, limiter=self._io_threads, abandon_on_cancel=True
-            )
-        if origin is not None:
-            self.library.timed_out(origin, self.request_timeout)
-        raise LibraryError(
-            errno.EIO,
-            f"{work.__name__} took more than {self.request_timeout:.0f} s; answering EIO",
-        )
-
-    async def _open_in_thread(self, plan: OpenPlan) -> OpenFile:
-        """`_in_thread` for opens: an open that finishes after its caller got EIO
-        closes what it opened (else it stays open on the origin for good)."""
-        lock = threading.Lock()
-        gave_up = False
-
-        def open_plan() -> OpenFile:  # the name the timeout warning shows
-            opened = self.library.open_plan(plan)
-            with lock:
-                if gave_up:
-                    opened.release()
-            return opened
-
-        try:
-            return await self._in_thread(open_plan, origin=plan.replicas[0].origin)
-        except LibraryError:
-            with lock:
-                gave_up = True
-            raise

@@ -76,7 +76,6 @@ class Namespace:
         collections: tuple[Collection, ...] = (),
         covers: CoverFiles | None = None,
         prefetch_hint: Callable[[int], None] | None = None,
-        request_timeout: float = 30.0,
         io_threads: int = 32,
     ) -> None:
         """*prefetch_hint(node)* is called when a folder of /.prefetch is listed;
@@ -90,7 +89,7 @@ class Namespace:
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
         self.covers = covers  # cover.jpg & co. in folders of tracks
         self.prefetch_hint = prefetch_hint
-        self.files = OpenFiles(library, request_timeout=request_timeout, io_threads=io_threads)
+        self.files = OpenFiles(library, io_threads=io_threads)
         self._readdir_fit = 64  # entries the caller took in the last readdir call
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles

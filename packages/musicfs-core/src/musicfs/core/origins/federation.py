@@ -14,13 +14,18 @@ group lives here, once:
   connection).
 - **limits**: at most ``max_requests`` requests in flight per origin, and an
   optional bandwidth limit per origin (a token bucket).
+- **the request budget**: how long one FUSE request may wait for origins,
+  `Federation.request_budget`, stated here once. A request carries it as a
+  `Deadline`; `call` starts no attempt, and waits for no slot, past it.
 
-Nothing here knows of FUSE or the catalog; `musicfs.core.content.library` asks it
+Nothing here knows of FUSE or the catalog; the read policy (`content.openfile`) asks it
 which origin to read and reports back how that went.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import threading
 import time
@@ -37,6 +42,30 @@ T = TypeVar("T")
 BACKOFF_FIRST = 1.0  # seconds before an offline origin is probed again...
 BACKOFF_MAX = 60.0  # ...doubling up to this
 RETRY_DELAYS = (0.1, 0.4)  # pauses between attempts of one request
+# The budget of one request (an open or a read, fail-over included) is every
+# attempt of the slowest origin's own timeout, plus this for the rest (queueing
+# for a worker or a slot, the retry pauses, reading a cached copy instead).
+REQUEST_GRACE = 5.0
+
+
+class Deadline:
+    """When a request must have been answered (monotonic clock)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +75,7 @@ class OriginLimits:
     priority: int = 0  # lower is preferred
     max_requests: int = 8  # requests in flight at once
     bandwidth: int = 0  # bytes per second read from it; 0 = unlimited
-    timeout: float = 10.0  # seconds one request may take before the origin counts as down
+    timeout: float = 10.0  # seconds its driver waits for one answer; see request_budget
 
 
 @dataclass
@@ -103,7 +132,12 @@ class LimitedFile(OriginFile):
         return self._file
 
     def read(self, offset: int, size: int) -> bytes:
-        data = self._federation.call(self._origin, lambda: self._file.read(offset, size))
+        return self.read_within(offset, size, None)
+
+    def read_within(self, offset: int, size: int, deadline: Deadline | None) -> bytes:
+        """`read`, retried only while *deadline* leaves time."""
+        request = functools.partial(self._file.read, offset, size)
+        data = self._federation.call(self._origin, request, deadline)
         bucket = self._federation.buckets.get(self._origin.id)
         if bucket is not None:
             bucket.take(len(data))
@@ -135,6 +169,9 @@ class Federation:
         }
         self._lock = threading.Lock()
         self.on_health = on_health
+        slowest = max((lim.timeout for lim in self.limits.values()), default=OriginLimits().timeout)
+        # Seconds one request may wait, stated once (see REQUEST_GRACE).
+        self.request_budget = (len(RETRY_DELAYS) + 1) * slowest + REQUEST_GRACE
 
     def replace(self, origin_id: str, origin: Origin) -> Origin:
         """Serve *origin_id* with a new `Origin` (its plugin was reloaded); return
@@ -158,33 +195,45 @@ class Federation:
 
     # -- requests -----------------------------------------------------------------
 
-    def call(self, origin: Origin, request: Callable[[], T]) -> T:
+    def call(self, origin: Origin, request: Callable[[], T], deadline: Deadline | None = None) -> T:
         """Run *request* against *origin* within its limits, retrying while it does
-        not answer; mark the origin offline if it never does.
+        not answer and *deadline* leaves time; mark the origin offline if it
+        never does.
 
         `FileNotFoundError` and `PermissionError` are answers, not failures:
         they pass through at once.
         """
         slot = self._slots[origin.id]
         for attempt in range(len(RETRY_DELAYS) + 1):
-            with slot:
-                try:
-                    result = request()
-                except OriginUnavailable as exc:
-                    error: OSError = exc
-                else:
-                    self._succeeded(origin.id)
-                    return result
-            if attempt < len(RETRY_DELAYS) and self.online(origin.id):
-                time.sleep(RETRY_DELAYS[attempt])
-                continue
-            break
+            wait = None if deadline is None else deadline.remaining()
+            if not slot.acquire(timeout=wait):
+                # Every slot is taken by requests that hang: this one will not get
+                # an answer within its budget either.
+                error: OSError = OriginUnavailable(
+                    origin.id, f"{origin.id}: no request slot free in time", errno.ETIMEDOUT
+                )
+                break
+            try:
+                result = request()
+            except OriginUnavailable as exc:
+                error = exc
+            else:
+                self._succeeded(origin.id)
+                return result
+            finally:
+                slot.release()
+            if attempt == len(RETRY_DELAYS) or not self.online(origin.id):
+                break
+            pause = RETRY_DELAYS[attempt]
+            if deadline is not None and deadline.remaining() <= pause:
+                break  # no time left for another attempt
+            time.sleep(pause)
         self.failed(origin.id, error)
         raise error
 
-    def open(self, origin_id: str, relpath: str) -> LimitedFile:
+    def open(self, origin_id: str, relpath: str, deadline: Deadline | None = None) -> LimitedFile:
         origin = self.origins[origin_id]
-        return LimitedFile(self, origin, self.call(origin, lambda: origin.open(relpath)))
+        return LimitedFile(self, origin, self.call(origin, lambda: origin.open(relpath), deadline))
 
     # -- health ---------------------------------------------------------------------
 
