@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate, TemplateError
     from musicfs.core.config.settings import Config, ConfigError, OriginConfig, load_config
     from musicfs.core.model import AUDIO_EXTENSIONS, TrackTags
-    from musicfs.core.mount.service import MountState, MusicFS, StartupError
+    from musicfs.core.mount.assembly import MountState, StartupError
+    from musicfs.core.mount.service import MusicFS
     from musicfs.core.origins import LocalOrigin, OriginUnavailable
     from musicfs.core.sync.scanner import Scanner, ScanReport
     from musicfs.core.tags.reader import UnreadableFile, read_tags
@@ -41,7 +42,7 @@ _HOMES = {
     "ConfigError": "config.settings",
     "Layout": "catalog.layout",
     "LocalOrigin": "origins",
-    "MountState": "mount.service",
+    "MountState": "mount.assembly",
     "MusicFS": "mount.service",
     "Node": "catalog.store",
     "OriginConfig": "config.settings",
@@ -49,7 +50,7 @@ _HOMES = {
     "PathTemplate": "catalog.templates",
     "ScanReport": "sync.scanner",
     "Scanner": "sync.scanner",
-    "StartupError": "mount.service",
+    "StartupError": "mount.assembly",
     "TemplateError": "catalog.templates",
     "Track": "catalog.store",
     "TrackTags": "model",

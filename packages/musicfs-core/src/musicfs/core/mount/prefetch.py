@@ -48,8 +48,8 @@ from musicfs.core.origins.federation import Federation
 from musicfs.core.supervise import Supervisor
 
 if TYPE_CHECKING:
+    from musicfs.core.config.settings import Config
     from musicfs.core.fuse.fs import MusicFSOperations
-    from musicfs.core.mount.service import MusicFS
 
 log = logging.getLogger(__name__)
 
@@ -167,20 +167,28 @@ class Prefetcher:
         self._supervisor: Supervisor | None = None
 
     @classmethod
-    def for_mount(cls, fs: MusicFS) -> Prefetcher | None:
-        """The prefetcher of a mount being served; None when there is nothing for
-        it to do (no content cache, prefetch off, or only local-disk origins)."""
-        config = fs.config
-        if fs.content is None or not config.prefetch_enabled or config.prefetch_ahead == 0:
+    def for_mount(
+        cls,
+        config: Config,
+        catalog_path: Path,
+        *,
+        events: EventBus,
+        federation: Federation,
+        content: ContentCache | None,
+        ops: MusicFSOperations | None = None,
+    ) -> Prefetcher | None:
+        """The prefetcher of a mount being served (*ops*: its FUSE handlers, whose
+        activity pauses the copies); None when there is nothing for it to do (no
+        content cache, prefetch off, or only local-disk origins)."""
+        if content is None or not config.prefetch_enabled or config.prefetch_ahead == 0:
             return None
-        if all(origin.inline for origin in fs.origins.values()):
+        if all(origin.inline for origin in federation.origins.values()):
             return None
-        ops = fs.operations
         return cls(
-            fs.catalog_path,
-            fs.events,
-            fs.federation,
-            fs.content,
+            catalog_path,
+            events,
+            federation,
+            content,
             ahead=config.prefetch_ahead,
             max_bytes=config.prefetch_max_bytes,
             busy=ForegroundActivity(ops) if ops is not None else None,
