@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from musicfs.core.catalog.layout import ChangeKind, TreeChange
+from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, CatalogError, Track, damaged, first_problem
 from musicfs.core.config.settings import Config
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import Library
+from musicfs.core.content.overlay import OverlayEditor
 from musicfs.core.events import EventBus
 from musicfs.core.extensions import Extensions
 from musicfs.core.fuse.fs import MusicFSOperations
@@ -264,6 +265,20 @@ def build_operations(
         collections=config.collections,
         prefetch_hint=prefetch_hint,
     )
+
+
+def overlay_editor(
+    catalog: Catalog,
+    config: Config,
+    federation: Federation,
+    extensions: Extensions,
+    layout: Layout | None = None,
+) -> OverlayEditor:
+    """Makes and refreshes the overlays (tag overrides) of files in *catalog*;
+    *layout*: the one placing them (a new one of *config* when not given)."""
+    if layout is None:
+        layout = Layout(catalog, config.path_template, skip_unreadable=config.skip_unreadable)
+    return OverlayEditor(catalog, layout, federation, extensions)
 
 
 def cover_files(

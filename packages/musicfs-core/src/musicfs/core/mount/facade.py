@@ -148,7 +148,7 @@ class MountControl(Admin):
 
     def show_scan_progress(self, progress: ScanProgress) -> None:
         """Show the first scan's progress on *progress* (before it starts)."""
-        self.fs.progress = progress
+        self.fs.rescans.progress = progress
 
     def scan_reports(self) -> dict[str, ScanReport]:
         """Each origin's last scan report."""

@@ -50,6 +50,7 @@ from musicfs.core.mount.assembly import (
     check_mountpoint,
     cover_files,
     open_content,
+    overlay_editor,
     set_read_ahead,
 )
 from musicfs.core.mount.fill import FillQueue
@@ -147,15 +148,6 @@ class MusicFS:
     @state.setter
     def state(self, state: MountState) -> None:
         self.life.state = state
-
-    @property
-    def progress(self) -> ScanProgress | None:
-        return self.rescans.progress
-
-    @progress.setter
-    def progress(self, progress: ScanProgress | None) -> None:
-        """A live display of the first scan (set before it starts)."""
-        self.rescans.progress = progress
 
     @property
     def scan_reports(self) -> dict[str, ScanReport]:
@@ -391,11 +383,7 @@ class MusicFS:
 
     def overlay_editor(self, catalog: Catalog, layout: Layout | None = None) -> OverlayEditor:
         """Makes and refreshes the overlays (tag overrides) of files in *catalog*."""
-        if layout is None:
-            layout = Layout(
-                catalog, self.config.path_template, skip_unreadable=self.config.skip_unreadable
-            )
-        return OverlayEditor(catalog, layout, self.federation, self.extensions)
+        return overlay_editor(catalog, self.config, self.federation, self.extensions, layout)
 
     def _after_scan(self, catalog: Catalog, layout: Layout, changed: set[int]) -> None:
         # Files that changed need their overlay made again (a new header).
