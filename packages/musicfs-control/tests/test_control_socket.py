@@ -1,7 +1,8 @@
 """The control server and client over a real Unix socket, without a mount.
 
-A stand-in for `MusicFS` answers status and shutdown inside a real trio loop,
-so the trio↔gRPC thread hop, the socket's mode and the error mapping are real.
+A stand-in for a mount's facade (`MountControl`) answers status and shutdown
+inside a real trio loop, so the trio↔gRPC thread hop, the socket's mode and the
+error mapping are real.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from musicfs.core.config.paths import UnsafeSocketDir, runtime_dir
 
 
 class FakeMount:
-    """Answers like `musicfs.core.mount.service.MusicFS` does, from the trio thread."""
+    """Answers like `musicfs.core.mount.facade.MountControl` does, from the trio thread."""
 
     def __init__(self) -> None:
         self.shutdowns: list[float] = []

@@ -1,4 +1,4 @@
-"""MusicFSCollector and MetricsServer in-process, over a stand-in for a mount.
+"""MusicFSCollector and MetricsServer in-process, over the facade of a stand-in mount.
 
 The end-to-end test (tests/e2e/test_metrics.py) scrapes a real daemon; these
 check what is awkward to reach from there: counters that never step back, the
@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,13 +34,13 @@ from musicfs.core.config.settings import ConfigError, load_config
 from musicfs.core.content.stats import TierStats
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.fuse.latency import LatencyRecorder
-from musicfs.core.mount.service import MountState
+from musicfs.core.mount.facade import MountControl, MountState
 from musicfs.core.origins.federation import Health
 from musicfs.core.supervise import Supervisor
 
 
-class FakeMount(SimpleNamespace):
-    """What the collector reads of `MusicFS`, with counts() counted."""
+class FakeControl(MountControl):
+    """The facade over a stand-in for `MusicFS` (`fs`), with counts() counted."""
 
     counted = 0
     counts_fail = False
@@ -61,11 +61,11 @@ def fake_mount() -> Any:
         open_handles=2, directories=SimpleNamespace(stats=TierStats(3, 0, 10, 4))
     )
     store = SimpleNamespace(stats=TierStats(7, 7000, 5, 1, 2, 1), limit=1 << 30)
-    return FakeMount(
-        started=time.time() - 60,
+    mount = SimpleNamespace(
+        life=SimpleNamespace(started=time.time() - 60),
         state=MountState.READY,
         supervisor=Supervisor(),
-        scanning=False,
+        rescans=SimpleNamespace(scanning=False),
         operations=SimpleNamespace(
             op_counts=Counter({"read": 3, "lookup": 1}), latency=latency, library=library
         ),
@@ -76,6 +76,7 @@ def fake_mount() -> Any:
         ),
         events=EventBus(),
     )
+    return FakeControl(cast(Any, mount))
 
 
 def scrape(
@@ -143,23 +144,23 @@ def test_series_and_values() -> None:
 
 def test_a_failing_background_task_is_degraded_as_in_status() -> None:
     fs = fake_mount()
-    fs.federation.health["nas"] = Health(latency_ms=3.0)  # every origin online
+    fs.fs.federation.health["nas"] = Health(latency_ms=3.0)  # every origin online
     assert (
         scrape(MusicFSCollector(fs))[1][("musicfs_mount_state", frozenset({("state", "READY")}))]
         == 1
     )
-    fs.supervisor.failed("sync", OSError("database is locked"))
+    fs.fs.supervisor.failed("sync", OSError("database is locked"))
     found = scrape(MusicFSCollector(fs))[1]
     assert found[("musicfs_mount_state", frozenset({("state", "DEGRADED")}))] == 1
-    fs.supervisor.ok("sync")
+    fs.fs.supervisor.ok("sync")
     found = scrape(MusicFSCollector(fs))[1]
     assert found[("musicfs_mount_state", frozenset({("state", "READY")}))] == 1
 
 
 def test_passthrough_and_unmounted_leave_series_out_without_failing() -> None:
     fs = fake_mount()
-    fs.content = None
-    fs.operations = None
+    fs.fs.content = None
+    fs.fs.operations = None
     _, found = scrape(MusicFSCollector(fs))
     assert ("musicfs_cache_limit_bytes", frozenset()) not in found
     assert found[("musicfs_open_handles", frozenset())] == 0
@@ -170,11 +171,11 @@ def test_counters_never_step_back() -> None:
     fs = fake_mount()
     collector = MusicFSCollector(fs)
     _, before = scrape(collector)
-    fs.operations.library.directories.stats.hits = 4  # a lost update in the core
+    fs.fs.operations.library.directories.stats.hits = 4  # a lost update in the core
     _, after = scrape(collector)
     key = ("musicfs_cache_hits_total", frozenset({("tier", "l1")}))
     assert before[key] == after[key] == 10
-    fs.operations.library.directories.stats.hits = 11
+    fs.fs.operations.library.directories.stats.hits = 11
     assert scrape(collector)[1][key] == 11
 
 

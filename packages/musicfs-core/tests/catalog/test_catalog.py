@@ -172,7 +172,7 @@ def test_quick_check_stops_when_asked(tmp_path: Path, catalog_sql: CatalogSQL) -
 
 
 def test_check_before_mounting_refuses_a_damaged_catalog_with_the_fix(tmp_path: Path) -> None:
-    from musicfs.core.mount.service import check_catalog
+    from musicfs.core.mount.assembly import check_catalog
 
     path = tmp_path / "c.sqlite3"
     damaged_in_the_middle(path)
@@ -194,13 +194,15 @@ def test_a_catalog_too_big_to_check_before_mounting_is_checked_after_and_shown_d
     import trio
 
     from musicfs.core.config.settings import Config
-    from musicfs.core.mount.service import MountState, MusicFS
+    from musicfs.core.mount.assembly import check_catalog_later
+    from musicfs.core.mount.facade import MountControl, MountState
+    from musicfs.core.mount.service import MusicFS
 
     fs = MusicFS(Config(cache_dir=str(tmp_path / "cache")), tmp_path / "mnt")
     fs.catalog_path.parent.mkdir()
     damaged_in_the_middle(fs.catalog_path)
     fs.state = MountState.READY  # mounted and serving meanwhile
-    trio.run(fs._check_catalog)
+    trio.run(check_catalog_later, fs.life, fs.catalog_path, fs.supervisor)
     [entry] = fs.supervisor.snapshot()
     assert entry["name"] == "catalog check"
     assert entry["failing"] is True
@@ -208,8 +210,9 @@ def test_a_catalog_too_big_to_check_before_mounting_is_checked_after_and_shown_d
     assert entry["last_error"].endswith(
         "Move it away; the next mount rebuilds it from the origins."
     )
-    assert fs.status()["state"] == "DEGRADED"
-    assert fs.status()["loops"] == [entry]
+    status = MountControl(fs).status()
+    assert status["state"] == "DEGRADED"
+    assert status["loops"] == [entry]
 
 
 def test_rows_survive_reopening(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -367,12 +366,9 @@ def test_prefetch_settings(tmp_path: Path) -> None:
 def test_a_mount_gets_a_prefetcher_only_when_it_can_help(setup: Setup) -> None:
     def mount(config: Config, content: ContentCache | None = setup.content,
               origins: tuple[str, ...] = ("cloud", "disk")) -> Prefetcher | None:  # fmt: skip
-        fs = SimpleNamespace(
-            config=config, content=content, catalog_path=setup.catalog.path,
-            events=setup.events, federation=setup.federation, operations=None,
-            origins={oid: setup.federation.origins[oid] for oid in origins},
-        )  # fmt: skip
-        prefetcher = Prefetcher.for_mount(cast(Any, fs))
+        federation = Federation({oid: setup.federation.origins[oid] for oid in origins})
+        prefetcher = Prefetcher.for_mount(config, setup.catalog.path, events=setup.events,
+                                          federation=federation, content=content)  # fmt: skip
         if prefetcher is not None:
             setup.made.append(prefetcher)
         return prefetcher

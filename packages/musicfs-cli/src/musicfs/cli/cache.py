@@ -128,7 +128,7 @@ def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _cache_backup(args: argparse.Namespace, cache_dir: Path) -> int:
-    from musicfs.core.content.backup import BackupError, backup_cache
+    from musicfs.core.mount.facade import BackupError, backup_cache
 
     _check_backup_target(args.file)
     try:
@@ -221,7 +221,7 @@ def _check_restore(source: Path, cache_dir: Path) -> None:
 
 def _cache_restore(args: argparse.Namespace, cache_dir: Path) -> int:
     from musicfs.core.config.paths import CacheDirLocked
-    from musicfs.core.content.backup import BackupError, restore_cache
+    from musicfs.core.mount.facade import BackupError, restore_cache
 
     _check_restore(args.file, cache_dir)
     try:
@@ -265,31 +265,23 @@ def _cache_verify(args: argparse.Namespace, config: Config, cache_dir: Path) -> 
 
 
 def _verify_unlocked(args: argparse.Namespace, config: Config, cache_dir: Path) -> int:
-    from musicfs.core.catalog.store import Catalog, CatalogError
-    from musicfs.core.content.cache import ContentCache
+    from musicfs.core.mount.facade import check_cache_offline
 
-    try:
-        with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
-            catalog_check = catalog.integrity_check()
-    except (CatalogError, sqlite3.Error) as exc:
-        catalog_check = f"damaged: {exc}"
     content_dir = cache_dir / "content"
-    bad: list[str] = []
-    dropped = damaged = chunks = files = 0
-    if content_dir.exists():
-        try:
-            content = ContentCache(content_dir, config.cache.limit)
-            try:
-                check = content.check(deep=True)
-                bad, damaged, dropped = check.damaged_chunks, len(check.damaged), check.incomplete
-                chunks, files = content.store.stats.entries, content.headers.entries
-            finally:
-                content.close()
-        except sqlite3.Error as exc:
-            raise CLIError(
-                f"the content cache in {content_dir} cannot be read ({exc}); it only holds "
-                f"copies: move {content_dir} away and the next mount starts an empty one"
-            ) from None
+    try:
+        check = check_cache_offline(cache_dir, config.cache.limit)
+    except sqlite3.Error as exc:
+        raise CLIError(
+            f"the content cache in {content_dir} cannot be read ({exc}); it only holds "
+            f"copies: move {content_dir} away and the next mount starts an empty one"
+        ) from None
+    catalog_check, bad, chunks, files = (
+        check.catalog,
+        check.damaged_chunks,
+        check.chunks,
+        check.files,
+    )
+    damaged, dropped = check.damaged_files, check.incomplete
     report = {
         "cache_dir": str(cache_dir),
         "catalog": catalog_check,

@@ -1,10 +1,11 @@
 """The daemon: one process serving one mount, with its control socket.
 
-`run_daemon` assembles the parts — logging, the core `MusicFS`, the gRPC
-control server, the webhook senders — and reports readiness to whoever started
-it: a line on the *ready_fd* pipe (``READY``, ``REFUSED <message>`` when what
-it was given cannot be mounted, or ``ERROR <message>``) for ``musicfs mount``,
-and ``READY=1`` on ``$NOTIFY_SOCKET`` for systemd. It returns the exit status
+`run_daemon` assembles the parts — logging, the mount (through its facade,
+`musicfs.core.mount.facade.MountControl`), the gRPC control server, the
+webhook senders — and reports readiness to whoever started it: a line on the
+*ready_fd* pipe (``READY``, ``REFUSED <message>`` when what it was given cannot
+be mounted, or ``ERROR <message>``) for ``musicfs mount``, and ``READY=1`` on
+``$NOTIFY_SOCKET`` for systemd. It returns the exit status
 (`musicfs.core.exitcodes`).
 
 With *wait_scan* (``musicfs mount --wait``) ready means "the first scan has
@@ -38,13 +39,24 @@ import trio
 
 from musicfs.control.config import METRICS, WEBHOOKS
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
-from musicfs.core.config.paths import CacheDirLocked, UnsafeSocketDir, socket_path_for
+from musicfs.core.config.paths import (
+    CacheDirLocked,
+    UnsafeSocketDir,
+    cache_dir_for,
+    socket_path_for,
+)
 from musicfs.core.config.settings import Config
 from musicfs.core.errors import MusicFSError
+from musicfs.core.events import EventBus
 from musicfs.core.exitcodes import ExitCode
-from musicfs.core.mount.service import MusicFS, StartupError
+from musicfs.core.mount.facade import (
+    MountControl,
+    ScanProgress,
+    ScanReport,
+    StartupError,
+    scan_progress,
+)
 from musicfs.core.secrets.redact import install_redaction, redact
-from musicfs.core.sync.scanner import ScanProgress, ScanReport
 from musicfs.plugins.manager import PluginManager
 
 if TYPE_CHECKING:
@@ -198,19 +210,21 @@ def run_daemon(
 
     With *wait_scan*, readiness is told once the first scan has finished."""
     readiness = _Readiness(ready_fd)
-    fs = MusicFS(config, mountpoint)
-    setup_logging(config.log_level, fs.cache_dir / "musicfs.log", to_stderr=foreground)
+    mountpoint = Path(os.path.abspath(mountpoint))
+    cache_dir = cache_dir_for(config, mountpoint)
+    setup_logging(config.log_level, cache_dir / "musicfs.log", to_stderr=foreground)
     log.debug("open-file limit: %d", raise_open_file_limit())
-    socket_path = socket_path_for(config, fs.mountpoint)
+    socket_path = socket_path_for(config, mountpoint)
+    events = EventBus()  # before the mount: plugins and webhooks subscribe to it first
     webhooks: Webhooks | None = None
     if config.tables(WEBHOOKS):  # subscribed now, so the plugins' events are sent too
         from musicfs.control.webhooks import Webhooks
 
-        webhooks = Webhooks(config.tables(WEBHOOKS), fs.events)
-    # Before prepare(): origins of plugin types are built there. A plugin that
-    # fails is reported and skipped (PluginManager), never a failed mount.
-    plugins = PluginManager.from_config(config, fs.events)
-    fs.extensions = plugins.extensions()
+        webhooks = Webhooks(config.tables(WEBHOOKS), events)
+    # Before the mount: origins of plugin types are built by prepare(). A plugin
+    # that fails is reported and skipped (PluginManager), never a failed mount.
+    plugins = PluginManager.from_config(config, events)
+    fs = MountControl.create(config, mountpoint, extensions=plugins.extensions(), events=events)
     try:
         fs.prepare()
     except MusicFSError as exc:  # expected (refused, locked, damaged): no traceback
@@ -238,9 +252,8 @@ def run_daemon(
             # In a worker thread: importing gRPC and rich takes a few hundred ms,
             # and the trio thread must keep answering FUSE requests meanwhile.
             from musicfs.control.server import ControlServer
-            from musicfs.core.sync.progress import LogScanProgress, progress_for
 
-            progress: ScanProgress = progress_for() if foreground else LogScanProgress()
+            progress = scan_progress(live=foreground)
             control = ControlServer(fs, socket_path, plugins)
             try:
                 control.start(token)
@@ -271,22 +284,24 @@ def run_daemon(
             # (issue 13.5), never the end of the daemon.
             try:
                 server, progress = await trio.to_thread.run_sync(start_control)
-                fs.progress = _ReportedProgress(progress, readiness) if wait_scan else progress
+                fs.show_scan_progress(
+                    _ReportedProgress(progress, readiness) if wait_scan else progress
+                )
             except Exception as exc:
-                fs.supervisor.failed("control server", exc)
+                fs.failed("control server", exc)
             if config.section(METRICS).listen:
                 try:
                     metrics = await trio.to_thread.run_sync(start_metrics)
                 except Exception as exc:
-                    fs.supervisor.failed("metrics", exc)
+                    fs.failed("metrics", exc)
             if webhooks is not None:  # in a thread: secrets may come from the keyring
                 try:
                     await trio.to_thread.run_sync(webhooks.start)
                 except Exception as exc:
-                    fs.supervisor.failed("webhooks", exc)
+                    fs.failed("webhooks", exc)
 
         async def on_scanned() -> None:
-            for report in fs.scan_reports.values():
+            for report in fs.scan_reports().values():
                 readiness.scan(report, finished=True)
             readiness.ready()
 

@@ -2,12 +2,13 @@
 
 `MetricsServer` serves ``/metrics`` over HTTP from prometheus-client's own
 threads; the daemon starts it after READY and stops it at shutdown. Nothing is
-counted twice: `MusicFSCollector` reads the live state of the mount when
-Prometheus scrapes — the FUSE counters and latency histograms of
-`musicfs.core.fuse.fs`, the cache tiers' `TierStats`, the federation's health, the
-event bus's counters — so the FUSE thread does no extra work for the metrics.
+counted twice: `MusicFSCollector` reads the live state of the mount through
+its facade (`musicfs.core.mount.facade.MountControl`) when Prometheus scrapes —
+the FUSE counters and latency histograms, the cache tiers' `TierStats`, the
+origins' health, the event bus's counters — so the FUSE thread does no extra
+work for the metrics.
 Those reads are of counters and snapshots only (no lock that FUSE waits on for
-long, no trio hop). The catalog's counts come from `MusicFS.counts`, which
+long, no trio hop). The catalog's counts come from `MountControl.counts`, which
 opens its own read-only connection in the HTTP thread, at most every
 `COUNTS_MAX_AGE` seconds. Sync counters come from the event bus: the server
 subscribes to ``sync.completed`` and adds each report up in a thread of its own.
@@ -44,7 +45,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -62,8 +63,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from musicfs.core.events import Event, EventType
-from musicfs.core.fuse.latency import PROMETHEUS_BOUNDS
-from musicfs.core.mount.service import MountState, MusicFS, shown_state, version
+from musicfs.core.mount.facade import PROMETHEUS_BOUNDS, MountControl, MountState, version
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -126,7 +126,7 @@ class MusicFSCollector(Collector):
 
     def __init__(
         self,
-        fs: MusicFS,
+        fs: MountControl,
         syncs: SyncCounters | None = None,
         counts_max_age: float = COUNTS_MAX_AGE,
         webhook_stats: WebhookStats | None = None,
@@ -187,24 +187,21 @@ class MusicFSCollector(Collector):
             "When the daemon started, in seconds since the Unix epoch.",
             value=fs.started,
         )
-        online = (h.online for h in _health(fs).values())
-        state = shown_state(fs.state, online, failing=bool(fs.supervisor.failing))
+        state = fs.state()
         yield self._gauge(
             "musicfs_mount_state",
             "The mount's state: 1 for the current one, 0 for the others.",
             ("state",),
             {(s.value,): float(s is state) for s in MountState},
         )
-        ops = fs.operations
         yield GaugeMetricFamily(
             "musicfs_open_handles",
             "Files open through the mount right now.",
-            value=ops.library.open_handles if ops is not None else 0,
+            value=fs.open_handles(),
         )
 
     def _fuse(self) -> Iterator[Metric]:
-        ops = self.fs.operations
-        counts = dict(ops.op_counts) if ops is not None else {}
+        counts = self.fs.op_counts()
         yield self._counter(
             "musicfs_fuse_ops_total",
             "FUSE requests answered, by operation (write_refused: write-type calls, "
@@ -212,7 +209,7 @@ class MusicFSCollector(Collector):
             ("op",),
             {(op,): float(n) for op, n in counts.items()},
         )
-        histograms = ops.latency.snapshot() if ops is not None else {}
+        histograms = self.fs.latency_histograms()
         family = HistogramMetricFamily(
             "musicfs_fuse_latency_seconds",
             "Time the daemon took to answer FUSE requests, by operation.",
@@ -250,15 +247,8 @@ class MusicFSCollector(Collector):
             return self._counts
 
     def _cache(self) -> Iterator[Metric]:
-        fs = self.fs
-        ops = fs.operations
-        tiers = {}
-        if ops is not None:
-            tiers["l1"] = ops.library.directories.stats
-        content = fs.content
-        if content is not None:
-            tiers["l2"] = content.headers
-            tiers["l3"] = content.store.stats
+        tiers = self.fs.cache_tiers()
+        content = self.fs.content_cache()
         yield self._gauge(
             "musicfs_cache_entries",
             "Entries a cache tier holds (l1: directory entries in memory, l2: file "
@@ -287,25 +277,25 @@ class MusicFSCollector(Collector):
             yield GaugeMetricFamily(
                 "musicfs_cache_limit_bytes",
                 "The content cache's size limit (l3).",
-                value=content.store.limit,
+                value=content["limit_bytes"],
             )
             yield self._counter(
                 "musicfs_cache_corrupt_chunks_total",
                 "Cached chunks found damaged (dropped, fetched again from the origin).",
                 (),
-                {(): float(content.store.stats.corrupt)},
+                {(): float(tiers["l3"].corrupt)},
             )
             yield self._counter(
                 "musicfs_cache_origin_bytes_total",
                 "Bytes read from origins to fill the content cache.",
                 (),
-                {(): float(content.origin_bytes)},
+                {(): float(content["origin_bytes"])},
             )
 
     def _origins(self) -> Iterator[Metric]:
         fs = self.fs
-        health = _health(fs)
-        kinds = {oid: origin.kind for oid, origin in list(fs.origins.items())}
+        health = fs.origin_health_all()
+        kinds = fs.origin_kinds()
         yield self._gauge(
             "musicfs_origin_info",
             "The configured origins and their types (always 1).",
@@ -404,14 +394,12 @@ class MusicFSCollector(Collector):
         )
 
 
-def _health(fs: MusicFS) -> dict[str, Any]:
-    return dict(fs.federation.health)
-
-
 class MetricsServer:
     """``/metrics`` over HTTP for one mount, and the sync-event listener behind it."""
 
-    def __init__(self, fs: MusicFS, listen: str, webhook_stats: WebhookStats | None = None) -> None:
+    def __init__(
+        self, fs: MountControl, listen: str, webhook_stats: WebhookStats | None = None
+    ) -> None:
         self.fs = fs
         self.host, self.port = parse_listen(listen)
         self.syncs = SyncCounters()

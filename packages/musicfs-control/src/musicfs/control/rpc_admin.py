@@ -1,8 +1,9 @@
 """The control RPCs that operate a mount: cache, origins, rescans, settings (FR-17).
 
-A mixin of `musicfs.control.server.ControlServicer`; the work is done by
-`musicfs.core.mount.admin.Admin` in the gRPC thread. `AdminError`s become status
-codes: not_found → NOT_FOUND, busy → FAILED_PRECONDITION, else INVALID_ARGUMENT.
+A mixin of `musicfs.control.server.ControlServicer`; the work is done by the
+mount's facade (`musicfs.core.mount.facade.MountControl`) in the gRPC thread.
+`AdminError`s become status codes: not_found → NOT_FOUND, busy →
+FAILED_PRECONDITION, else INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from musicfs.control.v1 import control_pb2
-from musicfs.core.mount.admin import (
+from musicfs.core.mount.facade import (
     SETTABLE,
-    Admin,
     AdminError,
     CacheVerifyProgress,
+    MountControl,
     PrefetchProgress,
+    ScanReport,
 )
-from musicfs.core.sync.scanner import ScanReport
 
 T = TypeVar("T")
 
@@ -68,7 +69,7 @@ class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
     GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream."""
 
-    admin: Admin
+    fs: MountControl
 
     def _do(self, context: grpc.ServicerContext, call: Callable[[], T]) -> T:
         try:
@@ -79,7 +80,7 @@ class AdminRPCs:
     def GetCacheStats(
         self, request: control_pb2.GetCacheStatsRequest, context: grpc.ServicerContext
     ) -> control_pb2.CacheStats:
-        stats = self.admin.cache_stats()
+        stats = self.fs.cache_stats()
         tiers = [control_pb2.TierStats(**tier) for tier in stats.pop("tiers")]
         return control_pb2.CacheStats(tiers=tiers, **stats)
 
@@ -87,14 +88,14 @@ class AdminRPCs:
         self, request: control_pb2.ClearCacheRequest, context: grpc.ServicerContext
     ) -> control_pb2.ClearCacheResponse:
         scope = request.scope or "all"
-        result = self._do(context, lambda: self.admin.clear_cache(scope, request.origin))
+        result = self._do(context, lambda: self.fs.clear_cache(scope, request.origin))
         return control_pb2.ClearCacheResponse(**result)
 
     def Prefetch(
         self, request: control_pb2.PrefetchRequest, context: grpc.ServicerContext
     ) -> Iterator[control_pb2.PrefetchProgress]:
         def work(put: Callable[[control_pb2.PrefetchProgress], None]) -> None:
-            final = self.admin.prefetch(request.path, lambda p: put(_prefetch_message(p)))
+            final = self.fs.prefetch(request.path, lambda p: put(_prefetch_message(p)))
             put(_prefetch_message(final))
 
         return _streamed(context, "prefetch", work)
@@ -104,7 +105,7 @@ class AdminRPCs:
     ) -> Iterator[control_pb2.VerifyCacheProgress]:
         # (A damaged chunk found is dropped either way; its file is still re-fetched.)
         def work(put: Callable[[control_pb2.VerifyCacheProgress], None]) -> None:
-            final = self.admin.verify_cache(lambda p: put(_verify_cache_message(p)))
+            final = self.fs.verify_cache(lambda p: put(_verify_cache_message(p)))
             put(_verify_cache_message(final))
 
         return _streamed(context, "cache verify", work)
@@ -112,19 +113,19 @@ class AdminRPCs:
     def ListOrigins(
         self, request: control_pb2.ListOriginsRequest, context: grpc.ServicerContext
     ) -> control_pb2.OriginList:
-        origins = [control_pb2.OriginInfo(**o) for o in self.admin.origins()]
+        origins = [control_pb2.OriginInfo(**o) for o in self.fs.origins()]
         return control_pb2.OriginList(origins=origins)
 
     def GetOriginHealth(
         self, request: control_pb2.GetOriginHealthRequest, context: grpc.ServicerContext
     ) -> control_pb2.OriginHealth:
-        health = self._do(context, lambda: self.admin.origin_health(request.origin))
+        health = self._do(context, lambda: self.fs.origin_health(request.origin))
         return control_pb2.OriginHealth(**health)
 
     def RescanOrigin(
         self, request: control_pb2.RescanOriginRequest, context: grpc.ServicerContext
     ) -> Iterator[control_pb2.RescanProgress]:
-        progress = self._do(context, lambda: iter(self.admin.rescan(request.origin)))
+        progress = self._do(context, lambda: iter(self.fs.rescan(request.origin)))
         try:
             first = next(progress)
         except AdminError as exc:
@@ -140,13 +141,13 @@ class AdminRPCs:
     def GetConfig(
         self, request: control_pb2.GetConfigRequest, context: grpc.ServicerContext
     ) -> control_pb2.ConfigValues:
-        return control_pb2.ConfigValues(values=self.admin.settings(), settable=list(SETTABLE))
+        return control_pb2.ConfigValues(values=self.fs.settings(), settable=list(SETTABLE))
 
     def SetConfig(
         self, request: control_pb2.SetConfigRequest, context: grpc.ServicerContext
     ) -> control_pb2.ConfigValues:
         values: dict[str, Any] = self._do(
-            context, lambda: self.admin.set_setting(request.key, request.value)
+            context, lambda: self.fs.set_setting(request.key, request.value)
         )
         return control_pb2.ConfigValues(values=values, settable=list(SETTABLE))
 
@@ -154,7 +155,7 @@ class AdminRPCs:
         self, request: control_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> control_pb2.SearchResponse:
         started = time.monotonic()
-        hits = self._do(context, lambda: self.admin.search(request.query, request.limit or 50))
+        hits = self._do(context, lambda: self.fs.search(request.query, request.limit or 50))
         return control_pb2.SearchResponse(
             hits=[control_pb2.SearchHit(**hit) for hit in hits],
             seconds=time.monotonic() - started,
@@ -163,7 +164,7 @@ class AdminRPCs:
     def SearchStream(
         self, request: control_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> Iterator[control_pb2.SearchHit]:
-        hits = self._do(context, lambda: self.admin.search(request.query, request.limit or 50))
+        hits = self._do(context, lambda: self.fs.search(request.query, request.limit or 50))
         for hit in hits:
             if not context.is_active():
                 return

@@ -11,9 +11,8 @@ from typing import Any
 import grpc
 
 from musicfs.control.v1 import control_pb2
-from musicfs.core.content.overlay import TagError, TagRefused, TagView
 from musicfs.core.model import OVERRIDABLE_FIELDS, TrackTags
-from musicfs.core.mount.service import MusicFS
+from musicfs.core.mount.facade import MountControl, TagError, TagRefused, TagView
 from musicfs.plugins.api import MetadataQuery, PluginError, PluginInfo
 from musicfs.plugins.manager import PluginManager
 
@@ -42,7 +41,7 @@ def _tag_strings(tags: TrackTags) -> dict[str, str]:
 class PluginRPCs:
     """Plugin list/load/unload/reload, and tag show/set/lookup."""
 
-    fs: MusicFS
+    fs: MountControl
     plugins: PluginManager | None
 
     # -- plugins -----------------------------------------------------------------------

@@ -26,10 +26,8 @@ from musicfs.control.rpc_admin import AdminRPCs
 from musicfs.control.rpc_plugins import PluginRPCs
 from musicfs.control.socketfile import claim_socket_path
 from musicfs.control.v1 import control_pb2, control_pb2_grpc
-from musicfs.core.content.verify import VerifyReport
 from musicfs.core.events import Event, event_type
-from musicfs.core.mount.admin import Admin
-from musicfs.core.mount.service import MusicFS
+from musicfs.core.mount.facade import MountControl, VerifyReport
 from musicfs.plugins.manager import PluginManager
 
 log = logging.getLogger(__name__)
@@ -77,18 +75,17 @@ def verify_message(report: VerifyReport, done: bool = False) -> control_pb2.Veri
 
 
 class ControlServicer(PluginRPCs, AdminRPCs, control_pb2_grpc.MusicFSServicer):
-    """Answers control RPCs for one `MusicFS` mount."""
+    """Answers control RPCs for one mount, through its facade."""
 
     def __init__(
         self,
-        fs: MusicFS,
+        fs: MountControl,
         token: trio.lowlevel.TrioToken,
         socket_path: Path,
         plugins: PluginManager | None = None,
     ) -> None:
         self.fs = fs
         self.plugins = plugins
-        self.admin = Admin(fs)
         self.token = token
         self.socket_path = socket_path
         self._streams = threading.BoundedSemaphore(_MAX_STREAMS)
@@ -156,12 +153,9 @@ class ControlServicer(PluginRPCs, AdminRPCs, control_pb2_grpc.MusicFSServicer):
         yield result[0]
 
     def _check_origin(self, origin: str, context: grpc.ServicerContext) -> None:
-        if origin and origin not in self.fs.origins:
-            known = ", ".join(sorted(self.fs.origins))
-            context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"no origin {origin!r} in this mount; its origins are: {known}",
-            )
+        unknown = self.fs.unknown_origin(origin)
+        if unknown is not None:
+            context.abort(grpc.StatusCode.NOT_FOUND, unknown)
 
     def SubscribeEvents(
         self, request: control_pb2.SubscribeEventsRequest, context: grpc.ServicerContext
@@ -190,7 +184,7 @@ class ControlServer:
     """Owns the gRPC server and its socket file."""
 
     def __init__(
-        self, fs: MusicFS, socket_path: Path, plugins: PluginManager | None = None
+        self, fs: MountControl, socket_path: Path, plugins: PluginManager | None = None
     ) -> None:
         self.fs = fs
         self.socket_path = socket_path

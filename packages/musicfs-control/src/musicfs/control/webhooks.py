@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 from musicfs.control.webhookconfig import BACKOFF_CAP, SECRET_KEY, WebhookConfig
 from musicfs.core.events import Event, EventBus
-from musicfs.core.mount.service import version
+from musicfs.core.mount.facade import version
 from musicfs.core.secrets.credentials import CredentialError, Credentials
 from musicfs.core.secrets.redact import redact
 

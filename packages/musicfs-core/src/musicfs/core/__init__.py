@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from musicfs.core.config.settings import Config, ConfigError, OriginConfig, load_config
     from musicfs.core.errors import MusicFSError
     from musicfs.core.model import AUDIO_EXTENSIONS, TrackTags
-    from musicfs.core.mount.service import MountState, MusicFS, StartupError
+    from musicfs.core.mount.assembly import MountState, StartupError
+    from musicfs.core.mount.service import MusicFS
     from musicfs.core.origins import LocalOrigin, OriginUnavailable
     from musicfs.core.sync.scanner import Scanner, ScanReport
     from musicfs.core.tags.reader import UnreadableFile, read_tags
@@ -42,7 +43,7 @@ _HOMES = {
     "ConfigError": "config.settings",
     "Layout": "catalog.layout",
     "LocalOrigin": "origins",
-    "MountState": "mount.service",
+    "MountState": "mount.assembly",
     "MusicFS": "mount.service",
     "MusicFSError": "errors",
     "Node": "catalog.store",
@@ -51,7 +52,7 @@ _HOMES = {
     "PathTemplate": "catalog.templates",
     "ScanReport": "sync.scanner",
     "Scanner": "sync.scanner",
-    "StartupError": "mount.service",
+    "StartupError": "mount.assembly",
     "TemplateError": "catalog.templates",
     "Track": "catalog.store",
     "TrackTags": "model",

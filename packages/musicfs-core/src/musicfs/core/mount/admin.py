@@ -1,11 +1,12 @@
 """Operating a running mount: cache statistics, clearing and verifying, prefetch, origins,
-rescans with progress, and the settings that can change while mounted (FR-17).
+rescans with progress, search, and the settings that can change while mounted (FR-17).
 
-`Admin` is what the control API calls for these. Every method blocks (catalog
-queries, origin reads) and is meant for the control server's threads, never
-the trio thread; what must happen in the trio thread (asking for a rescan) goes
-through `MusicFS.call_soon`. Errors are `AdminError`s whose message says what
-to do; the control server maps them to status codes.
+`Admin` is the half of the mount's facade (`musicfs.core.mount.facade.MountControl`,
+the only door the control API and the CLI use) that does these. Every method
+blocks (catalog queries, origin reads) and is meant for the control server's
+threads, never the trio thread; what must happen in the trio thread (asking for
+a rescan) goes through `Lifecycle.call_soon`. Errors are `AdminError`s whose
+message says what to do; the control server maps them to status codes.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 
 from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.search import Searcher
-from musicfs.core.catalog.store import ROOT_NODE, Catalog
+from musicfs.core.catalog.store import ROOT_NODE, Catalog, Track
 from musicfs.core.catalog.templates import PathTemplate, TemplateError
 from musicfs.core.content.cache import CacheCheck, CopyId
+from musicfs.core.content.library import Library
 from musicfs.core.errors import MusicFSError
 from musicfs.core.events import EventType
 from musicfs.core.mount.service import MountState, MusicFS
@@ -82,11 +84,33 @@ class Admin:
         self.fs = fs
         self._verifying = threading.Lock()
 
+    def _library(self) -> Library | None:
+        """The semantic core behind the mount, while it is served."""
+        ops = self.fs.operations
+        return ops.library if ops is not None else None
+
+    def _copy(self, track: Track) -> int:
+        fill = self.fs.fill
+        return fill.copy_to_cache(track) if fill is not None else 0
+
+    def origins_online(self) -> dict[str, bool]:
+        """Which origins answer now. Stats each origin's root: call it from any
+        thread but the trio one (a hung share must not stall FUSE requests)."""
+        # A local disk answers at once; a share or a server may hang: for those,
+        # what the health checks found (every 30 s, and on every failed request).
+        federation = self.fs.federation
+        return {
+            origin.id: federation.probe(origin.id)
+            if origin.inline
+            else federation.online(origin.id)
+            for origin in self.fs.origins.values()
+        }
+
     # -- the content cache --------------------------------------------------------------
 
     def cache_stats(self) -> dict[str, Any]:
         fs, tiers = self.fs, []
-        library = fs.library
+        library = self._library()
         if library is not None:
             tiers.append(("l1", library.directories.stats))
         if fs.content is not None:
@@ -111,7 +135,7 @@ class Admin:
         if scope == "origin" and origin not in fs.origins:
             raise AdminError(self._unknown_origin(origin), "not_found")
         result = {"files_dropped": 0, "bytes_freed": 0, "entries_dropped": 0}
-        library = fs.library
+        library = self._library()
         if scope in ("all", "metadata") and library is not None:
             result["entries_dropped"] = library.directories.stats.entries
             library.directories.clear()
@@ -141,7 +165,7 @@ class Admin:
                 last = time.monotonic()
                 progress(report)
             try:
-                copied = fs.copy_to_cache(track)
+                copied = self._copy(track)
             except OSError as exc:
                 report.failed.append(f"{report.current}: {exc}")
                 continue
@@ -234,8 +258,9 @@ class Admin:
                 name = f"{copy.origin}/{copy.relpath}"
                 report.current = f"re-fetching {name}"
                 report_now()
-                # The path the daemon takes for damage a read finds (`MusicFS.refetch`).
-                problem, _ = fs.refetch(catalog, copy.origin, copy.relpath)
+                # The path the daemon takes for damage a read finds (`FillQueue.refetch`).
+                assert fs.fill is not None  # the cache is on: the mount has its fill queue
+                problem, _ = fs.fill.refetch(catalog, copy.origin, copy.relpath)
                 if problem:
                     report.not_refetched.append(f"{name}: {problem}")
                 else:
@@ -245,7 +270,7 @@ class Admin:
 
     def origins(self) -> list[dict[str, Any]]:
         fs = self.fs
-        online = fs.origins_online()
+        online = self.origins_online()
         with Catalog.open(fs.catalog_path, readonly=True) as catalog:
             tracks = catalog.tracks_per_origin()
         out = []
@@ -290,7 +315,7 @@ class Admin:
             raise AdminError(self._unknown_origin(origin), "not_found")
         wanted = [origin] if origin else list(fs.origins)
         before = {oid: fs.scan_reports.get(oid) for oid in wanted}
-        fs.call_soon(fs.request_rescan, origin or None)
+        fs.life.call_soon(fs.rescans.request_rescan, origin or None)
         pending = set(wanted)
         while pending:
             for oid in sorted(pending):
@@ -298,7 +323,7 @@ class Admin:
                 if report is not None and report is not before[oid]:
                     pending.discard(oid)
                     yield report, True
-            running = fs.current_scan
+            running = fs.rescans.current_scan
             if pending and running is not None and running.origin in pending:
                 yield running, False
             if pending:
@@ -357,7 +382,7 @@ class Admin:
             limit = parse_size(value)
         except ValueError as exc:
             raise AdminError(f"cache.limit: {exc}") from None
-        fs.config = replace(fs.config, cache=replace(fs.config.cache, limit=limit))
+        fs.life.config = replace(fs.config, cache=replace(fs.config.cache, limit=limit))
         if fs.content is not None:
             fs.content.store.limit = limit
             fs.content.store.evict()
@@ -368,7 +393,7 @@ class Admin:
             template = PathTemplate.parse(text)
         except TemplateError as exc:
             raise AdminError(f"template: {exc}") from None
-        if fs.scanning:
+        if fs.rescans.scanning:
             raise AdminError("a scan is running; change the template when it has finished",
                              "busy")  # fmt: skip
         with Catalog.open(fs.catalog_path) as catalog:
@@ -376,8 +401,8 @@ class Admin:
             layout = Layout(catalog, template, skip_unreadable=fs.config.scan.skip_unreadable)
             with catalog.transaction():
                 layout.rebuild()
-        fs.config = replace(fs.config, template=text)
-        library = fs.library
+        fs.life.config = replace(fs.config, template=text)
+        library = self._library()
         if library is not None:
             library.directories.clear()
         # Old top-level entries are gone: the kernel forgets them and asks again.

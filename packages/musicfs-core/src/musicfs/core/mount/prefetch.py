@@ -42,15 +42,15 @@ from typing import TYPE_CHECKING
 from musicfs.core.catalog.store import Catalog, Track
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import version_of
-from musicfs.core.errors import MusicFSError
+from musicfs.core.errors import Signal
 from musicfs.core.events import Event, EventBus, EventType
 from musicfs.core.origins.base import OriginFile
 from musicfs.core.origins.federation import Federation
 from musicfs.core.supervise import Supervisor
 
 if TYPE_CHECKING:
+    from musicfs.core.config.settings import Config
     from musicfs.core.fuse.fs import MusicFSOperations
-    from musicfs.core.mount.service import MusicFS
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ STEP = 1024 * 1024  # bytes copied between looks at the foreground
 _POLL = 0.05
 
 
-class _Stopped(MusicFSError, OSError):
+class _Stopped(Signal, OSError):
     """The prefetcher was stopped in the middle of a copy."""
 
 
@@ -168,20 +168,28 @@ class Prefetcher:
         self._supervisor: Supervisor | None = None
 
     @classmethod
-    def for_mount(cls, fs: MusicFS) -> Prefetcher | None:
-        """The prefetcher of a mount being served; None when there is nothing for
-        it to do (no content cache, prefetch off, or only local-disk origins)."""
-        config = fs.config
-        if fs.content is None or not config.prefetch.enabled or config.prefetch.ahead == 0:
+    def for_mount(
+        cls,
+        config: Config,
+        catalog_path: Path,
+        *,
+        events: EventBus,
+        federation: Federation,
+        content: ContentCache | None,
+        ops: MusicFSOperations | None = None,
+    ) -> Prefetcher | None:
+        """The prefetcher of a mount being served (*ops*: its FUSE handlers, whose
+        activity pauses the copies); None when there is nothing for it to do (no
+        content cache, prefetch off, or only local-disk origins)."""
+        if content is None or not config.prefetch.enabled or config.prefetch.ahead == 0:
             return None
-        if all(origin.inline for origin in fs.origins.values()):
+        if all(origin.inline for origin in federation.origins.values()):
             return None
-        ops = fs.operations
         return cls(
-            fs.catalog_path,
-            fs.events,
-            fs.federation,
-            fs.content,
+            catalog_path,
+            events,
+            federation,
+            content,
             ahead=config.prefetch.ahead,
             max_bytes=config.prefetch.max_bytes,
             busy=ForegroundActivity(ops) if ops is not None else None,

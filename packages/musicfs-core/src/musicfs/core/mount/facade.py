@@ -1,0 +1,403 @@
+"""The one door into a mount for `musicfs.control` and `musicfs.cli`.
+
+`MountControl` wraps a `MusicFS` and is all the daemon, the control server, the
+metrics exporter and the CLI use of it: its lifecycle (prepare, serve,
+shutdown), its status, the numbers the metrics show, cache and origin
+administration (`musicfs.core.mount.admin.Admin`), tag edits, plugin reloads
+and content verification. The names those callers need (errors, progress
+reports, tag views) are imported from here too, so they never reach into the
+catalog, the content cache, the FUSE layer or the origins (an import-linter
+contract in pyproject.toml keeps it so). The offline cache operations of the
+CLI (`check_cache_offline`, `backup_cache`, `restore_cache`) need no mount.
+
+Threads: `status` wants the trio thread; everything else is for any other
+thread (it blocks or reads snapshots), unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from musicfs.core.catalog.store import Catalog, CatalogError
+from musicfs.core.config.settings import Config
+from musicfs.core.content.backup import BackupError, backup_cache, restore_cache
+from musicfs.core.content.cache import ContentCache
+from musicfs.core.content.overlay import TagError, TagRefused, TagView, resolve, view
+from musicfs.core.content.stats import TierStats
+from musicfs.core.content.verify import VerifyReport, verify_content
+from musicfs.core.events import EventBus
+from musicfs.core.extensions import Extensions
+from musicfs.core.fuse.latency import PROMETHEUS_BOUNDS, Histogram, LatencyRecorder
+from musicfs.core.mount.admin import (
+    SETTABLE,
+    Admin,
+    AdminError,
+    CacheVerifyProgress,
+    PrefetchProgress,
+)
+from musicfs.core.mount.assembly import MountState, StartupError, shown_state, version
+from musicfs.core.mount.origins import build_origin
+from musicfs.core.mount.service import MusicFS
+from musicfs.core.origins.federation import Health
+from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.sync.scanner import ScanProgress, ScanReport
+from musicfs.core.sync.watch import ScanRequest
+
+__all__ = [
+    "PROMETHEUS_BOUNDS",
+    "SETTABLE",
+    "AdminError",
+    "BackupError",
+    "CacheVerifyProgress",
+    "CatalogError",
+    "Health",
+    "Histogram",
+    "MountControl",
+    "MountState",
+    "OfflineCheck",
+    "PrefetchProgress",
+    "ScanProgress",
+    "ScanReport",
+    "StartupError",
+    "TagError",
+    "TagRefused",
+    "TagView",
+    "TierStats",
+    "VerifyReport",
+    "backup_cache",
+    "check_cache_offline",
+    "restore_cache",
+    "scan_progress",
+    "version",
+]
+
+
+def scan_progress(live: bool) -> ScanProgress:
+    """How a scan shows its progress: a live display on a terminal (*live*), else log lines."""
+    from musicfs.core.sync.progress import LogScanProgress, progress_for  # rich: slow to import
+
+    return progress_for() if live else LogScanProgress()
+
+
+class MountControl(Admin):
+    """Everything the control API and the CLI do with one mount."""
+
+    def __init__(self, fs: MusicFS) -> None:
+        super().__init__(fs)
+
+    @classmethod
+    def create(
+        cls,
+        config: Config,
+        mountpoint: str | Path,
+        *,
+        extensions: Extensions | None = None,
+        events: EventBus | None = None,
+    ) -> MountControl:
+        """A mount of *config* at *mountpoint*, not prepared yet. *extensions*:
+        what the plugins add; *events*: the bus (made first, so that plugins and
+        webhooks can subscribe before the mount exists)."""
+        return cls(MusicFS(config, mountpoint, extensions=extensions, events=events))
+
+    # -- lifecycle (the daemon) -------------------------------------------------------
+
+    @property
+    def mountpoint(self) -> Path:
+        return self.fs.mountpoint
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.fs.cache_dir
+
+    @property
+    def events(self) -> EventBus:
+        return self.fs.events
+
+    @property
+    def started(self) -> float:
+        """When the mount started (time.time())."""
+        return self.fs.life.started
+
+    def prepare(self) -> None:
+        """Everything that can fail before mounting (`MusicFS.prepare`)."""
+        self.fs.prepare()
+
+    def close(self) -> None:
+        """Undo `prepare` when the mount will not be served after all."""
+        self.fs.close()
+
+    async def serve(
+        self,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+        on_scanned: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Mount and serve until unmounted (`MusicFS.serve`)."""
+        await self.fs.serve(on_ready=on_ready, on_scanned=on_scanned)
+
+    async def shutdown(self, drain_timeout: float = 5.0) -> None:
+        """Let open files close (up to *drain_timeout* s), then unmount (trio thread)."""
+        await self.fs.shutdown(drain_timeout)
+
+    def show_scan_progress(self, progress: ScanProgress) -> None:
+        """Show the first scan's progress on *progress* (before it starts)."""
+        self.fs.rescans.progress = progress
+
+    def scan_reports(self) -> dict[str, ScanReport]:
+        """Each origin's last scan report."""
+        return dict(self.fs.scan_reports)
+
+    def failed(self, name: str, exc: BaseException) -> None:
+        """A part the daemon runs beside the mount (*name*) failed: logged,
+        counted and shown by status, as the mount's own loops are."""
+        self.fs.supervisor.failed(name, exc)
+
+    def origin_ids(self) -> list[str]:
+        """The mount's origins, in priority order."""
+        return list(self.fs.origins)
+
+    def unknown_origin(self, origin: str) -> str | None:
+        """Why *origin* ("": all of them) cannot be asked for; None when it can."""
+        if origin and origin not in self.fs.origins:
+            return self._unknown_origin(origin)
+        return None
+
+    # -- status ---------------------------------------------------------------------------
+
+    def state(self) -> MountState:
+        """The state to report (`shown_state`): DEGRADED while an origin is known
+        to be offline or a background loop is failing. Any thread."""
+        online = [h.online for h in self.origin_health_all().values()]
+        return shown_state(self.fs.state, online, failing=bool(self.fs.supervisor.failing))
+
+    def status(self, online: dict[str, bool] | None = None) -> dict[str, Any]:
+        """A snapshot of the mount's live state (plain data, JSON-ready); cheap,
+        for the trio thread. *online* comes from `origins_online` (all assumed
+        online when not given); `counts` adds the catalog's numbers."""
+        fs, ops = self.fs, self.fs.operations
+        origins = []
+        for origin in fs.origins.values():
+            report = fs.scan_reports.get(origin.id)
+            online_now = True if online is None else online.get(origin.id, True)
+            origins.append(
+                {
+                    "id": origin.id,
+                    "type": origin.kind,
+                    "location": origin.location,
+                    "online": online_now,
+                    "last_scan": report.summary() if report else "",
+                }
+            )
+        reachable = (bool(o["online"]) for o in origins)
+        state = shown_state(fs.state, reachable, failing=bool(fs.supervisor.failing))
+        return {
+            "version": version(),
+            "pid": os.getpid(),
+            "state": state.value,
+            "cached_files": fs.content.headers.entries if fs.content else 0,
+            "mountpoint": str(fs.mountpoint),
+            "cache_dir": str(fs.cache_dir),
+            "uptime_seconds": round(time.time() - fs.life.started, 3),
+            "open_handles": ops.library.open_handles if ops else 0,
+            "operations": sum(ops.op_counts.values()) if ops else 0,
+            "scanning": fs.rescans.scanning,
+            "origins": origins,
+            "events_dropped": fs.events.dropped,
+            "event_subscribers": fs.events.subscribers,
+            "loops": fs.supervisor.snapshot(),
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Tracks, directories and unreadable files in the catalog.
+
+        Counting takes a while on a big catalog: call this from any thread but
+        the trio one (it opens its own read-only connection).
+        """
+        if not self.fs.catalog_path.exists():
+            return {"tracks": 0, "directories": 0, "unreadable_files": 0}
+        with Catalog.open(self.fs.catalog_path, readonly=True) as catalog:
+            tracks, dirs, unreadable = catalog.counts()
+        return {"tracks": tracks, "directories": dirs, "unreadable_files": unreadable}
+
+    def latency(self) -> dict[str, Any]:
+        """p50/p95/p99 (ms) of the FUSE operations since the mount, over all and
+        per operation (`LatencyRecorder.summary`). Any thread: it reads a snapshot."""
+        ops = self.fs.operations
+        return (ops.latency if ops is not None else LatencyRecorder()).summary()
+
+    # -- what the metrics show (any thread: snapshots) ------------------------------------
+
+    @property
+    def scanning(self) -> bool:
+        return self.fs.rescans.scanning
+
+    def open_handles(self) -> int:
+        ops = self.fs.operations
+        return ops.library.open_handles if ops is not None else 0
+
+    def op_counts(self) -> dict[str, int]:
+        """FUSE requests answered since the mount, by operation."""
+        ops = self.fs.operations
+        return dict(ops.op_counts) if ops is not None else {}
+
+    def latency_histograms(self) -> dict[str, Histogram]:
+        """The time FUSE requests took, by operation."""
+        ops = self.fs.operations
+        return ops.latency.snapshot() if ops is not None else {}
+
+    def cache_tiers(self) -> dict[str, TierStats]:
+        """l1 (directory entries in memory), l2 (file headers), l3 (audio chunks)."""
+        tiers: dict[str, TierStats] = {}
+        library = self._library()
+        if library is not None:
+            tiers["l1"] = library.directories.stats
+        content = self.fs.content
+        if content is not None:
+            tiers["l2"] = content.headers
+            tiers["l3"] = content.store.stats
+        return tiers
+
+    def content_cache(self) -> Mapping[str, int] | None:
+        """The content cache's limit and the bytes read from origins to fill it;
+        None when the cache is off."""
+        content = self.fs.content
+        if content is None:
+            return None
+        return {"limit_bytes": content.store.limit, "origin_bytes": content.origin_bytes}
+
+    def origin_kinds(self) -> dict[str, str]:
+        """Each origin's type."""
+        return {oid: origin.kind for oid, origin in list(self.fs.origins.items())}
+
+    def origin_health_all(self) -> dict[str, Health]:
+        """What the health checks know of each origin now."""
+        return dict(self.fs.federation.health)
+
+    # -- tags, plugins, content verification --------------------------------------------
+
+    def set_tags(
+        self,
+        path: str,
+        assignments: Mapping[str, str | None],
+        clear: Sequence[str] = (),
+        source: str = "user",
+    ) -> TagView:
+        """Override tags of the file at *path* (relative to the mountpoint); the tree
+        and the served header follow. Raises `TagError`. Blocking: any thread but trio's."""
+        with Catalog.open(self.fs.catalog_path) as catalog:
+            editor = self.fs.overlay_editor(catalog)
+            shown, changes = editor.set_tags(path, assignments, clear, source)
+        self.fs.notify_tree_changes(changes)
+        return shown
+
+    def tag_view(self, path: str) -> TagView:
+        """A file's own tags, overrides and effective tags. Raises `TagError`."""
+        with Catalog.open(self.fs.catalog_path, readonly=True) as catalog:
+            node = resolve(catalog, path)
+            assert node.file_id is not None
+            return view(catalog, node.file_id)
+
+    def formats_changed(self, formats: Iterable[str]) -> None:
+        """The plugins that read these formats came, went or changed: read the
+        files of these formats again (a plugin's new code takes effect)."""
+        fs, wanted = self.fs, sorted(set(formats))
+        changes = []
+        if wanted:
+            with Catalog.open(fs.catalog_path) as catalog:
+                # Their header writers may have changed too: make the overlays again
+                # now (before the rows are marked, while they name the version).
+                editor = fs.overlay_editor(catalog)
+                changes = editor.refresh(catalog.overridden_files(wanted))
+                with catalog.transaction():
+                    catalog.mark_formats_changed(wanted)
+        fs.notify_tree_changes(changes)
+        fs.life.call_soon(fs.rescans.request_rescan)
+
+    def rebuild_origins(self, origin_type: str) -> list[str]:
+        """Build the origins of *origin_type* again (its plugin was reloaded), and
+        rescan them. Returns their ids."""
+        fs, rebuilt = self.fs, []
+        credentials = Credentials.load()
+        for config in fs.config.origins:
+            if config.type != origin_type or config.id not in fs.origins:
+                continue
+            origin = build_origin(config, credentials, fs.extensions)
+            old = fs.federation.replace(config.id, origin)
+            fs.origins[config.id] = origin
+            old.close()
+            rebuilt.append(config.id)
+            fs.life.call_soon(fs.rescans.request_rescan, config.id)
+        return rebuilt
+
+    def verify_content(
+        self,
+        origin_id: str | None = None,
+        progress: Callable[[VerifyReport], None] | None = None,
+    ) -> VerifyReport:
+        """Hash every file of an origin (all when None) and rescan the ones whose
+        content changed unseen (FR-10.5). Blocking, for any thread but trio's."""
+        fs = self.fs
+        if origin_id is not None and origin_id not in fs.origins:
+            raise KeyError(origin_id)
+        report = verify_content(
+            fs.catalog_path,
+            fs.federation,
+            fs.content,
+            origin_id,
+            progress=progress,
+            should_stop=lambda: fs.life.stopping,
+        )
+        requests: dict[str, ScanRequest] = {}
+        for track in report.changed:
+            requests.setdefault(track.origin, ScanRequest()).dirs.add(
+                track.relpath.rpartition("/")[0]
+            )
+        if requests and fs.life.token is not None:
+            for origin, request in requests.items():
+                trio.from_thread.run_sync(fs.rescans.ask, origin, request, trio_token=fs.life.token)
+        return report
+
+
+# -- the cache of a mount that is not running (the CLI) -----------------------------------
+
+
+@dataclass
+class OfflineCheck:
+    """What `check_cache_offline` found and dropped."""
+
+    catalog: str = ""  # SQLite's integrity check of the catalog ("ok"), or why it failed
+    damaged_chunks: list[str] = field(default_factory=list)  # dropped
+    damaged_files: int = 0  # cached copies that needed them, dropped
+    incomplete: int = 0  # cached copies that had lost chunks, dropped
+    chunks: int = 0  # kept
+    files: int = 0  # cached files kept
+
+
+def check_cache_offline(cache_dir: Path, cache_limit: int) -> OfflineCheck:
+    """Check the catalog and hash every cached chunk of a cache dir no daemon
+    uses (hold its `CacheDirLock`); drop the damaged chunks and the copies that
+    needed them. Raises sqlite3.Error when the content cache cannot be read."""
+    report = OfflineCheck()
+    try:
+        with Catalog.open(cache_dir / "catalog.sqlite3", readonly=True) as catalog:
+            report.catalog = catalog.integrity_check()
+    except (CatalogError, sqlite3.Error) as exc:
+        report.catalog = f"damaged: {exc}"
+    content_dir = cache_dir / "content"
+    if content_dir.exists():
+        content = ContentCache(content_dir, cache_limit)
+        try:
+            check = content.check(deep=True)
+            report.damaged_chunks = list(check.damaged_chunks)
+            report.damaged_files, report.incomplete = len(check.damaged), check.incomplete
+            report.chunks, report.files = content.store.stats.entries, content.headers.entries
+        finally:
+            content.close()
+    return report

@@ -1,0 +1,258 @@
+"""The background loops that keep a mounted catalog up to date: the sync loop
+(rescans, in a worker thread), origin health probes, inotify watches of local
+origins and polls of the others.
+
+Each runs under the mount's `Supervisor` (`musicfs.core.supervise`): one that
+fails is logged, counted, shown by status and started again with backoff; it
+never takes the mount down. What to rescan is asked with `Rescans.ask` (trio
+thread); requests made while a scan runs are merged and done in the next batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import trio
+
+from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
+from musicfs.core.catalog.store import Catalog, CatalogError, damaged
+from musicfs.core.events import EventBus, EventType
+from musicfs.core.extensions import Extensions
+from musicfs.core.mount.assembly import Lifecycle, MountState
+from musicfs.core.origins.base import Origin
+from musicfs.core.origins.federation import Federation
+from musicfs.core.origins.local import LocalOrigin
+from musicfs.core.supervise import Supervisor, describe
+from musicfs.core.sync.scanner import Scanner, ScanProgress, ScanReport
+from musicfs.core.sync.watch import LocalWatch, ScanRequest
+
+log = logging.getLogger(__name__)
+
+_ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
+_HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
+
+#: Called in the scan's thread once a batch is scanned: the catalog, the layout
+#: the scanner used, and the folders whose files were added or changed.
+AfterScan = Callable[[Catalog, Layout, set[int]], None]
+
+
+class Rescans:
+    """The sync, health, watch and poll loops of one mount."""
+
+    def __init__(
+        self,
+        life: Lifecycle,
+        catalog_path: Path,
+        *,
+        origins: Mapping[str, Origin],
+        federation: Federation,
+        events: EventBus,
+        supervisor: Supervisor,
+        plugins: Extensions,
+        notify: Callable[[list[TreeChange]], None],
+        after_scan: AfterScan,
+        progress: ScanProgress | None = None,
+    ) -> None:
+        """*notify*: makes the kernel forget what changes made stale (any thread)."""
+        self.life = life
+        self.catalog_path = catalog_path
+        self.origins = origins  # the mount's: origins rebuilt while mounted show here
+        self.federation = federation
+        self.events = events
+        self.supervisor = supervisor
+        self.plugins = plugins
+        self.notify = notify
+        self.after_scan = after_scan
+        self.progress = progress  # a live display of the first scan
+        self.scan_reports: dict[str, ScanReport] = {}
+        self.scanning = False
+        self.first_scan = trio.Event()  # set when the scan started at mount is done
+        self._scanner: Scanner | None = None
+        self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
+        self._wakeup = trio.Event()
+
+    # -- asking (trio thread) -----------------------------------------------------------
+
+    def ask(self, origin_id: str, request: ScanRequest) -> None:
+        self._requests.setdefault(origin_id, ScanRequest()).merge(request)
+        self._wakeup.set()
+
+    def request_rescan(self, origin_id: str | None = None) -> None:
+        """Rescan one origin completely, or all of them (call in the trio thread)."""
+        for oid in [origin_id] if origin_id else list(self.origins):
+            self.ask(oid, ScanRequest(full=True))
+
+    @property
+    def current_scan(self) -> ScanReport | None:
+        """The report of the scan running now (it grows as the scan goes)."""
+        scanner = self._scanner
+        return scanner.report if scanner is not None and self.scanning else None
+
+    def cancel(self) -> None:
+        """Stop the scan running now at its next file (the mount is going)."""
+        if self._scanner is not None:
+            self._scanner.cancelled = True
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Start the sync and health loops, and a watch or poll per origin."""
+        run, config = self.supervisor.run, self.life.config
+        nursery.start_soon(run, "sync", self._sync_loop)
+        nursery.start_soon(run, "health", self._health_loop)
+        for origin in self.origins.values():
+            if isinstance(origin, LocalOrigin) and origin.watchable and config.scan.watch:
+                watch = functools.partial(self._watch, origin)
+                nursery.start_soon(run, f"watch {origin.id}", watch)
+            elif config.scan.poll_interval > 0:
+                poll = functools.partial(self._poll, origin, config.scan.poll_interval)
+                nursery.start_soon(run, f"poll {origin.id}", poll)
+
+    # -- the sync loop ------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        """Run the rescans that were asked for, one batch at a time, in a worker thread."""
+        life = self.life
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            requests, self._requests = self._requests, {}
+            if not requests:
+                continue
+            self.scanning = True
+            life.state = MountState.SYNCING
+            before = dict(self.scan_reports)
+            try:
+                await trio.to_thread.run_sync(self._scan, requests)
+            except Exception as exc:
+                # Asked again: the supervisor restarts this loop, which does them then.
+                for origin_id, request in requests.items():
+                    self.ask(origin_id, request)
+                    if self.scan_reports.get(origin_id) is before.get(origin_id):  # not done
+                        self.scan_reports[origin_id] = ScanReport(
+                            origin_id, errors=[f"the scan failed: {describe(exc)}"]
+                        )
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                    exc,
+                    sqlite3.OperationalError,  # busy, full disk: may pass
+                ):
+                    problem = f"catalog {self.catalog_path} is damaged ({exc})"
+                    raise CatalogError(damaged(problem, certain=True)) from exc
+                raise
+            finally:
+                self.scanning = False
+                self.first_scan.set()  # the first batch holds every origin (request_rescan)
+                if life.state is MountState.SYNCING:
+                    degraded = any(not r.complete for r in self.scan_reports.values())
+                    life.state = MountState.DEGRADED if degraded else MountState.READY
+            self.supervisor.ok("sync")
+
+    def _scan(self, requests: dict[str, ScanRequest]) -> None:
+        changed: set[int] = set()  # folders whose files were added or changed
+
+        def on_changes(changes: list[TreeChange]) -> None:
+            self.notify(changes)
+            changed.update(c.parent for c in changes if c.kind is not ChangeKind.REMOVED)
+
+        config = self.life.config
+        with Catalog.open(self.catalog_path, cache_mib=32) as catalog:
+            self._scanner = scanner = Scanner(
+                catalog,
+                config.path_template,
+                workers=config.scan.workers,
+                extensions=config.scan.extensions,
+                skip_unreadable=config.scan.skip_unreadable,
+                on_changes=on_changes,
+                progress=self.progress,
+                federation=self.federation,
+                plugins=self.plugins,
+            )
+            try:
+                for origin_id, request in requests.items():
+                    origin = self.origins.get(origin_id)
+                    if self.life.stopping or origin is None:
+                        continue
+                    self.events.publish(EventType.SYNC_STARTED, origin=origin_id,
+                                        full=request.full)  # fmt: skip
+                    report = self.scan_reports[origin_id] = scanner.rescan(origin, request)
+                    self.events.publish(
+                        EventType.SYNC_COMPLETED,
+                        origin=origin_id,
+                        complete=report.complete,
+                        seen=report.seen,
+                        added=report.added,
+                        changed=report.changed,
+                        removed=report.removed,
+                        unreadable=report.unreadable,
+                        error=report.errors[0] if report.errors else "",
+                    )
+                self.after_scan(catalog, scanner.layout, changed)
+            finally:
+                scanner.close()
+                if self.progress is not None:
+                    self.progress.close()
+                    self.progress = None  # a live display only for the first scan
+
+    # -- origins: health, watches, polls ------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        """Probe offline origins (with backoff) and online remote ones now and then;
+        rescan an origin that came back, since it may have changed meanwhile."""
+        last_round = -_HEALTH_ROUND
+        while True:
+            now = time.monotonic()
+            if now - last_round >= _HEALTH_ROUND:
+                last_round = now
+                remote = [o.id for o in self.origins.values() if not o.inline]
+                for origin_id in remote:
+                    if self.federation.online(origin_id):
+                        await trio.to_thread.run_sync(
+                            self.federation.probe, origin_id, abandon_on_cancel=True
+                        )
+            await trio.to_thread.run_sync(self.federation.check_due, abandon_on_cancel=True)
+            self.supervisor.ok("health")
+            await trio.sleep(1.0)
+
+    async def _watch(self, origin: LocalOrigin) -> None:
+        """Follow a local origin: while it is there, turn its inotify events into
+        rescans of what changed; when it goes, wait for it and rescan it all."""
+        while True:
+            await self._watch_once(origin)
+            log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
+            while not await trio.to_thread.run_sync(self.federation.probe, origin.id):
+                await trio.sleep(_ORIGIN_RETRY)
+            log.info("origin %s is back; rescanning it", origin.id)
+            self.ask(origin.id, ScanRequest(full=True))
+
+    async def _watch_once(self, origin: LocalOrigin) -> None:
+        if not await trio.to_thread.run_sync(self.federation.probe, origin.id):
+            return
+        watch = await trio.to_thread.run_sync(
+            functools.partial(LocalWatch, origin.location, include_hidden=origin.include_hidden)
+        )
+        log.info("watching %s (%d folders)", origin.location, watch.watched)
+        try:
+            while watch.watched:  # 0 once the origin's own folder went away
+                events = await trio.to_thread.run_sync(
+                    watch.events, 1000, 200, abandon_on_cancel=True
+                )
+                self.supervisor.ok(f"watch {origin.id}")
+                request = ScanRequest(full=watch.overflowed)
+                watch.overflowed = False
+                for event in events:
+                    request.add(event)
+                if request:
+                    log.debug("changes under %s: %s", origin.location, request)
+                    self.ask(origin.id, request)
+        finally:
+            watch.close()
+
+    async def _poll(self, origin: Origin, interval: float) -> None:
+        """Rescan an origin that cannot report its changes every *interval* seconds."""
+        while True:
+            await trio.sleep(interval)
+            self.ask(origin.id, ScanRequest(full=True))
+            self.supervisor.ok(f"poll {origin.id}")
