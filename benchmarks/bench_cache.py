@@ -30,7 +30,8 @@ from typing import Any
 from bench_mounts import Mounter, MountError
 from mutagen.flac import FLAC
 
-from musicfs.core.content.cache import ContentCache, Version
+from musicfs.core.content.cache import ContentCache
+from musicfs.core.content.manifests import Version
 from musicfs.core.origins import LocalFile
 
 ROOT = Path(__file__).resolve().parent

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from musicfs.core import AUDIO_EXTENSIONS, Catalog
-from musicfs.core.art.covers import ART_NAMES
+from musicfs.core.art.rendering import ART_NAMES
 from tests.e2e.helpers import Mount, mounted, walk_files
 
 pytestmark = [pytest.mark.mount]

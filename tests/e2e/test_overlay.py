@@ -23,7 +23,7 @@ from typing import Any
 import mutagen
 import pytest
 
-from musicfs.core.art.covers import ART_NAMES
+from musicfs.core.art.rendering import ART_NAMES
 from musicfs.plugins.builtin import BUILTIN_FORMATS
 from tests.e2e.helpers import (
     Mount,

@@ -27,8 +27,9 @@ from mutagen.oggvorbis import OggVorbis
 from PIL import Image
 
 from musicfs.core.art import rendering
-from musicfs.core.art.covers import ART_NAMES, AlbumArt, CoverStore
-from musicfs.core.art.rendering import render
+from musicfs.core.art.covers import CoverStore
+from musicfs.core.art.imagestore import AlbumArt
+from musicfs.core.art.rendering import ART_NAMES, render
 from musicfs.core.catalog.store import Track
 from musicfs.core.model import format_of
 from musicfs.core.origins import LocalOrigin

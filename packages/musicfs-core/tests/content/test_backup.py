@@ -11,7 +11,8 @@ import pytest
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.config.paths import CacheDirLock, CacheDirLocked
 from musicfs.core.content.backup import BackupError, backup_cache, restore_cache
-from musicfs.core.content.cache import ContentCache, Version
+from musicfs.core.content.cache import ContentCache
+from musicfs.core.content.manifests import Version
 from musicfs.core.origins import LocalFile
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from mutagen.flac import FLAC
 
-from musicfs.core.content.cache import CacheCheck, ContentCache, CopyId, Version
+from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.cas import ChunkStore
 from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place
+from musicfs.core.content.manifests import CacheCheck, CopyId, Version
 from musicfs.core.origins import LocalFile
 
 Encode = Callable[..., Path]  # the encode fixture of conftest.py

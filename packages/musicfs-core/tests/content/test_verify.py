@@ -11,8 +11,9 @@ import pytest
 
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
-from musicfs.core.content.cache import ContentCache, Version
+from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import same_content
+from musicfs.core.content.manifests import Version
 from musicfs.core.content.verify import verify_content
 from musicfs.core.origins import LocalOrigin
 from musicfs.core.origins.federation import Federation

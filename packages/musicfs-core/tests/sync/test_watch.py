@@ -13,8 +13,9 @@ import pytest
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.origins import LocalOrigin
+from musicfs.core.sync.changes import ScanRequest, WatchEvent, WatchKind
 from musicfs.core.sync.scanner import Scanner
-from musicfs.core.sync.watch import LocalWatch, ScanRequest, WatchEvent, WatchKind
+from musicfs.core.sync.watch import LocalWatch
 
 MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
 

@@ -41,8 +41,6 @@ from musicfs.plugins.api import (
     ResourceLimits,
 )
 from musicfs.plugins.wasm_abi import (
-    ABI_VERSION,
-    ALLOWED_HOST_IMPORTS,
     DEFAULT_MAX_INPUT_BYTES,
     HOST_MODULE,
     I32,
@@ -60,9 +58,6 @@ from musicfs.plugins.wasm_guest import Guest
 from musicfs.plugins.wasm_memory import MemoryCap, install_memory_creator
 
 __all__ = [
-    "ABI_VERSION",
-    "ALLOWED_HOST_IMPORTS",
-    "DEFAULT_MAX_INPUT_BYTES",
     "WasmFormatPlugin",
     "WasmMetadataPlugin",
     "WasmPlugin",

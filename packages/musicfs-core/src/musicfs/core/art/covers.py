@@ -63,15 +63,14 @@ import xxhash
 
 from musicfs.core.art.imagestore import AlbumArt, ImageStore
 from musicfs.core.art.pictures import FRONT, TrackReader, embedded_pictures
-from musicfs.core.art.rendering import ART_NAMES, RENDER_VERSION, render
+from musicfs.core.art.rendering import RENDER_VERSION, render
 from musicfs.core.origins.base import DirListing, Origin
 from musicfs.core.origins.federation import Federation
 
 if TYPE_CHECKING:
     from musicfs.core.catalog.store import Track
 
-# The names the namespace and tests import from here (the art package's face).
-__all__ = ["ART_NAMES", "DEFAULT_LIMIT", "RECHECK_AFTER", "AlbumArt", "CoverStore"]
+__all__ = ["DEFAULT_LIMIT", "RECHECK_AFTER", "CoverStore"]
 
 log = logging.getLogger(__name__)
 

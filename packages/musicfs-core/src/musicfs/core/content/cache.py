@@ -43,8 +43,7 @@ from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import OriginFile
 from musicfs.core.tags.headers import header_length
 
-# The cache's vocabulary is imported from here by the read path, the mount and tests.
-__all__ = ["CacheCheck", "CachedFile", "ContentCache", "CopyId", "Version"]
+__all__ = ["ContentCache"]
 
 log = logging.getLogger(__name__)
 

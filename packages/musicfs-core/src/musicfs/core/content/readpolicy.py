@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from musicfs.core.catalog.store import Track
-from musicfs.core.content.cache import CachedFile, ContentCache, Version
+from musicfs.core.content.cache import ContentCache
+from musicfs.core.content.cachedfile import CachedFile
 from musicfs.core.content.chunks import CorruptChunk
+from musicfs.core.content.manifests import Version
 from musicfs.core.events import EventBus, EventType
 from musicfs.core.origins.base import FileChanged, OriginFile, OriginUnavailable
 from musicfs.core.origins.federation import Deadline, Federation, LimitedFile

@@ -23,8 +23,8 @@ from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import ROOT_NODE, Catalog, Track
 from musicfs.core.catalog.templates import PathTemplate, TemplateError
-from musicfs.core.content.cache import CacheCheck, CopyId
 from musicfs.core.content.library import Library
+from musicfs.core.content.manifests import CacheCheck, CopyId
 from musicfs.core.errors import MusicFSError
 from musicfs.core.events import EventType
 from musicfs.core.mount.service import MountState, MusicFS

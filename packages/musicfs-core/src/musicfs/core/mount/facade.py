@@ -48,8 +48,8 @@ from musicfs.core.mount.origins import build_origin
 from musicfs.core.mount.service import MusicFS
 from musicfs.core.origins.federation import Health
 from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
-from musicfs.core.sync.watch import ScanRequest
 
 __all__ = [
     "PROMETHEUS_BOUNDS",

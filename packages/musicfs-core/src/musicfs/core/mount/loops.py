@@ -28,8 +28,9 @@ from musicfs.core.origins.base import Origin
 from musicfs.core.origins.federation import Federation
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.supervise import Supervisor, describe
+from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import Scanner, ScanProgress, ScanReport
-from musicfs.core.sync.watch import LocalWatch, ScanRequest
+from musicfs.core.sync.watch import LocalWatch
 
 log = logging.getLogger(__name__)
 

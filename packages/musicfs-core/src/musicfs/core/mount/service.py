@@ -62,8 +62,8 @@ from musicfs.core.origins.base import Origin, OriginUnavailable
 from musicfs.core.origins.federation import Federation, Health
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.supervise import Supervisor
+from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
-from musicfs.core.sync.watch import ScanRequest
 
 __all__ = ["LAYOUT_SETTING", "MountState", "MusicFS", "StartupError"]
 

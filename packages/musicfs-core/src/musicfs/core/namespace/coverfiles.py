@@ -22,7 +22,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from musicfs.core.art.covers import ART_NAMES, AlbumArt, CoverStore
+from musicfs.core.art.covers import CoverStore
+from musicfs.core.art.imagestore import AlbumArt
+from musicfs.core.art.rendering import ART_NAMES
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.namespace.inodes import COVER_FIRST, COVER_HANDLE_FIRST
 from musicfs.core.namespace.virtual import VirtualEntry

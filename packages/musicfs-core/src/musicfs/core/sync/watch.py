@@ -28,10 +28,9 @@ from inotify_simple import flags as F
 from musicfs.core.catalog.store import join_relpath
 from musicfs.core.model import catalog_name
 from musicfs.core.origins.base import listed_name
-from musicfs.core.sync.changes import ScanRequest, WatchEvent, WatchKind
+from musicfs.core.sync.changes import WatchEvent, WatchKind
 
-# The change vocabulary is imported from here by the mount and tests.
-__all__ = ["LocalWatch", "ScanRequest", "WatchEvent", "WatchKind"]
+__all__ = ["LocalWatch"]
 
 log = logging.getLogger(__name__)
 
