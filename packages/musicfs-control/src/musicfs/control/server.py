@@ -1,8 +1,10 @@
 """The gRPC control service, served on a Unix socket next to a running mount.
 
-gRPC runs its own thread pool (``grpc.aio`` is asyncio-only). Handlers never
-touch core objects directly: each one hops into the trio loop that owns the
-mount with ``trio.from_thread`` and the loop's token (DESIGN §3).
+gRPC runs its own thread pool (``grpc.aio`` is asyncio-only). Handlers run in
+those threads and reach the mount only through its facade, `MountControl`,
+whose methods are safe from any thread; what must run in the trio loop that
+owns the mount (the status snapshot) hops there with ``trio.from_thread`` and
+the loop's token (DESIGN §3).
 """
 
 from __future__ import annotations

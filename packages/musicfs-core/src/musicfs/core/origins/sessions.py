@@ -56,7 +56,7 @@ class SessionLost(Signal):
 # -- the watchdog ---------------------------------------------------------------------
 
 
-class Deadline:
+class ArmedDeadline:
     """One armed deadline of a `Watchdog` (see `Watchdog.bound`)."""
 
     def __init__(self, watchdog: Watchdog, token: int, at: float) -> None:
@@ -102,11 +102,11 @@ class Watchdog:
             return self._thread is not None
 
     @contextlib.contextmanager
-    def bound(self, seconds: float, cut: Callable[[], None]) -> Iterator[Deadline]:
+    def bound(self, seconds: float, cut: Callable[[], None]) -> Iterator[ArmedDeadline]:
         """Within the block, *cut* runs (in the watchdog thread) if the block is
         still running *seconds* from now; ``deadline.expired`` then says so."""
         at = time.monotonic() + seconds
-        deadline = Deadline(self, self.arm(at, cut), at)
+        deadline = ArmedDeadline(self, self.arm(at, cut), at)
         try:
             yield deadline
         finally:

@@ -62,7 +62,7 @@ from musicfs.core.origins.base import (
     wanted_file,
 )
 from musicfs.core.origins.sessions import (
-    Deadline,
+    ArmedDeadline,
     Pooled,
     SessionLost,
     SessionPool,
@@ -293,7 +293,12 @@ class SMBOrigin(Origin):
             raise
 
     def _judge(
-        self, exc: BaseException, pooled: Pooled[Any] | None, *, relpath: str, deadline: Deadline
+        self,
+        exc: BaseException,
+        pooled: Pooled[Any] | None,
+        *,
+        relpath: str,
+        deadline: ArmedDeadline,
     ) -> Verdict:
         """A connection that failed to answer is dropped; nothing is retried here
         but a request that never reached the server (the federation retries an
