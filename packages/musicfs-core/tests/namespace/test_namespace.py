@@ -30,9 +30,9 @@ from musicfs.core.content.library import Library, LibraryError
 from musicfs.core.content.overlay import OverlayEditor
 from musicfs.core.extensions import Extensions, HeaderWriter
 from musicfs.core.namespace.coverfiles import CoverFiles
-from musicfs.core.namespace.entries import Attributes, AttrValues, Entry, Link, attributes_of
+from musicfs.core.namespace.entries import Attributes, Entry, Link, attributes_of
 from musicfs.core.namespace.inodes import COVER_OFFSET, is_virtual
-from musicfs.core.namespace.namespace import Namespace
+from musicfs.core.namespace.namespace import Namespace, StatFields
 from musicfs.core.namespace.virtual import RESULTS_TTL
 from musicfs.core.origins import LocalOrigin
 from musicfs.core.sync.scanner import Scanner
@@ -54,6 +54,14 @@ from tests.vfstest.cases import (  # noqa: E402
 )
 
 T = TypeVar("T")
+
+
+class Fields:
+    """The attribute object a listing fills (as pyfuse3's EntryAttributes)."""
+
+    st_ino = st_mode = st_nlink = st_size = st_blocks = 0
+    st_atime_ns = st_mtime_ns = st_ctime_ns = 0
+    entry_timeout = attr_timeout = 0.0
 
 
 class _Flac(Extensions):
@@ -117,8 +125,8 @@ class InProcess:
             try:
                 while True:
                     page: list[tuple[str, Attributes, int]] = []
-                    emit = functools.partial(self._take, page)
-                    await self.namespace.readdir(fh, out[-1][2] if out else 0, emit)
+                    reply = functools.partial(self._take, page)
+                    await self.namespace.readdir(fh, out[-1][2] if out else 0, Fields(), reply)
                     if not page:
                         return out
                     out += page
@@ -131,12 +139,15 @@ class InProcess:
         return entries
 
     def _take(
-        self, page: list[tuple[str, Attributes, int]], name: str, attrs: AttrValues, offset: int
+        self, page: list[tuple[str, Attributes, int]], name: bytes, f: StatFields, offset: int
     ) -> bool:
-        """What readdir_reply does: take the entry unless the buffer is full."""
+        """What readdir_reply does: copy the entry unless the buffer is full."""
         if len(page) == self.page:
             return False
-        page.append((name, attributes_of(attrs), offset))
+        assert f.st_atime_ns == f.st_mtime_ns == f.st_ctime_ns
+        values = (f.st_ino, f.st_mode, f.st_nlink, f.st_size, f.st_blocks, f.st_mtime_ns,
+                  f.entry_timeout, f.attr_timeout)  # fmt: skip
+        page.append((name.decode(), attributes_of(values), offset))
         return True
 
     def readlink(self, path: str) -> str:

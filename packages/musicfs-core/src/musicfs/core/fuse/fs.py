@@ -159,18 +159,10 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        # Once per entry of huge folders: one reused attribute object (the reply
-        # copies it), plain assignments.
+        # One attribute object for the whole call (readdir_reply copies it).
         attr = self._attr((0, 0, 0, 0, 0, 0, 0.0, 0.0))
-        reply = pyfuse3.readdir_reply
-
-        def emit(name: str, attrs: AttrValues, offset: int) -> bool:
-            (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks, mtime,
-             attr.entry_timeout, attr.attr_timeout) = attrs  # fmt: skip
-            attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
-            return reply(token, name.encode(), attr, offset)
-
-        await self.namespace.readdir(fh, start_id, emit)
+        reply = functools.partial(pyfuse3.readdir_reply, token)
+        await self.namespace.readdir(fh, start_id, attr, reply)
 
     @_fuse_op
     async def releasedir(self, fh: int) -> None:

@@ -72,9 +72,9 @@ Entry = Folder | TrackFile | VirtualFolder | Link | CoverFile
 class Attributes(NamedTuple):
     """An entry's stat values and how long the kernel may keep them (seconds).
 
-    Made per request (and per entry of a listing): the namespace builds them
-    with `attributes_of` or, in listings, as plain `AttrValues` tuples, both
-    much cheaper than the class call."""
+    Made per request: the namespace builds them with `attributes_of`, much
+    cheaper than the class call; a listing of the tree writes its entries'
+    fields straight into the caller's object (`Namespace.readdir`)."""
 
     inode: int
     mode: int

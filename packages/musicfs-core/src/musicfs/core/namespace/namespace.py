@@ -20,7 +20,7 @@ import errno
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -34,7 +34,6 @@ from musicfs.core.namespace.entries import (
     FILE_MODE,
     LINK_MODE,
     Attributes,
-    AttrValues,
     CoverFile,
     Entry,
     Folder,
@@ -59,9 +58,27 @@ from musicfs.core.namespace.virtual import RESULTS_TTL, VirtualEntry, VirtualTre
 if TYPE_CHECKING:
     from musicfs.core.namespace.coverfiles import CoverFiles  # imported after READY (Pillow)
 
-#: Called per entry of a listing with its name, attributes and readdir offset;
-#: False when the caller's buffer is full (the entry was not taken).
-Emit = Callable[[str, AttrValues, int], bool]
+
+class StatFields(Protocol):
+    """What a listing fills per entry: POSIX stat fields, and how long the kernel
+    may keep them (any binding's attribute object has them; one is reused for a
+    whole listing)."""
+
+    st_ino: int
+    st_mode: int
+    st_nlink: int
+    st_size: int
+    st_blocks: int
+    st_atime_ns: int
+    st_mtime_ns: int
+    st_ctime_ns: int
+    entry_timeout: float
+    attr_timeout: float
+
+
+#: reply(name, fields, offset), per entry of a listing: False when the caller's
+#: buffer is full (the entry was not taken).
+Reply = Callable[[bytes, StatFields, int], bool]
 
 
 class Namespace:
@@ -173,47 +190,58 @@ class Namespace:
     def releasedir(self, fh: int) -> None:
         self._listings.pop(fh, None)
 
-    async def readdir(self, fh: int, start: int, emit: Emit) -> None:
-        """*emit* the entries of listing *fh* after offset *start* (0: from the
-        first) until it returns False or the listing ends."""
+    async def readdir(self, fh: int, start: int, attr: StatFields, reply: Reply) -> None:
+        """*reply* with the entries of listing *fh* after offset *start* (0: from
+        the first), each written into *attr*, until it returns False or the
+        listing ends."""
         # Offsets of a catalog folder are node ids, which grow monotonically,
         # so paging survives concurrent changes; its cover files follow at
         # COVER_OFFSET. The caller's buffer takes a few hundred entries per
         # call: fetch about as many as the last call took. This loop runs once
-        # per entry of huge folders, so it works on plain tuples.
+        # per entry of huge folders: plain assignments into *attr*, no call but
+        # the reply.
         listing = self._listings[fh]
         inode, ended_after, _ = listing
         if is_virtual(inode):
-            await self._virtual_readdir(inode, start, emit)
+            await self._virtual_readdir(inode, start, attr, reply)
             return
         if start == ended_after:
             return  # the last call reached the end: spare the query
         if start >= COVER_OFFSET:
-            self._readdir_covers(listing, start, start, emit)
+            self._readdir_covers(listing, start, start, attr, reply)
             return
-        entry_ttl, attr_ttl, started_ns = self.entry_timeout, self.attr_timeout, self.started_ns
-        after, want, taken = start, self._readdir_fit + 1, 0
-        while True:
-            rows = self.library.listing(inode, after, want)
-            for node_id, name, file_id, size, mtime_ns in rows:
-                if file_id is None:
-                    values = (node_id, DIR_MODE, 2, 0, 0, mtime_ns or started_ns,
-                              entry_ttl, attr_ttl)  # fmt: skip
-                else:
-                    listing[2] = 1
-                    values = (node_id, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK, mtime_ns,
-                              entry_ttl, attr_ttl)  # fmt: skip
-                if not emit(name, values, node_id):
-                    self._readdir_fit = max(taken, 16)
+        started_ns = self.started_ns
+        attr.entry_timeout, attr.attr_timeout = self.entry_timeout, self.attr_timeout
+        after, want, taken, tracks = start, self._readdir_fit + 1, 0, 0
+        try:
+            while True:
+                rows = self.library.listing(inode, after, want)
+                for node_id, name, file_id, size, mtime_ns in rows:
+                    attr.st_ino = node_id
+                    if file_id is None:
+                        attr.st_mode, attr.st_nlink, attr.st_size = DIR_MODE, 2, 0
+                        attr.st_blocks, mtime = 0, mtime_ns or started_ns
+                    else:
+                        tracks = 1
+                        attr.st_mode, attr.st_nlink, attr.st_size = FILE_MODE, 1, size
+                        attr.st_blocks, mtime = (size + BLOCK - 1) // BLOCK, mtime_ns
+                    attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+                    if not reply(name.encode(), attr, node_id):
+                        self._readdir_fit = max(taken, 16)
+                        return
+                    taken += 1
+                    after = node_id
+                if len(rows) < want:
+                    listing[2] |= tracks
+                    self._readdir_covers(listing, COVER_OFFSET, after, attr, reply)
                     return
-                taken += 1
-                after = node_id
-            if len(rows) < want:
-                self._readdir_covers(listing, COVER_OFFSET, after, emit)
-                return
-            want *= 2
+                want *= 2
+        finally:
+            listing[2] |= tracks
 
-    def _readdir_covers(self, listing: list[int], start: int, last: int, emit: Emit) -> None:
+    def _readdir_covers(
+        self, listing: list[int], start: int, last: int, attr: StatFields, reply: Reply
+    ) -> None:
         """After a folder's tracks: its cover files after offset *start* (their
         offsets count from COVER_OFFSET). *last* is the offset of the last entry
         taken so far; the listing notes it ended there once every cover is taken."""
@@ -221,12 +249,14 @@ class Namespace:
         for offset, cover in enumerate(covers, COVER_OFFSET + 1):
             if offset <= start:
                 continue
-            if not emit(cover.name, self.attributes(_entry(cover)), offset):
+            if not reply(cover.name.encode(), _fill(attr, self.attributes(_entry(cover))), offset):
                 return  # the next call goes on after *last*
             last = offset
         listing[1] = last
 
-    async def _virtual_readdir(self, inode: int, start: int, emit: Emit) -> None:
+    async def _virtual_readdir(
+        self, inode: int, start: int, attr: StatFields, reply: Reply
+    ) -> None:
         folder = self._virtual(inode)
         node = mirrored_node(inode)
         if node is not None:
@@ -240,7 +270,7 @@ class Namespace:
         else:
             entries = list((await trio.to_thread.run_sync(self.virtual.results, folder)).values())
         for offset, entry in enumerate(entries[start:], start + 1):
-            if not emit(entry.name, self.attributes(_entry(entry)), offset):
+            if not reply(entry.name.encode(), _fill(attr, self.attributes(_entry(entry))), offset):
                 return
 
     # -- virtual entries -------------------------------------------------------------------
@@ -332,3 +362,11 @@ def _entry(entry: VirtualEntry) -> VirtualFolder | Link | CoverFile:
     if entry.target:
         return Link(entry.inode, entry.name, entry.target)
     return VirtualFolder(entry.inode, entry.name)
+
+
+def _fill(attr: StatFields, values: Attributes) -> StatFields:
+    """*attr* with the fields of *values* (listings of virtual folders and covers)."""
+    (attr.st_ino, attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks, mtime,
+     attr.entry_timeout, attr.attr_timeout) = values  # fmt: skip
+    attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+    return attr
