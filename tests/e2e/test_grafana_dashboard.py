@@ -9,7 +9,12 @@ Grafana needs of the file is checked piece by piece:
   unique id, a title, a known type, a place within the 24-column grid, and
   queries on ``${datasource}`` restricted to ``$instance``;
 - every PromQL expression parses: each one, with Grafana's variables filled in,
-  becomes a recording rule in a rules file for ``promtool check rules``.
+  becomes a recording rule in a rules file for ``promtool check rules``;
+- against a real daemon: every metric name an expression uses is a series the
+  daemon's ``/metrics`` really serves (webhooks configured, so their series
+  are there too), and a real Prometheus scraping that daemon evaluates every
+  expression to at least one series, and finds the mount for the ``instance``
+  variable's ``label_values`` query.
 """
 
 from __future__ import annotations
@@ -23,8 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.helpers import describe
+from tests.e2e.helpers import (
+    describe,
+    mounted,
+    sha256_of,
+    toml_value,
+    wait_until,
+    write_config,
+)
+from tests.e2e.library import Library, make_origin, render_path
+from tests.e2e.test_metrics import TRACKS, scrape, wait_for_endpoint
+from tests.servers import free_port
+from tests.servers.prometheus import PrometheusError, PrometheusServer, prometheus_server
+from tests.servers.webhook import webhook_receiver
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "packaging" / "grafana" / "musicfs-dashboard.json"
 
@@ -166,3 +184,77 @@ def test_every_expression_parses(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, describe(result)
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout, describe(result)
+
+
+def exported_names(text: str) -> set[str]:
+    """The sample names a scrape holds: what PromQL selects (``_bucket``, ``_total``…)."""
+    return {
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+
+
+def without_data(
+    server: PrometheusServer, found: list[tuple[str, str]], instance: str
+) -> list[str]:
+    """The expressions that give no series yet (one Prometheus refuses fails at once)."""
+    empty = []
+    for where, expr in found:
+        try:
+            if not server.query(render(expr, instance)):
+                empty.append(f"{where}: {expr}")
+        except PrometheusError as exc:
+            raise AssertionError(f"Prometheus refuses {where}: {expr}\n{exc}") from exc
+    return empty
+
+
+@pytest.mark.mount
+@pytest.mark.media
+def test_every_metric_is_one_the_daemon_serves_and_every_panel_has_data(
+    library: Library, tmp_path: Path
+) -> None:
+    dashboard = load()
+    found = expressions(dashboard)
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, TRACKS)
+    port = free_port()
+    instance = f"127.0.0.1:{port}"
+    with webhook_receiver() as receiver:
+        config = write_config(tmp_path / "config.toml", [],
+                              {"metrics": {"listen": instance}})  # fmt: skip
+        with config.open("a") as out:
+            out.write(f'[[webhooks]]\nid = "player"\nurl = {toml_value(receiver.on("/hook"))}\n')
+        with mounted([origin], tmp_path / "mnt", tmp_path / "cache",
+                     "--config", str(config)) as mount:  # fmt: skip
+            wait_for_endpoint(port)
+            for track in TRACKS:
+                sha256_of(mount.mountpoint / render_path(specs[track]))
+            receiver.wait_for("/hook", lambda d: d.event == "file.opened", answered=True)
+
+            exported = exported_names(scrape(port))
+            for where, expr in found:
+                names = metric_names(expr)
+                assert names, f"{where} selects no metric: {expr}"
+                missing = names - exported
+                assert not missing, (
+                    f"{where} uses {sorted(missing)}, which the daemon does not export: {expr}"
+                )
+
+            with prometheus_server([instance]) as server:
+                variable = next(v for v in dashboard["templating"]["list"]
+                                if v["name"] == "instance")  # fmt: skip
+                match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["definition"])
+                assert match is not None, variable["definition"]
+                wait_until(lambda: instance in server.label_values(match[2], match[1]),
+                           timeout=60, what=f"Prometheus to scrape {instance}")  # fmt: skip
+                # Rates need two scrapes in their window: wait for them, not a fixed time.
+                empty: list[str] = []
+
+                def all_have_data() -> bool:
+                    empty[:] = without_data(server, found, instance)
+                    return not empty
+
+                try:
+                    wait_until(all_have_data, timeout=90, interval=1,
+                               what="every dashboard query to give a series")  # fmt: skip
+                except AssertionError:
+                    pytest.fail("no series in Prometheus for:\n" + "\n".join(empty))
