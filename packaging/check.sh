@@ -121,6 +121,7 @@ REQUIRED_FILES=(
     usr/lib/systemd/system/musicfs@.service
     usr/lib/systemd/user/musicfs@.service
     usr/share/musicfs/config.example.toml
+    usr/share/musicfs/grafana/musicfs-dashboard.json
     usr/share/musicfs/plugins/examples/zip_origin.py
     usr/share/musicfs/plugins/examples/mtr_format.py
     usr/share/musicfs/plugins/examples/wasm-xyz-format/mfsx_format.wat

@@ -7,7 +7,8 @@ VENV="${INSTALL_VENV:-$ROOT/.venv}"  # INSTALL_VENV: install elsewhere (used by 
 # What the FUSE binding needs to build and mount.
 APT_RUNTIME=(fuse3 libfuse3-dev pkg-config gcc)
 # What the tests and benchmarks use as real parts: encoders, players, peers;
-# prometheus for promtool (tests/e2e/test_metrics.py lints the live endpoint);
+# prometheus for promtool (tests/e2e/test_metrics.py lints the live endpoint) and the
+# server (tests/e2e/test_grafana_dashboard.py runs the dashboard's queries on it);
 # vlc for cvlc (tests/e2e/test_players.py).
 APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv vlc rsync rclone mergerfs openssh-server
           samba prometheus)
