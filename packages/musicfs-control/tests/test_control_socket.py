@@ -16,13 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import trio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from musicfs.control.client import ControlClient, DaemonUnreachable
 from musicfs.control.server import ControlServer
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
 from musicfs.core.config.paths import UnsafeSocketDir, runtime_dir
+from musicfs.core.mount.facade import MountState
 
 
 class FakeMount:
@@ -31,6 +34,10 @@ class FakeMount:
     def __init__(self) -> None:
         self.shutdowns: list[float] = []
         self.stopped = trio.Event()
+        self.mount_state = MountState.SYNCING
+
+    def state(self) -> MountState:
+        return self.mount_state  # any thread, as the facade's
 
     def origins_online(self) -> dict[str, bool]:
         with pytest.raises(RuntimeError):
@@ -115,6 +122,35 @@ def test_shutdown_reaches_the_mount_and_removes_the_socket(served: tuple[Path, F
         time.sleep(0.01)  # polling a condition, with a deadline
     assert fake.shutdowns == [2.5]
     assert not path.exists()
+
+
+def test_health_follows_the_mount_state(served: tuple[Path, FakeMount]) -> None:
+    """Before READY and while unmounting a probe hears NOT_SERVING, for the whole
+    server and for our service; READY, SYNCING and DEGRADED still serve files."""
+    path, fake = served
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        def check(service: str) -> int:
+            status: int = stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=10
+            ).status
+            return status
+
+        for state, want in [
+            (MountState.MOUNTING, not_serving),
+            (MountState.READY, serving),
+            (MountState.SYNCING, serving),
+            (MountState.DEGRADED, serving),
+            (MountState.UNMOUNTING, not_serving),
+        ]:
+            fake.mount_state = state
+            assert check("") == want, state
+            assert check("musicfs.control.v1.MusicFS") == want, state
 
 
 def test_a_second_server_on_a_live_socket_is_refused(served: tuple[Path, FakeMount]) -> None:

@@ -24,6 +24,7 @@ import grpc
 import trio
 from google.protobuf import struct_pb2
 
+from musicfs.control.probes import MountHealth, add_probes
 from musicfs.control.rpc_admin import AdminRPCs
 from musicfs.control.rpc_plugins import PluginRPCs
 from musicfs.control.socketfile import claim_socket_path
@@ -192,6 +193,7 @@ class ControlServer:
         self.socket_path = socket_path
         self.plugins = plugins
         self._server: grpc.Server | None = None
+        self._health: MountHealth | None = None
 
     def start(self, token: trio.lowlevel.TrioToken) -> None:
         claim_socket_path(self.socket_path)
@@ -201,6 +203,8 @@ class ControlServer:
         control_pb2_grpc.add_MusicFSServicer_to_server(
             ControlServicer(self.fs, token, self.socket_path, self.plugins), server
         )
+        # grpc.health.v1 and reflection: probes and grpcurl need no control.proto.
+        health = add_probes(self.fs, server)
         old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
         try:
             server.add_insecure_port(f"unix:{self.socket_path}")
@@ -208,12 +212,16 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
-        self._server = server
+        health.start()
+        self._server, self._health = server, health
         log.info("control socket: %s", self.socket_path)
 
     async def stop(self) -> None:
         if self._server is None:
             return
+        if self._health is not None:  # probes hear NOT_SERVING before the socket goes
+            await trio.to_thread.run_sync(self._health.stop)
+            self._health = None
         done = self._server.stop(grace=1)
         await trio.to_thread.run_sync(done.wait)
         self._server = None
