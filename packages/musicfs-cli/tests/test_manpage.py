@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from musicfs.cli import mounthelper
 from musicfs.cli.main import build_parser
-from musicfs.cli.manpage import render
+from musicfs.cli.manpage import main, render
 
 
 def _commands(
@@ -73,6 +74,26 @@ def test_page_shows_the_mount_helper_and_fstab(page: str) -> None:
     assert ".SH EXIT STATUS" in text
 
 
+def test_helper_page_has_every_call_option_and_mount_option(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["mount.musicfs"]) == 0
+    text = _plain(capsys.readouterr().out)
+    assert text.startswith('.\\" mount.musicfs(8)')
+    options = text[text.index(".SH OPTIONS") : text.index(".SH MOUNT OPTIONS")]
+    for action in mounthelper.build_parser()._actions:
+        for option in action.option_strings:
+            found = re.search(rf"(?<![\w-]){option}(?![\w-])", options)
+            assert found, f"mount.musicfs {option} is not under OPTIONS"
+    for name in mounthelper.FLAGS:
+        assert f".TP\n{name}\n" in text
+    for name, flag in mounthelper.VALUES.items():
+        assert f".TP\n{name}=" in text
+        assert f"\n{flag}" in text  # says which musicfs mount flag it is
+    for name in ("_netdev", "nofail", "x-systemd.automount", "noauto"):
+        assert name in text
+
+
 def test_text_is_escaped_for_roff() -> None:
     parser = argparse.ArgumentParser(prog="demo", description="Demo.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -89,14 +110,24 @@ def test_date_comes_from_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> N
     assert '.TH MUSICFS 1 "2023-11-14" "musicfs 0.1.0"' in render(build_parser(), "musicfs 0.1.0")
 
 
-def test_groff_and_man_render_it_without_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("which", "shows"),
+    [
+        ("musicfs", "musicfs mount [options] mountpoint"),
+        ("mount.musicfs", "mount.musicfs SOURCE MOUNTPOINT [-sfnv] [-o OPTIONS]"),
+    ],
+)
+def test_groff_and_man_render_it_without_warnings(tmp_path: Path, which: str, shows: str) -> None:
     if shutil.which("groff") is None or shutil.which("man") is None:
         pytest.skip("needs groff and man (apt-get install groff-base man-db)")
     made = subprocess.run(
-        [sys.executable, "-m", "musicfs.cli.manpage"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "musicfs.cli.manpage", which],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert made.returncode == 0, made.stderr
-    path = tmp_path / "musicfs.1"
+    path = tmp_path / "page"
     path.write_text(made.stdout)
     groff = subprocess.run(
         ["groff", "-ww", "-z", "-man", str(path)], capture_output=True, text=True, check=False
@@ -110,5 +141,5 @@ def test_groff_and_man_render_it_without_warnings(tmp_path: Path) -> None:
         env={**os.environ, "MANWIDTH": "80", "MANPAGER": "cat", "PAGER": "cat"},
     )
     assert (shown.returncode, shown.stderr) == (0, "")
-    assert "musicfs mount [options] mountpoint" in shown.stdout
+    assert shows in shown.stdout
     assert "mount -t fuse.musicfs SOURCE MOUNTPOINT" in shown.stdout
