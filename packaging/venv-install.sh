@@ -108,12 +108,15 @@ install_venv() {
     find "$venv" -name __pycache__ -prune -exec rm -rf {} +
     "$venv/bin/python" -m compileall -q -j 0 -s "$destdir" -p / "$venv/lib" >/dev/null
     # The man pages, made from the parsers of the commands just installed (-B:
-    # no .pyc files besides those compiled above).
+    # no .pyc files besides those compiled above). Gzipped here, as all three
+    # distributions ship them (dh_compress and makepkg leave a .gz as it is):
+    # Debian's rpm does not compress them (its brp-compress needs bash, runs in dash).
     local man="$destdir/usr/share/man"
     mkdir -p "$man/man1" "$man/man8"
-    "$venv/bin/python" -B -m musicfs.cli.manpage musicfs >"$man/man1/musicfs.1"
-    "$venv/bin/python" -B -m musicfs.cli.manpage mount.musicfs >"$man/man8/mount.musicfs.8"
-    ln -sfn mount.musicfs.8 "$man/man8/mount.fuse.musicfs.8"
+    "$venv/bin/python" -B -m musicfs.cli.manpage musicfs | gzip -9n >"$man/man1/musicfs.1.gz"
+    "$venv/bin/python" -B -m musicfs.cli.manpage mount.musicfs |
+        gzip -9n >"$man/man8/mount.musicfs.8.gz"
+    ln -sfn mount.musicfs.8.gz "$man/man8/mount.fuse.musicfs.8.gz"
     if grep -rqF -- "$destdir" "$venv"; then
         echo "venv-install.sh: files still name the build folder $destdir:" >&2
         grep -rlF -- "$destdir" "$venv" >&2
