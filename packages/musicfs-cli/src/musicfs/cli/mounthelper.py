@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from musicfs.cli.common import EXIT_OK, EXIT_USAGE
+from musicfs.core.errors import MusicFSError
 
 PROG = "mount.musicfs"
 
@@ -80,7 +81,7 @@ IGNORED_PREFIXES = ("x-", "X-", "comment=")
 NO_SOURCE = frozenset({"none", "musicfs"})
 
 
-class HelperError(Exception):
+class HelperError(MusicFSError):
     """A call mount.musicfs refuses: its message says which option and what to do."""
 
 
