@@ -11,8 +11,9 @@
 #    Arch package (makepkg; namcap if present), built side by side from one
 #    source tarball and one local wheelhouse (PyPI is asked once); each is
 #    inspected (dpkg-deb -I/-c, rpm -qp, bsdtar) for its dependencies and files,
-#    unpacked, and its own `musicfs --version` run; the three must install the
-#    same files outside the virtualenv;
+#    unpacked, and its own `musicfs --version` run, its mount(8) helper links
+#    followed and run, its man pages rendered (man --warnings, groff -ww: no
+#    warning); the three must install the same files outside the virtualenv;
 # 5. the system unit's commands run from the unpacked .deb as systemd would
 #    (packaging/systemd/try_unit.py: READY=1, ExecStop, STOPPING=1, the
 #    capability bounding set, SystemCallFilter=); needs root and /dev/fuse.
@@ -113,8 +114,14 @@ have() {
 
 VERSION="$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$ROOT/packages/musicfs-cli/pyproject.toml")"
+# SBIN/ is usr/sbin, on Arch usr/bin (which its /usr/sbin links to).
 REQUIRED_FILES=(
     usr/bin/musicfs
+    SBIN/mount.musicfs
+    SBIN/mount.fuse.musicfs
+    usr/share/man/man1/musicfs.1.gz
+    usr/share/man/man8/mount.musicfs.8.gz
+    usr/share/man/man8/mount.fuse.musicfs.8.gz
     usr/lib/musicfs/bin/musicfs
     usr/lib/musicfs/bin/python
     usr/lib/musicfs/pyvenv.cfg
@@ -130,10 +137,16 @@ REQUIRED_FILES=(
     etc/musicfs
 )
 
-# check_files LISTING: every required file is in LISTING (one path a line).
+# sbin_of NAME: where package NAME (deb, rpm, arch) puts mount(8) helpers.
+sbin_of() {
+    if [ "$1" = arch ]; then echo usr/bin; else echo usr/sbin; fi
+}
+
+# check_files LISTING NAME: every required file is in LISTING (one path a line).
 check_files() {
-    local listing="$1" file missing=0
-    for file in "${REQUIRED_FILES[@]}"; do
+    local listing="$1" sbin file missing=0
+    sbin="$(sbin_of "$2")"
+    for file in "${REQUIRED_FILES[@]/#SBIN\//$sbin/}"; do
         if ! grep -qxE "/?(\./)?$file/?" "$listing"; then
             echo "missing from the package: /$file"
             missing=1
@@ -155,8 +168,42 @@ check_unpacked() {
     echo "packaged command: $out"
     [ "$out" = "musicfs $VERSION" ]
     "$python" "$dir/usr/lib/musicfs/bin/musicfs" --help >/dev/null
+    check_helper "$dir" "$name"
+    check_man "$dir"
     (cd "$dir" && find . -path ./usr/lib/musicfs -prune -o -path ./usr/bin/python3 -prune -o -print |
         sed 's|^\./||' | grep -v '^\.$' | grep -v '^\.[A-Z]' | sort) >"$WORK/$name.files"
+}
+
+# check_helper DIR NAME: mount(8)'s helper links lead to the virtualenv's
+# mount.musicfs, which turns a call into the musicfs mount command (-f: only
+# says it).
+check_helper() {
+    local dir="$1" sbin link out
+    sbin="$(sbin_of "$2")"
+    for link in mount.musicfs mount.fuse.musicfs; do
+        [ "$(readlink -f "$dir/$sbin/$link")" = "$dir/usr/lib/musicfs/bin/mount.musicfs" ]
+    done
+    out="$("$dir/usr/lib/musicfs/bin/python" "$dir/$sbin/mount.fuse.musicfs" /srv/music /mnt/music \
+        -f -o rw,allow_other,_netdev,x-systemd.automount 2>&1)"
+    echo "mount.fuse.musicfs -f: $out"
+    [ "$out" = "mount.musicfs: musicfs mount /mnt/music --origin /srv/music --allow-other" ]
+}
+
+# check_man DIR: the man pages render without a warning from man or groff, and
+# show the commands they document.
+check_man() {
+    local dir="$1" page messages text
+    for page in man1/musicfs.1.gz man8/mount.musicfs.8.gz man8/mount.fuse.musicfs.8.gz; do
+        page="$dir/usr/share/man/$page"
+        text="$WORK/$(basename "$page").txt"
+        messages="$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >"$text")"
+        messages+="$(zcat "$page" | groff -ww -z -man 2>&1)"
+        echo "man -l and groff -ww ${page#"$dir"/}: ${messages:-no warnings}"
+        [ -z "$messages" ]
+        grep -q "mount -t fuse.musicfs SOURCE MOUNTPOINT" "$text"
+    done
+    grep -q "musicfs mount \[options\] mountpoint" "$WORK/musicfs.1.gz.txt"
+    grep -q "x-systemd.automount" "$WORK/mount.musicfs.8.gz.txt"
 }
 
 # -- 1. sources ---------------------------------------------------------------------
@@ -213,6 +260,7 @@ check_clean_venv() {
     grep -q "mount" "$WORK/help.txt"
     "$venv/bin/musicfs" mount --help >/dev/null
     "$venv/bin/musicfs" unmount --help >/dev/null
+    "$venv/bin/mount.musicfs" --help >/dev/null
 }
 
 # -- 3. the systemd units -----------------------------------------------------------
@@ -266,7 +314,7 @@ check_deb() {
     grep -E '^ Depends:.*\blibfuse3-3\b' "$WORK/deb/info.txt"
     dpkg-deb -c "$deb" | awk '{print $6}' >"$WORK/deb/files.txt"
     wc -l <"$WORK/deb/files.txt"
-    check_files "$WORK/deb/files.txt"
+    check_files "$WORK/deb/files.txt" deb
     rm -rf "$WORK/deb/root"
     dpkg-deb -x "$deb" "$WORK/deb/root"
     check_unpacked "$WORK/deb/root" deb
@@ -299,7 +347,7 @@ check_rpm() {
     fi
     rpm -qpl "$rpm" >"$WORK/rpm/files.txt"
     wc -l <"$WORK/rpm/files.txt"
-    check_files "$WORK/rpm/files.txt"
+    check_files "$WORK/rpm/files.txt" rpm
     rm -rf "$WORK/rpm/root"
     mkdir "$WORK/rpm/root"
     (cd "$WORK/rpm/root" && rpm2cpio "$rpm" | cpio -idm --quiet)
@@ -326,7 +374,7 @@ check_arch() {
     grep -qx 'depend = fuse3' "$WORK/arch/pkginfo.txt"
     bsdtar -tf "$pkg" >"$WORK/arch/files.txt"
     wc -l <"$WORK/arch/files.txt"
-    check_files "$WORK/arch/files.txt"
+    check_files "$WORK/arch/files.txt" arch
     rm -rf "$WORK/arch/root"
     mkdir "$WORK/arch/root"
     bsdtar -xf "$pkg" -C "$WORK/arch/root"
@@ -335,11 +383,13 @@ check_arch() {
 }
 
 # The three packages install the same files outside the virtualenv (docs apart:
-# each distribution has its own extra ones, such as Debian's changelog).
+# each distribution has its own extra ones, such as Debian's changelog; and
+# Arch's mount helpers are in usr/bin, its usr/sbin being a link to it).
 compare_packages() {
     local a b status=0
     for a in deb rpm arch; do
-        grep -vE '^usr/share/(doc|licenses)(/|$)' "$WORK/$a.files" >"$WORK/$a.cmp"
+        grep -vE '^usr/share/(doc|licenses)(/|$)' "$WORK/$a.files" |
+            sed -E 's,^usr/bin/(mount\.),usr/sbin/\1,' | grep -vx 'usr/sbin' | sort -u >"$WORK/$a.cmp"
     done
     for a in deb rpm arch; do
         for b in deb rpm arch; do

@@ -11,8 +11,10 @@
 #         PIP_NO_INDEX=1 PIP_FIND_LINKS=DIR
 #     packaging/venv-install.sh install DESTDIR WHEELDIR [PREFIX]
 #         make the virtualenv PREFIX (default /usr/lib/musicfs) under DESTDIR,
-#         install the wheels of WHEELDIR and what they depend on, and link
-#         DESTDIR/usr/bin/musicfs to it
+#         install the wheels of WHEELDIR and what they depend on, link
+#         DESTDIR/usr/bin/musicfs and the mount(8) helper SBINDIR/mount.musicfs
+#         and mount.fuse.musicfs to it, and write the man pages musicfs(1) and
+#         mount.musicfs(8) from the installed commands' parsers
 #
 # Why a virtualenv: the control package needs grpcio and protobuf releases no
 # distribution ships yet, the plugin host needs wasmtime, which none ships at all,
@@ -21,7 +23,8 @@
 # Python packages come from PyPI, or with pip's own settings from a local
 # folder: PIP_NO_INDEX=1 PIP_FIND_LINKS=/some/wheelhouse (packaging/check.sh).
 # PYTHON is the interpreter the virtualenv runs on (default /usr/bin/python3): the
-# package then depends on that Python's minor version.
+# package then depends on that Python's minor version. SBINDIR is where mount(8)
+# finds its helpers (default /usr/sbin, which /sbin links to; Arch: /usr/bin).
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +34,7 @@ TOOLS=""
 trap 'if [ -n "$TOOLS" ]; then rm -rf "$TOOLS"; fi' EXIT
 
 usage() {
-    sed -n '6,16p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,18p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -89,9 +92,10 @@ install_venv() {
     pip "$venv/bin/python" install --no-compile \
         "${found[@]}"
     pip "$venv/bin/python" uninstall -y pip setuptools
-    # Only `musicfs` is wanted from bin/ (the other scripts are the dependencies'
-    # tools, and a system venv is never activated); their man pages go too.
-    find "$venv/bin" -type f ! -name musicfs -delete
+    # Only `musicfs` and `mount.musicfs` are wanted from bin/ (the other scripts
+    # are the dependencies' tools, and a system venv is never activated); their
+    # man pages go too.
+    find "$venv/bin" -type f ! -name musicfs ! -name mount.musicfs -delete
     rm -rf "$venv/share" "$venv/include"
     # The venv was made at $venv but runs at $prefix: fix the paths that name it
     # (script shebangs, pyvenv.cfg).
@@ -103,6 +107,16 @@ install_venv() {
     find "$venv/lib" -type f -perm /111 ! -name '*.so' ! -name '*.so.*' -exec chmod a-x {} +
     find "$venv" -name __pycache__ -prune -exec rm -rf {} +
     "$venv/bin/python" -m compileall -q -j 0 -s "$destdir" -p / "$venv/lib" >/dev/null
+    # The man pages, made from the parsers of the commands just installed (-B:
+    # no .pyc files besides those compiled above). Gzipped here, as all three
+    # distributions ship them (dh_compress and makepkg leave a .gz as it is):
+    # Debian's rpm does not compress them (its brp-compress needs bash, runs in dash).
+    local man="$destdir/usr/share/man"
+    mkdir -p "$man/man1" "$man/man8"
+    "$venv/bin/python" -B -m musicfs.cli.manpage musicfs | gzip -9n >"$man/man1/musicfs.1.gz"
+    "$venv/bin/python" -B -m musicfs.cli.manpage mount.musicfs |
+        gzip -9n >"$man/man8/mount.musicfs.8.gz"
+    ln -sfn mount.musicfs.8.gz "$man/man8/mount.fuse.musicfs.8.gz"
     if grep -rqF -- "$destdir" "$venv"; then
         echo "venv-install.sh: files still name the build folder $destdir:" >&2
         grep -rlF -- "$destdir" "$venv" >&2
@@ -119,6 +133,13 @@ install_venv() {
     done
     mkdir -p "$destdir/usr/bin"
     ln -sfn "$(realpath -ms --relative-to=/usr/bin "$prefix/bin/musicfs")" "$destdir/usr/bin/musicfs"
+    # mount(8) runs /sbin/mount.fuse.musicfs for type fuse.musicfs, and
+    # /sbin/mount.musicfs for type musicfs.
+    local sbindir="${SBINDIR:-/usr/sbin}"
+    mkdir -p "$destdir$sbindir"
+    ln -sfn "$(realpath -ms --relative-to="$sbindir" "$prefix/bin/mount.musicfs")" \
+        "$destdir$sbindir/mount.musicfs"
+    ln -sfn mount.musicfs "$destdir$sbindir/mount.fuse.musicfs"
 }
 
 case "${1:-}" in

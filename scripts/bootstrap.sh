@@ -16,9 +16,9 @@ APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv vlc rsync rclone mergerfs
 # exiftool and mediainfo (independent tag readers). beets comes from the lock.
 APT_TEST+=(mpd mpc libimage-exiftool-perl mediainfo)
 # What packaging/check.sh (nox -s package) builds and checks the distro packages
-# and the systemd units with (Debian has no namcap).
+# and the systemd units with (Debian has no namcap); man and groff render musicfs(1).
 APT_TEST+=(systemd strace shellcheck debhelper python3-venv python3-dev rpm rpmlint cpio
-           makepkg pacman-package-manager libarchive-tools zstd)
+           makepkg pacman-package-manager libarchive-tools zstd man-db groff-base)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
