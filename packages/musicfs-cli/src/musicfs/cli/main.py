@@ -32,6 +32,7 @@ from musicfs.cli import (
     search,
     settings,
     tag,
+    transfer,
     verify,
 )
 from musicfs.cli.common import (
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     origin.add_parser(sub, _daemon_args)
     settings.add_parser(sub, _daemon_args)
     search.add_parser(sub, _daemon_args)
+    transfer.add_parser(sub, _daemon_args)
     completion.add_parser(sub)
 
     shutdown = sub.add_parser("shutdown", help="stop a daemon (same as unmount)")
@@ -169,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "origin": origin.cmd_origin,
         "config": settings.cmd_config,
         "search": search.cmd_search,
+        "export": transfer.cmd_export,
+        "import": transfer.cmd_import,
         "completion": functools.partial(completion.cmd_completion, parser=parser),
     }
     handler = handlers[args.command]

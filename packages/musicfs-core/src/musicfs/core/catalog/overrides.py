@@ -28,6 +28,15 @@ class Overrides(Part):
         )
         return {row[0]: row[1] for row in rows}
 
+    def all_overrides(self) -> dict[int, dict[str, str | None]]:
+        """Every file's overrides, by file id (what ``musicfs export`` writes)."""
+        found: dict[int, dict[str, str | None]] = {}
+        for row in self._conn.execute(
+            "SELECT file_id, field, value FROM overrides ORDER BY file_id, field"
+        ):
+            found.setdefault(row[0], {})[row[1]] = row[2]
+        return found
+
     def set_overrides(
         self, file_id: int, fields: Mapping[str, str | None], source: str = "user"
     ) -> None:

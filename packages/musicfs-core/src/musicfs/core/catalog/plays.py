@@ -64,6 +64,16 @@ class Plays(Part):
         """Add (file id, time) rows to the access log."""
         self._conn.executemany("INSERT INTO plays (file_id, at) VALUES (?, ?)", plays)
 
+    def play_totals(self) -> dict[int, tuple[int, float]]:
+        """(how many plays, when last) of every file played, by file id."""
+        rows = self._conn.execute("SELECT file_id, count(*), max(at) FROM plays GROUP BY file_id")
+        return {row[0]: (int(row[1]), float(row[2])) for row in rows}
+
+    def add_plays(self, file_id: int, count: int, last_at: float) -> None:
+        """Add *count* plays of a file, at *last_at* (an import: the counts add
+        up and the last played time becomes the later of the two)."""
+        self.record_plays([(file_id, last_at)] * count)
+
     def record_played_after(self, pairs: Sequence[tuple[int, int, float]]) -> None:
         """Count (file id, id of the file played right after it, time) triples."""
         self._conn.executemany(

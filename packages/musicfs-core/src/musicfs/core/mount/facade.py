@@ -60,6 +60,7 @@ __all__ = [
     "CatalogError",
     "Health",
     "Histogram",
+    "LibraryRecord",
     "MountControl",
     "MountState",
     "OfflineCheck",
@@ -72,8 +73,10 @@ __all__ = [
     "TagView",
     "TierStats",
     "VerifyReport",
+    "add_plays",
     "backup_cache",
     "check_cache_offline",
+    "library_records",
     "restore_cache",
     "scan_progress",
     "version",
@@ -401,3 +404,53 @@ def check_cache_offline(cache_dir: Path, cache_limit: int) -> OfflineCheck:
         finally:
             content.close()
     return report
+
+
+@dataclass(frozen=True)
+class LibraryRecord:
+    """One catalogued track as ``musicfs export``/``import`` see it: where it is,
+    its own tags, and what the user did to it (overrides, plays)."""
+
+    file_id: int
+    origin: str
+    relpath: str
+    path: str  # in the mount ("" while it has no place in the tree)
+    artist: str | None
+    album: str | None
+    title: str | None
+    track: int | None
+    overrides: dict[str, str | None]
+    plays: int
+    last_played: float | None
+
+
+def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
+    """The tracks of a catalog (read-only, so while it is mounted too): those with
+    overrides or plays when *used_only*, else all of them."""
+    with Catalog.open(catalog_path, readonly=True) as catalog:
+        overrides = catalog.all_overrides()
+        plays = catalog.play_totals()
+        ids = sorted({*overrides, *plays}) if used_only else catalog.file_ids()
+        records = []
+        for file_id in ids:
+            track = catalog.track(file_id)
+            if track is None:
+                continue
+            node = catalog.node_of_file(file_id)
+            count, last = plays.get(file_id, (0, None))
+            tags = track.tags
+            records.append(LibraryRecord(
+                file_id, track.origin, track.relpath,
+                catalog.path_of(node.id) if node is not None else "",
+                tags.artist, tags.album, tags.title, tags.track,
+                overrides.get(file_id, {}), count, last,
+            ))  # fmt: skip
+    return records
+
+
+def add_plays(catalog_path: Path, plays: Sequence[tuple[int, int, float]]) -> None:
+    """Add (file id, how many plays, last played) to a catalog's access log, in one
+    transaction (SQLite's WAL lets this run beside the daemon's own writes)."""
+    with Catalog.open(catalog_path) as catalog, catalog.transaction():
+        for file_id, count, last in plays:
+            catalog.add_plays(file_id, count, last)
