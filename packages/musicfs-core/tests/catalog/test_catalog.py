@@ -431,3 +431,16 @@ def test_a_folder_changed_many_times_a_second_stays_near_the_clock(catalog: Cata
         seen.append(root.mtime_ns)
     assert seen == sorted(set(seen))  # always later
     assert seen[-1] <= time.time_ns() + 2 * SECOND  # not 30 s ahead
+
+
+def test_imported_plays_add_up_and_last_played_is_the_later(catalog: Catalog) -> None:
+    played, other = add(catalog, "a.flac", title="A"), add(catalog, "b.flac", title="B")
+    with catalog.transaction():
+        catalog.record_plays([(played, 100.0), (played, 200.0)])
+        catalog.set_overrides(other, {"genre": "Pop", "composer": None})
+    assert catalog.play_totals() == {played: (2, 200.0)}
+    assert catalog.all_overrides() == {other: {"composer": None, "genre": "Pop"}}
+    with catalog.transaction():
+        catalog.add_plays(played, 3, 150.0)  # earlier than the last play here
+        catalog.add_plays(other, 1, 50.0)
+    assert catalog.play_totals() == {played: (5, 200.0), other: (1, 50.0)}
