@@ -59,6 +59,10 @@ def test_export_then_import_on_another_mount(library: Library, tmp_path: Path) -
         csv_result = run_musicfs("export", "--format", "csv", "--mount", str(mount_a.mountpoint))
         assert csv_result.returncode == 0, describe(csv_result)
     document = json.loads(saved.read_text())
+    # With the mount down, the cache dir's catalog gives the same export.
+    offline = run_musicfs("export", "--cache-dir", str(tmp_path / "cache_a"))
+    assert offline.returncode == 0, describe(offline)
+    assert json.loads(offline.stdout) == document
     assert document["musicfs_export"] == 1
     tracks = by_title(document)
     assert tracks["Jóga"]["overrides"] == {"genre": "Trip-Hop"}

@@ -180,6 +180,8 @@ def add_parser(sub: Any, config_args: Any) -> None:
     export.add_argument("--format", choices=("json", "csv"), default="json",
                         help="json (default) or csv (one row per track)")  # fmt: skip
     export.add_argument("-o", "--output", type=Path, help="write here (default: stdout)")
+    export.add_argument("--cache-dir", type=Path,
+                        help="read this cache dir's catalog (no mount needed)")  # fmt: skip
     config_args(export)
     imp = sub.add_parser("import", help="bring overrides and plays from another program")
     sources = imp.add_subparsers(dest="import_source", required=True, metavar="SOURCE")
@@ -224,8 +226,13 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with daemon_client(args) as client:
-        path = _catalog_path(client)
+    if args.cache_dir is not None:  # offline, like `musicfs cache backup`
+        path = args.cache_dir / "catalog.sqlite3"
+        if not path.is_file():
+            raise CLIError(f"no MusicFS catalog in {args.cache_dir} (never mounted with it?)")
+    else:
+        with daemon_client(args) as client:
+            path = _catalog_path(client)
     entries = [entry for _, entry in _entries_here(path, only_used=True)]
     if args.format == "json":
         text = json.dumps({"musicfs_export": FORMAT_VERSION,
