@@ -379,7 +379,7 @@ def test_cache_stats_names_each_tier_and_keeps_the_json_keys(
 
 # -- naming the mount: --mount on every command that talks to one ----------------------
 
-GROUPS = ("cache", "tag", "plugin", "origin", "config")
+GROUPS = ("cache", "tag", "plugin", "origin", "config", "import")
 
 #: Every command that talks to a mount, with what it needs besides the mount.
 MOUNT_COMMANDS: list[list[str]] = [
@@ -392,7 +392,7 @@ MOUNT_COMMANDS: list[list[str]] = [
     ["plugin", "list"], ["plugin", "load", "p.py"], ["plugin", "unload", "p"],
     ["plugin", "reload"], ["origin", "list"], ["origin", "health", "music"],
     ["origin", "rescan"], ["config", "show"], ["config", "set", "log_level", "debug"],
-    ["search", "metallica"],
+    ["search", "metallica"], ["export"], ["import", "musicfs", "x.json"],
 ]  # fmt: skip
 
 
@@ -433,6 +433,7 @@ def test_each_command_exits_as_documented_when_no_daemon_answers(
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "p.py").write_text("")
+    (tmp_path / "x.json").write_text('{"musicfs_export": 1, "tracks": []}')
     needs_cache = command[:2] in (["cache", "verify"], ["cache", "backup"], ["cache", "restore"])
     if needs_cache:  # works on the cache dir: nothing there is "no cache", a failure
         expected = {"verify": 1, "backup": 1, "restore": 2}[command[1]]
