@@ -59,10 +59,12 @@ class Server:
         self.gate = threading.Event()
         self.gate.set()
         self.refuse = False
+        self.allowed: list[float] = []  # the seconds each connection was given
         self._lock = threading.Lock()
 
-    def connect(self) -> Session:
+    def connect(self, seconds: float) -> Session:
         with self._lock:
+            self.allowed.append(seconds)
             self.connecting += 1
             self.most_connecting = max(self.most_connecting, self.connecting)
         try:
@@ -215,6 +217,42 @@ def test_a_stale_session_is_tried_once_more_on_a_new_one(server: Server) -> None
     assert stale.broken
     assert stale.session.closed
     assert [p.users for p in pool.sessions()] == [0]
+
+
+def test_no_retry_once_the_calls_deadline_has_passed(server: Server) -> None:
+    """The caller's watchdog cuts once, at its deadline: a retry begun after it
+    would hang with nothing to cut it (an SMB read past its budget)."""
+    pool = make_pool(server)
+    stale, _ = pool.lease()
+    pool.release(stale)
+    deadline = time.monotonic() + 0.2
+    used: list[int] = []
+
+    def operation(pooled: Pooled[Session]) -> str:
+        used.append(pooled.session.number)
+        wait_until(lambda: time.monotonic() >= deadline)  # the cut came
+        raise ConnectionResetError(errno.ECONNRESET, "reset")
+
+    with pytest.raises(OriginUnavailable):
+        pool.run(operation, lost_connection, deadline=deadline)
+    assert used == [0]
+    assert len(server.made) == 1  # no new connection either
+
+
+def test_a_retry_connects_within_what_is_left_of_the_deadline(server: Server) -> None:
+    pool = make_pool(server, timeout=5.0)
+    stale, _ = pool.lease()
+    pool.release(stale)
+    deadline = time.monotonic() + 1.0
+
+    def operation(pooled: Pooled[Session]) -> str:
+        if pooled is stale:
+            raise ConnectionResetError(errno.ECONNRESET, "reset")
+        return "answer"
+
+    assert pool.run(operation, lost_connection, deadline=deadline) == "answer"
+    assert server.allowed[0] == pytest.approx(5.0, abs=0.1)  # a lease alone: the timeout
+    assert 0 < server.allowed[1] <= 1.0  # the retry: only what the call had left
 
 
 def test_a_new_session_that_fails_is_not_retried(server: Server) -> None:

@@ -9,8 +9,8 @@ that each driver only speaks its protocol:
   else the least busy one, shared) and releases it; a session found dead is
   dropped and replaced; `SessionPool.run` runs one call on a leased session and
   tries it once more on a new connection if a session that had been idle turned
-  out to have dropped; `SessionPool.close` closes them all (the pool may be used
-  again after).
+  out to have dropped, never past the call's deadline; `SessionPool.close`
+  closes them all (the pool may be used again after).
 - `Watchdog`: a call that must finish by a deadline. The client libraries wait
   on sockets, some without any limit (smbprotocol), so a server that stops
   answering would hold a worker thread for ever. Each call arms a deadline with
@@ -225,7 +225,8 @@ class Verdict:
 class SessionPool(Generic[S]):
     """Up to *size* sessions of one origin (see the module docstring).
 
-    *connect* makes a session (bounded by *timeout*, e.g. with a `Watchdog`);
+    *connect* makes a session within the seconds it is given (at most
+    *timeout*, less when a call's deadline is nearer; e.g. with a `Watchdog`);
     *alive* tells cheaply, without the network, whether one still works;
     *close* closes one without waiting for the server. Thread-safe; the pool's
     lock is never held while the network is used.
@@ -235,7 +236,7 @@ class SessionPool(Generic[S]):
         self,
         origin_id: str,
         where: str,
-        connect: Callable[[], S],
+        connect: Callable[[float], S],
         *,
         alive: Callable[[S], bool],
         close: Callable[[S], None],
@@ -266,13 +267,17 @@ class SessionPool(Generic[S]):
         with self._cond:
             return list(self._sessions)
 
-    def lease(self) -> tuple[Pooled[S], bool]:
+    def lease(self, within: float | None = None) -> tuple[Pooled[S], bool]:
         """A session to use, and whether it was just made: an idle one, else a
         new one if there is room, else the least busy one, shared (so more
         callers than sessions never deadlock). Dead sessions are dropped on the
         way. Raises what *connect* raises, or `OriginUnavailable` if every slot
-        is a connection being made and none is done within *timeout*."""
-        deadline = time.monotonic() + self.timeout
+        is a connection being made and none is done in time.
+
+        It takes at most *timeout*, or *within* seconds if that is less (what is
+        left of a call's deadline)."""
+        allowed = self.timeout if within is None else max(0.0, min(within, self.timeout))
+        deadline = time.monotonic() + allowed
         dead: list[Pooled[S]] = []
         try:
             with self._cond:
@@ -296,7 +301,7 @@ class SessionPool(Generic[S]):
                     if remaining <= 0:
                         raise OriginUnavailable(
                             self.origin_id,
-                            f"{self.where}: no connection within {self.timeout:g}s",
+                            f"{self.where}: no connection within {allowed:g}s",
                             errno.ETIMEDOUT,
                         )
                     self._cond.wait(remaining)
@@ -304,7 +309,7 @@ class SessionPool(Generic[S]):
             for pooled in dead:
                 self._close_quietly(pooled)
         try:
-            session = self._connect()
+            session = self._connect(max(0.0, deadline - time.monotonic()))
         except BaseException:
             with self._cond:
                 self._connecting -= 1
@@ -341,19 +346,23 @@ class SessionPool(Generic[S]):
         *,
         exclusive: bool = False,
         hold: bool = False,
+        deadline: float | None = None,
     ) -> T:
         """*operation* on a leased session, released after (kept leased on
         success with *hold*: the result then owns it).
 
         *judge* maps what it raised (or what connecting raised, with no
         session) to a `Verdict`: a lost session is dropped, and the call is
-        tried once more on a new connection if the verdict allows a retry and
-        the session had been idle in the pool (a stale connection). With
+        tried once more on a new connection if the verdict allows a retry, the
+        session had been idle in the pool (a stale connection) and *deadline*
+        (monotonic time) has not passed: the caller's watchdog cuts at its
+        deadline once, so a retry begun after it would have no bound. With
         *exclusive* the call holds the session's lock (one caller at a time).
         """
         for attempt in range(2):
+            within = None if deadline is None else deadline - time.monotonic()
             try:
-                pooled, fresh = self.lease()
+                pooled, fresh = self.lease(within)
             except Exception as exc:
                 _raise(judge(exc, None).error, exc)
             keep = False
@@ -373,7 +382,8 @@ class SessionPool(Generic[S]):
                 verdict = judge(exc, pooled)
                 if verdict.lost or pooled.broken:
                     self.drop(pooled)
-                if not (verdict.retry and not fresh and attempt == 0):
+                in_time = deadline is None or time.monotonic() < deadline
+                if not (verdict.retry and not fresh and attempt == 0 and in_time):
                     _raise(verdict.error, exc)
                 log.debug("origin %s: a pooled session went stale; reconnecting", self.origin_id)
             finally:

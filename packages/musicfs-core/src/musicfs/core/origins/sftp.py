@@ -404,10 +404,10 @@ class SFTPOrigin(Origin):
         finally:
             self._pool.release(session)
 
-    def _connect(self) -> SFTPSession:
-        """A new SSH connection with an SFTP session, all of it within *timeout*
-        (the watchdog closes the connection if the server stops answering
-        midway, which wakes every wait in paramiko)."""
+    def _connect(self, seconds: float) -> SFTPSession:
+        """A new SSH connection with an SFTP session, all of it within *seconds*
+        (the pool's share of *timeout*; the watchdog closes the connection if
+        the server stops answering midway, which wakes every wait in paramiko)."""
         client = self._paramiko.SSHClient()
         connect = functools.partial(
             open_session,
@@ -421,11 +421,11 @@ class SFTPOrigin(Origin):
             timeout=self.timeout,
         )
         session = self._watchdog.call(
-            self.timeout,
+            seconds,
             connect,
             cut=functools.partial(close_client, client),
             unavailable=lambda: self._unavailable(
-                f"no answer within {self.timeout:g}s", errno.ETIMEDOUT
+                f"no answer within {seconds:g}s", errno.ETIMEDOUT
             ),
         )
         log.debug("origin %s: connected to %s", self.id, self.location)

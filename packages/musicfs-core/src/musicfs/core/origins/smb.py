@@ -286,7 +286,7 @@ class SMBOrigin(Origin):
                             raise
                         raise error from exc
                 judge = functools.partial(self._judge, relpath=relpath, deadline=deadline)
-                return self._pool.run(lambda _: request(), judge)
+                return self._pool.run(lambda _: request(), judge, deadline=deadline.at)
         except FileNotFoundError as miss:
             if root_check:
                 self._check_root_after_miss(miss, relpath)

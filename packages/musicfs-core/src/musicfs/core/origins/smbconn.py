@@ -95,15 +95,19 @@ class SMBServer:
         self.cache: dict[str, Any] = {}
         self.key = f"{server.lower()}:{port}"
 
-    def connect(self) -> Any:
-        """A connection with a logged-on session, within *timeout* (the watchdog
-        cuts it if the server stops answering while it negotiates)."""
+    def connect(self, seconds: float) -> Any:
+        """A connection with a logged-on session, within *seconds* (at most
+        *timeout*; the watchdog cuts it if the server stops answering while it
+        negotiates)."""
+        seconds = min(seconds, self.timeout)
+        if seconds <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, "no time left to connect")
         connection = self.connection_class(
             self.smbclient.ClientConfig().client_guid, self.server, self.port
         )
-        with self.watchdog.bound(self.timeout, functools.partial(_shutdown, connection)) as limit:
+        with self.watchdog.bound(seconds, functools.partial(_shutdown, connection)) as limit:
             try:
-                connection.connect(timeout=self.timeout)
+                connection.connect(timeout=max(0.1, seconds))
                 # One smbclient made itself (a request that found the pooled one
                 # gone) would otherwise be left open behind this one.
                 stray = self.cache.pop(self.key, None)
