@@ -15,6 +15,8 @@ APT_TEST=(ffmpeg flac lame opus-tools vorbis-tools mpv vlc rsync rclone mergerfs
 # Real clients that read what the mount serves: MPD and mpc (indexing by mtime),
 # exiftool and mediainfo (independent tag readers). beets comes from the lock.
 APT_TEST+=(mpd mpc libimage-exiftool-perl mediainfo)
+# A real PostgreSQL server for the shared catalog's tests (tests/servers/postgres.py).
+APT_TEST+=(postgresql)
 # What packaging/check.sh (nox -s package) builds and checks the distro packages
 # and the systemd units with (Debian has no namcap); man and groff render musicfs(1).
 APT_TEST+=(systemd strace shellcheck debhelper python3-venv python3-dev rpm rpmlint cpio

@@ -20,6 +20,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules
 `identity`      audio identities: user data that follows moves
+`replica`       rows written by a shared catalog's change feed
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -49,6 +50,7 @@ from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.plays import Plays
+from musicfs.core.catalog.replica import ReplicaRows
 from musicfs.core.catalog.rows import (
     KnownFile,
     Node,
@@ -90,7 +92,7 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Identity, Stats, Settings, SearchIndex):
+class Catalog(Tree, Tracks, Overrides, Plays, Identity, Stats, Settings, SearchIndex, ReplicaRows):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go

@@ -1,0 +1,99 @@
+"""A catalog kept as a replica of a shared catalog (issue 16): the rows the
+change feed (`musicfs.core.shared.feed`) writes, and what the replica remembers.
+
+A replica's files carry the shared catalog's track ids (`replicate_file`), so
+the user data of one track has one id on every machine. Which catalog it
+follows and the last change applied are settings (`replica_state`), written in
+the same transaction as the changes themselves: after a crash the replica
+resumes exactly where its last commit left it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from musicfs.core.catalog.identity import USER_TABLES
+from musicfs.core.catalog.rows import Part, replica_key, split_relpath
+from musicfs.core.model import TAG_FIELDS, ScannedFile
+
+_CATALOG_ID = "shared.catalog_id"
+_APPLIED_SEQ = "shared.applied_seq"
+_BOOTSTRAP = "shared.bootstrap"
+
+
+class ReplicaRows(Part):
+    """Rows with the shared catalog's ids, and the replica's place in the feed."""
+
+    def replicate_file(self, file_id: int, scanned: ScannedFile, scanned_at: float) -> int | None:
+        """Write the row of track *file_id* as the shared catalog has it. A row
+        of another id at its path (left by a change not seen) is dropped first:
+        its id is returned."""
+        reldir, name = split_relpath(scanned.relpath)
+        stale = self._conn.execute(
+            "SELECT id FROM files WHERE origin = ? AND reldir = ? AND name = ? AND id != ?",
+            (scanned.origin, reldir, name, file_id),
+        ).fetchone()
+        if stale is not None:
+            self._conn.execute("DELETE FROM files WHERE id = ?", (stale[0],))
+        cols: tuple[str, ...] = ("id", "origin", "reldir", "name", "size", "mtime_ns")
+        cols += ("ctime_ns", "format", "error", "scanned_at", "replica_key", "content_hash")
+        cols += ("audio_id", *TAG_FIELDS)
+        values: Sequence[Any] = (
+            file_id, scanned.origin, reldir, name, scanned.stat.size, scanned.stat.mtime_ns,
+            scanned.stat.ctime_ns, scanned.format, scanned.error, scanned_at,
+            replica_key(scanned), None, scanned.audio_id, *scanned.tags.as_row(),
+        )  # fmt: skip
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        self._conn.execute(
+            f"INSERT INTO files ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}",
+            values,
+        )
+        return None if stale is None else int(stale[0])
+
+    def has_user_data(self) -> bool:
+        """Whether any file has user data (overrides, plays...)."""
+        return any(
+            self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+            for table in USER_TABLES
+        )
+
+    def clear_user_data(self) -> None:
+        """Drop every file's user data (a bootstrap that starts over copies it again)."""
+        for table in USER_TABLES:
+            self._conn.execute(f"DELETE FROM {table}")
+        self._conn.execute("DELETE FROM overlays")
+
+    def replica_state(self) -> tuple[str | None, int, bool]:
+        """(id of the shared catalog followed, last change applied, whether a
+        bootstrap began and has not finished)."""
+        found = dict(
+            self._conn.execute(
+                "SELECT key, value FROM settings WHERE key IN (?, ?, ?)",
+                (_CATALOG_ID, _APPLIED_SEQ, _BOOTSTRAP),
+            ).fetchall()
+        )
+        return (
+            found.get(_CATALOG_ID),
+            int(found.get(_APPLIED_SEQ, 0)),
+            _BOOTSTRAP in found,
+        )
+
+    def set_replica_state(self, catalog_id: str, applied_seq: int) -> None:
+        """Record that changes up to *applied_seq* of *catalog_id* are applied."""
+        self._conn.executemany(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [(_CATALOG_ID, catalog_id), (_APPLIED_SEQ, str(applied_seq))],
+        )
+        self._conn.execute("DELETE FROM settings WHERE key = ?", (_BOOTSTRAP,))
+
+    def begin_bootstrap(self, catalog_id: str) -> None:
+        """Note that a copy of *catalog_id* began (a restart starts it over)."""
+        self._conn.execute("DELETE FROM settings WHERE key IN (?, ?)", (_CATALOG_ID, _APPLIED_SEQ))
+        self._conn.execute(
+            "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+            (_BOOTSTRAP, f"{catalog_id} {time.time()}"),
+        )

@@ -1,0 +1,275 @@
+"""The change feed: how a machine's SQLite catalog follows the shared catalog.
+
+Every write to the shared catalog records its changes (`store.Change`) under a
+sequence number that grows in commit order. A replica remembers which shared
+catalog it follows and the last sequence number it applied
+(`musicfs.core.catalog.replica`); `apply_changes` reads the changes after it
+and applies them through the catalog's named methods, all of one batch and
+the new sequence number in one SQLite transaction. It returns what changed
+(`Applied`: file ids), so the mount can re-place those tracks and invalidate
+the kernel's entries. `Listener.wait_for_notify` sleeps until a write is
+notified (LISTEN musicfs_changes), so a change reaches a mount at once
+without polling.
+
+A new replica starts with `bootstrap`: one consistent snapshot of the shared
+catalog (REPEATABLE READ), copied in batches through server-side cursors; the
+applied sequence number becomes the last one the snapshot saw, so the feed
+takes over exactly where the copy ended. A bootstrap that was cut short starts
+over (what it had copied is kept and overwritten).
+
+    writer ──one transaction──▶ PostgreSQL: tables + changes(seq) + NOTIFY
+                                     │ LISTEN wakes      │ changes after seq
+                                     ▼                   ▼
+                       Listener.wait_for_notify ──▶ apply_changes ──▶ SQLite replica
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from musicfs.core.catalog.rows import join_relpath
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags
+from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.shared import schema
+from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, connect, unavailable
+from musicfs.core.shared.errors import SharedCatalogError
+from musicfs.core.shared.store import Change, SharedCatalog
+
+log = logging.getLogger(__name__)
+
+#: Changes applied per SQLite transaction.
+BATCH = 5000
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one `apply_changes` did to the replica, by file id."""
+
+    last_seq: int
+    tracks: set[int] = field(default_factory=set)  # added or changed rows
+    removed: set[int] = field(default_factory=set)  # rows gone
+    overrides: set[int] = field(default_factory=set)  # overrides set or cleared
+    played: set[int] = field(default_factory=set)  # plays added
+    changes: int = 0  # how many changes were applied
+
+    @property
+    def changed(self) -> set[int]:
+        """Every file whose entry in the tree may show something new."""
+        return self.tracks | self.removed | self.overrides | self.played
+
+
+def track_from_row(row: Mapping[str, Any]) -> tuple[ScannedFile, float]:
+    """A ``tracks`` row (or a track change's payload) as a scanned file and its scan time."""
+    tags = TrackTags(**{name: row[name] for name in TAG_FIELDS})
+    scanned = ScannedFile(
+        origin=row["origin"],
+        relpath=join_relpath(row["reldir"], row["name"]),
+        stat=FileStat(int(row["size"]), int(row["mtime_ns"]), int(row["ctime_ns"])),
+        format=row["format"],
+        tags=tags,
+        error=row["error"],
+        audio_id=row["audio_id"],
+    )
+    return scanned, float(row["scanned_at"])
+
+
+def _check_follows(catalog: Catalog, shared: SharedCatalog) -> int:
+    """The last sequence number *catalog* applied of *shared*; raises if it
+    follows another catalog or was never copied."""
+    catalog_id, applied, bootstrapping = catalog.replica_state()
+    if catalog_id is None or bootstrapping:
+        raise SharedCatalogError(
+            f"catalog {catalog.path} is not a replica of shared catalog {shared.address} yet; "
+            "bootstrap it first (its first mount copies the shared catalog)"
+        )
+    if catalog_id != shared.catalog_id:
+        raise SharedCatalogError(
+            f"catalog {catalog.path} is a replica of another shared catalog (id {catalog_id}, "
+            f"{shared.address} has id {shared.catalog_id}); move it away: the next mount "
+            "copies the shared catalog again"
+        )
+    return applied
+
+
+def apply_changes(
+    catalog: Catalog, shared: SharedCatalog, after_seq: int | None = None, *, batch: int = BATCH
+) -> Applied:
+    """Apply every change past *after_seq* (default: the last one *catalog*
+    applied) to *catalog*; return what changed."""
+    applied = _check_follows(catalog, shared)
+    result = Applied(applied if after_seq is None else after_seq)
+    while True:
+        changes = shared.changes_after(result.last_seq, batch)
+        if not changes:
+            return result
+        with catalog.transaction():
+            for change in changes:
+                _apply(catalog, change, result)
+            catalog.set_replica_state(shared.catalog_id, changes[-1].seq)
+        result.last_seq = changes[-1].seq
+        result.changes += len(changes)
+        if len(changes) < batch:
+            return result
+
+
+def _apply(catalog: Catalog, change: Change, result: Applied) -> None:
+    file_id = change.track_id
+    if file_id is None:
+        log.debug("change %d (%s) names no track; skipped", change.seq, change.kind)
+        return
+    if change.kind == "track":
+        scanned, scanned_at = track_from_row(change.payload)
+        stale = catalog.replicate_file(file_id, scanned, scanned_at)
+        result.tracks.add(file_id)
+        result.removed.discard(file_id)
+        if stale is not None:
+            result.removed.add(stale)
+    elif change.kind == "track_removed":
+        catalog.delete_file(file_id)
+        result.removed.add(file_id)
+        result.tracks.discard(file_id)
+    elif catalog.origin_of(file_id) is None:
+        # A change of a track this replica does not have: it was removed later
+        # in the feed, or the row never arrived (a bug); nothing to attach it to.
+        log.debug("change %d (%s) of unknown track %d skipped", change.seq, change.kind, file_id)
+    elif change.kind == "overrides":
+        set_fields = change.payload.get("set") or {}
+        if set_fields:
+            catalog.set_overrides(file_id, set_fields, str(change.payload.get("source", "user")))
+        cleared = change.payload.get("clear") or []
+        if cleared:
+            catalog.clear_overrides(file_id, cleared)
+        result.overrides.add(file_id)
+    elif change.kind == "plays":
+        catalog.record_plays([(file_id, float(at)) for at in change.payload.get("at", [])])
+        result.played.add(file_id)
+    else:  # a kind of a newer MusicFS: its schema check refuses that server first
+        log.warning("change %d has unknown kind %r; skipped", change.seq, change.kind)
+
+
+def bootstrap(
+    catalog: Catalog,
+    shared: SharedCatalog,
+    *,
+    batch: int = BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Copy the whole shared catalog into *catalog* (a new replica); return how
+    many tracks were copied. *progress* is called with the count after each batch."""
+    catalog_id, _, bootstrapping = catalog.replica_state()
+    if catalog_id is None and not bootstrapping and catalog.has_user_data():
+        raise SharedCatalogError(
+            f"catalog {catalog.path} holds overrides or plays of its own, which a copy of "
+            f"shared catalog {shared.address} would replace; move the catalog away first"
+        )
+    with catalog.transaction():
+        catalog.begin_bootstrap(shared.catalog_id)
+        catalog.clear_user_data()
+    leftover = set(catalog.file_ids())  # rows of an earlier copy, or of a local scan
+    copied = 0
+    with shared.snapshot() as snapshot:
+        for rows in snapshot.tracks(batch):
+            with catalog.transaction():
+                for row in rows:
+                    scanned, scanned_at = track_from_row(row)
+                    catalog.replicate_file(int(row["id"]), scanned, scanned_at)
+                    leftover.discard(int(row["id"]))
+            copied += len(rows)
+            if progress is not None:
+                progress(copied)
+        with catalog.transaction():
+            for file_id in sorted(leftover):
+                catalog.delete_file(file_id)
+        for rows in snapshot.overrides(batch):
+            by_file: dict[tuple[int, str], dict[str, str | None]] = {}
+            for row in rows:
+                by_file.setdefault((int(row["file_id"]), row["source"]), {})[row["field"]] = row[
+                    "value"
+                ]
+            with catalog.transaction():
+                for (file_id, source), fields in by_file.items():
+                    catalog.set_overrides(file_id, fields, source)
+        for rows in snapshot.plays(batch):
+            with catalog.transaction():
+                catalog.record_plays([(int(r["file_id"]), float(r["at"])) for r in rows])
+        with catalog.transaction():
+            catalog.set_replica_state(shared.catalog_id, snapshot.seq)
+    log.info("copied %d tracks of shared catalog %s (up to change %d)",
+             copied, shared.address, snapshot.seq)  # fmt: skip
+    return copied
+
+
+class Replica:
+    """A SQLite catalog following a shared catalog: bootstrap once, then apply changes."""
+
+    def __init__(self, catalog: Catalog, shared: SharedCatalog) -> None:
+        self.catalog = catalog
+        self.shared = shared
+
+    @property
+    def applied_seq(self) -> int:
+        return self.catalog.replica_state()[1]
+
+    def needs_bootstrap(self) -> bool:
+        catalog_id, _, bootstrapping = self.catalog.replica_state()
+        return catalog_id is None or bootstrapping
+
+    def sync(self) -> Applied:
+        """Bootstrap if this is a new replica, then apply every change since."""
+        if self.needs_bootstrap():
+            bootstrap(self.catalog, self.shared)
+        return apply_changes(self.catalog, self.shared)
+
+
+class Listener:
+    """A connection that LISTENs for the shared catalog's writes."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.address = address
+        self.credentials = credentials
+        self.timeout = timeout
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def wait_for_notify(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for a write; True if one was notified,
+        or if the connection was (re)made (changes may have come meanwhile)."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            conn = connect(self.address, self.credentials, autocommit=True, timeout=self.timeout)
+            try:
+                conn.execute(f"LISTEN {schema.CHANNEL}".encode())
+            except psycopg.Error as exc:
+                conn.close()
+                raise unavailable(self.address, exc) from None
+            self._conn = conn
+            return True
+        try:
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                return True
+        except psycopg.Error as exc:
+            self.close()
+            raise unavailable(self.address, exc) from None
+        return False
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

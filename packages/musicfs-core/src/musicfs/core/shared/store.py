@@ -1,0 +1,386 @@
+"""`SharedCatalog`: the shared catalog on PostgreSQL, where every shared write goes first.
+
+Each write is ONE transaction that changes the tables and records what it
+changed in ``changes`` (with ``NOTIFY musicfs_changes``), so it reaches every
+replica, the writer's own included, through the change feed
+(`musicfs.core.shared.feed`):
+
+==================  ===========================  ==================================
+write               tables                       changes recorded (kind: payload)
+==================  ===========================  ==================================
+write_scan_batch    tracks (upsert, delete)      track: the row; track_removed
+set_overrides       overrides                    overrides: {"set": {field: value}}
+clear_overrides     overrides                    overrides: {"clear": [field...]}
+add_plays           plays                        plays: {"at": [time...]}
+==================  ===========================  ==================================
+
+Changes are recorded at the end of the transaction under the feed lock
+(`musicfs.core.shared.schema.FEED_LOCK`), so sequence numbers follow commit
+order. Two writes of one field (an override set on two machines): the later
+transaction waits for the earlier one's row, commits after it, and gets the
+higher sequence number: the later one wins, in PostgreSQL and on every replica.
+
+A failed call raises `SharedCatalogUnavailable` (the server, the reason, the
+fix; nothing of it was written) and drops the connection; the next call
+connects again. A write is never retried here: whether a commit whose answer
+was lost went through is for the caller to settle (plays are queued again).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from musicfs.core.catalog.rows import split_relpath
+from musicfs.core.model import TAG_FIELDS, ScannedFile, valid_text
+from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.shared import schema
+from musicfs.core.shared.connect import (
+    CONNECT_TIMEOUT,
+    ServerAddress,
+    connect,
+    parse_url,
+    unavailable,
+)
+from musicfs.core.shared.errors import SharedCatalogError
+
+log = logging.getLogger(__name__)
+
+#: What a lost or refused connection raises in psycopg.
+_CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change feed."""
+
+    seq: int
+    kind: str  # track, track_removed, overrides, plays
+    track_id: int | None
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """The changes a write transaction records at its end."""
+
+    rows: list[tuple[str, int | None, Jsonb]] = field(default_factory=list)
+
+    def add(self, kind: str, track_id: int | None, payload: Mapping[str, Any]) -> None:
+        self.rows.append((kind, track_id, Jsonb(dict(payload))))
+
+
+def _text(value: Any) -> Any:
+    """A value PostgreSQL's text takes: valid UTF-8 and no NUL (a tag may hold one)."""
+    if isinstance(value, str):
+        return valid_text(value).replace("\x00", "\ufffd")
+    return value
+
+
+def track_values(scanned: ScannedFile, scanned_at: float) -> tuple[Any, ...]:
+    """The ``tracks`` row of a scanned file, in `schema.TRACK_COLUMNS` order."""
+    reldir, name = split_relpath(scanned.relpath)
+    tags = scanned.tags.as_row()
+    flags = {TAG_FIELDS.index("compilation"), TAG_FIELDS.index("has_art")}
+    tags = tuple(bool(v) if i in flags else v for i, v in enumerate(tags))
+    values = (
+        scanned.origin, reldir, name, scanned.stat.size, scanned.stat.mtime_ns,
+        scanned.stat.ctime_ns, scanned.format, scanned.error, scanned_at, scanned.audio_id,
+        *tags,
+    )  # fmt: skip
+    return tuple(_text(v) for v in values)
+
+
+_COLUMNS = ", ".join(schema.TRACK_COLUMNS)
+_UPSERT = (
+    f"INSERT INTO tracks ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(schema.TRACK_COLUMNS))}) "
+    "ON CONFLICT (origin, reldir, name) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in schema.TRACK_COLUMNS[3:])
+    + f" RETURNING id, {_COLUMNS}"
+)
+
+
+class SharedCatalog:
+    """One machine's connection to the shared catalog. Use one per thread.
+
+    Open with `open` (connects and migrates, or raises); close with `close` or
+    a ``with`` block.
+    """
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        credentials: Credentials | None = None,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.address = address
+        self.credentials = credentials
+        self.timeout = timeout
+        self.catalog_id = ""  # meta.catalog_id, read at the first connection
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @classmethod
+    def open(
+        cls, url: str, credentials: Credentials | None = None, *, timeout: float = CONNECT_TIMEOUT
+    ) -> SharedCatalog:
+        """Connect to the shared catalog at *url* and migrate its schema."""
+        shared = cls(parse_url(url), credentials, timeout=timeout)
+        shared._connection()
+        return shared
+
+    def __repr__(self) -> str:
+        return f"SharedCatalog({self.address})"
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> SharedCatalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the connection -----------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self.close()
+        conn = connect(self.address, self.credentials, timeout=self.timeout)
+        try:
+            schema.migrate(conn, str(self.address))
+            with conn.transaction():
+                row = conn.execute("SELECT value FROM meta WHERE key = 'catalog_id'").fetchone()
+        except _CONNECTION_ERRORS as exc:
+            conn.close()
+            raise unavailable(self.address, exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        self.catalog_id = str(row[0]) if row else ""
+        self._conn = conn
+        return conn
+
+    def _lost(self, exc: BaseException) -> SharedCatalogError:
+        self.close()  # the next call connects again
+        return unavailable(self.address, exc)
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[psycopg.Connection[Any], _Pending]]:
+        """One write transaction; its changes are recorded, and notified, at its end."""
+        conn = self._connection()
+        pending = _Pending()
+        try:
+            with conn.transaction():
+                yield conn, pending
+                if pending.rows:
+                    self._record(conn, pending)
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from None
+
+    @staticmethod
+    def _record(conn: psycopg.Connection[Any], pending: _Pending) -> None:
+        # Held to the commit: sequence numbers are handed out in commit order.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.FEED_LOCK,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO changes (kind, track_id, payload) VALUES (%s, %s, %s)", pending.rows
+            )
+            row = cur.execute("SELECT max(seq) FROM changes").fetchone()
+            cur.execute("SELECT pg_notify(%s, %s)", (schema.CHANNEL, str(row[0] if row else 0)))
+
+    # -- writes ---------------------------------------------------------------------
+
+    def write_scan_batch(
+        self,
+        files: Sequence[ScannedFile],
+        removed: Sequence[int] = (),
+        *,
+        scanned_at: float | None = None,
+    ) -> list[int]:
+        """Record what a scan found: *files* added or changed, the tracks with ids
+        *removed* gone (with their user data). Returns the files' track ids, in order."""
+        when = time.time() if scanned_at is None else scanned_at
+        ids: list[int] = []
+        with self._write() as (conn, pending), conn.cursor(row_factory=dict_row) as cur:
+            if files:
+                cur.executemany(_UPSERT, [track_values(f, when) for f in files], returning=True)
+                while True:
+                    row = cur.fetchone()
+                    if row is not None:
+                        track_id = int(row.pop("id"))
+                        ids.append(track_id)
+                        pending.add("track", track_id, row)
+                    if not cur.nextset():
+                        break
+            if removed:
+                cur.execute("DELETE FROM tracks WHERE id = ANY(%s) RETURNING id", (list(removed),))
+                for row in cur.fetchall():
+                    pending.add("track_removed", int(row["id"]), {})
+        return ids
+
+    def set_overrides(
+        self, file_id: int, fields: Mapping[str, str | None], source: str = "user"
+    ) -> None:
+        """Override tags of a track (values as `model.override_value` returns them)."""
+        if not fields:
+            return
+        values = {name: _text(value) for name, value in fields.items()}
+        try:
+            with self._write() as (conn, pending):
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO overrides (file_id, field, value, source) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (file_id, field) "
+                        "DO UPDATE SET value = excluded.value, source = excluded.source",
+                        [(file_id, name, value, source) for name, value in values.items()],
+                    )
+                pending.add("overrides", file_id, {"set": values, "source": source})
+        except psycopg.errors.ForeignKeyViolation:
+            raise self._no_track(file_id) from None
+
+    def clear_overrides(self, file_id: int, fields: Sequence[str] = ()) -> list[str]:
+        """Forget the overrides of *fields* (all when empty); returns those forgotten."""
+        with self._write() as (conn, pending):
+            if fields:
+                rows = conn.execute(
+                    "DELETE FROM overrides WHERE file_id = %s AND field = ANY(%s) RETURNING field",
+                    (file_id, list(fields)),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "DELETE FROM overrides WHERE file_id = %s RETURNING field", (file_id,)
+                ).fetchall()
+            cleared = sorted(str(row[0]) for row in rows)
+            if cleared:
+                pending.add("overrides", file_id, {"clear": cleared})
+        return cleared
+
+    def add_plays(self, plays: Sequence[tuple[int, float]]) -> int:
+        """Add (track id, time) plays; those of tracks no longer in the catalog
+        are dropped. Returns how many were added."""
+        if not plays:
+            return 0
+        with self._write() as (conn, pending):
+            wanted = sorted({file_id for file_id, _ in plays})
+            # Locked (KEY SHARE) so that no track is removed before the plays go in.
+            rows = conn.execute(
+                "SELECT id FROM tracks WHERE id = ANY(%s) FOR KEY SHARE", (wanted,)
+            ).fetchall()
+            present = {int(row[0]) for row in rows}
+            kept = [(f, float(at)) for f, at in plays if f in present]
+            if kept:
+                with conn.cursor() as cur:
+                    cur.executemany("INSERT INTO plays (file_id, at) VALUES (%s, %s)", kept)
+                by_track: dict[int, list[float]] = {}
+                for file_id, at in kept:
+                    by_track.setdefault(file_id, []).append(at)
+                for file_id, times in sorted(by_track.items()):
+                    pending.add("plays", file_id, {"at": times})
+        return len(kept)
+
+    def _no_track(self, file_id: int) -> SharedCatalogError:
+        return SharedCatalogError(
+            f"shared catalog {self.address} has no track with id {file_id} (it was removed); "
+            "rescan its folder or try again once the change has reached this machine"
+        )
+
+    # -- reads ------------------------------------------------------------------------
+
+    def last_seq(self) -> int:
+        """The sequence number of the latest change (0: none yet)."""
+        return int(self._read_one("SELECT coalesce(max(seq), 0) FROM changes"))
+
+    def changes_after(self, seq: int, limit: int = 10_000) -> list[Change]:
+        """Up to *limit* changes after sequence number *seq*, oldest first."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT seq, kind, track_id, payload FROM changes WHERE seq > %s "
+                    "ORDER BY seq LIMIT %s",
+                    (seq, limit),
+                ).fetchall()
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from None
+        return [Change(int(r[0]), str(r[1]), r[2], dict(r[3])) for r in rows]
+
+    def track(self, file_id: int) -> dict[str, Any] | None:
+        """The ``tracks`` row of one track, by column name (None: no such track)."""
+        conn = self._connection()
+        try:
+            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+                return cur.execute("SELECT * FROM tracks WHERE id = %s", (file_id,)).fetchone()
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from None
+
+    def overrides(self, file_id: int) -> dict[str, str | None]:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT field, value FROM overrides WHERE file_id = %s ORDER BY field",
+                    (file_id,),
+                ).fetchall()
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from None
+        return {str(r[0]): r[1] for r in rows}
+
+    def _read_one(self, query: str) -> Any:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                row = conn.execute(query.encode()).fetchone()
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from None
+        return row[0] if row else None
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """A consistent read of the whole catalog (one REPEATABLE READ
+        transaction): every row as of one sequence number, for a bootstrap."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                row = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()
+                yield Snapshot(conn, int(row[0]) if row else 0)
+        except _CONNECTION_ERRORS as exc:
+            raise self._lost(exc) from None
+
+
+class Snapshot:
+    """The catalog as of change *seq*, read in batches by server-side cursors."""
+
+    def __init__(self, conn: psycopg.Connection[Any], seq: int) -> None:
+        self._conn = conn
+        self.seq = seq
+
+    def _batches(self, name: str, query: str, size: int) -> Iterator[list[dict[str, Any]]]:
+        with self._conn.cursor(name=name, row_factory=dict_row) as cur:
+            cur.itersize = size
+            cur.execute(query.encode())
+            while rows := cur.fetchmany(size):
+                yield rows
+
+    def tracks(self, size: int = 5000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches("musicfs_tracks", "SELECT * FROM tracks ORDER BY id", size)
+
+    def overrides(self, size: int = 5000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches(
+            "musicfs_overrides", "SELECT * FROM overrides ORDER BY file_id, field", size
+        )
+
+    def plays(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches("musicfs_plays", "SELECT * FROM plays ORDER BY file_id, at", size)

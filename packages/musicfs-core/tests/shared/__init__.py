@@ -1,0 +1,1 @@
+"""Tests of the shared catalog on PostgreSQL (issue 16)."""

@@ -1,0 +1,59 @@
+"""Machines sharing one catalog on the test PostgreSQL (tests/servers/postgres.py):
+each has its own connection to the shared catalog and its own SQLite replica,
+as two computers mounting one library would. Used by the shared catalog's tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.model import FileStat, ScannedFile, TrackTags
+from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.shared.feed import Applied, apply_changes, bootstrap
+from musicfs.core.shared.store import SharedCatalog
+
+
+def scanned(relpath: str, origin: str = "nas", *, size: int = 1000, **tags: Any) -> ScannedFile:
+    """A file of *origin* as the scanner reports it, with these tags."""
+    return ScannedFile(
+        origin=origin,
+        relpath=relpath,
+        stat=FileStat(size=size, mtime_ns=1_700_000_000_000_000_000, ctime_ns=0),
+        format=relpath.rpartition(".")[2],
+        tags=TrackTags(**tags),
+        audio_id=f"audio-{relpath}",
+    )
+
+
+class Machine:
+    """One machine: its connection to the shared catalog and its SQLite replica
+    (bootstrapped unless ``bootstrapped=False``)."""
+
+    def __init__(
+        self,
+        url: str,
+        path: Path,
+        *,
+        credentials: Credentials | None = None,
+        bootstrapped: bool = True,
+    ) -> None:
+        self.shared = SharedCatalog.open(url, credentials)
+        self.catalog = Catalog.open(path)
+        if bootstrapped:
+            bootstrap(self.catalog, self.shared)
+
+    def follow(self) -> Applied:
+        """Apply the changes since the last ones this machine applied."""
+        return apply_changes(self.catalog, self.shared)
+
+    def close(self) -> None:
+        self.shared.close()
+        self.catalog.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
