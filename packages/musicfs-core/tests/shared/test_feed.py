@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from musicfs.core.shared import schema
 from musicfs.core.shared.errors import SharedCatalogError
@@ -229,3 +230,33 @@ def test_a_replica_of_another_shared_catalog_is_refused(
         pytest.raises(SharedCatalogError, match="replica of another shared catalog"),
     ):
         apply_changes(a.catalog, other)
+
+
+def test_no_change_is_skipped_when_transactions_commit_out_of_order(
+    machines: tuple[Machine, Machine], postgres_url: str
+) -> None:
+    a, b = machines
+    (track,) = a.shared.write_scan_batch([scanned("x/song.flac", title="Song")])
+    a.follow()
+    # A slow writer (as the store writes: feed lock, then its change) that has
+    # not committed yet; a second write starts meanwhile.
+    with psycopg.connect(postgres_url) as slow:
+        slow.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.FEED_LOCK,))
+        slow.execute("INSERT INTO plays (file_id, at) VALUES (%s, 5.0)", (track,))
+        slow.execute(
+            "INSERT INTO changes (kind, track_id, payload) VALUES ('plays', %s, %s)",
+            (track, Jsonb({"at": [5.0]})),
+        )
+        writer = threading.Thread(target=b.shared.set_overrides, args=(track, {"genre": "Jazz"}))
+        writer.start()
+        _wait_for_waiters(postgres_url, 1)
+        # The second write waits: a replica applying now must not see it and
+        # move past the slow one's sequence number.
+        assert a.follow().changes == 0
+        slow.commit()
+    writer.join(timeout=30)
+    applied = a.follow()
+    assert applied.played == {track}
+    assert applied.overrides == {track}
+    assert a.catalog.play_stats(track) == (1, 5.0)
+    assert a.catalog.overrides(track) == {"genre": "Jazz"}
