@@ -6,6 +6,7 @@ machine copies everything and then follows the feed."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -260,3 +261,30 @@ def test_no_change_is_skipped_when_transactions_commit_out_of_order(
     assert applied.overrides == {track}
     assert a.catalog.play_stats(track) == (1, 5.0)
     assert a.catalog.overrides(track) == {"genre": "Jazz"}
+
+
+def test_user_data_follows_the_audio_when_a_scan_moves_a_file(
+    machines: tuple[Machine, Machine],
+) -> None:
+    a, b = machines
+    song = scanned("old/song.flac", title="Song")
+    other = scanned("old/other.flac", title="Other")
+    old, old_other = a.shared.write_scan_batch([song, other])
+    a.shared.set_overrides(old, {"genre": "Jazz"})
+    a.shared.set_overrides(old, {"album": "Tagged by a plugin"}, source="plugin")
+    a.shared.add_plays([(old, 10.0), (old, 20.0)])
+    a.shared.add_plays([(old_other, 30.0)])
+
+    # One scan sees the new path and the old one gone (same audio).
+    (new,) = a.shared.write_scan_batch([replace(song, relpath="new/song.flac")], removed=[old])
+    # Another scan sees a file leave first, and its audio arrive later.
+    a.shared.write_scan_batch([], removed=[old_other])
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.origin_of(old) is None
+        assert machine.catalog.overrides(new) == {"genre": "Jazz", "album": "Tagged by a plugin"}
+        assert machine.catalog.play_stats(new) == (2, 20.0)
+    (back,) = b.shared.write_scan_batch([replace(other, relpath="elsewhere/other.flac")])
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.play_stats(back) == (1, 30.0)

@@ -14,7 +14,8 @@ What the tables hold:
   the replica's ``files.id``, so user data names one track by one id on every
   machine); booleans are booleans, numbers past 32 bits are bigint;
 * ``overrides``, ``plays``: the user data, keyed by ``file_id`` like SQLite's
-  (ratings and pins join as further tables of the same shape);
+  (ratings and pins join as further tables of the same shape); ``departed``:
+  the user data of removed tracks, waiting for their audio to come back;
 * ``changes``: the change feed. ``seq`` grows with every write; a write takes
   the feed lock (`FEED_LOCK`) just before recording its changes and keeps it to
   its commit, so sequence numbers are handed out in commit order and a replica
@@ -88,6 +89,15 @@ MIGRATIONS: tuple[str, ...] = (
         at double precision NOT NULL
     );
     CREATE INDEX plays_by_file ON plays (file_id, at);
+    CREATE TABLE departed (
+        id bigserial PRIMARY KEY,
+        audio_id text NOT NULL,
+        origin text NOT NULL,
+        relpath text NOT NULL,
+        data jsonb NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE INDEX departed_by_audio_id ON departed (audio_id);
     CREATE TABLE changes (
         seq bigserial PRIMARY KEY,
         kind text NOT NULL,

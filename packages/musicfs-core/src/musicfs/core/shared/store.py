@@ -8,7 +8,9 @@ replica, the writer's own included, through the change feed
 ==================  ===========================  ==================================
 write               tables                       changes recorded (kind: payload)
 ==================  ===========================  ==================================
-write_scan_batch    tracks (upsert, delete)      track: the row; track_removed
+write_scan_batch    tracks (upsert, delete),     track: the row; track_removed;
+                    user data that follows the   overrides, plays: what a track
+                    audio (departed)             got from a removed one
 set_overrides       overrides                    overrides: {"set": {field: value}}
 clear_overrides     overrides                    overrides: {"clear": [field...]}
 add_plays           plays                        plays: {"at": [time...]}
@@ -104,7 +106,8 @@ _UPSERT = (
     f"INSERT INTO tracks ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(schema.TRACK_COLUMNS))}) "
     "ON CONFLICT (origin, reldir, name) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in schema.TRACK_COLUMNS[3:])
-    + f" RETURNING id, {_COLUMNS}"
+    # xmax is 0 on a row this statement inserted (not on one it updated).
+    + f" RETURNING id, (xmax = 0) AS inserted, {_COLUMNS}"
 )
 
 
@@ -210,9 +213,16 @@ class SharedCatalog:
         scanned_at: float | None = None,
     ) -> list[int]:
         """Record what a scan found: *files* added or changed, the tracks with ids
-        *removed* gone (with their user data). Returns the files' track ids, in order."""
+        *removed* gone. Returns the files' track ids, in order.
+
+        User data follows the audio, as in the SQLite catalog
+        (`musicfs.core.catalog.identity`): a removed track's overrides and plays
+        go to another track with its audio id and no data of its own (the new
+        path of a move), or wait in ``departed`` for the first track that
+        arrives with that audio."""
         when = time.time() if scanned_at is None else scanned_at
         ids: list[int] = []
+        arrived: list[tuple[int, str]] = []  # (id, audio id) of new rows
         with self._write() as (conn, pending), conn.cursor(row_factory=dict_row) as cur:
             if files:
                 cur.executemany(_UPSERT, [track_values(f, when) for f in files], returning=True)
@@ -221,14 +231,101 @@ class SharedCatalog:
                     if row is not None:
                         track_id = int(row.pop("id"))
                         ids.append(track_id)
+                        if row.pop("inserted") and row["audio_id"] is not None:
+                            arrived.append((track_id, row["audio_id"]))
                         pending.add("track", track_id, row)
                     if not cur.nextset():
                         break
             if removed:
+                self._keep_user_data(cur, pending, list(removed), when)
                 cur.execute("DELETE FROM tracks WHERE id = ANY(%s) RETURNING id", (list(removed),))
                 for row in cur.fetchall():
                     pending.add("track_removed", int(row["id"]), {})
+            for track_id, audio_id in arrived:
+                self._adopt(cur, pending, track_id, audio_id)
         return ids
+
+    # -- user data follows the audio ---------------------------------------------------
+
+    _HAS_DATA = (
+        "(EXISTS (SELECT 1 FROM overrides o WHERE o.file_id = t.id) "
+        "OR EXISTS (SELECT 1 FROM plays p WHERE p.file_id = t.id))"
+    )
+
+    def _keep_user_data(
+        self, cur: psycopg.Cursor[Any], pending: _Pending, removed: list[int], when: float
+    ) -> None:
+        """Hand the user data of the *removed* tracks to an heir, or keep it in ``departed``."""
+        cur.execute(
+            "SELECT id, origin, reldir, name, audio_id FROM tracks t WHERE id = ANY(%s) "
+            f"AND audio_id IS NOT NULL AND {self._HAS_DATA} ORDER BY id",
+            (removed,),
+        )
+        for leaving in cur.fetchall():
+            old = int(leaving["id"])
+            heir = cur.execute(
+                "SELECT id FROM tracks t WHERE audio_id = %s AND NOT (id = ANY(%s)) "
+                f"AND NOT {self._HAS_DATA} ORDER BY id DESC LIMIT 1",
+                (leaving["audio_id"], removed),
+            ).fetchone()
+            data = self._user_data(cur, old)
+            if heir is not None:
+                new = int(heir["id"])
+                cur.execute("UPDATE overrides SET file_id = %s WHERE file_id = %s", (new, old))
+                cur.execute("UPDATE plays SET file_id = %s WHERE file_id = %s", (new, old))
+                self._record_user_data(pending, new, data)
+            else:
+                relpath = f"{leaving['reldir']}/{leaving['name']}".lstrip("/")
+                cur.execute(
+                    "INSERT INTO departed (audio_id, origin, relpath, data, at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (leaving["audio_id"], leaving["origin"], relpath, Jsonb(data), when),
+                )
+
+    def _adopt(
+        self, cur: psycopg.Cursor[Any], pending: _Pending, track_id: int, audio_id: str
+    ) -> None:
+        """Give a track that just arrived the user data its audio left behind."""
+        left = cur.execute(
+            "SELECT id, data FROM departed WHERE audio_id = %s ORDER BY at DESC, id DESC LIMIT 1",
+            (audio_id,),
+        ).fetchone()
+        if left is None:
+            return
+        data: dict[str, Any] = left["data"]
+        cur.executemany(
+            "INSERT INTO overrides (file_id, field, value, source) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (file_id, field) DO NOTHING",
+            [(track_id, o["field"], o["value"], o["source"]) for o in data.get("overrides", [])],
+        )
+        cur.executemany(
+            "INSERT INTO plays (file_id, at) VALUES (%s, %s)",
+            [(track_id, at) for at in data.get("plays", [])],
+        )
+        cur.execute("DELETE FROM departed WHERE id = %s", (left["id"],))
+        self._record_user_data(pending, track_id, self._user_data(cur, track_id))
+
+    @staticmethod
+    def _user_data(cur: psycopg.Cursor[Any], track_id: int) -> dict[str, Any]:
+        overrides = cur.execute(
+            "SELECT field, value, source FROM overrides WHERE file_id = %s ORDER BY field",
+            (track_id,),
+        ).fetchall()
+        plays = cur.execute(
+            "SELECT at FROM plays WHERE file_id = %s ORDER BY at", (track_id,)
+        ).fetchall()
+        return {"overrides": [dict(o) for o in overrides], "plays": [p["at"] for p in plays]}
+
+    @staticmethod
+    def _record_user_data(pending: _Pending, track_id: int, data: Mapping[str, Any]) -> None:
+        """The changes that give a replica's track this user data."""
+        by_source: dict[str, dict[str, str | None]] = {}
+        for override in data.get("overrides", []):
+            by_source.setdefault(override["source"], {})[override["field"]] = override["value"]
+        for source, fields in sorted(by_source.items()):
+            pending.add("overrides", track_id, {"set": fields, "source": source})
+        if data.get("plays"):
+            pending.add("plays", track_id, {"at": list(data["plays"])})
 
     def set_overrides(
         self, file_id: int, fields: Mapping[str, str | None], source: str = "user"
