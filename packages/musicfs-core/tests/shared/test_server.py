@@ -148,3 +148,19 @@ def test_a_mount_without_a_shared_catalog_does_not_load_the_driver() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_connection_dropped_between_calls_is_replaced_without_an_error(
+    machines: tuple[Machine, Machine], postgres: PostgresServer, postgres_url: str
+) -> None:
+    a, b = machines
+    (track,) = a.shared.write_scan_batch([scanned("x/song.flac", title="Song")])
+    # The server ends every session (as a restart or an idle timeout does).
+    postgres.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE application_name = 'musicfs' AND datname = '{postgres_url.rsplit('/', 1)[1]}'"
+    )
+    assert a.shared.add_plays([(track, 7.0)]) == 1  # no error: a new connection
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.play_stats(track) == (1, 7.0)  # counted once

@@ -23,19 +23,21 @@ transaction waits for the earlier one's row, commits after it, and gets the
 higher sequence number: the later one wins, in PostgreSQL and on every replica.
 
 A failed call raises `SharedCatalogUnavailable` (the server, the reason, the
-fix; nothing of it was written) and drops the connection; the next call
-connects again. A write is never retried here: whether a commit whose answer
-was lost went through is for the caller to settle (plays are queued again).
+fix) and drops the connection; the next call connects again. A call that finds
+its connection dropped since the last one (a server restart, an idle timeout)
+runs once more on a new connection, since nothing of it was written; a failure
+at the commit is never retried: whether a commit whose answer was lost went
+through is for the caller to settle.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -55,6 +57,8 @@ from musicfs.core.shared.connect import (
 from musicfs.core.shared.errors import SharedCatalogError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: What a lost or refused connection raises in psycopg.
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -179,18 +183,33 @@ class SharedCatalog:
         self.close()  # the next call connects again
         return unavailable(self.address, exc)
 
-    @contextmanager
-    def _write(self) -> Iterator[tuple[psycopg.Connection[Any], _Pending]]:
-        """One write transaction; its changes are recorded, and notified, at its end."""
-        conn = self._connection()
-        pending = _Pending()
-        try:
-            with conn.transaction():
-                yield conn, pending
-                if pending.rows:
-                    self._record(conn, pending)
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from None
+    def _run(self, work: Callable[[psycopg.Connection[Any], _Pending], T]) -> T:
+        """Run *work* in one transaction; the changes it adds to its `_Pending`
+        are recorded, and notified, at its end.
+
+        A connection that was open before this call may have been dropped
+        meanwhile (a server restart, an idle timeout): when it fails before the
+        commit, nothing was written, and the call runs once more on a new one.
+        A failure at the commit is not retried (it may have gone through)."""
+        for attempt in (1, 2):
+            reused = self._conn is not None and not self._conn.closed and not self._conn.broken
+            conn = self._connection()
+            pending = _Pending()
+            committing = False
+            try:
+                with conn.transaction():
+                    result = work(conn, pending)
+                    if pending.rows:
+                        self._record(conn, pending)
+                    committing = True
+                return result
+            except _CONNECTION_ERRORS as exc:
+                if attempt == 1 and reused and not committing:
+                    log.info("shared catalog %s: connection lost, connecting again", self.address)
+                    self.close()
+                    continue
+                raise self._lost(exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _record(conn: psycopg.Connection[Any], pending: _Pending) -> None:
@@ -221,11 +240,22 @@ class SharedCatalog:
         path of a move), or wait in ``departed`` for the first track that
         arrives with that audio."""
         when = time.time() if scanned_at is None else scanned_at
+        rows = [track_values(f, when) for f in files]
+        return self._run(lambda conn, pending: self._scan_batch(conn, pending, rows, removed, when))
+
+    def _scan_batch(
+        self,
+        conn: psycopg.Connection[Any],
+        pending: _Pending,
+        rows: list[tuple[Any, ...]],
+        removed: Sequence[int],
+        when: float,
+    ) -> list[int]:
         ids: list[int] = []
         arrived: list[tuple[int, str]] = []  # (id, audio id) of new rows
-        with self._write() as (conn, pending), conn.cursor(row_factory=dict_row) as cur:
-            if files:
-                cur.executemany(_UPSERT, [track_values(f, when) for f in files], returning=True)
+        with conn.cursor(row_factory=dict_row) as cur:
+            if rows:
+                cur.executemany(_UPSERT, rows, returning=True)
                 while True:
                     row = cur.fetchone()
                     if row is not None:
@@ -334,22 +364,26 @@ class SharedCatalog:
         if not fields:
             return
         values = {name: _text(value) for name, value in fields.items()}
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO overrides (file_id, field, value, source) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (file_id, field) "
+                    "DO UPDATE SET value = excluded.value, source = excluded.source",
+                    [(file_id, name, value, source) for name, value in values.items()],
+                )
+            pending.add("overrides", file_id, {"set": values, "source": source})
+
         try:
-            with self._write() as (conn, pending):
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO overrides (file_id, field, value, source) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT (file_id, field) "
-                        "DO UPDATE SET value = excluded.value, source = excluded.source",
-                        [(file_id, name, value, source) for name, value in values.items()],
-                    )
-                pending.add("overrides", file_id, {"set": values, "source": source})
+            self._run(work)
         except psycopg.errors.ForeignKeyViolation:
             raise self._no_track(file_id) from None
 
     def clear_overrides(self, file_id: int, fields: Sequence[str] = ()) -> list[str]:
         """Forget the overrides of *fields* (all when empty); returns those forgotten."""
-        with self._write() as (conn, pending):
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> list[str]:
             if fields:
                 rows = conn.execute(
                     "DELETE FROM overrides WHERE file_id = %s AND field = ANY(%s) RETURNING field",
@@ -362,14 +396,17 @@ class SharedCatalog:
             cleared = sorted(str(row[0]) for row in rows)
             if cleared:
                 pending.add("overrides", file_id, {"clear": cleared})
-        return cleared
+            return cleared
+
+        return self._run(work)
 
     def add_plays(self, plays: Sequence[tuple[int, float]]) -> int:
         """Add (track id, time) plays; those of tracks no longer in the catalog
         are dropped. Returns how many were added."""
         if not plays:
             return 0
-        with self._write() as (conn, pending):
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> int:
             wanted = sorted({file_id for file_id, _ in plays})
             # Locked (KEY SHARE) so that no track is removed before the plays go in.
             rows = conn.execute(
@@ -385,7 +422,9 @@ class SharedCatalog:
                     by_track.setdefault(file_id, []).append(at)
                 for file_id, times in sorted(by_track.items()):
                     pending.add("plays", file_id, {"at": times})
-        return len(kept)
+            return len(kept)
+
+        return self._run(work)
 
     def _no_track(self, file_id: int) -> SharedCatalogError:
         return SharedCatalogError(
@@ -401,46 +440,35 @@ class SharedCatalog:
 
     def changes_after(self, seq: int, limit: int = 10_000) -> list[Change]:
         """Up to *limit* changes after sequence number *seq*, oldest first."""
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                rows = conn.execute(
-                    "SELECT seq, kind, track_id, payload FROM changes WHERE seq > %s "
-                    "ORDER BY seq LIMIT %s",
-                    (seq, limit),
-                ).fetchall()
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from None
+        rows = self._run(
+            lambda conn, _: conn.execute(
+                "SELECT seq, kind, track_id, payload FROM changes WHERE seq > %s "
+                "ORDER BY seq LIMIT %s",
+                (seq, limit),
+            ).fetchall()
+        )
         return [Change(int(r[0]), str(r[1]), r[2], dict(r[3])) for r in rows]
 
     def track(self, file_id: int) -> dict[str, Any] | None:
         """The ``tracks`` row of one track, by column name (None: no such track)."""
-        conn = self._connection()
-        try:
-            with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+
+        def work(conn: psycopg.Connection[Any], _: _Pending) -> dict[str, Any] | None:
+            with conn.cursor(row_factory=dict_row) as cur:
                 return cur.execute("SELECT * FROM tracks WHERE id = %s", (file_id,)).fetchone()
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from None
+
+        return self._run(work)
 
     def overrides(self, file_id: int) -> dict[str, str | None]:
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                rows = conn.execute(
-                    "SELECT field, value FROM overrides WHERE file_id = %s ORDER BY field",
-                    (file_id,),
-                ).fetchall()
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from None
+        rows = self._run(
+            lambda conn, _: conn.execute(
+                "SELECT field, value FROM overrides WHERE file_id = %s ORDER BY field",
+                (file_id,),
+            ).fetchall()
+        )
         return {str(r[0]): r[1] for r in rows}
 
     def _read_one(self, query: str) -> Any:
-        conn = self._connection()
-        try:
-            with conn.transaction():
-                row = conn.execute(query.encode()).fetchone()
-        except _CONNECTION_ERRORS as exc:
-            raise self._lost(exc) from None
+        row = self._run(lambda conn, _: conn.execute(query.encode()).fetchone())
         return row[0] if row else None
 
     @contextmanager
