@@ -5,14 +5,30 @@ as two computers mounting one library would. Used by the shared catalog's tests.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.shared.feed import Applied, apply_changes, bootstrap
 from musicfs.core.shared.store import SharedCatalog
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str) -> T:
+    """Call *probe* until it returns a true value; fail after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def scanned(relpath: str, origin: str = "nas", *, size: int = 1000, **tags: Any) -> ScannedFile:

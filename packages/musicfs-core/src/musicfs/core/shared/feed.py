@@ -9,7 +9,10 @@ the new sequence number in one SQLite transaction. It returns what changed
 (`Applied`: file ids), so the mount can re-place those tracks and invalidate
 the kernel's entries. `Listener.wait_for_notify` sleeps until a write is
 notified (LISTEN musicfs_changes), so a change reaches a mount at once
-without polling.
+without polling. `Follower` is the loop a mount runs in a thread of its own:
+copy if new, apply when woken (and every `Follower.poll` seconds anyway), and
+through an outage keep the replica as it is, say so (`FollowerState`), retry
+with backoff and catch up when the server is back.
 
 A new replica starts with `bootstrap`: one consistent snapshot of the shared
 catalog (REPEATABLE READ), copied in batches through server-side cursors; the
@@ -26,6 +29,8 @@ over (what it had copied is kept and overwritten).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +43,7 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.shared import schema
 from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, connect, unavailable
-from musicfs.core.shared.errors import SharedCatalogError
+from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
 from musicfs.core.shared.store import Change, SharedCatalog
 
 log = logging.getLogger(__name__)
@@ -273,3 +278,78 @@ class Listener:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(slots=True)
+class FollowerState:
+    """How a replica follows its shared catalog (for ``musicfs status``)."""
+
+    healthy: bool = False  # the last attempt reached the server
+    applied_seq: int = 0
+    error: str = ""  # why not, when not healthy
+    since: float = field(default_factory=time.time)  # when *healthy* last changed
+
+
+class Follower:
+    """Keeps one replica up to date until stopped (`run`, in a thread of its own).
+
+    *catalog* must be a connection of that thread's own. *on_applied* gets what
+    each round changed (to re-place tracks, invalidate kernel entries);
+    *on_state* gets the state whenever it changes (healthy or not, and why).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        shared: SharedCatalog,
+        listener: Listener,
+        *,
+        on_applied: Callable[[Applied], None] | None = None,
+        on_state: Callable[[FollowerState], None] | None = None,
+        poll: float = 30.0,
+        retry: float = 0.5,
+        max_retry: float = 30.0,
+    ) -> None:
+        self.replica = Replica(catalog, shared)
+        self.listener = listener
+        self.on_applied = on_applied
+        self.on_state = on_state
+        self.poll = poll
+        self.retry = retry
+        self.max_retry = max_retry
+        self.state = FollowerState()
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow until *stop* is set (checked at least every half second)."""
+        delay = self.retry
+        due = 0.0  # when to apply even without a notification
+        while not stop.is_set():
+            try:
+                if time.monotonic() >= due or self.listener.wait_for_notify(0.5):
+                    applied = self.replica.sync()
+                    due = time.monotonic() + self.poll
+                    self._set(True, "", applied.last_seq)
+                    if applied.changes and self.on_applied is not None:
+                        self.on_applied(applied)
+                    delay = self.retry
+            except SharedCatalogUnavailable as exc:
+                self._set(False, str(exc), self.state.applied_seq)
+                due = 0.0  # look again as soon as the server answers
+                stop.wait(delay)
+                delay = min(delay * 2, self.max_retry)
+            except SharedCatalogError as exc:  # no waiting fixes this one: say why, end
+                self._set(False, str(exc), self.state.applied_seq)
+                raise
+
+    def _set(self, healthy: bool, error: str, applied_seq: int) -> None:
+        changed = healthy != self.state.healthy or error != self.state.error
+        since = time.time() if healthy != self.state.healthy else self.state.since
+        self.state = FollowerState(healthy, applied_seq, error, since)
+        if changed:
+            if healthy:
+                log.info("shared catalog %s: following (change %d)", self.replica.shared.address,
+                         applied_seq)  # fmt: skip
+            else:
+                log.warning("%s", error)
+            if self.on_state is not None:
+                self.on_state(self.state)
