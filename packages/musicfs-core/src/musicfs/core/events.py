@@ -35,6 +35,8 @@ class EventType(enum.StrEnum):
     SYNC_COMPLETED = "sync.completed"
     ORIGIN_HEALTH = "origin.health"
     CACHE_EVICTED = "cache.evicted"
+    CACHE_PINNED = "cache.pinned"
+    CACHE_UNPINNED = "cache.unpinned"
     CHUNK_CORRUPT = "chunk.corrupt"
     PLUGIN_LOADED = "plugin.loaded"
     PLUGIN_UNLOADED = "plugin.unloaded"

@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -197,6 +197,24 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE nodes SET mtime_ns =
         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000
     WHERE file_id IS NULL;
+    """,
+    # pins for offline (issue 15.2): what the user asked to keep (a folder of the
+    # tree, a collection, a search, an import), and the tracks each request pins
+    # now. Pins are user data keyed by file id: they follow the file (and go with it).
+    """
+    CREATE TABLE pin_requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at REAL NOT NULL,
+        UNIQUE (kind, value)
+    );
+    CREATE TABLE pins (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        request INTEGER NOT NULL REFERENCES pin_requests (id) ON DELETE CASCADE,
+        PRIMARY KEY (file_id, request)
+    ) WITHOUT ROWID;
+    CREATE INDEX pins_by_request ON pins (request);
     """,
 )
 

@@ -19,6 +19,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `tracks`        files: scanned rows, replicas, content hashes
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules
+`pins`          pins for offline: what was asked, the tracks it pins
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -46,6 +47,7 @@ from pathlib import Path
 from musicfs.core.catalog import schema
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
+from musicfs.core.catalog.pins import PinRequest, Pins
 from musicfs.core.catalog.plays import Plays
 from musicfs.core.catalog.rows import (
     KnownFile,
@@ -79,6 +81,7 @@ __all__ = [
     "KnownFile",
     "Node",
     "Overlay",
+    "PinRequest",
     "Track",
     "damaged",
     "first_problem",
@@ -88,7 +91,7 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Stats, Settings, SearchIndex):
+class Catalog(Tree, Tracks, Overrides, Plays, Pins, Stats, Settings, SearchIndex):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go

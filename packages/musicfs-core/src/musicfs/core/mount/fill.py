@@ -3,9 +3,11 @@ cache in the background, one at a time, and damaged cached copies are copied
 again when their origins answer.
 
 `FillQueue.on_fill` is the `Library`'s hook (trio thread); `run` is the loop a
-`Supervisor` keeps going; `copy_to_cache` and `refetch` are also what a
-``musicfs prefetch``, a ``/.prefetch`` hint and ``musicfs cache verify`` use
-(blocking, any thread but trio's).
+`Supervisor` keeps going (it also copies the pinned tracks that are not cached
+in the version the tree shows: pins for offline, `musicfs.core.mount.pins`);
+`copy_to_cache` and `refetch` are also what a ``musicfs prefetch``, a
+``/.prefetch`` hint, ``musicfs cache pin --wait`` and ``musicfs cache verify``
+use (blocking, any thread but trio's).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from musicfs.core.catalog.store import Catalog, Track, split_relpath
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import version_of
 from musicfs.core.mount.assembly import Lifecycle
+from musicfs.core.mount.pins import Pinning
 from musicfs.core.origins.base import Origin
 from musicfs.core.origins.federation import Federation
 from musicfs.core.supervise import Supervisor
@@ -50,6 +53,8 @@ class FillQueue:
         self.content = content
         self.supervisor = supervisor
         self._to_fill: dict[tuple[str, str], Track] = {}
+        # The mount's pins (set by it): which files to keep, which to copy.
+        self.pins: Pinning | None = None
         self._wakeup = trio.Event()
         if content is not None:
             content.on_damaged = self.wake  # copied again when its origin answers
@@ -76,6 +81,8 @@ class FillQueue:
         (`_repair`): at start, after damage is found, when an origin comes back.
         """
         if self.content is not None:
+            if self.pins is not None:  # before anything is copied (and evicted)
+                await trio.to_thread.run_sync(self.pins.load)
             await trio.to_thread.run_sync(self.content.verify, False)
             await trio.to_thread.run_sync(self._repair)
         self.supervisor.ok("fill")
@@ -88,7 +95,26 @@ class FillQueue:
                 await trio.to_thread.run_sync(self._fill, track)
             if self.content is not None:
                 await trio.to_thread.run_sync(self._repair)
+                await self._keep_pins()
             self.supervisor.ok("fill")
+
+    async def _keep_pins(self) -> None:
+        """Copy the pinned tracks the cache lacks (new pins, files changed on their
+        origins, origins back), one at a time; files just opened go first."""
+        if self.pins is None:
+            return
+        try:
+            due = await trio.to_thread.run_sync(self.pins.due)
+        except (OSError, sqlite3.Error) as exc:  # tried again at the next wake-up
+            log.warning("could not list the pinned tracks to copy: %s", exc)
+            return
+        for track in due:
+            if self.life.stopping:
+                return
+            if self._to_fill:
+                self._wakeup.set()  # the rest of the pins in the next round
+                return
+            await trio.to_thread.run_sync(self._fill, track)
 
     def _repair(self) -> None:
         """Drop the copies that lost chunks, and copy the files of damaged ones
