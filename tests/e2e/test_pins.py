@@ -82,49 +82,35 @@ def cli_json(*args: str | os.PathLike[str]) -> Any:
 
 
 def test_a_pinned_folder_plays_offline_and_is_never_evicted(tmp_path: Path) -> None:
-    origin, cache, mnt = tmp_path / "music", tmp_path / "cache", tmp_path / "mnt"
+    """The pinned album's origin goes away first, so nothing can copy it again:
+    what plays afterwards is what eviction left."""
+    away, other = tmp_path / "away", tmp_path / "other"
+    cache, mnt = tmp_path / "cache", tmp_path / "mnt"
     for n in (1, 2):
-        write_track(
-            origin / "keep" / f"{n}.wav",
-            n,
-            artist="Keeper",
-            album="Pinned",
-            title=f"kept {n}",
-            track=n,
-        )
+        write_track(away / "keep" / f"{n}.wav", n, artist="Keeper", album="Pinned",
+                    title=f"kept {n}", track=n)  # fmt: skip
+    write_track(away / "unpinned.wav", 9, artist="Keeper", album="Not Pinned", title="no",
+                track=1)  # fmt: skip
     loose = {n: f"loose/{n}.wav" for n in range(1, 8)}
     for n, rel in loose.items():
-        write_track(
-            origin / rel, 100 + n, artist="Loose", album="Others", title=f"loose {n}", track=n
-        )
-    originals = {
-        rel.relative_to(origin).as_posix(): sha256_of(rel) for rel in origin.rglob("*.wav")
-    }
+        write_track(other / rel, 100 + n, artist="Loose", album="Others", title=f"loose {n}",
+                    track=n)  # fmt: skip
+    originals = {f"keep/{n}": sha256_of(away / "keep" / f"{n}.wav") for n in (1, 2)}
     # Room for the pinned album (690 KiB) and one more track; pins up to 1 MiB.
     env = {"MUSICFS_CACHE_LIMIT": "1100KiB", "MUSICFS_CACHE_PIN_LIMIT": "1MiB"}
-    with mounted([origin], mnt, cache, env=env):
+    with mounted([away, other], mnt, cache, env=env):
         pinned = cli_json("cache", "pin", mnt / KEEP, "--wait")
         assert (pinned["tracks"], pinned["done"], pinned["failed"]) == (2, 2, [])
         assert pinned["pin_limit"] == 1024 * 1024
         assert cached(cache, "keep/1.wav")
         assert cached(cache, "keep/2.wav")
-        size = sum((origin / "keep" / f"{n}.wav").stat().st_size for n in (1, 2))
+        size = sum((away / "keep" / f"{n}.wav").stat().st_size for n in (1, 2))
         (pin,) = cli_json("cache", "pins", mnt)["pins"]
         assert (pin["kind"], pin["value"], pin["tracks"], pin["bytes"]) == ("path", KEEP, 2, size)
         assert (pin["present_tracks"], pin["present_bytes"]) == (2, size)
         table = run_musicfs("cache", "pins", mnt)
         assert table.returncode == 0, describe(table)
         assert KEEP in table.stdout
-
-        # Read six other tracks through a cache with room for one of them at a time.
-        for n in range(1, 7):
-            path = mnt / LOOSE / tree_name(n, f"loose {n}")
-            assert sha256_of(path) == originals[loose[n]]
-            wait_cached(cache, loose[n])
-            forget_pages(path)
-        assert not cached(cache, loose[1]), "the cache was never full: nothing shows eviction"
-        assert cached(cache, "keep/1.wav"), "a pin was evicted"
-        assert cached(cache, "keep/2.wav"), "a pin was evicted"
 
         # Over the pin limit: nothing is pinned, and the error says why.
         refused = run_musicfs("cache", "pin", mnt / LOOSE)
@@ -135,28 +121,38 @@ def test_a_pinned_folder_plays_offline_and_is_never_evicted(tmp_path: Path) -> N
         assert [p["value"] for p in cli_json("cache", "pins", mnt)["pins"]] == [KEEP]
 
         kept = {n: mnt / KEEP / tree_name(n, f"kept {n}") for n in (1, 2)}
-        for path in kept.values():
-            forget_pages(path)
-        origin.rename(tmp_path / "unplugged")
+        unpinned = mnt / "Keeper" / "Not Pinned (0000) [WAV]" / tree_name(1, "no")
+        away.rename(tmp_path / "unplugged")
         try:
+            # Six other tracks read through a cache with room for one of them at a time.
+            read_through(mnt, cache, loose)
+            assert not cached(cache, loose[1]), "the cache never filled: nothing shows eviction"
             for n, path in kept.items():
-                assert sha256_of(path) == originals[f"keep/{n}.wav"], f"{path.name}: wrong bytes"
-            never_read = mnt / LOOSE / tree_name(7, "loose 7")
-            assert errno_of(lambda: sha256_of(never_read)) == errno.EIO
-        finally:
-            (tmp_path / "unplugged").rename(origin)
+                forget_pages(path)
+                assert sha256_of(path) == originals[f"keep/{n}"], f"{path.name}: wrong bytes"
+                forget_pages(path)  # read from the cache again below
+            assert errno_of(lambda: sha256_of(unpinned)) == errno.EIO
+            assert cli_json("cache", "pins", mnt)["present_tracks"] == 2
 
-        # Unpinned, the album is evicted like any other copy.
-        unpinned = cli_json("cache", "unpin", mnt / KEEP)
-        assert (unpinned["requests"], unpinned["tracks_unpinned"]) == (1, 2)
-        assert cli_json("cache", "pins", mnt)["pins"] == []
-        for n in range(1, 7):
-            path = mnt / LOOSE / tree_name(n, f"loose {n}")
-            sha256_of(path)
-            wait_cached(cache, loose[n])
-            forget_pages(path)
-        assert not cached(cache, "keep/1.wav")
-        assert not cached(cache, "keep/2.wav")
+            # Unpinned, the album is evicted like any other copy.
+            dropped = cli_json("cache", "unpin", mnt / KEEP)
+            assert (dropped["requests"], dropped["tracks_unpinned"]) == (1, 2)
+            assert cli_json("cache", "pins", mnt)["pins"] == []
+            read_through(mnt, cache, loose)
+            assert not cached(cache, "keep/1.wav")
+            assert not cached(cache, "keep/2.wav")
+            assert errno_of(lambda: sha256_of(kept[1])) == errno.EIO
+        finally:
+            (tmp_path / "unplugged").rename(away)
+
+
+def read_through(mnt: Path, cache: Path, loose: dict[int, str]) -> None:
+    """Read tracks 1-6 of the loose album through the mount, each until it is cached."""
+    for n in range(1, 7):
+        path = mnt / LOOSE / tree_name(n, f"loose {n}")
+        sha256_of(path)
+        wait_cached(cache, loose[n])
+        forget_pages(path)
 
 
 def test_a_pinned_search_follows_rescans_and_origin_changes(tmp_path: Path) -> None:
