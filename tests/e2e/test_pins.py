@@ -212,3 +212,41 @@ def test_pin_limit_above_the_cache_limit_is_refused(tmp_path: Path) -> None:
     assert "[cache] pin_limit" in result.stderr
     assert "lower pin_limit" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_export_carries_pins_to_another_mount(tmp_path: Path) -> None:
+    """``musicfs export`` writes which tracks are pinned; ``import musicfs`` on
+    another mount of the same music (other folders) pins them there."""
+    origin_a, origin_b = tmp_path / "a", tmp_path / "b"
+    for n in (1, 2):
+        write_track(origin_a / "keep" / f"{n}.wav", n, artist="Keeper", album="Pinned",
+                    title=f"kept {n}", track=n)  # fmt: skip
+    write_track(origin_a / "other.wav", 50, artist="Someone", album="Else", title="other",
+                track=1)  # fmt: skip
+    saved = tmp_path / "export.json"
+    with mounted([origin_a], tmp_path / "mnt_a", tmp_path / "cache_a") as mount_a:
+        cli_json("cache", "pin", mount_a.mountpoint / KEEP)
+        made = run_musicfs("export", "--mount", mount_a.mountpoint, "-o", saved)
+        assert made.returncode == 0, describe(made)
+    tracks = json.loads(saved.read_text())["tracks"]
+    assert sorted((t["title"], t["pinned"]) for t in tracks) == [
+        ("kept 1", True), ("kept 2", True)
+    ]  # fmt: skip
+    (origin_b / "moved").mkdir(parents=True)
+    for n in (1, 2):  # the same files, in another folder: found by their tags
+        (origin_a / "keep" / f"{n}.wav").rename(origin_b / "moved" / f"{n}.wav")
+    (origin_a / "other.wav").rename(origin_b / "other.wav")
+    with mounted([origin_b], tmp_path / "mnt_b", tmp_path / "cache_b") as mount_b:
+        dry = run_musicfs("import", "musicfs", saved, "--dry-run", "--mount", mount_b.mountpoint)
+        assert dry.returncode == 0, describe(dry)
+        assert f"would pin {KEEP}/{tree_name(1, 'kept 1')}" in dry.stdout
+        assert cli_json("cache", "pins", mount_b.mountpoint)["pins"] == []
+        done = run_musicfs("import", "musicfs", saved, "--mount", mount_b.mountpoint)
+        assert done.returncode == 0, describe(done)
+        (pin,) = cli_json("cache", "pins", mount_b.mountpoint)["pins"]
+        assert (pin["kind"], pin["value"], pin["tracks"]) == ("import", "export.json", 2)
+        wait_until(
+            lambda: cli_json("cache", "pins", mount_b.mountpoint)["present_tracks"] == 2,
+            timeout=30,
+            what="the imported pins copied into the cache",
+        )
