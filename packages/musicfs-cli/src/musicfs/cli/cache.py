@@ -547,7 +547,7 @@ def _print_pins(result: dict[str, Any]) -> None:
     for column in ("pinned", "tracks", "size", "in the cache"):
         table.add_column(column, no_wrap=column != "pinned")
     for pin in result["pins"]:
-        what = pin["value"] if pin["kind"] == "path" else f"{pin['kind']}: {pin['value']}"
+        what = pin["value"] or "/" if pin["kind"] == "path" else f"{pin['kind']}: {pin['value']}"
         present = f"{pin['present_tracks']} tracks, {size_text(pin['present_bytes'])}"
         table.add_row(what, str(pin["tracks"]), size_text(pin["bytes"]), present)
     table.add_row("all pins", str(result["tracks"]), size_text(result["bytes"]),

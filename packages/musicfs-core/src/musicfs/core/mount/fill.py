@@ -53,8 +53,10 @@ class FillQueue:
         self.content = content
         self.supervisor = supervisor
         self._to_fill: dict[tuple[str, str], Track] = {}
-        # The mount's pins (set by it): which files to keep, which to copy.
+        # The mount's pins (set by it): which files to keep, which to copy; looked
+        # at after a `wake` (a pin, a rescan, an origin back), not after every open.
         self.pins: Pinning | None = None
+        self._check_pins = True
         self._wakeup = trio.Event()
         if content is not None:
             content.on_damaged = self.wake  # copied again when its origin answers
@@ -64,6 +66,7 @@ class FillQueue:
         self.life.in_trio(self._set_wakeup)
 
     def _set_wakeup(self) -> None:
+        self._check_pins = True
         self._wakeup.set()  # the event of now: the loop makes a new one each round
 
     def on_fill(self, track: Track) -> None:
@@ -85,6 +88,7 @@ class FillQueue:
                 await trio.to_thread.run_sync(self.pins.load)
             await trio.to_thread.run_sync(self.content.verify, False)
             await trio.to_thread.run_sync(self._repair)
+            await self._keep_pins()  # pinned before, not all copied yet
         self.supervisor.ok("fill")
         while True:
             await self._wakeup.wait()
@@ -101,18 +105,21 @@ class FillQueue:
     async def _keep_pins(self) -> None:
         """Copy the pinned tracks the cache lacks (new pins, files changed on their
         origins, origins back), one at a time; files just opened go first."""
-        if self.pins is None:
+        if self.pins is None or not self._check_pins:
             return
+        self._check_pins = False
         try:
             due = await trio.to_thread.run_sync(self.pins.due)
         except (OSError, sqlite3.Error) as exc:  # tried again at the next wake-up
             log.warning("could not list the pinned tracks to copy: %s", exc)
+            self._check_pins = True
             return
         for track in due:
             if self.life.stopping:
                 return
             if self._to_fill:
-                self._wakeup.set()  # the rest of the pins in the next round
+                self._check_pins = True  # the rest of the pins in the next round
+                self._wakeup.set()
                 return
             await trio.to_thread.run_sync(self._fill, track)
 
