@@ -54,3 +54,31 @@ def test_pins_go_with_their_file(catalog: Catalog) -> None:
         catalog.delete_file(a)
     assert catalog.pinned_file_ids() == {b}
     assert len(catalog.pin_requests()) == 1
+
+
+def test_pins_move_with_a_files_user_data_and_never_fail_its_return(catalog: Catalog) -> None:
+    """Identity across moves: a pin goes with the file's overrides and plays to
+    its new path; a pin dropped while the file was away is simply not restored."""
+    old, new = add(catalog, "old.flac"), add(catalog, "new.flac")
+    with catalog.transaction():
+        for file_id in (old, new):
+            catalog.set_audio_id(file_id, "same audio")
+        catalog.record_plays([(old, 1.0)])
+        folder = catalog.add_pin_request("path", "A/B", 1.0)
+        catalog.set_pinned(folder, [old])
+        catalog.forget_file(old)  # moved: new.flac is its new path
+    assert catalog.pinned_by(folder) == [new]
+    away = add(catalog, "away.flac")
+    with catalog.transaction():
+        catalog.set_audio_id(away, "other audio")
+        catalog.record_plays([(away, 2.0)])
+        search = catalog.add_pin_request("search", "away", 2.0)
+        catalog.set_pinned(search, [away])
+        catalog.forget_file(away)  # gone for now: its data waits for its audio
+        catalog.drop_pin_request(search)
+    back = add(catalog, "back.flac")
+    with catalog.transaction():
+        catalog.set_audio_id(back, "other audio")
+        catalog.adopt(back)
+    assert catalog.play_totals()[back] == (1, 2.0)
+    assert back not in catalog.pinned_file_ids()

@@ -3,7 +3,8 @@ library (tag overrides, play counts, last played, pins for offline) carried to
 another machine.
 
 The export reads the mount's catalog read-only (no RPC). Each track is keyed by
-its origin id + relpath and by its own tags (artist, album, title, track
+its origin id + relpath, by the identity of its audio
+(`musicfs.core.tags.identity`) and by its own tags (artist, album, title, track
 number), so that `match_entries` can find it again where the folders differ.
 The import sets overrides through the running mount (``SetTags``, as ``musicfs
 tag set`` does, so the tree and the kernel's caches follow) and adds the play
@@ -12,8 +13,9 @@ later of the two. Pinned tracks are pinned there too, as one pin named after
 the file (``musicfs cache pins`` shows it; ``cache unpin`` takes its tracks'
 paths), within that mount's ``[cache] pin_limit``.
 
-JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, artist, album,
-title, track, overrides: {field: value or null}, plays, last_played, pinned}]}``.
+JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, audio_id, artist,
+album, title, track, overrides: {field: value or null}, plays, last_played,
+pinned}]}``.
 CSV: one row per track with the same columns; ``overrides`` holds the JSON object.
 """
 
@@ -34,7 +36,7 @@ from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 FORMAT_VERSION = 1
 _KEYS = ("artist", "album", "title", "track")
 _CSV_NEEDED = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides")
-CSV_COLUMNS = (*_CSV_NEEDED, "pinned")  # exports made before pins have no "pinned"
+CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "pinned")  # optional when read
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Entry:
     overrides: dict[str, str | None] = field(default_factory=dict)
     plays: int = 0
     last_played: float | None = None
+    audio_id: str | None = None  # the same audio has it on every machine
     pinned: bool = False
 
     def tag_key(self) -> tuple[str, str, str, int | None] | None:
@@ -73,6 +76,7 @@ class Entry:
             "overrides": self.overrides,
             "plays": self.plays,
             "last_played": self.last_played,
+            "audio_id": self.audio_id,
             "pinned": self.pinned,
         }
 
@@ -85,9 +89,14 @@ def match_entries(
     entries: Sequence[Entry], candidates: Sequence[Entry]
 ) -> list[tuple[Entry, Entry | None]]:
     """Each exported entry with the candidate (a track here) it is: the one at the
-    same origin + relpath, else the only one with the same artist, album, title
-    and track number; None when nothing (or more than one) matches."""
+    same origin + relpath, else the only one with the same audio identity, else
+    the only one with the same artist, album, title and track number; None when
+    nothing (or more than one) matches."""
     by_place = {(c.origin, c.relpath): c for c in candidates}
+    by_audio: dict[str, list[Entry]] = {}
+    for candidate in candidates:
+        if candidate.audio_id:
+            by_audio.setdefault(candidate.audio_id, []).append(candidate)
     by_tags: dict[tuple[str, str, str, int | None], list[Entry]] = {}
     for candidate in candidates:
         key = candidate.tag_key()
@@ -96,6 +105,9 @@ def match_entries(
     matched: list[tuple[Entry, Entry | None]] = []
     for entry in entries:
         found = by_place.get((entry.origin, entry.relpath))
+        if found is None and entry.audio_id:
+            same_audio = by_audio.get(entry.audio_id, [])
+            found = same_audio[0] if len(same_audio) == 1 else None
         if found is None:
             key = entry.tag_key()
             same = by_tags.get(key, []) if key is not None else []
@@ -130,12 +142,15 @@ def _entry(data: Any, where: str) -> Entry:
     last = data.get("last_played")
     if last is not None and (isinstance(last, bool) or not isinstance(last, (int, float))):
         raise ValueError(f"{where}: 'last_played' must be seconds since 1970 or null")
+    audio_id = data.get("audio_id") or None
+    if audio_id is not None and not isinstance(audio_id, str):
+        raise ValueError(f"{where}: 'audio_id' must be a string or null")
     pinned = data.get("pinned") or False
     if not isinstance(pinned, bool):
         raise ValueError(f"{where}: 'pinned' must be true or false")
     return Entry(data["origin"], data["relpath"], data.get("artist"), data.get("album"),
                  data.get("title"), track, dict(overrides), plays,
-                 None if last is None else float(last), pinned)  # fmt: skip
+                 None if last is None else float(last), audio_id, pinned)  # fmt: skip
 
 
 def parse_export(text: str) -> list[Entry]:
@@ -159,7 +174,7 @@ def parse_export(text: str) -> list[Entry]:
     reader = csv.DictReader(io.StringIO(text))
     if not text.strip() or set(_CSV_NEEDED) - set(reader.fieldnames or ()):
         raise ValueError(
-            f"not a MusicFS export (JSON, or CSV with columns {', '.join(CSV_COLUMNS)})"
+            f"not a MusicFS export (JSON, or CSV with columns {', '.join(_CSV_NEEDED)})"
         )
     entries = []
     for n, row in enumerate(reader, 2):
@@ -170,6 +185,7 @@ def parse_export(text: str) -> list[Entry]:
             data["plays"] = int(row["plays"] or 0)
             data["last_played"] = float(row["last_played"]) if row["last_played"] else None
             data["overrides"] = json.loads(row["overrides"] or "{}")
+            data["audio_id"] = row.get("audio_id") or None
             data["pinned"] = (row.get("pinned") or "").lower() in ("true", "1")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {n}: {exc}") from None
@@ -230,6 +246,7 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
                 r.overrides,
                 r.plays,
                 r.last_played,
+                r.audio_id,
                 r.pinned,
             ),
         )

@@ -474,6 +474,7 @@ class LibraryRecord:
     overrides: dict[str, str | None]
     plays: int
     last_played: float | None
+    audio_id: str | None = None
     pinned: bool = False  # pinned for offline (``musicfs cache pin``)
 
 
@@ -497,7 +498,8 @@ def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
                 file_id, track.origin, track.relpath,
                 catalog.path_of(node.id) if node is not None else "",
                 tags.artist, tags.album, tags.title, tags.track,
-                overrides.get(file_id, {}), count, last, file_id in pinned,
+                overrides.get(file_id, {}), count, last, catalog.audio_id(file_id),
+                file_id in pinned,
             ))  # fmt: skip
     return records
 
