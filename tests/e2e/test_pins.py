@@ -119,6 +119,9 @@ def test_a_pinned_folder_plays_offline_and_is_never_evicted(tmp_path: Path) -> N
             assert words in refused.stderr, describe(refused)
         assert "Traceback" not in refused.stderr
         assert [p["value"] for p in cli_json("cache", "pins", mnt)["pins"]] == [KEEP]
+        smaller = run_musicfs("config", "set", "cache.limit", "512KiB", "--mount", mnt)
+        assert smaller.returncode == 2, describe(smaller)
+        assert "below [cache] pin_limit" in smaller.stderr
 
         kept = {n: mnt / KEEP / tree_name(n, f"kept {n}") for n in (1, 2)}
         unpinned = mnt / "Keeper" / "Not Pinned (0000) [WAV]" / tree_name(1, "no")
