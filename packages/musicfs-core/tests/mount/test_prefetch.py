@@ -387,4 +387,5 @@ SCHEMA_9 = (
     "DROP TRIGGER overrides_search_insert; DROP TRIGGER overrides_search_delete;"
     "DROP TABLE search_override_terms; DROP TABLE search_overrides;"
     "ALTER TABLE nodes DROP COLUMN version;"  # schema 11
+    "DROP TABLE playlist_files; DROP TABLE playlist_entries; DROP TABLE playlists;"  # 12
 )

@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -197,6 +197,34 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE nodes SET mtime_ns =
         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000
     WHERE file_id IS NULL;
+    """,
+    # 12: playlists (issue 15.3): found on origins (.m3u/.m3u8) or imported; each
+    # entry keeps its original text and the file it matched (NULL: none, or the
+    # file went away), so a playlist never loses an entry silently.
+    # playlist_files: where an origin's playlist file is, and the version read.
+    """
+    CREATE TABLE playlists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE playlist_entries (
+        playlist INTEGER NOT NULL REFERENCES playlists (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        file_id INTEGER REFERENCES files (id) ON DELETE SET NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (playlist, position)
+    );
+    CREATE INDEX playlist_entries_by_file ON playlist_entries (file_id);
+    CREATE TABLE playlist_files (
+        playlist INTEGER PRIMARY KEY REFERENCES playlists (id) ON DELETE CASCADE,
+        origin TEXT NOT NULL,
+        reldir TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        UNIQUE (origin, reldir, name)
+    );
     """,
 )
 

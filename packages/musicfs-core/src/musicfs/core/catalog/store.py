@@ -8,7 +8,7 @@ It holds (DESIGN §1-2):
   (parent, name). A node's id is its inode number, so lookup, getattr and readdir
   are each one indexed query and nothing about the library lives in memory;
 * ``settings`` — small key/value facts, such as the template the tree was built with;
-* the metadata overlay, the access log, and the full-text index.
+* the metadata overlay, the access log, playlists, and the full-text index.
 
 `Catalog` is the one object callers hold: it opens one connection (migrating
 the schema), owns its transactions, and gathers the concerns, one module each:
@@ -19,6 +19,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `tracks`        files: scanned rows, replicas, content hashes
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules
+`playlists`     playlists: entries as file ids; playlist files of origins
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -46,6 +47,7 @@ from pathlib import Path
 from musicfs.core.catalog import schema
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
+from musicfs.core.catalog.playlists import Playlists
 from musicfs.core.catalog.plays import Plays
 from musicfs.core.catalog.rows import (
     KnownFile,
@@ -88,7 +90,7 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Stats, Settings, SearchIndex):
+class Catalog(Tree, Tracks, Overrides, Plays, Playlists, Stats, Settings, SearchIndex):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go
