@@ -165,12 +165,22 @@ def test_a_playlist_in_a_folder_that_is_gone_is_dropped(
     assert catalog.playlist_names() == ["top"]
 
 
-def test_imported_playlists_use_the_same_store(catalog: Catalog, tmp_path: Path) -> None:
+def test_imported_playlists_use_the_same_store(
+    catalog: Catalog, tmp_path: Path, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "1.wav", title="One", artist="Ann")
+    (lib / "Favourites.m3u").write_text("1.wav\n")
+    origin = LocalOrigin("lib", lib)
+    scanner(catalog).scan(origin)
     with catalog.transaction():
         catalog.replace_playlist("Favourites", "itunes", [(None, "Ann - One")])
         catalog.replace_playlist("Favourites", "itunes", [(None, "Bob - Two"), (None, "x")])
         catalog.replace_playlist("Other", "itunes-2", [])
     assert catalog.playlist("Favourites") == [(None, "Bob - Two"), (None, "x")]
+    scanner(catalog).scan(origin)  # the origin's file keeps a playlist, under a name of its own
+    assert entries(catalog, "Favourites (2)") == [("1.wav", "1.wav")]
+    assert catalog.playlist("Favourites") == [(None, "Bob - Two"), (None, "x")]
     with catalog.transaction():
         catalog.drop_playlists("itunes")
-    assert catalog.playlist_names() == []
+    assert catalog.playlist_names() == ["Favourites (2)"]

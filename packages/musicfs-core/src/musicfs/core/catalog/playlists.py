@@ -38,7 +38,14 @@ class Playlists(Part):
         self, name: str, source: str, entries: Sequence[tuple[int | None, str]]
     ) -> None:
         """Store the playlist *name* (from *source*) as *entries* (file id or
-        None, original text), in place of any playlist of that name."""
+        None, original text), in place of any playlist of that name. (A
+        playlist of an origin's file that had this name is read again by the
+        next scan of its folder, under a name of its own.)"""
+        self._conn.execute(
+            "DELETE FROM playlist_files WHERE playlist IN "
+            "(SELECT id FROM playlists WHERE name = ?)",
+            (name,),
+        )
         playlist = self._conn.execute(
             "INSERT INTO playlists (name, source) VALUES (?, ?) "
             "ON CONFLICT (name) DO UPDATE SET source = excluded.source RETURNING id",
