@@ -252,7 +252,7 @@ class SetTagsRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., clear: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TagInfo(_message.Message):
-    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid")
+    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid", "audio_id", "plays", "last_played", "moved_from")
     class OwnEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +282,10 @@ class TagInfo(_message.Message):
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
     OVERLAID_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    LAST_PLAYED_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FROM_FIELD_NUMBER: _ClassVar[int]
     path: str
     origin: str
     relpath: str
@@ -290,7 +294,11 @@ class TagInfo(_message.Message):
     overrides: _containers.ScalarMap[str, str]
     effective: _containers.ScalarMap[str, str]
     overlaid: bool
-    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ...) -> None: ...
+    audio_id: str
+    plays: int
+    last_played: float
+    moved_from: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ..., audio_id: _Optional[str] = ..., plays: _Optional[int] = ..., last_played: _Optional[float] = ..., moved_from: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LookupTagsRequest(_message.Message):
     __slots__ = ("path", "apply")

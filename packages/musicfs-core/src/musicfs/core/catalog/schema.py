@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -198,7 +198,33 @@ MIGRATIONS: tuple[str, ...] = (
         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000
     WHERE file_id IS NULL;
     """,
-    # 12: playlists (issue 15.3): found on origins (.m3u/.m3u8) or imported; each
+    # 12: identity across moves (issue 15.1). audio_id fingerprints a file's
+    # audio payload (musicfs.core.tags.identity). departed keeps the user data of
+    # a file that left the catalog (one row per file, the rows of each user-data
+    # table as JSON) until a file with the same audio turns up; moves remembers
+    # where a file was before, so an old path (a playlist entry) still finds it.
+    """
+    ALTER TABLE files ADD COLUMN audio_id TEXT;
+    CREATE INDEX files_by_audio_id ON files (audio_id) WHERE audio_id IS NOT NULL;
+    CREATE TABLE departed (
+        id INTEGER PRIMARY KEY,
+        audio_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        relpath TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX departed_by_audio_id ON departed (audio_id);
+    CREATE TABLE moves (
+        origin TEXT NOT NULL,
+        relpath TEXT NOT NULL,
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        PRIMARY KEY (origin, relpath)
+    );
+    CREATE INDEX moves_by_file ON moves (file_id, at);
+    """,
+    # 13: playlists (issue 15.3): found on origins (.m3u/.m3u8) or imported; each
     # entry keeps its original text and the file it matched (NULL: none, or the
     # file went away), so a playlist never loses an entry silently.
     # playlist_files: where an origin's playlist file is, and the version read.

@@ -19,6 +19,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `tracks`        files: scanned rows, replicas, content hashes
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules
+`identity`      audio identities: user data that follows moves
 `playlists`     playlists: entries as file ids; playlist files of origins
 `stats`         counts and sizes
 `settings`      settings and origins
@@ -45,6 +46,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from musicfs.core.catalog import schema
+from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.playlists import Playlists
@@ -90,7 +92,7 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Playlists, Stats, Settings, SearchIndex):
+class Catalog(Tree, Tracks, Overrides, Plays, Identity, Playlists, Stats, Settings, SearchIndex):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go

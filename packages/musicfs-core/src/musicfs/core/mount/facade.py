@@ -422,6 +422,7 @@ class LibraryRecord:
     overrides: dict[str, str | None]
     plays: int
     last_played: float | None
+    audio_id: str | None = None
 
 
 def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
@@ -443,7 +444,7 @@ def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
                 file_id, track.origin, track.relpath,
                 catalog.path_of(node.id) if node is not None else "",
                 tags.artist, tags.album, tags.title, tags.track,
-                overrides.get(file_id, {}), count, last,
+                overrides.get(file_id, {}), count, last, catalog.audio_id(file_id),
             ))  # fmt: skip
     return records
 
