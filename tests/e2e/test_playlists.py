@@ -4,8 +4,9 @@ A ``.m3u`` on an origin (Latin-1, relative, absolute and Windows-style
 entries, one that matches nothing) becomes ``/.playlists/x.m3u8`` with the
 tracks' paths in the mount: each opens from the playlist's folder, the one
 that matches nothing is a comment, and mpv plays every entry. An override
-that moves a track (``musicfs tag set``) moves its entry; an edit of the
-playlist file on the origin is seen; a smart collection is a playlist too.
+that moves a track (``musicfs tag set``) moves its entry; a track whose file is
+moved on the origin stays in the playlist; an edit of the playlist file on the
+origin is seen; a smart collection is a playlist too.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def read_playlist(mount: Mount, name: str) -> str | None:
     """The playlist's text, checked against its size in stat (None: not there)."""
     path = mount.mountpoint / ".playlists" / name
     try:
-        data = path.read_bytes()
-        size = path.stat().st_size
+        with path.open("rb") as file:
+            data = file.read()
+            size = os.fstat(file.fileno()).st_size
     except FileNotFoundError:
         return None
     assert size == len(data), f"stat says {size} bytes, read {len(data)}"
@@ -49,6 +51,12 @@ def playlist_when(mount: Mount, name: str, ok: Callable[[str], bool], what: str)
         return text if text is not None and ok(text) else None
 
     return wait_until(probe, timeout=30, what=what)
+
+
+def shown_relpath(path: Path) -> str | None:
+    """The origin path ``musicfs tag show`` gives for a file of the mount."""
+    result = run_musicfs("tag", "show", path, "--json")
+    return str(json.loads(result.stdout)["relpath"]) if result.returncode == 0 else None
 
 
 def tracks_of(text: str) -> list[str]:
@@ -118,6 +126,19 @@ def test_an_origin_playlist_follows_its_tracks_through_the_mount(
         assert Path(os.path.normpath(folder / moved)).is_file()
         assert not old.exists()
         assert len(mpv_opened(folder / "x.m3u8")) == 3
+
+        # Unravel's file is moved on the origin (another folder, another name): its
+        # entry still finds it, though the playlist file names its old path.
+        target = origin / "sorted" / "unravel, moved.flac"
+        target.parent.mkdir()
+        (origin / UNRAVEL).rename(target)
+        unravel = mount.mountpoint / render_path(specs[UNRAVEL])
+        wait_until(lambda: shown_relpath(unravel) == "sorted/unravel, moved.flac", timeout=60,
+                   what="the moved file to be scanned")  # fmt: skip
+        text = playlist_when(mount, "x.m3u8", lambda t: tracks_of(t) == [moved, *paths[1:]],
+                             "the moved track in the playlist")  # fmt: skip
+        assert text.count("# not found:") == 1
+        assert Path(os.path.normpath(folder / paths[2])).read_bytes() == target.read_bytes()
 
         # The playlist file changes on the origin: it is read again.
         with (lists / "x.m3u").open("ab") as file:

@@ -149,6 +149,28 @@ def test_playlists_follow_their_files_changes_and_entries_match_files_that_come_
     assert catalog.playlist_names() == []
 
 
+def test_entries_follow_their_files_when_they_move_on_the_origin(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    lib = tmp_path / "lib"
+    make_wav(lib / "A" / "1.wav", title="One", artist="Ann")
+    make_wav(lib / "B" / "2.wav", title="Two", artist="Bob")
+    (lib / "mix.m3u").write_text("A/1.wav\nB/2.wav\n")
+    origin = LocalOrigin("lib", lib)
+    scanner(catalog).scan(origin)
+    (lib / "C").mkdir()
+    (lib / "A" / "1.wav").rename(lib / "C" / "uno.wav")  # later in the walk than before
+    (lib / "B" / "2.wav").rename(lib / "A" / "zwei.wav")  # earlier in the walk
+    scanner(catalog).scan(origin)
+    assert entries(catalog, "mix") == [("C/uno.wav", "A/1.wav"), ("A/zwei.wav", "B/2.wav")]
+    (lib / "mix.m3u").write_text("A/1.wav\nB/2.wav\nC/uno.wav\n")  # read again: old paths too
+    os.utime(lib / "mix.m3u", ns=(1, 10**18))
+    scanner(catalog).scan(origin)
+    assert entries(catalog, "mix") == [
+        ("C/uno.wav", "A/1.wav"), ("A/zwei.wav", "B/2.wav"), ("C/uno.wav", "C/uno.wav")
+    ]  # fmt: skip
+
+
 def test_a_playlist_in_a_folder_that_is_gone_is_dropped(
     tmp_path: Path, catalog: Catalog, make_wav: MakeWav
 ) -> None:
