@@ -162,10 +162,13 @@ class Namespace:
         elif isinstance(entry, CoverFile):
             mode, nlink, size = FILE_MODE, 1, entry.size
         elif isinstance(entry, PlaylistFile):
-            size, ttl = entry.size, self.virtual_ttl
+            # Its attributes are never kept (attr_ttl 0): stat then asks each time and
+            # gets the size of what an open just made, never that of an older version.
+            size = entry.size
             return attributes_of(
-                (entry.inode, FILE_MODE, 1, size, blocks(size), entry.mtime_ns, ttl, ttl)
-            )
+                (entry.inode, FILE_MODE, 1, size, blocks(size), entry.mtime_ns,
+                 self.virtual_ttl, 0.0)
+            )  # fmt: skip
         else:
             mode, nlink, size = LINK_MODE, 1, len(entry.target.encode())
         ttl = self.virtual_ttl

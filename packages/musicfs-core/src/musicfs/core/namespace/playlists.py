@@ -11,13 +11,12 @@ collection (`musicfs.core.namespace.collections`) is the same list of its
 tracks. A collection whose name a stored playlist has already is listed as
 ``NAME (collection).m3u8``.
 
-Contents are made on demand and kept `CONTENT_TTL` seconds (the kernel keeps
-their attributes no longer), and forgotten whenever the tree changes
-(`PlaylistFiles.forget`, whose inodes the frontend invalidates). An open file
-reads the snapshot made at open (so a read never mixes two versions), and
-the cached size is that snapshot's, so stat agrees with what is read.
-Files are opened without the kernel's page cache (direct I/O), so no
-stale page is ever served.
+Contents are made on demand and kept `CONTENT_TTL` seconds, and forgotten
+whenever the tree changes (`PlaylistFiles.forget`, whose inodes the frontend
+invalidates). An open makes the content afresh and reads that snapshot (a read
+never mixes two versions); the kernel keeps no attributes of these files, so
+stat (also fstat of the open file) shows that snapshot's size. Files are opened
+without the kernel's page cache (direct I/O): no stale page is ever served.
 """
 
 from __future__ import annotations
