@@ -8,7 +8,7 @@ It holds (DESIGN §1-2):
   (parent, name). A node's id is its inode number, so lookup, getattr and readdir
   are each one indexed query and nothing about the library lives in memory;
 * ``settings`` — small key/value facts, such as the template the tree was built with;
-* the metadata overlay, the access log, and the full-text index.
+* the metadata overlay, the access log, playlists, and the full-text index.
 
 `Catalog` is the one object callers hold: it opens one connection (migrating
 the schema), owns its transactions, and gathers the concerns, one module each:
@@ -20,6 +20,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules
 `identity`      audio identities: user data that follows moves
+`playlists`     playlists: entries as file ids; playlist files of origins
 `pins`          pins for offline: what was asked, the tracks it pins
 `stats`         counts and sizes
 `settings`      settings and origins
@@ -50,6 +51,7 @@ from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.pins import PinRequest, Pins
+from musicfs.core.catalog.playlists import Playlists
 from musicfs.core.catalog.plays import Plays
 from musicfs.core.catalog.rows import (
     KnownFile,
@@ -93,7 +95,9 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Pins, Identity, Stats, Settings, SearchIndex):
+class Catalog(
+    Tree, Tracks, Overrides, Plays, Pins, Identity, Playlists, Stats, Settings, SearchIndex
+):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go
