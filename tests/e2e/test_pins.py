@@ -205,6 +205,21 @@ def test_a_pinned_search_follows_rescans_and_origin_changes(tmp_path: Path) -> N
         unknown = run_musicfs("cache", "pin", "--collection", "no such", "--mount", mnt)
         assert unknown.returncode == 2, describe(unknown)
         assert "no collection 'no such'; the collections are:" in unknown.stderr
+        everything = ("--collection", "recently-added", "--wait", "--mount", mnt)
+        collection = cli_json("cache", "pin", *everything)
+        assert (collection["tracks"], collection["done"], collection["pinned_tracks"]) == (4, 4, 4)
+        assert cached(cache, "other.wav")
+        listed = cli_json("cache", "pins", mnt)
+        assert [(p["kind"], p["tracks"]) for p in listed["pins"]] == [
+            ("search", 3), ("collection", 4)
+        ]  # fmt: skip
+        assert (listed["tracks"], listed["present_tracks"]) == (4, 4)
+        dropped = cli_json("cache", "unpin", "--all", "--mount", mnt)
+        assert (dropped["requests"], dropped["tracks_unpinned"], dropped["pinned_tracks"]) == (
+            2,
+            4,
+            0,
+        )
 
 
 def test_pin_limit_above_the_cache_limit_is_refused(tmp_path: Path) -> None:

@@ -115,7 +115,7 @@ def _add_pin_parsers(cache_sub: Any, config_args: Any) -> None:
         action.add_argument("--collection", action="append", default=[], metavar="NAME",
                             help="a smart collection (.collections/NAME); repeatable")  # fmt: skip
         action.add_argument("--search", action="append", default=[], metavar="QUERY",
-                            help="what .search/QUERY finds; may be repeated")  # fmt: skip
+                            help="what .search/QUERY finds; repeatable")  # fmt: skip
         config_args(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
     pin.add_argument("--wait", action="store_true",
