@@ -43,20 +43,24 @@ LOOSE = "Loose/Others (0000) [WAV]"
 
 
 def write_track(path: Path, seed: int, *, artist: str, album: str, title: str, track: int) -> None:
-    """Two seconds of stereo noise as a tagged WAV (345 KiB: no dedup between files)."""
+    """Two seconds of stereo noise as a tagged WAV (345 KiB: no dedup between files),
+    written beside *path* under a hidden name and renamed into place, so a watch
+    never sees it half made."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as w:
+    part = path.with_name(f".{path.name}.part")
+    with wave.open(str(part), "wb") as w:
         w.setnchannels(2)
         w.setsampwidth(2)
         w.setframerate(44100)
         w.writeframes(random.Random(seed).randbytes(44100 * 2 * 4))
-    audio: Any = WAVE(str(path))
+    audio: Any = WAVE(str(part))
     audio.add_tags()
     audio.tags.add(TPE1(encoding=3, text=[artist]))
     audio.tags.add(TALB(encoding=3, text=[album]))
     audio.tags.add(TIT2(encoding=3, text=[title]))
     audio.tags.add(TRCK(encoding=3, text=[str(track)]))
     audio.save()
+    part.replace(path)
 
 
 def tree_name(track: int, title: str) -> str:
