@@ -100,6 +100,33 @@ def test_mpd_lists_new_and_moved_tracks_without_an_update_by_hand(
         assert sorted(mpd.files()) == sorted([moved, svefn, unravel])
 
 
+def test_mpd_over_its_socket_with_the_mount_inside_its_music_directory(
+    library: Library, tmp_path: Path
+) -> None:
+    """``root``: MPD's music_directory holds the mount as a subfolder (and other
+    music); ``socket``: MPD is reached over its Unix socket."""
+    origin, music = tmp_path / "music", tmp_path / "library"
+    specs = make_origin(library, origin, [JOGA])
+    make_origin(library, music / "local", [SVEFN])  # music MusicFS does not serve
+    mountpoint, unix_socket = music / "musicfs", tmp_path / "mpd.socket"
+    config = notify_config(
+        tmp_path / "musicfs.toml",
+        [{"type": "mpd", "socket": str(unix_socket), "root": "musicfs", "debounce": 0.5}],
+    )
+    with (
+        mounted([origin], mountpoint, tmp_path / "cache", "--config", str(config)),
+        mpd_server(music, tmp_path / "mpd", unix_socket=unix_socket) as mpd,
+    ):
+        mpd.update_and_wait()
+        local = f"local/{SVEFN}"
+        assert mpd.files() == sorted([f"musicfs/{render_path(specs[JOGA])}", local])
+        specs |= make_origin(library, origin, [UNRAVEL])
+        unravel = f"musicfs/{render_path(specs[UNRAVEL])}"
+        wait_until(lambda: unravel in mpd.files(), timeout=60,
+                   what=f"MPD to list {unravel}; its log: {mpd.log()[-2000:]}")  # fmt: skip
+        assert local in mpd.files()
+
+
 # -- Jellyfin, Plex, Navidrome --------------------------------------------------------------
 
 

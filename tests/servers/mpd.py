@@ -78,8 +78,11 @@ class MpdServer:
 
 
 @contextlib.contextmanager
-def mpd_server(music: Path, home: Path, port: int | None = None) -> Iterator[MpdServer]:
-    """An MPD of its own indexing *music*, listening on 127.0.0.1:*port* (free if None)."""
+def mpd_server(
+    music: Path, home: Path, port: int | None = None, *, unix_socket: Path | None = None
+) -> Iterator[MpdServer]:
+    """An MPD of its own indexing *music*, listening on 127.0.0.1:*port* (free if
+    None) and, if given, on the Unix socket *unix_socket* too."""
     if shutil.which("mpd") is None:
         pytest.skip("needs mpd (apt mpd)")
     home.mkdir(parents=True, exist_ok=True)
@@ -92,7 +95,8 @@ def mpd_server(music: Path, home: Path, port: int | None = None) -> Iterator[Mpd
         f'state_file "{home / "state"}"\n'
         f'pid_file "{home / "pid"}"\n'
         f'bind_to_address "127.0.0.1"\n'
-        f'port "{port}"\n'
+        + (f'bind_to_address "{unix_socket}"\n' if unix_socket else "")
+        + f'port "{port}"\n'
         'auto_update "no"\n'
         'zeroconf_enabled "no"\n'
         'audio_output {\n  type "null"\n  name "null"\n}\n',

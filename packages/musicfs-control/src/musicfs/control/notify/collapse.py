@@ -3,9 +3,9 @@
 `collapse` takes the mount-relative folder paths gathered during one debounce
 window and returns what a server is told: a folder and anything below it
 become that folder (a server rescans a folder with its subfolders), and when
-more than *cap* folders are left, each is replaced by its parent, level by
-level, until at most *cap* remain: at the top that is the root (""), the whole
-library. `Gather` is the debounce window itself, with the clock passed in so
+more than *cap* folders are left, the deepest are replaced by their parents,
+level by level, until at most *cap* remain: at the top that is the root (""),
+the whole library. `Gather` is the debounce window itself, with the clock passed in so
 tests need no sleeping.
 """
 
@@ -39,7 +39,10 @@ def collapse(paths: Iterable[str], cap: int) -> list[str]:
     """The folders to name for *paths*: outermost ones, at most *cap* (>= 1) of them."""
     folders = outermost(paths)
     while len(folders) > cap:
-        folders = outermost(parent_of(p) for p in folders)
+        # The deepest climb first: siblings deep down meet in their parent while
+        # folders higher up stay named.
+        deepest = max(p.count("/") for p in folders)
+        folders = outermost(parent_of(p) if p.count("/") == deepest else p for p in folders)
     return folders
 
 
