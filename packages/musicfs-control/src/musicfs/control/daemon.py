@@ -279,7 +279,10 @@ def run_daemon(
             from musicfs.control.metrics import MetricsServer  # prometheus-client: after READY
 
             exporter = MetricsServer(
-                fs, config.section(METRICS).listen, webhooks.stats if webhooks is not None else None
+                fs,
+                config.section(METRICS).listen,
+                webhooks.stats if webhooks is not None else None,
+                notifiers.stats if notifiers is not None else None,
             )
             try:
                 exporter.start()
