@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from musicfs.control.notify.collapse import ROOT, Gather, collapse
-from musicfs.control.notify.config import NotifyConfig
+from musicfs.control.notify.config import NotifyConfig, ServerType
 from musicfs.control.notify.senders import Sender, SendFailed, make_sender
 from musicfs.core.events import EventBus, EventType
-from musicfs.core.secrets.credentials import CredentialError, Credentials
+from musicfs.core.secrets.credentials import CredentialError, Credentials, env_var_name
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +208,16 @@ class Notifiers:
         for notifier, secret in zip(self.notifiers, secrets, strict=True):
             entry = notifier.entry
             notifier.start(make_sender(entry, secret, self.mountpoint))
-            log.info("notify %s: telling %s at %s of changed folders (%s)", entry.id,
-                     entry.type.value, entry.describe(),
-                     f"with the {entry.secret_key} from the credentials store" if secret
-                     else f"no {entry.secret_key} in the credentials store")  # fmt: skip
+            log.info("notify %s: telling %s at %s of changed folders", entry.id,
+                     entry.type.value, entry.describe())  # fmt: skip
+            if not secret and entry.type is not ServerType.MPD:  # MPD often has none
+                log.warning(
+                    "notify %s: no %s in the credentials store; %s will likely refuse the "
+                    "requests: set the environment variable %s, or add it under [%s] in the "
+                    "credentials file",
+                    entry.id, entry.secret_key, entry.type.value,
+                    env_var_name(entry.id, entry.secret_key), entry.id,
+                )  # fmt: skip
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every notifier within *timeout* s together, then log their counters."""
