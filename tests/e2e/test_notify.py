@@ -193,9 +193,9 @@ def test_http_servers_are_told_only_the_changed_folders(library: Library, tmp_pa
             first = receiver.wait_for("/jf")[0]
             check_jellyfin(first)
             assert jellyfin_paths(first) == ["/media/music"]
-            plex = receiver.wait_for("/plex")[0]
-            check_plex(plex)
-            assert "path" not in plex.query  # the whole section
+            whole = receiver.wait_for("/plex")[0]
+            check_plex(whole)
+            assert "path" not in whole.query  # the whole section
             check_navidrome(receiver.wait_for("/nd")[0])
             seen = len(receiver.requests)
 

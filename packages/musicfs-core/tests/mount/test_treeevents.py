@@ -84,7 +84,7 @@ def test_the_thread_publishes_what_is_offered_and_stops(tmp_path: Path) -> None:
         tree.start()
         try:
             tree.offer(place(catalog, layout, "t.flac", artist="A", album="X", title="T"))
-            seen = set()
+            seen: set[str] = set()
             while len(seen) < 3:
                 event = events.get(timeout=10)
                 assert event is not None, f"only {seen} within 10 s"
