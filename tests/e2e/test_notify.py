@@ -40,6 +40,7 @@ THEME = "Two Sides/CD1/02.flac"
 TOKEN = "jf-token-5d1c-musicfs-e2e"
 PLEX_TOKEN = "plex-token-9e2b-musicfs-e2e"
 NAVIDROME_PASSWORD = "nd-pass-4a7f-musicfs-e2e"
+MPD_PASSWORD = "mpd-pass-31c8-musicfs-e2e"
 
 
 def notify_config(path: Path, entries: Sequence[Mapping[str, object]]) -> Path:
@@ -76,10 +77,12 @@ def test_mpd_lists_new_and_moved_tracks_without_an_update_by_hand(
         tmp_path / "musicfs.toml",
         [{"type": "mpd", "host": "127.0.0.1", "port": port, "debounce": 0.5, "backoff": 0.5}],
     )
+    secret = {"MUSICFS_SECRET_MPD_PASSWORD": MPD_PASSWORD}  # without it MPD refuses `update`
     with (
-        mounted([origin], mountpoint, tmp_path / "cache", "--config", str(config)) as mount,
-        mpd_server(mountpoint, tmp_path / "mpd", port) as mpd,
-    ):
+        mounted([origin], mountpoint, tmp_path / "cache", "--config", str(config),
+                env=secret) as mount,
+        mpd_server(mountpoint, tmp_path / "mpd", port, password=MPD_PASSWORD) as mpd,
+    ):  # fmt: skip
         mpd.update_and_wait()  # MPD builds its database once; nobody runs update again
         joga, svefn = render_path(specs[JOGA]), render_path(specs[SVEFN])
         assert mpd.files() == sorted([joga, svefn])
@@ -98,6 +101,7 @@ def test_mpd_lists_new_and_moved_tracks_without_an_update_by_hand(
         wait_until(lambda: moved in mpd.files() and joga not in mpd.files(), timeout=60,
                    what=f"MPD to list {moved} instead of {joga}")  # fmt: skip
         assert sorted(mpd.files()) == sorted([moved, svefn, unravel])
+    assert MPD_PASSWORD not in (tmp_path / "cache" / "musicfs.log").read_text(errors="replace")
 
 
 def test_mpd_over_its_socket_with_the_mount_inside_its_music_directory(

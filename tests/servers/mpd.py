@@ -28,9 +28,10 @@ class MpdError(Exception):
 
 
 class MpdServer:
-    def __init__(self, port: int, home: Path) -> None:
+    def __init__(self, port: int, home: Path, password: str | None = None) -> None:
         self.port = port
         self.home = home
+        self.password = password  # sent before each command when set
 
     def command(self, line: str) -> list[str]:
         """Send one command; the lines MPD answered before its OK."""
@@ -38,6 +39,10 @@ class MpdServer:
             stream = sock.makefile("rwb")
             greeting = stream.readline().decode()
             assert greeting.startswith("OK MPD "), greeting
+            if self.password is not None:
+                stream.write(f'password "{self.password}"\n'.encode())
+                stream.flush()
+                assert stream.readline() == b"OK\n"
             stream.write(line.encode() + b"\n")
             stream.flush()
             lines: list[str] = []
@@ -79,10 +84,16 @@ class MpdServer:
 
 @contextlib.contextmanager
 def mpd_server(
-    music: Path, home: Path, port: int | None = None, *, unix_socket: Path | None = None
+    music: Path,
+    home: Path,
+    port: int | None = None,
+    *,
+    unix_socket: Path | None = None,
+    password: str | None = None,
 ) -> Iterator[MpdServer]:
     """An MPD of its own indexing *music*, listening on 127.0.0.1:*port* (free if
-    None) and, if given, on the Unix socket *unix_socket* too."""
+    None) and, if given, on the Unix socket *unix_socket* too. With *password*,
+    clients without it may only read (``update`` needs it)."""
     if shutil.which("mpd") is None:
         pytest.skip("needs mpd (apt mpd)")
     home.mkdir(parents=True, exist_ok=True)
@@ -97,7 +108,12 @@ def mpd_server(
         f'bind_to_address "127.0.0.1"\n'
         + (f'bind_to_address "{unix_socket}"\n' if unix_socket else "")
         + f'port "{port}"\n'
-        'auto_update "no"\n'
+        + (
+            f'password "{password}@read,add,control,admin"\ndefault_permissions "read"\n'
+            if password
+            else ""
+        )
+        + 'auto_update "no"\n'
         'zeroconf_enabled "no"\n'
         'audio_output {\n  type "null"\n  name "null"\n}\n',
         encoding="utf-8",
@@ -108,7 +124,7 @@ def mpd_server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = MpdServer(port, home)
+    server = MpdServer(port, home, password)
     try:
         deadline = time.monotonic() + 30
         while True:
