@@ -1,5 +1,7 @@
 """Media servers learn of changes (issue 15.4), through a real mount.
 
+``musicfs events --type tree.changed`` shows each folder whose listing changed.
+
 A real MPD (apt) indexes the mountpoint with ``auto_update "no"``: after its
 first ``update`` nobody runs another, and still a file added to the origin
 (watched by the daemon) and a track moved by an override show in MPD's
@@ -18,12 +20,13 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.eventstream import listening
 from tests.e2e.helpers import describe, mounted, run_musicfs, sha256_of, toml_value, wait_until
 from tests.e2e.library import Library, TrackSpec, make_origin, render_path
 from tests.servers import free_port
@@ -61,6 +64,35 @@ def set_tags(path: Path, *assignments: str) -> dict[str, Any]:
     assert result.returncode == 0, describe(result)
     data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+# -- the event ------------------------------------------------------------------------------
+
+
+def at(path: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches the events about *path*."""
+    return lambda event: event["path"] == path
+
+
+def test_musicfs_events_shows_each_changed_folder(library: Library, tmp_path: Path) -> None:
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [JOGA, SVEFN])
+    with (
+        mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount,
+        listening(mount, "--type", "tree.changed") as events,
+    ):
+        specs |= make_origin(library, origin, [UNRAVEL])  # into an album that is there
+        album = folder_of(specs[UNRAVEL])
+        event = events.wait_for(at(album))
+        assert event["type"] == "tree.changed"
+        joga = render_path(specs[JOGA])
+        set_tags(mount.mountpoint / joga, "albumartist=Guest")  # a new artist folder
+        guest = render_path(dataclasses.replace(
+            specs[JOGA], tags={**specs[JOGA].tags, "albumartist": "Guest"}))  # fmt: skip
+        for folder in ("", album, guest.rpartition("/")[0]):  # the root: a new artist
+            events.wait_for(at(folder))
+        # Only folders whose listing changed: never Sigur Rós's.
+        assert all(not e["path"].startswith("Sigur") for e in events.seen)
 
 
 # -- MPD ----------------------------------------------------------------------------------
