@@ -1,5 +1,6 @@
 """``musicfs export`` and ``musicfs import musicfs FILE``: what a user did to a
-library (tag overrides, play counts, last played) carried to another machine.
+library (tag overrides, play counts, last played, pins for offline) carried to
+another machine.
 
 The export reads the mount's catalog read-only (no RPC). Each track is keyed by
 its origin id + relpath, by the identity of its audio
@@ -8,10 +9,13 @@ number), so that `match_entries` can find it again where the folders differ.
 The import sets overrides through the running mount (``SetTags``, as ``musicfs
 tag set`` does, so the tree and the kernel's caches follow) and adds the play
 counts to the catalog's access log: counts add up, last played becomes the
-later of the two.
+later of the two. Pinned tracks are pinned there too, as one pin named after
+the file (``musicfs cache pins`` shows it; ``cache unpin`` takes its tracks'
+paths), within that mount's ``[cache] pin_limit``.
 
 JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, audio_id, artist,
-album, title, track, overrides: {field: value or null}, plays, last_played}]}``.
+album, title, track, overrides: {field: value or null}, plays, last_played,
+pinned}]}``.
 CSV: one row per track with the same columns; ``overrides`` holds the JSON object.
 """
 
@@ -32,7 +36,7 @@ from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 FORMAT_VERSION = 1
 _KEYS = ("artist", "album", "title", "track")
 _CSV_NEEDED = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides")
-CSV_COLUMNS = (*_CSV_NEEDED, "audio_id")  # audio_id: optional when read
+CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "pinned")  # optional when read
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Entry:
     plays: int = 0
     last_played: float | None = None
     audio_id: str | None = None  # the same audio has it on every machine
+    pinned: bool = False
 
     def tag_key(self) -> tuple[str, str, str, int | None] | None:
         """What identifies the track by its tags (None: too few tags to tell)."""
@@ -72,6 +77,7 @@ class Entry:
             "plays": self.plays,
             "last_played": self.last_played,
             "audio_id": self.audio_id,
+            "pinned": self.pinned,
         }
 
 
@@ -139,9 +145,12 @@ def _entry(data: Any, where: str) -> Entry:
     audio_id = data.get("audio_id") or None
     if audio_id is not None and not isinstance(audio_id, str):
         raise ValueError(f"{where}: 'audio_id' must be a string or null")
+    pinned = data.get("pinned") or False
+    if not isinstance(pinned, bool):
+        raise ValueError(f"{where}: 'pinned' must be true or false")
     return Entry(data["origin"], data["relpath"], data.get("artist"), data.get("album"),
                  data.get("title"), track, dict(overrides), plays,
-                 None if last is None else float(last), audio_id)  # fmt: skip
+                 None if last is None else float(last), audio_id, pinned)  # fmt: skip
 
 
 def parse_export(text: str) -> list[Entry]:
@@ -177,6 +186,7 @@ def parse_export(text: str) -> list[Entry]:
             data["last_played"] = float(row["last_played"]) if row["last_played"] else None
             data["overrides"] = json.loads(row["overrides"] or "{}")
             data["audio_id"] = row.get("audio_id") or None
+            data["pinned"] = (row.get("pinned") or "").lower() in ("true", "1")
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {n}: {exc}") from None
         entries.append(_entry(data, f"line {n}"))
@@ -189,9 +199,9 @@ def parse_export(text: str) -> list[Entry]:
 def add_parser(sub: Any, config_args: Any) -> None:
     export = sub.add_parser(
         "export",
-        help="write overrides and play counts, to import on another machine",
+        help="write overrides, play counts and pins, to import on another machine",
         description="Write what was done to the library of a mount (tag overrides, play "
-        "counts, last played) with each track's origin path and tags.",
+        "counts, last played, pins for offline) with each track's origin path and tags.",
     )
     export.add_argument("--format", choices=("json", "csv"), default="json",
                         help="json (default) or csv (one row per track)")  # fmt: skip
@@ -206,7 +216,8 @@ def add_parser(sub: Any, config_args: Any) -> None:
         help="a file written by musicfs export",
         description="Restore a musicfs export: tracks are matched by origin and path, else "
         "by artist, album, title and track number. Overrides are set; play counts are "
-        "added (last played becomes the later of the two).",
+        "added (last played becomes the later of the two); pinned tracks are pinned, as "
+        "one pin named after FILE.",
     )
     own.add_argument("file", type=Path, help="the export (JSON or CSV)")
     own.add_argument("--dry-run", action="store_true", help="print what would change")
@@ -236,6 +247,7 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
                 r.plays,
                 r.last_played,
                 r.audio_id,
+                r.pinned,
             ),
         )
         for r in library_records(catalog_path, only_used)
@@ -287,6 +299,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     prefix = "would " if args.dry_run else ""
     matched = unmatched = 0
     plays: list[tuple[int, int, float]] = []
+    pins: list[str] = []
     with daemon_client(args) as client:
         path = _catalog_path(client)
         here = _entries_here(path, only_used=False)
@@ -311,8 +324,20 @@ def cmd_import(args: argparse.Namespace) -> int:
             if entry.plays:
                 print(f"{prefix}add {entry.plays} plays to {shown_at}")
                 plays.append((record.file_id, entry.plays, entry.last_played or 0.0))
+            if entry.pinned and not found.pinned:
+                if record.path:
+                    print(f"{prefix}pin {shown_at}")
+                    pins.append(record.path)
+                else:
+                    print(f"not in the tree, not pinned: {shown_at}")
     if plays and not args.dry_run:
         add_plays(path, plays)
+    if pins and not args.dry_run:  # all or nothing, within the pin limit
+        from musicfs.cli.progress import last
+
+        with daemon_client(args) as client:
+            if not last(client.pin(pins, import_label=args.file.name)).get("finished"):
+                raise CLIError("the daemon stopped before the tracks were pinned; run it again")
     dry = " (dry run: nothing changed)" if args.dry_run else ""
     print(f"{matched} tracks matched, {unmatched} not{dry}")
     return EXIT_OK

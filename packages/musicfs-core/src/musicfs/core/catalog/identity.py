@@ -26,6 +26,7 @@ identity covers the whole file (Ogg, WAV) must not lose them.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +34,14 @@ from typing import Any
 from musicfs.core.catalog.rows import Part, join_relpath, split_relpath
 
 #: The tables of per-track user data, each with a ``file_id`` column.
-USER_TABLES: tuple[str, ...] = ("overrides", "plays")
+#: (``playlist_entries``: a removed file's entries stay, matching nothing, so its
+#: heir fills them in again rather than inserting them: see `_restore`.)
+USER_TABLES: tuple[str, ...] = ("overrides", "plays", "playlist_entries")
 
-#: What goes with the user data: where the file was before (a second move keeps the first).
-_CARRIED = (*USER_TABLES, "moves")
+#: What goes with the user data: pins (which alone never make a file's data to
+#: carry: a pinned folder, collection or search pins the file at its new path
+#: again after the scan) and where the file was before (a second move keeps the first).
+_CARRIED = (*USER_TABLES, "pins", "moves")
 
 #: How long the data of a file that left the catalog waits for its audio to return.
 DEPARTED_DAYS = 365
@@ -222,15 +227,25 @@ class Identity(Part):
         for table, rows in data.items():
             if table not in _CARRIED:
                 continue  # a table of a newer MusicFS: nothing to put it in
+            if table == "playlist_entries":  # still there, set to NULL with the file
+                self._conn.executemany(
+                    "UPDATE playlist_entries SET file_id = ? WHERE playlist = ? "
+                    "AND position = ? AND text = ? AND file_id IS NULL",
+                    [(file_id, r.get("playlist"), r.get("position"), r.get("text")) for r in rows],
+                )
+                continue
             columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
             for kept in rows:
                 row = {k: v for k, v in kept.items() if k in columns} | {"file_id": file_id}
                 names = ", ".join(row)
                 marks = ", ".join("?" * len(row))
-                self._conn.execute(
-                    f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
-                    tuple(row.values()),
-                )
+                try:
+                    self._conn.execute(
+                        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
+                        tuple(row.values()),
+                    )
+                except sqlite3.IntegrityError:
+                    continue  # what it refers to is gone (a pin dropped meanwhile)
         self._conn.execute("DELETE FROM overlays WHERE file_id = ?", (file_id,))
 
     def _moved(self, file_id: int, from_origin: str, from_relpath: str) -> Moved:

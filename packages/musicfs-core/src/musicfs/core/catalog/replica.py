@@ -14,9 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from musicfs.core.catalog.identity import USER_TABLES
 from musicfs.core.catalog.rows import Part, replica_key, split_relpath
 from musicfs.core.model import TAG_FIELDS, ScannedFile
+
+#: The user data a shared catalog holds so far (a subset of identity.USER_TABLES);
+#: the rest (playlist entries, pins) stays with the machine for now.
+SHARED_USER_TABLES: tuple[str, ...] = ("overrides", "plays")
 
 _CATALOG_ID = "shared.catalog_id"
 _APPLIED_SEQ = "shared.applied_seq"
@@ -54,15 +57,16 @@ class ReplicaRows(Part):
         return None if stale is None else int(stale[0])
 
     def has_user_data(self) -> bool:
-        """Whether any file has user data (overrides, plays...)."""
+        """Whether any file has user data a shared catalog holds (overrides, plays)."""
         return any(
             self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
-            for table in USER_TABLES
+            for table in SHARED_USER_TABLES
         )
 
     def clear_user_data(self) -> None:
-        """Drop every file's user data (a bootstrap that starts over copies it again)."""
-        for table in USER_TABLES:
+        """Drop every file's user data that the shared catalog holds (a bootstrap
+        that starts over copies it again)."""
+        for table in SHARED_USER_TABLES:
             self._conn.execute(f"DELETE FROM {table}")
         self._conn.execute("DELETE FROM overlays")
 

@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 14
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -223,6 +223,53 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (origin, relpath)
     );
     CREATE INDEX moves_by_file ON moves (file_id, at);
+    """,
+    # 13: playlists (issue 15.3): found on origins (.m3u/.m3u8) or imported; each
+    # entry keeps its original text and the file it matched (NULL: none, or the
+    # file went away), so a playlist never loses an entry silently.
+    # playlist_files: where an origin's playlist file is, and the version read.
+    """
+    CREATE TABLE playlists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE playlist_entries (
+        playlist INTEGER NOT NULL REFERENCES playlists (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        file_id INTEGER REFERENCES files (id) ON DELETE SET NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (playlist, position)
+    );
+    CREATE INDEX playlist_entries_by_file ON playlist_entries (file_id);
+    CREATE TABLE playlist_files (
+        playlist INTEGER PRIMARY KEY REFERENCES playlists (id) ON DELETE CASCADE,
+        origin TEXT NOT NULL,
+        reldir TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        UNIQUE (origin, reldir, name)
+    );
+    """,
+    # 14: pins for offline (issue 15.2): what the user asked to keep (a folder of
+    # the tree, a collection, a search, an import), and the tracks each request
+    # pins now, keyed by file id (identity.py carries them with a file's other
+    # user data).
+    """
+    CREATE TABLE pin_requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at REAL NOT NULL,
+        UNIQUE (kind, value)
+    );
+    CREATE TABLE pins (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        request INTEGER NOT NULL REFERENCES pin_requests (id) ON DELETE CASCADE,
+        PRIMARY KEY (file_id, request)
+    ) WITHOUT ROWID;
+    CREATE INDEX pins_by_request ON pins (request);
     """,
 )
 

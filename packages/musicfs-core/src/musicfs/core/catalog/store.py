@@ -8,7 +8,7 @@ It holds (DESIGN §1-2):
   (parent, name). A node's id is its inode number, so lookup, getattr and readdir
   are each one indexed query and nothing about the library lives in memory;
 * ``settings`` — small key/value facts, such as the template the tree was built with;
-* the metadata overlay, the access log, and the full-text index.
+* the metadata overlay, the access log, playlists, and the full-text index.
 
 `Catalog` is the one object callers hold: it opens one connection (migrating
 the schema), owns its transactions, and gathers the concerns, one module each:
@@ -20,6 +20,8 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules
 `identity`      audio identities: user data that follows moves
+`playlists`     playlists: entries as file ids; playlist files of origins
+`pins`          pins for offline: what was asked, the tracks it pins
 `replica`       rows written by a shared catalog's change feed
 `stats`         counts and sizes
 `settings`      settings and origins
@@ -49,6 +51,8 @@ from musicfs.core.catalog import schema
 from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
+from musicfs.core.catalog.pins import PinRequest, Pins
+from musicfs.core.catalog.playlists import Playlists
 from musicfs.core.catalog.plays import Plays
 from musicfs.core.catalog.replica import ReplicaRows
 from musicfs.core.catalog.rows import (
@@ -83,6 +87,7 @@ __all__ = [
     "KnownFile",
     "Node",
     "Overlay",
+    "PinRequest",
     "Track",
     "damaged",
     "first_problem",
@@ -92,7 +97,19 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Identity, Stats, Settings, SearchIndex, ReplicaRows):
+class Catalog(
+    Tree,
+    Tracks,
+    Overrides,
+    Plays,
+    Pins,
+    Identity,
+    Playlists,
+    Stats,
+    Settings,
+    SearchIndex,
+    ReplicaRows,
+):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go

@@ -45,6 +45,7 @@ from musicfs.core.mount.admin import (
 )
 from musicfs.core.mount.assembly import MountState, StartupError, shown_state, version
 from musicfs.core.mount.origins import build_origin
+from musicfs.core.mount.pins import PinError, PinProgress
 from musicfs.core.mount.service import MusicFS
 from musicfs.core.origins.federation import Health
 from musicfs.core.secrets.credentials import Credentials
@@ -64,6 +65,7 @@ __all__ = [
     "MountControl",
     "MountState",
     "OfflineCheck",
+    "PinProgress",
     "PrefetchProgress",
     "ScanProgress",
     "ScanReport",
@@ -283,6 +285,56 @@ class MountControl(Admin):
         """What the health checks know of each origin now."""
         return dict(self.fs.federation.health)
 
+    # -- pins for offline (mount/pins.py) --------------------------------------------
+
+    def pin(
+        self,
+        paths: Sequence[str] = (),
+        collections: Sequence[str] = (),
+        searches: Sequence[str] = (),
+        *,
+        wait: bool = False,
+        import_label: str = "",
+        progress: Callable[[PinProgress], None] | None = None,
+    ) -> PinProgress:
+        """Pin the tracks at or below *paths* (relative to the mountpoint), of
+        *collections* and found by *searches*, all or nothing, within ``[cache]
+        pin_limit``; with *import_label*, the tracks at *paths* as one request of
+        that name. With *wait*, copy them now (telling *progress*), else in the
+        background. Raises `AdminError`."""
+        if import_label:
+            targets = [("import", import_label)]
+        else:
+            targets = [("path", p) for p in paths] + [("collection", c) for c in collections]
+            targets += [("search", q) for q in searches]
+        imported = paths if import_label else ()
+        try:
+            return self.fs.pinning.pin(targets, wait=wait, imported=imported, progress=progress)
+        except PinError as exc:
+            raise AdminError(str(exc), exc.kind) from None
+
+    def unpin(
+        self,
+        paths: Sequence[str] = (),
+        collections: Sequence[str] = (),
+        searches: Sequence[str] = (),
+        *,
+        everything: bool = False,
+    ) -> dict[str, int]:
+        """Drop pins: those of *paths* (and path pins below them), *collections*,
+        *searches*, or all. Raises `AdminError`."""
+        targets = [("path", p) for p in paths] + [("collection", c) for c in collections]
+        targets += [("search", q) for q in searches]
+        try:
+            return self.fs.pinning.unpin(targets, everything)
+        except PinError as exc:
+            raise AdminError(str(exc), exc.kind) from None
+
+    def pins(self) -> dict[str, Any]:
+        """What is pinned: each request with its tracks, size and what of it is
+        in the cache now; the totals and the pin limit."""
+        return self.fs.pinning.pins()
+
     # -- tags, plugins, content verification --------------------------------------------
 
     def set_tags(
@@ -423,15 +475,17 @@ class LibraryRecord:
     plays: int
     last_played: float | None
     audio_id: str | None = None
+    pinned: bool = False  # pinned for offline (``musicfs cache pin``)
 
 
 def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
     """The tracks of a catalog (read-only, so while it is mounted too): those with
-    overrides or plays when *used_only*, else all of them."""
+    overrides, plays or pins when *used_only*, else all of them."""
     with Catalog.open(catalog_path, readonly=True) as catalog:
         overrides = catalog.all_overrides()
         plays = catalog.play_totals()
-        ids = sorted({*overrides, *plays}) if used_only else catalog.file_ids()
+        pinned = catalog.pinned_file_ids()
+        ids = sorted({*overrides, *plays, *pinned}) if used_only else catalog.file_ids()
         records = []
         for file_id in ids:
             track = catalog.track(file_id)
@@ -445,6 +499,7 @@ def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
                 catalog.path_of(node.id) if node is not None else "",
                 tags.artist, tags.album, tags.title, tags.track,
                 overrides.get(file_id, {}), count, last, catalog.audio_id(file_id),
+                file_id in pinned,
             ))  # fmt: skip
     return records
 

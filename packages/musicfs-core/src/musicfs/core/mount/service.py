@@ -56,7 +56,9 @@ from musicfs.core.mount.assembly import (
 from musicfs.core.mount.fill import FillQueue
 from musicfs.core.mount.hints import PrefetchHints
 from musicfs.core.mount.loops import Rescans
+from musicfs.core.mount.pins import Pinning
 from musicfs.core.mount.prefetch import Prefetcher
+from musicfs.core.mount.treeevents import TreeEvents
 from musicfs.core.namespace.collections import AccessLog
 from musicfs.core.origins.base import Origin, OriginUnavailable
 from musicfs.core.origins.federation import Federation, Health
@@ -101,6 +103,10 @@ class MusicFS:
         self.origins: dict[str, Origin] = {}
         self.federation = Federation({})
         self.rescans = self._rescans(progress)
+        self.pinning = Pinning(self.life, self.catalog_path, self.events, self.federation)
+        # tree.changed events (media servers, `musicfs events`): resolved off the
+        # thread that changed the tree, by a thread of their own started by `serve`.
+        self.tree_events = TreeEvents(self.catalog_path, self.events)
         # Built by `serve`.
         self.content: ContentCache | None = None
         self.fill: FillQueue | None = None
@@ -152,6 +158,7 @@ class MusicFS:
         origins, self.federation = build_origins(self.config, self.extensions, self._on_health)
         self.origins.update(origins)
         self.rescans = self._rescans(self.rescans.progress)
+        self.pinning.federation = self.federation
         self._lock.acquire()
         try:
             self._catalog = catalog = Catalog.open(self.catalog_path)
@@ -245,6 +252,9 @@ class MusicFS:
             supervisor=self.supervisor,
         )
         hints = PrefetchHints(life, self.catalog_path, fill.copy_to_cache, self.supervisor)
+        pinning = self.pinning
+        pinning.content, pinning.copy, pinning.wake = content, fill.copy_to_cache, fill.wake
+        fill.pins = pinning
         self.operations = ops = build_operations(
             config,
             self._catalog,
@@ -297,6 +307,7 @@ class MusicFS:
                 nursery.start_soon(run, "fill", fill.run)
                 self.rescans.start(nursery)
                 access_log.start(self.supervisor)
+                self.tree_events.start(self.supervisor)
                 if prefetcher is not None:
                     prefetcher.start(self.supervisor)
                 if config.scan.on_start:
@@ -313,6 +324,7 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
+            self.tree_events.stop()
             hints.close()
             if ops.covers is not None:
                 ops.covers.close()
@@ -379,6 +391,9 @@ class MusicFS:
         covers = self.operations.covers if self.operations is not None else None
         if covers is not None and changed and not self.life.stopping:
             covers.warm(catalog.folders_with_art(sorted(changed)))
+        # Pins: what a pinned folder, collection or search matches now; pinned files
+        # that changed on their origin are copied again.
+        self.pinning.refresh(catalog)
 
     def _on_health(self, origin_id: str, health: Health) -> None:
         """An origin went offline or came back (any thread)."""
@@ -394,6 +409,8 @@ class MusicFS:
         self.rescans.request_rescan()
 
     def notify_tree_changes(self, changes: list[TreeChange]) -> None:
-        """Make the kernel forget what *changes* made stale (any thread but trio's)."""
+        """Make the kernel forget what *changes* made stale, and tell whoever listens
+        for ``tree.changed`` which folders changed (any thread but trio's)."""
         if self.operations is not None and not self.life.stopping:
             self.operations.invalidate(changes)
+        self.tree_events.offer(changes)
