@@ -64,7 +64,7 @@ def test_a_scan_batch_reaches_both_replicas_with_the_same_ids(
         [
             scanned("Björk/Post/01 Army of Me.flac", title="Army of Me", artist="Björk", year=1995),
             scanned("Björk/Post/02 Hyperballad.flac", title="Hyperballad", artist="Björk"),
-            scanned("Odd/tag.mp3", title="nul\x00inside", compilation=True),
+            scanned("Odd/tag.mp3", title="nul\x00inside", compilation=True, duration=float("nan")),
         ]
     )
     assert b.catalog.file_ids() == []  # nothing before the feed is applied
@@ -81,6 +81,7 @@ def test_a_scan_batch_reaches_both_replicas_with_the_same_ids(
         assert odd is not None
         assert odd.tags.compilation
         assert odd.tags.title == "nul\ufffdinside"  # PostgreSQL text holds no NUL
+        assert odd.tags.duration is None  # nor JSON a NaN
 
     # A changed file and a removed one, in one batch.
     b.shared.write_scan_batch(

@@ -33,6 +33,7 @@ through is for the caller to settle.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -85,9 +86,12 @@ class _Pending:
 
 
 def _text(value: Any) -> Any:
-    """A value PostgreSQL's text takes: valid UTF-8 and no NUL (a tag may hold one)."""
+    """A value PostgreSQL and a JSON payload take: text in valid UTF-8 without
+    NUL (a tag may hold one), no NaN or infinity (a damaged header's duration)."""
     if isinstance(value, str):
         return valid_text(value).replace("\x00", "\ufffd")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
