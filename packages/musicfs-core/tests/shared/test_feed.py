@@ -14,8 +14,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from musicfs.core.shared import schema
-from musicfs.core.shared.errors import SharedCatalogError
-from musicfs.core.shared.feed import apply_changes
+from musicfs.core.shared.errors import ReplicaBehind, SharedCatalogError
+from musicfs.core.shared.feed import Replica, apply_changes
 from musicfs.core.shared.store import SharedCatalog
 from tests.servers.postgres import PostgresServer
 from tests.servers.replicas import Machine, scanned
@@ -289,3 +289,30 @@ def test_user_data_follows_the_audio_when_a_scan_moves_a_file(
     for machine in (a, b):
         machine.follow()
         assert machine.catalog.play_stats(back) == (1, 30.0)
+
+
+def test_a_replica_behind_a_pruned_feed_is_copied_again(
+    machines: tuple[Machine, Machine],
+) -> None:
+    a, b = machines
+    first, second = a.shared.write_scan_batch(
+        [scanned("x/1.flac", title="One"), scanned("x/2.flac", title="Two")]
+    )
+    a.follow()
+    b.follow()
+    # B is switched off while A goes on; then the old changes are pruned.
+    a.shared.set_overrides(first, {"genre": "Jazz"})
+    (third,) = a.shared.write_scan_batch([scanned("x/3.flac", title="Three")], removed=[second])
+    a.follow()
+    assert a.shared.prune_changes(older_than=0) > 0
+    assert a.follow().changes == 0  # A had applied everything: nothing missed
+    with pytest.raises(ReplicaBehind, match="copied again"):
+        b.follow()
+    applied = Replica(b.catalog, b.shared).sync()
+    assert applied.removed == {second}
+    assert b.catalog.file_ids() == [first, third]
+    assert b.catalog.overrides(first) == {"genre": "Jazz"}
+    a.shared.add_plays([(third, 9.0)])
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.play_stats(third) == (1, 9.0)

@@ -51,9 +51,10 @@ def test_one_machine_at_a_time_holds_an_origin(postgres_url: str, postgres: Post
         assert second.try_lock_origin("nas")
 
         # A session that dies (the server ends it, as when a machine drops off
-        # the network) frees its locks; its holder finds out.
+        # the network) frees its locks; its holder finds out. (The server
+        # answers once the session has ended: the 10 s are an upper bound.)
         postgres.sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
             f"WHERE application_name = 'musicfs' AND datname = '{postgres_url.rsplit('/', 1)[1]}'"
         )
         assert not second.alive()
@@ -157,7 +158,7 @@ def test_a_connection_dropped_between_calls_is_replaced_without_an_error(
     (track,) = a.shared.write_scan_batch([scanned("x/song.flac", title="Song")])
     # The server ends every session (as a restart or an idle timeout does).
     postgres.sql(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
         f"WHERE application_name = 'musicfs' AND datname = '{postgres_url.rsplit('/', 1)[1]}'"
     )
     assert a.shared.add_plays([(track, 7.0)]) == 1  # no error: a new connection

@@ -14,3 +14,8 @@ class SharedCatalogUnavailable(SharedCatalogError):
     """The PostgreSQL server cannot be reached, refused us, or dropped the
     connection. Nothing was written by the call that raised it; the next call
     connects again."""
+
+
+class ReplicaBehind(SharedCatalogError):
+    """The changes a replica still needs were pruned from the feed: it must be
+    copied again (`musicfs.core.shared.feed.Replica.sync` does so)."""

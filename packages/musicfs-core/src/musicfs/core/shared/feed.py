@@ -43,7 +43,11 @@ from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.shared import schema
 from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, connect, unavailable
-from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
+from musicfs.core.shared.errors import (
+    ReplicaBehind,
+    SharedCatalogError,
+    SharedCatalogUnavailable,
+)
 from musicfs.core.shared.store import Change, SharedCatalog
 
 log = logging.getLogger(__name__)
@@ -226,10 +230,21 @@ class Replica:
         return catalog_id is None or bootstrapping
 
     def sync(self) -> Applied:
-        """Bootstrap if this is a new replica, then apply every change since."""
+        """Bootstrap if this is a new replica (or one so far behind that the
+        changes it needs were pruned), then apply every change since."""
         if self.needs_bootstrap():
             bootstrap(self.catalog, self.shared)
-        return apply_changes(self.catalog, self.shared)
+        try:
+            return apply_changes(self.catalog, self.shared)
+        except ReplicaBehind as exc:
+            log.warning("%s", exc)
+            before = set(self.catalog.file_ids())
+            bootstrap(self.catalog, self.shared)
+            applied = apply_changes(self.catalog, self.shared)
+            after = set(self.catalog.file_ids())
+            applied.tracks.update(after)  # any of them may have changed
+            applied.removed.update(before - after)
+            return applied
 
 
 class Listener:

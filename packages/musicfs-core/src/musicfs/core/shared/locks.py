@@ -13,6 +13,7 @@ so MusicFS's locks never meet another application's.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psycopg
@@ -86,10 +87,15 @@ class OriginLocks:
         return True
 
     def close(self) -> None:
-        """End the session: the server releases every lock it held."""
+        """End the session, its locks released first: the server would release
+        them too, but only once it notices the session gone (a moment later),
+        and another mount taking over should not have to wait for that."""
         conn, self._conn = self._conn, None
         self.held.clear()
         if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                if not conn.closed and not conn.broken:
+                    conn.execute("SELECT pg_advisory_unlock_all()")
             conn.close()
 
     def __enter__(self) -> OriginLocks:

@@ -55,7 +55,7 @@ from musicfs.core.shared.connect import (
     parse_url,
     unavailable,
 )
-from musicfs.core.shared.errors import SharedCatalogError
+from musicfs.core.shared.errors import ReplicaBehind, SharedCatalogError
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,12 @@ _UPSERT = (
     + ", ".join(f"{c} = excluded.{c}" for c in schema.TRACK_COLUMNS[3:])
     # xmax is 0 on a row this statement inserted (not on one it updated).
     + f" RETURNING id, (xmax = 0) AS inserted, {_COLUMNS}"
+)
+
+# The last sequence number handed out: of the changes kept, or of those pruned.
+_LAST_SEQ = (
+    "SELECT greatest(coalesce(max(seq), 0), coalesce((SELECT value::bigint FROM meta "
+    "WHERE key = 'pruned_through'), 0)) FROM changes"
 )
 
 
@@ -440,18 +446,53 @@ class SharedCatalog:
 
     def last_seq(self) -> int:
         """The sequence number of the latest change (0: none yet)."""
-        return int(self._read_one("SELECT coalesce(max(seq), 0) FROM changes"))
+        return int(self._read_one(_LAST_SEQ))
 
     def changes_after(self, seq: int, limit: int = 10_000) -> list[Change]:
-        """Up to *limit* changes after sequence number *seq*, oldest first."""
-        rows = self._run(
-            lambda conn, _: conn.execute(
+        """Up to *limit* changes after sequence number *seq*, oldest first.
+        Raises `ReplicaBehind` if some of them were pruned (`prune_changes`)."""
+
+        def work(conn: psycopg.Connection[Any], _: _Pending) -> tuple[int, list[Any]]:
+            # One snapshot for both: a prune between them cannot hide a gap.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            pruned = conn.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()
+            rows = conn.execute(
                 "SELECT seq, kind, track_id, payload FROM changes WHERE seq > %s "
                 "ORDER BY seq LIMIT %s",
                 (seq, limit),
             ).fetchall()
-        )
+            return (int(pruned[0]) if pruned else 0), rows
+
+        pruned, rows = self._run(work)
+        if pruned > seq:
+            raise ReplicaBehind(
+                f"a replica at change {seq} of shared catalog {self.address} is behind what "
+                f"it keeps (changes up to {pruned} were pruned); the replica must be copied again"
+            )
         return [Change(int(r[0]), str(r[1]), r[2], dict(r[3])) for r in rows]
+
+    def prune_changes(self, older_than: float) -> int:
+        """Forget the changes recorded more than *older_than* seconds ago (else
+        the feed grows forever); a replica that had not applied them is copied
+        again. Returns how many were forgotten."""
+
+        def work(conn: psycopg.Connection[Any], _: _Pending) -> int:
+            row = conn.execute(
+                "WITH gone AS (DELETE FROM changes WHERE at < now() - make_interval(secs => %s) "
+                "RETURNING seq) SELECT count(*), max(seq) FROM gone",
+                (float(older_than),),
+            ).fetchone()
+            count, through = (int(row[0]), row[1]) if row else (0, None)
+            if through is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pruned_through', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = "
+                    "greatest(meta.value::bigint, excluded.value::bigint)::text",
+                    (str(through),),
+                )
+            return count
+
+        return self._run(work)
 
     def track(self, file_id: int) -> dict[str, Any] | None:
         """The ``tracks`` row of one track, by column name (None: no such track)."""
@@ -483,7 +524,7 @@ class SharedCatalog:
         try:
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                row = conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()
+                row = conn.execute(_LAST_SEQ.encode()).fetchone()
                 yield Snapshot(conn, int(row[0]) if row else 0)
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from None
