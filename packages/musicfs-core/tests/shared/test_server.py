@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from musicfs.core.secrets.credentials import Credentials
-from musicfs.core.shared.connect import parse_url
+from musicfs.core.shared.connect import connect, parse_url
 from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
 from musicfs.core.shared.feed import Listener
 from musicfs.core.shared.locks import OriginLocks
@@ -165,3 +165,14 @@ def test_a_connection_dropped_between_calls_is_replaced_without_an_error(
     for machine in (a, b):
         machine.follow()
         assert machine.catalog.play_stats(track) == (1, 7.0)  # counted once
+
+
+def test_the_server_notices_a_vanished_machine_within_seconds(postgres_url: str) -> None:
+    # Its origin locks must go to another mount soon: the server probes every
+    # session of ours after 10 s of silence (by default: after two hours).
+    with connect(parse_url(postgres_url + "?options=-c%20work_mem%3D8MB")) as conn:
+        shown = [
+            conn.execute(f"SHOW {name}".encode()).fetchone()
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_count", "work_mem")
+        ]
+    assert shown == [("10",), ("2",), ("8MB",)]  # the URL's own options kept

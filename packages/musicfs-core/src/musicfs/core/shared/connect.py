@@ -37,11 +37,17 @@ SECRET_KEYS: tuple[str, ...] = (
 )  # fmt: skip
 #: Seconds to wait for a connection (libpq's minimum is 2).
 CONNECT_TIMEOUT = 3
-#: Dead peers found in about 20 s even on an idle (listening) connection.
+#: Dead peers found in about 20 s even on an idle (listening) connection: the
+#: server by us (libpq's keepalives)...
 _KEEPALIVES: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 2,
     "tcp_user_timeout": 20_000,
 }  # fmt: skip
+#: ...and we by the server (its own, per session), so that the origin locks of a
+#: machine that vanished are freed for another one in seconds, not hours.
+_SERVER_KEEPALIVES = (
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=2"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +107,14 @@ def connect(
             value = credentials.get(CREDENTIALS_ID, key)
             if value is not None:
                 secrets[key] = value
+    given = str(conninfo_to_dict(address.url).get("options") or "")
     try:
         return psycopg.connect(
             address.url,
             autocommit=autocommit,
             connect_timeout=max(2, round(timeout)),
             application_name="musicfs",
+            options=f"{given} {_SERVER_KEEPALIVES}".strip(),
             **_KEEPALIVES,
             **secrets,
         )
