@@ -316,3 +316,46 @@ def test_a_replica_behind_a_pruned_feed_is_copied_again(
     for machine in (a, b):
         machine.follow()
         assert machine.catalog.play_stats(third) == (1, 9.0)
+
+
+def test_a_write_caught_in_a_deadlock_is_run_again(
+    machines: tuple[Machine, Machine], postgres_url: str
+) -> None:
+    a, b = machines
+    (track,) = a.shared.write_scan_batch([scanned("x/song.flac", title="Song")])
+    a.shared.set_overrides(track, {"album": "old", "artist": "old"})
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            b.shared.set_overrides(track, {"artist": "new artist", "album": "new album"})
+        except BaseException as exc:
+            failures.append(exc)
+
+    select = "SELECT 1 FROM overrides WHERE file_id = %s AND field = %s FOR UPDATE"
+    sessions = _musicfs_sessions(postgres_url)
+    with psycopg.connect(postgres_url) as other:
+        # The other transaction waits longer before it looks for deadlocks: the
+        # server picks the MusicFS write as the one to roll back.
+        other.execute("SET deadlock_timeout = '20s'")
+        other.execute(select, (track, "artist"))
+        writer = threading.Thread(target=write)
+        writer.start()
+        _wait_for_waiters(postgres_url, 1)  # the write holds album, waits for artist
+        other.execute(select, (track, "album"))  # a deadlock: the write is rolled back
+        other.rollback()
+    writer.join(timeout=30)
+    assert not failures, failures
+    assert _musicfs_sessions(postgres_url) == sessions  # run again on its own connection
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.overrides(track) == {"album": "new album", "artist": "new artist"}
+
+
+def _musicfs_sessions(url: str) -> set[int]:
+    """The server processes of MusicFS's connections."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'musicfs'"
+        ).fetchall()
+    return {int(row[0]) for row in rows}

@@ -61,6 +61,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: How often a write the server rolled back for a conflict is tried.
+_ATTEMPTS = 3
+#: A transaction the server rolled back for a conflict with another (SQLSTATE
+#: 40xxx; psycopg derives each from OperationalError, not from TransactionRollback).
+_CONFLICTS = (
+    psycopg.errors.TransactionRollback,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
 #: What a lost or refused connection raises in psycopg.
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -197,11 +206,14 @@ class SharedCatalog:
         """Run *work* in one transaction; the changes it adds to its `_Pending`
         are recorded, and notified, at its end.
 
-        A connection that was open before this call may have been dropped
-        meanwhile (a server restart, an idle timeout): when it fails before the
-        commit, nothing was written, and the call runs once more on a new one.
-        A failure at the commit is not retried (it may have gone through)."""
-        for attempt in (1, 2):
+        Run again, since nothing of it was written: when the server rolled it
+        back for a deadlock or a serialization failure with another machine's
+        write (up to `_ATTEMPTS` times); and once when a connection open before
+        this call had been dropped meanwhile (a server restart, an idle
+        timeout) and failed before the commit. A failure at the commit is not
+        retried (it may have gone through)."""
+        reconnected = False
+        for attempt in range(1, _ATTEMPTS + 1):
             reused = self._conn is not None and not self._conn.closed and not self._conn.broken
             conn = self._connection()
             pending = _Pending()
@@ -213,10 +225,19 @@ class SharedCatalog:
                         self._record(conn, pending)
                     committing = True
                 return result
+            except _CONFLICTS as exc:  # rolled back by the server; the connection is fine
+                if attempt < _ATTEMPTS and not committing:
+                    log.info("shared catalog %s: %s; again", self.address, type(exc).__name__)
+                    continue
+                raise SharedCatalogError(
+                    f"shared catalog {self.address} refused a write {attempt} times, as it "
+                    "conflicted with other machines' writes; try again"
+                ) from None
             except _CONNECTION_ERRORS as exc:
-                if attempt == 1 and reused and not committing:
+                if reused and not reconnected and not committing:
                     log.info("shared catalog %s: connection lost, connecting again", self.address)
                     self.close()
+                    reconnected = True
                     continue
                 raise self._lost(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -373,7 +394,9 @@ class SharedCatalog:
         """Override tags of a track (values as `model.override_value` returns them)."""
         if not fields:
             return
-        values = {name: _text(value) for name, value in fields.items()}
+        # In one order on every machine: two writes of the same fields then wait
+        # for each other instead of deadlocking.
+        values = {name: _text(fields[name]) for name in sorted(fields)}
 
         def work(conn: psycopg.Connection[Any], pending: _Pending) -> None:
             with conn.cursor() as cur:
