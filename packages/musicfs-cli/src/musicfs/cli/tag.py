@@ -103,14 +103,19 @@ def _print(info: dict[str, Any], mountpoint: Path) -> None:
     console.print(f"from {info['origin']}: {info['relpath']}")
     overlaid = "yes" if info["overlaid"] else "no (this format is served unchanged)"
     console.print(f"header rewritten: {overlaid}" if info["overrides"] else "no overrides")
+    rating = info.get("rating", -1)
+    if rating >= 0:
+        console.print(f"rating: {rating}/100 ({rating / 20:g} stars)")
+    sources = info.get("sources", {})
     table = Table()
-    for column in ("field", "file", "override", "served"):
+    for column in ("field", "file", "override", "served", "source"):
         table.add_column(column)
     fields = sorted({*info["own"], *info["overrides"], *info["effective"]})
     for name in fields:
         override = info["overrides"].get(name)
         shown = "(removed)" if override == "" else (override or "")
-        table.add_row(name, info["own"].get(name, ""), shown, info["effective"].get(name, ""))
+        table.add_row(name, info["own"].get(name, ""), shown, info["effective"].get(name, ""),
+                      sources.get(name, "") if name in info["overrides"] else "")  # fmt: skip
     console.print(table)
 
 

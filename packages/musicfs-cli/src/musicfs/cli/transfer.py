@@ -1,5 +1,6 @@
 """``musicfs export`` and ``musicfs import musicfs FILE``: what a user did to a
-library (tag overrides, play counts, last played) carried to another machine.
+library (tag overrides, play counts, last played, ratings) carried to another
+machine. ``import beets`` and ``import itunes`` are in `musicfs.cli.importers`.
 
 The export reads the mount's catalog read-only (no RPC). Each track is keyed by
 its origin id + relpath and by its own tags (artist, album, title, track
@@ -7,10 +8,11 @@ number), so that `match_entries` can find it again where the folders differ.
 The import sets overrides through the running mount (``SetTags``, as ``musicfs
 tag set`` does, so the tree and the kernel's caches follow) and adds the play
 counts to the catalog's access log: counts add up, last played becomes the
-later of the two.
+later of the two. Ratings (0-100) are set.
 
 JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, artist, album,
-title, track, overrides: {field: value or null}, plays, last_played}]}``.
+title, track, overrides: {field: value or null}, plays, last_played, rating}]}``
+(``rating`` may be missing: exports made before ratings existed).
 CSV: one row per track with the same columns; ``overrides`` holds the JSON object.
 """
 
@@ -30,7 +32,8 @@ from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 
 FORMAT_VERSION = 1
 _KEYS = ("artist", "album", "title", "track")
-CSV_COLUMNS = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides")
+CSV_COLUMNS = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides", "rating")
+_CSV_REQUIRED = CSV_COLUMNS[:-1]  # rating came later
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Entry:
     overrides: dict[str, str | None] = field(default_factory=dict)
     plays: int = 0
     last_played: float | None = None
+    rating: int | None = None
 
     def tag_key(self) -> tuple[str, str, str, int | None] | None:
         """What identifies the track by its tags (None: too few tags to tell)."""
@@ -68,6 +72,7 @@ class Entry:
             "overrides": self.overrides,
             "plays": self.plays,
             "last_played": self.last_played,
+            "rating": self.rating,
         }
 
 
@@ -124,9 +129,14 @@ def _entry(data: Any, where: str) -> Entry:
     last = data.get("last_played")
     if last is not None and (isinstance(last, bool) or not isinstance(last, (int, float))):
         raise ValueError(f"{where}: 'last_played' must be seconds since 1970 or null")
+    rating = data.get("rating")
+    if rating is not None and (
+        isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 100
+    ):
+        raise ValueError(f"{where}: 'rating' must be a whole number 0-100 or null")
     return Entry(data["origin"], data["relpath"], data.get("artist"), data.get("album"),
                  data.get("title"), track, dict(overrides), plays,
-                 None if last is None else float(last))  # fmt: skip
+                 None if last is None else float(last), rating)  # fmt: skip
 
 
 def parse_export(text: str) -> list[Entry]:
@@ -148,7 +158,7 @@ def parse_export(text: str) -> list[Entry]:
             raise ValueError("'tracks' must be a list")
         return [_entry(item, f"track {n}") for n, item in enumerate(tracks, 1)]
     reader = csv.DictReader(io.StringIO(text))
-    if not text.strip() or set(CSV_COLUMNS) - set(reader.fieldnames or ()):
+    if not text.strip() or set(_CSV_REQUIRED) - set(reader.fieldnames or ()):
         raise ValueError(
             f"not a MusicFS export (JSON, or CSV with columns {', '.join(CSV_COLUMNS)})"
         )
@@ -161,6 +171,7 @@ def parse_export(text: str) -> list[Entry]:
             data["plays"] = int(row["plays"] or 0)
             data["last_played"] = float(row["last_played"]) if row["last_played"] else None
             data["overrides"] = json.loads(row["overrides"] or "{}")
+            data["rating"] = int(row["rating"]) if row.get("rating") else None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {n}: {exc}") from None
         entries.append(_entry(data, f"line {n}"))
@@ -173,9 +184,9 @@ def parse_export(text: str) -> list[Entry]:
 def add_parser(sub: Any, config_args: Any) -> None:
     export = sub.add_parser(
         "export",
-        help="write overrides and play counts, to import on another machine",
+        help="write overrides, play counts and ratings, to import on another machine",
         description="Write what was done to the library of a mount (tag overrides, play "
-        "counts, last played) with each track's origin path and tags.",
+        "counts, last played, ratings) with each track's origin path and tags.",
     )
     export.add_argument("--format", choices=("json", "csv"), default="json",
                         help="json (default) or csv (one row per track)")  # fmt: skip
@@ -189,12 +200,15 @@ def add_parser(sub: Any, config_args: Any) -> None:
         "musicfs",
         help="a file written by musicfs export",
         description="Restore a musicfs export: tracks are matched by origin and path, else "
-        "by artist, album, title and track number. Overrides are set; play counts are "
-        "added (last played becomes the later of the two).",
+        "by artist, album, title and track number. Overrides and ratings are set; play "
+        "counts are added (last played becomes the later of the two).",
     )
     own.add_argument("file", type=Path, help="the export (JSON or CSV)")
     own.add_argument("--dry-run", action="store_true", help="print what would change")
     config_args(own)
+    from musicfs.cli import importers
+
+    importers.add_parsers(sources, config_args)
 
 
 def _catalog_path(client: Any) -> Path:
@@ -202,8 +216,8 @@ def _catalog_path(client: Any) -> Path:
 
 
 def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]]:
-    """(record, entry) of the tracks of a catalog: those with overrides or plays,
-    or all of them."""
+    """(record, entry) of the tracks of a catalog: those with overrides, plays or
+    a rating, or all of them."""
     from musicfs.core.mount.facade import library_records
 
     return [
@@ -219,6 +233,7 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
                 r.overrides,
                 r.plays,
                 r.last_played,
+                r.rating,
             ),
         )
         for r in library_records(catalog_path, only_used)
@@ -259,7 +274,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from musicfs.core.mount.facade import add_plays
+    from musicfs.core.mount.facade import add_plays, set_ratings
+
+    if args.import_source != "musicfs":
+        from musicfs.cli import importers
+
+        return importers.cmd_import(args)
 
     try:
         entries = parse_export(args.file.read_text(encoding="utf-8"))
@@ -270,6 +290,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     prefix = "would " if args.dry_run else ""
     matched = unmatched = 0
     plays: list[tuple[int, int, float]] = []
+    ratings: list[tuple[int, int | None]] = []
     with daemon_client(args) as client:
         path = _catalog_path(client)
         here = _entries_here(path, only_used=False)
@@ -294,8 +315,13 @@ def cmd_import(args: argparse.Namespace) -> int:
             if entry.plays:
                 print(f"{prefix}add {entry.plays} plays to {shown_at}")
                 plays.append((record.file_id, entry.plays, entry.last_played or 0.0))
+            if entry.rating is not None and entry.rating != found.rating:
+                print(f"{prefix}rate {shown_at}: {entry.rating}/100")
+                ratings.append((record.file_id, entry.rating))
     if plays and not args.dry_run:
         add_plays(path, plays)
+    if ratings and not args.dry_run:
+        set_ratings(path, ratings, "musicfs")
     dry = " (dry run: nothing changed)" if args.dry_run else ""
     print(f"{matched} tracks matched, {unmatched} not{dry}")
     return EXIT_OK

@@ -27,6 +27,8 @@ def tag_message(shown: TagView) -> control_pb2.TagInfo:
         overrides={k: v or "" for k, v in shown.overrides.items()},
         effective=_tag_strings(shown.effective),
         overlaid=shown.overlaid,
+        sources=dict(shown.sources),
+        rating=-1 if shown.rating is None else shown.rating,
     )
 
 
@@ -133,7 +135,10 @@ class PluginRPCs:
             )
         assignments = {k: (v or None) for k, v in request.set.items()}
         try:
-            return tag_message(self.fs.set_tags(request.path, assignments, list(request.clear)))
+            shown = self.fs.set_tags(
+                request.path, assignments, list(request.clear), request.source or "user"
+            )
+            return tag_message(shown)
         except TagRefused as exc:  # the tags cannot be served: nothing was changed
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except TagError as exc:

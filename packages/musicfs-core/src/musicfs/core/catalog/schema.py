@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 13
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -197,6 +197,36 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE nodes SET mtime_ns =
         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000
     WHERE file_id IS NULL;
+    """,
+    # 12: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
+    # the access log, per file and source (so importing again adds only what is new).
+    """
+    CREATE TABLE ratings (
+        file_id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+        value INTEGER NOT NULL CHECK (value BETWEEN 0 AND 100),
+        source TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE imported_plays (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (file_id, source)
+    );
+    """,
+    # 13: playlists (the playlists' own migration replaces this one at merge).
+    """
+    CREATE TABLE playlists (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE playlist_entries (
+        playlist INTEGER NOT NULL REFERENCES playlists (id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        file_id INTEGER REFERENCES files (id) ON DELETE SET NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (playlist, position)
+    );
     """,
 )
 

@@ -18,7 +18,9 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `tree`          nodes: lookups, listings, paths; writes for the layout
 `tracks`        files: scanned rows, replicas, content hashes
 `overrides`     the metadata overlay: overrides and synthesized headers
-`plays`         the access log, what follows what, collection rules
+`plays`         the access log, what follows what, collection rules; imported counts
+`ratings`       ratings (0-100) of files
+`playlists`     playlists: names, sources, entries (file ids and their text)
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -46,7 +48,9 @@ from pathlib import Path
 from musicfs.core.catalog import schema
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
+from musicfs.core.catalog.playlists import Playlists
 from musicfs.core.catalog.plays import Plays
+from musicfs.core.catalog.ratings import Ratings
 from musicfs.core.catalog.rows import (
     KnownFile,
     Node,
@@ -88,7 +92,7 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Stats, Settings, SearchIndex):
+class Catalog(Tree, Tracks, Overrides, Plays, Ratings, Playlists, Stats, Settings, SearchIndex):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from musicfs.core.catalog.layout import Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, Node, Track
@@ -63,6 +63,8 @@ class TagView:
     overrides: Mapping[str, str | None]
     effective: TrackTags
     overlaid: bool  # the served header holds the effective tags
+    sources: Mapping[str, str] = field(default_factory=dict)  # who set each override
+    rating: int | None = None  # 0-100 (20 a star), from an import
 
 
 def resolve(catalog: Catalog, path: str) -> Node:
@@ -98,6 +100,8 @@ def view(catalog: Catalog, file_id: int) -> TagView:
         overrides=catalog.overrides(file_id),
         effective=catalog.effective_tags(file_id, track.tags),
         overlaid=overlay is not None and overlay.header is not None,
+        sources=catalog.override_sources(file_id),
+        rating=catalog.rating(file_id),
     )
 
 
