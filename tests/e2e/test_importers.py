@@ -152,7 +152,21 @@ def test_the_tags_beets_corrected_become_overrides(library: Library, tmp_path: P
         assert again.stdout.splitlines()[-1] == (
             "beets: 3 items, 2 matched, 1 not; 0 fields changed"
         ), again.stdout
+        beet(home, "modify", "-y", "-W", f"path:{origin / UNRAVEL}", "title=Unravel (Demo)")
+        cache = tmp_path / "cache"
+        busy = run_musicfs("import", "beets", str(db), "--cache-dir", str(cache))
+        assert busy.returncode == 2, describe(busy)
+        assert "in use by a running MusicFS daemon" in busy.stderr, busy.stderr
     assert own_title(origin / JOGA) == "Jóga"
+
+    # Unmounted: into the cache dir's catalog, shown from the next mount on.
+    offline = run_musicfs("import", "beets", str(db), "--cache-dir", str(tmp_path / "cache"))
+    assert offline.returncode == 0, describe(offline)
+    assert "1 fields changed (set when it is next mounted)" in offline.stdout, offline.stdout
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        demo = replace(specs[UNRAVEL], tags={**specs[UNRAVEL].tags, "title": "Unravel (Demo)"})
+        assert tag_show(mount.mountpoint / render_path(demo))["sources"]["title"] == "beets"
+        assert (mount.mountpoint / render_path(corrected)).is_file()
 
 
 def own_title(path: Path) -> str:
