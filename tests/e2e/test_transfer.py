@@ -68,6 +68,7 @@ def test_export_then_import_on_another_mount(library: Library, tmp_path: Path) -
     assert tracks["Jóga"]["overrides"] == {"genre": "Trip-Hop"}
     assert tracks["Jóga"]["origin"]
     assert tracks["Jóga"]["relpath"] == JOGA
+    assert tracks["Jóga"]["audio_id"]  # finds it again wherever it moves
     assert (tracks["Jóga"]["artist"], tracks["Jóga"]["album"], tracks["Jóga"]["track"]) == (
         "Björk", "Homogenic", 1)  # fmt: skip
     assert tracks["Unravel"]["plays"] == 1
@@ -76,7 +77,9 @@ def test_export_then_import_on_another_mount(library: Library, tmp_path: Path) -
     csv_file = tmp_path / "export.csv"
     csv_file.write_text(csv_result.stdout)
     # One track the other machine does not have: listed, never dropped silently.
-    document["tracks"].append({**tracks["Jóga"], "relpath": "gone.flac", "title": "Gone"})
+    document["tracks"].append(
+        {**tracks["Jóga"], "relpath": "gone.flac", "title": "Gone", "audio_id": "1-feed"}
+    )
     saved.write_text(json.dumps(document))
 
     # Mount B: the same audio in other folders, so relpaths differ.

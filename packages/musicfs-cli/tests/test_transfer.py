@@ -26,6 +26,14 @@ def test_moved_files_are_found_by_their_tags_ignoring_case() -> None:
     assert match_entries([wanted], here) == [(wanted, here[0])]
 
 
+def test_a_moved_and_retagged_file_is_found_by_its_audio() -> None:
+    here = [entry("nas", "new/place.flac", "Jóga (Live)"), entry("nas", "x.flac", "Jóga")]
+    here[0] = Entry(**{**here[0].__dict__, "audio_id": "6f5e-abc"})
+    wanted = Entry("music", "Björk/01 Jóga.flac", "Björk", "Homogenic", "Jóga", 1,
+                   audio_id="6f5e-abc")  # fmt: skip
+    assert match_entries([wanted], here) == [(wanted, here[0])]  # not the one with its old tags
+
+
 def test_ambiguous_or_unknown_tracks_match_nothing() -> None:
     twins = [entry("m", "a.flac", "Echo", 7), entry("m", "b.flac", "Echo", 7)]
     assert match_entries([entry("x", "c.flac", "Echo", 7)], twins)[0][1] is None
@@ -37,10 +45,11 @@ def test_ambiguous_or_unknown_tracks_match_nothing() -> None:
 def test_an_export_reads_back_from_json() -> None:
     track = {"origin": "m", "relpath": "a.flac", "artist": "A", "album": "B", "title": "C",
              "track": 3, "overrides": {"genre": "Pop", "composer": None}, "plays": 2,
-             "last_played": 1700000000.5}  # fmt: skip
+             "last_played": 1700000000.5, "audio_id": "1f-00ff"}  # fmt: skip
     entries = parse_export(json.dumps({"musicfs_export": 1, "tracks": [track]}))
     assert entries == [Entry("m", "a.flac", "A", "B", "C", 3,
-                             {"genre": "Pop", "composer": None}, 2, 1700000000.5)]  # fmt: skip
+                             {"genre": "Pop", "composer": None}, 2, 1700000000.5,
+                             "1f-00ff")]  # fmt: skip
 
 
 @pytest.mark.parametrize(

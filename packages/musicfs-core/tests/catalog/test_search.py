@@ -103,7 +103,8 @@ def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> N
             "DROP TABLE search_overrides; ALTER TABLE nodes DROP COLUMN version;"
             "DROP TABLE ratings; DROP TABLE imported_plays; DROP TABLE playlist_entries;"
             "DROP TABLE playlists;"
-            "PRAGMA user_version = 5;"
+            "DROP TABLE moves; DROP TABLE departed; DROP INDEX files_by_audio_id;"
+            "ALTER TABLE files DROP COLUMN audio_id; PRAGMA user_version = 5;"
         )
     with Catalog.open(path) as catalog:
         assert titles(catalog, "before") == ["Before Search"]

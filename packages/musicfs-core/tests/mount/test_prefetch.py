@@ -387,4 +387,6 @@ SCHEMA_9 = (
     "DROP TRIGGER overrides_search_insert; DROP TRIGGER overrides_search_delete;"
     "DROP TABLE search_override_terms; DROP TABLE search_overrides;"
     "ALTER TABLE nodes DROP COLUMN version;"  # schema 11
+    "DROP TABLE moves; DROP TABLE departed; DROP INDEX files_by_audio_id;"
+    "ALTER TABLE files DROP COLUMN audio_id;"  # schema 12
 )

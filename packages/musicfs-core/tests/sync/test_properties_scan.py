@@ -121,7 +121,7 @@ def test_any_bytes_are_recorded_never_raised(
     ext = must or ext
     path = workdir / f"file.{ext}"
     path.write_bytes(content)
-    tags, error = parse_file(str(path))
+    tags, error, _ = parse_file(str(path))
     assert isinstance(tags, TrackTags)
     assert error is None or (isinstance(error, str) and error)
     remote = parse_remote(LocalOrigin("lib", workdir).open, path.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,14 @@ def _print(info: dict[str, Any], mountpoint: Path) -> None:
     console.print(f"from {info['origin']}: {info['relpath']}")
     overlaid = "yes" if info["overlaid"] else "no (this format is served unchanged)"
     console.print(f"header rewritten: {overlaid}" if info["overrides"] else "no overrides")
+    plays = int(info.get("plays") or 0)  # int64 comes as a string in JSON
+    if plays:
+        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(info["last_played"])))
+        console.print(f"played {plays} time{'s' if plays != 1 else ''}, last on {last}")
+    for before in info.get("moved_from") or []:
+        console.print(f"moved from {before} (its overrides and plays came along)")
+    if info.get("audio_id"):
+        console.print(f"audio identity: {info['audio_id']}", style="dim")
     rating = info.get("rating", -1)
     if rating >= 0:
         console.print(f"rating: {rating}/100 ({rating / 20:g} stars)")

@@ -3,16 +3,17 @@ library (tag overrides, play counts, last played, ratings) carried to another
 machine. ``import beets`` and ``import itunes`` are in `musicfs.cli.importers`.
 
 The export reads the mount's catalog read-only (no RPC). Each track is keyed by
-its origin id + relpath and by its own tags (artist, album, title, track
+its origin id + relpath, by the identity of its audio
+(`musicfs.core.tags.identity`) and by its own tags (artist, album, title, track
 number), so that `match_entries` can find it again where the folders differ.
 The import sets overrides through the running mount (``SetTags``, as ``musicfs
 tag set`` does, so the tree and the kernel's caches follow) and adds the play
 counts to the catalog's access log: counts add up, last played becomes the
 later of the two. Ratings (0-100) are set.
 
-JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, artist, album,
-title, track, overrides: {field: value or null}, plays, last_played, rating}]}``
-(``rating`` may be missing: exports made before ratings existed).
+JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, audio_id, artist,
+album, title, track, overrides: {field: value or null}, plays, last_played,
+rating}]}`` (``audio_id`` and ``rating`` may be missing: older exports).
 CSV: one row per track with the same columns; ``overrides`` holds the JSON object.
 """
 
@@ -32,8 +33,8 @@ from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 
 FORMAT_VERSION = 1
 _KEYS = ("artist", "album", "title", "track")
-CSV_COLUMNS = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides", "rating")
-_CSV_REQUIRED = CSV_COLUMNS[:-1]  # rating came later
+_CSV_NEEDED = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides")
+CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "rating")  # audio_id, rating: optional when read
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Entry:
     overrides: dict[str, str | None] = field(default_factory=dict)
     plays: int = 0
     last_played: float | None = None
+    audio_id: str | None = None  # the same audio has it on every machine
     rating: int | None = None
 
     def tag_key(self) -> tuple[str, str, str, int | None] | None:
@@ -72,6 +74,7 @@ class Entry:
             "overrides": self.overrides,
             "plays": self.plays,
             "last_played": self.last_played,
+            "audio_id": self.audio_id,
             "rating": self.rating,
         }
 
@@ -84,9 +87,14 @@ def match_entries(
     entries: Sequence[Entry], candidates: Sequence[Entry]
 ) -> list[tuple[Entry, Entry | None]]:
     """Each exported entry with the candidate (a track here) it is: the one at the
-    same origin + relpath, else the only one with the same artist, album, title
-    and track number; None when nothing (or more than one) matches."""
+    same origin + relpath, else the only one with the same audio identity, else
+    the only one with the same artist, album, title and track number; None when
+    nothing (or more than one) matches."""
     by_place = {(c.origin, c.relpath): c for c in candidates}
+    by_audio: dict[str, list[Entry]] = {}
+    for candidate in candidates:
+        if candidate.audio_id:
+            by_audio.setdefault(candidate.audio_id, []).append(candidate)
     by_tags: dict[tuple[str, str, str, int | None], list[Entry]] = {}
     for candidate in candidates:
         key = candidate.tag_key()
@@ -95,6 +103,9 @@ def match_entries(
     matched: list[tuple[Entry, Entry | None]] = []
     for entry in entries:
         found = by_place.get((entry.origin, entry.relpath))
+        if found is None and entry.audio_id:
+            same_audio = by_audio.get(entry.audio_id, [])
+            found = same_audio[0] if len(same_audio) == 1 else None
         if found is None:
             key = entry.tag_key()
             same = by_tags.get(key, []) if key is not None else []
@@ -129,6 +140,9 @@ def _entry(data: Any, where: str) -> Entry:
     last = data.get("last_played")
     if last is not None and (isinstance(last, bool) or not isinstance(last, (int, float))):
         raise ValueError(f"{where}: 'last_played' must be seconds since 1970 or null")
+    audio_id = data.get("audio_id") or None
+    if audio_id is not None and not isinstance(audio_id, str):
+        raise ValueError(f"{where}: 'audio_id' must be a string or null")
     rating = data.get("rating")
     if rating is not None and (
         isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 100
@@ -136,7 +150,7 @@ def _entry(data: Any, where: str) -> Entry:
         raise ValueError(f"{where}: 'rating' must be a whole number 0-100 or null")
     return Entry(data["origin"], data["relpath"], data.get("artist"), data.get("album"),
                  data.get("title"), track, dict(overrides), plays,
-                 None if last is None else float(last), rating)  # fmt: skip
+                 None if last is None else float(last), audio_id, rating)  # fmt: skip
 
 
 def parse_export(text: str) -> list[Entry]:
@@ -158,9 +172,9 @@ def parse_export(text: str) -> list[Entry]:
             raise ValueError("'tracks' must be a list")
         return [_entry(item, f"track {n}") for n, item in enumerate(tracks, 1)]
     reader = csv.DictReader(io.StringIO(text))
-    if not text.strip() or set(_CSV_REQUIRED) - set(reader.fieldnames or ()):
+    if not text.strip() or set(_CSV_NEEDED) - set(reader.fieldnames or ()):
         raise ValueError(
-            f"not a MusicFS export (JSON, or CSV with columns {', '.join(CSV_COLUMNS)})"
+            f"not a MusicFS export (JSON, or CSV with columns {', '.join(_CSV_NEEDED)})"
         )
     entries = []
     for n, row in enumerate(reader, 2):
@@ -171,6 +185,7 @@ def parse_export(text: str) -> list[Entry]:
             data["plays"] = int(row["plays"] or 0)
             data["last_played"] = float(row["last_played"]) if row["last_played"] else None
             data["overrides"] = json.loads(row["overrides"] or "{}")
+            data["audio_id"] = row.get("audio_id") or None
             data["rating"] = int(row["rating"]) if row.get("rating") else None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {n}: {exc}") from None
@@ -233,6 +248,7 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
                 r.overrides,
                 r.plays,
                 r.last_played,
+                r.audio_id,
                 r.rating,
             ),
         )

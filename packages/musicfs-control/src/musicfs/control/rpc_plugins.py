@@ -27,6 +27,10 @@ def tag_message(shown: TagView) -> control_pb2.TagInfo:
         overrides={k: v or "" for k, v in shown.overrides.items()},
         effective=_tag_strings(shown.effective),
         overlaid=shown.overlaid,
+        audio_id=shown.audio_id or "",
+        plays=shown.plays,
+        last_played=shown.last_played or 0.0,
+        moved_from=list(shown.moved_from),
         sources=dict(shown.sources),
         rating=-1 if shown.rating is None else shown.rating,
     )

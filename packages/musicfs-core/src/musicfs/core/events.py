@@ -33,6 +33,7 @@ class EventType(enum.StrEnum):
     FILE_OPENED = "file.opened"
     SYNC_STARTED = "sync.started"
     SYNC_COMPLETED = "sync.completed"
+    TRACK_MOVED = "track.moved"
     ORIGIN_HEALTH = "origin.health"
     CACHE_EVICTED = "cache.evicted"
     CHUNK_CORRUPT = "chunk.corrupt"

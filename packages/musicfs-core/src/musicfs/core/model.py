@@ -188,6 +188,8 @@ class ScannedFile:
     format: str
     tags: TrackTags
     error: str | None = None
+    #: The fingerprint of its audio payload (`musicfs.core.tags.identity`), if read.
+    audio_id: str | None = None
 
 
 def format_of(relpath: str) -> str:

@@ -254,7 +254,7 @@ class SetTagsRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., clear: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class TagInfo(_message.Message):
-    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid", "sources", "rating")
+    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid", "audio_id", "plays", "last_played", "moved_from", "sources", "rating")
     class OwnEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -291,6 +291,10 @@ class TagInfo(_message.Message):
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_FIELD_NUMBER: _ClassVar[int]
     OVERLAID_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    LAST_PLAYED_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FROM_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     RATING_FIELD_NUMBER: _ClassVar[int]
     path: str
@@ -301,9 +305,13 @@ class TagInfo(_message.Message):
     overrides: _containers.ScalarMap[str, str]
     effective: _containers.ScalarMap[str, str]
     overlaid: bool
+    audio_id: str
+    plays: int
+    last_played: float
+    moved_from: _containers.RepeatedScalarFieldContainer[str]
     sources: _containers.ScalarMap[str, str]
     rating: int
-    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ..., sources: _Optional[_Mapping[str, str]] = ..., rating: _Optional[int] = ...) -> None: ...
+    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ..., audio_id: _Optional[str] = ..., plays: _Optional[int] = ..., last_played: _Optional[float] = ..., moved_from: _Optional[_Iterable[str]] = ..., sources: _Optional[_Mapping[str, str]] = ..., rating: _Optional[int] = ...) -> None: ...
 
 class LookupTagsRequest(_message.Message):
     __slots__ = ("path", "apply")

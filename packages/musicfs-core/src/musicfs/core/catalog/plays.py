@@ -69,6 +69,13 @@ class Plays(Part):
         rows = self._conn.execute("SELECT file_id, count(*), max(at) FROM plays GROUP BY file_id")
         return {row[0]: (int(row[1]), float(row[2])) for row in rows}
 
+    def play_stats(self, file_id: int) -> tuple[int, float | None]:
+        """(how many plays, when last) of one file."""
+        row = self._conn.execute(
+            "SELECT count(*), max(at) FROM plays WHERE file_id = ?", (file_id,)
+        ).fetchone()
+        return int(row[0]), row[1]
+
     def add_plays(self, file_id: int, count: int, last_at: float) -> None:
         """Add *count* plays of a file, at *last_at* (an import: the counts add
         up and the last played time becomes the later of the two)."""

@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -198,7 +198,33 @@ MIGRATIONS: tuple[str, ...] = (
         CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000
     WHERE file_id IS NULL;
     """,
-    # 12: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
+    # 12: identity across moves (issue 15.1). audio_id fingerprints a file's
+    # audio payload (musicfs.core.tags.identity). departed keeps the user data of
+    # a file that left the catalog (one row per file, the rows of each user-data
+    # table as JSON) until a file with the same audio turns up; moves remembers
+    # where a file was before, so an old path (a playlist entry) still finds it.
+    """
+    ALTER TABLE files ADD COLUMN audio_id TEXT;
+    CREATE INDEX files_by_audio_id ON files (audio_id) WHERE audio_id IS NOT NULL;
+    CREATE TABLE departed (
+        id INTEGER PRIMARY KEY,
+        audio_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        relpath TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX departed_by_audio_id ON departed (audio_id);
+    CREATE TABLE moves (
+        origin TEXT NOT NULL,
+        relpath TEXT NOT NULL,
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        at REAL NOT NULL,
+        PRIMARY KEY (origin, relpath)
+    );
+    CREATE INDEX moves_by_file ON moves (file_id, at);
+    """,
+    # 13: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
     # the access log, per file and source (so importing again adds only what is new).
     """
     CREATE TABLE ratings (
@@ -213,7 +239,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (file_id, source)
     );
     """,
-    # 13: playlists (the playlists' own migration replaces this one at merge).
+    # 14: playlists (the playlists' own migration replaces this one at merge).
     """
     CREATE TABLE playlists (
         id INTEGER PRIMARY KEY,

@@ -21,6 +21,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `plays`         the access log, what follows what, collection rules; imported counts
 `ratings`       ratings (0-100) of files
 `playlists`     playlists: names, sources, entries (file ids and their text)
+`identity`      audio identities: user data that follows moves
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -46,6 +47,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from musicfs.core.catalog import schema
+from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.playlists import Playlists
@@ -92,7 +94,9 @@ __all__ = [
 ]
 
 
-class Catalog(Tree, Tracks, Overrides, Plays, Ratings, Playlists, Stats, Settings, SearchIndex):
+class Catalog(
+    Tree, Tracks, Overrides, Plays, Ratings, Playlists, Identity, Stats, Settings, SearchIndex
+):
     """A connection to the catalog database. Use one per thread.
 
     Open with `Catalog.open`; close with `close` or a ``with`` block. Writes go

@@ -2,7 +2,8 @@
 origin, keyed by (origin, directory, name), with its size, times and tags (or
 the error that stopped them being read).
 
-The scanner writes these rows (`upsert_file`, `delete_file`, the census of the
+The scanner writes these rows (`upsert_file`, `delete_file` (through
+`musicfs.core.catalog.identity.Identity.forget_file`), the census of the
 folders a full scan saw); the filesystem, the overlay, verification and
 prefetch read them. Replicas — one track on several origins — share a
 `replica_key` (`musicfs.core.catalog.rows.replica_key`).
@@ -49,15 +50,6 @@ class Tracks(Part):
             (origin, reldir, name),
         ).fetchone()
         return None if row is None else Track.from_row(row)
-
-    def file_id_at(self, origin: str, relpath: str) -> int | None:
-        """The id of the file at *relpath* of *origin*, if catalogued."""
-        reldir, name = split_relpath(relpath)
-        row = self._conn.execute(
-            "SELECT id FROM files WHERE origin = ? AND reldir = ? AND name = ?",
-            (origin, reldir, name),
-        ).fetchone()
-        return None if row is None else int(row[0])
 
     def origin_of(self, file_id: int) -> str | None:
         """The origin of a file (None: no such file, e.g. its row is already gone)."""
@@ -141,7 +133,7 @@ class Tracks(Part):
         reldir, name = split_relpath(scanned.relpath)
         cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "ctime_ns")
         cols += ("format", "error")
-        cols += ("scanned_at", "replica_key", "content_hash", *TAG_FIELDS)
+        cols += ("scanned_at", "replica_key", "content_hash", "audio_id", *TAG_FIELDS)
         values: Sequence[Any] = (
             scanned.origin,
             reldir,
@@ -154,6 +146,7 @@ class Tracks(Part):
             time.time(),
             replica_key(scanned),
             None,  # a new version: its content has not been hashed yet
+            scanned.audio_id,
             *scanned.tags.as_row(),
         )
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:])

@@ -63,6 +63,11 @@ class TagView:
     overrides: Mapping[str, str | None]
     effective: TrackTags
     overlaid: bool  # the served header holds the effective tags
+    audio_id: str | None = None  # the audio's identity (musicfs.core.tags.identity)
+    plays: int = 0
+    last_played: float | None = None
+    #: Where the file was before ("origin:relpath"), latest first: its data followed it.
+    moved_from: tuple[str, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # who set each override
     rating: int | None = None  # 0-100 (20 a star), from an import
 
@@ -91,6 +96,7 @@ def view(catalog: Catalog, file_id: int) -> TagView:
     if track is None or node is None:
         raise TagError(f"file {file_id} is no longer in the tree (removed by a rescan?)")
     overlay = catalog.overlay(file_id, track.size, track.mtime_ns)
+    plays, last_played = catalog.play_stats(file_id)
     return TagView(
         path=catalog.path_of(node.id),
         origin=track.origin,
@@ -100,6 +106,10 @@ def view(catalog: Catalog, file_id: int) -> TagView:
         overrides=catalog.overrides(file_id),
         effective=catalog.effective_tags(file_id, track.tags),
         overlaid=overlay is not None and overlay.header is not None,
+        audio_id=catalog.audio_id(file_id),
+        plays=plays,
+        last_played=last_played,
+        moved_from=tuple(f"{o}:{r}" for o, r, _ in catalog.moves_of(file_id)),
         sources=catalog.override_sources(file_id),
         rating=catalog.rating(file_id),
     )

@@ -430,6 +430,7 @@ class LibraryRecord:
     overrides: dict[str, str | None]
     plays: int
     last_played: float | None
+    audio_id: str | None = None
     rating: int | None = None
     own: TrackTags = field(default_factory=TrackTags)  # all of the file's own tags
 
@@ -454,7 +455,8 @@ def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
                 file_id, track.origin, track.relpath,
                 catalog.path_of(node.id) if node is not None else "",
                 tags.artist, tags.album, tags.title, tags.track,
-                overrides.get(file_id, {}), count, last, ratings.get(file_id), tags,
+                overrides.get(file_id, {}), count, last, catalog.audio_id(file_id),
+                ratings.get(file_id), tags,
             ))  # fmt: skip
     return records
 

@@ -190,6 +190,14 @@ class Rescans:
                         unreadable=report.unreadable,
                         error=report.errors[0] if report.errors else "",
                     )
+                    for moved in report.moved:
+                        self.events.publish(
+                            EventType.TRACK_MOVED,
+                            origin=moved.origin,
+                            path=moved.relpath,
+                            from_origin=moved.from_origin,
+                            from_path=moved.from_relpath,
+                        )
                 self.after_scan(catalog, scanner.layout, changed)
             finally:
                 scanner.close()

@@ -193,6 +193,7 @@ class MusicFS:
                 # describe files that are not where the id points any more.
                 log.info("origin %r (%s) is no longer configured; removing its tracks",
                          origin_id, location)  # fmt: skip
+                catalog.depart_origin(origin_id)  # its tracks' user data waits for their audio
                 for file_id in catalog.forget_origin(origin_id):
                     layout.unplace(file_id)
                 known_ids.discard(origin_id)

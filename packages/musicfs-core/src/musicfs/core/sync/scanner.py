@@ -29,10 +29,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from musicfs.core.catalog.identity import Moved
 from musicfs.core.catalog.layout import Layout, TreeChange
-from musicfs.core.catalog.store import Catalog, join_relpath
+from musicfs.core.catalog.store import Catalog, Track, join_relpath
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.extensions import Extensions, TagParser
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
@@ -69,46 +70,64 @@ _REMOTE_BUFFER = 64 * 1024  # tags usually fit in the first request
 _REMOTE_THREADS = 8  # files of a remote origin whose tags are read at once
 
 
-def parse_file(path: str) -> tuple[TrackTags, str | None]:
-    """Read one file's tags; never raises. Runs in worker processes."""
-    from musicfs.core.tags.reader import (  # mutagen is loaded on first scan
-        UnreadableFile,
-        read_tags,
-    )
+class Parsed(NamedTuple):
+    """What parsing one file gave: its tags, or why they could not be read, and
+    its audio identity (`musicfs.core.tags.identity`; None if unreadable)."""
+
+    tags: TrackTags
+    error: str | None = None
+    audio_id: str | None = None
+
+
+def parse_file(path: str) -> Parsed:
+    """Read one file's tags and identity; never raises. Runs in worker processes."""
+    from musicfs.core.tags.identity import audio_identity_of  # loaded on first scan
+    from musicfs.core.tags.reader import UnreadableFile, read_tags
 
     try:
-        return read_tags(path), None
+        tags = read_tags(path)
     except UnreadableFile as exc:
-        return TrackTags(), str(exc)
+        return Parsed(TrackTags(), str(exc))
     except Exception as exc:  # pragma: no cover - read_tags already catches
-        return TrackTags(), f"{type(exc).__name__}: {exc}"
+        return Parsed(TrackTags(), f"{type(exc).__name__}: {exc}")
+    return Parsed(tags, None, audio_identity_of(path))
 
 
 def parse_remote(
     open_file: Callable[[str], OriginFile], relpath: str, parser: TagParser | None = None
-) -> tuple[TrackTags, str | None]:
-    """Read the tags of a file through ranged reads (only the parts of the file
-    mutagen, or the plugin *parser*, looks at are fetched); never raises."""
+) -> Parsed:
+    """Read the tags and identity of a file through ranged reads (only the parts
+    of the file mutagen, or the plugin *parser*, looks at are fetched, and the
+    identity's samples); never raises."""
+    from musicfs.core.tags.identity import audio_identity
     from musicfs.core.tags.reader import UnreadableFile, read_tags
 
     try:
         with open_file(relpath) as opened:
             reader = io.BufferedReader(RangeReader(opened), _REMOTE_BUFFER)
             if parser is None:
-                return read_tags(relpath, reader), None
-            try:
-                return parser.parse(reader), None
-            except OSError:
-                raise
-            except Exception as exc:  # plugin code: whatever it raises, the file is unreadable
-                return TrackTags(), f"plugin {parser.name}: {exc}"
+                tags = read_tags(relpath, reader)
+            else:
+                try:
+                    tags = parser.parse(reader)
+                except OSError:
+                    raise
+                except Exception as exc:  # plugin code: whatever it raises, the file is unreadable
+                    return Parsed(TrackTags(), f"plugin {parser.name}: {exc}")
+
+            def read(offset: int, length: int) -> bytes:
+                # Through the buffer: the samples in the head cost no request.
+                reader.seek(offset)
+                return reader.read(length)
+
+            return Parsed(tags, None, audio_identity(read, opened.size, format_of(relpath)))
     except UnreadableFile as exc:
-        return TrackTags(), str(exc)
+        return Parsed(TrackTags(), str(exc))
     except OSError as exc:
-        return TrackTags(), f"cannot read: {exc}"
+        return Parsed(TrackTags(), f"cannot read: {exc}")
 
 
-def parse_files(paths: list[str]) -> list[tuple[TrackTags, str | None]]:
+def parse_files(paths: list[str]) -> list[Parsed]:
     """`parse_file` for several files: one round trip to a worker process for all."""
     return [parse_file(p) for p in paths]
 
@@ -149,6 +168,8 @@ class ScanReport:
     complete: bool = False
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: Files that took over the user data of one that left (moved, renamed).
+    moved: list[Moved] = field(default_factory=list)
 
     def summary(self) -> str:
         rate = self.seen / self.seconds if self.seconds > 0 else 0.0
@@ -260,7 +281,29 @@ class Scanner:
             log.warning("not scanning: %s (its files stay in the tree)", exc)
             return False
         self.catalog.register_origin(origin.id, origin.kind, origin.location)
+        self._backfill_identities(origin)
         return True
+
+    def _backfill_identities(self, origin: Origin) -> None:
+        """Fingerprint the files that have user data but no identity (catalogued
+        by a MusicFS before identities), so that a move does not lose it."""
+        from musicfs.core.tags.identity import audio_identity, audio_identity_of
+
+        for file_id, relpath in self.catalog.without_identity(origin.id):
+            local = origin.local_path(relpath)
+            try:
+                if local is not None:
+                    audio_id = audio_identity_of(local)
+                else:
+                    opening = functools.partial(origin.open, relpath)
+                    with self._call(origin, opening) as opened:
+                        audio_id = audio_identity(opened.read, opened.size, format_of(relpath))
+            except OSError as exc:
+                log.debug("no identity for %s/%s: %s", origin.id, relpath, exc)
+                continue
+            if audio_id is not None:
+                with self.catalog.transaction():
+                    self.catalog.set_audio_id(file_id, audio_id)
 
     def _finish(self, report: ScanReport, started: float) -> ScanReport:
         report.seconds = time.monotonic() - started
@@ -358,18 +401,20 @@ class Scanner:
         self._inflight = None
         results = parsing()
         scanned = [
-            ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error)
-            for (relpath, st, _), (tags, error) in zip(batch, results, strict=True)
+            ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error, audio_id)
+            for (relpath, st, _), (tags, error, audio_id) in zip(batch, results, strict=True)
         ]
+        new = [not existed for _, _, existed in batch]
         try:
-            changes, written = self._commit(scanned, careful=False)
+            changes, written, moved = self._commit(scanned, new, careful=False)
         except Exception as exc:
             if not about_the_file(exc):
                 raise
             # Some file's data cannot be stored: write the batch again one file at
             # a time (a savepoint each; they cost ~10% of a batch, hence not always).
             self.layout.rolled_back()
-            changes, written = self._commit(scanned, careful=True)
+            changes, written, moved = self._commit(scanned, new, careful=True)
+        report.moved += moved
         for (relpath, _, existed), done in zip(batch, written, strict=True):
             if done.error is not None:
                 report.unreadable += 1
@@ -381,28 +426,35 @@ class Scanner:
         self._publish(changes)
 
     def _commit(
-        self, batch: list[ScannedFile], *, careful: bool
-    ) -> tuple[list[TreeChange], list[ScannedFile]]:
-        """Write *batch* in one transaction; return the tree changes and what was
-        written. *careful*: a file whose row cannot be written (issue 13.5) is
-        undone alone and kept as unreadable with the reason; the scan goes on."""
+        self, batch: list[ScannedFile], new: list[bool], *, careful: bool
+    ) -> tuple[list[TreeChange], list[ScannedFile], list[Moved]]:
+        """Write *batch* in one transaction; return the tree changes, what was
+        written and the files that took over a departed file's data (*new*: which
+        files the catalog did not have). *careful*: a file whose row cannot be
+        written (issue 13.5) is undone alone and kept as unreadable with the
+        reason; the scan goes on."""
         changes: list[TreeChange] = []
         written: list[ScannedFile] = []
+        moved: list[Moved] = []
         with self.catalog.transaction():
-            for item in batch:
+            for item, arrived in zip(batch, new, strict=True):
                 if careful:
-                    written.append(self._write_or_record(item, changes))
+                    written.append(self._write_or_record(item, arrived, changes, moved))
                 else:
-                    changes += self._write(item)
+                    changes += self._write(item, arrived, moved)
                     written.append(item)
-        return changes, written
+        return changes, written, moved
 
-    def _write_or_record(self, item: ScannedFile, changes: list[TreeChange]) -> ScannedFile:
+    def _write_or_record(
+        self, item: ScannedFile, arrived: bool, changes: list[TreeChange], moved: list[Moved]
+    ) -> ScannedFile:
         """Write *item* in a savepoint; if its data cannot be stored, record it as
         unreadable with the reason instead. Returns what was written."""
         try:
             with self.catalog.savepoint():
-                changes += self._write(item)
+                done: list[Moved] = []
+                changes += self._write(item, arrived, done)
+            moved += done
             return item
         except Exception as exc:
             if not about_the_file(exc):
@@ -412,12 +464,19 @@ class Scanner:
             reason = f"cannot be catalogued: {type(exc).__name__}: {exc}"
         self.layout.rolled_back()
         kept = ScannedFile(item.origin, item.relpath, item.stat, item.format, TrackTags(), reason)
-        changes += self._write(kept)
+        changes += self._write(kept, arrived, moved)
         return kept
 
-    def _write(self, scanned: ScannedFile) -> list[TreeChange]:
-        """The row of one scanned file, and its place in the tree."""
+    def _write(self, scanned: ScannedFile, arrived: bool, moved: list[Moved]) -> list[TreeChange]:
+        """The row of one scanned file (a new one takes over the user data its
+        audio left behind), and its place in the tree."""
         file_id = self.catalog.upsert_file(scanned)
+        if arrived and scanned.audio_id is not None:
+            took = self.catalog.adopt(file_id)
+            if took is not None:
+                moved.append(took)
+            if took is not None or self.catalog.overrides(file_id):
+                self.layout.with_overrides = True  # place it with what it took over
         return self.layout.place(file_id, scanned.relpath, scanned.format, scanned.tags,
                                  scanned.error, stat=scanned.stat)  # fmt: skip
 
@@ -427,9 +486,21 @@ class Scanner:
             with self.catalog.transaction():
                 for file_id in file_ids[start : start + _BATCH]:
                     changes += self.layout.unplace(file_id)
-                    self.catalog.delete_file(file_id)
+                    moved = self.catalog.forget_file(file_id)
+                    if moved is not None:
+                        # The heir was placed with its own tags: place it again
+                        # with the overrides it now has.
+                        self.layout.with_overrides = True
+                        changes += self.layout.place_track(self._track(moved.file_id))
+                        report.moved.append(moved)
                     report.removed += 1
             self._publish(changes)
+
+    def _track(self, file_id: int) -> Track:
+        track = self.catalog.track(file_id)
+        if track is None:
+            raise KeyError(f"no file with id {file_id} in the catalog")
+        return track
 
     def _publish(self, changes: list[TreeChange]) -> None:
         if changes and self.on_changes is not None:
@@ -444,7 +515,7 @@ class Scanner:
 
     def _submit_remote(
         self, origin: Origin, relpaths: list[str], parsers: list[TagParser | None]
-    ) -> Callable[[], list[tuple[TrackTags, str | None]]]:
+    ) -> Callable[[], list[Parsed]]:
         """Start reading tags of a remote origin's files in threads (the work is
         waiting on the network, not parsing)."""
         if self._threads is None:
@@ -465,7 +536,7 @@ class Scanner:
             return self.federation.call(origin, request)
         return request()
 
-    def _submit(self, paths: list[str]) -> Callable[[], list[tuple[TrackTags, str | None]]]:
+    def _submit(self, paths: list[str]) -> Callable[[], list[Parsed]]:
         """Start reading the tags of *paths*; return a function that waits for them."""
         if len(paths) < _POOL_THRESHOLD or self.workers <= 1:
             results = [parse_file(p) for p in paths]
@@ -482,7 +553,7 @@ class Scanner:
             self._pool.submit(parse_files, paths[i : i + size]) for i in range(0, len(paths), size)
         ]
 
-        def wait() -> list[tuple[TrackTags, str | None]]:
+        def wait() -> list[Parsed]:
             try:
                 return [result for future in futures for result in future.result()]
             except concurrent.futures.process.BrokenProcessPool:

@@ -1,0 +1,72 @@
+"""Identity across moves through a real mount (issue 15.1).
+
+A user sets an override on a track and plays it; the file is then moved on the
+origin to another folder under a new name (the watcher sees it, no rescan asked
+for). The mount shows the track with its override, ``musicfs tag show`` at its
+new place shows the play count and where it came from, and the event stream
+tells ``track.moved``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.eventstream import about, listening
+from tests.e2e.helpers import describe, mounted, run_musicfs, sha256_of, wait_until
+from tests.e2e.library import Library, make_origin, render_path
+
+pytestmark = [pytest.mark.mount, pytest.mark.media]
+
+JOGA = "Björk/Homogenic/01 Jóga.flac"
+UNRAVEL = "Björk/Homogenic/02 Unravel.flac"
+MOVED = "sorted/by hand/jóga (2024 tagged copy).flac"
+
+
+def tag(*args: str | Path) -> dict[str, Any]:
+    result = run_musicfs("tag", *args, "--json")
+    assert result.returncode == 0, describe(result)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_a_moved_file_keeps_its_override_and_plays(library: Library, tmp_path: Path) -> None:
+    origin = tmp_path / "music"
+    specs = make_origin(library, origin, [JOGA, UNRAVEL])
+    with mounted([origin], tmp_path / "mnt", tmp_path / "cache") as mount:
+        before = mount.mountpoint / render_path(specs[JOGA])
+        shown = tag("set", before, "genre=Art Pop", "title=Jóga (Live)")
+        served = mount.mountpoint / shown["path"]
+        served_bytes = sha256_of(served)  # a play
+        wait_until(lambda: int(tag("show", served).get("plays") or 0) == 1, timeout=30,
+                   what="the play to be counted")  # fmt: skip
+
+        with listening(mount) as events:
+            target = origin / MOVED
+            target.parent.mkdir(parents=True)
+            shutil.move(origin / JOGA, target)
+            moved = events.wait_for(about("track.moved"), timeout=60)
+        assert moved["path"] == MOVED
+        assert moved["details"]["from_path"] == JOGA
+
+        wait_until(served.exists, timeout=30, what=f"{served} to be back")
+        after = tag("show", served)
+        assert after["relpath"] == MOVED  # the same place in the tree, a new file behind it
+        assert after["overrides"] == {"genre": "Art Pop", "title": "Jóga (Live)"}
+        assert after["effective"]["title"] == "Jóga (Live)"
+        assert int(after["plays"]) == 1
+        assert after["moved_from"] == [f"music:{JOGA}"]
+        text = run_musicfs("tag", "show", str(served))
+        assert text.returncode == 0, describe(text)
+        assert f"moved from music:{JOGA}" in text.stdout
+        assert "played 1 time," in text.stdout, text.stdout
+        assert sha256_of(served) == served_bytes  # the same header and audio as before
+
+        # The neighbour, never touched, took nothing.
+        unravel = tag("show", mount.mountpoint / render_path(specs[UNRAVEL]))
+        assert unravel["overrides"] == {}
+        assert int(unravel.get("plays") or 0) == 0
