@@ -94,15 +94,19 @@ def test_the_tags_beets_corrected_become_overrides(library: Library, tmp_path: P
     specs = make_origin(library, origin, [JOGA, UNRAVEL])
     home = tmp_path / "beets"
     db = beets_library(home, origin)
-    beet(home, "import", "-A", "-q", str(origin))
-    # One file beets has that is in no origin of the mount: listed, not matched.
-    elsewhere = tmp_path / "elsewhere" / "other.flac"
-    elsewhere.parent.mkdir()
-    shutil.copy2(origin / UNRAVEL, elsewhere)
+    beet(home, "import", "-A", "-q", "-s", str(origin / JOGA))
+    # beets knows Unravel from a copy elsewhere: the same audio, found by it.
+    copy = tmp_path / "elsewhere" / "unravel copy.flac"
+    copy.parent.mkdir()
+    shutil.copy2(origin / UNRAVEL, copy)
+    beet(home, "import", "-A", "-q", "-s", str(copy))
+    # A file beets has that the mount has not, by path or audio: listed, not matched.
+    elsewhere = tmp_path / "elsewhere" / "hyperballad.mp3"
+    shutil.copy2(library.find("Björk/Post/hyperballad.mp3").path, elsewhere)
     beet(home, "import", "-A", "-q", "-s", str(elsewhere))
     # Corrections in beets' database only (-W: the files keep their own tags).
     beet(home, "modify", "-y", "-W", f"path:{origin / JOGA}", "title=Jóga (Live)", "year=1998")
-    beet(home, "modify", "-y", "-W", f"path:{origin / UNRAVEL}", "genre=Trip-Hop")
+    beet(home, "modify", "-y", "-W", f"path:{copy}", "genre=Trip-Hop")
     with sqlite3.connect(db) as conn:  # beets 2 keeps paths inside its directory relative
         assert os.fsdecode(conn.execute("SELECT path FROM items WHERE title = 'Jóga (Live)'")
                            .fetchone()[0]) == JOGA  # fmt: skip
@@ -120,9 +124,11 @@ def test_the_tags_beets_corrected_become_overrides(library: Library, tmp_path: P
         assert "  year: 1997 → 1998\n" in dry.stdout, dry.stdout
         assert f"would set {render_path(specs[UNRAVEL])}\n  genre: Electronic → Trip-Hop\n" in (
             dry.stdout), dry.stdout  # fmt: skip
-        assert f"no match: {elsewhere}: not in the folder of any local origin" in dry.stdout
+        assert (f"no match: {elsewhere}: not in the folder of any local origin of this mount; "
+                "its audio matches no track of this mount") in dry.stdout, dry.stdout  # fmt: skip
         assert dry.stdout.splitlines()[-1] == (
-            "beets: 3 items, 2 matched, 1 not; 3 fields to change (dry run: nothing changed)"
+            "beets: 3 items, 2 matched (1 by their audio), 1 not; 3 fields to change "
+            "(dry run: nothing changed)"
         )
         assert mount.files() == before
         assert tag_show(joga)["overrides"] == {}
@@ -130,7 +136,7 @@ def test_the_tags_beets_corrected_become_overrides(library: Library, tmp_path: P
         result = run_musicfs("import", "beets", str(db), "--mount", str(mount.mountpoint))
         assert result.returncode == 0, describe(result)
         assert result.stdout.splitlines()[-1] == (
-            "beets: 3 items, 2 matched, 1 not; 3 fields changed"
+            "beets: 3 items, 2 matched (1 by their audio), 1 not; 3 fields changed"
         ), result.stdout
         corrected = replace(specs[JOGA], tags={**specs[JOGA].tags, "title": "Jóga (Live)",
                                                "year": "1998"})  # fmt: skip
@@ -150,9 +156,9 @@ def test_the_tags_beets_corrected_become_overrides(library: Library, tmp_path: P
         again = run_musicfs("import", "beets", str(db), "--mount", str(mount.mountpoint))
         assert again.returncode == 0, describe(again)
         assert again.stdout.splitlines()[-1] == (
-            "beets: 3 items, 2 matched, 1 not; 0 fields changed"
+            "beets: 3 items, 2 matched (1 by their audio), 1 not; 0 fields changed"
         ), again.stdout
-        beet(home, "modify", "-y", "-W", f"path:{origin / UNRAVEL}", "title=Unravel (Demo)")
+        beet(home, "modify", "-y", "-W", f"path:{copy}", "title=Unravel (Demo)")
         cache = tmp_path / "cache"
         busy = run_musicfs("import", "beets", str(db), "--cache-dir", str(cache))
         assert busy.returncode == 2, describe(busy)

@@ -4,21 +4,24 @@ what another music program knows of the same files, brought into a mount.
 beets: its SQLite library (table ``items``, read read-only with sqlite3; beets'
 own code is not used) holds the tags beets corrected. Each item is matched to
 a catalogued track by its absolute path (a local origin's folder + the
-track's relpath, every local origin tried). beets 2 stores a path inside its
-music directory relative to it: that directory comes from ``--directory``, else
-the ``directory:`` of the config.yaml beside the library, and a relative path
-is also tried as a relpath in every local origin. Every field whose beets value
-differs from the file's own tag becomes an override with source "beets",
-set through the mount like ``musicfs tag set`` (so the tree follows), or,
-with ``--cache-dir``, written into an unmounted catalog for the next mount.
+track's relpath, every local origin tried), else, when the file at beets'
+path can be read here, by the identity of its audio (the same recording
+moved, renamed or copied elsewhere: `musicfs.core.tags.identity`). beets 2
+stores a path inside its music directory relative to it: a relative path is
+tried as a relpath in every local origin, then under that directory
+(``--directory``, else the ``directory:`` of the config.yaml beside the
+library). Every field whose beets value differs from the file's own tag
+becomes an override with source "beets", set through the mount like
+``musicfs tag set`` (so the tree follows), or, with ``--cache-dir``, written
+into an unmounted catalog for the next mount.
 
 iTunes: Apple's ``Library.xml`` plist. Tracks are matched by their
-``Location`` (a file:// URL) as above, else by artist, album, title and track
-number. Play counts are added to the access log (last played = ``Play Date
-UTC``), remembering per track how many were imported, so importing the same
-or a later file again adds only the new plays; ratings (0-100) are set;
-playlists are stored (``Catalog.replace_playlist(name, "itunes", ...)``),
-their unmatched entries kept as text.
+``Location`` (a file:// URL) as above (path, else audio identity), else by
+artist, album, title and track number. Play counts are added to the access
+log (last played = ``Play Date UTC``), remembering per track how many were
+imported, so importing the same or a later file again adds only the new plays;
+ratings (0-100) are set; playlists are stored
+(``Catalog.replace_playlist(name, "itunes", ...)``), unmatched entries as text.
 
 Importing again changes nothing that is already there (overrides, ratings,
 playlists, plays). Unmatched items are counted and the first ones listed with
@@ -105,6 +108,7 @@ class Here:
     records: list[Any]  # facade.LibraryRecord
     roots: list[tuple[str, str]]  # (origin id, folder) of each local origin
     by_place: dict[tuple[str, str], Any] = field(default_factory=dict)
+    by_audio: dict[str, list[Any]] = field(default_factory=dict)
     by_tags: dict[tuple[str, str, str, int | None], list[Any]] = field(default_factory=dict)
 
     @classmethod
@@ -117,6 +121,8 @@ class Here:
         here = cls(catalog_path, records, roots)
         for record in records:
             here.by_place[(record.origin, record.relpath)] = record
+            if record.audio_id:
+                here.by_audio.setdefault(record.audio_id, []).append(record)
             if record.title:
                 key = (_fold(record.artist), _fold(record.album), _fold(record.title), record.track)
                 here.by_tags.setdefault(key, []).append(record)
@@ -142,6 +148,30 @@ class Here:
         if not self.roots:
             return None, "this mount has no local origin to find paths in"
         return None, "not in the folder of any local origin of this mount"
+
+    def with_audio(self, path: str) -> tuple[Any | None, str]:
+        """The track with the same audio as the file at *path* (the oldest, if
+        copies are on several origins), or None and why not."""
+        from musicfs.core.mount.facade import audio_identity_of
+
+        if not os.path.isfile(path):
+            return None, "no file there to compare its audio"
+        audio_id = audio_identity_of(path)
+        if audio_id is None:
+            return None, "its audio cannot be read here"
+        same = self.by_audio.get(audio_id, [])
+        if not same:
+            return None, "its audio matches no track of this mount"
+        return same[0], ""
+
+    def find(self, path: str) -> tuple[Any | None, str, bool]:
+        """(track, why not, matched by audio) for an absolute *path*: the track at
+        that path under a local origin, else the one with the same audio."""
+        found, reason = self.at_path(path)
+        if found is not None:
+            return found, "", False
+        found, why = self.with_audio(path)
+        return found, "" if found is not None else f"{reason}; {why}", found is not None
 
     def with_tags(
         self, artist: str | None, album: str | None, title: str | None, track: int | None
@@ -303,26 +333,22 @@ def beets_changes(item: BeetsItem, record: Any) -> dict[str, tuple[str | None, s
     return changes
 
 
-def _beets_track(path: str, directory: Path | None, here: Here) -> tuple[Any | None, str]:
-    """The track of a beets path: absolute, or relative to beets' *directory*
-    (else to each local origin's folder)."""
+def _beets_track(path: str, directory: Path | None, here: Here) -> tuple[Any | None, str, bool]:
+    """(track, why not, matched by audio) of a beets path: absolute, or relative
+    to beets' *directory* (else to each local origin's folder)."""
     if not path:
-        return None, "no path in beets"
+        return None, "no path in beets", False
     if os.path.isabs(path):
-        return here.at_path(path)
+        return here.find(path)
     relpath = os.path.normpath(path).replace(os.sep, "/")
-    if directory is not None:
-        found, reason = here.at_path(os.path.join(os.path.abspath(directory), path))
-        if found is not None:
-            return found, ""
     for origin, _ in here.roots:
         found = here.by_place.get((origin, relpath))
         if found is not None:
-            return found, ""
+            return found, "", False
     if directory is None:
         return None, ("a path relative to beets' music directory, which is not known: "
-                      "pass --directory (beets' `directory:`)")  # fmt: skip
-    return None, f"{reason} (as {directory / path}), nor at this path in any local origin"
+                      "pass --directory (beets' `directory:`)"), False  # fmt: skip
+    return here.find(os.path.join(os.path.abspath(directory), path))
 
 
 def _import_beets(args: argparse.Namespace, items: list[BeetsItem], here: Here, client: Any) -> int:
@@ -331,15 +357,16 @@ def _import_beets(args: argparse.Namespace, items: list[BeetsItem], here: Here, 
 
     prefix = "would set" if args.dry_run else "set"
     unmatched: list[tuple[str, str]] = []
-    matched = fields = failed = 0
+    matched = fields = failed = by_audio = 0
     offline: list[tuple[int, dict[str, str | None]]] = []
     directory = args.directory or beets_directory(args.library)
     for item in items:
-        record, reason = _beets_track(item.path, directory, here)
+        record, reason, audio = _beets_track(item.path, directory, here)
         if record is None:
             unmatched.append((item.path, reason))
             continue
         matched += 1
+        by_audio += audio
         changes = beets_changes(item, record)
         if not changes:
             continue
@@ -369,7 +396,8 @@ def _import_beets(args: argparse.Namespace, items: list[BeetsItem], here: Here, 
     done = " (dry run: nothing changed)" if args.dry_run else ""
     later = " (set when it is next mounted)" if offline else ""
     failures = f", {failed} tracks could not be changed" if failed else ""
-    print(f"beets: {len(items)} items, {matched} matched, {len(unmatched)} not; "
+    how = f" ({by_audio} by their audio)" if by_audio else ""
+    print(f"beets: {len(items)} items, {matched} matched{how}, {len(unmatched)} not; "
           f"{fields} fields {'to change' if args.dry_run else 'changed'}{later}"
           f"{failures}{done}")  # fmt: skip
     return EXIT_OK
@@ -489,8 +517,8 @@ def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here)
     unmatched: list[tuple[str, str]] = []
     plays = ratings = 0
     for track in library.tracks.values():
-        record, reason = (here.at_path(track.path) if track.path
-                          else (None, "no file:// location"))  # fmt: skip
+        record, reason, _ = (here.find(track.path) if track.path
+                             else (None, "no file:// location", False))  # fmt: skip
         if record is None:
             record = here.with_tags(track.artist, track.album, track.title, track.number)
         if record is None:

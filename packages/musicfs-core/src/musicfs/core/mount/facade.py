@@ -51,6 +51,7 @@ from musicfs.core.origins.federation import Health
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
+from musicfs.core.tags.identity import audio_identity_of
 
 __all__ = [
     "PROMETHEUS_BOUNDS",
@@ -77,6 +78,7 @@ __all__ = [
     "VerifyReport",
     "add_plays",
     "apply_import",
+    "audio_identity_of",
     "backup_cache",
     "catalog_origins",
     "check_cache_offline",
