@@ -30,6 +30,7 @@ def test_itunes_own_playlists_and_album_ratings_are_left_out(tmp_path: Path) -> 
             "1": {"Track ID": 1, "Name": "A", "Play Count": 3, "Play Date UTC": played,
                   "Rating": 60, "Location": "file://localhost/m/a.mp3"},
             "2": {"Track ID": 2, "Name": "B", "Rating": 40, "Rating Computed": True},
+            "3": {"Track ID": 3, "Name": "C", "Play Count": 1, "Play Date": 3786912000},
         },
         "Playlists": [
             {"Name": "Library", "Master": True, "Playlist Items": [{"Track ID": 1}]},
@@ -44,6 +45,11 @@ def test_itunes_own_playlists_and_album_ratings_are_left_out(tmp_path: Path) -> 
     assert first.last_played == played.replace(tzinfo=datetime.UTC).timestamp()
     assert (second.path, second.plays, second.rating) == (None, 0, None)
     assert library.playlists == [("Mine", [2, 1])]
+    # Only the older "Play Date" (seconds since 1904): 2024-01-01.
+    assert (
+        library.tracks[3].last_played
+        == datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC).timestamp()
+    )
 
 
 def beets_db(path: Path, rows: list[tuple[object, ...]]) -> Path:

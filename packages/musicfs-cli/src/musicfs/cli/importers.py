@@ -57,6 +57,8 @@ BEETS_FIELDS = {
 #: How beets joins the values of a multi-valued field in its database.
 _BEETS_DELIMITER = "\\\u2400"
 _NUMBERS = frozenset({"year", "track", "tracktotal", "disc", "disctotal"})
+#: "Play Date" counts seconds from 1904-01-01, the classic Mac OS epoch.
+_MAC_EPOCH = 2_082_844_800
 #: iTunes' own playlists (the whole library, media kinds): not the user's.
 _BUILT_IN = ("Master", "Distinguished Kind", "Folder", "Party Shuffle", "Purchased Music")
 
@@ -473,10 +475,12 @@ def read_itunes(library: Path) -> ITunesLibrary:
         if track_id is None:
             continue
         location = _text(data.get("Location"))
-        played = data.get("Play Date UTC")
+        played, mac_time = data.get("Play Date UTC"), _int(data.get("Play Date"))
         last = None
         if isinstance(played, datetime.datetime):  # plistlib: naive, in UTC
             last = played.replace(tzinfo=datetime.UTC).timestamp()
+        elif mac_time:  # older files: seconds since 1904 (local time: off by hours at most)
+            last = float(mac_time - _MAC_EPOCH)
         rating = _int(data.get("Rating"))
         if data.get("Rating Computed") or rating is None or not 0 <= rating <= 100:
             rating = None  # computed: the album's rating shown on its tracks, not theirs
