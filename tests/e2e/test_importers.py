@@ -256,6 +256,10 @@ def test_itunes_plays_ratings_and_playlists(library: Library, tmp_path: Path) ->
         assert tag_show(joga)["rating"] == 80
         table = run_musicfs("tag", "show", str(joga))
         assert "rating: 80/100 (4 stars)" in table.stdout, describe(table)
+        assert "played 5 times, last on 2024-03-" in table.stdout, describe(table)  # any zone
+        # Unravel has a play count but no Play Date UTC: no made-up date.
+        unravel = run_musicfs("tag", "show", str(mount.mountpoint / render_path(specs[UNRAVEL])))
+        assert "played 2 times, last on an unknown date" in unravel.stdout, describe(unravel)
 
         # The same file again adds nothing; a later one only the plays since.
         again = run_musicfs("import", "itunes", str(xml), "--mount", mp)

@@ -106,7 +106,8 @@ def _print(info: dict[str, Any], mountpoint: Path) -> None:
     console.print(f"header rewritten: {overlaid}" if info["overrides"] else "no overrides")
     plays = int(info.get("plays") or 0)  # int64 comes as a string in JSON
     if plays:
-        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(info["last_played"])))
+        at = float(info["last_played"] or 0)  # 0: imported plays of unknown date
+        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at else "an unknown date"
         console.print(f"played {plays} time{'s' if plays != 1 else ''}, last on {last}")
     for before in info.get("moved_from") or []:
         console.print(f"moved from {before} (its overrides and plays came along)")
