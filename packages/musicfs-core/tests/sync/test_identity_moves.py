@@ -32,6 +32,14 @@ def scan(catalog: Catalog, origin: LocalOrigin) -> Scanner:
     return scanner
 
 
+def one_track(tmp_path: Path, encode: Encode, **tags: str) -> tuple[Path, LocalOrigin]:
+    """An origin folder holding one.flac (2 s, titled "One")."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    encode(lib / "one.flac", 2.0, title="One", **tags)
+    return lib, LocalOrigin("lib", lib)
+
+
 def use(catalog: Catalog, origin: str, relpath: str, *, plays: int = 0, **overrides: str) -> int:
     """What a user does to a track: overrides and plays."""
     file_id = catalog.file_id_at(origin, relpath)
@@ -81,10 +89,7 @@ def test_a_moved_renamed_track_keeps_its_overrides_and_plays(
 
 
 def test_moved_and_retagged_at_once(tmp_path: Path, catalog: Catalog, encode: Encode) -> None:
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    encode(lib / "one.flac", 2.0, title="One", artist="Ann")
-    origin = LocalOrigin("lib", lib)
+    lib, origin = one_track(tmp_path, encode, artist="Ann")
     scan(catalog, origin)
     use(catalog, "lib", "one.flac", plays=2, genre="Jazz")
     target = lib / "sub" / "one (remastered tags).flac"
@@ -120,10 +125,7 @@ def test_a_watched_move_seen_new_path_first_carries_the_data(
 def test_a_new_file_never_inherits_anothers_data(
     tmp_path: Path, catalog: Catalog, encode: Encode
 ) -> None:
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    encode(lib / "one.flac", 2.0, title="One")
-    origin = LocalOrigin("lib", lib)
+    lib, origin = one_track(tmp_path, encode)
     scan(catalog, origin)
     use(catalog, "lib", "one.flac", plays=4, title="Mine")
     (lib / "one.flac").unlink()
@@ -174,10 +176,7 @@ def test_an_origin_removed_from_the_config_leaves_its_data_for_its_audio(
 def test_files_catalogued_before_identities_get_one_before_they_move(
     tmp_path: Path, catalog: Catalog, encode: Encode, catalog_sql: Callable[..., object]
 ) -> None:
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    encode(lib / "one.flac", 2.0, title="One")
-    origin = LocalOrigin("lib", lib)
+    lib, origin = one_track(tmp_path, encode)
     scan(catalog, origin)
     use(catalog, "lib", "one.flac", plays=1, title="Old catalog")
     catalog_sql(catalog, "UPDATE files SET audio_id = NULL")  # as a catalog of schema 11
@@ -190,10 +189,7 @@ def test_files_catalogued_before_identities_get_one_before_they_move(
 def test_departed_data_is_forgotten_after_a_year(
     tmp_path: Path, catalog: Catalog, encode: Encode
 ) -> None:
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    encode(lib / "one.flac", 2.0, title="One")
-    origin = LocalOrigin("lib", lib)
+    lib, origin = one_track(tmp_path, encode)
     scan(catalog, origin)
     use(catalog, "lib", "one.flac", plays=1)
     (lib / "one.flac").unlink()

@@ -46,11 +46,13 @@ _ID3V1 = 128
 _APE_FOOTER = 32
 _MP4_FORMATS = frozenset({"m4a", "m4b", "mp4", "alac", "aac"})
 _MAX_BOXES = 256  # a damaged MP4 must not send us round in circles
+_TAIL = SAMPLE + _ID3V1 + 2048  # the last sample, an ID3v1 tag and a small APEv2 tag
 
 
 def audio_identity(read: RangedRead, size: int, fmt: str) -> str | None:
     """The identity of a file of *size* bytes and format *fmt* (its extension),
     read through *read*; None if it has no audio payload to speak of."""
+    read = _with_tail(read, size)
     start, end = payload_range(read, size, fmt)
     length = end - start
     if length <= 0:
@@ -75,6 +77,23 @@ def audio_identity_of(path: str) -> str | None:
     except OSError as exc:
         log.debug("no audio identity for %s: %s", path, exc)
         return None
+
+
+def _with_tail(read: RangedRead, size: int) -> RangedRead:
+    """*read*, with the file's last bytes fetched once: the trailing tags and the
+    last sample then cost one request of a remote origin, not three."""
+    tail_start = max(0, size - _TAIL)
+    tail: bytes | None = None
+
+    def cached(offset: int, length: int) -> bytes:
+        nonlocal tail
+        if offset < tail_start or offset >= size:
+            return read(offset, length)
+        if tail is None:
+            tail = read(tail_start, size - tail_start)
+        return tail[offset - tail_start : offset - tail_start + length]
+
+    return cached
 
 
 def payload_range(read: RangedRead, size: int, fmt: str) -> tuple[int, int]:
