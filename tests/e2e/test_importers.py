@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from musicfs.core.catalog.store import Catalog
-from tests.e2e.helpers import describe, mounted, run_musicfs
+from tests.e2e.helpers import describe, mounted, run_musicfs, wait_until
 from tests.e2e.library import Library, make_origin, render_path
 
 JOGA, UNRAVEL = "Björk/Homogenic/01 Jóga.flac", "Björk/Homogenic/02 Unravel.flac"
@@ -260,6 +260,14 @@ def test_itunes_plays_ratings_and_playlists(library: Library, tmp_path: Path) ->
         # Unravel has a play count but no Play Date UTC: no made-up date.
         unravel = run_musicfs("tag", "show", str(mount.mountpoint / render_path(specs[UNRAVEL])))
         assert "played 2 times, last on an unknown date" in unravel.stdout, describe(unravel)
+
+        # The stored playlist is a playlist file of the mount, with the tracks' paths now.
+        shown = mount.mountpoint / ".playlists" / "Road Trip.m3u8"
+        wait_until(shown.is_file, timeout=30, what="/.playlists/Road Trip.m3u8")
+        text = shown.read_text(encoding="utf-8")
+        assert render_path(specs[UNRAVEL]) in text, text
+        assert render_path(specs[JOGA]) in text, text
+        assert "gone.mp3" in text, text  # unmatched: said in a comment, not dropped
 
         # The same file again adds nothing; a later one only the plays since.
         again = run_musicfs("import", "itunes", str(xml), "--mount", mp)

@@ -178,7 +178,7 @@ def check_bytes(name: str, data: bytes, workdir: str) -> str | None:
         fh.write(data)
     ext = name.rpartition(".")[2].lower()
     try:
-        tags, error = parse_file(path)[:2]  # (tags, error, audio identity)
+        tags, error, _ = parse_file(path)  # the third: the audio identity
         if error is not None and not error:
             return f"scanner: parse_file gave an empty reason for {tags!r}"
         # What a scan does next with it: the catalog stores the row.

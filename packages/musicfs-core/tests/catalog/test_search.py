@@ -96,13 +96,13 @@ def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> N
                                         TrackTags(title="Before Search")))  # fmt: skip
     with sqlite3.connect(path) as db:  # back to schema 5: no index
         db.executescript(
+            "DROP TABLE playlist_files; DROP TABLE playlist_entries; DROP TABLE playlists;"
             "DROP TRIGGER files_search_insert; DROP TRIGGER files_search_delete;"
             "DROP TRIGGER files_search_update; DROP TABLE search_terms; DROP TABLE search;"
             "DROP TABLE plays; DROP TABLE played_after; DROP TRIGGER overrides_search_insert;"
             "DROP TRIGGER overrides_search_delete; DROP TABLE search_override_terms;"
             "DROP TABLE search_overrides; ALTER TABLE nodes DROP COLUMN version;"
-            "DROP TABLE ratings; DROP TABLE imported_plays; DROP TABLE playlist_entries;"
-            "DROP TABLE playlists;"
+            "DROP TABLE ratings; DROP TABLE imported_plays;"
             "DROP TABLE moves; DROP TABLE departed; DROP INDEX files_by_audio_id;"
             "ALTER TABLE files DROP COLUMN audio_id; PRAGMA user_version = 5;"
         )

@@ -389,6 +389,6 @@ SCHEMA_9 = (
     "ALTER TABLE nodes DROP COLUMN version;"  # schema 11
     "DROP TABLE moves; DROP TABLE departed; DROP INDEX files_by_audio_id;"
     "ALTER TABLE files DROP COLUMN audio_id;"  # schema 12
-    "DROP TABLE ratings; DROP TABLE imported_plays;"  # schema 13
-    "DROP TABLE playlist_entries; DROP TABLE playlists;"  # schema 14
+    "DROP TABLE playlist_files; DROP TABLE playlist_entries; DROP TABLE playlists;"  # 13
+    "DROP TABLE ratings; DROP TABLE imported_plays;"  # schema 14
 )

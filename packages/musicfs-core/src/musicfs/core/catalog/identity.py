@@ -33,7 +33,15 @@ from typing import Any
 from musicfs.core.catalog.rows import Part, join_relpath, split_relpath
 
 #: The tables of per-track user data, each with a ``file_id`` column.
-USER_TABLES: tuple[str, ...] = ("overrides", "plays", "ratings", "imported_plays")
+#: (``playlist_entries``: a removed file's entries stay, matching nothing, so its
+#: heir fills them in again rather than inserting them: see `_restore`.)
+USER_TABLES: tuple[str, ...] = (
+    "overrides",
+    "plays",
+    "playlist_entries",
+    "ratings",
+    "imported_plays",
+)
 
 #: What goes with the user data: where the file was before (a second move keeps the first).
 _CARRIED = (*USER_TABLES, "moves")
@@ -222,6 +230,13 @@ class Identity(Part):
         for table, rows in data.items():
             if table not in _CARRIED:
                 continue  # a table of a newer MusicFS: nothing to put it in
+            if table == "playlist_entries":  # still there, set to NULL with the file
+                self._conn.executemany(
+                    "UPDATE playlist_entries SET file_id = ? WHERE playlist = ? "
+                    "AND position = ? AND text = ? AND file_id IS NULL",
+                    [(file_id, r.get("playlist"), r.get("position"), r.get("text")) for r in rows],
+                )
+                continue
             columns = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
             for kept in rows:
                 row = {k: v for k, v in kept.items() if k in columns} | {"file_id": file_id}

@@ -224,22 +224,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX moves_by_file ON moves (file_id, at);
     """,
-    # 13: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
-    # the access log, per file and source (so importing again adds only what is new).
-    """
-    CREATE TABLE ratings (
-        file_id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
-        value INTEGER NOT NULL CHECK (value BETWEEN 0 AND 100),
-        source TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE imported_plays (
-        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
-        source TEXT NOT NULL,
-        count INTEGER NOT NULL,
-        PRIMARY KEY (file_id, source)
-    );
-    """,
-    # 14: playlists (the playlists' own migration replaces this one at merge).
+    # 13: playlists (issue 15.3): found on origins (.m3u/.m3u8) or imported; each
+    # entry keeps its original text and the file it matched (NULL: none, or the
+    # file went away), so a playlist never loses an entry silently.
+    # playlist_files: where an origin's playlist file is, and the version read.
     """
     CREATE TABLE playlists (
         id INTEGER PRIMARY KEY,
@@ -252,6 +240,31 @@ MIGRATIONS: tuple[str, ...] = (
         file_id INTEGER REFERENCES files (id) ON DELETE SET NULL,
         text TEXT NOT NULL,
         PRIMARY KEY (playlist, position)
+    );
+    CREATE INDEX playlist_entries_by_file ON playlist_entries (file_id);
+    CREATE TABLE playlist_files (
+        playlist INTEGER PRIMARY KEY REFERENCES playlists (id) ON DELETE CASCADE,
+        origin TEXT NOT NULL,
+        reldir TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        UNIQUE (origin, reldir, name)
+    );
+    """,
+    # 14: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
+    # the access log, per file and source (so importing again adds only what is new).
+    """
+    CREATE TABLE ratings (
+        file_id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+        value INTEGER NOT NULL CHECK (value BETWEEN 0 AND 100),
+        source TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE imported_plays (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (file_id, source)
     );
     """,
 )

@@ -8,7 +8,7 @@ It holds (DESIGN §1-2):
   (parent, name). A node's id is its inode number, so lookup, getattr and readdir
   are each one indexed query and nothing about the library lives in memory;
 * ``settings`` — small key/value facts, such as the template the tree was built with;
-* the metadata overlay, the access log, and the full-text index.
+* the metadata overlay, the access log, playlists, and the full-text index.
 
 `Catalog` is the one object callers hold: it opens one connection (migrating
 the schema), owns its transactions, and gathers the concerns, one module each:
@@ -20,8 +20,8 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules; imported counts
 `ratings`       ratings (0-100) of files
-`playlists`     playlists: names, sources, entries (file ids and their text)
 `identity`      audio identities: user data that follows moves
+`playlists`     playlists: entries as file ids; playlist files of origins
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -95,7 +95,7 @@ __all__ = [
 
 
 class Catalog(
-    Tree, Tracks, Overrides, Plays, Ratings, Playlists, Identity, Stats, Settings, SearchIndex
+    Tree, Tracks, Overrides, Plays, Ratings, Identity, Playlists, Stats, Settings, SearchIndex
 ):
     """A connection to the catalog database. Use one per thread.
 

@@ -183,7 +183,9 @@ class MusicFSOperations(pyfuse3.Operations):
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EROFS)
         fh, keep_cache = await self.namespace.open(inode)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache)
+        return pyfuse3.FileInfo(
+            fh=fh, keep_cache=keep_cache, direct_io=self.namespace.direct_io(fh)
+        )
 
     @_fuse_op
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -243,7 +245,7 @@ class MusicFSOperations(pyfuse3.Operations):
         Call this from a worker thread, never from a request handler: both
         invalidations block until the kernel has done them.
         """
-        self.namespace.changed(changes)
+        made_from_tree = self.namespace.changed(changes)
         for change in changes:
             try:
                 if change.kind is ChangeKind.REMOVED:
@@ -257,3 +259,9 @@ class MusicFSOperations(pyfuse3.Operations):
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
                     log.debug("invalidating %s: %s", change, exc)
+        for inode in made_from_tree:  # playlists: their size and mtime follow the tree
+            try:
+                pyfuse3.invalidate_inode(inode)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENOTCONN):
+                    log.debug("invalidating playlist inode %d: %s", inode, exc)

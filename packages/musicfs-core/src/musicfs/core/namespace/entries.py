@@ -2,7 +2,7 @@
 
 A catalog folder or track, a virtual folder (``.search``, a query, a
 collection, a folder of the ``.prefetch`` mirror), a symlink (a search or
-collection result, a file of the mirror) or a cover file. The frontend turns
+collection result, a file of the mirror), a cover file or a playlist file. The frontend turns
 an entry's `Attributes` into its own stat structure; it never needs to know
 which source an entry came from. Entries are values: nothing changes them
 (not frozen only because a frozen dataclass costs twice as much to make, once
@@ -66,7 +66,17 @@ class CoverFile:
     size: int
 
 
-Entry = Folder | TrackFile | VirtualFolder | Link | CoverFile
+@dataclass(slots=True)
+class PlaylistFile:
+    """A file of ``/.playlists``: *size* bytes, made from the catalog."""
+
+    inode: int
+    name: str
+    size: int
+    mtime_ns: int
+
+
+Entry = Folder | TrackFile | VirtualFolder | Link | CoverFile | PlaylistFile
 
 
 class Attributes(NamedTuple):

@@ -3,11 +3,12 @@
 One `Namespace` answers the frontend's questions about names and contents:
 `resolve` (inode → `Entry`), `lookup`, `attributes`, directory listings
 (`opendir` / `readdir` / `releasedir`), `readlink`, and open files (`open` /
-`read` / `release`). Each dispatches once, here, over the four sources of
+`read` / `release`). Each dispatches once, here, over the five sources of
 entries: the catalog tree (through the `Library`), the virtual folders of
-`VirtualTree` (``.search``, ``.collections``), the ``.prefetch`` mirror, and
-the cover files of `CoverFiles`, spliced into the listings of folders of
-tracks after their tracks. The inode ranges are `musicfs.core.namespace.inodes`'.
+`VirtualTree` (``.search``, ``.collections``), the ``.prefetch`` mirror, the
+playlist files of `PlaylistFiles` (``.playlists``), and the cover files of
+`CoverFiles`, spliced into the listings of folders of tracks after their
+tracks. The inode ranges are `musicfs.core.namespace.inodes`'.
 
 Failures are `LibraryError`s that carry the errno the caller should see. The
 calls marked async may wait on worker threads (a search, a cover's art, an
@@ -38,6 +39,7 @@ from musicfs.core.namespace.entries import (
     Entry,
     Folder,
     Link,
+    PlaylistFile,
     TrackFile,
     VirtualFolder,
     attributes_of,
@@ -47,12 +49,16 @@ from musicfs.core.namespace.files import OpenFiles
 from musicfs.core.namespace.inodes import (
     COLLECTIONS_DIR,
     COVER_OFFSET,
+    PLAYLISTS_DIR,
     PREFETCH_DIR,
     SEARCH_DIR,
     is_cover,
+    is_playlist_file,
+    is_playlist_handle,
     is_virtual,
     mirrored_node,
 )
+from musicfs.core.namespace.playlists import PlaylistFiles, Rendered
 from musicfs.core.namespace.virtual import RESULTS_TTL, VirtualEntry, VirtualTree, mirror_entry
 
 if TYPE_CHECKING:
@@ -104,6 +110,7 @@ class Namespace:
         self.virtual_ttl = min(entry_timeout, RESULTS_TTL)
         self.started_ns = time.time_ns()  # the mtime of entries that have none
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
+        self.playlists = PlaylistFiles(library.catalog.path, self.virtual.collections)
         self.covers = covers  # cover.jpg & co. in folders of tracks
         self.prefetch_hint = prefetch_hint
         self.files = OpenFiles(library, io_threads=io_threads)
@@ -115,6 +122,10 @@ class Namespace:
 
     def resolve(self, inode: int) -> Entry:
         """The entry numbered *inode*; ENOENT if there is none (any more)."""
+        if is_playlist_file(inode):
+            # Made on this thread only when not made in the last seconds (a lookup,
+            # a listing or an open makes it in a worker thread first).
+            return _playlist(self.playlists.by_inode(self.library.catalog, inode), inode)
         if is_virtual(inode):
             return _entry(self._virtual(inode))
         return _node_entry(self.library.node(inode))
@@ -122,7 +133,8 @@ class Namespace:
     async def lookup(self, parent: int, name: str) -> Entry:
         """The entry called *name* in folder *parent*."""
         if is_virtual(parent):
-            return _entry(await self._virtual_lookup(parent, name))
+            found = await self._virtual_lookup(parent, name)
+            return found if isinstance(found, PlaylistFile) else _entry(found)
         if parent == ROOT_NODE and (top := self.virtual.top(name)) is not None:
             return _entry(top)
         if self.covers is not None and name in self.covers.names:
@@ -149,6 +161,14 @@ class Namespace:
             mode, nlink, size = DIR_MODE, 2, 0
         elif isinstance(entry, CoverFile):
             mode, nlink, size = FILE_MODE, 1, entry.size
+        elif isinstance(entry, PlaylistFile):
+            # Its attributes are never kept (attr_ttl 0): stat then asks each time and
+            # gets the size of what an open just made, never that of an older version.
+            size = entry.size
+            return attributes_of(
+                (entry.inode, FILE_MODE, 1, size, blocks(size), entry.mtime_ns,
+                 self.virtual_ttl, 0.0)
+            )  # fmt: skip
         else:
             mode, nlink, size = LINK_MODE, 1, len(entry.target.encode())
         ttl = self.virtual_ttl
@@ -265,6 +285,14 @@ class Namespace:
             catalog = self.library.catalog
             children = self.library.children(node, 0, 1_000_000)
             entries = [e for child in children if (e := mirror_entry(catalog, child.id))]
+        elif folder.inode == PLAYLISTS_DIR:
+            playlists = self.playlists
+            made = await trio.to_thread.run_sync(playlists.in_own_catalog, playlists.listing)
+            for offset, file in enumerate(made[start:], start + 1):
+                attributes = self.attributes(_playlist(file, file.inode))
+                if not reply(file.name.encode(), _fill(attr, attributes), offset):
+                    return
+            return
         elif folder.inode in (SEARCH_DIR, COLLECTIONS_DIR):
             entries = self.virtual.folders(folder.inode)
         else:
@@ -292,7 +320,13 @@ class Namespace:
             raise not_found(f"inode {inode}")
         return entry
 
-    async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry:
+    async def _virtual_lookup(self, parent: int, name: str) -> VirtualEntry | PlaylistFile:
+        if parent == PLAYLISTS_DIR:
+            playlists = self.playlists
+            made = await trio.to_thread.run_sync(
+                playlists.in_own_catalog, lambda catalog: playlists.get(catalog, name)
+            )
+            return _playlist(made, name)
         node = mirrored_node(parent)
         if node is not None:
             mirrored = mirror_entry(self.library.catalog, self.library.lookup(node, name).id)
@@ -321,6 +355,15 @@ class Namespace:
             # A catalog node: the track read path (OpenFiles.open_track / read_track,
             # over the Library) plugs in here; the catalog checks it is a file.
             return await self.files.open_track(inode)
+        if is_playlist_file(inode):
+            playlists = self.playlists
+            fh = await trio.to_thread.run_sync(
+                playlists.in_own_catalog, lambda catalog: playlists.open(catalog, inode)
+            )
+            if fh is None:
+                raise not_found(f"inode {inode}")
+            # Never the kernel's pages: the content follows the tree (see direct_io).
+            return fh, False
         entry = self.resolve(inode)
         if isinstance(entry, CoverFile) and self.covers is not None:
             return self.files.open_cover(self.covers, inode), True
@@ -328,11 +371,21 @@ class Namespace:
             raise LibraryError(errno.ELOOP, f"{entry.name}: a symlink")
         raise LibraryError(errno.EISDIR, f"{entry.name}: is a directory")
 
+    def direct_io(self, fh: int) -> bool:
+        """Whether reads of handle *fh* must bypass the kernel's page cache (and
+        its idea of the size): files made from the catalog, which change with it."""
+        return is_playlist_handle(fh)
+
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        if is_playlist_handle(fh):
+            return self.playlists.read(fh, offset, size)
         return await self.files.read(self.covers, fh, offset, size)
 
     def release(self, fh: int) -> None:
-        self.files.release(self.covers, fh)
+        if is_playlist_handle(fh):
+            self.playlists.release(fh)
+        else:
+            self.files.release(self.covers, fh)
 
     # -- change ----------------------------------------------------------------------------
 
@@ -341,13 +394,16 @@ class Namespace:
         for inode in inodes:
             self.files.forget(inode)
 
-    def changed(self, changes: Sequence[TreeChange]) -> None:
+    def changed(self, changes: Sequence[TreeChange]) -> list[int]:
         """The tree changed so (any thread): drop what is remembered of the
-        listings it touched. (The frontend tells its kernel.)"""
+        listings it touched. Returns the inodes of files made from the tree
+        (playlists) whose attributes the kernel should forget too. (The
+        frontend tells its kernel.)"""
         touched = {c.parent for c in changes} | {
             c.node for c in changes if c.kind is ChangeKind.REMOVED
         }
         self.library.forget_directories(touched)
+        return self.playlists.forget()
 
 
 def _node_entry(node: Node) -> Folder | TrackFile:
@@ -362,6 +418,12 @@ def _entry(entry: VirtualEntry) -> VirtualFolder | Link | CoverFile:
     if entry.target:
         return Link(entry.inode, entry.name, entry.target)
     return VirtualFolder(entry.inode, entry.name)
+
+
+def _playlist(made: Rendered | None, name: str | int) -> PlaylistFile:
+    if made is None:
+        raise not_found(str(name))
+    return PlaylistFile(made.inode, made.name, len(made.content), made.mtime_ns)
 
 
 def _fill(attr: StatFields, values: Attributes) -> StatFields:

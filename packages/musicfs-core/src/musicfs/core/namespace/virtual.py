@@ -54,6 +54,7 @@ from musicfs.core.namespace.inodes import (
     COLLECTIONS_DIR,
     LINK_BASE,
     MIRROR_BASE,
+    PLAYLISTS_DIR,
     PREFETCH_DIR,
     SEARCH_DIR,
     TABLE_FIRST,
@@ -62,6 +63,7 @@ from musicfs.core.namespace.inodes import (
 SEARCH_NAME = ".search"
 COLLECTIONS_NAME = ".collections"
 PREFETCH_NAME = ".prefetch"
+PLAYLISTS_NAME = ".playlists"  # its files: musicfs.core.namespace.playlists
 RESULTS_TTL = 2.0  # seconds a query's results are reused
 MAX_RESULTS = 200
 _MAX_ENTRIES = 50_000
@@ -161,6 +163,7 @@ class VirtualTree:
             SEARCH_NAME: VirtualEntry(SEARCH_DIR, ROOT_NODE, SEARCH_NAME),
             COLLECTIONS_NAME: VirtualEntry(COLLECTIONS_DIR, ROOT_NODE, COLLECTIONS_NAME),
             PREFETCH_NAME: VirtualEntry(PREFETCH_DIR, ROOT_NODE, PREFETCH_NAME),
+            PLAYLISTS_NAME: VirtualEntry(PLAYLISTS_DIR, ROOT_NODE, PLAYLISTS_NAME),
         }
 
     def top(self, name: str) -> VirtualEntry | None:

@@ -40,6 +40,7 @@ from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTag
 from musicfs.core.origins.base import Origin, OriginFile, RangeReader
 from musicfs.core.origins.federation import Federation
 from musicfs.core.sync.changes import ScanRequest
+from musicfs.core.sync.playlists import PLAYLIST_EXTENSIONS, PlaylistSync, is_playlist
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,12 @@ class Scanner:
         self.plugins = plugins or Extensions()
         self.layout = Layout(catalog, template, skip_unreadable=skip_unreadable)
         self.workers = workers or os.cpu_count() or 1
-        # Formats plugins read are listed too (as of this scan: plugins may come and go).
-        self.extensions = (*extensions, *sorted(self.plugins.extra_extensions() - set(extensions)))
+        # Formats plugins read are listed too (as of this scan: plugins may come and go),
+        # and playlist files, which become playlists, not tracks (sync/playlists.py).
+        extra = self.plugins.extra_extensions() - set(extensions)
+        audio = [e for e in extensions if e not in PLAYLIST_EXTENSIONS]
+        self.extensions = (*audio, *sorted(extra - set(PLAYLIST_EXTENSIONS)), *PLAYLIST_EXTENSIONS)
+        self.playlists = PlaylistSync(catalog)
         self.on_changes = on_changes
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -241,6 +246,7 @@ class Scanner:
         if not self._reachable(origin, report):
             return report
         self.catalog.start_dir_census()
+        self.playlists.start_census()
         pending: list[tuple[str, FileStat, bool]] = []
         self._walk(origin, [""], pending, report, record_dirs=True)
         if pending and not self.cancelled:
@@ -249,7 +255,9 @@ class Scanner:
         if report.listing_errors == 0 and not self.cancelled:
             vanished = self.catalog.files_in_unseen_dirs(origin.id)
             self._remove(vanished, report)
+            self.playlists.end_census(origin.id)
             report.complete = True
+        self.playlists.match_unmatched(origin.id)
         return self._finish(report, started)
 
     def rescan(self, origin: Origin, request: ScanRequest) -> ScanReport:
@@ -262,6 +270,7 @@ class Scanner:
             return report
         for reldir in sorted(request.gone):
             self._remove(self.catalog.files_under(origin.id, reldir), report)
+            self.playlists.gone(origin.id, reldir)
         pending: list[tuple[str, FileStat, bool]] = []
         for reldir in sorted(request.dirs - request.gone - request.trees):
             self._visit(origin, reldir, pending, report)
@@ -270,6 +279,7 @@ class Scanner:
             self._ingest(origin, pending, report)
         self._drain(report)
         report.complete = report.listing_errors == 0 and not self.cancelled
+        self.playlists.match_unmatched(origin.id)
         return self._finish(report, started)
 
     def _reachable(self, origin: Origin, report: ScanReport) -> bool:
@@ -349,6 +359,7 @@ class Scanner:
         except FileNotFoundError:
             # The folder is gone (the origin answered): so are its files.
             self._remove(self.catalog.files_under(origin.id, reldir), report)
+            self.playlists.gone(origin.id, reldir)
             return None
         except OSError as exc:
             report.listing_errors += 1
@@ -356,10 +367,14 @@ class Scanner:
             log.warning("cannot list %s/%s: %s", origin.location, reldir, exc)
             return None
         report.dirs += 1
+        playlists = [(name, st) for name, st in listing.files if is_playlist(name)]
+        self.playlists.visit(origin.id, reldir, playlists, lambda path: self._read(origin, path))
         known = self.catalog.known_files(origin.id, reldir)
         gone = set(known)
         ctimes: list[tuple[int, int]] = []
         for name, st in listing.files:
+            if is_playlist(name):
+                continue
             report.seen += 1
             gone.discard(name)
             old = known.get(name)
@@ -530,6 +545,15 @@ class Scanner:
             for relpath, parser in zip(relpaths, parsers, strict=True)
         ]
         return lambda: [future.result() for future in futures]
+
+    def _read(self, origin: Origin, relpath: str) -> bytes:
+        """The whole of a small file (a playlist) of *origin*."""
+
+        def read() -> bytes:
+            with origin.open(relpath) as opened:
+                return opened.read(0, opened.size)
+
+        return self._call(origin, read)
 
     def _call(self, origin: Origin, request: Callable[[], T]) -> T:
         if self.federation is not None and origin.id in self.federation.origins:
