@@ -1,9 +1,9 @@
 """The shipped example config (packaging/config.example.toml) cannot drift from the code.
 
 Every setting `describe_settings([METRICS])` knows (core's and control's
-sections), and every key of the ``[[origins]]``, ``[[webhooks]]`` and
-``[[collections]]`` tables, must be in the example, set or commented out; every
-key in it must be a real one; with every commented-out example switched on it
+sections), and every key of the ``[[origins]]``, ``[[webhooks]]``,
+``[[collections]]`` and ``[[notify]]`` tables, must be in the example, set or
+commented out; every key in it must be a real one; with every commented-out example switched on it
 must still be a valid config; and its active values are the defaults. (These are
 control's tests, as control adds ``[metrics]`` and ``[[webhooks]]``.)
 """
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from musicfs.control.config import METRICS, SECTIONS, WEBHOOKS
+from musicfs.control.config import METRICS, NOTIFY, SECTIONS, WEBHOOKS
+from musicfs.control.notify.config import TABLE_KEYS as NOTIFY_KEYS
 from musicfs.control.webhookconfig import TABLE_KEYS as WEBHOOK_KEYS
 from musicfs.core.config.collections import Collection
 from musicfs.core.config.origins import describe_origin_keys
@@ -29,6 +30,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "packaging" / "config.example.to
 TABLES: dict[str, set[str]] = {
     "origins": set(describe_origin_keys()),
     "webhooks": set(WEBHOOK_KEYS),
+    "notify": set(NOTIFY_KEYS),
     "collections": set(Collection.__dataclass_fields__),
 }
 
@@ -97,6 +99,9 @@ def test_the_example_with_everything_switched_on_is_a_valid_config(tmp_path: Pat
     assert "shout" in config.plugins.settings
     assert config.section(METRICS).listen
     assert config.tables(WEBHOOKS)
+    assert {entry.type.value for entry in config.tables(NOTIFY)} == {
+        "mpd", "jellyfin", "plex", "navidrome",
+    }  # fmt: skip
     assert config.collections
 
 

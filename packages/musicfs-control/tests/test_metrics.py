@@ -205,6 +205,19 @@ def test_webhook_counters() -> None:
     assert not any(name.startswith("musicfs_webhook") for name, _ in without)
 
 
+def test_notify_counters() -> None:
+    servers = {"mpd": {"id": "mpd", "type": "mpd", "rounds": 4, "folders": 9, "failed": 1,
+                       "retried": 3, "dropped": 0, "last_error": ""}}  # fmt: skip
+    _, found = scrape(MusicFSCollector(fake_mount(), notify_stats=lambda: servers))
+    rounds = "musicfs_notify_rounds_total"
+    assert found[(rounds, frozenset({("server", "mpd"), ("outcome", "sent")}))] == 4
+    assert found[(rounds, frozenset({("server", "mpd"), ("outcome", "failed")}))] == 1
+    assert found[("musicfs_notify_retries_total", frozenset({("server", "mpd")}))] == 3
+    assert found[("musicfs_notify_folders_total", frozenset({("server", "mpd")}))] == 9
+    _, without = scrape(MusicFSCollector(fake_mount()))
+    assert not any(name.startswith("musicfs_notify") for name, _ in without)
+
+
 def test_sync_events_are_added_up() -> None:
     bus = EventBus()
     syncs = SyncCounters()

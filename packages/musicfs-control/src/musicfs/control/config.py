@@ -1,10 +1,10 @@
-"""The config file's sections that only the control side reads: ``[metrics]`` and
-``[[webhooks]]``.
+"""The config file's sections that only the control side reads: ``[metrics]``,
+``[[webhooks]]`` and ``[[notify]]``.
 
 Core parses the sections it uses itself; these are handed to
 `musicfs.core.config.settings.load_config` (``sections=SECTIONS``) by whoever
 loads the config for a daemon (the CLI), and read back typed with
-``config.section(METRICS)`` and ``config.tables(WEBHOOKS)``.
+``config.section(METRICS)``, ``config.tables(WEBHOOKS)`` and ``config.tables(NOTIFY)``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from musicfs.control.notify.config import NotifyConfig, file_notify
 from musicfs.control.webhookconfig import WebhookConfig, file_webhooks
 from musicfs.core.config.sections import Section, TableList
 from musicfs.core.values import Setting, parse_str
 
-__all__ = ["METRICS", "SECTIONS", "WEBHOOKS", "MetricsSettings"]
+__all__ = ["METRICS", "NOTIFY", "SECTIONS", "WEBHOOKS", "MetricsSettings"]
 
 
 @dataclass(frozen=True)
@@ -49,5 +50,6 @@ METRICS = Section(
     },
 )
 WEBHOOKS: TableList[WebhookConfig] = TableList("webhooks", file_webhooks)
+NOTIFY: TableList[NotifyConfig] = TableList("notify", file_notify)
 #: What `load_config(sections=...)` needs for a daemon's config.
-SECTIONS = (METRICS, WEBHOOKS)
+SECTIONS = (METRICS, WEBHOOKS, NOTIFY)

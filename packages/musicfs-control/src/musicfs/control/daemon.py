@@ -2,10 +2,11 @@
 
 `run_daemon` assembles the parts — logging, the mount (through its facade,
 `musicfs.core.mount.facade.MountControl`), the gRPC control server, the
-webhook senders — and reports readiness to whoever started it: a line on the
-*ready_fd* pipe (``READY``, ``REFUSED <message>`` when what it was given cannot
-be mounted, or ``ERROR <message>``) for ``musicfs mount``, and ``READY=1`` on
-``$NOTIFY_SOCKET`` for systemd. It returns the exit status
+webhook senders, the media servers' notifiers (``[[notify]]``) — and reports
+readiness to whoever started it: a line on the *ready_fd* pipe (``READY``,
+``REFUSED <message>`` when what it was given cannot be mounted, or ``ERROR
+<message>``) for ``musicfs mount``, and ``READY=1`` on ``$NOTIFY_SOCKET`` for
+systemd. It returns the exit status
 (`musicfs.core.exitcodes`).
 
 With *wait_scan* (``musicfs mount --wait``) ready means "the first scan has
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from musicfs.control.config import METRICS, WEBHOOKS
+from musicfs.control.config import METRICS, NOTIFY, WEBHOOKS
 from musicfs.control.socketfile import SocketInUse, claim_socket_path
 from musicfs.core.config.paths import (
     CacheDirLocked,
@@ -60,6 +61,7 @@ from musicfs.core.secrets.redact import install_redaction, redact
 from musicfs.plugins.manager import PluginManager
 
 if TYPE_CHECKING:
+    from musicfs.control.notify.notifier import Notifiers
     from musicfs.control.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,8 @@ QUIET_LIBRARIES = ("smbprotocol", "smbclient", "spnego", "paramiko", "botocore",
 
 #: Seconds the webhook senders get at shutdown to send what they have queued.
 WEBHOOK_STOP_TIMEOUT = 2.0
+#: Seconds the media servers' notifiers get at shutdown to send what they gathered.
+NOTIFY_STOP_TIMEOUT = 2.0
 
 
 def setup_logging(level: str, log_file: Path | None, to_stderr: bool) -> None:
@@ -221,6 +225,11 @@ def run_daemon(
         from musicfs.control.webhooks import Webhooks
 
         webhooks = Webhooks(config.tables(WEBHOOKS), events)
+    notifiers: Notifiers | None = None
+    if config.tables(NOTIFY):  # subscribed now: the first scan's changes are told too
+        from musicfs.control.notify.notifier import Notifiers
+
+        notifiers = Notifiers(config.tables(NOTIFY), events, str(mountpoint))
     # Before the mount: origins of plugin types are built by prepare(). A plugin
     # that fails is reported and skipped (PluginManager), never a failed mount.
     plugins = PluginManager.from_config(config, events)
@@ -232,6 +241,8 @@ def run_daemon(
         plugins.close()
         if webhooks is not None:
             webhooks.stop(0)
+        if notifiers is not None:
+            notifiers.stop(0)
         return _not_started(readiness, exc)
     try:
         claim_socket_path(socket_path)  # before READY: clients must not find a dead socket
@@ -240,6 +251,8 @@ def run_daemon(
         plugins.close()
         if webhooks is not None:
             webhooks.stop(0)
+        if notifiers is not None:
+            notifiers.stop(0)
         log.error("%s", exc)
         return _not_started(readiness, exc)
 
@@ -266,7 +279,10 @@ def run_daemon(
             from musicfs.control.metrics import MetricsServer  # prometheus-client: after READY
 
             exporter = MetricsServer(
-                fs, config.section(METRICS).listen, webhooks.stats if webhooks is not None else None
+                fs,
+                config.section(METRICS).listen,
+                webhooks.stats if webhooks is not None else None,
+                notifiers.stats if notifiers is not None else None,
             )
             try:
                 exporter.start()
@@ -299,6 +315,11 @@ def run_daemon(
                     await trio.to_thread.run_sync(webhooks.start)
                 except Exception as exc:
                     fs.failed("webhooks", exc)
+            if notifiers is not None:  # in a thread: secrets may come from the keyring
+                try:
+                    await trio.to_thread.run_sync(notifiers.start)
+                except Exception as exc:
+                    fs.failed("notify", exc)
 
         async def on_scanned() -> None:
             for report in fs.scan_reports().values():
@@ -316,6 +337,8 @@ def run_daemon(
             plugins.close()
             if webhooks is not None:  # after the plugins: their unload events go out too
                 await trio.to_thread.run_sync(webhooks.stop, WEBHOOK_STOP_TIMEOUT)
+            if notifiers is not None:
+                await trio.to_thread.run_sync(notifiers.stop, NOTIFY_STOP_TIMEOUT)
 
     try:
         trio.run(main)

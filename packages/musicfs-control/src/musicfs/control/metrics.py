@@ -36,6 +36,9 @@ Series (``{label}``; counters end in ``_total``):
   ``musicfs_event_subscribers``
 - ``musicfs_webhook_events_total{hook,outcome}`` (delivered, failed, dropped),
   ``musicfs_webhook_retries_total{hook}``, when webhooks are configured
+- ``musicfs_notify_rounds_total{server,outcome}`` (sent, failed),
+  ``musicfs_notify_retries_total{server}``, ``musicfs_notify_folders_total{server}``,
+  when ``[[notify]]`` media servers are configured
 - prometheus-client's ``process_*`` and ``python_info``.
 """
 
@@ -77,8 +80,11 @@ COUNTS_MAX_AGE = 10.0
 _SYNC_CHANGES = ("added", "changed", "removed", "unreadable")
 _WEBHOOK_OUTCOMES = ("delivered", "failed", "dropped")
 
-#: hook id -> its counters (`musicfs.control.webhooks.Webhooks.stats`).
+#: hook id -> its counters (`musicfs.control.webhooks.Webhooks.stats`); also
+#: entry id -> its counters (`musicfs.control.notify.notifier.Notifiers.stats`).
 WebhookStats = Callable[[], Mapping[str, Mapping[str, object]]]
+#: The outcomes of a media server's rounds, and the counter each is read from.
+_NOTIFY_OUTCOMES = {"sent": "rounds", "failed": "failed"}
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -130,10 +136,12 @@ class MusicFSCollector(Collector):
         syncs: SyncCounters | None = None,
         counts_max_age: float = COUNTS_MAX_AGE,
         webhook_stats: WebhookStats | None = None,
+        notify_stats: WebhookStats | None = None,
     ) -> None:
         self.fs = fs
         self.syncs = syncs or SyncCounters()
         self.webhook_stats = webhook_stats
+        self.notify_stats = notify_stats
         self.counts_max_age = counts_max_age
         self._counts: dict[str, int] | None = None
         self._counts_at = 0.0
@@ -152,6 +160,7 @@ class MusicFSCollector(Collector):
         yield from self._sync()
         yield from self._events()
         yield from self._webhooks()
+        yield from self._notify()
 
     # -- helpers --------------------------------------------------------------------
 
@@ -393,18 +402,56 @@ class MusicFSCollector(Collector):
             {(hid,): counted(h, "retried") for hid, h in hooks.items()},
         )
 
+    def _notify(self) -> Iterator[Metric]:
+        if self.notify_stats is None:
+            return
+        servers = self.notify_stats()
+
+        def counted(entry: Mapping[str, object], key: str) -> float:
+            value = entry.get(key, 0)
+            return float(value) if isinstance(value, int | float) else 0.0
+
+        yield self._counter(
+            "musicfs_notify_rounds_total",
+            "Rounds of changed folders a media server took (sent) or that were given up.",
+            ("server", "outcome"),
+            {
+                (sid, o): counted(e, key)
+                for sid, e in servers.items()
+                for o, key in _NOTIFY_OUTCOMES.items()
+            },
+        )
+        yield self._counter(
+            "musicfs_notify_retries_total",
+            "Attempts after the first to tell a media server of changed folders.",
+            ("server",),
+            {(sid,): counted(e, "retried") for sid, e in servers.items()},
+        )
+        yield self._counter(
+            "musicfs_notify_folders_total",
+            "Folders named in the rounds a media server took.",
+            ("server",),
+            {(sid,): counted(e, "folders") for sid, e in servers.items()},
+        )
+
 
 class MetricsServer:
     """``/metrics`` over HTTP for one mount, and the sync-event listener behind it."""
 
     def __init__(
-        self, fs: MountControl, listen: str, webhook_stats: WebhookStats | None = None
+        self,
+        fs: MountControl,
+        listen: str,
+        webhook_stats: WebhookStats | None = None,
+        notify_stats: WebhookStats | None = None,
     ) -> None:
         self.fs = fs
         self.host, self.port = parse_listen(listen)
         self.syncs = SyncCounters()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(MusicFSCollector(fs, self.syncs, webhook_stats=webhook_stats))
+        self.registry.register(
+            MusicFSCollector(fs, self.syncs, webhook_stats=webhook_stats, notify_stats=notify_stats)
+        )
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._httpd: WSGIServer | None = None

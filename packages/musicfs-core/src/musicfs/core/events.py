@@ -40,6 +40,7 @@ class EventType(enum.StrEnum):
     PLUGIN_LOADED = "plugin.loaded"
     PLUGIN_UNLOADED = "plugin.unloaded"
     PLUGIN_FAILED = "plugin.failed"
+    TREE_CHANGED = "tree.changed"  # path: a folder of the mount whose listing changed
 
 
 def event_type(name: str) -> EventType:
@@ -157,6 +158,10 @@ class EventBus:
             self.published[type] += 1
             self.dropped += dropped
         return event
+
+    def wanted(self, type: EventType) -> bool:
+        """Whether any subscriber wants events of *type* (to skip costly details)."""
+        return any(s.types is None or type in s.types for s in self._subscribers)
 
     @property
     def subscribers(self) -> int:

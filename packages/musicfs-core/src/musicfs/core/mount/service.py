@@ -57,6 +57,7 @@ from musicfs.core.mount.fill import FillQueue
 from musicfs.core.mount.hints import PrefetchHints
 from musicfs.core.mount.loops import Rescans
 from musicfs.core.mount.prefetch import Prefetcher
+from musicfs.core.mount.treeevents import TreeEvents
 from musicfs.core.namespace.collections import AccessLog
 from musicfs.core.origins.base import Origin, OriginUnavailable
 from musicfs.core.origins.federation import Federation, Health
@@ -101,6 +102,9 @@ class MusicFS:
         self.origins: dict[str, Origin] = {}
         self.federation = Federation({})
         self.rescans = self._rescans(progress)
+        # tree.changed events (media servers, `musicfs events`): resolved off the
+        # thread that changed the tree, by a thread of their own started by `serve`.
+        self.tree_events = TreeEvents(self.catalog_path, self.events)
         # Built by `serve`.
         self.content: ContentCache | None = None
         self.fill: FillQueue | None = None
@@ -297,6 +301,7 @@ class MusicFS:
                 nursery.start_soon(run, "fill", fill.run)
                 self.rescans.start(nursery)
                 access_log.start(self.supervisor)
+                self.tree_events.start(self.supervisor)
                 if prefetcher is not None:
                     prefetcher.start(self.supervisor)
                 if config.scan.on_start:
@@ -313,6 +318,7 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
+            self.tree_events.stop()
             hints.close()
             if ops.covers is not None:
                 ops.covers.close()
@@ -394,6 +400,8 @@ class MusicFS:
         self.rescans.request_rescan()
 
     def notify_tree_changes(self, changes: list[TreeChange]) -> None:
-        """Make the kernel forget what *changes* made stale (any thread but trio's)."""
+        """Make the kernel forget what *changes* made stale, and tell whoever listens
+        for ``tree.changed`` which folders changed (any thread but trio's)."""
         if self.operations is not None and not self.life.stopping:
             self.operations.invalidate(changes)
+        self.tree_events.offer(changes)
