@@ -388,7 +388,8 @@ MOUNT_COMMANDS: list[list[str]] = [
     ["status"], ["unmount"], ["shutdown"], ["events"], ["verify"],
     ["cache", "stats"], ["cache", "clear"], ["cache", "verify"],
     ["cache", "backup", "b.tar"], ["cache", "restore", "b.tar"],
-    ["cache", "prefetch", "Artist/Album"],
+    ["cache", "prefetch", "Artist/Album"], ["cache", "pin", "Artist/Album"],
+    ["cache", "unpin", "--all"], ["cache", "pins"],
     ["tag", "show", "A/B/01.flac"], ["tag", "set", "A/B/01.flac", "genre=Jazz"],
     ["tag", "clear", "A/B/01.flac"], ["tag", "lookup", "A/B/01.flac"],
     ["plugin", "list"], ["plugin", "load", "p.py"], ["plugin", "unload", "p"],
@@ -444,7 +445,7 @@ def test_each_command_exits_as_documented_when_no_daemon_answers(
     needs_cache = command[:2] in (["cache", "verify"], ["cache", "backup"], ["cache", "restore"])
     if needs_cache:  # works on the cache dir: nothing there is "no cache", a failure
         expected = {"verify": 1, "backup": 1, "restore": 2}[command[1]]
-    elif command[0] == "tag" or command[:2] == ["cache", "prefetch"]:
+    elif command[0] == "tag" or command[:2] in (["cache", "prefetch"], ["cache", "pin"]):
         monkeypatch.setattr(common, "musicfs_mounts", lambda: {mnt})  # the path is in a mount
         expected = EXIT_NO_DAEMON
     else:

@@ -70,3 +70,18 @@ def test_an_export_reads_back_from_json() -> None:
 def test_what_is_wrong_with_a_file_is_named(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_export(text)
+
+
+def test_pins_read_back_from_json_and_csv_and_old_csv_has_none() -> None:
+    track = {"origin": "m", "relpath": "a.flac", "artist": "A", "album": "B", "title": "C",
+             "track": 3, "overrides": {}, "plays": 0, "last_played": None,
+             "pinned": True}  # fmt: skip
+    (read,) = parse_export(json.dumps({"musicfs_export": 1, "tracks": [track]}))
+    assert read.pinned
+    header = "origin,relpath,artist,album,title,track,plays,last_played,overrides"
+    (pinned,) = parse_export(f"{header},pinned\nm,a.flac,A,B,C,3,0,,{{}},True\n")
+    assert pinned.pinned
+    (old,) = parse_export(f"{header}\nm,a.flac,A,B,C,3,0,,{{}}\n")  # before pins
+    assert not old.pinned
+    with pytest.raises(ValueError, match="'pinned' must be true or false"):
+        parse_export(json.dumps({"musicfs_export": 1, "tracks": [{**track, "pinned": "yes"}]}))

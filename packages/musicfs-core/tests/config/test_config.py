@@ -144,3 +144,12 @@ def test_include_hidden_is_a_scan_setting_off_by_default(tmp_path: Path) -> None
     assert (
         load_config(path, env={"MUSICFS_SCAN_INCLUDE_HIDDEN": "false"}).scan.include_hidden is False
     )
+
+
+def test_pin_limit_is_half_the_cache_by_default_and_never_more_than_it(tmp_path: Path) -> None:
+    assert load_config(env={"MUSICFS_CACHE_LIMIT": "10GiB"}).cache.pin_bytes == 5 * 1024**3
+    path = write(tmp_path, '[cache]\nlimit = "1GiB"\npin_limit = "300MiB"')
+    assert load_config(path, env={}).cache.pin_bytes == 300 * 1024**2
+    too_much = write(tmp_path, '[cache]\nlimit = "1GiB"\npin_limit = "2GiB"')
+    with pytest.raises(ConfigError, match=r"\[cache\] pin_limit .* is more than \[cache\] limit"):
+        load_config(too_much, env={})

@@ -259,3 +259,22 @@ def test_two_copies_racing_over_one_chunk_keep_both_files_whole(
     assert store.get(chunk_hash(x)) == x
     assert store.get(chunk_hash(y)) == y
     assert store.stats.entries == 2
+
+
+def test_kept_chunks_are_never_evicted_until_let_go(tmp_path: Path) -> None:
+    """Pins for offline: `keep` chunks stay however much else is stored; `keep`
+    with another set lets the old ones go."""
+    store = ChunkStore(tmp_path, limit=300_000)
+    pinned = store.put_all([noise(100_000, 1)], keep=True)[0]
+    also = store.put(noise(100_000, 2))
+    store.keep_more([also])
+    for seed in range(3, 9):
+        store.put(noise(100_000, seed))
+    assert store.has(pinned)
+    assert store.has(also)
+    assert store.stats.bytes <= 300_000
+    store.keep([also])
+    store.put(noise(100_000, 9))
+    store.put(noise(100_000, 10))
+    assert not store.has(pinned)
+    assert store.has(also)

@@ -411,3 +411,43 @@ def test_a_copy_that_lost_chunks_to_eviction_is_not_counted(tmp_path: Path) -> N
     assert cache.open(second) is not None
     assert cache.wanted() == []  # eviction is no damage: nothing to fetch again
     cache.close()
+
+
+def test_a_pinned_copy_is_never_evicted_and_unpinned_goes(tmp_path: Path) -> None:
+    """Pins for offline: the chunks of a pinned file stay whatever is copied after
+    it, in the version copied after pinning as well as the one before; unpinned,
+    it is evicted like any other copy."""
+    cache = ContentCache(tmp_path / "content", limit=1_100_000)
+    before = put_file(tmp_path / "pinned-before.wav", random.Random(30).randbytes(300_000))
+    fill(cache, tmp_path / "pinned-before.wav", before)
+    cache.pin_files({("lib", "pinned-before.wav"), ("lib", "pinned-after.wav")})
+    after = put_file(tmp_path / "pinned-after.wav", random.Random(31).randbytes(300_000))
+    fill(cache, tmp_path / "pinned-after.wav", after)
+    for n in range(6):  # 1.8 MB more through a cache of 1.1 MB
+        other = put_file(tmp_path / f"o{n}.wav", random.Random(40 + n).randbytes(300_000))
+        fill(cache, tmp_path / f"o{n}.wav", other)
+    assert cache.has(before)
+    assert cache.has(after)
+    assert cache.headers.entries < 8  # others were evicted meanwhile
+    assert cache.store.stats.bytes <= 1_100_000 + 256 * 1024
+    cache.pin_files({("lib", "pinned-after.wav")})  # the first one is unpinned
+    for n in range(6, 9):
+        other = put_file(tmp_path / f"o{n}.wav", random.Random(40 + n).randbytes(300_000))
+        fill(cache, tmp_path / f"o{n}.wav", other)
+    assert not cache.has(before)
+    assert cache.has(after)
+    cache.close()
+
+
+def test_clear_keeps_pinned_copies(tmp_path: Path, cache: ContentCache) -> None:
+    kept = put_file(tmp_path / "kept.wav", random.Random(50).randbytes(200_000))
+    dropped = put_file(tmp_path / "dropped.wav", random.Random(51).randbytes(200_000))
+    fill(cache, tmp_path / "kept.wav", kept)
+    fill(cache, tmp_path / "dropped.wav", dropped)
+    cache.pin_files({("lib", "kept.wav")})
+    files, freed = cache.clear()
+    assert files == 1
+    assert freed >= 200_000
+    assert cache.has(kept)
+    assert not cache.has(dropped)
+    assert cache.headers.entries == 1

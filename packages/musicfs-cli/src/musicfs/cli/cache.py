@@ -3,7 +3,9 @@
 - ``verify``, ``backup``, ``restore`` work on the cache directory itself (also
   when nothing is mounted; restore only then). ``verify`` of a mounted cache is
   done by its daemon, which goes on serving and copies damaged files again;
-- ``stats``, ``clear``, ``prefetch`` ask the running daemon.
+- ``stats``, ``clear``, ``prefetch`` ask the running daemon;
+- ``pin``, ``unpin``, ``pins``: pins for offline (tracks of folders, smart
+  collections and searches kept in the cache, never evicted), in the daemon.
 """
 
 from __future__ import annotations
@@ -88,6 +90,46 @@ def add_parser(sub: Any, config_args: Any) -> None:
     )
     config_args(prefetch)
     prefetch.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_pin_parsers(cache_sub, config_args)
+
+
+def _add_pin_parsers(cache_sub: Any, config_args: Any) -> None:
+    pin = cache_sub.add_parser(
+        "pin",
+        help="keep tracks in the cache for offline (never evicted)",
+        description="Pin the tracks of files or folders of a mount, of smart collections "
+        "or of searches: they are copied into the cache now and kept there (never evicted, "
+        "copied again when they change on their origin), so they play with the origin gone. "
+        "A pinned folder, collection or search also pins the tracks that match it after "
+        "a rescan. All or nothing, within [cache] pin_limit.",
+    )
+    unpin = cache_sub.add_parser(
+        "unpin",
+        help="let pinned tracks be evicted again",
+        description="Drop pins: a path drops the pins of that path and of paths below it.",
+    )
+    for action in (pin, unpin):
+        action.add_argument("paths", type=Path, nargs="*", metavar="PATH",
+                            help="a file or folder inside a mount (with --mount: may be "
+                            "relative)")  # fmt: skip
+        action.add_argument("--collection", action="append", default=[], metavar="NAME",
+                            help="a smart collection (.collections/NAME); repeatable")  # fmt: skip
+        action.add_argument("--search", action="append", default=[], metavar="QUERY",
+                            help="what .search/QUERY finds; repeatable")  # fmt: skip
+        config_args(action)
+        action.add_argument("--json", action="store_true", help="machine-readable output")
+    pin.add_argument("--wait", action="store_true",
+                     help="copy the tracks now, with a progress bar, and return once they "
+                     "are all in the cache (default: return once pinned; the daemon copies "
+                     "them in the background)")  # fmt: skip
+    unpin.add_argument("--all", action="store_true", help="drop every pin")
+    pins = cache_sub.add_parser(
+        "pins", help="what is pinned: tracks, size, and how much of it is in the cache"
+    )
+    pins.add_argument("mountpoint", type=Path, nargs="?", metavar="MOUNTPOINT",
+                      help="the mount (same as --mount)")  # fmt: skip
+    config_args(pins)
+    pins.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
@@ -341,6 +383,8 @@ def _print_live_verify(final: dict[str, Any]) -> None:
 
 
 def _online(args: argparse.Namespace) -> int:
+    if args.cache_command in ("pin", "unpin", "pins"):
+        return _pins(args)
     if args.cache_command == "prefetch":
         args.mountpoint, relpath = path_in_mount(args.path, args.mountpoint)
     elif args.cache_command == "clear":
@@ -412,3 +456,106 @@ def _print_stats(stats: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"cached files: {stats['cached_files']}; dedup ratio {stats['dedup_ratio']:.2f}; "
                   f"read from origins to fill it: {stats['origin_bytes']} bytes")  # fmt: skip
+
+
+# -- pins for offline ---------------------------------------------------------------------
+
+
+def _pin_paths(args: argparse.Namespace) -> list[str]:
+    """The paths *args* name, inside one mount (which becomes args.mountpoint)."""
+    relpaths: list[str] = []
+    for given in args.paths:
+        mountpoint, relpath = path_in_mount(given, args.mountpoint)
+        if args.mountpoint is not None and os.path.abspath(args.mountpoint) != str(mountpoint):
+            raise CLIError(f"{given} is in the mount {mountpoint}, not in {args.mountpoint}: "
+                           "pin the tracks of one mount at a time", EXIT_USAGE)  # fmt: skip
+        args.mountpoint = mountpoint
+        relpaths.append(relpath)
+    return relpaths
+
+
+def _pins(args: argparse.Namespace) -> int:
+    action = args.cache_command
+    paths = _pin_paths(args) if action != "pins" else []
+    if action == "pin" and not (paths or args.collection or args.search):
+        raise CLIError("name what to pin: PATH..., --collection NAME or --search QUERY",
+                       EXIT_USAGE)  # fmt: skip
+    if action == "unpin" and not (paths or args.collection or args.search or args.all):
+        raise CLIError("name what to unpin: PATH..., --collection NAME, --search QUERY or --all",
+                       EXIT_USAGE)  # fmt: skip
+    with daemon_client(args) as client:
+        if action == "pins":
+            result = client.pins()
+        elif action == "unpin":
+            result = client.unpin(paths, args.collection, args.search, everything=args.all)
+        else:
+            result = _pin(client, paths, args)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif action == "pins":
+        _print_pins(result)
+    elif action == "unpin":
+        print(f"dropped {result['requests']} pins: {result['tracks_unpinned']} tracks are "
+              f"no longer pinned (they may be evicted), {result['pinned_tracks']} still "
+              "are")  # fmt: skip
+    else:
+        _print_pinned(result, args.wait)
+    return EXIT_FAILED if action == "pin" and result["failed"] else EXIT_OK
+
+
+def _pin(client: Any, paths: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    from musicfs.cli.progress import follow, last
+
+    updates = client.pin(paths, args.collection, args.search, wait=args.wait)
+    if args.wait:
+        updates = follow(updates, "pinning", args.json, total="files", completed="done")
+    final = last(updates)
+    if not final.get("finished"):
+        raise CLIError("the daemon stopped before the pin finished; run it again")
+    return final
+
+
+def size_text(size: int) -> str:
+    """*size* bytes for people: 1.5 MiB."""
+    value, unit = float(size), "bytes"
+    for name in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, name
+    return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
+def _print_pinned(result: dict[str, Any], waited: bool) -> None:
+    print(f"pinned {result['tracks']} tracks ({size_text(result['bytes'])}); "
+          f"{result['pinned_tracks']} tracks pinned in all, {size_text(result['pinned_bytes'])} "
+          f"of pin_limit {size_text(result['pin_limit'])}")  # fmt: skip
+    if waited:
+        print(f"{result['done']} of {result['files']} in the cache ({result['already_cached']} "
+              f"were already, {result['copied_bytes']} bytes copied)")  # fmt: skip
+        for problem in result["failed"]:
+            print(f"failed (copied once its origin answers): {problem}")
+    else:
+        print("the daemon copies them into the cache in the background "
+              "(musicfs cache pins shows how far it got)")  # fmt: skip
+
+
+def _print_pins(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"pins (pin_limit {size_text(result['pin_limit'])})")
+    for column in ("pinned", "tracks", "size", "in the cache"):
+        table.add_column(column, no_wrap=column != "pinned")
+    for pin in result["pins"]:
+        what = pin["value"] or "/" if pin["kind"] == "path" else f"{pin['kind']}: {pin['value']}"
+        present = f"{pin['present_tracks']} tracks, {size_text(pin['present_bytes'])}"
+        table.add_row(what, str(pin["tracks"]), size_text(pin["bytes"]), present)
+    table.add_row("all pins", str(result["tracks"]), size_text(result["bytes"]),
+                  f"{result['present_tracks']} tracks, {size_text(result['present_bytes'])}",
+                  style="bold")  # fmt: skip
+    console = Console()
+    if not result["pins"]:
+        console.print("nothing is pinned (musicfs cache pin PATH | --collection NAME | "
+                      "--search QUERY)")  # fmt: skip
+        return
+    console.print(table)

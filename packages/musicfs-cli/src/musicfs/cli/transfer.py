@@ -1,6 +1,7 @@
 """``musicfs export`` and ``musicfs import musicfs FILE``: what a user did to a
-library (tag overrides, play counts, last played, ratings) carried to another
-machine. ``import beets`` and ``import itunes`` are in `musicfs.cli.importers`.
+library (tag overrides, play counts, last played, pins for offline, ratings)
+carried to another machine. ``import beets`` and ``import itunes`` are in
+`musicfs.cli.importers`.
 
 The export reads the mount's catalog read-only (no RPC). Each track is keyed by
 its origin id + relpath, by the identity of its audio
@@ -9,11 +10,14 @@ number), so that `match_entries` can find it again where the folders differ.
 The import sets overrides through the running mount (``SetTags``, as ``musicfs
 tag set`` does, so the tree and the kernel's caches follow) and adds the play
 counts to the catalog's access log: counts add up, last played becomes the
-later of the two. Ratings (0-100) are set.
+later of the two. Pinned tracks are pinned there too, as one pin named after
+the file (``musicfs cache pins`` shows it; ``cache unpin`` takes its tracks'
+paths), within that mount's ``[cache] pin_limit``. Ratings (0-100) are set.
 
 JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, audio_id, artist,
 album, title, track, overrides: {field: value or null}, plays, last_played,
-rating}]}`` (``audio_id`` and ``rating`` may be missing: older exports).
+pinned, rating}]}`` (``audio_id``, ``pinned``, ``rating`` may be missing: older
+exports).
 CSV: one row per track with the same columns; ``overrides`` holds the JSON object.
 """
 
@@ -34,7 +38,7 @@ from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 FORMAT_VERSION = 1
 _KEYS = ("artist", "album", "title", "track")
 _CSV_NEEDED = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides")
-CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "rating")  # audio_id, rating: optional when read
+CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "pinned", "rating")  # optional when read
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Entry:
     plays: int = 0
     last_played: float | None = None
     audio_id: str | None = None  # the same audio has it on every machine
+    pinned: bool = False
     rating: int | None = None
 
     def tag_key(self) -> tuple[str, str, str, int | None] | None:
@@ -75,6 +80,7 @@ class Entry:
             "plays": self.plays,
             "last_played": self.last_played,
             "audio_id": self.audio_id,
+            "pinned": self.pinned,
             "rating": self.rating,
         }
 
@@ -143,6 +149,9 @@ def _entry(data: Any, where: str) -> Entry:
     audio_id = data.get("audio_id") or None
     if audio_id is not None and not isinstance(audio_id, str):
         raise ValueError(f"{where}: 'audio_id' must be a string or null")
+    pinned = data.get("pinned") or False
+    if not isinstance(pinned, bool):
+        raise ValueError(f"{where}: 'pinned' must be true or false")
     rating = data.get("rating")
     if rating is not None and (
         isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 100
@@ -150,7 +159,7 @@ def _entry(data: Any, where: str) -> Entry:
         raise ValueError(f"{where}: 'rating' must be a whole number 0-100 or null")
     return Entry(data["origin"], data["relpath"], data.get("artist"), data.get("album"),
                  data.get("title"), track, dict(overrides), plays,
-                 None if last is None else float(last), audio_id, rating)  # fmt: skip
+                 None if last is None else float(last), audio_id, pinned, rating)  # fmt: skip
 
 
 def parse_export(text: str) -> list[Entry]:
@@ -186,6 +195,7 @@ def parse_export(text: str) -> list[Entry]:
             data["last_played"] = float(row["last_played"]) if row["last_played"] else None
             data["overrides"] = json.loads(row["overrides"] or "{}")
             data["audio_id"] = row.get("audio_id") or None
+            data["pinned"] = (row.get("pinned") or "").lower() in ("true", "1")
             data["rating"] = int(row["rating"]) if row.get("rating") else None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {n}: {exc}") from None
@@ -199,9 +209,10 @@ def parse_export(text: str) -> list[Entry]:
 def add_parser(sub: Any, config_args: Any) -> None:
     export = sub.add_parser(
         "export",
-        help="write overrides, play counts and ratings, to import on another machine",
+        help="write overrides, play counts, pins and ratings, to import on another machine",
         description="Write what was done to the library of a mount (tag overrides, play "
-        "counts, last played, ratings) with each track's origin path and tags.",
+        "counts, last played, pins for offline, ratings) with each track's origin path "
+        "and tags.",
     )
     export.add_argument("--format", choices=("json", "csv"), default="json",
                         help="json (default) or csv (one row per track)")  # fmt: skip
@@ -216,7 +227,8 @@ def add_parser(sub: Any, config_args: Any) -> None:
         help="a file written by musicfs export",
         description="Restore a musicfs export: tracks are matched by origin and path, else "
         "by artist, album, title and track number. Overrides and ratings are set; play "
-        "counts are added (last played becomes the later of the two).",
+        "counts are added (last played becomes the later of the two); pinned tracks are "
+        "pinned, as one pin named after FILE.",
     )
     own.add_argument("file", type=Path, help="the export (JSON or CSV)")
     own.add_argument("--dry-run", action="store_true", help="print what would change")
@@ -249,6 +261,7 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
                 r.plays,
                 r.last_played,
                 r.audio_id,
+                r.pinned,
                 r.rating,
             ),
         )
@@ -306,6 +319,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     prefix = "would " if args.dry_run else ""
     matched = unmatched = 0
     plays: list[tuple[int, int, float]] = []
+    pins: list[str] = []
     ratings: list[tuple[int, int | None]] = []
     with daemon_client(args) as client:
         path = _catalog_path(client)
@@ -331,6 +345,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             if entry.plays:
                 print(f"{prefix}add {entry.plays} plays to {shown_at}")
                 plays.append((record.file_id, entry.plays, entry.last_played or 0.0))
+            if entry.pinned and not found.pinned:
+                if record.path:
+                    print(f"{prefix}pin {shown_at}")
+                    pins.append(record.path)
+                else:
+                    print(f"not in the tree, not pinned: {shown_at}")
             if entry.rating is not None and entry.rating != found.rating:
                 print(f"{prefix}rate {shown_at}: {entry.rating}/100")
                 ratings.append((record.file_id, entry.rating))
@@ -338,6 +358,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         add_plays(path, plays)
     if ratings and not args.dry_run:
         set_ratings(path, ratings, "musicfs")
+    if pins and not args.dry_run:  # all or nothing, within the pin limit
+        from musicfs.cli.progress import last
+
+        with daemon_client(args) as client:
+            if not last(client.pin(pins, import_label=args.file.name)).get("finished"):
+                raise CLIError("the daemon stopped before the tracks were pinned; run it again")
     dry = " (dry run: nothing changed)" if args.dry_run else ""
     print(f"{matched} tracks matched, {unmatched} not{dry}")
     return EXIT_OK

@@ -172,6 +172,45 @@ class ControlClient:
         """Progress of a cache verify in the daemon; the last has ``finished``."""
         yield from self._stream("VerifyCache", control_pb2.VerifyCacheRequest())
 
+    def pin(
+        self,
+        paths: Iterable[str] = (),
+        collections: Iterable[str] = (),
+        searches: Iterable[str] = (),
+        *,
+        wait: bool = False,
+        import_label: str = "",
+    ) -> Iterator[dict[str, Any]]:
+        """Pin tracks for offline: the pin (first message) and, with *wait*, the
+        progress of copying them; the last has ``finished``."""
+        request = control_pb2.PinTracksRequest(
+            paths=list(paths), collections=list(collections), searches=list(searches),
+            wait=wait, import_label=import_label,
+        )  # fmt: skip
+        yield from self._stream("PinTracks", request)
+
+    def unpin(
+        self,
+        paths: Iterable[str] = (),
+        collections: Iterable[str] = (),
+        searches: Iterable[str] = (),
+        *,
+        everything: bool = False,
+    ) -> dict[str, Any]:
+        request = control_pb2.UnpinTracksRequest(
+            paths=list(paths), collections=list(collections), searches=list(searches),
+            all=everything,
+        )  # fmt: skip
+        message = self._call("UnpinTracks", request)
+        return _with_ints(message, self._plain(message))
+
+    def pins(self) -> dict[str, Any]:
+        """{"pins": [{kind, value, tracks, bytes, present_tracks, present_bytes}], totals}"""
+        message = self._call("ListPins", control_pb2.ListPinsRequest())
+        listed = _with_ints(message, self._plain(message))
+        listed["pins"] = [_with_ints(p, self._plain(p)) for p in message.pins]
+        return listed
+
     def origins(self) -> list[dict[str, Any]]:
         message = self._call("ListOrigins", control_pb2.ListOriginsRequest())
         return [_with_ints(o, self._plain(o)) for o in message.origins]

@@ -22,6 +22,7 @@ from musicfs.core.mount.facade import (
     AdminError,
     CacheVerifyProgress,
     MountControl,
+    PinProgress,
     PrefetchProgress,
     ScanReport,
 )
@@ -65,9 +66,20 @@ def _verify_cache_message(progress: CacheVerifyProgress) -> control_pb2.VerifyCa
     )  # fmt: skip
 
 
+def _pin_message(progress: PinProgress) -> control_pb2.PinProgress:
+    return control_pb2.PinProgress(
+        tracks=progress.tracks, bytes=progress.bytes, pinned_tracks=progress.pinned_tracks,
+        pinned_bytes=progress.pinned_bytes, pin_limit=progress.pin_limit, files=progress.files,
+        done=progress.done, copied_bytes=progress.copied_bytes,
+        already_cached=progress.already_cached, failed=list(progress.failed),
+        current=progress.current, finished=progress.finished,
+    )  # fmt: skip
+
+
 class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
-    GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream."""
+    GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream,
+    PinTracks, UnpinTracks, ListPins."""
 
     fs: MountControl
 
@@ -109,6 +121,35 @@ class AdminRPCs:
             put(_verify_cache_message(final))
 
         return _streamed(context, "cache verify", work)
+
+    def PinTracks(
+        self, request: control_pb2.PinTracksRequest, context: grpc.ServicerContext
+    ) -> Iterator[control_pb2.PinProgress]:
+        def work(put: Callable[[control_pb2.PinProgress], None]) -> None:
+            final = self.fs.pin(
+                list(request.paths), list(request.collections), list(request.searches),
+                wait=request.wait, import_label=request.import_label,
+                progress=lambda p: put(_pin_message(p)),
+            )  # fmt: skip
+            put(_pin_message(final))
+
+        return _streamed(context, "pin", work)
+
+    def UnpinTracks(
+        self, request: control_pb2.UnpinTracksRequest, context: grpc.ServicerContext
+    ) -> control_pb2.UnpinTracksResponse:
+        result = self._do(context, lambda: self.fs.unpin(
+            list(request.paths), list(request.collections), list(request.searches),
+            everything=request.all,
+        ))  # fmt: skip
+        return control_pb2.UnpinTracksResponse(**result)
+
+    def ListPins(
+        self, request: control_pb2.ListPinsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.PinList:
+        listed = self.fs.pins()
+        pins = [control_pb2.Pin(**pin) for pin in listed.pop("pins")]
+        return control_pb2.PinList(pins=pins, **listed)
 
     def ListOrigins(
         self, request: control_pb2.ListOriginsRequest, context: grpc.ServicerContext

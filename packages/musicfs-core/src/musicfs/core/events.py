@@ -36,6 +36,8 @@ class EventType(enum.StrEnum):
     TRACK_MOVED = "track.moved"
     ORIGIN_HEALTH = "origin.health"
     CACHE_EVICTED = "cache.evicted"
+    CACHE_PINNED = "cache.pinned"
+    CACHE_UNPINNED = "cache.unpinned"
     CHUNK_CORRUPT = "chunk.corrupt"
     PLUGIN_LOADED = "plugin.loaded"
     PLUGIN_UNLOADED = "plugin.unloaded"

@@ -624,3 +624,105 @@ class SearchResponse(_message.Message):
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     seconds: float
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class PinTracksRequest(_message.Message):
+    __slots__ = ("paths", "collections", "searches", "wait", "import_label")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_LABEL_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    searches: _containers.RepeatedScalarFieldContainer[str]
+    wait: bool
+    import_label: str
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., collections: _Optional[_Iterable[str]] = ..., searches: _Optional[_Iterable[str]] = ..., wait: _Optional[bool] = ..., import_label: _Optional[str] = ...) -> None: ...
+
+class PinProgress(_message.Message):
+    __slots__ = ("tracks", "bytes", "pinned_tracks", "pinned_bytes", "pin_limit", "files", "done", "copied_bytes", "already_cached", "failed", "current", "finished")
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PINNED_TRACKS_FIELD_NUMBER: _ClassVar[int]
+    PINNED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    COPIED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_CACHED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    tracks: int
+    bytes: int
+    pinned_tracks: int
+    pinned_bytes: int
+    pin_limit: int
+    files: int
+    done: int
+    copied_bytes: int
+    already_cached: int
+    failed: _containers.RepeatedScalarFieldContainer[str]
+    current: str
+    finished: bool
+    def __init__(self, tracks: _Optional[int] = ..., bytes: _Optional[int] = ..., pinned_tracks: _Optional[int] = ..., pinned_bytes: _Optional[int] = ..., pin_limit: _Optional[int] = ..., files: _Optional[int] = ..., done: _Optional[int] = ..., copied_bytes: _Optional[int] = ..., already_cached: _Optional[int] = ..., failed: _Optional[_Iterable[str]] = ..., current: _Optional[str] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class UnpinTracksRequest(_message.Message):
+    __slots__ = ("paths", "collections", "searches", "all")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    searches: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., collections: _Optional[_Iterable[str]] = ..., searches: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class UnpinTracksResponse(_message.Message):
+    __slots__ = ("requests", "tracks_unpinned", "pinned_tracks")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_UNPINNED_FIELD_NUMBER: _ClassVar[int]
+    PINNED_TRACKS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    tracks_unpinned: int
+    pinned_tracks: int
+    def __init__(self, requests: _Optional[int] = ..., tracks_unpinned: _Optional[int] = ..., pinned_tracks: _Optional[int] = ...) -> None: ...
+
+class ListPinsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Pin(_message.Message):
+    __slots__ = ("kind", "value", "pinned_at", "tracks", "bytes", "present_tracks", "present_bytes")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    PINNED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_TRACKS_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    value: str
+    pinned_at: float
+    tracks: int
+    bytes: int
+    present_tracks: int
+    present_bytes: int
+    def __init__(self, kind: _Optional[str] = ..., value: _Optional[str] = ..., pinned_at: _Optional[float] = ..., tracks: _Optional[int] = ..., bytes: _Optional[int] = ..., present_tracks: _Optional[int] = ..., present_bytes: _Optional[int] = ...) -> None: ...
+
+class PinList(_message.Message):
+    __slots__ = ("pins", "tracks", "bytes", "present_tracks", "present_bytes", "pin_limit")
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_TRACKS_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIN_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    pins: _containers.RepeatedCompositeFieldContainer[Pin]
+    tracks: int
+    bytes: int
+    present_tracks: int
+    present_bytes: int
+    pin_limit: int
+    def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., tracks: _Optional[int] = ..., bytes: _Optional[int] = ..., present_tracks: _Optional[int] = ..., present_bytes: _Optional[int] = ..., pin_limit: _Optional[int] = ...) -> None: ...

@@ -144,6 +144,21 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchHit.FromString,
                 _registered_method=True)
+        self.PinTracks = channel.unary_stream(
+                '/musicfs.control.v1.MusicFS/PinTracks',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinTracksRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinProgress.FromString,
+                _registered_method=True)
+        self.UnpinTracks = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/UnpinTracks',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.UnpinTracksRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.UnpinTracksResponse.FromString,
+                _registered_method=True)
+        self.ListPins = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/ListPins',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListPinsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinList.FromString,
+                _registered_method=True)
 
 
 class MusicFSServicer:
@@ -307,6 +322,29 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PinTracks(self, request, context):
+        """Pins for offline: the tracks of paths, collections and searches are kept in
+        the content cache (never evicted; copied again when they change on their
+        origin), within [cache] pin_limit. PinTracks pins (all or nothing) and, with
+        wait, streams the progress of copying them; without, it answers once they
+        are pinned and the daemon copies them in the background.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpinTracks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPins(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -419,6 +457,21 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.SearchStream,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SearchHit.SerializeToString,
+            ),
+            'PinTracks': grpc.unary_stream_rpc_method_handler(
+                    servicer.PinTracks,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinTracksRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinProgress.SerializeToString,
+            ),
+            'UnpinTracks': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpinTracks,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.UnpinTracksRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.UnpinTracksResponse.SerializeToString,
+            ),
+            'ListPins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPins,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListPinsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1015,6 +1068,87 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/SearchStream',
             musicfs_dot_control_dot_v1_dot_control__pb2.SearchRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.SearchHit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinTracks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/PinTracks',
+            musicfs_dot_control_dot_v1_dot_control__pb2.PinTracksRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PinProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpinTracks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/UnpinTracks',
+            musicfs_dot_control_dot_v1_dot_control__pb2.UnpinTracksRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.UnpinTracksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/ListPins',
+            musicfs_dot_control_dot_v1_dot_control__pb2.ListPinsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.PinList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,6 +26,7 @@ identity covers the whole file (Ogg, WAV) must not lose them.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,10 @@ USER_TABLES: tuple[str, ...] = (
     "imported_plays",
 )
 
-#: What goes with the user data: where the file was before (a second move keeps the first).
-_CARRIED = (*USER_TABLES, "moves")
+#: What goes with the user data: pins (which alone never make a file's data to
+#: carry: a pinned folder, collection or search pins the file at its new path
+#: again after the scan) and where the file was before (a second move keeps the first).
+_CARRIED = (*USER_TABLES, "pins", "moves")
 
 #: How long the data of a file that left the catalog waits for its audio to return.
 DEPARTED_DAYS = 365
@@ -242,10 +245,13 @@ class Identity(Part):
                 row = {k: v for k, v in kept.items() if k in columns} | {"file_id": file_id}
                 names = ", ".join(row)
                 marks = ", ".join("?" * len(row))
-                self._conn.execute(
-                    f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
-                    tuple(row.values()),
-                )
+                try:
+                    self._conn.execute(
+                        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",
+                        tuple(row.values()),
+                    )
+                except sqlite3.IntegrityError:
+                    continue  # what it refers to is gone (a pin dropped meanwhile)
         self._conn.execute("DELETE FROM overlays WHERE file_id = ?", (file_id,))
 
     def _moved(self, file_id: int, from_origin: str, from_relpath: str) -> Moved:

@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -252,7 +252,26 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (origin, reldir, name)
     );
     """,
-    # 14: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
+    # 14: pins for offline (issue 15.2): what the user asked to keep (a folder of
+    # the tree, a collection, a search, an import), and the tracks each request
+    # pins now, keyed by file id (identity.py carries them with a file's other
+    # user data).
+    """
+    CREATE TABLE pin_requests (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        at REAL NOT NULL,
+        UNIQUE (kind, value)
+    );
+    CREATE TABLE pins (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        request INTEGER NOT NULL REFERENCES pin_requests (id) ON DELETE CASCADE,
+        PRIMARY KEY (file_id, request)
+    ) WITHOUT ROWID;
+    CREATE INDEX pins_by_request ON pins (request);
+    """,
+    # 15: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
     # the access log, per file and source (so importing again adds only what is new).
     """
     CREATE TABLE ratings (

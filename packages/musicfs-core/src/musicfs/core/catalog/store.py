@@ -22,6 +22,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `ratings`       ratings (0-100) of files
 `identity`      audio identities: user data that follows moves
 `playlists`     playlists: entries as file ids; playlist files of origins
+`pins`          pins for offline: what was asked, the tracks it pins
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -50,6 +51,7 @@ from musicfs.core.catalog import schema
 from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
 from musicfs.core.catalog.overrides import Overrides
+from musicfs.core.catalog.pins import PinRequest, Pins
 from musicfs.core.catalog.playlists import Playlists
 from musicfs.core.catalog.plays import Plays
 from musicfs.core.catalog.ratings import Ratings
@@ -85,6 +87,7 @@ __all__ = [
     "KnownFile",
     "Node",
     "Overlay",
+    "PinRequest",
     "Track",
     "damaged",
     "first_problem",
@@ -95,7 +98,17 @@ __all__ = [
 
 
 class Catalog(
-    Tree, Tracks, Overrides, Plays, Ratings, Identity, Playlists, Stats, Settings, SearchIndex
+    Tree,
+    Tracks,
+    Overrides,
+    Plays,
+    Ratings,
+    Pins,
+    Identity,
+    Playlists,
+    Stats,
+    Settings,
+    SearchIndex,
 ):
     """A connection to the catalog database. Use one per thread.
 

@@ -89,6 +89,13 @@ class CacheSettings:
 
     mode: str = "full"
     limit: int = 10 * 1024**3
+    #: Bytes of pinned tracks at most (``musicfs cache pin``); None: half of *limit*.
+    pin_limit: int | None = None
+
+    @property
+    def pin_bytes(self) -> int:
+        """The pin limit in force: *pin_limit*, or half the cache limit."""
+        return self.limit // 2 if self.pin_limit is None else self.pin_limit
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,15 @@ def _extensions(value: Any) -> tuple[str, ...]:
     return tuple(v.lower().lstrip(".") for v in value)
 
 
+def _pin_limit_within_limit(cache: CacheSettings) -> None:
+    if cache.pin_limit is not None and cache.pin_limit > cache.limit:
+        raise ConfigError(
+            f"[cache] pin_limit ({cache.pin_limit} bytes) is more than [cache] limit "
+            f"({cache.limit} bytes): pinned tracks must fit in the cache; lower pin_limit "
+            "or raise limit"
+        )
+
+
 def _no_wasm_dirs_without_filesystem(plugins: PluginSettings) -> None:
     if plugins.wasm_dirs and not plugins.wasm_filesystem:
         raise ConfigError(
@@ -248,7 +264,11 @@ CACHE = Section(
             "full (keep what is read) or passthrough",
         ),
         "limit": Setting("limit", parse_size, "content cache size, e.g. 10GiB"),
+        "pin_limit": Setting(
+            "pin_limit", parse_size, "bytes of pinned tracks at most (default: half the limit)"
+        ),
     },
+    check=_pin_limit_within_limit,
 )
 PREFETCH = Section(
     "prefetch",

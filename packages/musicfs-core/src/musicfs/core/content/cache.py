@@ -16,6 +16,10 @@ A copy counts as cached only while it is whole: one found damaged (by a read,
 or a check) or that lost chunks to eviction is dropped at once. The damaged
 ones are remembered in the ``refetch`` table (`ContentCache.wanted`) until they
 are copied again from their origins. Nothing here talks to FUSE.
+
+Pinned files (`pin_files`: the tracks the user pinned for offline, told by the
+mount) keep their chunks from eviction, in every version copied; `clear`
+leaves their copies alone.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from musicfs.core.content.cachedfile import CachedFile
@@ -68,6 +72,7 @@ class ContentCache:
         self.on_damaged: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._checking = threading.Lock()
+        self._pinned: set[tuple[str, str]] = set()  # (origin, relpath): `pin_files`
         self._db = sqlite3.connect(self.root / "manifests.sqlite3", check_same_thread=False,
                                    isolation_level=None)  # fmt: skip
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -153,7 +158,8 @@ class ContentCache:
         hlen = header_length(lambda o, n: bytes(view[o : o + n]), version.format)
         payload = view[hlen:]
         bounds = cut(payload)
-        digests = self.store.put_all([payload[o : o + n] for o, n in bounds])
+        pinned = (version.origin, version.relpath) in self._pinned
+        digests = self.store.put_all([payload[o : o + n] for o, n in bounds], keep=pinned)
         self.sweep()  # storing may have evicted chunks of other copies: not whole now
         listing = ",".join(f"{o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True))
         self._save(version, bytes(view[:hlen]), listing)
@@ -214,6 +220,29 @@ class ContentCache:
             else:
                 self.headers.bytes -= replaced[0]
             self.headers.bytes += len(header)
+            if (version.origin, version.relpath) in self._pinned:
+                self.store.keep_more(digests_of(listing))  # a delta copy reuses chunks
+
+    def pin_files(self, files: Iterable[tuple[str, str]]) -> None:
+        """Keep the copies of *files* ((origin, relpath) of the pinned tracks, all
+        of them: this replaces the last call's) from eviction, now and whenever
+        they are copied again. Files no longer named may be evicted again: if the
+        store is over its limit, at once."""
+        pinned = set(files)
+        with self._lock:
+            self._pinned = pinned
+            digests: set[str] = set()
+            for origin, relpath in pinned:
+                row = self._db.execute(
+                    "SELECT chunks FROM manifests WHERE origin = ? AND relpath = ?",
+                    (origin, relpath),
+                ).fetchone()
+                if row is not None:
+                    digests.update(digests_of(row[0]))
+            # Under our lock: a pinned copy saved meanwhile cannot be left out.
+            self.store.keep(digests)
+        self.store.evict()
+        self.sweep()
 
     def open(self, version: Version) -> CachedFile | None:
         """The cached copy of exactly this version, if every chunk is still there."""
@@ -413,18 +442,19 @@ class ContentCache:
         return self.store.recheck(digests_of(listing)) if listing else []
 
     def clear(self, origin: str | None = None) -> tuple[int, int]:
-        """Drop the cached copies of *origin*'s files (of every file when None), and
-        the chunks no other copy uses. Open files keep reading theirs. Returns
-        (files, bytes freed)."""
+        """Drop the cached copies of *origin*'s files (of every file when None),
+        but those of pinned files, and the chunks no other copy uses. Open files
+        keep reading theirs. Returns (files, bytes freed)."""
         with self._lock:
-            if origin is None:
-                files = self._db.execute("DELETE FROM manifests").rowcount
-                self._db.execute("DELETE FROM refetch")
-            else:
-                files = self._db.execute(
-                    "DELETE FROM manifests WHERE origin = ?", (origin,)
-                ).rowcount
-                self._db.execute("DELETE FROM refetch WHERE origin = ?", (origin,))
+            where, params = ("", ()) if origin is None else (" WHERE origin = ?", (origin,))
+            rows = self._db.execute(f"SELECT rowid, origin, relpath FROM manifests{where}", params)
+            # Pinned copies stay: they are cleared by unpinning them first.
+            drop = [(r[0],) for r in rows.fetchall() if (r[1], r[2]) not in self._pinned]
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM manifests WHERE rowid = ?", drop)
+                self._db.execute(f"DELETE FROM refetch{where}", params)
+            files = len(drop)
             kept = self._db.execute("SELECT chunks FROM manifests").fetchall()
             row = self._db.execute(
                 "SELECT count(*), coalesce(sum(length(header)), 0) FROM manifests"

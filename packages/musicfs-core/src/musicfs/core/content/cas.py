@@ -16,7 +16,8 @@ at once by punching a hole in its pack; a pack with no chunk left is deleted.
 Every chunk is checked against its hash when read (NFR-8.1): a damaged chunk is
 dropped and reported with `CorruptChunk`, never returned. The store is kept
 under a size limit by evicting the least recently used chunks that are not
-pinned (in use by an open file).
+pinned (in use by an open file) and not kept (`keep`: the chunks of the copies
+of tracks the user pinned for offline, which are never evicted).
 
 This module is the store's policy: the index, where new chunks go, pins and
 eviction. What a chunk is and reading it back are `chunks`; the bytes on disk,
@@ -73,6 +74,7 @@ class ChunkStore:
         self.stats = TierStats()
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
+        self._kept: set[str] = set()  # pinned for offline: never evicted (`keep`)
         self._touched: dict[str, float] = {}
         # Chunks dropped since `take_lost`: the copies listing them are no longer
         # whole (the content layer drops them; the damaged ones to be fetched again).
@@ -141,15 +143,19 @@ class ChunkStore:
         """Store *data* (once, however often it is put); return its hash."""
         return self.put_all([data])[0]
 
-    def put_all(self, blocks: Sequence[bytes | memoryview]) -> list[str]:
+    def put_all(self, blocks: Sequence[bytes | memoryview], *, keep: bool = False) -> list[str]:
         """Store *blocks* (one file's chunks, in order) and return their hashes.
 
         The ones not stored yet are written one after another into one pack,
         with one write and one index transaction. The write happens outside the
         lock (its place is reserved first), so readers never wait for a copy.
+        *keep*: they are a pinned track's (`keep_more`), from before the
+        eviction that storing them may cause.
         """
         digests = [chunk_hash(block) for block in blocks]
         with self._lock:
+            if keep:
+                self._kept.update(digests)
             known = self._known_locked(digests)
             fresh: dict[str, bytes | memoryview] = {}
             for digest, block in zip(digests, blocks, strict=True):
@@ -328,6 +334,18 @@ class ChunkStore:
         finally:
             self.unpin(held)
 
+    def keep(self, digests: Iterable[str]) -> None:
+        """Never evict *digests* (the chunks of pinned tracks' copies), instead of
+        the ones kept until now: those may go once the store is over its limit."""
+        kept = set(digests)
+        with self._lock:
+            self._kept = kept
+
+    def keep_more(self, digests: Iterable[str]) -> None:
+        """Never evict *digests* either (a pinned track's new copy)."""
+        with self._lock:
+            self._kept.update(digests)
+
     def drop_unreferenced(self, keep: set[str]) -> tuple[int, int]:
         """Delete every chunk not in *keep* and not pinned by an open file;
         return (chunks, bytes) deleted. Works in batches, letting go of the lock
@@ -361,7 +379,7 @@ class ChunkStore:
             for digest, _ in rows:
                 if self.stats.bytes <= self.limit:
                     break
-                if digest in self._pins:
+                if digest in self._pins or digest in self._kept:
                     continue
                 freed += self._forget_locked(digest)
                 self._lost_evicted.add(digest)

@@ -382,6 +382,11 @@ class Admin:
             limit = parse_size(value)
         except ValueError as exc:
             raise AdminError(f"cache.limit: {exc}") from None
+        pin_limit = fs.config.cache.pin_limit
+        if pin_limit is not None and limit < pin_limit:
+            raise AdminError(f"cache.limit {limit} is below [cache] pin_limit ({pin_limit} "
+                             "bytes): pinned tracks must fit in the cache; give at least "
+                             "that much")  # fmt: skip
         fs.life.config = replace(fs.config, cache=replace(fs.config.cache, limit=limit))
         if fs.content is not None:
             fs.content.store.limit = limit

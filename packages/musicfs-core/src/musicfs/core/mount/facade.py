@@ -46,6 +46,7 @@ from musicfs.core.mount.admin import (
 )
 from musicfs.core.mount.assembly import MountState, StartupError, shown_state, version
 from musicfs.core.mount.origins import build_origin
+from musicfs.core.mount.pins import PinError, PinProgress
 from musicfs.core.mount.service import MusicFS
 from musicfs.core.origins.federation import Health
 from musicfs.core.secrets.credentials import Credentials
@@ -67,6 +68,7 @@ __all__ = [
     "MountControl",
     "MountState",
     "OfflineCheck",
+    "PinProgress",
     "PrefetchProgress",
     "ScanProgress",
     "ScanReport",
@@ -293,6 +295,56 @@ class MountControl(Admin):
         """What the health checks know of each origin now."""
         return dict(self.fs.federation.health)
 
+    # -- pins for offline (mount/pins.py) --------------------------------------------
+
+    def pin(
+        self,
+        paths: Sequence[str] = (),
+        collections: Sequence[str] = (),
+        searches: Sequence[str] = (),
+        *,
+        wait: bool = False,
+        import_label: str = "",
+        progress: Callable[[PinProgress], None] | None = None,
+    ) -> PinProgress:
+        """Pin the tracks at or below *paths* (relative to the mountpoint), of
+        *collections* and found by *searches*, all or nothing, within ``[cache]
+        pin_limit``; with *import_label*, the tracks at *paths* as one request of
+        that name. With *wait*, copy them now (telling *progress*), else in the
+        background. Raises `AdminError`."""
+        if import_label:
+            targets = [("import", import_label)]
+        else:
+            targets = [("path", p) for p in paths] + [("collection", c) for c in collections]
+            targets += [("search", q) for q in searches]
+        imported = paths if import_label else ()
+        try:
+            return self.fs.pinning.pin(targets, wait=wait, imported=imported, progress=progress)
+        except PinError as exc:
+            raise AdminError(str(exc), exc.kind) from None
+
+    def unpin(
+        self,
+        paths: Sequence[str] = (),
+        collections: Sequence[str] = (),
+        searches: Sequence[str] = (),
+        *,
+        everything: bool = False,
+    ) -> dict[str, int]:
+        """Drop pins: those of *paths* (and path pins below them), *collections*,
+        *searches*, or all. Raises `AdminError`."""
+        targets = [("path", p) for p in paths] + [("collection", c) for c in collections]
+        targets += [("search", q) for q in searches]
+        try:
+            return self.fs.pinning.unpin(targets, everything)
+        except PinError as exc:
+            raise AdminError(str(exc), exc.kind) from None
+
+    def pins(self) -> dict[str, Any]:
+        """What is pinned: each request with its tracks, size and what of it is
+        in the cache now; the totals and the pin limit."""
+        return self.fs.pinning.pins()
+
     # -- tags, plugins, content verification --------------------------------------------
 
     def set_tags(
@@ -433,18 +485,21 @@ class LibraryRecord:
     plays: int
     last_played: float | None
     audio_id: str | None = None
+    pinned: bool = False  # pinned for offline (``musicfs cache pin``)
     rating: int | None = None
     own: TrackTags = field(default_factory=TrackTags)  # all of the file's own tags
 
 
 def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
     """The tracks of a catalog (read-only, so while it is mounted too): those with
-    overrides, plays or a rating when *used_only*, else all of them."""
+    overrides, plays, pins or a rating when *used_only*, else all of them."""
     with Catalog.open(catalog_path, readonly=True) as catalog:
         overrides = catalog.all_overrides()
         plays = catalog.play_totals()
+        pinned = catalog.pinned_file_ids()
         ratings = catalog.all_ratings()
-        ids = sorted({*overrides, *plays, *ratings}) if used_only else catalog.file_ids()
+        used = {*overrides, *plays, *pinned, *ratings}
+        ids = sorted(used) if used_only else catalog.file_ids()
         records = []
         for file_id in ids:
             track = catalog.track(file_id)
@@ -458,7 +513,7 @@ def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
                 catalog.path_of(node.id) if node is not None else "",
                 tags.artist, tags.album, tags.title, tags.track,
                 overrides.get(file_id, {}), count, last, catalog.audio_id(file_id),
-                ratings.get(file_id), tags,
+                file_id in pinned, ratings.get(file_id), tags,
             ))  # fmt: skip
     return records
 

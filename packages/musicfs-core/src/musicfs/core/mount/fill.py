@@ -3,9 +3,11 @@ cache in the background, one at a time, and damaged cached copies are copied
 again when their origins answer.
 
 `FillQueue.on_fill` is the `Library`'s hook (trio thread); `run` is the loop a
-`Supervisor` keeps going; `copy_to_cache` and `refetch` are also what a
-``musicfs prefetch``, a ``/.prefetch`` hint and ``musicfs cache verify`` use
-(blocking, any thread but trio's).
+`Supervisor` keeps going (it also copies the pinned tracks that are not cached
+in the version the tree shows: pins for offline, `musicfs.core.mount.pins`);
+`copy_to_cache` and `refetch` are also what a ``musicfs prefetch``, a
+``/.prefetch`` hint, ``musicfs cache pin --wait`` and ``musicfs cache verify``
+use (blocking, any thread but trio's).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from musicfs.core.catalog.store import Catalog, Track, split_relpath
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.library import version_of
 from musicfs.core.mount.assembly import Lifecycle
+from musicfs.core.mount.pins import Pinning
 from musicfs.core.origins.base import Origin
 from musicfs.core.origins.federation import Federation
 from musicfs.core.supervise import Supervisor
@@ -50,6 +53,10 @@ class FillQueue:
         self.content = content
         self.supervisor = supervisor
         self._to_fill: dict[tuple[str, str], Track] = {}
+        # The mount's pins (set by it): which files to keep, which to copy; looked
+        # at after a `wake` (a pin, a rescan, an origin back), not after every open.
+        self.pins: Pinning | None = None
+        self._check_pins = True
         self._wakeup = trio.Event()
         if content is not None:
             content.on_damaged = self.wake  # copied again when its origin answers
@@ -59,6 +66,7 @@ class FillQueue:
         self.life.in_trio(self._set_wakeup)
 
     def _set_wakeup(self) -> None:
+        self._check_pins = True
         self._wakeup.set()  # the event of now: the loop makes a new one each round
 
     def on_fill(self, track: Track) -> None:
@@ -76,8 +84,11 @@ class FillQueue:
         (`_repair`): at start, after damage is found, when an origin comes back.
         """
         if self.content is not None:
+            if self.pins is not None:  # before anything is copied (and evicted)
+                await trio.to_thread.run_sync(self.pins.load)
             await trio.to_thread.run_sync(self.content.verify, False)
             await trio.to_thread.run_sync(self._repair)
+            await self._keep_pins()  # pinned before, not all copied yet
         self.supervisor.ok("fill")
         while True:
             await self._wakeup.wait()
@@ -88,7 +99,29 @@ class FillQueue:
                 await trio.to_thread.run_sync(self._fill, track)
             if self.content is not None:
                 await trio.to_thread.run_sync(self._repair)
+                await self._keep_pins()
             self.supervisor.ok("fill")
+
+    async def _keep_pins(self) -> None:
+        """Copy the pinned tracks the cache lacks (new pins, files changed on their
+        origins, origins back), one at a time; files just opened go first."""
+        if self.pins is None or not self._check_pins:
+            return
+        self._check_pins = False
+        try:
+            due = await trio.to_thread.run_sync(self.pins.due)
+        except (OSError, sqlite3.Error) as exc:  # tried again at the next wake-up
+            log.warning("could not list the pinned tracks to copy: %s", exc)
+            self._check_pins = True
+            return
+        for track in due:
+            if self.life.stopping:
+                return
+            if self._to_fill:
+                self._check_pins = True  # the rest of the pins in the next round
+                self._wakeup.set()
+                return
+            await trio.to_thread.run_sync(self._fill, track)
 
     def _repair(self) -> None:
         """Drop the copies that lost chunks, and copy the files of damaged ones

@@ -56,6 +56,7 @@ from musicfs.core.mount.assembly import (
 from musicfs.core.mount.fill import FillQueue
 from musicfs.core.mount.hints import PrefetchHints
 from musicfs.core.mount.loops import Rescans
+from musicfs.core.mount.pins import Pinning
 from musicfs.core.mount.prefetch import Prefetcher
 from musicfs.core.mount.treeevents import TreeEvents
 from musicfs.core.namespace.collections import AccessLog
@@ -102,6 +103,7 @@ class MusicFS:
         self.origins: dict[str, Origin] = {}
         self.federation = Federation({})
         self.rescans = self._rescans(progress)
+        self.pinning = Pinning(self.life, self.catalog_path, self.events, self.federation)
         # tree.changed events (media servers, `musicfs events`): resolved off the
         # thread that changed the tree, by a thread of their own started by `serve`.
         self.tree_events = TreeEvents(self.catalog_path, self.events)
@@ -156,6 +158,7 @@ class MusicFS:
         origins, self.federation = build_origins(self.config, self.extensions, self._on_health)
         self.origins.update(origins)
         self.rescans = self._rescans(self.rescans.progress)
+        self.pinning.federation = self.federation
         self._lock.acquire()
         try:
             self._catalog = catalog = Catalog.open(self.catalog_path)
@@ -249,6 +252,9 @@ class MusicFS:
             supervisor=self.supervisor,
         )
         hints = PrefetchHints(life, self.catalog_path, fill.copy_to_cache, self.supervisor)
+        pinning = self.pinning
+        pinning.content, pinning.copy, pinning.wake = content, fill.copy_to_cache, fill.wake
+        fill.pins = pinning
         self.operations = ops = build_operations(
             config,
             self._catalog,
@@ -385,6 +391,9 @@ class MusicFS:
         covers = self.operations.covers if self.operations is not None else None
         if covers is not None and changed and not self.life.stopping:
             covers.warm(catalog.folders_with_art(sorted(changed)))
+        # Pins: what a pinned folder, collection or search matches now; pinned files
+        # that changed on their origin are copied again.
+        self.pinning.refresh(catalog)
 
     def _on_health(self, origin_id: str, health: Health) -> None:
         """An origin went offline or came back (any thread)."""
