@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import plistlib
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -394,6 +396,7 @@ MOUNT_COMMANDS: list[list[str]] = [
     ["plugin", "reload"], ["origin", "list"], ["origin", "health", "music"],
     ["origin", "rescan"], ["config", "show"], ["config", "set", "log_level", "debug"],
     ["search", "metallica"], ["export"], ["import", "musicfs", "x.json"],
+    ["import", "beets", "lib.db"], ["import", "itunes", "Library.xml"],
 ]  # fmt: skip
 
 
@@ -435,6 +438,10 @@ def test_each_command_exits_as_documented_when_no_daemon_answers(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "p.py").write_text("")
     (tmp_path / "x.json").write_text('{"musicfs_export": 1, "tracks": []}')
+    with sqlite3.connect(tmp_path / "lib.db") as beets:  # a beets library with no items
+        beets.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, path BLOB, title TEXT)")
+    beets.close()
+    (tmp_path / "Library.xml").write_bytes(plistlib.dumps({"Tracks": {}, "Playlists": []}))
     needs_cache = command[:2] in (["cache", "verify"], ["cache", "backup"], ["cache", "restore"])
     if needs_cache:  # works on the cache dir: nothing there is "no cache", a failure
         expected = {"verify": 1, "backup": 1, "restore": 2}[command[1]]

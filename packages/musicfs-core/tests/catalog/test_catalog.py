@@ -444,3 +444,45 @@ def test_imported_plays_add_up_and_last_played_is_the_later(catalog: Catalog) ->
         catalog.add_plays(played, 3, 150.0)  # earlier than the last play here
         catalog.add_plays(other, 1, 50.0)
     assert catalog.play_totals() == {played: (5, 200.0), other: (1, 50.0)}
+
+
+def test_a_play_count_imported_again_adds_only_the_plays_since(catalog: Catalog) -> None:
+    played = add(catalog, "a.flac", title="A")
+    with catalog.transaction():
+        catalog.record_plays([(played, 100.0)])  # played here too
+        assert catalog.import_plays(played, "itunes", 5, 300.0) == 5
+    with catalog.transaction():  # the same Library.xml again: nothing new
+        assert catalog.import_plays(played, "itunes", 5, 300.0) == 0
+    assert catalog.play_totals() == {played: (6, 300.0)}
+    with catalog.transaction():  # a later export: 2 more plays in iTunes
+        assert catalog.import_plays(played, "itunes", 7, 400.0) == 2
+    assert catalog.play_totals() == {played: (8, 400.0)}
+    assert catalog.imported_plays("itunes") == {played: 7}
+    assert catalog.imported_plays("other") == {}
+
+
+def test_ratings_and_playlists_go_with_their_file(catalog: Catalog) -> None:
+    first, second = add(catalog, "a.flac", title="A"), add(catalog, "b.flac", title="B")
+    with catalog.transaction():
+        catalog.set_rating(first, 80, "itunes")
+        catalog.set_rating(second, 20, "itunes")
+        catalog.set_rating(second, 100, "itunes")  # again: replaced, not added
+        entries = [(second, "/m/b.flac"), (None, "/gone.flac"), (first, "/m/a.flac")]
+        catalog.replace_playlist("Road Trip", "itunes", entries)
+    assert catalog.rating(first) == 80
+    assert catalog.all_ratings() == {first: 80, second: 100}
+    with pytest.raises(ValueError, match="0-100"):
+        catalog.set_rating(first, 101, "itunes")
+    with catalog.transaction():  # imported again: one playlist of that name
+        catalog.replace_playlist(
+            "Road Trip", "itunes", [(second, "/m/b.flac"), (first, "/m/a.flac")]
+        )
+    assert catalog.playlist_names() == ["Road Trip"]
+    with catalog.transaction():
+        catalog.delete_file(first)
+    assert catalog.all_ratings() == {second: 100}
+    # The entry of a removed file keeps its text: nothing dropped silently.
+    assert catalog.playlist("Road Trip") == [(second, "/m/b.flac"), (None, "/m/a.flac")]
+    with catalog.transaction():
+        catalog.drop_playlists("itunes")
+    assert catalog.playlist_names() == []

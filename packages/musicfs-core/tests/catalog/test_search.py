@@ -102,6 +102,7 @@ def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> N
             "DROP TABLE plays; DROP TABLE played_after; DROP TRIGGER overrides_search_insert;"
             "DROP TRIGGER overrides_search_delete; DROP TABLE search_override_terms;"
             "DROP TABLE search_overrides; ALTER TABLE nodes DROP COLUMN version;"
+            "DROP TABLE ratings; DROP TABLE imported_plays;"
             "DROP TABLE pins; DROP TABLE pin_requests;"
             "DROP TABLE moves; DROP TABLE departed; DROP INDEX files_by_audio_id;"
             "ALTER TABLE files DROP COLUMN audio_id; PRAGMA user_version = 5;"

@@ -396,4 +396,5 @@ SCHEMA_9 = (
     "ALTER TABLE files DROP COLUMN audio_id;"  # schema 12
     "DROP TABLE playlist_files; DROP TABLE playlist_entries; DROP TABLE playlists;"  # 13
     "DROP TABLE pins; DROP TABLE pin_requests;"  # schema 14
+    "DROP TABLE ratings; DROP TABLE imported_plays;"  # schema 15
 )

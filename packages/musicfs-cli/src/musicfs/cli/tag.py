@@ -106,20 +106,26 @@ def _print(info: dict[str, Any], mountpoint: Path) -> None:
     console.print(f"header rewritten: {overlaid}" if info["overrides"] else "no overrides")
     plays = int(info.get("plays") or 0)  # int64 comes as a string in JSON
     if plays:
-        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(info["last_played"])))
+        at = float(info["last_played"] or 0)  # 0: imported plays of unknown date
+        last = time.strftime("%Y-%m-%d %H:%M", time.localtime(at)) if at else "an unknown date"
         console.print(f"played {plays} time{'s' if plays != 1 else ''}, last on {last}")
     for before in info.get("moved_from") or []:
         console.print(f"moved from {before} (its overrides and plays came along)")
     if info.get("audio_id"):
         console.print(f"audio identity: {info['audio_id']}", style="dim")
+    rating = info.get("rating", -1)
+    if rating >= 0:
+        console.print(f"rating: {rating}/100 ({rating / 20:g} stars)")
+    sources = info.get("sources", {})
     table = Table()
-    for column in ("field", "file", "override", "served"):
+    for column in ("field", "file", "override", "served", "source"):
         table.add_column(column)
     fields = sorted({*info["own"], *info["overrides"], *info["effective"]})
     for name in fields:
         override = info["overrides"].get(name)
         shown = "(removed)" if override == "" else (override or "")
-        table.add_row(name, info["own"].get(name, ""), shown, info["effective"].get(name, ""))
+        table.add_row(name, info["own"].get(name, ""), shown, info["effective"].get(name, ""),
+                      sources.get(name, "") if name in info["overrides"] else "")  # fmt: skip
     console.print(table)
 
 

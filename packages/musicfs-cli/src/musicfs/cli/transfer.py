@@ -1,6 +1,7 @@
 """``musicfs export`` and ``musicfs import musicfs FILE``: what a user did to a
-library (tag overrides, play counts, last played, pins for offline) carried to
-another machine.
+library (tag overrides, play counts, last played, pins for offline, ratings)
+carried to another machine. ``import beets`` and ``import itunes`` are in
+`musicfs.cli.importers`.
 
 The export reads the mount's catalog read-only (no RPC). Each track is keyed by
 its origin id + relpath, by the identity of its audio
@@ -11,11 +12,12 @@ tag set`` does, so the tree and the kernel's caches follow) and adds the play
 counts to the catalog's access log: counts add up, last played becomes the
 later of the two. Pinned tracks are pinned there too, as one pin named after
 the file (``musicfs cache pins`` shows it; ``cache unpin`` takes its tracks'
-paths), within that mount's ``[cache] pin_limit``.
+paths), within that mount's ``[cache] pin_limit``. Ratings (0-100) are set.
 
 JSON: ``{"musicfs_export": 1, "tracks": [{origin, relpath, audio_id, artist,
 album, title, track, overrides: {field: value or null}, plays, last_played,
-pinned}]}``.
+pinned, rating}]}`` (``audio_id``, ``pinned``, ``rating`` may be missing: older
+exports).
 CSV: one row per track with the same columns; ``overrides`` holds the JSON object.
 """
 
@@ -36,7 +38,7 @@ from musicfs.cli.common import EXIT_OK, EXIT_USAGE, CLIError, daemon_client
 FORMAT_VERSION = 1
 _KEYS = ("artist", "album", "title", "track")
 _CSV_NEEDED = ("origin", "relpath", *_KEYS, "plays", "last_played", "overrides")
-CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "pinned")  # optional when read
+CSV_COLUMNS = (*_CSV_NEEDED, "audio_id", "pinned", "rating")  # optional when read
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Entry:
     last_played: float | None = None
     audio_id: str | None = None  # the same audio has it on every machine
     pinned: bool = False
+    rating: int | None = None
 
     def tag_key(self) -> tuple[str, str, str, int | None] | None:
         """What identifies the track by its tags (None: too few tags to tell)."""
@@ -78,6 +81,7 @@ class Entry:
             "last_played": self.last_played,
             "audio_id": self.audio_id,
             "pinned": self.pinned,
+            "rating": self.rating,
         }
 
 
@@ -148,9 +152,14 @@ def _entry(data: Any, where: str) -> Entry:
     pinned = data.get("pinned") or False
     if not isinstance(pinned, bool):
         raise ValueError(f"{where}: 'pinned' must be true or false")
+    rating = data.get("rating")
+    if rating is not None and (
+        isinstance(rating, bool) or not isinstance(rating, int) or not 0 <= rating <= 100
+    ):
+        raise ValueError(f"{where}: 'rating' must be a whole number 0-100 or null")
     return Entry(data["origin"], data["relpath"], data.get("artist"), data.get("album"),
                  data.get("title"), track, dict(overrides), plays,
-                 None if last is None else float(last), audio_id, pinned)  # fmt: skip
+                 None if last is None else float(last), audio_id, pinned, rating)  # fmt: skip
 
 
 def parse_export(text: str) -> list[Entry]:
@@ -187,6 +196,7 @@ def parse_export(text: str) -> list[Entry]:
             data["overrides"] = json.loads(row["overrides"] or "{}")
             data["audio_id"] = row.get("audio_id") or None
             data["pinned"] = (row.get("pinned") or "").lower() in ("true", "1")
+            data["rating"] = int(row["rating"]) if row.get("rating") else None
         except (ValueError, TypeError) as exc:
             raise ValueError(f"line {n}: {exc}") from None
         entries.append(_entry(data, f"line {n}"))
@@ -199,9 +209,10 @@ def parse_export(text: str) -> list[Entry]:
 def add_parser(sub: Any, config_args: Any) -> None:
     export = sub.add_parser(
         "export",
-        help="write overrides, play counts and pins, to import on another machine",
+        help="write overrides, play counts, pins and ratings, to import on another machine",
         description="Write what was done to the library of a mount (tag overrides, play "
-        "counts, last played, pins for offline) with each track's origin path and tags.",
+        "counts, last played, pins for offline, ratings) with each track's origin path "
+        "and tags.",
     )
     export.add_argument("--format", choices=("json", "csv"), default="json",
                         help="json (default) or csv (one row per track)")  # fmt: skip
@@ -215,13 +226,16 @@ def add_parser(sub: Any, config_args: Any) -> None:
         "musicfs",
         help="a file written by musicfs export",
         description="Restore a musicfs export: tracks are matched by origin and path, else "
-        "by artist, album, title and track number. Overrides are set; play counts are "
-        "added (last played becomes the later of the two); pinned tracks are pinned, as "
-        "one pin named after FILE.",
+        "by artist, album, title and track number. Overrides and ratings are set; play "
+        "counts are added (last played becomes the later of the two); pinned tracks are "
+        "pinned, as one pin named after FILE.",
     )
     own.add_argument("file", type=Path, help="the export (JSON or CSV)")
     own.add_argument("--dry-run", action="store_true", help="print what would change")
     config_args(own)
+    from musicfs.cli import importers
+
+    importers.add_parsers(sources, config_args)
 
 
 def _catalog_path(client: Any) -> Path:
@@ -229,8 +243,8 @@ def _catalog_path(client: Any) -> Path:
 
 
 def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]]:
-    """(record, entry) of the tracks of a catalog: those with overrides or plays,
-    or all of them."""
+    """(record, entry) of the tracks of a catalog: those with overrides, plays or
+    a rating, or all of them."""
     from musicfs.core.mount.facade import library_records
 
     return [
@@ -248,6 +262,7 @@ def _entries_here(catalog_path: Path, only_used: bool) -> list[tuple[Any, Entry]
                 r.last_played,
                 r.audio_id,
                 r.pinned,
+                r.rating,
             ),
         )
         for r in library_records(catalog_path, only_used)
@@ -288,7 +303,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from musicfs.core.mount.facade import add_plays
+    from musicfs.core.mount.facade import add_plays, set_ratings
+
+    if args.import_source != "musicfs":
+        from musicfs.cli import importers
+
+        return importers.cmd_import(args)
 
     try:
         entries = parse_export(args.file.read_text(encoding="utf-8"))
@@ -300,6 +320,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     matched = unmatched = 0
     plays: list[tuple[int, int, float]] = []
     pins: list[str] = []
+    ratings: list[tuple[int, int | None]] = []
     with daemon_client(args) as client:
         path = _catalog_path(client)
         here = _entries_here(path, only_used=False)
@@ -330,8 +351,13 @@ def cmd_import(args: argparse.Namespace) -> int:
                     pins.append(record.path)
                 else:
                     print(f"not in the tree, not pinned: {shown_at}")
+            if entry.rating is not None and entry.rating != found.rating:
+                print(f"{prefix}rate {shown_at}: {entry.rating}/100")
+                ratings.append((record.file_id, entry.rating))
     if plays and not args.dry_run:
         add_plays(path, plays)
+    if ratings and not args.dry_run:
+        set_ratings(path, ratings, "musicfs")
     if pins and not args.dry_run:  # all or nothing, within the pin limit
         from musicfs.cli.progress import last
 

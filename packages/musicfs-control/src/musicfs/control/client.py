@@ -124,9 +124,11 @@ class ControlClient:
         return self._plain(self._call("GetTags", control_pb2.GetTagsRequest(path=path)))
 
     def set_tags(
-        self, path: str, values: dict[str, str], clear: Iterable[str] = ()
+        self, path: str, values: dict[str, str], clear: Iterable[str] = (), source: str = ""
     ) -> dict[str, Any]:
-        request = control_pb2.SetTagsRequest(path=path, set=values, clear=list(clear))
+        request = control_pb2.SetTagsRequest(
+            path=path, set=values, clear=list(clear), source=source
+        )
         return self._plain(self._call("SetTags", request))
 
     def lookup_tags(self, path: str, apply: bool = False) -> dict[str, Any]:

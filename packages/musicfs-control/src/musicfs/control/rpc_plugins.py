@@ -31,6 +31,8 @@ def tag_message(shown: TagView) -> control_pb2.TagInfo:
         plays=shown.plays,
         last_played=shown.last_played or 0.0,
         moved_from=list(shown.moved_from),
+        sources=dict(shown.sources),
+        rating=-1 if shown.rating is None else shown.rating,
     )
 
 
@@ -137,7 +139,10 @@ class PluginRPCs:
             )
         assignments = {k: (v or None) for k, v in request.set.items()}
         try:
-            return tag_message(self.fs.set_tags(request.path, assignments, list(request.clear)))
+            shown = self.fs.set_tags(
+                request.path, assignments, list(request.clear), request.source or "user"
+            )
+            return tag_message(shown)
         except TagRefused as exc:  # the tags cannot be served: nothing was changed
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except TagError as exc:

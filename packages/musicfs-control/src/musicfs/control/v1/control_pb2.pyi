@@ -235,7 +235,7 @@ class GetTagsRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ...) -> None: ...
 
 class SetTagsRequest(_message.Message):
-    __slots__ = ("path", "set", "clear")
+    __slots__ = ("path", "set", "clear", "source")
     class SetEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -246,13 +246,15 @@ class SetTagsRequest(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     SET_FIELD_NUMBER: _ClassVar[int]
     CLEAR_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     path: str
     set: _containers.ScalarMap[str, str]
     clear: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, path: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., clear: _Optional[_Iterable[str]] = ...) -> None: ...
+    source: str
+    def __init__(self, path: _Optional[str] = ..., set: _Optional[_Mapping[str, str]] = ..., clear: _Optional[_Iterable[str]] = ..., source: _Optional[str] = ...) -> None: ...
 
 class TagInfo(_message.Message):
-    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid", "audio_id", "plays", "last_played", "moved_from")
+    __slots__ = ("path", "origin", "relpath", "format", "own", "overrides", "effective", "overlaid", "audio_id", "plays", "last_played", "moved_from", "sources", "rating")
     class OwnEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -274,6 +276,13 @@ class TagInfo(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class SourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PATH_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     RELPATH_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +295,8 @@ class TagInfo(_message.Message):
     PLAYS_FIELD_NUMBER: _ClassVar[int]
     LAST_PLAYED_FIELD_NUMBER: _ClassVar[int]
     MOVED_FROM_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    RATING_FIELD_NUMBER: _ClassVar[int]
     path: str
     origin: str
     relpath: str
@@ -298,7 +309,9 @@ class TagInfo(_message.Message):
     plays: int
     last_played: float
     moved_from: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ..., audio_id: _Optional[str] = ..., plays: _Optional[int] = ..., last_played: _Optional[float] = ..., moved_from: _Optional[_Iterable[str]] = ...) -> None: ...
+    sources: _containers.ScalarMap[str, str]
+    rating: int
+    def __init__(self, path: _Optional[str] = ..., origin: _Optional[str] = ..., relpath: _Optional[str] = ..., format: _Optional[str] = ..., own: _Optional[_Mapping[str, str]] = ..., overrides: _Optional[_Mapping[str, str]] = ..., effective: _Optional[_Mapping[str, str]] = ..., overlaid: _Optional[bool] = ..., audio_id: _Optional[str] = ..., plays: _Optional[int] = ..., last_played: _Optional[float] = ..., moved_from: _Optional[_Iterable[str]] = ..., sources: _Optional[_Mapping[str, str]] = ..., rating: _Optional[int] = ...) -> None: ...
 
 class LookupTagsRequest(_message.Message):
     __slots__ = ("path", "apply")

@@ -36,7 +36,13 @@ from musicfs.core.catalog.rows import Part, join_relpath, split_relpath
 #: The tables of per-track user data, each with a ``file_id`` column.
 #: (``playlist_entries``: a removed file's entries stay, matching nothing, so its
 #: heir fills them in again rather than inserting them: see `_restore`.)
-USER_TABLES: tuple[str, ...] = ("overrides", "plays", "playlist_entries")
+USER_TABLES: tuple[str, ...] = (
+    "overrides",
+    "plays",
+    "playlist_entries",
+    "ratings",
+    "imported_plays",
+)
 
 #: What goes with the user data: pins (which alone never make a file's data to
 #: carry: a pinned folder, collection or search pins the file at its new path

@@ -28,6 +28,13 @@ class Overrides(Part):
         )
         return {row[0]: row[1] for row in rows}
 
+    def override_sources(self, file_id: int) -> dict[str, str]:
+        """Who set each override of a file ("user", a plugin's name, "beets"...)."""
+        rows = self._conn.execute(
+            "SELECT field, source FROM overrides WHERE file_id = ? ORDER BY field", (file_id,)
+        )
+        return {row[0]: row[1] for row in rows}
+
     def all_overrides(self) -> dict[int, dict[str, str | None]]:
         """Every file's overrides, by file id (what ``musicfs export`` writes)."""
         found: dict[int, dict[str, str | None]] = {}

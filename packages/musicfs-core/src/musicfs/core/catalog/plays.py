@@ -81,6 +81,33 @@ class Plays(Part):
         up and the last played time becomes the later of the two)."""
         self.record_plays([(file_id, last_at)] * count)
 
+    def imported_plays(self, source: str) -> dict[int, int]:
+        """The play count last imported from *source* for each file, by file id."""
+        rows = self._conn.execute(
+            "SELECT file_id, count FROM imported_plays WHERE source = ?", (source,)
+        )
+        return {int(row[0]): int(row[1]) for row in rows}
+
+    def import_plays(self, file_id: int, source: str, count: int, last_at: float) -> int:
+        """A play count from another program (*source*, e.g. "itunes") that keeps
+        its own running total: add the plays it counted since the last import
+        from it, at *last_at*, and return how many were added (0 when none are
+        new, so importing the same file again changes nothing). A count lower
+        than the last one (reset in that program) adds nothing and is the new base."""
+        row = self._conn.execute(
+            "SELECT count FROM imported_plays WHERE file_id = ? AND source = ?",
+            (file_id, source),
+        ).fetchone()
+        new = count - (int(row[0]) if row is not None else 0)
+        if new > 0:
+            self.add_plays(file_id, new, last_at)
+        self._conn.execute(
+            "INSERT INTO imported_plays (file_id, source, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (file_id, source) DO UPDATE SET count = excluded.count",
+            (file_id, source, count),
+        )
+        return max(new, 0)
+
     def record_played_after(self, pairs: Sequence[tuple[int, int, float]]) -> None:
         """Count (file id, id of the file played right after it, time) triples."""
         self._conn.executemany(

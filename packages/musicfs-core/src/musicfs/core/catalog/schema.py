@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -270,6 +270,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (file_id, request)
     ) WITHOUT ROWID;
     CREATE INDEX pins_by_request ON pins (request);
+    """,
+    # 15: ratings (0-100, iTunes' scale: 20 a star) and what each import added to
+    # the access log, per file and source (so importing again adds only what is new).
+    """
+    CREATE TABLE ratings (
+        file_id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+        value INTEGER NOT NULL CHECK (value BETWEEN 0 AND 100),
+        source TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE imported_plays (
+        file_id INTEGER NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+        source TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (file_id, source)
+    );
     """,
 )
 

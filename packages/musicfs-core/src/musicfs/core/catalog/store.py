@@ -18,7 +18,8 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `tree`          nodes: lookups, listings, paths; writes for the layout
 `tracks`        files: scanned rows, replicas, content hashes
 `overrides`     the metadata overlay: overrides and synthesized headers
-`plays`         the access log, what follows what, collection rules
+`plays`         the access log, what follows what, collection rules; imported counts
+`ratings`       ratings (0-100) of files
 `identity`      audio identities: user data that follows moves
 `playlists`     playlists: entries as file ids; playlist files of origins
 `pins`          pins for offline: what was asked, the tracks it pins
@@ -54,6 +55,7 @@ from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.pins import PinRequest, Pins
 from musicfs.core.catalog.playlists import Playlists
 from musicfs.core.catalog.plays import Plays
+from musicfs.core.catalog.ratings import Ratings
 from musicfs.core.catalog.replica import ReplicaRows
 from musicfs.core.catalog.rows import (
     KnownFile,
@@ -102,6 +104,7 @@ class Catalog(
     Tracks,
     Overrides,
     Plays,
+    Ratings,
     Pins,
     Identity,
     Playlists,

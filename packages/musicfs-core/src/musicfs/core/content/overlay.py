@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from musicfs.core.catalog.layout import Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, Node, Track
@@ -68,6 +68,8 @@ class TagView:
     last_played: float | None = None
     #: Where the file was before ("origin:relpath"), latest first: its data followed it.
     moved_from: tuple[str, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=dict)  # who set each override
+    rating: int | None = None  # 0-100 (20 a star), from an import
 
 
 def resolve(catalog: Catalog, path: str) -> Node:
@@ -108,6 +110,8 @@ def view(catalog: Catalog, file_id: int) -> TagView:
         plays=plays,
         last_played=last_played,
         moved_from=tuple(f"{o}:{r}" for o, r, _ in catalog.moves_of(file_id)),
+        sources=catalog.override_sources(file_id),
+        rating=catalog.rating(file_id),
     )
 
 

@@ -36,6 +36,7 @@ from musicfs.core.content.verify import VerifyReport, verify_content
 from musicfs.core.events import EventBus
 from musicfs.core.extensions import Extensions
 from musicfs.core.fuse.latency import PROMETHEUS_BOUNDS, Histogram, LatencyRecorder
+from musicfs.core.model import TrackTags
 from musicfs.core.mount.admin import (
     SETTABLE,
     Admin,
@@ -51,6 +52,7 @@ from musicfs.core.origins.federation import Health
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
+from musicfs.core.tags.identity import audio_identity_of
 
 __all__ = [
     "PROMETHEUS_BOUNDS",
@@ -61,6 +63,7 @@ __all__ = [
     "CatalogError",
     "Health",
     "Histogram",
+    "Imported",
     "LibraryRecord",
     "MountControl",
     "MountState",
@@ -76,11 +79,18 @@ __all__ = [
     "TierStats",
     "VerifyReport",
     "add_plays",
+    "apply_import",
+    "audio_identity_of",
     "backup_cache",
+    "catalog_origins",
     "check_cache_offline",
+    "imported_plays",
     "library_records",
+    "mount_path_of",
     "restore_cache",
     "scan_progress",
+    "set_overrides_offline",
+    "set_ratings",
     "version",
 ]
 
@@ -461,7 +471,7 @@ def check_cache_offline(cache_dir: Path, cache_limit: int) -> OfflineCheck:
 @dataclass(frozen=True)
 class LibraryRecord:
     """One catalogued track as ``musicfs export``/``import`` see it: where it is,
-    its own tags, and what the user did to it (overrides, plays)."""
+    its own tags, and what the user did to it (overrides, plays, rating)."""
 
     file_id: int
     origin: str
@@ -476,16 +486,20 @@ class LibraryRecord:
     last_played: float | None
     audio_id: str | None = None
     pinned: bool = False  # pinned for offline (``musicfs cache pin``)
+    rating: int | None = None
+    own: TrackTags = field(default_factory=TrackTags)  # all of the file's own tags
 
 
 def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
     """The tracks of a catalog (read-only, so while it is mounted too): those with
-    overrides, plays or pins when *used_only*, else all of them."""
+    overrides, plays, pins or a rating when *used_only*, else all of them."""
     with Catalog.open(catalog_path, readonly=True) as catalog:
         overrides = catalog.all_overrides()
         plays = catalog.play_totals()
         pinned = catalog.pinned_file_ids()
-        ids = sorted({*overrides, *plays, *pinned}) if used_only else catalog.file_ids()
+        ratings = catalog.all_ratings()
+        used = {*overrides, *plays, *pinned, *ratings}
+        ids = sorted(used) if used_only else catalog.file_ids()
         records = []
         for file_id in ids:
             track = catalog.track(file_id)
@@ -499,9 +513,16 @@ def library_records(catalog_path: Path, used_only: bool) -> list[LibraryRecord]:
                 catalog.path_of(node.id) if node is not None else "",
                 tags.artist, tags.album, tags.title, tags.track,
                 overrides.get(file_id, {}), count, last, catalog.audio_id(file_id),
-                file_id in pinned,
+                file_id in pinned, ratings.get(file_id), tags,
             ))  # fmt: skip
     return records
+
+
+def catalog_origins(catalog_path: Path) -> list[tuple[str, str, str]]:
+    """(id, kind, location) of each origin a catalog has files of (read-only);
+    a local origin's location is its folder."""
+    with Catalog.open(catalog_path, readonly=True) as catalog:
+        return catalog.origins()
 
 
 def add_plays(catalog_path: Path, plays: Sequence[tuple[int, int, float]]) -> None:
@@ -510,3 +531,63 @@ def add_plays(catalog_path: Path, plays: Sequence[tuple[int, int, float]]) -> No
     with Catalog.open(catalog_path) as catalog, catalog.transaction():
         for file_id, count, last in plays:
             catalog.add_plays(file_id, count, last)
+
+
+@dataclass
+class Imported:
+    """What an import from another program brings, by file id: play counts as
+    that program keeps them (its running total and last played), ratings (0-100),
+    playlists (name -> entries: file id if matched, and the entry's text)."""
+
+    source: str  # "itunes"...
+    plays: list[tuple[int, int, float]] = field(default_factory=list)
+    ratings: list[tuple[int, int]] = field(default_factory=list)
+    playlists: dict[str, list[tuple[int | None, str]]] = field(default_factory=dict)
+
+
+def imported_plays(catalog_path: Path, source: str) -> dict[int, int]:
+    """The play count each file had in *source* when last imported (read-only)."""
+    with Catalog.open(catalog_path, readonly=True) as catalog:
+        return catalog.imported_plays(source)
+
+
+def mount_path_of(catalog_path: Path, file_id: int) -> str:
+    """Where a file is in the tree now ("" if nowhere; read-only)."""
+    with Catalog.open(catalog_path, readonly=True) as catalog:
+        node = catalog.node_of_file(file_id)
+        return catalog.path_of(node.id) if node is not None else ""
+
+
+def apply_import(catalog_path: Path, imported: Imported) -> dict[int, int]:
+    """Store an import in one transaction (beside the daemon, as `add_plays`).
+    Plays already brought by an earlier import from the same source are not
+    added again. Returns the plays added, by file id."""
+    added: dict[int, int] = {}
+    with Catalog.open(catalog_path) as catalog, catalog.transaction():
+        for file_id, count, last in imported.plays:
+            new = catalog.import_plays(file_id, imported.source, count, last)
+            if new:
+                added[file_id] = new
+        for file_id, value in imported.ratings:
+            catalog.set_rating(file_id, value, imported.source)
+        for name, entries in imported.playlists.items():
+            catalog.replace_playlist(name, imported.source, entries)
+    return added
+
+
+def set_ratings(catalog_path: Path, ratings: Sequence[tuple[int, int | None]], source: str) -> None:
+    """Set (file id, rating 0-100 or None) in one transaction (``import musicfs``)."""
+    with Catalog.open(catalog_path) as catalog, catalog.transaction():
+        for file_id, value in ratings:
+            catalog.set_rating(file_id, value, source)
+
+
+def set_overrides_offline(
+    catalog_path: Path, overrides: Sequence[tuple[int, Mapping[str, str | None]]], source: str
+) -> None:
+    """Override tags in the catalog of a cache dir that is not mounted: the next
+    mount makes their headers and places the files by them (its first scan
+    refreshes every overlay that is due). Values as `model.override_value` gives."""
+    with Catalog.open(catalog_path) as catalog, catalog.transaction():
+        for file_id, fields in overrides:
+            catalog.set_overrides(file_id, fields, source)
