@@ -24,6 +24,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 `playlists`     playlists: entries as file ids; playlist files of origins
 `pins`          pins for offline: what was asked, the tracks it pins
 `replica`       rows written by a shared catalog's change feed
+`migration`     the catalog read out for a shared one (``catalog migrate``)
 `stats`         counts and sizes
 `settings`      settings and origins
 `index`         the full-text index's queries (`search` ranks them)
@@ -51,6 +52,7 @@ from pathlib import Path
 from musicfs.core.catalog import schema
 from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
+from musicfs.core.catalog.migration import MigrationRows
 from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.pins import PinRequest, Pins
 from musicfs.core.catalog.playlists import Playlists
@@ -112,6 +114,7 @@ class Catalog(
     Settings,
     SearchIndex,
     ReplicaRows,
+    MigrationRows,
 ):
     """A connection to the catalog database. Use one per thread.
 

@@ -1,0 +1,117 @@
+"""Reading a whole catalog out for ``musicfs catalog migrate`` (issue 16): the
+rows a shared catalog takes (files, overrides, plays, departed user data), in
+batches of one consistent read, and counts of what stays with this machine.
+
+The shared catalog (`musicfs.core.shared.migrate`) gets the files with their
+ids as they are here, so after a migration this catalog's ids are the shared
+ones and every table that names a file by id (ratings, pins, playlists, moves)
+still names the right one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from musicfs.core.catalog.rows import Part
+from musicfs.core.model import TAG_FIELDS
+
+#: Columns of `file_rows`, in order: the id, then the shared ``tracks`` columns.
+FILE_COLUMNS: tuple[str, ...] = (
+    "id", "origin", "reldir", "name", "size", "mtime_ns", "ctime_ns", "format", "error",
+    "scanned_at", "audio_id", *TAG_FIELDS,
+)  # fmt: skip
+
+#: User data a shared catalog does not hold yet: (table, what to call it).
+LOCAL_ONLY: tuple[tuple[str, str], ...] = (
+    ("ratings", "ratings"),
+    ("imported_plays", "imported play counts"),
+    ("playlists", "playlists"),
+    ("pin_requests", "pins"),
+    ("moves", "old paths of moved tracks"),
+    ("played_after", "prefetch history"),
+)
+
+
+class MigrationRows(Part):
+    """The catalog read out, batch by batch, for a shared catalog."""
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Every read inside sees the catalog as of one moment (one read transaction)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN DEFERRED")
+        try:
+            self._conn.execute("SELECT count(*) FROM settings").fetchone()  # the snapshot starts
+            yield
+        finally:
+            self._conn.execute("COMMIT")
+
+    def migration_counts(self) -> dict[str, int]:
+        """Rows per table: those a shared catalog takes, then `LOCAL_ONLY`."""
+        tables = ("files", "overrides", "plays", "departed", *(t for t, _ in LOCAL_ONLY))
+        return {
+            table: int(self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in tables
+        }
+
+    def file_count(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    def _keyset(self, query: str, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        # Keyset pages (rowid > last): each page one indexed range, whatever the size.
+        last = -1
+        while True:
+            rows = self._conn.execute(query, (last, size)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [tuple(row[1:]) for row in rows]
+            if len(rows) < size:
+                return
+
+    def file_rows(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every file as a tuple of `FILE_COLUMNS`, by id."""
+        columns = ", ".join(FILE_COLUMNS)
+        query = f"SELECT id, {columns} FROM files WHERE id > ? ORDER BY id LIMIT ?"
+        return self._keyset(query, size)
+
+    def override_rows(self, size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every override as (file_id, field, value, source)."""
+        query = (
+            "SELECT rowid, file_id, field, value, source FROM overrides "
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        return self._keyset(query, size)
+
+    def play_rows(self, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every play as (file_id, at)."""
+        query = "SELECT rowid, file_id, at FROM plays WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        return self._keyset(query, size)
+
+    def departed_rows(self) -> list[tuple[str, str, str, dict[str, Any], float]]:
+        """User data waiting for its audio: (audio_id, origin, relpath, data, at),
+        data holding the overrides ([{field, value, source}]) and plays ([at])
+        the way a shared catalog keeps them (only those that have any)."""
+        found = []
+        for row in self._conn.execute(
+            "SELECT audio_id, origin, relpath, data, at FROM departed ORDER BY id"
+        ):
+            try:
+                data = json.loads(row[3])
+            except ValueError:
+                continue  # unreadable: it stays here, as it was
+            overrides = [
+                {"field": o["field"], "value": o.get("value"), "source": o.get("source", "")}
+                for o in data.get("overrides", [])
+                if "field" in o
+            ]
+            plays = [float(p["at"]) for p in data.get("plays", []) if "at" in p]
+            if overrides or plays:
+                kept = {"overrides": overrides, "plays": plays}
+                found.append((row[0], row[1], row[2], kept, float(row[4])))
+        return found
