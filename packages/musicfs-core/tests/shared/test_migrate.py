@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -39,7 +40,7 @@ def _local_catalog(path: Path, tracks: int = 30) -> dict[str, int]:
     return ids
 
 
-def _rows(url: str, query: str) -> list[tuple[object, ...]]:
+def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(url) as conn:
         return [tuple(r) for r in conn.execute(query.encode()).fetchall()]
 
@@ -56,7 +57,9 @@ def test_migrate_moves_the_catalog_with_its_ids_and_user_data(
     assert ("tracks", 30, 30) in steps  # batch by batch
     assert ("tracks", 7, 30) in steps
     # PostgreSQL has the rows under the SQLite ids.
-    tracks = dict(_rows(postgres_url, "SELECT reldir || '/' || name, id FROM tracks"))
+    tracks = {
+        r[0]: r[1] for r in _rows(postgres_url, "SELECT reldir || '/' || name, id FROM tracks")
+    }
     assert tracks == ids
     first = ids["Artist/Album/00.flac"]
     assert _rows(postgres_url, "SELECT file_id, field, value FROM overrides ORDER BY field") == [

@@ -24,6 +24,7 @@ from typing import Any
 
 from musicfs.cli import (
     cache,
+    catalog,
     completion,
     events,
     mount,
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     cache.add_parser(sub, _daemon_args)
+    catalog.add_parser(sub, _daemon_args)
     events.add_parser(sub, _daemon_args)
     verify.add_parser(sub, _daemon_args)
     plugin.add_parser(sub, _daemon_args)
@@ -164,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "shutdown": cmd_unmount,
         "cache": cache.cmd_cache,
+        "catalog": catalog.cmd_catalog,
         "events": events.cmd_events,
         "verify": verify.cmd_verify,
         "plugin": plugin.cmd_plugin,

@@ -1,8 +1,11 @@
-"""Progress bars for the commands that follow a streamed job (rescan, prefetch, verify)."""
+"""Progress bars for the commands that follow a streamed job (rescan, prefetch, verify)
+or a long job of their own (catalog migrate)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -39,3 +42,26 @@ def last(updates: Iterable[dict[str, Any]]) -> dict[str, Any]:
     for update in updates:
         final = update
     return final
+
+
+@contextmanager
+def steps(label: str, quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A bar (unless *quiet*) for a job that reports (what, done, total): one line
+    per *what*, on stderr (stdout keeps the command's report) if it is a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn(label), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn())  # fmt: skip
+    tasks: dict[str, Any] = {}
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+
+        def update(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(what, total=total or None)
+            progress.update(tasks[what], completed=done)
+
+        yield update
