@@ -41,10 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data
 import bench_measure as bm
 from bench_mounts import Mount, Mounter, musicfs_status, wait_idle
+from bench_shared import bench_shared
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SECTIONS = ("mount", "stat", "readdir", "walk", "read", "scan")
+SECTIONS = ("mount", "stat", "readdir", "walk", "read", "scan", "shared")
 FUSE_PEERS = ("mergerfs", "rclone", "floor")
 PEER_LABEL = {"mergerfs": "mergerfs", "rclone": "rclone", "floor": "py floor"}
 #: Every system beside MusicFS a row may show: the peers, and "before" (--before).
@@ -55,6 +56,8 @@ OTHERS = (*FUSE_PEERS, "before")
 class Settings:
     quick: bool
     sizes: list[int]
+    #: catalog sizes of the shared section (first copy of a replica, queries)
+    shared_sizes: list[int]
     stat_files: int
     tree_files: int
     big_dir: int
@@ -845,6 +848,10 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
             )
     except (KeyError, TypeError, ValueError) as exc:
         _no_verdict(rows, exc)
+    try:  # a section that failed half way gives no verdict, not a crash
+        _shared_rows(r.get("shared"), row)
+    except (KeyError, TypeError, ValueError) as exc:
+        _no_verdict(rows, exc)
     for kind in ("musicfs", *OTHERS):
         after = [_get(r, sec, kind, "rss_after_mib") for sec in ("stat", "readdir", "walk", "read")]
         after = [a for a in after if a is not None]
@@ -853,6 +860,35 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
                 if rw["metric"].startswith("daemon RSS idle"):
                     rw.setdefault("rss_after_workload_mib", {})[kind] = max(after)
     return rows
+
+
+def _shared_rows(sh: Any, row: Callable[..., None]) -> None:
+    """The shared section's rows: "before" is the plain SQLite catalog, MusicFS the replica."""
+    if not isinstance(sh, dict) or "sizes" not in sh:
+        return
+    for size, e in sh["sizes"].items():
+        n = int(size)
+        row(f"shared: new replica, first copy ({n:,} tracks)", "s", {"musicfs": e["bootstrap_s"]},
+            "—", None, f"{e['bootstrap_tracks_per_s']:,} tracks/s")  # fmt: skip
+        row(f"shared: new replica, copy + tree ({n:,} tracks)", "s",
+            {"musicfs": e["full_tree_s"]}, "—", None,
+            "time to a full tree: copy, then the tree laid out")  # fmt: skip
+        row(f"shared: catalog migrate ({n:,} tracks)", "s", {"musicfs": e["migrate_s"]}, "—",
+            None, f"{e['migrate_tracks_per_s']:,} tracks/s")  # fmt: skip
+        for label, key, unit, figure in (
+            ("lookup of a path (4 components)", "lookup_path", "µs", "p50_us"),
+            ("getattr of a track", "getattr", "µs", "p50_us"),
+            ("readdir of the root", "readdir_root", "ms", "median_ms"),
+        ):
+            row(f"shared: {label}, p50/median ({n:,})", unit,
+                {"before": e["plain"][key][figure], "musicfs": e["replica"][key][figure]}, "—",
+                None, "in-process queries; before: plain SQLite, MusicFS: replica")  # fmt: skip
+    p = sh.get("propagation")
+    if p:
+        row("shared: change propagation p50", "ms", {"musicfs": p["p50_ms"]}, "< 2,000 ms",
+            p["p50_ms"] < 2000, f"{p['samples']} samples")  # fmt: skip
+        row("shared: change propagation p95", "ms", {"musicfs": p["p95_ms"]}, "< 2,000 ms",
+            p["p95_ms"] < 2000)  # fmt: skip
 
 
 def _no_verdict(rows: list[dict[str, Any]], exc: Exception) -> None:
@@ -1024,6 +1060,17 @@ def details(ctx: Context) -> list[tuple[str, str]]:
             f"{sc['daemon']['rss_peak_sampled_mib']} MiB, after {sc['daemon']['rss_after_mib']} MiB"
         ),
     )
+    sh = r.get("shared") or {}
+    if sh.get("skipped"):
+        add("shared section skipped", lambda: str(sh["skipped"]))
+    elif sh.get("sizes"):
+        add(
+            "shared section",
+            lambda: (
+                f"PostgreSQL {sh['postgres']} on 127.0.0.1; stat/readdir figures are "
+                "in-process catalog queries (the mount is not wired to a shared catalog yet)"
+            ),
+        )
     for sec, res in r.items():
         if isinstance(res, dict) and "error" in res:
             out.append((f"[red]{sec} failed[/]", res["error"]))
@@ -1040,6 +1087,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every section")
     p.add_argument(
         "--sizes", help="catalog sizes for mount time and memory (default 10000,100000,1000000)"
+    )
+    p.add_argument(
+        "--shared-sizes",
+        help="catalog sizes of the shared section (default 100000,1000000; --quick 10000)",
     )
     p.add_argument("--only", help=f"comma-separated sections to run: {','.join(SECTIONS)}")
     p.add_argument("--peers", help="comma-separated peers (mergerfs,rclone,floor; 'none' for none)")
@@ -1077,6 +1128,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         if a.sizes
         else ([10_000] if q else [10_000, 100_000, 1_000_000])
     )
+    shared_sizes = (
+        [int(x.replace("_", "")) for x in a.shared_sizes.split(",")]
+        if a.shared_sizes
+        else ([10_000] if q else [100_000, 1_000_000])
+    )
     peers = FUSE_PEERS if a.peers is None else [x for x in a.peers.split(",") if x and x != "none"]
     for peer in peers:
         if peer not in FUSE_PEERS:
@@ -1088,6 +1144,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return Settings(
         quick=q,
         sizes=sizes,
+        shared_sizes=shared_sizes,
         stat_files=pick(a.stat_files, 10_000, 2_000),
         tree_files=pick(a.tree_files, 20_000, 2_000),
         big_dir=pick(a.big_dir, 100_000, 10_000),
@@ -1208,7 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["before"] = {"command": s.before, "version": version([s.before, "--version"])}
     interrupted = False
     try:
-        if any(sec != "scan" for sec in s.sections):
+        if any(sec not in ("scan", "shared") for sec in s.sections):
             ctx.lib = bench_data.bench_library(
                 s.cache_root,
                 tree=s.tree_files,
@@ -1224,6 +1281,7 @@ def main(argv: list[str] | None = None) -> int:
             "walk": bench_walk,
             "read": bench_read,
             "scan": bench_scan,
+            "shared": bench_shared,
         }
         for sec in s.sections:
             t = time.perf_counter()
@@ -1265,7 +1323,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     shutil.copyfile(out, RESULTS / "latest.json")
     print()
-    print_table(rows, details(ctx), before=bool(s.before))
+    # The shared section compares a replica with a plain SQLite catalog in that column.
+    show_before = bool(s.before) or any(rw.get("before") is not None for rw in rows)
+    print_table(rows, details(ctx), before=show_before)
     for warning in mounter.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     failed = [rw["metric"] for rw in rows if rw["pass"] is False]
