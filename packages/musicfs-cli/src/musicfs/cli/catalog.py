@@ -204,9 +204,10 @@ def _print_migration(
 ) -> None:
     moved = (
         f"{report['tracks']:,} tracks (with their audio identity), {report['overrides']:,} "
-        f"overrides, {report['plays']:,} plays, the user data of {report['departed']:,} "
-        "removed tracks"
+        f"overrides, {report['plays']:,} plays"
     )
+    if report["departed"]:
+        moved += f", the user data of {report['departed']:,} removed tracks"
     kept = ", ".join(f"{n:,} {what}" for what, n in report["local_only"].items() if n)
     if args.dry_run:
         print(f"dry run: nothing was written. Would move {report['catalog']} to shared catalog "
