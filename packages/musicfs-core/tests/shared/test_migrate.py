@@ -197,3 +197,17 @@ def test_status_tells_the_lag_of_a_replica(
     with Catalog.open(path) as a, SharedCatalog.open(postgres_url) as shared:
         apply_changes(a, shared)
     assert catalog_status(path, postgres_url).lag_changes == 0
+
+
+def test_a_user_without_rights_on_the_target_gets_the_reason_not_a_traceback(
+    postgres: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "catalog.sqlite3"
+    _local_catalog(path, 2)
+    postgres.sql("DO $$ BEGIN CREATE ROLE musicfs_norights LOGIN; "
+                 "EXCEPTION WHEN duplicate_object THEN NULL; END $$")  # fmt: skip
+    url = postgres_url.replace("postgres@", "musicfs_norights@")
+    with pytest.raises(SharedCatalogError, match=r"refused the migration: .*permission denied"):
+        migrate_catalog(path, url)
+    with Catalog.open(path, readonly=True) as catalog:
+        assert catalog.replica_state()[0] is None

@@ -29,6 +29,7 @@ it is.
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +44,7 @@ from musicfs.core.catalog.migration import FILE_COLUMNS, LOCAL_ONLY
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.model import valid_text
 from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.secrets.redact import redact
 from musicfs.core.shared import schema
 from musicfs.core.shared.connect import ServerAddress, connect, parse_url, unavailable
 from musicfs.core.shared.errors import SharedCatalogError
@@ -92,6 +94,11 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(exc).__name__)
+
+
 def _track_row(row: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(bool(v) if i in _BOOLEANS else _clean(v) for i, v in enumerate(row))
 
@@ -137,10 +144,18 @@ def migrate_catalog(
         conn = connect(address, credentials)
         try:
             _migrate(catalog, conn, address, report, batch, progress)
-        except psycopg.errors.QueryCanceled as exc:
-            raise unavailable(address, exc) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise unavailable(address, exc) from None
+        except psycopg.Error as exc:  # refused by the server (a permission, a value)
+            raise SharedCatalogError(
+                f"shared catalog {address} refused the migration: {_first_line(exc)}; "
+                "nothing was copied (check that the user owns the database)"
+            ) from None
+        except sqlite3.Error as exc:
+            raise SharedCatalogError(
+                f"catalog {catalog_path} cannot be read ({exc}); nothing was copied: run "
+                "musicfs cache verify on its cache dir"
+            ) from None
         finally:
             conn.close()
     finally:
@@ -371,6 +386,9 @@ def catalog_status(
                 status.lag_seconds = 0.0 if oldest is None else round(float(oldest), 3)
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         status.reachable, status.error = False, str(unavailable(address, exc))
+    except psycopg.Error as exc:  # it answers, but refuses to show its tables
+        status.reachable = True
+        status.error = f"shared catalog {address} refused a read: {_first_line(exc)}"
     finally:
         conn.close()
     return status
