@@ -30,13 +30,20 @@ from musicfs.cli.common import (
     EXIT_USAGE,
     CLIError,
     check_not_inside_mount,
+    check_socket_access,
     client_for,
     daemon_unreachable,
     is_mounted,
-    socket_for,
 )
 from musicfs.core.config.catalog import CATALOG
-from musicfs.core.config.paths import CacheDirLock, CacheDirLocked, cache_dir_for
+from musicfs.core.config.paths import (
+    CacheDirLock,
+    CacheDirLocked,
+    UnsafeSocketDir,
+    cache_dir_for,
+    check_socket_dir,
+    socket_path_for,
+)
 from musicfs.core.config.settings import Config, load_config
 
 _CATALOG_FILE = "catalog.sqlite3"
@@ -86,7 +93,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> Config:
     from musicfs.control.config import SECTIONS
 
-    overrides: dict[str, Any] = {"cache_dir": args.cache_dir}
+    overrides: dict[str, Any] = {"cache_dir": args.cache_dir, "control.socket": args.socket}
     return load_config(args.config, overrides=overrides, sections=(*SECTIONS, CATALOG))
 
 
@@ -108,7 +115,7 @@ def _cache_dir(args: argparse.Namespace, config: Config) -> Path:
     if args.mountpoint is not None:
         check_not_inside_mount(args.mountpoint)
         if is_mounted(args.mountpoint):
-            live = _daemon_cache_dir(args)
+            live = _daemon_cache_dir(args, config)
             if live is not None:
                 return live
     cache_dir = cache_dir_for(config, args.mountpoint or Path("/"))
@@ -121,12 +128,16 @@ def _cache_dir(args: argparse.Namespace, config: Config) -> Path:
     return cache_dir
 
 
-def _daemon_cache_dir(args: argparse.Namespace) -> Path | None:
-    """The cache dir the daemon serving *args.mountpoint* uses, if one answers."""
+def _daemon_cache_dir(args: argparse.Namespace, config: Config) -> Path | None:
+    """The cache dir the daemon serving *args.mountpoint* uses, if one answers.
+    (The socket is found with this command's config, which knows ``[catalog]``.)"""
+    socket_path = Path(args.socket) if args.socket else socket_path_for(config, args.mountpoint)
     try:
-        with client_for(socket_for(args), args.mountpoint) as client:
+        check_socket_access(socket_path)
+        check_socket_dir(socket_path)
+        with client_for(socket_path, args.mountpoint) as client:
             return Path(client.status()["cache_dir"])
-    except (CLIError, daemon_unreachable()):
+    except (CLIError, UnsafeSocketDir, daemon_unreachable()):
         return None
 
 

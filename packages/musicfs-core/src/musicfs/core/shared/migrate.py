@@ -370,7 +370,7 @@ def catalog_status(
             status.server_seq, status.server_tracks = last_seq, tracks
             status.server_catalog_id = catalog_id or None
             if version == 0:
-                status.error = f"shared catalog {address} is empty (no MusicFS tables yet)"
+                pass  # no MusicFS tables yet: the first mount or migration makes them
             elif status.replica_of is not None and status.replica_of != catalog_id:
                 status.error = (
                     f"catalog {catalog_path} is a replica of another shared catalog "
