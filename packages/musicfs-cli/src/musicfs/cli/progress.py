@@ -61,7 +61,7 @@ def steps(label: str, quiet: bool) -> Iterator[Callable[[str, int, int], None] |
 
         def update(what: str, done: int, total: int) -> None:
             if what not in tasks:
-                tasks[what] = progress.add_task(what, total=total or None)
+                tasks[what] = progress.add_task(what, total=total)
             progress.update(tasks[what], completed=done)
 
         yield update
