@@ -183,3 +183,33 @@ def test_migrate_and_status_with_the_server_down(
 def _no_user_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The user's own credentials file is never read by these tests.
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+
+
+def test_migrate_takes_the_password_from_the_credentials_store(
+    postgres: PostgresServer,  # noqa: F811
+    postgres_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from tests.servers.postgres import PASSWORD_USER
+
+    secret = "cli-Pa55word-migrate"
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres.sql(f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{secret}'")
+    postgres.sql(f"ALTER DATABASE {database} OWNER TO {PASSWORD_USER}")
+    url = postgres.url(database, user=PASSWORD_USER)
+    cache = cache_dir(tmp_path / "cache")
+    try:
+        wrong = run("catalog", "migrate", "--to", url, "--cache-dir", str(cache),
+                    env={"MUSICFS_SECRET_CATALOG_PASSWORD": "not-it"})  # fmt: skip
+        fails_cleanly(wrong, EXIT_FAILED, "password authentication failed",
+                      "MUSICFS_SECRET_CATALOG_PASSWORD")  # fmt: skip
+        assert "not-it" not in wrong.stderr
+        right = run("catalog", "migrate", "--to", url, "--cache-dir", str(cache),
+                    env={"MUSICFS_SECRET_CATALOG_PASSWORD": secret})  # fmt: skip
+        assert right.returncode == 0, right.stderr
+        assert secret not in right.stdout + right.stderr
+        assert f'shared = "{url}"' in right.stdout
+    finally:
+        postgres.sql(f"ALTER DATABASE {database} OWNER TO postgres")
+        postgres.sql(f"DROP OWNED BY {PASSWORD_USER}", database)
+        postgres.sql(f"DROP ROLE {PASSWORD_USER}")
