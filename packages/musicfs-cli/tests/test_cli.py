@@ -381,7 +381,7 @@ def test_cache_stats_names_each_tier_and_keeps_the_json_keys(
 
 # -- naming the mount: --mount on every command that talks to one ----------------------
 
-GROUPS = ("cache", "tag", "plugin", "origin", "config", "import")
+GROUPS = ("cache", "catalog", "tag", "plugin", "origin", "config", "import")
 
 #: Every command that talks to a mount, with what it needs besides the mount.
 MOUNT_COMMANDS: list[list[str]] = [
@@ -397,6 +397,7 @@ MOUNT_COMMANDS: list[list[str]] = [
     ["origin", "rescan"], ["config", "show"], ["config", "set", "log_level", "debug"],
     ["search", "metallica"], ["export"], ["import", "musicfs", "x.json"],
     ["import", "beets", "lib.db"], ["import", "itunes", "Library.xml"],
+    ["catalog", "status"], ["catalog", "migrate", "--to", "postgresql://me@127.0.0.1:1/music"],
 ]  # fmt: skip
 
 
@@ -445,6 +446,8 @@ def test_each_command_exits_as_documented_when_no_daemon_answers(
     needs_cache = command[:2] in (["cache", "verify"], ["cache", "backup"], ["cache", "restore"])
     if needs_cache:  # works on the cache dir: nothing there is "no cache", a failure
         expected = {"verify": 1, "backup": 1, "restore": 2}[command[1]]
+    elif command[0] == "catalog":  # reads the mount's cache dir: none there, named so
+        expected = EXIT_USAGE
     elif command[0] == "tag" or command[:2] in (["cache", "prefetch"], ["cache", "pin"]):
         monkeypatch.setattr(common, "musicfs_mounts", lambda: {mnt})  # the path is in a mount
         expected = EXIT_NO_DAEMON
