@@ -142,6 +142,7 @@ def test_migrate_then_status(postgres_url: str, tmp_path: Path) -> None:  # noqa
     done = run("catalog", "migrate", "--to", postgres_url, "--cache-dir", str(cache))
     assert done.returncode == 0, done.stderr
     assert "5 tracks (with their audio identity), 1 overrides, 2 plays" in done.stdout
+    assert "Origins, by id: music (5 tracks)" in done.stdout
     assert f'shared = "{postgres_url}"' in done.stdout
     after = json.loads(run("catalog", "status", "--cache-dir", str(cache), "--json",
                            env=shared).stdout)  # fmt: skip

@@ -233,6 +233,11 @@ def _print_migration(
         print(f"{verb} {report['catalog']} to shared catalog {server} in "
               f"{report['seconds']:.1f} s: {moved}.")  # fmt: skip
         print(f"The local catalog is now a replica of it (at change {report['applied_seq']}).")
+    if report["origins"]:
+        named = ", ".join(f"{origin} ({n:,} tracks)" for origin, n in report["origins"].items())
+        print(f"Origins, by id: {named}. Every machine that shares the catalog names these "
+              'origins by the same ids ([[origins]] id = "..."), whatever path it reaches '
+              "them by.")  # fmt: skip
     if kept:
         print(f"Not in the shared catalog (it does not hold them yet), kept on this machine "
               f"only: {kept}.")  # fmt: skip

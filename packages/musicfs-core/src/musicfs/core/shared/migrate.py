@@ -76,6 +76,8 @@ class MigrationReport:
     departed: int = 0
     #: user data the shared catalog does not hold: what -> rows (kept on this machine)
     local_only: dict[str, int] = field(default_factory=dict)
+    #: tracks per origin id (every machine must name its origins by these ids)
+    origins: dict[str, int] = field(default_factory=dict)
     already: bool = False  # the catalog was a replica of this shared catalog already
     resumed: bool = False  # PostgreSQL had the rows; only the replica's state was written
     applied_seq: int = 0
@@ -227,6 +229,7 @@ def _count(
     departed = catalog.departed_rows()
     report.departed = len(departed)
     report.local_only = {name: counts[table] for table, name in LOCAL_ONLY}
+    report.origins = dict(sorted(catalog.tracks_per_origin().items()))
     return departed
 
 
