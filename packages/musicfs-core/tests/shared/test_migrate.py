@@ -141,11 +141,15 @@ def test_a_migration_cut_short_after_the_commit_is_finished_by_running_it_again(
     with pytest.raises(KeyboardInterrupt):
         migrate_catalog(path, postgres_url)
     monkeypatch.undo()
+    with SharedCatalog.open(postgres_url) as shared:  # another machine writes meanwhile
+        [new_id] = shared.write_scan_batch([scanned("Later/new.flac")])
     report = migrate_catalog(path, postgres_url)
     assert report.resumed
     assert report.tracks == 3
-    with Catalog.open(path, readonly=True) as catalog:
-        assert catalog.replica_state()[0] is not None
+    with Catalog.open(path) as catalog, SharedCatalog.open(postgres_url) as shared:
+        assert catalog.replica_state()[0] == shared.catalog_id
+        assert report.applied_seq < shared.last_seq()
+        assert new_id in apply_changes(catalog, shared).tracks  # the later write is not skipped
 
 
 def test_migrate_with_the_server_down_names_it_and_writes_nothing(

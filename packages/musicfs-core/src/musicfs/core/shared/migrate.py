@@ -190,9 +190,12 @@ def _migrate(  # noqa: PLR0917 (one migration's parts)
             f"{catalog.path} away: the next mount copies the shared catalog named in the config"
         )
     if tracks or last_seq:
-        if mine and token == mine and not report.dry_run:
+        made, _, at_seq = token.partition(" ")
+        if mine and made == mine and not report.dry_run:
+            # At the migration's own change: what other machines wrote since
+            # comes through the feed like any change.
             _count(catalog, report)
-            _become_replica(catalog, catalog_id, last_seq, report)
+            _become_replica(catalog, catalog_id, int(at_seq or 0), report)
             report.resumed = True
             return
         raise SharedCatalogError(
@@ -285,7 +288,7 @@ def _copy(  # noqa: PLR0917 (the steps of one transaction)
     conn.execute(
         "INSERT INTO meta (key, value) VALUES ('pruned_through', %s), ('migrated_from', %s) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (str(seq), token),
+        (str(seq), f"{token} {seq}"),
     )
     conn.execute("SELECT pg_notify(%s, %s)", (schema.CHANNEL, str(seq)))
     return catalog_id, seq
