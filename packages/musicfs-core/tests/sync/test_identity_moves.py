@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mutagen.flac import FLAC
 
+from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.origins import LocalOrigin
@@ -120,6 +121,27 @@ def test_a_watched_move_seen_new_path_first_carries_the_data(
     report = scanner.rescan(origin, ScanRequest(dirs={"a"}))
     assert user_data(catalog, "lib", "b/one.flac") == ({"album": "Kept"}, 1)
     assert [m.relpath for m in report.moved] == ["b/one.flac"]
+
+
+def test_a_track_whose_move_was_seen_new_path_first_is_found_by_its_overrides(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    """Searching for an override's value (musicfs search, .search, pin --search)
+    still finds the track after its data was carried to the new path."""
+    lib = tmp_path / "lib"
+    (lib / "a").mkdir(parents=True)
+    (lib / "b").mkdir()
+    encode(lib / "a" / "one.flac", 2.0, title="One")
+    origin = LocalOrigin("lib", lib)
+    scanner = scan(catalog, origin)
+    use(catalog, "lib", "a/one.flac", title="Zanzibar")
+    shutil.copy(lib / "a" / "one.flac", lib / "b" / "one.flac")
+    scanner.rescan(origin, ScanRequest(dirs={"b"}))
+    (lib / "a" / "one.flac").unlink()
+    scanner.rescan(origin, ScanRequest(dirs={"a"}))
+
+    hits = Searcher(catalog).search("Zanzibar")
+    assert [h.track.relpath for h in hits] == ["b/one.flac"]
 
 
 def test_a_new_file_never_inherits_anothers_data(

@@ -209,6 +209,14 @@ class Identity(Part):
         return None
 
     def _carry(self, old: int, new: int) -> None:
+        # Overrides are copied and deleted, not updated: the search index of
+        # override values (schema 9) is kept by insert and delete triggers only.
+        self._conn.execute(
+            "INSERT OR IGNORE INTO overrides (file_id, field, value, source) "
+            "SELECT ?, field, value, source FROM overrides WHERE file_id = ?",
+            (new, old),
+        )
+        self._conn.execute("DELETE FROM overrides WHERE file_id = ?", (old,))
         for table in _CARRIED:
             self._conn.execute(
                 f"UPDATE OR IGNORE {table} SET file_id = ? WHERE file_id = ?", (new, old)
