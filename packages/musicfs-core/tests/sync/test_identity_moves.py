@@ -178,6 +178,42 @@ def test_a_copy_on_another_origin_shows_the_same_overrides(
     assert user_data(catalog, "disk", "one.flac") == ({"title": "Corrected"}, 2)
 
 
+def test_a_collection_copied_to_a_new_origin_keeps_its_plays_when_the_old_one_goes(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    """Add the new disk first (its copy shows the overrides at once), then drop
+    the old origin from the config: the plays come along too."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    encode(old / "one.flac", 2.0, title="One")
+    scan(catalog, LocalOrigin("old", old))
+    use(catalog, "old", "one.flac", plays=5, artist="Fixed")
+    shutil.copytree(old, new)
+    scan(catalog, LocalOrigin("new", new))
+    with catalog.transaction():  # as the mount does for an origin gone from the config
+        catalog.depart_origin("old")
+        catalog.forget_origin("old")
+    assert user_data(catalog, "new", "one.flac") == ({"artist": "Fixed"}, 5)
+
+
+def test_a_track_copied_to_another_origin_keeps_its_plays_when_the_original_is_deleted(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    disk, nas = tmp_path / "disk", tmp_path / "nas"
+    disk.mkdir()
+    nas.mkdir()
+    encode(disk / "one.flac", 2.0, title="One")
+    on_disk = LocalOrigin("disk", disk)
+    scan(catalog, on_disk)
+    use(catalog, "disk", "one.flac", plays=2, title="Corrected")
+    shutil.copy(disk / "one.flac", nas / "copied.flac")
+    scan(catalog, LocalOrigin("nas", nas))
+    (disk / "one.flac").unlink()
+    scan(catalog, on_disk)
+    assert user_data(catalog, "nas", "copied.flac") == ({"title": "Corrected"}, 2)
+    assert catalog.departed_count() == 0
+
+
 def test_an_origin_removed_from_the_config_leaves_its_data_for_its_audio(
     tmp_path: Path, catalog: Catalog, encode: Encode
 ) -> None:
