@@ -214,6 +214,33 @@ def test_a_track_copied_to_another_origin_keeps_its_plays_when_the_original_is_d
     assert catalog.departed_count() == 0
 
 
+def test_a_track_that_could_not_be_read_once_keeps_its_data_when_moved(
+    tmp_path: Path, catalog: Catalog, encode: Encode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that fails once (a network hiccup while a changed file is parsed)
+    must not cost the file its identity: moved later, its data still follows."""
+    from musicfs.core.tags import reader
+
+    lib, origin = one_track(tmp_path, encode)
+    scan(catalog, origin)
+    use(catalog, "lib", "one.flac", plays=2, title="Mine")
+    real = reader.read_tags
+
+    def failing(path: str, fileobj: object = None) -> object:
+        raise reader.UnreadableFile("cannot read: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(reader, "read_tags", failing)
+    audio = FLAC(lib / "one.flac")  # changed on the origin: parsed again, and that fails
+    audio["comment"] = "touched"
+    audio.save()
+    scan(catalog, origin)
+    monkeypatch.setattr(reader, "read_tags", real)
+    (lib / "sub").mkdir()
+    shutil.move(lib / "one.flac", lib / "sub" / "one.flac")
+    scan(catalog, origin)
+    assert user_data(catalog, "lib", "sub/one.flac") == ({"title": "Mine"}, 2)
+
+
 def test_an_origin_removed_from_the_config_leaves_its_data_for_its_audio(
     tmp_path: Path, catalog: Catalog, encode: Encode
 ) -> None:
