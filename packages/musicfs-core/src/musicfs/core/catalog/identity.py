@@ -138,9 +138,12 @@ class Identity(Part):
         self._conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
         return moved
 
-    def depart_origin(self, origin: str) -> None:
+    def depart_origin(self, origin: str) -> list[int]:
         """Keep the user data of every file of *origin* (which is being forgotten):
-        carried to a copy of its audio on another origin, else kept for its audio."""
+        carried to a copy of its audio on another origin, else kept for its audio.
+        Returns the copies that took data over: place them again (their overlay
+        is made again, so their size in the tree changes)."""
+        heirs: list[int] = []
         for file_id in self._with_user_data(origin):
             row = self._conn.execute(
                 "SELECT reldir, name, audio_id FROM files WHERE id = ?", (file_id,)
@@ -152,8 +155,10 @@ class Identity(Part):
             if heir is not None:
                 self._carry(file_id, heir)
                 self._moved(heir, origin, relpath)
+                heirs.append(heir)
             else:
                 self._depart(file_id, row[2], origin, relpath)
+        return heirs
 
     def adopt(self, file_id: int) -> Moved | None:
         """Give a file that just arrived the user data its audio left behind, if
