@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import plistlib
 import sqlite3
@@ -10,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from musicfs.cli.common import CLIError
-from musicfs.cli.importers import beets_directory, location_path, read_beets, read_itunes
+from musicfs.cli.importers import (
+    Here,
+    ITunesLibrary,
+    ITunesTrack,
+    _import_itunes,
+    beets_directory,
+    location_path,
+    read_beets,
+    read_itunes,
+)
 
 
 def test_an_itunes_location_is_a_percent_decoded_local_path() -> None:
@@ -90,3 +100,32 @@ def test_a_beets_library_that_is_not_one_is_a_usage_error(kind: str, tmp_path: P
     with pytest.raises(CLIError, match=r"library\.db") as caught:
         read_beets(path)
     assert caught.value.code == 2
+
+
+def test_itunes_duplicates_of_one_track_here_add_their_plays_once(tmp_path: Path) -> None:
+    """Two iTunes tracks that are copies of one recording match the same track
+    here (by its audio): importing the same Library.xml again adds nothing."""
+    from musicfs.core.catalog.store import Catalog
+    from musicfs.core.model import FileStat, ScannedFile, TrackTags
+    from musicfs.core.tags.identity import audio_identity_of
+
+    song = tmp_path / "itunes" / "Song.mp3"
+    song.parent.mkdir()
+    song.write_bytes(bytes(range(256)) * 64)
+    copy = song.with_name("Song 1.mp3")  # iTunes' name for a duplicate
+    copy.write_bytes(song.read_bytes())
+    path = tmp_path / "catalog.sqlite3"
+    with Catalog.open(path) as catalog, catalog.transaction():
+        file_id = catalog.upsert_file(ScannedFile(
+            "nas", "Artist/Song.mp3", FileStat(song.stat().st_size, 1), "mp3",
+            TrackTags(title="Song"), None, audio_identity_of(str(song)),
+        ))  # fmt: skip
+    tracks = {
+        1: ITunesTrack(1, str(song), None, None, "Song", None, 10, 1_700_000_000.0, None),
+        2: ITunesTrack(2, str(copy), None, None, "Song", None, 3, 1_600_000_000.0, None),
+    }
+    args = argparse.Namespace(dry_run=False)
+    for _ in range(2):  # the same export imported twice
+        _import_itunes(args, ITunesLibrary(tracks, []), Here.load(path))
+        with Catalog.open(path, readonly=True) as catalog:
+            assert catalog.play_stats(file_id) == (13, 1_700_000_000.0)

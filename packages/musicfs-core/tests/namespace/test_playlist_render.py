@@ -3,16 +3,28 @@ the tracks' current paths in the tree (no mount: tests/e2e/test_playlists.py).""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 from musicfs.core.catalog.layout import Layout
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.config.collections import Collection
+from musicfs.core.content.library import Library
+from musicfs.core.fuse.fs import MusicFSOperations
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
-from musicfs.core.namespace.playlists import PlaylistFiles, PlaylistLine, render_m3u8
+from musicfs.core.namespace.inodes import PLAYLISTS_DIR
+from musicfs.core.namespace.playlists import (
+    CONTENT_TTL,
+    PlaylistFiles,
+    PlaylistLine,
+    Rendered,
+    render_m3u8,
+)
 
 ONE = TrackTags(artist="Ann", album="Al", title="One", track=1, year=2020, duration=61.6)
 TWO = TrackTags(artist="Bob", album="Be", title="Two", track=2, year=2021, duration=None)
@@ -85,3 +97,41 @@ def test_playlists_and_collections_are_files_with_the_trees_current_paths(
     assert files.read(handle, 8, 4) == after.content[8:12]
     files.release(handle)
     assert files.get(catalog, "nothing.m3u8") is None
+
+
+def test_stat_of_a_playlist_never_makes_it_on_the_fuse_thread(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A playlist is made from the catalog, a few queries per entry (thousands for
+    a big one): stat must not make it on the thread that answers every FUSE
+    request, or the whole mount stops while it does."""
+    layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
+    one = add(catalog, layout, "a/1.flac", ONE)
+    with catalog.transaction():
+        catalog.replace_playlist("mix", "test", [(one, "a/1.flac")])
+    library = Library(catalog, {})
+    ops = MusicFSOperations(library)
+    files = ops.namespace.playlists
+    now = [0.0]
+    monkeypatch.setattr(files, "_clock", lambda: now[0])
+    made_on: list[threading.Thread] = []
+    make = files._make
+
+    def spy(*args: Any) -> Rendered:
+        made_on.append(threading.current_thread())
+        return make(*args)
+
+    monkeypatch.setattr(files, "_make", spy)
+
+    async def lookup_then_stat() -> tuple[Any, Any]:
+        found = await ops.lookup(PLAYLISTS_DIR, b"mix.m3u8", None)  # type: ignore[arg-type]
+        now[0] += CONTENT_TTL + 1  # what the lookup made is too old to reuse now
+        return found, await ops.getattr(found.st_ino, None)  # type: ignore[arg-type]
+
+    try:
+        found, stat = trio.run(lookup_then_stat)
+    finally:
+        library.close_all()
+    assert stat.st_size == found.st_size > len(b"#EXTM3U\n")
+    assert len(made_on) == 2  # made again for the stat...
+    assert threading.main_thread() not in made_on  # ...but in a worker thread

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mutagen.flac import FLAC
 
+from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.origins import LocalOrigin
@@ -122,6 +123,27 @@ def test_a_watched_move_seen_new_path_first_carries_the_data(
     assert [m.relpath for m in report.moved] == ["b/one.flac"]
 
 
+def test_a_track_whose_move_was_seen_new_path_first_is_found_by_its_overrides(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    """Searching for an override's value (musicfs search, .search, pin --search)
+    still finds the track after its data was carried to the new path."""
+    lib = tmp_path / "lib"
+    (lib / "a").mkdir(parents=True)
+    (lib / "b").mkdir()
+    encode(lib / "a" / "one.flac", 2.0, title="One")
+    origin = LocalOrigin("lib", lib)
+    scanner = scan(catalog, origin)
+    use(catalog, "lib", "a/one.flac", title="Zanzibar")
+    shutil.copy(lib / "a" / "one.flac", lib / "b" / "one.flac")
+    scanner.rescan(origin, ScanRequest(dirs={"b"}))
+    (lib / "a" / "one.flac").unlink()
+    scanner.rescan(origin, ScanRequest(dirs={"a"}))
+
+    hits = Searcher(catalog).search("Zanzibar")
+    assert [h.track.relpath for h in hits] == ["b/one.flac"]
+
+
 def test_a_new_file_never_inherits_anothers_data(
     tmp_path: Path, catalog: Catalog, encode: Encode
 ) -> None:
@@ -154,6 +176,69 @@ def test_a_copy_on_another_origin_shows_the_same_overrides(
     scan(catalog, LocalOrigin("nas", nas))
     assert user_data(catalog, "nas", "copied.flac") == ({"title": "Corrected"}, 0)
     assert user_data(catalog, "disk", "one.flac") == ({"title": "Corrected"}, 2)
+
+
+def test_a_collection_copied_to_a_new_origin_keeps_its_plays_when_the_old_one_goes(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    """Add the new disk first (its copy shows the overrides at once), then drop
+    the old origin from the config: the plays come along too."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    encode(old / "one.flac", 2.0, title="One")
+    scan(catalog, LocalOrigin("old", old))
+    use(catalog, "old", "one.flac", plays=5, artist="Fixed")
+    shutil.copytree(old, new)
+    scan(catalog, LocalOrigin("new", new))
+    with catalog.transaction():  # as the mount does for an origin gone from the config
+        catalog.depart_origin("old")
+        catalog.forget_origin("old")
+    assert user_data(catalog, "new", "one.flac") == ({"artist": "Fixed"}, 5)
+
+
+def test_a_track_copied_to_another_origin_keeps_its_plays_when_the_original_is_deleted(
+    tmp_path: Path, catalog: Catalog, encode: Encode
+) -> None:
+    disk, nas = tmp_path / "disk", tmp_path / "nas"
+    disk.mkdir()
+    nas.mkdir()
+    encode(disk / "one.flac", 2.0, title="One")
+    on_disk = LocalOrigin("disk", disk)
+    scan(catalog, on_disk)
+    use(catalog, "disk", "one.flac", plays=2, title="Corrected")
+    shutil.copy(disk / "one.flac", nas / "copied.flac")
+    scan(catalog, LocalOrigin("nas", nas))
+    (disk / "one.flac").unlink()
+    scan(catalog, on_disk)
+    assert user_data(catalog, "nas", "copied.flac") == ({"title": "Corrected"}, 2)
+    assert catalog.departed_count() == 0
+
+
+def test_a_track_that_could_not_be_read_once_keeps_its_data_when_moved(
+    tmp_path: Path, catalog: Catalog, encode: Encode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that fails once (a network hiccup while a changed file is parsed)
+    must not cost the file its identity: moved later, its data still follows."""
+    from musicfs.core.tags import reader
+
+    lib, origin = one_track(tmp_path, encode)
+    scan(catalog, origin)
+    use(catalog, "lib", "one.flac", plays=2, title="Mine")
+    real = reader.read_tags
+
+    def failing(path: str, fileobj: object = None) -> object:
+        raise reader.UnreadableFile("cannot read: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(reader, "read_tags", failing)
+    audio = FLAC(lib / "one.flac")  # changed on the origin: parsed again, and that fails
+    audio["comment"] = "touched"
+    audio.save()
+    scan(catalog, origin)
+    monkeypatch.setattr(reader, "read_tags", real)
+    (lib / "sub").mkdir()
+    shutil.move(lib / "one.flac", lib / "sub" / "one.flac")
+    scan(catalog, origin)
+    assert user_data(catalog, "lib", "sub/one.flac") == ({"title": "Mine"}, 2)
 
 
 def test_an_origin_removed_from_the_config_leaves_its_data_for_its_audio(

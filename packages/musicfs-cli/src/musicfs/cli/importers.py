@@ -520,6 +520,9 @@ def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here)
     matches: dict[int, Any] = {}
     unmatched: list[tuple[str, str]] = []
     plays = ratings = 0
+    # Per track here: iTunes' plays and last played of every iTunes track that is
+    # it (duplicates of one recording match one track by its audio), added up.
+    totals: dict[int, tuple[int, float, str]] = {}
     for track in library.tracks.values():
         record, reason, _ = (here.find(track.path) if track.path
                              else (None, "no file:// location", False))  # fmt: skip
@@ -530,18 +533,22 @@ def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here)
             continue
         matches[track.track_id] = record
         shown_at = record.path or f"{record.origin}:{record.relpath}"
-        new = track.plays - already.get(record.file_id, 0)
-        if track.plays and new > 0:
-            when = (datetime.datetime.fromtimestamp(track.last_played).isoformat(" ", "seconds")
-                    if track.last_played else "unknown")  # fmt: skip
-            print(f"{prefix}add {new} plays to {shown_at} (last played {when})")
-            plays += new
         if track.plays or record.file_id in already:
-            imported.plays.append((record.file_id, track.plays, track.last_played or 0.0))
+            count, last, _ = totals.get(record.file_id, (0, 0.0, ""))
+            totals[record.file_id] = (count + track.plays, max(last, track.last_played or 0.0),
+                                      shown_at)  # fmt: skip
         if track.rating is not None and track.rating != record.rating:
             print(f"{prefix}rate {shown_at}: {track.rating}/100 ({track.rating / 20:g} stars)")
             imported.ratings.append((record.file_id, track.rating))
             ratings += 1
+    for file_id, (count, last, shown_at) in totals.items():
+        new = count - already.get(file_id, 0)
+        if count and new > 0:
+            when = (datetime.datetime.fromtimestamp(last).isoformat(" ", "seconds")
+                    if last else "unknown")  # fmt: skip
+            print(f"{prefix}add {new} plays to {shown_at} (last played {when})")
+            plays += new
+        imported.plays.append((file_id, count, last))
     taken: set[str] = set()
     for name, ids in library.playlists:
         entries: list[tuple[int | None, str]] = []

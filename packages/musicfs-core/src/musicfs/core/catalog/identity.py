@@ -6,7 +6,10 @@ Every file row carries ``audio_id``, the fingerprint of its audio payload
 the catalog (deleted, moved, renamed: the scanner sees a path vanish):
 
 - if another file with the same audio is in the catalog and has no user data of
-  its own (the new path of a move seen first), the rows are carried to it;
+  its own (the new path of a move seen first), the rows are carried to it; else
+  to a copy on another origin (which has a copy of the overrides, see below), so
+  that the plays join it when the original goes (also when its origin is
+  dropped from the config: `depart_origin`);
 - else they are kept in ``departed`` under the audio id, and the first new file
   with that audio adopts them (the new path of a move seen later, or a copy on
   another origin after the first one was removed).
@@ -126,7 +129,7 @@ class Identity(Part):
         moved = None
         if row is not None and row[3] is not None and self._has_user_data(file_id):
             origin, relpath, audio_id = row[0], join_relpath(row[1], row[2]), row[3]
-            heir = self._heir(audio_id, file_id)
+            heir = self._heir(audio_id, file_id, origin)
             if heir is not None:
                 self._carry(file_id, heir)
                 moved = self._moved(heir, origin, relpath)
@@ -135,14 +138,27 @@ class Identity(Part):
         self._conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
         return moved
 
-    def depart_origin(self, origin: str) -> None:
-        """Keep the user data of every file of *origin* (which is being forgotten)."""
+    def depart_origin(self, origin: str) -> list[int]:
+        """Keep the user data of every file of *origin* (which is being forgotten):
+        carried to a copy of its audio on another origin, else kept for its audio.
+        Returns the copies that took data over: place them again (their overlay
+        is made again, so their size in the tree changes)."""
+        heirs: list[int] = []
         for file_id in self._with_user_data(origin):
             row = self._conn.execute(
                 "SELECT reldir, name, audio_id FROM files WHERE id = ?", (file_id,)
             ).fetchone()
-            if row[2] is not None:
-                self._depart(file_id, row[2], origin, join_relpath(row[0], row[1]))
+            if row[2] is None:
+                continue
+            relpath = join_relpath(row[0], row[1])
+            heir = self._heir(row[2], file_id, origin, elsewhere=True)
+            if heir is not None:
+                self._carry(file_id, heir)
+                self._moved(heir, origin, relpath)
+                heirs.append(heir)
+            else:
+                self._depart(file_id, row[2], origin, relpath)
+        return heirs
 
     def adopt(self, file_id: int) -> Moved | None:
         """Give a file that just arrived the user data its audio left behind, if
@@ -201,14 +217,36 @@ class Identity(Part):
         )
         return [row[0] for row in rows]
 
-    def _heir(self, audio_id: str, file_id: int) -> int | None:
-        """The newest other file with this audio and no user data of its own."""
-        for other in reversed(self.files_with_identity(audio_id)):
-            if other != file_id and not self._has_user_data(other):
+    def _heir(
+        self, audio_id: str, file_id: int, origin: str, *, elsewhere: bool = False
+    ) -> int | None:
+        """The newest other file with this audio and no user data of its own; else
+        the newest copy on another origin (its overrides were copied to it when it
+        arrived, so it has data: the plays must still join it, as no file with this
+        audio will arrive to adopt them). *elsewhere*: only files of other origins
+        (all of *origin*'s are leaving)."""
+        rows = self._conn.execute(
+            "SELECT id, origin FROM files WHERE audio_id = ? AND id != ? ORDER BY id DESC",
+            (audio_id, file_id),
+        ).fetchall()
+        others = [(int(r[0]), r[1]) for r in rows if not (elsewhere and r[1] == origin)]
+        for other, _ in others:
+            if not self._has_user_data(other):
+                return other
+        for other, where in others:
+            if where != origin:
                 return other
         return None
 
     def _carry(self, old: int, new: int) -> None:
+        # Overrides are copied and deleted, not updated: the search index of
+        # override values (schema 9) is kept by insert and delete triggers only.
+        self._conn.execute(
+            "INSERT OR IGNORE INTO overrides (file_id, field, value, source) "
+            "SELECT ?, field, value, source FROM overrides WHERE file_id = ?",
+            (new, old),
+        )
+        self._conn.execute("DELETE FROM overrides WHERE file_id = ?", (old,))
         for table in _CARRIED:
             self._conn.execute(
                 f"UPDATE OR IGNORE {table} SET file_id = ? WHERE file_id = ?", (new, old)

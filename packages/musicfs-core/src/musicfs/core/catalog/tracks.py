@@ -149,7 +149,13 @@ class Tracks(Part):
             scanned.audio_id,
             *scanned.tags.as_row(),
         )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:])
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:] if c != "audio_id")
+        # A file that could not be read this time (a network hiccup) keeps the
+        # identity it had: else, moved later, it would lose its user data.
+        updates += (
+            ", audio_id = CASE WHEN excluded.error IS NULL THEN excluded.audio_id "
+            "ELSE files.audio_id END"
+        )
         row = self._conn.execute(
             f"INSERT INTO files ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             f"ON CONFLICT (origin, reldir, name) DO UPDATE SET {updates} RETURNING id",

@@ -32,6 +32,7 @@ from musicfs.core.config.collections import Collection
 from musicfs.core.content.library import Library, LibraryError
 from musicfs.core.fuse.latency import LatencyRecorder
 from musicfs.core.namespace.entries import BLOCK, AttrValues
+from musicfs.core.namespace.inodes import is_playlist_file
 from musicfs.core.namespace.namespace import Namespace
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class MusicFSOperations(pyfuse3.Operations):
 
     @_fuse_op
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        if is_playlist_file(inode):  # made from the catalog: in a worker thread
+            return self._attr(await self.namespace.playlist_stat(inode))
         return self._attr(self.namespace.stat(inode))
 
     @_fuse_op

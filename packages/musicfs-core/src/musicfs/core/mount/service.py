@@ -200,9 +200,13 @@ class MusicFS:
                 # describe files that are not where the id points any more.
                 log.info("origin %r (%s) is no longer configured; removing its tracks",
                          origin_id, location)  # fmt: skip
-                catalog.depart_origin(origin_id)  # its tracks' user data waits for their audio
+                # Its tracks' user data goes to their copies elsewhere, or waits for their audio.
+                heirs = catalog.depart_origin(origin_id)
                 for file_id in catalog.forget_origin(origin_id):
                     layout.unplace(file_id)
+                for heir in heirs:  # placed again with what they took over
+                    if (track := catalog.track(heir)) is not None:
+                        layout.place_track(track)
                 known_ids.discard(origin_id)
             for origin in self.origins.values():
                 # A new local folder must exist (a typo should fail at once); a remote

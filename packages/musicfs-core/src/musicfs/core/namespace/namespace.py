@@ -189,6 +189,17 @@ class Namespace:
         return attributes_of((inode, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
                               node.mtime_ns, self.entry_timeout, self.attr_timeout))  # fmt: skip
 
+    async def playlist_stat(self, inode: int) -> Attributes:
+        """`stat` of a file of ``/.playlists``: made again (when due) in a worker
+        thread, never on the FUSE thread (a big playlist takes thousands of queries)."""
+        playlists = self.playlists
+        made = playlists.fresh(inode)
+        if made is None:
+            made = await trio.to_thread.run_sync(
+                playlists.in_own_catalog, lambda catalog: playlists.by_inode(catalog, inode)
+            )
+        return self.attributes(_playlist(made, inode))
+
     def readlink(self, inode: int) -> str:
         entry = self.resolve(inode)
         if not isinstance(entry, Link):

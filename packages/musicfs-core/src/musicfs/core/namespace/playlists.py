@@ -174,6 +174,16 @@ class PlaylistFiles:
         source = self._sources(catalog).get(filename)
         return None if source is None else self._make(catalog, filename, source)
 
+    def fresh(self, inode: int) -> Rendered | None:
+        """*inode*'s file if it was made less than `CONTENT_TTL` seconds ago (no
+        catalog needed: for the FUSE thread)."""
+        filename = self.name_of(inode)
+        with self._lock:
+            made = self._made.get(filename) if filename is not None else None
+        if made is not None and self._clock() - made[0] < CONTENT_TTL:
+            return made[1]
+        return None
+
     def by_inode(self, catalog: Catalog, inode: int) -> Rendered | None:
         filename = self.name_of(inode)
         return None if filename is None else self.get(catalog, filename)
