@@ -282,3 +282,19 @@ def test_departed_data_is_forgotten_after_a_year(
     with catalog.transaction():
         assert catalog.prune_departed(now=time.time() + 300 * 86400) == 0
         assert catalog.prune_departed(now=time.time() + 400 * 86400) == 1
+
+
+def test_a_full_scan_forgets_departed_data_older_than_a_year(
+    tmp_path: Path, catalog: Catalog, encode: Encode, catalog_sql: Callable[..., object]
+) -> None:
+    lib, origin = one_track(tmp_path, encode)
+    scan(catalog, origin)
+    use(catalog, "lib", "one.flac", plays=1)
+    (lib / "one.flac").unlink()
+    scan(catalog, origin)
+    assert catalog.departed_count() == 1
+    scan(catalog, origin)
+    assert catalog.departed_count() == 1  # recent: kept for its audio's return
+    catalog_sql(catalog, "UPDATE departed SET at = at - 400 * 86400")
+    scan(catalog, origin)
+    assert catalog.departed_count() == 0

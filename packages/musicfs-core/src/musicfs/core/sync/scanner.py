@@ -257,6 +257,8 @@ class Scanner:
             self._remove(vanished, report)
             self.playlists.end_census(origin.id)
             report.complete = True
+            with self.catalog.transaction():
+                self.catalog.prune_departed()  # data whose audio never came back
         self.playlists.match_unmatched(origin.id)
         return self._finish(report, started)
 
