@@ -217,9 +217,17 @@ def bootstrap(
 class Replica:
     """A SQLite catalog following a shared catalog: bootstrap once, then apply changes."""
 
-    def __init__(self, catalog: Catalog, shared: SharedCatalog) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        shared: SharedCatalog,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """*progress*: called with the count of tracks copied after each batch of
+        a copy (a mount places them in its tree as they arrive)."""
         self.catalog = catalog
         self.shared = shared
+        self.progress = progress
 
     @property
     def applied_seq(self) -> int:
@@ -231,15 +239,22 @@ class Replica:
 
     def sync(self) -> Applied:
         """Bootstrap if this is a new replica (or one so far behind that the
-        changes it needs were pruned), then apply every change since."""
+        changes it needs were pruned), then apply every change since. After a
+        copy, every track is reported as changed (the tree places them all)."""
         if self.needs_bootstrap():
-            bootstrap(self.catalog, self.shared)
+            before = set(self.catalog.file_ids())
+            bootstrap(self.catalog, self.shared, progress=self.progress)
+            applied = apply_changes(self.catalog, self.shared)
+            after = set(self.catalog.file_ids())
+            applied.tracks.update(after)
+            applied.removed.update(before - after)
+            return applied
         try:
             return apply_changes(self.catalog, self.shared)
         except ReplicaBehind as exc:
             log.warning("%s", exc)
             before = set(self.catalog.file_ids())
-            bootstrap(self.catalog, self.shared)
+            bootstrap(self.catalog, self.shared, progress=self.progress)
             applied = apply_changes(self.catalog, self.shared)
             after = set(self.catalog.file_ids())
             applied.tracks.update(after)  # any of them may have changed
@@ -309,7 +324,8 @@ class Follower:
     """Keeps one replica up to date until stopped (`run`, in a thread of its own).
 
     *catalog* must be a connection of that thread's own. *on_applied* gets what
-    each round changed (to re-place tracks, invalidate kernel entries);
+    each round changed (to re-place tracks, invalidate kernel entries; after a
+    copy, every track); ``replica.progress`` gets the count of tracks a copy has made;
     *on_state* gets the state whenever it changes (healthy or not, and why).
     """
 
@@ -344,7 +360,7 @@ class Follower:
                     applied = self.replica.sync()
                     due = time.monotonic() + self.poll
                     self._set(True, "", applied.last_seq)
-                    if applied.changes and self.on_applied is not None:
+                    if (applied.changes or applied.changed) and self.on_applied is not None:
                         self.on_applied(applied)
                     delay = self.retry
             except SharedCatalogUnavailable as exc:
