@@ -34,6 +34,7 @@ from tests.e2e.helpers import (
     run_musicfs,
     sha256_of,
     wait_until,
+    write_config,
 )
 from tests.e2e.library import Library, expected, make_origin, render_path
 from tests.servers.postgres import PostgresServer
@@ -73,15 +74,17 @@ def two_machines(
     """Machine A mounts (and scans) a fresh origin, then machine B mounts it
     (without waiting for a scan: it has none to do). Yields both, the origin
     folder and the files both show; both are unmounted at the end, whatever
-    happens."""
+    happens. A names the shared catalog in the environment, B in its config
+    file's ``[catalog]`` table."""
     origin = tmp_path / "music"
     specs = make_origin(library, origin, [JOGA, UNRAVEL, SIGUR])
     files = expected(specs.values())
     env = {"MUSICFS_CATALOG_SHARED": url}
+    config = write_config(tmp_path / "b.toml", [], {"catalog": {"shared": url}})
     with mounted([origin], tmp_path / "a" / "mnt", tmp_path / "a" / "cache", env=env) as a:
         wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
         b_dirs = (tmp_path / "b" / "mnt", tmp_path / "b" / "cache")
-        with mounted([origin], *b_dirs, env=env, wait_scan=False) as b:
+        with mounted([origin], *b_dirs, "--config", str(config), wait_scan=False) as b:
             wait_until(lambda: b.files() == files, timeout=SCAN_TIMEOUT, what="B's tree")
             yield a, b, origin, files
 
@@ -195,3 +198,32 @@ def test_killing_the_scanning_mount_hands_scanning_to_the_other(
                    what="the file added after the take-over to show on B")  # fmt: skip
         assert b.files() == files | {new}
         assert b.status()["origins"][0]["last_scan"]  # B scans now
+
+
+def test_a_mount_while_postgresql_is_down_serves_its_replica(
+    library: Library, tmp_path: Path, postgres_url: str, postgres: PostgresServer
+) -> None:
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, SIGUR]).values())
+    env = {"MUSICFS_CATALOG_SHARED": postgres_url}
+    dirs = (tmp_path / "mnt", tmp_path / "cache")
+    with mounted([origin], *dirs, env=env) as mount:
+        wait_until(lambda: mount.files() == files, timeout=SCAN_TIMEOUT, what="the tree")
+    postgres.stop("immediate")
+    try:
+        # The mount does not wait for the server: it serves the replica it has.
+        with mounted([origin], *dirs, env=env, wait_scan=False) as mount:
+            assert mount.files() == files
+            sigur = mount.mountpoint / render_path(library.find(SIGUR).spec)
+            assert sha256_of(sigur) == sha256_of(library.find(SIGUR).path)
+            wait_until(functools.partial(in_state, mount, "DEGRADED"), timeout=30,
+                       what="the mount to say DEGRADED")  # fmt: skip
+            shown = mount.status()
+            assert not shown["catalog"]["online"]
+            assert "is unavailable" in shown["catalog"]["error"], shown
+            assert shown["origins"][0]["last_scan"] == ""  # no lock, no scan
+            postgres.start()
+            wait_until(functools.partial(in_state, mount, "READY"), timeout=30,
+                       what="the mount to follow the server again")  # fmt: skip
+    finally:
+        postgres.start()

@@ -175,6 +175,7 @@ class SharedMount:
         self._writer_lock = threading.Lock()
         self._supervisor: Supervisor | None = None
         self._follower: Follower | None = None
+        self._tried = False  # an attempt to reach the server was made
 
     # -- what status shows ---------------------------------------------------------------
 
@@ -185,7 +186,9 @@ class SharedMount:
 
     @property
     def online(self) -> bool:
-        return self.current.healthy
+        """The server answered the last attempt (or none was made yet: a mount
+        is not DEGRADED for the moment it takes to connect)."""
+        return self.current.healthy or not self._tried
 
     def status(self) -> dict[str, Any]:
         applied = self.current.applied_seq
@@ -272,6 +275,7 @@ class SharedMount:
                 delay = min(delay * 2, 5.0)
 
     def _on_state(self, state: FollowerState) -> None:
+        self._tried = True
         self.state = state
         if not state.healthy:
             self.error = state.error
@@ -300,7 +304,10 @@ class SharedMount:
         with catalog.transaction():
             for file_id in sorted(applied.removed):
                 changes += editor.layout.unplace(file_id)
-        changes += editor.refresh(sorted((applied.tracks | applied.overrides) - applied.removed))
+        again = applied.tracks | applied.overrides
+        if applied.copied:  # placed as they came (`_copied`), by their own tags
+            again |= set(catalog.unplaced_files()) | set(catalog.all_overrides())
+        changes += editor.refresh(sorted(again - applied.removed))
         self.notify(changes)
         self.server_seq = max(self.server_seq, applied.last_seq)
         with self._done:

@@ -66,6 +66,9 @@ class Applied:
     overrides: set[int] = field(default_factory=set)  # overrides set or cleared
     played: set[int] = field(default_factory=set)  # plays added
     changes: int = 0  # how many changes were applied
+    # The replica was copied (a new one) before these changes: every track is new
+    # to it, and its copied overrides were not reported one by one.
+    copied: bool = False
 
     @property
     def changed(self) -> set[int]:
@@ -240,14 +243,12 @@ class Replica:
     def sync(self) -> Applied:
         """Bootstrap if this is a new replica (or one so far behind that the
         changes it needs were pruned), then apply every change since. After a
-        copy, every track is reported as changed (the tree places them all)."""
+        first copy, `Applied.copied` says so (the changes after it are reported
+        as usual)."""
         if self.needs_bootstrap():
-            before = set(self.catalog.file_ids())
             bootstrap(self.catalog, self.shared, progress=self.progress)
             applied = apply_changes(self.catalog, self.shared)
-            after = set(self.catalog.file_ids())
-            applied.tracks.update(after)
-            applied.removed.update(before - after)
+            applied.copied = True
             return applied
         try:
             return apply_changes(self.catalog, self.shared)
@@ -324,8 +325,8 @@ class Follower:
     """Keeps one replica up to date until stopped (`run`, in a thread of its own).
 
     *catalog* must be a connection of that thread's own. *on_applied* gets what
-    each round changed (to re-place tracks, invalidate kernel entries; after a
-    copy, every track); ``replica.progress`` gets the count of tracks a copy has made;
+    each round changed (to re-place tracks, invalidate kernel entries), and the
+    round that copied a new replica; ``replica.progress`` gets the count of tracks a copy has made;
     *on_state* gets the state whenever it changes (healthy or not, and why).
     """
 
@@ -360,7 +361,7 @@ class Follower:
                     applied = self.replica.sync()
                     due = time.monotonic() + self.poll
                     self._set(True, "", applied.last_seq)
-                    if (applied.changes or applied.changed) and self.on_applied is not None:
+                    if (applied.changes or applied.copied) and self.on_applied is not None:
                         self.on_applied(applied)
                     delay = self.retry
             except SharedCatalogUnavailable as exc:
