@@ -255,6 +255,8 @@ class SharedMount:
                 follower.replica.progress = lambda copied: self._copied(editor, copied)
                 self.bootstrapping = follower.replica.needs_bootstrap()
                 follower.state.applied_seq = follower.replica.applied_seq
+                with self._done:  # what earlier sessions applied needs no waiting for
+                    self._handled_seq = max(self._handled_seq, follower.state.applied_seq)
                 self._follower = follower
                 follower.run(self._stop)
             finally:
