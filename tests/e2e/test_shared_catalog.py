@@ -72,7 +72,8 @@ def two_machines(
     library: Library, tmp_path: Path, url: str
 ) -> Iterator[tuple[Mount, Mount, Path, set[str]]]:
     """Machine A mounts (and scans) a fresh origin, then machine B mounts it
-    (without waiting for a scan: it has none to do). Yields both, the origin
+    (``--wait``: until its copy of the catalog is made; it has no scan to
+    do). Yields both, the origin
     folder and the files both show; both are unmounted at the end, whatever
     happens. A names the shared catalog in the environment, B in its config
     file's ``[catalog]`` table."""
@@ -84,8 +85,9 @@ def two_machines(
     with mounted([origin], tmp_path / "a" / "mnt", tmp_path / "a" / "cache", env=env) as a:
         wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
         b_dirs = (tmp_path / "b" / "mnt", tmp_path / "b" / "cache")
-        with mounted([origin], *b_dirs, "--config", str(config), wait_scan=False) as b:
-            wait_until(lambda: b.files() == files, timeout=SCAN_TIMEOUT, what="B's tree")
+        # --wait: returns once B's replica is copied, so its whole tree is there.
+        with mounted([origin], *b_dirs, "--config", str(config), "--wait", wait_scan=False) as b:
+            assert b.files() == files
             yield a, b, origin, files
 
 

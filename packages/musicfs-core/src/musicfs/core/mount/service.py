@@ -205,12 +205,18 @@ class MusicFS:
                 editor=self.overlay_editor,
                 notify=self.notify_tree_changes,
                 rescan=self._ask_rescan,  # `rescans` is built again with the origins
+                first_round=self._followed,
             )
         except SharedCatalogError as exc:
             raise StartupError(str(exc)) from None
 
     def _ask_rescan(self, origin_id: str, request: ScanRequest) -> None:
         self.rescans.ask(origin_id, request)
+
+    def _followed(self) -> None:
+        """The replica caught up with the shared catalog once (a new one: copied),
+        or the server is unreachable: what ``--wait`` waits for instead of a scan."""
+        self.life.call_soon(self.rescans.first_scan.set)
 
     def close(self) -> None:
         """Undo `prepare` when the mount will not be served after all."""
@@ -351,7 +357,9 @@ class MusicFS:
                 self.tree_events.start(self.supervisor)
                 if prefetcher is not None:
                     prefetcher.start(self.supervisor)
-                if config.scan.on_start and shared is None:
+                if shared is not None:
+                    pass  # the locks loop asks for the scans; `_followed` sets first_scan
+                elif config.scan.on_start:
                     self.rescans.request_rescan()
                 else:
                     self.rescans.first_scan.set()

@@ -145,11 +145,14 @@ class SharedMount:
         editor: Callable[[Catalog], OverlayEditor],
         notify: Callable[[list[TreeChange]], None],
         rescan: Callable[[str, ScanRequest], None],
+        first_round: Callable[[], None] = lambda: None,
     ) -> None:
         """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
         layout, with this mount's template) over a catalog connection;
         *notify*: makes the kernel forget changed entries (any thread);
-        *rescan*: asks a rescan of an origin (trio thread)."""
+        *rescan*: asks a rescan of an origin (trio thread); *first_round*:
+        called (follow thread) once the replica is up to date for the first
+        time, or the server was found unreachable (``musicfs mount --wait``)."""
         self.address: ServerAddress = parse_url(url)
         try:
             self.credentials: Credentials | None = Credentials.load()
@@ -160,6 +163,7 @@ class SharedMount:
         self.editor = editor
         self.notify = notify
         self.rescan = rescan
+        self.first_round = first_round
         self.locks = OriginLocks(self.address, self.credentials)
         self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
         self.state = FollowerState()
@@ -238,6 +242,7 @@ class SharedMount:
         with Catalog.open(self.catalog_path) as catalog:
             shared = SharedCatalog(self.address, self.credentials)
             listener = Listener(self.address, self.credentials)
+            self.state.applied_seq = catalog.replica_state()[1]  # shown through an outage
             try:
                 self._first_contact(shared)
                 if self._stop.is_set():
@@ -277,6 +282,8 @@ class SharedMount:
                 delay = min(delay * 2, 5.0)
 
     def _on_state(self, state: FollowerState) -> None:
+        if not self._tried:
+            self.first_round()
         self._tried = True
         self.state = state
         if not state.healthy:
