@@ -58,6 +58,10 @@ def plays(path: Path) -> int:
     return int(tag("show", path).get("plays") or 0)
 
 
+def shows_genre(path: Path, genre: str) -> bool:
+    return bool(tag("show", path)["effective"].get("genre") == genre)
+
+
 def in_state(mount: Mount, state: str) -> bool:
     return bool(mount.status()["state"] == state)
 
@@ -132,12 +136,18 @@ def test_an_override_and_a_play_on_one_machine_show_on_the_other(
         assert on_b["overrides"] == {"genre": "Art Pop", "title": "Unravel (Live)"}
         assert not (b.mountpoint / path).exists()
 
-        # A play on B counts on A (and on B).
+        # The same field set on B later: the later write wins on both machines.
+        tag("set", b.mountpoint / renamed, "genre=Electronic")
+        for mount in (a, b):
+            shows = functools.partial(shows_genre, mount.mountpoint / renamed, "Electronic")
+            wait_until(shows, timeout=10, what=f"{mount.mountpoint} to show the later genre")
+
+        # A play on A counts on B (and on A).
         joga = render_path(library.find(JOGA).spec)
-        sha256_of(b.mountpoint / joga)
-        wait_until(lambda: plays(a.mountpoint / joga) == 1, timeout=30,
-                   what="B's play to count on A")  # fmt: skip
-        assert plays(b.mountpoint / joga) == 1
+        sha256_of(a.mountpoint / joga)
+        wait_until(lambda: plays(b.mountpoint / joga) == 1, timeout=30,
+                   what="A's play to count on B")  # fmt: skip
+        assert plays(a.mountpoint / joga) == 1
 
 
 def test_without_postgresql_both_serve_and_catch_up_when_it_returns(
