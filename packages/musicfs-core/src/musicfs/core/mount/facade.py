@@ -213,9 +213,8 @@ class MountControl(Admin):
                 }
             )
         reachable = [bool(o["online"]) for o in origins]
-        catalog: dict[str, Any] = {"shared": False}
+        catalog = self.catalog_status()
         if fs.shared is not None:
-            catalog = fs.shared.status()
             reachable.append(fs.shared.online)  # DEGRADED (catalog) while unreachable
         state = shown_state(fs.state, reachable, failing=bool(fs.supervisor.failing))
         return {
@@ -235,6 +234,13 @@ class MountControl(Admin):
             "loops": fs.supervisor.snapshot(),
             "catalog": catalog,
         }
+
+    def catalog_status(self) -> dict[str, Any]:
+        """How this mount's catalog follows a shared catalog (``{"shared": False}``
+        without one): server (no password), online, applied_seq, server_seq, lag,
+        bootstrapping and bootstrap_copied, error, scanning_origins. Any thread."""
+        shared = self.fs.shared
+        return {"shared": False} if shared is None else shared.status()
 
     def counts(self) -> dict[str, int]:
         """Tracks, directories and unreadable files in the catalog.
