@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import trio
 
@@ -120,13 +120,28 @@ class Rescans:
         if self._scanner is not None:
             self._scanner.cancelled = True
 
+    def _watched(self, origin: Origin) -> TypeGuard[LocalOrigin]:
+        return isinstance(origin, LocalOrigin) and origin.watchable and self.life.config.scan.watch
+
+    def _ours(self, origin_id: str) -> bool:
+        """Whether this mount scans *origin_id* (always, without a shared catalog)."""
+        return self.rights is None or self.rights.may_scan(origin_id)
+
+    def took_over(self, origin_id: str) -> None:
+        """This mount now holds *origin_id*'s lock (trio thread): rescan it all.
+        A watched origin is rescanned by its watch, once watching, so that
+        nothing changed between the scan and the watch is missed."""
+        origin = self.origins.get(origin_id)
+        if origin is not None and not self._watched(origin):
+            self.ask(origin_id, ScanRequest(full=True))
+
     def start(self, nursery: trio.Nursery) -> None:
         """Start the sync and health loops, and a watch or poll per origin."""
         run, config = self.supervisor.run, self.life.config
         nursery.start_soon(run, "sync", self._sync_loop)
         nursery.start_soon(run, "health", self._health_loop)
         for origin in self.origins.values():
-            if isinstance(origin, LocalOrigin) and origin.watchable and config.scan.watch:
+            if self._watched(origin):
                 watch = functools.partial(self._watch, origin)
                 nursery.start_soon(run, f"watch {origin.id}", watch)
             elif config.scan.poll_interval > 0:
@@ -254,7 +269,12 @@ class Rescans:
         """Follow a local origin: while it is there, turn its inotify events into
         rescans of what changed; when it goes, wait for it and rescan it all."""
         while True:
+            while not self._ours(origin.id):  # another mount watches it (its lock)
+                await trio.sleep(_ORIGIN_RETRY / 4)
             await self._watch_once(origin)
+            if not self._ours(origin.id):
+                log.info("not watching %s any more: another mount scans it", origin.location)
+                continue
             log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
             while not await trio.to_thread.run_sync(self.federation.probe, origin.id):
                 await trio.sleep(_ORIGIN_RETRY)
@@ -268,8 +288,10 @@ class Rescans:
             functools.partial(LocalWatch, origin.location, include_hidden=origin.include_hidden)
         )
         log.info("watching %s (%d folders)", origin.location, watch.watched)
+        if self.rights is not None:  # it was just taken over: look at it all, now watched
+            self.ask(origin.id, ScanRequest(full=True))
         try:
-            while watch.watched:  # 0 once the origin's own folder went away
+            while watch.watched and self._ours(origin.id):  # 0: the origin's folder went
                 events = await trio.to_thread.run_sync(
                     watch.events, 1000, 200, abandon_on_cancel=True
                 )

@@ -204,14 +204,14 @@ class MusicFS:
                 origin_ids=lambda: list(self.origins),
                 editor=self.overlay_editor,
                 notify=self.notify_tree_changes,
-                rescan=self._ask_rescan,  # `rescans` is built again with the origins
+                took_over=self._took_over,  # `rescans` is built again with the origins
                 first_round=self._followed,
             )
         except SharedCatalogError as exc:
             raise StartupError(str(exc)) from None
 
-    def _ask_rescan(self, origin_id: str, request: ScanRequest) -> None:
-        self.rescans.ask(origin_id, request)
+    def _took_over(self, origin_id: str) -> None:
+        self.rescans.took_over(origin_id)
 
     def _followed(self) -> None:
         """The replica caught up with the shared catalog once (a new one: copied),

@@ -49,7 +49,6 @@ from musicfs.core.shared.feed import Applied, Follower, FollowerState, Listener
 from musicfs.core.shared.locks import OriginLocks
 from musicfs.core.shared.store import SharedCatalog
 from musicfs.core.supervise import Supervisor
-from musicfs.core.sync.changes import ScanRequest
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +143,13 @@ class SharedMount:
         origin_ids: Callable[[], list[str]],
         editor: Callable[[Catalog], OverlayEditor],
         notify: Callable[[list[TreeChange]], None],
-        rescan: Callable[[str, ScanRequest], None],
+        took_over: Callable[[str], None],
         first_round: Callable[[], None] = lambda: None,
     ) -> None:
         """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
         layout, with this mount's template) over a catalog connection;
         *notify*: makes the kernel forget changed entries (any thread);
-        *rescan*: asks a rescan of an origin (trio thread); *first_round*:
+        *took_over*: this mount now scans that origin (trio thread); *first_round*:
         called (follow thread) once the replica is up to date for the first
         time, or the server was found unreachable (``musicfs mount --wait``)."""
         self.address: ServerAddress = parse_url(url)
@@ -162,7 +161,7 @@ class SharedMount:
         self.origin_ids = origin_ids
         self.editor = editor
         self.notify = notify
-        self.rescan = rescan
+        self.took_over = took_over
         self.first_round = first_round
         self.locks = OriginLocks(self.address, self.credentials)
         self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
@@ -341,7 +340,7 @@ class SharedMount:
             taken = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
             for origin_id in taken:
                 log.info("scanning origin %s (no other mount does)", origin_id)
-                self.rescan(origin_id, ScanRequest(full=True))
+                self.took_over(origin_id)
             if self._supervisor is not None:
                 self._supervisor.ok("catalog locks")
             await trio.sleep(LOCK_RETRY)
