@@ -206,6 +206,7 @@ class MusicFS:
                 notify=self.notify_tree_changes,
                 took_over=self._took_over,  # `rescans` is built again with the origins
                 first_round=self._followed,
+                after_applied=self._after_scan,  # the feed brings the scans' rows
             )
         except SharedCatalogError as exc:
             raise StartupError(str(exc)) from None

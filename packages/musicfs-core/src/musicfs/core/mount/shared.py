@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from musicfs.core.catalog.layout import TreeChange
+from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.content.overlay import OverlayEditor, TagError
 from musicfs.core.model import ScannedFile
@@ -145,13 +145,16 @@ class SharedMount:
         notify: Callable[[list[TreeChange]], None],
         took_over: Callable[[str], None],
         first_round: Callable[[], None] = lambda: None,
+        after_applied: Callable[[Catalog, Layout, set[int]], None] | None = None,
     ) -> None:
         """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
         layout, with this mount's template) over a catalog connection;
         *notify*: makes the kernel forget changed entries (any thread);
         *took_over*: this mount now scans that origin (trio thread); *first_round*:
         called (follow thread) once the replica is up to date for the first
-        time, or the server was found unreachable (``musicfs mount --wait``)."""
+        time, or the server was found unreachable (``musicfs mount --wait``);
+        *after_applied*: what a mount does after a scan batch (overlays due,
+        covers of the changed folders, pins), after a round that changed tracks."""
         self.address: ServerAddress = parse_url(url)
         try:
             self.credentials: Credentials | None = Credentials.load()
@@ -163,6 +166,7 @@ class SharedMount:
         self.notify = notify
         self.took_over = took_over
         self.first_round = first_round
+        self.after_applied = after_applied
         self.locks = OriginLocks(self.address, self.credentials)
         self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
         self.state = FollowerState()
@@ -317,6 +321,9 @@ class SharedMount:
             again |= set(catalog.unplaced_files()) | set(catalog.all_overrides())
         changes += editor.refresh(sorted(again - applied.removed))
         self.notify(changes)
+        if self.after_applied is not None and (applied.tracks or applied.removed or applied.copied):
+            folders = {c.parent for c in changes if c.kind is not ChangeKind.REMOVED}
+            self.after_applied(catalog, editor.layout, folders)
         self.server_seq = max(self.server_seq, applied.last_seq)
         with self._done:
             self._handled_seq = max(self._handled_seq, applied.last_seq)
