@@ -23,6 +23,9 @@ if _REPO_ROOT not in sys.path:
 
 from tests.e2e.helpers import Mount, mounted, require_fuse  # noqa: E402
 from tests.e2e.library import Library, build_library, missing_encoders  # noqa: E402
+
+# A real PostgreSQL for the shared catalog (test_shared_catalog.py).
+from tests.servers.postgres import postgres, postgres_url  # noqa: E402, F401
 from tests.servers.s3 import S3Server, s3_server  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "realworld"

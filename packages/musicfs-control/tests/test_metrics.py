@@ -66,6 +66,7 @@ def fake_mount() -> Any:
         state=MountState.READY,
         supervisor=Supervisor(),
         rescans=SimpleNamespace(scanning=False),
+        shared=None,  # no [catalog] shared
         operations=SimpleNamespace(
             op_counts=Counter({"read": 3, "lookup": 1}), latency=latency, library=library
         ),

@@ -51,13 +51,18 @@ def print_error(message: str) -> None:
 
 def load_args_config(args: argparse.Namespace, **overrides: Any) -> Config:
     """The config of the file, the environment and *overrides* (``section.key`` -> a
-    flag's value), with the sections the daemon's control side reads."""
+    flag's value), with the sections the daemon's control side reads and
+    ``[catalog]`` (a shared catalog, which the mount follows)."""
     from musicfs.control.config import SECTIONS
+    from musicfs.core.config.catalog import CATALOG
 
     if args.socket:
         overrides["control.socket"] = args.socket
     return load_config(
-        args.config, overrides=overrides, origins=getattr(args, "origin", []), sections=SECTIONS
+        args.config,
+        overrides=overrides,
+        origins=getattr(args, "origin", []),
+        sections=(*SECTIONS, CATALOG),
     )
 
 

@@ -240,6 +240,15 @@ def _print_status(status: dict[str, Any]) -> None:
         ("version", "version"),
     ):
         table.add_row(label, str(status.get(key, "")))
+    catalog = status.get("catalog") or {}
+    if catalog.get("shared"):  # a replica of a shared catalog (issue 16)
+        if not catalog.get("online"):
+            table.add_row("state", f"{status.get('state', '')} (catalog)")
+        shown = "online" if catalog.get("online") else f"[red]unreachable[/]: {catalog['error']}"
+        table.add_row("shared catalog", f"{escape(catalog['server'])}: {shown}")
+        table.add_row("catalog changes", f"applied {catalog['applied_seq']}, lag {catalog['lag']}"
+                      + (f", copying ({catalog['bootstrap_copied']} tracks)"
+                         if catalog.get("bootstrapping") else ""))  # fmt: skip
     quantiles = [status.get(f"latency_p{q}_ms", 0.0) for q in (50, 95, 99)]
     table.add_row("latency p50/p95/p99", " / ".join(f"{v:.3f}" for v in quantiles) + " ms")
     console.print(table)

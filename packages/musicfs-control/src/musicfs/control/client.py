@@ -91,6 +91,10 @@ class ControlClient:
             data[key] = int(data[key])  # JSON mapping of int64 is a string
         for entry in data.get("op_latency", []):
             entry["count"] = int(entry["count"])
+        catalog = data.get("catalog", {})
+        for key in ("applied_seq", "server_seq", "lag", "bootstrap_copied"):
+            if key in catalog:
+                catalog[key] = int(catalog[key])
         return data
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:

@@ -48,8 +48,11 @@ def status_message(status: dict[str, Any]) -> control_pb2.Status:
     origins = [control_pb2.OriginStatus(**o) for o in fields.pop("origins", [])]
     op_latency = [control_pb2.OpLatency(**o) for o in fields.pop("op_latency", [])]
     loops = [control_pb2.LoopStatus(**o) for o in fields.pop("loops", [])]
+    catalog = control_pb2.CatalogStatus(**fields.pop("catalog", {}))
     fields["state"] = control_pb2.MountState.Value(_STATE_PREFIX + fields["state"])
-    return control_pb2.Status(origins=origins, op_latency=op_latency, loops=loops, **fields)
+    return control_pb2.Status(
+        origins=origins, op_latency=op_latency, loops=loops, catalog=catalog, **fields
+    )
 
 
 def event_message(event: Event) -> control_pb2.Event:

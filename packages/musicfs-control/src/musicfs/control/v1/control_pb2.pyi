@@ -42,7 +42,7 @@ class OriginStatus(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., location: _Optional[str] = ..., online: _Optional[bool] = ..., last_scan: _Optional[str] = ...) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "op_latency", "loops")
+    __slots__ = ("version", "pid", "state", "mountpoint", "cache_dir", "uptime_seconds", "tracks", "directories", "unreadable_files", "open_handles", "operations", "scanning", "origins", "socket", "cached_files", "events_dropped", "event_subscribers", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "op_latency", "loops", "catalog")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,7 @@ class Status(_message.Message):
     LATENCY_P99_MS_FIELD_NUMBER: _ClassVar[int]
     OP_LATENCY_FIELD_NUMBER: _ClassVar[int]
     LOOPS_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
     version: str
     pid: int
     state: MountState
@@ -87,7 +88,32 @@ class Status(_message.Message):
     latency_p99_ms: float
     op_latency: _containers.RepeatedCompositeFieldContainer[OpLatency]
     loops: _containers.RepeatedCompositeFieldContainer[LoopStatus]
-    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., op_latency: _Optional[_Iterable[_Union[OpLatency, _Mapping]]] = ..., loops: _Optional[_Iterable[_Union[LoopStatus, _Mapping]]] = ...) -> None: ...
+    catalog: CatalogStatus
+    def __init__(self, version: _Optional[str] = ..., pid: _Optional[int] = ..., state: _Optional[_Union[MountState, str]] = ..., mountpoint: _Optional[str] = ..., cache_dir: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., tracks: _Optional[int] = ..., directories: _Optional[int] = ..., unreadable_files: _Optional[int] = ..., open_handles: _Optional[int] = ..., operations: _Optional[int] = ..., scanning: _Optional[bool] = ..., origins: _Optional[_Iterable[_Union[OriginStatus, _Mapping]]] = ..., socket: _Optional[str] = ..., cached_files: _Optional[int] = ..., events_dropped: _Optional[int] = ..., event_subscribers: _Optional[int] = ..., latency_p50_ms: _Optional[float] = ..., latency_p95_ms: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ..., op_latency: _Optional[_Iterable[_Union[OpLatency, _Mapping]]] = ..., loops: _Optional[_Iterable[_Union[LoopStatus, _Mapping]]] = ..., catalog: _Optional[_Union[CatalogStatus, _Mapping]] = ...) -> None: ...
+
+class CatalogStatus(_message.Message):
+    __slots__ = ("shared", "server", "online", "applied_seq", "server_seq", "lag", "bootstrapping", "bootstrap_copied", "error", "scanning_origins")
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SERVER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAPPING_FIELD_NUMBER: _ClassVar[int]
+    BOOTSTRAP_COPIED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SCANNING_ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    shared: bool
+    server: str
+    online: bool
+    applied_seq: int
+    server_seq: int
+    lag: int
+    bootstrapping: bool
+    bootstrap_copied: int
+    error: str
+    scanning_origins: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shared: _Optional[bool] = ..., server: _Optional[str] = ..., online: _Optional[bool] = ..., applied_seq: _Optional[int] = ..., server_seq: _Optional[int] = ..., lag: _Optional[int] = ..., bootstrapping: _Optional[bool] = ..., bootstrap_copied: _Optional[int] = ..., error: _Optional[str] = ..., scanning_origins: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LoopStatus(_message.Message):
     __slots__ = ("name", "failures", "last_error", "last_failure", "failing")

@@ -56,6 +56,14 @@ class ReplicaRows(Part):
         )
         return None if stale is None else int(stale[0])
 
+    def unplaced_files(self) -> list[int]:
+        """Files that have no place in the tree yet (rows a copy just wrote)."""
+        rows = self._conn.execute(
+            "SELECT f.id FROM files f WHERE NOT EXISTS "
+            "(SELECT 1 FROM nodes n WHERE n.file_id = f.id) ORDER BY f.id"
+        ).fetchall()
+        return [int(row[0]) for row in rows]
+
     def has_user_data(self) -> bool:
         """Whether any file has user data a shared catalog holds (overrides, plays)."""
         return any(

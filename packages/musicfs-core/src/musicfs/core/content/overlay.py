@@ -24,7 +24,7 @@ worker thread, with that thread's own catalog connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from musicfs.core.catalog.layout import Layout, TreeChange
@@ -125,6 +125,11 @@ class OverlayEditor:
         self.layout = layout
         self.federation = federation
         self.extensions = extensions
+        #: With a shared catalog: stores (file id, fields set, fields cleared (all
+        #: when None), source) there; the override comes back through the feed,
+        #: which makes the overlay and places the file (`refresh`).
+        self.publish: Callable[[int, dict[str, str | None], list[str] | None, str], None] | None
+        self.publish = None
 
     def set_tags(
         self,
@@ -160,6 +165,9 @@ class OverlayEditor:
                 raise TagRefused(
                     f"{path}: cannot serve these tags: {exc}; nothing was changed"
                 ) from None
+        if self.publish is not None:
+            self.publish(track.id, fields, None if "*" in clear else list(clear), source)
+            return view(catalog, track.id), []
         self.layout.with_overrides = True
         with catalog.transaction():
             if clear:

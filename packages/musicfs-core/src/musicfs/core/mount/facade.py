@@ -190,6 +190,8 @@ class MountControl(Admin):
         """The state to report (`shown_state`): DEGRADED while an origin is known
         to be offline or a background loop is failing. Any thread."""
         online = [h.online for h in self.origin_health_all().values()]
+        if self.fs.shared is not None:  # DEGRADED (catalog) while the server is unreachable
+            online.append(self.fs.shared.online)
         return shown_state(self.fs.state, online, failing=bool(self.fs.supervisor.failing))
 
     def status(self, online: dict[str, bool] | None = None) -> dict[str, Any]:
@@ -210,7 +212,10 @@ class MountControl(Admin):
                     "last_scan": report.summary() if report else "",
                 }
             )
-        reachable = (bool(o["online"]) for o in origins)
+        reachable = [bool(o["online"]) for o in origins]
+        catalog = self.catalog_status()
+        if fs.shared is not None:
+            reachable.append(fs.shared.online)  # DEGRADED (catalog) while unreachable
         state = shown_state(fs.state, reachable, failing=bool(fs.supervisor.failing))
         return {
             "version": version(),
@@ -227,7 +232,15 @@ class MountControl(Admin):
             "events_dropped": fs.events.dropped,
             "event_subscribers": fs.events.subscribers,
             "loops": fs.supervisor.snapshot(),
+            "catalog": catalog,
         }
+
+    def catalog_status(self) -> dict[str, Any]:
+        """How this mount's catalog follows a shared catalog (``{"shared": False}``
+        without one): server (no password), online, applied_seq, server_seq, lag,
+        bootstrapping and bootstrap_copied, error, scanning_origins. Any thread."""
+        shared = self.fs.shared
+        return {"shared": False} if shared is None else shared.status()
 
     def counts(self) -> dict[str, int]:
         """Tracks, directories and unreadable files in the catalog.
@@ -358,6 +371,8 @@ class MountControl(Admin):
         and the served header follow. Raises `TagError`. Blocking: any thread but trio's."""
         with Catalog.open(self.fs.catalog_path) as catalog:
             editor = self.fs.overlay_editor(catalog)
+            if self.fs.shared is not None:  # PostgreSQL first; back through the feed
+                editor.publish = self.fs.shared.publish_overrides
             shown, changes = editor.set_tags(path, assignments, clear, source)
         self.fs.notify_tree_changes(changes)
         return shown

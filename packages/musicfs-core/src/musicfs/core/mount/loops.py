@@ -10,12 +10,14 @@ thread); requests made while a scan runs are merged and done in the next batch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Protocol, TypeGuard
 
 import trio
 
@@ -29,7 +31,7 @@ from musicfs.core.origins.federation import Federation
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.supervise import Supervisor, describe
 from musicfs.core.sync.changes import ScanRequest
-from musicfs.core.sync.scanner import Scanner, ScanProgress, ScanReport
+from musicfs.core.sync.scanner import Scanner, ScanProgress, ScanReport, ScanWriter
 from musicfs.core.sync.watch import LocalWatch
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,16 @@ _HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
 #: Called in the scan's thread once a batch is scanned: the catalog, the layout
 #: the scanner used, and the folders whose files were added or changed.
 AfterScan = Callable[[Catalog, Layout, set[int]], None]
+
+
+class ScanRights(Protocol):
+    """Which origins this mount may scan, and where their scans write: with a
+    shared catalog, only those whose lock it holds, into PostgreSQL
+    (`musicfs.core.mount.shared.SharedMount`)."""
+
+    def may_scan(self, origin_id: str) -> bool: ...
+
+    def scan_writer(self) -> contextlib.AbstractContextManager[ScanWriter]: ...
 
 
 class Rescans:
@@ -58,8 +70,12 @@ class Rescans:
         notify: Callable[[list[TreeChange]], None],
         after_scan: AfterScan,
         progress: ScanProgress | None = None,
+        rights: ScanRights | None = None,
     ) -> None:
-        """*notify*: makes the kernel forget what changes made stale (any thread)."""
+        """*notify*: makes the kernel forget what changes made stale (any thread).
+        *rights*: which origins to scan and where to write (all, into the
+        catalog, when None)."""
+        self.rights = rights
         self.life = life
         self.catalog_path = catalog_path
         self.origins = origins  # the mount's: origins rebuilt while mounted show here
@@ -80,6 +96,11 @@ class Rescans:
     # -- asking (trio thread) -----------------------------------------------------------
 
     def ask(self, origin_id: str, request: ScanRequest) -> None:
+        if self.rights is not None and not self.rights.may_scan(origin_id):
+            # Another machine scans it; its changes arrive through the shared
+            # catalog's feed (and this mount rescans it all if it takes over).
+            log.debug("not scanning %s: another mount holds its lock", origin_id)
+            return
         self._requests.setdefault(origin_id, ScanRequest()).merge(request)
         self._wakeup.set()
 
@@ -99,13 +120,28 @@ class Rescans:
         if self._scanner is not None:
             self._scanner.cancelled = True
 
+    def _watched(self, origin: Origin) -> TypeGuard[LocalOrigin]:
+        return isinstance(origin, LocalOrigin) and origin.watchable and self.life.config.scan.watch
+
+    def _ours(self, origin_id: str) -> bool:
+        """Whether this mount scans *origin_id* (always, without a shared catalog)."""
+        return self.rights is None or self.rights.may_scan(origin_id)
+
+    def took_over(self, origin_id: str) -> None:
+        """This mount now holds *origin_id*'s lock (trio thread): rescan it all.
+        A watched origin is rescanned by its watch, once watching, so that
+        nothing changed between the scan and the watch is missed."""
+        origin = self.origins.get(origin_id)
+        if origin is not None and not self._watched(origin):
+            self.ask(origin_id, ScanRequest(full=True))
+
     def start(self, nursery: trio.Nursery) -> None:
         """Start the sync and health loops, and a watch or poll per origin."""
         run, config = self.supervisor.run, self.life.config
         nursery.start_soon(run, "sync", self._sync_loop)
         nursery.start_soon(run, "health", self._health_loop)
         for origin in self.origins.values():
-            if isinstance(origin, LocalOrigin) and origin.watchable and config.scan.watch:
+            if self._watched(origin):
                 watch = functools.partial(self._watch, origin)
                 nursery.start_soon(run, f"watch {origin.id}", watch)
             elif config.scan.poll_interval > 0:
@@ -159,7 +195,8 @@ class Rescans:
             changed.update(c.parent for c in changes if c.kind is not ChangeKind.REMOVED)
 
         config = self.life.config
-        with Catalog.open(self.catalog_path, cache_mib=32) as catalog:
+        writing = self.rights.scan_writer() if self.rights is not None else contextlib.nullcontext()
+        with Catalog.open(self.catalog_path, cache_mib=32) as catalog, writing as writer:
             self._scanner = scanner = Scanner(
                 catalog,
                 config.path_template,
@@ -170,12 +207,15 @@ class Rescans:
                 progress=self.progress,
                 federation=self.federation,
                 plugins=self.plugins,
+                writer=writer,
             )
             try:
                 for origin_id, request in requests.items():
                     origin = self.origins.get(origin_id)
                     if self.life.stopping or origin is None:
                         continue
+                    if self.rights is not None and not self.rights.may_scan(origin_id):
+                        continue  # its lock was lost since it was asked
                     self.events.publish(EventType.SYNC_STARTED, origin=origin_id,
                                         full=request.full)  # fmt: skip
                     report = self.scan_reports[origin_id] = scanner.rescan(origin, request)
@@ -229,7 +269,12 @@ class Rescans:
         """Follow a local origin: while it is there, turn its inotify events into
         rescans of what changed; when it goes, wait for it and rescan it all."""
         while True:
+            while not self._ours(origin.id):  # another mount watches it (its lock)
+                await trio.sleep(_ORIGIN_RETRY / 4)
             await self._watch_once(origin)
+            if not self._ours(origin.id):
+                log.info("not watching %s any more: another mount scans it", origin.location)
+                continue
             log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
             while not await trio.to_thread.run_sync(self.federation.probe, origin.id):
                 await trio.sleep(_ORIGIN_RETRY)
@@ -243,8 +288,10 @@ class Rescans:
             functools.partial(LocalWatch, origin.location, include_hidden=origin.include_hidden)
         )
         log.info("watching %s (%d folders)", origin.location, watch.watched)
+        if self.rights is not None:  # it was just taken over: look at it all, now watched
+            self.ask(origin.id, ScanRequest(full=True))
         try:
-            while watch.watched:  # 0 once the origin's own folder went away
+            while watch.watched and self._ours(origin.id):  # 0: the origin's folder went
                 events = await trio.to_thread.run_sync(
                     watch.events, 1000, 200, abandon_on_cancel=True
                 )

@@ -24,12 +24,14 @@ import signal
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
 
 from musicfs.core.catalog.layout import TEMPLATE_SETTING, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, CatalogError, Track, damaged
+from musicfs.core.config.catalog import CATALOG
 from musicfs.core.config.paths import CacheDirLock, cache_dir_for
 from musicfs.core.config.settings import Config
 from musicfs.core.content.cache import ContentCache
@@ -67,6 +69,9 @@ from musicfs.core.supervise import Supervisor
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
 
+if TYPE_CHECKING:  # psycopg is loaded only by a mount with a shared catalog
+    from musicfs.core.mount.shared import SharedMount
+
 __all__ = ["LAYOUT_SETTING", "MountState", "MusicFS", "StartupError"]
 
 log = logging.getLogger(__name__)
@@ -102,6 +107,8 @@ class MusicFS:
         # Built by `prepare` (remote origins need their credentials).
         self.origins: dict[str, Origin] = {}
         self.federation = Federation({})
+        # With [catalog] shared: the replica's side of the shared catalog (`prepare`).
+        self.shared: SharedMount | None = None
         self.rescans = self._rescans(progress)
         self.pinning = Pinning(self.life, self.catalog_path, self.events, self.federation)
         # tree.changed events (media servers, `musicfs events`): resolved off the
@@ -127,6 +134,7 @@ class MusicFS:
             notify=self.notify_tree_changes,
             after_scan=self._after_scan,
             progress=progress,
+            rights=self.shared,
         )
 
     @property
@@ -157,6 +165,7 @@ class MusicFS:
         check_mountpoint(self.mountpoint)
         origins, self.federation = build_origins(self.config, self.extensions, self._on_health)
         self.origins.update(origins)
+        self.shared = self._shared_mount()
         self.rescans = self._rescans(self.rescans.progress)
         self.pinning.federation = self.federation
         self._lock.acquire()
@@ -178,6 +187,38 @@ class MusicFS:
             self.close()
             raise
 
+    def _shared_mount(self) -> SharedMount | None:
+        """The mount's side of ``[catalog] shared``, if set (nothing is contacted
+        yet: the mount never waits for the server)."""
+        url = self.config.section(CATALOG).shared
+        if url is None:
+            return None
+        from musicfs.core.mount.shared import SharedMount
+        from musicfs.core.shared.errors import SharedCatalogError
+
+        try:
+            return SharedMount(
+                url,
+                self.catalog_path,
+                self.cache_dir,
+                origin_ids=lambda: list(self.origins),
+                editor=self.overlay_editor,
+                notify=self.notify_tree_changes,
+                took_over=self._took_over,  # `rescans` is built again with the origins
+                first_round=self._followed,
+                after_applied=self._after_scan,  # the feed brings the scans' rows
+            )
+        except SharedCatalogError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _took_over(self, origin_id: str) -> None:
+        self.rescans.took_over(origin_id)
+
+    def _followed(self) -> None:
+        """The replica caught up with the shared catalog once (a new one: copied),
+        or the server is unreachable: what ``--wait`` waits for instead of a scan."""
+        self.life.call_soon(self.rescans.first_scan.set)
+
     def close(self) -> None:
         """Undo `prepare` when the mount will not be served after all."""
         if self._catalog is not None:
@@ -196,6 +237,8 @@ class MusicFS:
                 origin = self.origins.get(origin_id)
                 if origin is not None and (origin.kind, origin.location) == (kind, location):
                     continue
+                if self.shared is not None:
+                    continue  # another machine's origin: the shared catalog decides
                 # Gone from the config, or the id now names another place: its rows
                 # describe files that are not where the id points any more.
                 log.info("origin %r (%s) is no longer configured; removing its tracks",
@@ -270,7 +313,10 @@ class MusicFS:
             prefetch_hint=hints.hint if content is not None else None,
         )
         library = ops.library
-        access_log = AccessLog(self.catalog_path, self.events)  # for smart collections
+        shared = self.shared
+        # For smart collections; with a shared catalog, plays go there first.
+        sink = shared.queue_plays if shared is not None else None
+        access_log = AccessLog(self.catalog_path, self.events, sink)
         # None: no cache, prefetch off, or only local disks.
         prefetcher = Prefetcher.for_mount(
             config,
@@ -310,11 +356,15 @@ class MusicFS:
                 nursery.start_soon(run, "signals", self._signals)
                 nursery.start_soon(run, "fill", fill.run)
                 self.rescans.start(nursery)
+                if shared is not None:
+                    shared.start(self.supervisor, nursery)
                 access_log.start(self.supervisor)
                 self.tree_events.start(self.supervisor)
                 if prefetcher is not None:
                     prefetcher.start(self.supervisor)
-                if config.scan.on_start:
+                if shared is not None:
+                    pass  # the locks loop asks for the scans; `_followed` sets first_scan
+                elif config.scan.on_start:
                     self.rescans.request_rescan()
                 else:
                     self.rescans.first_scan.set()
@@ -328,6 +378,8 @@ class MusicFS:
         finally:
             self.state = MountState.UNMOUNTING
             access_log.stop()
+            if shared is not None:  # its origin locks freed: another mount takes over
+                await trio.to_thread.run_sync(shared.stop)
             self.tree_events.stop()
             hints.close()
             if ops.covers is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from musicfs.core.catalog.store import Catalog
@@ -43,8 +43,16 @@ def file_ids(catalog: Catalog, collection: Collection, now: float | None = None)
 class AccessLog:
     """Writes file opens to the catalog's ``plays`` table, from its own thread."""
 
-    def __init__(self, catalog_path: str | Path, events: EventBus) -> None:
+    def __init__(
+        self,
+        catalog_path: str | Path,
+        events: EventBus,
+        sink: Callable[[list[tuple[int, float]]], None] | None = None,
+    ) -> None:
+        """*sink*: where the (file id, time) plays go instead of the catalog (a
+        shared catalog's queue: the catalog gets them back through its feed)."""
         self.catalog_path = Path(catalog_path)
+        self._sink = sink
         self._subscription = events.subscribe([EventType.FILE_OPENED], maxsize=10_000)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="musicfs-access-log", daemon=True)
@@ -97,7 +105,9 @@ class AccessLog:
             file_id = catalog.file_id_at(origin, relpath)
             if file_id is not None:
                 rows.append((file_id, at))
-        if rows:
+        if rows and self._sink is not None:
+            self._sink(rows)
+        elif rows:
             with catalog.transaction():
                 catalog.record_plays(rows)
 

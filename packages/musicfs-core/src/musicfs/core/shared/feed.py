@@ -66,6 +66,9 @@ class Applied:
     overrides: set[int] = field(default_factory=set)  # overrides set or cleared
     played: set[int] = field(default_factory=set)  # plays added
     changes: int = 0  # how many changes were applied
+    # The replica was copied (a new one) before these changes: every track is new
+    # to it, and its copied overrides were not reported one by one.
+    copied: bool = False
 
     @property
     def changed(self) -> set[int]:
@@ -217,9 +220,17 @@ def bootstrap(
 class Replica:
     """A SQLite catalog following a shared catalog: bootstrap once, then apply changes."""
 
-    def __init__(self, catalog: Catalog, shared: SharedCatalog) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        shared: SharedCatalog,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """*progress*: called with the count of tracks copied after each batch of
+        a copy (a mount places them in its tree as they arrive)."""
         self.catalog = catalog
         self.shared = shared
+        self.progress = progress
 
     @property
     def applied_seq(self) -> int:
@@ -231,15 +242,20 @@ class Replica:
 
     def sync(self) -> Applied:
         """Bootstrap if this is a new replica (or one so far behind that the
-        changes it needs were pruned), then apply every change since."""
+        changes it needs were pruned), then apply every change since. After a
+        first copy, `Applied.copied` says so (the changes after it are reported
+        as usual)."""
         if self.needs_bootstrap():
-            bootstrap(self.catalog, self.shared)
+            bootstrap(self.catalog, self.shared, progress=self.progress)
+            applied = apply_changes(self.catalog, self.shared)
+            applied.copied = True
+            return applied
         try:
             return apply_changes(self.catalog, self.shared)
         except ReplicaBehind as exc:
             log.warning("%s", exc)
             before = set(self.catalog.file_ids())
-            bootstrap(self.catalog, self.shared)
+            bootstrap(self.catalog, self.shared, progress=self.progress)
             applied = apply_changes(self.catalog, self.shared)
             after = set(self.catalog.file_ids())
             applied.tracks.update(after)  # any of them may have changed
@@ -309,7 +325,8 @@ class Follower:
     """Keeps one replica up to date until stopped (`run`, in a thread of its own).
 
     *catalog* must be a connection of that thread's own. *on_applied* gets what
-    each round changed (to re-place tracks, invalidate kernel entries);
+    each round changed (to re-place tracks, invalidate kernel entries), and the
+    round that copied a new replica; ``replica.progress`` gets the count of tracks a copy has made;
     *on_state* gets the state whenever it changes (healthy or not, and why).
     """
 
@@ -344,7 +361,7 @@ class Follower:
                     applied = self.replica.sync()
                     due = time.monotonic() + self.poll
                     self._set(True, "", applied.last_seq)
-                    if applied.changes and self.on_applied is not None:
+                    if (applied.changes or applied.copied) and self.on_applied is not None:
                         self.on_applied(applied)
                     delay = self.retry
             except SharedCatalogUnavailable as exc:

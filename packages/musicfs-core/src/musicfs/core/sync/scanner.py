@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from musicfs.core.catalog.identity import Moved
 from musicfs.core.catalog.layout import Layout, TreeChange
@@ -192,6 +192,17 @@ class ScanProgress:
         pass
 
 
+class ScanWriter(Protocol):
+    """Where a scan's findings go instead of the catalog (a shared catalog's
+    writes, issue 16): the catalog then gets them back through its change feed."""
+
+    def write(self, files: Sequence[ScannedFile]) -> None:
+        """Record one batch of files added or changed (one transaction)."""
+
+    def remove(self, file_ids: Sequence[int]) -> None:
+        """Record that the files with these ids are gone (one transaction)."""
+
+
 class Scanner:
     """Scans origins into the catalog at *catalog_path* (its own connection)."""
 
@@ -207,10 +218,14 @@ class Scanner:
         progress: ScanProgress | None = None,
         federation: Federation | None = None,
         plugins: Extensions | None = None,
+        writer: ScanWriter | None = None,
     ) -> None:
         """With *federation*, requests to its origins respect their limits
-        (bandwidth, requests in flight), are retried, and count for their health."""
+        (bandwidth, requests in flight), are retried, and count for their health.
+        With *writer*, what the scan finds goes there, not to *catalog* (which
+        the scan only reads to compare)."""
         self.catalog = catalog
+        self.writer = writer
         self.federation = federation
         self.plugins = plugins or Extensions()
         self.layout = Layout(catalog, template, skip_unreadable=skip_unreadable)
@@ -422,10 +437,16 @@ class Scanner:
             for (relpath, st, _), (tags, error, audio_id) in zip(batch, results, strict=True)
         ]
         new = [not existed for _, _, existed in batch]
+        changes: list[TreeChange] = []
+        written: list[ScannedFile] = scanned
+        moved: list[Moved] = []
         try:
-            changes, written, moved = self._commit(scanned, new, careful=False)
+            if self.writer is not None:  # the tree follows when the feed brings it back
+                self.writer.write(scanned)
+            else:
+                changes, written, moved = self._commit(scanned, new, careful=False)
         except Exception as exc:
-            if not about_the_file(exc):
+            if not about_the_file(exc) or self.writer is not None:
                 raise
             # Some file's data cannot be stored: write the batch again one file at
             # a time (a savepoint each; they cost ~10% of a batch, hence not always).
@@ -498,6 +519,12 @@ class Scanner:
                                  scanned.error, stat=scanned.stat)  # fmt: skip
 
     def _remove(self, file_ids: Sequence[int], report: ScanReport) -> None:
+        if self.writer is not None:
+            for start in range(0, len(file_ids), _BATCH):
+                chunk = file_ids[start : start + _BATCH]
+                self.writer.remove(chunk)
+                report.removed += len(chunk)
+            return
         for start in range(0, len(file_ids), _BATCH):
             changes: list[TreeChange] = []
             with self.catalog.transaction():

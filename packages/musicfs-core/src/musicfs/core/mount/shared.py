@@ -1,0 +1,419 @@
+"""A mount on a shared catalog (issue 16, docs/shared-catalog.md): its SQLite
+catalog is a replica of the catalog on PostgreSQL, which every write goes to
+first.
+
+`SharedMount` is what `musicfs.core.mount.service.MusicFS` runs when
+``[catalog] shared`` is set:
+
+- the **follow** thread (`Follower`): copies the shared catalog into an empty
+  replica (each batch placed in the tree as it arrives), then applies the
+  change feed when NOTIFY wakes it, re-places the changed tracks with this
+  mount's own path template and makes the kernel forget their entries
+  (*notify*, the path scans use);
+- the **locks** loop (trio): takes the lock of each origin no other mount
+  holds (`OriginLocks`), and asks a full rescan of an origin it took over; the
+  sync loop scans only those origins (`may_scan`), writing into PostgreSQL
+  (`scan_writer`);
+- the **plays** thread: plays go to a queue file in the cache directory
+  (`PlayQueue`, bounded, kept across restarts) and from there to PostgreSQL,
+  at once or when the server is back;
+- overrides (`tag set`, `publish_overrides`) go to PostgreSQL, then wait for
+  the feed to bring them back; with the server unreachable they fail naming it.
+
+Nothing here runs in the FUSE (trio) thread's way: every network call is made
+in a thread of its own, and lookup, getattr and readdir read the replica only.
+While the server is unreachable the mount serves its replica and reports
+DEGRADED (`online`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.content.overlay import OverlayEditor, TagError
+from musicfs.core.model import ScannedFile
+from musicfs.core.secrets.credentials import CredentialError, Credentials
+from musicfs.core.shared.connect import ServerAddress, parse_url
+from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
+from musicfs.core.shared.feed import Applied, Follower, FollowerState, Listener
+from musicfs.core.shared.locks import OriginLocks
+from musicfs.core.shared.store import SharedCatalog
+from musicfs.core.supervise import Supervisor
+
+log = logging.getLogger(__name__)
+
+#: Seconds between attempts to take the locks of origins another mount scans.
+LOCK_RETRY = 2.0
+#: Plays kept in the queue at most while the server is unreachable (the oldest
+#: are dropped beyond, with a warning): a year of listening, a few MiB.
+PLAY_QUEUE_LIMIT = 200_000
+#: How long `tag set` waits for its override to come back through the feed.
+PUBLISH_WAIT = 10.0
+
+
+class PlayQueue:
+    """Plays waiting to be sent to the shared catalog: a SQLite file in the
+    cache directory, so none is lost by a restart or an outage. Bounded."""
+
+    def __init__(self, path: Path, limit: int = PLAY_QUEUE_LIMIT) -> None:
+        self.path = path
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS plays (seq INTEGER PRIMARY KEY, file_id INTEGER, at REAL)"
+        )
+        self.wake = threading.Event()
+
+    def add(self, plays: Sequence[tuple[int, float]]) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany("INSERT INTO plays (file_id, at) VALUES (?, ?)", plays)
+            over = self._count() - self.limit
+            if over > 0:
+                log.warning("play queue full (%d plays): dropping the %d oldest", self.limit, over)
+                self._conn.execute(
+                    "DELETE FROM plays WHERE seq IN (SELECT seq FROM plays ORDER BY seq LIMIT ?)",
+                    (over,),
+                )
+            self._conn.execute("COMMIT")
+        self.wake.set()
+
+    def _count(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM plays").fetchone()[0])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._count()
+
+    def send(self, shared: SharedCatalog, batch: int = 1000) -> int:
+        """Send the queued plays (oldest first); returns how many were sent.
+        Raises `SharedCatalogUnavailable` (the rest stay queued)."""
+        sent = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT seq, file_id, at FROM plays ORDER BY seq LIMIT ?", (batch,)
+                ).fetchall()
+            if not rows:
+                return sent
+            shared.add_plays([(int(f), float(at)) for _, f, at in rows])
+            # Deleted once sent: a crash between the two sends them twice; none is lost.
+            with self._lock:
+                self._conn.execute("DELETE FROM plays WHERE seq <= ?", (rows[-1][0],))
+            sent += len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _ScanWriter:
+    """A scan's batches, written to the shared catalog (one transaction each)."""
+
+    def __init__(self, shared: SharedCatalog) -> None:
+        self.shared = shared
+
+    def write(self, files: Sequence[ScannedFile]) -> None:
+        self.shared.write_scan_batch(files)
+
+    def remove(self, file_ids: Sequence[int]) -> None:
+        self.shared.write_scan_batch([], file_ids)
+
+
+class SharedMount:
+    """One mount's side of a shared catalog (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        catalog_path: Path,
+        cache_dir: Path,
+        *,
+        origin_ids: Callable[[], list[str]],
+        editor: Callable[[Catalog], OverlayEditor],
+        notify: Callable[[list[TreeChange]], None],
+        took_over: Callable[[str], None],
+        first_round: Callable[[], None] = lambda: None,
+        after_applied: Callable[[Catalog, Layout, set[int]], None] | None = None,
+    ) -> None:
+        """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
+        layout, with this mount's template) over a catalog connection;
+        *notify*: makes the kernel forget changed entries (any thread);
+        *took_over*: this mount now scans that origin (trio thread); *first_round*:
+        called (follow thread) once the replica is up to date for the first
+        time, or the server was found unreachable (``musicfs mount --wait``);
+        *after_applied*: what a mount does after a scan batch (overlays due,
+        covers of the changed folders, pins), after a round that changed tracks."""
+        self.address: ServerAddress = parse_url(url)
+        try:
+            self.credentials: Credentials | None = Credentials.load()
+        except CredentialError as exc:
+            raise SharedCatalogError(str(exc)) from None
+        self.catalog_path = catalog_path
+        self.origin_ids = origin_ids
+        self.editor = editor
+        self.notify = notify
+        self.took_over = took_over
+        self.first_round = first_round
+        self.after_applied = after_applied
+        self.locks = OriginLocks(self.address, self.credentials)
+        self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
+        self.state = FollowerState()
+        self.error = "not connected yet"
+        self.server_seq = 0
+        self.bootstrapping = False
+        self.copied = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._done = threading.Condition()  # rounds of the follower handled
+        self._handled_seq = 0
+        self._writer = SharedCatalog(self.address, self.credentials)
+        self._writer_lock = threading.Lock()
+        self._supervisor: Supervisor | None = None
+        self._follower: Follower | None = None
+        self._tried = False  # an attempt to reach the server was made
+
+    # -- what status shows ---------------------------------------------------------------
+
+    @property
+    def current(self) -> FollowerState:
+        """The follower's state as of now (its last round's change number)."""
+        return self._follower.state if self._follower is not None else self.state
+
+    @property
+    def online(self) -> bool:
+        """The server answered the last attempt (or none was made yet: a mount
+        is not DEGRADED for the moment it takes to connect)."""
+        return self.current.healthy or not self._tried
+
+    def status(self) -> dict[str, Any]:
+        applied = self.current.applied_seq
+        server = max(self.server_seq, applied)
+        return {
+            "shared": True,
+            "server": str(self.address),
+            "online": self.online,
+            "applied_seq": applied,
+            "server_seq": server,
+            "lag": server - applied,
+            "bootstrapping": self.bootstrapping,
+            "bootstrap_copied": self.copied,
+            "error": "" if self.online else self.error,
+            "scanning_origins": sorted(self.locks.held),
+        }
+
+    # -- running --------------------------------------------------------------------------
+
+    def start(self, supervisor: Supervisor, nursery: trio.Nursery) -> None:
+        """Start the follow and plays threads and the locks loop."""
+        for name, loop in (("catalog", self._follow), ("plays", self._send_plays)):
+            thread = threading.Thread(
+                target=supervisor.run_thread, args=(name, loop, self._stop),
+                name=f"musicfs-{name}", daemon=True,
+            )  # fmt: skip
+            thread.start()
+            self._threads.append(thread)
+        self._supervisor = supervisor
+        nursery.start_soon(supervisor.run, "catalog locks", self._locks_loop)
+
+    def stop(self) -> None:
+        """Stop the threads and free this mount's origin locks (another mount
+        takes over at once)."""
+        self._stop.set()
+        self.plays.wake.set()
+        for thread in self._threads:
+            thread.join(5.0)
+        with contextlib.suppress(SharedCatalogError):
+            self.locks.close()
+        self._writer.close()
+        self.plays.close()
+
+    # -- following the feed (thread) --------------------------------------------------------
+
+    def _follow(self) -> None:
+        with Catalog.open(self.catalog_path) as catalog:
+            shared = SharedCatalog(self.address, self.credentials)
+            listener = Listener(self.address, self.credentials)
+            self.state.applied_seq = catalog.replica_state()[1]  # shown through an outage
+            try:
+                self._first_contact(shared)
+                if self._stop.is_set():
+                    return
+                editor = self.editor(catalog)
+                editor.layout.with_overrides = True  # overrides come with the feed
+                follower = Follower(
+                    catalog,
+                    shared,
+                    listener,
+                    on_applied=lambda applied: self._applied(editor, applied),
+                    on_state=self._on_state,
+                    max_retry=5.0,
+                )
+                follower.replica.progress = lambda copied: self._copied(editor, copied)
+                self.bootstrapping = follower.replica.needs_bootstrap()
+                follower.state.applied_seq = follower.replica.applied_seq
+                with self._done:  # what earlier sessions applied needs no waiting for
+                    self._handled_seq = max(self._handled_seq, follower.state.applied_seq)
+                self._follower = follower
+                follower.run(self._stop)
+            finally:
+                listener.close()
+                shared.close()
+
+    def _first_contact(self, shared: SharedCatalog) -> None:
+        """Connect once (the catalog's id is needed before a copy), retrying
+        with backoff while the server is unreachable."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self.server_seq = shared.last_seq()
+                return
+            except SharedCatalogUnavailable as exc:
+                self._on_state(FollowerState(False, self.state.applied_seq, str(exc)))
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _on_state(self, state: FollowerState) -> None:
+        if not self._tried:
+            self.first_round()
+        self._tried = True
+        self.state = state
+        if not state.healthy:
+            self.error = state.error
+        if state.healthy:
+            self.plays.wake.set()  # plays queued meanwhile go now
+
+    def _copied(self, editor: OverlayEditor, copied: int) -> None:
+        """A batch of a copy arrived: place its tracks, so the tree grows as it copies."""
+        self.bootstrapping = True
+        self.copied = copied
+        catalog = editor.catalog
+        changes: list[TreeChange] = []
+        with catalog.transaction():
+            for file_id in catalog.unplaced_files():
+                track = catalog.track(file_id)
+                if track is not None:
+                    changes += editor.layout.place_track(track)
+        self.notify(changes)
+
+    def _applied(self, editor: OverlayEditor, applied: Applied) -> None:
+        """A round of the feed was applied: re-place what changed, with this
+        mount's template, and make the kernel forget the old entries."""
+        self.bootstrapping = False
+        catalog = editor.catalog
+        changes: list[TreeChange] = []
+        with catalog.transaction():
+            for file_id in sorted(applied.removed):
+                changes += editor.layout.unplace(file_id)
+        again = applied.tracks | applied.overrides
+        if applied.copied:  # placed as they came (`_copied`), by their own tags
+            again |= set(catalog.unplaced_files()) | set(catalog.all_overrides())
+        changes += editor.refresh(sorted(again - applied.removed))
+        self.notify(changes)
+        if self.after_applied is not None and (applied.tracks or applied.removed or applied.copied):
+            folders = {c.parent for c in changes if c.kind is not ChangeKind.REMOVED}
+            self.after_applied(catalog, editor.layout, folders)
+        self.server_seq = max(self.server_seq, applied.last_seq)
+        with self._done:
+            self._handled_seq = max(self._handled_seq, applied.last_seq)
+            self._done.notify_all()
+
+    # -- origin locks (trio) -------------------------------------------------------------------
+
+    def may_scan(self, origin_id: str) -> bool:
+        """Whether this mount scans *origin_id* (it holds its lock)."""
+        return origin_id in self.locks.held
+
+    @contextlib.contextmanager
+    def scan_writer(self) -> Iterator[_ScanWriter]:
+        """Where a scan writes: the shared catalog, on a connection of the scan's own."""
+        with SharedCatalog(self.address, self.credentials) as shared:
+            yield _ScanWriter(shared)
+
+    async def _locks_loop(self) -> None:
+        """Take the locks of the origins no mount scans; rescan those taken."""
+        while True:
+            taken = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
+            for origin_id in taken:
+                log.info("scanning origin %s (no other mount does)", origin_id)
+                self.took_over(origin_id)
+            if self._supervisor is not None:
+                self._supervisor.ok("catalog locks")
+            await trio.sleep(LOCK_RETRY)
+
+    def _take_locks(self) -> list[str]:
+        if self._stop.is_set():
+            return []
+        taken: list[str] = []
+        try:
+            if self.locks.held and not self.locks.alive():
+                log.warning("lost the origin locks (shared catalog %s); trying again",
+                            self.address)  # fmt: skip
+            for origin_id in self.origin_ids():
+                if origin_id not in self.locks.held and self.locks.try_lock_origin(origin_id):
+                    taken.append(origin_id)
+            with self._writer_lock:
+                self.server_seq = max(self.server_seq, self._writer.last_seq())
+        except SharedCatalogUnavailable as exc:
+            log.debug("origin locks: %s", exc)
+        return taken
+
+    # -- writes (any thread) -------------------------------------------------------------
+
+    def publish_overrides(
+        self,
+        file_id: int,
+        fields: dict[str, str | None],
+        clear: list[str] | None,
+        source: str,
+    ) -> None:
+        """Write an override to the shared catalog, then wait (a while) for the
+        feed to bring it back to this replica. Raises `TagError` naming the
+        server when it cannot be written."""
+        try:
+            with self._writer_lock:
+                if clear is None:
+                    self._writer.clear_overrides(file_id)
+                elif clear:
+                    self._writer.clear_overrides(file_id, clear)
+                if fields:
+                    self._writer.set_overrides(file_id, fields, source)
+                seq = self._writer.last_seq()
+        except SharedCatalogError as exc:
+            raise TagError(f"{exc}; nothing was changed") from None
+        with self._done:
+            if not self._done.wait_for(lambda: self._handled_seq >= seq, PUBLISH_WAIT):
+                log.info("override of file %d written; this mount shows it once the feed "
+                         "catches up", file_id)  # fmt: skip
+
+    def queue_plays(self, plays: list[tuple[int, float]]) -> None:
+        """Plays from the access log: queued, then sent by the plays thread."""
+        self.plays.add(plays)
+
+    def _send_plays(self) -> None:
+        with SharedCatalog(self.address, self.credentials) as shared:
+            delay = 0.5
+            while not self._stop.is_set():
+                self.plays.wake.wait(1.0)
+                self.plays.wake.clear()
+                try:
+                    sent = self.plays.send(shared)
+                    delay = 0.5
+                except SharedCatalogUnavailable as exc:
+                    log.debug("plays stay queued: %s", exc)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                if sent:
+                    log.debug("sent %d plays to shared catalog %s", sent, self.address)
