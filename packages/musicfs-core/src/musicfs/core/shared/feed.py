@@ -181,6 +181,14 @@ def bootstrap(
             f"shared catalog {shared.address} would replace; move the catalog away first"
         )
     with catalog.transaction():
+        if catalog_id is None and not bootstrapping:
+            # Rows of a scan this machine made on its own: their ids are its own
+            # and name other tracks in the shared catalog, whose ids the copy
+            # takes. Dropped with what hangs on them and the tree made of them,
+            # so that no entry or rating of one song lands on another; the
+            # mount places every copied track anew.
+            catalog.forget_files()
+            catalog.clear_tree()
         catalog.begin_bootstrap(shared.catalog_id)
         catalog.clear_user_data()
     leftover = set(catalog.file_ids())  # rows of an earlier copy, or of a local scan
