@@ -19,6 +19,8 @@ from musicfs.core.content.overlay import OverlayEditor
 from musicfs.core.extensions import Extensions
 from musicfs.core.mount.shared import SharedMount
 from musicfs.core.origins.federation import Federation
+from musicfs.core.shared.feed import apply_changes
+from musicfs.core.shared.store import SharedCatalog
 from musicfs.core.supervise import Supervisor
 from tests.servers.replicas import Machine, scanned, wait_for
 
@@ -85,3 +87,21 @@ def test_the_plays_thread_failing_on_a_refused_write_recovers_and_stops_counting
                 await trio.to_thread.run_sync(mount.stop)
 
     trio.run(run)
+
+
+def test_a_server_that_takes_no_writes_can_still_be_followed(
+    machines: tuple[Machine, Machine], postgres_url: str
+) -> None:
+    """A server that refuses writes for a while (read-only: a standby after a
+    failover, maintenance) still feeds the replicas: following it writes
+    nothing, so connecting must not try to (the schema is up to date)."""
+    a, b = machines
+    (track,) = a.shared.write_scan_batch([scanned("x/song.flac", title="Song")])
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        _read_only(admin, True)
+        try:
+            with SharedCatalog.open(postgres_url) as reader:  # a new, read-only session
+                assert apply_changes(b.catalog, reader).tracks == {track}
+        finally:
+            _read_only(admin, False)
+    assert b.catalog.track(track) is not None
