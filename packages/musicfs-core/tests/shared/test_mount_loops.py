@@ -19,6 +19,7 @@ from musicfs.core.content.overlay import OverlayEditor
 from musicfs.core.extensions import Extensions
 from musicfs.core.mount.shared import SharedMount
 from musicfs.core.origins.federation import Federation
+from musicfs.core.shared.errors import SharedCatalogError
 from musicfs.core.shared.feed import apply_changes
 from musicfs.core.shared.store import SharedCatalog
 from musicfs.core.supervise import Supervisor
@@ -102,6 +103,11 @@ def test_a_server_that_takes_no_writes_can_still_be_followed(
         try:
             with SharedCatalog.open(postgres_url) as reader:  # a new, read-only session
                 assert apply_changes(b.catalog, reader).tracks == {track}
+                # A write it refuses: one line naming the server (`tag set` shows it).
+                with pytest.raises(SharedCatalogError, match="read-only") as refused:
+                    reader.set_overrides(track, {"genre": "Jazz"})
+                assert str(reader.address) in str(refused.value)
+                assert "\n" not in str(refused.value)
         finally:
             _read_only(admin, False)
     assert b.catalog.track(track) is not None
