@@ -13,9 +13,12 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
+from musicfs.core.catalog.layout import Layout
+from musicfs.core.catalog.schema import ROOT_NODE
+from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.shared import schema
 from musicfs.core.shared.errors import ReplicaBehind, SharedCatalogError
-from musicfs.core.shared.feed import Replica, apply_changes
+from musicfs.core.shared.feed import Replica, apply_changes, bootstrap
 from musicfs.core.shared.store import SharedCatalog
 from tests.servers.postgres import PostgresServer
 from tests.servers.replicas import Machine, scanned
@@ -203,7 +206,6 @@ def test_a_new_machine_copies_everything_then_follows_the_feed(
         with pytest.raises(SharedCatalogError, match="not a replica"):
             c.follow()
         assert c.catalog.replica_state()[0] is None
-        from musicfs.core.shared.feed import bootstrap
 
         seen: list[int] = []
         assert bootstrap(c.catalog, c.shared, batch=5, progress=seen.append) == 11
@@ -221,6 +223,37 @@ def test_a_new_machine_copies_everything_then_follows_the_feed(
         assert applied.tracks == {new}
         assert applied.overrides == {ids[3]}
         assert c.catalog.overrides(ids[3]) == {"artist": "Later"}
+
+
+def test_a_machine_that_scanned_on_its_own_joins_without_its_ids_naming_shared_tracks(
+    machines: tuple[Machine, Machine], postgres_url: str, tmp_path: Path
+) -> None:
+    """A machine that scanned the library by itself (no overrides, no plays) and
+    then joins a shared catalog: its local ids name other tracks there. Neither
+    its tree nor what it keeps of its own (a rating) may land on the shared
+    track that happens to have the same id: every copied track is placed by its
+    own tags (the mount places the files without a place), none under the name
+    of the local file that had its id."""
+    a, _ = machines
+    ids = a.shared.write_scan_batch(
+        [scanned(f"album/{n}.flac", title=f"Shared {n}") for n in range(1, 4)]
+    )
+    with Machine(postgres_url, tmp_path / "c" / "catalog.sqlite3", bootstrapped=False) as c:
+        layout = Layout(c.catalog, PathTemplate.parse("$title.$format"))
+        with c.catalog.transaction():
+            mine = c.catalog.upsert_file(scanned("local/mine.flac", title="Mine"))
+            track = c.catalog.track(mine)
+            assert track is not None
+            layout.place_track(track)
+            c.catalog.set_rating(mine, 100, "itunes")
+        assert mine in ids  # the same number names another track on the server
+
+        bootstrap(c.catalog, c.shared)
+
+        assert c.catalog.file_ids() == ids
+        assert c.catalog.lookup(ROOT_NODE, "Mine.flac") is None  # no entry shows another song
+        assert c.catalog.unplaced_files() == ids  # each placed by its own tags
+        assert c.catalog.rating(mine) is None  # not given to another song
 
 
 def test_a_replica_of_another_shared_catalog_is_refused(

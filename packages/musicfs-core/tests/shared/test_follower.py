@@ -115,3 +115,25 @@ def test_a_new_machine_following_copies_the_catalog_first(
     ):
         wait_for(lambda: follower.state.healthy, timeout=30, what="the copy")
         assert c.catalog.file_ids() == ids
+
+
+def test_a_replica_copied_again_after_a_pruned_feed_hands_the_round_to_the_mount(
+    machines: tuple[Machine, Machine], postgres_url: str
+) -> None:
+    """B was away while the feed was pruned (or the catalog migrated into after
+    B had copied it empty): the follower copies it again, and the mount gets
+    that round (tracks to re-place, overlays to make, removed ones to take out
+    of the tree), even when no change follows the copy."""
+    a, b = machines
+    gone, kept = a.shared.write_scan_batch(
+        [scanned("x/1.flac", title="One"), scanned("x/2.flac", title="Two")]
+    )
+    b.follow()
+    a.shared.set_overrides(kept, {"genre": "Jazz"})
+    a.shared.write_scan_batch([], removed=[gone])
+    assert a.shared.prune_changes(older_than=0) > 0
+    with following(b, postgres_url, poll=600) as (follower, applied, _):
+        wait_for(lambda: follower.state.healthy, timeout=30, what="the follower to start")
+        wait_for(lambda: applied, timeout=10, what="the round that copied B again")
+        assert gone in applied[0].removed
+        assert kept in applied[0].changed

@@ -71,6 +71,11 @@ class ReplicaRows(Part):
             for table in SHARED_USER_TABLES
         )
 
+    def forget_files(self) -> None:
+        """Drop every file row, and what hangs on them (a local scan's rows,
+        before the first copy of a shared catalog)."""
+        self._conn.execute("DELETE FROM files")
+
     def clear_user_data(self) -> None:
         """Drop every file's user data that the shared catalog holds (a bootstrap
         that starts over copies it again)."""

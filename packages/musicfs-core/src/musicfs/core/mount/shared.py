@@ -217,6 +217,7 @@ class SharedMount:
 
     def start(self, supervisor: Supervisor, nursery: trio.Nursery) -> None:
         """Start the follow and plays threads and the locks loop."""
+        self._supervisor = supervisor  # before the threads: they report to it
         for name, loop in (("catalog", self._follow), ("plays", self._send_plays)):
             thread = threading.Thread(
                 target=supervisor.run_thread, args=(name, loop, self._stop),
@@ -224,7 +225,6 @@ class SharedMount:
             )  # fmt: skip
             thread.start()
             self._threads.append(thread)
-        self._supervisor = supervisor
         nursery.start_soon(supervisor.run, "catalog locks", self._locks_loop)
 
     def stop(self) -> None:
@@ -293,6 +293,13 @@ class SharedMount:
             self.error = state.error
         if state.healthy:
             self.plays.wake.set()  # plays queued meanwhile go now
+            self._worked("catalog")
+
+    def _worked(self, loop: str) -> None:
+        """Thread *loop* completed a round: a failure it had (restarted by the
+        supervisor) is over, and the mount is no longer DEGRADED for it."""
+        if self._supervisor is not None:
+            self._supervisor.ok(loop)
 
     def _copied(self, editor: OverlayEditor, copied: int) -> None:
         """A batch of a copy arrived: place its tracks, so the tree grows as it copies."""
@@ -410,6 +417,7 @@ class SharedMount:
                 try:
                     sent = self.plays.send(shared)
                     delay = 0.5
+                    self._worked("plays")
                 except SharedCatalogUnavailable as exc:
                     log.debug("plays stay queued: %s", exc)
                     self._stop.wait(delay)

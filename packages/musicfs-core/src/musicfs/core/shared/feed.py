@@ -66,8 +66,9 @@ class Applied:
     overrides: set[int] = field(default_factory=set)  # overrides set or cleared
     played: set[int] = field(default_factory=set)  # plays added
     changes: int = 0  # how many changes were applied
-    # The replica was copied (a new one) before these changes: every track is new
-    # to it, and its copied overrides were not reported one by one.
+    # The replica was copied (a new one, or one behind a pruned feed) before these
+    # changes: every track is new to it, and its copied overrides were not
+    # reported one by one.
     copied: bool = False
 
     @property
@@ -181,6 +182,14 @@ def bootstrap(
             f"shared catalog {shared.address} would replace; move the catalog away first"
         )
     with catalog.transaction():
+        if catalog_id is None and not bootstrapping:
+            # Rows of a scan this machine made on its own: their ids are its own
+            # and name other tracks in the shared catalog, whose ids the copy
+            # takes. Dropped with what hangs on them and the tree made of them,
+            # so that no entry or rating of one song lands on another; the
+            # mount places every copied track anew.
+            catalog.forget_files()
+            catalog.clear_tree()
         catalog.begin_bootstrap(shared.catalog_id)
         catalog.clear_user_data()
     leftover = set(catalog.file_ids())  # rows of an earlier copy, or of a local scan
@@ -243,7 +252,7 @@ class Replica:
     def sync(self) -> Applied:
         """Bootstrap if this is a new replica (or one so far behind that the
         changes it needs were pruned), then apply every change since. After a
-        first copy, `Applied.copied` says so (the changes after it are reported
+        copy, `Applied.copied` says so (the changes after it are reported
         as usual)."""
         if self.needs_bootstrap():
             bootstrap(self.catalog, self.shared, progress=self.progress)
@@ -260,6 +269,7 @@ class Replica:
             after = set(self.catalog.file_ids())
             applied.tracks.update(after)  # any of them may have changed
             applied.removed.update(before - after)
+            applied.copied = True  # handed on even when no change follows the copy
             return applied
 
 

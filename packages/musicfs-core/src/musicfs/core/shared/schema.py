@@ -122,6 +122,12 @@ def migrate(conn: psycopg.Connection[Any], server: str) -> int:
     """Bring the database on *conn* (at *server*, for messages) to
     `SCHEMA_VERSION`; return the version it had."""
     with conn.transaction():
+        # Up to date (every connection but the first after an upgrade): nothing
+        # to write, so a server taking no writes (a read-only standby) or a role
+        # without CREATE rights can still be followed.
+        if schema_version(conn) == SCHEMA_VERSION:
+            return SCHEMA_VERSION
+    with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (MIGRATE_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
         version = schema_version(conn)

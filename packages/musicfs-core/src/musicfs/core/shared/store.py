@@ -47,6 +47,7 @@ from psycopg.types.json import Jsonb
 from musicfs.core.catalog.rows import split_relpath
 from musicfs.core.model import TAG_FIELDS, ScannedFile, valid_text
 from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.secrets.redact import redact
 from musicfs.core.shared import schema
 from musicfs.core.shared.connect import (
     CONNECT_TIMEOUT,
@@ -240,6 +241,15 @@ class SharedCatalog:
                     reconnected = True
                     continue
                 raise self._lost(exc) from None
+            except psycopg.errors.ForeignKeyViolation:
+                raise  # the caller names the track (`set_overrides`)
+            except psycopg.Error as exc:  # refused (read-only, no rights): no retry fixes it
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                reason = redact(lines[0] if lines else type(exc).__name__)
+                raise SharedCatalogError(
+                    f"shared catalog {self.address} refused the request: {reason}; check the "
+                    "server (a read-only standby?) and the rights of its user"
+                ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
