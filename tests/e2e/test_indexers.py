@@ -10,18 +10,16 @@ and new parent when the file moves) must get a later mtime as well — through
 the kernel's attribute cache, which the mount invalidates.
 
 Checked with stat through the mount, then with the real clients: MPD 0.23
-(own config, database and port; ``mpc update``, not ``rescan``) and beets
+(own config, database and port, `tests.servers.mpd`; ``update``, not ``rescan``) and beets
 (``beet import -A`` then ``beet update``). Both processes are always stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,12 +34,12 @@ from tests.e2e.helpers import (
     Mount,
     describe,
     mounted,
-    require_tools,
     run_musicfs,
     wait_until,
     write_config,
 )
 from tests.e2e.library import Library, make_origin, render_path
+from tests.servers.mpd import MpdServer, mpd_server
 
 pytestmark = [pytest.mark.mount, pytest.mark.media]
 
@@ -215,71 +213,12 @@ def test_a_folder_whose_cover_files_appear_gets_a_later_mtime(
 # -- MPD -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def mpd_over(music: Path, home: Path) -> Iterator[int]:
-    """An MPD of its own (config, database, port) indexing *music*; yields its port.
-
-    MPD is stopped on the way out, also when the test fails.
-    """
-    require_tools("mpd", "mpc")
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = home / "mpd.conf"
-    config.write_text(
-        f'music_directory "{music}"\n'
-        f'db_file "{home / "database"}"\n'
-        f'log_file "{home / "log"}"\n'
-        f'bind_to_address "127.0.0.1"\n'
-        f'port "{port}"\n'
-        'auto_update "no"\n'
-        'zeroconf_enabled "no"\n'
-        'audio_output {\n  type "null"\n  name "null"\n}\n',
-        encoding="utf-8",
-    )
-    process = subprocess.Popen(
-        ["mpd", "--no-daemon", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                log = (home / "log").read_text(errors="replace") if (home / "log").exists() else ""
-                raise AssertionError(f"mpd exited with {process.returncode}: {log}")
-            return mpc(port, "status", check=False).returncode == 0
-
-        wait_until(answers, timeout=30, what="mpd to answer")
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def mpc(port: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["mpc", "-h", "127.0.0.1", "-p", str(port), *args],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    if check:
-        assert result.returncode == 0, describe(result)
-    return result
-
-
-def mpd_files_of_genre(port: int, genre: str) -> list[str]:
-    return mpc(port, "-f", "%file%", "find", "genre", genre).stdout.splitlines()
+def mpd_files_of_genre(mpd: MpdServer, genre: str) -> list[str]:
+    return [
+        line.removeprefix("file: ")
+        for line in mpd.command(f'find genre "{genre}"')
+        if line.startswith("file: ")
+    ]
 
 
 def test_mpd_sees_an_override_after_a_plain_update(
@@ -287,18 +226,18 @@ def test_mpd_sees_an_override_after_a_plain_update(
 ) -> None:
     mount, library = homogenic
     virtual = render_path(library.find(JOGA).spec)
-    with mpd_over(mount.mountpoint, tmp_path / "mpd") as port:
-        mpc(port, "update", "--wait")
-        assert sorted(mpd_files_of_genre(port, "Electronic")) == sorted(
+    with mpd_server(mount.mountpoint, tmp_path / "mpd") as mpd:
+        mpd.update_and_wait()
+        assert sorted(mpd_files_of_genre(mpd, "Electronic")) == sorted(
             [virtual, render_path(library.find(UNRAVEL).spec)]
         )
         tag(mount.mountpoint / virtual, "set", "genre=Jazz")
-        mpc(port, "update", "--wait")  # not rescan: MPD goes by mtime
-        assert mpd_files_of_genre(port, "Jazz") == [virtual]
+        mpd.update_and_wait()  # not rescan: MPD goes by mtime
+        assert mpd_files_of_genre(mpd, "Jazz") == [virtual]
         tag(mount.mountpoint / virtual, "clear")
-        mpc(port, "update", "--wait")
-        assert mpd_files_of_genre(port, "Jazz") == []
-        assert virtual in mpd_files_of_genre(port, "Electronic")
+        mpd.update_and_wait()
+        assert mpd_files_of_genre(mpd, "Jazz") == []
+        assert virtual in mpd_files_of_genre(mpd, "Electronic")
 
 
 # -- beets -------------------------------------------------------------------------------
