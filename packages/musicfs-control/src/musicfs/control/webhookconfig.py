@@ -44,8 +44,11 @@ BACKOFF_CAP = 60.0
 #: The most retries a hook may ask for (with the cap: about an hour of trying).
 MAX_RETRIES = 60
 
-_HOOK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECRETISH = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
+#: What an entry id of a ``[[table]]`` (a hook, a media server) may be: it names the
+#: entry in logs and its secret in the credentials store.
+ENTRY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: A key that looks like a secret: refused in a config file, which is no place for one.
+SECRETISH = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def _events(value: Any) -> tuple[EventType, ...]:
 
 def _origin(value: Any) -> str:
     text = parse_str(value)
-    if text and not _HOOK_ID.match(text):
+    if text and not ENTRY_ID.match(text):
         raise ValueError(f"expected an origin id (letters, digits, '.', '_', '-'), got {text!r}")
     return text
 
@@ -139,7 +142,7 @@ def file_webhooks(path: Path, value: Any) -> tuple[WebhookConfig, ...]:
     for i, table in enumerate(value):
         where = f"{path}: [[webhooks]] #{i + 1}"
         unknown = set(table) - set(TABLE_KEYS)
-        secretish = sorted(k for k in unknown if _SECRETISH.search(k))
+        secretish = sorted(k for k in unknown if SECRETISH.search(k))
         if secretish:
             hook = table.get("id")
             name = env_var_name(hook, SECRET_KEY) if isinstance(hook, str) else ""
@@ -157,7 +160,7 @@ def file_webhooks(path: Path, value: Any) -> tuple[WebhookConfig, ...]:
             if required not in table:
                 raise ConfigError(f"{where}: {required!r} is missing ({TABLE_KEYS[required].doc})")
         values = {k: check_setting(TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
-        if not _HOOK_ID.match(values["id"]):
+        if not ENTRY_ID.match(values["id"]):
             raise ConfigError(
                 f"{where}: id {values['id']!r} must be 1-64 letters, digits, '.', '_' or '-'"
             )

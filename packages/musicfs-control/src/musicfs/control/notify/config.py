@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from musicfs.control.webhookconfig import ENTRY_ID, SECRETISH
 from musicfs.core.secrets.credentials import env_var_name
 from musicfs.core.values import (
     ConfigError,
@@ -69,9 +70,6 @@ SECRET_KEYS = {
     ServerType.PLEX: "token",
     ServerType.NAVIDROME: "password",
 }
-
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_SECRETISH = re.compile(r"pass|secret|token|key|auth", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -234,7 +232,7 @@ def _entry(where: str, table: dict[str, Any]) -> NotifyConfig:
     where = f"{where} ({kind})"
     allowed, required = _TYPE_KEYS[kind]
     unknown = set(table) - _COMMON - allowed
-    secretish = sorted(k for k in unknown if _SECRETISH.search(k))
+    secretish = sorted(k for k in unknown if SECRETISH.search(k))
     if secretish:
         entry_id = table.get("id", kind.value)
         name = env_var_name(entry_id, SECRET_KEYS[kind]) if isinstance(entry_id, str) else ""
@@ -255,7 +253,7 @@ def _entry(where: str, table: dict[str, Any]) -> NotifyConfig:
         raise ConfigError(f"{where}: give either socket or host/port, not both")
     values = {k: check_setting(TABLE_KEYS[k], v, f"{where}: {k}: ") for k, v in table.items()}
     values.setdefault("id", kind.value)
-    if not _ID.match(values["id"]):
+    if not ENTRY_ID.match(values["id"]):
         raise ConfigError(
             f"{where}: id {values['id']!r} must be 1-64 letters, digits, '.', '_' or '-'"
         )
