@@ -1,0 +1,250 @@
+"""docs/performance.md as `nox -s bench` writes it: benchmarks/bench_plots.py run on the JSON
+of a real bench.py run (bench-run.json: a full run of 2026-12-06, its per-round lists
+trimmed). What a reader of the page relies on: every plot is a PNG that opens, the tables
+carry the run's own numbers, every plot states the machine and the date, and a section the
+run lacks is said to be missing rather than drawn from an older run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+ROOT = Path(__file__).resolve().parents[2]
+PLOTTER = ROOT / "benchmarks" / "bench_plots.py"
+FIXTURE = Path(__file__).parent / "bench-run.json"
+RUN: dict[str, Any] = json.loads(FIXTURE.read_text())
+SYSTEM_COLUMNS = {
+    "MusicFS": "musicfs",
+    "MusicFS before": "before",
+    "pyfuse3 floor": "floor",
+    "direct disk": "direct",
+    "mergerfs": "mergerfs",
+    "rclone": "rclone",
+}
+
+
+def plot(run: dict[str, Any], tmp: Path) -> tuple[str, Path]:
+    """The page written for *run* (as the command line writes it) and its folder."""
+    src = tmp / "run.json"
+    src.write_text(json.dumps(run))
+    out = tmp / "docs"
+    proc = subprocess.run(
+        [sys.executable, str(PLOTTER), str(src), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return (out / "performance.md").read_text(), out
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The page of the whole run (drawn once: matplotlib takes seconds)."""
+    return plot(RUN, tmp_path_factory.mktemp("full"))
+
+
+def sections(page: str) -> dict[str, str]:
+    """The page's `## ` sections by heading."""
+    parts = re.split(r"^## (.+)$", page, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """The first Markdown table of *text*, one dict per row, keyed by the header cells."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    assert len(lines) >= 3, text
+    cells = [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
+    return [dict(zip(cells[0], row, strict=True)) for row in cells[2:]]
+
+
+def close(cell: str, value: float) -> bool:
+    """The page rounds to 3 significant digits (at most to units)."""
+    shown = float(cell.replace(",", ""))
+    return abs(shown - value) <= max(0.5, abs(value) * 0.006)
+
+
+def check_systems(text: str, rows: dict[str, Any], where: str) -> int:
+    """Every system cell of the table in *text* against RUN["results"][where]; *rows* maps a
+    row's metric to the keys of its figure under each system. Returns cells checked."""
+    checked = 0
+    by_metric = {r["metric"]: r for r in table(text)}
+    assert set(rows) <= set(by_metric), by_metric.keys()
+    for metric, keys in rows.items():
+        for column, cell in by_metric[metric].items():
+            if column == "metric":
+                continue
+            value: Any = RUN["results"][where][SYSTEM_COLUMNS[column]]
+            for k in keys:
+                value = value[k]
+            assert close(cell, value), (metric, column, cell, value)
+            checked += 1
+    return checked
+
+
+def test_page_has_a_valid_png_per_plot_each_stating_machine_and_date(
+    full: tuple[str, Path],
+) -> None:
+    page, out = full
+    links = re.findall(r"!\[[^\]]*\]\((performance/[\w-]+\.png)\)", page)
+    assert {Path(link).stem for link in links} == {
+        "stat", "readdir", "walk", "read", "scan-size", "mount", "rss",
+    }  # fmt: skip
+    assert sorted(p.name for p in (out / "performance").iterdir()) == sorted(
+        Path(link).name for link in links
+    )
+    machine = RUN["meta"]["machine"]
+    for link in links:
+        with Image.open(out / link) as img:
+            img.verify()  # a whole, readable PNG
+        with Image.open(out / link) as img:
+            assert isinstance(img, PngImagePlugin.PngImageFile)
+            assert img.width >= 600
+            assert img.height >= 400
+            caption = img.text["Description"]  # the caption drawn under the title
+        assert f"{machine['cpus']} cores" in caption, caption
+        assert f"Linux {machine['kernel']}" in caption, caption
+        assert RUN["meta"]["started"][:10] in caption, caption
+    # The page states the machine, the date and the command of the run too.
+    head = page.split("\n## ", 1)[0]
+    assert f"Linux {machine['kernel']}" in head
+    assert RUN["meta"]["started"] in head
+    assert "`python benchmarks/bench.py --before /work/before/.venv/bin/musicfs`" in head
+    # A run without its section is said to be missing; nothing is drawn for it.
+    assert "Not plotted: the run has no `remote-scan` section." in page
+
+
+def test_page_tables_carry_the_runs_numbers(full: tuple[str, Path]) -> None:
+    page, _ = full
+    sec = sections(page)
+    checked = check_systems(
+        sec["Metadata: stat"],
+        {
+            "stat first p50 (µs)": ("first", "p50_us"),
+            "stat first p99 (µs)": ("first", "p99_us"),
+            "stat again p50 (µs)": ("again", "p50_us"),
+        },
+        "stat",
+    )
+    checked += check_systems(
+        sec["Metadata: directory listings"],
+        {
+            "listdir 100,000 entries, first (ms)": ("big", "first_ms"),
+            "listdir 100,000 entries, median (ms)": ("big", "median_ms"),
+            "listdir 1,000 entries, median (ms)": ("small", "median_ms"),
+        },
+        "readdir",
+    )
+    checked += check_systems(
+        sec["Metadata: walk"],
+        {"walk first, fresh mount (s)": ("first_s",), "walk again (s)": ("again_s",)},
+        "walk",
+    )
+    checked += check_systems(
+        sec["Reads"],
+        {
+            "sequential read cold (GB/s)": ("cold_gb_s",),
+            "sequential read 2nd pass (GB/s)": ("warm_gb_s",),
+            "random 4 KiB warm p50 (µs)": ("random_4k", "warm", "p50_us"),
+        },
+        "read",
+    )
+    assert checked == (3 + 3 + 2 + 3) * 6  # every row, all six systems of the run
+
+    mount = RUN["results"]["mount"]
+    rows = {r["tracks"]: r for r in table(sec["Mount time against catalog size"])}
+    assert set(rows) == {"10,000", "100,000", "1,000,000"}
+    for n in ("10000", "100000", "1000000"):
+        row = rows[f"{int(n):,}"]
+        mine = mount["musicfs"][n]
+        assert close(row["MusicFS, to a listable root (median) (s)"], mine["listable_s_median"])
+        assert close(
+            row["MusicFS, to a listable root, caches dropped (s)"], mine["listable_s_cold"]
+        )
+        assert close(row["MusicFS before, to a listable root (s)"],
+                     mount["before"][n]["listable_s_median"])  # fmt: skip
+    rclone = mount["peers"]["rclone"]["listable_s_median"]
+    assert f"rclone: {rclone} s to a listable root" in sec["Mount time against catalog size"]
+
+    rows = {r["tracks"]: r for r in table(sec["Memory against catalog size"])}
+    for n in ("10000", "100000", "1000000"):
+        assert close(
+            rows[f"{int(n):,}"]["MusicFS, idle (MiB)"], mount["musicfs"][n]["rss_idle_mib"]
+        )
+
+    scan = RUN["results"]["scan"]
+    (row,) = table(sec["Scan rate against catalog size"])
+    assert row["tracks"] == f"{scan['files']:,}"
+    assert close(row["daemon, caches dropped (tracks/s)"], scan["daemon"]["tracks_per_s"])
+    assert close(row["Scanner API, warm cache (tracks/s)"], scan["api_warm"]["tracks_per_s"])
+
+
+def test_a_missing_or_failed_section_is_said_so_and_its_old_plot_removed(
+    tmp_path: Path,
+) -> None:
+    _, out = plot(RUN, tmp_path)
+    assert (out / "performance" / "read.png").exists()
+    results = {k: v for k, v in RUN["results"].items() if k not in ("read", "mount")}
+    results["scan"] = {"error": "CalledProcessError: ffmpeg failed"}
+    page, out = plot({**RUN, "results": results}, tmp_path)
+    sec = sections(page)
+    assert sec["Reads"].strip() == "Not plotted: the run has no `read` section."
+    assert "Not plotted: the run has no `mount` section." in sec["Mount time against catalog size"]
+    assert "Not plotted: the run has no `mount` section." in sec["Memory against catalog size"]
+    assert (
+        "failed in this run: CalledProcessError: ffmpeg failed"
+        in sec["Scan rate against catalog size"]
+    )
+    # The plots of the earlier page are gone, not left to look current.
+    assert sorted(p.stem for p in (out / "performance").iterdir()) == ["readdir", "stat", "walk"]
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        # Keys of the remote-scan section are not settled: an RTT given by a key...
+        {
+            "s3": {
+                "loopback": {
+                    "musicfs": {"tracks_per_s": 97.0, "requests_per_track": 3.1},
+                    "server": {"gets_per_s": 812.0},
+                },
+                "20ms": {
+                    "musicfs": {"tracks_per_s": 40.0, "requests_per_track": 3.1},
+                    "server": {"gets_per_s": 343.0},
+                },
+            }
+        },
+        # ... or by an rtt_ms figure beside the rates, in a dict or in a list.
+        {
+            "s3": {
+                "a": {"rtt_ms": 0, "tracks_per_s": 97.0, "gets_per_s": 812.0},
+                "b": {"rtt_ms": 20, "tracks_per_s": 40.0, "gets_per_s": 343.0},
+            },
+        },
+        {
+            "s3": [
+                {"rtt_ms": 0, "tracks_per_s": 97.0, "gets_per_s": 812.0},
+                {"rtt_ms": 20, "tracks_per_s": 40.0, "gets_per_s": 343.0},
+            ],
+        },
+    ],
+)
+def test_remote_scan_rate_is_plotted_against_rtt(tmp_path: Path, section: dict[str, Any]) -> None:
+    page, out = plot({**RUN, "results": {**RUN["results"], "remote-scan": section}}, tmp_path)
+    text = sections(page)["Scan rate against round-trip time"]
+    assert "](performance/scan-rtt.png)" in text
+    with Image.open(out / "performance" / "scan-rtt.png") as img:
+        img.verify()
+    rows = table(text)
+    assert [list(r.values())[1:] for r in rows] == [["97.0", "40.0"], ["812", "343"]]
+    assert list(rows[0]) == ["series", "0 ms", "20 ms"]
