@@ -64,6 +64,7 @@ COLOR = {
     "mergerfs": "#ff7f0e",
     "rclone": "#d62728",
 }
+RATIO = "MusicFS ÷ floor"
 #: Names of the remote-scan section the plotter accepts (its keys are not settled yet).
 REMOTE_SECTIONS = ("remote-scan", "remote_scan")
 
@@ -217,9 +218,16 @@ def _bars(
 def _table(
     metrics: list[str], values: dict[str, list[float | None]], first: str = "metric"
 ) -> tuple[list[str], list[list[str]]]:
+    """Rows of metrics, a column per system, and MusicFS ÷ the pyfuse3 floor last: the
+    issue's targets are set against the floor measured in the same run."""
     systems = [s for s in values if any(v is not None for v in values[s])]
     header = [first, *(LABEL[s] for s in systems)]
     rows = [[m, *(fmt(values[s][i]) for s in systems)] for i, m in enumerate(metrics)]
+    if "musicfs" in systems and "floor" in systems:
+        header.append(RATIO)
+        for i, row in enumerate(rows):
+            mine, floor = values["musicfs"][i], values["floor"][i]
+            row.append(fmt(mine / floor) if mine is not None and floor else fmt(None))
     return header, rows
 
 
