@@ -412,12 +412,21 @@ def plot_scan_size(run: Run, out: Path) -> Plot | str:
     return Plot("scan-size", title, "scan", header, rows, notes)
 
 
-_RTT_KEY = re.compile(r"^(?:rtt[_-]?)?(\d+(?:\.\d+)?)[_-]?ms$")
-_PER_TRACK = ("requests_per_track", "bytes_per_track")
+RATIO_REMOTE = "MusicFS ÷ ceiling"
+_RTT_KEY = re.compile(r"^(?:rtt[_-]?)?(\d+(?:\.\d+)?)(?:[_-]?ms)?$")
+#: What the series of the remote-scan section are called on the page (others: their key).
+REMOTE_LABEL = {
+    "musicfs": "MusicFS scan",
+    "beets": "beets import -A over an rclone mount",
+    "ceiling": "server's ceiling, bare client",
+    "ceiling_3x": "server's ceiling, bare client, 3x the concurrency",
+}
 
 
 def _rtt_of(d: dict[str, Any], key: str) -> float | None:
-    for k in ("rtt_ms", "added_rtt_ms", "rtt"):
+    """The round-trip time a dict of the remote-scan section is measured at: its own
+    ``rtt_ms`` figure, or its key (``20``, ``20ms``, ``rtt_20ms``, ``loopback``)."""
+    for k in ("rtt_ms", "added_rtt_ms"):
         if num(d.get(k)) is not None:
             return num(d[k])
     m = _RTT_KEY.match(key)
@@ -428,42 +437,63 @@ def _rtt_of(d: dict[str, Any], key: str) -> float | None:
     return None
 
 
-def _remote_points(
-    d: Any, rtt: float | None, path: tuple[str, ...]
-) -> Iterator[tuple[str, float, str, float, dict[str, float]]]:
-    """(series, RTT ms, what, value, per-track figures) for every ``*_per_s`` figure under
-    *d* whose RTT is known. The dict that states the RTT (a ``rtt_ms`` figure in it, or
-    its key: ``20ms``, ``rtt_20ms``, ``loopback``) is an RTT level: its key is left out of
-    the series names, which are the other keys above the figure (``s3/musicfs``,
-    ``s3/server``). Lists of such dicts work too. The shape this expects of bench.py::
+@dataclass
+class RemoteFigure:
+    origin: str  # s3, sftp: one panel each
+    series: str  # musicfs, ceiling, beets...
+    what: str  # tracks/s, ranged gets/s, requests per track...
+    rtt: float
+    value: float
+    rate: bool  # a *_per_s figure (plotted), else a per-track or ratio figure (table only)
 
-        "remote-scan": {"s3": {"loopback": {"rtt_ms": 0,
-                                            "musicfs": {"tracks_per_s": 97,
-                                                        "requests_per_track": 3.1,
-                                                        "bytes_per_track": 19000},
-                                            "server": {"gets_per_s": 812}},
-                               "20ms": {...}},
-                        "sftp": {...}}
+
+def _remote_figures(d: Any, rtt: float | None, path: tuple[str, ...]) -> Iterator[RemoteFigure]:
+    """Every figure under *d* whose RTT is known. The dict that states the RTT (by its key
+    or a ``rtt_ms`` figure) is an RTT level: its key is not part of the names; the first
+    other key above a figure is its origin, the rest its series. bench_scan_remote.py
+    writes::
+
+        "remote-scan": {"tracks": 500, "rtts_ms": [0, 20], ...,
+                        "s3": {"0": {"musicfs": {"tracks_per_s": 97, "requests_per_track": 1.0,
+                                                 "kib_per_track": 19.2, ...},
+                                     "ceiling": {"ranged_gets_per_s": 812, "concurrency": 32},
+                                     "beets": {"tracks_per_s": 12.5, ...}, "ratio": 0.12},
+                               "20": {...}},
+                        "sftp": {...} or {"skipped": "OpenSSH sshd is not installed"}}
     """
     if isinstance(d, list):
         for item in d:
-            yield from _remote_points(item, rtt, (*path, "#"))
+            yield from _remote_figures(item, rtt, (*path, "#"))
         return
     if not isinstance(d, dict):
         return
     here = _rtt_of(d, path[-1] if path else "")
     if here is not None:
         rtt, path = here, path[:-1]
-    if rtt is not None:
-        extra = {k: v for k in _PER_TRACK if (v := num(d.get(k))) is not None}
-        for k, v in d.items():
-            value = num(v)
-            if k.endswith("_per_s") and value is not None:
-                what = "" if k == "tracks_per_s" else k.removesuffix("_per_s").replace("_", " ")
-                yield "/".join(path) or "scan", rtt, what, value, extra
+    names = [k for k in path if k != "#"]
+    origin, series = (names[0] if names else ""), "/".join(names[1:]) or "musicfs"
+    for k, v in d.items():
+        value = num(v)
+        if rtt is None or value is None:
+            continue
+        if k.endswith("_per_s"):
+            what = "tracks/s" if k == "tracks_per_s" else k.removesuffix("_per_s") + "/s"
+            yield RemoteFigure(origin, series, what.replace("_", " "), rtt, value, True)
+        elif k.endswith("_per_track") or k == "ratio":
+            what = RATIO_REMOTE if k == "ratio" else k.replace("_", " ").replace("kib", "KiB")
+            yield RemoteFigure(origin, series, what, rtt, value, False)
     for k, v in d.items():
         if isinstance(v, dict | list):
-            yield from _remote_points(v, rtt, (*path, k))
+            yield from _remote_figures(v, rtt, (*path, k))
+
+
+def _remote_skips(sec: dict[str, Any]) -> list[str]:
+    """Origins the run could not measure (no moto_server, no sshd), as it said."""
+    return [
+        f"{name}: {d.get('skipped') or d.get('error')}"
+        for name, d in sec.items()
+        if isinstance(d, dict) and (d.get("skipped") or d.get("error"))
+    ]
 
 
 def plot_scan_rtt(run: Run, out: Path) -> Plot | str:
@@ -475,37 +505,63 @@ def plot_scan_rtt(run: Run, out: Path) -> Plot | str:
             break
     if sec is None:
         return why
-    points = list(_remote_points(sec, None, ()))
-    if not points:
-        return "the `remote-scan` section has no rate with a known round-trip time"
-    series: dict[str, dict[float, float]] = {}
-    extras: dict[tuple[str, float], dict[str, float]] = {}
-    for name, rtt, what, value, extra in points:
-        label = f"{name} ({what}/s)" if what else f"{name} (tracks/s)"
-        series.setdefault(label, {})[rtt] = value
-        if extra:
-            extras[(name, rtt)] = extra
-    rtts = sorted({p[1] for p in points})
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for label, by_rtt in series.items():
-        xs = sorted(by_rtt)
-        ax.plot(xs, [by_rtt[x] for x in xs], marker="o", label=label)
-        for x in xs:
-            ax.annotate(fmt(by_rtt[x]), (x, by_rtt[x]), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")  # fmt: skip
-    ax.set_xticks(rtts, [f"{x:g} ms" for x in rtts])
-    ax.set_xlabel("added round-trip time")
-    _style(ax, "per second", "higher")
-    ax.legend(fontsize=7)
-    title = "Remote scan rate against round-trip time"
+    figures = list(_remote_figures(sec, None, ()))
+    skips = _remote_skips(sec)
+    if not any(f.rate for f in figures):
+        return "the `remote-scan` section has no rate with a known round-trip time" + (
+            " (" + "; ".join(skips) + ")" if skips else ""
+        )
+    rtts = sorted({f.rtt for f in figures})
+    rows_of: dict[tuple[str, str, str], dict[float, float]] = {}
+    for f in figures:
+        rows_of.setdefault((f.origin, f.series, f.what), {})[f.rtt] = f.value
+    origins = list(dict.fromkeys(f.origin for f in figures if f.rate))
+    fig, axes = plt.subplots(1, len(origins), figsize=(6 * len(origins), 4.8), squeeze=False)
+    for ax, origin in zip(axes[0], origins, strict=True):
+        for (f_origin, series, what), by_rtt in rows_of.items():
+            if f_origin != origin or not what.endswith("/s"):
+                continue
+            xs = sorted(by_rtt)
+            label = f"{REMOTE_LABEL.get(series, series)} ({what})"
+            ax.plot(xs, [by_rtt[x] for x in xs], marker="o", label=label)
+            for x in xs:
+                ax.annotate(fmt(by_rtt[x]), (x, by_rtt[x]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")  # fmt: skip
+        ax.set_xticks(rtts, [f"{x:g} ms" for x in rtts])
+        ax.set_xlabel("added round-trip time")
+        ax.margins(x=0.15)
+        ax.set_ylim(bottom=0)
+        ax.set_title(origin.upper() or "remote origin", fontsize=9)
+        _style(ax, "per second", "higher")
+        ax.legend(fontsize=7)
+    tracks = sec.get("tracks")
+    title = "Remote scan rate against round-trip time" + (
+        f", {tracks:,} tracks" if isinstance(tracks, int) else ""
+    )
     _save(fig, run, title, out / "scan-rtt.png")
-    header = ["series", *(f"{x:g} ms" for x in rtts)]
-    rows = [[label, *(fmt(by_rtt.get(x)) for x in rtts)] for label, by_rtt in series.items()]
-    notes = [
-        f"{name} at {rtt:g} ms: "
-        + ", ".join(f"{fmt(v)} {k.replace('_', ' ')}" for k, v in extra.items())
-        for (name, rtt), extra in extras.items()
+    header = ["origin", "figure", *(f"{x:g} ms" for x in rtts)]
+
+    def place(k: tuple[str, str, str]) -> tuple[int, bool, bool]:
+        """Per origin: the rates plotted, then requests and bytes per track, then the ratio."""
+        origin, _, what = k
+        return (origins.index(origin) if origin in origins else len(origins),
+                not what.endswith("/s"), what == RATIO_REMOTE)  # fmt: skip
+
+    def row_name(series: str, what: str) -> str:
+        return what if what == RATIO_REMOTE else f"{REMOTE_LABEL.get(series, series)} ({what})"
+
+    rows = [
+        [
+            origin,
+            row_name(series, what),
+            *(fmt(rows_of[(origin, series, what)].get(x)) for x in rtts),
+        ]
+        for origin, series, what in sorted(rows_of, key=place)
     ]
+    notes = [f"Not measured: {skip}." for skip in skips]
+    for key in ("rtt_note", "concurrency", "mean_track_mib"):
+        if sec.get(key) is not None:
+            notes.append(f"{key.replace('_', ' ')}: {sec[key]}.")
     return Plot("scan-rtt", title, "remote-scan", header, rows, notes)
 
 
@@ -691,7 +747,8 @@ def render(run: Run, out: Path) -> str:
         lines += [f"![{result.title}]({PNG_DIR}/{result.name}.png)", ""]
         lines += _md_table(result.header, result.rows)
         lines.append("")
-        lines += [*result.notes, ""] if result.notes else []
+        for note in result.notes:  # each its own paragraph
+            lines += [note, ""]
         lines.append(f"Section `{result.section}` of `{run.source}`, made by {run.command()}.")
     return "\n".join(lines) + "\n"
 

@@ -217,43 +217,57 @@ def test_a_missing_or_failed_section_is_said_so_and_its_old_plot_removed(
     assert sorted(p.stem for p in (out / "performance").iterdir()) == ["readdir", "stat", "walk"]
 
 
-@pytest.mark.parametrize(
-    "section",
-    [
-        # Keys of the remote-scan section are not settled: an RTT given by a key...
-        {
-            "s3": {
-                "loopback": {
-                    "musicfs": {"tracks_per_s": 97.0, "requests_per_track": 3.1},
-                    "server": {"gets_per_s": 812.0},
-                },
-                "20ms": {
-                    "musicfs": {"tracks_per_s": 40.0, "requests_per_track": 3.1},
-                    "server": {"gets_per_s": 343.0},
-                },
-            }
+#: The remote-scan section as benchmarks/bench_scan_remote.py writes it (figures of issue 17).
+REMOTE_SCAN = {
+    "tracks": 500,
+    "concurrency": 32,
+    "rtts_ms": [0, 20],
+    "s3": {
+        "0": {
+            "musicfs": {"tracks_per_s": 97.0, "requests_per_track": 1.0, "kib_per_track": 19.2},
+            "ceiling": {"ranged_gets_per_s": 812.0, "concurrency": 32},
+            "ratio": 0.119,
         },
-        # ... or by an rtt_ms figure beside the rates, in a dict or in a list.
-        {
-            "s3": {
-                "a": {"rtt_ms": 0, "tracks_per_s": 97.0, "gets_per_s": 812.0},
-                "b": {"rtt_ms": 20, "tracks_per_s": 40.0, "gets_per_s": 343.0},
-            },
+        "20": {
+            "musicfs": {"tracks_per_s": 40.0, "requests_per_track": 1.0, "kib_per_track": 19.2},
+            "ceiling": {"ranged_gets_per_s": 343.0, "concurrency": 32},
+            "ratio": 0.117,
         },
-        {
-            "s3": [
-                {"rtt_ms": 0, "tracks_per_s": 97.0, "gets_per_s": 812.0},
-                {"rtt_ms": 20, "tracks_per_s": 40.0, "gets_per_s": 343.0},
-            ],
-        },
-    ],
-)
-def test_remote_scan_rate_is_plotted_against_rtt(tmp_path: Path, section: dict[str, Any]) -> None:
-    page, out = plot({**RUN, "results": {**RUN["results"], "remote-scan": section}}, tmp_path)
+    },
+    "sftp": {"skipped": "OpenSSH sshd is not installed"},
+}
+
+
+def test_remote_scan_rate_is_plotted_against_rtt(tmp_path: Path) -> None:
+    run = {**RUN, "results": {**RUN["results"], "remote-scan": REMOTE_SCAN}}
+    page, out = plot(run, tmp_path)
     text = sections(page)["Scan rate against round-trip time"]
     assert "](performance/scan-rtt.png)" in text
     with Image.open(out / "performance" / "scan-rtt.png") as img:
         img.verify()
-    rows = table(text)
-    assert [list(r.values())[1:] for r in rows] == [["97.0", "40.0"], ["812", "343"]]
-    assert list(rows[0]) == ["series", "0 ms", "20 ms"]
+    rows = [list(r.values()) for r in table(text)]
+    assert rows == [
+        ["s3", "MusicFS scan (tracks/s)", "97.0", "40.0"],
+        ["s3", "server's ceiling, bare client (ranged gets/s)", "812", "343"],
+        ["s3", "MusicFS scan (requests per track)", "1.00", "1.00"],
+        ["s3", "MusicFS scan (KiB per track)", "19.2", "19.2"],
+        ["s3", "MusicFS ÷ ceiling", "0.119", "0.117"],
+    ]
+    assert list(table(text)[0]) == ["origin", "figure", "0 ms", "20 ms"]
+    assert "Not measured: sftp: OpenSSH sshd is not installed." in text
+
+
+def test_remote_scan_rtt_may_be_a_figure_beside_the_rates(tmp_path: Path) -> None:
+    """Another shape of the section: a list of runs, each with its ``rtt_ms``."""
+    section = {
+        "s3": [
+            {"rtt_ms": 0, "tracks_per_s": 97.0, "gets_per_s": 812.0},
+            {"rtt_ms": 20, "tracks_per_s": 40.0, "gets_per_s": 343.0},
+        ]
+    }
+    page, _ = plot({**RUN, "results": {**RUN["results"], "remote-scan": section}}, tmp_path)
+    rows = [list(r.values()) for r in table(sections(page)["Scan rate against round-trip time"])]
+    assert rows == [
+        ["s3", "MusicFS scan (tracks/s)", "97.0", "40.0"],
+        ["s3", "MusicFS scan (gets/s)", "812", "343"],
+    ]
