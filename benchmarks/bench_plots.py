@@ -231,6 +231,11 @@ def _table(
     return header, rows
 
 
+def _legend_right(ax: Axes) -> None:
+    """The legend beside the plot: the lines of mount time and RSS fill the plot area."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def _save(fig: Any, run: Run, title: str, path: Path) -> None:
     fig.suptitle(f"{title}\n{run.caption()}", fontsize=10)
     fig.tight_layout()
@@ -352,6 +357,8 @@ def plot_read(run: Run, out: Path) -> Plot | str:
 
 SCAN_LABEL = {
     "daemon": "daemon, caches dropped",
+    "before": "MusicFS before, daemon, caches dropped",
+    "api_cold": "Scanner API, caches dropped",
     "api_warm": "Scanner API, warm cache",
     "api_rescan_unchanged": "rescan, nothing changed",
 }
@@ -566,10 +573,25 @@ def plot_scan_rtt(run: Run, out: Path) -> Plot | str:
 
 
 def _by_size(sec: dict[str, Any], system: str) -> dict[int, dict[str, Any]]:
+    """A system's entries of the mount section by catalog size; RSS figures one level down
+    (``after_walk_and_search``: RSS after a walk + stat of the whole tree and searches) are
+    lifted beside the entry's own."""
     d = sec.get(system)
     if not isinstance(d, dict):
         return {}
-    return {int(k): v for k, v in d.items() if k.isdigit() and isinstance(v, dict)}
+    sizes: dict[int, dict[str, Any]] = {}
+    for k, v in d.items():
+        if not (k.isdigit() and isinstance(v, dict)):
+            continue
+        lifted = {
+            key: value
+            for sub in v.values()
+            if isinstance(sub, dict)
+            for key, value in sub.items()
+            if key.startswith("rss_") and key not in v
+        }
+        sizes[int(k)] = {**v, **lifted}
+    return sizes
 
 
 def _peer_lines(ax: Axes, sec: dict[str, Any], key: str) -> dict[str, float]:
@@ -593,6 +615,13 @@ def _size_axis(ax: Axes, sizes: list[int]) -> None:
     ax.set_xlabel("tracks in the catalog")
 
 
+#: What any CPython + pyfuse3 daemon pays before its root answers (mount.bounds).
+BOUND_LABEL = {
+    "floor_listable_s_median": "pyfuse3 floor on an empty folder, to a listable root",
+    "import_trio_pyfuse3_s": "python -c 'import trio, pyfuse3'",
+}
+
+
 def plot_mount(run: Run, out: Path) -> Plot | str:
     sec, why = run.section("mount")
     if sec is None:
@@ -607,7 +636,7 @@ def plot_mount(run: Run, out: Path) -> Plot | str:
         ("MusicFS, `musicfs mount` returns", mine, "command_s_median", "musicfs", "-."),
         ("MusicFS before, to a listable root", before, "listable_s_median", "before", "-"),
     ]
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     used = []
     for label, data, key, system, style in cols:
         xs = [x for x in sizes if num(get(data.get(x), key)) is not None]
@@ -617,26 +646,32 @@ def plot_mount(run: Run, out: Path) -> Plot | str:
         ys = [float(data[x][key]) for x in xs]
         ax.plot(xs, ys, marker="o", linestyle=style, color=COLOR[system], label=label)
     peers = _peer_lines(ax, sec, "listable_s_median")
+    bounds = [
+        (BOUND_LABEL[k], v) for k in BOUND_LABEL if (v := num(get(sec, "bounds", k))) is not None
+    ]
+    for (label, v), style in zip(bounds, (":", "-."), strict=False):
+        ax.axhline(v, color="black", linestyle=style, linewidth=1, label=f"{label} ({fmt(v)})")
     _size_axis(ax, sizes)
     ax.set_ylim(bottom=0)
     _style(ax, "s", "lower")
-    ax.legend(fontsize=7)
+    _legend_right(ax)
     title = "Mount time against catalog size"
     _save(fig, run, title, out / "mount.png")
     header = ["tracks", *(f"{label} (s)" for label, _, _ in used)]
     rows = [[f"{x:,}", *(fmt(num(get(d.get(x), k))) for _, d, k in used)] for x in sizes]
     notes = [f"{LABEL[p]}: {fmt(v)} s to a listable root of the bench library (any size)."
              for p, v in peers.items()]  # fmt: skip
+    notes += [f"Bound, {label}: {fmt(v)} s." for label, v in bounds]
     return Plot("mount", title, "mount", header, rows, notes)
 
 
 def _rss_keys(data: dict[int, dict[str, Any]]) -> list[str]:
-    """Every ``rss_…_mib`` figure per size (idle, after a listing, after a walk...), not the
-    high-water marks."""
+    """Every ``rss_…_mib`` figure per size (idle, after a listing, after a walk, peak...),
+    not the parts of one (anon, file) nor the idle high-water mark."""
     keys: list[str] = []
     for entry in data.values():
         for k, v in entry.items():
-            wanted = re.fullmatch(r"rss_\w+_mib", k) and "hwm" not in k
+            wanted = re.fullmatch(r"rss_\w+_mib", k) and not re.search(r"hwm|anon|file", k)
             if wanted and num(v) is not None and k not in keys:
                 keys.append(k)
     return keys
@@ -658,20 +693,21 @@ def plot_rss(run: Run, out: Path) -> Plot | str:
     cols = [(f"MusicFS, {_rss_label(k)}", mine, k, "musicfs") for k in keys]
     cols += [(f"MusicFS before, {_rss_label(k)}", before, k, "before") for k in _rss_keys(before)]
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    markers = ["o", "s", "^", "D", "v", "P"]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     used = []
     for i, (label, data, key, system) in enumerate(cols):
         xs = [x for x in sizes if num(get(data.get(x), key)) is not None]
         if not xs:
             continue
         used.append((label, data, key))
-        ax.plot(xs, [float(data[x][key]) for x in xs], marker="o", color=COLOR[system],
-                linestyle=styles[i % len(styles)], label=label)  # fmt: skip
+        ax.plot(xs, [float(data[x][key]) for x in xs], marker=markers[i % len(markers)],
+                color=COLOR[system], linestyle=styles[i % len(styles)], label=label)  # fmt: skip
     peers = _peer_lines(ax, sec, "rss_idle_mib")
     _size_axis(ax, sizes)
     ax.set_ylim(bottom=0)
     _style(ax, "MiB", "lower")
-    ax.legend(fontsize=7)
+    _legend_right(ax)
     title = "Daemon memory (RSS) against catalog size"
     _save(fig, run, title, out / "rss.png")
     header = ["tracks", *(f"{label} (MiB)" for label, _, _ in used)]

@@ -271,3 +271,31 @@ def test_remote_scan_rtt_may_be_a_figure_beside_the_rates(tmp_path: Path) -> Non
         ["s3", "MusicFS scan (tracks/s)", "97.0", "40.0"],
         ["s3", "MusicFS scan (gets/s)", "812", "343"],
     ]
+
+
+def test_memory_after_a_walk_and_the_mount_bound_are_shown(tmp_path: Path) -> None:
+    """The mount section with RSS after a walk + searches per size and the CPython +
+    pyfuse3 bound (the shape bench.py's mount section writes for issue 17)."""
+    mount = json.loads(json.dumps(RUN["results"]["mount"]))
+    for i, n in enumerate(("10000", "100000", "1000000")):
+        mount["musicfs"][n]["after_walk_and_search"] = {
+            "walk_s": 1.0 + i,
+            "rss_after_walk_mib": 61.0 + i,
+            "rss_after_search_mib": 70.5 + i,
+            "rss_peak_mib": 80.0 + i,
+            "rss_anon_mib": 30.0,
+            "rss_file_mib": 20.0,
+        }
+    mount["bounds"] = {"import_trio_pyfuse3_s": 0.121, "floor_listable_s_median": 0.183}
+    page, out = plot({**RUN, "results": {**RUN["results"], "mount": mount}}, tmp_path)
+    sec = sections(page)
+    rows = {r["tracks"]: r for r in table(sec["Memory against catalog size"])}
+    assert rows["1,000,000"]["MusicFS, after walk (MiB)"] == "63.0"
+    assert rows["1,000,000"]["MusicFS, after search (MiB)"] == "72.5"
+    assert rows["10,000"]["MusicFS, peak (MiB)"] == "80.0"
+    assert not any("anon" in column for column in rows["10,000"])
+    text = sec["Mount time against catalog size"]
+    assert "Bound, pyfuse3 floor on an empty folder, to a listable root: 0.183 s." in text
+    assert "Bound, python -c 'import trio, pyfuse3': 0.121 s." in text
+    with Image.open(out / "performance" / "rss.png") as img:
+        img.verify()
