@@ -100,6 +100,10 @@ def num(v: Any) -> float | None:
 # --------------------------------------------------------------------------- page parts
 
 
+class NoFigure(Exception):
+    """The section is there but holds none of the figures a plot draws."""
+
+
 @dataclass
 class Plot:
     """One figure of the page: its PNG, the table of what it draws, and notes."""
@@ -197,6 +201,8 @@ def _bars(
     A log axis when the bars span more than 30x (rclone's first listing against direct's
     cached one), so the short bars stay readable."""
     systems = [s for s in values if any(v is not None for v in values[s])]
+    if not systems:
+        raise NoFigure("the run's section for this plot holds none of the figures it draws")
     width = 0.8 / max(1, len(systems))
     present = [v for s in systems for v in values[s] if v is not None and v > 0]
     if present and max(present) / min(present) > 30:
@@ -645,6 +651,8 @@ def plot_mount(run: Run, out: Path) -> Plot | str:
         used.append((label, data, key))
         ys = [float(data[x][key]) for x in xs]
         ax.plot(xs, ys, marker="o", linestyle=style, color=COLOR[system], label=label)
+    if not used:
+        raise NoFigure("the `mount` section has no MusicFS mount time")
     peers = _peer_lines(ax, sec, "listable_s_median")
     bounds = [
         (BOUND_LABEL[k], v) for k in BOUND_LABEL if (v := num(get(sec, "bounds", k))) is not None
@@ -776,7 +784,14 @@ def render(run: Run, out: Path) -> str:
         lines.append(f"* The CPU was {busy:.0%} busy before the run: figures are noisy.")
     for title, draw in PLOTS:
         lines += ["", f"## {title}", ""]
-        result = draw(run, png_dir)
+        try:
+            result = draw(run, png_dir)
+        except NoFigure as exc:
+            plt.close("all")
+            result = str(exc)
+        except Exception as exc:  # a section of a shape this plotter does not know yet
+            plt.close("all")
+            result = f"drawing it failed on this run's data ({type(exc).__name__}: {exc})"
         if isinstance(result, str):
             lines.append(f"Not plotted: {result}.")
             continue
@@ -792,6 +807,8 @@ def render(run: Run, out: Path) -> str:
 def write(json_path: Path, out: Path = DOCS) -> Path:
     """Write out/performance.md and out/performance/*.png from a run's JSON; return the page."""
     report = json.loads(json_path.read_text())
+    if not isinstance(report, dict) or not isinstance(report.get("results"), dict):
+        raise ValueError("not the JSON of a bench.py run (no `results`)")
     full = json_path.resolve()
     try:
         source = str(full.relative_to(HERE.parent))
@@ -813,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         page = write(a.json, a.out)
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         print(f"bench_plots: cannot read {a.json}: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {page} and {page.parent / PNG_DIR}/*.png")

@@ -204,6 +204,7 @@ def test_a_missing_or_failed_section_is_said_so_and_its_old_plot_removed(
     assert (out / "performance" / "read.png").exists()
     results = {k: v for k, v in RUN["results"].items() if k not in ("read", "mount")}
     results["scan"] = {"error": "CalledProcessError: ffmpeg failed"}
+    results["walk"] = {"files": 20000, "section_seconds": 0.1}  # there, but no figure in it
     page, out = plot({**RUN, "results": results}, tmp_path)
     sec = sections(page)
     assert sec["Reads"].strip() == "Not plotted: the run has no `read` section."
@@ -213,8 +214,11 @@ def test_a_missing_or_failed_section_is_said_so_and_its_old_plot_removed(
         "failed in this run: CalledProcessError: ffmpeg failed"
         in sec["Scan rate against catalog size"]
     )
+    assert sec["Metadata: walk"].strip() == (
+        "Not plotted: the run's section for this plot holds none of the figures it draws."
+    )
     # The plots of the earlier page are gone, not left to look current.
-    assert sorted(p.stem for p in (out / "performance").iterdir()) == ["readdir", "stat", "walk"]
+    assert sorted(p.stem for p in (out / "performance").iterdir()) == ["readdir", "stat"]
 
 
 #: The remote-scan section as benchmarks/bench_scan_remote.py writes it (figures of issue 17).
