@@ -8,7 +8,7 @@
     nox -s package    the .deb, RPM and Arch packages and the systemd units, built and checked
     nox -s proto      regenerate the gRPC code from control.proto
     nox -s lock       rewrite requirements-dev.lock from requirements-dev.in
-    nox -s bench      benchmarks (JSON + table in benchmarks/results/)
+    nox -s bench      benchmarks (JSON + table in benchmarks/results/, plots in docs/performance.md)
     nox -s fuzz       damaged files through the tag reader, overlay writers and a mount
                       (-- --cases 100000 --seed N; crashers kept in tests/fuzz/crashers/)
 
@@ -38,7 +38,7 @@ EDITABLE = [arg for name in PACKAGES for arg in ("-e", f"packages/musicfs-{name}
 PROTO_DIR = "packages/musicfs-control/src"
 PROTO = "musicfs/control/v1/control.proto"
 TEST_DIRS = ["tests/e2e", "tests/origins", "tests/servers", "tests/vfstest", "tests/fuzz",
-             "tests/smoke_mount.py", "benchmarks"]  # fmt: skip
+             "tests/smoke_mount.py", "tests/bench", "benchmarks"]  # fmt: skip
 
 
 LOCK = "requirements-dev.lock"

@@ -1192,6 +1192,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "host": platform.node(),
         "kernel": platform.release(),
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "mem_total_mib": int(mem) // 1024,
         "python": platform.python_version(),
@@ -1202,6 +1203,15 @@ def machine_info() -> dict[str, Any]:
         "rclone": version(["rclone", "version"]),
         "git_commit": version(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"]),
     }
+
+
+def cpu_model() -> str | None:
+    """The CPU's name as /proc/cpuinfo gives it (the plots state it beside every figure)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "cpu model") and value.strip():
+            return value.strip()
+    return platform.processor() or None
 
 
 def version(cmd: list[str]) -> str | None:
@@ -1256,6 +1266,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     meta = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": ["python", "benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)],
         "machine": machine_info(),
         "cpu_busy_before": round(busy, 3),
         "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
@@ -1333,6 +1344,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{len(rows) and sum(1 for rw in rows if rw['pass'])} passed, {len(failed)} failed; "
         f"{meta['seconds']:.0f} s; results in {out}"
     )
+    # docs/performance.md and its plots from this JSON; its own process, so a missing
+    # matplotlib or a failed plot says so there and leaves this run's result alone.
+    subprocess.run([sys.executable, str(HERE / "bench_plots.py"), str(out)], check=False)
     errors = [sec for sec, v in ctx.results.items() if isinstance(v, dict) and "error" in v]
     return 130 if interrupted else (1 if errors else 0)
 
