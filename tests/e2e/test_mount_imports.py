@@ -37,6 +37,7 @@ NOT_BEFORE_ROOT = (
     "psycopg",
     "wasmtime",
     "plistlib",
+    "tarfile",
     "musicfs.plugins.builtin",
     "musicfs.control.server",
     "musicfs.core.sync.progress",
