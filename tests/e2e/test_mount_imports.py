@@ -4,13 +4,13 @@ Mount time is import time: a Python daemon pays for every module it loads
 before the kernel's first request is answered. The root needs trio, pyfuse3,
 SQLite and the tree; the tag reader (mutagen), the built-in and installed
 plugins, the control server (gRPC, protobuf), the scan display (rich), the
-metrics exporter, the remote drivers and the package metadata are loaded once
+metrics exporter, the remote drivers, tarfile and plistlib are loaded once
 the mount answers. Proved with the real command: a ``sitecustomize`` (on
 PYTHONPATH) watches the daemon's imports. In the daemon it holds back every
 import of the modules above until a thread of the daemon has listed the root,
-so a module the root needed would hold up that listing (and be named); the
-modules loaded by then, in the CLI before its fork or in the daemon, are
-recorded with those asked for.
+so a module the root needed would hold up that listing (10 s at most, all
+imports together) and be named; the modules loaded by then, in the CLI before
+its fork or in the daemon, are recorded with those asked for.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ _OUT = os.environ.get("IMPORTWATCH_OUT", "")
 _WATCHED = tuple(os.environ.get("IMPORTWATCH_MODULES", "").split(","))
 _answered = threading.Event()
 _asked = []  # (name, monotonic time) of watched imports asked for in the daemon
-_state = {"daemon": False}
+_state = {"daemon": False, "hold_until": None}
+HOLD = 10.0  # seconds, all imports together: a failing mount still comes up in time
 
 
 def _watched(name):
@@ -61,8 +62,12 @@ def _watched(name):
 class _HoldBack:
     def find_spec(self, name, path=None, target=None):
         if _state["daemon"] and not _answered.is_set() and _watched(name):
-            _asked.append((name, time.monotonic()))
-            _answered.wait(20)  # a root that needs it stays silent until then
+            now = time.monotonic()
+            _asked.append((name, now))
+            if _state["hold_until"] is None:
+                _state["hold_until"] = now + HOLD
+            # A root that needs it stays silent until then.
+            _answered.wait(max(0.0, _state["hold_until"] - now))
         return None
 
 
