@@ -95,6 +95,25 @@ def walk_stat(root: str) -> tuple[float, int]:
     return time.perf_counter() - t, count
 
 
+def largest_mappings(pid: int, top: int = 6) -> dict[str, int]:
+    """Resident KiB of a process's largest mappings (/proc/PID/smaps), by file
+    ("[anon]" for anonymous memory: the Python heap, SQLite's page caches)."""
+    sizes: dict[str, int] = {}
+    name = "[anon]"
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                fields = line.split()
+                if fields and not fields[0].endswith(":"):  # a mapping's header line
+                    name = fields[5] if len(fields) > 5 else "[anon]"
+                elif fields and fields[0] == "Rss:":
+                    sizes[name] = sizes.get(name, 0) + int(fields[1])
+    except OSError:
+        return {}
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+    return {os.path.basename(k) if k.startswith("/") else k: v for k, v in biggest}
+
+
 # -- data -------------------------------------------------------------------------------
 
 _CHUNK = 1 << 20

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sqlite3
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +213,8 @@ def _check_backup_target(target: Path) -> None:
 
 def _is_backup(path: Path) -> bool:
     """Whether *path* is a tar file written by ``musicfs cache backup``."""
+    import tarfile  # here: every `musicfs` command (mount too) imports this module
+
     try:
         with tarfile.open(path) as tar:
             return any(m.name == "musicfs-backup.json" for m in tar)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import plistlib
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -452,6 +451,8 @@ def _text(value: Any) -> str | None:
 def read_itunes(library: Path) -> ITunesLibrary:
     """The tracks and playlists of an iTunes Library.xml; `CLIError` (exit 2) if
     it is not one."""
+    import plistlib  # here: every `musicfs` command builds this module's parsers
+
     expected = "expected an iTunes/Music Library.xml, a plist with a 'Tracks' dictionary"
     try:
         with library.open("rb") as file:

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "can be left out while a single mount runs.\n\n" + exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     mount = sub.add_parser("mount", help="mount a library (returns once it is ready)")
@@ -146,6 +146,19 @@ def _daemon_args(parser: argparse.ArgumentParser) -> None:
     """The options of every command that talks to a mount: --mount, --config, --socket."""
     add_mount_option(parser)
     _config_args(parser)
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the version is looked up only when asked (importlib.metadata
+    takes ~20 ms to import, which every ``musicfs mount`` would pay)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show program's version number and exit")  # fmt: skip
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(_version())
+        parser.exit()
 
 
 def _version() -> str:

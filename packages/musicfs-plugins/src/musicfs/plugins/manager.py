@@ -112,7 +112,11 @@ class PluginManager:
         self._order = 0
 
     @classmethod
-    def from_config(cls, config: Config, events: EventBus | None = None) -> PluginManager:
+    def from_config(
+        cls, config: Config, events: EventBus | None = None, *, load: bool = True
+    ) -> PluginManager:
+        """A manager with *config*'s limits; with *load*, its plugins loaded
+        (`load_configured`), else none yet."""
         limits = ResourceLimits(
             max_memory_mb=config.plugins.wasm_memory_mb,
             max_cpu_time_ms=config.plugins.wasm_cpu_ms,
@@ -120,12 +124,18 @@ class PluginManager:
             allow_filesystem=config.plugins.wasm_filesystem,
         )
         manager = cls(config.plugins.settings, limits, events, wasm_dirs=config.plugins.wasm_dirs)
-        manager.load_builtin()
-        for path in config.plugins.paths:
-            manager.load_path(path, keep_going=True)
-        if config.plugins.entry_points:
-            manager.load_entry_points()
+        if load:
+            manager.load_configured(config)
         return manager
+
+    def load_configured(self, config: Config) -> None:
+        """The built-in plugins, then *config*'s paths and entry points, in that
+        order of precedence; a plugin that fails is reported and skipped."""
+        self.load_builtin()
+        for path in config.plugins.paths:
+            self.load_path(path, keep_going=True)
+        if config.plugins.entry_points:
+            self.load_entry_points()
 
     # -- what is loaded ------------------------------------------------------------
 

@@ -26,11 +26,14 @@ import logging
 import re
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from musicfs.plugins.api import FormatPlugin, MetadataPlugin, OriginPlugin, Plugin, PluginError
+
+if TYPE_CHECKING:  # importlib.metadata: ~20 ms, imported when entry points are read
+    from importlib import metadata
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,8 @@ class NativeHost:
 
 
 def entry_points() -> list[metadata.EntryPoint]:
+    from importlib import metadata
+
     return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +70,8 @@ def backup_cache(cache_dir: Path, target: Path) -> dict[str, int]:
 
 
 def _write_backup(cache_dir: Path, tmp_target: Path) -> dict[str, int]:
+    import tarfile  # here: the daemon imports this module before it mounts
+
     counts = {"databases": 0, "chunks": 0, "bytes": 0}
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(tmp_target, "w") as tar:
         for name in _DATABASES:
@@ -110,6 +111,8 @@ def restore_cache(source: Path, cache_dir: Path) -> dict[str, int]:
 
 
 def _restore(source: Path, cache_dir: Path) -> dict[str, int]:
+    import tarfile
+
     prefix = f".{cache_dir.name}.restore-"
     for stale in cache_dir.parent.glob(f"{prefix}*"):  # a restore killed midway (we hold
         shutil.rmtree(stale, ignore_errors=True)  # the lock: none of this dir runs now)

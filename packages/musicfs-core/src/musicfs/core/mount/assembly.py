@@ -19,7 +19,6 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +85,8 @@ class StartupError(MusicFSError, RuntimeError):
 
 
 def version() -> str:
+    from importlib import metadata  # ~20 ms: not on the way to a mounted root
+
     try:
         return metadata.version("musicfs-core")
     except metadata.PackageNotFoundError:  # running from a source tree
