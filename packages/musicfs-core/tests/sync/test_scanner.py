@@ -18,6 +18,7 @@ from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.extensions import Extensions
 from musicfs.core.model import TrackTags
 from musicfs.core.origins import DirListing, LocalOrigin
+from musicfs.core.sync import scanner as scanner_module
 from musicfs.core.sync.scanner import Scanner
 
 MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
@@ -250,6 +251,19 @@ def test_the_whole_realworld_corpus_scans_without_an_exception(
     assert report.seen > 80
     assert 0 < report.unreadable < report.seen
     assert catalog.integrity_check() == "ok"
+
+
+def test_a_batch_is_read_as_each_of_its_files_alone_is(tmp_path: Path, corpus: Path) -> None:
+    """Workers open each file once and ask the disk for all of a window's reads
+    first (issue 17): tags, identities and the reasons files are unreadable
+    stay what reading every file alone gives, a file gone meanwhile included."""
+    paths = sorted(str(p) for p in corpus.rglob("*") if p.is_file())
+    paths.insert(len(paths) // 2, str(tmp_path / "vanished.flac"))
+    assert len(paths) > 2 * scanner_module._AHEAD  # several windows
+    alone = [scanner_module.parse_file(p) for p in paths]
+    assert scanner_module.parse_files(paths) == alone
+    assert any(p.error for p in alone)
+    assert any(p.audio_id for p in alone)
 
 
 def test_hidden_files_are_scanned_only_with_include_hidden_and_appledouble_never(

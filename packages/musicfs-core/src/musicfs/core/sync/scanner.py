@@ -134,31 +134,70 @@ def parse_remote(
 
 
 def parse_files(paths: list[str]) -> list[Parsed]:
-    """`parse_file` for several files: one round trip to a worker process for all."""
-    prefetch(paths)
-    return [parse_file(p) for p in paths]
+    """`parse_file` for several files: one round trip to a worker process for all.
+
+    The files are opened `_AHEAD` at a time, the disk is asked for what parsing
+    will read of all of them at once (`prefetch`), and each is then parsed
+    through the descriptor it was opened with: one open a file, not three."""
+    results: list[Parsed] = []
+    for start in range(0, len(paths), _AHEAD):
+        window = paths[start : start + _AHEAD]
+        fds = prefetch(window)
+        try:
+            results += [
+                parse_file(path) if fd is None else parse_open(path, fd)
+                for path, fd in zip(window, fds, strict=True)
+            ]
+        finally:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+    return results
 
 
+def parse_open(path: str, fd: int) -> Parsed:
+    """`parse_file` of the file at *path*, open for reading as *fd* (left open)."""
+    from musicfs.core.tags.identity import audio_identity_of
+    from musicfs.core.tags.reader import UnreadableFile, read_tags
+
+    try:
+        with open(fd, "rb", closefd=False) as file:
+            tags = read_tags(path, file)
+    except UnreadableFile as exc:
+        return Parsed(TrackTags(), str(exc))
+    except Exception as exc:  # pragma: no cover - read_tags already catches
+        return Parsed(TrackTags(), f"{type(exc).__name__}: {exc}")
+    return Parsed(tags, None, audio_identity_of(path, fd))
+
+
+# Files opened and prefetched together by a worker: enough reads in flight to
+# keep the disk busy, few enough descriptors whatever a folder holds.
+_AHEAD = 32
 # What parsing reads of a file, asked of the disk ahead (`prefetch`): its head
 # (ID3v2 or FLAC metadata blocks, the first audio frames), the middle (the
 # identity's middle sample, near the middle of the file unless the header is
-# huge) and the tail (ID3v1/APEv2 tags, the identity's last sample).
-_HEAD = 16 * 1024
+# huge) and the tail (ID3v1/APEv2 tags, the identity's last sample). Wider
+# windows cost more than they save: what a window misses is read on demand.
+_HEAD = 32 * 1024
 _AROUND_MIDDLE = 8 * 1024
 _TAIL = 8 * 1024
 
 
-def prefetch(paths: Sequence[str]) -> None:
-    """Ask the kernel to read now, all at once, the parts of *paths* that
-    parsing them will read. With cold caches parsing waits on the disk three
-    times a file (head, middle, tail), one read after the other; asked for
-    together, the disk serves a whole batch's reads in parallel. Only a hint:
-    whatever it misses is read on demand, and errors are the parser's to report."""
+def prefetch(paths: Sequence[str]) -> list[int | None]:
+    """Open *paths* and ask the kernel to read now, all at once, the parts that
+    parsing them will read; return their descriptors (None: could not be opened,
+    `parse_file` then says why). With cold caches parsing waits on the disk
+    three times a file (head, middle, tail), one read after the other; asked
+    for together, the disk serves a window's reads in parallel. Only a hint:
+    whatever it misses is read on demand."""
+    fds: list[int | None] = []
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
+            fds.append(None)
             continue
+        fds.append(fd)
         try:
             size = os.fstat(fd).st_size
             os.posix_fadvise(fd, 0, _HEAD, os.POSIX_FADV_WILLNEED)
@@ -168,9 +207,8 @@ def prefetch(paths: Sequence[str]) -> None:
                 tail = max(_HEAD, size - _TAIL)
                 os.posix_fadvise(fd, tail, size - tail, os.POSIX_FADV_WILLNEED)
         except OSError:
-            pass
-        finally:
-            os.close(fd)
+            pass  # a hint only: parsing will say what is wrong with the file
+    return fds
 
 
 def exit_with_parent(parent: int) -> None:
@@ -640,7 +678,7 @@ class Scanner:
     def _submit(self, paths: list[str]) -> Callable[[], list[Parsed]]:
         """Start reading the tags of *paths*; return a function that waits for them."""
         if len(paths) < _POOL_THRESHOLD or self.workers <= 1:
-            results = [parse_file(p) for p in paths]
+            results = parse_files(paths)
             return lambda: results
         if self._pool is None:
             # spawn, not fork: the daemon has threads (FUSE, gRPC) that fork would copy mid-flight.
