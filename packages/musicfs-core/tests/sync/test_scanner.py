@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -187,6 +188,38 @@ def test_a_file_whose_row_cannot_be_written_is_unreadable_and_the_scan_goes_on(
         "Unknown Artist/Unknown Album (0000) [XYZ]/00 - 4.xyz",
     }
     assert catalog.integrity_check() == "ok"
+
+
+def test_a_scan_the_catalog_fails_leaves_nothing_behind_for_the_next(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are parsed while earlier ones are written (issue 17). When the
+    catalog itself fails a write (disk full, I/O error), the scan stops, and the
+    next scan catalogs and counts each file left once, none twice."""
+    lib = tmp_path / "lib"
+    total = 4 * 256 + 10
+    for i in range(total):
+        make_wav(lib / f"d{i // 100:02d}" / f"{i}.wav", title=f"T{i}", artist="A")
+    real = catalog.upsert_file
+    calls = 0
+
+    def failing(scanned: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 400:  # in the second batch written, with later ones parsed
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(scanned)
+
+    sc = scanner(catalog, workers=1)
+    monkeypatch.setattr(catalog, "upsert_file", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        sc.scan(LocalOrigin("lib", lib))
+    monkeypatch.setattr(catalog, "upsert_file", real)
+    kept = len(list(catalog.tracks()))
+    assert 0 < kept < total  # the first batch was committed, the second was not
+    report = sc.scan(LocalOrigin("lib", lib))
+    assert (report.seen, report.added, report.changed) == (total, total - kept, 0)
+    assert len(tree(catalog)) == total
 
 
 def test_an_unreachable_origin_keeps_its_files(

@@ -513,7 +513,23 @@ class Scanner:
 
     def _write_parsed(self, report: ScanReport) -> None:
         """Write the oldest batch being parsed, once its tags are in."""
-        origin, batch, parsing = self._inflight.popleft()
+        try:
+            self._write_batch(*self._inflight.popleft(), report)
+        except BaseException:
+            # The scan fails here (the sync loop tries again later): the batches
+            # after this one go too, not into the next scan's report; that scan
+            # finds their files unwritten and parses them again.
+            self._inflight.clear()
+            raise
+
+    def _write_batch(
+        self,
+        origin: Origin,
+        batch: list[tuple[str, FileStat, bool]],
+        parsing: Callable[[], list[Any]],
+        report: ScanReport,
+    ) -> None:
+        """Write one parsed batch: rows, places in the tree, the report's counts."""
         results = parsing()
         scanned = [
             ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error, audio_id)
