@@ -9,8 +9,8 @@
   catalog that maps them with the template ``$genre/$albumartist/$album/$title.$format``
   chosen so that every virtual path equals the origin's relative path: direct
   disk, mergerfs, rclone and MusicFS are then asked for the very same paths.
-* `scan_library` — N small real audio files (FLAC and MP3 made by ffmpeg, tagged
-  with mutagen) for the scan rate.
+* `scan_library` — N real audio files of real size (3.5-minute FLAC and MP3 made
+  by ffmpeg, a few MB each, tagged with mutagen) for the scan rate.
 
 Each directory has a ``meta.json`` written last; a directory without it (an
 interrupted build) or with another `DATA_VERSION` is rebuilt.
@@ -442,38 +442,43 @@ def bench_library(
 # -- real audio files for the scanner ---------------------------------------------
 
 
+#: The scan's tracks are of real size (3.5 minutes, a few MB): what a cold scan
+#: costs is where on disk the tags and the identity's samples lie, which tiny
+#: files (one readahead each) hide. Low bitrates keep 5,000 files near 11 GiB.
+SCAN_SECONDS = 210
+_SCAN_SEEDS = {
+    # pink noise, so that FLAC cannot shrink it to nothing as it does a sine
+    "flac": (
+        "anoisesrc=color=pink:amplitude=0.05:sample_rate=11025",
+        ["-sample_fmt", "s16", "-c:a", "flac"],
+    ),
+    "mp3": (
+        "anoisesrc=color=pink:amplitude=0.3:sample_rate=22050",
+        ["-c:a", "libmp3lame", "-b:a", "64k"],
+    ),
+}
+
+
 def scan_library(cache_root: Path, n: int, *, log: Any = print) -> dict[str, Any]:
-    """*n* small tagged audio files (half FLAC, half MP3), 10 per album folder."""
-    directory = cache_root / f"scanlib-{n}"
+    """*n* tagged audio files of real size (half FLAC, about 2.9 MB each, half MP3,
+    about 1.7 MB), 10 per album folder."""
+    directory = cache_root / f"scanlib-{n}-{SCAN_SECONDS}s"
     meta = _load_meta(directory)
     if meta is not None:
         return {**meta, "dir": str(directory), "cached": True}
     if shutil.which("ffmpeg") is None:
         raise RuntimeError("ffmpeg is not installed (apt-get install ffmpeg)")
     _fresh(directory)
-    log(f"making {n:,} tagged audio files in {directory} ...")
+    log(f"making {n:,} tagged audio files of {SCAN_SECONDS} s in {directory} ...")
     started = time.perf_counter()
     seeds = directory / "seed"
     seeds.mkdir()
-    for fmt, args in (("flac", ["-c:a", "flac"]), ("mp3", ["-c:a", "libmp3lame", "-b:a", "64k"])):
+    for fmt, (source, args) in _SCAN_SEEDS.items():
         subprocess.run(
-            [
-                "ffmpeg",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:duration=2",
-                "-ac",
-                "1",
-                "-ar",
-                "22050",
-                *args,
-                str(seeds / f"seed.{fmt}"),
-            ],
+            ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"{source}:duration={SCAN_SECONDS}",
+             "-ac", "1", *args, str(seeds / f"seed.{fmt}")],
             check=True,
-        )
+        )  # fmt: skip
     from mutagen.easyid3 import EasyID3
     from mutagen.flac import FLAC
     from mutagen.id3 import ID3NoHeaderError
@@ -506,7 +511,13 @@ def scan_library(cache_root: Path, n: int, *, log: Any = print) -> dict[str, Any
         for key, value in values.items():
             audio[key] = value
         audio.save(path) if fmt == "mp3" else audio.save()
-        total += path.stat().st_size
+        # Each file its own audio, as in a real library: the last audio frame
+        # gets the file's number (in the identity's last sample). Identical
+        # payloads would all share one audio identity, which no library has.
+        size = path.stat().st_size
+        with open(path, "r+b") as file:
+            os.pwrite(file.fileno(), i.to_bytes(8, "big"), size - 64)
+        total += size
     seconds = time.perf_counter() - started
     log(f"  {n:,} files ({total / 2**20:.0f} MiB) in {seconds:.1f} s")
     return {

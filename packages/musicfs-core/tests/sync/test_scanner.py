@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,6 +19,7 @@ from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.extensions import Extensions
 from musicfs.core.model import TrackTags
 from musicfs.core.origins import DirListing, LocalOrigin
+from musicfs.core.sync import scanner as scanner_module
 from musicfs.core.sync.scanner import Scanner
 
 MakeWav = Callable[..., Path]  # the make_wav fixture of conftest.py
@@ -188,6 +190,38 @@ def test_a_file_whose_row_cannot_be_written_is_unreadable_and_the_scan_goes_on(
     assert catalog.integrity_check() == "ok"
 
 
+def test_a_scan_the_catalog_fails_leaves_nothing_behind_for_the_next(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches are parsed while earlier ones are written (issue 17). When the
+    catalog itself fails a write (disk full, I/O error), the scan stops, and the
+    next scan catalogs and counts each file left once, none twice."""
+    lib = tmp_path / "lib"
+    total = 4 * 256 + 10
+    for i in range(total):
+        make_wav(lib / f"d{i // 100:02d}" / f"{i}.wav", title=f"T{i}", artist="A")
+    real = catalog.upsert_file
+    calls = 0
+
+    def failing(scanned: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 400:  # in the second batch written, with later ones parsed
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(scanned)
+
+    sc = scanner(catalog, workers=1)
+    monkeypatch.setattr(catalog, "upsert_file", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        sc.scan(LocalOrigin("lib", lib))
+    monkeypatch.setattr(catalog, "upsert_file", real)
+    kept = len(list(catalog.tracks()))
+    assert 0 < kept < total  # the first batch was committed, the second was not
+    report = sc.scan(LocalOrigin("lib", lib))
+    assert (report.seen, report.added, report.changed) == (total, total - kept, 0)
+    assert len(tree(catalog)) == total
+
+
 def test_an_unreachable_origin_keeps_its_files(
     tmp_path: Path, catalog: Catalog, make_wav: MakeWav
 ) -> None:
@@ -250,6 +284,19 @@ def test_the_whole_realworld_corpus_scans_without_an_exception(
     assert report.seen > 80
     assert 0 < report.unreadable < report.seen
     assert catalog.integrity_check() == "ok"
+
+
+def test_a_batch_is_read_as_each_of_its_files_alone_is(tmp_path: Path, corpus: Path) -> None:
+    """Workers open each file once and ask the disk for all of a window's reads
+    first (issue 17): tags, identities and the reasons files are unreadable
+    stay what reading every file alone gives, a file gone meanwhile included."""
+    paths = sorted(str(p) for p in corpus.rglob("*") if p.is_file())
+    paths.insert(len(paths) // 2, str(tmp_path / "vanished.flac"))
+    assert len(paths) > 2 * scanner_module._AHEAD  # several windows
+    alone = [scanner_module.parse_file(p) for p in paths]
+    assert scanner_module.parse_files(paths) == alone
+    assert any(p.error for p in alone)
+    assert any(p.audio_id for p in alone)
 
 
 def test_hidden_files_are_scanned_only_with_include_hidden_and_appledouble_never(

@@ -160,6 +160,15 @@ class Identity(Part):
                 self._depart(file_id, row[2], origin, relpath)
         return heirs
 
+    def may_adopt(self) -> bool:
+        """Whether `adopt` could give anything to a file arriving now: some
+        departed file's data waits, or some file has overrides to copy. False
+        on the first scan of a library, whose files then skip its queries."""
+        row = self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM departed) OR EXISTS (SELECT 1 FROM overrides)"
+        ).fetchone()
+        return bool(row[0])
+
     def adopt(self, file_id: int) -> Moved | None:
         """Give a file that just arrived the user data its audio left behind, if
         any; else a copy of the overrides of the same audio on another origin."""

@@ -19,6 +19,27 @@ from musicfs.core.catalog.rows import KnownFile, Part, Track, replica_key, split
 from musicfs.core.model import TAG_FIELDS, ScannedFile
 
 
+def _upsert_sql() -> str:
+    """The statement of `Tracks.upsert_file` (made once: a scan runs it per file)."""
+    cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "ctime_ns")
+    cols += ("format", "error")
+    cols += ("scanned_at", "replica_key", "content_hash", "audio_id", *TAG_FIELDS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:] if c != "audio_id")
+    # A file that could not be read this time (a network hiccup) keeps the
+    # identity it had: else, moved later, it would lose its user data.
+    updates += (
+        ", audio_id = CASE WHEN excluded.error IS NULL THEN excluded.audio_id "
+        "ELSE files.audio_id END"
+    )
+    return (
+        f"INSERT INTO files ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT (origin, reldir, name) DO UPDATE SET {updates} RETURNING id"
+    )
+
+
+_UPSERT = _upsert_sql()
+
+
 class Tracks(Part):
     """Reading and writing file rows."""
 
@@ -131,9 +152,6 @@ class Tracks(Part):
     def upsert_file(self, scanned: ScannedFile) -> int:
         """Insert or update the row of a scanned file; return its id."""
         reldir, name = split_relpath(scanned.relpath)
-        cols: tuple[str, ...] = ("origin", "reldir", "name", "size", "mtime_ns", "ctime_ns")
-        cols += ("format", "error")
-        cols += ("scanned_at", "replica_key", "content_hash", "audio_id", *TAG_FIELDS)
         values: Sequence[Any] = (
             scanned.origin,
             reldir,
@@ -149,18 +167,7 @@ class Tracks(Part):
             scanned.audio_id,
             *scanned.tags.as_row(),
         )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[3:] if c != "audio_id")
-        # A file that could not be read this time (a network hiccup) keeps the
-        # identity it had: else, moved later, it would lose its user data.
-        updates += (
-            ", audio_id = CASE WHEN excluded.error IS NULL THEN excluded.audio_id "
-            "ELSE files.audio_id END"
-        )
-        row = self._conn.execute(
-            f"INSERT INTO files ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-            f"ON CONFLICT (origin, reldir, name) DO UPDATE SET {updates} RETURNING id",
-            values,
-        ).fetchone()
+        row = self._conn.execute(_UPSERT, values).fetchone()
         return int(row[0])
 
     def delete_file(self, file_id: int) -> None:

@@ -17,6 +17,7 @@ caches.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import io
@@ -67,6 +68,10 @@ _MUTAGEN_FORMATS = frozenset(AUDIO_EXTENSIONS)
 # worker processes costs more than it saves.
 _POOL_THRESHOLD = 64
 _BATCH = 256
+# Batches being parsed while the one before them is written: with two, the
+# workers still have one to parse while this thread walks the next folders
+# (with one, they would wait for the walk, and the walk for them).
+_IN_FLIGHT = 2
 _REMOTE_BUFFER = 64 * 1024  # tags usually fit in the first request
 _REMOTE_THREADS = 8  # files of a remote origin whose tags are read at once
 
@@ -129,8 +134,81 @@ def parse_remote(
 
 
 def parse_files(paths: list[str]) -> list[Parsed]:
-    """`parse_file` for several files: one round trip to a worker process for all."""
-    return [parse_file(p) for p in paths]
+    """`parse_file` for several files: one round trip to a worker process for all.
+
+    The files are opened `_AHEAD` at a time, the disk is asked for what parsing
+    will read of all of them at once (`prefetch`), and each is then parsed
+    through the descriptor it was opened with: one open a file, not three."""
+    results: list[Parsed] = []
+    for start in range(0, len(paths), _AHEAD):
+        window = paths[start : start + _AHEAD]
+        fds = prefetch(window)
+        try:
+            results += [
+                parse_file(path) if fd is None else parse_open(path, fd)
+                for path, fd in zip(window, fds, strict=True)
+            ]
+        finally:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+    return results
+
+
+def parse_open(path: str, fd: int) -> Parsed:
+    """`parse_file` of the file at *path*, open for reading as *fd* (left open)."""
+    from musicfs.core.tags.identity import audio_identity_of
+    from musicfs.core.tags.reader import UnreadableFile, read_tags
+
+    try:
+        with open(fd, "rb", closefd=False) as file:
+            tags = read_tags(path, file)
+    except UnreadableFile as exc:
+        return Parsed(TrackTags(), str(exc))
+    except Exception as exc:  # pragma: no cover - read_tags already catches
+        return Parsed(TrackTags(), f"{type(exc).__name__}: {exc}")
+    return Parsed(tags, None, audio_identity_of(path, fd))
+
+
+# Files opened and prefetched together by a worker: enough reads in flight to
+# keep the disk busy, few enough descriptors whatever a folder holds.
+_AHEAD = 32
+# What parsing reads of a file, asked of the disk ahead (`prefetch`): its head
+# (ID3v2 or FLAC metadata blocks, the first audio frames), the middle (the
+# identity's middle sample, near the middle of the file unless the header is
+# huge) and the tail (ID3v1/APEv2 tags, the identity's last sample). Wider
+# windows cost more than they save: what a window misses is read on demand.
+_HEAD = 32 * 1024
+_AROUND_MIDDLE = 8 * 1024
+_TAIL = 8 * 1024
+
+
+def prefetch(paths: Sequence[str]) -> list[int | None]:
+    """Open *paths* and ask the kernel to read now, all at once, the parts that
+    parsing them will read; return their descriptors (None: could not be opened,
+    `parse_file` then says why). With cold caches parsing waits on the disk
+    three times a file (head, middle, tail), one read after the other; asked
+    for together, the disk serves a window's reads in parallel. Only a hint:
+    whatever it misses is read on demand."""
+    fds: list[int | None] = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            fds.append(None)
+            continue
+        fds.append(fd)
+        try:
+            size = os.fstat(fd).st_size
+            os.posix_fadvise(fd, 0, _HEAD, os.POSIX_FADV_WILLNEED)
+            if size > _HEAD:
+                middle = max(_HEAD, size // 2 - _AROUND_MIDDLE)
+                os.posix_fadvise(fd, middle, 2 * _AROUND_MIDDLE, os.POSIX_FADV_WILLNEED)
+                tail = max(_HEAD, size - _TAIL)
+                os.posix_fadvise(fd, tail, size - tail, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # a hint only: parsing will say what is wrong with the file
+    return fds
 
 
 def exit_with_parent(parent: int) -> None:
@@ -241,10 +319,11 @@ class Scanner:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self.report: ScanReport | None = None  # of the scan running (or last run)
-        self._inflight: (
-            tuple[Origin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]] | None
-        ) = None
+        self._inflight: collections.deque[
+            tuple[Origin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]]
+        ] = collections.deque()
         self.cancelled = False
+        self._adopting = True  # whether a file written now may take over user data
 
     def close(self) -> None:
         if self._pool is not None:
@@ -408,11 +487,12 @@ class Scanner:
     def _ingest(
         self, origin: Origin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
     ) -> None:
-        """Start parsing *batch*, then write the batch parsed before it.
+        """Start parsing *batch*, then write the oldest batch being parsed once
+        more than `_IN_FLIGHT` are.
 
         Parsing (worker processes) and writing (this thread) overlap: while the
-        workers read the tags of one batch, the previous one goes to SQLite.
-        Call `_drain` once the last batch has been handed in.
+        workers read the tags of the later batches, an earlier one goes to
+        SQLite. Call `_drain` once the last batch has been handed in.
         """
         relpaths = [relpath for relpath, _, _ in batch]
         parsers = [self._plugin_parser(relpath) for relpath in relpaths]
@@ -422,15 +502,34 @@ class Scanner:
             parsing = self._submit(local)
         else:  # remote files, or formats only a plugin (in this process) can read
             parsing = self._submit_remote(origin, relpaths, parsers)
-        self._drain(report)
-        self._inflight = (origin, list(batch), parsing)
+        self._inflight.append((origin, list(batch), parsing))
+        while len(self._inflight) > _IN_FLIGHT:
+            self._write_parsed(report)
 
     def _drain(self, report: ScanReport) -> None:
-        """Write the batch that is being parsed, once its tags are in."""
-        if self._inflight is None:
-            return
-        origin, batch, parsing = self._inflight
-        self._inflight = None
+        """Write the batches that are being parsed, once their tags are in."""
+        while self._inflight:
+            self._write_parsed(report)
+
+    def _write_parsed(self, report: ScanReport) -> None:
+        """Write the oldest batch being parsed, once its tags are in."""
+        try:
+            self._write_batch(*self._inflight.popleft(), report)
+        except BaseException:
+            # The scan fails here (the sync loop tries again later): the batches
+            # after this one go too, not into the next scan's report; that scan
+            # finds their files unwritten and parses them again.
+            self._inflight.clear()
+            raise
+
+    def _write_batch(
+        self,
+        origin: Origin,
+        batch: list[tuple[str, FileStat, bool]],
+        parsing: Callable[[], list[Any]],
+        report: ScanReport,
+    ) -> None:
+        """Write one parsed batch: rows, places in the tree, the report's counts."""
         results = parsing()
         scanned = [
             ScannedFile(origin.id, relpath, st, format_of(relpath), tags, error, audio_id)
@@ -475,6 +574,9 @@ class Scanner:
         written: list[ScannedFile] = []
         moved: list[Moved] = []
         with self.catalog.transaction():
+            # Nothing departed, no overrides: no file of this batch can take
+            # anything over, so none asks (four queries a file saved).
+            self._adopting = self.catalog.may_adopt()
             for item, arrived in zip(batch, new, strict=True):
                 if careful:
                     written.append(self._write_or_record(item, arrived, changes, moved))
@@ -509,7 +611,7 @@ class Scanner:
         """The row of one scanned file (a new one takes over the user data its
         audio left behind), and its place in the tree."""
         file_id = self.catalog.upsert_file(scanned)
-        if arrived and scanned.audio_id is not None:
+        if arrived and scanned.audio_id is not None and self._adopting:
             took = self.catalog.adopt(file_id)
             if took is not None:
                 moved.append(took)
@@ -592,7 +694,7 @@ class Scanner:
     def _submit(self, paths: list[str]) -> Callable[[], list[Parsed]]:
         """Start reading the tags of *paths*; return a function that waits for them."""
         if len(paths) < _POOL_THRESHOLD or self.workers <= 1:
-            results = [parse_file(p) for p in paths]
+            results = parse_files(paths)
             return lambda: results
         if self._pool is None:
             # spawn, not fork: the daemon has threads (FUSE, gRPC) that fork would copy mid-flight.

@@ -63,20 +63,27 @@ def audio_identity(read: RangedRead, size: int, fmt: str) -> str | None:
     return f"{length:x}-{digest.hexdigest()}"
 
 
-def audio_identity_of(path: str) -> str | None:
-    """The identity of the local file at *path*; None if it cannot be read."""
-    fmt = os.path.splitext(path)[1].lstrip(".").lower()
+def audio_identity_of(path: str, fd: int | None = None) -> str | None:
+    """The identity of the local file at *path* (read through *fd*, a descriptor
+    of it open for reading, when given); None if it cannot be read."""
     try:
+        if fd is not None:
+            return _identity_of_fd(path, fd)
         with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-
-            def read(offset: int, length: int) -> bytes:
-                return os.pread(file.fileno(), length, offset)
-
-            return audio_identity(read, size, fmt)
+            return _identity_of_fd(path, file.fileno())
     except OSError as exc:
         log.debug("no audio identity for %s: %s", path, exc)
         return None
+
+
+def _identity_of_fd(path: str, fd: int) -> str | None:
+    fmt = os.path.splitext(path)[1].lstrip(".").lower()
+    size = os.fstat(fd).st_size
+
+    def read(offset: int, length: int) -> bytes:
+        return os.pread(fd, length, offset)
+
+    return audio_identity(read, size, fmt)
 
 
 def _with_tail(read: RangedRead, size: int) -> RangedRead:
