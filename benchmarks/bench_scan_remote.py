@@ -147,10 +147,10 @@ def _through(target: tuple[str, int], rtt_ms: int) -> Iterator[tuple[str, int]]:
     if not rtt_ms:
         yield target
         return
-    from tests.servers.delayproxy import delay_proxy
+    from tests.servers.delayproxy import delay_proxy_process
 
-    with delay_proxy(target, rtt_ms / 2) as proxy:
-        yield proxy.host, proxy.port
+    with delay_proxy_process(target, rtt_ms / 2) as where:
+        yield where
 
 
 # -- MusicFS ----------------------------------------------------------------------------------

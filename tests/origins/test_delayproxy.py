@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.servers.delayproxy import delay_proxy
+from tests.servers.delayproxy import delay_proxy, delay_proxy_process
 
 
 @pytest.fixture
@@ -110,3 +110,14 @@ def test_a_server_that_refuses_closes_the_client(echo: tuple[str, int]) -> None:
         socket.create_connection((proxy.host, proxy.port), timeout=10) as sock,
     ):
         assert sock.recv(16) == b""
+
+
+def test_the_proxy_in_a_process_of_its_own_delays_and_passes_bytes(echo: tuple[str, int]) -> None:
+    payload = os.urandom(1_000_000)
+    with delay_proxy_process(echo, 50) as where:
+        with socket.create_connection(where, timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(b"ping")
+            assert sock.recv(16) == b"ping"
+            assert time.monotonic() - started >= 0.1
+        assert _exchange(where, payload) == payload

@@ -29,7 +29,7 @@ from musicfs.core.origins import LocalOrigin, Origin
 from musicfs.core.origins.federation import Federation, OriginLimits
 from musicfs.core.origins.s3 import S3Origin
 from musicfs.core.origins.sftp import SFTPOrigin
-from musicfs.core.sync.scanner import Scanner, ScanReport
+from musicfs.core.sync.scanner import Scanner, ScanReport, parse_file, read_remote
 from tests.servers.s3 import moto_server_executable, s3_server
 from tests.servers.sshd import sshd_server
 
@@ -148,3 +148,36 @@ def test_sftp_first_scan_opens_each_file_once_reads_little_and_matches_a_local_s
             assert read[0] < path.stat().st_size / 4, path
     # The open, then the head, middle and end pipelined in one round trip.
     assert report.remote.round_trips == 2 * report.remote.files == 16
+
+
+def test_tags_longer_than_the_head_cost_a_few_more_reads_and_read_the_same(
+    tmp_path: Path,
+) -> None:
+    """A FLAC and an MP3 with a 300 KB cover in their tags (longer than the
+    first read): the reads past it fetch the rest; tags and identity are what a
+    local scan reads, and the file is still not read whole."""
+    import mutagen.flac
+    import mutagen.id3
+
+    cover = bytes(range(256)) * 1200
+    flac, mp3 = tmp_path / "c.flac", tmp_path / "c.mp3"
+    _encode(flac, 8, "-c:a", "flac", title="Covered", artist="A")
+    _encode(mp3, 30, "-c:a", "libmp3lame", "-b:a", "192k", title="Covered", artist="A")
+    picture = mutagen.flac.Picture()
+    picture.type, picture.mime, picture.data = 3, "image/jpeg", cover
+    audio = mutagen.flac.FLAC(flac)
+    audio.add_picture(picture)
+    audio.save()
+    tags = mutagen.id3.ID3(mp3)
+    tags.add(mutagen.id3.APIC(encoding=3, mime="image/jpeg", type=3, desc="", data=cover))
+    tags.save(mp3)
+    origin = LocalOrigin("l", tmp_path)
+    for path in (flac, mp3):
+        with origin.open_listed(path.name, origin.stat(path.name)) as opened:
+            parsed, traffic = read_remote(opened, path.name)
+        local = parse_file(str(path))
+        assert parsed == local, path.name
+        assert parsed.tags.has_art
+        assert parsed.audio_id
+        assert traffic.requests <= opened.open_requests + 3 + 3, path.name
+        assert traffic.bytes < len(cover) + 256 * 1024 < path.stat().st_size, path.name

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 _CHUNK = 256 * 1024
 
@@ -217,3 +218,41 @@ def delay_proxy(target: tuple[str, int], delay_ms: float) -> Iterator[DelayProxy
         yield proxy
     finally:
         proxy.stop()
+
+
+@contextlib.contextmanager
+def delay_proxy_process(target: tuple[str, int], delay_ms: float) -> Iterator[tuple[str, int]]:
+    """`delay_proxy` in a process of its own (the bench's: a proxy thread in a
+    process whose other threads keep the GIL busy would add its own waits);
+    yields where it listens. Killed on exit."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tests.servers.delayproxy", target[0], str(target[1]),
+               str(delay_ms)]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[2])
+    process = subprocess.Popen(
+        command, cwd=root, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        yield "127.0.0.1", port
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _main() -> None:
+    """``python -m tests.servers.delayproxy HOST PORT DELAY_MS``: prints the
+    proxy's port, then serves until killed."""
+    import sys
+
+    host, port, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    with delay_proxy((host, port), delay) as proxy:
+        print(proxy.port, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    _main()

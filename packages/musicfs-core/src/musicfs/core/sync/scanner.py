@@ -37,7 +37,7 @@ from musicfs.core.catalog.store import Catalog, Track, join_relpath
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.extensions import Extensions, TagParser
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
-from musicfs.core.origins.base import Origin, OriginFile
+from musicfs.core.origins.base import DirListing, Origin, OriginFile
 from musicfs.core.origins.federation import Federation
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.playlists import PLAYLIST_EXTENSIONS, PlaylistSync, is_playlist
@@ -75,12 +75,20 @@ _BATCH = 256
 # `_remote_ranges`). A second request only where that was not enough: tags
 # longer than the head (a large cover), an MP4 moov at the end.
 _REMOTE_HEAD = 64 * 1024
+# The longest header (tags before the audio) the guess of the middle sample
+# allows for: tags without pictures take a few KiB; a longer header costs one
+# more read of that sample, a wider guess would cost bytes on every file.
+_REMOTE_HEADER_GUESS = 16 * 1024
 _REMOTE_MISS = 64 * 1024  # the least a read past the prefetched ranges asks for
 # Files of a remote origin read at once: sized for latency (at 20 ms a round
 # trip, 32 in flight keep ~1,600 requests a second going); the origin's
 # max_requests (federation) still bounds its requests in flight. Memory: about
 # 100 KiB a file in flight.
 _REMOTE_THREADS = 32
+# Folders of an origin that is not a local disk listed ahead of the walk, at
+# once: a listing costs a round trip or more (SFTP: four), and a library has a
+# folder per album, so listing one at a time would cost more than reading the tags.
+_LIST_AHEAD = 16
 
 
 class Parsed(NamedTuple):
@@ -192,15 +200,16 @@ class PrefetchedReader(io.RawIOBase):
 def _remote_ranges(size: int) -> list[tuple[int, int]]:
     """What to read of a remote file of *size* bytes first: its head, its tail
     and where the identity's middle sample will be. That sample sits halfway
-    through the audio payload, whose start (the header's length, up to the
-    head's) and end (before trailing tags) are not known yet: the range covers
-    every place it can be in then. Overlapping ranges are merged."""
+    through the audio payload, whose start (the header's length) and end
+    (before trailing tags) are not known yet: the range covers every place it
+    can be in for a header of up to `_REMOTE_HEADER_GUESS` bytes and trailing
+    tags that fit the tail. Overlapping ranges are merged."""
     from musicfs.core.tags.identity import SAMPLE, TAIL
 
     head = (0, min(size, _REMOTE_HEAD))
     tail_start = max(0, size - TAIL)
     middle_from = max(0, (size - TAIL - SAMPLE) // 2)
-    middle_to = min(size, (_REMOTE_HEAD + size - SAMPLE) // 2 + SAMPLE)
+    middle_to = min(size, (_REMOTE_HEADER_GUESS + size - SAMPLE) // 2 + SAMPLE)
     wanted = sorted([head, (middle_from, middle_to - middle_from), (tail_start, size - tail_start)])
     merged: list[tuple[int, int]] = []
     for offset, length in wanted:
@@ -396,6 +405,8 @@ class Scanner:
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._listers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._listed: dict[str, concurrent.futures.Future[DirListing]] = {}
         self.report: ScanReport | None = None  # of the scan running (or last run)
         self._inflight: (
             tuple[Origin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]] | None
@@ -409,6 +420,9 @@ class Scanner:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+        if self._listers is not None:
+            self._listers.shutdown(wait=True, cancel_futures=True)
+            self._listers = None
 
     def scan(self, origin: Origin) -> ScanReport:
         """Walk *origin* and update the catalog; return what changed."""
@@ -505,7 +519,9 @@ class Scanner:
     ) -> None:
         """Visit *roots* and every folder below them, ingesting in batches."""
         stack = list(reversed(roots))
+        self._listed.clear()  # listings started by a walk that failed half way are stale
         while stack and not self.cancelled:
+            self._list_ahead(origin, stack)
             reldir = stack.pop()
             subdirs = self._visit(origin, reldir, pending, report)
             if subdirs is None:
@@ -517,6 +533,7 @@ class Scanner:
                 self._ingest(origin, pending, report)
                 pending.clear()
             self.progress.update(report)
+        self._listed.clear()
 
     def _visit(
         self,
@@ -528,7 +545,7 @@ class Scanner:
         """Compare one folder with the catalog: queue new and changed files, drop
         vanished ones. Returns its subfolders, or None if it could not be listed."""
         try:
-            listing = self._call(origin, lambda: origin.list_dir(reldir, self.extensions))
+            listing = self._list(origin, reldir)
         except FileNotFoundError:
             # The folder is gone (the origin answered): so are its files.
             self._remove(self.catalog.files_under(origin.id, reldir), report)
@@ -560,6 +577,27 @@ class Scanner:
         if gone:
             self._remove([known[n].id for n in gone], report)
         return listing.subdirs
+
+    def _list(self, origin: Origin, reldir: str) -> DirListing:
+        """The listing of *reldir*: the one `_list_ahead` started, else made now."""
+        ahead = self._listed.pop(reldir, None)
+        if ahead is not None:
+            return ahead.result()
+        return self._call(origin, lambda: origin.list_dir(reldir, self.extensions))
+
+    def _list_ahead(self, origin: Origin, stack: list[str]) -> None:
+        """Start listing the folders the walk visits next (the top of *stack*),
+        unless *origin* is a local disk (its listings are quick)."""
+        if origin.inline:
+            return
+        if self._listers is None:
+            self._listers = concurrent.futures.ThreadPoolExecutor(
+                _LIST_AHEAD, thread_name_prefix="musicfs-list"
+            )
+        for reldir in stack[-_LIST_AHEAD:]:
+            if reldir not in self._listed:
+                listing = functools.partial(origin.list_dir, reldir, self.extensions)
+                self._listed[reldir] = self._listers.submit(self._call, origin, listing)
 
     def _ingest(
         self, origin: Origin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
