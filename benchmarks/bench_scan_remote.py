@@ -17,7 +17,8 @@ and RTT, in the same run:
   threads); SFTP, 32 KiB reads/s of open files (paramiko, one connection per
   thread, as many as MusicFS's SFTP connections), and for context
   open + read + close per second; ``ratio`` = musicfs tracks/s over ceiling/s
-  (target >= 0.6);
+  (target >= 0.6); ``server_use`` = the scan's own requests (S3) or round
+  trips (SFTP) per second over the ceiling: how hard it drives the server;
 * ``beets``: on S3, ``beet import -A`` (tags only, no autotagging, a throwaway
   config and library) over an ``rclone mount`` of the same bucket, on the
   first `BEETS_TRACKS` tracks (beets reads one file at a time: its rate is
@@ -223,9 +224,11 @@ def _s3_at(ctx: Any, s3: Any, rtt: int, n: int, *, keys: list[str], root: Path) 
         for label, workers in (("ceiling", CONCURRENCY), ("ceiling_3x", 3 * CONCURRENCY)):
             out[label] = {"ranged_gets_per_s": round(_s3_ceiling(s3, endpoint, keys, workers), 1),
                           "concurrency": workers}  # fmt: skip
-        out["ratio"] = round(
-            out["musicfs"]["tracks_per_s"] / out["ceiling"]["ranged_gets_per_s"], 3
-        )
+        gets = out["ceiling"]["ranged_gets_per_s"]
+        out["ratio"] = round(out["musicfs"]["tracks_per_s"] / gets, 3)
+        # How hard the scan drives the server: its GETs/s over the bare client's.
+        mine = out["musicfs"]["tracks_per_s"] * out["musicfs"]["requests_per_track"]
+        out["server_use"] = round(mine / gets, 3)
         ctx.log(
             f"    musicfs {out['musicfs']['tracks_per_s']:.0f} tracks/s "
             f"({out['musicfs']['requests_per_track']} requests, "
@@ -271,6 +274,9 @@ def _sftp_at(ctx: Any, server: Any, rtt: int, n: int, files: list[Path]) -> dict
         out["ceiling"] = {"ranged_reads_per_s": round(reads, 1), "concurrency": SFTP_CONNECTIONS,
                           "open_read_close_per_s": round(opens, 1)}  # fmt: skip
         out["ratio"] = round(out["musicfs"]["tracks_per_s"] / reads, 3)
+        # Round trips on the sessions per second, over the bare client's reads/s.
+        mine = out["musicfs"]["tracks_per_s"] * out["musicfs"]["round_trips_per_track"]
+        out["server_use"] = round(mine / reads, 3)
         ctx.log(
             f"    musicfs {out['musicfs']['tracks_per_s']:.0f} tracks/s "
             f"({out['musicfs']['round_trips_per_track']} round trips a track); bare paramiko "
@@ -412,7 +418,8 @@ def verdict_rows(results: dict[str, Any], row: Callable[..., None]) -> None:
                 values,
                 ">= 0.6x server ceiling",
                 r["ratio"] >= 0.6,
-                f"ratio {r['ratio']}; {r['musicfs']['requests_per_track']} requests, "
+                f"ratio {r['ratio']} (server use {r.get('server_use')}); "
+                f"{r['musicfs']['requests_per_track']} requests, "
                 f"{r['musicfs']['round_trips_per_track']} round trips, "
                 f"{r['musicfs']['kib_per_track']} KiB a track; floor column = bare client "
                 "ops/s; rclone column = beets over rclone",
