@@ -421,7 +421,8 @@ class Scanner:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
         if self._listers is not None:
-            self._listers.shutdown(wait=True, cancel_futures=True)
+            # Not waited for: a listing of a share that hangs must not hang closing.
+            self._listers.shutdown(wait=False, cancel_futures=True)
             self._listers = None
 
     def scan(self, origin: Origin) -> ScanReport:
