@@ -41,11 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data
 import bench_measure as bm
 from bench_mounts import Mount, Mounter, musicfs_status, wait_idle
+from bench_scan_remote import bench_scan_remote
+from bench_scan_remote import verdict_rows as remote_scan_rows
 from bench_shared import bench_shared
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-SECTIONS = ("mount", "stat", "readdir", "walk", "read", "scan", "shared")
+SECTIONS = ("mount", "stat", "readdir", "walk", "read", "scan", "shared", "remote-scan")
 FUSE_PEERS = ("mergerfs", "rclone", "floor")
 PEER_LABEL = {"mergerfs": "mergerfs", "rclone": "rclone", "floor": "py floor"}
 #: Every system beside MusicFS a row may show: the peers, and "before" (--before).
@@ -77,6 +79,8 @@ class Settings:
     before: str | None
     cache_root: Path
     output: Path | None
+    #: tracks of the remote-scan section (bench_scan_remote.py)
+    remote_tracks: int = 500
 
 
 @dataclass
@@ -997,6 +1001,10 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
         _shared_rows(r.get("shared"), row)
     except (KeyError, TypeError, ValueError) as exc:
         _no_verdict(rows, exc)
+    try:
+        remote_scan_rows(r.get("remote-scan") or {}, row)
+    except (KeyError, TypeError, ValueError) as exc:
+        _no_verdict(rows, exc)
     for kind in ("musicfs", *OTHERS):
         after = [_get(r, sec, kind, "rss_after_mib") for sec in ("stat", "readdir", "walk", "read")]
         after = [a for a in after if a is not None]
@@ -1265,6 +1273,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--big-dir", type=int, help="entries of the big directory (default 100000)")
     p.add_argument("--big-file-mib", type=int, help="size of the sequential-read file")
     p.add_argument("--scan-files", type=int)
+    p.add_argument(
+        "--remote-tracks", type=int, help="tracks of the remote-scan section (default 500)"
+    )
     p.add_argument("--mount-repeats", type=int, help="warm mounts per catalog size (default 3)")
     p.add_argument(
         "--rounds", type=int, help="fresh mounts per system for stat/readdir/walk (default 5)"
@@ -1323,6 +1334,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         sections=sections,
         cache_root=a.cache_root,
         output=a.output,
+        remote_tracks=pick(a.remote_tracks, 500, 100),
     )
 
 
@@ -1436,7 +1448,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["before"] = {"command": s.before, "version": version([s.before, "--version"])}
     interrupted = False
     try:
-        if any(sec not in ("scan", "shared") for sec in s.sections):
+        if any(sec not in ("scan", "shared", "remote-scan") for sec in s.sections):
             ctx.lib = bench_data.bench_library(
                 s.cache_root,
                 tree=s.tree_files,
@@ -1453,6 +1465,7 @@ def main(argv: list[str] | None = None) -> int:
             "read": bench_read,
             "scan": bench_scan,
             "shared": bench_shared,
+            "remote-scan": bench_scan_remote,
         }
         for sec in s.sections:
             t = time.perf_counter()

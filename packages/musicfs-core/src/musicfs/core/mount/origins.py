@@ -55,7 +55,8 @@ def build_origin(
             access_key=credentials.get(config.id, "access_key"),
             secret_key=credentials.get(config.id, "secret_key"),
             timeout=timeout,
-            max_connections=max(1, config.max_requests),
+            # A scan reads a file with three GETs at once (one request slot):
+            max_connections=3 * max(1, config.max_requests),
         )
     if config.type == "sftp":
         from musicfs.core.origins.sftp import SFTPOrigin

@@ -27,7 +27,7 @@ import abc
 import errno
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -97,10 +97,21 @@ class OriginFile(abc.ABC):
 
     size: int
     mtime_ns: int
+    #: Requests to the origin that opening it cost (a scan reports them: S3's
+    #: HeadObject, SFTP's open; 0 for an S3 object opened from its listing).
+    open_requests: int = 1
+    #: `read_ranges` asks for all its ranges at once (one round trip), not in turn.
+    ranges_at_once: bool = False
 
     @abc.abstractmethod
     def read(self, offset: int, size: int) -> bytes:
         """Up to *size* bytes at *offset*; fewer only at the end of the file."""
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each ``(offset, size)`` of *ranges*, as `read` gives them.
+        An origin that can ask for several ranges in one round trip does (SFTP
+        pipelines them); the others read them in turn."""
+        return [self.read(offset, size) for offset, size in ranges]
 
     def close(self) -> None:  # noqa: B027 - most files have nothing to release
         """Release what the open file holds (a descriptor, a pooled session)."""
@@ -164,6 +175,14 @@ class Origin(abc.ABC):
     @abc.abstractmethod
     def open(self, relpath: str) -> OriginFile:
         """Open one file for ranged reads."""
+
+    def open_listed(self, relpath: str, stat: FileStat) -> OriginFile:
+        """Open *relpath* as its listing described it (*stat*), for a scan: an
+        origin may then skip asking for the stat again (S3 makes no HeadObject,
+        SFTP no fstat). A read of a file that is no longer what was listed
+        raises `FileChanged` (or returns what is there, if the origin cannot
+        tell). By default, `open`."""
+        return self.open(relpath)
 
     def local_path(self, relpath: str) -> str | None:
         """A path the local kernel can open for *relpath*, if there is one (tags of

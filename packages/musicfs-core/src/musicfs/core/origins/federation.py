@@ -29,10 +29,11 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from musicfs.core.model import FileStat
 from musicfs.core.origins.base import Origin, OriginFile, OriginUnavailable
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,8 @@ class LimitedFile(OriginFile):
         self._origin = origin
         self._file = file
         self.size, self.mtime_ns = file.size, file.mtime_ns
+        self.open_requests = file.open_requests
+        self.ranges_at_once = file.ranges_at_once
 
     @property
     def origin_id(self) -> str:
@@ -142,6 +145,15 @@ class LimitedFile(OriginFile):
         if bucket is not None:
             bucket.take(len(data))
         return data
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """`OriginFile.read_ranges` as one request (one slot, retried as one)."""
+        request = functools.partial(self._file.read_ranges, ranges)
+        parts = self._federation.call(self._origin, request)
+        bucket = self._federation.buckets.get(self._origin.id)
+        if bucket is not None:
+            bucket.take(sum(map(len, parts)))
+        return parts
 
     def close(self) -> None:
         self._file.close()
@@ -234,6 +246,12 @@ class Federation:
     def open(self, origin_id: str, relpath: str, deadline: Deadline | None = None) -> LimitedFile:
         origin = self.origins[origin_id]
         return LimitedFile(self, origin, self.call(origin, lambda: origin.open(relpath), deadline))
+
+    def open_listed(self, origin_id: str, relpath: str, stat: FileStat) -> LimitedFile:
+        """`Origin.open_listed` within the origin's limits (for a scan)."""
+        origin = self.origins[origin_id]
+        opening = functools.partial(origin.open_listed, relpath, stat)
+        return LimitedFile(self, origin, self.call(origin, opening))
 
     # -- health ---------------------------------------------------------------------
 

@@ -23,11 +23,12 @@ this module is imported.
 from __future__ import annotations
 
 import calendar
+import concurrent.futures
 import contextlib
 import errno
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 from musicfs.core.model import FileStat
 from musicfs.core.origins.base import (
     DirListing,
+    FileChanged,
     Origin,
     OriginFile,
     OriginUnavailable,
@@ -88,7 +90,11 @@ class S3File(OriginFile):
     ``ESTALE``) instead of mixing bytes of two versions.
     """
 
-    def __init__(self, origin: S3Origin, relpath: str, head: dict[str, Any]) -> None:
+    ranges_at_once = True
+
+    def __init__(
+        self, origin: S3Origin, relpath: str, head: dict[str, Any], *, listed: bool = False
+    ) -> None:
         self._origin = origin
         self.relpath = relpath
         self.key = origin.key(relpath)
@@ -96,6 +102,10 @@ class S3File(OriginFile):
         self.mtime_ns = _mtime_ns(head["LastModified"])
         etag = head.get("ETag")
         self.etag: str | None = str(etag) if etag else None
+        # Opened from a listing (`S3Origin.open_listed`): no HeadObject was made;
+        # the first GET checks the object is still the one listed and pins its ETag.
+        self._listed = listed
+        self.open_requests = 0 if listed else 1
         # Read-ahead for a sequential reader: one GET per request would cost a
         # round trip per 128 KiB (3 MiB/s at 40 ms each); a window that doubles
         # while reads follow on, like the kernel's readahead, costs a few.
@@ -131,8 +141,9 @@ class S3File(OriginFile):
             "Key": self.key,
             "Range": f"bytes={offset}-{last}",
         }
-        if self.etag:
-            params["IfMatch"] = self.etag
+        pinned = self.etag  # (read_ranges: a GET of a listed file may set it meanwhile)
+        if pinned:
+            params["IfMatch"] = pinned
         with self._origin.errors(self.relpath):
             response = self._origin.client.get_object(**params)
             body = response["Body"]
@@ -140,10 +151,43 @@ class S3File(OriginFile):
                 data = bytes(body.read())
             finally:
                 body.close()
+        if self._listed:
+            self._pin(response)
         want = last - offset + 1
         if len(data) > want and not response.get("ContentRange"):
             data = data[offset : last + 1]  # a store that ignored Range sent it all
         return data
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """One GET per range, all at once (the origin's helper threads): the
+        ranges of a scan cost one round trip. Not kept for read-ahead."""
+        ranges = [(max(0, offset), min(size, self.size - offset)) for offset, size in ranges]
+        if len(ranges) <= 1:
+            return [self._get(o, n) if n > 0 else b"" for o, n in ranges]
+        later = [
+            self._origin.helpers().submit(self._get, o, n) if n > 0 else None for o, n in ranges[1:]
+        ]
+        offset, size = ranges[0]
+        first = self._get(offset, size) if size > 0 else b""
+        return [first, *(b"" if f is None else f.result() for f in later)]
+
+    def _pin(self, response: dict[str, Any]) -> None:
+        """After a GET of a file opened from its listing, with no ETag to make it
+        conditional: fail if the object is not the one listed (size,
+        modification time) or another GET saw another version, else make the
+        later GETs conditional on its ETag, as an open's HeadObject would."""
+        total = str(response.get("ContentRange") or "").rpartition("/")[2]
+        size = int(total) if total.isdigit() else None
+        modified = response.get("LastModified")
+        etag = response.get("ETag")
+        if (
+            (size is not None and size != self.size)
+            or (modified is not None and _mtime_ns(modified) != self.mtime_ns)
+            or (etag and self.etag and str(etag) != self.etag)
+        ):
+            raise FileChanged(self._origin.id, self.relpath)
+        if etag and self.etag is None:
+            self.etag = str(etag)
 
 
 class S3Origin(Origin):
@@ -203,6 +247,18 @@ class S3Origin(Origin):
         # One client for every thread: boto3 clients are thread-safe (sessions
         # are not, hence the session is used only here).
         self.client: Any = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self.max_connections = max_connections
+        self._helpers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._helpers_lock = threading.Lock()
+
+    def helpers(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads for the GETs `S3File.read_ranges` makes at once (made on first use)."""
+        with self._helpers_lock:
+            if self._helpers is None:
+                self._helpers = concurrent.futures.ThreadPoolExecutor(
+                    self.max_connections, thread_name_prefix=f"musicfs-s3-{self.id}"
+                )
+            return self._helpers
 
     @property
     def location(self) -> str:
@@ -272,8 +328,21 @@ class S3Origin(Origin):
     def open(self, relpath: str) -> S3File:
         return S3File(self, relpath, self._head(relpath))
 
+    def open_listed(self, relpath: str, stat: FileStat) -> S3File:
+        """No request: the listing gave the size and modification time; the
+        first read checks them (`FileChanged` if the object was replaced)."""
+        if not relpath.strip("/"):
+            raise IsADirectoryError(errno.EISDIR, f"origin {self.id!r}: the root is a folder")
+        modified = datetime.fromtimestamp(stat.mtime_ns // 1_000_000_000, UTC)
+        head = {"ContentLength": stat.size, "LastModified": modified}
+        return S3File(self, relpath, head, listed=True)
+
     def close(self) -> None:
         """Close pooled connections; the next request opens new ones."""
+        with self._helpers_lock:
+            helpers, self._helpers = self._helpers, None
+        if helpers is not None:
+            helpers.shutdown(wait=False, cancel_futures=True)
         self.client.close()
 
     @contextlib.contextmanager
@@ -311,6 +380,9 @@ class S3Origin(Origin):
                 return FileNotFoundError(errno.ENOENT, f"origin {self.id!r}: {where}: {detail}")
             if code in _FORBIDDEN or status == 403:
                 return PermissionError(errno.EACCES, f"origin {self.id!r}: {where}: {detail}")
+            if code == "InvalidRange" or status == 416:
+                # Only ranges inside the size we know are asked for: the object shrank.
+                return FileChanged(self.id, relpath)
             if code in _CHANGED or status == 412:
                 return OriginUnavailable(
                     self.id, f"{where} changed while open ({detail})", errno.ESTALE

@@ -53,7 +53,7 @@ import os
 import posixpath
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from musicfs.core.model import FileStat
@@ -77,6 +77,7 @@ from musicfs.core.origins.ssh import (
     close_client,
     fetch,
     open_session,
+    read_ranges,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class SFTPFile(OriginFile):
     one fetches a growing read-ahead window (`musicfs.core.origins.ssh.ReadAhead`).
     """
 
+    ranges_at_once = True
+
     def __init__(
         self,
         origin: SFTPOrigin,
@@ -122,6 +125,9 @@ class SFTPFile(OriginFile):
         self._lock = threading.Lock()
         self._closed = False
         self._ahead = ReadAhead(size)
+        #: Opened from a listing, for a scan (`SFTPOrigin.open_listed`): closed
+        #: without waiting for the server's reply.
+        self.listed = False
 
     def __repr__(self) -> str:
         return f"SFTPFile({self.origin.id!r}, {self.relpath!r})"
@@ -136,10 +142,22 @@ class SFTPFile(OriginFile):
                 raise ValueError(f"{self!r} is closed")
             return self._ahead.read(offset, size, self._fetch)
 
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """All of *ranges* in one round trip (their requests pipelined); not
+        kept in the read-ahead buffer."""
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"{self!r} is closed")
+            return self._on_handle(lambda handle: read_ranges(handle, ranges))
+
     def _fetch(self, offset: int, length: int) -> bytes:
         """*length* bytes at *offset* from the server (fewer at its end), on a
         new connection if the one this file held has dropped (once per read,
         as `SessionPool.run` does for calls that do not hold a session)."""
+        return self._on_handle(lambda handle: fetch(handle, offset, length))
+
+    def _on_handle(self, operation: Callable[[paramiko.SFTPFile], _T]) -> _T:
+        """*operation* on the open remote file (see `_fetch`)."""
         path = self.origin.remote_path(self.relpath)
         reopened = False
         while True:
@@ -153,7 +171,7 @@ class SFTPFile(OriginFile):
                 with session.lock:
                     if session.broken:
                         raise SessionLost
-                    return fetch(handle, offset, length)
+                    return operation(handle)
             except Exception as exc:
                 verdict = self.origin._judge(exc, session, path)
                 if verdict.lost or session.broken:
@@ -169,8 +187,8 @@ class SFTPFile(OriginFile):
         if session is not None:
             self.origin._pool.release(session)
         self._ahead.clear()
-        session, handle, st = self.origin._open_handle(self.relpath)
-        if (st.size, st.mtime_ns) != (self.size, self.mtime_ns):
+        session, handle, st = self.origin._open_handle(self.relpath, with_stat=True)
+        if st is None or (st.size, st.mtime_ns) != (self.size, self.mtime_ns):
             self.origin._close_handle(session, handle)
             raise OriginUnavailable(
                 self.origin.id,
@@ -188,7 +206,7 @@ class SFTPFile(OriginFile):
             session, handle = self._session, self._handle
             self._session = self._handle = None
         if session is not None and handle is not None:
-            self.origin._close_handle(session, handle)
+            self.origin._close_handle(session, handle, wait=not self.listed)
 
 
 class SFTPOrigin(Origin):
@@ -324,8 +342,17 @@ class SFTPOrigin(Origin):
         return _file_stat(self._run(path, lambda sftp: sftp.stat(path)))
 
     def open(self, relpath: str) -> SFTPFile:
-        session, handle, st = self._open_handle(relpath)
+        session, handle, st = self._open_handle(relpath, with_stat=True)
+        assert st is not None
         return SFTPFile(self, relpath, session, handle, size=st.size, mtime_ns=st.mtime_ns)
+
+    def open_listed(self, relpath: str, stat: FileStat) -> SFTPFile:
+        """One round trip (the open), no fstat: the listing gave the size and
+        modification time. (A file replaced since reads what is there now.)"""
+        session, handle, _ = self._open_handle(relpath, with_stat=False)
+        opened = SFTPFile(self, relpath, session, handle, size=stat.size, mtime_ns=stat.mtime_ns)
+        opened.listed = True
+        return opened
 
     def close(self) -> None:
         """Close every connection. Open files reconnect on their next read; the
@@ -349,11 +376,14 @@ class SFTPOrigin(Origin):
         judge = functools.partial(self._judge, path=path)
         return self._pool.run(on_session, judge, exclusive=True)
 
-    def _open_handle(self, relpath: str) -> tuple[_Session, paramiko.SFTPFile, FileStat]:
-        """Open *relpath* on a pooled session, which stays held (for `SFTPFile`)."""
+    def _open_handle(
+        self, relpath: str, *, with_stat: bool
+    ) -> tuple[_Session, paramiko.SFTPFile, FileStat | None]:
+        """Open *relpath* on a pooled session, which stays held (for `SFTPFile`);
+        with *with_stat*, its stat too (a second round trip)."""
         path = self.remote_path(relpath)
 
-        def open_on(pooled: _Session) -> tuple[_Session, paramiko.SFTPFile, FileStat]:
+        def open_on(pooled: _Session) -> tuple[_Session, paramiko.SFTPFile, FileStat | None]:
             sftp = pooled.session.sftp
             # bufsize 0: paramiko asks exactly for what is read; SFTPFile does
             # its own read-ahead.
@@ -362,6 +392,8 @@ class SFTPOrigin(Origin):
             except FileNotFoundError:
                 self._check_root(sftp)
                 raise
+            if not with_stat:
+                return pooled, handle, None
             try:
                 attrs = handle.stat()
             except OSError as exc:
@@ -392,12 +424,21 @@ class SFTPOrigin(Origin):
         except Exception as exc:  # the error that made us close it is the one to report
             log.debug("origin %s: closing a remote file: %s", self.id, exc)
 
-    def _close_handle(self, session: _Session, handle: paramiko.SFTPFile) -> None:
-        """Close a remote file (if its connection still works) and let go of its session."""
+    def _close_handle(
+        self, session: _Session, handle: paramiko.SFTPFile, *, wait: bool = True
+    ) -> None:
+        """Close a remote file (if its connection still works) and let go of its
+        session. Without *wait*, the close is sent and its reply left for the
+        session's next request to read past (a round trip saved per file a scan
+        reads; the server handles requests in order)."""
         try:
             with session.lock:
-                if not session.broken:
+                if session.broken:
+                    pass
+                elif wait or not hasattr(handle, "_close"):
                     handle.close()
+                else:
+                    handle._close(async_=True)
         except Exception as exc:
             if self._judge(exc, session, "close").lost:
                 self._pool.drop(session)

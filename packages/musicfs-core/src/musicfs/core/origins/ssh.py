@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 from musicfs.core.origins.base import OriginUnavailable
@@ -386,3 +386,65 @@ def read_pipelined(handle: paramiko.SFTPFile, offset: int, length: int) -> tuple
             break
         at += size
     return b"".join(parts), eof
+
+
+def read_ranges(handle: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """The bytes of each ``(offset, size)`` of *ranges* (fewer only at the end
+    of the file), every 32 KiB request of all of them in flight at once: the
+    head, middle and tail a scan reads cost one round trip, not three. A range
+    the server answered short is completed with `fetch`."""
+    if not can_pipeline(handle.sftp):
+        return [fetch(handle, offset, size) for offset, size in ranges]
+    from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
+
+    pipe = cast(_Pipeline, handle.sftp)
+    remote_handle = cast(bytes, handle.handle)
+    replies = _Replies()
+    chunks = [
+        (at, min(_REQUEST, offset + size - at))
+        for offset, size in ranges
+        for at in range(offset, offset + size, _REQUEST)
+    ]
+    todo = iter(chunks)
+    waiting: dict[int, tuple[int, int]] = {}  # request number -> (offset, size)
+    received: dict[tuple[int, int], bytes] = {}
+
+    def send() -> bool:
+        chunk = next(todo, None)
+        if chunk is None:
+            return False
+        number = pipe._async_request(replies, CMD_READ, remote_handle, int64(chunk[0]), chunk[1])
+        waiting[number] = chunk
+        return True
+
+    while len(waiting) < _IN_FLIGHT and send():
+        pass
+    while waiting:
+        while not replies.replies:
+            pipe._read_response()  # one reply; waits at most the channel timeout
+        for number, (kind, msg) in replies.replies.items():
+            chunk = waiting.pop(number)
+            if kind == CMD_DATA:
+                received[chunk] = msg.get_string()
+            elif kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
+                received[chunk] = b""
+            else:
+                text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
+                raise OSError(errno.EIO, f"read failed: {text}")
+            send()
+        replies.replies.clear()
+    out: list[bytes] = []
+    for offset, size in ranges:
+        parts: list[bytes] = []
+        at = offset
+        while at < offset + size:
+            want = min(_REQUEST, offset + size - at)
+            part = received.get((at, want), b"")
+            parts.append(part)
+            at += len(part)
+            if len(part) < want:
+                if part:  # answered short, not at the end: ask for the rest
+                    parts.append(fetch(handle, at, offset + size - at))
+                break
+        out.append(b"".join(parts))
+    return out

@@ -38,7 +38,7 @@ from musicfs.core.catalog.store import Catalog, Track, join_relpath
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.extensions import Extensions, TagParser
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
-from musicfs.core.origins.base import Origin, OriginFile, RangeReader
+from musicfs.core.origins.base import DirListing, Origin, OriginFile
 from musicfs.core.origins.federation import Federation
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.playlists import PLAYLIST_EXTENSIONS, PlaylistSync, is_playlist
@@ -72,8 +72,28 @@ _BATCH = 256
 # workers still have one to parse while this thread walks the next folders
 # (with one, they would wait for the walk, and the walk for them).
 _IN_FLIGHT = 2
-_REMOTE_BUFFER = 64 * 1024  # tags usually fit in the first request
-_REMOTE_THREADS = 8  # files of a remote origin whose tags are read at once
+# A remote file's tags and identity are read with one `OriginFile.read_ranges`
+# (one round trip; on S3 one GET per range, no HeadObject: the listing gave the
+# size): its head, where FLAC metadata, ID3v2, Ogg headers and an MP4 moov that
+# comes first live; its tail (ID3v1, APEv2, the identity's last sample); and the
+# identity's middle sample, guessed before the header's length is known (see
+# `_remote_ranges`). A second request only where that was not enough: tags
+# longer than the head (a large cover), an MP4 moov at the end.
+_REMOTE_HEAD = 64 * 1024
+# The longest header (tags before the audio) the guess of the middle sample
+# allows for: tags without pictures take a few KiB; a longer header costs one
+# more read of that sample, a wider guess would cost bytes on every file.
+_REMOTE_HEADER_GUESS = 16 * 1024
+_REMOTE_MISS = 64 * 1024  # the least a read past the prefetched ranges asks for
+# Files of a remote origin read at once: sized for latency (at 20 ms a round
+# trip, 32 in flight keep ~1,600 requests a second going); the origin's
+# max_requests (federation) still bounds its requests in flight. Memory: about
+# 100 KiB a file in flight.
+_REMOTE_THREADS = 32
+# Folders of an origin that is not a local disk listed ahead of the walk, at
+# once: a listing costs a round trip or more (SFTP: four), and a library has a
+# folder per album, so listing one at a time would cost more than reading the tags.
+_LIST_AHEAD = 16
 
 
 class Parsed(NamedTuple):
@@ -99,38 +119,170 @@ def parse_file(path: str) -> Parsed:
     return Parsed(tags, None, audio_identity_of(path))
 
 
+@dataclass
+class Traffic:
+    """What reading remote files cost: files, requests to the origin (opens that
+    are one, and each ranged read), round trips (requests asked for at once
+    count once), bytes read."""
+
+    files: int = 0
+    requests: int = 0
+    round_trips: int = 0
+    bytes: int = 0
+
+    def add(self, other: Traffic) -> None:
+        self.files += other.files
+        self.requests += other.requests
+        self.round_trips += other.round_trips
+        self.bytes += other.bytes
+
+
+class Prefetched:
+    """One remote file through the ranges read of it so far: a read inside them
+    costs nothing, one outside asks the origin for at least `_REMOTE_MISS`
+    bytes (kept). Counts requests and bytes (`traffic`)."""
+
+    def __init__(self, opened: OriginFile) -> None:
+        self.opened = opened
+        self.size = opened.size
+        self._parts: list[tuple[int, bytes]] = []
+        self.traffic = Traffic(1, opened.open_requests, opened.open_requests)
+
+    def prefetch(self, ranges: Sequence[tuple[int, int]]) -> None:
+        if not ranges:
+            return
+        for (offset, _), data in zip(ranges, self.opened.read_ranges(ranges), strict=True):
+            self._keep(offset, data)
+        self.traffic.requests += len(ranges)
+        self.traffic.round_trips += 1 if self.opened.ranges_at_once else len(ranges)
+
+    def read(self, offset: int, length: int) -> bytes:
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        for start, data in self._parts:
+            if start <= offset and end <= start + len(data):
+                return data[offset - start : end - start]
+        data = self.opened.read(offset, max(length, _REMOTE_MISS))
+        self.traffic.requests += 1
+        self.traffic.round_trips += 1
+        self._keep(offset, data)
+        return data[:length]
+
+    def _keep(self, offset: int, data: bytes) -> None:
+        self.traffic.bytes += len(data)
+        self._parts.append((offset, data))
+
+
+class PrefetchedReader(io.RawIOBase):
+    """A `Prefetched` file as a seekable binary file, for mutagen and plugins."""
+
+    def __init__(self, file: Prefetched) -> None:
+        self._file = file
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._file.size}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._file.read(self._position, len(buffer))
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def _remote_ranges(size: int) -> list[tuple[int, int]]:
+    """What to read of a remote file of *size* bytes first: its head, its tail
+    and where the identity's middle sample will be. That sample sits halfway
+    through the audio payload, whose start (the header's length) and end
+    (before trailing tags) are not known yet: the range covers every place it
+    can be in for a header of up to `_REMOTE_HEADER_GUESS` bytes and trailing
+    tags that fit the tail. Overlapping ranges are merged."""
+    from musicfs.core.tags.identity import SAMPLE, TAIL
+
+    head = (0, min(size, _REMOTE_HEAD))
+    tail_start = max(0, size - TAIL)
+    middle_from = max(0, (size - TAIL - SAMPLE) // 2)
+    middle_to = min(size, (_REMOTE_HEADER_GUESS + size - SAMPLE) // 2 + SAMPLE)
+    wanted = sorted([head, (middle_from, middle_to - middle_from), (tail_start, size - tail_start)])
+    merged: list[tuple[int, int]] = []
+    for offset, length in wanted:
+        if length <= 0:
+            continue
+        if merged and offset <= merged[-1][0] + merged[-1][1]:
+            start, previous = merged[-1]
+            merged[-1] = (start, max(previous, offset + length - start))
+        else:
+            merged.append((offset, length))
+    return merged
+
+
+def read_remote(
+    opened: OriginFile, relpath: str, parser: TagParser | None = None
+) -> tuple[Parsed, Traffic]:
+    """Read the tags and identity of an open remote file with one `read_ranges`
+    (see `_remote_ranges`), and more only where tags lie beyond; never raises.
+    Returns what it cost too."""
+    from musicfs.core.tags.identity import audio_identity
+    from musicfs.core.tags.reader import UnreadableFile, read_tags
+
+    file = Prefetched(opened)
+    try:
+        file.prefetch(_remote_ranges(opened.size))
+        reader = PrefetchedReader(file)
+        if parser is None:
+            tags = read_tags(relpath, reader)  # type: ignore[arg-type]
+        else:
+            try:
+                tags = parser.parse(reader)  # type: ignore[arg-type]
+            except OSError:
+                raise
+            except Exception as exc:  # plugin code: whatever it raises, the file is unreadable
+                return Parsed(TrackTags(), f"plugin {parser.name}: {exc}"), file.traffic
+        audio_id = audio_identity(file.read, opened.size, format_of(relpath))
+        return Parsed(tags, None, audio_id), file.traffic
+    except UnreadableFile as exc:
+        return Parsed(TrackTags(), str(exc)), file.traffic
+    except OSError as exc:
+        return Parsed(TrackTags(), f"cannot read: {exc}"), file.traffic
+
+
 def parse_remote(
     open_file: Callable[[str], OriginFile], relpath: str, parser: TagParser | None = None
 ) -> Parsed:
     """Read the tags and identity of a file through ranged reads (only the parts
     of the file mutagen, or the plugin *parser*, looks at are fetched, and the
     identity's samples); never raises."""
-    from musicfs.core.tags.identity import audio_identity
-    from musicfs.core.tags.reader import UnreadableFile, read_tags
-
     try:
         with open_file(relpath) as opened:
-            reader = io.BufferedReader(RangeReader(opened), _REMOTE_BUFFER)
-            if parser is None:
-                tags = read_tags(relpath, reader)
-            else:
-                try:
-                    tags = parser.parse(reader)
-                except OSError:
-                    raise
-                except Exception as exc:  # plugin code: whatever it raises, the file is unreadable
-                    return Parsed(TrackTags(), f"plugin {parser.name}: {exc}")
-
-            def read(offset: int, length: int) -> bytes:
-                # Through the buffer: the samples in the head cost no request.
-                reader.seek(offset)
-                return reader.read(length)
-
-            return Parsed(tags, None, audio_identity(read, opened.size, format_of(relpath)))
-    except UnreadableFile as exc:
-        return Parsed(TrackTags(), str(exc))
+            return read_remote(opened, relpath, parser)[0]
     except OSError as exc:
         return Parsed(TrackTags(), f"cannot read: {exc}")
+
+
+def scan_remote(
+    open_listed: Callable[[str, FileStat], OriginFile],
+    relpath: str,
+    stat: FileStat,
+    parser: TagParser | None = None,
+) -> tuple[Parsed, Traffic]:
+    """`read_remote` of a file opened as its listing described it (*stat*); never raises."""
+    try:
+        with open_listed(relpath, stat) as opened:
+            return read_remote(opened, relpath, parser)
+    except OSError as exc:
+        return Parsed(TrackTags(), f"cannot read: {exc}"), Traffic(1)
 
 
 def parse_files(paths: list[str]) -> list[Parsed]:
@@ -249,6 +401,8 @@ class ScanReport:
     errors: list[str] = field(default_factory=list)
     #: Files that took over the user data of one that left (moved, renamed).
     moved: list[Moved] = field(default_factory=list)
+    #: What reading the files of a remote origin cost (requests, bytes).
+    remote: Traffic = field(default_factory=Traffic)
 
     def summary(self) -> str:
         rate = self.seen / self.seconds if self.seconds > 0 else 0.0
@@ -257,6 +411,17 @@ class ScanReport:
             f"({rate:.0f}/s): {self.added} added, {self.changed} changed, "
             f"{self.removed} removed, {self.unreadable} unreadable"
             + ("" if self.complete else " (incomplete: some folders could not be listed)")
+            + self._traffic()
+        )
+
+    def _traffic(self) -> str:
+        files = self.remote.files
+        if not files:
+            return ""
+        return (
+            f"; read with {self.remote.requests / files:.2f} requests "
+            f"({self.remote.round_trips / files:.2f} round trips) and "
+            f"{self.remote.bytes / files / 1024:.0f} KiB per file"
         )
 
 
@@ -318,6 +483,8 @@ class Scanner:
         self.progress = progress or ScanProgress()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._listers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._listed: dict[str, concurrent.futures.Future[DirListing]] = {}
         self.report: ScanReport | None = None  # of the scan running (or last run)
         self._inflight: collections.deque[
             tuple[Origin, list[tuple[str, FileStat, bool]], Callable[[], list[Any]]]
@@ -332,6 +499,10 @@ class Scanner:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+        if self._listers is not None:
+            # Not waited for: a listing of a share that hangs must not hang closing.
+            self._listers.shutdown(wait=False, cancel_futures=True)
+            self._listers = None
 
     def scan(self, origin: Origin) -> ScanReport:
         """Walk *origin* and update the catalog; return what changed."""
@@ -428,7 +599,9 @@ class Scanner:
     ) -> None:
         """Visit *roots* and every folder below them, ingesting in batches."""
         stack = list(reversed(roots))
+        self._listed.clear()  # listings started by a walk that failed half way are stale
         while stack and not self.cancelled:
+            self._list_ahead(origin, stack)
             reldir = stack.pop()
             subdirs = self._visit(origin, reldir, pending, report)
             if subdirs is None:
@@ -440,6 +613,7 @@ class Scanner:
                 self._ingest(origin, pending, report)
                 pending.clear()
             self.progress.update(report)
+        self._listed.clear()
 
     def _visit(
         self,
@@ -451,7 +625,7 @@ class Scanner:
         """Compare one folder with the catalog: queue new and changed files, drop
         vanished ones. Returns its subfolders, or None if it could not be listed."""
         try:
-            listing = self._call(origin, lambda: origin.list_dir(reldir, self.extensions))
+            listing = self._list(origin, reldir)
         except FileNotFoundError:
             # The folder is gone (the origin answered): so are its files.
             self._remove(self.catalog.files_under(origin.id, reldir), report)
@@ -484,6 +658,27 @@ class Scanner:
             self._remove([known[n].id for n in gone], report)
         return listing.subdirs
 
+    def _list(self, origin: Origin, reldir: str) -> DirListing:
+        """The listing of *reldir*: the one `_list_ahead` started, else made now."""
+        ahead = self._listed.pop(reldir, None)
+        if ahead is not None:
+            return ahead.result()
+        return self._call(origin, lambda: origin.list_dir(reldir, self.extensions))
+
+    def _list_ahead(self, origin: Origin, stack: list[str]) -> None:
+        """Start listing the folders the walk visits next (the top of *stack*),
+        unless *origin* is a local disk (its listings are quick)."""
+        if origin.inline:
+            return
+        if self._listers is None:
+            self._listers = concurrent.futures.ThreadPoolExecutor(
+                _LIST_AHEAD, thread_name_prefix="musicfs-list"
+            )
+        for reldir in stack[-_LIST_AHEAD:]:
+            if reldir not in self._listed:
+                listing = functools.partial(origin.list_dir, reldir, self.extensions)
+                self._listed[reldir] = self._listers.submit(self._call, origin, listing)
+
     def _ingest(
         self, origin: Origin, batch: Sequence[tuple[str, FileStat, bool]], report: ScanReport
     ) -> None:
@@ -501,7 +696,7 @@ class Scanner:
         if len(local) == len(paths) and not any(parsers):
             parsing = self._submit(local)
         else:  # remote files, or formats only a plugin (in this process) can read
-            parsing = self._submit_remote(origin, relpaths, parsers)
+            parsing = self._submit_remote(origin, batch, parsers)
         self._inflight.append((origin, list(batch), parsing))
         while len(self._inflight) > _IN_FLIGHT:
             self._write_parsed(report)
@@ -660,22 +855,35 @@ class Scanner:
         return None if fmt in _MUTAGEN_FORMATS else self.plugins.tag_parser(fmt)
 
     def _submit_remote(
-        self, origin: Origin, relpaths: list[str], parsers: list[TagParser | None]
+        self,
+        origin: Origin,
+        batch: Sequence[tuple[str, FileStat, bool]],
+        parsers: list[TagParser | None],
     ) -> Callable[[], list[Parsed]]:
         """Start reading tags of a remote origin's files in threads (the work is
-        waiting on the network, not parsing)."""
+        waiting on the network, not parsing), each opened as its listing
+        described it and read with about one request (`read_remote`)."""
         if self._threads is None:
             self._threads = concurrent.futures.ThreadPoolExecutor(
                 _REMOTE_THREADS, thread_name_prefix="musicfs-scan"
             )
-        open_file: Callable[[str], OriginFile] = origin.open
+        open_listed: Callable[[str, FileStat], OriginFile] = origin.open_listed
         if self.federation is not None and origin.id in self.federation.origins:
-            open_file = functools.partial(self.federation.open, origin.id)
+            open_listed = functools.partial(self.federation.open_listed, origin.id)
         futures = [
-            self._threads.submit(parse_remote, open_file, relpath, parser)
-            for relpath, parser in zip(relpaths, parsers, strict=True)
+            self._threads.submit(scan_remote, open_listed, relpath, stat, parser)
+            for (relpath, stat, _), parser in zip(batch, parsers, strict=True)
         ]
-        return lambda: [future.result() for future in futures]
+        report = self.report
+
+        def wait() -> list[Parsed]:
+            results = [future.result() for future in futures]
+            if report is not None:
+                for _, traffic in results:
+                    report.remote.add(traffic)
+            return [parsed for parsed, _ in results]
+
+        return wait
 
     def _read(self, origin: Origin, relpath: str) -> bytes:
         """The whole of a small file (a playlist) of *origin*."""

@@ -46,7 +46,8 @@ _ID3V1 = 128
 _APE_FOOTER = 32
 _MP4_FORMATS = frozenset({"m4a", "m4b", "mp4", "alac", "aac"})
 _MAX_BOXES = 256  # a damaged MP4 must not send us round in circles
-_TAIL = SAMPLE + _ID3V1 + 2048  # the last sample, an ID3v1 tag and a small APEv2 tag
+#: The bytes at the end read at once: the last sample, an ID3v1 tag and a small APEv2 tag.
+TAIL = SAMPLE + _ID3V1 + 2048
 
 
 def audio_identity(read: RangedRead, size: int, fmt: str) -> str | None:
@@ -89,7 +90,7 @@ def _identity_of_fd(path: str, fd: int) -> str | None:
 def _with_tail(read: RangedRead, size: int) -> RangedRead:
     """*read*, with the file's last bytes fetched once: the trailing tags and the
     last sample then cost one request of a remote origin, not three."""
-    tail_start = max(0, size - _TAIL)
+    tail_start = max(0, size - TAIL)
     tail: bytes | None = None
 
     def cached(offset: int, length: int) -> bytes:

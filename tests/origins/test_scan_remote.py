@@ -1,0 +1,183 @@
+"""A first scan of a remote origin (S3 on moto_server, SFTP on sshd) reads each file
+with about one request, and catalogs what a local scan of the same files does.
+
+Real FLAC and MP3 files (ffmpeg, noise so they are ~1 MB like real tracks, tags
+at the head as taggers write them) are scanned from a folder, then from a bucket
+and over SFTP, through the origins' `Federation` as the daemon does. For each
+file the tags and the audio identity (what carries a user's data over moves)
+must be those of the local scan. What it cost is checked where the server's
+side can be seen: on S3 every API call boto3 makes (no HeadObject per file,
+three ranged GETs of one round trip: the head, and the identity's middle and
+end samples), on SFTP sftp-server's own log (one open per file, a small part of
+each file read, never all of it).
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from musicfs.core.catalog.store import Catalog
+from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
+from musicfs.core.model import TrackTags
+from musicfs.core.origins import LocalOrigin, Origin
+from musicfs.core.origins.federation import Federation, OriginLimits
+from musicfs.core.origins.s3 import S3Origin
+from musicfs.core.origins.sftp import SFTPOrigin
+from musicfs.core.sync.scanner import Scanner, ScanReport, parse_file, read_remote
+from tests.servers.s3 import moto_server_executable, s3_server
+from tests.servers.sshd import sshd_server
+
+pytestmark = pytest.mark.skipif(
+    moto_server_executable() is None or shutil.which("ffmpeg") is None,
+    reason="needs moto_server and ffmpeg",
+)
+
+BUCKET = "scan-remote"
+
+
+def _encode(path: Path, seconds: int, *args: str, **tags: str) -> None:
+    meta = [a for key, value in tags.items() for a in ("-metadata", f"{key}={value}")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi",
+         "-i", f"anoisesrc=duration={seconds}:amplitude=0.3:seed={len(path.name)}",
+         "-ac", "2", "-ar", "44100", *meta, *args, str(path)],
+        check=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four FLAC and four MP3 files of 0.5-1.5 MB in two album folders."""
+    root = tmp_path_factory.mktemp("scan-remote") / "lib"
+    for n in range(4):
+        tags = {"artist": "Remote Artist", "title": f"Song {n}", "track": f"{n + 1}/4"}
+        _encode(root / "Album F" / f"{n + 1:02d}.flac", 5, "-c:a", "flac",
+                album="Album F", date="2001", **tags)  # fmt: skip
+        _encode(root / "Album M" / f"{n + 1:02d}.mp3", 20 + n, "-c:a", "libmp3lame",
+                "-b:a", "320k", album="Album M", date="2002", **tags)  # fmt: skip
+    return root
+
+
+def _scan(catalog_path: Path, origin: Origin) -> tuple[ScanReport, dict[str, Any]]:
+    """A first scan of *origin* through a `Federation`; per relpath: tags,
+    error and audio identity as catalogued."""
+    federation = Federation({origin.id: origin}, {origin.id: OriginLimits(max_requests=8)})
+    with Catalog.open(catalog_path) as catalog:
+        scanner = Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), federation=federation)
+        try:
+            report = scanner.scan(origin)
+        finally:
+            scanner.close()
+        found = {t.relpath: (t.tags, t.error, catalog.audio_id(t.id)) for t in catalog.tracks()}
+    return report, found
+
+
+@pytest.fixture(scope="module")
+def local(library: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    report, found = _scan(tmp_path_factory.mktemp("local") / "c.sqlite3", LocalOrigin("l", library))
+    assert (report.added, report.unreadable) == (8, 0)
+    assert all(audio_id for _, _, audio_id in found.values())
+    return found
+
+
+def _same_as_local(found: dict[str, Any], local: dict[str, Any]) -> None:
+    assert found.keys() == local.keys()
+    for relpath, (tags, error, audio_id) in found.items():
+        assert error is None, relpath
+        assert isinstance(tags, TrackTags)
+        assert (tags, audio_id) == local[relpath][::2], relpath
+
+
+def test_s3_first_scan_makes_one_round_trip_per_file_and_matches_a_local_scan(
+    library: Path, local: dict[str, Any], tmp_path: Path
+) -> None:
+    with s3_server() as s3:
+        s3.put_many(
+            BUCKET,
+            {p.relative_to(library).as_posix(): p.read_bytes() for p in library.rglob("*.*")},
+        )
+        origin = S3Origin(
+            "s3", BUCKET, endpoint_url=s3.endpoint_url, region=s3.region,
+            access_key=s3.access_key, secret_key=s3.secret_key, max_connections=24,
+        )  # fmt: skip
+        calls: collections.Counter[str] = collections.Counter()
+        origin.client.meta.events.register(
+            "before-call.s3.*", lambda model, **_: calls.update([model.name])
+        )
+        try:
+            report, found = _scan(tmp_path / "c.sqlite3", origin)
+        finally:
+            origin.close()
+    _same_as_local(found, local)
+    files = report.remote.files
+    assert files == 8
+    # No HeadObject: the listing's size and time are the open's.
+    assert calls["HeadObject"] == 0
+    assert calls["GetObject"] == report.remote.requests
+    # Head, middle and end of each file, asked for at once: one round trip a file.
+    assert report.remote.requests <= 3 * files
+    assert report.remote.round_trips == files
+    sizes = sum(p.stat().st_size for p in library.rglob("*.*"))
+    assert report.remote.bytes < sizes / 5  # never a whole file
+    assert "round trips" in report.summary()
+
+
+def test_sftp_first_scan_opens_each_file_once_reads_little_and_matches_a_local_scan(
+    library: Path, local: dict[str, Any], tmp_path: Path
+) -> None:
+    with sshd_server(library) as server:
+        origin = SFTPOrigin(
+            "sftp", server.host, str(library), port=server.port, user=server.user,
+            key_file=server.key_file, known_hosts=server.known_hosts, max_connections=4,
+        )  # fmt: skip
+        try:
+            report, found = _scan(tmp_path / "c.sqlite3", origin)
+        finally:
+            origin.close()
+        _same_as_local(found, local)
+        for path in library.rglob("*.*"):
+            read = server.bytes_read(path)
+            assert len(read) == 1, path  # one open (and close) of each file
+            assert read[0] < path.stat().st_size / 4, path
+    # The open, then the head, middle and end pipelined in one round trip.
+    assert report.remote.round_trips == 2 * report.remote.files == 16
+
+
+def test_tags_longer_than_the_head_cost_a_few_more_reads_and_read_the_same(
+    tmp_path: Path,
+) -> None:
+    """A FLAC and an MP3 with a 300 KB cover in their tags (longer than the
+    first read): the reads past it fetch the rest; tags and identity are what a
+    local scan reads, and the file is still not read whole."""
+    import mutagen.flac
+    import mutagen.id3
+
+    cover = bytes(range(256)) * 1200
+    flac, mp3 = tmp_path / "c.flac", tmp_path / "c.mp3"
+    _encode(flac, 8, "-c:a", "flac", title="Covered", artist="A")
+    _encode(mp3, 30, "-c:a", "libmp3lame", "-b:a", "192k", title="Covered", artist="A")
+    picture = mutagen.flac.Picture()
+    picture.type, picture.mime, picture.data = 3, "image/jpeg", cover
+    audio = mutagen.flac.FLAC(flac)
+    audio.add_picture(picture)
+    audio.save()
+    tags = mutagen.id3.ID3(mp3)
+    tags.add(mutagen.id3.APIC(encoding=3, mime="image/jpeg", type=3, desc="", data=cover))
+    tags.save(mp3)
+    origin = LocalOrigin("l", tmp_path)
+    for path in (flac, mp3):
+        with origin.open_listed(path.name, origin.stat(path.name)) as opened:
+            parsed, traffic = read_remote(opened, path.name)
+        local = parse_file(str(path))
+        assert parsed == local, path.name
+        assert parsed.tags.has_art
+        assert parsed.audio_id
+        assert traffic.requests <= opened.open_requests + 3 + 3, path.name
+        assert traffic.bytes < len(cover) + 256 * 1024 < path.stat().st_size, path.name
