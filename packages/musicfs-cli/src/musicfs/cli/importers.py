@@ -228,8 +228,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         with _catalog(args) as (path, client):
             return _import_beets(args, items, Here.load(path), client)
     library = read_itunes(args.library)
-    with _catalog(args) as (path, _):
-        return _import_itunes(args, library, Here.load(path))
+    with _catalog(args) as (path, client):
+        return _import_itunes(args, library, Here.load(path), client)
 
 
 # -- beets ------------------------------------------------------------------------------
@@ -511,7 +511,9 @@ def _unique(name: str, taken: set[str]) -> str:
     return shown
 
 
-def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here) -> int:
+def _import_itunes(
+    args: argparse.Namespace, library: ITunesLibrary, here: Here, client: Any = None
+) -> int:
     from musicfs.core.mount.facade import Imported, apply_import, imported_plays
 
     prefix = "would " if args.dry_run else ""
@@ -563,6 +565,10 @@ def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here)
         print(f"{prefix}store playlist {stored!r}: {len(entries)} tracks"
               + (f" ({missing} not found, kept as text)" if missing else ""))  # fmt: skip
     if not args.dry_run:
+        if client is not None and imported.ratings:
+            # Through the mount: with a shared catalog, written there first.
+            client.set_ratings(list(imported.ratings), "itunes")
+            imported.ratings = []
         apply_import(here.catalog_path, imported)
     _list_unmatched(unmatched)
     done = " (dry run: nothing changed)" if args.dry_run else ""

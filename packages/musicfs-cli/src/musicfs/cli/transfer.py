@@ -303,7 +303,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from musicfs.core.mount.facade import add_plays, set_ratings
+    from musicfs.core.mount.facade import add_plays
 
     if args.import_source != "musicfs":
         from musicfs.cli import importers
@@ -356,8 +356,9 @@ def cmd_import(args: argparse.Namespace) -> int:
                 ratings.append((record.file_id, entry.rating))
     if plays and not args.dry_run:
         add_plays(path, plays)
-    if ratings and not args.dry_run:
-        set_ratings(path, ratings, "musicfs")
+    if ratings and not args.dry_run:  # through the mount: a shared catalog takes them first
+        with daemon_client(args) as client:
+            client.set_ratings(ratings, "musicfs")
     if pins and not args.dry_run:  # all or nothing, within the pin limit
         from musicfs.cli.progress import last
 

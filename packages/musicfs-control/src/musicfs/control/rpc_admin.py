@@ -76,10 +76,14 @@ def _pin_message(progress: PinProgress) -> control_pb2.PinProgress:
     )  # fmt: skip
 
 
+def _collections_message(listed: list[dict[str, Any]]) -> control_pb2.CollectionList:
+    return control_pb2.CollectionList(collections=[control_pb2.CollectionInfo(**c) for c in listed])
+
+
 class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
     GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream,
-    PinTracks, UnpinTracks, ListPins."""
+    PinTracks, UnpinTracks, ListPins, SetRatings, ListCollections, SetCollection."""
 
     fs: MountControl
 
@@ -150,6 +154,30 @@ class AdminRPCs:
         listed = self.fs.pins()
         pins = [control_pb2.Pin(**pin) for pin in listed.pop("pins")]
         return control_pb2.PinList(pins=pins, **listed)
+
+    def SetRatings(
+        self, request: control_pb2.SetRatingsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.SetRatingsResponse:
+        ratings: list[tuple[str | int, int | None]] = [
+            (r.path or int(r.file_id), None if r.value < 0 else int(r.value))
+            for r in request.ratings
+        ]
+        rated = self._do(context, lambda: self.fs.set_ratings(ratings, request.source or "user"))
+        return control_pb2.SetRatingsResponse(rated=rated)
+
+    def ListCollections(
+        self, request: control_pb2.ListCollectionsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.CollectionList:
+        return _collections_message(self.fs.collections())
+
+    def SetCollection(
+        self, request: control_pb2.SetCollectionRequest, context: grpc.ServicerContext
+    ) -> control_pb2.CollectionList:
+        listed = self._do(
+            context,
+            lambda: self.fs.set_collection(request.name, dict(request.rule), remove=request.remove),
+        )
+        return _collections_message(listed)
 
     def ListOrigins(
         self, request: control_pb2.ListOriginsRequest, context: grpc.ServicerContext
