@@ -162,6 +162,10 @@ def cached_on(mount: Mount, relpath: str) -> bool:
         return row.fetchone() is not None
 
 
+def lacks(folder: Path, name: str) -> bool:
+    return name not in os.listdir(folder)
+
+
 def musicfs_json(*args: str | Path) -> Any:
     result = run_musicfs(*args, "--json")
     assert result.returncode == 0, describe(result)
@@ -199,8 +203,8 @@ def test_a_rating_a_pin_and_a_collection_made_on_one_machine_show_on_the_other(
         assert sha256_of(on_b / link) == sha256_of(library.find(SIGUR).path)
         musicfs_json("collection", "remove", "mp3s", "--mount", b.mountpoint)
         for mount in (a, b):
-            wait_until(lambda m=mount: "mp3s" not in os.listdir(m.mountpoint / ".collections"),
-                       timeout=2, what=f"{mount.mountpoint} to drop the collection")  # fmt: skip
+            gone = functools.partial(lacks, mount.mountpoint / ".collections", "mp3s")
+            wait_until(gone, timeout=2, what=f"{mount.mountpoint} to drop the collection")
 
 
 def test_without_postgresql_both_serve_and_catch_up_when_it_returns(
