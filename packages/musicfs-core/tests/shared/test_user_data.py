@@ -30,6 +30,22 @@ def test_a_rating_made_on_one_machine_shows_on_every_replica(
         assert machine.catalog.rating(other) is None
 
 
+def test_plays_an_import_brought_count_once_whichever_machine_imports(
+    machines: tuple[Machine, Machine],
+) -> None:
+    a, b = machines
+    (song,) = a.shared.write_scan_batch([scanned("a/song.flac")])
+    assert a.shared.import_plays([(song, 5, 100.0)], "itunes") == {song: 5}
+    # The same iTunes library imported again on B: only what is new since.
+    assert b.shared.import_plays([(song, 7, 200.0)], "itunes") == {song: 2}
+    assert b.shared.import_plays([(song, 7, 200.0)], "itunes") == {}
+    assert b.shared.import_plays([(song, 3, 50.0)]) == {song: 3}  # an export's plays add up
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.play_stats(song) == (10, 200.0)
+        assert machine.catalog.imported_plays("itunes") == {song: 7}
+
+
 def test_pins_and_their_requests_reach_every_replica(machines: tuple[Machine, Machine]) -> None:
     a, b = machines
     ids = a.shared.write_scan_batch([scanned(f"Album/{n}.flac") for n in range(3)])
@@ -120,8 +136,11 @@ def test_migrate_carries_ratings_pins_and_moves(postgres_url: str, tmp_path: Pat
         catalog.set_rating(song, 80, "user")
         catalog.set_pinned(catalog.add_pin_request("path", "Artist/Album", 1.0), [song, other])
         catalog.set_moves(song, [("nas", "Old/song.flac", 2.0)])
+        catalog.import_plays(other, "itunes", 4, 3.0)
     report = migrate_catalog(path, postgres_url)
-    assert report.more == {"ratings": 1, "pins": 1, "old paths of moved tracks": 1}
+    assert report.more == {
+        "ratings": 1, "pins": 1, "old paths of moved tracks": 1, "imported play counts": 1,
+    }  # fmt: skip
     assert "ratings" not in report.local_only
     assert "pins" not in report.local_only
     with psycopg.connect(postgres_url) as conn:
@@ -132,6 +151,8 @@ def test_migrate_carries_ratings_pins_and_moves(postgres_url: str, tmp_path: Pat
         assert b.catalog.rating(song) == 80
         assert b.catalog.pinned_file_ids() == {song, other}
         assert b.catalog.file_id_at("nas", "Old/song.flac") == song
+        assert b.catalog.imported_plays("itunes") == {other: 4}
+        assert b.catalog.play_stats(other) == (4, 3.0)
         # A pin made after the migration gets a new id, not one of the copied ones.
         b.shared.set_pins({("search", "x"): [other]}, 3.0)
         b.follow()

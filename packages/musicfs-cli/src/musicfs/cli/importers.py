@@ -565,10 +565,12 @@ def _import_itunes(
         print(f"{prefix}store playlist {stored!r}: {len(entries)} tracks"
               + (f" ({missing} not found, kept as text)" if missing else ""))  # fmt: skip
     if not args.dry_run:
-        if client is not None and imported.ratings:
-            # Through the mount: with a shared catalog, written there first.
-            client.set_ratings(list(imported.ratings), "itunes")
-            imported.ratings = []
+        if client is not None:  # through the mount: with a shared catalog, there first
+            if imported.plays:
+                client.add_plays(list(imported.plays), "itunes")
+            if imported.ratings:
+                client.set_ratings(list(imported.ratings), "itunes")
+            imported.plays, imported.ratings = [], []
         apply_import(here.catalog_path, imported)
     _list_unmatched(unmatched)
     done = " (dry run: nothing changed)" if args.dry_run else ""

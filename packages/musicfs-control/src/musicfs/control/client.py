@@ -230,6 +230,19 @@ class ControlClient:
         )
         return int(self._call("SetRatings", request).rated)
 
+    def add_plays(
+        self, plays: Iterable[tuple[int, int, float]], source: str = ""
+    ) -> dict[int, int]:
+        """Add (file id, count, last played) plays an import brought; with *source*,
+        count is that program's running total. Returns the plays added, by file id."""
+        request = control_pb2.AddPlaysRequest(
+            plays=[
+                control_pb2.PlayCount(file_id=f, count=n, last_played=last) for f, n, last in plays
+            ],
+            source=source,
+        )
+        return {int(k): int(v) for k, v in self._call("AddPlays", request).added.items()}
+
     def collections(self) -> list[dict[str, Any]]:
         """[{name, source, rule}] of every collection the mount shows."""
         message = self._call("ListCollections", control_pb2.ListCollectionsRequest())

@@ -83,7 +83,7 @@ def _collections_message(listed: list[dict[str, Any]]) -> control_pb2.Collection
 class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
     GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream,
-    PinTracks, UnpinTracks, ListPins, SetRatings, ListCollections, SetCollection."""
+    PinTracks, UnpinTracks, ListPins, SetRatings, AddPlays, ListCollections, SetCollection."""
 
     fs: MountControl
 
@@ -164,6 +164,13 @@ class AdminRPCs:
         ]
         rated = self._do(context, lambda: self.fs.set_ratings(ratings, request.source or "user"))
         return control_pb2.SetRatingsResponse(rated=rated)
+
+    def AddPlays(
+        self, request: control_pb2.AddPlaysRequest, context: grpc.ServicerContext
+    ) -> control_pb2.AddPlaysResponse:
+        plays = [(int(p.file_id), int(p.count), float(p.last_played)) for p in request.plays]
+        added = self._do(context, lambda: self.fs.add_plays(plays, request.source))
+        return control_pb2.AddPlaysResponse(added=added)
 
     def ListCollections(
         self, request: control_pb2.ListCollectionsRequest, context: grpc.ServicerContext

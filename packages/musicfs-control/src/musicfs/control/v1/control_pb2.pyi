@@ -820,3 +820,34 @@ class SetRatingsResponse(_message.Message):
     RATED_FIELD_NUMBER: _ClassVar[int]
     rated: int
     def __init__(self, rated: _Optional[int] = ...) -> None: ...
+
+class PlayCount(_message.Message):
+    __slots__ = ("file_id", "count", "last_played")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_PLAYED_FIELD_NUMBER: _ClassVar[int]
+    file_id: int
+    count: int
+    last_played: float
+    def __init__(self, file_id: _Optional[int] = ..., count: _Optional[int] = ..., last_played: _Optional[float] = ...) -> None: ...
+
+class AddPlaysRequest(_message.Message):
+    __slots__ = ("plays", "source")
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    plays: _containers.RepeatedCompositeFieldContainer[PlayCount]
+    source: str
+    def __init__(self, plays: _Optional[_Iterable[_Union[PlayCount, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class AddPlaysResponse(_message.Message):
+    __slots__ = ("added",)
+    class AddedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    added: _containers.ScalarMap[int, int]
+    def __init__(self, added: _Optional[_Mapping[int, int]] = ...) -> None: ...

@@ -94,6 +94,11 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsResponse.FromString,
                 _registered_method=True)
+        self.AddPlays = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/AddPlays',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.FromString,
+                _registered_method=True)
         self.GetCacheStats = channel.unary_unary(
                 '/musicfs.control.v1.MusicFS/GetCacheStats',
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetCacheStatsRequest.SerializeToString,
@@ -262,6 +267,13 @@ class MusicFSServicer:
 
     def SetRatings(self, request, context):
         """Rate tracks 0-100 (with a shared catalog: there first, for every machine).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPlays(self, request, context):
+        """Add plays an import brought (with a shared catalog: there first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -443,6 +455,11 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.SetRatings,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsResponse.SerializeToString,
+            ),
+            'AddPlays': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPlays,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.SerializeToString,
             ),
             'GetCacheStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCacheStats,
@@ -849,6 +866,33 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/SetRatings',
             musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPlays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/AddPlays',
+            musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.FromString,
             options,
             channel_credentials,
             insecure,

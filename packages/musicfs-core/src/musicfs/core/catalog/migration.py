@@ -1,12 +1,12 @@
 """Reading a whole catalog out for ``musicfs catalog migrate`` (issue 16): the
 rows a shared catalog takes (files, overrides, plays, ratings, pins, moves,
-departed user data), in
+imported play counts, departed user data), in
 batches of one consistent read, and counts of what stays with this machine.
 
 The shared catalog (`musicfs.core.shared.migrate`) gets the files with their
 ids as they are here, so after a migration this catalog's ids are the shared
-ones and every table that names a file by id and stays here (playlists,
-imported play counts) still names the right one.
+ones and every table that names a file by id and stays here (playlists)
+still names the right one.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ SHARED_MORE: tuple[tuple[str, str], ...] = (
     ("ratings", "ratings"),
     ("pin_requests", "pins"),
     ("moves", "old paths of moved tracks"),
+    ("imported_plays", "imported play counts"),
 )
 
 #: User data a shared catalog does not hold yet: (table, what to call it).
 LOCAL_ONLY: tuple[tuple[str, str], ...] = (
-    ("imported_plays", "imported play counts"),
     ("playlists", "playlists"),
     ("played_after", "prefetch history"),
 )
@@ -103,6 +103,14 @@ class MigrationRows(Part):
         """Every rating as (file_id, value, source)."""
         query = (
             "SELECT rowid, file_id, value, source FROM ratings WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        return self._keyset(query, size)
+
+    def imported_play_rows(self, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every running total an import last brought, as (file_id, source, count)."""
+        query = (
+            "SELECT rowid, file_id, source, count FROM imported_plays WHERE rowid > ? "
             "ORDER BY rowid LIMIT ?"
         )
         return self._keyset(query, size)

@@ -19,9 +19,10 @@ from musicfs.core.catalog.rows import Part, replica_key, split_relpath
 from musicfs.core.model import TAG_FIELDS, ScannedFile
 
 #: The per-track user data a shared catalog holds (of identity's USER_TABLES and
-#: what goes with them); playlist entries and imported play counts stay with
-#: the machine for now.
-SHARED_USER_TABLES: tuple[str, ...] = ("overrides", "plays", "ratings", "pins", "moves")
+#: what goes with them); playlist entries stay with the machine for now.
+SHARED_USER_TABLES: tuple[str, ...] = (
+    "overrides", "plays", "ratings", "pins", "moves", "imported_plays",
+)  # fmt: skip
 #: Settings holding the collections defined in the shared catalog, by name
 #: (their rule as JSON): the replica keeps them as it keeps its place in the feed.
 _COLLECTION = "shared.collection."
@@ -99,6 +100,15 @@ class ReplicaRows(Part):
             "INSERT OR IGNORE INTO pins (file_id, request) "
             "SELECT ?, id FROM pin_requests WHERE id = ?",
             [(file_id, r) for r in requests],
+        )
+
+    def set_imported_plays(self, file_id: int, source: str, count: int) -> None:
+        """The running total last imported from *source* for a file (its plays
+        come as plays changes of their own)."""
+        self._conn.execute(
+            "INSERT INTO imported_plays (file_id, source, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (file_id, source) DO UPDATE SET count = excluded.count",
+            (file_id, source, count),
         )
 
     def set_moves(self, file_id: int, moves: Sequence[Sequence[Any]]) -> None:

@@ -397,6 +397,35 @@ class MountControl(Admin):
                     catalog.set_rating(file_id, value, source)
         return sum(1 for f, _ in by_id if f in present)
 
+    def add_plays(
+        self, plays: Sequence[tuple[int, int, float]], source: str = ""
+    ) -> dict[int, int]:
+        """Add plays an import brought, as (file id, count, last played); with
+        *source*, *count* is that program's running total and only what is new
+        since its last import is added (`Catalog.import_plays`). With a shared
+        catalog they go there first. Returns the plays added, by file id.
+        Raises `AdminError`."""
+        shared = self.fs.shared
+        if shared is not None:
+            try:
+                return shared.publish_plays(list(plays), source)
+            except SharedCatalogError as exc:
+                raise AdminError(f"{exc}; no play was added") from None
+        added: dict[int, int] = {}
+        with Catalog.open(self.fs.catalog_path) as catalog, catalog.transaction():
+            present = catalog.file_sizes(f for f, _, _ in plays)
+            for file_id, count, last in plays:
+                if file_id not in present:
+                    continue
+                if source:
+                    new = catalog.import_plays(file_id, source, count, last)
+                else:
+                    catalog.add_plays(file_id, count, last)
+                    new = count
+                if new > 0:
+                    added[file_id] = added.get(file_id, 0) + new
+        return added
+
     # -- smart collections ----------------------------------------------------------------
 
     def collections(self) -> list[dict[str, Any]]:

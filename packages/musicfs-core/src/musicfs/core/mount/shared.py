@@ -447,6 +447,13 @@ class SharedMount:
         self.publish(lambda writer: rated.append(writer.set_ratings(ratings, source)), "rating")
         return rated[0]
 
+    def publish_plays(self, plays: list[tuple[int, int, float]], source: str) -> dict[int, int]:
+        """Plays an import brought, to the shared catalog (`SharedCatalog.import_plays`);
+        the plays added, by track id. Raises `SharedCatalogError` naming the server."""
+        added: list[dict[int, int]] = []
+        self.publish(lambda writer: added.append(writer.import_plays(plays, source)), "plays")
+        return added[0]
+
     def publish_collection(self, name: str, rule: dict[str, Any] | None) -> bool:
         """Define (None: remove) a collection in the shared catalog; whether
         something changed. Raises `SharedCatalogError` naming the server."""

@@ -194,6 +194,9 @@ def _apply(catalog: Catalog, change: Change, result: Applied) -> None:
         catalog.set_rating(file_id, None if value is None else int(value),
                            str(change.payload.get("source", "")))  # fmt: skip
         result.rated.add(file_id)
+    elif change.kind == "imported_plays":
+        payload = change.payload
+        catalog.set_imported_plays(file_id, str(payload["source"]), int(payload["count"]))
     elif change.kind == "moves":
         catalog.set_moves(file_id, change.payload.get("moves", []))
     elif change.kind == "pins":
@@ -260,6 +263,10 @@ def bootstrap(
             with catalog.transaction():
                 for r in rows:
                     catalog.set_rating(int(r["file_id"]), int(r["value"]), r["source"])
+        for rows in snapshot.imported_plays(batch):
+            with catalog.transaction():
+                for r in rows:
+                    catalog.set_imported_plays(int(r["file_id"]), r["source"], int(r["count"]))
         for rows in snapshot.moves(batch):
             with catalog.transaction():
                 for r in rows:

@@ -14,7 +14,8 @@ What the tables hold:
   the replica's ``files.id``, so user data names one track by one id on every
   machine); booleans are booleans, numbers past 32 bits are bigint;
 * ``overrides``, ``plays``, ``ratings``, ``pins`` (with ``pin_requests``, what
-  the user asked to pin): the user data, keyed by ``file_id`` like SQLite's;
+  the user asked to pin), ``imported_plays`` (the running total an import from
+  another program last brought): the user data, keyed by ``file_id`` like SQLite's;
   ``departed``: the user data of removed tracks, waiting for their audio to
   come back; ``moves``: where tracks that took over such data were before;
 * ``collections``: smart collections defined in the catalog (name -> rule, the
@@ -110,8 +111,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 2: the rest of the user data (ratings, pins, collections defined in the
-    # catalog) and where moved tracks were (``moves``: what named a track by its
-    # old path still finds it on every machine).
+    # catalog, the play counts imports last brought) and where moved tracks
+    # were (``moves``: what named a track by its old path still finds it on
+    # every machine).
     """
     CREATE TABLE ratings (
         file_id bigint PRIMARY KEY REFERENCES tracks (id) ON DELETE CASCADE,
@@ -144,6 +146,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (origin, relpath)
     );
     CREATE INDEX moves_by_file ON moves (file_id, at);
+    CREATE TABLE imported_plays (
+        file_id bigint NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+        source text NOT NULL,
+        count integer NOT NULL,
+        PRIMARY KEY (file_id, source)
+    );
     """,
 )
 

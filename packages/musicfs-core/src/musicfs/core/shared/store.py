@@ -14,6 +14,8 @@ write_scan_batch    tracks (upsert, delete),     track: the row; track_removed;
 set_overrides       overrides                    overrides: {"set": {field: value}}
 clear_overrides     overrides                    overrides: {"clear": [field...]}
 add_plays           plays                        plays: {"at": [time...]}
+import_plays        plays, imported_plays        plays; imported_plays: {"source",
+                                                 "count"}
 set_ratings         ratings                      ratings: {"value", "source"}
 set_pins            pin_requests, pins           pin_request: {id, kind, value, at,
                                                  files}
@@ -355,6 +357,7 @@ class SharedCatalog:
                 cur.execute("UPDATE overrides SET file_id = %s WHERE file_id = %s", (new, old))
                 cur.execute("UPDATE plays SET file_id = %s WHERE file_id = %s", (new, old))
                 cur.execute("UPDATE ratings SET file_id = %s WHERE file_id = %s", (new, old))
+                cur.execute("UPDATE imported_plays SET file_id = %s WHERE file_id = %s", (new, old))
                 # Pins go along (the heir has none of its own pinned by the same request).
                 cur.execute(
                     "INSERT INTO pins (file_id, request) SELECT %s, request FROM pins "
@@ -400,6 +403,11 @@ class SharedCatalog:
                 "ON CONFLICT (file_id) DO NOTHING",
                 (track_id, rating["value"], rating["source"]),
             )
+        cur.executemany(
+            "INSERT INTO imported_plays (file_id, source, count) VALUES (%s, %s, %s) "
+            "ON CONFLICT (file_id, source) DO NOTHING",
+            [(track_id, i["source"], i["count"]) for i in data.get("imported_plays", [])],
+        )
         cur.execute("DELETE FROM departed WHERE id = %s", (left["id"],))
         self._record_user_data(pending, track_id, self._user_data(cur, track_id))
         self._move(cur, pending, None, track_id, left["origin"], left["relpath"], left["at"])
@@ -453,6 +461,12 @@ class SharedCatalog:
         }
         if rating is not None:
             data["rating"] = dict(rating)
+        imported = cur.execute(
+            "SELECT source, count FROM imported_plays WHERE file_id = %s ORDER BY source",
+            (track_id,),
+        ).fetchall()
+        if imported:
+            data["imported_plays"] = [dict(i) for i in imported]
         return data
 
     @staticmethod
@@ -467,6 +481,8 @@ class SharedCatalog:
             pending.add("plays", track_id, {"at": list(data["plays"])})
         if data.get("rating"):
             pending.add("ratings", track_id, dict(data["rating"]))
+        for imported in data.get("imported_plays", []):
+            pending.add("imported_plays", track_id, dict(imported))
 
     def set_overrides(
         self, file_id: int, fields: Mapping[str, str | None], source: str = "user"
@@ -536,6 +552,54 @@ class SharedCatalog:
                 for file_id, times in sorted(by_track.items()):
                     pending.add("plays", file_id, {"at": times})
             return len(kept)
+
+        return self._run(work)
+
+    def import_plays(
+        self, plays: Sequence[tuple[int, int, float]], source: str = ""
+    ) -> dict[int, int]:
+        """Add plays brought by an import, as (track id, count, last played).
+        With *source* (a program that keeps running totals, e.g. "itunes"),
+        *count* is its total: only the plays past the total last imported from
+        it (on any machine) are added, and the total is kept. Tracks no longer
+        in the catalog are left out. Returns the plays added, by track id."""
+        if not plays:
+            return {}
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> dict[int, int]:
+            wanted = sorted({file_id for file_id, _, _ in plays})
+            rows = conn.execute(
+                "SELECT id FROM tracks WHERE id = ANY(%s) FOR KEY SHARE", (wanted,)
+            ).fetchall()
+            present = {int(row[0]) for row in rows}
+            added: dict[int, int] = {}
+            with conn.cursor() as cur:
+                for file_id, count, last in plays:
+                    if file_id not in present:
+                        continue
+                    new = count
+                    if source:
+                        row = cur.execute(
+                            "SELECT count FROM imported_plays WHERE file_id = %s AND source = %s "
+                            "FOR UPDATE",
+                            (file_id, source),
+                        ).fetchone()
+                        new = count - (int(row[0]) if row is not None else 0)
+                        cur.execute(
+                            "INSERT INTO imported_plays (file_id, source, count) "
+                            "VALUES (%s, %s, %s) ON CONFLICT (file_id, source) "
+                            "DO UPDATE SET count = excluded.count",
+                            (file_id, source, count),
+                        )
+                        pending.add("imported_plays", file_id, {"source": source, "count": count})
+                    if new > 0:
+                        at = float(last)
+                        cur.executemany(
+                            "INSERT INTO plays (file_id, at) VALUES (%s, %s)", [(file_id, at)] * new
+                        )
+                        pending.add("plays", file_id, {"at": [at] * new})
+                        added[file_id] = added.get(file_id, 0) + new
+            return added
 
         return self._run(work)
 
@@ -768,6 +832,11 @@ class Snapshot:
 
     def plays(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
         return self._batches("musicfs_plays", "SELECT * FROM plays ORDER BY file_id, at", size)
+
+    def imported_plays(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches(
+            "musicfs_imported", "SELECT * FROM imported_plays ORDER BY file_id, source", size
+        )
 
     def ratings(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
         return self._batches("musicfs_ratings", "SELECT * FROM ratings ORDER BY file_id", size)
