@@ -108,7 +108,9 @@ def test_a_move_carries_rating_pins_and_history_on_every_replica(
     for machine in (a, b):
         machine.follow()
         assert machine.catalog.rating(back) == 100
+        assert machine.catalog.pinned_file_ids() == {back}
         assert machine.catalog.file_id_at("nas", "new/song.flac") == back
+        assert machine.catalog.file_id_at("nas", "old/song.flac") == back  # the first move too
 
 
 def test_a_new_machine_copies_ratings_pins_collections_and_moves(

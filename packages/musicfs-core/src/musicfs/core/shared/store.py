@@ -369,6 +369,17 @@ class SharedCatalog:
                 self._move(cur, pending, old, new, leaving["origin"], relpath, when)
             else:
                 relpath = f"{leaving['reldir']}/{leaving['name']}".lstrip("/")
+                # What goes along, as in SQLite's departed: pins, and where it was before.
+                pins = cur.execute(
+                    "SELECT request FROM pins WHERE file_id = %s ORDER BY request", (old,)
+                ).fetchall()
+                moves = cur.execute(
+                    "SELECT origin, relpath, at FROM moves WHERE file_id = %s ORDER BY at", (old,)
+                ).fetchall()
+                if pins:
+                    data["pins"] = [int(p["request"]) for p in pins]
+                if moves:
+                    data["moves"] = [[m["origin"], m["relpath"], m["at"]] for m in moves]
                 cur.execute(
                     "INSERT INTO departed (audio_id, origin, relpath, data, at) "
                     "VALUES (%s, %s, %s, %s, %s)",
@@ -407,6 +418,16 @@ class SharedCatalog:
             "INSERT INTO imported_plays (file_id, source, count) VALUES (%s, %s, %s) "
             "ON CONFLICT (file_id, source) DO NOTHING",
             [(track_id, i["source"], i["count"]) for i in data.get("imported_plays", [])],
+        )
+        cur.executemany(
+            "INSERT INTO pins (file_id, request) SELECT %s, id FROM pin_requests WHERE id = %s "
+            "ON CONFLICT DO NOTHING",
+            [(track_id, int(r)) for r in data.get("pins", [])],
+        )
+        cur.executemany(
+            "INSERT INTO moves (origin, relpath, file_id, at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (origin, relpath) DO NOTHING",
+            [(m[0], m[1], track_id, float(m[2])) for m in data.get("moves", [])],
         )
         cur.execute("DELETE FROM departed WHERE id = %s", (left["id"],))
         self._record_user_data(pending, track_id, self._user_data(cur, track_id))
