@@ -182,6 +182,27 @@ def test_a_rating_a_pin_and_a_collection_made_on_one_machine_show_on_the_other(
         wait_until(lambda: tag("show", b.mountpoint / joga)["rating"] == 80, timeout=2,
                    what="B to show A's rating")  # fmt: skip
 
+        # An import on A (an export's plays and rating): counted and shown on B.
+        export = tmp_path / "export.json"
+        track = {
+            "origin": "music",
+            "relpath": SIGUR,
+            "plays": 3,
+            "last_played": 1.7e9,
+            "rating": 60,
+            "artist": None,
+            "album": None,
+            "title": None,
+            "track": None,
+        }
+        export.write_text(json.dumps({"musicfs_export": 1, "tracks": [track]}))
+        imported = run_musicfs("import", "musicfs", export, "--mount", a.mountpoint)
+        assert imported.returncode == 0, describe(imported)
+        sigur = render_path(library.find(SIGUR).spec)
+        wait_until(lambda: plays(b.mountpoint / sigur) == 3, timeout=2,
+                   what="B to count the plays imported on A")  # fmt: skip
+        assert tag("show", b.mountpoint / sigur)["rating"] == 60
+
         # A pins the album: B lists the pin, and copies the files into its own cache.
         album = str(Path(joga).parent)
         pinned = musicfs_json("cache", "pin", a.mountpoint / album, "--wait")
