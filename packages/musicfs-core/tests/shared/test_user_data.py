@@ -46,6 +46,26 @@ def test_plays_an_import_brought_count_once_whichever_machine_imports(
         assert machine.catalog.imported_plays("itunes") == {song: 7}
 
 
+def test_an_imported_playlist_reaches_every_replica_and_follows_a_move(
+    machines: tuple[Machine, Machine],
+) -> None:
+    a, b = machines
+    song, gone = scanned("old/song.flac"), scanned("a/other.flac")
+    (old, other) = a.shared.write_scan_batch([song, gone])
+    a.shared.set_playlists({"Road Trip": [(old, "Song"), (None, "Lost"), (other, "Other")]},
+                           "itunes")  # fmt: skip
+    # A playlist entry alone is user data that follows the audio: to a move's new
+    # path, and to a track that arrives later with the audio of one that left.
+    (new,) = a.shared.write_scan_batch([replace(song, relpath="new/song.flac")], removed=[old])
+    a.shared.write_scan_batch([], removed=[other])
+    (back,) = b.shared.write_scan_batch([replace(gone, relpath="b/other.flac")])
+    for machine in (a, b):
+        machine.follow()
+        assert machine.catalog.playlist("Road Trip") == [
+            (new, "Song"), (None, "Lost"), (back, "Other"),
+        ]  # fmt: skip
+
+
 def test_pins_and_their_requests_reach_every_replica(machines: tuple[Machine, Machine]) -> None:
     a, b = machines
     ids = a.shared.write_scan_batch([scanned(f"Album/{n}.flac") for n in range(3)])
@@ -139,9 +159,11 @@ def test_migrate_carries_ratings_pins_and_moves(postgres_url: str, tmp_path: Pat
         catalog.set_pinned(catalog.add_pin_request("path", "Artist/Album", 1.0), [song, other])
         catalog.set_moves(song, [("nas", "Old/song.flac", 2.0)])
         catalog.import_plays(other, "itunes", 4, 3.0)
+        catalog.replace_playlist("Loved", "itunes", [(song, "Song"), (None, "Gone")])
     report = migrate_catalog(path, postgres_url)
     assert report.more == {
         "ratings": 1, "pins": 1, "old paths of moved tracks": 1, "imported play counts": 1,
+        "imported playlists": 1,
     }  # fmt: skip
     assert "ratings" not in report.local_only
     assert "pins" not in report.local_only
@@ -154,6 +176,7 @@ def test_migrate_carries_ratings_pins_and_moves(postgres_url: str, tmp_path: Pat
         assert b.catalog.pinned_file_ids() == {song, other}
         assert b.catalog.file_id_at("nas", "Old/song.flac") == song
         assert b.catalog.imported_plays("itunes") == {other: 4}
+        assert b.catalog.playlist("Loved") == [(song, "Song"), (None, "Gone")]
         assert b.catalog.play_stats(other) == (4, 3.0)
         # A pin made after the migration gets a new id, not one of the copied ones.
         b.shared.set_pins({("search", "x"): [other]}, 3.0)

@@ -570,7 +570,9 @@ def _import_itunes(
                 client.add_plays(list(imported.plays), "itunes")
             if imported.ratings:
                 client.set_ratings(list(imported.ratings), "itunes")
-            imported.plays, imported.ratings = [], []
+            if imported.playlists:
+                client.set_playlists(dict(imported.playlists), "itunes")
+            imported.plays, imported.ratings, imported.playlists = [], [], {}
         apply_import(here.catalog_path, imported)
     _list_unmatched(unmatched)
     done = " (dry run: nothing changed)" if args.dry_run else ""

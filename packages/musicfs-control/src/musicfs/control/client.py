@@ -243,6 +243,22 @@ class ControlClient:
         )
         return {int(k): int(v) for k, v in self._call("AddPlays", request).added.items()}
 
+    def set_playlists(
+        self, playlists: dict[str, list[tuple[int | None, str]]], source: str
+    ) -> None:
+        """Store playlists an import brought: name -> [(file id or None, text)]."""
+        request = control_pb2.SetPlaylistsRequest(
+            playlists=[
+                control_pb2.Playlist(
+                    name=name,
+                    entries=[control_pb2.PlaylistEntry(file_id=f or 0, text=t) for f, t in entries],
+                )
+                for name, entries in playlists.items()
+            ],
+            source=source,
+        )
+        self._call("SetPlaylists", request)
+
     def collections(self) -> list[dict[str, Any]]:
         """[{name, source, rule}] of every collection the mount shows."""
         message = self._call("ListCollections", control_pb2.ListCollectionsRequest())

@@ -83,7 +83,8 @@ def _collections_message(listed: list[dict[str, Any]]) -> control_pb2.Collection
 class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
     GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream,
-    PinTracks, UnpinTracks, ListPins, SetRatings, AddPlays, ListCollections, SetCollection."""
+    PinTracks, UnpinTracks, ListPins, SetRatings, AddPlays, SetPlaylists,
+    ListCollections, SetCollection."""
 
     fs: MountControl
 
@@ -171,6 +172,15 @@ class AdminRPCs:
         plays = [(int(p.file_id), int(p.count), float(p.last_played)) for p in request.plays]
         added = self._do(context, lambda: self.fs.add_plays(plays, request.source))
         return control_pb2.AddPlaysResponse(added=added)
+
+    def SetPlaylists(
+        self, request: control_pb2.SetPlaylistsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.SetPlaylistsResponse:
+        playlists = {
+            p.name: [(int(e.file_id) or None, e.text) for e in p.entries] for p in request.playlists
+        }
+        self._do(context, lambda: self.fs.set_playlists(playlists, request.source or "import"))
+        return control_pb2.SetPlaylistsResponse()
 
     def ListCollections(
         self, request: control_pb2.ListCollectionsRequest, context: grpc.ServicerContext

@@ -851,3 +851,31 @@ class AddPlaysResponse(_message.Message):
     ADDED_FIELD_NUMBER: _ClassVar[int]
     added: _containers.ScalarMap[int, int]
     def __init__(self, added: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class PlaylistEntry(_message.Message):
+    __slots__ = ("file_id", "text")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    file_id: int
+    text: str
+    def __init__(self, file_id: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
+class Playlist(_message.Message):
+    __slots__ = ("name", "entries")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    entries: _containers.RepeatedCompositeFieldContainer[PlaylistEntry]
+    def __init__(self, name: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[PlaylistEntry, _Mapping]]] = ...) -> None: ...
+
+class SetPlaylistsRequest(_message.Message):
+    __slots__ = ("playlists", "source")
+    PLAYLISTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    playlists: _containers.RepeatedCompositeFieldContainer[Playlist]
+    source: str
+    def __init__(self, playlists: _Optional[_Iterable[_Union[Playlist, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SetPlaylistsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

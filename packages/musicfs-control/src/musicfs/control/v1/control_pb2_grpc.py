@@ -99,6 +99,11 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.FromString,
                 _registered_method=True)
+        self.SetPlaylists = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/SetPlaylists',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsResponse.FromString,
+                _registered_method=True)
         self.GetCacheStats = channel.unary_unary(
                 '/musicfs.control.v1.MusicFS/GetCacheStats',
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetCacheStatsRequest.SerializeToString,
@@ -274,6 +279,13 @@ class MusicFSServicer:
 
     def AddPlays(self, request, context):
         """Add plays an import brought (with a shared catalog: there first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPlaylists(self, request, context):
+        """Store playlists an import brought (with a shared catalog: there first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -460,6 +472,11 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.AddPlays,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.SerializeToString,
+            ),
+            'SetPlaylists': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPlaylists,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsResponse.SerializeToString,
             ),
             'GetCacheStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCacheStats,
@@ -893,6 +910,33 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/AddPlays',
             musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPlaylists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SetPlaylists',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,13 +31,20 @@ SHARED_MORE: tuple[tuple[str, str], ...] = (
     ("pin_requests", "pins"),
     ("moves", "old paths of moved tracks"),
     ("imported_plays", "imported play counts"),
+    ("imported_playlists", "imported playlists"),
 )
 
 #: User data a shared catalog does not hold yet: (table, what to call it).
 LOCAL_ONLY: tuple[tuple[str, str], ...] = (
-    ("playlists", "playlists"),
+    ("origin_playlists", "playlists of origin files (the scanning machine reads them)"),
     ("played_after", "prefetch history"),
 )
+
+#: Counted as tables: the playlists imports brought, and those of origin files.
+_COUNTED_AS = {
+    "imported_playlists": "playlists WHERE substr(source, 1, 7) != 'origin:'",
+    "origin_playlists": "playlists WHERE substr(source, 1, 7) = 'origin:'",
+}
 
 
 class MigrationRows(Part):
@@ -61,7 +68,11 @@ class MigrationRows(Part):
         tables = ("files", "overrides", "plays", "departed",
                   *(t for t, _ in (*SHARED_MORE, *LOCAL_ONLY)))  # fmt: skip
         return {
-            table: int(self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            table: int(
+                self._conn.execute(
+                    f"SELECT count(*) FROM {_COUNTED_AS.get(table, table)}"
+                ).fetchone()[0]
+            )
             for table in tables
         }
 
@@ -122,6 +133,20 @@ class MigrationRows(Part):
             "ORDER BY rowid LIMIT ?"
         )
         return self._keyset(query, size)
+
+    def imported_playlist_rows(self) -> list[tuple[str, str, list[list[Any]]]]:
+        """The playlists imports brought, as (name, source, [[file id or None, text]...])."""
+        found = []
+        for playlist, name, source in self._conn.execute(
+            "SELECT id, name, source FROM playlists WHERE substr(source, 1, 7) != 'origin:' "
+            "ORDER BY name"
+        ).fetchall():
+            entries = self._conn.execute(
+                "SELECT file_id, text FROM playlist_entries WHERE playlist = ? ORDER BY position",
+                (playlist,),
+            ).fetchall()
+            found.append((str(name), str(source), [[e[0], str(e[1])] for e in entries]))
+        return found
 
     def pin_rows(self) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
         """The pin requests as (id, kind, value, at), and the pins as (file_id, request)."""

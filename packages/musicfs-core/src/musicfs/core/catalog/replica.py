@@ -19,7 +19,8 @@ from musicfs.core.catalog.rows import Part, replica_key, split_relpath
 from musicfs.core.model import TAG_FIELDS, ScannedFile
 
 #: The per-track user data a shared catalog holds (of identity's USER_TABLES and
-#: what goes with them); playlist entries stay with the machine for now.
+#: what goes with them); imported playlists are shared too (`clear_user_data`),
+#: those read from origin files stay with the machine that scans them.
 SHARED_USER_TABLES: tuple[str, ...] = (
     "overrides", "plays", "ratings", "pins", "moves", "imported_plays",
 )  # fmt: skip
@@ -158,6 +159,8 @@ class ReplicaRows(Part):
         for table in SHARED_USER_TABLES:
             self._conn.execute(f"DELETE FROM {table}")
         self._conn.execute("DELETE FROM pin_requests")
+        # Imported playlists (those of origin files are this machine's scan's).
+        self._conn.execute("DELETE FROM playlists WHERE substr(source, 1, 7) != 'origin:'")
         self._conn.execute("DELETE FROM settings WHERE substr(key, 1, ?) = ?",
                            (len(_COLLECTION), _COLLECTION))  # fmt: skip
         self._conn.execute("DELETE FROM overlays")

@@ -426,6 +426,23 @@ class MountControl(Admin):
                     added[file_id] = added.get(file_id, 0) + new
         return added
 
+    def set_playlists(
+        self, playlists: Mapping[str, Sequence[tuple[int | None, str]]], source: str
+    ) -> None:
+        """Store playlists an import brought (name -> entries: file id or None,
+        the entry's text), each in place of one of that name; with a shared
+        catalog there first. Raises `AdminError`."""
+        shared = self.fs.shared
+        if shared is not None:
+            try:
+                shared.publish(lambda writer: writer.set_playlists(playlists, source), "playlists")
+            except SharedCatalogError as exc:
+                raise AdminError(f"{exc}; no playlist was stored") from None
+            return
+        with Catalog.open(self.fs.catalog_path) as catalog, catalog.transaction():
+            for name, entries in playlists.items():
+                catalog.replace_playlist(name, source, entries)
+
     # -- smart collections ----------------------------------------------------------------
 
     def collections(self) -> list[dict[str, Any]]:

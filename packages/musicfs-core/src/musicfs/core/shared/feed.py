@@ -147,6 +147,11 @@ def _apply_global(catalog: Catalog, change: Change, result: Applied) -> bool:
     elif change.kind == "pin_dropped":
         catalog.drop_pin_request(int(payload["id"]))
         result.pins = True
+    elif change.kind == "playlist":
+        entries = [(e[0], str(e[1])) for e in payload.get("entries", [])]
+        present = catalog.file_sizes(f for f, _ in entries if f is not None)
+        kept = [(f if f in present else None, text) for f, text in entries]
+        catalog.replace_playlist(str(payload["name"]), str(payload["source"]), kept)
     elif change.kind == "collection":
         rule = payload.get("rule")
         catalog.set_shared_collection(str(payload["name"]), None if rule is None else dict(rule))
@@ -275,6 +280,11 @@ def bootstrap(
             for r in snapshot.pin_requests():
                 catalog.replicate_pin_request(int(r["id"]), r["kind"], r["value"], r["at"])
                 catalog.set_pinned(int(r["id"]), [int(f) for f in r["files"]])
+            for r in snapshot.playlists():
+                entries = [(e[0], str(e[1])) for e in r["entries"]]
+                present = catalog.file_sizes(f for f, _ in entries if f is not None)
+                kept = [(f if f in present else None, text) for f, text in entries]
+                catalog.replace_playlist(str(r["name"]), str(r["source"]), kept)
             for r in snapshot.collections():
                 catalog.set_shared_collection(str(r["name"]), dict(r["rule"]))
         with catalog.transaction():

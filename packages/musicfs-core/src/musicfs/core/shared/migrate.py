@@ -10,8 +10,8 @@ A migration is one PostgreSQL transaction, so the target is either left empty
    into one that other machines already fill;
 2. the SQLite catalog is read in one read transaction, in batches, and COPYed
    into ``tracks`` (with the same ids), ``overrides``, ``plays``,
-   ``ratings``, ``pin_requests`` and ``pins``, ``moves``, ``imported_plays``
-   and ``departed``;
+   ``ratings``, ``pin_requests`` and ``pins``, ``moves``, ``imported_plays``,
+   ``playlists`` (those imports brought) and ``departed``;
    the ``tracks`` id sequence continues after the highest id;
 3. the feed is marked as pruned up to a new sequence number: a machine that
    had already copied the (then empty) shared catalog is behind what the feed
@@ -19,8 +19,8 @@ A migration is one PostgreSQL transaction, so the target is either left empty
    the migrated rows;
 4. after the commit the SQLite catalog records that it is a replica of the
    shared catalog at that sequence number. Its ids are already the shared
-   ones, so its playlists and prefetch history (which the shared catalog
-   does not hold yet) still name the right tracks.
+   ones, so its origin files' playlists and prefetch history (which the
+   shared catalog does not hold) still name the right tracks.
 
 A migration that committed in PostgreSQL but stopped before step 4 is finished
 by running it again (the target remembers the token the catalog was given
@@ -256,7 +256,7 @@ def _copy(  # noqa: PLR0917 (the steps of one transaction)
     # no change number is handed out in between. Checked again under the locks.
     conn.execute(
         "LOCK TABLE tracks, overrides, plays, ratings, pin_requests, pins, moves, "
-        "imported_plays, departed, changes IN EXCLUSIVE MODE"
+        "imported_plays, playlists, departed, changes IN EXCLUSIVE MODE"
     )
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.FEED_LOCK,))
     _, tracks, last_seq, catalog_id, _ = _target_state(conn)
@@ -298,6 +298,15 @@ def _copy(  # noqa: PLR0917 (the steps of one transaction)
         report.more.get("imported play counts", 0), progress,
         lambda row: tuple(_clean(v) for v in row),
     )  # fmt: skip
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO playlists (name, source, entries, at) VALUES (%s, %s, %s, %s)",
+            [
+                (_clean(name), _clean(source),
+                 Jsonb([[f, _clean(text)] for f, text in entries]), time.time())
+                for name, source, entries in catalog.imported_playlist_rows()
+            ],
+        )  # fmt: skip
     requests, pins = catalog.pin_rows()
     with conn.cursor() as cur:
         cur.executemany(

@@ -19,7 +19,9 @@ What the tables hold:
   ``departed``: the user data of removed tracks, waiting for their audio to
   come back; ``moves``: where tracks that took over such data were before;
 * ``collections``: smart collections defined in the catalog (name -> rule, the
-  keys of a ``[[collections]]`` table), shown by every mount;
+  keys of a ``[[collections]]`` table), shown by every mount; ``playlists``:
+  the playlists imports brought (name -> source, entries: [track id or null,
+  the entry's text]); those read from origin files stay with each machine;
 * ``changes``: the change feed. ``seq`` grows with every write; a write takes
   the feed lock (`FEED_LOCK`) just before recording its changes and keeps it to
   its commit, so sequence numbers are handed out in commit order and a replica
@@ -146,6 +148,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (origin, relpath)
     );
     CREATE INDEX moves_by_file ON moves (file_id, at);
+    CREATE TABLE playlists (
+        name text PRIMARY KEY,
+        source text NOT NULL,
+        entries jsonb NOT NULL,
+        at double precision NOT NULL
+    );
     CREATE TABLE imported_plays (
         file_id bigint NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
         source text NOT NULL,

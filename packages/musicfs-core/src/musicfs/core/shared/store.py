@@ -21,6 +21,8 @@ set_pins            pin_requests, pins           pin_request: {id, kind, value, 
                                                  files}
 drop_pins           pin_requests (pins go too)   pin_dropped: {"id"}
 set_collection      collections                  collection: {"name", "rule"|null}
+set_playlists       playlists                    playlist: {"name", "source",
+                                                 "entries"}
 ==================  ===========================  ==================================
 
 A scan batch that carries a removed track's user data (overrides, plays,
@@ -332,7 +334,9 @@ class SharedCatalog:
     _HAS_DATA = (
         "(EXISTS (SELECT 1 FROM overrides o WHERE o.file_id = t.id) "
         "OR EXISTS (SELECT 1 FROM plays p WHERE p.file_id = t.id) "
-        "OR EXISTS (SELECT 1 FROM ratings r WHERE r.file_id = t.id))"
+        "OR EXISTS (SELECT 1 FROM ratings r WHERE r.file_id = t.id) "
+        "OR EXISTS (SELECT 1 FROM playlists pl "
+        "WHERE pl.entries @> jsonb_build_array(jsonb_build_array(t.id))))"
     )
 
     def _keep_user_data(
@@ -364,6 +368,7 @@ class SharedCatalog:
                     "WHERE file_id = %s ON CONFLICT DO NOTHING",
                     (new, old),
                 )
+                self._repoint_playlists(cur, pending, old, new)
                 relpath = f"{leaving['reldir']}/{leaving['name']}".lstrip("/")
                 self._record_user_data(pending, new, data)
                 self._move(cur, pending, old, new, leaving["origin"], relpath, when)
@@ -376,6 +381,7 @@ class SharedCatalog:
                 moves = cur.execute(
                     "SELECT origin, relpath, at FROM moves WHERE file_id = %s ORDER BY at", (old,)
                 ).fetchall()
+                data["file_id"] = old  # what its playlist entries name (`_adopt`)
                 if pins:
                     data["pins"] = [int(p["request"]) for p in pins]
                 if moves:
@@ -429,9 +435,26 @@ class SharedCatalog:
             "ON CONFLICT (origin, relpath) DO NOTHING",
             [(m[0], m[1], track_id, float(m[2])) for m in data.get("moves", [])],
         )
+        if data.get("file_id") is not None:
+            self._repoint_playlists(cur, pending, int(data["file_id"]), track_id)
         cur.execute("DELETE FROM departed WHERE id = %s", (left["id"],))
         self._record_user_data(pending, track_id, self._user_data(cur, track_id))
         self._move(cur, pending, None, track_id, left["origin"], left["relpath"], left["at"])
+
+    @staticmethod
+    def _repoint_playlists(cur: psycopg.Cursor[Any], pending: _Pending, old: int, new: int) -> None:
+        """Playlist entries of track *old* name *new* (the track its data went to)."""
+        rows = cur.execute(
+            "SELECT name, source, entries FROM playlists WHERE entries @> %s",
+            (Jsonb([[old]]),),
+        ).fetchall()
+        for row in rows:
+            entries = [[new if e[0] == old else e[0], e[1]] for e in row["entries"]]
+            cur.execute(
+                "UPDATE playlists SET entries = %s WHERE name = %s", (Jsonb(entries), row["name"])
+            )
+            payload = {"name": row["name"], "source": row["source"], "entries": entries}
+            pending.add("playlist", None, payload)
 
     @staticmethod
     def _move(  # noqa: PLR0917 (one move's parts)
@@ -703,6 +726,27 @@ class SharedCatalog:
 
         return self._run(work)
 
+    def set_playlists(
+        self, playlists: Mapping[str, Sequence[tuple[int | None, str]]], source: str
+    ) -> None:
+        """Store playlists an import brought (name -> entries: track id or None,
+        the entry's text), each in place of any playlist of that name."""
+        if not playlists:
+            return
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> None:
+            for name, entries in sorted(playlists.items()):
+                kept = [[f, _text(text)] for f, text in entries]
+                conn.execute(
+                    "INSERT INTO playlists (name, source, entries, at) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET source = excluded.source, "
+                    "entries = excluded.entries, at = excluded.at",
+                    (_text(name), source, Jsonb(kept), time.time()),
+                )
+                pending.add("playlist", None, {"name": name, "source": source, "entries": kept})
+
+        self._run(work)
+
     def set_collection(self, name: str, rule: Mapping[str, Any] | None) -> bool:
         """Define (or redefine) collection *name* with *rule* (the keys of a
         ``[[collections]]`` table besides its name); None removes it. Returns
@@ -870,6 +914,12 @@ class Snapshot:
                 "ORDER BY p.file_id) FILTER (WHERE p.file_id IS NOT NULL), '{}') AS files "
                 "FROM pin_requests r LEFT JOIN pins p ON p.request = r.id "
                 "GROUP BY r.id ORDER BY r.id"
+            ).fetchall()
+
+    def playlists(self) -> list[dict[str, Any]]:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT name, source, entries FROM playlists ORDER BY name"
             ).fetchall()
 
     def collections(self) -> list[dict[str, Any]]:
