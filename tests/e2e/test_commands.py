@@ -78,6 +78,18 @@ def test_every_command_names_its_mount_with_dash_dash_mount_and_exits_as_documen
             exits(EXIT_USAGE, "tag", "set", joga, "mood=Calm", *mp)
             exits(EXIT_OK, "tag", "clear", joga, *mp)
             exits(EXIT_OK, "tag", "lookup", joga, *mp)
+            exits(EXIT_OK, "tag", "rate", joga, "80", *mp)
+            exits(EXIT_USAGE, "tag", "rate", joga, "120", *mp)
+            assert (
+                json.loads(exits(EXIT_OK, "tag", "show", joga, *mp, "--json").stdout)["rating"]
+                == 80
+            )
+            listed = json.loads(exits(EXIT_OK, "collection", "list", *mp, "--json").stdout)
+            assert {c["name"] for c in listed} == {"recently-added", "recently-played",
+                                                    "most-played"}  # fmt: skip
+            # Without a shared catalog, collections live in the config file only.
+            refused = exits(EXIT_USAGE, "collection", "add", "mp3s", "format=mp3", *mp)
+            assert "[[collections]]" in refused.stderr, describe(refused)
             exits(EXIT_OK, "plugin", "list", *mp)
             exits(EXIT_USAGE, "plugin", "unload", "nosuch", *mp)
             exits(EXIT_OK, "origin", "list", *mp)

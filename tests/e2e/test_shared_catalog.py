@@ -4,7 +4,8 @@ Two daemons on two mountpoints with their own cache directories play two
 machines mounting one origin folder; both set ``[catalog] shared`` to a
 database on a real PostgreSQL (tests/servers/postgres.py). The first mount
 scans the origin into PostgreSQL; the second copies the catalog and never
-scans. An override or a play made on one shows on the other; with the server
+scans. An override, a play, a rating, a pin or a collection made on one shows
+on the other; with the server
 stopped both keep serving, say ``DEGRADED`` and refuse ``tag set`` naming the
 server, and a play made meanwhile is counted once it is back; killing the
 mount that scans hands the origin to the other.
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,82 @@ def test_an_override_and_a_play_on_one_machine_show_on_the_other(
         assert plays(a.mountpoint / joga) == 1
 
 
+def cached_on(mount: Mount, relpath: str) -> bool:
+    """Whether *mount*'s own content cache holds a copy of origin file *relpath*."""
+    database = mount.cache_dir / "content" / "manifests.sqlite3"
+    if not database.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        row = db.execute("SELECT 1 FROM manifests WHERE relpath = ?", (relpath,))
+        return row.fetchone() is not None
+
+
+def lacks(folder: Path, name: str) -> bool:
+    return name not in os.listdir(folder)
+
+
+def musicfs_json(*args: str | Path) -> Any:
+    result = run_musicfs(*args, "--json")
+    assert result.returncode == 0, describe(result)
+    return json.loads(result.stdout)
+
+
+def test_a_rating_a_pin_and_a_collection_made_on_one_machine_show_on_the_other(
+    library: Library, tmp_path: Path, postgres_url: str
+) -> None:
+    with two_machines(library, tmp_path, postgres_url) as (a, b, _, _):
+        joga = render_path(library.find(JOGA).spec)
+        # A rating (4 stars) made on A: B shows it within 2 s.
+        assert tag("rate", a.mountpoint / joga, "80")["rating"] == 80
+        wait_until(lambda: tag("show", b.mountpoint / joga)["rating"] == 80, timeout=2,
+                   what="B to show A's rating")  # fmt: skip
+
+        # An import on A (an export's plays and rating): counted and shown on B.
+        export = tmp_path / "export.json"
+        track = {
+            "origin": "music",
+            "relpath": SIGUR,
+            "plays": 3,
+            "last_played": 1.7e9,
+            "rating": 60,
+            "artist": None,
+            "album": None,
+            "title": None,
+            "track": None,
+        }
+        export.write_text(json.dumps({"musicfs_export": 1, "tracks": [track]}))
+        imported = run_musicfs("import", "musicfs", export, "--mount", a.mountpoint)
+        assert imported.returncode == 0, describe(imported)
+        sigur = render_path(library.find(SIGUR).spec)
+        wait_until(lambda: plays(b.mountpoint / sigur) == 3, timeout=2,
+                   what="B to count the plays imported on A")  # fmt: skip
+        assert tag("show", b.mountpoint / sigur)["rating"] == 60
+
+        # A pins the album: B lists the pin, and copies the files into its own cache.
+        album = str(Path(joga).parent)
+        pinned = musicfs_json("cache", "pin", a.mountpoint / album, "--wait")
+        assert (pinned["tracks"], pinned["failed"]) == (2, [])
+        wait_until(lambda: [p["value"] for p in musicfs_json("cache", "pins", b.mountpoint)["pins"]]
+                   == [album], timeout=2, what="B to list A's pin")  # fmt: skip
+        for relpath in (JOGA, UNRAVEL):
+            wait_until(functools.partial(cached_on, b, relpath), timeout=30,
+                       what=f"B to copy pinned {relpath} into its cache")  # fmt: skip
+        assert not cached_on(b, SIGUR)  # not pinned, never read on B
+
+        # A collection defined on A shows in B's /.collections, and goes on both.
+        listed = musicfs_json("collection", "add", "mp3s", "format=mp3", "--mount", a.mountpoint)
+        assert {"name": "mp3s", "source": "catalog", "rule": {"format": "mp3"}} in listed
+        on_b = b.mountpoint / ".collections" / "mp3s"
+        wait_until(lambda: "mp3s" in os.listdir(b.mountpoint / ".collections"), timeout=2,
+                   what="B to show A's collection")  # fmt: skip
+        (link,) = os.listdir(on_b)
+        assert sha256_of(on_b / link) == sha256_of(library.find(SIGUR).path)
+        musicfs_json("collection", "remove", "mp3s", "--mount", b.mountpoint)
+        for mount in (a, b):
+            gone = functools.partial(lacks, mount.mountpoint / ".collections", "mp3s")
+            wait_until(gone, timeout=2, what=f"{mount.mountpoint} to drop the collection")
+
+
 def test_without_postgresql_both_serve_and_catch_up_when_it_returns(
     library: Library, tmp_path: Path, postgres_url: str, postgres: PostgresServer
 ) -> None:
@@ -176,6 +254,19 @@ def test_without_postgresql_both_serve_and_catch_up_when_it_returns(
             assert f"shared catalog {server} is unavailable" in refused.stderr, describe(refused)
             assert "Traceback" not in refused.stderr
             assert tag("show", a.mountpoint / joga)["overrides"] == {}
+            # A rating, a pin, a collection: refused the same way, nothing changed.
+            for refused in (
+                run_musicfs("tag", "rate", a.mountpoint / joga, "60"),
+                run_musicfs("cache", "pin", a.mountpoint / joga),
+                run_musicfs("collection", "add", "x", "format=mp3", "--mount", a.mountpoint),
+            ):
+                assert refused.returncode != 0, describe(refused)
+                assert f"shared catalog {server} is unavailable" in refused.stderr, describe(
+                    refused
+                )
+                assert "Traceback" not in refused.stderr
+                assert len(refused.stderr.strip().splitlines()) == 1, describe(refused)
+            assert tag("show", a.mountpoint / joga)["rating"] == -1
 
             sha256_of(a.mountpoint / joga)  # a play while the server is away
         finally:

@@ -381,7 +381,7 @@ def test_cache_stats_names_each_tier_and_keeps_the_json_keys(
 
 # -- naming the mount: --mount on every command that talks to one ----------------------
 
-GROUPS = ("cache", "catalog", "tag", "plugin", "origin", "config", "import")
+GROUPS = ("cache", "catalog", "tag", "plugin", "origin", "config", "import", "collection")
 
 #: Every command that talks to a mount, with what it needs besides the mount.
 MOUNT_COMMANDS: list[list[str]] = [
@@ -392,6 +392,8 @@ MOUNT_COMMANDS: list[list[str]] = [
     ["cache", "unpin", "--all"], ["cache", "pins"],
     ["tag", "show", "A/B/01.flac"], ["tag", "set", "A/B/01.flac", "genre=Jazz"],
     ["tag", "clear", "A/B/01.flac"], ["tag", "lookup", "A/B/01.flac"],
+    ["tag", "rate", "A/B/01.flac", "80"], ["collection", "list"],
+    ["collection", "add", "mp3s", "format=mp3"], ["collection", "remove", "mp3s"],
     ["plugin", "list"], ["plugin", "load", "p.py"], ["plugin", "unload", "p"],
     ["plugin", "reload"], ["origin", "list"], ["origin", "health", "music"],
     ["origin", "rescan"], ["config", "show"], ["config", "set", "log_level", "debug"],

@@ -53,7 +53,8 @@ def test_migrate_moves_the_catalog_with_its_ids_and_user_data(
     steps: list[tuple[str, int, int]] = []
     report = migrate_catalog(path, postgres_url, batch=7, progress=lambda *s: steps.append(s))
     assert (report.tracks, report.overrides, report.plays, report.departed) == (30, 2, 3, 1)
-    assert report.local_only["ratings"] == 1
+    assert report.more["ratings"] == 1
+    assert "ratings" not in report.local_only
     assert ("tracks", 30, 30) in steps  # batch by batch
     assert ("tracks", 7, 30) in steps
     # PostgreSQL has the rows under the SQLite ids.
@@ -72,8 +73,9 @@ def test_migrate_moves_the_catalog_with_its_ids_and_user_data(
         assert {t.relpath: t.id for t in b.catalog.tracks()} == ids
         assert b.catalog.overrides(first) == {"title": "Fixed", "year": "1999"}
         assert b.catalog.play_stats(first)[0] == 2
+        assert b.catalog.rating(ids["Artist/Album/01.flac"]) == 80  # ratings are shared too
         # The migrated catalog is a replica now: a write on B reaches it by the feed,
-        # its rating (not shared) still names the right track.
+        # its rating still names the right track.
         b.shared.set_overrides(ids["Artist/Album/05.flac"], {"album": "New"})
         with Catalog.open(path) as a, SharedCatalog.open(postgres_url) as shared:
             assert a.replica_state()[0] == shared.catalog_id

@@ -217,6 +217,9 @@ def _print_migration(
         f"{report['tracks']:,} tracks (with their audio identity), {report['overrides']:,} "
         f"overrides, {report['plays']:,} plays"
     )
+    for what, n in report.get("more", {}).items():
+        if n:
+            moved += f", {n:,} {what}"
     if report["departed"]:
         moved += f", the user data of {report['departed']:,} removed tracks"
     kept = ", ".join(f"{n:,} {what}" for what, n in report["local_only"].items() if n)

@@ -227,8 +227,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         with _catalog(args) as (path, client):
             return _import_beets(args, items, Here.load(path), client)
     library = read_itunes(args.library)
-    with _catalog(args) as (path, _):
-        return _import_itunes(args, library, Here.load(path))
+    with _catalog(args) as (path, client):
+        return _import_itunes(args, library, Here.load(path), client)
 
 
 # -- beets ------------------------------------------------------------------------------
@@ -512,7 +512,9 @@ def _unique(name: str, taken: set[str]) -> str:
     return shown
 
 
-def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here) -> int:
+def _import_itunes(
+    args: argparse.Namespace, library: ITunesLibrary, here: Here, client: Any = None
+) -> int:
     from musicfs.core.mount.facade import Imported, apply_import, imported_plays
 
     prefix = "would " if args.dry_run else ""
@@ -564,6 +566,14 @@ def _import_itunes(args: argparse.Namespace, library: ITunesLibrary, here: Here)
         print(f"{prefix}store playlist {stored!r}: {len(entries)} tracks"
               + (f" ({missing} not found, kept as text)" if missing else ""))  # fmt: skip
     if not args.dry_run:
+        if client is not None:  # through the mount: with a shared catalog, there first
+            if imported.plays:
+                client.add_plays(list(imported.plays), "itunes")
+            if imported.ratings:
+                client.set_ratings(list(imported.ratings), "itunes")
+            if imported.playlists:
+                client.set_playlists(dict(imported.playlists), "itunes")
+            imported.plays, imported.ratings, imported.playlists = [], [], {}
         apply_import(here.catalog_path, imported)
     _list_unmatched(unmatched)
     done = " (dry run: nothing changed)" if args.dry_run else ""

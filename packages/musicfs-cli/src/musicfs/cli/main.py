@@ -25,6 +25,7 @@ from typing import Any
 from musicfs.cli import (
     cache,
     catalog,
+    collection,
     completion,
     events,
     mount,
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_parser(sub, _daemon_args)
     plugin.add_parser(sub, _daemon_args)
     tag.add_parser(sub, _daemon_args)
+    collection.add_parser(sub, _daemon_args)
     origin.add_parser(sub, _daemon_args)
     settings.add_parser(sub, _daemon_args)
     search.add_parser(sub, _daemon_args)
@@ -184,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": verify.cmd_verify,
         "plugin": plugin.cmd_plugin,
         "tag": tag.cmd_tag,
+        "collection": collection.cmd_collection,
         "origin": origin.cmd_origin,
         "config": settings.cmd_config,
         "search": search.cmd_search,

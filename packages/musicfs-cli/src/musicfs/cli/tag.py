@@ -1,4 +1,4 @@
-"""``musicfs tag show|set|clear|lookup``: the metadata overlay of a file in a mount (FR-5.3).
+"""``musicfs tag show|set|clear|rate|lookup``: the metadata overlay of a file in a mount (FR-5.3).
 
 ``musicfs tag set ~/mnt/music/Artist/Album/01.flac artist="New Name" year=1997``
 changes what the file is served with (its header) and where it is in the tree;
@@ -42,10 +42,18 @@ def add_parser(sub: Any, config_args: Any) -> None:
     )
     clear.add_argument("path", type=Path, help=_PATH_HELP)
     clear.add_argument("fields", nargs="*", metavar="FIELD")
+    rate = actions.add_parser(
+        "rate",
+        help="rate a file 0-100 (20 a star), or 'none'",
+        description="Rate a file 0-100 (20 a star; 'none' removes the rating). With a "
+        "shared catalog every machine sees it.",
+    )
+    rate.add_argument("path", type=Path, help=_PATH_HELP)
+    rate.add_argument("rating", help="0-100, or none")
     lookup = actions.add_parser("lookup", help="ask the metadata plugins about a file")
     lookup.add_argument("path", type=Path, help=_PATH_HELP)
     lookup.add_argument("--apply", action="store_true", help="make the first answer overrides")
-    for action in (show, set_, clear, lookup):
+    for action in (show, set_, clear, rate, lookup):
         config_args(action)
         action.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -61,6 +69,9 @@ def cmd_tag(args: argparse.Namespace) -> int:
             info = client.get_tags(relpath)
         elif args.tag_command == "set":
             info = client.set_tags(relpath, _assignments(args.assignments))
+        elif args.tag_command == "rate":
+            client.set_ratings([(relpath, _rating(args.rating))])
+            info = client.get_tags(relpath)
         elif args.tag_command == "lookup":
             return _lookup(client.lookup_tags(relpath, args.apply), args)
         else:
@@ -70,6 +81,18 @@ def cmd_tag(args: argparse.Namespace) -> int:
     else:
         _print(info, args.mountpoint)
     return EXIT_OK
+
+
+def _rating(text: str) -> int | None:
+    if text.strip().lower() in ("none", "-"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise CLIError(f"{text!r}: a rating is 0-100 (20 a star), or none", EXIT_USAGE)
+    return value
 
 
 def _assignments(items: list[str]) -> dict[str, str]:

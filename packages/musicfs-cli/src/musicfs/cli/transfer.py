@@ -303,8 +303,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from musicfs.core.mount.facade import add_plays, set_ratings
-
     if args.import_source != "musicfs":
         from musicfs.cli import importers
 
@@ -354,10 +352,13 @@ def cmd_import(args: argparse.Namespace) -> int:
             if entry.rating is not None and entry.rating != found.rating:
                 print(f"{prefix}rate {shown_at}: {entry.rating}/100")
                 ratings.append((record.file_id, entry.rating))
-    if plays and not args.dry_run:
-        add_plays(path, plays)
-    if ratings and not args.dry_run:
-        set_ratings(path, ratings, "musicfs")
+    if (plays or ratings) and not args.dry_run:
+        # Through the mount: a shared catalog takes them first.
+        with daemon_client(args) as client:
+            if plays:
+                client.add_plays(plays)
+            if ratings:
+                client.set_ratings(ratings, "musicfs")
     if pins and not args.dry_run:  # all or nothing, within the pin limit
         from musicfs.cli.progress import last
 

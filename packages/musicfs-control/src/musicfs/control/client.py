@@ -215,6 +215,63 @@ class ControlClient:
         listed["pins"] = [_with_ints(p, self._plain(p)) for p in message.pins]
         return listed
 
+    def set_ratings(self, ratings: Iterable[tuple[str | int, int | None]], source: str = "") -> int:
+        """Rate tracks (a path of the mount or a catalog id, 0-100 or None); how many were."""
+        request = control_pb2.SetRatingsRequest(
+            ratings=[
+                control_pb2.Rating(
+                    path=named if isinstance(named, str) else "",
+                    file_id=named if isinstance(named, int) else 0,
+                    value=-1 if value is None else value,
+                )
+                for named, value in ratings
+            ],
+            source=source,
+        )
+        return int(self._call("SetRatings", request).rated)
+
+    def add_plays(
+        self, plays: Iterable[tuple[int, int, float]], source: str = ""
+    ) -> dict[int, int]:
+        """Add (file id, count, last played) plays an import brought; with *source*,
+        count is that program's running total. Returns the plays added, by file id."""
+        request = control_pb2.AddPlaysRequest(
+            plays=[
+                control_pb2.PlayCount(file_id=f, count=n, last_played=last) for f, n, last in plays
+            ],
+            source=source,
+        )
+        return {int(k): int(v) for k, v in self._call("AddPlays", request).added.items()}
+
+    def set_playlists(
+        self, playlists: dict[str, list[tuple[int | None, str]]], source: str
+    ) -> None:
+        """Store playlists an import brought: name -> [(file id or None, text)]."""
+        request = control_pb2.SetPlaylistsRequest(
+            playlists=[
+                control_pb2.Playlist(
+                    name=name,
+                    entries=[control_pb2.PlaylistEntry(file_id=f or 0, text=t) for f, t in entries],
+                )
+                for name, entries in playlists.items()
+            ],
+            source=source,
+        )
+        self._call("SetPlaylists", request)
+
+    def collections(self) -> list[dict[str, Any]]:
+        """[{name, source, rule}] of every collection the mount shows."""
+        message = self._call("ListCollections", control_pb2.ListCollectionsRequest())
+        return [self._plain(c) for c in message.collections]
+
+    def set_collection(
+        self, name: str, rule: dict[str, str] | None = None, *, remove: bool = False
+    ) -> list[dict[str, Any]]:
+        """Define (or remove) a collection in the shared catalog; the collections after."""
+        request = control_pb2.SetCollectionRequest(name=name, rule=rule or {}, remove=remove)
+        message = self._call("SetCollection", request)
+        return [self._plain(c) for c in message.collections]
+
     def origins(self) -> list[dict[str, Any]]:
         message = self._call("ListOrigins", control_pb2.ListOriginsRequest())
         return [_with_ints(o, self._plain(o)) for o in message.origins]

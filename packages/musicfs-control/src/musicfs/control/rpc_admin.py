@@ -76,10 +76,15 @@ def _pin_message(progress: PinProgress) -> control_pb2.PinProgress:
     )  # fmt: skip
 
 
+def _collections_message(listed: list[dict[str, Any]]) -> control_pb2.CollectionList:
+    return control_pb2.CollectionList(collections=[control_pb2.CollectionInfo(**c) for c in listed])
+
+
 class AdminRPCs:
     """GetCacheStats, ClearCache, Prefetch, VerifyCache, ListOrigins,
     GetOriginHealth, RescanOrigin, GetConfig, SetConfig, Search, SearchStream,
-    PinTracks, UnpinTracks, ListPins."""
+    PinTracks, UnpinTracks, ListPins, SetRatings, AddPlays, SetPlaylists,
+    ListCollections, SetCollection."""
 
     fs: MountControl
 
@@ -150,6 +155,46 @@ class AdminRPCs:
         listed = self.fs.pins()
         pins = [control_pb2.Pin(**pin) for pin in listed.pop("pins")]
         return control_pb2.PinList(pins=pins, **listed)
+
+    def SetRatings(
+        self, request: control_pb2.SetRatingsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.SetRatingsResponse:
+        ratings: list[tuple[str | int, int | None]] = [
+            (r.path or int(r.file_id), None if r.value < 0 else int(r.value))
+            for r in request.ratings
+        ]
+        rated = self._do(context, lambda: self.fs.set_ratings(ratings, request.source or "user"))
+        return control_pb2.SetRatingsResponse(rated=rated)
+
+    def AddPlays(
+        self, request: control_pb2.AddPlaysRequest, context: grpc.ServicerContext
+    ) -> control_pb2.AddPlaysResponse:
+        plays = [(int(p.file_id), int(p.count), float(p.last_played)) for p in request.plays]
+        added = self._do(context, lambda: self.fs.add_plays(plays, request.source))
+        return control_pb2.AddPlaysResponse(added=added)
+
+    def SetPlaylists(
+        self, request: control_pb2.SetPlaylistsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.SetPlaylistsResponse:
+        playlists = {
+            p.name: [(int(e.file_id) or None, e.text) for e in p.entries] for p in request.playlists
+        }
+        self._do(context, lambda: self.fs.set_playlists(playlists, request.source or "import"))
+        return control_pb2.SetPlaylistsResponse()
+
+    def ListCollections(
+        self, request: control_pb2.ListCollectionsRequest, context: grpc.ServicerContext
+    ) -> control_pb2.CollectionList:
+        return _collections_message(self.fs.collections())
+
+    def SetCollection(
+        self, request: control_pb2.SetCollectionRequest, context: grpc.ServicerContext
+    ) -> control_pb2.CollectionList:
+        listed = self._do(
+            context,
+            lambda: self.fs.set_collection(request.name, dict(request.rule), remove=request.remove),
+        )
+        return _collections_message(listed)
 
     def ListOrigins(
         self, request: control_pb2.ListOriginsRequest, context: grpc.ServicerContext

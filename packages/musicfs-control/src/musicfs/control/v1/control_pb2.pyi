@@ -752,3 +752,130 @@ class PinList(_message.Message):
     present_bytes: int
     pin_limit: int
     def __init__(self, pins: _Optional[_Iterable[_Union[Pin, _Mapping]]] = ..., tracks: _Optional[int] = ..., bytes: _Optional[int] = ..., present_tracks: _Optional[int] = ..., present_bytes: _Optional[int] = ..., pin_limit: _Optional[int] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetCollectionRequest(_message.Message):
+    __slots__ = ("name", "rule", "remove")
+    class RuleEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rule: _containers.ScalarMap[str, str]
+    remove: bool
+    def __init__(self, name: _Optional[str] = ..., rule: _Optional[_Mapping[str, str]] = ..., remove: _Optional[bool] = ...) -> None: ...
+
+class CollectionInfo(_message.Message):
+    __slots__ = ("name", "source", "rule")
+    class RuleEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    source: str
+    rule: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., rule: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class CollectionList(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+
+class Rating(_message.Message):
+    __slots__ = ("path", "file_id", "value")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    file_id: int
+    value: int
+    def __init__(self, path: _Optional[str] = ..., file_id: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+
+class SetRatingsRequest(_message.Message):
+    __slots__ = ("ratings", "source")
+    RATINGS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ratings: _containers.RepeatedCompositeFieldContainer[Rating]
+    source: str
+    def __init__(self, ratings: _Optional[_Iterable[_Union[Rating, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SetRatingsResponse(_message.Message):
+    __slots__ = ("rated",)
+    RATED_FIELD_NUMBER: _ClassVar[int]
+    rated: int
+    def __init__(self, rated: _Optional[int] = ...) -> None: ...
+
+class PlayCount(_message.Message):
+    __slots__ = ("file_id", "count", "last_played")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_PLAYED_FIELD_NUMBER: _ClassVar[int]
+    file_id: int
+    count: int
+    last_played: float
+    def __init__(self, file_id: _Optional[int] = ..., count: _Optional[int] = ..., last_played: _Optional[float] = ...) -> None: ...
+
+class AddPlaysRequest(_message.Message):
+    __slots__ = ("plays", "source")
+    PLAYS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    plays: _containers.RepeatedCompositeFieldContainer[PlayCount]
+    source: str
+    def __init__(self, plays: _Optional[_Iterable[_Union[PlayCount, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class AddPlaysResponse(_message.Message):
+    __slots__ = ("added",)
+    class AddedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    added: _containers.ScalarMap[int, int]
+    def __init__(self, added: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class PlaylistEntry(_message.Message):
+    __slots__ = ("file_id", "text")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    file_id: int
+    text: str
+    def __init__(self, file_id: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
+class Playlist(_message.Message):
+    __slots__ = ("name", "entries")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    entries: _containers.RepeatedCompositeFieldContainer[PlaylistEntry]
+    def __init__(self, name: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[PlaylistEntry, _Mapping]]] = ...) -> None: ...
+
+class SetPlaylistsRequest(_message.Message):
+    __slots__ = ("playlists", "source")
+    PLAYLISTS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    playlists: _containers.RepeatedCompositeFieldContainer[Playlist]
+    source: str
+    def __init__(self, playlists: _Optional[_Iterable[_Union[Playlist, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SetPlaylistsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -89,6 +89,21 @@ class MusicFSStub:
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.FromString,
                 _registered_method=True)
+        self.SetRatings = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/SetRatings',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsResponse.FromString,
+                _registered_method=True)
+        self.AddPlays = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/AddPlays',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.FromString,
+                _registered_method=True)
+        self.SetPlaylists = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/SetPlaylists',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsResponse.FromString,
+                _registered_method=True)
         self.GetCacheStats = channel.unary_unary(
                 '/musicfs.control.v1.MusicFS/GetCacheStats',
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.GetCacheStatsRequest.SerializeToString,
@@ -158,6 +173,16 @@ class MusicFSStub:
                 '/musicfs.control.v1.MusicFS/ListPins',
                 request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListPinsRequest.SerializeToString,
                 response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinList.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/ListCollections',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.CollectionList.FromString,
+                _registered_method=True)
+        self.SetCollection = channel.unary_unary(
+                '/musicfs.control.v1.MusicFS/SetCollection',
+                request_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetCollectionRequest.SerializeToString,
+                response_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.CollectionList.FromString,
                 _registered_method=True)
 
 
@@ -240,6 +265,27 @@ class MusicFSServicer:
     def LookupTags(self, request, context):
         """Ask the metadata plugins about a file; with apply, the first answer (in
         order of precedence) becomes its overrides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRatings(self, request, context):
+        """Rate tracks 0-100 (with a shared catalog: there first, for every machine).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPlays(self, request, context):
+        """Add plays an import brought (with a shared catalog: there first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPlaylists(self, request, context):
+        """Store playlists an import brought (with a shared catalog: there first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -345,6 +391,20 @@ class MusicFSServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCollections(self, request, context):
+        """Smart collections: every mount's /.collections. SetCollection defines
+        (or with remove, drops) one in the shared catalog, for every machine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MusicFSServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -402,6 +462,21 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.LookupTags,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.SerializeToString,
+            ),
+            'SetRatings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRatings,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsResponse.SerializeToString,
+            ),
+            'AddPlays': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPlays,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.SerializeToString,
+            ),
+            'SetPlaylists': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPlaylists,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsResponse.SerializeToString,
             ),
             'GetCacheStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCacheStats,
@@ -472,6 +547,16 @@ def add_MusicFSServicer_to_server(servicer, server):
                     servicer.ListPins,
                     request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListPinsRequest.FromString,
                     response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.PinList.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.CollectionList.SerializeToString,
+            ),
+            'SetCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCollection,
+                    request_deserializer=musicfs_dot_control_dot_v1_dot_control__pb2.SetCollectionRequest.FromString,
+                    response_serializer=musicfs_dot_control_dot_v1_dot_control__pb2.CollectionList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -771,6 +856,87 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/LookupTags',
             musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.LookupTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRatings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SetRatings',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetRatingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPlays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/AddPlays',
+            musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.AddPlaysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPlaylists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SetPlaylists',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetPlaylistsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1149,6 +1315,60 @@ class MusicFS:
             '/musicfs.control.v1.MusicFS/ListPins',
             musicfs_dot_control_dot_v1_dot_control__pb2.ListPinsRequest.SerializeToString,
             musicfs_dot_control_dot_v1_dot_control__pb2.PinList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/ListCollections',
+            musicfs_dot_control_dot_v1_dot_control__pb2.ListCollectionsRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.CollectionList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/musicfs.control.v1.MusicFS/SetCollection',
+            musicfs_dot_control_dot_v1_dot_control__pb2.SetCollectionRequest.SerializeToString,
+            musicfs_dot_control_dot_v1_dot_control__pb2.CollectionList.FromString,
             options,
             channel_credentials,
             insecure,

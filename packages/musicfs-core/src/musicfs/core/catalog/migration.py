@@ -1,10 +1,11 @@
 """Reading a whole catalog out for ``musicfs catalog migrate`` (issue 16): the
-rows a shared catalog takes (files, overrides, plays, departed user data), in
+rows a shared catalog takes (files, overrides, plays, ratings, pins, moves,
+imported play counts, departed user data), in
 batches of one consistent read, and counts of what stays with this machine.
 
 The shared catalog (`musicfs.core.shared.migrate`) gets the files with their
 ids as they are here, so after a migration this catalog's ids are the shared
-ones and every table that names a file by id (ratings, pins, playlists, moves)
+ones and every table that names a file by id and stays here (playlists)
 still names the right one.
 """
 
@@ -24,15 +25,26 @@ FILE_COLUMNS: tuple[str, ...] = (
     "scanned_at", "audio_id", *TAG_FIELDS,
 )  # fmt: skip
 
-#: User data a shared catalog does not hold yet: (table, what to call it).
-LOCAL_ONLY: tuple[tuple[str, str], ...] = (
+#: User data a shared catalog takes besides overrides and plays: (table, what to call it).
+SHARED_MORE: tuple[tuple[str, str], ...] = (
     ("ratings", "ratings"),
-    ("imported_plays", "imported play counts"),
-    ("playlists", "playlists"),
     ("pin_requests", "pins"),
     ("moves", "old paths of moved tracks"),
+    ("imported_plays", "imported play counts"),
+    ("imported_playlists", "imported playlists"),
+)
+
+#: User data a shared catalog does not hold yet: (table, what to call it).
+LOCAL_ONLY: tuple[tuple[str, str], ...] = (
+    ("origin_playlists", "playlists of origin files (the scanning machine reads them)"),
     ("played_after", "prefetch history"),
 )
+
+#: Counted as tables: the playlists imports brought, and those of origin files.
+_COUNTED_AS = {
+    "imported_playlists": "playlists WHERE substr(source, 1, 7) != 'origin:'",
+    "origin_playlists": "playlists WHERE substr(source, 1, 7) = 'origin:'",
+}
 
 
 class MigrationRows(Part):
@@ -53,9 +65,14 @@ class MigrationRows(Part):
 
     def migration_counts(self) -> dict[str, int]:
         """Rows per table: those a shared catalog takes, then `LOCAL_ONLY`."""
-        tables = ("files", "overrides", "plays", "departed", *(t for t, _ in LOCAL_ONLY))
+        tables = ("files", "overrides", "plays", "departed",
+                  *(t for t, _ in (*SHARED_MORE, *LOCAL_ONLY)))  # fmt: skip
         return {
-            table: int(self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            table: int(
+                self._conn.execute(
+                    f"SELECT count(*) FROM {_COUNTED_AS.get(table, table)}"
+                ).fetchone()[0]
+            )
             for table in tables
         }
 
@@ -93,6 +110,52 @@ class MigrationRows(Part):
         query = "SELECT rowid, file_id, at FROM plays WHERE rowid > ? ORDER BY rowid LIMIT ?"
         return self._keyset(query, size)
 
+    def rating_rows(self, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every rating as (file_id, value, source)."""
+        query = (
+            "SELECT rowid, file_id, value, source FROM ratings WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        return self._keyset(query, size)
+
+    def imported_play_rows(self, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every running total an import last brought, as (file_id, source, count)."""
+        query = (
+            "SELECT rowid, file_id, source, count FROM imported_plays WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        return self._keyset(query, size)
+
+    def move_rows(self, size: int = 20000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every old path of a moved file as (origin, relpath, file_id, at)."""
+        query = (
+            "SELECT rowid, origin, relpath, file_id, at FROM moves WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?"
+        )
+        return self._keyset(query, size)
+
+    def imported_playlist_rows(self) -> list[tuple[str, str, list[list[Any]]]]:
+        """The playlists imports brought, as (name, source, [[file id or None, text]...])."""
+        found = []
+        for playlist, name, source in self._conn.execute(
+            "SELECT id, name, source FROM playlists WHERE substr(source, 1, 7) != 'origin:' "
+            "ORDER BY name"
+        ).fetchall():
+            entries = self._conn.execute(
+                "SELECT file_id, text FROM playlist_entries WHERE playlist = ? ORDER BY position",
+                (playlist,),
+            ).fetchall()
+            found.append((str(name), str(source), [[e[0], str(e[1])] for e in entries]))
+        return found
+
+    def pin_rows(self) -> tuple[list[tuple[Any, ...]], list[tuple[int, int]]]:
+        """The pin requests as (id, kind, value, at), and the pins as (file_id, request)."""
+        requests = self._conn.execute(
+            "SELECT id, kind, value, at FROM pin_requests ORDER BY id"
+        ).fetchall()
+        pins = self._conn.execute("SELECT file_id, request FROM pins ORDER BY request").fetchall()
+        return [tuple(r) for r in requests], [(int(r[0]), int(r[1])) for r in pins]
+
     def departed_rows(self) -> list[tuple[str, str, str, dict[str, Any], float]]:
         """User data waiting for its audio: (audio_id, origin, relpath, data, at),
         data holding the overrides ([{field, value, source}]) and plays ([at])
@@ -111,7 +174,13 @@ class MigrationRows(Part):
                 if "field" in o
             ]
             plays = [float(p["at"]) for p in data.get("plays", []) if "at" in p]
-            if overrides or plays:
-                kept = {"overrides": overrides, "plays": plays}
+            ratings = [r for r in data.get("ratings", []) if "value" in r]
+            if overrides or plays or ratings:
+                kept: dict[str, Any] = {"overrides": overrides, "plays": plays}
+                if ratings:
+                    kept["rating"] = {
+                        "value": int(ratings[0]["value"]),
+                        "source": ratings[0].get("source", ""),
+                    }
                 found.append((row[0], row[1], row[2], kept, float(row[4])))
         return found

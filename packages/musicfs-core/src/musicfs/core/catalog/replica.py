@@ -10,6 +10,7 @@ resumes exactly where its last commit left it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,9 +18,15 @@ from typing import Any
 from musicfs.core.catalog.rows import Part, replica_key, split_relpath
 from musicfs.core.model import TAG_FIELDS, ScannedFile
 
-#: The user data a shared catalog holds so far (a subset of identity.USER_TABLES);
-#: the rest (playlist entries, pins) stays with the machine for now.
-SHARED_USER_TABLES: tuple[str, ...] = ("overrides", "plays")
+#: The per-track user data a shared catalog holds (of identity's USER_TABLES and
+#: what goes with them); imported playlists are shared too (`clear_user_data`),
+#: those read from origin files stay with the machine that scans them.
+SHARED_USER_TABLES: tuple[str, ...] = (
+    "overrides", "plays", "ratings", "pins", "moves", "imported_plays",
+)  # fmt: skip
+#: Settings holding the collections defined in the shared catalog, by name
+#: (their rule as JSON): the replica keeps them as it keeps its place in the feed.
+_COLLECTION = "shared.collection."
 
 _CATALOG_ID = "shared.catalog_id"
 _APPLIED_SEQ = "shared.applied_seq"
@@ -65,10 +72,80 @@ class ReplicaRows(Part):
         return [int(row[0]) for row in rows]
 
     def has_user_data(self) -> bool:
-        """Whether any file has user data a shared catalog holds (overrides, plays)."""
+        """Whether any file has overrides or plays (which a copy of a shared
+        catalog would replace: a machine that scanned on its own may join with
+        its ratings and pins, which name its own ids and are dropped)."""
         return any(
             self._conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
-            for table in SHARED_USER_TABLES
+            for table in ("overrides", "plays")
+        )
+
+    # -- user data the feed brings beyond overrides and plays -------------------------------
+
+    def replicate_pin_request(self, request: int, kind: str, value: str, at: float) -> None:
+        """Pin request *request* as the shared catalog has it (same id)."""
+        self._conn.execute(
+            "DELETE FROM pin_requests WHERE kind = ? AND value = ? AND id != ?",
+            (kind, value, request),
+        )
+        self._conn.execute(
+            "INSERT INTO pin_requests (id, kind, value, at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, value = excluded.value, "
+            "at = excluded.at",
+            (request, kind, value, at),
+        )
+
+    def add_pins(self, file_id: int, requests: Sequence[int]) -> None:
+        """Track *file_id* is pinned by *requests* too (those this replica has)."""
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO pins (file_id, request) "
+            "SELECT ?, id FROM pin_requests WHERE id = ?",
+            [(file_id, r) for r in requests],
+        )
+
+    def set_imported_plays(self, file_id: int, source: str, count: int) -> None:
+        """The running total last imported from *source* for a file (its plays
+        come as plays changes of their own)."""
+        self._conn.execute(
+            "INSERT INTO imported_plays (file_id, source, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (file_id, source) DO UPDATE SET count = excluded.count",
+            (file_id, source, count),
+        )
+
+    def set_moves(self, file_id: int, moves: Sequence[Sequence[Any]]) -> None:
+        """Where track *file_id* was before: (origin, relpath, when) each."""
+        self._conn.executemany(
+            "INSERT INTO moves (origin, relpath, file_id, at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (origin, relpath) DO UPDATE SET file_id = excluded.file_id, "
+            "at = excluded.at",
+            [(m[0], m[1], file_id, float(m[2])) for m in moves],
+        )
+
+    def shared_collections(self) -> dict[str, dict[str, Any]]:
+        """The collections defined in the shared catalog: name -> rule."""
+        rows = self._conn.execute(
+            "SELECT key, value FROM settings WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(_COLLECTION), _COLLECTION),
+        ).fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for key, value in rows:
+            if not str(key).startswith(_COLLECTION):
+                continue
+            try:
+                found[str(key)[len(_COLLECTION) :]] = dict(json.loads(value))
+            except (ValueError, TypeError):
+                continue  # unreadable: skipped, the next copy writes it again
+        return found
+
+    def set_shared_collection(self, name: str, rule: dict[str, Any] | None) -> None:
+        """Keep (or with None forget) a collection defined in the shared catalog."""
+        if rule is None:
+            self._conn.execute("DELETE FROM settings WHERE key = ?", (_COLLECTION + name,))
+            return
+        self._conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_COLLECTION + name, json.dumps(rule, sort_keys=True)),
         )
 
     def forget_files(self) -> None:
@@ -81,6 +158,11 @@ class ReplicaRows(Part):
         that starts over copies it again)."""
         for table in SHARED_USER_TABLES:
             self._conn.execute(f"DELETE FROM {table}")
+        self._conn.execute("DELETE FROM pin_requests")
+        # Imported playlists (those of origin files are this machine's scan's).
+        self._conn.execute("DELETE FROM playlists WHERE substr(source, 1, 7) != 'origin:'")
+        self._conn.execute("DELETE FROM settings WHERE substr(key, 1, ?) = ?",
+                           (len(_COLLECTION), _COLLECTION))  # fmt: skip
         self._conn.execute("DELETE FROM overlays")
 
     def replica_state(self) -> tuple[str | None, int, bool]:

@@ -6,13 +6,17 @@ What a collection is (its folder name and its rule) and the built-in ones;
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from musicfs.core.catalog.plays import ORDERS
 from musicfs.core.values import ConfigError
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[^/\0]{1,200}$")
 
@@ -75,3 +79,26 @@ def file_collections(path: Path, value: Any) -> tuple[Collection, ...]:
     if dupes:
         raise ConfigError(f"{path}: collection name(s) {dupes} are used twice (or are built in)")
     return tuple(out)
+
+
+def collection_rule(name: str, rule: Mapping[str, Any]) -> Collection:
+    """A collection defined in a shared catalog (``musicfs collection add``):
+    *rule* holds the keys of a ``[[collections]]`` table besides its name.
+    Raises `ConfigError` saying what is wrong."""
+    try:
+        (found,) = file_collections(Path("collection"), [{"name": name, **rule}])
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("collection: [[collections]] #1: ", "")) from None
+    return found
+
+
+def catalog_collections(rules: Mapping[str, Mapping[str, Any]]) -> dict[str, Collection]:
+    """The collections a shared catalog defines (name -> rule), those that make
+    sense to this MusicFS (one of a newer one may not: skipped, with a warning)."""
+    found: dict[str, Collection] = {}
+    for name, rule in sorted(rules.items()):
+        try:
+            found[name] = collection_rule(name, rule)
+        except ConfigError as exc:
+            log.warning("collection %r of the shared catalog is not shown: %s", name, exc)
+    return found

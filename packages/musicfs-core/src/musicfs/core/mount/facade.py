@@ -20,13 +20,14 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from musicfs.core.catalog.store import Catalog, CatalogError
+from musicfs.core.config.collections import BUILTIN, Collection, collection_rule
 from musicfs.core.config.settings import Config
 from musicfs.core.content.backup import BackupError, backup_cache, restore_cache
 from musicfs.core.content.cache import ContentCache
@@ -48,11 +49,14 @@ from musicfs.core.mount.assembly import MountState, StartupError, shown_state, v
 from musicfs.core.mount.origins import build_origin
 from musicfs.core.mount.pins import PinError, PinProgress
 from musicfs.core.mount.service import MusicFS
+from musicfs.core.namespace.collections import all_collections
 from musicfs.core.origins.federation import Health
 from musicfs.core.secrets.credentials import Credentials
+from musicfs.core.shared.errors import SharedCatalogError
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
 from musicfs.core.tags.identity import audio_identity_of
+from musicfs.core.values import ConfigError
 
 __all__ = [
     "PROMETHEUS_BOUNDS",
@@ -358,6 +362,137 @@ class MountControl(Admin):
         in the cache now; the totals and the pin limit."""
         return self.fs.pinning.pins()
 
+    # -- ratings -----------------------------------------------------------------------------
+
+    def set_ratings(
+        self, ratings: Sequence[tuple[str | int, int | None]], source: str = "user"
+    ) -> int:
+        """Rate tracks 0-100 (None: no rating), each named by a path of the mount
+        or its catalog id; with a shared catalog it is written there first and
+        comes back by the feed. Returns how many were rated. Raises `AdminError`."""
+        by_id: list[tuple[int, int | None]] = []
+        with Catalog.open(self.fs.catalog_path, readonly=True) as catalog:
+            for named, value in ratings:
+                if value is not None and not 0 <= value <= 100:
+                    raise AdminError(f"a rating is 0-100 (20 a star), got {value}")
+                if isinstance(named, int):
+                    by_id.append((named, value))
+                    continue
+                try:
+                    node = resolve(catalog, named)
+                except TagError as exc:
+                    raise AdminError(str(exc), "not_found") from None
+                assert node.file_id is not None
+                by_id.append((node.file_id, value))
+        shared = self.fs.shared
+        if shared is not None:
+            try:
+                return shared.publish_ratings(by_id, source)
+            except SharedCatalogError as exc:
+                raise AdminError(f"{exc}; nothing was rated") from None
+        with Catalog.open(self.fs.catalog_path) as catalog, catalog.transaction():
+            present = catalog.file_sizes(f for f, _ in by_id)
+            for file_id, value in by_id:
+                if file_id in present:
+                    catalog.set_rating(file_id, value, source)
+        return sum(1 for f, _ in by_id if f in present)
+
+    def add_plays(
+        self, plays: Sequence[tuple[int, int, float]], source: str = ""
+    ) -> dict[int, int]:
+        """Add plays an import brought, as (file id, count, last played); with
+        *source*, *count* is that program's running total and only what is new
+        since its last import is added (`Catalog.import_plays`). With a shared
+        catalog they go there first. Returns the plays added, by file id.
+        Raises `AdminError`."""
+        shared = self.fs.shared
+        if shared is not None:
+            try:
+                return shared.publish_plays(list(plays), source)
+            except SharedCatalogError as exc:
+                raise AdminError(f"{exc}; no play was added") from None
+        added: dict[int, int] = {}
+        with Catalog.open(self.fs.catalog_path) as catalog, catalog.transaction():
+            present = catalog.file_sizes(f for f, _, _ in plays)
+            for file_id, count, last in plays:
+                if file_id not in present:
+                    continue
+                if source:
+                    new = catalog.import_plays(file_id, source, count, last)
+                else:
+                    catalog.add_plays(file_id, count, last)
+                    new = count
+                if new > 0:
+                    added[file_id] = added.get(file_id, 0) + new
+        return added
+
+    def set_playlists(
+        self, playlists: Mapping[str, Sequence[tuple[int | None, str]]], source: str
+    ) -> None:
+        """Store playlists an import brought (name -> entries: file id or None,
+        the entry's text), each in place of one of that name; with a shared
+        catalog there first. Raises `AdminError`."""
+        shared = self.fs.shared
+        if shared is not None:
+            try:
+                shared.publish(lambda writer: writer.set_playlists(playlists, source), "playlists")
+            except SharedCatalogError as exc:
+                raise AdminError(f"{exc}; no playlist was stored") from None
+            return
+        with Catalog.open(self.fs.catalog_path) as catalog, catalog.transaction():
+            for name, entries in playlists.items():
+                catalog.replace_playlist(name, source, entries)
+
+    # -- smart collections ----------------------------------------------------------------
+
+    def collections(self) -> list[dict[str, Any]]:
+        """Every collection /.collections shows: name, source ("builtin", "config",
+        "catalog": defined in the shared catalog) and its conditions."""
+        configured = {c.name for c in self.fs.config.collections}
+        builtin = {c.name for c in BUILTIN}
+        shown = {
+            **self.fs.pinning.catalog_collections,
+            **all_collections(self.fs.config.collections),
+        }
+        listed = []
+        for name, collection in sorted(shown.items()):
+            source = "builtin" if name in builtin else "config" if name in configured else "catalog"
+            rule = {
+                k: str(v) for k, v in asdict(collection).items()
+                if k != "name" and v != getattr(_UNSET, k)
+            }  # fmt: skip
+            listed.append({"name": name, "source": source, "rule": rule})
+        return listed
+
+    def set_collection(
+        self, name: str, rule: Mapping[str, str], *, remove: bool = False
+    ) -> list[dict[str, Any]]:
+        """Define collection *name* in the shared catalog (*rule*: the keys of a
+        ``[[collections]]`` table, values as text), or *remove* it; every mount
+        shows it in /.collections. Returns the collections. Raises `AdminError`."""
+        shared = self.fs.shared
+        if shared is None:
+            raise AdminError(
+                "collections are defined in a shared catalog ([catalog] shared); on this "
+                "mount, add a [[collections]] table to the config file instead"
+            )
+        fixed = {c.name for c in (*BUILTIN, *self.fs.config.collections)}
+        if name in fixed:
+            raise AdminError(
+                f"collection {name!r} is built in or defined in the config file; "
+                "choose another name (or change it in the config file)"
+            )
+        typed: dict[str, Any] | None = None
+        if not remove:
+            typed = _typed_rule(name, rule)
+        try:
+            changed = shared.publish_collection(name, typed)
+        except SharedCatalogError as exc:
+            raise AdminError(f"{exc}; nothing was changed") from None
+        if remove and not changed:
+            raise AdminError(f"no collection {name!r} in the shared catalog", "not_found")
+        return self.collections()
+
     # -- tags, plugins, content verification --------------------------------------------
 
     def set_tags(
@@ -546,6 +681,29 @@ def add_plays(catalog_path: Path, plays: Sequence[tuple[int, int, float]]) -> No
     with Catalog.open(catalog_path) as catalog, catalog.transaction():
         for file_id, count, last in plays:
             catalog.add_plays(file_id, count, last)
+
+
+_UNSET = Collection("")
+
+
+def _typed_rule(name: str, rule: Mapping[str, str]) -> dict[str, Any]:
+    """A collection's rule given as text, with numbers where its keys take them;
+    checked as a ``[[collections]]`` table is. Raises `AdminError`."""
+    typed: dict[str, Any] = {}
+    for key, text in rule.items():
+        default = getattr(_UNSET, key, None)
+        try:
+            typed[key] = (
+                int(text) if isinstance(default, int) else
+                float(text) if isinstance(default, float) else text
+            )  # fmt: skip
+        except ValueError:
+            raise AdminError(f"collection {name!r}: {key} must be a number, got {text!r}") from None
+    try:
+        collection_rule(name, typed)
+    except ConfigError as exc:
+        raise AdminError(f"collection {name!r}: {exc}") from None
+    return typed
 
 
 @dataclass

@@ -16,6 +16,11 @@ folder that is gone from the tree keeps its tracks (a retagged file keeps its
 pin). Pinned files that changed on their origin are no longer cached in the
 version the tree shows, so the fill loop copies them again.
 
+With a shared catalog (``[catalog] shared``) the requests and the tracks they
+pin are written there first (`publish`, `unpublish`) and reach every machine's
+replica through the feed; what each machine has copied into its cache stays
+its own (`changed` has the fill loop copy what another machine pinned).
+
 Every method blocks on the catalog (its own connection): any thread but trio's.
 """
 
@@ -30,6 +35,7 @@ from typing import Any
 
 from musicfs.core.catalog.search import Searcher
 from musicfs.core.catalog.store import Catalog, Track
+from musicfs.core.config.collections import Collection
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.readpolicy import version_of
 from musicfs.core.errors import MusicFSError
@@ -98,6 +104,14 @@ class Pinning:
         self.content: ContentCache | None = None
         self.copy: Callable[[Track], int] | None = None
         self.wake: Callable[[], None] | None = None
+        # Set by `MusicFS.prepare` with a shared catalog: pins are written there
+        # first ((kind, value) -> file ids, when), requests dropped there
+        # ((kind, value) pairs, or all), and reach this replica through its
+        # feed; each raises `PinError` naming the server when it cannot.
+        # The collections defined in a shared catalog (`MusicFS.load_catalog_collections`).
+        self.catalog_collections: dict[str, Collection] = {}
+        self.publish: Callable[[dict[tuple[str, str], list[int]], float], None] | None = None
+        self.unpublish: Callable[[list[tuple[str, str]], bool], None] | None = None
 
     @property
     def limit(self) -> int:
@@ -111,7 +125,7 @@ class Pinning:
             node = catalog.node_at(value)
             return None if node is None else catalog.file_ids_under(node.id)
         if kind == "collection":
-            collections = all_collections(self.life.config.collections)
+            collections = self._collections()
             if value not in collections:
                 return None
             return catalog.collection_file_ids(collections[value])
@@ -119,6 +133,10 @@ class Pinning:
             hits = Searcher(catalog).search(value, MAX_RESULTS)
             return [h.track.id for h in hits if catalog.node_of_file(h.track.id) is not None]
         return None  # an import: a fixed set
+
+    def _collections(self) -> dict[str, Collection]:
+        """The config's collections (and the built-in ones), and the shared catalog's."""
+        return {**self.catalog_collections, **all_collections(self.life.config.collections)}
 
     def _named(self, catalog: Catalog, kind: str, value: str) -> list[int]:
         """`_resolve` for a new pin: what it does not find is an error."""
@@ -128,7 +146,7 @@ class Pinning:
         if kind == "path" and found is None:
             raise PinError(f"{value or '/'}: not in the mount", "not_found")
         if kind == "collection" and found is None:
-            known = ", ".join(sorted(all_collections(self.life.config.collections)))
+            known = ", ".join(sorted(self._collections()))
             raise PinError(f"no collection {value!r}; the collections are: {known}", "not_found")
         if not found:
             what = {"path": f"{value or '/'} holds", "collection": f"collection {value!r} has",
@@ -157,7 +175,35 @@ class Pinning:
         if not targets:
             raise PinError("name what to pin: paths of the mount, --collection or --search")
         report = PinProgress(pin_limit=self.limit)
-        with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
+        with Catalog.open(self.catalog_path) as catalog:
+            wanted, mine, after, sizes, total = self._pin_rows(catalog, targets, imported)
+            if self.publish is not None:  # a shared catalog: there first, back by the feed
+                self.publish(wanted, time.time())
+            tracks = [t for f in sorted(mine) if (t := catalog.track(f)) is not None]
+            keys = self._pinned_keys(catalog)
+        report.tracks, report.bytes = len(tracks), sum(sizes.get(t.id, 0) for t in tracks)
+        report.pinned_tracks, report.pinned_bytes = len(after), total
+        self.content.pin_files(keys)
+        for (kind, value), ids in wanted.items():
+            shown = value if kind == "path" else ""
+            self.events.publish(EventType.CACHE_PINNED, path=shown, kind=kind, value=value,
+                                tracks=len(ids))  # fmt: skip
+        log.info("pinned %d tracks (%s); %d pinned in all", report.tracks,
+                 size_text(report.bytes), report.pinned_tracks)  # fmt: skip
+        if wait:
+            self._copy_now(tracks, report, progress)
+        elif self.wake is not None:
+            self.wake()
+        report.current, report.finished = "", True
+        return report
+
+    def _pin_rows(
+        self, catalog: Catalog, targets: Sequence[tuple[str, str]], imported: Sequence[str]
+    ) -> tuple[dict[tuple[str, str], list[int]], set[int], set[int], dict[int, int], int]:
+        """What `pin` pins: (request -> file ids, the files of these requests,
+        every file pinned after, sizes, bytes pinned after); stored here unless
+        a shared catalog takes them first."""
+        with catalog.transaction():
             wanted: dict[tuple[str, str], list[int]] = {}
             for kind, given in targets:
                 value = given.strip("/") if kind == "path" else given
@@ -182,26 +228,11 @@ class Pinning:
                     f"already, {size_text(asked)} more requested); unpin something "
                     "(musicfs cache unpin) or raise pin_limit in the config file"
                 )
-            now = time.time()
-            for (kind, value), ids in wanted.items():
-                catalog.set_pinned(catalog.add_pin_request(kind, value, now), ids)
-            tracks = [t for f in sorted(mine) if (t := catalog.track(f)) is not None]
-            keys = self._pinned_keys(catalog)
-        report.tracks, report.bytes = len(tracks), sum(sizes.get(t.id, 0) for t in tracks)
-        report.pinned_tracks, report.pinned_bytes = len(after), total
-        self.content.pin_files(keys)
-        for (kind, value), ids in wanted.items():
-            shown = value if kind == "path" else ""
-            self.events.publish(EventType.CACHE_PINNED, path=shown, kind=kind, value=value,
-                                tracks=len(ids))  # fmt: skip
-        log.info("pinned %d tracks (%s); %d pinned in all", report.tracks,
-                 size_text(report.bytes), report.pinned_tracks)  # fmt: skip
-        if wait:
-            self._copy_now(tracks, report, progress)
-        elif self.wake is not None:
-            self.wake()
-        report.current, report.finished = "", True
-        return report
+            if self.publish is None:
+                now = time.time()
+                for (kind, value), ids in wanted.items():
+                    catalog.set_pinned(catalog.add_pin_request(kind, value, now), ids)
+        return wanted, mine, after, sizes, total
 
     def _copy_now(
         self,
@@ -238,17 +269,21 @@ class Pinning:
         if not targets and not everything:
             raise PinError("name what to unpin: paths of the mount, --collection, --search "
                            "or --all")  # fmt: skip
-        with Catalog.open(self.catalog_path) as catalog, catalog.transaction():
-            requests = catalog.pin_requests()
-            drop = {r.id: r for r in requests} if everything else {}
-            for kind, value in targets:
-                found = [r for r in requests if _covers(kind, value, r.kind, r.value)]
-                if not found:
-                    raise PinError(self._not_pinned(catalog, kind, value), "not_found")
-                drop.update((r.id, r) for r in found)
-            before = catalog.pinned_file_ids()
-            for request_id in drop:
-                catalog.drop_pin_request(request_id)
+        with Catalog.open(self.catalog_path) as catalog:
+            with catalog.transaction():
+                requests = catalog.pin_requests()
+                drop = {r.id: r for r in requests} if everything else {}
+                for kind, value in targets:
+                    found = [r for r in requests if _covers(kind, value, r.kind, r.value)]
+                    if not found:
+                        raise PinError(self._not_pinned(catalog, kind, value), "not_found")
+                    drop.update((r.id, r) for r in found)
+                before = catalog.pinned_file_ids()
+                if self.unpublish is None:
+                    for request_id in drop:
+                        catalog.drop_pin_request(request_id)
+            if self.unpublish is not None:  # a shared catalog: there first, back by the feed
+                self.unpublish([(r.kind, r.value) for r in drop.values()], everything)
             after = catalog.pinned_file_ids()
             keys = self._pinned_keys(catalog)
         if self.content is not None:
@@ -352,6 +387,14 @@ class Pinning:
             self.content.pin_files(keys)
         if keys and self.wake is not None:
             self.wake()  # pinned files that changed (or are new) are copied again
+
+    def changed(self) -> None:
+        """The pin set changed under this mount (another machine pinned or
+        unpinned, through a shared catalog): keep the pinned files from
+        eviction, and have the fill loop copy what is not cached yet."""
+        self.load()
+        if self.wake is not None:
+            self.wake()
 
     def load(self) -> None:
         """Tell the content cache which files are pinned (when the mount starts)."""

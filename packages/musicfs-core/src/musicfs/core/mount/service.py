@@ -32,6 +32,7 @@ import trio
 from musicfs.core.catalog.layout import TEMPLATE_SETTING, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog, CatalogError, Track, damaged
 from musicfs.core.config.catalog import CATALOG
+from musicfs.core.config.collections import catalog_collections
 from musicfs.core.config.paths import CacheDirLock, cache_dir_for
 from musicfs.core.config.settings import Config
 from musicfs.core.content.cache import ContentCache
@@ -71,6 +72,7 @@ from musicfs.core.sync.scanner import ScanProgress, ScanReport
 
 if TYPE_CHECKING:  # psycopg is loaded only by a mount with a shared catalog
     from musicfs.core.mount.shared import SharedMount
+    from musicfs.core.shared.feed import Applied
 
 __all__ = ["LAYOUT_SETTING", "MountState", "MusicFS", "StartupError"]
 
@@ -166,6 +168,9 @@ class MusicFS:
         origins, self.federation = build_origins(self.config, self.extensions, self._on_health)
         self.origins.update(origins)
         self.shared = self._shared_mount()
+        if self.shared is not None:  # pins go to the shared catalog first
+            self.pinning.publish = self.shared.publish_pins
+            self.pinning.unpublish = self.shared.unpublish_pins
         self.rescans = self._rescans(self.rescans.progress)
         self.pinning.federation = self.federation
         self._lock.acquire()
@@ -207,9 +212,29 @@ class MusicFS:
                 took_over=self._took_over,  # `rescans` is built again with the origins
                 first_round=self._followed,
                 after_applied=self._after_scan,  # the feed brings the scans' rows
+                user_data_changed=self._shared_user_data,
             )
         except SharedCatalogError as exc:
             raise StartupError(str(exc)) from None
+
+    def _shared_user_data(self, applied: Applied) -> None:
+        """The feed changed pins or collections (another machine's, or this
+        one's coming back), or copied the catalog: take them up (follow thread)."""
+        if applied.pins or applied.copied:
+            self.pinning.changed()
+        if applied.collections or applied.copied:
+            self.load_catalog_collections()
+
+    def load_catalog_collections(self) -> None:
+        """Show the collections defined in the shared catalog in /.collections,
+        beside the config's (any thread but trio's)."""
+        if self.operations is None:
+            return
+        with Catalog.open(self.catalog_path, readonly=True) as catalog:
+            rules = catalog.shared_collections()
+        found = catalog_collections(rules)
+        self.operations.namespace.set_catalog_collections(found)
+        self.pinning.catalog_collections = found
 
     def _took_over(self, origin_id: str) -> None:
         self.rescans.took_over(origin_id)
@@ -314,6 +339,8 @@ class MusicFS:
         )
         library = ops.library
         shared = self.shared
+        if shared is not None:  # the collections the shared catalog defines, as last seen
+            self.load_catalog_collections()
         # For smart collections; with a shared catalog, plays go there first.
         sink = shared.queue_plays if shared is not None else None
         access_log = AccessLog(self.catalog_path, self.events, sink)

@@ -17,8 +17,9 @@ first.
 - the **plays** thread: plays go to a queue file in the cache directory
   (`PlayQueue`, bounded, kept across restarts) and from there to PostgreSQL,
   at once or when the server is back;
-- overrides (`tag set`, `publish_overrides`) go to PostgreSQL, then wait for
-  the feed to bring them back; with the server unreachable they fail naming it.
+- overrides (`tag set`, `publish_overrides`), and pins, ratings and
+  collections (`publish`) go to PostgreSQL, then wait for the feed to bring
+  them back; with the server unreachable they fail naming it.
 
 Nothing here runs in the FUSE (trio) thread's way: every network call is made
 in a thread of its own, and lookup, getattr and readdir read the replica only.
@@ -42,6 +43,7 @@ from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.content.overlay import OverlayEditor, TagError
 from musicfs.core.model import ScannedFile
+from musicfs.core.mount.pins import PinError
 from musicfs.core.secrets.credentials import CredentialError, Credentials
 from musicfs.core.shared.connect import ServerAddress, parse_url
 from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
@@ -146,6 +148,7 @@ class SharedMount:
         took_over: Callable[[str], None],
         first_round: Callable[[], None] = lambda: None,
         after_applied: Callable[[Catalog, Layout, set[int]], None] | None = None,
+        user_data_changed: Callable[[Applied], None] | None = None,
     ) -> None:
         """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
         layout, with this mount's template) over a catalog connection;
@@ -154,7 +157,9 @@ class SharedMount:
         called (follow thread) once the replica is up to date for the first
         time, or the server was found unreachable (``musicfs mount --wait``);
         *after_applied*: what a mount does after a scan batch (overlays due,
-        covers of the changed folders, pins), after a round that changed tracks."""
+        covers of the changed folders, pins), after a round that changed tracks;
+        *user_data_changed*: after a round that changed pins or collections
+        (or copied the catalog), so the mount takes them up (follow thread)."""
         self.address: ServerAddress = parse_url(url)
         try:
             self.credentials: Credentials | None = Credentials.load()
@@ -167,6 +172,7 @@ class SharedMount:
         self.took_over = took_over
         self.first_round = first_round
         self.after_applied = after_applied
+        self.user_data_changed = user_data_changed
         self.locks = OriginLocks(self.address, self.credentials)
         self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
         self.state = FollowerState()
@@ -331,6 +337,10 @@ class SharedMount:
         if self.after_applied is not None and (applied.tracks or applied.removed or applied.copied):
             folders = {c.parent for c in changes if c.kind is not ChangeKind.REMOVED}
             self.after_applied(catalog, editor.layout, folders)
+        if self.user_data_changed is not None and (
+            applied.pins or applied.collections or applied.copied
+        ):
+            self.user_data_changed(applied)
         self.server_seq = max(self.server_seq, applied.last_seq)
         with self._done:
             self._handled_seq = max(self._handled_seq, applied.last_seq)
@@ -403,6 +413,54 @@ class SharedMount:
             if not self._done.wait_for(lambda: self._handled_seq >= seq, PUBLISH_WAIT):
                 log.info("override of file %d written; this mount shows it once the feed "
                          "catches up", file_id)  # fmt: skip
+
+    def publish(self, write: Callable[[SharedCatalog], object], what: str) -> None:
+        """Make one write of user data (ratings, pins, collections) to the shared
+        catalog, then wait (a while) for the feed to bring it back to this
+        replica. Raises `SharedCatalogError` naming the server when it cannot
+        be written (the caller says what was not done)."""
+        with self._writer_lock:
+            write(self._writer)
+            seq = self._writer.last_seq()
+        with self._done:
+            if not self._done.wait_for(lambda: self._handled_seq >= seq, PUBLISH_WAIT):
+                log.info("%s written; this mount shows it once the feed catches up", what)
+
+    def publish_pins(self, requests: dict[tuple[str, str], list[int]], at: float) -> None:
+        """Pin requests and their tracks, to the shared catalog (`Pinning.publish`)."""
+        try:
+            self.publish(lambda writer: writer.set_pins(requests, at), "pin")
+        except SharedCatalogError as exc:
+            raise PinError(f"{exc}; nothing was pinned") from None
+
+    def unpublish_pins(self, requests: list[tuple[str, str]], everything: bool) -> None:
+        """Drop pin requests in the shared catalog (`Pinning.unpublish`)."""
+        try:
+            self.publish(lambda writer: writer.drop_pins(requests, everything), "unpin")
+        except SharedCatalogError as exc:
+            raise PinError(f"{exc}; nothing was unpinned") from None
+
+    def publish_ratings(self, ratings: list[tuple[int, int | None]], source: str) -> int:
+        """Rate tracks in the shared catalog; how many were. Raises
+        `SharedCatalogError` naming the server."""
+        rated: list[int] = []
+        self.publish(lambda writer: rated.append(writer.set_ratings(ratings, source)), "rating")
+        return rated[0]
+
+    def publish_plays(self, plays: list[tuple[int, int, float]], source: str) -> dict[int, int]:
+        """Plays an import brought, to the shared catalog (`SharedCatalog.import_plays`);
+        the plays added, by track id. Raises `SharedCatalogError` naming the server."""
+        added: list[dict[int, int]] = []
+        self.publish(lambda writer: added.append(writer.import_plays(plays, source)), "plays")
+        return added[0]
+
+    def publish_collection(self, name: str, rule: dict[str, Any] | None) -> bool:
+        """Define (None: remove) a collection in the shared catalog; whether
+        something changed. Raises `SharedCatalogError` naming the server."""
+        changed: list[bool] = []
+        self.publish(lambda writer: changed.append(writer.set_collection(name, rule)),
+                     f"collection {name!r}")  # fmt: skip
+        return changed[0]
 
     def queue_plays(self, plays: list[tuple[int, float]]) -> None:
         """Plays from the access log: queued, then sent by the plays thread."""

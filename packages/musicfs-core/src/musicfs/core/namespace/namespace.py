@@ -111,12 +111,21 @@ class Namespace:
         self.started_ns = time.time_ns()  # the mtime of entries that have none
         self.virtual = VirtualTree(library.catalog.path, collections)  # /.search, /.collections
         self.playlists = PlaylistFiles(library.catalog.path, self.virtual.collections)
+        self._configured = dict(self.virtual.collections)  # built in and from the config
         self.covers = covers  # cover.jpg & co. in folders of tracks
         self.prefetch_hint = prefetch_hint
         self.files = OpenFiles(library, io_threads=io_threads)
         self._readdir_fit = 64  # entries the caller took in the last readdir call
         self._dir_handles = itertools.count(1)
         self._listings: dict[int, list[int]] = {}  # open directory handles
+
+    def set_catalog_collections(self, found: dict[str, Collection]) -> None:
+        """Show the collections a shared catalog defines beside the built-in
+        and configured ones (which win a name both use). Any thread: the
+        folders see one whole new dict."""
+        merged = {**found, **self._configured}
+        self.virtual.collections = merged
+        self.playlists.collections = merged
 
     # -- entries ---------------------------------------------------------------------------
 

@@ -65,6 +65,9 @@ class Applied:
     removed: set[int] = field(default_factory=set)  # rows gone
     overrides: set[int] = field(default_factory=set)  # overrides set or cleared
     played: set[int] = field(default_factory=set)  # plays added
+    rated: set[int] = field(default_factory=set)  # ratings set or cleared
+    pins: bool = False  # the pin set changed (requests, or the tracks they pin)
+    collections: bool = False  # a collection was defined, changed or removed
     changes: int = 0  # how many changes were applied
     # The replica was copied (a new one, or one behind a pruned feed) before these
     # changes: every track is new to it, and its copied overrides were not
@@ -131,8 +134,37 @@ def apply_changes(
             return result
 
 
+def _apply_global(catalog: Catalog, change: Change, result: Applied) -> bool:
+    """Apply a change that names no one track (pins, collections); False if
+    *change* is not one of those."""
+    payload = change.payload
+    if change.kind == "pin_request":
+        request = int(payload["id"])
+        catalog.replicate_pin_request(request, payload["kind"], payload["value"], payload["at"])
+        present = catalog.file_sizes(int(f) for f in payload.get("files", []))
+        catalog.set_pinned(request, present)
+        result.pins = True
+    elif change.kind == "pin_dropped":
+        catalog.drop_pin_request(int(payload["id"]))
+        result.pins = True
+    elif change.kind == "playlist":
+        entries = [(e[0], str(e[1])) for e in payload.get("entries", [])]
+        present = catalog.file_sizes(f for f, _ in entries if f is not None)
+        kept = [(f if f in present else None, text) for f, text in entries]
+        catalog.replace_playlist(str(payload["name"]), str(payload["source"]), kept)
+    elif change.kind == "collection":
+        rule = payload.get("rule")
+        catalog.set_shared_collection(str(payload["name"]), None if rule is None else dict(rule))
+        result.collections = True
+    else:
+        return False
+    return True
+
+
 def _apply(catalog: Catalog, change: Change, result: Applied) -> None:
     file_id = change.track_id
+    if _apply_global(catalog, change, result):
+        return
     if file_id is None:
         log.debug("change %d (%s) names no track; skipped", change.seq, change.kind)
         return
@@ -162,6 +194,19 @@ def _apply(catalog: Catalog, change: Change, result: Applied) -> None:
     elif change.kind == "plays":
         catalog.record_plays([(file_id, float(at)) for at in change.payload.get("at", [])])
         result.played.add(file_id)
+    elif change.kind == "ratings":
+        value = change.payload.get("value")
+        catalog.set_rating(file_id, None if value is None else int(value),
+                           str(change.payload.get("source", "")))  # fmt: skip
+        result.rated.add(file_id)
+    elif change.kind == "imported_plays":
+        payload = change.payload
+        catalog.set_imported_plays(file_id, str(payload["source"]), int(payload["count"]))
+    elif change.kind == "moves":
+        catalog.set_moves(file_id, change.payload.get("moves", []))
+    elif change.kind == "pins":
+        catalog.add_pins(file_id, [int(r) for r in change.payload.get("requests", [])])
+        result.pins = True
     else:  # a kind of a newer MusicFS: its schema check refuses that server first
         log.warning("change %d has unknown kind %r; skipped", change.seq, change.kind)
 
@@ -219,6 +264,29 @@ def bootstrap(
         for rows in snapshot.plays(batch):
             with catalog.transaction():
                 catalog.record_plays([(int(r["file_id"]), float(r["at"])) for r in rows])
+        for rows in snapshot.ratings(batch):
+            with catalog.transaction():
+                for r in rows:
+                    catalog.set_rating(int(r["file_id"]), int(r["value"]), r["source"])
+        for rows in snapshot.imported_plays(batch):
+            with catalog.transaction():
+                for r in rows:
+                    catalog.set_imported_plays(int(r["file_id"]), r["source"], int(r["count"]))
+        for rows in snapshot.moves(batch):
+            with catalog.transaction():
+                for r in rows:
+                    catalog.set_moves(int(r["file_id"]), [(r["origin"], r["relpath"], r["at"])])
+        with catalog.transaction():
+            for r in snapshot.pin_requests():
+                catalog.replicate_pin_request(int(r["id"]), r["kind"], r["value"], r["at"])
+                catalog.set_pinned(int(r["id"]), [int(f) for f in r["files"]])
+            for r in snapshot.playlists():
+                entries = [(e[0], str(e[1])) for e in r["entries"]]
+                present = catalog.file_sizes(f for f, _ in entries if f is not None)
+                kept = [(f if f in present else None, text) for f, text in entries]
+                catalog.replace_playlist(str(r["name"]), str(r["source"]), kept)
+            for r in snapshot.collections():
+                catalog.set_shared_collection(str(r["name"]), dict(r["rule"]))
         with catalog.transaction():
             catalog.set_replica_state(shared.catalog_id, snapshot.seq)
     log.info("copied %d tracks of shared catalog %s (up to change %d)",

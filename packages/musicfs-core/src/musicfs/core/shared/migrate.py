@@ -9,16 +9,18 @@ A migration is one PostgreSQL transaction, so the target is either left empty
 1. the target must be empty (no tracks, no changes): a catalog is never merged
    into one that other machines already fill;
 2. the SQLite catalog is read in one read transaction, in batches, and COPYed
-   into ``tracks`` (with the same ids), ``overrides``, ``plays`` and
-   ``departed``; the ``tracks`` id sequence continues after the highest id;
+   into ``tracks`` (with the same ids), ``overrides``, ``plays``,
+   ``ratings``, ``pin_requests`` and ``pins``, ``moves``, ``imported_plays``,
+   ``playlists`` (those imports brought) and ``departed``;
+   the ``tracks`` id sequence continues after the highest id;
 3. the feed is marked as pruned up to a new sequence number: a machine that
    had already copied the (then empty) shared catalog is behind what the feed
    keeps and copies the catalog again (`feed.Replica.sync`), it never misses
    the migrated rows;
 4. after the commit the SQLite catalog records that it is a replica of the
    shared catalog at that sequence number. Its ids are already the shared
-   ones, so its ratings, pins, playlists and history (which the shared catalog
-   does not hold yet) still name the right tracks.
+   ones, so its origin files' playlists and prefetch history (which the
+   shared catalog does not hold) still name the right tracks.
 
 A migration that committed in PostgreSQL but stopped before step 4 is finished
 by running it again (the target remembers the token the catalog was given
@@ -40,7 +42,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from musicfs.core.catalog.migration import FILE_COLUMNS, LOCAL_ONLY
+from musicfs.core.catalog.migration import FILE_COLUMNS, LOCAL_ONLY, SHARED_MORE
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.model import valid_text
 from musicfs.core.secrets.credentials import Credentials
@@ -74,6 +76,8 @@ class MigrationReport:
     overrides: int = 0
     plays: int = 0
     departed: int = 0
+    #: more user data the shared catalog takes: what -> rows (ratings, pins, moves)
+    more: dict[str, int] = field(default_factory=dict)
     #: user data the shared catalog does not hold: what -> rows (kept on this machine)
     local_only: dict[str, int] = field(default_factory=dict)
     #: tracks per origin id (every machine must name its origins by these ids)
@@ -231,6 +235,7 @@ def _count(
     report.plays = counts["plays"]
     departed = catalog.departed_rows()
     report.departed = len(departed)
+    report.more = {name: counts[table] for table, name in SHARED_MORE}
     report.local_only = {name: counts[table] for table, name in LOCAL_ONLY}
     report.origins = dict(sorted(catalog.tracks_per_origin().items()))
     return departed
@@ -249,7 +254,10 @@ def _copy(  # noqa: PLR0917 (the steps of one transaction)
     """Everything into PostgreSQL, inside the caller's transaction; (catalog id, seq)."""
     # Nobody else writes while the copy runs: no scan batch takes an id of ours,
     # no change number is handed out in between. Checked again under the locks.
-    conn.execute("LOCK TABLE tracks, overrides, plays, departed, changes IN EXCLUSIVE MODE")
+    conn.execute(
+        "LOCK TABLE tracks, overrides, plays, ratings, pin_requests, pins, moves, "
+        "imported_plays, playlists, departed, changes IN EXCLUSIVE MODE"
+    )
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema.FEED_LOCK,))
     _, tracks, last_seq, catalog_id, _ = _target_state(conn)
     if tracks or last_seq:
@@ -275,7 +283,41 @@ def _copy(  # noqa: PLR0917 (the steps of one transaction)
         conn, "COPY plays (file_id, at) FROM STDIN", catalog.play_rows(batch * 4),
         "plays", report.plays, progress, tuple,
     )  # fmt: skip
+    _copy_rows(
+        conn, "COPY ratings (file_id, value, source) FROM STDIN", catalog.rating_rows(batch),
+        "ratings", report.more.get("ratings", 0), progress, tuple,
+    )  # fmt: skip
+    _copy_rows(
+        conn, "COPY moves (origin, relpath, file_id, at) FROM STDIN", catalog.move_rows(batch),
+        "moves", report.more.get("old paths of moved tracks", 0), progress,
+        lambda row: tuple(_clean(v) for v in row),
+    )  # fmt: skip
+    _copy_rows(
+        conn, "COPY imported_plays (file_id, source, count) FROM STDIN",
+        catalog.imported_play_rows(batch), "imported play counts",
+        report.more.get("imported play counts", 0), progress,
+        lambda row: tuple(_clean(v) for v in row),
+    )  # fmt: skip
     with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO playlists (name, source, entries, at) VALUES (%s, %s, %s, %s)",
+            [
+                (_clean(name), _clean(source),
+                 Jsonb([[f, _clean(text)] for f, text in entries]), time.time())
+                for name, source, entries in catalog.imported_playlist_rows()
+            ],
+        )  # fmt: skip
+    requests, pins = catalog.pin_rows()
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO pin_requests (id, kind, value, at) VALUES (%s, %s, %s, %s)",
+            [(i, k, _clean(v), at) for i, k, v, at in requests],
+        )
+        cur.executemany("INSERT INTO pins (file_id, request) VALUES (%s, %s)", pins)
+        cur.execute(
+            "SELECT setval(pg_get_serial_sequence('pin_requests', 'id'), "
+            "greatest((SELECT max(id) FROM pin_requests), 1))"
+        )
         cur.executemany(
             "INSERT INTO departed (audio_id, origin, relpath, data, at) "
             "VALUES (%s, %s, %s, %s, %s)",

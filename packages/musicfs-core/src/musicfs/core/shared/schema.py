@@ -13,9 +13,15 @@ What the tables hold:
 * ``tracks``: one row per file on an origin, as SQLite's ``files`` (its id is
   the replica's ``files.id``, so user data names one track by one id on every
   machine); booleans are booleans, numbers past 32 bits are bigint;
-* ``overrides``, ``plays``: the user data, keyed by ``file_id`` like SQLite's
-  (ratings and pins join as further tables of the same shape); ``departed``:
-  the user data of removed tracks, waiting for their audio to come back;
+* ``overrides``, ``plays``, ``ratings``, ``pins`` (with ``pin_requests``, what
+  the user asked to pin), ``imported_plays`` (the running total an import from
+  another program last brought): the user data, keyed by ``file_id`` like SQLite's;
+  ``departed``: the user data of removed tracks, waiting for their audio to
+  come back; ``moves``: where tracks that took over such data were before;
+* ``collections``: smart collections defined in the catalog (name -> rule, the
+  keys of a ``[[collections]]`` table), shown by every mount; ``playlists``:
+  the playlists imports brought (name -> source, entries: [track id or null,
+  the entry's text]); those read from origin files stay with each machine;
 * ``changes``: the change feed. ``seq`` grows with every write; a write takes
   the feed lock (`FEED_LOCK`) just before recording its changes and keeps it to
   its commit, so sequence numbers are handed out in commit order and a replica
@@ -35,7 +41,7 @@ from musicfs.core.shared.errors import SharedCatalogError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Advisory lock keys (pg_advisory_xact_lock(hashtext(...))).
 MIGRATE_LOCK = "musicfs.schema"
@@ -104,6 +110,55 @@ MIGRATIONS: tuple[str, ...] = (
         track_id bigint,
         payload jsonb NOT NULL DEFAULT '{}',
         at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+    # 2: the rest of the user data (ratings, pins, collections defined in the
+    # catalog, the play counts imports last brought) and where moved tracks
+    # were (``moves``: what named a track by its old path still finds it on
+    # every machine).
+    """
+    CREATE TABLE ratings (
+        file_id bigint PRIMARY KEY REFERENCES tracks (id) ON DELETE CASCADE,
+        value integer NOT NULL CHECK (value BETWEEN 0 AND 100),
+        source text NOT NULL DEFAULT ''
+    );
+    CREATE TABLE pin_requests (
+        id bigserial PRIMARY KEY,
+        kind text NOT NULL,
+        value text NOT NULL,
+        at double precision NOT NULL,
+        UNIQUE (kind, value)
+    );
+    CREATE TABLE pins (
+        file_id bigint NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+        request bigint NOT NULL REFERENCES pin_requests (id) ON DELETE CASCADE,
+        PRIMARY KEY (file_id, request)
+    );
+    CREATE INDEX pins_by_request ON pins (request);
+    CREATE TABLE collections (
+        name text PRIMARY KEY,
+        rule jsonb NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE TABLE moves (
+        origin text NOT NULL,
+        relpath text NOT NULL,
+        file_id bigint NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+        at double precision NOT NULL,
+        PRIMARY KEY (origin, relpath)
+    );
+    CREATE INDEX moves_by_file ON moves (file_id, at);
+    CREATE TABLE playlists (
+        name text PRIMARY KEY,
+        source text NOT NULL,
+        entries jsonb NOT NULL,
+        at double precision NOT NULL
+    );
+    CREATE TABLE imported_plays (
+        file_id bigint NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+        source text NOT NULL,
+        count integer NOT NULL,
+        PRIMARY KEY (file_id, source)
     );
     """,
 )

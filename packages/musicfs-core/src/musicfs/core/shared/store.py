@@ -14,7 +14,20 @@ write_scan_batch    tracks (upsert, delete),     track: the row; track_removed;
 set_overrides       overrides                    overrides: {"set": {field: value}}
 clear_overrides     overrides                    overrides: {"clear": [field...]}
 add_plays           plays                        plays: {"at": [time...]}
+import_plays        plays, imported_plays        plays; imported_plays: {"source",
+                                                 "count"}
+set_ratings         ratings                      ratings: {"value", "source"}
+set_pins            pin_requests, pins           pin_request: {id, kind, value, at,
+                                                 files}
+drop_pins           pin_requests (pins go too)   pin_dropped: {"id"}
+set_collection      collections                  collection: {"name", "rule"|null}
+set_playlists       playlists                    playlist: {"name", "source",
+                                                 "entries"}
 ==================  ===========================  ==================================
+
+A scan batch that carries a removed track's user data (overrides, plays,
+rating, pins) to the track with its audio also records where it was
+(``moves``: the heir's whole history) and the heir's pins.
 
 Changes are recorded at the end of the transaction under the feed lock
 (`musicfs.core.shared.schema.FEED_LOCK`), so sequence numbers follow commit
@@ -80,7 +93,7 @@ class Change:
     """One entry of the change feed."""
 
     seq: int
-    kind: str  # track, track_removed, overrides, plays
+    kind: str  # track, track_removed, overrides, plays, ratings, moves, pins, pin_request...
     track_id: int | None
     payload: dict[str, Any]
 
@@ -320,7 +333,10 @@ class SharedCatalog:
 
     _HAS_DATA = (
         "(EXISTS (SELECT 1 FROM overrides o WHERE o.file_id = t.id) "
-        "OR EXISTS (SELECT 1 FROM plays p WHERE p.file_id = t.id))"
+        "OR EXISTS (SELECT 1 FROM plays p WHERE p.file_id = t.id) "
+        "OR EXISTS (SELECT 1 FROM ratings r WHERE r.file_id = t.id) "
+        "OR EXISTS (SELECT 1 FROM playlists pl "
+        "WHERE pl.entries @> jsonb_build_array(jsonb_build_array(t.id))))"
     )
 
     def _keep_user_data(
@@ -344,9 +360,32 @@ class SharedCatalog:
                 new = int(heir["id"])
                 cur.execute("UPDATE overrides SET file_id = %s WHERE file_id = %s", (new, old))
                 cur.execute("UPDATE plays SET file_id = %s WHERE file_id = %s", (new, old))
+                cur.execute("UPDATE ratings SET file_id = %s WHERE file_id = %s", (new, old))
+                cur.execute("UPDATE imported_plays SET file_id = %s WHERE file_id = %s", (new, old))
+                # Pins go along (the heir has none of its own pinned by the same request).
+                cur.execute(
+                    "INSERT INTO pins (file_id, request) SELECT %s, request FROM pins "
+                    "WHERE file_id = %s ON CONFLICT DO NOTHING",
+                    (new, old),
+                )
+                self._repoint_playlists(cur, pending, old, new)
+                relpath = f"{leaving['reldir']}/{leaving['name']}".lstrip("/")
                 self._record_user_data(pending, new, data)
+                self._move(cur, pending, old, new, leaving["origin"], relpath, when)
             else:
                 relpath = f"{leaving['reldir']}/{leaving['name']}".lstrip("/")
+                # What goes along, as in SQLite's departed: pins, and where it was before.
+                pins = cur.execute(
+                    "SELECT request FROM pins WHERE file_id = %s ORDER BY request", (old,)
+                ).fetchall()
+                moves = cur.execute(
+                    "SELECT origin, relpath, at FROM moves WHERE file_id = %s ORDER BY at", (old,)
+                ).fetchall()
+                data["file_id"] = old  # what its playlist entries name (`_adopt`)
+                if pins:
+                    data["pins"] = [int(p["request"]) for p in pins]
+                if moves:
+                    data["moves"] = [[m["origin"], m["relpath"], m["at"]] for m in moves]
                 cur.execute(
                     "INSERT INTO departed (audio_id, origin, relpath, data, at) "
                     "VALUES (%s, %s, %s, %s, %s)",
@@ -358,7 +397,8 @@ class SharedCatalog:
     ) -> None:
         """Give a track that just arrived the user data its audio left behind."""
         left = cur.execute(
-            "SELECT id, data FROM departed WHERE audio_id = %s ORDER BY at DESC, id DESC LIMIT 1",
+            "SELECT id, origin, relpath, data, at FROM departed WHERE audio_id = %s "
+            "ORDER BY at DESC, id DESC LIMIT 1",
             (audio_id,),
         ).fetchone()
         if left is None:
@@ -373,8 +413,79 @@ class SharedCatalog:
             "INSERT INTO plays (file_id, at) VALUES (%s, %s)",
             [(track_id, at) for at in data.get("plays", [])],
         )
+        rating = data.get("rating")
+        if rating is not None:
+            cur.execute(
+                "INSERT INTO ratings (file_id, value, source) VALUES (%s, %s, %s) "
+                "ON CONFLICT (file_id) DO NOTHING",
+                (track_id, rating["value"], rating["source"]),
+            )
+        cur.executemany(
+            "INSERT INTO imported_plays (file_id, source, count) VALUES (%s, %s, %s) "
+            "ON CONFLICT (file_id, source) DO NOTHING",
+            [(track_id, i["source"], i["count"]) for i in data.get("imported_plays", [])],
+        )
+        cur.executemany(
+            "INSERT INTO pins (file_id, request) SELECT %s, id FROM pin_requests WHERE id = %s "
+            "ON CONFLICT DO NOTHING",
+            [(track_id, int(r)) for r in data.get("pins", [])],
+        )
+        cur.executemany(
+            "INSERT INTO moves (origin, relpath, file_id, at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (origin, relpath) DO NOTHING",
+            [(m[0], m[1], track_id, float(m[2])) for m in data.get("moves", [])],
+        )
+        if data.get("file_id") is not None:
+            self._repoint_playlists(cur, pending, int(data["file_id"]), track_id)
         cur.execute("DELETE FROM departed WHERE id = %s", (left["id"],))
         self._record_user_data(pending, track_id, self._user_data(cur, track_id))
+        self._move(cur, pending, None, track_id, left["origin"], left["relpath"], left["at"])
+
+    @staticmethod
+    def _repoint_playlists(cur: psycopg.Cursor[Any], pending: _Pending, old: int, new: int) -> None:
+        """Playlist entries of track *old* name *new* (the track its data went to)."""
+        rows = cur.execute(
+            "SELECT name, source, entries FROM playlists WHERE entries @> %s",
+            (Jsonb([[old]]),),
+        ).fetchall()
+        for row in rows:
+            entries = [[new if e[0] == old else e[0], e[1]] for e in row["entries"]]
+            cur.execute(
+                "UPDATE playlists SET entries = %s WHERE name = %s", (Jsonb(entries), row["name"])
+            )
+            payload = {"name": row["name"], "source": row["source"], "entries": entries}
+            pending.add("playlist", None, payload)
+
+    @staticmethod
+    def _move(  # noqa: PLR0917 (one move's parts)
+        cur: psycopg.Cursor[Any],
+        pending: _Pending,
+        old: int | None,
+        new: int,
+        origin: str,
+        relpath: str,
+        when: float,
+    ) -> None:
+        """Record that track *new* took over the data of the one at *origin*/*relpath*
+        (track *old*, when still here): its earlier moves come along, and the
+        replicas get the heir's whole history (``moves``) and pins (``pins``)."""
+        if old is not None:
+            cur.execute("UPDATE moves SET file_id = %s WHERE file_id = %s", (new, old))
+        cur.execute(
+            "INSERT INTO moves (origin, relpath, file_id, at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (origin, relpath) DO UPDATE SET file_id = excluded.file_id, "
+            "at = excluded.at",
+            (origin, relpath, new, when),
+        )
+        moves = cur.execute(
+            "SELECT origin, relpath, at FROM moves WHERE file_id = %s ORDER BY at", (new,)
+        ).fetchall()
+        pending.add("moves", new, {"moves": [[m["origin"], m["relpath"], m["at"]] for m in moves]})
+        requests = cur.execute(
+            "SELECT request FROM pins WHERE file_id = %s ORDER BY request", (new,)
+        ).fetchall()
+        if requests:
+            pending.add("pins", new, {"requests": [int(r["request"]) for r in requests]})
 
     @staticmethod
     def _user_data(cur: psycopg.Cursor[Any], track_id: int) -> dict[str, Any]:
@@ -385,7 +496,22 @@ class SharedCatalog:
         plays = cur.execute(
             "SELECT at FROM plays WHERE file_id = %s ORDER BY at", (track_id,)
         ).fetchall()
-        return {"overrides": [dict(o) for o in overrides], "plays": [p["at"] for p in plays]}
+        rating = cur.execute(
+            "SELECT value, source FROM ratings WHERE file_id = %s", (track_id,)
+        ).fetchone()
+        data: dict[str, Any] = {
+            "overrides": [dict(o) for o in overrides],
+            "plays": [p["at"] for p in plays],
+        }
+        if rating is not None:
+            data["rating"] = dict(rating)
+        imported = cur.execute(
+            "SELECT source, count FROM imported_plays WHERE file_id = %s ORDER BY source",
+            (track_id,),
+        ).fetchall()
+        if imported:
+            data["imported_plays"] = [dict(i) for i in imported]
+        return data
 
     @staticmethod
     def _record_user_data(pending: _Pending, track_id: int, data: Mapping[str, Any]) -> None:
@@ -397,6 +523,10 @@ class SharedCatalog:
             pending.add("overrides", track_id, {"set": fields, "source": source})
         if data.get("plays"):
             pending.add("plays", track_id, {"at": list(data["plays"])})
+        if data.get("rating"):
+            pending.add("ratings", track_id, dict(data["rating"]))
+        for imported in data.get("imported_plays", []):
+            pending.add("imported_plays", track_id, dict(imported))
 
     def set_overrides(
         self, file_id: int, fields: Mapping[str, str | None], source: str = "user"
@@ -468,6 +598,186 @@ class SharedCatalog:
             return len(kept)
 
         return self._run(work)
+
+    def import_plays(
+        self, plays: Sequence[tuple[int, int, float]], source: str = ""
+    ) -> dict[int, int]:
+        """Add plays brought by an import, as (track id, count, last played).
+        With *source* (a program that keeps running totals, e.g. "itunes"),
+        *count* is its total: only the plays past the total last imported from
+        it (on any machine) are added, and the total is kept. Tracks no longer
+        in the catalog are left out. Returns the plays added, by track id."""
+        if not plays:
+            return {}
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> dict[int, int]:
+            wanted = sorted({file_id for file_id, _, _ in plays})
+            rows = conn.execute(
+                "SELECT id FROM tracks WHERE id = ANY(%s) FOR KEY SHARE", (wanted,)
+            ).fetchall()
+            present = {int(row[0]) for row in rows}
+            added: dict[int, int] = {}
+            with conn.cursor() as cur:
+                for file_id, count, last in plays:
+                    if file_id not in present:
+                        continue
+                    new = count
+                    if source:
+                        row = cur.execute(
+                            "SELECT count FROM imported_plays WHERE file_id = %s AND source = %s "
+                            "FOR UPDATE",
+                            (file_id, source),
+                        ).fetchone()
+                        new = count - (int(row[0]) if row is not None else 0)
+                        cur.execute(
+                            "INSERT INTO imported_plays (file_id, source, count) "
+                            "VALUES (%s, %s, %s) ON CONFLICT (file_id, source) "
+                            "DO UPDATE SET count = excluded.count",
+                            (file_id, source, count),
+                        )
+                        pending.add("imported_plays", file_id, {"source": source, "count": count})
+                    if new > 0:
+                        at = float(last)
+                        cur.executemany(
+                            "INSERT INTO plays (file_id, at) VALUES (%s, %s)", [(file_id, at)] * new
+                        )
+                        pending.add("plays", file_id, {"at": [at] * new})
+                        added[file_id] = added.get(file_id, 0) + new
+            return added
+
+        return self._run(work)
+
+    def set_ratings(self, ratings: Sequence[tuple[int, int | None]], source: str) -> int:
+        """Rate tracks 0-100 (None: no rating), as (track id, rating); those of
+        tracks no longer in the catalog are dropped. Returns how many were set."""
+        for _, value in ratings:
+            if value is not None and not 0 <= value <= 100:
+                raise ValueError(f"a rating is 0-100, got {value}")
+        if not ratings:
+            return 0
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> int:
+            wanted = sorted({file_id for file_id, _ in ratings})
+            rows = conn.execute(
+                "SELECT id FROM tracks WHERE id = ANY(%s) FOR KEY SHARE", (wanted,)
+            ).fetchall()
+            present = {int(row[0]) for row in rows}
+            last = {f: v for f, v in ratings if f in present}  # the last one of a track wins
+            with conn.cursor() as cur:
+                for file_id, value in sorted(last.items()):
+                    if value is None:
+                        cur.execute("DELETE FROM ratings WHERE file_id = %s", (file_id,))
+                    else:
+                        cur.execute(
+                            "INSERT INTO ratings (file_id, value, source) VALUES (%s, %s, %s) "
+                            "ON CONFLICT (file_id) DO UPDATE SET value = excluded.value, "
+                            "source = excluded.source",
+                            (file_id, value, source),
+                        )
+                    pending.add("ratings", file_id, {"value": value, "source": source})
+            return len(last)
+
+        return self._run(work)
+
+    def set_pins(self, requests: Mapping[tuple[str, str], Sequence[int]], at: float) -> None:
+        """Make each pin request (kind, value) pin exactly these track ids (a
+        new request is made); tracks no longer in the catalog are left out."""
+        if not requests:
+            return
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> None:
+            for (kind, value), ids in sorted(requests.items()):
+                row = conn.execute(
+                    "INSERT INTO pin_requests (kind, value, at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (kind, value) DO UPDATE SET kind = excluded.kind "
+                    "RETURNING id, at",
+                    (kind, _text(value), at),
+                ).fetchone()
+                assert row is not None
+                request, made = int(row[0]), float(row[1])
+                conn.execute("DELETE FROM pins WHERE request = %s", (request,))
+                kept = conn.execute(
+                    "INSERT INTO pins (file_id, request) SELECT id, %s FROM tracks "
+                    "WHERE id = ANY(%s) RETURNING file_id",
+                    (request, sorted(set(ids))),
+                ).fetchall()
+                files = sorted(int(r[0]) for r in kept)
+                payload = {"id": request, "kind": kind, "value": value, "at": made, "files": files}
+                pending.add("pin_request", None, payload)
+
+        self._run(work)
+
+    def drop_pins(self, requests: Sequence[tuple[str, str]] = (), everything: bool = False) -> int:
+        """Forget pin requests (kind, value), or all of them; returns how many went."""
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> int:
+            if everything:
+                rows = conn.execute("DELETE FROM pin_requests RETURNING id").fetchall()
+            else:
+                rows = []
+                for kind, value in requests:
+                    rows += conn.execute(
+                        "DELETE FROM pin_requests WHERE kind = %s AND value = %s RETURNING id",
+                        (kind, value),
+                    ).fetchall()
+            for row in rows:
+                pending.add("pin_dropped", None, {"id": int(row[0])})
+            return len(rows)
+
+        return self._run(work)
+
+    def set_playlists(
+        self, playlists: Mapping[str, Sequence[tuple[int | None, str]]], source: str
+    ) -> None:
+        """Store playlists an import brought (name -> entries: track id or None,
+        the entry's text), each in place of any playlist of that name."""
+        if not playlists:
+            return
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> None:
+            for name, entries in sorted(playlists.items()):
+                kept = [[f, _text(text)] for f, text in entries]
+                conn.execute(
+                    "INSERT INTO playlists (name, source, entries, at) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET source = excluded.source, "
+                    "entries = excluded.entries, at = excluded.at",
+                    (_text(name), source, Jsonb(kept), time.time()),
+                )
+                pending.add("playlist", None, {"name": name, "source": source, "entries": kept})
+
+        self._run(work)
+
+    def set_collection(self, name: str, rule: Mapping[str, Any] | None) -> bool:
+        """Define (or redefine) collection *name* with *rule* (the keys of a
+        ``[[collections]]`` table besides its name); None removes it. Returns
+        whether something changed (False: no such collection to remove)."""
+
+        def work(conn: psycopg.Connection[Any], pending: _Pending) -> bool:
+            if rule is None:
+                gone = conn.execute(
+                    "DELETE FROM collections WHERE name = %s RETURNING name", (name,)
+                ).fetchone()
+                if gone is None:
+                    return False
+            else:
+                conn.execute(
+                    "INSERT INTO collections (name, rule, at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET rule = excluded.rule, at = excluded.at",
+                    (name, Jsonb(dict(rule)), time.time()),
+                )
+            pending.add("collection", None, {"name": name, "rule": rule})
+            return True
+
+        return self._run(work)
+
+    def collections(self) -> dict[str, dict[str, Any]]:
+        """The collections defined in the catalog: name -> rule."""
+        rows = self._run(
+            lambda conn, _: conn.execute(
+                "SELECT name, rule FROM collections ORDER BY name"
+            ).fetchall()
+        )
+        return {str(r[0]): dict(r[1]) for r in rows}
 
     def _no_track(self, file_id: int) -> SharedCatalogError:
         return SharedCatalogError(
@@ -587,3 +897,34 @@ class Snapshot:
 
     def plays(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
         return self._batches("musicfs_plays", "SELECT * FROM plays ORDER BY file_id, at", size)
+
+    def imported_plays(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches(
+            "musicfs_imported", "SELECT * FROM imported_plays ORDER BY file_id, source", size
+        )
+
+    def ratings(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches("musicfs_ratings", "SELECT * FROM ratings ORDER BY file_id", size)
+
+    def pin_requests(self) -> list[dict[str, Any]]:
+        """Every pin request with the tracks it pins (``files``), oldest first."""
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT r.id, r.kind, r.value, r.at, coalesce(array_agg(p.file_id "
+                "ORDER BY p.file_id) FILTER (WHERE p.file_id IS NOT NULL), '{}') AS files "
+                "FROM pin_requests r LEFT JOIN pins p ON p.request = r.id "
+                "GROUP BY r.id ORDER BY r.id"
+            ).fetchall()
+
+    def playlists(self) -> list[dict[str, Any]]:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT name, source, entries FROM playlists ORDER BY name"
+            ).fetchall()
+
+    def collections(self) -> list[dict[str, Any]]:
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute("SELECT name, rule FROM collections ORDER BY name").fetchall()
+
+    def moves(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
+        return self._batches("musicfs_moves", "SELECT * FROM moves ORDER BY file_id, at", size)
