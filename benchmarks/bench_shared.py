@@ -16,9 +16,10 @@ through real ``musicfs mount`` daemons configured with ``[catalog] shared``
     tracks in the tree, and to a **full tree**: the replica's file (read from
     the side every 0.1 s) says the copy is done and every track placed, and
     ``musicfs status`` then confirms every track in the tree, the copy done
-    (``bootstrapping`` false) and no lag. Then the root's listing and sample paths are checked and, up to
-    100,000 tracks, a walk of the whole tree counts every track (at 1,000,000
-    a walk through FUSE would take minutes: status and samples only);
+    (``bootstrapping`` false) and no lag. Then the root's listing and sample
+    paths are checked and, up to 100,000 tracks, a walk of the whole tree
+    counts every track (at 1,000,000 a walk through FUSE would take minutes:
+    status and samples only);
   - ``next_mount``: the same machine mounting again (no copy), beside a
     SQLite-only mount of the same catalog;
   - ``plain``/``replica``: the catalog queries the FUSE handlers make, in
