@@ -1016,16 +1016,22 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
 
 
 def _shared_rows(sh: Any, row: Callable[..., None]) -> None:
-    """The shared section's rows: "before" is the plain SQLite catalog, MusicFS the replica."""
+    """The shared section's rows: "before" is the SQLite-only catalog (or mount),
+    MusicFS the replica of a catalog shared on PostgreSQL."""
     if not isinstance(sh, dict) or "sizes" not in sh:
         return
     for size, e in sh["sizes"].items():
-        n = int(size)
-        row(f"shared: new replica, first copy ({n:,} tracks)", "s", {"musicfs": e["bootstrap_s"]},
-            "—", None, f"{e['bootstrap_tracks_per_s']:,} tracks/s")  # fmt: skip
-        row(f"shared: new replica, copy + tree ({n:,} tracks)", "s",
-            {"musicfs": e["full_tree_s"]}, "—", None,
-            "time to a full tree: copy, then the tree laid out")  # fmt: skip
+        n, first = int(size), e["first_mount"]
+        row(f"shared: 2nd machine's first mount, root listable ({n:,} tracks)", "s",
+            {"musicfs": first["listable_s"]}, "—", None,
+            f"first tracks in the tree after {first.get('first_tracks_s', '—')} s")  # fmt: skip
+        row(f"shared: 2nd machine's first mount, full tree ({n:,} tracks)", "s",
+            {"musicfs": first["full_tree_s"]}, "—", None,
+            f"status: {n:,} tracks in the tree, copy done, lag 0; "
+            f"{first['tracks_per_s']:,} tracks/s; RSS {first['rss_mib']} MiB")  # fmt: skip
+        row(f"shared: next mount, root listable ({n:,} tracks)", "s",
+            {"before": e["plain_mount"]["listable_s"], "musicfs": e["next_mount"]["listable_s"]},
+            "—", None, "before: the same catalog, SQLite-only")  # fmt: skip
         row(f"shared: catalog migrate ({n:,} tracks)", "s", {"musicfs": e["migrate_s"]}, "—",
             None, f"{e['migrate_tracks_per_s']:,} tracks/s")  # fmt: skip
         for label, key, unit, figure in (
@@ -1036,6 +1042,28 @@ def _shared_rows(sh: Any, row: Callable[..., None]) -> None:
             row(f"shared: {label}, p50/median ({n:,})", unit,
                 {"before": e["plain"][key][figure], "musicfs": e["replica"][key][figure]}, "—",
                 None, "in-process queries; before: plain SQLite, MusicFS: replica")  # fmt: skip
+    mt = sh.get("mounted")
+    if mt:
+        note = "before: SQLite-only mount; MusicFS: mounted replica; same rounds"
+
+        def side(section: str, *keys: str) -> dict[str, Any]:
+            return {
+                "direct": _get(mt, section, "direct", *keys),
+                "before": _get(mt, section, "musicfs", *keys),
+                "musicfs": _get(mt, section, "replica", *keys),
+            }
+
+        files, entries = mt["stat"]["files"], mt["readdir"]["big_entries"]
+        for label, section, keys, unit in (
+            (f"stat first p50 ({files:,} files)", "stat", ("first", "p50_us"), "µs"),
+            ("stat again p50", "stat", ("again", "p50_us"), "µs"),
+            (f"readdir {entries:,} entries, first", "readdir", ("big", "first_ms"), "ms"),
+            (f"readdir {entries:,} entries, median", "readdir", ("big", "median_ms"), "ms"),
+            (f"os.walk + stat {mt['walk']['files']:,} files", "walk", ("first_s",), "s"),
+            ("os.walk + stat, again", "walk", ("again_s",), "s"),
+        ):
+            row(f"shared: {label}, replica mount", unit, side(section, *keys),
+                "≈ SQLite-only", None, note)  # fmt: skip
     p = sh.get("propagation")
     if p:
         row("shared: change propagation p50", "ms", {"musicfs": p["p50_ms"]}, "< 2,000 ms",
@@ -1235,10 +1263,19 @@ def details(ctx: Context) -> list[tuple[str, str]]:
         add(
             "shared section",
             lambda: (
-                f"PostgreSQL {sh['postgres']} on 127.0.0.1; stat/readdir figures are "
-                "in-process catalog queries (the mount is not wired to a shared catalog yet)"
+                f"PostgreSQL {sh['postgres']} on 127.0.0.1; daemons with MUSICFS_CATALOG_SHARED; "
+                f"origin lock {sh['origin_lock']}; 'before' column of shared rows: SQLite-only"
             ),
         )
+        bl = _get(sh, "mounted", "first_mount")
+        if bl:
+            add(
+                "shared: replica of the bench library",
+                lambda: (
+                    f"{sh['mounted']['tracks']:,} tracks: first mount to a full tree "
+                    f"{bl['full_tree_s']} s, RSS {bl['rss_mib']} MiB"
+                ),
+            )
     for sec, res in r.items():
         if isinstance(res, dict) and "error" in res:
             out.append((f"[red]{sec} failed[/]", res["error"]))
@@ -1464,7 +1501,9 @@ def main(argv: list[str] | None = None) -> int:
             "walk": bench_walk,
             "read": bench_read,
             "scan": bench_scan,
-            "shared": bench_shared,
+            "shared": lambda c, o: bench_shared(
+                c, o, {"stat": bench_stat, "readdir": bench_readdir, "walk": bench_walk}
+            ),
             "remote-scan": bench_scan_remote,
         }
         for sec in s.sections:

@@ -3,8 +3,10 @@
 * `synthetic_catalog` — a MusicFS catalog of N tracks whose origin files do not
   exist (mount time, memory, big trees). Up to ``layout_max`` tracks it is built
   through the product's own `Layout` (and its rate is recorded); above that, rows
-  are bulk-inserted with SQL in exactly the shape `Layout` makes (checked on a
-  sample), because placing a million tracks one by one takes minutes.
+  are bulk-inserted with SQL in exactly the shape `Layout` makes (the two are
+  compared row for row before a big catalog is built, and by a test:
+  packages/musicfs-core/tests/catalog/test_bench_catalog.py), because placing a
+  million tracks one by one takes minutes.
 * `bench_library` — real (empty) files plus one big file on local disk, and a
   catalog that maps them with the template ``$genre/$albumartist/$album/$title.$format``
   chosen so that every virtual path equals the origin's relative path: direct
@@ -155,7 +157,6 @@ def _synthetic_via_layout(db: Path, origin: Path, n: int) -> None:
     from musicfs.core.catalog.layout import Layout
     from musicfs.core.catalog.store import Catalog
     from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
-    from musicfs.core.model import FileStat, ScannedFile
 
     with Catalog.open(db) as cat:
         cat.register_origin("lib", "local", str(origin))
@@ -163,19 +164,32 @@ def _synthetic_via_layout(db: Path, origin: Path, n: int) -> None:
         for start in range(0, n, 10_000):
             with cat.transaction():
                 for i in range(start, min(n, start + 10_000)):
-                    rel, tags = synthetic_tags(i)
-                    sf = ScannedFile("lib", rel, FileStat(20_000_000 + i, MTIME_NS), "flac", tags)
-                    layout.place(cat.upsert_file(sf), rel, "flac", tags)
+                    sf = _synthetic_file(i)
+                    layout.place(cat.upsert_file(sf), sf.relpath, sf.format, sf.tags)
         _set_layout_settings(cat, DEFAULT_TEMPLATE)
+
+
+def _synthetic_file(i: int) -> Any:
+    """Synthetic track *i* as the scanner reports it (a `ScannedFile`)."""
+    from musicfs.core.model import FileStat, ScannedFile
+
+    rel, tags = synthetic_tags(i)
+    return ScannedFile("lib", rel, FileStat(20_000_000 + i, MTIME_NS), "flac", tags)
 
 
 def _synthetic_via_sql(db: Path, origin: Path, n: int) -> None:
     """The rows `Layout.place` would make, inserted in bulk (same ids, same order).
 
-    Columns are matched by name against the live schema; `bulk_matches_layout`
-    checks the result against `Layout` itself before a big catalog is built.
+    Every value comes from the product's own functions (`TrackTags.as_row`,
+    `replica_key`, `content_version`); the names of the folders are written
+    here and checked against `PathTemplate.render`. Each column of the live
+    schema must be one this function fills (else `SchemaDrift`), and
+    `bulk_matches_layout` (also run by a test, tests of the catalog) compares
+    the result with `Layout`'s, row for row.
     """
-    from musicfs.core.catalog.store import Catalog
+    from musicfs.core.catalog.layout import content_version
+    from musicfs.core.catalog.rows import replica_key
+    from musicfs.core.catalog.store import ROOT_NODE, Catalog
     from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
     from musicfs.core.model import TAG_FIELDS
 
@@ -186,73 +200,55 @@ def _synthetic_via_sql(db: Path, origin: Path, n: int) -> None:
     with Catalog.open(db) as cat:
         cat.register_origin("lib", "local", str(origin))
         _set_layout_settings(cat, DEFAULT_TEMPLATE)
+    file_cols = (
+        "id", "origin", "reldir", "name", "size", "mtime_ns", "ctime_ns", "format", "error",
+        "scanned_at", "replica_key", "content_hash", "audio_id", *TAG_FIELDS,
+    )  # fmt: skip
+    node_cols = ("id", "parent", "name", "file_id", "size", "mtime_ns", "replica_key", "version")
     conn = sqlite3.connect(db, isolation_level=None)
+    _check_columns(conn, "files", file_cols)
+    _check_columns(conn, "nodes", node_cols)
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
-    file_cols = (
-        "id",
-        "origin",
-        "reldir",
-        "name",
-        "size",
-        "mtime_ns",
-        "format",
-        "error",
-        "scanned_at",
-        *TAG_FIELDS,
-    )
-    node_known = ("id", "parent", "name", "file_id", "size", "mtime_ns")
-    _check_columns(conn, "files", file_cols)
-    node_cols = _check_columns(conn, "nodes", node_known)
     file_sql = (
         f"INSERT INTO files ({', '.join(file_cols)}) VALUES ({', '.join('?' * len(file_cols))})"
     )
     node_sql = (
         f"INSERT INTO nodes ({', '.join(node_cols)}) VALUES ({', '.join('?' * len(node_cols))})"
     )
-    keep = [node_known.index(c) for c in node_cols]
     now = time.time()
+    # Layout gives a new folder the time it was made, and moves the root's mtime
+    # on (`touch_dir`): a time of the build, whatever it is exactly.
+    dir_mtime = time.time_ns()
     files: list[tuple[Any, ...]] = []
     nodes: list[tuple[Any, ...]] = []
-    next_node = 2
+    next_node = ROOT_NODE + 1
     artist_node = album_node = 0
-
-    def node(*values: Any) -> None:
-        nodes.append(tuple(values[k] for k in keep))
-
     conn.execute("BEGIN")
     for i in range(n):
+        sf = _synthetic_file(i)
         a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
-        artist, album, title = f"Artist {a:05d}", f"Album {b:02d}", f"Song {i:07d}"
-        year, fid, size = 1970 + a % 50, i + 1, 20_000_000 + i
-        tags = dict.fromkeys(TAG_FIELDS)
-        tags.update(
-            title=title, artist=artist, album=album, year=year, track=t, compilation=0, has_art=0
-        )
+        fid, key = i + 1, replica_key(sf)
+        reldir, _, name = sf.relpath.rpartition("/")
         files.append(
-            (
-                fid,
-                "lib",
-                f"{artist}/{album}",
-                f"{t:02d} - {title}.flac",
-                size,
-                MTIME_NS,
-                "flac",
-                None,
-                now,
-                *tags.values(),
-            )
-        )
+            (fid, sf.origin, reldir, name, sf.stat.size, sf.stat.mtime_ns, sf.stat.ctime_ns,
+             sf.format, sf.error, now, key, None, sf.audio_id, *sf.tags.as_row())
+        )  # fmt: skip
         if i % 100 == 0:
             artist_node = next_node
-            node(artist_node, 1, artist, None, 0, 0)
+            nodes.append((artist_node, ROOT_NODE, f"Artist {a:05d}", None, 0, dir_mtime, None, 0))
             next_node += 1
         if i % 10 == 0:
             album_node = next_node
-            node(album_node, artist_node, f"{album} ({year}) [FLAC]", None, 0, 0)
+            album = f"Album {b:02d} ({sf.tags.year}) [FLAC]"
+            nodes.append((album_node, artist_node, album, None, 0, dir_mtime, None, 0))
             next_node += 1
-        node(next_node, album_node, f"{t:02d} - {title}.flac", fid, size, MTIME_NS)
+        version = content_version(fid, sf.stat, None)
+        nodes.append(
+            (next_node, album_node, f"{t:02d} - {sf.tags.title}.flac", fid, sf.stat.size,
+             sf.stat.mtime_ns, key, version)
+        )  # fmt: skip
         next_node += 1
         if len(files) >= 50_000:
             conn.executemany(file_sql, files)
@@ -261,22 +257,51 @@ def _synthetic_via_sql(db: Path, origin: Path, n: int) -> None:
             nodes.clear()
     conn.executemany(file_sql, files)
     conn.executemany(node_sql, nodes)
+    conn.execute("UPDATE nodes SET mtime_ns = ? WHERE id = ?", (dir_mtime, ROOT_NODE))
     conn.execute("COMMIT")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.close()
 
 
-def _check_columns(conn: sqlite3.Connection, table: str, known: tuple[str, ...]) -> list[str]:
-    """The columns of *table* this module fills; fail if the schema needs one it does not know."""
-    info = conn.execute(f"PRAGMA table_info({table})").fetchall()
-    unknown = [r[1] for r in info if r[1] not in known and r[3] and r[4] is None]
-    if unknown:
-        raise RuntimeError(
-            f"catalog table {table} has required column(s) {unknown} that "
-            "benchmarks/bench_data.py does not fill: update _synthetic_via_sql"
+class SchemaDrift(RuntimeError):
+    """The catalog's schema has a column the bulk builder does not fill."""
+
+
+def _check_columns(conn: sqlite3.Connection, table: str, known: tuple[str, ...]) -> None:
+    """Fail if *table* has a column this module does not fill, or lacks one it does."""
+    present = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    unknown = [c for c in present if c not in known]
+    missing = [c for c in known if c not in present]
+    if unknown or missing:
+        raise SchemaDrift(
+            f"catalog table {table} has column(s) {unknown} that benchmarks/bench_data.py "
+            f"does not fill and lacks {missing} that it does: update _synthetic_via_sql"
         )
-    present = {r[1] for r in info}
-    return [c for c in known if c in present]
+
+
+#: What `bulk_matches_layout` compares: every row of these tables, but for the
+#: times a build takes (when a file was scanned; folders' mtimes, compared as set).
+_COMPARED_TABLES = ("settings", "origins", "files", "nodes", "sqlite_sequence", "search")
+_MASKED = {
+    ("files", "scanned_at"): "scanned_at > 0",
+    ("nodes", "mtime_ns"): "CASE WHEN file_id IS NULL THEN mtime_ns > 0 ELSE mtime_ns END",
+}
+
+
+def catalog_rows(db: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Columns and rows of the tables the synthetic builders write (see `_MASKED`)."""
+    conn = sqlite3.connect(db)
+    try:
+        out = {}
+        for table in _COMPARED_TABLES:
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            exprs = [_MASKED.get((table, c), c) for c in cols]
+            order = "rowid" if table != "sqlite_sequence" else "name"
+            rows = conn.execute(f"SELECT {', '.join(exprs)} FROM {table} ORDER BY {order}")
+            out[table] = (cols, rows.fetchall())
+        return out
+    finally:
+        conn.close()
 
 
 def bulk_matches_layout(workdir: Path, n: int = 2_000) -> str | None:
@@ -286,32 +311,25 @@ def bulk_matches_layout(workdir: Path, n: int = 2_000) -> str | None:
         base = workdir / f"bulk-check-{method}"
         if base.exists():
             shutil.rmtree(base)
-        (base / "lib").mkdir(parents=True)
+        base.mkdir(parents=True)
+        (workdir / "lib").mkdir(exist_ok=True)
         dbs[method] = base / "catalog.sqlite3"
         build = _synthetic_via_layout if method == "layout" else _synthetic_via_sql
-        build(dbs[method], base / "lib", n)
-    dumps = []
-    for method in ("layout", "sql"):
-        conn = sqlite3.connect(dbs[method])
-        tables = {}
-        for table in ("files", "nodes", "settings"):
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            keep = [c for c in cols if c != "scanned_at"]
-            tables[table] = (
-                keep,
-                conn.execute(f"SELECT {', '.join(keep)} FROM {table} ORDER BY 1").fetchall(),
-            )
-        dumps.append(tables)
-        conn.close()
-    for table in dumps[0]:
-        if dumps[0][table] != dumps[1][table]:
-            layout_rows, sql_rows = dumps[0][table][1], dumps[1][table][1]
-            diff = (
-                next((a, b) for a, b in zip(layout_rows, sql_rows, strict=False) if a != b)
-                if (dumps[0][table][0] == dumps[1][table][0] and len(layout_rows) == len(sql_rows))
-                else (dumps[0][table][0], dumps[1][table][0], len(layout_rows), len(sql_rows))
-            )
-            return f"table {table} differs (layout vs sql): {diff}"
+        try:
+            build(dbs[method], workdir / "lib", n)  # one origin path for both
+        except SchemaDrift as exc:
+            return str(exc)
+    layout, sql = catalog_rows(dbs["layout"]), catalog_rows(dbs["sql"])
+    for table, (cols, layout_rows) in layout.items():
+        sql_cols, sql_rows = sql[table]
+        if cols != sql_cols:
+            return f"table {table}: columns {cols} (layout) vs {sql_cols} (sql)"
+        for k, (a, b) in enumerate(zip(layout_rows, sql_rows, strict=False)):
+            if a != b:
+                diff = {c: (x, y) for c, x, y in zip(cols, a, b, strict=True) if x != y}
+                return f"table {table}, row {k + 1} differs (layout, sql): {diff}"
+        if len(layout_rows) != len(sql_rows):
+            return f"table {table}: {len(layout_rows)} rows (layout) vs {len(sql_rows)} (sql)"
     return None
 
 
