@@ -63,11 +63,14 @@ class ReplicaRows(Part):
         )
         return None if stale is None else int(stale[0])
 
-    def unplaced_files(self) -> list[int]:
-        """Files that have no place in the tree yet (rows a copy just wrote)."""
+    def unplaced_files(self, after: int = 0) -> list[int]:
+        """Files past id *after* that have no place in the tree yet (rows a copy
+        just wrote). A copy goes in id order: asking past the last id placed
+        keeps each batch's question the size of the batch, not of the replica."""
         rows = self._conn.execute(
-            "SELECT f.id FROM files f WHERE NOT EXISTS "
-            "(SELECT 1 FROM nodes n WHERE n.file_id = f.id) ORDER BY f.id"
+            "SELECT f.id FROM files f WHERE f.id > ? AND NOT EXISTS "
+            "(SELECT 1 FROM nodes n WHERE n.file_id = f.id) ORDER BY f.id",
+            (after,),
         ).fetchall()
         return [int(row[0]) for row in rows]
 

@@ -180,6 +180,7 @@ class SharedMount:
         self.server_seq = 0
         self.bootstrapping = False
         self.copied = 0
+        self._placed_upto = 0  # the copy's tracks up to this id are placed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._done = threading.Condition()  # rounds of the follower handled
@@ -309,15 +310,18 @@ class SharedMount:
 
     def _copied(self, editor: OverlayEditor, copied: int) -> None:
         """A batch of a copy arrived: place its tracks, so the tree grows as it copies."""
+        if copied <= self.copied:  # a new copy: rows of an earlier one may lie anywhere
+            self._placed_upto = 0
         self.bootstrapping = True
         self.copied = copied
         catalog = editor.catalog
         changes: list[TreeChange] = []
         with catalog.transaction():
-            for file_id in catalog.unplaced_files():
+            for file_id in catalog.unplaced_files(self._placed_upto):
                 track = catalog.track(file_id)
                 if track is not None:
                     changes += editor.layout.place_track(track)
+                self._placed_upto = file_id
         self.notify(changes)
 
     def _applied(self, editor: OverlayEditor, applied: Applied) -> None:
