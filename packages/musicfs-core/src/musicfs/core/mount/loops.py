@@ -53,6 +53,8 @@ class ScanRights(Protocol):
 
     def scan_writer(self) -> contextlib.AbstractContextManager[ScanWriter]: ...
 
+    def cancel_scan(self) -> None: ...
+
 
 class Rescans:
     """The sync, health, watch and poll loops of one mount."""
@@ -119,6 +121,8 @@ class Rescans:
         """Stop the scan running now at its next file (the mount is going)."""
         if self._scanner is not None:
             self._scanner.cancelled = True
+        if self.rights is not None:  # a write waiting on a silent server: cut it
+            self.rights.cancel_scan()
 
     def _watched(self, origin: Origin) -> TypeGuard[LocalOrigin]:
         return isinstance(origin, LocalOrigin) and origin.watchable and self.life.config.scan.watch

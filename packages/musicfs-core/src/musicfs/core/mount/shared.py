@@ -32,9 +32,11 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -43,7 +45,7 @@ from musicfs.core.catalog.store import Catalog
 from musicfs.core.content.overlay import OverlayEditor, TagError
 from musicfs.core.model import ScannedFile
 from musicfs.core.secrets.credentials import CredentialError, Credentials
-from musicfs.core.shared.connect import ServerAddress, parse_url
+from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, parse_url
 from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
 from musicfs.core.shared.feed import Applied, Follower, FollowerState, Listener
 from musicfs.core.shared.locks import OriginLocks
@@ -59,6 +61,18 @@ LOCK_RETRY = 2.0
 PLAY_QUEUE_LIMIT = 200_000
 #: How long `tag set` waits for its override to come back through the feed.
 PUBLISH_WAIT = 10.0
+#: Seconds an unmount waits for the threads to end by themselves before it cuts
+#: their connections (a server gone silent).
+STOP_WAIT = 1.5
+
+
+class _Stopping(Exception):
+    """The mount is going: a first copy stops between two batches (the next
+    mount starts it over)."""
+
+
+class _Interruptible(Protocol):
+    def interrupt(self) -> None: ...
 
 
 class PlayQueue:
@@ -73,6 +87,10 @@ class PlayQueue:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS plays (seq INTEGER PRIMARY KEY, file_id INTEGER, at REAL)"
         )
+        # The batch being sent (one row at most): its id, unique, and its last
+        # play. Kept until the batch is forgotten, so a batch the server took
+        # before a crash is sent again with its id, and not counted twice.
+        self._conn.execute("CREATE TABLE IF NOT EXISTS sending (id TEXT, through INTEGER)")
         self.wake = threading.Event()
 
     def add(self, plays: Sequence[tuple[int, float]]) -> None:
@@ -98,19 +116,34 @@ class PlayQueue:
 
     def send(self, shared: SharedCatalog, batch: int = 1000) -> int:
         """Send the queued plays (oldest first); returns how many were sent.
-        Raises `SharedCatalogUnavailable` (the rest stay queued)."""
+        Raises `SharedCatalogUnavailable` (the rest stay queued).
+
+        Each batch goes with an id the server remembers (`SharedCatalog.add_plays`),
+        chosen before it is sent and forgotten with it: a crash between the
+        send and the forgetting sends it again, and the server counts it once."""
         sent = 0
         while True:
             with self._lock:
-                rows = self._conn.execute(
-                    "SELECT seq, file_id, at FROM plays ORDER BY seq LIMIT ?", (batch,)
-                ).fetchall()
-            if not rows:
-                return sent
-            shared.add_plays([(int(f), float(at)) for _, f, at in rows])
-            # Deleted once sent: a crash between the two sends them twice; none is lost.
+                sending = self._conn.execute("SELECT id, through FROM sending").fetchone()
+                if sending is None:
+                    rows = self._conn.execute(
+                        "SELECT seq, file_id, at FROM plays ORDER BY seq LIMIT ?", (batch,)
+                    ).fetchall()
+                    if not rows:
+                        return sent
+                    sending = (uuid.uuid4().hex, int(rows[-1][0]))
+                    self._conn.execute("INSERT INTO sending (id, through) VALUES (?, ?)", sending)
+                else:  # a batch sent (or not) before a crash: the same plays, the same id
+                    rows = self._conn.execute(
+                        "SELECT seq, file_id, at FROM plays WHERE seq <= ? ORDER BY seq",
+                        (sending[1],),
+                    ).fetchall()
+            shared.add_plays([(int(f), float(at)) for _, f, at in rows], str(sending[0]))
             with self._lock:
-                self._conn.execute("DELETE FROM plays WHERE seq <= ?", (rows[-1][0],))
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("DELETE FROM plays WHERE seq <= ?", (sending[1],))
+                self._conn.execute("DELETE FROM sending")
+                self._conn.execute("COMMIT")
             sent += len(rows)
 
     def close(self) -> None:
@@ -183,6 +216,10 @@ class SharedMount:
         self._supervisor: Supervisor | None = None
         self._follower: Follower | None = None
         self._tried = False  # an attempt to reach the server was made
+        # The sessions threads may be waiting in: cut at unmount if the server is silent.
+        self._sessions: set[_Interruptible] = set()
+        self._sessions_lock = threading.Lock()
+        self._scan_shared: SharedCatalog | None = None  # the running scan's writes
 
     # -- what status shows ---------------------------------------------------------------
 
@@ -229,15 +266,49 @@ class SharedMount:
 
     def stop(self) -> None:
         """Stop the threads and free this mount's origin locks (another mount
-        takes over at once)."""
+        takes over at once). Takes a few seconds at most, whatever the server
+        does: a thread still waiting on a silent server has its connection cut
+        (the server drops the session, and its locks, when it notices)."""
         self._stop.set()
         self.plays.wake.set()
-        for thread in self._threads:
-            thread.join(5.0)
         with contextlib.suppress(SharedCatalogError):
             self.locks.close()
+        if not self._join(STOP_WAIT):
+            # Cut again and again: a thread may have opened a connection since
+            # (one being opened ends with its connect timeout, 3 s).
+            deadline = time.monotonic() + CONNECT_TIMEOUT + STOP_WAIT
+            while time.monotonic() < deadline:
+                self.interrupt()
+                if self._join(0.2):
+                    break
         self._writer.close()
-        self.plays.close()
+        if not any(thread.is_alive() for thread in self._threads):
+            self.plays.close()  # else left to the process's end: a thread may still use it
+
+    def _join(self, wait: float) -> bool:
+        """Wait up to *wait* seconds in all for the threads; True if all ended."""
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def interrupt(self) -> None:
+        """End the calls threads are waiting in on the server (the mount is going)."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.interrupt()
+
+    @contextlib.contextmanager
+    def _session(self, session: Any) -> Iterator[None]:
+        """While in the block, *session* (a `SharedCatalog` or `Listener`) is cut at unmount."""
+        with self._sessions_lock:
+            self._sessions.add(session)
+        try:
+            yield
+        finally:
+            with self._sessions_lock:
+                self._sessions.discard(session)
 
     # -- following the feed (thread) --------------------------------------------------------
 
@@ -246,6 +317,8 @@ class SharedMount:
             shared = SharedCatalog(self.address, self.credentials)
             listener = Listener(self.address, self.credentials)
             self.state.applied_seq = catalog.replica_state()[1]  # shown through an outage
+            with self._sessions_lock:
+                self._sessions.update((shared, listener))
             try:
                 self._first_contact(shared)
                 if self._stop.is_set():
@@ -268,6 +341,8 @@ class SharedMount:
                 self._follower = follower
                 follower.run(self._stop)
             finally:
+                with self._sessions_lock:
+                    self._sessions.difference_update((shared, listener))
                 listener.close()
                 shared.close()
 
@@ -302,13 +377,18 @@ class SharedMount:
             self._supervisor.ok(loop)
 
     def _copied(self, editor: OverlayEditor, copied: int) -> None:
-        """A batch of a copy arrived: place its tracks, so the tree grows as it copies."""
+        """A batch of a copy arrived: place its tracks, so the tree grows as it
+        copies; or stop the copy if the mount is going."""
+        if self._stop.is_set():
+            raise _Stopping("unmounting: the copy starts over at the next mount")
         self.bootstrapping = True
         self.copied = copied
         catalog = editor.catalog
         changes: list[TreeChange] = []
         with catalog.transaction():
-            for file_id in catalog.unplaced_files():
+            for count, file_id in enumerate(catalog.unplaced_files()):
+                if count % 500 == 0 and self._stop.is_set():
+                    raise _Stopping("unmounting: the copy starts over at the next mount")
                 track = catalog.track(file_id)
                 if track is not None:
                     changes += editor.layout.place_track(track)
@@ -346,7 +426,21 @@ class SharedMount:
     def scan_writer(self) -> Iterator[_ScanWriter]:
         """Where a scan writes: the shared catalog, on a connection of the scan's own."""
         with SharedCatalog(self.address, self.credentials) as shared:
-            yield _ScanWriter(shared)
+            self._scan_shared = shared
+            try:
+                yield _ScanWriter(shared)
+            finally:
+                self._scan_shared = None
+
+    def cancel_scan(self) -> None:
+        """The mount is going (trio thread): a scan's write still waiting on a
+        silent server after `STOP_WAIT` seconds has its connection cut, so
+        the scan ends and the unmount does not wait for TCP timeouts."""
+        shared = self._scan_shared
+        if shared is not None:
+            timer = threading.Timer(STOP_WAIT, shared.interrupt)
+            timer.daemon = True
+            timer.start()
 
     async def _locks_loop(self) -> None:
         """Take the locks of the origins no mount scans; rescan those taken."""
@@ -409,7 +503,7 @@ class SharedMount:
         self.plays.add(plays)
 
     def _send_plays(self) -> None:
-        with SharedCatalog(self.address, self.credentials) as shared:
+        with SharedCatalog(self.address, self.credentials) as shared, self._session(shared):
             delay = 0.5
             while not self._stop.is_set():
                 self.plays.wake.wait(1.0)

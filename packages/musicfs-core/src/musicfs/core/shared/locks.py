@@ -13,16 +13,28 @@ so MusicFS's locks never meet another application's.
 
 from __future__ import annotations
 
-import contextlib
+import select
+import time
 from typing import Any
 
 import psycopg
 
 from musicfs.core.secrets.credentials import Credentials
-from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, connect, unavailable
+from musicfs.core.shared.connect import (
+    CONNECT_TIMEOUT,
+    ServerAddress,
+    connect,
+    interrupt,
+    unavailable,
+)
 
 #: The first half of every origin lock's key.
 _NAMESPACE = "musicfs.origin"
+#: Seconds `OriginLocks.close` waits for the server to release the locks: a
+#: server gone silent would keep an unmount waiting (20 s of TCP timeouts, or
+#: forever for a stopped process); it releases them itself once it notices the
+#: session gone.
+CLOSE_WAIT = 1.0
 
 
 class OriginLocks:
@@ -86,20 +98,51 @@ class OriginLocks:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, wait: float = CLOSE_WAIT) -> None:
         """End the session, its locks released first: the server would release
         them too, but only once it notices the session gone (a moment later),
-        and another mount taking over should not have to wait for that."""
+        and another mount taking over should not have to wait for that. Takes
+        at most about *wait* seconds, whatever the server does."""
         conn, self._conn = self._conn, None
         self.held.clear()
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                if not conn.closed and not conn.broken:
-                    conn.execute("SELECT pg_advisory_unlock_all()")
+        if conn is None:
+            return
+        deadline = time.monotonic() + wait
+        # Another thread may be in a call on it (the locks loop, abandoned at
+        # unmount): wait for it a moment, then cut the socket under it.
+        if not conn.lock.acquire(timeout=wait):
+            interrupt(conn)
+            if not conn.lock.acquire(timeout=wait):
+                return  # still in use: the process ends it
+        try:
+            if not conn.closed and not conn.broken:
+                _unlock_all(conn, deadline)
             conn.close()
+        finally:
+            conn.lock.release()
 
     def __enter__(self) -> OriginLocks:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unlock_all(conn: psycopg.Connection[Any], deadline: float) -> None:
+    """``pg_advisory_unlock_all()`` on *conn* (its lock held), waiting for the
+    answer until *deadline* at most (`time.monotonic`)."""
+    pgconn = conn.pgconn
+    try:
+        pgconn.send_query(b"SELECT pg_advisory_unlock_all()")
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # silent: closing the connection is all there is to do
+            select.select([pgconn.socket], [], [], left)
+        while pgconn.get_result() is not None:
+            pass
+    except psycopg.Error:
+        pass  # gone already: so are its locks

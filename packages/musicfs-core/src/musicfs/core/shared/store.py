@@ -53,6 +53,7 @@ from musicfs.core.shared.connect import (
     CONNECT_TIMEOUT,
     ServerAddress,
     connect,
+    interrupt,
     parse_url,
     unavailable,
 )
@@ -171,6 +172,11 @@ class SharedCatalog:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def interrupt(self) -> None:
+        """End at once a call another thread is waiting in on a server gone
+        silent (it raises `SharedCatalogUnavailable`): the mount is going."""
+        interrupt(self._conn)
 
     def __enter__(self) -> SharedCatalog:
         return self
@@ -443,13 +449,27 @@ class SharedCatalog:
 
         return self._run(work)
 
-    def add_plays(self, plays: Sequence[tuple[int, float]]) -> int:
+    def add_plays(self, plays: Sequence[tuple[int, float]], batch_id: str = "") -> int:
         """Add (track id, time) plays; those of tracks no longer in the catalog
-        are dropped. Returns how many were added."""
+        are dropped. Returns how many were added.
+
+        With *batch_id* (unique to this batch of plays), a batch the server
+        already took is not added again (0): a machine that sent it and
+        crashed before forgetting it sends it once more."""
         if not plays:
             return 0
 
         def work(conn: psycopg.Connection[Any], pending: _Pending) -> int:
+            if batch_id:
+                # In the same transaction: the plays and their batch's id go in together.
+                new = conn.execute(
+                    "INSERT INTO play_batches (id) VALUES (%s) ON CONFLICT (id) DO NOTHING "
+                    "RETURNING id",
+                    (batch_id,),
+                ).fetchone()
+                if new is None:
+                    log.info("plays of batch %s were already sent; not counted again", batch_id)
+                    return 0
             wanted = sorted({file_id for file_id, _ in plays})
             # Locked (KEY SHARE) so that no track is removed before the plays go in.
             rows = conn.execute(
