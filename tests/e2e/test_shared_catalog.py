@@ -239,3 +239,48 @@ def test_a_mount_while_postgresql_is_down_serves_its_replica(
                        what="the mount to follow the server again")  # fmt: skip
     finally:
         postgres.start()
+
+
+def add_to_origin(library: Library, origin: Path, spec_path: str) -> str:
+    """Copy one more file of the library into *origin*; its path in a tree."""
+    later = library.find(spec_path)
+    target = origin / spec_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    hidden = target.with_name(f".{target.name}.part")
+    shutil.copy2(later.path, hidden)
+    hidden.rename(target)  # a watch never sees a half-written file
+    return render_path(later.spec)
+
+
+def test_a_rescan_asked_on_the_mount_that_does_not_scan_is_done_by_the_one_that_does(
+    library: Library, tmp_path: Path, postgres_url: str
+) -> None:
+    """``musicfs origin rescan`` on B, which does not scan the origin (A holds its
+    lock), asks A to rescan it and says so; what A finds shows on B. Nobody
+    watches or polls the origin here, so only that rescan can find a new file."""
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, UNRAVEL]).values())
+    sections = {"catalog": {"shared": postgres_url}, "scan": {"watch": False, "poll_interval": 0}}
+    a_config = write_config(tmp_path / "a.toml", [], sections)
+    b_config = write_config(tmp_path / "b.toml", [], sections)
+    a_dirs = (tmp_path / "a" / "mnt", tmp_path / "a" / "cache")
+    b_dirs = (tmp_path / "b" / "mnt", tmp_path / "b" / "cache")
+    with mounted([origin], *a_dirs, "--config", str(a_config)) as a:
+        wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
+        with mounted([origin], *b_dirs, "--config", str(b_config), "--wait",
+                     wait_scan=False) as b:  # fmt: skip
+            assert b.files() == files
+            assert catalog_of(b)["scanning_origins"] == []
+            new = add_to_origin(library, origin, LATER)
+
+            asked = run_musicfs("origin", "rescan", "music", "--mount", b.mountpoint,
+                                timeout=30)  # fmt: skip
+            assert asked.returncode == 0, describe(asked)
+            assert "scanned by another mount" in asked.stdout, describe(asked)
+            assert "asked it to rescan" in asked.stdout, describe(asked)
+            wait_until((b.mountpoint / new).exists, timeout=SCAN_TIMEOUT,
+                       what="the file A's rescan found to show on B")  # fmt: skip
+            assert (a.mountpoint / new).exists()
+            # B still does not scan it: A does.
+            assert catalog_of(b)["scanning_origins"] == []
+            assert b.status()["origins"][0]["last_scan"] == ""

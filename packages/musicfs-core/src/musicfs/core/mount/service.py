@@ -207,12 +207,17 @@ class MusicFS:
                 took_over=self._took_over,  # `rescans` is built again with the origins
                 first_round=self._followed,
                 after_applied=self._after_scan,  # the feed brings the scans' rows
+                rescan=self._rescan_asked,
             )
         except SharedCatalogError as exc:
             raise StartupError(str(exc)) from None
 
     def _took_over(self, origin_id: str) -> None:
         self.rescans.took_over(origin_id)
+
+    def _rescan_asked(self, origin_id: str) -> None:
+        """Another mount asked for a rescan of an origin this one scans."""
+        self.rescans.request_rescan(origin_id)
 
     def _followed(self) -> None:
         """The replica caught up with the shared catalog once (a new one: copied),

@@ -179,6 +179,7 @@ class SharedMount:
         took_over: Callable[[str], None],
         first_round: Callable[[], None] = lambda: None,
         after_applied: Callable[[Catalog, Layout, set[int]], None] | None = None,
+        rescan: Callable[[str], None] = lambda origin_id: None,
     ) -> None:
         """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
         layout, with this mount's template) over a catalog connection;
@@ -187,7 +188,9 @@ class SharedMount:
         called (follow thread) once the replica is up to date for the first
         time, or the server was found unreachable (``musicfs mount --wait``);
         *after_applied*: what a mount does after a scan batch (overlays due,
-        covers of the changed folders, pins), after a round that changed tracks."""
+        covers of the changed folders, pins), after a round that changed tracks;
+        *rescan*: another mount asked for a rescan of an origin this one scans
+        (trio thread)."""
         self.address: ServerAddress = parse_url(url)
         try:
             self.credentials: Credentials | None = Credentials.load()
@@ -200,7 +203,9 @@ class SharedMount:
         self.took_over = took_over
         self.first_round = first_round
         self.after_applied = after_applied
+        self.rescan = rescan
         self.locks = OriginLocks(self.address, self.credentials)
+        self._locks_lock = threading.Lock()  # the locks loop's thread, and `ask_rescan`
         self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
         self.state = FollowerState()
         self.error = "not connected yet"
@@ -445,30 +450,58 @@ class SharedMount:
     async def _locks_loop(self) -> None:
         """Take the locks of the origins no mount scans; rescan those taken."""
         while True:
-            taken = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
+            taken, asked = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
             for origin_id in taken:
                 log.info("scanning origin %s (no other mount does)", origin_id)
                 self.took_over(origin_id)
+            for origin_id in sorted(asked - set(taken)):  # one taken is rescanned in full anyway
+                log.info("rescanning origin %s: another mount asked for it", origin_id)
+                self.rescan(origin_id)
             if self._supervisor is not None:
                 self._supervisor.ok("catalog locks")
             await trio.sleep(LOCK_RETRY)
 
-    def _take_locks(self) -> list[str]:
+    def _take_locks(self) -> tuple[list[str], set[str]]:
+        """The origins whose locks this round took, and those (held) another
+        mount asked to rescan."""
         if self._stop.is_set():
-            return []
+            return [], set()
         taken: list[str] = []
+        asked: set[str] = set()
         try:
-            if self.locks.held and not self.locks.alive():
-                log.warning("lost the origin locks (shared catalog %s); trying again",
-                            self.address)  # fmt: skip
-            for origin_id in self.origin_ids():
-                if origin_id not in self.locks.held and self.locks.try_lock_origin(origin_id):
-                    taken.append(origin_id)
+            with self._locks_lock:
+                if self.locks.held and not self.locks.alive():
+                    log.warning("lost the origin locks (shared catalog %s); trying again",
+                                self.address)  # fmt: skip
+                for origin_id in self.origin_ids():
+                    if origin_id not in self.locks.held and self.locks.try_lock_origin(origin_id):
+                        taken.append(origin_id)
+                asked = self.locks.rescans_asked()
             with self._writer_lock:
                 self.server_seq = max(self.server_seq, self._writer.last_seq())
         except SharedCatalogUnavailable as exc:
             log.debug("origin locks: %s", exc)
-        return taken
+        return taken, asked
+
+    def ask_rescan(self, origin_id: str) -> str:
+        """A rescan of *origin_id* was asked on this mount (``musicfs origin
+        rescan``; a worker thread). Returns "" when this mount scans it (it
+        held the origin's lock, or took it now that no mount holds it), else
+        says that the mount holding it was asked to. Raises
+        `SharedCatalogError` naming the server when it cannot be reached."""
+        with self._locks_lock:
+            if origin_id in self.locks.held and self.locks.alive():
+                return ""
+            if self.locks.try_lock_origin(origin_id):
+                log.info("scanning origin %s (asked to; no other mount does)", origin_id)
+                return ""
+            self.locks.ask_rescan(origin_id)
+        log.info("asked the mount that scans origin %s to rescan it", origin_id)
+        return (
+            f"origin {origin_id} is scanned by another mount (it holds the origin's lock in "
+            f"shared catalog {self.address}): asked it to rescan; what it finds reaches this "
+            "mount through the shared catalog"
+        )
 
     # -- writes (any thread) -------------------------------------------------------------
 

@@ -7,6 +7,11 @@ connection for as long as it holds locks): it is released by `release`, by
 or loses its network hands the origin over (another mount's
 `try_lock_origin` then succeeds).
 
+The holder of an origin's lock is the mount to rescan it: `ask_rescan` (any
+other mount) notifies ``musicfs_rescan`` with the origin id; every lock session
+listens, and `rescans_asked` (the holder, now and then) returns the origins it
+holds that were asked for.
+
 Lock keys are two 32-bit numbers, a fixed namespace and ``hashtext(origin id)``,
 so MusicFS's locks never meet another application's.
 """
@@ -30,6 +35,8 @@ from musicfs.core.shared.connect import (
 
 #: The first half of every origin lock's key.
 _NAMESPACE = "musicfs.origin"
+#: The channel a mount asks the holder of an origin's lock to rescan it on.
+RESCAN_CHANNEL = "musicfs_rescan"
 #: Seconds `OriginLocks.close` waits for the server to release the locks: a
 #: server gone silent would keep an unmount waiting (20 s of TCP timeouts, or
 #: forever for a stopped process); it releases them itself once it notices the
@@ -56,8 +63,13 @@ class OriginLocks:
     def _session(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()  # a new session holds none of the old one's locks
-            self._conn = connect(self.address, self.credentials, autocommit=True,
-                                 timeout=self.timeout)  # fmt: skip
+            conn = connect(self.address, self.credentials, autocommit=True, timeout=self.timeout)
+            try:
+                conn.execute(f"LISTEN {RESCAN_CHANNEL}".encode())
+            except psycopg.Error as exc:
+                conn.close()
+                raise unavailable(self.address, exc) from None
+            self._conn = conn
         return self._conn
 
     def _call(self, function: str, origin_id: str) -> bool:
@@ -84,6 +96,27 @@ class OriginLocks:
         if origin_id in self.held:
             self.held.discard(origin_id)
             self._call("pg_advisory_unlock", origin_id)
+
+    def ask_rescan(self, origin_id: str) -> None:
+        """Ask the mount holding *origin_id*'s lock to rescan it (`rescans_asked`)."""
+        conn = self._session()
+        try:
+            conn.execute("SELECT pg_notify(%s, %s)", (RESCAN_CHANNEL, origin_id))
+        except psycopg.Error as exc:
+            self.close()
+            raise unavailable(self.address, exc) from None
+
+    def rescans_asked(self) -> set[str]:
+        """The origins this session holds that another mount asked to rescan
+        since the last call (never waits)."""
+        if self._conn is None:
+            return set()
+        try:
+            asked = {n.payload for n in self._conn.notifies(timeout=0)}
+        except psycopg.Error:
+            self.close()
+            return set()
+        return asked & self.held
 
     def alive(self) -> bool:
         """Whether the session (and so every lock in `held`) is still there;

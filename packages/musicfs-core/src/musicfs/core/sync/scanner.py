@@ -171,6 +171,9 @@ class ScanReport:
     errors: list[str] = field(default_factory=list)
     #: Files that took over the user data of one that left (moved, renamed).
     moved: list[Moved] = field(default_factory=list)
+    #: Not scanned here: another mount scans this origin (a shared catalog's
+    #: lock) and was asked to; what it finds arrives through the catalog's feed.
+    forwarded: str = ""
 
     def summary(self) -> str:
         rate = self.seen / self.seconds if self.seconds > 0 else 0.0
