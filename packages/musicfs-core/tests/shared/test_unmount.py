@@ -53,12 +53,15 @@ def _running(mount: SharedMount, scenario: Callable[[], None]) -> None:
     """Run *mount* (its threads and locks loop) while *scenario* runs in a thread."""
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            mount.start(Supervisor(first=0.2, longest=0.5), nursery)
-            try:
-                await trio.to_thread.run_sync(scenario)
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                mount.start(Supervisor(first=0.2, longest=0.5), nursery)
+                try:
+                    await trio.to_thread.run_sync(scenario)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            await trio.to_thread.run_sync(mount.stop)  # again, if the scenario failed first
 
     trio.run(run)
 

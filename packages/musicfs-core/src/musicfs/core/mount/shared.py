@@ -46,7 +46,11 @@ from musicfs.core.content.overlay import OverlayEditor, TagError
 from musicfs.core.model import ScannedFile
 from musicfs.core.secrets.credentials import CredentialError, Credentials
 from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, parse_url
-from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
+from musicfs.core.shared.errors import (
+    ReplicaBehind,
+    SharedCatalogError,
+    SharedCatalogUnavailable,
+)
 from musicfs.core.shared.feed import Applied, Follower, FollowerState, Listener
 from musicfs.core.shared.locks import OriginLocks
 from musicfs.core.shared.store import SharedCatalog
@@ -340,6 +344,8 @@ class SharedMount:
                 )
                 follower.replica.progress = lambda copied: self._copied(editor, copied)
                 self.bootstrapping = follower.replica.needs_bootstrap()
+                if not self.bootstrapping:
+                    self._catch_up_tree(editor, shared)
                 follower.state.applied_seq = follower.replica.applied_seq
                 with self._done:  # what earlier sessions applied needs no waiting for
                     self._handled_seq = max(self._handled_seq, follower.state.applied_seq)
@@ -381,6 +387,56 @@ class SharedMount:
         if self._supervisor is not None:
             self._supervisor.ok(loop)
 
+    def _catch_up_tree(self, editor: OverlayEditor, shared: SharedCatalog) -> None:
+        """Do the tree work of the changes the replica applied but the mount
+        did not handle (it stopped, or crashed, between the two): re-place
+        their tracks and make their overlays, as `_applied` would have."""
+        catalog = editor.catalog
+        applied_seq = catalog.replica_state()[1]
+        handled = catalog.handled_seq()
+        if handled is None:  # a replica of an older MusicFS: nothing recorded
+            with catalog.transaction():
+                catalog.set_handled_seq(applied_seq)
+            return
+        if handled >= applied_seq:
+            return
+        redo = Applied(applied_seq, copied=handled < 0)
+        if handled >= 0:
+            try:
+                redo = self._changed_between(shared, handled, applied_seq)
+            except ReplicaBehind:  # pruned meanwhile: which changed is not known
+                redo.copied = True
+        if redo.copied:  # every track may have changed
+            redo.tracks = set(catalog.file_ids())
+        log.info("re-placing %d tracks of changes %d-%d applied before the mount stopped",
+                 len(redo.changed), handled + 1, applied_seq)  # fmt: skip
+        self._applied(editor, redo)
+
+    @staticmethod
+    def _changed_between(shared: SharedCatalog, after: int, through: int) -> Applied:
+        """What the changes after *after* up to *through* changed (not applied again)."""
+        redo = Applied(through)
+        seq = after
+        while seq < through:
+            changes = [c for c in shared.changes_after(seq) if c.seq <= through]
+            if not changes:
+                break
+            for change in changes:
+                if change.track_id is None:
+                    continue
+                if change.kind == "track_removed":
+                    redo.removed.add(change.track_id)
+                    redo.tracks.discard(change.track_id)
+                elif change.kind == "track":
+                    redo.tracks.add(change.track_id)
+                    redo.removed.discard(change.track_id)
+                elif change.kind == "overrides":
+                    redo.overrides.add(change.track_id)
+                elif change.kind == "plays":
+                    redo.played.add(change.track_id)
+            seq = changes[-1].seq
+        return redo
+
     def _copied(self, editor: OverlayEditor, copied: int) -> None:
         """A batch of a copy arrived: place its tracks, so the tree grows as it
         copies; or stop the copy if the mount is going."""
@@ -391,6 +447,7 @@ class SharedMount:
         catalog = editor.catalog
         changes: list[TreeChange] = []
         with catalog.transaction():
+            catalog.set_handled_seq(-1)  # the copy's tree work is done once `_applied` ran
             for count, file_id in enumerate(catalog.unplaced_files()):
                 if count % 500 == 0 and self._stop.is_set():
                     raise _Stopping("unmounting: the copy starts over at the next mount")
@@ -416,6 +473,8 @@ class SharedMount:
         if self.after_applied is not None and (applied.tracks or applied.removed or applied.copied):
             folders = {c.parent for c in changes if c.kind is not ChangeKind.REMOVED}
             self.after_applied(catalog, editor.layout, folders)
+        with catalog.transaction():  # done: a restart need not do it again
+            catalog.set_handled_seq(applied.last_seq)
         self.server_seq = max(self.server_seq, applied.last_seq)
         with self._done:
             self._handled_seq = max(self._handled_seq, applied.last_seq)
