@@ -11,6 +11,7 @@ resumes exactly where its last commit left it.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,8 @@ SHARED_USER_TABLES: tuple[str, ...] = ("overrides", "plays")
 _CATALOG_ID = "shared.catalog_id"
 _APPLIED_SEQ = "shared.applied_seq"
 _BOOTSTRAP = "shared.bootstrap"
+#: This replica's id in the shared catalog's ``replicas`` (feed pruning).
+_REPLICA_ID = "shared.replica_id"
 #: The last change whose tree work (re-placing, overlays) the mount has done.
 _HANDLED_SEQ = "shared.handled_seq"
 
@@ -108,6 +111,17 @@ class ReplicaRows(Part):
             [(_CATALOG_ID, catalog_id), (_APPLIED_SEQ, str(applied_seq))],
         )
         self._conn.execute("DELETE FROM settings WHERE key = ?", (_BOOTSTRAP,))
+
+    def replica_id(self) -> str:
+        """This replica's id, made the first time it is asked for."""
+        row = self._conn.execute(
+            "SELECT value FROM settings WHERE key = ?", (_REPLICA_ID,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        made = uuid.uuid4().hex
+        self._conn.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (_REPLICA_ID, made))
+        return made
 
     def handled_seq(self) -> int | None:
         """The last change the mount made its tree for (`set_handled_seq`); -1:

@@ -65,6 +65,15 @@ LOCK_RETRY = 2.0
 PLAY_QUEUE_LIMIT = 200_000
 #: How long `tag set` waits for its override to come back through the feed.
 PUBLISH_WAIT = 10.0
+#: Seconds between two reports of the last change this replica applied
+#: (`SharedCatalog.report_applied`); the feed keeps what a replica still needs.
+REPORT_EVERY = 30.0
+#: Seconds between two prunes of the feed by a mount holding an origin lock.
+PRUNE_EVERY = 600.0
+#: The feed's changes are kept this long at most (and a replica not heard from
+#: for this long no longer holds them back): a replica further behind is copied
+#: again at its next mount. Two weeks: a laptop back from a holiday catches up.
+FEED_KEEP = 14 * 86400.0
 #: Seconds an unmount waits for the threads to end by themselves before it cuts
 #: their connections (a server gone silent).
 STOP_WAIT = 1.5
@@ -229,6 +238,13 @@ class SharedMount:
         self._sessions: set[_Interruptible] = set()
         self._sessions_lock = threading.Lock()
         self._scan_shared: SharedCatalog | None = None  # the running scan's writes
+        # The feed's upkeep (`_upkeep`): this replica's id, read by the follow thread.
+        self.replica_id = ""
+        self.report_every = REPORT_EVERY
+        self.prune_every = PRUNE_EVERY
+        self.feed_keep = FEED_KEEP
+        self._next_report = 0.0
+        self._next_prune = time.monotonic() + self.prune_every
 
     # -- what status shows ---------------------------------------------------------------
 
@@ -326,6 +342,8 @@ class SharedMount:
             shared = SharedCatalog(self.address, self.credentials)
             listener = Listener(self.address, self.credentials)
             self.state.applied_seq = catalog.replica_state()[1]  # shown through an outage
+            with catalog.transaction():
+                self.replica_id = catalog.replica_id()
             with self._sessions_lock:
                 self._sessions.update((shared, listener))
             try:
@@ -538,9 +556,35 @@ class SharedMount:
                 asked = self.locks.rescans_asked()
             with self._writer_lock:
                 self.server_seq = max(self.server_seq, self._writer.last_seq())
+            self._upkeep()
         except SharedCatalogUnavailable as exc:
             log.debug("origin locks: %s", exc)
         return taken, asked
+
+    def _upkeep(self) -> None:
+        """The feed's upkeep (the locks loop's thread): say now and then which
+        change this replica has applied; and, on a mount that scans an origin
+        (so one or a few mounts, not all), prune the feed every `prune_every`
+        seconds of what every replica has applied and of what is older than
+        `feed_keep` (`SharedCatalog.prune_feed`)."""
+        now = time.monotonic()
+        state = self.current
+        try:
+            reportable = self.replica_id and state.healthy and not self.bootstrapping
+            if reportable and now >= self._next_report:
+                with self._writer_lock:
+                    self._writer.report_applied(self.replica_id, state.applied_seq)
+                self._next_report = now + self.report_every
+            if self.locks.held and now >= self._next_prune:
+                self._next_prune = now + self.prune_every
+                with self._writer_lock:
+                    pruned = self._writer.prune_feed(self.feed_keep)
+                if pruned:
+                    log.info("pruned %d changes of shared catalog %s", pruned, self.address)
+        except SharedCatalogUnavailable:
+            raise
+        except SharedCatalogError as exc:  # a server that takes no writes: nothing to keep
+            log.debug("feed upkeep: %s", exc)
 
     def ask_rescan(self, origin_id: str) -> str:
         """A rescan of *origin_id* was asked on this mount (``musicfs origin

@@ -547,6 +547,52 @@ class SharedCatalog:
 
         return self._run(work)
 
+    def report_applied(self, replica_id: str, applied_seq: int) -> None:
+        """Record that replica *replica_id* applied the changes up to
+        *applied_seq* (now): `prune_feed` keeps what it has not applied yet."""
+        self._run(
+            lambda conn, _: conn.execute(
+                "INSERT INTO replicas (id, applied_seq) VALUES (%s, %s) ON CONFLICT (id) DO "
+                "UPDATE SET applied_seq = excluded.applied_seq, seen_at = now()",
+                (replica_id, applied_seq),
+            )
+        )
+
+    def prune_feed(self, keep: float) -> int:
+        """Forget the changes every replica has applied, and those older than
+        *keep* seconds whatever the replicas (a replica not heard from for
+        *keep* seconds no longer holds the feed back: behind it, it is copied
+        again); and the ids of play batches older than that. Returns how many
+        changes were forgotten."""
+
+        def work(conn: psycopg.Connection[Any], _: _Pending) -> int:
+            age = float(keep)
+            conn.execute(
+                "DELETE FROM replicas WHERE seen_at < now() - make_interval(secs => %s)", (age,)
+            )
+            conn.execute(
+                "DELETE FROM play_batches WHERE at < now() - make_interval(secs => %s)", (age,)
+            )
+            row = conn.execute("SELECT min(applied_seq) FROM replicas").fetchone()
+            floor = int(row[0]) if row and row[0] is not None else 0
+            row = conn.execute(
+                "WITH gone AS (DELETE FROM changes WHERE seq <= %s "
+                "OR at < now() - make_interval(secs => %s) RETURNING seq) "
+                "SELECT count(*), max(seq) FROM gone",
+                (floor, age),
+            ).fetchone()
+            count, through = (int(row[0]), row[1]) if row else (0, None)
+            if through is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pruned_through', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = "
+                    "greatest(meta.value::bigint, excluded.value::bigint)::text",
+                    (str(through),),
+                )
+            return count
+
+        return self._run(work)
+
     def track(self, file_id: int) -> dict[str, Any] | None:
         """The ``tracks`` row of one track, by column name (None: no such track)."""
 
