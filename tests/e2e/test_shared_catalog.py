@@ -260,7 +260,10 @@ def test_a_rescan_asked_on_the_mount_that_does_not_scan_is_done_by_the_one_that_
     watches or polls the origin here, so only that rescan can find a new file."""
     origin = tmp_path / "music"
     files = expected(make_origin(library, origin, [JOGA, UNRAVEL]).values())
-    sections = {"catalog": {"shared": postgres_url}, "scan": {"watch": False, "poll_interval": 0}}
+    sections: dict[str, dict[str, object]] = {
+        "catalog": {"shared": postgres_url},
+        "scan": {"watch": False, "poll_interval": 0},
+    }
     a_config = write_config(tmp_path / "a.toml", [], sections)
     b_config = write_config(tmp_path / "b.toml", [], sections)
     a_dirs = (tmp_path / "a" / "mnt", tmp_path / "a" / "cache")
