@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.eventstream import about, listening
 from tests.e2e.helpers import (
     SCAN_TIMEOUT,
     Mount,
@@ -287,3 +288,28 @@ def test_a_rescan_asked_on_the_mount_that_does_not_scan_is_done_by_the_one_that_
             # B still does not scan it: A does.
             assert catalog_of(b)["scanning_origins"] == []
             assert b.status()["origins"][0]["last_scan"] == ""
+
+
+def test_after_a_postgresql_restart_the_scanning_mount_rescans_only_what_changed(
+    library: Library, tmp_path: Path, postgres_url: str, postgres: PostgresServer
+) -> None:
+    """A restart of PostgreSQL ends the session holding the origin's lock; the
+    mount takes it again and rescans the origin, but compares it with its
+    replica (up to date): no unchanged file is parsed again (the scan's
+    ``added`` and ``changed`` are the files it parsed)."""
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, UNRAVEL, SIGUR]).values())
+    env = {"MUSICFS_CATALOG_SHARED": postgres_url}
+    with mounted([origin], tmp_path / "a" / "mnt", tmp_path / "a" / "cache", env=env) as a:
+        wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
+        wait_until(lambda: a.status()["origins"][0]["last_scan"], timeout=SCAN_TIMEOUT,
+                   what="A's first scan to end")  # fmt: skip
+        with listening(a, "--type", "sync.completed") as events:
+            postgres.stop("immediate")
+            postgres.start()
+            # The lock went with the session: A takes it again and rescans.
+            again = events.wait_for(about("sync.completed", complete=True), timeout=120)
+        assert again["details"]["seen"] == len(files), again
+        assert (again["details"]["added"], again["details"]["changed"]) == (0, 0), again
+        assert catalog_of(a)["scanning_origins"] == ["music"]
+        assert a.files() == files

@@ -65,6 +65,9 @@ LOCK_RETRY = 2.0
 PLAY_QUEUE_LIMIT = 200_000
 #: How long `tag set` waits for its override to come back through the feed.
 PUBLISH_WAIT = 10.0
+#: Seconds a mount that took an origin's lock waits for its replica to catch up
+#: with the feed before it scans the origin (then it scans anyway).
+CATCH_UP_WAIT = 60.0
 #: Seconds between two reports of the last change this replica applied
 #: (`SharedCatalog.report_applied`); the feed keeps what a replica still needs.
 REPORT_EVERY = 30.0
@@ -528,6 +531,10 @@ class SharedMount:
         """Take the locks of the origins no mount scans; rescan those taken."""
         while True:
             taken, asked = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
+            if taken:  # compared with the replica: it must hold what the last scanner wrote
+                await trio.to_thread.run_sync(
+                    self._catch_up, self.server_seq, abandon_on_cancel=True
+                )
             for origin_id in taken:
                 log.info("scanning origin %s (no other mount does)", origin_id)
                 self.took_over(origin_id)
@@ -537,6 +544,22 @@ class SharedMount:
             if self._supervisor is not None:
                 self._supervisor.ok("catalog locks")
             await trio.sleep(LOCK_RETRY)
+
+    def _catch_up(self, seq: int) -> None:
+        """Wait (up to `CATCH_UP_WAIT`) until the replica applied change *seq*:
+        a scan compares the origin with the replica, so one that holds every
+        row the last scanner wrote (the same mount after a server restart, or
+        another that follows the feed) re-reads only what changed since."""
+        deadline = time.monotonic() + CATCH_UP_WAIT
+        while self.current.applied_seq < seq and not self._stop.is_set():
+            if self.bootstrapping:  # a first copy: the catalog as of now, worth the wait
+                deadline = time.monotonic() + CATCH_UP_WAIT
+            elif time.monotonic() >= deadline:
+                log.warning("scanning with a replica behind the shared catalog (at change %d "
+                            "of %d): files it lacks are read again", self.current.applied_seq,
+                            seq)  # fmt: skip
+                return
+            self._stop.wait(0.1)
 
     def _take_locks(self) -> tuple[list[str], set[str]]:
         """The origins whose locks this round took, and those (held) another
