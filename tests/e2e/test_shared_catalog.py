@@ -313,3 +313,22 @@ def test_after_a_postgresql_restart_the_scanning_mount_rescans_only_what_changed
         assert (again["details"]["added"], again["details"]["changed"]) == (0, 0), again
         assert catalog_of(a)["scanning_origins"] == ["music"]
         assert a.files() == files
+
+
+def test_unmount_ends_in_seconds_with_postgresql_gone_silent(
+    library: Library, tmp_path: Path, postgres_url: str, postgres: PostgresServer
+) -> None:
+    """The server's host freezes (every PostgreSQL process stopped: connections
+    stay open, nothing answers, no TCP timeout fires): ``musicfs unmount``
+    still ends the mount in seconds, not after the TCP timeouts or never."""
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, SIGUR]).values())
+    env = {"MUSICFS_CATALOG_SHARED": postgres_url}
+    with mounted([origin], tmp_path / "a" / "mnt", tmp_path / "a" / "cache", env=env) as a:
+        wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
+        wait_until(lambda: catalog_of(a)["scanning_origins"] == ["music"], timeout=30,
+                   what="A to hold the origin's lock")  # fmt: skip
+        with postgres.silent():
+            done = run_musicfs("unmount", a.mountpoint, "--timeout", "15", timeout=30)
+            assert done.returncode == 0, describe(done)
+            wait_until(lambda: not pid_alive(a.pid), timeout=15, what="A's daemon to end")
