@@ -284,7 +284,8 @@ def test_a_rescan_asked_on_the_mount_that_does_not_scan_is_done_by_the_one_that_
             assert "asked it to rescan" in asked.stdout, describe(asked)
             wait_until((b.mountpoint / new).exists, timeout=SCAN_TIMEOUT,
                        what="the file A's rescan found to show on B")  # fmt: skip
-            assert (a.mountpoint / new).exists()
+            wait_until((a.mountpoint / new).exists, timeout=10,
+                       what="the file to show on A, which scanned it")  # fmt: skip
             # B still does not scan it: A does.
             assert catalog_of(b)["scanning_origins"] == []
             assert b.status()["origins"][0]["last_scan"] == ""
