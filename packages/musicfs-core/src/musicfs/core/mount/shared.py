@@ -43,6 +43,7 @@ import trio
 from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.content.overlay import OverlayEditor, TagError
+from musicfs.core.errors import Signal
 from musicfs.core.model import ScannedFile
 from musicfs.core.secrets.credentials import CredentialError, Credentials
 from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, parse_url
@@ -82,7 +83,7 @@ FEED_KEEP = 14 * 86400.0
 STOP_WAIT = 1.5
 
 
-class _Stopping(Exception):
+class _Stopping(Signal):
     """The mount is going: a first copy stops between two batches (the next
     mount starts it over)."""
 
