@@ -18,6 +18,7 @@ so MusicFS's locks never meet another application's.
 
 from __future__ import annotations
 
+import logging
 import select
 import time
 from typing import Any
@@ -32,6 +33,8 @@ from musicfs.core.shared.connect import (
     interrupt,
     unavailable,
 )
+
+log = logging.getLogger(__name__)
 
 #: The first half of every origin lock's key.
 _NAMESPACE = "musicfs.origin"
@@ -66,9 +69,11 @@ class OriginLocks:
             conn = connect(self.address, self.credentials, autocommit=True, timeout=self.timeout)
             try:
                 conn.execute(f"LISTEN {RESCAN_CHANNEL}".encode())
-            except psycopg.Error as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 conn.close()
                 raise unavailable(self.address, exc) from None
+            except psycopg.Error as exc:  # refused (a standby): the locks work without it
+                log.debug("shared catalog %s: no rescan requests (%s)", self.address, exc)
             self._conn = conn
         return self._conn
 
