@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.eventstream import about, listening
 from tests.e2e.helpers import (
     SCAN_TIMEOUT,
     Mount,
@@ -330,3 +331,96 @@ def test_a_mount_while_postgresql_is_down_serves_its_replica(
                        what="the mount to follow the server again")  # fmt: skip
     finally:
         postgres.start()
+
+
+def add_to_origin(library: Library, origin: Path, spec_path: str) -> str:
+    """Copy one more file of the library into *origin*; its path in a tree."""
+    later = library.find(spec_path)
+    target = origin / spec_path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    hidden = target.with_name(f".{target.name}.part")
+    shutil.copy2(later.path, hidden)
+    hidden.rename(target)  # a watch never sees a half-written file
+    return render_path(later.spec)
+
+
+def test_a_rescan_asked_on_the_mount_that_does_not_scan_is_done_by_the_one_that_does(
+    library: Library, tmp_path: Path, postgres_url: str
+) -> None:
+    """``musicfs origin rescan`` on B, which does not scan the origin (A holds its
+    lock), asks A to rescan it and says so; what A finds shows on B. Nobody
+    watches or polls the origin here, so only that rescan can find a new file."""
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, UNRAVEL]).values())
+    sections: dict[str, dict[str, object]] = {
+        "catalog": {"shared": postgres_url},
+        "scan": {"watch": False, "poll_interval": 0},
+    }
+    a_config = write_config(tmp_path / "a.toml", [], sections)
+    b_config = write_config(tmp_path / "b.toml", [], sections)
+    a_dirs = (tmp_path / "a" / "mnt", tmp_path / "a" / "cache")
+    b_dirs = (tmp_path / "b" / "mnt", tmp_path / "b" / "cache")
+    with mounted([origin], *a_dirs, "--config", str(a_config)) as a:
+        wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
+        with mounted([origin], *b_dirs, "--config", str(b_config), "--wait",
+                     wait_scan=False) as b:  # fmt: skip
+            assert b.files() == files
+            assert catalog_of(b)["scanning_origins"] == []
+            new = add_to_origin(library, origin, LATER)
+
+            asked = run_musicfs("origin", "rescan", "music", "--mount", b.mountpoint,
+                                timeout=30)  # fmt: skip
+            assert asked.returncode == 0, describe(asked)
+            assert "scanned by another mount" in asked.stdout, describe(asked)
+            assert "asked it to rescan" in asked.stdout, describe(asked)
+            wait_until((b.mountpoint / new).exists, timeout=SCAN_TIMEOUT,
+                       what="the file A's rescan found to show on B")  # fmt: skip
+            wait_until((a.mountpoint / new).exists, timeout=10,
+                       what="the file to show on A, which scanned it")  # fmt: skip
+            # B still does not scan it: A does.
+            assert catalog_of(b)["scanning_origins"] == []
+            assert b.status()["origins"][0]["last_scan"] == ""
+
+
+def test_after_a_postgresql_restart_the_scanning_mount_rescans_only_what_changed(
+    library: Library, tmp_path: Path, postgres_url: str, postgres: PostgresServer
+) -> None:
+    """A restart of PostgreSQL ends the session holding the origin's lock; the
+    mount takes it again and rescans the origin, but compares it with its
+    replica (up to date): no unchanged file is parsed again (the scan's
+    ``added`` and ``changed`` are the files it parsed)."""
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, UNRAVEL, SIGUR]).values())
+    env = {"MUSICFS_CATALOG_SHARED": postgres_url}
+    with mounted([origin], tmp_path / "a" / "mnt", tmp_path / "a" / "cache", env=env) as a:
+        wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
+        wait_until(lambda: a.status()["origins"][0]["last_scan"], timeout=SCAN_TIMEOUT,
+                   what="A's first scan to end")  # fmt: skip
+        with listening(a, "--type", "sync.completed") as events:
+            postgres.stop("immediate")
+            postgres.start()
+            # The lock went with the session: A takes it again and rescans.
+            again = events.wait_for(about("sync.completed", complete=True), timeout=120)
+        assert again["details"]["seen"] == len(files), again
+        assert (again["details"]["added"], again["details"]["changed"]) == (0, 0), again
+        assert catalog_of(a)["scanning_origins"] == ["music"]
+        assert a.files() == files
+
+
+def test_unmount_ends_in_seconds_with_postgresql_gone_silent(
+    library: Library, tmp_path: Path, postgres_url: str, postgres: PostgresServer
+) -> None:
+    """The server's host freezes (every PostgreSQL process stopped: connections
+    stay open, nothing answers, no TCP timeout fires): ``musicfs unmount``
+    still ends the mount in seconds, not after the TCP timeouts or never."""
+    origin = tmp_path / "music"
+    files = expected(make_origin(library, origin, [JOGA, SIGUR]).values())
+    env = {"MUSICFS_CATALOG_SHARED": postgres_url}
+    with mounted([origin], tmp_path / "a" / "mnt", tmp_path / "a" / "cache", env=env) as a:
+        wait_until(lambda: a.files() == files, timeout=SCAN_TIMEOUT, what="A's tree")
+        wait_until(lambda: catalog_of(a)["scanning_origins"] == ["music"], timeout=30,
+                   what="A to hold the origin's lock")  # fmt: skip
+        with postgres.silent():
+            done = run_musicfs("unmount", a.mountpoint, "--timeout", "15", timeout=30)
+            assert done.returncode == 0, describe(done)
+            wait_until(lambda: not pid_alive(a.pid), timeout=15, what="A's daemon to end")

@@ -10,7 +10,8 @@ command runs as that user (``runuser -u postgres --``).
 
 The yielded `PostgresServer` can be stopped (``fast`` or ``immediate``: a
 crash) and started again on the same port and data, to play a server that goes
-away and comes back; `create_database` gives each test a fresh database.
+away and comes back, or made `silent` for a while (a host that froze);
+`create_database` gives each test a fresh database.
 
 Fixtures for any test folder (import them into its conftest.py):
 ``postgres`` (one server per session; skips when PostgreSQL is not installed)
@@ -25,6 +26,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -128,6 +130,28 @@ class PostgresServer:
         if not self.running:
             return
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def _processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, workers)."""
+        master = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return [master, *map(int, children)]
+
+    @contextlib.contextmanager
+    def silent(self) -> Iterator[None]:
+        """The server gone silent in the block, as a host that froze: every one
+        of its processes stopped (SIGSTOP). Its kernel still takes the
+        connections' bytes, so clients wait for answers that do not come
+        (no reset, no TCP timeout). Continued at the end, even on failure."""
+        stopped = self._processes()
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def url(self, database: str = "postgres", user: str | None = None) -> str:
         return f"postgresql://{user or self.user}@{self.host}:{self.port}/{database}"

@@ -5,6 +5,7 @@ in a file across restarts and outages, sent when the server answers, bounded
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,4 +48,37 @@ def test_the_queue_is_bounded_dropping_the_oldest(tmp_path: Path) -> None:
     assert len(queue) == 3
     rows = queue._conn.execute("SELECT file_id FROM plays ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == [2, 3, 4]
+    queue.close()
+
+
+class _Crash(Exception):
+    """The daemon dying right after the server took a batch."""
+
+
+def test_a_batch_sent_before_a_crash_is_counted_once_when_sent_again(
+    machines: tuple[Machine, Machine], tmp_path: Path
+) -> None:
+    a, b = machines
+    (track,) = a.shared.write_scan_batch([scanned("Björk/Jóga.flac")])
+    b.follow()
+    queue = PlayQueue(tmp_path / "plays.sqlite")
+    queue.add([(track, 1000.0), (track, 2000.0)])
+    sent = a.shared.add_plays
+
+    def send_then_crash(*args: Any, **kwargs: Any) -> int:
+        sent(*args, **kwargs)  # the server commits the batch...
+        raise _Crash  # ...and the daemon dies before forgetting it
+
+    a.shared.add_plays = send_then_crash  # type: ignore[method-assign]
+    with pytest.raises(_Crash):
+        queue.send(a.shared)
+    a.shared.add_plays = sent  # type: ignore[method-assign]
+    queue.close()
+    queue = PlayQueue(tmp_path / "plays.sqlite")  # the daemon started again
+    queue.add([(track, 3000.0)])  # a play made since, in the next batch
+    queue.send(a.shared)
+    assert len(queue) == 0
+    b.follow()
+    # Each play counted once: two of the batch sent again, one new.
+    assert b.catalog.play_stats(track) == (3, 3000.0)
     queue.close()

@@ -50,6 +50,9 @@ def _rescan(updates: Any, quiet: bool) -> int:
     if quiet:
         print(json.dumps(finished, indent=2, sort_keys=True))
     for report in [] if quiet else finished:
+        if report.get("forwarded"):  # another mount scans it (a shared catalog)
+            print(f"{report['origin']}: {report['forwarded']}")
+            continue
         state = "complete" if report["complete"] else f"INCOMPLETE: {report['error']}"
         print(f"{report['origin']}: {report['seen']} files, {report['added']} added, "
               f"{report['changed']} changed, {report['removed']} removed ({state})")  # fmt: skip

@@ -45,6 +45,7 @@ def _rescan_message(report: ScanReport, finished: bool) -> control_pb2.RescanPro
         origin=report.origin, seen=report.seen, added=report.added, changed=report.changed,
         removed=report.removed, unreadable=report.unreadable, finished=finished,
         complete=report.complete and finished, error=report.errors[0] if report.errors else "",
+        forwarded=report.forwarded,
     )  # fmt: skip
 
 

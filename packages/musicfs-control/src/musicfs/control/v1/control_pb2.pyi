@@ -555,7 +555,7 @@ class RescanOriginRequest(_message.Message):
     def __init__(self, origin: _Optional[str] = ...) -> None: ...
 
 class RescanProgress(_message.Message):
-    __slots__ = ("origin", "seen", "added", "changed", "removed", "unreadable", "finished", "complete", "error")
+    __slots__ = ("origin", "seen", "added", "changed", "removed", "unreadable", "finished", "complete", "error", "forwarded")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEEN_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
@@ -565,6 +565,7 @@ class RescanProgress(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    FORWARDED_FIELD_NUMBER: _ClassVar[int]
     origin: str
     seen: int
     added: int
@@ -574,7 +575,8 @@ class RescanProgress(_message.Message):
     finished: bool
     complete: bool
     error: str
-    def __init__(self, origin: _Optional[str] = ..., seen: _Optional[int] = ..., added: _Optional[int] = ..., changed: _Optional[int] = ..., removed: _Optional[int] = ..., unreadable: _Optional[int] = ..., finished: _Optional[bool] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    forwarded: str
+    def __init__(self, origin: _Optional[str] = ..., seen: _Optional[int] = ..., added: _Optional[int] = ..., changed: _Optional[int] = ..., removed: _Optional[int] = ..., unreadable: _Optional[int] = ..., finished: _Optional[bool] = ..., complete: _Optional[bool] = ..., error: _Optional[str] = ..., forwarded: _Optional[str] = ...) -> None: ...
 
 class GetConfigRequest(_message.Message):
     __slots__ = ()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,10 @@ _COLLECTION = "shared.collection."
 _CATALOG_ID = "shared.catalog_id"
 _APPLIED_SEQ = "shared.applied_seq"
 _BOOTSTRAP = "shared.bootstrap"
+#: This replica's id in the shared catalog's ``replicas`` (feed pruning).
+_REPLICA_ID = "shared.replica_id"
+#: The last change whose tree work (re-placing, overlays) the mount has done.
+_HANDLED_SEQ = "shared.handled_seq"
 
 
 class ReplicaRows(Part):
@@ -191,6 +196,35 @@ class ReplicaRows(Part):
             [(_CATALOG_ID, catalog_id), (_APPLIED_SEQ, str(applied_seq))],
         )
         self._conn.execute("DELETE FROM settings WHERE key = ?", (_BOOTSTRAP,))
+
+    def replica_id(self) -> str:
+        """This replica's id, made the first time it is asked for."""
+        row = self._conn.execute(
+            "SELECT value FROM settings WHERE key = ?", (_REPLICA_ID,)
+        ).fetchone()
+        if row is not None:
+            return str(row[0])
+        made = uuid.uuid4().hex
+        self._conn.execute("INSERT INTO settings (key, value) VALUES (?, ?)", (_REPLICA_ID, made))
+        return made
+
+    def handled_seq(self) -> int | None:
+        """The last change the mount made its tree for (`set_handled_seq`); -1:
+        a copy whose tree is not done; None: never recorded."""
+        row = self._conn.execute(
+            "SELECT value FROM settings WHERE key = ?", (_HANDLED_SEQ,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_handled_seq(self, seq: int) -> None:
+        """Record that the mount re-placed the tracks (and made the overlays)
+        of every change up to *seq*: after a crash between applying changes
+        and that work, the mount does it for the changes after *seq*."""
+        self._conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_HANDLED_SEQ, str(seq)),
+        )
 
     def begin_bootstrap(self, catalog_id: str) -> None:
         """Note that a copy of *catalog_id* began (a restart starts it over)."""

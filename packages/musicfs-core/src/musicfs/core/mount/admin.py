@@ -314,8 +314,15 @@ class Admin:
         if origin and origin not in fs.origins:
             raise AdminError(self._unknown_origin(origin), "not_found")
         wanted = [origin] if origin else list(fs.origins)
+        if fs.shared is not None:  # another mount may scan it: ask that one
+            for oid in list(wanted):
+                forwarded = self._forward_rescan(oid)
+                if forwarded:
+                    wanted.remove(oid)
+                    yield ScanReport(oid, complete=True, forwarded=forwarded), True
         before = {oid: fs.scan_reports.get(oid) for oid in wanted}
-        fs.life.call_soon(fs.rescans.request_rescan, origin or None)
+        for oid in wanted:
+            fs.life.call_soon(fs.rescans.request_rescan, oid)
         pending = set(wanted)
         while pending:
             for oid in sorted(pending):
@@ -328,6 +335,17 @@ class Admin:
                 yield running, False
             if pending:
                 time.sleep(_POLL)
+
+    def _forward_rescan(self, origin: str) -> str:
+        """With a shared catalog: "" if this mount scans *origin*, else what it did
+        instead (asked the mount that does)."""
+        from musicfs.core.shared.errors import SharedCatalogError
+
+        assert self.fs.shared is not None
+        try:
+            return self.fs.shared.ask_rescan(origin)
+        except SharedCatalogError as exc:
+            raise AdminError(f"cannot rescan {origin}: {exc}", "busy") from None
 
     # -- search ---------------------------------------------------------------------------
 

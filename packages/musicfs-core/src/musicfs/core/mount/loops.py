@@ -53,6 +53,8 @@ class ScanRights(Protocol):
 
     def scan_writer(self) -> contextlib.AbstractContextManager[ScanWriter]: ...
 
+    def cancel_scan(self) -> None: ...
+
 
 class Rescans:
     """The sync, health, watch and poll loops of one mount."""
@@ -91,6 +93,7 @@ class Rescans:
         self.first_scan = trio.Event()  # set when the scan started at mount is done
         self._scanner: Scanner | None = None
         self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
+        self._watching: set[str] = set()  # origins whose inotify watch is set up
         self._wakeup = trio.Event()
 
     # -- asking (trio thread) -----------------------------------------------------------
@@ -119,6 +122,8 @@ class Rescans:
         """Stop the scan running now at its next file (the mount is going)."""
         if self._scanner is not None:
             self._scanner.cancelled = True
+        if self.rights is not None:  # a write waiting on a silent server: cut it
+            self.rights.cancel_scan()
 
     def _watched(self, origin: Origin) -> TypeGuard[LocalOrigin]:
         return isinstance(origin, LocalOrigin) and origin.watchable and self.life.config.scan.watch
@@ -128,11 +133,14 @@ class Rescans:
         return self.rights is None or self.rights.may_scan(origin_id)
 
     def took_over(self, origin_id: str) -> None:
-        """This mount now holds *origin_id*'s lock (trio thread): rescan it all.
-        A watched origin is rescanned by its watch, once watching, so that
-        nothing changed between the scan and the watch is missed."""
+        """This mount now holds *origin_id*'s lock (trio thread): rescan it all
+        (compared with the replica: only what changed is read). A watched
+        origin is rescanned by its watch, once watching, so that nothing
+        changed between the scan and the watch is missed; if its watch never
+        stopped (the lock was lost and taken again within a second, as across
+        a server restart), now: its events were dropped while the lock was away."""
         origin = self.origins.get(origin_id)
-        if origin is not None and not self._watched(origin):
+        if origin is not None and (not self._watched(origin) or origin_id in self._watching):
             self.ask(origin_id, ScanRequest(full=True))
 
     def start(self, nursery: trio.Nursery) -> None:
@@ -290,6 +298,7 @@ class Rescans:
         log.info("watching %s (%d folders)", origin.location, watch.watched)
         if self.rights is not None:  # it was just taken over: look at it all, now watched
             self.ask(origin.id, ScanRequest(full=True))
+        self._watching.add(origin.id)
         try:
             while watch.watched and self._ours(origin.id):  # 0: the origin's folder went
                 events = await trio.to_thread.run_sync(
@@ -304,6 +313,7 @@ class Rescans:
                     log.debug("changes under %s: %s", origin.location, request)
                     self.ask(origin.id, request)
         finally:
+            self._watching.discard(origin.id)
             watch.close()
 
     async def _poll(self, origin: Origin, interval: float) -> None:

@@ -213,6 +213,7 @@ class MusicFS:
                 first_round=self._followed,
                 after_applied=self._after_scan,  # the feed brings the scans' rows
                 user_data_changed=self._shared_user_data,
+                rescan=self._rescan_asked,
             )
         except SharedCatalogError as exc:
             raise StartupError(str(exc)) from None
@@ -238,6 +239,10 @@ class MusicFS:
 
     def _took_over(self, origin_id: str) -> None:
         self.rescans.took_over(origin_id)
+
+    def _rescan_asked(self, origin_id: str) -> None:
+        """Another mount asked for a rescan of an origin this one scans."""
+        self.rescans.request_rescan(origin_id)
 
     def _followed(self) -> None:
         """The replica caught up with the shared catalog once (a new one: copied),

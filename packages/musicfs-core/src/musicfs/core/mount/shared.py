@@ -33,20 +33,27 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from musicfs.core.catalog.layout import ChangeKind, Layout, TreeChange
 from musicfs.core.catalog.store import Catalog
 from musicfs.core.content.overlay import OverlayEditor, TagError
+from musicfs.core.errors import Signal
 from musicfs.core.model import ScannedFile
 from musicfs.core.mount.pins import PinError
 from musicfs.core.secrets.credentials import CredentialError, Credentials
-from musicfs.core.shared.connect import ServerAddress, parse_url
-from musicfs.core.shared.errors import SharedCatalogError, SharedCatalogUnavailable
+from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, parse_url
+from musicfs.core.shared.errors import (
+    ReplicaBehind,
+    SharedCatalogError,
+    SharedCatalogUnavailable,
+)
 from musicfs.core.shared.feed import Applied, Follower, FollowerState, Listener
 from musicfs.core.shared.locks import OriginLocks
 from musicfs.core.shared.store import SharedCatalog
@@ -61,6 +68,30 @@ LOCK_RETRY = 2.0
 PLAY_QUEUE_LIMIT = 200_000
 #: How long `tag set` waits for its override to come back through the feed.
 PUBLISH_WAIT = 10.0
+#: Seconds a mount that took an origin's lock waits for its replica to catch up
+#: with the feed before it scans the origin (then it scans anyway).
+CATCH_UP_WAIT = 60.0
+#: Seconds between two reports of the last change this replica applied
+#: (`SharedCatalog.report_applied`); the feed keeps what a replica still needs.
+REPORT_EVERY = 30.0
+#: Seconds between two prunes of the feed by a mount holding an origin lock.
+PRUNE_EVERY = 600.0
+#: The feed's changes are kept this long at most (and a replica not heard from
+#: for this long no longer holds them back): a replica further behind is copied
+#: again at its next mount. Two weeks: a laptop back from a holiday catches up.
+FEED_KEEP = 14 * 86400.0
+#: Seconds an unmount waits for the threads to end by themselves before it cuts
+#: their connections (a server gone silent).
+STOP_WAIT = 1.5
+
+
+class _Stopping(Signal):
+    """The mount is going: a first copy stops between two batches (the next
+    mount starts it over)."""
+
+
+class _Interruptible(Protocol):
+    def interrupt(self) -> None: ...
 
 
 class PlayQueue:
@@ -75,6 +106,10 @@ class PlayQueue:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS plays (seq INTEGER PRIMARY KEY, file_id INTEGER, at REAL)"
         )
+        # The batch being sent (one row at most): its id, unique, and its last
+        # play. Kept until the batch is forgotten, so a batch the server took
+        # before a crash is sent again with its id, and not counted twice.
+        self._conn.execute("CREATE TABLE IF NOT EXISTS sending (id TEXT, through INTEGER)")
         self.wake = threading.Event()
 
     def add(self, plays: Sequence[tuple[int, float]]) -> None:
@@ -100,19 +135,34 @@ class PlayQueue:
 
     def send(self, shared: SharedCatalog, batch: int = 1000) -> int:
         """Send the queued plays (oldest first); returns how many were sent.
-        Raises `SharedCatalogUnavailable` (the rest stay queued)."""
+        Raises `SharedCatalogUnavailable` (the rest stay queued).
+
+        Each batch goes with an id the server remembers (`SharedCatalog.add_plays`),
+        chosen before it is sent and forgotten with it: a crash between the
+        send and the forgetting sends it again, and the server counts it once."""
         sent = 0
         while True:
             with self._lock:
-                rows = self._conn.execute(
-                    "SELECT seq, file_id, at FROM plays ORDER BY seq LIMIT ?", (batch,)
-                ).fetchall()
-            if not rows:
-                return sent
-            shared.add_plays([(int(f), float(at)) for _, f, at in rows])
-            # Deleted once sent: a crash between the two sends them twice; none is lost.
+                sending = self._conn.execute("SELECT id, through FROM sending").fetchone()
+                if sending is None:
+                    rows = self._conn.execute(
+                        "SELECT seq, file_id, at FROM plays ORDER BY seq LIMIT ?", (batch,)
+                    ).fetchall()
+                    if not rows:
+                        return sent
+                    sending = (uuid.uuid4().hex, int(rows[-1][0]))
+                    self._conn.execute("INSERT INTO sending (id, through) VALUES (?, ?)", sending)
+                else:  # a batch sent (or not) before a crash: the same plays, the same id
+                    rows = self._conn.execute(
+                        "SELECT seq, file_id, at FROM plays WHERE seq <= ? ORDER BY seq",
+                        (sending[1],),
+                    ).fetchall()
+            shared.add_plays([(int(f), float(at)) for _, f, at in rows], str(sending[0]))
             with self._lock:
-                self._conn.execute("DELETE FROM plays WHERE seq <= ?", (rows[-1][0],))
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute("DELETE FROM plays WHERE seq <= ?", (sending[1],))
+                self._conn.execute("DELETE FROM sending")
+                self._conn.execute("COMMIT")
             sent += len(rows)
 
     def close(self) -> None:
@@ -149,6 +199,7 @@ class SharedMount:
         first_round: Callable[[], None] = lambda: None,
         after_applied: Callable[[Catalog, Layout, set[int]], None] | None = None,
         user_data_changed: Callable[[Applied], None] | None = None,
+        rescan: Callable[[str], None] = lambda origin_id: None,
     ) -> None:
         """*origin_ids*: this mount's origins; *editor*: an overlay editor (and
         layout, with this mount's template) over a catalog connection;
@@ -159,7 +210,9 @@ class SharedMount:
         *after_applied*: what a mount does after a scan batch (overlays due,
         covers of the changed folders, pins), after a round that changed tracks;
         *user_data_changed*: after a round that changed pins or collections
-        (or copied the catalog), so the mount takes them up (follow thread)."""
+        (or copied the catalog), so the mount takes them up (follow thread);
+        *rescan*: another mount asked for a rescan of an origin this one scans
+        (trio thread)."""
         self.address: ServerAddress = parse_url(url)
         try:
             self.credentials: Credentials | None = Credentials.load()
@@ -173,7 +226,9 @@ class SharedMount:
         self.first_round = first_round
         self.after_applied = after_applied
         self.user_data_changed = user_data_changed
+        self.rescan = rescan
         self.locks = OriginLocks(self.address, self.credentials)
+        self._locks_lock = threading.Lock()  # the locks loop's thread, and `ask_rescan`
         self.plays = PlayQueue(cache_dir / "shared-plays.sqlite")
         self.state = FollowerState()
         self.error = "not connected yet"
@@ -190,6 +245,17 @@ class SharedMount:
         self._supervisor: Supervisor | None = None
         self._follower: Follower | None = None
         self._tried = False  # an attempt to reach the server was made
+        # The sessions threads may be waiting in: cut at unmount if the server is silent.
+        self._sessions: set[_Interruptible] = set()
+        self._sessions_lock = threading.Lock()
+        self._scan_shared: SharedCatalog | None = None  # the running scan's writes
+        # The feed's upkeep (`_upkeep`): this replica's id, read by the follow thread.
+        self.replica_id = ""
+        self.report_every = REPORT_EVERY
+        self.prune_every = PRUNE_EVERY
+        self.feed_keep = FEED_KEEP
+        self._next_report = 0.0
+        self._next_prune = time.monotonic() + self.prune_every
 
     # -- what status shows ---------------------------------------------------------------
 
@@ -236,15 +302,49 @@ class SharedMount:
 
     def stop(self) -> None:
         """Stop the threads and free this mount's origin locks (another mount
-        takes over at once)."""
+        takes over at once). Takes a few seconds at most, whatever the server
+        does: a thread still waiting on a silent server has its connection cut
+        (the server drops the session, and its locks, when it notices)."""
         self._stop.set()
         self.plays.wake.set()
-        for thread in self._threads:
-            thread.join(5.0)
         with contextlib.suppress(SharedCatalogError):
             self.locks.close()
+        if not self._join(STOP_WAIT):
+            # Cut again and again: a thread may have opened a connection since
+            # (one being opened ends with its connect timeout, 3 s).
+            deadline = time.monotonic() + CONNECT_TIMEOUT + STOP_WAIT
+            while time.monotonic() < deadline:
+                self.interrupt()
+                if self._join(0.2):
+                    break
         self._writer.close()
-        self.plays.close()
+        if not any(thread.is_alive() for thread in self._threads):
+            self.plays.close()  # else left to the process's end: a thread may still use it
+
+    def _join(self, wait: float) -> bool:
+        """Wait up to *wait* seconds in all for the threads; True if all ended."""
+        deadline = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def interrupt(self) -> None:
+        """End the calls threads are waiting in on the server (the mount is going)."""
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+        for session in sessions:
+            session.interrupt()
+
+    @contextlib.contextmanager
+    def _session(self, session: Any) -> Iterator[None]:
+        """While in the block, *session* (a `SharedCatalog` or `Listener`) is cut at unmount."""
+        with self._sessions_lock:
+            self._sessions.add(session)
+        try:
+            yield
+        finally:
+            with self._sessions_lock:
+                self._sessions.discard(session)
 
     # -- following the feed (thread) --------------------------------------------------------
 
@@ -253,6 +353,10 @@ class SharedMount:
             shared = SharedCatalog(self.address, self.credentials)
             listener = Listener(self.address, self.credentials)
             self.state.applied_seq = catalog.replica_state()[1]  # shown through an outage
+            with catalog.transaction():
+                self.replica_id = catalog.replica_id()
+            with self._sessions_lock:
+                self._sessions.update((shared, listener))
             try:
                 self._first_contact(shared)
                 if self._stop.is_set():
@@ -269,12 +373,16 @@ class SharedMount:
                 )
                 follower.replica.progress = lambda copied: self._copied(editor, copied)
                 self.bootstrapping = follower.replica.needs_bootstrap()
+                if not self.bootstrapping:
+                    self._catch_up_tree(editor, shared)
                 follower.state.applied_seq = follower.replica.applied_seq
                 with self._done:  # what earlier sessions applied needs no waiting for
                     self._handled_seq = max(self._handled_seq, follower.state.applied_seq)
                 self._follower = follower
                 follower.run(self._stop)
             finally:
+                with self._sessions_lock:
+                    self._sessions.difference_update((shared, listener))
                 listener.close()
                 shared.close()
 
@@ -308,8 +416,67 @@ class SharedMount:
         if self._supervisor is not None:
             self._supervisor.ok(loop)
 
+    def _catch_up_tree(self, editor: OverlayEditor, shared: SharedCatalog) -> None:
+        """Do the tree work of the changes the replica applied but the mount
+        did not handle (it stopped, or crashed, between the two): re-place
+        their tracks and make their overlays, as `_applied` would have."""
+        catalog = editor.catalog
+        applied_seq = catalog.replica_state()[1]
+        handled = catalog.handled_seq()
+        if handled is None:  # a replica of an older MusicFS: nothing recorded
+            with catalog.transaction():
+                catalog.set_handled_seq(applied_seq)
+            return
+        if handled >= applied_seq:
+            return
+        redo = Applied(applied_seq, copied=handled < 0)
+        if handled >= 0:
+            try:
+                redo = self._changed_between(shared, handled, applied_seq)
+            except ReplicaBehind:  # pruned meanwhile: which changed is not known
+                redo.copied = True
+        if redo.copied:  # every track may have changed
+            redo.tracks = set(catalog.file_ids())
+        log.info("re-placing %d tracks of changes %d-%d applied before the mount stopped",
+                 len(redo.changed), handled + 1, applied_seq)  # fmt: skip
+        self._applied(editor, redo)
+
+    @staticmethod
+    def _changed_between(shared: SharedCatalog, after: int, through: int) -> Applied:
+        """What the changes after *after* up to *through* changed (not applied again)."""
+        redo = Applied(through)
+        seq = after
+        while seq < through:
+            changes = [c for c in shared.changes_after(seq) if c.seq <= through]
+            if not changes:
+                break
+            for change in changes:
+                if change.kind in ("pin_request", "pin_dropped", "pins"):
+                    redo.pins = True
+                elif change.kind == "collection":
+                    redo.collections = True
+                if change.track_id is None:
+                    continue
+                if change.kind == "track_removed":
+                    redo.removed.add(change.track_id)
+                    redo.tracks.discard(change.track_id)
+                elif change.kind == "track":
+                    redo.tracks.add(change.track_id)
+                    redo.removed.discard(change.track_id)
+                elif change.kind == "overrides":
+                    redo.overrides.add(change.track_id)
+                elif change.kind == "plays":
+                    redo.played.add(change.track_id)
+                elif change.kind == "ratings":
+                    redo.rated.add(change.track_id)
+            seq = changes[-1].seq
+        return redo
+
     def _copied(self, editor: OverlayEditor, copied: int) -> None:
-        """A batch of a copy arrived: place its tracks, so the tree grows as it copies."""
+        """A batch of a copy arrived: place its tracks, so the tree grows as it
+        copies; or stop the copy if the mount is going."""
+        if self._stop.is_set():
+            raise _Stopping("unmounting: the copy starts over at the next mount")
         if copied <= self.copied:  # a new copy: rows of an earlier one may lie anywhere
             self._placed_upto = 0
         self.bootstrapping = True
@@ -317,7 +484,10 @@ class SharedMount:
         catalog = editor.catalog
         changes: list[TreeChange] = []
         with catalog.transaction():
-            for file_id in catalog.unplaced_files(self._placed_upto):
+            catalog.set_handled_seq(-1)  # the copy's tree work is done once `_applied` ran
+            for count, file_id in enumerate(catalog.unplaced_files(self._placed_upto)):
+                if count % 500 == 0 and self._stop.is_set():
+                    raise _Stopping("unmounting: the copy starts over at the next mount")
                 track = catalog.track(file_id)
                 if track is not None:
                     changes += editor.layout.place_track(track)
@@ -345,6 +515,8 @@ class SharedMount:
             applied.pins or applied.collections or applied.copied
         ):
             self.user_data_changed(applied)
+        with catalog.transaction():  # done: a restart need not do it again
+            catalog.set_handled_seq(applied.last_seq)
         self.server_seq = max(self.server_seq, applied.last_seq)
         with self._done:
             self._handled_seq = max(self._handled_seq, applied.last_seq)
@@ -360,35 +532,123 @@ class SharedMount:
     def scan_writer(self) -> Iterator[_ScanWriter]:
         """Where a scan writes: the shared catalog, on a connection of the scan's own."""
         with SharedCatalog(self.address, self.credentials) as shared:
-            yield _ScanWriter(shared)
+            self._scan_shared = shared
+            try:
+                yield _ScanWriter(shared)
+            finally:
+                self._scan_shared = None
+
+    def cancel_scan(self) -> None:
+        """The mount is going (trio thread): a scan's write still waiting on a
+        silent server after `STOP_WAIT` seconds has its connection cut, so
+        the scan ends and the unmount does not wait for TCP timeouts."""
+        shared = self._scan_shared
+        if shared is not None:
+            timer = threading.Timer(STOP_WAIT, shared.interrupt)
+            timer.daemon = True
+            timer.start()
 
     async def _locks_loop(self) -> None:
         """Take the locks of the origins no mount scans; rescan those taken."""
         while True:
-            taken = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
+            taken, asked = await trio.to_thread.run_sync(self._take_locks, abandon_on_cancel=True)
+            if taken:  # compared with the replica: it must hold what the last scanner wrote
+                await trio.to_thread.run_sync(
+                    self._catch_up, self.server_seq, abandon_on_cancel=True
+                )
             for origin_id in taken:
                 log.info("scanning origin %s (no other mount does)", origin_id)
                 self.took_over(origin_id)
+            for origin_id in sorted(asked - set(taken)):  # one taken is rescanned in full anyway
+                log.info("rescanning origin %s: another mount asked for it", origin_id)
+                self.rescan(origin_id)
             if self._supervisor is not None:
                 self._supervisor.ok("catalog locks")
             await trio.sleep(LOCK_RETRY)
 
-    def _take_locks(self) -> list[str]:
+    def _catch_up(self, seq: int) -> None:
+        """Wait (up to `CATCH_UP_WAIT`) until the replica applied change *seq*:
+        a scan compares the origin with the replica, so one that holds every
+        row the last scanner wrote (the same mount after a server restart, or
+        another that follows the feed) re-reads only what changed since."""
+        deadline = time.monotonic() + CATCH_UP_WAIT
+        while self.current.applied_seq < seq and not self._stop.is_set():
+            if self.bootstrapping:  # a first copy: the catalog as of now, worth the wait
+                deadline = time.monotonic() + CATCH_UP_WAIT
+            elif time.monotonic() >= deadline:
+                log.warning("scanning with a replica behind the shared catalog (at change %d "
+                            "of %d): files it lacks are read again", self.current.applied_seq,
+                            seq)  # fmt: skip
+                return
+            self._stop.wait(0.1)
+
+    def _take_locks(self) -> tuple[list[str], set[str]]:
+        """The origins whose locks this round took, and those (held) another
+        mount asked to rescan."""
         if self._stop.is_set():
-            return []
+            return [], set()
         taken: list[str] = []
+        asked: set[str] = set()
         try:
-            if self.locks.held and not self.locks.alive():
-                log.warning("lost the origin locks (shared catalog %s); trying again",
-                            self.address)  # fmt: skip
-            for origin_id in self.origin_ids():
-                if origin_id not in self.locks.held and self.locks.try_lock_origin(origin_id):
-                    taken.append(origin_id)
+            with self._locks_lock:
+                if self.locks.held and not self.locks.alive():
+                    log.warning("lost the origin locks (shared catalog %s); trying again",
+                                self.address)  # fmt: skip
+                for origin_id in self.origin_ids():
+                    if origin_id not in self.locks.held and self.locks.try_lock_origin(origin_id):
+                        taken.append(origin_id)
+                asked = self.locks.rescans_asked()
             with self._writer_lock:
                 self.server_seq = max(self.server_seq, self._writer.last_seq())
+            self._upkeep()
         except SharedCatalogUnavailable as exc:
             log.debug("origin locks: %s", exc)
-        return taken
+        return taken, asked
+
+    def _upkeep(self) -> None:
+        """The feed's upkeep (the locks loop's thread): say now and then which
+        change this replica has applied; and, on a mount that scans an origin
+        (so one or a few mounts, not all), prune the feed every `prune_every`
+        seconds of what every replica has applied and of what is older than
+        `feed_keep` (`SharedCatalog.prune_feed`)."""
+        now = time.monotonic()
+        state = self.current
+        try:
+            reportable = self.replica_id and state.healthy and not self.bootstrapping
+            if reportable and now >= self._next_report:
+                with self._writer_lock:
+                    self._writer.report_applied(self.replica_id, state.applied_seq)
+                self._next_report = now + self.report_every
+            if self.locks.held and now >= self._next_prune:
+                self._next_prune = now + self.prune_every
+                with self._writer_lock:
+                    pruned = self._writer.prune_feed(self.feed_keep)
+                if pruned:
+                    log.info("pruned %d changes of shared catalog %s", pruned, self.address)
+        except SharedCatalogUnavailable:
+            raise
+        except SharedCatalogError as exc:  # a server that takes no writes: nothing to keep
+            log.debug("feed upkeep: %s", exc)
+
+    def ask_rescan(self, origin_id: str) -> str:
+        """A rescan of *origin_id* was asked on this mount (``musicfs origin
+        rescan``; a worker thread). Returns "" when this mount scans it (it
+        held the origin's lock, or took it now that no mount holds it), else
+        says that the mount holding it was asked to. Raises
+        `SharedCatalogError` naming the server when it cannot be reached."""
+        with self._locks_lock:
+            if origin_id in self.locks.held and self.locks.alive():
+                return ""
+            if self.locks.try_lock_origin(origin_id):
+                log.info("scanning origin %s (asked to; no other mount does)", origin_id)
+                return ""
+            self.locks.ask_rescan(origin_id)
+        log.info("asked the mount that scans origin %s to rescan it", origin_id)
+        return (
+            f"origin {origin_id} is scanned by another mount (it holds the origin's lock in "
+            f"shared catalog {self.address}): asked it to rescan; what it finds reaches this "
+            "mount through the shared catalog"
+        )
 
     # -- writes (any thread) -------------------------------------------------------------
 
@@ -471,7 +731,7 @@ class SharedMount:
         self.plays.add(plays)
 
     def _send_plays(self) -> None:
-        with SharedCatalog(self.address, self.credentials) as shared:
+        with SharedCatalog(self.address, self.credentials) as shared, self._session(shared):
             delay = 0.5
             while not self._stop.is_set():
                 self.plays.wake.wait(1.0)

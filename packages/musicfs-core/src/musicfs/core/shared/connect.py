@@ -15,7 +15,10 @@ password: the message is redacted as well) and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -140,3 +143,18 @@ def unavailable(address: ServerAddress, exc: BaseException) -> SharedCatalogUnav
         )
     log.debug("shared catalog %s: %s", address, reason)
     return SharedCatalogUnavailable(f"shared catalog {address} is unavailable: {reason}; {fix}")
+
+
+def interrupt(conn: psycopg.Connection[Any] | None) -> None:
+    """Shut *conn*'s socket down (from any thread): a call waiting on it for a
+    server gone silent (its host down, its process stopped: the TCP timeouts
+    take 20 s, a stopped process forever) ends at once with an error, and the
+    server ends the session (releasing its locks) as soon as it reads again."""
+    if conn is None or conn.closed:
+        return
+    try:
+        fd = os.dup(conn.pgconn.socket)
+    except (OSError, psycopg.Error):
+        return  # closed meanwhile
+    with socket.socket(fileno=fd) as sock, contextlib.suppress(OSError):  # not connected
+        sock.shutdown(socket.SHUT_RDWR)

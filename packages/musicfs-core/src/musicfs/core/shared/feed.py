@@ -42,7 +42,13 @@ from musicfs.core.catalog.store import Catalog
 from musicfs.core.model import TAG_FIELDS, FileStat, ScannedFile, TrackTags
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.shared import schema
-from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, connect, unavailable
+from musicfs.core.shared.connect import (
+    CONNECT_TIMEOUT,
+    ServerAddress,
+    connect,
+    interrupt,
+    unavailable,
+)
 from musicfs.core.shared.errors import (
     ReplicaBehind,
     SharedCatalogError,
@@ -381,6 +387,10 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def interrupt(self) -> None:
+        """End a wait another thread is in on a server gone silent (the mount is going)."""
+        interrupt(self._conn)
 
     def __enter__(self) -> Listener:
         return self

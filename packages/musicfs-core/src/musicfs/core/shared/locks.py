@@ -7,22 +7,44 @@ connection for as long as it holds locks): it is released by `release`, by
 or loses its network hands the origin over (another mount's
 `try_lock_origin` then succeeds).
 
+The holder of an origin's lock is the mount to rescan it: `ask_rescan` (any
+other mount) notifies ``musicfs_rescan`` with the origin id; every lock session
+listens, and `rescans_asked` (the holder, now and then) returns the origins it
+holds that were asked for.
+
 Lock keys are two 32-bit numbers, a fixed namespace and ``hashtext(origin id)``,
 so MusicFS's locks never meet another application's.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
+import select
+import time
 from typing import Any
 
 import psycopg
 
 from musicfs.core.secrets.credentials import Credentials
-from musicfs.core.shared.connect import CONNECT_TIMEOUT, ServerAddress, connect, unavailable
+from musicfs.core.shared.connect import (
+    CONNECT_TIMEOUT,
+    ServerAddress,
+    connect,
+    interrupt,
+    unavailable,
+)
+
+log = logging.getLogger(__name__)
 
 #: The first half of every origin lock's key.
 _NAMESPACE = "musicfs.origin"
+#: The channel a mount asks the holder of an origin's lock to rescan it on.
+RESCAN_CHANNEL = "musicfs_rescan"
+#: Seconds `OriginLocks.close` waits for the server to release the locks: a
+#: server gone silent would keep an unmount waiting (20 s of TCP timeouts, or
+#: forever for a stopped process); it releases them itself once it notices the
+#: session gone.
+CLOSE_WAIT = 1.0
 
 
 class OriginLocks:
@@ -44,8 +66,15 @@ class OriginLocks:
     def _session(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()  # a new session holds none of the old one's locks
-            self._conn = connect(self.address, self.credentials, autocommit=True,
-                                 timeout=self.timeout)  # fmt: skip
+            conn = connect(self.address, self.credentials, autocommit=True, timeout=self.timeout)
+            try:
+                conn.execute(f"LISTEN {RESCAN_CHANNEL}".encode())
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                conn.close()
+                raise unavailable(self.address, exc) from None
+            except psycopg.Error as exc:  # refused (a standby): the locks work without it
+                log.debug("shared catalog %s: no rescan requests (%s)", self.address, exc)
+            self._conn = conn
         return self._conn
 
     def _call(self, function: str, origin_id: str) -> bool:
@@ -73,6 +102,27 @@ class OriginLocks:
             self.held.discard(origin_id)
             self._call("pg_advisory_unlock", origin_id)
 
+    def ask_rescan(self, origin_id: str) -> None:
+        """Ask the mount holding *origin_id*'s lock to rescan it (`rescans_asked`)."""
+        conn = self._session()
+        try:
+            conn.execute("SELECT pg_notify(%s, %s)", (RESCAN_CHANNEL, origin_id))
+        except psycopg.Error as exc:
+            self.close()
+            raise unavailable(self.address, exc) from None
+
+    def rescans_asked(self) -> set[str]:
+        """The origins this session holds that another mount asked to rescan
+        since the last call (never waits)."""
+        if self._conn is None:
+            return set()
+        try:
+            asked = {n.payload for n in self._conn.notifies(timeout=0)}
+        except psycopg.Error:
+            self.close()
+            return set()
+        return asked & self.held
+
     def alive(self) -> bool:
         """Whether the session (and so every lock in `held`) is still there;
         when it is not, `held` is emptied."""
@@ -86,20 +136,51 @@ class OriginLocks:
             return False
         return True
 
-    def close(self) -> None:
+    def close(self, wait: float = CLOSE_WAIT) -> None:
         """End the session, its locks released first: the server would release
         them too, but only once it notices the session gone (a moment later),
-        and another mount taking over should not have to wait for that."""
+        and another mount taking over should not have to wait for that. Takes
+        at most about *wait* seconds, whatever the server does."""
         conn, self._conn = self._conn, None
         self.held.clear()
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                if not conn.closed and not conn.broken:
-                    conn.execute("SELECT pg_advisory_unlock_all()")
+        if conn is None:
+            return
+        deadline = time.monotonic() + wait
+        # Another thread may be in a call on it (the locks loop, abandoned at
+        # unmount): wait for it a moment, then cut the socket under it.
+        if not conn.lock.acquire(timeout=wait):
+            interrupt(conn)
+            if not conn.lock.acquire(timeout=wait):
+                return  # still in use: the process ends it
+        try:
+            if not conn.closed and not conn.broken:
+                _unlock_all(conn, deadline)
             conn.close()
+        finally:
+            conn.lock.release()
 
     def __enter__(self) -> OriginLocks:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unlock_all(conn: psycopg.Connection[Any], deadline: float) -> None:
+    """``pg_advisory_unlock_all()`` on *conn* (its lock held), waiting for the
+    answer until *deadline* at most (`time.monotonic`)."""
+    pgconn = conn.pgconn
+    try:
+        pgconn.send_query(b"SELECT pg_advisory_unlock_all()")
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # silent: closing the connection is all there is to do
+            select.select([pgconn.socket], [], [], left)
+        while pgconn.get_result() is not None:
+            pass
+    except psycopg.Error:
+        pass  # gone already: so are its locks

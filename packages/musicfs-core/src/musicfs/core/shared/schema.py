@@ -25,7 +25,11 @@ What the tables hold:
 * ``changes``: the change feed. ``seq`` grows with every write; a write takes
   the feed lock (`FEED_LOCK`) just before recording its changes and keeps it to
   its commit, so sequence numbers are handed out in commit order and a replica
-  that has seen ``seq`` N has seen every change before it.
+  that has seen ``seq`` N has seen every change before it;
+* ``play_batches``: the ids of the batches of plays a machine sent, so that a
+  batch sent again (the machine crashed before forgetting it) counts once;
+* ``replicas``: the last change each replica applied, and when it said so, so
+  that the feed can be pruned of what every replica has applied.
 
 Migrations are never edited once released: a change is a new entry at the end.
 """
@@ -41,7 +45,7 @@ from musicfs.core.shared.errors import SharedCatalogError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Advisory lock keys (pg_advisory_xact_lock(hashtext(...))).
 MIGRATE_LOCK = "musicfs.schema"
@@ -159,6 +163,18 @@ MIGRATIONS: tuple[str, ...] = (
         source text NOT NULL,
         count integer NOT NULL,
         PRIMARY KEY (file_id, source)
+    );
+    """,
+    # 3: plays sent once (a batch id per send) and the replicas' positions (feed pruning).
+    """
+    CREATE TABLE play_batches (
+        id text PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE replicas (
+        id text PRIMARY KEY,
+        applied_seq bigint NOT NULL,
+        seen_at timestamptz NOT NULL DEFAULT now()
     );
     """,
 )

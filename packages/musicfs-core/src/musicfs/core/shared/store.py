@@ -66,6 +66,7 @@ from musicfs.core.shared.connect import (
     CONNECT_TIMEOUT,
     ServerAddress,
     connect,
+    interrupt,
     parse_url,
     unavailable,
 )
@@ -184,6 +185,11 @@ class SharedCatalog:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def interrupt(self) -> None:
+        """End at once a call another thread is waiting in on a server gone
+        silent (it raises `SharedCatalogUnavailable`): the mount is going."""
+        interrupt(self._conn)
 
     def __enter__(self) -> SharedCatalog:
         return self
@@ -573,13 +579,27 @@ class SharedCatalog:
 
         return self._run(work)
 
-    def add_plays(self, plays: Sequence[tuple[int, float]]) -> int:
+    def add_plays(self, plays: Sequence[tuple[int, float]], batch_id: str = "") -> int:
         """Add (track id, time) plays; those of tracks no longer in the catalog
-        are dropped. Returns how many were added."""
+        are dropped. Returns how many were added.
+
+        With *batch_id* (unique to this batch of plays), a batch the server
+        already took is not added again (0): a machine that sent it and
+        crashed before forgetting it sends it once more."""
         if not plays:
             return 0
 
         def work(conn: psycopg.Connection[Any], pending: _Pending) -> int:
+            if batch_id:
+                # In the same transaction: the plays and their batch's id go in together.
+                new = conn.execute(
+                    "INSERT INTO play_batches (id) VALUES (%s) ON CONFLICT (id) DO NOTHING "
+                    "RETURNING id",
+                    (batch_id,),
+                ).fetchone()
+                if new is None:
+                    log.info("plays of batch %s were already sent; not counted again", batch_id)
+                    return 0
             wanted = sorted({file_id for file_id, _ in plays})
             # Locked (KEY SHARE) so that no track is removed before the plays go in.
             rows = conn.execute(
@@ -824,6 +844,52 @@ class SharedCatalog:
                 "WITH gone AS (DELETE FROM changes WHERE at < now() - make_interval(secs => %s) "
                 "RETURNING seq) SELECT count(*), max(seq) FROM gone",
                 (float(older_than),),
+            ).fetchone()
+            count, through = (int(row[0]), row[1]) if row else (0, None)
+            if through is not None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pruned_through', %s) "
+                    "ON CONFLICT (key) DO UPDATE SET value = "
+                    "greatest(meta.value::bigint, excluded.value::bigint)::text",
+                    (str(through),),
+                )
+            return count
+
+        return self._run(work)
+
+    def report_applied(self, replica_id: str, applied_seq: int) -> None:
+        """Record that replica *replica_id* applied the changes up to
+        *applied_seq* (now): `prune_feed` keeps what it has not applied yet."""
+        self._run(
+            lambda conn, _: conn.execute(
+                "INSERT INTO replicas (id, applied_seq) VALUES (%s, %s) ON CONFLICT (id) DO "
+                "UPDATE SET applied_seq = excluded.applied_seq, seen_at = now()",
+                (replica_id, applied_seq),
+            )
+        )
+
+    def prune_feed(self, keep: float) -> int:
+        """Forget the changes every replica has applied, and those older than
+        *keep* seconds whatever the replicas (a replica not heard from for
+        *keep* seconds no longer holds the feed back: behind it, it is copied
+        again); and the ids of play batches older than that. Returns how many
+        changes were forgotten."""
+
+        def work(conn: psycopg.Connection[Any], _: _Pending) -> int:
+            age = float(keep)
+            conn.execute(
+                "DELETE FROM replicas WHERE seen_at < now() - make_interval(secs => %s)", (age,)
+            )
+            conn.execute(
+                "DELETE FROM play_batches WHERE at < now() - make_interval(secs => %s)", (age,)
+            )
+            row = conn.execute("SELECT min(applied_seq) FROM replicas").fetchone()
+            floor = int(row[0]) if row and row[0] is not None else 0
+            row = conn.execute(
+                "WITH gone AS (DELETE FROM changes WHERE seq <= %s "
+                "OR at < now() - make_interval(secs => %s) RETURNING seq) "
+                "SELECT count(*), max(seq) FROM gone",
+                (floor, age),
             ).fetchone()
             count, through = (int(row[0]), row[1]) if row else (0, None)
             if through is not None:

@@ -403,6 +403,9 @@ class ScanReport:
     moved: list[Moved] = field(default_factory=list)
     #: What reading the files of a remote origin cost (requests, bytes).
     remote: Traffic = field(default_factory=Traffic)
+    #: Not scanned here: another mount scans this origin (a shared catalog's
+    #: lock) and was asked to; what it finds arrives through the catalog's feed.
+    forwarded: str = ""
 
     def summary(self) -> str:
         rate = self.seen / self.seconds if self.seconds > 0 else 0.0
