@@ -53,6 +53,7 @@ from musicfs.core.namespace.inodes import (
     PLAYLISTS_DIR,
     PREFETCH_DIR,
     SEARCH_DIR,
+    VIRTUAL_BASE,
     is_cover,
     is_playlist_file,
     is_playlist_handle,
@@ -160,6 +161,17 @@ class Namespace:
             return _entry(cover)
         return _node_entry(self.library.lookup(parent, name))
 
+    def lookup_now(self, parent: int, name: str) -> Attributes | None:
+        """``attributes(await lookup(parent, name))`` of a catalog entry, answered
+        on this thread without making its `Entry` (a first ``stat`` is one lookup);
+        None when *name* may be another kind of entry (the caller awaits `lookup`)."""
+        if parent >= VIRTUAL_BASE or (parent == ROOT_NODE and self.virtual.top(name) is not None):
+            return None
+        covers = self.covers
+        if covers is not None and name in covers.names:
+            return None
+        return self._node_attributes(self.library.lookup(parent, name))
+
     def attributes(self, entry: Entry) -> Attributes:
         """What stat shows of *entry*, and for how long the kernel may keep it."""
         # isinstance, not match: this runs once per lookup, and a class pattern
@@ -197,12 +209,16 @@ class Namespace:
         node (getattr is the most frequent request)."""
         if is_virtual(inode):
             return self.attributes(self.resolve(inode))
-        node = self.library.node(inode)
+        return self._node_attributes(self.library.node(inode))
+
+    def _node_attributes(self, node: Node) -> Attributes:
+        """`attributes` of a catalog node, without its `Entry`."""
         if node.file_id is None:
-            return attributes_of((inode, DIR_MODE, 2, 0, 0, node.mtime_ns or self.started_ns,
+            # A folder's mtime moves when its listing changes (indexers compare it).
+            return attributes_of((node.id, DIR_MODE, 2, 0, 0, node.mtime_ns or self.started_ns,
                                   self.entry_timeout, self.attr_timeout))  # fmt: skip
         size = node.size
-        return attributes_of((inode, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
+        return attributes_of((node.id, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
                               node.mtime_ns, self.entry_timeout, self.attr_timeout))  # fmt: skip
 
     async def playlist_stat(self, inode: int) -> Attributes:
