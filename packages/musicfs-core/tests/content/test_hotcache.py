@@ -99,9 +99,26 @@ def test_a_change_while_a_listing_is_read_keeps_it_out() -> None:
     builder = cache.listing_builder(1)
     assert builder is not None
     builder.add(rows(10))
-    cache.drop([2])  # any change of the tree: the rows read may be stale
+    cache.drop([1])  # the folder changed: the rows read may be stale
     cache.keep_listing(builder)
     assert cache.listing(1) is None
+    list_once(cache, 1, [rows(11)])  # the next complete reading is kept
+    kept = cache.listing(1)
+    assert kept is not None
+    assert len(kept) == 11
+
+
+def test_a_change_of_another_folder_does_not_keep_a_listing_out() -> None:
+    # Listing a folder of tracks looks for its cover art in the background, and
+    # finding it changes that folder: a big folder listed meanwhile is kept all the same.
+    cache = DirectoryCache()
+    list_once(cache, 1, [rows(10)])
+    builder = cache.listing_builder(1)
+    assert builder is not None
+    builder.add(rows(10))
+    cache.drop([2])
+    cache.keep_listing(builder)
+    assert cache.listing(1) is not None
 
 
 def test_listings_are_bounded_and_dropped_with_their_folder() -> None:

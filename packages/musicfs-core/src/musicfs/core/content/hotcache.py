@@ -77,10 +77,10 @@ class ListingBuilder:
     """The pages of one listing read in order from the first entry, made a
     `Listing` at the end (if no tree change came in between)."""
 
-    __slots__ = ("generation", "last", "pages", "parent")
+    __slots__ = ("last", "pages", "parent", "token")
 
-    def __init__(self, parent: int, generation: int) -> None:
-        self.parent, self.generation = parent, generation
+    def __init__(self, parent: int, token: int) -> None:
+        self.parent, self.token = parent, token
         self.pages: list[Sequence[Row]] = []
         self.last = 0  # the id of the last entry taken so far
 
@@ -107,7 +107,10 @@ class DirectoryCache:
         self._listings: OrderedDict[int, Listing] = OrderedDict()
         self._listed = 0  # entries of all listings held
         self._seen: OrderedDict[int, None] = OrderedDict()  # listed once
-        self._generation = 0  # moves at every drop: a listing read before it is stale
+        # folder -> the token of the builder reading it; a drop of the folder
+        # removes it, so a listing read across a change of its folder is not kept.
+        self._building: OrderedDict[int, int] = OrderedDict()
+        self._tokens = 0
         self._lock = threading.Lock()
 
     def lookup(
@@ -141,8 +144,8 @@ class DirectoryCache:
     def drop(self, parents: Iterable[int]) -> None:
         """Forget these directories (their entries changed)."""
         with self._lock:
-            self._generation += 1
             for parent in parents:
+                self._building.pop(parent, None)
                 dropped = self._dirs.pop(parent, None)
                 if dropped is not None:
                     self.stats.entries -= len(dropped)
@@ -152,7 +155,7 @@ class DirectoryCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._generation += 1
+            self._building.clear()
             self._dirs.clear()
             self.stats.entries = 0
             self._listings.clear()
@@ -175,19 +178,30 @@ class DirectoryCache:
         with self._lock:
             if self.max_listed <= 0:
                 return None
-            if parent in self._seen:
-                del self._seen[parent]
-                return ListingBuilder(parent, self._generation)
-            self._seen[parent] = None
-            if len(self._seen) > _SEEN:
-                self._seen.popitem(last=False)
-            return None
+            if parent not in self._seen:
+                self._note_seen(parent)
+                return None
+            del self._seen[parent]
+            self._tokens += 1
+            self._building[parent] = self._tokens
+            if len(self._building) > _SEEN:
+                self._building.popitem(last=False)
+            return ListingBuilder(parent, self._tokens)
+
+    def _note_seen(self, parent: int) -> None:
+        self._seen[parent] = None
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
 
     def keep_listing(self, builder: ListingBuilder) -> None:
-        """Keep the listing *builder* read to its end, unless the tree changed meanwhile."""
+        """Keep the listing *builder* read to its end, unless its folder changed meanwhile."""
         listing = Listing(builder.pages)
         with self._lock:
-            if builder.generation != self._generation or len(listing) > self.max_listed:
+            if self._building.get(builder.parent) != builder.token:
+                self._note_seen(builder.parent)  # read across a change: keep the next one
+                return
+            del self._building[builder.parent]
+            if len(listing) > self.max_listed:
                 return
             old = self._listings.pop(builder.parent, None)
             self._listed += len(listing) - (len(old) if old is not None else 0)

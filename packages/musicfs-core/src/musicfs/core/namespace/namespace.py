@@ -30,6 +30,7 @@ from musicfs.core.catalog.store import ROOT_NODE, Node
 from musicfs.core.config.collections import Collection
 from musicfs.core.content.hotcache import Listing, ListingBuilder
 from musicfs.core.content.library import Library, LibraryError, not_found
+from musicfs.core.content.openfile import Reading
 from musicfs.core.namespace.entries import (
     BLOCK,
     DIR_MODE,
@@ -55,6 +56,7 @@ from musicfs.core.namespace.inodes import (
     SEARCH_DIR,
     VIRTUAL_BASE,
     is_cover,
+    is_cover_handle,
     is_playlist_file,
     is_playlist_handle,
     is_virtual,
@@ -479,9 +481,22 @@ class Namespace:
         return is_playlist_handle(fh)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        data = self.read_now(fh, offset, size)
+        return data if isinstance(data, bytes) else await self.files.finish_read(data)
+
+    def read_now(self, fh: int, offset: int, size: int) -> bytes | Reading:
+        """`read` on this thread: the bytes, or a track's read that must wait (a
+        remote origin): ``await finish_read(it)``. A file read is a request per
+        128 KiB: a local disk or the cache answers it with no coroutine."""
         if is_playlist_handle(fh):
             return self.playlists.read(fh, offset, size)
-        return await self.files.read(self.covers, fh, offset, size)
+        covers = self.covers
+        if covers is not None and is_cover_handle(fh):
+            return self.files.read_cover(covers, fh, offset, size)
+        return self.files.read_now(fh, offset, size)
+
+    async def finish_read(self, reading: Reading) -> bytes:
+        return await self.files.finish_read(reading)
 
     def release(self, fh: int) -> None:
         if is_playlist_handle(fh):
