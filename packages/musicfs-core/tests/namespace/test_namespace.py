@@ -257,3 +257,25 @@ def test_a_track_is_no_folder_and_a_folder_no_file(fe: InProcess) -> None:
         with pytest.raises(LibraryError) as info:
             fe.namespace.resolve(gone)
         assert info.value.errno == errno.ENOENT, gone
+
+
+def test_a_folder_listed_again_is_sent_from_memory_and_follows_changes(fe: InProcess) -> None:
+    # `ls` of a big folder asks the daemon each time (the kernel keeps no
+    # listing): from the second complete listing on, L1 keeps it (no SQL); a
+    # change of the folder must show at the next listing all the same.
+    fe.read(f"{ACDC_ALBUM}/cover.jpg")
+    album = fe.inode(ACDC_ALBUM)
+    first = fe.listing(ACDC_ALBUM)
+    assert fe.library.kept_listing(album) is None, "kept after one listing"
+    for page in (1, 2, 3, 100):
+        fe.page = page
+        assert fe.listing(ACDC_ALBUM) == first, page
+        assert fe.library.kept_listing(album) is not None, page
+        for name, listed, _ in first:
+            assert fe.stat(f"{ACDC_ALBUM}/{name}") == listed, (page, name)
+    fe.retitle(f"{ACDC_ALBUM}/{BELLS}", "Hells Bells (Live)")
+    assert fe.library.kept_listing(album) is None, "kept across a change"
+    names = [name for name, _, _ in fe.listing(ACDC_ALBUM)]
+    assert BELLS not in names
+    assert "01 - Hells Bells (Live).flac" in names
+    assert {THRILL, *ART} <= set(names)

@@ -16,9 +16,12 @@ from musicfs.core.catalog.rows import Node, Part
 from musicfs.core.catalog.schema import ROOT_NODE
 
 # A page of a directory listing; answered from the index nodes_by_parent alone.
+#: A page of a listing as (id, name as UTF-8 bytes, size or -1 for a folder,
+#: mtime_ns): the fewest columns, none converted twice (each costs more per row
+#: than SQLite's own step).
 LISTING_QUERY = (
-    "SELECT id, name, file_id, size, mtime_ns FROM nodes "
-    "WHERE parent = ? AND id > ? ORDER BY id LIMIT ?"
+    "SELECT id, CAST(name AS BLOB), CASE WHEN file_id IS NULL THEN -1 ELSE size END, "
+    "mtime_ns FROM nodes WHERE parent = ? AND id > ? ORDER BY id LIMIT ?"
 )
 
 _NODE_SELECT = "SELECT n.id, n.parent, n.name, n.file_id, n.size, n.mtime_ns FROM nodes n "
@@ -53,11 +56,9 @@ class Tree(Part):
         )
         return list(map(Node._make, rows))
 
-    def child_rows(
-        self, parent: int, after: int, limit: int
-    ) -> list[tuple[int, str, int | None, int, int]]:
-        """Like `children`, as plain (id, name, file_id, size, mtime_ns) tuples: the
-        cheapest form, for listing huge directories."""
+    def child_rows(self, parent: int, after: int, limit: int) -> list[tuple[int, bytes, int, int]]:
+        """Like `children`, as plain (id, name as UTF-8 bytes, size or -1 for a
+        folder, mtime_ns) tuples: the cheapest form, for listing huge directories."""
         cursor = self._conn.cursor()
         cursor.row_factory = None
         return cursor.execute(LISTING_QUERY, (parent, after, limit)).fetchall()

@@ -9,28 +9,108 @@ Bounded by the number of entries held (LRU by directory); directories larger
 than `BIG_DIRECTORY` are not held (their lookups go to SQLite). The scanner's
 tree changes drop the directories they touch. Thread-safe: the FUSE loop reads
 it, the scanner thread invalidates it.
+
+It also keeps the *listings* of folders listed more than once (`Listing`: the
+rows readdir sends, compact, ~45 bytes an entry): the kernel does not keep
+listings, so every ``ls`` of a folder asks again, and SQLite's rows cost
+several times what the kernel spends on them (benchmarks/bench.py readdir). A
+folder is kept at its second complete listing only, so one walk of a library
+fills nothing; listings are bounded by `DEFAULT_MAX_LISTED` entries (LRU) and
+dropped with the directory's lookups.
 """
 
 from __future__ import annotations
 
 import threading
+from array import array
+from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate, chain
+from operator import itemgetter
 
 from musicfs.core.catalog.store import Node
 from musicfs.core.content.stats import TierStats
 
 BIG_DIRECTORY = 5000
 DEFAULT_MAX_ENTRIES = 100_000
+#: Entries of listings kept at most (a listing above it is not kept).
+DEFAULT_MAX_LISTED = 250_000
+#: Folders remembered as listed once (so their second listing is kept).
+_SEEN = 4096
+
+#: A listing row: (node id, name as UTF-8 bytes, size or -1 for a folder, mtime_ns).
+Row = tuple[int, bytes, int, int]
+
+
+class Listing:
+    """One folder's entries in node-id order, as columns (no object per entry)."""
+
+    __slots__ = ("_names", "_offsets", "has_tracks", "ids", "mtimes", "sizes")
+
+    def __init__(self, pages: Sequence[Sequence[Row]]) -> None:
+        rows = list(chain.from_iterable(pages))
+        self.ids = array("q", map(itemgetter(0), rows))
+        self.sizes = array("q", map(itemgetter(2), rows))  # -1: a folder
+        self.mtimes = array("q", map(itemgetter(3), rows))
+        names = list(map(itemgetter(1), rows))
+        # Names are NUL-free: one bytes object, split a chunk at a time when sent.
+        self._names = b"\0".join(names)
+        self._offsets = array("q", accumulate(map((1).__add__, map(len, names)), initial=0))
+        self.has_tracks = any(size >= 0 for size in self.sizes)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_after(self, node_id: int) -> int:
+        """The index of the first entry whose id is above *node_id*."""
+        return bisect_right(self.ids, node_id)
+
+    def names(self, start: int, stop: int) -> list[bytes]:
+        """The names of entries *start* to *stop* (exclusive)."""
+        if start >= stop:
+            return []
+        return self._names[self._offsets[start] : self._offsets[stop] - 1].split(b"\0")
+
+
+class ListingBuilder:
+    """The pages of one listing read in order from the first entry, made a
+    `Listing` at the end (if no tree change came in between)."""
+
+    __slots__ = ("last", "pages", "parent", "token")
+
+    def __init__(self, parent: int, token: int) -> None:
+        self.parent, self.token = parent, token
+        self.pages: list[Sequence[Row]] = []
+        self.last = 0  # the id of the last entry taken so far
+
+    def add(self, rows: Sequence[Row]) -> None:
+        """Rows of the folder after some id at most `last` (a page may repeat the
+        end of the one before)."""
+        if rows and rows[0][0] <= self.last:
+            rows = rows[bisect_right(rows, self.last, key=itemgetter(0)) :]
+        if rows:
+            self.pages.append(rows)
+            self.last = rows[-1][0]
 
 
 class DirectoryCache:
     """name -> Node maps of whole directories, least recently used dropped first."""
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, max_listed: int = DEFAULT_MAX_LISTED
+    ) -> None:
         self.max_entries = max_entries
+        self.max_listed = max_listed
         self.stats = TierStats()
         self._dirs: OrderedDict[int, dict[str, Node]] = OrderedDict()
+        self._listings: OrderedDict[int, Listing] = OrderedDict()
+        self._listed = 0  # entries of all listings held
+        self._seen: OrderedDict[int, None] = OrderedDict()  # listed once
+        # folder -> the token of the builder reading it; a drop of the folder
+        # removes it, so a listing read across a change of its folder is not kept.
+        self._building: OrderedDict[int, int] = OrderedDict()
+        self._tokens = 0
         self._lock = threading.Lock()
 
     def lookup(
@@ -65,11 +145,67 @@ class DirectoryCache:
         """Forget these directories (their entries changed)."""
         with self._lock:
             for parent in parents:
+                self._building.pop(parent, None)
                 dropped = self._dirs.pop(parent, None)
                 if dropped is not None:
                     self.stats.entries -= len(dropped)
+                listing = self._listings.pop(parent, None)
+                if listing is not None:
+                    self._listed -= len(listing)
 
     def clear(self) -> None:
         with self._lock:
+            self._building.clear()
             self._dirs.clear()
             self.stats.entries = 0
+            self._listings.clear()
+            self._listed = 0
+            self._seen.clear()
+
+    # -- listings ------------------------------------------------------------------
+
+    def listing(self, parent: int) -> Listing | None:
+        """The kept listing of folder *parent*, if any."""
+        with self._lock:
+            listing = self._listings.get(parent)
+            if listing is not None:
+                self._listings.move_to_end(parent)
+            return listing
+
+    def listing_builder(self, parent: int) -> ListingBuilder | None:
+        """A builder for a listing of *parent* that starts now at its first entry:
+        only for a folder listed before (else None: it is noted as listed)."""
+        with self._lock:
+            if self.max_listed <= 0:
+                return None
+            if parent not in self._seen:
+                self._note_seen(parent)
+                return None
+            del self._seen[parent]
+            self._tokens += 1
+            self._building[parent] = self._tokens
+            if len(self._building) > _SEEN:
+                self._building.popitem(last=False)
+            return ListingBuilder(parent, self._tokens)
+
+    def _note_seen(self, parent: int) -> None:
+        self._seen[parent] = None
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
+
+    def keep_listing(self, builder: ListingBuilder) -> None:
+        """Keep the listing *builder* read to its end, unless its folder changed meanwhile."""
+        listing = Listing(builder.pages)
+        with self._lock:
+            if self._building.get(builder.parent) != builder.token:
+                self._note_seen(builder.parent)  # read across a change: keep the next one
+                return
+            del self._building[builder.parent]
+            if len(listing) > self.max_listed:
+                return
+            old = self._listings.pop(builder.parent, None)
+            self._listed += len(listing) - (len(old) if old is not None else 0)
+            self._listings[builder.parent] = listing
+            while self._listed > self.max_listed:
+                _, dropped = self._listings.popitem(last=False)
+                self._listed -= len(dropped)

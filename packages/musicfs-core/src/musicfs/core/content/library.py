@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from musicfs.core.catalog.store import ROOT_NODE, Catalog, Node, Track
 from musicfs.core.content.cache import ContentCache
-from musicfs.core.content.hotcache import DirectoryCache
+from musicfs.core.content.hotcache import DirectoryCache, Listing, ListingBuilder
 from musicfs.core.content.openfile import LibraryError, Opening, OpenPlan, OpenTrack
 from musicfs.core.content.readpolicy import ReadPolicy, version_of
 from musicfs.core.events import EventBus, EventType
@@ -105,12 +105,23 @@ class Library:
             raise LibraryError(errno.ENOTDIR, f"{node.name}: not a directory")
         return self.catalog.children(parent, after, limit)
 
-    def listing(
-        self, parent: int, after: int, limit: int
-    ) -> list[tuple[int, str, int | None, int, int]]:
-        """Entries of directory *parent* after id *after* as (id, name, file_id, size,
-        mtime_ns), without checking *parent* again (`children` does)."""
+    def listing(self, parent: int, after: int, limit: int) -> list[tuple[int, bytes, int, int]]:
+        """Entries of directory *parent* after id *after* as (id, name as UTF-8
+        bytes, size or -1 for a folder, mtime_ns), without checking *parent* again
+        (`children` does)."""
         return self.catalog.child_rows(parent, after, limit)
+
+    def kept_listing(self, parent: int) -> Listing | None:
+        """The whole listing of *parent* if L1 keeps it (a folder listed before)."""
+        return self.directories.listing(parent)
+
+    def listing_builder(self, parent: int) -> ListingBuilder | None:
+        """Collects a listing of *parent* read from its first entry, for L1
+        (`keep_listing` once read to the end); None if L1 does not want it."""
+        return self.directories.listing_builder(parent)
+
+    def keep_listing(self, builder: ListingBuilder) -> None:
+        self.directories.keep_listing(builder)
 
     # -- opening: plan (catalog, FUSE thread), open (the read policy), register ----------
 

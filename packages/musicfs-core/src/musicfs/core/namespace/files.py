@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from musicfs.core.content.library import Library, LibraryError
-from musicfs.core.content.openfile import in_worker
+from musicfs.core.content.openfile import Reading, in_worker
 from musicfs.core.namespace.inodes import is_cover_handle
 
 if TYPE_CHECKING:
@@ -54,11 +54,14 @@ class OpenFiles:
 
     async def read(self, covers: CoverFiles | None, fh: int, off: int, size: int) -> bytes:
         if covers is not None and is_cover_handle(fh):
-            try:
-                return covers.read(fh, off, size)
-            except FileNotFoundError:  # evicted meanwhile
-                raise LibraryError(errno.EIO, "cover file evicted while open") from None
+            return self.read_cover(covers, fh, off, size)
         return await self.read_track(fh, off, size)
+
+    def read_cover(self, covers: CoverFiles, fh: int, off: int, size: int) -> bytes:
+        try:
+            return covers.read(fh, off, size)
+        except FileNotFoundError:  # evicted meanwhile
+            raise LibraryError(errno.EIO, "cover file evicted while open") from None
 
     def release(self, covers: CoverFiles | None, fh: int) -> None:
         if covers is not None and is_cover_handle(fh):
@@ -90,6 +93,16 @@ class OpenFiles:
         if data is None:
             data = await in_worker(reading, self._io_threads)
         return data
+
+    def read_now(self, fh: int, off: int, size: int) -> bytes | Reading:
+        """A read of track handle *fh*: its bytes if they need no waiting (a local
+        disk, the cache), else the read to finish with `finish_read`."""
+        reading = self.library.handle(fh).read(off, size)
+        data = reading.now()
+        return reading if data is None else data
+
+    async def finish_read(self, reading: Reading) -> bytes:
+        return await in_worker(reading, self._io_threads)
 
     def release_track(self, fh: int) -> None:
         self.library.close(fh)

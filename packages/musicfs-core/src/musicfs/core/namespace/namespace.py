@@ -28,7 +28,9 @@ import trio
 from musicfs.core.catalog.layout import ChangeKind, TreeChange
 from musicfs.core.catalog.store import ROOT_NODE, Node
 from musicfs.core.config.collections import Collection
+from musicfs.core.content.hotcache import Listing, ListingBuilder
 from musicfs.core.content.library import Library, LibraryError, not_found
+from musicfs.core.content.openfile import Reading
 from musicfs.core.namespace.entries import (
     BLOCK,
     DIR_MODE,
@@ -52,7 +54,9 @@ from musicfs.core.namespace.inodes import (
     PLAYLISTS_DIR,
     PREFETCH_DIR,
     SEARCH_DIR,
+    VIRTUAL_BASE,
     is_cover,
+    is_cover_handle,
     is_playlist_file,
     is_playlist_handle,
     is_virtual,
@@ -86,6 +90,21 @@ class StatFields(Protocol):
 #: buffer is full (the entry was not taken).
 Reply = Callable[[bytes, StatFields, int], bool]
 
+#: An entry of a catalog folder's listing: (node id, name, size or -1 for a folder, mtime_ns).
+Row = tuple[int, bytes, int, int]
+
+
+class _DirHandle:
+    """An open listing of folder *inode*."""
+
+    __slots__ = ("builder", "ended_after", "inode", "tracks")
+
+    def __init__(self, inode: int) -> None:
+        self.inode = inode
+        self.ended_after = -1  # the offset after which the listing ended
+        self.tracks = False  # whether the folder holds tracks (then cover files follow)
+        self.builder: ListingBuilder | None = None  # collecting the listing for L1
+
 
 class Namespace:
     """The entries of one mount."""
@@ -117,7 +136,7 @@ class Namespace:
         self.files = OpenFiles(library, io_threads=io_threads)
         self._readdir_fit = 64  # entries the caller took in the last readdir call
         self._dir_handles = itertools.count(1)
-        self._listings: dict[int, list[int]] = {}  # open directory handles
+        self._listings: dict[int, _DirHandle] = {}  # open directory handles
 
     def set_catalog_collections(self, found: dict[str, Collection]) -> None:
         """Show the collections a shared catalog defines beside the built-in
@@ -152,6 +171,17 @@ class Namespace:
                 raise not_found(name)
             return _entry(cover)
         return _node_entry(self.library.lookup(parent, name))
+
+    def lookup_now(self, parent: int, name: str) -> Attributes | None:
+        """``attributes(await lookup(parent, name))`` of a catalog entry, answered
+        on this thread without making its `Entry` (a first ``stat`` is one lookup);
+        None when *name* may be another kind of entry (the caller awaits `lookup`)."""
+        if parent >= VIRTUAL_BASE or (parent == ROOT_NODE and self.virtual.top(name) is not None):
+            return None
+        covers = self.covers
+        if covers is not None and name in covers.names:
+            return None
+        return self._node_attributes(self.library.lookup(parent, name))
 
     def attributes(self, entry: Entry) -> Attributes:
         """What stat shows of *entry*, and for how long the kernel may keep it."""
@@ -190,12 +220,16 @@ class Namespace:
         node (getattr is the most frequent request)."""
         if is_virtual(inode):
             return self.attributes(self.resolve(inode))
-        node = self.library.node(inode)
+        return self._node_attributes(self.library.node(inode))
+
+    def _node_attributes(self, node: Node) -> Attributes:
+        """`attributes` of a catalog node, without its `Entry`."""
         if node.file_id is None:
-            return attributes_of((inode, DIR_MODE, 2, 0, 0, node.mtime_ns or self.started_ns,
+            # A folder's mtime moves when its listing changes (indexers compare it).
+            return attributes_of((node.id, DIR_MODE, 2, 0, 0, node.mtime_ns or self.started_ns,
                                   self.entry_timeout, self.attr_timeout))  # fmt: skip
         size = node.size
-        return attributes_of((inode, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
+        return attributes_of((node.id, FILE_MODE, 1, size, (size + BLOCK - 1) // BLOCK,
                               node.mtime_ns, self.entry_timeout, self.attr_timeout))  # fmt: skip
 
     async def playlist_stat(self, inode: int) -> Attributes:
@@ -223,8 +257,7 @@ class Namespace:
         if not isinstance(entry, Folder | VirtualFolder):
             raise LibraryError(errno.ENOTDIR, f"{entry.name}: not a directory")
         fh = next(self._dir_handles)
-        # folder, offset after which the listing ended, whether it holds tracks
-        self._listings[fh] = [inode, -1, 0]
+        self._listings[fh] = _DirHandle(inode)
         return fh
 
     def releasedir(self, fh: int) -> None:
@@ -236,63 +269,123 @@ class Namespace:
         listing ends."""
         # Offsets of a catalog folder are node ids, which grow monotonically,
         # so paging survives concurrent changes; its cover files follow at
-        # COVER_OFFSET. The caller's buffer takes a few hundred entries per
-        # call: fetch about as many as the last call took. This loop runs once
-        # per entry of huge folders: plain assignments into *attr*, no call but
-        # the reply.
+        # COVER_OFFSET. The caller's buffer takes hundreds of entries per call:
+        # fetch about as many as the last call took. A folder listed before is
+        # sent from L1's copy of its listing (`Library.kept_listing`), without SQL.
         listing = self._listings[fh]
-        inode, ended_after, _ = listing
+        inode = listing.inode
         if is_virtual(inode):
             await self._virtual_readdir(inode, start, attr, reply)
             return
-        if start == ended_after:
+        if start == listing.ended_after:
             return  # the last call reached the end: spare the query
         if start >= COVER_OFFSET:
             self._readdir_covers(listing, start, start, attr, reply)
             return
-        started_ns = self.started_ns
         attr.entry_timeout, attr.attr_timeout = self.entry_timeout, self.attr_timeout
-        after, want, taken, tracks = start, self._readdir_fit + 1, 0, 0
+        library = self.library
+        kept = library.kept_listing(inode)
+        if kept is not None:
+            self._readdir_kept(listing, kept, start, attr, reply)
+            return
+        builder = listing.builder
+        if start == 0:
+            listing.builder = builder = library.listing_builder(inode)
+        elif builder is not None and start > builder.last:
+            listing.builder = builder = None  # not read in order: not kept
+        after, want, taken = start, self._readdir_fit + 1, 0
+        while True:
+            rows = library.listing(inode, after, want)
+            if builder is not None:
+                builder.add(rows)
+            sent, last, full = self._send(listing, rows, attr, reply)
+            taken += sent
+            if full:
+                self._readdir_fit = max(taken, 16)
+                return
+            after = last if sent else after
+            if len(rows) < want:
+                if builder is not None:
+                    library.keep_listing(builder)
+                    listing.builder = None
+                self._readdir_covers(listing, COVER_OFFSET, after, attr, reply)
+                return
+            want *= 2
+
+    def _readdir_kept(
+        self, listing: _DirHandle, kept: Listing, start: int, attr: StatFields, reply: Reply
+    ) -> None:
+        """`readdir` from L1's copy of the listing, a chunk of entries at a time."""
+        ids, sizes, mtimes = kept.ids, kept.sizes, kept.mtimes
+        index, end = kept.index_after(start), len(kept)
+        step, after, taken = self._readdir_fit + 1, start, 0
+        while index < end:
+            stop = min(end, index + step)
+            rows = zip(ids[index:stop], kept.names(index, stop), sizes[index:stop],
+                       mtimes[index:stop], strict=True)  # fmt: skip
+            sent, last, full = self._send(listing, rows, attr, reply)
+            taken += sent
+            if full:
+                self._readdir_fit = max(taken, 16)
+                return
+            after = last if sent else after
+            index, step = stop, step * 2
+        self._readdir_covers(listing, COVER_OFFSET, after, attr, reply)
+
+    def _send(
+        self, listing: _DirHandle, rows: Iterable[Row], attr: StatFields, reply: Reply
+    ) -> tuple[int, int, bool]:
+        """*reply* with each of *rows* (id, name, size or -1 for a folder, mtime_ns):
+        (entries taken, the id of the last one, whether the caller's buffer is full)."""
+        # This loop runs once per entry of huge folders: only the fields that
+        # differ from the entry before are set (a time costs three slow setters).
+        started_ns, tracks = self.started_ns, False
+        size_set = mtime_set = -2
+        taken, last = 0, 0
         try:
-            while True:
-                rows = self.library.listing(inode, after, want)
-                for node_id, name, file_id, size, mtime_ns in rows:
-                    attr.st_ino = node_id
-                    if file_id is None:
-                        attr.st_mode, attr.st_nlink, attr.st_size = DIR_MODE, 2, 0
-                        attr.st_blocks, mtime = 0, mtime_ns or started_ns
+            for node_id, name, size, mtime_ns in rows:
+                attr.st_ino = node_id
+                if size != size_set:
+                    size_set = size
+                    if size < 0:
+                        attr.st_mode, attr.st_nlink, attr.st_size, attr.st_blocks = (
+                            DIR_MODE,
+                            2,
+                            0,
+                            0,
+                        )
                     else:
-                        tracks = 1
+                        tracks = True
                         attr.st_mode, attr.st_nlink, attr.st_size = FILE_MODE, 1, size
-                        attr.st_blocks, mtime = (size + BLOCK - 1) // BLOCK, mtime_ns
-                    attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
-                    if not reply(name.encode(), attr, node_id):
-                        self._readdir_fit = max(taken, 16)
-                        return
-                    taken += 1
-                    after = node_id
-                if len(rows) < want:
-                    listing[2] |= tracks
-                    self._readdir_covers(listing, COVER_OFFSET, after, attr, reply)
-                    return
-                want *= 2
+                        attr.st_blocks = (size + BLOCK - 1) // BLOCK
+                # A folder that never changed has mtime 0: it shows the mount's start.
+                mtime = mtime_ns if mtime_ns or size >= 0 else started_ns
+                if mtime != mtime_set:
+                    mtime_set = attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = mtime
+                if not reply(name, attr, node_id):
+                    return taken, last, True
+                taken += 1
+                last = node_id
+            return taken, last, False
         finally:
-            listing[2] |= tracks
+            listing.tracks = listing.tracks or tracks
 
     def _readdir_covers(
-        self, listing: list[int], start: int, last: int, attr: StatFields, reply: Reply
+        self, listing: _DirHandle, start: int, last: int, attr: StatFields, reply: Reply
     ) -> None:
         """After a folder's tracks: its cover files after offset *start* (their
         offsets count from COVER_OFFSET). *last* is the offset of the last entry
         taken so far; the listing notes it ended there once every cover is taken."""
-        covers = self.covers.entries(listing[0]) if self.covers is not None and listing[2] else []
+        covers = (
+            self.covers.entries(listing.inode) if self.covers is not None and listing.tracks else []
+        )
         for offset, cover in enumerate(covers, COVER_OFFSET + 1):
             if offset <= start:
                 continue
             if not reply(cover.name.encode(), _fill(attr, self.attributes(_entry(cover))), offset):
                 return  # the next call goes on after *last*
             last = offset
-        listing[1] = last
+        listing.ended_after = last
 
     async def _virtual_readdir(
         self, inode: int, start: int, attr: StatFields, reply: Reply
@@ -397,9 +490,22 @@ class Namespace:
         return is_playlist_handle(fh)
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
+        data = self.read_now(fh, offset, size)
+        return data if isinstance(data, bytes) else await self.files.finish_read(data)
+
+    def read_now(self, fh: int, offset: int, size: int) -> bytes | Reading:
+        """`read` on this thread: the bytes, or a track's read that must wait (a
+        remote origin): ``await finish_read(it)``. A file read is a request per
+        128 KiB: a local disk or the cache answers it with no coroutine."""
         if is_playlist_handle(fh):
             return self.playlists.read(fh, offset, size)
-        return await self.files.read(self.covers, fh, offset, size)
+        covers = self.covers
+        if covers is not None and is_cover_handle(fh):
+            return self.files.read_cover(covers, fh, offset, size)
+        return self.files.read_now(fh, offset, size)
+
+    async def finish_read(self, reading: Reading) -> bytes:
+        return await self.files.finish_read(reading)
 
     def release(self, fh: int) -> None:
         if is_playlist_handle(fh):
