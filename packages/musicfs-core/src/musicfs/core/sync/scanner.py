@@ -332,28 +332,44 @@ def backfill_identities(
 ) -> int:
     """Give an identity to *origin*'s files that have user data and none yet
     (`Catalog.without_identity`), so that their data follows them when they are
-    moved. Returns how many got one. A file that cannot be read now is tried
-    again next time; one with no audio payload is added to *skip* (left alone
-    next time when given)."""
-    done = 0
-    for file_id, relpath in catalog.without_identity(origin.id):
-        if skip is not None and file_id in skip:
-            continue
+    moved; `_BACKFILL_THREADS` files at once (an import of plays may give
+    thousands of remote files user data at once). Returns how many got one. A
+    file that cannot be read now is tried again next time; one with no audio
+    payload is added to *skip* (left alone next time when given)."""
+    rows = [row for row in catalog.without_identity(origin.id) if not skip or row[0] not in skip]
+    if not rows:
+        return 0
+
+    def identify(row: tuple[int, str]) -> str | None:
         try:
-            audio_id = identity_of(origin, relpath, federation)
+            audio_id = identity_of(origin, row[1], federation)
         except OSError as exc:
-            log.debug("no identity for %s/%s yet: %s", origin.id, relpath, exc)
-            continue
-        if audio_id is None:
-            if skip is not None:
-                skip.add(file_id)
-            continue
-        with catalog.transaction():
-            catalog.set_audio_id(file_id, audio_id)
-        done += 1
+            log.debug("no identity for %s/%s yet: %s", origin.id, row[1], exc)
+            return None
+        if audio_id is None and skip is not None:
+            skip.add(row[0])
+        return audio_id
+
+    done = 0
+    with concurrent.futures.ThreadPoolExecutor(
+        min(_BACKFILL_THREADS, len(rows)), thread_name_prefix="musicfs-identity"
+    ) as pool:
+        for start in range(0, len(rows), _BATCH):
+            chunk = rows[start : start + _BATCH]
+            found = list(pool.map(identify, chunk))
+            with catalog.transaction():
+                for (file_id, _), audio_id in zip(chunk, found, strict=True):
+                    if audio_id is not None:
+                        catalog.set_audio_id(file_id, audio_id)
+                        done += 1
     if done:
         log.info("%s: %d files with user data got their audio identity", origin.id, done)
     return done
+
+
+# Identities read at once by `backfill_identities` (the federation's
+# max_requests still bounds the requests in flight).
+_BACKFILL_THREADS = 8
 
 
 def parse_files(paths: list[str]) -> list[Parsed]:
