@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,16 +108,47 @@ class Identity(Part):
 
     def without_identity(self, origin: str) -> list[tuple[int, str]]:
         """(id, relpath) of *origin*'s readable files with user data and no
-        identity yet (catalogued before identities were kept)."""
-        users = " OR ".join(
-            f"EXISTS (SELECT 1 FROM {t} WHERE {t}.file_id = files.id)" for t in USER_TABLES
+        identity yet (catalogued before identities were kept, or by a remote
+        scan, which leaves them out). Starts from the user data (each table has
+        an index on ``file_id``), so it costs little however big the library:
+        the mount asks every
+        `musicfs.core.sync.scanner.IDENTITY_ROUND` seconds."""
+        users = " UNION ".join(
+            f"SELECT file_id FROM {t} WHERE file_id IS NOT NULL" for t in USER_TABLES
         )
         rows = self._conn.execute(
-            f"SELECT id, reldir, name FROM files WHERE origin = ? AND audio_id IS NULL "
-            f"AND error IS NULL AND ({users})",
+            f"SELECT id, reldir, name FROM files WHERE id IN ({users}) "
+            f"AND origin = ? AND audio_id IS NULL AND error IS NULL",
             (origin,),
         )
         return [(row[0], join_relpath(row[1], row[2])) for row in rows]
+
+    def departed_lengths(self) -> set[int]:
+        """The payload lengths (the first part of an identity) of the audio
+        whose user data waits in ``departed``: a file shorter than all of them
+        cannot be one that left."""
+        lengths: set[int] = set()
+        for (audio_id,) in self._conn.execute("SELECT DISTINCT audio_id FROM departed"):
+            try:
+                lengths.add(int(str(audio_id).partition("-")[0], 16))
+            except ValueError:
+                continue
+        return lengths
+
+    def unidentified(self, file_ids: Sequence[int], least: int) -> list[tuple[int, str]]:
+        """(id, relpath) of those of *file_ids* that are readable, have no
+        identity and are at least *least* bytes long."""
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(file_ids), 500):
+            chunk = list(file_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT id, reldir, name FROM files WHERE id IN ({marks}) "
+                "AND audio_id IS NULL AND error IS NULL AND size >= ? ORDER BY id",
+                (*chunk, least),
+            )
+            found += [(row[0], join_relpath(row[1], row[2])) for row in rows]
+        return found
 
     # -- leaving and arriving ---------------------------------------------------------
 

@@ -31,7 +31,14 @@ from musicfs.core.origins.federation import Federation
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.supervise import Supervisor, describe
 from musicfs.core.sync.changes import ScanRequest
-from musicfs.core.sync.scanner import Scanner, ScanProgress, ScanReport, ScanWriter
+from musicfs.core.sync.scanner import (
+    IDENTITY_ROUND,
+    Scanner,
+    ScanProgress,
+    ScanReport,
+    ScanWriter,
+    backfill_identities,
+)
 from musicfs.core.sync.watch import LocalWatch
 
 log = logging.getLogger(__name__)
@@ -148,6 +155,7 @@ class Rescans:
         run, config = self.supervisor.run, self.life.config
         nursery.start_soon(run, "sync", self._sync_loop)
         nursery.start_soon(run, "health", self._health_loop)
+        nursery.start_soon(run, "identities", self._identity_loop)
         for origin in self.origins.values():
             if self._watched(origin):
                 watch = functools.partial(self._watch, origin)
@@ -252,6 +260,35 @@ class Rescans:
                 if self.progress is not None:
                     self.progress.close()
                     self.progress = None  # a live display only for the first scan
+
+    # -- identities of remote files with user data ---------------------------------------
+
+    async def _identity_loop(self) -> None:
+        """Every `IDENTITY_ROUND` seconds, give the remote files that got user
+        data since (a play, ``tag set``, a rating) their audio identity, which a
+        remote scan leaves out (it costs two more reads a file), so that a move
+        of the file keeps its data. Runs in a worker thread, its requests
+        within the origin's limits (the federation); finding nothing to do
+        costs one query of the user data, no request."""
+        skip: set[int] = set()  # files with no audio payload: no identity to find
+        while True:
+            await trio.sleep(IDENTITY_ROUND)
+            remote = [
+                origin
+                for origin in self.origins.values()
+                if origin.local_path("") is None
+                and self._ours(origin.id)
+                and self.federation.online(origin.id)
+            ]
+            if remote and not self.life.stopping:
+                await trio.to_thread.run_sync(self._backfill, remote, skip)
+            self.supervisor.ok("identities")
+
+    def _backfill(self, origins: list[Origin], skip: set[int]) -> None:
+        with Catalog.open(self.catalog_path) as catalog:
+            for origin in origins:
+                if not self.life.stopping:
+                    backfill_identities(catalog, origin, self.federation, skip)
 
     # -- origins: health, watches, polls ------------------------------------------------
 

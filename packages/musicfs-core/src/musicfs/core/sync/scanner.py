@@ -17,6 +17,7 @@ caches.
 
 from __future__ import annotations
 
+import array
 import collections
 import concurrent.futures
 import functools
@@ -72,13 +73,15 @@ _BATCH = 256
 # workers still have one to parse while this thread walks the next folders
 # (with one, they would wait for the walk, and the walk for them).
 _IN_FLIGHT = 2
-# A remote file's tags and identity are read with one `OriginFile.read_ranges`
-# (one round trip; on S3 one GET per range, no HeadObject: the listing gave the
-# size): its head, where FLAC metadata, ID3v2, Ogg headers and an MP4 moov that
-# comes first live; its tail (ID3v1, APEv2, the identity's last sample); and the
-# identity's middle sample, guessed before the header's length is known (see
-# `_remote_ranges`). A second request only where that was not enough: tags
-# longer than the head (a large cover), an MP4 moov at the end.
+# A remote file's tags are read with one request of its head, where FLAC
+# metadata, ID3v2, Ogg headers and an MP4 moov that comes first live (on S3 one
+# ranged GET, no HeadObject: the listing gave the size). A second request only
+# where that was not enough: tags at the tail (an MP3 without ID3v2: ID3v1,
+# APEv2), longer than the head (a large cover), an MP4 moov at the end. Its
+# audio identity (two more ranges: the middle and end samples) is not read by
+# the scan: only files with user data need one, and `backfill_identities`
+# reads theirs (at each scan's start, and every `IDENTITY_ROUND` seconds while
+# mounted). A local scan reads it for every file: it costs nothing there.
 _REMOTE_HEAD = 64 * 1024
 # The longest header (tags before the audio) the guess of the middle sample
 # allows for: tags without pictures take a few KiB; a longer header costs one
@@ -229,20 +232,27 @@ def _remote_ranges(size: int) -> list[tuple[int, int]]:
 
 
 def read_remote(
-    opened: OriginFile, relpath: str, parser: TagParser | None = None
+    opened: OriginFile, relpath: str, parser: TagParser | None = None, *, identity: bool = True
 ) -> tuple[Parsed, Traffic]:
     """Read the tags and identity of an open remote file with one `read_ranges`
     (see `_remote_ranges`), and more only where tags lie beyond; never raises.
-    Returns what it cost too."""
+    Without *identity*, only the head is read first (one request), and the
+    audio identity is left out (None). Returns what it cost too."""
     from musicfs.core.tags.identity import audio_identity
     from musicfs.core.tags.reader import UnreadableFile, read_tags
 
     file = Prefetched(opened)
     try:
-        file.prefetch(_remote_ranges(opened.size))
+        if identity:
+            file.prefetch(_remote_ranges(opened.size))
+        else:
+            file.prefetch([(0, min(opened.size, _REMOTE_HEAD))])
         reader = PrefetchedReader(file)
         if parser is None:
-            tags = read_tags(relpath, reader)  # type: ignore[arg-type]
+            # Without the identity, the head is all a file with ID3v2 needs
+            # (its ID3v1 copy at the end is not fetched: `read_tags`).
+            id3v1 = identity or file.read(0, 3) != b"ID3"
+            tags = read_tags(relpath, reader, id3v1=id3v1)  # type: ignore[arg-type]
         else:
             try:
                 tags = parser.parse(reader)  # type: ignore[arg-type]
@@ -250,6 +260,8 @@ def read_remote(
                 raise
             except Exception as exc:  # plugin code: whatever it raises, the file is unreadable
                 return Parsed(TrackTags(), f"plugin {parser.name}: {exc}"), file.traffic
+        if not identity:
+            return Parsed(tags), file.traffic
         audio_id = audio_identity(file.read, opened.size, format_of(relpath))
         return Parsed(tags, None, audio_id), file.traffic
     except UnreadableFile as exc:
@@ -276,13 +288,88 @@ def scan_remote(
     relpath: str,
     stat: FileStat,
     parser: TagParser | None = None,
+    identity: bool = True,
 ) -> tuple[Parsed, Traffic]:
     """`read_remote` of a file opened as its listing described it (*stat*); never raises."""
     try:
         with open_listed(relpath, stat) as opened:
-            return read_remote(opened, relpath, parser)
+            return read_remote(opened, relpath, parser, identity=identity)
     except OSError as exc:
         return Parsed(TrackTags(), f"cannot read: {exc}"), Traffic(1)
+
+
+#: Seconds between looks, while mounted, for remote files that got user data
+#: (a play, an override, a rating) and have no identity yet (`backfill_identities`).
+IDENTITY_ROUND = 30.0
+
+
+def identity_of(origin: Origin, relpath: str, federation: Federation | None = None) -> str | None:
+    """The audio identity of *origin*'s file at *relpath*: read from the disk
+    if it is local, else with one `read_ranges` of its head and the samples
+    (through *federation*: its limits and retries). None if it has no audio
+    payload. Raises OSError if the file cannot be read."""
+    from musicfs.core.tags.identity import audio_identity, audio_identity_of
+
+    local = origin.local_path(relpath)
+    if local is not None:
+        return audio_identity_of(local)
+    opened: OriginFile
+    if federation is not None and origin.id in federation.origins:
+        opened = federation.open(origin.id, relpath)
+    else:
+        opened = origin.open(relpath)
+    with opened:
+        file = Prefetched(opened)
+        file.prefetch(_remote_ranges(opened.size))
+        return audio_identity(file.read, opened.size, format_of(relpath))
+
+
+def backfill_identities(
+    catalog: Catalog,
+    origin: Origin,
+    federation: Federation | None = None,
+    skip: set[int] | None = None,
+) -> int:
+    """Give an identity to *origin*'s files that have user data and none yet
+    (`Catalog.without_identity`), so that their data follows them when they are
+    moved; `_BACKFILL_THREADS` files at once (an import of plays may give
+    thousands of remote files user data at once). Returns how many got one. A
+    file that cannot be read now is tried again next time; one with no audio
+    payload is added to *skip* (left alone next time when given)."""
+    rows = [row for row in catalog.without_identity(origin.id) if not skip or row[0] not in skip]
+    if not rows:
+        return 0
+
+    def identify(row: tuple[int, str]) -> str | None:
+        try:
+            audio_id = identity_of(origin, row[1], federation)
+        except OSError as exc:
+            log.debug("no identity for %s/%s yet: %s", origin.id, row[1], exc)
+            return None
+        if audio_id is None and skip is not None:
+            skip.add(row[0])
+        return audio_id
+
+    done = 0
+    with concurrent.futures.ThreadPoolExecutor(
+        min(_BACKFILL_THREADS, len(rows)), thread_name_prefix="musicfs-identity"
+    ) as pool:
+        for start in range(0, len(rows), _BATCH):
+            chunk = rows[start : start + _BATCH]
+            found = list(pool.map(identify, chunk))
+            with catalog.transaction():
+                for (file_id, _), audio_id in zip(chunk, found, strict=True):
+                    if audio_id is not None:
+                        catalog.set_audio_id(file_id, audio_id)
+                        done += 1
+    if done:
+        log.info("%s: %d files with user data got their audio identity", origin.id, done)
+    return done
+
+
+# Identities read at once by `backfill_identities` (the federation's
+# max_requests still bounds the requests in flight).
+_BACKFILL_THREADS = 8
 
 
 def parse_files(paths: list[str]) -> list[Parsed]:
@@ -494,6 +581,9 @@ class Scanner:
         ] = collections.deque()
         self.cancelled = False
         self._adopting = True  # whether a file written now may take over user data
+        # Files this scan added without an identity (a remote origin's): they
+        # get one at its end if user data left meanwhile (`_adopt_unidentified`).
+        self._unidentified: array.array[int] = array.array("q")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -527,6 +617,7 @@ class Scanner:
             report.complete = True
             with self.catalog.transaction():
                 self.catalog.prune_departed()  # data whose audio never came back
+        self._adopt_unidentified(origin, report)
         self.playlists.match_unmatched(origin.id)
         return self._finish(report, started)
 
@@ -549,6 +640,7 @@ class Scanner:
             self._ingest(origin, pending, report)
         self._drain(report)
         report.complete = report.listing_errors == 0 and not self.cancelled
+        self._adopt_unidentified(origin, report)
         self.playlists.match_unmatched(origin.id)
         return self._finish(report, started)
 
@@ -566,24 +658,9 @@ class Scanner:
 
     def _backfill_identities(self, origin: Origin) -> None:
         """Fingerprint the files that have user data but no identity (catalogued
-        by a MusicFS before identities), so that a move does not lose it."""
-        from musicfs.core.tags.identity import audio_identity, audio_identity_of
-
-        for file_id, relpath in self.catalog.without_identity(origin.id):
-            local = origin.local_path(relpath)
-            try:
-                if local is not None:
-                    audio_id = audio_identity_of(local)
-                else:
-                    opening = functools.partial(origin.open, relpath)
-                    with self._call(origin, opening) as opened:
-                        audio_id = audio_identity(opened.read, opened.size, format_of(relpath))
-            except OSError as exc:
-                log.debug("no identity for %s/%s: %s", origin.id, relpath, exc)
-                continue
-            if audio_id is not None:
-                with self.catalog.transaction():
-                    self.catalog.set_audio_id(file_id, audio_id)
+        by a MusicFS before identities, or by a remote scan), so that a move
+        does not lose it."""
+        backfill_identities(self.catalog, origin, self.federation)
 
     def _finish(self, report: ScanReport, started: float) -> ScanReport:
         report.seconds = time.monotonic() - started
@@ -815,8 +892,53 @@ class Scanner:
                 moved.append(took)
             if took is not None or self.catalog.overrides(file_id):
                 self.layout.with_overrides = True  # place it with what it took over
-        return self.layout.place(file_id, scanned.relpath, scanned.format, scanned.tags,
-                                 scanned.error, stat=scanned.stat)  # fmt: skip
+        changes = self.layout.place(file_id, scanned.relpath, scanned.format, scanned.tags,
+                                    scanned.error, stat=scanned.stat)  # fmt: skip
+        if arrived and scanned.audio_id is None and scanned.error is None:
+            self._unidentified.append(file_id)
+        return changes
+
+    def _adopt_unidentified(self, origin: Origin, report: ScanReport) -> None:
+        """Give the files this scan added without an identity (a remote
+        origin's) the user data that left the catalog, if theirs: the new path
+        of a moved file. Only read when data waits (a file with user data left),
+        and only of files long enough to hold that audio: two more ranged reads
+        a file then."""
+        arrivals, self._unidentified = self._unidentified, array.array("q")
+        if not arrivals or self.writer is not None or self.cancelled:
+            return
+        lengths = self.catalog.departed_lengths()
+        if not lengths:
+            return
+        candidates = self.catalog.unidentified(sorted(set(arrivals)), min(lengths))
+        if not candidates:
+            return
+        if self._threads is None:
+            self._threads = concurrent.futures.ThreadPoolExecutor(
+                _REMOTE_THREADS, thread_name_prefix="musicfs-scan"
+            )
+
+        def identify(relpath: str) -> str | None:
+            try:
+                return identity_of(origin, relpath, self.federation)
+            except OSError as exc:
+                log.debug("no identity for %s/%s: %s", origin.id, relpath, exc)
+                return None
+
+        found = self._threads.map(identify, [relpath for _, relpath in candidates])
+        changes: list[TreeChange] = []
+        with self.catalog.transaction():
+            for (file_id, _), audio_id in zip(candidates, found, strict=True):
+                if audio_id is None:
+                    continue
+                self.catalog.set_audio_id(file_id, audio_id)
+                took = self.catalog.adopt(file_id)
+                if took is not None:
+                    report.moved.append(took)
+                if took is not None or self.catalog.overrides(file_id):
+                    self.layout.with_overrides = True  # place it with what it took over
+                    changes += self.layout.place_track(self._track(file_id))
+        self._publish(changes)
 
     def _remove(self, file_ids: Sequence[int], report: ScanReport) -> None:
         if self.writer is not None:
@@ -873,8 +995,11 @@ class Scanner:
         open_listed: Callable[[str, FileStat], OriginFile] = origin.open_listed
         if self.federation is not None and origin.id in self.federation.origins:
             open_listed = functools.partial(self.federation.open_listed, origin.id)
+        # A local disk's files (read here for a plugin) get their identity at
+        # once; a remote origin's only if they have user data (see `_REMOTE_HEAD`).
+        identity = origin.local_path("") is not None
         futures = [
-            self._threads.submit(scan_remote, open_listed, relpath, stat, parser)
+            self._threads.submit(scan_remote, open_listed, relpath, stat, parser, identity)
             for (relpath, stat, _), parser in zip(batch, parsers, strict=True)
         ]
         report = self.report

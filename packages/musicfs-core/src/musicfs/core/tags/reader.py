@@ -60,9 +60,12 @@ class UnreadableFile(MusicFSError):
     """mutagen could not make sense of a file; the message says why."""
 
 
-def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
+def read_tags(path: str, fileobj: IO[bytes] | None = None, *, id3v1: bool = True) -> TrackTags:
     """Tags and stream info of the audio file at *path*, or of *fileobj* (a seekable
     file, e.g. ranged reads of a remote file) when given; *path* then only names it.
+    Without *id3v1*, an MP3 that has an ID3v2 tag is not looked at for an ID3v1
+    tag at its end (whose fields would only fill those ID3v2 lacks): a remote
+    scan then reads the head alone.
 
     Raises `UnreadableFile` (never anything else) when the file is not audio
     mutagen understands, or is damaged beyond reading.
@@ -70,9 +73,9 @@ def read_tags(path: str, fileobj: IO[bytes] | None = None) -> TrackTags:
     try:
         if fileobj is None:
             with open(path, "rb") as local:
-                audio = open_audio(path, _Bounded(local, path))
+                audio = open_audio(path, _Bounded(local, path), id3v1=id3v1)
         else:
-            audio = open_audio(path, _Bounded(fileobj, path))
+            audio = open_audio(path, _Bounded(fileobj, path), id3v1=id3v1)
     except mutagen.MutagenError as exc:
         raise UnreadableFile(f"mutagen: {exc}") from None
     except Exception as exc:  # mutagen has bugs on hostile input; a scan must go on
@@ -127,9 +130,12 @@ class _Bounded:
         return getattr(self._file, name)
 
 
-def open_audio(path: str, fileobj: IO[bytes] | _Bounded | None = None) -> Any:
+def open_audio(
+    path: str, fileobj: IO[bytes] | _Bounded | None = None, *, id3v1: bool = True
+) -> Any:
     """The mutagen object of the file at *path* (or of *fileobj*, *path* naming it);
-    None if mutagen does not know the format. Raises mutagen's errors.
+    None if mutagen does not know the format. Raises mutagen's errors. Without
+    *id3v1*, an MP3's ID3v1 tag is not read (see `read_tags`).
 
     Opens with the class the extension names (a third faster than letting
     mutagen probe every format); falls back to probing if that class refuses."""
@@ -138,7 +144,7 @@ def open_audio(path: str, fileobj: IO[bytes] | _Bounded | None = None) -> Any:
     target = path if fileobj is None else fileobj
     if kind is not None:
         try:
-            return kind(target)
+            return kind(target) if id3v1 or kind is not MP3 else kind(target, load_v1=False)
         except mutagen.MutagenError:
             pass  # e.g. an .ogg that holds Opus, or a misnamed file
         if fileobj is not None:
