@@ -260,3 +260,45 @@ def test_s3_a_track_with_user_data_gets_its_identity_and_keeps_it_over_a_move(
                 assert catalog.departed_count() == 0
         finally:
             origin.close()
+
+
+def test_s3_a_copy_of_a_track_with_overrides_gets_them_and_only_it_costs_more_reads(
+    library: Path, local: dict[str, Any], tmp_path: Path
+) -> None:
+    """A local library with an override on one track; the same files then on
+    S3 (a second origin, as a backup copy): the S3 copy of that track shows the
+    override too, as a local copy would. Only that copy's identity is read (a
+    few more GETs: its header, middle and end); every other file costs its one GET."""
+    overridden = "Album M/02.mp3"
+    with s3_server() as s3:
+        s3.put_many(
+            BUCKET,
+            {p.relative_to(library).as_posix(): p.read_bytes() for p in library.rglob("*.*")},
+        )
+        origin = _s3_origin(s3)
+        _, gets = _count_gets(origin)
+        home = LocalOrigin("l", library)
+        origins: dict[str, Origin] = {home.id: home, origin.id: origin}
+        federation = Federation(origins, {o: OriginLimits(max_requests=8) for o in origins})
+        template = PathTemplate.parse(DEFAULT_TEMPLATE)
+        try:
+            with Catalog.open(tmp_path / "c.sqlite3") as catalog:
+                scanner = Scanner(catalog, template, federation=federation)
+                try:
+                    assert scanner.scan(home).added == 8
+                    ids = {(t.origin, t.relpath): t.id for t in catalog.tracks()}
+                    with catalog.transaction():
+                        catalog.set_overrides(ids[("l", overridden)], {"genre": "Copied Genre"})
+                    assert scanner.scan(origin).added == 8
+                finally:
+                    scanner.close()
+                remote = {t.relpath: t.id for t in catalog.tracks() if t.origin == "s3"}
+                assert catalog.overrides(remote[overridden]) == {"genre": "Copied Genre"}
+                assert catalog.audio_id(remote[overridden]) == local[overridden][2]
+                others = [r for r in remote if r != overridden]
+                assert all(catalog.overrides(remote[r]) == {} for r in others)
+                assert all(catalog.audio_id(remote[r]) is None for r in others)
+                assert 1 < gets[overridden] <= 4
+                assert all(gets[r] == 1 for r in others), gets
+        finally:
+            origin.close()

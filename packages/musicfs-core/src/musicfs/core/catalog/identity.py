@@ -150,6 +150,25 @@ class Identity(Part):
             found += [(row[0], join_relpath(row[1], row[2])) for row in rows]
         return found
 
+    def overridden_copies(self, file_ids: Sequence[int]) -> list[tuple[int, str]]:
+        """(id, relpath) of those of *file_ids* without an identity that look like
+        a copy of a track with overrides (the same `replica_key`: format, size,
+        duration, identifying tags): the files whose identity is worth two more
+        ranged reads, so that a copy gets the overrides (`adopt`)."""
+        found: list[tuple[int, str]] = []
+        for start in range(0, len(file_ids), 500):
+            chunk = list(file_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT f.id, f.reldir, f.name FROM files f WHERE f.id IN ({marks}) "
+                "AND f.audio_id IS NULL AND f.error IS NULL AND f.replica_key IS NOT NULL "
+                "AND EXISTS (SELECT 1 FROM files g JOIN overrides o ON o.file_id = g.id "
+                "WHERE g.replica_key = f.replica_key AND g.id != f.id) ORDER BY f.id",
+                chunk,
+            )
+            found += [(row[0], join_relpath(row[1], row[2])) for row in rows]
+        return found
+
     # -- leaving and arriving ---------------------------------------------------------
 
     def forget_file(self, file_id: int) -> Moved | None:

@@ -901,16 +901,18 @@ class Scanner:
     def _adopt_unidentified(self, origin: Origin, report: ScanReport) -> None:
         """Give the files this scan added without an identity (a remote
         origin's) the user data that left the catalog, if theirs: the new path
-        of a moved file. Only read when data waits (a file with user data left),
-        and only of files long enough to hold that audio: two more ranged reads
-        a file then."""
+        of a moved file; or a copy of the overrides of the track they are a copy
+        of. Only read when data waits (a file with user data left: only files
+        long enough to hold that audio), or for files that share their tags and
+        size with a track that has overrides: two more ranged reads a file then."""
         arrivals, self._unidentified = self._unidentified, array.array("q")
         if not arrivals or self.writer is not None or self.cancelled:
             return
+        ids = sorted(set(arrivals))
         lengths = self.catalog.departed_lengths()
-        if not lengths:
-            return
-        candidates = self.catalog.unidentified(sorted(set(arrivals)), min(lengths))
+        candidates = self.catalog.unidentified(ids, min(lengths)) if lengths else []
+        listed = {file_id for file_id, _ in candidates}
+        candidates += [c for c in self.catalog.overridden_copies(ids) if c[0] not in listed]
         if not candidates:
             return
         if self._threads is None:
