@@ -261,6 +261,37 @@ def test_a_folder_that_cannot_be_listed_keeps_its_files(
     assert len(tree(catalog)) == 2
 
 
+def test_a_scan_cancelled_while_it_removes_an_origins_files_stops_between_batches(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+) -> None:
+    """An unmount cancels the scan; one taking out thousands of vanished files
+    (a whole origin emptied) stops after the batch under way, not at the end,
+    and says it is incomplete; the next scan takes out the rest."""
+    lib = tmp_path / "lib"
+    total = scanner_module._BATCH * 3
+    for i in range(total):
+        make_wav(lib / f"d{i % 5}" / f"{i}.wav", title=f"T{i}", artist="A")
+    origin = LocalOrigin("lib", lib)
+    sc = scanner(catalog, workers=2)
+    try:
+        assert sc.scan(origin).added == total
+    finally:
+        sc.close()
+    for folder in lib.iterdir():
+        shutil.rmtree(folder)
+
+    def cancel(changes: list[TreeChange]) -> None:
+        cancelling.cancelled = True  # as the sync loop does on unmount
+
+    cancelling = scanner(catalog, on_changes=cancel)
+    report = cancelling.scan(origin)
+    assert (report.removed, report.complete) == (scanner_module._BATCH, False)
+    assert len(tree(catalog)) == total - scanner_module._BATCH
+    report = scanner(catalog).scan(origin)
+    assert (report.removed, report.complete) == (total - scanner_module._BATCH, True)
+    assert tree(catalog) == set()
+
+
 def test_the_pool_parses_large_batches_in_worker_processes(
     tmp_path: Path, catalog: Catalog, make_wav: MakeWav
 ) -> None:

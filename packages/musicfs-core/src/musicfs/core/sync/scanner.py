@@ -613,6 +613,7 @@ class Scanner:
         if report.listing_errors == 0 and not self.cancelled:
             vanished = self.catalog.files_in_unseen_dirs(origin.id)
             self._remove(vanished, report)
+        if report.listing_errors == 0 and not self.cancelled:
             self.playlists.end_census(origin.id)
             report.complete = True
             with self.catalog.transaction():
@@ -943,13 +944,20 @@ class Scanner:
         self._publish(changes)
 
     def _remove(self, file_ids: Sequence[int], report: ScanReport) -> None:
+        # Checked between batches: a scan cancelled (an unmount) while it takes
+        # a whole origin's files out must not hold the unmount for minutes; the
+        # rest goes at the next scan.
         if self.writer is not None:
             for start in range(0, len(file_ids), _BATCH):
+                if self.cancelled:
+                    return
                 chunk = file_ids[start : start + _BATCH]
                 self.writer.remove(chunk)
                 report.removed += len(chunk)
             return
         for start in range(0, len(file_ids), _BATCH):
+            if self.cancelled:
+                return
             changes: list[TreeChange] = []
             with self.catalog.transaction():
                 for file_id in file_ids[start : start + _BATCH]:
