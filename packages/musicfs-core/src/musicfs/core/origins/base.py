@@ -193,15 +193,12 @@ class Origin(abc.ABC):
         """Release pooled connections. The origin may be used again after."""
 
 
-class RangeReader(io.RawIOBase):
-    """An `OriginFile` as a seekable binary file, for mutagen.
+class SeekableReader(io.RawIOBase):
+    """A file of *size* bytes read by ``readinto`` at a position kept here: the
+    seekable binary file mutagen wants, over something that reads ranges."""
 
-    Tags sit at the start of a file (and sometimes at its end); wrapped in an
-    `io.BufferedReader` this reads just those ranges, never the whole file.
-    """
-
-    def __init__(self, file: OriginFile) -> None:
-        self._file = file
+    def __init__(self, size: int) -> None:
+        self._size = size
         self._position = 0
 
     def readable(self) -> bool:
@@ -214,9 +211,21 @@ class RangeReader(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._file.size}
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}
         self._position = max(0, base[whence] + offset)
         return self._position
+
+
+class RangeReader(SeekableReader):
+    """An `OriginFile` as a seekable binary file, for mutagen.
+
+    Tags sit at the start of a file (and sometimes at its end); wrapped in an
+    `io.BufferedReader` this reads just those ranges, never the whole file.
+    """
+
+    def __init__(self, file: OriginFile) -> None:
+        super().__init__(file.size)
+        self._file = file
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         want = min(len(buffer), max(0, self._file.size - self._position))

@@ -845,15 +845,7 @@ class SharedCatalog:
                 "RETURNING seq) SELECT count(*), max(seq) FROM gone",
                 (float(older_than),),
             ).fetchone()
-            count, through = (int(row[0]), row[1]) if row else (0, None)
-            if through is not None:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('pruned_through', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = "
-                    "greatest(meta.value::bigint, excluded.value::bigint)::text",
-                    (str(through),),
-                )
-            return count
+            return _pruned(conn, row)
 
         return self._run(work)
 
@@ -891,15 +883,7 @@ class SharedCatalog:
                 "SELECT count(*), max(seq) FROM gone",
                 (floor, age),
             ).fetchone()
-            count, through = (int(row[0]), row[1]) if row else (0, None)
-            if through is not None:
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('pruned_through', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = "
-                    "greatest(meta.value::bigint, excluded.value::bigint)::text",
-                    (str(through),),
-                )
-            return count
+            return _pruned(conn, row)
 
         return self._run(work)
 
@@ -994,3 +978,17 @@ class Snapshot:
 
     def moves(self, size: int = 20000) -> Iterator[list[dict[str, Any]]]:
         return self._batches("musicfs_moves", "SELECT * FROM moves ORDER BY file_id, at", size)
+
+
+def _pruned(conn: psycopg.Connection[Any], row: tuple[Any, ...] | None) -> int:
+    """How many changes a prune's ``(count, max seq)`` *row* forgot; the feed
+    remembers how far it was pruned, so a replica behind it copies again."""
+    count, through = (int(row[0]), row[1]) if row else (0, None)
+    if through is not None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('pruned_through', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = "
+            "greatest(meta.value::bigint, excluded.value::bigint)::text",
+            (str(through),),
+        )
+    return count

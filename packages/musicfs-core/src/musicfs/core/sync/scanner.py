@@ -21,7 +21,6 @@ import array
 import collections
 import concurrent.futures
 import functools
-import io
 import logging
 import multiprocessing
 import os
@@ -39,7 +38,7 @@ from musicfs.core.catalog.store import Catalog, Track, join_relpath
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.extensions import Extensions, TagParser
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags, format_of
-from musicfs.core.origins.base import DirListing, Origin, OriginFile
+from musicfs.core.origins.base import DirListing, Origin, OriginFile, SeekableReader
 from musicfs.core.origins.federation import Federation
 from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.playlists import PLAYLIST_EXTENSIONS, PlaylistSync, is_playlist
@@ -177,26 +176,12 @@ class Prefetched:
         self._parts.append((offset, data))
 
 
-class PrefetchedReader(io.RawIOBase):
+class PrefetchedReader(SeekableReader):
     """A `Prefetched` file as a seekable binary file, for mutagen and plugins."""
 
     def __init__(self, file: Prefetched) -> None:
+        super().__init__(file.size)
         self._file = file
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._file.size}
-        self._position = max(0, base[whence] + offset)
-        return self._position
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self._file.read(self._position, len(buffer))
