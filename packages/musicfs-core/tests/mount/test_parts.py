@@ -174,3 +174,49 @@ def test_the_facade_of_a_mount_not_serving_yet(tmp_path: Path) -> None:
     assert control.op_counts() == {}
     assert control.cache_tiers() == {}
     assert control.content_cache() is None
+
+
+def test_start_up_work_waits_for_the_first_requests_to_quiet_down(tmp_path: Path) -> None:
+    """The daemon starts gRPC and plugins (a few hundred ms holding the GIL) only
+    once FUSE has had no request for a moment: a listing made right after
+    `musicfs mount` returns is not slowed by them; a mount never quiet waits a
+    bounded time."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    import trio
+    import trio.testing
+
+    config = Config(cache_dir=str(tmp_path / "cache"))
+    fs = MusicFS(config, tmp_path / "mnt")
+    control = MountControl(fs)
+    counts: Counter[str] = Counter()
+    fs.operations = SimpleNamespace(op_counts=counts)  # type: ignore[assignment]
+
+    async def requests_for(seconds: float) -> None:
+        end = trio.current_time() + seconds
+        while trio.current_time() < end:
+            counts["readdir"] += 1
+            await trio.sleep(0.005)
+
+    async def main() -> tuple[float, float, float]:
+        start = trio.current_time()
+        await control.first_requests_served(quiet=0.02, at_most=1.0)
+        idle = trio.current_time() - start
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(requests_for, 0.3)
+            start = trio.current_time()
+            await control.first_requests_served(quiet=0.02, at_most=1.0)
+            busy = trio.current_time() - start
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(requests_for, 5.0)
+            start = trio.current_time()
+            await control.first_requests_served(quiet=0.02, at_most=1.0)
+            never_quiet = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+        return idle, busy, never_quiet
+
+    idle, busy, never_quiet = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert idle == pytest.approx(0.02)  # no one listing: at once
+    assert 0.3 <= busy <= 0.35  # until the listing is over
+    assert never_quiet == pytest.approx(1.0, abs=0.03)  # bounded

@@ -303,6 +303,7 @@ def run_daemon(
                 readiness.ready()
             # Mounted now: what fails from here on is logged and shown by status
             # (issue 13.5), never the end of the daemon.
+            await fs.first_requests_served()
             if plugins_later:
                 try:
                     await trio.to_thread.run_sync(plugins.load_configured, config)

@@ -161,6 +161,25 @@ class MountControl(Admin):
         """Mount and serve until unmounted (`MusicFS.serve`)."""
         await self.fs.serve(on_ready=on_ready, on_scanned=on_scanned)
 
+    async def first_requests_served(self, quiet: float = 0.02, at_most: float = 1.0) -> None:
+        """Return once no FUSE request has come for *quiet* seconds, or after
+        *at_most* seconds (trio thread).
+
+        For the start-up work that follows READY (importing gRPC, loading
+        plugins: a few hundred ms holding the GIL in a worker thread): started
+        while a user's or a player's first listing runs, it makes that listing
+        wait for the GIL at each of its requests (the first ``ls`` of a root of
+        10,000 artists took 80-95 ms instead of 15)."""
+        ops = self.fs.operations
+        if ops is None:
+            return
+        deadline = trio.current_time() + at_most
+        while trio.current_time() < deadline:
+            before = ops.op_counts.total()
+            await trio.sleep(quiet)
+            if ops.op_counts.total() == before:
+                return
+
     async def shutdown(self, drain_timeout: float = 5.0) -> None:
         """Let open files close (up to *drain_timeout* s), then unmount (trio thread)."""
         await self.fs.shutdown(drain_timeout)
