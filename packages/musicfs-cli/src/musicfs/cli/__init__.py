@@ -1,7 +1,6 @@
-"""The ``musicfs`` command line. `main` is the entry point; `build_parser` its arguments."""
+"""The ``musicfs`` command line. `musicfs.cli.entry.main` is the entry point
+(it imports `musicfs.cli.main`, whose `build_parser` holds the arguments).
 
-from __future__ import annotations
-
-from musicfs.cli.main import build_parser, main
-
-__all__ = ["build_parser", "main"]
+Nothing is imported here: the entry point forks a mount's daemon before the
+command line's modules load (see `musicfs.cli.launch`).
+"""

@@ -19,19 +19,18 @@ import os
 import select
 import sys
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from musicfs.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     CLIError,
     check_not_inside_mount,
     load_args_config,
 )
+from musicfs.cli.launch import become_daemon, take_early_daemon
 from musicfs.core.config.paths import CacheDirLock, cache_dir_for
 from musicfs.core.config.settings import Config
 
@@ -157,30 +156,18 @@ def _make_cache_dir(cache_dir: Path) -> None:
 def _mount_in_background(config: Config, mountpoint: Path, *, wait: bool = False) -> int:
     cache_dir = cache_dir_for(config, mountpoint)
     daemon_log = cache_dir / "daemon.log"
-    read_end, write_end = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the daemon
-        os.close(read_end)
-        os.setsid()
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(devnull, 0)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        status = EXIT_FAILED
-        try:
-            from musicfs.control.daemon import run_daemon
-
-            status = run_daemon(
-                config, mountpoint, foreground=False, ready_fd=write_end, wait_scan=wait
-            )
-        except BaseException:
-            traceback.print_exc()  # into daemon.log: the parent shows its tail
-        finally:
-            os._exit(status)
-    os.close(write_end)
+    early = take_early_daemon()
+    if early is not None and early.hand_over((config, mountpoint, wait, daemon_log)):
+        pid, read_end = early.pid, early.ready_fd
+    else:
+        read_end, write_end = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            become_daemon(config, mountpoint, wait, daemon_log, ready_fd=write_end)
+        os.close(write_end)
     scans: dict[str, dict[str, Any]] = {}  # origin -> its last SCAN report (--wait)
     try:
         bar = wait and sys.stdout.isatty()  # rich is imported only then

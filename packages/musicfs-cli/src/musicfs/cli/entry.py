@@ -1,0 +1,31 @@
+"""The ``musicfs`` command's entry point.
+
+Job: for ``musicfs mount`` in the background, fork the daemon-to-be before
+anything else loads (`musicfs.cli.launch`), then run the command
+(`musicfs.cli.main.main`) and kill that process if the command did not hand
+it a mount. Imports nothing but `musicfs.cli.launch` before the fork.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from musicfs.cli import launch
+
+#: Arguments after which the command does not mount in the background.
+_NOT_IN_BACKGROUND = frozenset({"-f", "--foreground", "-h", "--help"})
+
+
+def main() -> int:
+    """The ``musicfs`` command."""
+    argv = sys.argv[1:]
+    if argv and argv[0] == "mount" and not _NOT_IN_BACKGROUND.intersection(argv):
+        launch.fork_early()
+    try:
+        from musicfs.cli.main import main as cli_main
+
+        return cli_main()
+    finally:
+        unused = launch.take_early_daemon()
+        if unused is not None:
+            unused.discard()
