@@ -477,6 +477,50 @@ _SCAN_SEEDS = {
 }
 
 
+def tagged_tracks(
+    origin: Path, n: int, seeds: dict[str, Path], *, distinct_audio: bool = False
+) -> int:
+    """*n* copies of *seeds* (``{"flac": path, "mp3": path}``; FLAC and MP3 by
+    turns, by album) under *origin*, 10 per album folder, tagged with distinct
+    titles, artists and albums; their bytes. *distinct_audio*: each file its own
+    audio, as in a real library (the last audio frame gets the file's number,
+    in the identity's last sample); identical payloads would all share one audio
+    identity, which no library has."""
+    from mutagen.easyid3 import EasyID3
+    from mutagen.flac import FLAC
+    from mutagen.id3 import ID3NoHeaderError
+
+    total = 0
+    for i in range(n):
+        a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
+        fmt = "flac" if (i // 10) % 2 == 0 else "mp3"
+        folder = origin / f"Artist {a:03d}" / f"Album {b:02d}"
+        if t == 1:
+            folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{t:02d} - track.{fmt}"
+        shutil.copyfile(seeds[fmt], path)
+        values = {"title": f"Song {i:05d}", "artist": f"Artist {a:03d}",
+                  "album": f"Album {b:02d}", "date": str(1970 + a % 50),
+                  "tracknumber": f"{t}/10", "genre": "Benchmark"}  # fmt: skip
+        audio: Any
+        if fmt == "flac":
+            audio = FLAC(path)
+        else:
+            try:
+                audio = EasyID3(path)
+            except ID3NoHeaderError:
+                audio = EasyID3()
+        for key, value in values.items():
+            audio[key] = value
+        audio.save(path) if fmt == "mp3" else audio.save()
+        size = path.stat().st_size
+        if distinct_audio:
+            with open(path, "r+b") as file:
+                os.pwrite(file.fileno(), i.to_bytes(8, "big"), size - 64)
+        total += size
+    return total
+
+
 def scan_library(cache_root: Path, n: int, *, log: Any = print) -> dict[str, Any]:
     """*n* tagged audio files of real size (half FLAC, about 2.9 MB each, half MP3,
     about 1.7 MB), 10 per album folder."""
@@ -497,45 +541,9 @@ def scan_library(cache_root: Path, n: int, *, log: Any = print) -> dict[str, Any
              "-ac", "1", *args, str(seeds / f"seed.{fmt}")],
             check=True,
         )  # fmt: skip
-    from mutagen.easyid3 import EasyID3
-    from mutagen.flac import FLAC
-    from mutagen.id3 import ID3NoHeaderError
-
     origin = directory / "lib"
-    total = 0
-    for i in range(n):
-        a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
-        fmt = "flac" if (i // 10) % 2 == 0 else "mp3"
-        folder = origin / f"Artist {a:03d}" / f"Album {b:02d}"
-        if t == 1:
-            folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{t:02d} - track.{fmt}"
-        shutil.copyfile(seeds / f"seed.{fmt}", path)
-        values = {
-            "title": f"Song {i:05d}",
-            "artist": f"Artist {a:03d}",
-            "album": f"Album {b:02d}",
-            "date": str(1970 + a % 50),
-            "tracknumber": f"{t}/10",
-            "genre": "Benchmark",
-        }
-        if fmt == "flac":
-            audio: Any = FLAC(path)
-        else:
-            try:
-                audio = EasyID3(path)
-            except ID3NoHeaderError:
-                audio = EasyID3()
-        for key, value in values.items():
-            audio[key] = value
-        audio.save(path) if fmt == "mp3" else audio.save()
-        # Each file its own audio, as in a real library: the last audio frame
-        # gets the file's number (in the identity's last sample). Identical
-        # payloads would all share one audio identity, which no library has.
-        size = path.stat().st_size
-        with open(path, "r+b") as file:
-            os.pwrite(file.fileno(), i.to_bytes(8, "big"), size - 64)
-        total += size
+    total = tagged_tracks(origin, n, {fmt: seeds / f"seed.{fmt}" for fmt in _SCAN_SEEDS},
+                          distinct_audio=True)  # fmt: skip
     seconds = time.perf_counter() - started
     log(f"  {n:,} files ({total / 2**20:.0f} MiB) in {seconds:.1f} s")
     return {

@@ -110,34 +110,8 @@ def remote_library(cache_root: Path, n: int, *, log: Any = print) -> dict[str, A
              *args, str(seeds / f"seed.{fmt}")],
             check=True,
         )  # fmt: skip
-    from mutagen.easyid3 import EasyID3
-    from mutagen.flac import FLAC
-    from mutagen.id3 import ID3NoHeaderError
-
     origin = directory / "lib"
-    total = 0
-    for i in range(n):
-        a, b, t = i // 100, (i // 10) % 10, i % 10 + 1
-        fmt = "flac" if (i // 10) % 2 == 0 else "mp3"
-        folder = origin / f"Artist {a:03d}" / f"Album {b:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{t:02d} - track.{fmt}"
-        shutil.copyfile(seeds / f"seed.{fmt}", path)
-        values = {"title": f"Song {i:05d}", "artist": f"Artist {a:03d}",
-                  "album": f"Album {b:02d}", "date": str(1970 + a % 50),
-                  "tracknumber": f"{t}/10", "genre": "Benchmark"}  # fmt: skip
-        audio: Any
-        if fmt == "flac":
-            audio = FLAC(path)
-        else:
-            try:
-                audio = EasyID3(path)
-            except ID3NoHeaderError:
-                audio = EasyID3()
-        for key, value in values.items():
-            audio[key] = value
-        audio.save(path) if fmt == "mp3" else audio.save()
-        total += path.stat().st_size
+    total = bench_data.tagged_tracks(origin, n, {fmt: seeds / f"seed.{fmt}" for fmt in encoders})
     took = time.perf_counter() - started
     log(f"  {n:,} tracks ({total / 2**20:.0f} MiB) in {took:.1f} s")
     meta = {"files": n, "bytes": total, "origin": str(origin), "build_seconds": round(took, 1)}
