@@ -79,7 +79,7 @@ def become_daemon(
 ) -> NoReturn:
     """In the forked process: leave the terminal, log to *daemon_log*, run the
     daemon (it reports on *ready_fd*) and exit with its status."""
-    from musicfs.cli.common import EXIT_FAILED
+    from musicfs.core.exitcodes import ExitCode
 
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -87,7 +87,7 @@ def become_daemon(
     os.dup2(devnull, 0)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    status = EXIT_FAILED
+    status: int = ExitCode.FAILED
     try:
         from musicfs.control.daemon import run_daemon
 
@@ -140,11 +140,12 @@ def _await_plan(plan_fd: int, ready_fd: int) -> NoReturn:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    try:
-        import musicfs.cli.common
-        import musicfs.control.daemon  # noqa: F401  (trio, pyfuse3: why this process exists)
-    except BaseException:
-        pass  # the daemon imports them again, and its log says what failed
+    import contextlib
+
+    # Trio, pyfuse3 and the mount: why this process exists. What fails to import
+    # fails again in `become_daemon`, whose log says what.
+    with contextlib.suppress(BaseException):
+        import musicfs.control.daemon  # noqa: F401
     chunks: list[bytes] = []
     while chunk := os.read(plan_fd, 65536):
         chunks.append(chunk)
