@@ -161,9 +161,11 @@ class MountControl(Admin):
         """Mount and serve until unmounted (`MusicFS.serve`)."""
         await self.fs.serve(on_ready=on_ready, on_scanned=on_scanned)
 
-    async def first_requests_served(self, quiet: float = 0.02, at_most: float = 1.0) -> None:
+    async def first_requests_served(self, quiet: float = 0.05, at_most: float = 1.0) -> None:
         """Return once no FUSE request has come for *quiet* seconds, or after
-        *at_most* seconds (trio thread).
+        *at_most* seconds (trio thread). *quiet* covers the gap between READY and
+        a script's first request (`musicfs mount` returning, the next program
+        starting: 20-40 ms).
 
         For the start-up work that follows READY (importing gRPC, loading
         plugins: a few hundred ms holding the GIL in a worker thread): started
