@@ -19,14 +19,22 @@ Connections
     Up to *max_connections* SSH connections, one SFTP session each, made when
     first needed. An open file holds one session until it is closed; a stat or
     listing borrows one for the call. A session no one holds is preferred; when
-    all *max_connections* exist and are held, callers share the least busy one
-    (operations on one session take turns), so opening more files than there
-    are connections never deadlocks. A session whose connection broke is
-    dropped at once; the call that found it broken is tried once more on a new
-    connection (an open file opens its file again there), unless the failure
-    was a timeout or the connection was new: a server that hangs costs one
-    *timeout*, not two. Making a connection is bounded as a whole by *timeout*:
-    the origin's watchdog closes it if the server stops answering midway.
+    all *max_connections* exist and are held, callers share the least busy one,
+    so opening more files than there are connections never deadlocks. Files
+    that share a session have their requests in flight together (multiplexed,
+    `musicfs.core.origins.ssh.SFTPSession`): the scan's open (from a listing,
+    without fstat), its reads and its close that is not waited for, and the
+    reads of files open for playback. A stat, a listing, an open with its stat
+    and a close that waits are paramiko's synchronous calls: each has the
+    session to itself while it runs (the others' requests stay in flight and
+    their replies are kept for them). If the connection breaks or stops
+    answering, every call waiting on it fails at once. A session whose
+    connection broke is dropped at once; the call that found it broken is
+    tried once more on a new connection (an open file opens its file again
+    there), unless the failure was a timeout or the connection was new: a
+    server that hangs costs one *timeout*, not two. Making a connection is
+    bounded as a whole by *timeout*: the origin's watchdog closes it if the
+    server stops answering midway.
 
 Host keys
     Checked like OpenSSH does with ``StrictHostKeyChecking yes``: against
@@ -101,7 +109,8 @@ _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, err
 class SFTPFile(OriginFile):
     """A file open on an SFTP server: holds one pooled session until closed.
 
-    Reads take turns (one lock per file). A read that continues the previous
+    Reads of one file take turns (one lock per file); reads of files that share
+    the session are in flight together. A read that continues the previous
     one fetches a growing read-ahead window (`musicfs.core.origins.ssh.ReadAhead`).
     """
 
