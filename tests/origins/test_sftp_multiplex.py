@@ -5,8 +5,9 @@ A first scan opens, reads and closes many files at once, more than there are
 connections: threads sharing a session must have their requests in flight
 together (not one file per round trip), each must get the bytes of its own
 file, an error answered for one file goes to that file's caller only, a
-connection killed with requests in flight fails every caller at once (and the
-next call reconnects), and the session's synchronous calls (stat, listing)
+connection killed with requests in flight fails every caller at once, a server
+that stops answering fails them all within one timeout (the next call
+reconnects after either), and the session's synchronous calls (stat, listing)
 still work among the scans.
 
 "In flight together" is seen at the server: it is frozen (SIGSTOP), the
@@ -86,8 +87,7 @@ def server(library: Library) -> Iterator[SSHServer]:
         yield running
 
 
-@pytest.fixture
-def origin(server: SSHServer, library: Library) -> Iterator[SFTPOrigin]:
+def make_origin(server: SSHServer, library: Library, timeout: float) -> SFTPOrigin:
     made = SFTPOrigin(
         "music",
         server.host,
@@ -96,10 +96,17 @@ def origin(server: SSHServer, library: Library) -> Iterator[SFTPOrigin]:
         user=server.user,
         key_file=server.key_file,
         known_hosts=server.known_hosts,
-        timeout=30.0,  # the server is frozen on purpose: no timeout meanwhile
+        timeout=timeout,
         max_connections=1,  # every thread shares the one session
     )
     made.check()  # the connection is made before the server freezes
+    return made
+
+
+@pytest.fixture
+def origin(server: SSHServer, library: Library) -> Iterator[SFTPOrigin]:
+    # The server is frozen on purpose: no timeout meanwhile.
+    made = make_origin(server, library, timeout=30.0)
     yield made
     made.close()
 
@@ -131,11 +138,12 @@ def expected_ranges(data: bytes) -> list[bytes]:
 
 
 def run_in_flight(
-    server: SSHServer, jobs: list[Callable[[], object]]
+    server: SSHServer, jobs: list[Callable[[], object]], *, thaw: bool = True
 ) -> list[object | BaseException]:
     """Run each job in a thread of its own, all with their first request in
     flight at once: the server is frozen until its socket holds the first
-    request of every job (all of one length). The results, or the errors."""
+    request of every job (all of one length); without *thaw*, until every job
+    is done. The results, or the errors."""
     results: list[object | BaseException] = [None] * len(jobs)
 
     def run(i: int) -> None:
@@ -157,6 +165,9 @@ def run_in_flight(
             timeout=10,
             what=f"{len(jobs)} requests in flight at once on one connection",
         )
+        if not thaw:
+            for thread in threads:
+                thread.join(timeout=60)
     finally:
         server.thaw()
         for thread in threads:
@@ -255,6 +266,31 @@ def test_a_connection_killed_in_flight_fails_every_caller_then_reconnects(
         data = library.files[relpath]
         assert scan_file(origin, relpath, len(data)) == expected_ranges(data)
     assert origin.connections == 1
+
+
+def test_a_server_that_stops_answering_fails_every_caller_within_one_timeout(
+    server: SSHServer, library: Library
+) -> None:
+    timeout = 2.0
+    hanging = make_origin(server, library, timeout)
+    try:
+        relpaths = sorted(library.files)[:8]
+        jobs: list[Callable[[], object]] = [
+            functools.partial(scan_file, hanging, r, len(library.files[r])) for r in relpaths
+        ]
+        started = time.monotonic()
+        results = run_in_flight(server, jobs, thaw=False)
+        elapsed = time.monotonic() - started
+        for result in results:
+            assert isinstance(result, OriginUnavailable), result
+            assert "no answer" in str(result)
+        # One timeout for all of them, not one each (nor a reconnect's more).
+        assert elapsed < timeout * 1.5 + 0.5, f"took {elapsed:.1f}s"
+        # Answering again, the server gets a new connection.
+        data = library.files[relpaths[0]]
+        assert scan_file(hanging, relpaths[0], len(data)) == expected_ranges(data)
+    finally:
+        hanging.close()
 
 
 def test_stats_and_listings_among_scans_on_one_session(
