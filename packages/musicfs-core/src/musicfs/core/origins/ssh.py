@@ -84,6 +84,7 @@ class SFTPSession:
         self.failed: BaseException | None = None
         self._cond = threading.Condition()
         self._reading = False  # a thread reads a reply, or an exclusive call runs
+        self._exclusive_waiting = 0  # exclusive calls waiting for their turn
         #: Whether paramiko has the (private) calls `wait` and
         #: `open_for_reading` use; if not, every call is `exclusive`.
         self.multiplexed = can_pipeline(sftp) and hasattr(sftp, "_send_packet")
@@ -125,7 +126,9 @@ class SFTPSession:
                     if done():
                         return
                     self._raise_failed()
-                    if not self._reading:
+                    # An exclusive call waiting goes first (a listing is not
+                    # starved by a scan's reads): it hands over what it reads.
+                    if not self._reading and not self._exclusive_waiting:
                         self._reading = True
                         break
                     cond.wait()  # woken after each reply the reader hands over
@@ -145,10 +148,14 @@ class SFTPSession:
         wire; other threads' replies it reads are still handed to them."""
         cond = self._cond
         with cond:
-            while self._reading:
+            self._exclusive_waiting += 1
+            try:
+                while self._reading:
+                    self._raise_failed()
+                    cond.wait()
                 self._raise_failed()
-                cond.wait()
-            self._raise_failed()
+            finally:
+                self._exclusive_waiting -= 1
             self._reading = True
         try:
             yield
