@@ -19,14 +19,22 @@ Connections
     Up to *max_connections* SSH connections, one SFTP session each, made when
     first needed. An open file holds one session until it is closed; a stat or
     listing borrows one for the call. A session no one holds is preferred; when
-    all *max_connections* exist and are held, callers share the least busy one
-    (operations on one session take turns), so opening more files than there
-    are connections never deadlocks. A session whose connection broke is
-    dropped at once; the call that found it broken is tried once more on a new
-    connection (an open file opens its file again there), unless the failure
-    was a timeout or the connection was new: a server that hangs costs one
-    *timeout*, not two. Making a connection is bounded as a whole by *timeout*:
-    the origin's watchdog closes it if the server stops answering midway.
+    all *max_connections* exist and are held, callers share the least busy one,
+    so opening more files than there are connections never deadlocks. Files
+    that share a session have their requests in flight together (multiplexed,
+    `musicfs.core.origins.ssh.SFTPSession`): the scan's open (from a listing,
+    without fstat), its reads and its close that is not waited for, and the
+    reads of files open for playback. A stat, a listing, an open with its stat
+    and a close that waits are paramiko's synchronous calls: each has the
+    session to itself while it runs (the others' requests stay in flight and
+    their replies are kept for them). If the connection breaks or stops
+    answering, every call waiting on it fails at once. A session whose
+    connection broke is dropped at once; the call that found it broken is
+    tried once more on a new connection (an open file opens its file again
+    there), unless the failure was a timeout or the connection was new: a
+    server that hangs costs one *timeout*, not two. Making a connection is
+    bounded as a whole by *timeout*: the origin's watchdog closes it if the
+    server stops answering midway.
 
 Host keys
     Checked like OpenSSH does with ``StrictHostKeyChecking yes``: against
@@ -73,6 +81,7 @@ from musicfs.core.origins.ssh import (
     HostKeys,
     ReadAhead,
     SFTPSession,
+    Wait,
     changed_key_message,
     close_client,
     fetch,
@@ -100,7 +109,8 @@ _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, err
 class SFTPFile(OriginFile):
     """A file open on an SFTP server: holds one pooled session until closed.
 
-    Reads take turns (one lock per file). A read that continues the previous
+    Reads of one file take turns (one lock per file); reads of files that share
+    the session are in flight together. A read that continues the previous
     one fetches a growing read-ahead window (`musicfs.core.origins.ssh.ReadAhead`).
     """
 
@@ -148,16 +158,18 @@ class SFTPFile(OriginFile):
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
-            return self._on_handle(lambda handle: read_ranges(handle, ranges))
+            return self._on_handle(lambda handle, wait: read_ranges(handle, ranges, wait))
 
     def _fetch(self, offset: int, length: int) -> bytes:
         """*length* bytes at *offset* from the server (fewer at its end), on a
         new connection if the one this file held has dropped (once per read,
         as `SessionPool.run` does for calls that do not hold a session)."""
-        return self._on_handle(lambda handle: fetch(handle, offset, length))
+        return self._on_handle(lambda handle, wait: fetch(handle, offset, length, wait))
 
-    def _on_handle(self, operation: Callable[[paramiko.SFTPFile], _T]) -> _T:
-        """*operation* on the open remote file (see `_fetch`)."""
+    def _on_handle(self, operation: Callable[[paramiko.SFTPFile, Wait | None], _T]) -> _T:
+        """*operation* on the open remote file (see `_fetch`), given how to wait
+        for its replies: alongside the other files on the session when it is
+        multiplexed (`SFTPSession.wait`), else alone on it."""
         path = self.origin.remote_path(self.relpath)
         reopened = False
         while True:
@@ -168,10 +180,14 @@ class SFTPFile(OriginFile):
             assert session is not None
             assert handle is not None
             try:
-                with session.lock:
+                if session.session.multiplexed:
                     if session.broken:
                         raise SessionLost
-                    return operation(handle)
+                    return operation(handle, session.session.wait)
+                with session.lock, session.session.exclusive():
+                    if session.broken:
+                        raise SessionLost
+                    return operation(handle, None)
             except Exception as exc:
                 verdict = self.origin._judge(exc, session, path)
                 if verdict.lost or session.broken:
@@ -367,11 +383,12 @@ class SFTPOrigin(Origin):
         a session that had been idle turns out to have dropped."""
 
         def on_session(pooled: _Session) -> _T:
-            try:
-                return operation(pooled.session.sftp)
-            except FileNotFoundError:
-                self._check_root(pooled.session.sftp)
-                raise
+            with pooled.session.exclusive():  # paramiko's calls wait for their reply
+                try:
+                    return operation(pooled.session.sftp)
+                except FileNotFoundError:
+                    self._check_root(pooled.session.sftp)
+                    raise
 
         judge = functools.partial(self._judge, path=path)
         return self._pool.run(on_session, judge, exclusive=True)
@@ -380,10 +397,22 @@ class SFTPOrigin(Origin):
         self, relpath: str, *, with_stat: bool
     ) -> tuple[_Session, paramiko.SFTPFile, FileStat | None]:
         """Open *relpath* on a pooled session, which stays held (for `SFTPFile`);
-        with *with_stat*, its stat too (a second round trip)."""
+        with *with_stat*, its stat too (a second round trip). Without, the open
+        is one request among the others in flight on the session."""
         path = self.remote_path(relpath)
 
         def open_on(pooled: _Session) -> tuple[_Session, paramiko.SFTPFile, FileStat | None]:
+            if not with_stat and pooled.session.multiplexed:
+                try:
+                    return pooled, pooled.session.open_for_reading(path), None
+                except FileNotFoundError:
+                    with pooled.lock, pooled.session.exclusive():
+                        self._check_root(pooled.session.sftp)
+                    raise
+            with pooled.lock, pooled.session.exclusive():
+                return open_waited(pooled)
+
+        def open_waited(pooled: _Session) -> tuple[_Session, paramiko.SFTPFile, FileStat | None]:
             sftp = pooled.session.sftp
             # bufsize 0: paramiko asks exactly for what is read; SFTPFile does
             # its own read-ahead.
@@ -406,7 +435,7 @@ class SFTPOrigin(Origin):
             return pooled, handle, _file_stat(attrs)
 
         judge = functools.partial(self._judge, path=path)
-        return self._pool.run(open_on, judge, exclusive=True, hold=True)
+        return self._pool.run(open_on, judge, hold=True)
 
     def _check_root(self, sftp: paramiko.SFTPClient) -> None:
         """After "no such file": raise `OriginUnavailable` if root itself is gone
@@ -430,15 +459,16 @@ class SFTPOrigin(Origin):
         """Close a remote file (if its connection still works) and let go of its
         session. Without *wait*, the close is sent and its reply left for the
         session's next request to read past (a round trip saved per file a scan
-        reads; the server handles requests in order)."""
+        reads; the server handles requests in order); other files' requests on
+        the session go on meanwhile."""
         try:
-            with session.lock:
-                if session.broken:
-                    pass
-                elif wait or not hasattr(handle, "_close"):
+            if session.broken:
+                pass
+            elif wait or not hasattr(handle, "_close"):
+                with session.lock, session.session.exclusive():
                     handle.close()
-                else:
-                    handle._close(async_=True)
+            else:
+                handle._close(async_=True)  # sends only (sends are serialized)
         except Exception as exc:
             if self._judge(exc, session, "close").lost:
                 self._pool.drop(session)

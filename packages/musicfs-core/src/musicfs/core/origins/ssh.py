@@ -3,8 +3,10 @@
 Job: the paramiko side of an SFTP origin: make one SSH connection with an SFTP
 session (`open_session`), check the server's host key like OpenSSH does
 (`HostKeys`), close a connection without waiting for the server
-(`close_client`), and read a byte range with many requests in flight
-(`read_pipelined`) behind a growing read-ahead window (`ReadAhead`). Pooling
+(`close_client`), share one session between many threads with all their
+requests in flight at once (`SFTPSession`: opens, reads and closes of several
+files multiplexed on one connection), and read a byte range with many requests
+in flight (`read_pipelined`) behind a growing read-ahead window (`ReadAhead`). Pooling
 and deadlines are `musicfs.core.origins.sessions`; mapping failures to the
 origin's errors is `musicfs.core.origins.sftp`.
 paramiko is imported when a connection is first made, never at import time.
@@ -20,7 +22,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol, cast
 
 from musicfs.core.origins.base import OriginUnavailable
@@ -48,18 +50,62 @@ _IN_FLIGHT = 64
 
 
 class SFTPSession:
-    """One SSH connection with its SFTP session."""
+    """One SSH connection with its SFTP session, shared by many threads at once.
+
+    Multiplexed: threads that share the session have their requests in flight
+    together (an open, a file's pipelined reads, a close that is not waited
+    for), each request's reply handed to the thread that sent it. paramiko's
+    `SFTPClient` pipelines within one thread only, so three rules make it safe
+    for many:
+
+    - sending: every packet is written under one lock (paramiko writes a
+      request outside its own lock, and two threads writing at once would
+      interleave their bytes);
+    - reading: one thread at a time reads replies off the wire (`wait`): it
+      reads ONE reply, which paramiko hands to the receiver its request was
+      sent with, and lets the others look whether theirs has come;
+    - a synchronous paramiko call (stat, listing, open with stat, a close
+      waited for) drops any reply it reads that is not its own, and another
+      thread reading its reply would drop it: such calls run in `exclusive`,
+      which keeps every other reader out from their first request to their
+      last reply (senders may go on: their replies are handed over).
+
+    A reader that fails (the connection dropped, or no reply within the
+    channel's timeout) leaves the wire in an unknown state: the session is
+    `failed` from then on and every thread waiting on it fails at once
+    (`TimeoutError` after a timeout, else `ConnectionResetError`), so a dead
+    connection costs each waiter nothing more and a hung one one timeout.
+    """
 
     def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient) -> None:
         self.client = client
         self.sftp = sftp
+        #: What broke the wire (set once; see the class docstring).
+        self.failed: BaseException | None = None
+        self._cond = threading.Condition()
+        self._reading = False  # a thread reads a reply, or an exclusive call runs
+        self._exclusive_waiting = 0  # exclusive calls waiting for their turn
+        #: Whether paramiko has the (private) calls `wait` and
+        #: `open_for_reading` use; if not, every call is `exclusive`.
+        self.multiplexed = can_pipeline(sftp) and hasattr(sftp, "_send_packet")
+        if self.multiplexed:
+            send = cast(_Pipeline, sftp)._send_packet
+            lock = threading.Lock()
+
+            def send_packet(t: int, packet: object) -> None:
+                with lock:
+                    send(t, packet)
+
+            # Every write of this client, paramiko's own too (sync calls, closes).
+            sftp.__dict__["_send_packet"] = send_packet
 
     def alive(self) -> bool:
         """False once the connection, or just its SFTP channel, has closed."""
         transport = self.client.get_transport()
         channel = self.sftp.get_channel()
         return (
-            transport is not None
+            self.failed is None
+            and transport is not None
             and transport.is_active()
             and channel is not None
             and not channel.closed
@@ -68,6 +114,118 @@ class SFTPSession:
 
     def close(self) -> None:
         close_client(self.client)
+
+    def wait(self, done: Callable[[], bool]) -> None:
+        """Read replies off the wire (taking turns with the other threads)
+        until ``done()`` says this thread's have come (see the class docstring)."""
+        pipe = cast(_Pipeline, self.sftp)
+        cond = self._cond
+        while True:
+            with cond:
+                while True:
+                    if done():
+                        return
+                    self._raise_failed()
+                    # An exclusive call waiting goes first (a listing is not
+                    # starved by a scan's reads): it hands over what it reads.
+                    if not self._reading and not self._exclusive_waiting:
+                        self._reading = True
+                        break
+                    cond.wait()  # woken after each reply the reader hands over
+            try:
+                pipe._read_response()  # one reply; waits at most the channel timeout
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+            finally:
+                with cond:
+                    self._reading = False
+                    cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The block (synchronous paramiko calls) is the only reader of the
+        wire; other threads' replies it reads are still handed to them."""
+        cond = self._cond
+        with cond:
+            self._exclusive_waiting += 1
+            try:
+                while self._reading:
+                    self._raise_failed()
+                    cond.wait()
+                self._raise_failed()
+            finally:
+                self._exclusive_waiting -= 1
+            self._reading = True
+        try:
+            yield
+        except (TimeoutError, EOFError, ConnectionError) as exc:
+            self._fail(exc)
+            raise
+        except Exception as exc:
+            import paramiko
+
+            if isinstance(exc, paramiko.SSHException):  # the connection dropped
+                self._fail(exc)
+            raise
+        finally:
+            with cond:
+                self._reading = False
+                cond.notify_all()
+
+    def open_for_reading(self, path: str) -> paramiko.SFTPFile:
+        """Open remote *path* to read (one request; other threads' requests stay
+        in flight meanwhile). A server's "no" raises like paramiko's own open:
+        `FileNotFoundError`, `PermissionError`, else `OSError`."""
+        import paramiko
+        from paramiko.sftp import CMD_HANDLE, CMD_OPEN, CMD_STATUS, SFTP_FLAG_READ
+
+        pipe = cast(_Pipeline, self.sftp)
+        replies = _Replies()
+        number = pipe._async_request(
+            replies,
+            CMD_OPEN,
+            pipe._adjust_cwd(path),
+            SFTP_FLAG_READ,
+            paramiko.SFTPAttributes(),
+        )
+        self.wait(lambda: number in replies.replies)
+        kind, msg = replies.replies.pop(number)
+        if kind == CMD_HANDLE:
+            # bufsize 0: paramiko asks exactly for what is read; SFTPFile does
+            # its own read-ahead.
+            return paramiko.SFTPFile(self.sftp, msg.get_binary(), "rb", 0)
+        if kind == CMD_STATUS:
+            raise status_error(msg, path)
+        raise paramiko.SFTPError(f"expected a handle, got reply {kind}")
+
+    def _raise_failed(self) -> None:
+        failed = self.failed
+        if failed is None:
+            return
+        if isinstance(failed, TimeoutError):
+            raise TimeoutError(errno.ETIMEDOUT, "no reply from the server")
+        raise ConnectionResetError(errno.ECONNRESET, "the connection dropped")
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._cond:
+            if self.failed is None:
+                self.failed = exc
+            self._cond.notify_all()
+
+
+def status_error(msg: paramiko.Message, path: str) -> OSError:
+    """The error of an SFTP status reply, as paramiko's ``_convert_status``
+    makes it (no such file: `FileNotFoundError`, denied: `PermissionError`)."""
+    from paramiko.sftp import SFTP_NO_SUCH_FILE, SFTP_PERMISSION_DENIED
+
+    code = msg.get_int()
+    text = msg.get_text()
+    if code == SFTP_NO_SUCH_FILE:
+        return FileNotFoundError(errno.ENOENT, text, path)
+    if code == SFTP_PERMISSION_DENIED:
+        return PermissionError(errno.EACCES, text, path)
+    return OSError(errno.EIO, text, path)
 
 
 def close_client(client: paramiko.SSHClient) -> None:
@@ -294,14 +452,20 @@ class ReadAhead:
         return result
 
 
-def fetch(handle: paramiko.SFTPFile, offset: int, length: int) -> bytes:
-    """*length* bytes at *offset* of a remote file (fewer only at its end)."""
+#: How a reader waits for its replies: ``wait(done)`` reads replies off the
+#: wire until ``done()`` (`SFTPSession.wait` when threads share the session).
+Wait = Callable[[Callable[[], bool]], None]
+
+
+def fetch(handle: paramiko.SFTPFile, offset: int, length: int, wait: Wait | None = None) -> bytes:
+    """*length* bytes at *offset* of a remote file (fewer only at its end);
+    replies read with *wait* (default: this thread alone reads the wire)."""
     parts: list[bytes] = []
     got = 0
     eof = False
     while got < length and not eof:  # a server may answer with fewer bytes
         if can_pipeline(handle.sftp):
-            part, eof = read_pipelined(handle, offset + got, length - got)
+            part, eof = read_pipelined(handle, offset + got, length - got, wait)
         else:
             handle.seek(offset + got)
             part = handle.read(length - got)
@@ -317,15 +481,28 @@ class _Pipeline(Protocol):
 
     def _async_request(self, fileobj: object, t: int, *args: object) -> int: ...
     def _read_response(self, waitfor: int | None = None) -> tuple[object, object]: ...
+    def _send_packet(self, t: int, packet: object) -> None: ...
+    def _adjust_cwd(self, path: str) -> bytes: ...
 
 
 def can_pipeline(sftp: object) -> bool:
     return hasattr(sftp, "_async_request") and hasattr(sftp, "_read_response")
 
 
+def _alone(pipe: _Pipeline) -> Wait:
+    """The wait of a thread that has the session to itself."""
+
+    def wait(done: Callable[[], bool]) -> None:
+        while not done():
+            pipe._read_response()  # one reply; waits at most the channel timeout
+
+    return wait
+
+
 class _Replies:
-    """Where paramiko puts the replies to pipelined reads: it hands each reply to
-    the object its request was sent for, whichever caller reads it off the wire."""
+    """Where paramiko puts the replies to one caller's pipelined requests: it
+    hands each reply to the object its request was sent for, whichever thread
+    reads it off the wire (`SFTPSession.wait`)."""
 
     def __init__(self) -> None:
         self.replies: dict[int, tuple[int, paramiko.Message]] = {}
@@ -334,7 +511,9 @@ class _Replies:
         self.replies[num] = (t, msg)
 
 
-def read_pipelined(handle: paramiko.SFTPFile, offset: int, length: int) -> tuple[bytes, bool]:
+def read_pipelined(
+    handle: paramiko.SFTPFile, offset: int, length: int, wait: Wait | None = None
+) -> tuple[bytes, bool]:
     """Up to *length* bytes at *offset*, asked for in 32 KiB requests of which up
     to `_IN_FLIGHT` wait for their reply at once (paramiko's own read sends one
     and waits; its readv/prefetch use a helper thread that races with replies).
@@ -360,10 +539,11 @@ def read_pipelined(handle: paramiko.SFTPFile, offset: int, length: int) -> tuple
 
     while next_offset < end and len(waiting) < _IN_FLIGHT:
         send()
+    wait = wait or _alone(pipe)
     while waiting:
-        while not replies.replies:
-            pipe._read_response()  # one reply; waits at most the channel timeout
-        for number, (kind, msg) in replies.replies.items():
+        wait(lambda: bool(replies.replies))
+        while replies.replies:  # popitem: another thread may be adding to it
+            number, (kind, msg) = replies.replies.popitem()
             at, _ = waiting.pop(number)
             if kind == CMD_DATA:
                 received[at] = msg.get_string()
@@ -375,7 +555,6 @@ def read_pipelined(handle: paramiko.SFTPFile, offset: int, length: int) -> tuple
                 raise OSError(errno.EIO, f"read failed: {text}")
             if next_offset < end and not eof:
                 send()
-        replies.replies.clear()
     parts: list[bytes] = []
     at = offset
     while at < end:
@@ -388,13 +567,15 @@ def read_pipelined(handle: paramiko.SFTPFile, offset: int, length: int) -> tuple
     return b"".join(parts), eof
 
 
-def read_ranges(handle: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+def read_ranges(
+    handle: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]], wait: Wait | None = None
+) -> list[bytes]:
     """The bytes of each ``(offset, size)`` of *ranges* (fewer only at the end
     of the file), every 32 KiB request of all of them in flight at once: the
     head, middle and tail a scan reads cost one round trip, not three. A range
     the server answered short is completed with `fetch`."""
     if not can_pipeline(handle.sftp):
-        return [fetch(handle, offset, size) for offset, size in ranges]
+        return [fetch(handle, offset, size, wait) for offset, size in ranges]
     from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
 
     pipe = cast(_Pipeline, handle.sftp)
@@ -419,10 +600,11 @@ def read_ranges(handle: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]]) ->
 
     while len(waiting) < _IN_FLIGHT and send():
         pass
+    wait = wait or _alone(pipe)
     while waiting:
-        while not replies.replies:
-            pipe._read_response()  # one reply; waits at most the channel timeout
-        for number, (kind, msg) in replies.replies.items():
+        wait(lambda: bool(replies.replies))
+        while replies.replies:  # popitem: another thread may be adding to it
+            number, (kind, msg) = replies.replies.popitem()
             chunk = waiting.pop(number)
             if kind == CMD_DATA:
                 received[chunk] = msg.get_string()
@@ -432,7 +614,6 @@ def read_ranges(handle: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]]) ->
                 text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
                 raise OSError(errno.EIO, f"read failed: {text}")
             send()
-        replies.replies.clear()
     out: list[bytes] = []
     for offset, size in ranges:
         parts: list[bytes] = []
@@ -444,7 +625,7 @@ def read_ranges(handle: paramiko.SFTPFile, ranges: Sequence[tuple[int, int]]) ->
             at += len(part)
             if len(part) < want:
                 if part:  # answered short, not at the end: ask for the rest
-                    parts.append(fetch(handle, at, offset + size - at))
+                    parts.append(fetch(handle, at, offset + size - at, wait))
                 break
         out.append(b"".join(parts))
     return out
