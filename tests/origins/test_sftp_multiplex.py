@@ -137,6 +137,20 @@ def expected_ranges(data: bytes) -> list[bytes]:
     return [data[:65536], data[max(0, size - 40_000) : max(0, size - 40_000) + 40_000]]
 
 
+def start_in_flight(server: SSHServer, threads: list[threading.Thread], base: int) -> None:
+    """Start *threads* while the server is frozen; return once its socket holds
+    the first request of each (all of one length; *base*: bytes unread before)."""
+    threads[0].start()
+    one = wait_until(lambda: unread(server.port) - base, timeout=10, what="the first request")
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(
+        lambda: unread(server.port) - base >= len(threads) * one,
+        timeout=10,
+        what=f"{len(threads)} requests in flight at once on one connection",
+    )
+
+
 def run_in_flight(
     server: SSHServer, jobs: list[Callable[[], object]], *, thaw: bool = True
 ) -> list[object | BaseException]:
@@ -156,15 +170,7 @@ def run_in_flight(
     base = unread(server.port)
     server.freeze()
     try:
-        threads[0].start()
-        one = wait_until(lambda: unread(server.port) - base, timeout=10, what="the first request")
-        for thread in threads[1:]:
-            thread.start()
-        wait_until(
-            lambda: unread(server.port) - base >= len(jobs) * one,
-            timeout=10,
-            what=f"{len(jobs)} requests in flight at once on one connection",
-        )
+        start_in_flight(server, threads, base)
         if not thaw:
             for thread in threads:
                 thread.join(timeout=60)
@@ -239,15 +245,7 @@ def test_a_connection_killed_in_flight_fails_every_caller_then_reconnects(
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(relpaths))]
     server.freeze()
     try:
-        threads[0].start()
-        one = wait_until(lambda: unread(server.port) - base, timeout=10, what="the first request")
-        for thread in threads[1:]:
-            thread.start()
-        wait_until(
-            lambda: unread(server.port) - base >= len(relpaths) * one,
-            timeout=10,
-            what="every request in flight",
-        )
+        start_in_flight(server, threads, base)
         started = time.monotonic()
         server.stop()  # kills the connection with every request unanswered
         for thread in threads:

@@ -138,9 +138,7 @@ class SFTPSession:
                 self._fail(exc)
                 raise
             finally:
-                with cond:
-                    self._reading = False
-                    cond.notify_all()
+                self._done_reading()
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -169,9 +167,14 @@ class SFTPSession:
                 self._fail(exc)
             raise
         finally:
-            with cond:
-                self._reading = False
-                cond.notify_all()
+            self._done_reading()
+
+    def _done_reading(self) -> None:
+        """Let the next thread read the wire; wake every waiter to look whether
+        its replies have come."""
+        with self._cond:
+            self._reading = False
+            self._cond.notify_all()
 
     def open_for_reading(self, path: str) -> paramiko.SFTPFile:
         """Open remote *path* to read (one request; other threads' requests stay
