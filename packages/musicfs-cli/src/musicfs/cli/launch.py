@@ -44,11 +44,16 @@ class EarlyDaemon:
         self.ready_fd = ready_fd  # read end: the daemon's READY/ERROR lines
 
     def hand_over(self, plan: tuple[Any, ...]) -> bool:
-        """Send *plan* (`musicfs.cli.mount.become_daemon`'s arguments); False if
-        the process is gone (then it is reaped, and the caller forks anew)."""
+        """Send *plan* (`become_daemon`'s arguments); False if the process is
+        gone or the plan cannot be sent (a config holding something pickle
+        cannot copy): then it is reaped, and the caller forks anew."""
         import pickle
 
-        data = pickle.dumps(plan)
+        try:
+            data = pickle.dumps(plan)
+        except Exception:
+            self.discard()
+            return False
         try:
             view = memoryview(data)
             while view:
@@ -155,4 +160,13 @@ def _await_plan(plan_fd: int, ready_fd: int) -> NoReturn:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     import pickle
 
-    become_daemon(*pickle.loads(b"".join(chunks)), ready_fd=ready_fd)
+    try:
+        plan = pickle.loads(b"".join(chunks))
+    except Exception as exc:  # the command waits for a line on ready_fd: say why
+        os.write(
+            ready_fd,
+            f"ERROR the daemon could not read what to mount ({type(exc).__name__}: {exc}); "
+            "`musicfs mount --foreground` mounts without it\n".encode(),
+        )
+        os._exit(1)
+    become_daemon(*plan, ready_fd=ready_fd)
