@@ -104,7 +104,11 @@ def _same_as_local(found: dict[str, Any], local: dict[str, Any]) -> None:
         assert audio_id is None, relpath
 
 
-def _s3_origin(s3: Any) -> S3Origin:
+def _s3_origin(s3: Any, library: Path) -> S3Origin:
+    """An origin on the test bucket, *library*'s files uploaded to it first."""
+    s3.put_many(
+        BUCKET, {p.relative_to(library).as_posix(): p.read_bytes() for p in library.rglob("*.*")}
+    )
     return S3Origin(
         "s3", BUCKET, endpoint_url=s3.endpoint_url, region=s3.region,
         access_key=s3.access_key, secret_key=s3.secret_key, max_connections=24,
@@ -127,11 +131,7 @@ def test_s3_first_scan_makes_one_get_per_file_and_reads_the_tags_of_a_local_scan
     library: Path, local: dict[str, Any], tmp_path: Path
 ) -> None:
     with s3_server() as s3:
-        s3.put_many(
-            BUCKET,
-            {p.relative_to(library).as_posix(): p.read_bytes() for p in library.rglob("*.*")},
-        )
-        origin = _s3_origin(s3)
+        origin = _s3_origin(s3, library)
         calls, gets = _count_gets(origin)
         try:
             report, found = _scan(tmp_path / "c.sqlite3", origin)
@@ -215,11 +215,7 @@ def test_s3_a_track_with_user_data_gets_its_identity_and_keeps_it_over_a_move(
     rescan gives the override to the new key and reports the move."""
     moved_from, moved_to = "Album M/02.mp3", "Elsewhere/renamed.mp3"
     with s3_server() as s3:
-        s3.put_many(
-            BUCKET,
-            {p.relative_to(library).as_posix(): p.read_bytes() for p in library.rglob("*.*")},
-        )
-        origin = _s3_origin(s3)
+        origin = _s3_origin(s3, library)
         _, gets = _count_gets(origin)
         federation = Federation({origin.id: origin}, {origin.id: OriginLimits(max_requests=8)})
         template = PathTemplate.parse(DEFAULT_TEMPLATE)
@@ -271,11 +267,7 @@ def test_s3_a_copy_of_a_track_with_overrides_gets_them_and_only_it_costs_more_re
     few more GETs: its header, middle and end); every other file costs its one GET."""
     overridden = "Album M/02.mp3"
     with s3_server() as s3:
-        s3.put_many(
-            BUCKET,
-            {p.relative_to(library).as_posix(): p.read_bytes() for p in library.rglob("*.*")},
-        )
-        origin = _s3_origin(s3)
+        origin = _s3_origin(s3, library)
         _, gets = _count_gets(origin)
         home = LocalOrigin("l", library)
         origins: dict[str, Origin] = {home.id: home, origin.id: origin}

@@ -10,11 +10,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import trio
+
+from musicfs.core.catalog.layout import Layout
 from musicfs.core.catalog.store import Catalog
+from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
+from musicfs.core.content.overlay import OverlayEditor
+from musicfs.core.extensions import Extensions
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
+from musicfs.core.mount.shared import SharedMount
+from musicfs.core.origins.federation import Federation
 from musicfs.core.secrets.credentials import Credentials
 from musicfs.core.shared.feed import Applied, apply_changes, bootstrap
 from musicfs.core.shared.store import SharedCatalog
+from musicfs.core.supervise import Supervisor
 
 T = TypeVar("T")
 
@@ -73,3 +82,40 @@ class Machine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def overlay_editor(catalog: Catalog) -> OverlayEditor:
+    """What a mount re-places applied changes with (the default template, no origins)."""
+    layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
+    return OverlayEditor(catalog, layout, Federation({}), Extensions())
+
+
+def shared_mount(url: str, catalog: Path, cache: Path, origins: list[str]) -> SharedMount:
+    """A `SharedMount` of replica *catalog* scanning *origins* (its cache dir made)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    return SharedMount(
+        url,
+        catalog,
+        cache,
+        origin_ids=lambda: list(origins),
+        editor=overlay_editor,
+        notify=lambda changes: None,
+        took_over=lambda origin_id: None,
+    )
+
+
+def running(mount: SharedMount, scenario: Callable[[], None]) -> None:
+    """Run *mount* (its threads and locks loop) while *scenario* runs in a thread."""
+
+    async def run() -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                mount.start(Supervisor(first=0.2, longest=0.5), nursery)
+                try:
+                    await trio.to_thread.run_sync(scenario)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            await trio.to_thread.run_sync(mount.stop)  # again, if the scenario failed first
+
+    trio.run(run)

@@ -9,27 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio
 
-from musicfs.core.catalog.layout import Layout
 from musicfs.core.catalog.store import Catalog
-from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.content.overlay import OverlayEditor
-from musicfs.core.extensions import Extensions
-from musicfs.core.mount.shared import SharedMount
-from musicfs.core.origins.federation import Federation
 from musicfs.core.shared.feed import Applied
-from musicfs.core.supervise import Supervisor
-from tests.servers.replicas import Machine, scanned, wait_for
+from tests.servers.replicas import Machine, running, scanned, shared_mount, wait_for
 
 
 class _Crash(Exception):
     """The mount dying right after the replica committed a round of the feed."""
-
-
-def _editor(catalog: Catalog) -> OverlayEditor:
-    layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
-    return OverlayEditor(catalog, layout, Federation({}), Extensions())
 
 
 def _path_of(catalog_path: Path, track: int) -> str:
@@ -44,16 +32,7 @@ def test_a_round_applied_before_a_crash_is_placed_in_the_tree_after_it(
 ) -> None:
     a, b = machines
     b.follow()
-    (tmp_path / "cache").mkdir()
-    mount = SharedMount(
-        postgres_url,
-        b.catalog.path,
-        tmp_path / "cache",
-        origin_ids=list,
-        editor=_editor,
-        notify=lambda changes: None,
-        took_over=lambda origin_id: None,
-    )
+    mount = shared_mount(postgres_url, b.catalog.path, tmp_path / "cache", [])
     handle = mount._applied
 
     def crash_once(editor: OverlayEditor, applied: Applied) -> None:
@@ -72,15 +51,4 @@ def test_a_round_applied_before_a_crash_is_placed_in_the_tree_after_it(
                  what="the renamed track in B's tree after the restart")  # fmt: skip
         assert mount._applied == handle
 
-    async def run() -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                mount.start(Supervisor(first=0.2, longest=0.5), nursery)
-                try:
-                    await trio.to_thread.run_sync(scenario)
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            await trio.to_thread.run_sync(mount.stop)
-
-    trio.run(run)
+    running(mount, scenario)

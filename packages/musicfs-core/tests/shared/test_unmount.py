@@ -7,63 +7,19 @@ machine once the server notices the session gone."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
-import trio
 
-from musicfs.core.catalog.layout import Layout
-from musicfs.core.catalog.store import Catalog
-from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
-from musicfs.core.content.overlay import OverlayEditor
-from musicfs.core.extensions import Extensions
 from musicfs.core.mount.shared import SharedMount
-from musicfs.core.origins.federation import Federation
 from musicfs.core.shared.connect import parse_url
 from musicfs.core.shared.locks import OriginLocks
-from musicfs.core.supervise import Supervisor
 from tests.servers.postgres import PostgresServer
-from tests.servers.replicas import Machine, scanned, wait_for
+from tests.servers.replicas import Machine, running, scanned, shared_mount, wait_for
 
 #: Far more than an unmount may take, far less than the TCP timeouts (20 s) or forever.
 UNMOUNT_BOUND = 10.0
-
-
-def _editor(catalog: Catalog) -> OverlayEditor:
-    layout = Layout(catalog, PathTemplate.parse(DEFAULT_TEMPLATE))
-    return OverlayEditor(catalog, layout, Federation({}), Extensions())
-
-
-def _mount(url: str, catalog: Path, cache: Path, origins: list[str]) -> SharedMount:
-    cache.mkdir(parents=True, exist_ok=True)
-    return SharedMount(
-        url,
-        catalog,
-        cache,
-        origin_ids=lambda: list(origins),
-        editor=_editor,
-        notify=lambda changes: None,
-        took_over=lambda origin_id: None,
-    )
-
-
-def _running(mount: SharedMount, scenario: Callable[[], None]) -> None:
-    """Run *mount* (its threads and locks loop) while *scenario* runs in a thread."""
-
-    async def run() -> None:
-        try:
-            async with trio.open_nursery() as nursery:
-                mount.start(Supervisor(first=0.2, longest=0.5), nursery)
-                try:
-                    await trio.to_thread.run_sync(scenario)
-                finally:
-                    nursery.cancel_scope.cancel()
-        finally:
-            await trio.to_thread.run_sync(mount.stop)  # again, if the scenario failed first
-
-    trio.run(run)
 
 
 def _stops_in_time(mount: SharedMount) -> threading.Thread:
@@ -81,7 +37,7 @@ def test_unmount_ends_in_seconds_with_the_server_gone_silent(
     a, b = machines
     a.shared.write_scan_batch([scanned("x/song.flac")])
     b.follow()
-    mount = _mount(postgres_url, b.catalog.path, tmp_path / "cache", ["nas"])
+    mount = shared_mount(postgres_url, b.catalog.path, tmp_path / "cache", ["nas"])
 
     def scenario() -> None:
         wait_for(lambda: mount.locks.held == {"nas"} and mount.current.healthy, timeout=30,
@@ -91,7 +47,7 @@ def test_unmount_ends_in_seconds_with_the_server_gone_silent(
             assert not stopping.is_alive(), "unmount waited for a silent server"
             assert not any(t.is_alive() for t in mount._threads)
 
-    _running(mount, scenario)
+    running(mount, scenario)
     # Once the server runs again it drops the session: another machine takes the origin.
     with OriginLocks(parse_url(postgres_url)) as other:
         wait_for(lambda: other.try_lock_origin("nas"), timeout=30,
@@ -111,7 +67,7 @@ def test_unmount_stops_a_first_copy_of_a_large_catalog(
             "'flac', 0, 't' || i, 'artist ' || (i / 200), 'album ' || (i / 20) "
             "FROM generate_series(1, 100000) AS i"
         )
-    mount = _mount(postgres_url, tmp_path / "c" / "catalog.sqlite3", tmp_path / "c", [])
+    mount = shared_mount(postgres_url, tmp_path / "c" / "catalog.sqlite3", tmp_path / "c", [])
 
     def scenario() -> None:
         wait_for(lambda: mount.copied > 0, timeout=60, what="the copy to start")
@@ -121,4 +77,4 @@ def test_unmount_stops_a_first_copy_of_a_large_catalog(
         assert not any(t.is_alive() for t in mount._threads), "the copy goes on"
         assert mount.copied < 100_001
 
-    _running(mount, scenario)
+    running(mount, scenario)

@@ -138,33 +138,36 @@ class Identity(Part):
     def unidentified(self, file_ids: Sequence[int], least: int) -> list[tuple[int, str]]:
         """(id, relpath) of those of *file_ids* that are readable, have no
         identity and are at least *least* bytes long."""
-        found: list[tuple[int, str]] = []
-        for start in range(0, len(file_ids), 500):
-            chunk = list(file_ids[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT id, reldir, name FROM files WHERE id IN ({marks}) "
-                "AND audio_id IS NULL AND error IS NULL AND size >= ? ORDER BY id",
-                (*chunk, least),
-            )
-            found += [(row[0], join_relpath(row[1], row[2])) for row in rows]
-        return found
+        return self._relpaths_of(
+            file_ids,
+            "SELECT id, reldir, name FROM files WHERE id IN ({marks}) "
+            "AND audio_id IS NULL AND error IS NULL AND size >= ? ORDER BY id",
+            least,
+        )
 
     def overridden_copies(self, file_ids: Sequence[int]) -> list[tuple[int, str]]:
         """(id, relpath) of those of *file_ids* without an identity that look like
         a copy of a track with overrides (the same `replica_key`: format, size,
         duration, identifying tags): the files whose identity is worth two more
         ranged reads, so that a copy gets the overrides (`adopt`)."""
+        return self._relpaths_of(
+            file_ids,
+            "SELECT f.id, f.reldir, f.name FROM files f WHERE f.id IN ({marks}) "
+            "AND f.audio_id IS NULL AND f.error IS NULL AND f.replica_key IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM files g JOIN overrides o ON o.file_id = g.id "
+            "WHERE g.replica_key = f.replica_key AND g.id != f.id) ORDER BY f.id",
+        )
+
+    def _relpaths_of(
+        self, file_ids: Sequence[int], query: str, *params: object
+    ) -> list[tuple[int, str]]:
+        """(id, relpath) of the rows *query* finds among *file_ids*, asked 500
+        ids at a time (*query*'s ``{marks}`` is their IN list, *params* follow)."""
         found: list[tuple[int, str]] = []
         for start in range(0, len(file_ids), 500):
             chunk = list(file_ids[start : start + 500])
-            marks = ", ".join("?" * len(chunk))
             rows = self._conn.execute(
-                f"SELECT f.id, f.reldir, f.name FROM files f WHERE f.id IN ({marks}) "
-                "AND f.audio_id IS NULL AND f.error IS NULL AND f.replica_key IS NOT NULL "
-                "AND EXISTS (SELECT 1 FROM files g JOIN overrides o ON o.file_id = g.id "
-                "WHERE g.replica_key = f.replica_key AND g.id != f.id) ORDER BY f.id",
-                chunk,
+                query.format(marks=", ".join("?" * len(chunk))), (*chunk, *params)
             )
             found += [(row[0], join_relpath(row[1], row[2])) for row in rows]
         return found
