@@ -28,6 +28,8 @@ CONTROL = "musicfs.control.v1.MusicFS"
 HEALTH = "grpc.health.v1.Health"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+GONE = -1  # nothing answers on the socket
+CANCELLED = -2  # the server cancelled the call as it stopped (its grace ran out)
 
 
 def _channel(mount: Mount) -> grpc.Channel:
@@ -35,13 +37,15 @@ def _channel(mount: Mount) -> grpc.Channel:
 
 
 def _check(stub: health_pb2_grpc.HealthStub, service: str = "") -> int:
-    """The health check's answer for *service*; -1 when nothing answers on the socket."""
+    """The health check's answer for *service*, or GONE, or CANCELLED."""
     try:
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
     except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.UNAVAILABLE:
-            raise
-        return -1
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            return GONE
+        if exc.code() == grpc.StatusCode.CANCELLED:
+            return CANCELLED
+        raise
     status: int = response.status
     return status
 
@@ -78,7 +82,10 @@ def test_health_is_serving_then_not_serving_while_unmounting_then_gone(own_mount
             assert next(watch).status == NOT_SERVING  # a watching probe is told
             assert is_mounted(mount.mountpoint)
         wait_until(lambda: not is_mounted(mount.mountpoint), timeout=30, what="the unmount")
-        wait_until(lambda: _check(stub) == -1, timeout=30, what="the socket to go away")
+        # A check that meets the server's last moments may be cancelled; then
+        # nothing answers and the socket file is gone.
+        wait_until(lambda: _check(stub) == GONE, timeout=30, what="the socket to go away")
+        assert not Path(mount.ready_status["socket"]).exists()
 
 
 def test_reflection_lists_and_describes_the_services(library_mount: Mount) -> None:
