@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from musicfs.core.content import cas, packfiles
+from musicfs.core.content.cachedfile import CachedFile
 from musicfs.core.content.cas import ChunkStore
 from musicfs.core.content.chunks import (
     CHUNK_MAX,
@@ -278,3 +279,43 @@ def test_kept_chunks_are_never_evicted_until_let_go(tmp_path: Path) -> None:
     store.put(noise(100_000, 10))
     assert not store.has(pinned)
     assert store.has(also)
+
+
+def test_a_sequential_reader_is_read_ahead_by_the_kernel_and_asked_ahead_only_at_jumps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WILLNEED over pages the kernel would read ahead anyway stops its own
+    read-ahead (a cold cached read fell to 0.67x the floor): it is asked only
+    where the next chunks do not follow the last in their pack."""
+    store = ChunkStore(tmp_path)
+    song, edit = noise(6 * 1024 * 1024, seed=2), noise(300_000, seed=3)
+    song_digests = store.put_all([song[o : o + n] for o, n in cut(song)])
+    edit_digests = store.put_all([edit[o : o + n] for o, n in cut(edit)])
+    half = len(song_digests) // 2
+    advised: list[Place] = []
+    monkeypatch.setattr(ChunkReader, "advise", lambda _, place, size: advised.append(place))
+
+    def read_through(digests: list[str]) -> bytes:
+        places = store.places(digests)
+        chunks, offset = [], 0
+        for digest in digests:
+            chunks.append((offset, places[digest].size, digest))
+            offset += places[digest].size
+        cached = CachedFile(store, b"", chunks, places)
+        try:
+            return b"".join(cached.read(at, 1 << 20) for at in range(0, offset, 1 << 20))
+        finally:
+            cached.close()
+
+    assert read_through(song_digests) == song
+    assert advised == []  # one pack, in order: the kernel's read-ahead alone
+    # A copy whose middle is another file's chunks (a tag edit, dedup): the
+    # reader jumps into the edit and back, and there the kernel is asked ahead.
+    mixed = song_digests[:half] + edit_digests + song_digests[half:]
+    places = store.places(mixed)
+    split = sum(places[digest].size for digest in song_digests[:half])
+    assert read_through(mixed) == song[:split] + edit + song[split:]
+    assert [p.offset for p in advised] == [
+        places[edit_digests[0]].offset,
+        places[song_digests[half]].offset,
+    ]

@@ -2,7 +2,7 @@
 verified chunks (`CachedFile`).
 
 Reads are quick enough for the FUSE thread: one ``pread`` per run of
-neighbouring chunks, the kernel asked to read ahead of a sequential reader.
+neighbouring chunks, the kernel asked to read ahead where the chunks jump.
 A damaged chunk raises `CorruptChunk` and is reported once (*on_damaged*), so
 the content cache drops the copy.
 
@@ -27,7 +27,8 @@ class CachedFile:
 
     A request reads the chunks it needs straight from the store's pack files,
     with one ``pread`` per run of neighbouring chunks, and a sequential reader
-    has the kernel fetch the next `READ_AHEAD` bytes while it is served. The
+    has the kernel fetch the next `READ_AHEAD` bytes while it is served (its
+    own read-ahead where the chunks lie in order, ``WILLNEED`` where they jump). The
     last chunk of a request is kept, so a request that straddles it and the
     next does not read it twice. Reads are quick enough for the FUSE thread.
     """
@@ -113,19 +114,35 @@ class CachedFile:
 
     def _read_ahead(self, stop: int) -> None:
         """Have the kernel read the next `READ_AHEAD` payload bytes after *stop*,
-        asked for half a window at a time."""
+        asked for half a window at a time, where the chunks jump: a run that
+        goes straight on from the chunk before it in the same pack is read by
+        the kernel's own read-ahead of our sequential ``pread``s, which a
+        ``WILLNEED`` over the same pages would stop (it fills them without the
+        marks that start the next asynchronous read: a cold cached read ran at
+        0.67x the floor with it, 0.9x without)."""
         if self._ahead >= stop + READ_AHEAD // 2:
             return
+        places = self._places
         index = bisect.bisect_right(self._starts, max(stop, self._ahead)) - 1
         until = stop + READ_AHEAD
         while index < len(self.chunks) and self._starts[index] < until:
-            run = self._places[index]
+            run = places[index]
+            jumps = index == 0 or not _follows(places[index - 1], run)
             length = run.size
             index += 1
             while (index < len(self.chunks) and self._starts[index] < until
-                   and self._places[index].pack == run.pack
-                   and self._places[index].offset == run.offset + length):  # fmt: skip
-                length += self._places[index].size
+                   and _follows(places[index - 1], places[index])):  # fmt: skip
+                length += places[index].size
                 index += 1
-            self._reader.advise(run, length)
+            if jumps:
+                self._reader.advise(run, length)
         self._ahead = until
+
+
+def _follows(before: Place, place: Place) -> bool:
+    """Whether *place* starts where *before* ends, in the same pack."""
+    return (
+        place.pack is not None
+        and place.pack == before.pack
+        and place.offset == before.offset + before.size
+    )
