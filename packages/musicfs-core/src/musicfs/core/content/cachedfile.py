@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from musicfs.core.content.cas import ChunkStore
-from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place
+from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place, follows
 
 READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential reader
 
@@ -25,12 +25,13 @@ READ_AHEAD = 4 * 1024 * 1024  # payload the kernel reads ahead of a sequential r
 class CachedFile:
     """A cached file version, read back from its header and verified chunks.
 
-    A request reads the chunks it needs straight from the store's pack files,
-    with one ``pread`` per run of neighbouring chunks, and a sequential reader
-    has the kernel fetch the next `READ_AHEAD` bytes while it is served (its
-    own read-ahead where the chunks lie in order, ``WILLNEED`` where they jump). The
-    last chunk of a request is kept, so a request that straddles it and the
-    next does not read it twice. Reads are quick enough for the FUSE thread.
+    A request reads the chunks it needs straight from the store's pack files:
+    chunks that lie back to back in one pack with one ``pread``, served as a
+    view of it; where they do not, a ``pread`` a run, the last chunk of a
+    request kept for the next. A sequential reader has the kernel fetch the
+    next `READ_AHEAD` bytes while it is served (its own read-ahead where the
+    chunks lie in order, ``WILLNEED`` where they jump). Reads are quick enough
+    for the FUSE thread.
     """
 
     def __init__(
@@ -67,8 +68,12 @@ class CachedFile:
                 self._kept = None
                 self.store.unpin(digest for _, _, digest in self.chunks)
 
-    def read(self, offset: int, size: int) -> bytes:
-        """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`."""
+    def read(self, offset: int, size: int) -> bytes | memoryview:
+        """Bytes [offset, offset + size) of the file. Raises `CorruptChunk`.
+
+        A view of what one ``pread`` returned where the request lies in one
+        run of chunks (pyfuse3 replies from any buffer: no copy to join them).
+        """
         end = min(offset + size, self.size)
         pieces: list[bytes | memoryview] = []
         if offset < len(self.header):
@@ -84,7 +89,7 @@ class CachedFile:
                 if self._closed:
                     raise CorruptChunk("the cached file was closed")
                 try:
-                    datas = self._chunks(first, last)
+                    segments = self._segments(first, last)
                 except CorruptChunk as exc:
                     self._failed = str(exc)
                     damaged = True
@@ -97,20 +102,29 @@ class CachedFile:
                 if self._on_damaged is not None:
                     self._on_damaged()
                 raise CorruptChunk(self._failed)
-            for index, data in zip(range(first, last + 1), datas, strict=True):
-                start = self._starts[index]
+            for start, data in segments:
                 pieces.append(data[max(position, start) - start : stop - start])
-        return b"".join(pieces)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _chunks(self, first: int, last: int) -> list[memoryview]:
-        """The verified bytes of chunks *first* to *last*; keeps the last one."""
-        kept: list[memoryview] = []
-        if self._kept is not None and self._kept[0] == first:
-            kept, first = [self._kept[1]], first + 1
+    def _segments(self, first: int, last: int) -> list[tuple[int, memoryview]]:
+        """The verified bytes of chunks *first* to *last*, as (payload offset,
+        bytes) pieces in order: one piece where they lie back to back in one
+        pack (re-reading the chunk the last request ended in costs less than
+        joining), else a piece a chunk, the last request's last chunk kept."""
+        kept = self._kept
+        if kept is not None and kept[0] == first == last:
+            return [(self._starts[first], kept[1])]
         wanted = [(self.chunks[i][2], self._places[i]) for i in range(first, last + 1)]
-        datas = kept + (self._reader.read(wanted) if wanted else [])
+        whole = self._reader.read_run(wanted)
+        if whole is not None:
+            self._kept = (last, whole[self._starts[last] - self._starts[first] :])
+            return [(self._starts[first], whole)]
+        datas: list[memoryview] = []
+        if kept is not None and kept[0] == first:
+            datas, wanted = [kept[1]], wanted[1:]
+        datas += self._reader.read(wanted)
         self._kept = (last, datas[-1])
-        return datas
+        return list(zip(self._starts[first : last + 1], datas, strict=True))
 
     def _read_ahead(self, stop: int) -> None:
         """Have the kernel read the next `READ_AHEAD` payload bytes after *stop*,
@@ -127,22 +141,13 @@ class CachedFile:
         until = stop + READ_AHEAD
         while index < len(self.chunks) and self._starts[index] < until:
             run = places[index]
-            jumps = index == 0 or not _follows(places[index - 1], run)
+            jumps = index == 0 or not follows(places[index - 1], run)
             length = run.size
             index += 1
             while (index < len(self.chunks) and self._starts[index] < until
-                   and _follows(places[index - 1], places[index])):  # fmt: skip
+                   and follows(places[index - 1], places[index])):  # fmt: skip
                 length += places[index].size
                 index += 1
             if jumps:
                 self._reader.advise(run, length)
         self._ahead = until
-
-
-def _follows(before: Place, place: Place) -> bool:
-    """Whether *place* starts where *before* ends, in the same pack."""
-    return (
-        place.pack is not None
-        and place.pack == before.pack
-        and place.offset == before.offset + before.size
-    )

@@ -100,25 +100,34 @@ class ChunkReader:
         out: list[memoryview] = []
         i = 0
         while i < len(wanted):
-            # A run: chunks that lie back to back in one pack.
-            j, place = i + 1, wanted[i][1]
-            end = place.offset + place.size
-            while j < len(wanted):
-                nxt = wanted[j][1]
-                if place.pack is None or nxt.pack != place.pack or nxt.offset != end:
-                    break
-                end += nxt.size
-                j += 1
-            data = memoryview(self.raw(wanted[i][0], Place(place.pack, place.offset,
-                                                           end - place.offset)))  # fmt: skip
+            j = _run_end(wanted, i)
+            data = self._verified_run(wanted[i:j])
             at = 0
-            for digest, chunk in wanted[i:j]:
-                piece = data[at : at + chunk.size]
-                self.store.checked(digest, piece, chunk)
-                out.append(piece)
+            for _, chunk in wanted[i:j]:
+                out.append(data[at : at + chunk.size])
                 at += chunk.size
             i = j
         return out
+
+    def read_run(self, wanted: Sequence[tuple[str, Place]]) -> memoryview | None:
+        """The verified bytes of *wanted* as one buffer, read with one ``pread``,
+        if they lie back to back in one pack; else None (nothing was read).
+        Raises `CorruptChunk` as `read` does."""
+        if not wanted or _run_end(wanted, 0) != len(wanted):
+            return None
+        return self._verified_run(wanted)
+
+    def _verified_run(self, run: Sequence[tuple[str, Place]]) -> memoryview:
+        """The bytes of *run* (one chunk, or chunks back to back in one pack),
+        each chunk checked against its digest."""
+        first, last = run[0][1], run[-1][1]
+        span = Place(first.pack, first.offset, last.offset + last.size - first.offset)
+        data = memoryview(self.raw(run[0][0], span))
+        at = 0
+        for digest, chunk in run:
+            self.store.checked(digest, data[at : at + chunk.size], chunk)
+            at += chunk.size
+        return data
 
     def raw(self, digest: str, place: Place) -> bytes:
         """The stored bytes at *place*, unverified (b"" if its file is gone)."""
@@ -138,3 +147,21 @@ class ChunkReader:
         fd = self._fds.get(place.pack) if place.pack is not None else None
         if fd is not None:
             os.posix_fadvise(fd, place.offset, size, os.POSIX_FADV_WILLNEED)
+
+
+def follows(before: Place, place: Place) -> bool:
+    """Whether *place* starts where *before* ends, in the same pack."""
+    return (
+        place.pack is not None
+        and place.pack == before.pack
+        and place.offset == before.offset + before.size
+    )
+
+
+def _run_end(wanted: Sequence[tuple[str, Place]], i: int) -> int:
+    """The index after the run that starts at *wanted[i]*: the chunks that
+    follow it back to back in its pack."""
+    j = i + 1
+    while j < len(wanted) and follows(wanted[j - 1][1], wanted[j][1]):
+        j += 1
+    return j

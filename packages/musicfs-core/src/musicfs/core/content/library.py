@@ -190,7 +190,7 @@ class Library:
         """Bytes of an open track, on the calling thread (may block)."""
         reading = self.handle(handle).read(offset, size)
         data = reading.now()
-        return reading.finish() if data is None else data
+        return reading.finish() if data is None else bytes(data)
 
     def close(self, handle: int) -> None:
         opened = self._handles.pop(handle, None)

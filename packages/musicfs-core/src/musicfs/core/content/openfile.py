@@ -238,7 +238,7 @@ class Reading(Request[bytes]):
         self._next: Candidate | None = None
         self.error: Exception | None = None  # what made this read fail over
 
-    def now(self) -> bytes | None:
+    def now(self) -> bytes | memoryview | None:
         """The bytes, if the source and any copy it fails over to need no
         waiting; else None (what was tried is not tried again)."""
         if self.size <= 0:
@@ -251,7 +251,7 @@ class Reading(Request[bytes]):
             if source.candidate.blocking or source.broken:
                 return None
             try:
-                return self.prefix + source.read(self.offset, self.size, self.deadline)
+                data = source.read(self.offset, self.size, self.deadline)
             except (CorruptChunk, OSError) as exc:
                 if not opened.lock.acquire(blocking=False):
                     self.error = exc
@@ -260,6 +260,8 @@ class Reading(Request[bytes]):
                     return self._fail_over(source, exc, stop_at_blocking=True)
                 finally:
                     opened.lock.release()
+            # No copy to add nothing to the front of a view of the cache's bytes.
+            return self.prefix + data if self.prefix else data
         return None
 
     def finish(self) -> bytes:

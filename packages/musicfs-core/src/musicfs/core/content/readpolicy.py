@@ -69,7 +69,7 @@ class Source:
     def size(self) -> int:
         return self.file.size
 
-    def read(self, offset: int, size: int, deadline: Deadline) -> bytes:
+    def read(self, offset: int, size: int, deadline: Deadline) -> bytes | memoryview:
         if isinstance(self.file, LimitedFile):
             return self.file.read_within(offset, size, deadline)
         return self.file.read(offset, size)

@@ -236,14 +236,19 @@ class MusicFSOperations(pyfuse3.Operations):
             fh=fh, keep_cache=keep_cache, direct_io=self.namespace.direct_io(fh)
         )
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        # A request per 128 KiB of a file: timed inline like lookup, and what a
-        # local disk or the cache answers at once is not awaited.
+    # pyfuse3 replies from any buffer (PyObject_GetBuffer), though typed bytes:
+    # a view of the cache's pread goes out with no copy.
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
+        # A request per MiB of a file (the read-ahead the mount sets): timed
+        # inline like lookup, and what a local disk or the cache answers at
+        # once is not awaited.
         started = perf_counter()
         try:
             namespace = self.namespace
             data = namespace.read_now(fh, off, size)
-            return data if isinstance(data, bytes) else await namespace.finish_read(data)
+            if isinstance(data, (bytes, memoryview)):
+                return data
+            return await namespace.finish_read(data)
         except Exception as exc:
             raise _fuse_error("read", exc) from None
         finally:

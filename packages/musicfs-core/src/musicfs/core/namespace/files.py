@@ -52,7 +52,9 @@ class OpenFiles:
         except FileNotFoundError:
             raise LibraryError(errno.ENOENT, "cover file changed since it was listed") from None
 
-    async def read(self, covers: CoverFiles | None, fh: int, off: int, size: int) -> bytes:
+    async def read(
+        self, covers: CoverFiles | None, fh: int, off: int, size: int
+    ) -> bytes | memoryview:
         if covers is not None and is_cover_handle(fh):
             return self.read_cover(covers, fh, off, size)
         return await self.read_track(fh, off, size)
@@ -87,14 +89,14 @@ class OpenFiles:
         self._opened_as[inode] = served
         return handle, keep
 
-    async def read_track(self, fh: int, off: int, size: int) -> bytes:
+    async def read_track(self, fh: int, off: int, size: int) -> bytes | memoryview:
         reading = self.library.handle(fh).read(off, size)
         data = reading.now()  # a local disk or the cache answers on this thread
         if data is None:
             data = await in_worker(reading, self._io_threads)
         return data
 
-    def read_now(self, fh: int, off: int, size: int) -> bytes | Reading:
+    def read_now(self, fh: int, off: int, size: int) -> bytes | memoryview | Reading:
         """A read of track handle *fh*: its bytes if they need no waiting (a local
         disk, the cache), else the read to finish with `finish_read`."""
         reading = self.library.handle(fh).read(off, size)

@@ -489,14 +489,14 @@ class Namespace:
         its idea of the size): files made from the catalog, which change with it."""
         return is_playlist_handle(fh)
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         data = self.read_now(fh, offset, size)
-        return data if isinstance(data, bytes) else await self.files.finish_read(data)
+        return data if isinstance(data, (bytes, memoryview)) else await self.files.finish_read(data)
 
-    def read_now(self, fh: int, offset: int, size: int) -> bytes | Reading:
+    def read_now(self, fh: int, offset: int, size: int) -> bytes | memoryview | Reading:
         """`read` on this thread: the bytes, or a track's read that must wait (a
         remote origin): ``await finish_read(it)``. A file read is a request per
-        128 KiB: a local disk or the cache answers it with no coroutine."""
+        MiB: a local disk or the cache answers it with no coroutine."""
         if is_playlist_handle(fh):
             return self.playlists.read(fh, offset, size)
         covers = self.covers
