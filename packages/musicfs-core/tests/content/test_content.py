@@ -251,7 +251,7 @@ def test_reads_opens_and_copies_go_on_while_a_check_runs(
     checker.start()
     try:
         assert paused.wait(timeout=60), "the check never reached its first batch's end"
-        results: list[bytes | bool] = []
+        results: list[bytes | memoryview | bool] = []
 
         def use_the_cache() -> None:
             opened = cache.open(played)
