@@ -132,8 +132,8 @@ class CachedFile:
         goes straight on from the chunk before it in the same pack is read by
         the kernel's own read-ahead of our sequential ``pread``s, which a
         ``WILLNEED`` over the same pages would stop (it fills them without the
-        marks that start the next asynchronous read: a cold cached read ran at
-        0.67x the floor with it, 0.9x without)."""
+        marks that start the next asynchronous read: a cold cached read fell
+        to 0.67x the floor)."""
         if self._ahead >= stop + READ_AHEAD // 2:
             return
         places = self._places

@@ -260,7 +260,7 @@ class Reading(Request[bytes]):
                     return self._fail_over(source, exc, stop_at_blocking=True)
                 finally:
                     opened.lock.release()
-            # No copy to add nothing to the front of a view of the cache's bytes.
+            # (b"" + a view of the cache's bytes would copy them)
             return self.prefix + data if self.prefix else data
         return None
 
