@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -179,6 +180,40 @@ def test_sequential_read_is_fast_and_exact(
     # ~100 MB/s here; ~5 MB/s would mean round trips stalled (Nagle) or unpipelined.
     assert rate > 10, f"{rate:.1f} MB/s"
     assert bytes_read(server, library, BIG)[before:] == [BIG_SIZE]  # nothing fetched twice
+
+
+def test_a_server_that_answers_less_is_asked_for_that_much(
+    library: Library, tmp_path: Path
+) -> None:
+    """A server that answers reads with at most 16 KiB (below the 64 KiB a
+    request asks for) serves every byte; once it has answered short before a
+    file's end, its connection asks for 16 KiB, and no read costs two requests."""
+    log = tmp_path / "asked.log"
+    cap = 16 * 1024
+    filter_ = Path(__file__).resolve().parents[1] / "servers" / "sftpcap.py"
+    expected = library.data(BIG)
+
+    def asked() -> list[int]:
+        return [int(line) for line in log.read_text().split()]
+
+    with sshd_server(library.root, wrapper=f"{sys.executable} {filter_} {cap} {log}") as capped:
+        origin = make_origin(capped, library, max_connections=1)
+        try:
+            with origin.open(BIG) as opened:
+                assert opened.read(0, 1 << 20) == expected[: 1 << 20]
+            assert max(asked()) == 64 * 1024  # the server's cap is not known at first
+            learnt = len(asked())
+            with origin.open(BIG) as opened:
+                request = 128 * 1024
+                parts = [opened.read(at, request) for at in range(0, BIG_SIZE, request)]
+                assert b"".join(parts) == expected
+                ranges = [(0, 64 * 1024), (BIG_SIZE // 2, 50_000), (BIG_SIZE - 70_000, 70_000)]
+                assert opened.read_ranges(ranges) == [expected[o : o + n] for o, n in ranges]
+            assert max(asked()[learnt:]) == cap
+            # Every byte was asked for once: nothing was asked again after a short answer.
+            assert sum(asked()[learnt:]) == BIG_SIZE + sum(n for _, n in ranges)
+        finally:
+            origin.close()
 
 
 def test_random_reads_fetch_only_what_is_asked(

@@ -66,7 +66,9 @@ def _children(pid: int) -> list[int]:
 class SSHServer:
     """One sshd: where it listens, how to log in, and how to stop it."""
 
-    def __init__(self, directory: Path, root: Path, sftp_flags: str = "") -> None:
+    def __init__(
+        self, directory: Path, root: Path, sftp_flags: str = "", wrapper: str = ""
+    ) -> None:
         self.directory = directory
         self.root = root
         self.host = "127.0.0.1"
@@ -105,7 +107,7 @@ class SSHServer:
             # sftp-server (not internal-sftp, whose log goes nowhere here) run by the
             # user's shell, its log appended to sftp.log: it says what each open
             # file read ("close ... bytes read N").
-            f"Subsystem sftp {SFTP_SERVER} -e -l INFO {sftp_flags} 2>>{self.sftp_log}\n"
+            f"Subsystem sftp {wrapper} {SFTP_SERVER} -e -l INFO {sftp_flags} 2>>{self.sftp_log}\n"
         )
 
     def __repr__(self) -> str:
@@ -197,13 +199,13 @@ class SSHServer:
 
 
 @contextlib.contextmanager
-def sshd_server(root: Path, sftp_flags: str = "") -> Iterator[SSHServer]:
+def sshd_server(root: Path, sftp_flags: str = "", wrapper: str = "") -> Iterator[SSHServer]:
     """A running sshd for the current user (root), for an origin reading *root*
     (the server itself does not confine it there); killed on exit, even on
     failure. *sftp_flags* go to sftp-server (e.g. ``-P open`` to refuse opening
-    files)."""
+    files); *wrapper* is a command sftp-server runs behind (e.g. sftpcap.py)."""
     with tempfile.TemporaryDirectory(prefix="musicfs-sshd-") as directory:
-        server = SSHServer(Path(directory), root, sftp_flags)
+        server = SSHServer(Path(directory), root, sftp_flags, wrapper)
         try:
             server.start()
             yield server
