@@ -7,6 +7,7 @@ import os
 import random
 import sqlite3
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import pytest
 from mutagen.flac import FLAC
 
+from musicfs.core.content import cache as cache_module
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.cas import ChunkStore
-from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place
+from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place, chunk_hash, cut
 from musicfs.core.content.manifests import CacheCheck, CopyId, Version
 from musicfs.core.origins import LocalFile
 
@@ -54,6 +56,36 @@ def test_reads_return_the_original_bytes_at_any_offset(tmp_path: Path, cache: Co
         offset = rng.randrange(0, len(data) + 10)
         size = rng.randrange(1, 300_000)
         assert cached.read(offset, size) == data[offset : offset + size]
+
+
+def test_a_long_file_is_copied_in_blocks_into_the_chunks_of_the_whole(
+    tmp_path: Path, cache: ContentCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy holds about two blocks in memory, not the file (a 1 GB file
+    would otherwise cost the daemon 1 GB), and cuts the same chunks as cutting
+    the whole payload at once: copies made before still share them."""
+    block = 256 * 1024
+    monkeypatch.setattr(cache_module, "_FILL_BLOCK", block)
+    header = b"fLaC\x80\x00\x00\x10" + b"T" * 16
+    data = header + random.Random(8).randbytes(6 * 1024 * 1024 + 12_345)
+    version = put_file(tmp_path / "long.flac", data)
+    tracemalloc.start()
+    try:
+        assert fill(cache, tmp_path / "long.flac", version)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * block + 512 * 1024, f"{peak} bytes held to copy {len(data)}"
+    cached = cache.open(version)
+    assert cached is not None
+    try:
+        payload = data[len(header) :]
+        assert cached.header == header
+        whole = [(o, n, chunk_hash(payload[o : o + n])) for o, n in cut(payload)]
+        assert cached.chunks == whole
+        assert cached.read(0, len(data)) == data
+    finally:
+        cached.close()
 
 
 def test_only_the_exact_version_is_served(tmp_path: Path, cache: ContentCache) -> None:

@@ -2,8 +2,9 @@
 
 A file version (origin, path, size, mtime) is stored as its header (tier L2,
 a blob in ``manifests.sqlite3``) and its payload as CAS chunks (tier L3,
-`musicfs.core.content.cas`) listed in a manifest. `ContentCache.fill` copies a file in
-(the daemon does it in the background after a file has been opened);
+`musicfs.core.content.cas`) listed in a manifest. `ContentCache.fill` copies a file in,
+a block at a time (the daemon does it in the background after a file has
+been opened);
 `ContentCache.open` gives a `CachedFile` that reads the same bytes back,
 verifying every chunk, so an album that was played keeps playing while its
 origin is offline (NFR-7.1). Every byte served from here is verified: chunks
@@ -148,23 +149,57 @@ class ContentCache:
 
         if self._fill_delta(version, read):
             return True
-        data = bytearray()
-        while len(data) < version.size:
-            block = read(len(data), _FILL_BLOCK)
-            if not block:
-                return False
-            data += block
-        view = memoryview(data)
-        hlen = header_length(lambda o, n: bytes(view[o : o + n]), version.format)
-        payload = view[hlen:]
-        bounds = cut(payload)
-        pinned = (version.origin, version.relpath) in self._pinned
-        digests = self.store.put_all([payload[o : o + n] for o, n in bounds], keep=pinned)
+        first = read(0, min(version.size, _FILL_BLOCK))
+
+        def head(offset: int, size: int) -> bytes:  # a header may be longer than a block
+            return (
+                first[offset : offset + size] if offset + size <= len(first) else read(offset, size)
+            )
+
+        hlen = header_length(head, version.format)
+        header, listing = self._store_stream(version, first, hlen, read)
+        if header is None:
+            return False
         self.sweep()  # storing may have evicted chunks of other copies: not whole now
-        listing = ",".join(f"{o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True))
-        self._save(version, bytes(view[:hlen]), listing)
-        log.debug("cached %s/%s (%d chunks)", version.origin, version.relpath, len(bounds))
+        self._save(version, header, listing)
+        log.debug("cached %s/%s", version.origin, version.relpath)
         return True
+
+    def _store_stream(
+        self, version: Version, first: bytes, hlen: int, read: Callable[[int, int], bytes]
+    ) -> tuple[bytes | None, str]:
+        """Store the payload of *version* (after its *hlen* header bytes) block
+        by block, *first* being its first block: the header and the chunk
+        listing, or None if the file ended early. A block's last chunk waits
+        for the next block (it may go on there), so the chunks are those of the
+        whole payload cut at once, and memory stays about two blocks however
+        long the file."""
+        pinned = (version.origin, version.relpath) in self._pinned
+        header, pending = b"", b""
+        listing: list[str] = []
+        offset, payload_at, block = 0, 0, first
+        while True:
+            if offset < hlen:
+                header += block[: hlen - offset]
+            pending += block[max(0, hlen - offset) :]
+            offset += len(block)
+            done = offset >= version.size
+            bounds = cut(pending)
+            if not done:
+                bounds = bounds[:-1]
+            if bounds:
+                view = memoryview(pending)
+                digests = self.store.put_all([view[o : o + n] for o, n in bounds], keep=pinned)
+                listing += (
+                    f"{payload_at + o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True)
+                )
+                used = bounds[-1][0] + bounds[-1][1]
+                pending, payload_at = pending[used:], payload_at + used
+            if done:
+                return header, ",".join(listing)
+            block = read(offset, _FILL_BLOCK)
+            if not block:
+                return None, ""
 
     def _fill_delta(self, version: Version, read: Callable[[int, int], bytes]) -> bool:
         """Reuse the cached payload of an earlier version if only the header changed."""
