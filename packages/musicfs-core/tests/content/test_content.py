@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import sqlite3
@@ -16,6 +17,7 @@ import pytest
 from mutagen.flac import FLAC
 
 from musicfs.core.content import cache as cache_module
+from musicfs.core.content import cas
 from musicfs.core.content.cache import ContentCache
 from musicfs.core.content.cas import ChunkStore
 from musicfs.core.content.chunks import ChunkReader, CorruptChunk, Place, chunk_hash, cut
@@ -62,10 +64,13 @@ def test_a_long_file_is_copied_in_blocks_into_the_chunks_of_the_whole(
     tmp_path: Path, cache: ContentCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A copy holds about two blocks in memory, not the file (a 1 GB file
-    would otherwise cost the daemon 1 GB), and cuts the same chunks as cutting
-    the whole payload at once: copies made before still share them."""
+    would otherwise cost the daemon 1 GB), cuts the same chunks as cutting
+    the whole payload at once (copies made before still share them), and
+    writes them back to back in one pack, however full it gets meanwhile
+    (reading the file back is one sequential read)."""
     block = 256 * 1024
     monkeypatch.setattr(cache_module, "_FILL_BLOCK", block)
+    monkeypatch.setattr(cas, "PACK_TARGET", 1024 * 1024)
     header = b"fLaC\x80\x00\x00\x10" + b"T" * 16
     data = header + random.Random(8).randbytes(6 * 1024 * 1024 + 12_345)
     version = put_file(tmp_path / "long.flac", data)
@@ -83,6 +88,10 @@ def test_a_long_file_is_copied_in_blocks_into_the_chunks_of_the_whole(
         assert cached.header == header
         whole = [(o, n, chunk_hash(payload[o : o + n])) for o, n in cut(payload)]
         assert cached.chunks == whole
+        places = cache.store.places([digest for _, _, digest in whole])
+        spans = sorted((places[d].pack, places[d].offset, places[d].size) for _, _, d in whole)
+        assert len({pack for pack, _, _ in spans}) == 1
+        assert all(a[1] + a[2] == b[1] for a, b in itertools.pairwise(spans))
         assert cached.read(0, len(data)) == data
     finally:
         cached.close()

@@ -189,7 +189,9 @@ class ContentCache:
                 bounds = bounds[:-1]
             if bounds:
                 view = memoryview(pending)
-                digests = self.store.put_all([view[o : o + n] for o, n in bounds], keep=pinned)
+                digests = self.store.put_all(
+                    [view[o : o + n] for o, n in bounds], keep=pinned, more_of_a_file=bool(listing)
+                )
                 listing += (
                     f"{payload_at + o}:{n}:{d}" for (o, n), d in zip(bounds, digests, strict=True)
                 )

@@ -143,14 +143,21 @@ class ChunkStore:
         """Store *data* (once, however often it is put); return its hash."""
         return self.put_all([data])[0]
 
-    def put_all(self, blocks: Sequence[bytes | memoryview], *, keep: bool = False) -> list[str]:
+    def put_all(
+        self,
+        blocks: Sequence[bytes | memoryview],
+        *,
+        keep: bool = False,
+        more_of_a_file: bool = False,
+    ) -> list[str]:
         """Store *blocks* (one file's chunks, in order) and return their hashes.
 
         The ones not stored yet are written one after another into one pack,
         with one write and one index transaction. The write happens outside the
         lock (its place is reserved first), so readers never wait for a copy.
         *keep*: they are a pinned track's (`keep_more`), from before the
-        eviction that storing them may cause.
+        eviction that storing them may cause. *more_of_a_file*: they go on
+        the file of the last call (copied a block at a time), in its pack.
         """
         digests = [chunk_hash(block) for block in blocks]
         with self._lock:
@@ -165,7 +172,8 @@ class ChunkStore:
                     fresh[digest] = block
             if not fresh:
                 return digests
-            pack, offset = self._reserve_locked(sum(len(block) for block in fresh.values()))
+            size = sum(len(block) for block in fresh.values())
+            pack, offset = self._reserve_locked(size, more_of_a_file=more_of_a_file)
             self._writing[pack] = self._writing.get(pack, 0) + 1
         data = b"".join(fresh.values())
         try:
@@ -217,10 +225,10 @@ class ChunkStore:
         if not self._writing[pack]:
             del self._writing[pack]
 
-    def _reserve_locked(self, size: int) -> tuple[int, int]:
+    def _reserve_locked(self, size: int, *, more_of_a_file: bool = False) -> tuple[int, int]:
         """(pack, offset) where *size* new bytes go; a pack past `PACK_TARGET` is
-        left for a new one."""
-        if self._pack_end >= PACK_TARGET:
+        left for a new one, but not in the middle of a file."""
+        if self._pack_end >= PACK_TARGET and not more_of_a_file:
             self._pack += 1
             self._pack_end = 0
         offset = self._pack_end
