@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import random
@@ -95,6 +96,31 @@ def test_a_long_file_is_copied_in_blocks_into_the_chunks_of_the_whole(
         assert cached.read(0, len(data)) == data
     finally:
         cached.close()
+
+
+def test_a_pinned_copy_that_stops_midway_leaves_nothing_unevictable(tmp_path: Path) -> None:
+    """Its chunks stored so far were kept from eviction while it was copied;
+    once the origin fails, they go like any unused chunk."""
+
+    class Dropping:  # an origin file whose connection is lost after 8 MiB
+        def __init__(self, data: bytes) -> None:
+            self.data, self.size, self.mtime_ns = data, len(data), 1
+
+        def read(self, offset: int, size: int) -> bytes:
+            if offset >= 8 << 20:
+                raise OSError(errno.ECONNRESET, "connection lost")
+            return self.data[offset : offset + size]
+
+    cache = ContentCache(tmp_path / "content", limit=4 << 20)
+    try:
+        cache.pin_files([("lib", "pinned.wav")])
+        data = random.Random(9).randbytes(12 << 20)
+        with pytest.raises(OSError, match="connection lost"):
+            cache.fill(Version("lib", "pinned.wav", len(data), 1, "wav"), Dropping(data))  # type: ignore[arg-type]
+        cache.store.evict()
+        assert cache.store.stats.bytes <= 4 << 20
+    finally:
+        cache.close()
 
 
 def test_only_the_exact_version_is_served(tmp_path: Path, cache: ContentCache) -> None:

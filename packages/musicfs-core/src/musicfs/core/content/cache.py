@@ -157,8 +157,13 @@ class ContentCache:
             )
 
         hlen = header_length(head, version.format)
-        header, listing = self._store_stream(version, first, hlen, read)
+        try:
+            header, listing = self._store_stream(version, first, hlen, read)
+        except BaseException:
+            self._forget_partial(version)
+            raise
         if header is None:
+            self._forget_partial(version)
             return False
         self.sweep()  # storing may have evicted chunks of other copies: not whole now
         self._save(version, header, listing)
@@ -202,6 +207,15 @@ class ContentCache:
             block = read(offset, _FILL_BLOCK)
             if not block:
                 return None, ""
+
+    def _forget_partial(self, version: Version) -> None:
+        """A copy that stopped midway: the chunks it stored are kept no longer
+        (a pinned track's were kept from eviction while it was copied), so they
+        go like any unused chunk when room is needed."""
+        with self._lock:
+            pinned = (version.origin, version.relpath) in self._pinned
+        if pinned:
+            self.pin_files(self._pinned)
 
     def _fill_delta(self, version: Version, read: Callable[[int, int], bytes]) -> bool:
         """Reuse the cached payload of an earlier version if only the header changed."""

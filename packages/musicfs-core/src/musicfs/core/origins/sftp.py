@@ -158,15 +158,13 @@ class SFTPFile(OriginFile):
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
-            return self._on_handle(
-                lambda handle, wait: read_ranges(handle, ranges, wait, self.size)
-            )
+            return self._on_handle(lambda handle, wait: read_ranges(handle, ranges, wait))
 
     def _fetch(self, offset: int, length: int) -> bytes:
         """*length* bytes at *offset* from the server (fewer at its end), on a
         new connection if the one this file held has dropped (once per read,
         as `SessionPool.run` does for calls that do not hold a session)."""
-        return self._on_handle(lambda handle, wait: fetch(handle, offset, length, wait, self.size))
+        return self._on_handle(lambda handle, wait: fetch(handle, offset, length, wait))
 
     def _on_handle(self, operation: Callable[[paramiko.SFTPFile, Wait | None], _T]) -> _T:
         """*operation* on the open remote file (see `_fetch`), given how to wait

@@ -48,7 +48,6 @@ _USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 # request). A server with a lower cap answers less: the connection asks for
 # that much from then on (`request_size`).
 _REQUEST = 64 * 1024
-_REQUEST_LEAST = 4 * 1024
 # Bytes asked for and not yet answered at once: paramiko's 2 MiB channel window
 # (64 requests of 32 KiB, as OpenSSH's sftp client keeps in flight).
 _IN_FLIGHT_BYTES = 2 * 1024 * 1024
@@ -61,12 +60,17 @@ def request_size(sftp: object) -> int:
     return _CAPPED.get(sftp, _REQUEST)
 
 
-def _answered(sftp: object, asked: int, got: int, end: int, file_size: int | None) -> None:
-    """Note a reply of *got* bytes, ending at *end*, to a read of *asked*: fewer
-    before the file's end (its *file_size*, if known) means the server caps
-    its answers there (asking for more would cost a second request each time)."""
-    if 0 < got < asked and file_size is not None and end < file_size:
-        _CAPPED[sftp] = max(got, _REQUEST_LEAST)
+def _learn_cap(sftp: object, request: int, replies: Sequence[tuple[int, int]]) -> None:
+    """Note what one batch of reads on *sftp* says of the server's cap:
+    *replies* are (bytes asked, bytes got). Two or more requests of the full
+    *request* size answered with the same fewer bytes mean the server answers
+    no more (asking for more would cost a second request each time); one
+    short answer may be the file's end (it shrank since it was listed) or a
+    server's hiccup, which must not slow the connection for good."""
+    shorts = {got for asked, got in replies if asked == request and 0 < got < asked}
+    counted = sum(1 for asked, got in replies if asked == request and got in shorts)
+    if len(shorts) == 1 and counted >= 2:
+        _CAPPED[sftp] = shorts.pop()
 
 
 class SFTPSession:
@@ -485,17 +489,15 @@ def fetch(
     offset: int,
     length: int,
     wait: Wait | None = None,
-    file_size: int | None = None,
 ) -> bytes:
-    """*length* bytes at *offset* of a remote file of *file_size* bytes (fewer
-    only at its end); replies read with *wait* (default: this thread alone
-    reads the wire)."""
+    """*length* bytes at *offset* of a remote file (fewer only at its end);
+    replies read with *wait* (default: this thread alone reads the wire)."""
     parts: list[bytes] = []
     got = 0
     eof = False
     while got < length and not eof:  # a server may answer with fewer bytes
         if can_pipeline(handle.sftp):
-            part, eof = read_pipelined(handle, offset + got, length - got, wait, file_size)
+            part, eof = read_pipelined(handle, offset + got, length - got, wait)
         else:
             handle.seek(offset + got)
             part = handle.read(length - got)
@@ -546,7 +548,6 @@ def read_pipelined(
     offset: int,
     length: int,
     wait: Wait | None = None,
-    file_size: int | None = None,
 ) -> tuple[bytes, bool]:
     """Up to *length* bytes at *offset*, asked for in `request_size` requests of
     which up to `_IN_FLIGHT_BYTES` wait for their reply at once (paramiko's own
@@ -554,7 +555,7 @@ def read_pipelined(
     with replies).
     Returns the bytes up to the first short reply, and whether the server said
     the file ends there (else it sent less than asked: ask again from there;
-    before the end of a file of *file_size* bytes, that was the server's cap)."""
+    `_learn_cap` looks at every reply)."""
     from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
 
     pipe = cast(_Pipeline, handle.sftp)
@@ -566,6 +567,7 @@ def read_pipelined(
     next_offset = offset
     waiting: dict[int, tuple[int, int]] = {}  # request number -> (offset, size)
     received: dict[int, bytes] = {}  # offset -> data
+    asked: dict[int, int] = {}  # offset -> size
     eof = False
 
     def send() -> None:
@@ -573,6 +575,7 @@ def read_pipelined(
         size = min(request, end - next_offset)
         number = pipe._async_request(replies, CMD_READ, remote_handle, int64(next_offset), size)
         waiting[number] = (next_offset, size)
+        asked[next_offset] = size
         next_offset += size
 
     while next_offset < end and len(waiting) < in_flight:
@@ -593,6 +596,7 @@ def read_pipelined(
                 raise OSError(errno.EIO, f"read failed: {text}")
             if next_offset < end and not eof:
                 send()
+    _learn_cap(pipe, request, [(n, len(received.get(at, b""))) for at, n in asked.items()])
     parts: list[bytes] = []
     at = offset
     while at < end:
@@ -600,7 +604,6 @@ def read_pipelined(
         part = received.get(at, b"")
         parts.append(part)
         if len(part) < size:
-            _answered(pipe, size, len(part), at + len(part), file_size)
             break
         at += size
     return b"".join(parts), eof
@@ -610,15 +613,14 @@ def read_ranges(
     handle: paramiko.SFTPFile,
     ranges: Sequence[tuple[int, int]],
     wait: Wait | None = None,
-    file_size: int | None = None,
 ) -> list[bytes]:
     """The bytes of each ``(offset, size)`` of *ranges* (fewer only at the end
     of the file), every request of all of them in flight at once: the
     head, middle and tail a scan reads cost one round trip, not three. A range
-    the server answered short is completed with `fetch` (and, before the end
-    of a file of *file_size* bytes, tells the server's cap: `request_size`)."""
+    the server answered short is completed with `fetch` (`_learn_cap` looks
+    at every reply)."""
     if not can_pipeline(handle.sftp):
-        return [fetch(handle, offset, size, wait, file_size) for offset, size in ranges]
+        return [fetch(handle, offset, size, wait) for offset, size in ranges]
     from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
 
     pipe = cast(_Pipeline, handle.sftp)
@@ -659,6 +661,7 @@ def read_ranges(
                 text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
                 raise OSError(errno.EIO, f"read failed: {text}")
             send()
+    _learn_cap(pipe, request, [(n, len(received.get((at, n), b""))) for at, n in chunks])
     out: list[bytes] = []
     for offset, size in ranges:
         parts: list[bytes] = []
@@ -670,8 +673,7 @@ def read_ranges(
             at += len(part)
             if len(part) < want:
                 if part:  # answered short, not at the end: ask for the rest
-                    _answered(pipe, want, len(part), at, file_size)
-                    parts.append(fetch(handle, at, offset + size - at, wait, file_size))
+                    parts.append(fetch(handle, at, offset + size - at, wait))
                 break
         out.append(b"".join(parts))
     return out
