@@ -67,10 +67,9 @@ def _learn_cap(sftp: object, request: int, replies: Sequence[tuple[int, int]]) -
     no more (asking for more would cost a second request each time); one
     short answer may be the file's end (it shrank since it was listed) or a
     server's hiccup, which must not slow the connection for good."""
-    shorts = {got for asked, got in replies if asked == request and 0 < got < asked}
-    counted = sum(1 for asked, got in replies if asked == request and got in shorts)
-    if len(shorts) == 1 and counted >= 2:
-        _CAPPED[sftp] = shorts.pop()
+    shorts = [got for asked, got in replies if asked == request and 0 < got < asked]
+    if len(shorts) >= 2 and len(set(shorts)) == 1:
+        _CAPPED[sftp] = shorts[0]
 
 
 class SFTPSession:
@@ -543,6 +542,19 @@ class _Replies:
         self.replies[num] = (t, msg)
 
 
+def _read_reply(kind: int, msg: paramiko.Message) -> bytes | None:
+    """The bytes a read request was answered with; None where the server said
+    the file ends there. Any other answer raises OSError."""
+    from paramiko.sftp import CMD_DATA, CMD_STATUS, SFTP_EOF
+
+    if kind == CMD_DATA:
+        return msg.get_string()
+    if kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
+        return None
+    text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
+    raise OSError(errno.EIO, f"read failed: {text}")
+
+
 def read_pipelined(
     handle: paramiko.SFTPFile,
     offset: int,
@@ -556,7 +568,7 @@ def read_pipelined(
     Returns the bytes up to the first short reply, and whether the server said
     the file ends there (else it sent less than asked: ask again from there;
     `_learn_cap` looks at every reply)."""
-    from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
+    from paramiko.sftp import CMD_READ, int64
 
     pipe = cast(_Pipeline, handle.sftp)
     remote_handle = cast(bytes, handle.handle)
@@ -586,14 +598,9 @@ def read_pipelined(
         while replies.replies:  # popitem: another thread may be adding to it
             number, (kind, msg) = replies.replies.popitem()
             at, _ = waiting.pop(number)
-            if kind == CMD_DATA:
-                received[at] = msg.get_string()
-            elif kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
-                received[at] = b""
-                eof = True
-            else:
-                text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
-                raise OSError(errno.EIO, f"read failed: {text}")
+            data = _read_reply(kind, msg)
+            received[at] = data or b""
+            eof = eof or data is None
             if next_offset < end and not eof:
                 send()
     _learn_cap(pipe, request, [(n, len(received.get(at, b""))) for at, n in asked.items()])
@@ -621,7 +628,7 @@ def read_ranges(
     at every reply)."""
     if not can_pipeline(handle.sftp):
         return [fetch(handle, offset, size, wait) for offset, size in ranges]
-    from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, SFTP_EOF, int64
+    from paramiko.sftp import CMD_READ, int64
 
     pipe = cast(_Pipeline, handle.sftp)
     remote_handle = cast(bytes, handle.handle)
@@ -653,13 +660,7 @@ def read_ranges(
         while replies.replies:  # popitem: another thread may be adding to it
             number, (kind, msg) = replies.replies.popitem()
             chunk = waiting.pop(number)
-            if kind == CMD_DATA:
-                received[chunk] = msg.get_string()
-            elif kind == CMD_STATUS and msg.get_int() == SFTP_EOF:
-                received[chunk] = b""
-            else:
-                text = msg.get_text() if kind == CMD_STATUS else f"unexpected reply {kind}"
-                raise OSError(errno.EIO, f"read failed: {text}")
+            received[chunk] = _read_reply(kind, msg) or b""
             send()
     _learn_cap(pipe, request, [(n, len(received.get((at, n), b""))) for at, n in chunks])
     out: list[bytes] = []
