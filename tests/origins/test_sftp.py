@@ -37,11 +37,13 @@ LONG_FLAC = "Noise/Long.flac"
 
 
 class Library:
-    """A folder of real audio files, with what the origin must show of it."""
+    """A folder of real audio files, with what the origin must show of it, and
+    the SSH client the origins made of it use (every test runs with both)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, files: dict[str, bytes] | None = None, client: str = "auto"):
         self.root = root
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, bytes] = {} if files is None else files
+        self.client = client
 
     def path(self, relpath: str) -> Path:
         return self.root / relpath
@@ -59,8 +61,14 @@ def _encode(path: Path, title: str, source: str, *codec: str) -> None:
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module", params=["auto", "paramiko"])
+def library(request: pytest.FixtureRequest, music: Library) -> Library:
+    """*music*, read through OpenSSH's ssh where it can ("auto") or paramiko."""
+    return Library(music.root, music.files, request.param)
+
+
 @pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
+def music(tmp_path_factory: pytest.TempPathFactory) -> Library:
     lib = Library(tmp_path_factory.mktemp("sftp-music"))
     root = lib.root
     sine = "sine=frequency=440:duration=1"
@@ -106,6 +114,7 @@ def make_origin(
         "key_file": server.key_file,
         "known_hosts": server.known_hosts,
         "timeout": TIMEOUT,
+        "ssh_client": library.client,
     }
     settings.update(options)
     return SFTPOrigin("music", server.host, str(root or library.root), **settings)
@@ -446,6 +455,71 @@ def test_default_keys_are_used(
     origin = make_origin(server, library, key_file=None)
     origin.check()
     origin.close()
+
+
+# -- the SSH client -------------------------------------------------------------------
+
+
+def ssh_processes() -> set[int]:
+    """This process's children that run OpenSSH's ssh."""
+    found = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
+            for pid in children.read().split():
+                try:
+                    with open(f"/proc/{pid}/comm") as comm:
+                        if comm.read().strip() == "ssh":
+                            found.add(int(pid))
+                except FileNotFoundError:
+                    pass  # gone meanwhile
+    return found
+
+
+def test_auto_speaks_through_openssh_where_it_can_and_leaves_no_process(
+    server: SSHServer, library: Library
+) -> None:
+    before = ssh_processes()
+    origin = make_origin(server, library, ssh_client="auto")
+    assert origin.client == "openssh"
+    with origin.open(FLAC) as opened:
+        assert opened.read(0, 100) == library.data(FLAC)[:100]
+        assert len(ssh_processes() - before) == 1
+    origin.close()
+    assert ssh_processes() == before
+    # What ssh cannot do, paramiko does: type a password, keep a new key in memory only.
+    assert make_origin(server, library, ssh_client="auto", password="pw").client == "paramiko"
+    accepting = make_origin(server, library, ssh_client="auto", known_hosts=ACCEPT_NEW)
+    assert accepting.client == "paramiko"
+
+
+def test_asking_for_openssh_where_it_cannot_serve_says_what_to_do(
+    server: SSHServer, library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"cannot type a password.*ssh_client = 'paramiko'"):
+        make_origin(server, library, ssh_client="openssh", password="pw")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ValueError, match=r"not on PATH \(apt install openssh-client\)"):
+        make_origin(server, library, ssh_client="openssh")
+    assert make_origin(server, library, ssh_client="auto").client == "paramiko"
+
+
+def test_a_dead_ssh_process_is_a_lost_connection_then_replaced(
+    server: SSHServer, library: Library
+) -> None:
+    origin = make_origin(server, library, ssh_client="openssh")
+    try:
+        expected = library.data(BIG)
+        before = ssh_processes()
+        opened = origin.open(BIG)
+        assert opened.read(0, 10) == expected[:10]
+        (mine,) = ssh_processes() - before
+        os.kill(mine, 9)
+        # The open file reopens itself on a new connection (a new ssh).
+        assert opened.read(3_000_000, 4096) == expected[3_000_000:3_004_096]
+        assert ssh_processes() - before - {mine}
+        opened.close()
+    finally:
+        origin.close()
 
 
 # -- the pool --------------------------------------------------------------------------

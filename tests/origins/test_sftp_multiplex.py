@@ -60,13 +60,19 @@ def _refused_to_root() -> bool:
 
 
 class Library:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, files: dict[str, bytes] | None = None, client: str = "auto"):
         self.root = root
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, bytes] = {} if files is None else files
+        self.client = client  # the SSH client of the origins made of it
+
+
+@pytest.fixture(scope="module", params=["openssh", "paramiko"])
+def library(request: pytest.FixtureRequest, files: Library) -> Library:
+    return Library(files.root, files.files, request.param)
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Library:
+def files(tmp_path_factory: pytest.TempPathFactory) -> Library:
     lib = Library(tmp_path_factory.mktemp("sftp-many"))
     (lib.root / "Many").mkdir()
     rnd = random.Random(17)
@@ -98,6 +104,7 @@ def make_origin(server: SSHServer, library: Library, timeout: float) -> SFTPOrig
         known_hosts=server.known_hosts,
         timeout=timeout,
         max_connections=1,  # every thread shares the one session
+        ssh_client=library.client,
     )
     made.check()  # the connection is made before the server freezes
     return made

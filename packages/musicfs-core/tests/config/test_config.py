@@ -49,6 +49,17 @@ def test_origins_from_the_file(tmp_path: Path) -> None:
     ]
 
 
+def test_an_sftp_origin_names_its_ssh_client(tmp_path: Path) -> None:
+    table = '[[origins]]\npath = "sftp://me@nas/music"\n'
+    default = load_config(write(tmp_path, table), env={})
+    assert default.origins[0].ssh_client == "auto"
+    chosen = load_config(write(tmp_path, table + 'ssh_client = "Paramiko"\n'), env={})
+    assert chosen.origins[0].ssh_client == "paramiko"
+    refused = r"ssh_client.*one of auto, openssh, paramiko, got 'putty'"
+    with pytest.raises(ConfigError, match=refused):
+        load_config(write(tmp_path, table + 'ssh_client = "putty"\n'), env={})
+
+
 def test_origin_flags_get_distinct_ids() -> None:
     config = load_config(env={}, origins=["/a/music", "/b/music"])
     assert [o.id for o in config.origins] == ["music", "music-2"]

@@ -19,6 +19,10 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (
     "mpc", "tak", "ofr", "ofs", "tta", "ac3", "mid", "midi",
 )  # fmt: skip
 
+#: The SSH clients an SFTP origin can speak through (``ssh_client``): OpenSSH's
+#: ``ssh`` where it can do what the origin asks (``auto``), else paramiko; or one.
+SSH_CLIENTS: tuple[str, ...] = ("auto", "openssh", "paramiko")
+
 #: The tag fields the catalog stores for every track (SPEC §3), in column order.
 TAG_FIELDS: tuple[str, ...] = (
     "title",

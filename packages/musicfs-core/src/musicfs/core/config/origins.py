@@ -25,11 +25,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from musicfs.core.model import SSH_CLIENTS
 from musicfs.core.values import (
     ConfigError,
     Setting,
     check_setting,
     int_range,
+    parse_choice,
     parse_seconds,
     parse_size,
     parse_str,
@@ -62,6 +64,7 @@ class OriginConfig:
     region: str = ""  # s3
     key_file: str = ""  # sftp: private key
     known_hosts: str = ""  # sftp: host keys file
+    ssh_client: str = "auto"  # sftp: OpenSSH's ssh or paramiko (see SSH_CLIENTS)
     max_requests: int = 8  # requests in flight at once
     bandwidth: int = 0  # bytes per second, 0 = unlimited
     timeout: float = 10.0  # seconds before a request counts as failed
@@ -94,6 +97,7 @@ TABLE_KEYS: dict[str, Setting] = {
     "region": Setting("region", parse_str, ""),
     "key_file": Setting("key_file", parse_str, ""),
     "known_hosts": Setting("known_hosts", parse_str, ""),
+    "ssh_client": Setting("ssh_client", lambda value: parse_choice(value, SSH_CLIENTS), ""),
     "max_requests": Setting("max_requests", int_range(0, 1024), ""),
     "bandwidth": Setting("bandwidth", parse_size, ""),
     "timeout": Setting("timeout", parse_seconds, ""),

@@ -71,6 +71,7 @@ def build_origin(
             password=credentials.get(config.id, "password"),
             known_hosts=config.known_hosts or None,
             timeout=timeout,
+            ssh_client=config.ssh_client,
             max_connections=max(1, min(config.max_requests, 8)),
         )
     if config.type == "smbclient":

@@ -64,7 +64,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from musicfs.core.model import FileStat
+from musicfs.core.model import SSH_CLIENTS, FileStat
 from musicfs.core.origins.base import (
     DirListing,
     Origin,
@@ -74,6 +74,14 @@ from musicfs.core.origins.base import (
     listed_name,
     wanted_file,
 )
+from musicfs.core.origins.openssh import (
+    SSHProcess,
+    SSHRefused,
+    find_ssh,
+    ssh_argv,
+    why_not_openssh,
+)
+from musicfs.core.origins.openssh import open_session as open_ssh_session
 from musicfs.core.origins.sessions import Pooled, SessionLost, SessionPool, Verdict, Watchdog
 from musicfs.core.origins.ssh import (
     ACCEPT_NEW,
@@ -92,7 +100,7 @@ from musicfs.core.origins.ssh import (
 if TYPE_CHECKING:
     import paramiko
 
-__all__ = ["ACCEPT_NEW", "INSECURE_IGNORE", "SFTPFile", "SFTPOrigin"]
+__all__ = ["ACCEPT_NEW", "INSECURE_IGNORE", "SSH_CLIENTS", "SFTPFile", "SFTPOrigin"]
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +251,7 @@ class SFTPOrigin(Origin):
         known_hosts: str | None = None,
         timeout: float = 10.0,
         max_connections: int = 4,
+        ssh_client: str = "auto",
     ) -> None:
         super().__init__(origin_id)
         if max_connections < 1:
@@ -269,6 +278,8 @@ class SFTPOrigin(Origin):
         self.known_hosts = known_hosts
         self.timeout = timeout
         self.max_connections = max_connections
+        #: The ``ssh`` command connections are made with (None: paramiko's own SSH).
+        self.ssh = self._choose_client(ssh_client)
         self._host_keys = HostKeys(origin_id, host, port, known_hosts)
         self._watchdog = Watchdog(f"sftp-watchdog-{origin_id}")
         self._pool: SessionPool[SFTPSession] = SessionPool(
@@ -280,6 +291,33 @@ class SFTPOrigin(Origin):
             size=max_connections,
             timeout=timeout,
         )
+
+    def _choose_client(self, wanted: str) -> str | None:
+        """The ``ssh`` to connect with, or None for paramiko (see `SSH_CLIENTS`)."""
+        if wanted not in SSH_CLIENTS:
+            raise ValueError(
+                f"origin {self.id!r}: ssh_client {wanted!r} is not one of {', '.join(SSH_CLIENTS)}"
+            )
+        if wanted == "paramiko":
+            return None
+        cannot = why_not_openssh(
+            password=self._password, known_hosts=self.known_hosts, key_file=self.key_file
+        )
+        ssh = find_ssh()
+        if wanted == "openssh":
+            if cannot:
+                raise ValueError(f"origin {self.id!r}: ssh_client = 'openssh' cannot be used: "
+                                 f"{cannot}; use ssh_client = 'paramiko'")  # fmt: skip
+            if ssh is None:
+                raise ValueError(f"origin {self.id!r}: ssh_client = 'openssh' needs OpenSSH's "
+                                 "ssh, which is not on PATH (apt install openssh-client); "
+                                 "or use ssh_client = 'paramiko'")  # fmt: skip
+        return None if cannot else ssh
+
+    @property
+    def client(self) -> str:
+        """Which SSH client carries the connections: ``openssh`` or ``paramiko``."""
+        return "paramiko" if self.ssh is None else "openssh"
 
     @property
     def location(self) -> str:
@@ -479,6 +517,22 @@ class SFTPOrigin(Origin):
         """A new SSH connection with an SFTP session, all of it within *seconds*
         (the pool's share of *timeout*; the watchdog closes the connection if
         the server stops answering midway, which wakes every wait in paramiko)."""
+        if self.ssh is not None:
+            process = SSHProcess(
+                ssh_argv(self.ssh, host=self.host, port=self.port, user=self.user,
+                         key_file=self.key_file, known_hosts=self.known_hosts,
+                         timeout=self.timeout),
+                timeout=self.timeout, host_label=self.host, port=self.port,
+                known_hosts=self.known_hosts, user=self.user,
+            )  # fmt: skip
+            return self._watchdog.call(
+                seconds,
+                functools.partial(open_ssh_session, process),
+                cut=process.close,
+                unavailable=lambda: self._unavailable(
+                    f"no answer within {seconds:g}s", errno.ETIMEDOUT
+                ),
+            )
         client = self._paramiko.SSHClient()
         connect = functools.partial(
             open_session,
@@ -515,6 +569,8 @@ class SFTPOrigin(Origin):
         unavailable = self._unavailable
         if isinstance(exc, OriginUnavailable):
             return Verdict(exc)  # made here, with no secret in it
+        if isinstance(exc, SSHRefused):  # ssh ended before the session began
+            return Verdict(unavailable(exc.message, exc.code))
         if session is None:  # while connecting: nothing the server said about a file
             what = str(exc) or type(exc).__name__
             if isinstance(exc, paramiko.AuthenticationException):

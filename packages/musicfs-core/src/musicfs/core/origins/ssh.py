@@ -39,8 +39,8 @@ ACCEPT_NEW = "accept-new"
 #: *known_hosts* value: check no host key at all (tests and labs only).
 INSECURE_IGNORE = "insecure-ignore"
 
-_SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
-_USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+USER_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 # SFTP read requests ask for 64 KiB: OpenSSH's sftp-server answers that much in
 # every version, and half as many requests as paramiko's 32 KiB cost both ends
@@ -72,6 +72,38 @@ def _learn_cap(sftp: object, request: int, replies: Sequence[tuple[int, int]]) -
         _CAPPED[sftp] = shorts[0]
 
 
+class Connection(Protocol):
+    """What carries an SFTP session: paramiko's own SSH (`PythonSSH`) or an
+    ``ssh`` process (`musicfs.core.origins.openssh.SSHProcess`)."""
+
+    def alive(self) -> bool:
+        """False once the connection, or just its SFTP channel, has closed."""
+
+    def close(self) -> None:
+        """Close at once, never waiting for the server (from any thread)."""
+
+
+class PythonSSH:
+    """An SFTP channel on paramiko's own SSH connection."""
+
+    def __init__(self, client: paramiko.SSHClient, channel: paramiko.Channel) -> None:
+        self.client = client
+        self.channel = channel
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        channel = self.channel
+        return (
+            transport is not None
+            and transport.is_active()
+            and not channel.closed
+            and not channel.eof_received
+        )
+
+    def close(self) -> None:
+        close_client(self.client)
+
+
 class SFTPSession:
     """One SSH connection with its SFTP session, shared by many threads at once.
 
@@ -100,8 +132,8 @@ class SFTPSession:
     connection costs each waiter nothing more and a hung one one timeout.
     """
 
-    def __init__(self, client: paramiko.SSHClient, sftp: paramiko.SFTPClient) -> None:
-        self.client = client
+    def __init__(self, connection: Connection, sftp: paramiko.SFTPClient) -> None:
+        self.connection = connection
         self.sftp = sftp
         #: What broke the wire (set once; see the class docstring).
         self.failed: BaseException | None = None
@@ -124,19 +156,10 @@ class SFTPSession:
 
     def alive(self) -> bool:
         """False once the connection, or just its SFTP channel, has closed."""
-        transport = self.client.get_transport()
-        channel = self.sftp.get_channel()
-        return (
-            self.failed is None
-            and transport is not None
-            and transport.is_active()
-            and channel is not None
-            and not channel.closed
-            and not channel.eof_received
-        )
+        return self.failed is None and self.connection.alive()
 
     def close(self) -> None:
-        close_client(self.client)
+        self.connection.close()
 
     def wait(self, done: Callable[[], bool]) -> None:
         """Read replies off the wire (taking turns with the other threads)
@@ -322,7 +345,7 @@ def open_session(
         channel = transport.open_session(timeout=timeout)
         channel.settimeout(timeout)
         channel.invoke_subsystem("sftp")
-        return SFTPSession(client, paramiko.SFTPClient(channel))
+        return SFTPSession(PythonSSH(client, channel), paramiko.SFTPClient(channel))
     except BaseException:
         close_client(client)
         raise
@@ -365,7 +388,7 @@ class HostKeys:
                     self.origin_id, f"cannot read known_hosts file {path}: {exc.strerror or exc}"
                 ) from None
         else:
-            for path in (_SYSTEM_KNOWN_HOSTS, os.path.expanduser(_USER_KNOWN_HOSTS)):
+            for path in (SYSTEM_KNOWN_HOSTS, os.path.expanduser(USER_KNOWN_HOSTS)):
                 if os.path.exists(path):
                     try:
                         client.load_system_host_keys(path)
@@ -389,16 +412,23 @@ class HostKeys:
             with self._lock:
                 self._accepted[(hostname, key.get_name())] = key
             return
-        files = self.known_hosts or f"{_SYSTEM_KNOWN_HOSTS} and {_USER_KNOWN_HOSTS}"
-        scan = f"ssh-keyscan -p {self.port} {self.host}"
-        target = self.known_hosts or _USER_KNOWN_HOSTS
         raise OriginUnavailable(
-            oid,
-            f"host key of {hostname} is unknown ({described}; not in {files}). If this is "
-            f"the right server, add its key to known_hosts: `{scan} >> {target}` "
-            f"(and check the fingerprint), or set known_hosts = {ACCEPT_NEW!r}",
+            oid, unknown_key_message(hostname, described, self.known_hosts, self.host, self.port),
             errno.EACCES,
-        )
+        )  # fmt: skip
+
+
+def unknown_key_message(
+    hostname: str, described: str, known_hosts: str | None, host: str, port: int
+) -> str:
+    """What to say of a server whose key (*described*) no known_hosts file lists."""
+    files = known_hosts or f"{SYSTEM_KNOWN_HOSTS} and {USER_KNOWN_HOSTS}"
+    target = known_hosts or USER_KNOWN_HOSTS
+    return (
+        f"host key of {hostname} is unknown ({described}; not in {files}). If this is "
+        f"the right server, add its key to known_hosts: `ssh-keyscan -p {port} {host} >> "
+        f"{target}` (and check the fingerprint), or set known_hosts = {ACCEPT_NEW!r}"
+    )
 
 
 def changed_key_message(exc: paramiko.BadHostKeyException) -> str:
