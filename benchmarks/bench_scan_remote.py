@@ -35,6 +35,7 @@ import concurrent.futures
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -241,34 +242,47 @@ def _sftp_at(ctx: Any, server: Any, rtt: int, n: int, files: list[Path]) -> dict
 
     out: dict[str, Any] = {}
     with _through((server.host, server.port), rtt) as (host, port):
-        ctx.log(f"  SFTP, +{rtt} ms RTT: MusicFS scan of {n:,} tracks ...")
-        origin = SFTPOrigin("sftp", host, str(server.root), port=port, user=server.user,
-                            key_file=server.key_file, known_hosts="insecure-ignore",
-                            max_connections=SFTP_CONNECTIONS)  # fmt: skip
-        try:
-            # Its connections made first, as the bare client's are (on this VM an
-            # SSH connection takes ~0.3-0.5 s of CPU: a fixed cost, reported apart).
-            started = time.perf_counter()
-            _connect_all(origin, [p.relative_to(server.root).as_posix() for p in files])
-            connect_s = round(time.perf_counter() - started, 2)
-            out["musicfs"] = _musicfs_scan(ctx, origin, n, CONCURRENCY)
-            out["musicfs"]["connect_s"] = connect_s
-        finally:
-            origin.close()
-        reads, opens, heads = _sftp_ceiling(server, host, port, files)
-        out["ceiling"] = {"ranged_reads_per_s": round(reads, 1), "concurrency": SFTP_CONNECTIONS,
+        # MusicFS as configured by default (auto: OpenSSH's ssh carries the
+        # connections), then with paramiko's own SSH (what it used before).
+        for label, client in (("musicfs", "auto"), ("musicfs_paramiko", "paramiko")):
+            ctx.log(f"  SFTP, +{rtt} ms RTT: MusicFS scan of {n:,} tracks ({client}) ...")
+            origin = SFTPOrigin("sftp", host, str(server.root), port=port, user=server.user,
+                                key_file=server.key_file, known_hosts="insecure-ignore",
+                                max_connections=SFTP_CONNECTIONS, ssh_client=client)  # fmt: skip
+            try:
+                # Its connections made first, as the bare client's are (on this VM an
+                # SSH connection takes ~0.3-0.5 s of CPU: a fixed cost, reported apart).
+                started = time.perf_counter()
+                _connect_all(origin, [p.relative_to(server.root).as_posix() for p in files])
+                connect_s = round(time.perf_counter() - started, 2)
+                out[label] = _musicfs_scan(ctx, origin, n, CONCURRENCY)
+                out[label].update(connect_s=connect_s, ssh_client=origin.client)
+            finally:
+                origin.close()
+        for label, transport in (("ceiling", "paramiko"), ("ceiling_openssh", "openssh")):
+            reads, opens, heads = _sftp_ceiling(server, host, port, files, transport)
+            out[label] = {"ranged_reads_per_s": round(reads, 1), "concurrency": SFTP_CONNECTIONS,
                           "open_read_close_per_s": round(opens, 1),
-                          "open_head_close_per_s": round(heads, 1)}  # fmt: skip
-        out["ratio"] = round(out["musicfs"]["tracks_per_s"] / reads, 3)
-        out["ratio_same_work"] = round(out["musicfs"]["tracks_per_s"] / heads, 3)
+                          "open_head_close_per_s": round(heads, 1),
+                          "transport": transport}  # fmt: skip
+        rate = out["musicfs"]["tracks_per_s"]
+        reads = out["ceiling"]["ranged_reads_per_s"]
+        out["ratio"] = round(rate / reads, 3)
+        out["ratio_same_work"] = round(rate / out["ceiling"]["open_head_close_per_s"], 3)
+        out["ratio_openssh"] = round(rate / out["ceiling_openssh"]["ranged_reads_per_s"], 3)
+        out["ratio_openssh_same_work"] = round(
+            rate / out["ceiling_openssh"]["open_head_close_per_s"], 3
+        )
         # Round trips on the sessions per second, over the bare client's reads/s.
-        mine = out["musicfs"]["tracks_per_s"] * out["musicfs"]["round_trips_per_track"]
-        out["server_use"] = round(mine / reads, 3)
+        out["server_use"] = round(rate * out["musicfs"]["round_trips_per_track"] / reads, 3)
+        bare = out["ceiling_openssh"]
         ctx.log(
-            f"    musicfs {out['musicfs']['tracks_per_s']:.0f} tracks/s "
-            f"({out['musicfs']['round_trips_per_track']} round trips a track); bare paramiko "
-            f"{reads:.0f} reads/s, {opens:.0f} open+read+close/s, {heads:.0f} "
-            f"open+head+close/s: ratio {out['ratio']} ({out['ratio_same_work']} to the same work)"
+            f"    musicfs {rate:.0f} tracks/s through {out['musicfs']['ssh_client']} "
+            f"(paramiko: {out['musicfs_paramiko']['tracks_per_s']:.0f}; "
+            f"{out['musicfs']['round_trips_per_track']} round trips a track); bare paramiko "
+            f"{reads:.0f} reads/s, {out['ceiling']['open_head_close_per_s']:.0f} "
+            f"open+head+close/s; bare client over ssh {bare['ranged_reads_per_s']:.0f} "
+            f"reads/s, {bare['open_head_close_per_s']:.0f} open+head+close/s"
         )
     return out
 
@@ -284,27 +298,55 @@ def _connect_all(origin: Any, relpaths: list[str]) -> None:
             file.close()
 
 
-def _sftp_ceiling(
-    server: Any, host: str, port: int, files: list[Path]
-) -> tuple[float, float, float]:
-    """A bare paramiko client's rates, one thread per connection: 32 KiB reads
-    of open files; open + 32 KiB read + close; and the scan's own requests a
-    track (open, one read of its 64 KiB head, close)."""
+class _OverSSH(socket.socket):
+    """The socket to an ``ssh -s sftp`` process, as paramiko's SFTPClient takes it."""
+
+    def get_name(self) -> str:
+        return "ssh"
+
+
+def _bare_sftp(server: Any, host: str, port: int, transport: str) -> tuple[Any, Callable[[], None]]:
+    """A bare SFTP client (paramiko's SFTPClient) over paramiko's own SSH or
+    over OpenSSH's ``ssh`` (as rclone's ``--sftp-ssh`` and sshfs do); its closer."""
     import paramiko
 
-    clients = []
-    for _ in range(SFTP_CONNECTIONS):
+    if transport == "paramiko":
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         client.connect(host, port, username=server.user, key_filename=server.key_file,
                        allow_agent=False, look_for_keys=False)  # fmt: skip
-        clients.append(client)
+        sftp = client.open_sftp()
+        channel = sftp.get_channel()
+        if channel is not None:
+            channel.settimeout(30)
+        return sftp, client.close
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        ["ssh", "-F", "/dev/null", "-p", str(port), "-i", server.key_file, "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-x", "-a",
+         "-T", "-l", server.user, "-s", host, "sftp"],
+        stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    theirs.close()
+    sock = _OverSSH(fileno=ours.detach())
+
+    def close() -> None:
+        sock.close()
+        process.kill()
+        process.wait()
+
+    return paramiko.SFTPClient(sock), close  # type: ignore[arg-type]  # a socket: paramiko takes one
+
+
+def _sftp_ceiling(
+    server: Any, host: str, port: int, files: list[Path], transport: str
+) -> tuple[float, float, float]:
+    """A bare client's rates, one thread per connection: 32 KiB reads of open
+    files; open + 32 KiB read + close; and the scan's own requests a track
+    (open, one read of its 64 KiB head, close)."""
+    made = [_bare_sftp(server, host, port, transport) for _ in range(SFTP_CONNECTIONS)]
     try:
-        sftps = [c.open_sftp() for c in clients]
-        for sftp in sftps:
-            channel = sftp.get_channel()
-            if channel is not None:
-                channel.settimeout(30)
+        sftps = [sftp for sftp, _ in made]
         handles = [sftp.open(str(files[w]), "rb", bufsize=0) for w, sftp in enumerate(sftps)]
         order = random.Random(17).sample(files, len(files))
 
@@ -329,8 +371,8 @@ def _sftp_ceiling(
             handle.close()
         return reads, opens, heads
     finally:
-        for client in clients:
-            client.close()
+        for _, close in made:
+            close()
 
 
 # -- beets over rclone ------------------------------------------------------------------------
@@ -426,6 +468,15 @@ def verdict_rows(results: dict[str, Any], row: Callable[..., None]) -> None:
                 if same_work
                 else ""
             )
+            if "ceiling_openssh" in r:  # SFTP: both SSH clients, MusicFS's and the bare one's
+                bare = r["ceiling_openssh"]
+                also += (
+                    f"; through {r['musicfs']['ssh_client']} (with paramiko "
+                    f"{r['musicfs_paramiko']['tracks_per_s']}/s); bare client over ssh "
+                    f"{bare['ranged_reads_per_s']} reads/s ({r['ratio_openssh']}x), "
+                    f"{bare['open_head_close_per_s']} open+head+close/s "
+                    f"({r['ratio_openssh_same_work']}x)"
+                )
             beets = (r.get("beets") or {}).get("tracks_per_s")
             if beets is not None:
                 values["rclone"] = beets

@@ -457,6 +457,32 @@ def test_default_keys_are_used(
     origin.close()
 
 
+def test_a_folder_of_hundreds_is_listed_whole(
+    server: SSHServer, library: Library, tmp_path: Path
+) -> None:
+    # sftp-server answers a read of a folder with at most 100 entries: this one
+    # takes several, two at a time among the other requests in flight.
+    big = tmp_path / "Big Folder"
+    big.mkdir()
+    for i in range(333):
+        (big / f"{i:03d}.mp3").write_bytes(b"x" * i)
+    (big / "notes.txt").write_text("not audio")
+    (tmp_path / BIG).write_bytes(library.data(BIG))
+    origin = make_origin(server, library, root=tmp_path)
+    try:
+        with origin.open(BIG) as opened:  # a file's reads in flight on the same session
+            listing = origin.list_dir("Big Folder", AUDIO_EXTENSIONS)
+            assert opened.read(1000, 10) == library.data(BIG)[1000:1010]
+        assert sorted(listing.files) == [(f"{i:03d}.mp3", origin.stat(f"Big Folder/{i:03d}.mp3"))
+                                         for i in range(333)]  # fmt: skip
+        assert [size for _, st in sorted(listing.files) for size in [st.size]] == list(range(333))
+        with pytest.raises(FileNotFoundError):
+            origin.list_dir("No Such Folder", AUDIO_EXTENSIONS)
+        assert origin.reachable()
+    finally:
+        origin.close()
+
+
 # -- the SSH client -------------------------------------------------------------------
 
 

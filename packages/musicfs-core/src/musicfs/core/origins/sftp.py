@@ -365,9 +365,25 @@ class SFTPOrigin(Origin):
         wanted = extension_set(extensions)
         path = self.remote_path(reldir)
 
-        def listing(sftp: paramiko.SFTPClient) -> DirListing:
+        def on_session(pooled: _Session) -> DirListing:
+            if not pooled.session.multiplexed:
+                with pooled.lock, pooled.session.exclusive():
+                    try:
+                        return listing(pooled.session.sftp.listdir_attr(path), pooled)
+                    except FileNotFoundError:
+                        self._check_root(pooled.session.sftp)
+                        raise
+            try:
+                entries = pooled.session.list_folder(path)  # among the others in flight
+            except FileNotFoundError:
+                with pooled.lock, pooled.session.exclusive():
+                    self._check_root(pooled.session.sftp)
+                raise
+            return listing(entries, pooled)
+
+        def listing(entries: list[paramiko.SFTPAttributes], pooled: _Session) -> DirListing:
             result = DirListing()
-            for attrs in sftp.listdir_attr(path):
+            for attrs in entries:
                 name = attrs.filename
                 if not listed_name(name, self.include_hidden):
                     continue
@@ -380,7 +396,7 @@ class SFTPOrigin(Origin):
                 target = attrs
                 if stat.S_ISLNK(mode):
                     try:
-                        target = sftp.stat(posixpath.join(path, name))
+                        target = self._stat_link(pooled, posixpath.join(path, name))
                     except (FileNotFoundError, PermissionError) as exc:  # dangling
                         log.debug("skipping %s/%s: %s", path, name, exc)
                         continue
@@ -389,7 +405,14 @@ class SFTPOrigin(Origin):
                     result.files.append((name, _file_stat(target)))
             return result
 
-        return self._run(path, listing)
+        return self._pool.run(on_session, functools.partial(self._judge, path=path))
+
+    def _stat_link(self, pooled: _Session, path: str) -> paramiko.SFTPAttributes:
+        """What the symlink *path* points at (paramiko's wait for the reply)."""
+        if pooled.session.multiplexed:
+            with pooled.lock, pooled.session.exclusive():
+                return pooled.session.sftp.stat(path)
+        return pooled.session.sftp.stat(path)  # the listing holds the session already
 
     def stat(self, relpath: str) -> FileStat:
         path = self.remote_path(relpath)

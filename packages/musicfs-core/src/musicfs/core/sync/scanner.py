@@ -92,6 +92,13 @@ _REMOTE_MISS = 64 * 1024  # the least a read past the prefetched ranges asks for
 # max_requests (federation) still bounds its requests in flight. Memory: about
 # 100 KiB a file in flight.
 _REMOTE_THREADS = 32
+# A remote origin's files go to the readers in smaller batches, more of them
+# queued: its listings are slow (a round trip or more a folder), and a first
+# batch of `_BATCH` files would leave the readers idle until that many were
+# listed (0.8 s of a 1.8 s scan of 500 tracks at 20 ms). The files queued at
+# once stay `_BATCH * _IN_FLIGHT`.
+_REMOTE_BATCH = _REMOTE_THREADS
+_REMOTE_IN_FLIGHT = _BATCH * _IN_FLIGHT // _REMOTE_BATCH
 # Folders of an origin that is not a local disk listed ahead of the walk, at
 # once: a listing costs a round trip or more (SFTP: four), and a library has a
 # folder per album, so listing one at a time would cost more than reading the tags.
@@ -675,7 +682,7 @@ class Scanner:
             if record_dirs:
                 self.catalog.saw_dir(reldir)
             stack.extend(join_relpath(reldir, d) for d in sorted(subdirs, reverse=True))
-            if len(pending) >= _BATCH:
+            if len(pending) >= (_BATCH if origin.inline else _REMOTE_BATCH):
                 self._ingest(origin, pending, report)
                 pending.clear()
             self.progress.update(report)
@@ -764,7 +771,7 @@ class Scanner:
         else:  # remote files, or formats only a plugin (in this process) can read
             parsing = self._submit_remote(origin, batch, parsers)
         self._inflight.append((origin, list(batch), parsing))
-        while len(self._inflight) > _IN_FLIGHT:
+        while len(self._inflight) > (_IN_FLIGHT if origin.inline else _REMOTE_IN_FLIGHT):
             self._write_parsed(report)
 
     def _drain(self, report: ScanReport) -> None:
