@@ -490,14 +490,18 @@ def ssh_processes() -> set[int]:
     """This process's children that run OpenSSH's ssh."""
     found = set()
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
-            for pid in children.read().split():
-                try:
-                    with open(f"/proc/{pid}/comm") as comm:
-                        if comm.read().strip() == "ssh":
-                            found.add(int(pid))
-                except FileNotFoundError:
-                    pass  # gone meanwhile
+        try:
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
+                pids = children.read().split()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/comm") as comm:
+                    if comm.read().strip() == "ssh":
+                        found.add(int(pid))
+            except FileNotFoundError:
+                pass  # gone meanwhile
     return found
 
 
@@ -527,6 +531,25 @@ def test_asking_for_openssh_where_it_cannot_serve_says_what_to_do(
     with pytest.raises(ValueError, match=r"not on PATH \(apt install openssh-client\)"):
         make_origin(server, library, ssh_client="openssh")
     assert make_origin(server, library, ssh_client="auto").client == "paramiko"
+
+
+def test_keys_ssh_would_refuse_or_misread_still_log_in(
+    server: SSHServer, library: Library, tmp_path: Path
+) -> None:
+    odd = tmp_path / "key %d 50%"  # ssh expands "%" in key paths
+    shutil.copy(server.key_file, odd)
+    odd.chmod(0o600)
+    origin = make_origin(server, library, ssh_client="openssh", key_file=str(odd))
+    origin.check()
+    origin.close()
+    # Readable by others: ssh will not use it, paramiko does; auto picks paramiko.
+    odd.chmod(0o644)
+    with pytest.raises(ValueError, match=r"readable by others \(mode 644\).*chmod 600"):
+        make_origin(server, library, ssh_client="openssh", key_file=str(odd))
+    origin = make_origin(server, library, ssh_client="auto", key_file=str(odd))
+    assert origin.client == "paramiko"
+    origin.check()
+    origin.close()
 
 
 def test_a_dead_ssh_process_is_a_lost_connection_then_replaced(

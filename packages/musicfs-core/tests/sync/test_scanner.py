@@ -292,19 +292,34 @@ def test_a_scan_cancelled_while_it_removes_an_origins_files_stops_between_batche
     assert tree(catalog) == set()
 
 
+@pytest.mark.parametrize("kind", ["local", "nfs"])
 def test_the_pool_parses_large_batches_in_worker_processes(
-    tmp_path: Path, catalog: Catalog, make_wav: MakeWav
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lib = tmp_path / "lib"
     for i in range(300):
         make_wav(lib / f"d{i % 7}" / f"{i}.wav", title=f"T{i}", artist="A")
+    batches: list[int] = []  # batches of paths handed to the pool (or, small, parsed here)
+    submit = Scanner._submit
+
+    def counted(self: Scanner, paths: list[str]) -> Callable[[], list[Any]]:
+        batches.append(len(paths))
+        return submit(self, paths)
+
+    monkeypatch.setattr(Scanner, "_submit", counted)
     sc = scanner(catalog, workers=2)
     try:
-        report = sc.scan(LocalOrigin("lib", lib))
+        # A mounted share too: its files have a path, so its batches are as big
+        # as a local disk's (a small batch would be parsed in this process).
+        report = sc.scan(LocalOrigin("lib", lib, kind=kind))
     finally:
         sc.close()
     assert (report.seen, report.added, report.unreadable) == (300, 300, 0)
     assert len(tree(catalog)) == 300
+    # Whole folders up to 256 files, then the rest: only that is parsed here.
+    assert len(batches) == 2, batches
+    assert sum(batches) == 300
+    assert batches[0] >= 256 > scanner_module._POOL_THRESHOLD
 
 
 def test_the_whole_realworld_corpus_scans_without_an_exception(

@@ -43,13 +43,46 @@ from musicfs.core.origins.ssh import (
     unknown_key_message,
 )
 
-#: The keys OpenSSH and paramiko look for when no key file is named.
-_DEFAULT_KEYS = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_dsa")
+#: The keys paramiko looks for when no key file is named (OpenSSH's defaults but
+#: the security-key ones).
+_DEFAULT_KEYS = ("id_rsa", "id_dsa", "id_ecdsa", "id_ed25519")
+
+_OPENSSH: dict[str, bool] = {}  # ssh's path: whether it is OpenSSH's (asked once)
 
 
 def find_ssh() -> str | None:
-    """The path of OpenSSH's client, if it is installed."""
-    return shutil.which("ssh")
+    """The path of OpenSSH's client, if it is installed (not another ``ssh``:
+    dropbear's and busybox's take other options)."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        return None
+    if ssh not in _OPENSSH:
+        try:
+            said = subprocess.run([ssh, "-V"], capture_output=True, timeout=5, check=False)
+            _OPENSSH[ssh] = b"OpenSSH" in said.stdout + said.stderr
+        except (OSError, subprocess.SubprocessError):
+            _OPENSSH[ssh] = False
+    return ssh if _OPENSSH[ssh] else None
+
+
+def default_keys() -> list[str]:
+    """The default private keys in ``~/.ssh`` (``~`` as this process sees it)."""
+    found = (os.path.expanduser(f"~/.ssh/{name}") for name in _DEFAULT_KEYS)
+    return [path for path in found if os.path.exists(path)]
+
+
+def refused_key(path: str) -> str | None:
+    """Why ssh would not use the private key *path* (paramiko would), or None:
+    missing or unreadable, or readable by others (ssh's own rule)."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot read key file {path}: {exc.strerror or exc}"
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        return f"key file {path} is readable by others (mode {st.st_mode & 0o777:o})"
+    return None
 
 
 def why_not_openssh(
@@ -59,6 +92,9 @@ def why_not_openssh(
     for path in (known_hosts, key_file):
         if path and ('"' in path or "\n" in path):
             return f"ssh cannot be given the path {path!r}"
+    for key in [key_file] if key_file else default_keys():
+        if why := refused_key(key):
+            return f"{why}, which ssh refuses (chmod 600 it)"
     if password is not None:
         return "it cannot type a password or a key's passphrase"
     if known_hosts == ACCEPT_NEW:
@@ -103,6 +139,7 @@ def ssh_argv(
         "ControlPath": "none",
         "Compression": "no",
         "GSSAPIAuthentication": "no",
+        "CheckHostIP": "no",  # the host's key, not its address's (as paramiko checks)
         "ConnectTimeout": str(max(1, round(timeout))),
         "LogLevel": "ERROR",
     }
@@ -118,16 +155,15 @@ def ssh_argv(
         options.update(StrictHostKeyChecking="yes",
                        UserKnownHostsFile=_config_path(os.path.expanduser(USER_KNOWN_HOSTS)),
                        GlobalKnownHostsFile=_config_path(SYSTEM_KNOWN_HOSTS))  # fmt: skip
+    # As IdentityFile options, not -i: ssh looks for a -i file before it
+    # expands "%", so a path with "%" in it could not be named at all.
+    keys = [key_file] if key_file else default_keys()
     if key_file:
-        argv += ["-i", key_file.replace("%", "%%")]
         options["IdentitiesOnly"] = "yes"  # not the agent's keys either
-    else:
-        for name in _DEFAULT_KEYS:
-            path = os.path.expanduser(f"~/.ssh/{name}")
-            if os.path.exists(path):
-                argv += ["-i", path.replace("%", "%%")]
     for name, value in options.items():
         argv += ["-o", f"{name}={value}"]
+    for key in keys:
+        argv += ["-o", f"IdentityFile={_config_path(key)}"]
     if user:
         argv += ["-l", user]
     return [*argv, "-s", "--", host, "sftp"]
@@ -277,6 +313,7 @@ def open_session(process: SSHProcess) -> SFTPSession:
 _UNKNOWN = re.compile(r"No (\S+) host key is known for (\S+)")
 _CHANGED = re.compile(r"fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?\s")
 _DENIED = re.compile(r"Permission denied \(([^)]*)\)")
+_BAD_KEY = re.compile(r'Load key "(.+?)": (.+)|Identity file (.+?) not accessible: (.+?)\.?$', re.M)
 _CONNECT = re.compile(r"ssh: connect to host \S+ port \d+: (.+)")
 _CONNECT_ERRNOS = {
     "Connection refused": errno.ECONNREFUSED,
@@ -308,9 +345,12 @@ def explain(said: str, status: int, *, host_label: str, port: int, known_hosts: 
         )
     if found := _DENIED.search(said):
         who = user or "the current user"
-        return SSHRefused(
-            f"authentication failed for {who}: the server accepts {found.group(1)}", errno.EACCES
-        )
+        why = f"the server accepts {found.group(1)}"
+        if bad := _BAD_KEY.search(said.replace("\r", "")):  # the key was not even offered
+            key, reason = bad.group(1) or bad.group(3), bad.group(2) or bad.group(4)
+            why = (f"ssh did not use the key file {key} ({reason.strip()}; "
+                   "chmod 600 it, or fix key_file)")  # fmt: skip
+        return SSHRefused(f"authentication failed for {who}: {why}", errno.EACCES)
     if found := _CONNECT.search(said):
         reason = found.group(1).strip()
         return SSHRefused(f"cannot connect: {reason}", _CONNECT_ERRNOS.get(reason, errno.EIO))

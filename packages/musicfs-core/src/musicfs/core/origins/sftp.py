@@ -11,7 +11,8 @@ dropped connection, and never waits on the network longer than *timeout* per
 step: retries over time, failover, health checks and bandwidth limits belong to
 `musicfs.core.origins.federation`. The pool of sessions and the deadline of a
 connection being made are `musicfs.core.origins.sessions` (shared with SMB);
-connecting, host keys and pipelined reads are `musicfs.core.origins.ssh`.
+connecting, host keys and pipelined reads are `musicfs.core.origins.ssh`;
+running OpenSSH's ``ssh`` as the wire is `musicfs.core.origins.openssh`.
 paramiko is imported only when an `SFTPOrigin` is made. Secrets (the password)
 are used to log in and appear in no message, `location` or ``repr``.
 
@@ -23,9 +24,9 @@ Connections
     so opening more files than there are connections never deadlocks. Files
     that share a session have their requests in flight together (multiplexed,
     `musicfs.core.origins.ssh.SFTPSession`): the scan's open (from a listing,
-    without fstat), its reads and its close that is not waited for, and the
-    reads of files open for playback. A stat, a listing, an open with its stat
-    and a close that waits are paramiko's synchronous calls: each has the
+    without fstat), its reads and its close that is not waited for, its
+    listings, and the reads of files open for playback. A stat, an open with
+    its stat and a close that waits are paramiko's synchronous calls: each has the
     session to itself while it runs (the others' requests stay in flight and
     their replies are kept for them). If the connection breaks or stops
     answering, every call waiting on it fails at once. A session whose
@@ -45,6 +46,14 @@ Host keys
     them, remembering its key for the life of the origin (not written to disk);
     ``"insecure-ignore"`` checks nothing (test set-ups only: it allows a
     man-in-the-middle).
+
+SSH client (*ssh_client*)
+    ``"openssh"``: each connection is an ``ssh -s host sftp`` process (SSH's
+    framing in C; `musicfs.core.origins.openssh`), with the same host keys and
+    keys as below and no ssh config file; ``"paramiko"``: paramiko's own SSH;
+    ``"auto"`` (the default): ssh, unless it is not installed or the origin
+    needs what it cannot do here (a password or passphrase, ``accept-new``, a
+    key file ssh refuses as readable by others).
 
 Authentication
     With *key_file*: that key only (*password* is then its passphrase, and the

@@ -120,9 +120,10 @@ class SFTPSession:
     - reading: one thread at a time reads replies off the wire (`wait`): it
       reads ONE reply, which paramiko hands to the receiver its request was
       sent with, and lets the others look whether theirs has come;
-    - a synchronous paramiko call (stat, listing, open with stat, a close
-      waited for) drops any reply it reads that is not its own, and another
-      thread reading its reply would drop it: such calls run in `exclusive`,
+    - a synchronous paramiko call (stat, open with stat, a close waited for,
+      a listing where the session is not multiplexed) drops any reply it
+      reads that is not its own, and another thread reading its reply would
+      drop it: such calls run in `exclusive`,
       which keeps every other reader out from their first request to their
       last reply (senders may go on: their replies are handed over).
 
@@ -285,6 +286,8 @@ class SFTPSession:
                 self.wait(functools.partial(_all_in, replies, numbers))
                 for n in numbers:  # the server answers in order: once at the end, it stays
                     kind, msg = replies.replies.pop(n)
+                    if at_end:  # past the end (some servers answer it with another status)
+                        continue
                     if kind == CMD_STATUS:
                         code = msg.get_int()
                         if code != SFTP_EOF:
