@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 import threading
 
+from musicfs.core.errors import MusicFSError
 from musicfs.core.origins.ssh import (
     ACCEPT_NEW,
     INSECURE_IGNORE,
@@ -102,7 +103,7 @@ def why_not_openssh(
     return None
 
 
-class SSHRefused(Exception):
+class SSHRefused(MusicFSError):
     """ssh ended before the SFTP session began; *message* says why, *code* is an errno."""
 
     def __init__(self, message: str, code: int) -> None:
