@@ -513,9 +513,10 @@ def test_auto_speaks_through_openssh_where_it_can_and_leaves_no_process(
     assert origin.client == "openssh"
     with origin.open(FLAC) as opened:
         assert opened.read(0, 100) == library.data(FLAC)[:100]
-        assert len(ssh_processes() - before) == 1
+        mine = ssh_processes() - before
+        assert len(mine) == 1
     origin.close()
-    assert ssh_processes() == before
+    assert not ssh_processes() & mine  # (other tests' connections may come and go)
     # What ssh cannot do, paramiko does: type a password, keep a new key in memory only.
     assert make_origin(server, library, ssh_client="auto", password="pw").client == "paramiko"
     accepting = make_origin(server, library, ssh_client="auto", known_hosts=ACCEPT_NEW)

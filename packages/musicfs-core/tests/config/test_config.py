@@ -60,6 +60,14 @@ def test_an_sftp_origin_names_its_ssh_client(tmp_path: Path) -> None:
         load_config(write(tmp_path, table + 'ssh_client = "putty"\n'), env={})
 
 
+def test_servers_keep_more_requests_in_flight_than_mounted_folders(tmp_path: Path) -> None:
+    # A first scan over the network is bound by latency: more files in flight.
+    flags = load_config(env={}, origins=["sftp://me@nas/music", "s3://bucket/x", "/srv/music"])
+    assert [o.max_requests for o in flags.origins] == [32, 32, 8]
+    table = '[[origins]]\npath = "sftp://me@nas/music"\nmax_requests = 4\n'
+    assert load_config(write(tmp_path, table), env={}).origins[0].max_requests == 4
+
+
 def test_origin_flags_get_distinct_ids() -> None:
     config = load_config(env={}, origins=["/a/music", "/b/music"])
     assert [o.id for o in config.origins] == ["music", "music-2"]

@@ -90,7 +90,9 @@ def server() -> Iterator[Server]:
             session.close()
 
 
-def make_pool(server: Server, size: int = 2, timeout: float = 5.0) -> SessionPool[Session]:
+def make_pool(
+    server: Server, size: int = 2, timeout: float = 5.0, grow_behind: bool = False
+) -> SessionPool[Session]:
     return SessionPool(
         "nas",
         "sftp://nas/music",
@@ -99,6 +101,7 @@ def make_pool(server: Server, size: int = 2, timeout: float = 5.0) -> SessionPoo
         close=Session.close,
         size=size,
         timeout=timeout,
+        grow_behind=grow_behind,
     )
 
 
@@ -312,6 +315,58 @@ def test_close_closes_every_session(server: Server) -> None:
     pool.release(held)
     assert pool.sessions() == []
     assert pool.run(lambda pooled: pooled.session.number, lost_connection) == 2
+
+
+def test_growing_behind_a_caller_shares_a_session_while_the_next_is_made(
+    server: Server,
+) -> None:
+    pool = make_pool(server, size=3, grow_behind=True)
+    first, fresh = pool.lease()  # no session yet: this caller waits for its connection
+    assert fresh
+    server.gate.clear()  # connections now take as long as the test says
+    second, fresh = pool.lease()  # every session busy, room for more
+    assert (second, fresh) == (first, False)  # at once, sharing the one there is
+    wait_until(lambda: server.connecting == 1)
+    assert pool.connections == 2  # the one being made counts against the bound
+    third, _ = pool.lease()  # and another, while the first is still being made
+    assert third is first
+    assert pool.connections == 3
+    server.gate.set()
+    wait_until(lambda: len(pool.sessions()) == 3)
+    for pooled in (first, second, third):
+        pool.release(pooled)
+    # The bound holds: nothing more is made, the idle ones are used.
+    leased = [pool.lease()[0] for _ in range(5)]
+    assert len(server.made) == 3
+    assert sorted(p.users for p in pool.sessions()) == [1, 2, 2]
+    for pooled in leased:
+        pool.release(pooled)
+
+
+def test_a_session_made_behind_a_caller_after_close_is_not_kept(server: Server) -> None:
+    pool = make_pool(server, size=2, grow_behind=True)
+    first, _ = pool.lease()
+    server.gate.clear()
+    pool.lease()
+    wait_until(lambda: server.connecting == 1)
+    pool.close()
+    server.gate.set()
+    wait_until(lambda: len(server.made) == 2)
+    wait_until(lambda: pool.connections == 0)
+    assert pool.sessions() == []
+    assert all(session.closed for session in server.made)  # nothing left open behind
+    pool.release(first)
+
+
+def test_an_extra_connection_that_fails_frees_its_slot(server: Server) -> None:
+    pool = make_pool(server, size=2, grow_behind=True)
+    first, _ = pool.lease()
+    server.refuse = True
+    assert pool.lease()[0] is first  # the caller is not the one that fails
+    wait_until(lambda: pool.connections == 1)
+    server.refuse = False
+    pool.release(first)
+    pool.release(first)
 
 
 # -- the watchdog ---------------------------------------------------------------------

@@ -230,6 +230,12 @@ class SessionPool(Generic[S]):
     *alive* tells cheaply, without the network, whether one still works;
     *close* closes one without waiting for the server. Thread-safe; the pool's
     lock is never held while the network is used.
+
+    With *grow_behind* (sessions that many callers share cheaply, as SFTP's
+    multiplexed ones), a caller that finds every session busy and room for
+    another shares the least busy one at once, while the new one is made in a
+    background thread: a scan's first listings then cost a round trip, not a
+    connection each (~0.5 s at 20 ms).
     """
 
     def __init__(
@@ -242,6 +248,7 @@ class SessionPool(Generic[S]):
         close: Callable[[S], None],
         size: int,
         timeout: float,
+        grow_behind: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError("a session pool needs room for at least one session")
@@ -255,6 +262,8 @@ class SessionPool(Generic[S]):
         self._sessions: list[Pooled[S]] = []
         self._connecting = 0
         self._cond = threading.Condition()
+        self._grow_behind = grow_behind
+        self._generation = 0  # `close` counts up: a session made before it is not kept
 
     @property
     def connections(self) -> int:
@@ -292,6 +301,11 @@ class SessionPool(Generic[S]):
                         return idle[-1], False
                     if len(self._sessions) + self._connecting < self.size:
                         self._connecting += 1
+                        if self._grow_behind and self._sessions:
+                            self._grow(self._generation)
+                            pooled = min(self._sessions, key=lambda p: p.users)
+                            pooled.users += 1
+                            return pooled, False
                         break
                     if self._sessions:
                         pooled = min(self._sessions, key=lambda p: p.users)
@@ -322,6 +336,30 @@ class SessionPool(Generic[S]):
             self._sessions.append(made)
             self._cond.notify_all()
         return made, True
+
+    def _grow(self, generation: int) -> None:
+        """Make one more session in a thread of its own (one connecting slot
+        is counted already); kept unless the pool was closed meanwhile."""
+
+        def grow() -> None:
+            try:
+                session = self._connect(self.timeout)
+            except Exception as exc:  # the callers' own connections report it
+                log.debug("origin %s: an extra connection failed: %s", self.origin_id, exc)
+                with self._cond:
+                    self._connecting -= 1
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._connecting -= 1
+                kept = generation == self._generation
+                if kept:
+                    self._sessions.append(Pooled(session))
+                self._cond.notify_all()
+            if not kept:
+                self._close_quietly(Pooled(session))
+
+        threading.Thread(target=grow, name=f"connect-{self.origin_id}", daemon=True).start()
 
     def release(self, pooled: Pooled[S]) -> None:
         with self._cond:
@@ -393,8 +431,10 @@ class SessionPool(Generic[S]):
 
     def close(self) -> None:
         """Close every session. Holders find theirs `broken`; the pool makes new
-        ones when next leased."""
+        ones when next leased. A session being made behind a caller
+        (*grow_behind*) is closed as soon as it is made."""
         with self._cond:
+            self._generation += 1
             sessions, self._sessions = self._sessions, []
             for pooled in sessions:
                 pooled.broken = True

@@ -299,6 +299,7 @@ class SFTPOrigin(Origin):
             close=SFTPSession.close,
             size=max_connections,
             timeout=timeout,
+            grow_behind=True,  # callers share a session while the next is made
         )
 
     def _choose_client(self, wanted: str) -> str | None:
