@@ -434,6 +434,7 @@ REMOTE_LABEL = {
     "ceiling": "server's ceiling, bare client",
     "ceiling_3x": "server's ceiling, bare client, 3x the concurrency",
     "musicfs_paramiko": "MusicFS scan with ssh_client = paramiko",
+    "daemon": "musicfs mount --wait, default settings, connecting included",
     "ceiling_openssh": "server's ceiling, bare client over OpenSSH's ssh",
 }
 #: The ratios of the remote-scan section (table rows).

@@ -259,6 +259,10 @@ def _sftp_at(ctx: Any, server: Any, rtt: int, n: int, files: list[Path]) -> dict
                 out[label].update(connect_s=connect_s, ssh_client=origin.client)
             finally:
                 origin.close()
+        try:
+            out["daemon"] = _daemon_scan(ctx, server, host, port, n)
+        except Exception as exc:  # a figure that fails is reported, the rest stands
+            out["daemon"] = {"error": f"{type(exc).__name__}: {exc}"}
         for label, transport in (("ceiling", "paramiko"), ("ceiling_openssh", "openssh")):
             reads, opens, heads = _sftp_ceiling(server, host, port, files, transport)
             out[label] = {"ranged_reads_per_s": round(reads, 1), "concurrency": SFTP_CONNECTIONS,
@@ -285,6 +289,47 @@ def _sftp_at(ctx: Any, server: Any, rtt: int, n: int, files: list[Path]) -> dict
             f"reads/s, {bare['open_head_close_per_s']:.0f} open+head+close/s"
         )
     return out
+
+
+def _daemon_scan(ctx: Any, server: Any, host: str, port: int, n: int) -> dict[str, Any]:
+    """What a user gets: ``musicfs mount --wait`` of the server with the default
+    settings (connections made as the scan needs them, none before): seconds
+    until the command returns with the first scan done, and the scan's own
+    rate from its report in the daemon's log."""
+    work = Path(tempfile.mkdtemp(prefix="sftp-daemon-", dir=ctx.mounter.workdir))
+    config = work / "config.toml"
+    config.write_text(
+        f'[[origins]]\nid = "nas"\npath = "sftp://{server.user}@{host}:{port}{server.root}"\n'
+        f'key_file = "{server.key_file}"\nknown_hosts = "{server.known_hosts}"\n'
+    )
+    mountpoint = work / "mnt"
+    mountpoint.mkdir()
+    env = ctx.mounter.musicfs_env(scan_on_start=True)
+    started = time.perf_counter()
+    done = subprocess.run(
+        [ctx.mounter.musicfs, "mount", str(mountpoint), "--config", str(config),
+         "--cache-dir", str(work / "cache"), "--wait"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    try:
+        if done.returncode != 0:
+            raise RuntimeError(f"musicfs mount failed: {done.stderr.strip()[-400:]}")
+        files = sum(len(names) for _, _, names in os.walk(mountpoint))
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False, capture_output=True)
+    log = (work / "cache" / "musicfs.log").read_text(errors="replace")
+    report = [line for line in log.splitlines() if "scan done" in line]
+    if files != n:
+        raise AssertionError(f"the daemon's tree has {files} files, expected {n}")
+    result = {
+        "mount_wait_s": round(seconds, 2),
+        "tracks_per_s": round(n / seconds, 1),
+        "scan_report": report[-1].partition("scan done: ")[2] if report else None,
+    }
+    ctx.log(f"    daemon, default settings: mount --wait {seconds:.2f} s for {n} tracks "
+            f"({result['tracks_per_s']:.0f} tracks/s, connections made meanwhile)")  # fmt: skip
+    return result
 
 
 def _connect_all(origin: Any, relpaths: list[str]) -> None:
@@ -468,6 +513,9 @@ def verdict_rows(results: dict[str, Any], row: Callable[..., None]) -> None:
                 if same_work
                 else ""
             )
+            daemon = (r.get("daemon") or {}).get("tracks_per_s")
+            if daemon is not None:
+                also += f"; the daemon's `mount --wait`, default settings: {daemon}/s"
             if "ceiling_openssh" in r:  # SFTP: both SSH clients, MusicFS's and the bare one's
                 bare = r["ceiling_openssh"]
                 also += (
