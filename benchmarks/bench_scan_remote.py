@@ -333,11 +333,17 @@ def _daemon_scan(ctx: Any, server: Any, host: str, port: int, n: int) -> dict[st
 
 
 def _connect_all(origin: Any, relpaths: list[str]) -> None:
-    """Make all of *origin*'s SFTP connections: as many files open at once."""
+    """Make all of *origin*'s SFTP connections: as many files open at once,
+    then wait for the connections the pool makes behind them (grow_behind)."""
     opened = []
     try:
         for relpath in relpaths[:SFTP_CONNECTIONS]:
             opened.append(origin.open(relpath))
+        deadline = time.monotonic() + 60
+        while len(origin._pool.sessions()) < SFTP_CONNECTIONS:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{origin.location}: fewer than {SFTP_CONNECTIONS} connections")
+            time.sleep(0.01)
     finally:
         for file in opened:
             file.close()
