@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_measure as bm
+
+from musicfs.core.config.settings import MountSettings
+
 
 class MountError(RuntimeError):
     """A filesystem under test did not come up (or go away) as expected."""
@@ -336,7 +340,13 @@ class Mounter:
         return self._mount_foreground(kind="rclone", source=source, mnt=mnt, cmd=cmd)
 
     def mount_floor(self, source: Path) -> Mount:
-        """The in-memory pyfuse3 mirror of bench_floorfs.py (startup walks the whole tree)."""
+        """The in-memory pyfuse3 mirror of bench_floorfs.py (startup walks the whole tree).
+
+        Given MusicFS's read-ahead (``[mount] read_ahead_kb``, which its daemon sets
+        as root) once it answers, outside its mount time: with the kernel's 128 KiB
+        the floor reads cold in 128 KiB requests, and would be a lower bar than the
+        least a pyfuse3 filesystem with MusicFS's settings costs.
+        """
         mnt = self.fresh_mountpoint("floor")
         cmd = [
             sys.executable,
@@ -344,7 +354,11 @@ class Mounter:
             str(source),
             str(mnt),
         ]
-        return self._mount_foreground("floor", source, mnt, cmd)
+        m = self._mount_foreground("floor", source, mnt, cmd)
+        kib = MountSettings().read_ahead_kb
+        if not bm.set_read_ahead_kb(mnt, kib):
+            self.warnings.append(f"floor: could not set read_ahead_kb to {kib} (not root?)")
+        return m
 
     def _mount_foreground(self, kind: str, source: Path, mnt: Path, cmd: list[str]) -> Mount:
         m = Mount(kind, mnt, source)

@@ -358,7 +358,17 @@ def plot_read(run: Run, out: Path) -> Plot | str:
         "random 4 KiB again p50 (µs)",
     ]
     header, rows = _table(metrics, {s: tput[s] + lat[s] for s in systems})
-    return Plot("read", title, "read", header, rows)
+    notes = []
+    paired = num(get(sec, "musicfs", "cold_vs_floor_paired"))
+    if paired is not None:
+        ahead = num(get(sec, "floor", "read_ahead_kb"))
+        notes.append(
+            f"Cold, MusicFS ÷ floor read in the same round, median of "
+            f"{sec.get('cold_repeats', '?')} rounds: {fmt(paired)} (the table's column divides "
+            f"the medians). The floor reads with MusicFS's read-ahead"
+            + (f" ({fmt(ahead)} KiB)." if ahead is not None else ".")
+        )
+    return Plot("read", title, "read", header, rows, notes)
 
 
 SCAN_LABEL = {

@@ -7,6 +7,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,6 +80,41 @@ def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path: Path) -> None:
     assert store.has(first)
     assert not store.has(second)
     assert store.stats.evictions == 1
+
+
+def test_uses_are_written_beside_the_reads_and_eviction_goes_by_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads leave writing their chunks' uses to a thread of their own (on the
+    reading thread they cost a cold cached read 8%); eviction still goes by
+    them, and what is not written yet when the store closes is written then."""
+    monkeypatch.setattr(cas, "_TOUCH_BATCH", 3)
+    ticks = itertools.count(1_000_000)
+    monkeypatch.setattr(time, "time", lambda: float(next(ticks)))  # every use later
+    store = ChunkStore(tmp_path, limit=500_000)
+    chunks = [store.put(noise(100_000, seed)) for seed in range(5)]
+    read, unread = chunks[:3], chunks[3:]
+    places = store.places(read)
+    with ChunkReader(store) as reader:  # the oldest three, used now: a batch
+        assert [bytes(b) for b in reader.read([(d, places[d]) for d in read])] == [
+            noise(100_000, seed) for seed in range(3)
+        ]
+
+    def uses() -> dict[str, float]:
+        with sqlite3.connect(tmp_path / "index.sqlite3") as db:
+            return dict(db.execute("SELECT hash, last_used FROM chunks"))
+
+    deadline = time.monotonic() + 10  # written with nothing else asking for it
+    while min(uses()[d] for d in read) < max(uses()[d] for d in unread):
+        assert time.monotonic() < deadline, "the batch of uses was never written"
+        time.sleep(0.01)
+    store.put(noise(100_000, 9))  # over the limit: the oldest use goes
+    assert all(store.has(d) for d in read)
+    assert not store.has(unread[0])
+    store.get(unread[1])  # one use, not a batch: written when the store closes
+    store.close()
+    used = uses()
+    assert used[unread[1]] > max(used[d] for d in read)
 
 
 def test_pinned_chunks_are_not_evicted(tmp_path: Path) -> None:

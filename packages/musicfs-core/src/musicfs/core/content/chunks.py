@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import xxhash
 from pyfastcdc import FastCDC
@@ -46,10 +45,11 @@ class CorruptChunk(MusicFSError):
     """A chunk's bytes no longer match its hash (or are gone). It has been dropped."""
 
 
-@dataclass(frozen=True, slots=True)
-class Place:
+class Place(NamedTuple):
     """Where a chunk's bytes are: *size* bytes at *offset* of pack *pack*
-    (pack None: a chunk file of an older store, named by its hash)."""
+    (pack None: a chunk file of an older store, named by its hash). A tuple:
+    opening a cached file makes one a chunk, and a frozen dataclass costs
+    five times as much to make."""
 
     pack: int | None
     offset: int
