@@ -362,10 +362,12 @@ def plot_read(run: Run, out: Path) -> Plot | str:
     paired = num(get(sec, "musicfs", "cold_vs_floor_paired"))
     if paired is not None:
         ahead = num(get(sec, "floor", "read_ahead_kb"))
+        again = num(get(sec, "musicfs", "warm_vs_floor_paired"))
         notes.append(
-            f"Cold, MusicFS ÷ floor read in the same round, median of "
-            f"{sec.get('cold_repeats', '?')} rounds: {fmt(paired)} (the table's column divides "
-            f"the medians). The floor reads with MusicFS's read-ahead"
+            f"MusicFS ÷ floor read in the same round, the median of the rounds' ratios "
+            f"(the table's column divides the medians): cold {fmt(paired)} "
+            f"({sec.get('cold_repeats', '?')} rounds), 2nd pass {fmt(again)} "
+            f"({sec.get('warm_repeats', '?')} rounds). The floor reads with MusicFS's read-ahead"
             + (f" ({fmt(ahead)} KiB)." if ahead is not None else ".")
         )
     return Plot("read", title, "read", header, rows, notes)
