@@ -1001,34 +1001,17 @@ def verdicts(ctx: Context) -> list[dict[str, Any]]:
         rdd = r.get("read")
         if isinstance(rdd, dict) and "musicfs" in rdd:
             mb = rdd["file_bytes"] / 1e6
-            v = peers("read", "cold_gb_s")
-            row(f"sequential read cold ({mb:.0f} MB), GB/s", "GB/s", v, "—", None)
-            v = {**peers("read", "cold_ratio"), "direct": 1.0}
-            row("sequential read cold, ratio to direct", "x", v, "≥ 0.6", v["musicfs"] >= 0.6)
-            v = peers("read", "cold_vs_floor_paired")
-            if v.get("musicfs"):
-                row(
-                    "sequential read cold ÷ floor, same round (median)",
-                    "x",
-                    v,
-                    "≥ 0.95 (issue 17.5)",
-                    v["musicfs"] >= 0.95,
-                    f"{rdd['cold_repeats']} rounds; the floor with MusicFS's read-ahead",
-                )
-            v = peers("read", "warm_gb_s")
-            row("sequential read 2nd pass, GB/s", "GB/s", v, "—", None)
-            v = {**peers("read", "warm_ratio"), "direct": 1.0}
-            row("sequential read 2nd pass, ratio to direct", "x", v, "≥ 0.5", v["musicfs"] >= 0.5)
-            v = peers("read", "warm_vs_floor_paired")
-            if v.get("musicfs"):
-                row(
-                    "sequential read 2nd pass ÷ floor, same round (median)",
-                    "x",
-                    v,
-                    "≥ 0.95 (issue 17.5)",
-                    v["musicfs"] >= 0.95,
-                    f"{rdd['warm_repeats']} rounds",
-                )
+            for key, name, least, rounds in (
+                ("cold", f"sequential read cold ({mb:.0f} MB)", 0.6, rdd["cold_repeats"]),
+                ("warm", "sequential read 2nd pass", 0.5, rdd["warm_repeats"]),
+            ):
+                row(f"{name}, GB/s", "GB/s", peers("read", f"{key}_gb_s"), "—", None)
+                v = {**peers("read", f"{key}_ratio"), "direct": 1.0}
+                row(f"{name}, ratio to direct", "x", v, f"≥ {least}", v["musicfs"] >= least)
+                v = peers("read", f"{key}_vs_floor_paired")
+                if v.get("musicfs"):  # the floor reads with MusicFS's read-ahead
+                    row(f"{name} ÷ floor, same round (median)", "x", v, "≥ 0.95 (issue 17.5)",
+                        v["musicfs"] >= 0.95, f"{rounds} rounds")  # fmt: skip
             v = peers("read", "random_4k", "warm", "p50_us")
             row("random 4 KiB read, warm, p50", "µs", v, "≤ 10 µs", v["musicfs"] <= 10)
     except (KeyError, TypeError, ValueError) as exc:

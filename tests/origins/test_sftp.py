@@ -534,6 +534,32 @@ def test_asking_for_openssh_where_it_cannot_serve_says_what_to_do(
     assert make_origin(server, library, ssh_client="auto").client == "paramiko"
 
 
+def test_an_ssh_that_is_not_openssh_is_asked_at_the_first_connection_then_passed_over(
+    server: SSHServer, library: Library, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another ``ssh`` (dropbear's, busybox's) takes other options: auto uses
+    paramiko instead. Whose it is, is asked when the first connection is made,
+    not while the mount starts (``ssh -V`` costs the start ~5 ms)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho "Dropbear v2022.83" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    origin = make_origin(server, library, ssh_client="auto")
+    try:
+        assert not calls.exists()  # nothing run yet
+        origin.check()  # the first connection
+        assert origin.client == "paramiko"
+        with origin.open(FLAC) as opened:
+            assert opened.read(0, 100) == library.data(FLAC)[:100]
+        assert calls.read_text().split() == ["-V"]  # asked, never used
+    finally:
+        origin.close()
+    with pytest.raises(ValueError, match=r"needs OpenSSH's ssh"):
+        make_origin(server, library, ssh_client="openssh")  # asked for: refused at once
+
+
 def test_keys_ssh_would_refuse_or_misread_still_log_in(
     server: SSHServer, library: Library, tmp_path: Path
 ) -> None:

@@ -325,16 +325,10 @@ class SessionPool(Generic[S]):
         try:
             session = self._connect(max(0.0, deadline - time.monotonic()))
         except BaseException:
-            with self._cond:
-                self._connecting -= 1
-                self._cond.notify_all()
+            self._connected(None)
             raise
-        made = Pooled(session)
-        made.users = 1
-        with self._cond:
-            self._connecting -= 1
-            self._sessions.append(made)
-            self._cond.notify_all()
+        made = self._connected(session, users=1)
+        assert made is not None
         return made, True
 
     def _grow(self, generation: int) -> None:
@@ -346,20 +340,28 @@ class SessionPool(Generic[S]):
                 session = self._connect(self.timeout)
             except Exception as exc:  # the callers' own connections report it
                 log.debug("origin %s: an extra connection failed: %s", self.origin_id, exc)
-                with self._cond:
-                    self._connecting -= 1
-                    self._cond.notify_all()
+                self._connected(None)
                 return
-            with self._cond:
-                self._connecting -= 1
-                kept = generation == self._generation
-                if kept:
-                    self._sessions.append(Pooled(session))
-                self._cond.notify_all()
-            if not kept:
+            if self._connected(session, generation=generation) is None:
                 self._close_quietly(Pooled(session))
 
         threading.Thread(target=grow, name=f"connect-{self.origin_id}", daemon=True).start()
+
+    def _connected(
+        self, session: S | None, *, users: int = 0, generation: int | None = None
+    ) -> Pooled[S] | None:
+        """A connecting slot is done: pool *session* (None: connecting failed)
+        with *users* holding it, unless the pool was closed since *generation*
+        (then None: the caller closes it); wake whoever waits for a slot."""
+        with self._cond:
+            self._connecting -= 1
+            pooled = None
+            if session is not None and generation in (None, self._generation):
+                pooled = Pooled(session)
+                pooled.users = users
+                self._sessions.append(pooled)
+            self._cond.notify_all()
+        return pooled
 
     def release(self, pooled: Pooled[S]) -> None:
         with self._cond:

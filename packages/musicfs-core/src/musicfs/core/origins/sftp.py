@@ -68,6 +68,7 @@ import functools
 import logging
 import os
 import posixpath
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -289,6 +290,9 @@ class SFTPOrigin(Origin):
         self.max_connections = max_connections
         #: The ``ssh`` command connections are made with (None: paramiko's own SSH).
         self.ssh = self._choose_client(ssh_client)
+        # auto: whether that ssh is OpenSSH's is asked (``ssh -V``) at the first
+        # connection, not while the mount starts.
+        self._ssh_known = ssh_client == "openssh"
         self._host_keys = HostKeys(origin_id, host, port, known_hosts)
         self._watchdog = Watchdog(f"sftp-watchdog-{origin_id}")
         self._pool: SessionPool[SFTPSession] = SessionPool(
@@ -313,6 +317,8 @@ class SFTPOrigin(Origin):
         cannot = why_not_openssh(
             password=self._password, known_hosts=self.known_hosts, key_file=self.key_file
         )
+        if wanted == "auto":
+            return None if cannot else shutil.which("ssh")
         ssh = find_ssh()
         if wanted == "openssh":
             if cannot:
@@ -322,11 +328,13 @@ class SFTPOrigin(Origin):
                 raise ValueError(f"origin {self.id!r}: ssh_client = 'openssh' needs OpenSSH's "
                                  "ssh, which is not on PATH (apt install openssh-client); "
                                  "or use ssh_client = 'paramiko'")  # fmt: skip
-        return None if cannot else ssh
+        return ssh
 
     @property
     def client(self) -> str:
-        """Which SSH client carries the connections: ``openssh`` or ``paramiko``."""
+        """Which SSH client carries the connections: ``openssh`` or ``paramiko``
+        (under auto, paramiko from the first connection on if the ``ssh`` on PATH
+        turns out not to be OpenSSH's)."""
         return "paramiko" if self.ssh is None else "openssh"
 
     @property
@@ -550,6 +558,9 @@ class SFTPOrigin(Origin):
         """A new SSH connection with an SFTP session, all of it within *seconds*
         (the pool's share of *timeout*; the watchdog closes the connection if
         the server stops answering midway, which wakes every wait in paramiko)."""
+        if not self._ssh_known:
+            self.ssh = find_ssh() if self.ssh is not None else None  # (its answer is kept)
+            self._ssh_known = True
         if self.ssh is not None:
             process = SSHProcess(
                 ssh_argv(self.ssh, host=self.host, port=self.port, user=self.user,
