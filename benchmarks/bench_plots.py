@@ -363,12 +363,16 @@ def plot_read(run: Run, out: Path) -> Plot | str:
     if paired is not None:
         ahead = num(get(sec, "floor", "read_ahead_kb"))
         again = num(get(sec, "musicfs", "warm_vs_floor_paired"))
+        spread = {
+            key: sorted(get(sec, "musicfs", f"{key}_vs_floor_rounds") or [])
+            for key in ("cold", "warm")
+        }
         notes.append(
-            f"MusicFS ÷ floor read in the same round, the median of the rounds' ratios "
-            f"(the table's column divides the medians): cold {fmt(paired)} "
-            f"({sec.get('cold_repeats', '?')} rounds), 2nd pass {fmt(again)} "
-            f"({sec.get('warm_repeats', '?')} rounds). The floor reads with MusicFS's read-ahead"
-            + (f" ({fmt(ahead)} KiB)." if ahead is not None else ".")
+            f"MusicFS ÷ floor read side by side in the same round, the median of the rounds' "
+            f"ratios (the table's column divides the medians): cold {fmt(paired)} "
+            f"(rounds {', '.join(fmt(x) for x in spread['cold'])}), 2nd pass {fmt(again)} "
+            f"(rounds {', '.join(fmt(x) for x in spread['warm'])}). The floor reads with "
+            f"MusicFS's read-ahead" + (f" ({fmt(ahead)} KiB)." if ahead is not None else ".")
         )
     return Plot("read", title, "read", header, rows, notes)
 

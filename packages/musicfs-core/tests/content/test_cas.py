@@ -82,11 +82,12 @@ def test_lru_eviction_keeps_the_store_under_its_limit(tmp_path: Path) -> None:
     assert store.stats.evictions == 1
 
 
-def test_uses_are_written_beside_the_reads_and_eviction_goes_by_them(
+def test_reads_never_write_the_index_and_eviction_still_goes_by_their_uses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reads leave writing their chunks' uses to a thread of their own (on the
-    reading thread they cost a cold cached read 8%); eviction still goes by
+    """A read (the FUSE thread) neither waits for a copy holding the index nor
+    writes its chunks' uses there itself (that cost a cold cached read 8%): a
+    thread of their own does, each chunk with its own time. Eviction goes by
     them, and what is not written yet when the store closes is written then."""
     monkeypatch.setattr(cas, "_TOUCH_BATCH", 3)
     ticks = itertools.count(1_000_000)
@@ -94,27 +95,42 @@ def test_uses_are_written_beside_the_reads_and_eviction_goes_by_them(
     store = ChunkStore(tmp_path, limit=500_000)
     chunks = [store.put(noise(100_000, seed)) for seed in range(5)]
     read, unread = chunks[:3], chunks[3:]
-    places = store.places(read)
-    with ChunkReader(store) as reader:  # the oldest three, used now: a batch
-        assert [bytes(b) for b in reader.read([(d, places[d]) for d in read])] == [
-            noise(100_000, seed) for seed in range(3)
-        ]
+    places = store.places(chunks)
+    writers: list[threading.Thread] = []
+    store._db.set_trace_callback(
+        lambda sql: writers.append(threading.current_thread()) if "last_used" in sql else None
+    )
 
     def uses() -> dict[str, float]:
         with sqlite3.connect(tmp_path / "index.sqlite3") as db:
             return dict(db.execute("SELECT hash, last_used FROM chunks"))
 
-    deadline = time.monotonic() + 10  # written with nothing else asking for it
-    while min(uses()[d] for d in read) < max(uses()[d] for d in unread):
-        assert time.monotonic() < deadline, "the batch of uses was never written"
-        time.sleep(0.01)
+    def wait_until(written: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10  # written with nothing else asking for it
+        while not written():
+            assert time.monotonic() < deadline, "the uses were never written"
+            time.sleep(0.01)
+
+    with store._lock, ChunkReader(store) as reader:  # as a copy holds it for a while
+        data = reader.read([(d, places[d]) for d in read])  # the oldest three: a batch
+    assert [bytes(b) for b in data] == [noise(100_000, seed) for seed in range(3)]
+    wait_until(lambda: min(uses()[d] for d in read) > max(uses()[d] for d in unread))
+    assert writers
+    assert threading.current_thread() not in writers
+    used = uses()
+    assert used[read[0]] < used[read[1]] < used[read[2]]  # each its own time
     store.put(noise(100_000, 9))  # over the limit: the oldest use goes
     assert all(store.has(d) for d in read)
     assert not store.has(unread[0])
-    store.get(unread[1])  # one use, not a batch: written when the store closes
-    store.close()
+    # A batch whose writer waits for the lock when the store closes: written then.
+    with store._lock, ChunkReader(store) as reader:
+        reader.read([(d, places[d]) for d in (unread[1], read[0], read[1])])
+        closing = threading.Thread(target=store.close)
+        closing.start()
+    closing.join(10)
+    assert not closing.is_alive()
     used = uses()
-    assert used[unread[1]] > max(used[d] for d in read)
+    assert used[unread[1]] > used[read[2]]
 
 
 def test_pinned_chunks_are_not_evicted(tmp_path: Path) -> None:

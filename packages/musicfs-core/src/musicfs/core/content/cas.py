@@ -77,7 +77,10 @@ class ChunkStore:
         self._pins: dict[str, int] = {}
         self._kept: set[str] = set()  # pinned for offline: never evicted (`keep`)
         self._touched: dict[str, float] = {}
-        self._toucher: threading.Thread | None = None  # writes reads' uses down (`_touch_later`)
+        # Writes reads' uses down (`_touch_later`); none is started once closing.
+        self._toucher: threading.Thread | None = None
+        self._toucher_lock = threading.Lock()
+        self._closing = False
         self._closed = False
         # Chunks dropped since `take_lost`: the copies listing them are no longer
         # whole (the content layer drops them; the damaged ones to be fetched again).
@@ -122,7 +125,9 @@ class ChunkStore:
         return end
 
     def close(self) -> None:
-        toucher = self._toucher
+        with self._toucher_lock:
+            self._closing = True
+            toucher = self._toucher
         if toucher is not None:
             toucher.join()
         with self._lock:
@@ -452,13 +457,14 @@ class ChunkStore:
         thread they cost a cold cached read of the mount 8% (the index's write
         transaction, and its growing log slowing each open's lookups); a thread's
         SQLite runs beside it on the other core."""
-        toucher = self._toucher
-        if toucher is not None and toucher.is_alive():
-            return  # it takes what was added meanwhile too, or the next one does
-        self._toucher = threading.Thread(
-            target=self._write_touches, name="musicfs-chunk-uses", daemon=True
-        )
-        self._toucher.start()
+        with self._toucher_lock:
+            toucher = self._toucher
+            if self._closing or (toucher is not None and toucher.is_alive()):
+                return  # it takes what was added meanwhile too, or the next one does
+            self._toucher = threading.Thread(
+                target=self._write_touches, name="musicfs-chunk-uses", daemon=True
+            )
+            self._toucher.start()
 
     def _write_touches(self) -> None:
         with self._lock:
@@ -469,14 +475,13 @@ class ChunkStore:
         if not self._touched:
             return
         touched, self._touched = self._touched, {}  # readers add to the new one
-        # One statement for the batch, stamped with its latest use: SQLite runs it
-        # with the GIL released once, not once a row (each time the reading thread
-        # waits to get it back). A batch is 32 MiB of reads: its chunks were used
-        # close together, and eviction, which goes by the oldest, sees the same order.
+        # One statement for the batch: SQLite runs it with the GIL released once,
+        # not once a row (each time, the reading thread waited to get it back).
         with self._transaction_locked():
             self._db.execute(
-                "UPDATE chunks SET last_used = ? WHERE hash IN (SELECT value FROM json_each(?))",
-                (max(touched.values()), json.dumps(list(touched))),
+                "UPDATE chunks SET last_used = used.value FROM json_each(?) AS used"
+                " WHERE chunks.hash = used.key",
+                (json.dumps(touched),),
             )
 
     def take_lost(self) -> tuple[set[str], set[str]]:

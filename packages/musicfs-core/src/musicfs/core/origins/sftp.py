@@ -71,6 +71,7 @@ import posixpath
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -293,6 +294,7 @@ class SFTPOrigin(Origin):
         # auto: whether that ssh is OpenSSH's is asked (``ssh -V``) at the first
         # connection, not while the mount starts.
         self._ssh_known = ssh_client == "openssh"
+        self._asking_ssh = threading.Lock()  # once, whoever connects first
         self._host_keys = HostKeys(origin_id, host, port, known_hosts)
         self._watchdog = Watchdog(f"sftp-watchdog-{origin_id}")
         self._pool: SessionPool[SFTPSession] = SessionPool(
@@ -559,8 +561,12 @@ class SFTPOrigin(Origin):
         (the pool's share of *timeout*; the watchdog closes the connection if
         the server stops answering midway, which wakes every wait in paramiko)."""
         if not self._ssh_known:
-            self.ssh = find_ssh() if self.ssh is not None else None  # (its answer is kept)
-            self._ssh_known = True
+            started = time.monotonic()
+            with self._asking_ssh:
+                if not self._ssh_known:
+                    self.ssh = find_ssh() if self.ssh is not None else None
+                    self._ssh_known = True
+            seconds = max(0.0, seconds - (time.monotonic() - started))
         if self.ssh is not None:
             process = SSHProcess(
                 ssh_argv(self.ssh, host=self.host, port=self.port, user=self.user,
