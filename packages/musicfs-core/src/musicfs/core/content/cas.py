@@ -81,7 +81,6 @@ class ChunkStore:
         self._toucher: threading.Thread | None = None
         self._toucher_lock = threading.Lock()
         self._closing = False
-        self._closed = False
         # Chunks dropped since `take_lost`: the copies listing them are no longer
         # whole (the content layer drops them; the damaged ones to be fetched again).
         self._lost_damaged: set[str] = set()
@@ -132,7 +131,6 @@ class ChunkStore:
             toucher.join()
         with self._lock:
             self._flush_touches()
-            self._closed = True
         self._db.close()
 
     def path_of(self, pack: int | None, digest: str = "") -> str:
@@ -467,9 +465,8 @@ class ChunkStore:
             self._toucher.start()
 
     def _write_touches(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._flush_touches()
+        with self._lock:  # (`close` waits for this thread before it closes the index)
+            self._flush_touches()
 
     def _flush_touches(self) -> None:
         if not self._touched:

@@ -301,12 +301,9 @@ class SessionPool(Generic[S]):
                         return idle[-1], False
                     if len(self._sessions) + self._connecting < self.size:
                         self._connecting += 1
-                        if self._grow_behind and self._sessions:
-                            self._grow(self._generation)
-                            pooled = min(self._sessions, key=lambda p: p.users)
-                            pooled.users += 1
-                            return pooled, False
-                        break
+                        if not (self._grow_behind and self._sessions):
+                            break  # this caller makes it
+                        self._grow(self._generation)  # and shares one meanwhile
                     if self._sessions:
                         pooled = min(self._sessions, key=lambda p: p.users)
                         pooled.users += 1
