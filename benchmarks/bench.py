@@ -19,6 +19,7 @@ import argparse
 import atexit
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -107,8 +108,15 @@ class Context:
             return own
         copy = self.mounter.workdir / "before-cache"
         if not copy.exists():
-            shutil.copytree(own, copy, ignore=shutil.ignore_patterns("lock", "*.sock"))
+            bench_data.copy_cache(own, copy, self.before_schema)
         return copy
+
+    @functools.cached_property
+    def before_schema(self) -> int | None:
+        """The catalog schema the "before" command reads (its copies are taken back to it)."""
+        return (
+            None if not self.settings.before else bench_data.catalog_schema_of(self.settings.before)
+        )
 
     @contextlib.contextmanager
     def fresh_mount(self, kind: str) -> Any:
@@ -323,7 +331,7 @@ def _mount_before(ctx: Context, syn: dict[str, Any], n: int) -> dict[str, Any]:
     """The "before" command on a copy of the synthetic catalog: warm mounts, idle RSS."""
     s = ctx.settings
     cache_dir = ctx.mounter.workdir / f"before-synthetic-{n}"
-    shutil.copytree(syn["cache_dir"], cache_dir, ignore=shutil.ignore_patterns("lock", "*.sock"))
+    bench_data.copy_cache(Path(syn["cache_dir"]), cache_dir, ctx.before_schema)
     try:
         runs: list[float] = []
         rss = None

@@ -76,6 +76,63 @@ def _migrate(db: Path, log: Any) -> None:
     if version != SCHEMA_VERSION:
         log(f"migrating cached catalog {db} from schema {version} to {SCHEMA_VERSION} ...")
         Catalog.open(db).close()
+    pack_listings(db)  # those the migration (or a mount's changes) left marked
+
+
+def pack_listings(db: Path) -> None:
+    """Pack the listings of the catalog's big folders, as the end of a scan does
+    (the bench's catalogs are built without one, and mounted without scanning)."""
+    from musicfs.core.catalog.store import Catalog
+
+    with Catalog.open(db) as cat:
+        cat.pack_listings()
+
+
+#: SQL undoing each catalog migration since the oldest MusicFS the bench
+#: compares with ("before"). Each of them only added, so what is left is the
+#: catalog as that version wrote it.
+UNDO_MIGRATION = {
+    16: "DROP TRIGGER nodes_listing_insert; DROP TRIGGER nodes_listing_delete;"
+    " DROP TRIGGER nodes_listing_update; DROP TABLE listings;",
+}
+
+
+def catalog_schema_of(command: str) -> int | None:
+    """The catalog schema the ``musicfs`` *command* (of a virtualenv) reads; None
+    if its Python does not say."""
+    python = Path(command).parent / "python"
+    code = "from musicfs.core.catalog.schema import SCHEMA_VERSION as v; print(v)"
+    try:
+        done = subprocess.run(
+            [python, "-c", code], check=False, capture_output=True, text=True, timeout=60
+        )
+        return int(done.stdout.strip()) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def copy_cache(source: Path, target: Path, schema: int | None) -> None:
+    """A copy of MusicFS cache dir *source* at *target*, its catalog taken back
+    to *schema* (None: as it is) for an older MusicFS to mount."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("lock", "*.sock"))
+    db = target / "catalog.sqlite3"
+    if schema is None or not db.exists():
+        return
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        while version > schema:
+            if version not in UNDO_MIGRATION:
+                raise RuntimeError(
+                    f"cannot take catalog {db} back from schema {version} to {schema}: "
+                    "compare with a newer --before, or add its step to UNDO_MIGRATION"
+                )
+            version -= 1
+            conn.executescript(
+                f"BEGIN; {UNDO_MIGRATION[version + 1]}; PRAGMA user_version = {version}; COMMIT;"
+            )
+    finally:
+        conn.close()
 
 
 # -- synthetic catalogs ----------------------------------------------------------
@@ -121,6 +178,7 @@ def synthetic_catalog(
         _synthetic_via_layout(cache_dir / "catalog.sqlite3", origin, n)
     else:
         _synthetic_via_sql(cache_dir / "catalog.sqlite3", origin, n)
+    pack_listings(cache_dir / "catalog.sqlite3")
     seconds = time.perf_counter() - started
     _verify_catalog(
         cache_dir / "catalog.sqlite3", n, [synthetic_virtual_path(i) for i in _sample(n)]
@@ -430,6 +488,7 @@ def bench_library(
                 if placed != rel:
                     raise RuntimeError(f"{rel} was placed at {placed}")
         _set_layout_settings(cat, BENCH_TEMPLATE)
+    pack_listings(cache_dir / "catalog.sqlite3")
     layout_seconds = time.perf_counter() - started
     log(f"  catalog of {len(entries):,} tracks in {layout_seconds:.1f} s")
     _verify_catalog(cache_dir / "catalog.sqlite3", len(entries), [e[0] for e in entries[::997]])

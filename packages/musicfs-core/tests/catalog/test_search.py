@@ -96,6 +96,8 @@ def test_an_existing_catalog_is_indexed_when_it_is_upgraded(tmp_path: Path) -> N
                                         TrackTags(title="Before Search")))  # fmt: skip
     with sqlite3.connect(path) as db:  # back to schema 5: no index
         db.executescript(
+            "DROP TRIGGER nodes_listing_insert; DROP TRIGGER nodes_listing_delete;"
+            "DROP TRIGGER nodes_listing_update; DROP TABLE listings;"
             "DROP TABLE playlist_files; DROP TABLE playlist_entries; DROP TABLE playlists;"
             "DROP TRIGGER files_search_insert; DROP TRIGGER files_search_delete;"
             "DROP TRIGGER files_search_update; DROP TABLE search_terms; DROP TABLE search;"

@@ -389,6 +389,8 @@ def test_a_mount_gets_a_prefetcher_only_when_it_can_help(setup: Setup) -> None:
 
 #: What catalog schema 9 adds, to go back to an older schema in a test.
 SCHEMA_9 = (
+    "DROP TRIGGER nodes_listing_insert; DROP TRIGGER nodes_listing_delete;"
+    "DROP TRIGGER nodes_listing_update; DROP TABLE listings;"  # schema 16
     "DROP TRIGGER overrides_search_insert; DROP TRIGGER overrides_search_delete;"
     "DROP TABLE search_override_terms; DROP TABLE search_overrides;"
     "ALTER TABLE nodes DROP COLUMN version;"  # schema 11

@@ -279,3 +279,44 @@ def test_a_folder_listed_again_is_sent_from_memory_and_follows_changes(fe: InPro
     assert BELLS not in names
     assert "01 - Hells Bells (Live).flac" in names
     assert {THRILL, *ART} <= set(names)
+
+
+def test_a_packed_listing_is_sent_as_the_rows_would_be_and_follows_changes(
+    tmp_path: Path, sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big folder's first listing comes from the catalog's packed row (no row
+    # per entry): the same entries, attributes and offsets in every page size,
+    # and a change shows at once (the change unpacks the folder).
+    monkeypatch.setattr("musicfs.core.catalog.listings.PACKED_MIN", 1)  # every folder is big
+    fe = InProcess(tmp_path, sample)
+    try:
+        _list_packed(fe, monkeypatch)
+    finally:
+        fe.close()
+
+
+def _list_packed(fe: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = fe.listing(ACDC_ALBUM)
+    assert fe.catalog.packed_listing(fe.inode(ACDC_ALBUM)) is not None, "the scan packed none"
+    read_rows: list[int] = []  # the folders listed row by row
+    rows_of = fe.library.listing
+
+    def listing(parent: int, after: int, limit: int) -> list[tuple[int, bytes, int, int]]:
+        read_rows.append(parent)
+        return rows_of(parent, after, limit)
+
+    monkeypatch.setattr(fe.library, "listing", listing)
+    for page in (1, 2, 3, 100):
+        fe.library.directories.clear()  # each a first listing (L1 holds none)
+        fe.page = page
+        assert fe.listing(ACDC_ALBUM) == first, page
+    assert not read_rows, "listed row by row though packed"
+    fe.retitle(f"{ACDC_ALBUM}/{BELLS}", "Hells Bells (Live)")
+    names = [name for name, _, _ in fe.listing(ACDC_ALBUM)]
+    assert read_rows, "a changed folder was listed from its old packed row"
+    assert "01 - Hells Bells (Live).flac" in names
+    assert BELLS not in names
+    assert fe.catalog.pack_listings() > 0
+    read_rows.clear()
+    assert [name for name, _, _ in fe.listing(ACDC_ALBUM)] == names
+    assert not read_rows

@@ -364,3 +364,32 @@ def test_hidden_files_are_scanned_only_with_include_hidden_and_appledouble_never
             report = scanner(catalog).scan(origin)
             assert (report.seen, report.unreadable) == (len(seen), 0)  # no ._ file was read
             assert {t.tags.title for t in catalog.tracks()} == seen
+
+
+def test_a_scan_packs_the_listings_of_big_folders_it_changed(
+    tmp_path: Path, catalog: Catalog, make_wav: MakeWav, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first `ls` of a big folder reads its listing packed in one row; a scan
+    # that changed the folder packs it again, and one that shrank it forgets it.
+    monkeypatch.setattr("musicfs.core.catalog.listings.PACKED_MIN", 3)
+    lib = tmp_path / "lib"
+    for n in range(3):
+        make_wav(lib / f"{n}.wav", title=f"Song {n}", artist="A", album="Al")
+    origin = LocalOrigin("lib", lib)
+    scanner(catalog).scan(origin)
+    album = catalog.resolve("A/Al (0000) [WAV]")
+    assert album is not None
+    packed = catalog.packed_listing(album.id)
+    assert packed is not None, "a folder of 3 tracks is not packed"
+    assert packed.rows() == catalog.child_rows(album.id, 0, -1)
+    make_wav(lib / "3.wav", title="Song 3", artist="A", album="Al")
+    scanner(catalog).scan(origin)
+    packed = catalog.packed_listing(album.id)
+    assert packed is not None
+    assert b"00 - Song 3.wav" in packed.names(0, len(packed))
+    assert packed.rows() == catalog.child_rows(album.id, 0, -1)
+    for n in range(3):
+        (lib / f"{n}.wav").unlink()
+    scanner(catalog).scan(origin)
+    assert catalog.packed_listing(album.id) is None
+    assert album.id not in catalog.listing_marks()

@@ -20,7 +20,7 @@ from musicfs.core.errors import MusicFSError
 log = logging.getLogger(__name__)
 
 ROOT_NODE = 1
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 
 _TAG_COLUMNS = """
     title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
@@ -34,6 +34,13 @@ _TAG_COLUMNS = """
 _FTS = "artist, albumartist, album, title, genre, composer, name"
 _FTS_NEW = ", ".join(f"new.{c}" for c in _FTS.split(", "))
 _FTS_OLD = ", ".join(f"old.{c}" for c in _FTS.split(", "))
+
+# Marks folder {parent}'s listing changed (see musicfs.core.catalog.listings).
+_MARK_CHANGED = (
+    "INSERT INTO listings (parent) VALUES ({parent}) ON CONFLICT (parent) DO UPDATE SET"
+    " ids = NULL, sizes = NULL, mtimes = NULL, offsets = NULL, names = NULL"
+    " WHERE ids IS NOT NULL;"
+)
 
 # Each entry upgrades the schema from version (index) to version (index + 1).
 MIGRATIONS: tuple[str, ...] = (
@@ -285,6 +292,32 @@ MIGRATIONS: tuple[str, ...] = (
         count INTEGER NOT NULL,
         PRIMARY KEY (file_id, source)
     );
+    """,
+    # 16: packed listings of big folders (musicfs.core.catalog.listings). A row
+    # with NULL columns marks a folder changed since it was packed: the
+    # triggers clear its columns in the same transaction as any change its
+    # listing shows. Folders big now are marked, to be packed by the next scan.
+    f"""
+    CREATE TABLE listings (
+        parent INTEGER PRIMARY KEY,
+        ids BLOB, sizes BLOB, mtimes BLOB, offsets BLOB, names BLOB
+    );
+    CREATE TRIGGER nodes_listing_insert AFTER INSERT ON nodes BEGIN
+        {_MARK_CHANGED.format(parent="new.parent")}
+    END;
+    CREATE TRIGGER nodes_listing_delete AFTER DELETE ON nodes BEGIN
+        {_MARK_CHANGED.format(parent="old.parent")}
+        DELETE FROM listings WHERE old.file_id IS NULL AND parent = old.id;
+    END;
+    CREATE TRIGGER nodes_listing_update AFTER UPDATE OF parent, name, file_id, size, mtime_ns
+    ON nodes WHEN old.parent IS NOT new.parent OR old.name IS NOT new.name
+        OR (old.file_id IS NULL) IS NOT (new.file_id IS NULL) OR old.size IS NOT new.size
+        OR old.mtime_ns IS NOT new.mtime_ns
+    BEGIN
+        {_MARK_CHANGED.format(parent="old.parent")}
+        {_MARK_CHANGED.format(parent="new.parent")}
+    END;
+    INSERT INTO listings (parent) SELECT parent FROM nodes GROUP BY parent HAVING count(*) >= 1000;
     """,
 )
 

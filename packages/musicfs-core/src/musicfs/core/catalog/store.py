@@ -16,6 +16,7 @@ the schema), owns its transactions, and gathers the concerns, one module each:
 ==============  =====================================================
 `schema`        tables, numbered migrations, `CatalogError`
 `tree`          nodes: lookups, listings, paths; writes for the layout
+`listings`      big folders' listings packed in one row each (kept by triggers)
 `tracks`        files: scanned rows, replicas, content hashes
 `overrides`     the metadata overlay: overrides and synthesized headers
 `plays`         the access log, what follows what, collection rules; imported counts
@@ -52,6 +53,7 @@ from pathlib import Path
 from musicfs.core.catalog import schema
 from musicfs.core.catalog.identity import Identity
 from musicfs.core.catalog.index import SearchIndex
+from musicfs.core.catalog.listings import PACKED_MIN, Listing, Listings
 from musicfs.core.catalog.migration import MigrationRows
 from musicfs.core.catalog.overrides import Overrides
 from musicfs.core.catalog.pins import PinRequest, Pins
@@ -84,11 +86,13 @@ from musicfs.core.catalog.tree import LISTING_QUERY, Tree
 __all__ = [
     "LISTING_QUERY",
     "MIGRATIONS",
+    "PACKED_MIN",
     "ROOT_NODE",
     "SCHEMA_VERSION",
     "Catalog",
     "CatalogError",
     "KnownFile",
+    "Listing",
     "Node",
     "Overlay",
     "PinRequest",
@@ -103,6 +107,7 @@ __all__ = [
 
 class Catalog(
     Tree,
+    Listings,
     Tracks,
     Overrides,
     Plays,

@@ -10,8 +10,9 @@ than `BIG_DIRECTORY` are not held (their lookups go to SQLite). The scanner's
 tree changes drop the directories they touch. Thread-safe: the FUSE loop reads
 it, the scanner thread invalidates it.
 
-It also keeps the *listings* of folders listed more than once (`Listing`: the
-rows readdir sends, compact, ~45 bytes an entry): the kernel does not keep
+It also keeps the *listings* of folders listed more than once
+(`musicfs.core.catalog.listings.Listing`: the rows readdir sends, compact,
+~45 bytes an entry): the kernel does not keep
 listings, so every ``ls`` of a folder asks again, and SQLite's rows cost
 several times what the kernel spends on them (benchmarks/bench.py readdir). A
 folder is kept at its second complete listing only, so one walk of a library
@@ -22,13 +23,12 @@ dropped with the directory's lookups.
 from __future__ import annotations
 
 import threading
-from array import array
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate, chain
 from operator import itemgetter
 
+from musicfs.core.catalog.listings import Listing, Row
 from musicfs.core.catalog.store import Node
 from musicfs.core.content.stats import TierStats
 
@@ -38,39 +38,6 @@ DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_LISTED = 250_000
 #: Folders remembered as listed once (so their second listing is kept).
 _SEEN = 4096
-
-#: A listing row: (node id, name as UTF-8 bytes, size or -1 for a folder, mtime_ns).
-Row = tuple[int, bytes, int, int]
-
-
-class Listing:
-    """One folder's entries in node-id order, as columns (no object per entry)."""
-
-    __slots__ = ("_names", "_offsets", "has_tracks", "ids", "mtimes", "sizes")
-
-    def __init__(self, pages: Sequence[Sequence[Row]]) -> None:
-        rows = list(chain.from_iterable(pages))
-        self.ids = array("q", map(itemgetter(0), rows))
-        self.sizes = array("q", map(itemgetter(2), rows))  # -1: a folder
-        self.mtimes = array("q", map(itemgetter(3), rows))
-        names = list(map(itemgetter(1), rows))
-        # Names are NUL-free: one bytes object, split a chunk at a time when sent.
-        self._names = b"\0".join(names)
-        self._offsets = array("q", accumulate(map((1).__add__, map(len, names)), initial=0))
-        self.has_tracks = any(size >= 0 for size in self.sizes)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def index_after(self, node_id: int) -> int:
-        """The index of the first entry whose id is above *node_id*."""
-        return bisect_right(self.ids, node_id)
-
-    def names(self, start: int, stop: int) -> list[bytes]:
-        """The names of entries *start* to *stop* (exclusive)."""
-        if start >= stop:
-            return []
-        return self._names[self._offsets[start] : self._offsets[stop] - 1].split(b"\0")
 
 
 class ListingBuilder:
@@ -193,9 +160,11 @@ class DirectoryCache:
         if len(self._seen) > _SEEN:
             self._seen.popitem(last=False)
 
-    def keep_listing(self, builder: ListingBuilder) -> None:
-        """Keep the listing *builder* read to its end, unless its folder changed meanwhile."""
-        listing = Listing(builder.pages)
+    def keep_listing(self, builder: ListingBuilder, listing: Listing | None = None) -> None:
+        """Keep the listing *builder* read to its end (or *listing*, read whole
+        after *builder* was made), unless its folder changed meanwhile."""
+        if listing is None:
+            listing = Listing(builder.pages)
         with self._lock:
             if self._building.get(builder.parent) != builder.token:
                 self._note_seen(builder.parent)  # read across a change: keep the next one

@@ -19,9 +19,9 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from musicfs.core.catalog.store import ROOT_NODE, Catalog, Node, Track
+from musicfs.core.catalog.store import ROOT_NODE, Catalog, Listing, Node, Track
 from musicfs.core.content.cache import ContentCache
-from musicfs.core.content.hotcache import DirectoryCache, Listing, ListingBuilder
+from musicfs.core.content.hotcache import DirectoryCache, ListingBuilder
 from musicfs.core.content.openfile import LibraryError, Opening, OpenPlan, OpenTrack
 from musicfs.core.content.readpolicy import ReadPolicy, version_of
 from musicfs.core.events import EventBus, EventType
@@ -115,13 +115,18 @@ class Library:
         """The whole listing of *parent* if L1 keeps it (a folder listed before)."""
         return self.directories.listing(parent)
 
+    def packed_listing(self, parent: int) -> Listing | None:
+        """The whole listing of big folder *parent* as the catalog packed it, or
+        None (not packed: small, or changed since the last scan ended)."""
+        return self.catalog.packed_listing(parent)
+
     def listing_builder(self, parent: int) -> ListingBuilder | None:
         """Collects a listing of *parent* read from its first entry, for L1
         (`keep_listing` once read to the end); None if L1 does not want it."""
         return self.directories.listing_builder(parent)
 
-    def keep_listing(self, builder: ListingBuilder) -> None:
-        self.directories.keep_listing(builder)
+    def keep_listing(self, builder: ListingBuilder, listing: Listing | None = None) -> None:
+        self.directories.keep_listing(builder, listing)
 
     # -- opening: plan (catalog, FUSE thread), open (the read policy), register ----------
 

@@ -424,6 +424,7 @@ class Admin:
             layout = Layout(catalog, template, skip_unreadable=fs.config.scan.skip_unreadable)
             with catalog.transaction():
                 layout.rebuild()
+            catalog.pack_listings()
         fs.life.config = replace(fs.config, template=text)
         library = self._library()
         if library is not None:

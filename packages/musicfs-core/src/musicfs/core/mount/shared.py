@@ -508,6 +508,8 @@ class SharedMount:
             again |= set(catalog.unplaced_files()) | set(catalog.all_overrides())
         changes += editor.refresh(sorted(again - applied.removed))
         self.notify(changes)
+        if changes:  # the listings of big folders it changed, packed again
+            catalog.pack_listings()
         if self.after_applied is not None and (applied.tracks or applied.removed or applied.copied):
             folders = {c.parent for c in changes if c.kind is not ChangeKind.REMOVED}
             self.after_applied(catalog, editor.layout, folders)

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from musicfs.core.catalog.layout import ChangeKind, TreeChange
-from musicfs.core.catalog.store import ROOT_NODE, Node
+from musicfs.core.catalog.store import ROOT_NODE, Listing, Node
 from musicfs.core.config.collections import Collection
-from musicfs.core.content.hotcache import Listing, ListingBuilder
+from musicfs.core.content.hotcache import ListingBuilder
 from musicfs.core.content.library import Library, LibraryError, not_found
 from musicfs.core.content.openfile import Reading
 from musicfs.core.namespace.entries import (
@@ -97,13 +97,14 @@ Row = tuple[int, bytes, int, int]
 class _DirHandle:
     """An open listing of folder *inode*."""
 
-    __slots__ = ("builder", "ended_after", "inode", "tracks")
+    __slots__ = ("builder", "ended_after", "inode", "packed", "tracks")
 
     def __init__(self, inode: int) -> None:
         self.inode = inode
         self.ended_after = -1  # the offset after which the listing ended
         self.tracks = False  # whether the folder holds tracks (then cover files follow)
         self.builder: ListingBuilder | None = None  # collecting the listing for L1
+        self.packed: Listing | None = None  # the catalog's packed listing, read at offset 0
 
 
 class Namespace:
@@ -271,7 +272,8 @@ class Namespace:
         # so paging survives concurrent changes; its cover files follow at
         # COVER_OFFSET. The caller's buffer takes hundreds of entries per call:
         # fetch about as many as the last call took. A folder listed before is
-        # sent from L1's copy of its listing (`Library.kept_listing`), without SQL.
+        # sent from L1's copy of its listing (`Library.kept_listing`), a big one
+        # from the catalog's packed listing; neither makes a row per entry.
         listing = self._listings[fh]
         inode = listing.inode
         if is_virtual(inode):
@@ -284,14 +286,16 @@ class Namespace:
             return
         attr.entry_timeout, attr.attr_timeout = self.entry_timeout, self.attr_timeout
         library = self.library
-        kept = library.kept_listing(inode)
+        if start == 0:
+            listing.packed = None
+        kept = listing.packed if listing.packed is not None else library.kept_listing(inode)
+        if kept is None and start == 0:
+            kept = self._packed(listing)
         if kept is not None:
             self._readdir_kept(listing, kept, start, attr, reply)
             return
         builder = listing.builder
-        if start == 0:
-            listing.builder = builder = library.listing_builder(inode)
-        elif builder is not None and start > builder.last:
+        if start != 0 and builder is not None and start > builder.last:
             listing.builder = builder = None  # not read in order: not kept
         after, want, taken = start, self._readdir_fit + 1, 0
         while True:
@@ -311,6 +315,22 @@ class Namespace:
                 self._readdir_covers(listing, COVER_OFFSET, after, attr, reply)
                 return
             want *= 2
+
+    def _packed(self, listing: _DirHandle) -> Listing | None:
+        """The catalog's packed listing of a big folder, for this handle's calls
+        (and for L1, at the folder's second listing); else None, and the handle
+        is ready to collect the rows it reads for L1."""
+        library = self.library
+        # Asked before the read: a tree change in between voids it.
+        builder = library.listing_builder(listing.inode)
+        packed = library.packed_listing(listing.inode)
+        if packed is None:
+            listing.builder = builder
+            return None
+        listing.builder, listing.packed = None, packed
+        if builder is not None:
+            library.keep_listing(builder, packed)
+        return packed
 
     def _readdir_kept(
         self, listing: _DirHandle, kept: Listing, start: int, attr: StatFields, reply: Reply

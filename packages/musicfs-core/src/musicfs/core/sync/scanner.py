@@ -664,6 +664,8 @@ class Scanner:
         backfill_identities(self.catalog, origin, self.federation)
 
     def _finish(self, report: ScanReport, started: float) -> ScanReport:
+        if not self.cancelled:  # the listings of big folders it changed, packed again
+            self.catalog.pack_listings(stop=lambda: self.cancelled)
         report.seconds = time.monotonic() - started
         self.progress.update(report)
         log.info("scan done: %s", report.summary())

@@ -1,0 +1,178 @@
+"""Packed listings: a big folder's entries in one row, as columns.
+
+A first listing of a folder of 100,000 tracks read from ``nodes`` makes a
+Python tuple per entry (~1.3 µs each: two thirds of the readdir handler's time,
+benchmarks/bench.py "readdir, first"). The same entries kept as four arrays and
+one string of names come out of one row in a few milliseconds. `Listing` is
+that form; L1 (`musicfs.core.content.hotcache`) holds listings in it too.
+
+The ``listings`` table (schema 16) holds one row per folder that changed since
+it was last packed, or that is packed:
+
+* triggers on ``nodes`` clear a folder's packed columns in the same
+  transaction as any change that its listing shows (an entry added, removed,
+  renamed, moved, or given another size or mtime), leaving the row behind as a
+  mark that the folder changed. So a packed row is always exactly what
+  `LISTING_QUERY` returns, or it is not there and readers read rows;
+* `pack_listings` (the scanner runs it when a scan ends) packs each marked
+  folder that holds at least `PACKED_MIN` entries and forgets the marks of
+  the others. Smaller folders are not worth a row: their rows cost little.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from itertools import accumulate, chain
+from operator import itemgetter
+
+from musicfs.core.catalog.rows import Part
+from musicfs.core.catalog.tree import LISTING_QUERY
+
+#: Folders with fewer entries are listed from their rows (not packed).
+PACKED_MIN = 1000
+
+#: A listing row: (node id, name as UTF-8 bytes, size or -1 for a folder, mtime_ns).
+Row = tuple[int, bytes, int, int]
+
+_BIG_ENDIAN = sys.byteorder == "big"  # packed columns are little-endian on disk
+
+
+class Listing:
+    """One folder's entries in node-id order, as columns (no object per entry)."""
+
+    __slots__ = ("_names", "_offsets", "has_tracks", "ids", "mtimes", "sizes")
+
+    ids: array[int]
+    sizes: array[int]  # -1: a folder
+    mtimes: array[int]
+    _names: bytes  # the names, NUL-separated (names hold no NUL)
+    _offsets: array[int]  # where each name starts, and one past the last
+    has_tracks: bool
+
+    def __init__(self, pages: Sequence[Sequence[Row]]) -> None:
+        rows = list(chain.from_iterable(pages))
+        self.ids = array("q", map(itemgetter(0), rows))
+        self.sizes = array("q", map(itemgetter(2), rows))
+        self.mtimes = array("q", map(itemgetter(3), rows))
+        names = list(map(itemgetter(1), rows))
+        self._names = b"\0".join(names)
+        self._offsets = array("q", accumulate(map((1).__add__, map(len, names)), initial=0))
+        self.has_tracks = any(size >= 0 for size in self.sizes)
+
+    @classmethod
+    def unpacked(cls, columns: Sequence[bytes]) -> Listing:
+        """The listing stored as `packed` columns (ids, sizes, mtimes, offsets, names)."""
+        listing = cls.__new__(cls)
+        arrays = []
+        for column in columns[:4]:
+            values = array("q", column)
+            if _BIG_ENDIAN:
+                values.byteswap()
+            arrays.append(values)
+        listing.ids, listing.sizes, listing.mtimes, listing._offsets = arrays
+        listing._names = bytes(columns[4])
+        if not len(listing._offsets) == len(listing.ids) + 1 == len(listing.sizes) + 1:
+            raise ValueError("packed listing columns of different lengths")
+        listing.has_tracks = bool(listing.sizes) and max(listing.sizes) >= 0
+        return listing
+
+    def packed(self) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        """The columns a listings row stores: ids, sizes, mtimes, offsets, names."""
+        arrays = [self.ids, self.sizes, self.mtimes, self._offsets]
+        if _BIG_ENDIAN:
+            arrays = [_swapped(values) for values in arrays]
+        ids, sizes, mtimes, offsets = (values.tobytes() for values in arrays)
+        return ids, sizes, mtimes, offsets, self._names
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def rows(self) -> list[Row]:
+        """The entries as listing rows (for tests and checks, not for readdir)."""
+        return list(zip(self.ids, self.names(0, len(self)), self.sizes, self.mtimes, strict=True))
+
+    def index_after(self, node_id: int) -> int:
+        """The index of the first entry whose id is above *node_id*."""
+        return bisect_right(self.ids, node_id)
+
+    def names(self, start: int, stop: int) -> list[bytes]:
+        """The names of entries *start* to *stop* (exclusive)."""
+        if start >= stop:
+            return []
+        return self._names[self._offsets[start] : self._offsets[stop] - 1].split(b"\0")
+
+
+def _swapped(values: array[int]) -> array[int]:
+    copy = array("q", values)
+    copy.byteswap()
+    return copy
+
+
+_PACKED_COLUMNS = "ids, sizes, mtimes, offsets, names"
+
+
+class Listings(Part):
+    """Reading, packing and forgetting packed listings."""
+
+    transaction: Callable[[], AbstractContextManager[None]]  # `Catalog.transaction`
+
+    def packed_listing(self, parent: int) -> Listing | None:
+        """The packed listing of folder *parent*: None if it is not packed (small,
+        or changed since the last `pack_listings`); then read its rows."""
+        row = self._conn.execute(
+            f"SELECT {_PACKED_COLUMNS} FROM listings WHERE parent = ? AND ids IS NOT NULL",
+            (parent,),
+        ).fetchone()
+        return None if row is None else Listing.unpacked(tuple(row))
+
+    def pack_listings(
+        self, min_entries: int | None = None, stop: Callable[[], bool] | None = None
+    ) -> int:
+        """Pack the listings of the folders changed since they were last packed
+        that hold at least *min_entries* (default `PACKED_MIN`) entries; forget
+        the marks of the others.
+
+        One transaction for the small ones and one per packed folder, so the
+        filesystem's writers wait at most for one folder. Returns the number of
+        folders packed; *stop* ends it early (the rest stay marked).
+        """
+        if min_entries is None:
+            min_entries = PACKED_MIN
+        with self.transaction():
+            self._conn.execute(
+                "DELETE FROM listings WHERE ids IS NULL"
+                " AND (SELECT count(*) FROM nodes WHERE parent = listings.parent) < ?",
+                (min_entries,),
+            )
+            rows = self._conn.execute("SELECT parent FROM listings WHERE ids IS NULL")
+            marked = [row[0] for row in rows]
+        packed = 0
+        for parent in marked:
+            if stop is not None and stop():
+                break
+            with self.transaction():
+                packed += self._pack(parent, min_entries)
+        return packed
+
+    def _pack(self, parent: int, min_entries: int) -> bool:
+        cursor = self._conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(LISTING_QUERY, (parent, 0, -1)).fetchall()
+        if len(rows) < min_entries:  # it shrank since it was marked
+            self._conn.execute("DELETE FROM listings WHERE parent = ?", (parent,))
+            return False
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO listings (parent, {_PACKED_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (parent, *Listing([rows]).packed()),
+        )
+        return True
+
+    def listing_marks(self) -> dict[int, bool]:
+        """Folders with a listings row: whether each is packed (False: marked changed)."""
+        rows = self._conn.execute("SELECT parent, ids IS NOT NULL FROM listings")
+        return {r[0]: bool(r[1]) for r in rows}
