@@ -92,6 +92,9 @@ class Context:
     lib: dict[str, Any] = field(default_factory=dict)
     drop_caches_ok: bool = True
     log: Callable[..., None] = print
+    #: The round `in_rounds` runs, and the pids of its mounts (None: not known).
+    round: int = 0
+    pids: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def origin(self) -> Path:
@@ -441,11 +444,13 @@ def in_rounds(
     """``rounds`` times: *cold_direct(origin)* after drop_caches, then *interleaved* over
     fresh mounts of every system (and direct disk, warm); medians plus every round."""
     per: dict[str, list[dict[str, Any]]] = {k: [] for k in ("direct", *ctx.systems())}
-    for _ in range(ctx.settings.rounds):
+    for n in range(ctx.settings.rounds):
+        ctx.round = n
         ctx.drop()
         cold = cold_direct(ctx.origin)
         with contextlib.ExitStack() as stack:
             mounts = {k: stack.enter_context(ctx.fresh_mount(k)) for k in ctx.systems()}
+            ctx.pids = {k: m.pid for k, m in mounts.items()}
             roots = {"direct": ctx.origin, **{k: m.mountpoint for k, m in mounts.items()}}
             results = interleaved(roots)
             for kind, m in mounts.items():
@@ -551,9 +556,14 @@ def bench_readdir(ctx: Context, out: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, dict[str, Any]] = {k: {} for k in roots}
         for key, (d, count) in dirs.items():
             runs: dict[str, list[float]] = {k: [] for k in roots}
-            for kind in fuse:  # each fresh mount's first listing of this directory
+            # Each fresh mount's first listing of this directory, in an order that
+            # rotates by round, each once the one before is done with it (rclone
+            # goes on working for a while after a listing: on 2 cores, whatever
+            # came next was slowed).
+            for kind in rotated(fuse, ctx.round):
                 first = bm.listdir_seconds(str(roots[kind] / d), count)
                 out[kind][key] = {"first_ms": round(first * 1000, 2)}
+                wait_idle(ctx.pids.get(kind), quiet=0.2)
             for rep in range(reps[key]):
                 for kind in rotated(list(roots), rep):
                     runs[kind].append(bm.listdir_seconds(str(roots[kind] / d), count))

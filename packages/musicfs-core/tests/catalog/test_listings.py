@@ -202,3 +202,26 @@ def _below(catalog: Catalog, folder: int, depth: int = 0) -> list[Node]:
         if child.is_dir and depth < 5:
             found += _below(catalog, child.id, depth + 1)
     return found
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE listings SET ids = x'0102'",  # not a whole number of entries
+        "UPDATE listings SET names = substr(names, 2)",  # names shorter than their offsets
+        "UPDATE listings SET sizes = NULL",  # a column lost
+    ],
+)
+def test_a_damaged_packed_listing_is_passed_over_for_the_rows(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    with Catalog.open(path) as catalog:
+        big = folder_of(catalog, "Big", 12)
+        catalog.pack_listings(min_entries=10)
+    with sqlite3.connect(path) as conn:
+        conn.execute(damage)
+    with Catalog.open(path) as catalog:
+        assert catalog.packed_listing(big) is None
+        assert "packed listing of folder" in caplog.text
+        assert len(rows(catalog, big)) == 12

@@ -21,6 +21,7 @@ it was last packed, or that is packed:
 
 from __future__ import annotations
 
+import logging
 import sys
 from array import array
 from bisect import bisect_right
@@ -31,6 +32,8 @@ from operator import itemgetter
 
 from musicfs.core.catalog.rows import Part
 from musicfs.core.catalog.tree import LISTING_QUERY
+
+log = logging.getLogger(__name__)
 
 #: Folders with fewer entries are listed from their rows (not packed).
 PACKED_MIN = 1000
@@ -75,8 +78,11 @@ class Listing:
             arrays.append(values)
         listing.ids, listing.sizes, listing.mtimes, listing._offsets = arrays
         listing._names = bytes(columns[4])
-        if not len(listing._offsets) == len(listing.ids) + 1 == len(listing.sizes) + 1:
-            raise ValueError("packed listing columns of different lengths")
+        count = len(listing.ids)
+        if not len(listing.sizes) == len(listing.mtimes) == len(listing._offsets) - 1 == count:
+            raise ValueError("its columns hold different numbers of entries")
+        if listing._offsets[0] != 0 or listing._offsets[-1] != len(listing._names) + 1:
+            raise ValueError("its names do not fill their column")
         listing.has_tracks = bool(listing.sizes) and max(listing.sizes) >= 0
         return listing
 
@@ -127,7 +133,18 @@ class Listings(Part):
             f"SELECT {_PACKED_COLUMNS} FROM listings WHERE parent = ? AND ids IS NOT NULL",
             (parent,),
         ).fetchone()
-        return None if row is None else Listing.unpacked(tuple(row))
+        if row is None:
+            return None
+        try:
+            return Listing.unpacked(tuple(row))
+        except (TypeError, ValueError) as exc:  # a damaged row: the rows still answer
+            warned: set[int] = self.__dict__.setdefault("_warned_damaged", set())
+            if parent not in warned:  # once a folder, not at every listing
+                warned.add(parent)
+                log.warning("the packed listing of folder %d is damaged (%s); its entries are "
+                            "read from the tree instead (`musicfs cache verify` checks the "
+                            "whole catalog)", parent, exc)  # fmt: skip
+            return None
 
     def pack_listings(
         self, min_entries: int | None = None, stop: Callable[[], bool] | None = None
