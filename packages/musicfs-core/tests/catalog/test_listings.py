@@ -46,7 +46,7 @@ def test_a_big_folder_is_packed_as_its_rows_and_a_small_one_is_not(catalog: Cata
     packed = catalog.packed_listing(big)
     assert packed is not None
     assert packed.rows() == rows(catalog, big)
-    assert (len(packed), packed.has_tracks) == (13, True)
+    assert len(packed) == 13
     assert packed.rows()[-1] == (sub, b"Sub", -1, rows(catalog, big)[-1][3])
     assert catalog.packed_listing(small) is None
     assert catalog.listing_marks() == {big: True}, "small folders keep no mark"
@@ -64,7 +64,9 @@ def test_every_change_a_listing_shows_unpacks_its_folder(catalog: Catalog) -> No
         "rename": lambda: catalog.rename_node(second, "renamed.flac"),
         "move out": lambda: catalog.move_node(rows(catalog, big)[0][0], other, "moved.flac"),
         "move in": lambda: catalog.move_node(rows(catalog, other)[0][0], big, "came.flac"),
-        "new size": lambda: catalog.update_node_file(rows(catalog, big)[1][0], 50_000, 5, 5, None),
+        "new size": lambda: catalog.update_node_file(
+            rows(catalog, big)[1][0], 50_000, 5, rows(catalog, big)[1][3], None
+        ),
         "a folder's mtime": lambda: catalog.touch_dir(sub, 2_000_000_000_000_000_000),
     }
     for what, change in changes.items():
@@ -188,8 +190,8 @@ def _apply(
         catalog.move_node(pick(nodes, args[0]), pick(folders, args[1]), f"m{args[0]}")
     elif kind == "resize":
         node = catalog.node(pick(nodes, args[0]))
-        if node is not None and node.file_id is not None:
-            catalog.update_node_file(node.id, node.file_id, int(str(args[1])), 2, None)
+        if node is not None and node.file_id is not None:  # the same mtime: size alone
+            catalog.update_node_file(node.id, node.file_id, int(str(args[1])), node.mtime_ns, None)
     elif kind == "touch":
         catalog.touch_dir(pick(folders, args[0]), 3_000_000_000_000_000_000)
 
@@ -210,6 +212,9 @@ def _below(catalog: Catalog, folder: int, depth: int = 0) -> list[Node]:
         "UPDATE listings SET ids = x'0102'",  # not a whole number of entries
         "UPDATE listings SET names = substr(names, 2)",  # names shorter than their offsets
         "UPDATE listings SET sizes = NULL",  # a column lost
+        # a name's start moved: the sizes still add up, only the checksum sees it
+        "UPDATE listings SET offsets = substr(offsets, 1, 16) || x'0100000000000000'"
+        " || substr(offsets, 25)",
     ],
 )
 def test_a_damaged_packed_listing_is_passed_over_for_the_rows(
@@ -225,3 +230,44 @@ def test_a_damaged_packed_listing_is_passed_over_for_the_rows(
         assert catalog.packed_listing(big) is None
         assert "packed listing of folder" in caplog.text
         assert len(rows(catalog, big)) == 12
+
+
+def test_the_triggers_that_keep_packed_listings_exact_exist(catalog: Catalog) -> None:
+    # A later migration that rebuilds `nodes` would drop them silently, and
+    # packed listings would go stale for good.
+    with sqlite3.connect(catalog.path) as conn:
+        triggers = {row[0] for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'nodes'"
+        )}  # fmt: skip
+    assert {"nodes_listing_insert", "nodes_listing_delete", "nodes_listing_update"} <= triggers
+
+
+def test_a_folder_above_the_largest_packed_is_listed_from_its_rows(catalog: Catalog) -> None:
+    big = folder_of(catalog, "Big", 12)
+    assert catalog.pack_listings(min_entries=2, max_entries=10) == 0
+    assert catalog.packed_listing(big) is None
+    assert big not in catalog.listing_marks()
+
+
+def test_packing_that_sqlite_refuses_leaves_the_marks_and_raises_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    with Catalog.open(path) as catalog:
+        big = folder_of(catalog, "Big", 12)
+        with sqlite3.connect(path, isolation_level=None) as other:
+            other.execute("PRAGMA busy_timeout = 0")
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the catalog
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(catalog, "_conn", _impatient(catalog))
+                assert catalog.pack_listings(min_entries=10) == 0
+            other.execute("ROLLBACK")
+        assert "could not pack folder listings" in caplog.text
+        assert catalog.listing_marks()[big] is False
+        assert catalog.pack_listings(min_entries=10) >= 1
+
+
+def _impatient(catalog: Catalog) -> sqlite3.Connection:
+    conn = sqlite3.connect(catalog.path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 0")
+    return conn

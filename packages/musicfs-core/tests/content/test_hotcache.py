@@ -88,7 +88,6 @@ def test_a_listing_is_kept_from_its_second_complete_reading() -> None:
     assert kept.names(0, 40) == [f"é{i}".encode() for i in range(1, 41)]
     assert kept.names(5, 7) == [b"\xc3\xa96", b"\xc3\xa97"]
     assert list(kept.sizes)[:2] == [10, -1]
-    assert kept.has_tracks
     assert kept.index_after(0) == 0
     assert kept.index_after(20) == 20
 

@@ -296,8 +296,13 @@ def test_a_packed_listing_is_sent_as_the_rows_would_be_and_follows_changes(
 
 
 def _list_packed(fe: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = fe.listing(ACDC_ALBUM)
-    assert fe.catalog.packed_listing(fe.inode(ACDC_ALBUM)) is not None, "the scan packed none"
+    fe.read(f"{ACDC_ALBUM}/cover.jpg")  # its cover files are known: every listing shows them
+    album = fe.inode(ACDC_ALBUM)
+    assert fe.catalog.packed_listing(album) is not None, "the scan packed none"
+    packed_listing = fe.library.packed_listing
+    with monkeypatch.context() as rows_only:
+        rows_only.setattr(fe.library, "packed_listing", lambda parent: None)
+        first = fe.listing(ACDC_ALBUM)  # what the rows say
     read_rows: list[int] = []  # the folders listed row by row
     rows_of = fe.library.listing
 
@@ -318,5 +323,46 @@ def _list_packed(fe: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     assert BELLS not in names
     assert fe.catalog.pack_listings() > 0
     read_rows.clear()
+    fe.library.directories.clear()
     assert [name for name, _, _ in fe.listing(ACDC_ALBUM)] == names
     assert not read_rows
+    assert packed_listing(album) is not None
+
+
+def test_a_handle_reading_a_packed_listing_goes_on_from_the_rows_after_a_change(
+    tmp_path: Path, sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow reader halfway through a big folder when a scan renames an entry
+    # further on: the kernel was told to forget the old name, so the rest of
+    # the listing must not send it (it comes from the rows, not the snapshot).
+    monkeypatch.setattr("musicfs.core.catalog.listings.PACKED_MIN", 1)
+    fe = InProcess(tmp_path, sample)
+    try:
+        fe.read(f"{ACDC_ALBUM}/cover.jpg")
+
+        async def list_across_a_change() -> list[str]:
+            fh = fe.namespace.opendir((await fe.walk(ACDC_ALBUM)).inode)
+            names: list[str] = []
+            offset = 0
+            try:
+                while True:
+                    page: list[tuple[str, Attributes, int]] = []
+                    await fe.namespace.readdir(
+                        fh, offset, Fields(), functools.partial(fe._take, page)
+                    )
+                    if not page:
+                        return names
+                    if not names:  # after the first entry: the scan renames a later one
+                        assert page[0][0] != BELLS
+                        fe.retitle(f"{ACDC_ALBUM}/{BELLS}", "Hells Bells (Live)")
+                    names += [name for name, _, _ in page]
+                    offset = page[-1][2]
+            finally:
+                fe.namespace.releasedir(fh)
+
+        fe.page = 1
+        names = trio.run(list_across_a_change)
+        assert BELLS not in names, "the rest of the listing came from the old snapshot"
+        assert "01 - Hells Bells (Live).flac" in names
+    finally:
+        fe.close()

@@ -38,7 +38,7 @@ _FTS_OLD = ", ".join(f"old.{c}" for c in _FTS.split(", "))
 # Marks folder {parent}'s listing changed (see musicfs.core.catalog.listings).
 _MARK_CHANGED = (
     "INSERT INTO listings (parent) VALUES ({parent}) ON CONFLICT (parent) DO UPDATE SET"
-    " ids = NULL, sizes = NULL, mtimes = NULL, offsets = NULL, names = NULL"
+    " ids = NULL, sizes = NULL, mtimes = NULL, offsets = NULL, names = NULL, checksum = NULL"
     " WHERE ids IS NOT NULL;"
 )
 
@@ -296,11 +296,12 @@ MIGRATIONS: tuple[str, ...] = (
     # 16: packed listings of big folders (musicfs.core.catalog.listings). A row
     # with NULL columns marks a folder changed since it was packed: the
     # triggers clear its columns in the same transaction as any change its
-    # listing shows. Folders big now are marked, to be packed by the next scan.
+    # listing shows. Folders big now (PACKED_MIN as of schema 16) are marked,
+    # to be packed by the next scan. checksum: CRC-32 of the five columns.
     f"""
     CREATE TABLE listings (
         parent INTEGER PRIMARY KEY,
-        ids BLOB, sizes BLOB, mtimes BLOB, offsets BLOB, names BLOB
+        ids BLOB, sizes BLOB, mtimes BLOB, offsets BLOB, names BLOB, checksum INTEGER
     );
     CREATE TRIGGER nodes_listing_insert AFTER INSERT ON nodes BEGIN
         {_MARK_CHANGED.format(parent="new.parent")}

@@ -131,6 +131,7 @@ class Catalog(
         self._conn = conn
         self.path = path
         self.transactions = 0  # write transactions begun on this connection
+        self._damaged_listings = set()
 
     # -- lifecycle ---------------------------------------------------------
 

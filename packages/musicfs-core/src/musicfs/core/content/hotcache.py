@@ -78,6 +78,8 @@ class DirectoryCache:
         # removes it, so a listing read across a change of its folder is not kept.
         self._building: OrderedDict[int, int] = OrderedDict()
         self._tokens = 0
+        #: Counts drops: a listing read before it last moved may be out of date.
+        self.generation = 0
         self._lock = threading.Lock()
 
     def lookup(
@@ -111,6 +113,7 @@ class DirectoryCache:
     def drop(self, parents: Iterable[int]) -> None:
         """Forget these directories (their entries changed)."""
         with self._lock:
+            self.generation += 1
             for parent in parents:
                 self._building.pop(parent, None)
                 dropped = self._dirs.pop(parent, None)
@@ -122,6 +125,7 @@ class DirectoryCache:
 
     def clear(self) -> None:
         with self._lock:
+            self.generation += 1
             self._building.clear()
             self._dirs.clear()
             self.stats.entries = 0

@@ -115,6 +115,12 @@ class Library:
         """The whole listing of *parent* if L1 keeps it (a folder listed before)."""
         return self.directories.listing(parent)
 
+    @property
+    def listings_generation(self) -> int:
+        """Moves whenever a folder's entries change (`forget_directories`): a
+        listing read before it moved may be out of date."""
+        return self.directories.generation
+
     def packed_listing(self, parent: int) -> Listing | None:
         """The whole listing of big folder *parent* as the catalog packed it, or
         None (not packed: small, or changed since the last scan ended)."""

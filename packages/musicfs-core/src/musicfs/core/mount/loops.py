@@ -255,6 +255,8 @@ class Rescans:
                             from_path=moved.from_relpath,
                         )
                 self.after_scan(catalog, scanner.layout, changed)
+                # What after_scan re-placed (overlays due) unpacked its folders again.
+                catalog.pack_listings(stop=lambda: self.life.stopping)
             finally:
                 scanner.close()
                 if self.progress is not None:

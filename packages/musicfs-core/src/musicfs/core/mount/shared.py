@@ -76,6 +76,8 @@ CATCH_UP_WAIT = 60.0
 REPORT_EVERY = 30.0
 #: Seconds between two prunes of the feed by a mount holding an origin lock.
 PRUNE_EVERY = 600.0
+#: Seconds between packings of big folders' listings after rounds of the feed.
+PACK_EVERY = 60.0
 #: The feed's changes are kept this long at most (and a replica not heard from
 #: for this long no longer holds them back): a replica further behind is copied
 #: again at its next mount. Two weeks: a laptop back from a holiday catches up.
@@ -236,6 +238,7 @@ class SharedMount:
         self.bootstrapping = False
         self.copied = 0
         self._placed_upto = 0  # the copy's tracks up to this id are placed
+        self._packed_at = -PACK_EVERY  # when listings were last packed (monotonic)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._done = threading.Condition()  # rounds of the follower handled
@@ -508,11 +511,15 @@ class SharedMount:
             again |= set(catalog.unplaced_files()) | set(catalog.all_overrides())
         changes += editor.refresh(sorted(again - applied.removed))
         self.notify(changes)
-        if changes:  # the listings of big folders it changed, packed again
-            catalog.pack_listings()
         if self.after_applied is not None and (applied.tracks or applied.removed or applied.copied):
             folders = {c.parent for c in changes if c.kind is not ChangeKind.REMOVED}
             self.after_applied(catalog, editor.layout, folders)
+        # The listings of big folders the feed changed, packed again: at most once
+        # a minute (while another machine scans, a round comes every few seconds,
+        # and a big folder's row is rewritten whole).
+        if time.monotonic() - self._packed_at >= PACK_EVERY:
+            self._packed_at = time.monotonic()
+            catalog.pack_listings(stop=self._stop.is_set)
         if self.user_data_changed is not None and (
             applied.pins or applied.collections or applied.copied
         ):

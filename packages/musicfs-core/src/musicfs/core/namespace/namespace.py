@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from musicfs.core.catalog.layout import ChangeKind, TreeChange
+from musicfs.core.catalog.listings import Row
 from musicfs.core.catalog.store import ROOT_NODE, Listing, Node
 from musicfs.core.config.collections import Collection
 from musicfs.core.content.hotcache import ListingBuilder
@@ -90,14 +91,11 @@ class StatFields(Protocol):
 #: buffer is full (the entry was not taken).
 Reply = Callable[[bytes, StatFields, int], bool]
 
-#: An entry of a catalog folder's listing: (node id, name, size or -1 for a folder, mtime_ns).
-Row = tuple[int, bytes, int, int]
-
 
 class _DirHandle:
     """An open listing of folder *inode*."""
 
-    __slots__ = ("builder", "ended_after", "inode", "packed", "tracks")
+    __slots__ = ("builder", "ended_after", "inode", "packed", "packed_at", "tracks")
 
     def __init__(self, inode: int) -> None:
         self.inode = inode
@@ -105,6 +103,7 @@ class _DirHandle:
         self.tracks = False  # whether the folder holds tracks (then cover files follow)
         self.builder: ListingBuilder | None = None  # collecting the listing for L1
         self.packed: Listing | None = None  # the catalog's packed listing, read at offset 0
+        self.packed_at = 0  # `Library.listings_generation` when it was read
 
 
 class Namespace:
@@ -286,7 +285,9 @@ class Namespace:
             return
         attr.entry_timeout, attr.attr_timeout = self.entry_timeout, self.attr_timeout
         library = self.library
-        if start == 0:
+        if start == 0 or listing.packed_at != library.listings_generation:
+            # A tree change since it was read: the next entries come from the rows
+            # (the kernel was told to forget entries the snapshot still holds).
             listing.packed = None
         kept = listing.packed if listing.packed is not None else library.kept_listing(inode)
         if kept is None and start == 0:
@@ -321,13 +322,14 @@ class Namespace:
         (and for L1, at the folder's second listing); else None, and the handle
         is ready to collect the rows it reads for L1."""
         library = self.library
-        # Asked before the read: a tree change in between voids it.
+        # Asked before the read: a tree change in between voids them.
         builder = library.listing_builder(listing.inode)
+        generation = library.listings_generation
         packed = library.packed_listing(listing.inode)
         if packed is None:
             listing.builder = builder
             return None
-        listing.builder, listing.packed = None, packed
+        listing.builder, listing.packed, listing.packed_at = None, packed, generation
         if builder is not None:
             library.keep_listing(builder, packed)
         return packed
@@ -335,7 +337,8 @@ class Namespace:
     def _readdir_kept(
         self, listing: _DirHandle, kept: Listing, start: int, attr: StatFields, reply: Reply
     ) -> None:
-        """`readdir` from L1's copy of the listing, a chunk of entries at a time."""
+        """`readdir` from a whole listing held in memory (L1's copy, or the
+        catalog's packed one), a chunk of entries at a time."""
         ids, sizes, mtimes = kept.ids, kept.sizes, kept.mtimes
         index, end = kept.index_after(start), len(kept)
         step, after, taken = self._readdir_fit + 1, start, 0
