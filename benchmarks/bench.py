@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_data
 import bench_measure as bm
-from bench_mounts import Mount, Mounter, musicfs_status, wait_idle
+from bench_mounts import Mount, Mounter, cpu_ticks, musicfs_status, wait_idle
 from bench_scan_remote import bench_scan_remote
 from bench_scan_remote import verdict_rows as remote_scan_rows
 from bench_shared import bench_shared
@@ -557,13 +557,22 @@ def bench_readdir(ctx: Context, out: dict[str, Any]) -> dict[str, Any]:
         for key, (d, count) in dirs.items():
             runs: dict[str, list[float]] = {k: [] for k in roots}
             # Each fresh mount's first listing of this directory, in an order that
-            # rotates by round, each once the one before is done with it (rclone
-            # goes on working for a while after a listing: on 2 cores, whatever
-            # came next was slowed).
+            # rotates by round, each once the machine is quiet: after a listing of
+            # 100,000 entries rclone goes on working, and the kernel too (the last
+            # round's unmounts free their inodes), and on 2 cores whatever came
+            # next was slowed, up to 2x.
+            # The kernel's part grows with the listings before it (up to 1.6x the
+            # caller's system time when third): the daemon's own CPU is recorded too.
             for kind in rotated(fuse, ctx.round):
+                wait_quiet()
+                pid = ctx.pids.get(kind)
+                ticks = cpu_ticks(pid) if pid is not None else None
                 first = bm.listdir_seconds(str(roots[kind] / d), count)
+                after = cpu_ticks(pid) if pid is not None else None
                 out[kind][key] = {"first_ms": round(first * 1000, 2)}
-                wait_idle(ctx.pids.get(kind), quiet=0.2)
+                if ticks is not None and after is not None:
+                    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+                    out[kind][key]["first_daemon_cpu_ms"] = round((after - ticks) * tick_ms)
             for rep in range(reps[key]):
                 for kind in rotated(list(roots), rep):
                     runs[kind].append(bm.listdir_seconds(str(roots[kind] / d), count))
@@ -1478,6 +1487,16 @@ def cpu_busy(seconds: float = 1.0) -> float:
     time.sleep(seconds)
     total1, idle1 = sample()
     return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_quiet(busy: float = 0.1, window: float = 0.2, timeout: float = 10.0) -> bool:
+    """Wait until the machine's CPUs were less than *busy* busy over *window*
+    seconds (False: not within *timeout*)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cpu_busy(window) < busy:
+            return True
+    return False
 
 
 def machine_info() -> dict[str, Any]:
