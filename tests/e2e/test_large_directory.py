@@ -4,11 +4,16 @@ The catalog is made directly (no audio files): a template that puts every track
 in the root gives one huge directory. The kernel reads it in many readdir calls,
 each resuming at the offset (node id) the previous one returned; every entry
 must come back exactly once, and the mount must come up at once with it.
+
+Each test runs twice: on the catalog's rows, and on the same catalog with its
+listings packed as a scan's end packs them (catalog/listings.py), which a
+first listing then reads in one row.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from musicfs.core.catalog.layout import TEMPLATE_SETTING, Layout
-from musicfs.core.catalog.store import Catalog
+from musicfs.core.catalog.store import ROOT_NODE, Catalog
 from musicfs.core.catalog.templates import PathTemplate
 from musicfs.core.model import FileStat, ScannedFile, TrackTags
 from musicfs.core.mount.service import LAYOUT_SETTING
@@ -29,13 +34,11 @@ TEMPLATE = "$title.$format"
 
 
 @pytest.fixture(scope="module")
-def big_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("big")
-    origin, mnt, cache = root / "music", root / "mnt", root / "cache"
-    origin.mkdir()
-    mnt.mkdir()
+def big_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache dir whose catalog has ENTRIES tracks in the root (not packed)."""
+    cache = tmp_path_factory.mktemp("big") / "cache"
     with Catalog.open(cache / "catalog.sqlite3") as catalog:
-        catalog.register_origin("music", "local", str(origin))
+        catalog.register_origin("music", "local", "/nowhere")  # set where it is mounted
         layout = Layout(catalog, PathTemplate.parse(TEMPLATE))
         with catalog.transaction():
             for i in range(ENTRIES):
@@ -46,6 +49,23 @@ def big_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
                 layout.place(file_id, relpath, "flac", tags, stat=scanned.stat)
             catalog.set_setting(TEMPLATE_SETTING, TEMPLATE)
             catalog.set_setting(LAYOUT_SETTING, "False")
+    return cache
+
+
+@pytest.fixture(scope="module", params=["rows", "packed"])
+def big_mount(
+    request: pytest.FixtureRequest, big_catalog: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp(f"big-{request.param}")
+    origin, mnt, cache = root / "music", root / "mnt", root / "cache"
+    origin.mkdir()
+    mnt.mkdir()
+    shutil.copytree(big_catalog, cache)
+    with Catalog.open(cache / "catalog.sqlite3") as catalog:
+        if request.param == "packed":
+            assert catalog.pack_listings() == 1
+        assert (catalog.packed_listing(ROOT_NODE) is not None) == (request.param == "packed")
+        catalog.register_origin("music", "local", str(origin))
     # No rescan: the origin holds none of these files, a scan would remove them.
     no_scan = {"MUSICFS_SCAN_ON_START": "false"}
     with mounted([origin], mnt, cache, "--template", TEMPLATE, wait_scan=False, env=no_scan):
