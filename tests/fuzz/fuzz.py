@@ -169,7 +169,7 @@ def check_bytes(name: str, data: bytes, workdir: str) -> str | None:
     """Run one file through the tag reader and the overlay writers; None if all
     answered as documented, else what went wrong (with a traceback)."""
     from musicfs.core.model import FileStat, ScannedFile
-    from musicfs.core.sync.scanner import parse_file
+    from musicfs.core.sync.parsing import parse_file
     from musicfs.core.tags.reader import UnreadableFile, read_tags
     from musicfs.plugins.builtin import BUILTIN_FORMATS
 

@@ -30,11 +30,11 @@ from musicfs.core.origins import LocalOrigin, Origin
 from musicfs.core.origins.federation import Federation, OriginLimits
 from musicfs.core.origins.s3 import S3Origin
 from musicfs.core.origins.sftp import SFTPOrigin
+from musicfs.core.sync.parsing import parse_file
 from musicfs.core.sync.scanner import (
     Scanner,
     ScanReport,
     backfill_identities,
-    parse_file,
     read_remote,
 )
 from tests.servers.s3 import moto_server_executable, s3_server

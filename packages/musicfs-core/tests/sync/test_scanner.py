@@ -19,6 +19,7 @@ from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.extensions import Extensions
 from musicfs.core.model import TrackTags
 from musicfs.core.origins import DirListing, LocalOrigin
+from musicfs.core.sync import parsing
 from musicfs.core.sync import scanner as scanner_module
 from musicfs.core.sync.scanner import Scanner
 
@@ -338,9 +339,9 @@ def test_a_batch_is_read_as_each_of_its_files_alone_is(tmp_path: Path, corpus: P
     stay what reading every file alone gives, a file gone meanwhile included."""
     paths = sorted(str(p) for p in corpus.rglob("*") if p.is_file())
     paths.insert(len(paths) // 2, str(tmp_path / "vanished.flac"))
-    assert len(paths) > 2 * scanner_module._AHEAD  # several windows
-    alone = [scanner_module.parse_file(p) for p in paths]
-    assert scanner_module.parse_files(paths) == alone
+    assert len(paths) > 2 * parsing._AHEAD  # several windows
+    alone = [parsing.parse_file(p) for p in paths]
+    assert parsing.parse_files(paths) == alone
     assert any(p.error for p in alone)
     assert any(p.audio_id for p in alone)
 
