@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, cast
 
 from musicfs.core.catalog.identity import Moved
 from musicfs.core.catalog.layout import Layout, TreeChange
@@ -89,8 +89,10 @@ _REMOTE_MISS = 64 * 1024  # the least a read past the prefetched ranges asks for
 # Files of a remote origin read at once: sized for latency (at 20 ms a round
 # trip, 32 in flight keep ~1,600 requests a second going); the origin's
 # max_requests (federation) still bounds its requests in flight. Memory: about
-# 100 KiB a file in flight.
+# 100 KiB a file in flight, and the `Head`s read and waiting (`_HEAD_KEPT`).
 _REMOTE_THREADS = 32
+# Threads that read again the files whose head mutagen read past (`read_head`).
+_REREADERS = 4
 # The files of an origin read over the network (no local path: S3, SFTP, SMB)
 # go to the reading threads in smaller batches, more of them queued: its
 # listings are slow (a round trip or more a folder), and a first batch of
@@ -301,38 +303,42 @@ def read_head(opened: OriginFile, relpath: str) -> tuple[Parsed | Head, Traffic]
     """What a scan's reading thread does with an open remote file (no plugin,
     no identity): read its head (one request) and, where the head shows where
     the tags end (FLAC metadata blocks, an MP3's ID3v2 tag: `header_length`)
-    and holds them and the first audio frames, return those bytes as a `Head`
-    for the scan thread to parse (`parse_head`). Any other file is parsed
-    here, as `read_remote` does, through the open file (a second request where
-    its tags lie past the head). Never raises.
+    and holds them and what mutagen reads after them, return those bytes as a
+    `Head` for the scan thread to parse (`parse_head`). Any other file is
+    parsed here, as `read_remote` does, through the open file (a second
+    request where its tags lie past the head). Never raises.
 
     Why: parsing in the 32 reading threads costs about twice the CPU of
     parsing in one (they contend for the GIL), and a scan on a LAN is
-    CPU-bound. A `Head` holds only the bytes parsing reads (a few KiB to
-    `_REMOTE_HEAD`) while it waits for the scan thread."""
+    CPU-bound. A `Head` holds only the bytes parsing reads, at most
+    `_HEAD_KEPT`, while it waits for the scan thread."""
     from musicfs.core.tags.headers import header_length
 
     file = Prefetched(opened)
     try:
         file.prefetch([(0, min(opened.size, _REMOTE_HEAD))])
+        head = file.read(0, min(opened.size, _REMOTE_HEAD))  # more only if it came short
     except OSError as exc:
         return Parsed(TrackTags(), f"cannot read: {exc}"), file.traffic
-    head = file.read(0, min(opened.size, _REMOTE_HEAD))
     fmt = format_of(relpath)
-    if fmt in _HEAD_FORMATS:
+    after = _AFTER_TAGS.get(fmt)
+    if after is not None:
         length = header_length(lambda offset, size: head[offset : offset + size], fmt)
-        end = min(opened.size, length + _STREAM_INFO)
-        if length and end <= len(head):
+        end = min(opened.size, length + after)
+        if length and end <= min(len(head), _HEAD_KEPT):
             return Head(opened.size, head[:end]), file.traffic
     return _parse_prefetched(file, relpath, None, identity=False), file.traffic
 
 
-# Formats whose head shows where their tags end (`read_head`), and the bytes
-# past that end mutagen reads for the stream info (the first MPEG frames, a
-# Xing header: at most ~3 KiB in the corpus; a read past them sends the file
-# back to be read again).
-_HEAD_FORMATS = frozenset({"flac", "mp3"})
-_STREAM_INFO = 16 * 1024
+# Formats whose head shows where their tags end (`read_head`), with the bytes
+# past that end mutagen reads: none for FLAC (its metadata blocks are all it
+# reads), the first MPEG frames and a Xing header for an MP3 (at most ~3 KiB in
+# the corpus). A read past them sends the file back to be read again.
+_AFTER_TAGS = {"flac": 1024, "mp3": 8 * 1024}
+# The most a `Head` keeps: 544 heads (17 batches of 32) wait at most, so a
+# scan holds at most 17 MiB of them (typically 5-10 KiB each: ~5 MiB). A file
+# with longer tags (a cover) is parsed in its reading thread.
+_HEAD_KEPT = 32 * 1024
 
 
 def _over_network(origin: Origin) -> bool:
@@ -556,6 +562,7 @@ class Scanner:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._listers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._rereaders: concurrent.futures.ThreadPoolExecutor | None = None
         self._listed: dict[str, concurrent.futures.Future[DirListing]] = {}
         self.report: ScanReport | None = None  # of the scan running (or last run)
         self._inflight: collections.deque[
@@ -574,6 +581,9 @@ class Scanner:
         if self._threads is not None:
             self._threads.shutdown(wait=True, cancel_futures=True)
             self._threads = None
+        if self._rereaders is not None:
+            self._rereaders.shutdown(wait=True, cancel_futures=True)
+            self._rereaders = None
         if self._listers is not None:
             # Not waited for: a listing of a share that hangs must not hang closing.
             self._listers.shutdown(wait=False, cancel_futures=True)
@@ -1012,20 +1022,31 @@ class Scanner:
                 parse_head(relpath, got) if isinstance(got, Head) else got
                 for (relpath, _, _), (got, _) in zip(batch, results, strict=True)
             ]
-            # Mutagen looked past a head: read those files again, in the threads.
+            # Mutagen looked past a head (rare: see `_AFTER_TAGS`): read those
+            # files again, in threads of their own, not behind the queued reads.
             again = {
-                i: threads.submit(scan_remote, open_listed, batch[i][0], batch[i][1], None, False)
+                i: self._rereading().submit(
+                    scan_remote, open_listed, batch[i][0], batch[i][1], None, False
+                )
                 for i, one in enumerate(parsed)
                 if one is None
             }
             for i, future in again.items():
-                one, traffic = future.result()
-                parsed[i] = one
+                parsed[i], traffic = future.result()
+                traffic.files = 0  # counted once, by its first read
                 if report is not None:
                     report.remote.add(traffic)
-            return [one for one in parsed if one is not None]
+            return cast(list[Parsed], parsed)
 
         return wait
+
+    def _rereading(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The threads that read again files whose `Head` was too short."""
+        if self._rereaders is None:
+            self._rereaders = concurrent.futures.ThreadPoolExecutor(
+                _REREADERS, thread_name_prefix="musicfs-reread"
+            )
+        return self._rereaders
 
     def _read(self, origin: Origin, relpath: str) -> bytes:
         """The whole of a small file (a playlist) of *origin*."""
