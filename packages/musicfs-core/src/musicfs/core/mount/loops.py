@@ -101,6 +101,10 @@ class Rescans:
         self._scanner: Scanner | None = None
         self._requests: dict[str, ScanRequest] = {}  # origin id -> what to look at again
         self._watching: set[str] = set()  # origins whose inotify watch is set up
+        # One per watched origin, set once its watch is set up or cannot be: the
+        # first scan waits for them, or a change made between that scan and the
+        # watch would be missed until the next rescan.
+        self._watch_tried: dict[str, trio.Event] = {}
         self._wakeup = trio.Event()
 
     # -- asking (trio thread) -----------------------------------------------------------
@@ -158,6 +162,7 @@ class Rescans:
         nursery.start_soon(run, "identities", self._identity_loop)
         for origin in self.origins.values():
             if self._watched(origin):
+                self._watch_tried[origin.id] = trio.Event()
                 watch = functools.partial(self._watch, origin)
                 nursery.start_soon(run, f"watch {origin.id}", watch)
             elif config.scan.poll_interval > 0:
@@ -169,6 +174,8 @@ class Rescans:
     async def _sync_loop(self) -> None:
         """Run the rescans that were asked for, one batch at a time, in a worker thread."""
         life = self.life
+        for tried in self._watch_tried.values():
+            await tried.wait()
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
@@ -317,8 +324,12 @@ class Rescans:
         rescans of what changed; when it goes, wait for it and rescan it all."""
         while True:
             while not self._ours(origin.id):  # another mount watches it (its lock)
+                self._tried_watching(origin.id)
                 await trio.sleep(_ORIGIN_RETRY / 4)
-            await self._watch_once(origin)
+            try:
+                await self._watch_once(origin)
+            finally:  # also when it failed: the scans must not wait for it
+                self._tried_watching(origin.id)
             if not self._ours(origin.id):
                 log.info("not watching %s any more: another mount scans it", origin.location)
                 continue
@@ -335,6 +346,7 @@ class Rescans:
             functools.partial(LocalWatch, origin.location, include_hidden=origin.include_hidden)
         )
         log.info("watching %s (%d folders)", origin.location, watch.watched)
+        self._tried_watching(origin.id)
         if self.rights is not None:  # it was just taken over: look at it all, now watched
             self.ask(origin.id, ScanRequest(full=True))
         self._watching.add(origin.id)
@@ -354,6 +366,11 @@ class Rescans:
         finally:
             self._watching.discard(origin.id)
             watch.close()
+
+    def _tried_watching(self, origin_id: str) -> None:
+        tried = self._watch_tried.get(origin_id)
+        if tried is not None:
+            tried.set()
 
     async def _poll(self, origin: Origin, interval: float) -> None:
         """Rescan an origin that cannot report its changes every *interval* seconds."""
