@@ -518,3 +518,27 @@ def test_clear_keeps_pinned_copies(tmp_path: Path, cache: ContentCache) -> None:
     assert cache.has(kept)
     assert not cache.has(dropped)
     assert cache.headers.entries == 1
+
+
+def test_has_stays_true_only_while_the_copy_is_whole(tmp_path: Path, cache: ContentCache) -> None:
+    """`has` (asked at every open, so remembered) turns false the moment a copy
+    it answered for loses anything: its row to a new version of the file, a
+    chunk to eviction (before any sweep), or everything to a clear."""
+    a = put_file(tmp_path / "a.wav", random.Random(60).randbytes(400_000))
+    b = put_file(tmp_path / "b.wav", random.Random(61).randbytes(400_000))
+    fill(cache, tmp_path / "a.wav", a)
+    fill(cache, tmp_path / "b.wav", b)
+    assert [cache.has(a), cache.has(a), cache.has(b)] == [True, True, True]
+
+    (tmp_path / "b.wav").write_bytes(random.Random(62).randbytes(400_000))
+    os.utime(tmp_path / "b.wav", ns=(b.mtime_ns + 10**9, b.mtime_ns + 10**9))
+    newer = Version("lib", "b.wav", b.size, b.mtime_ns + 10**9, "wav")
+    fill(cache, tmp_path / "b.wav", newer)
+    assert [cache.has(a), cache.has(b), cache.has(newer)] == [True, False, True]
+
+    cache.store.limit = cache.store.stats.bytes - 1  # one chunk too many: the oldest goes
+    assert cache.store.evict() > 0
+    assert [cache.has(a), cache.has(newer)] == [False, True]
+
+    cache.clear()
+    assert not cache.has(newer)

@@ -85,6 +85,9 @@ class ChunkStore:
         # whole (the content layer drops them; the damaged ones to be fetched again).
         self._lost_damaged: set[str] = set()
         self._lost_evicted: set[str] = set()
+        # Counts the chunks dropped (evicted, damaged, cleared): a copy found
+        # whole stays whole while this has not moved (`ContentCache.has`).
+        self.dropped = 0
         self._chunk_dir = str(self.root / "chunks")
         self._pack_dir = self.root / "packs"
         self._pack_dir.mkdir(parents=True, exist_ok=True)
@@ -422,6 +425,7 @@ class ChunkStore:
         self._touched.pop(digest, None)
         if row is None:
             return 0
+        self.dropped += 1
         size, pack, offset = row
         self.stats.entries -= 1
         self.stats.bytes -= size
