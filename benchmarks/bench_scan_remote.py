@@ -2,7 +2,7 @@
 
 Real FLAC and MP3 tracks of about 2 MB each (ffmpeg noise, tagged with mutagen
 like the scan section's; built once under ``results/cache/remotelib-N``,
-``--remote-tracks``, default 500) are served by S3 (moto_server,
+``--remote-tracks``, default 2,000) are served by S3 (moto_server,
 tests/servers/s3.py) and SFTP (OpenSSH sshd, tests/servers/sshd.py) on
 127.0.0.1, each measured on loopback and again through the delaying proxy
 (tests/servers/delayproxy.py) with 20 ms added to every round trip. Per origin
