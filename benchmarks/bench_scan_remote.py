@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.servers
 
 import bench_data  # noqa: E402
+import bench_measure as bm  # noqa: E402
 
 BUCKET = "remote-scan"
 CONCURRENCY = 32  # files (MusicFS) and requests (bare client) in flight
@@ -150,7 +151,8 @@ def _musicfs_scan(ctx: Any, origin: Any, n: int, max_requests: int) -> dict[str,
     with Catalog.open(db) as catalog:
         scanner = Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), federation=federation)
         try:
-            report = scanner.scan(origin)
+            with bm.heap_kept_aside() as kept_aside:
+                report = scanner.scan(origin)
         finally:
             scanner.close()
     if report.added != n or report.unreadable:
@@ -163,6 +165,7 @@ def _musicfs_scan(ctx: Any, origin: Any, n: int, max_requests: int) -> dict[str,
         "round_trips_per_track": round(traffic.round_trips / n, 2),
         "kib_per_track": round(traffic.bytes / n / 1024, 1),
         "summary": report.summary(),
+        "heap_objects_kept_aside": kept_aside,
     }
 
 
