@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 _ORIGIN_RETRY = 2.0  # seconds between checks of an origin that went away
 _HEALTH_ROUND = 30.0  # seconds between probes of remote origins that are online
+# The longest the first scan waits for the local origins' watches (a folder on a
+# hung mount must not hold every scan); a watch set up later asks for a rescan.
+_WATCH_WAIT = 10.0
 
 #: Called in the scan's thread once a batch is scanned: the catalog, the layout
 #: the scanner used, and the folders whose files were added or changed.
@@ -105,6 +108,7 @@ class Rescans:
         # first scan waits for them, or a change made between that scan and the
         # watch would be missed until the next rescan.
         self._watch_tried: dict[str, trio.Event] = {}
+        self._scans_started = False  # a watch set up from now on asks for a rescan
         self._wakeup = trio.Event()
 
     # -- asking (trio thread) -----------------------------------------------------------
@@ -174,8 +178,10 @@ class Rescans:
     async def _sync_loop(self) -> None:
         """Run the rescans that were asked for, one batch at a time, in a worker thread."""
         life = self.life
-        for tried in self._watch_tried.values():
-            await tried.wait()
+        with trio.move_on_after(_WATCH_WAIT):
+            for tried in self._watch_tried.values():
+                await tried.wait()
+        self._scans_started = True
         while True:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
@@ -336,8 +342,7 @@ class Rescans:
             log.warning("origin %s is gone; serving from the cache until it returns", origin.id)
             while not await trio.to_thread.run_sync(self.federation.probe, origin.id):
                 await trio.sleep(_ORIGIN_RETRY)
-            log.info("origin %s is back; rescanning it", origin.id)
-            self.ask(origin.id, ScanRequest(full=True))
+            log.info("origin %s is back; rescanning it once watched", origin.id)
 
     async def _watch_once(self, origin: LocalOrigin) -> None:
         if not await trio.to_thread.run_sync(self.federation.probe, origin.id):
@@ -347,7 +352,9 @@ class Rescans:
         )
         log.info("watching %s (%d folders)", origin.location, watch.watched)
         self._tried_watching(origin.id)
-        if self.rights is not None:  # it was just taken over: look at it all, now watched
+        if self.rights is not None or self._scans_started:
+            # Taken over, back, or watched after the first scan began: look at it
+            # all now that it is watched (asked before, it could miss a change).
             self.ask(origin.id, ScanRequest(full=True))
         self._watching.add(origin.id)
         try:
@@ -366,6 +373,10 @@ class Rescans:
         finally:
             self._watching.discard(origin.id)
             watch.close()
+
+    def watches(self, origin_id: str) -> bool:
+        """Whether *origin_id* has a watch loop, which rescans it once it is back."""
+        return origin_id in self._watch_tried
 
     def _tried_watching(self, origin_id: str) -> None:
         tried = self._watch_tried.get(origin_id)

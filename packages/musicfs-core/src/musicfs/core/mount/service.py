@@ -490,7 +490,8 @@ class MusicFS:
         if health.online:
             if self.fill is not None:
                 self.fill.wake()  # damaged copies of its files are copied again
-            self.life.in_trio(self.rescans.ask, origin_id, ScanRequest(full=True))
+            if not self.rescans.watches(origin_id):  # a watched one: once watched again
+                self.life.in_trio(self.rescans.ask, origin_id, ScanRequest(full=True))
 
     def _on_stale(self, track: Track) -> None:
         log.info("%s/%s changed since it was scanned; rescanning", track.origin, track.relpath)
