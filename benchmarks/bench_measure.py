@@ -247,11 +247,12 @@ def stall_during(probe: Callable[[], object], action: Callable[[], object]) -> d
 @contextlib.contextmanager
 def heap_kept_aside() -> Iterator[int]:
     """For an in-process scan: this process's own heap (boto3's models, earlier
-    sections' results: up to a million objects) kept out of the garbage
-    collector's full passes, which a scan's allocations start again and again.
-    The daemon's heap is small (about 55,000 objects after start-up): without
-    this, the figure would be this harness's, not MusicFS's (a 2,000-track SFTP
-    scan: 10% slower with 750,000 objects more). Yields the objects kept aside."""
+    sections' results: 140,000-160,000 objects in a full run) kept out of the
+    garbage collector's full passes, which a scan's allocations start again and
+    again. The daemon's heap is about 55,000 objects after start-up: the figure
+    is to be MusicFS's, not this harness's (an A/B of a 2,000-track SFTP scan:
+    10% slower with 750,000 objects more; with this run's heap, within the
+    noise). Yields the objects kept aside."""
     gc.collect()
     gc.freeze()
     try:
