@@ -374,9 +374,11 @@ class Rescans:
             self._watching.discard(origin.id)
             watch.close()
 
-    def watches(self, origin_id: str) -> bool:
-        """Whether *origin_id* has a watch loop, which rescans it once it is back."""
-        return origin_id in self._watch_tried
+    def came_back(self, origin_id: str) -> None:
+        """*origin_id* is online again (trio thread): rescan it all, now, or once
+        it is watched again if it has a watch (its loop asks then)."""
+        if origin_id not in self._watch_tried:
+            self.ask(origin_id, ScanRequest(full=True))
 
     def _tried_watching(self, origin_id: str) -> None:
         tried = self._watch_tried.get(origin_id)

@@ -67,7 +67,6 @@ from musicfs.core.origins.base import Origin, OriginUnavailable
 from musicfs.core.origins.federation import Federation, Health
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.supervise import Supervisor
-from musicfs.core.sync.changes import ScanRequest
 from musicfs.core.sync.scanner import ScanProgress, ScanReport
 
 if TYPE_CHECKING:  # psycopg is loaded only by a mount with a shared catalog
@@ -490,8 +489,7 @@ class MusicFS:
         if health.online:
             if self.fill is not None:
                 self.fill.wake()  # damaged copies of its files are copied again
-            if not self.rescans.watches(origin_id):  # a watched one: once watched again
-                self.life.in_trio(self.rescans.ask, origin_id, ScanRequest(full=True))
+            self.life.in_trio(self.rescans.came_back, origin_id)
 
     def _on_stale(self, track: Track) -> None:
         log.info("%s/%s changed since it was scanned; rescanning", track.origin, track.relpath)
