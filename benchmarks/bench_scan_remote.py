@@ -57,7 +57,7 @@ SFTP_CONNECTIONS = 8  # the daemon's cap of SFTP connections per origin
 RTTS_MS = (0, 20)
 CEILING_SECONDS = 6.0
 BEETS_TRACKS = 200
-HEAD = 64 * 1024  # what the scan reads of a remote file first (scanner._REMOTE_HEAD)
+HEAD = 64 * 1024  # what the scan reads of a remote file first (remote._REMOTE_HEAD)
 
 
 def bench_scan_remote(ctx: Any, out: dict[str, Any]) -> dict[str, Any]:

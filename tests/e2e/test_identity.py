@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from musicfs.core.sync.scanner import IDENTITY_ROUND
+from musicfs.core.sync.remote import IDENTITY_ROUND
 from musicfs.core.tags.identity import audio_identity_of
 from tests.e2e.eventstream import about, listening
 from tests.e2e.helpers import describe, mounted, run_musicfs, sha256_of, wait_until, write_config

@@ -31,12 +31,8 @@ from musicfs.core.origins.federation import Federation, OriginLimits
 from musicfs.core.origins.s3 import S3Origin
 from musicfs.core.origins.sftp import SFTPOrigin
 from musicfs.core.sync.parsing import parse_file
-from musicfs.core.sync.scanner import (
-    Scanner,
-    ScanReport,
-    backfill_identities,
-    read_remote,
-)
+from musicfs.core.sync.remote import backfill_identities, read_remote
+from musicfs.core.sync.scanner import Scanner, ScanReport
 from tests.servers.s3 import moto_server_executable, s3_server
 from tests.servers.sshd import sshd_server
 

@@ -32,7 +32,7 @@ from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.model import AUDIO_EXTENSIONS, FileStat, ScannedFile, TrackTags
 from musicfs.core.origins import LocalOrigin
 from musicfs.core.sync.parsing import parse_file
-from musicfs.core.sync.scanner import parse_remote
+from musicfs.core.sync.remote import parse_remote
 
 #: The first bytes of the formats mutagen knows, so random bytes get past the sniffing.
 MAGIC = [b"fLaC", b"ID3\x04\x00\x00", b"ID3\x03\x00\x00", b"OggS\x00\x02", b"\xff\xfb\x90",

@@ -22,16 +22,11 @@ from musicfs.core.catalog.templates import DEFAULT_TEMPLATE, PathTemplate
 from musicfs.core.model import AUDIO_EXTENSIONS
 from musicfs.core.origins import LocalOrigin
 from musicfs.core.origins.local import LocalFile
+from musicfs.core.sync import remote as remote_module
 from musicfs.core.sync import scanner as scanner_module
 from musicfs.core.sync.parsing import Parsed
-from musicfs.core.sync.scanner import (
-    Head,
-    Scanner,
-    ScanReport,
-    parse_head,
-    read_head,
-    read_remote,
-)
+from musicfs.core.sync.remote import Head, parse_head, read_head, read_remote
+from musicfs.core.sync.scanner import Scanner, ScanReport
 
 COVER = bytes(range(256)) * 1200  # 300 KB: longer than a head
 
@@ -105,7 +100,7 @@ def test_heads_hold_the_tags_or_the_file_is_parsed_in_its_thread(library: Path) 
         if isinstance(got, Head):
             heads += 1
             assert traffic.requests == opened.open_requests + 1, relpath  # the head alone
-            assert len(got.data) <= scanner_module._HEAD_KEPT
+            assert len(got.data) <= remote_module._HEAD_KEPT
             assert parse_head(relpath, got) == expected, relpath
         else:
             assert got == expected, relpath
@@ -135,7 +130,7 @@ def test_a_head_mutagen_reads_past_is_read_again(
     for its stream info: those files are read again, with the same result."""
     origin = RemoteFolder("lib", library)
     normal_report, normal = _scan(origin, tmp_path / "normal.sqlite3")
-    monkeypatch.setattr(scanner_module, "_AFTER_TAGS", {"flac": 0, "mp3": 0})
+    monkeypatch.setattr(remote_module, "_AFTER_TAGS", {"flac": 0, "mp3": 0})
     missed: list[str] = []
 
     def counted(relpath: str, head: Head) -> Parsed | None:

@@ -31,14 +31,8 @@ from musicfs.core.origins.federation import Federation
 from musicfs.core.origins.local import LocalOrigin
 from musicfs.core.supervise import Supervisor, describe
 from musicfs.core.sync.changes import ScanRequest
-from musicfs.core.sync.scanner import (
-    IDENTITY_ROUND,
-    Scanner,
-    ScanProgress,
-    ScanReport,
-    ScanWriter,
-    backfill_identities,
-)
+from musicfs.core.sync.remote import IDENTITY_ROUND, backfill_identities
+from musicfs.core.sync.scanner import Scanner, ScanProgress, ScanReport, ScanWriter
 from musicfs.core.sync.watch import LocalWatch
 
 log = logging.getLogger(__name__)
