@@ -13,6 +13,14 @@ still work among the scans.
 "In flight together" is seen at the server: it is frozen (SIGSTOP), the
 threads start, and the test waits until its socket holds the first request of
 every one of them, unread; then it thaws.
+
+The same holds for a batch of files read by one thread (`SFTPOrigin.read_heads`,
+how a scan reads them): every file's open is sent before any is answered, each
+file gets the head of its own file (all of a shorter one), an error goes to
+its own file, a folder gone from the server fails the batch as the origin
+being unavailable (never as files gone), a connection killed mid-batch fails
+it at once, and a server that answers reads with fewer bytes than asked still
+gives whole heads.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import functools
 import os
 import random
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +41,7 @@ from musicfs.core.model import FileStat
 from musicfs.core.origins import OriginUnavailable
 from musicfs.core.origins.sftp import SFTPOrigin
 from tests.e2e.helpers import wait_until
-from tests.servers.sshd import SSHD, SSHServer, sshd_server
+from tests.servers.sshd import SSHD, WRITE_ONLY, SSHServer, refused_to_root, sshd_server
 
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(SSHD) and shutil.which("ssh-keygen")) or os.geteuid() != 0,
@@ -44,19 +53,9 @@ EXTENSIONS = frozenset({".flac"})
 # Names of one length: every thread's first request (an open) is as long.
 MISSING = "Many/mi.flac"
 DENIED = "Many/dn.flac"
-# Opening a write-only sysfs file for reading is refused even to root (the
-# server runs as root here, so a chmod would not refuse anything).
-WRITE_ONLY = Path("/sys/bus/cpu/uevent")
-
-
-def _refused_to_root() -> bool:
-    try:
-        with WRITE_ONLY.open("rb"):
-            return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
+SHORT = "Many/sh.flac"  # shorter than a head
+EMPTY = "Many/em.flac"
+HEAD = 64 * 1024
 
 
 class Library:
@@ -82,7 +81,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Library:
         data = rnd.randbytes(100_000 + 7_919 * i)
         (lib.root / relpath).write_bytes(data)
         lib.files[relpath] = data
-    if _refused_to_root():
+    (lib.root / SHORT).write_bytes(rnd.randbytes(5_000))
+    (lib.root / EMPTY).write_bytes(b"")
+    if refused_to_root():
         (lib.root / DENIED).symlink_to(WRITE_ONLY)
     return lib
 
@@ -220,13 +221,21 @@ def test_threads_sharing_a_session_have_requests_in_flight_and_get_their_own_byt
         assert result == expected_ranges(library.files[relpath]), relpath
     assert origin.connections == 1
     # Each file was read once, only its head and tail (the server's own count).
-    for relpath in relpaths:
+    assert_read_once(server, library, closed, 65536 + 40_000)
+
+
+def assert_read_once(
+    server: SSHServer, library: Library, closed: dict[str, int], size: int
+) -> None:
+    """Each file of *closed* (relpath: its closes before) was opened once since,
+    read *size* bytes and closed, as sftp-server's log tells."""
+    for relpath in closed:
         read: list[int] = wait_until(
             functools.partial(lambda r: server.bytes_read(library.root / r)[closed[r] :], relpath),
             timeout=10,
             what=f"the server closing {relpath}",
         )
-        assert read == [65536 + 40_000], (relpath, read)
+        assert read == [size], (relpath, read)
 
 
 def test_an_error_goes_to_its_own_caller_only(
@@ -356,3 +365,138 @@ def test_stats_and_listings_among_scans_on_one_session(
     assert not any(thread.is_alive() for thread in threads), "a caller hangs"
     assert not errors, errors
     assert origin.connections == 1
+
+
+# -- batches of heads on one thread (read_heads) ---------------------------------------------
+
+
+def listed(library: Library, relpaths: list[str]) -> list[tuple[str, FileStat]]:
+    """*relpaths* as a listing gives them to a scan."""
+    sizes = {r: (library.root / r).stat().st_size for r in relpaths if (library.root / r).is_file()}
+    return [(r, FileStat(sizes.get(r, 4096), 0)) for r in relpaths]
+
+
+def heads(library: Library, relpaths: list[str]) -> list[bytes]:
+    return [(library.root / r).read_bytes()[:HEAD] for r in relpaths]
+
+
+def batch_while_frozen(
+    server: SSHServer, origin: SFTPOrigin, files: list[tuple[str, FileStat]]
+) -> tuple[threading.Thread, list[object]]:
+    """Start `read_heads` of *files* in a thread while the server is frozen;
+    return once every file's open is sent (none can have been answered)."""
+    result: list[object] = []
+    sent = requests_sent(origin)
+
+    def run() -> None:
+        try:
+            result.append(origin.read_heads(files, HEAD))
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run)
+    server.freeze()
+    thread.start()
+    try:
+        wait_until(
+            lambda: requests_sent(origin) - sent >= len(files),
+            timeout=10,
+            what=f"{len(files)} opens sent at once by one thread",
+        )
+    except BaseException:
+        server.thaw()  # the next tests share the server
+        thread.join(timeout=30)
+        raise
+    return thread, result
+
+
+def test_a_batch_has_every_file_in_flight_and_each_gets_its_own_head(
+    server: SSHServer, origin: SFTPOrigin, library: Library
+) -> None:
+    relpaths = sorted(library.files)
+    closed = {r: len(server.bytes_read(library.root / r)) for r in relpaths}
+    thread, result = batch_while_frozen(server, origin, listed(library, relpaths))
+    server.thaw()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the batch hangs"
+    assert result == [heads(library, relpaths)]
+    assert origin.connections == 1
+    # Each file was opened once, read only its head, and closed (the server's own log).
+    assert_read_once(server, library, closed, HEAD)
+
+
+def test_in_a_batch_an_error_goes_to_its_own_file_and_short_files_come_whole(
+    origin: SFTPOrigin, library: Library
+) -> None:
+    good = sorted(library.files)[:4]
+    odd = [MISSING, SHORT, EMPTY] + ([DENIED] if (library.root / DENIED).is_symlink() else [])
+    order = good[:2] + odd + good[2:]
+    got = dict(zip(order, origin.read_heads(listed(library, order), HEAD), strict=True))
+    assert isinstance(got.pop(MISSING), FileNotFoundError)
+    if DENIED in got:
+        assert isinstance(got.pop(DENIED), PermissionError)
+    assert got == dict(zip(got, heads(library, list(got)), strict=True))
+    assert got[SHORT] == (library.root / SHORT).read_bytes()  # all 5,000 bytes
+    assert got[EMPTY] == b""
+    # The session is still good: the next batch uses it, no new connection.
+    assert origin.read_heads(listed(library, good[:1]), HEAD) == heads(library, good[:1])
+    assert origin.connections == 1
+
+
+def test_a_folder_gone_from_the_server_fails_a_batch_as_unavailable_not_files_gone(
+    origin: SFTPOrigin, library: Library
+) -> None:
+    relpaths = sorted(library.files)[:3]
+    away = library.root.with_name(library.root.name + "-away")
+    library.root.rename(away)  # a disk not mounted on the server
+    try:
+        with pytest.raises(OriginUnavailable) as info:
+            origin.read_heads(listed(library, relpaths), HEAD)
+        assert "not on the server" in str(info.value)
+    finally:
+        away.rename(library.root)
+    assert origin.read_heads(listed(library, relpaths), HEAD) == heads(library, relpaths)
+
+
+def test_a_connection_killed_mid_batch_fails_it_at_once_and_the_next_reconnects(
+    server: SSHServer, origin: SFTPOrigin, library: Library
+) -> None:
+    relpaths = sorted(library.files)
+    thread, result = batch_while_frozen(server, origin, listed(library, relpaths))
+    try:
+        started = time.monotonic()
+        server.stop()  # kills the connection with every request unanswered
+        thread.join(timeout=20)
+        assert not thread.is_alive(), "the batch hangs"
+        # Far less than the origin's 30 s timeout: nothing waited for a reply.
+        assert time.monotonic() - started < 15
+    finally:
+        server.thaw()
+        server.start()
+    (error,) = result
+    assert isinstance(error, OriginUnavailable), error
+    assert origin.location in str(error)
+    assert origin.read_heads(listed(library, relpaths[:3]), HEAD) == heads(library, relpaths[:3])
+    assert origin.connections == 1
+
+
+def test_a_server_that_answers_less_than_asked_still_gives_whole_heads(
+    library: Library, tmp_path: Path
+) -> None:
+    """Reads answered with at most 16 KiB: each head is asked for again from
+    where the answer stopped, and the connection learns to ask for 16 KiB."""
+    log = tmp_path / "asked.log"
+    cap = 16 * 1024
+    filter_ = Path(__file__).resolve().parents[1] / "servers" / "sftpcap.py"
+    relpaths = sorted(library.files)
+    with sshd_server(library.root, wrapper=f"{sys.executable} {filter_} {cap} {log}") as capped:
+        origin = make_origin(capped, library, timeout=30.0)
+        try:
+            assert origin.read_heads(listed(library, relpaths), HEAD) == heads(library, relpaths)
+            learnt = len(log.read_text().split())
+            two = relpaths[:2]
+            assert origin.read_heads(listed(library, two), HEAD) == heads(library, two)
+            asked = [int(n) for n in log.read_text().split()[learnt:]]
+            assert asked == [cap] * (2 * HEAD // cap)  # no request asked past the cap
+        finally:
+            origin.close()

@@ -29,6 +29,21 @@ from tests.servers import free_port
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 _START_TIMEOUT = 15.0
+#: A file the server refuses to open for reading even as root (a write-only
+#: sysfs file; the test server runs as root, so a chmod would refuse nothing):
+#: a symlink to it in a served folder plays a file the user may not read.
+WRITE_ONLY = Path("/sys/bus/cpu/uevent")
+
+
+def refused_to_root() -> bool:
+    """Whether `WRITE_ONLY` is refused here (it may be missing in a container)."""
+    try:
+        with WRITE_ONLY.open("rb"):
+            return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
 
 
 def _keygen(path: Path, comment: str) -> None:

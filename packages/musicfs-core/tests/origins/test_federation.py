@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -365,6 +365,48 @@ def test_max_requests_bounds_concurrent_requests_per_origin(
     assert flaky.max_in_flight == 3
     assert len(flaky.calls) == 8
     assert flaky.in_flight == 0
+
+
+class BatchOrigin(SwitchableOrigin):
+    """A `SwitchableOrigin` that reads many files' heads at once, as SFTP does."""
+
+    heads_at_once = True
+
+    def read_heads(
+        self, files: Sequence[tuple[str, FileStat]], length: int
+    ) -> list[bytes | OSError]:
+        self._request()
+        return super().read_heads(files, length)
+
+
+def test_a_batch_of_heads_takes_a_request_slot_per_file(folder: Path) -> None:
+    """Its files' requests are in flight at once: with 3 of 4 slots held by a
+    batch of 3, one more request gets in and the next waits."""
+    origin = BatchOrigin("batch", folder)
+    fed = Federation({"batch": origin}, {"batch": OriginLimits(max_requests=4)})
+    files = [("a.wav", origin.stat("a.wav"))] * 3
+    origin.mode = "hang"
+    results: list[object] = []
+    batch = threading.Thread(target=lambda: results.append(fed.read_heads("batch", files, 64)))
+    single = threading.Thread(target=lambda: results.append(fed.call(origin, origin.check)))
+    try:
+        batch.start()
+        wait_until(lambda: origin.in_flight == 1)
+        single.start()  # the fourth slot
+        wait_until(lambda: origin.in_flight == 2)
+        with pytest.raises(OriginUnavailable) as info:
+            fed.call(origin, origin.check, Deadline.after(0.2))
+        assert info.value.errno == errno.ETIMEDOUT
+        assert origin.in_flight == 2  # it never reached the origin
+    finally:
+        origin.release.set()
+        batch.join(10)
+        single.join(10)
+    head = (folder / "a.wav").read_bytes()[:64]
+    assert [head] * 3 in results
+    # A batch wider than the limit takes every slot, and still runs.
+    origin.mode = "ok"
+    assert fed.read_heads("batch", [("a.wav", origin.stat("a.wav"))] * 9, 64) == [head] * 9
 
 
 def test_a_waiting_retry_does_not_hold_a_request_slot(flaky: SwitchableOrigin) -> None:

@@ -135,6 +135,10 @@ class Origin(abc.ABC):
     #: List files and folders whose names start with a dot (``[scan] include_hidden``,
     #: set by the mount); `listed_name` says what is listed.
     include_hidden: bool = False
+    #: `read_heads` has the requests of all its files in flight at once on one
+    #: thread (SFTP); a scan then hands it a few files per call instead of
+    #: reading each file in a thread of its own.
+    heads_at_once: ClassVar[bool] = False
 
     def __init__(self, origin_id: str) -> None:
         self.id = origin_id
@@ -183,6 +187,25 @@ class Origin(abc.ABC):
         raises `FileChanged` (or returns what is there, if the origin cannot
         tell). By default, `open`."""
         return self.open(relpath)
+
+    def read_heads(
+        self, files: Sequence[tuple[str, FileStat]], length: int
+    ) -> list[bytes | OSError]:
+        """The first *length* bytes of each ``(relpath, stat)`` of *files*, each
+        opened as its listing described it (`open_listed`); all of a shorter
+        file. A file that cannot be read has its error in its place; the
+        origin failing as a whole (`OriginUnavailable`) raises. By default,
+        one file after another."""
+        heads: list[bytes | OSError] = []
+        for relpath, stat in files:
+            try:
+                with self.open_listed(relpath, stat) as opened:
+                    heads.append(opened.read(0, min(length, opened.size)))
+            except OriginUnavailable:
+                raise
+            except OSError as exc:
+                heads.append(exc)
+        return heads
 
     def local_path(self, relpath: str) -> str | None:
         """A path the local kernel can open for *relpath*, if there is one (tags of

@@ -121,23 +121,46 @@ class Slots:
     every request takes one (a file read is a request per 128 KiB), and
     threading's semaphores are Python code costing ten times as much."""
 
-    __slots__ = ("_tokens",)
+    __slots__ = ("_taking_several", "_tokens", "size")
 
     def __init__(self, n: int) -> None:
+        self.size = n
         self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
         for _ in range(n):
             self._tokens.put(None)
+        # One caller at a time takes several slots: two taking turns could each
+        # hold part of what they need and wait for the other's for ever.
+        self._taking_several = threading.Lock()
 
-    def acquire(self, timeout: float | None = None) -> bool:
-        """Take a slot, waiting at most *timeout* seconds (None: as long as it takes)."""
+    def acquire(self, timeout: float | None = None, count: int = 1) -> bool:
+        """Take *count* slots (at most all of them), waiting at most *timeout*
+        seconds (None: as long as it takes); none if not all came in time."""
+        count = min(count, self.size)
+        if count == 1:
+            return self._take(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._taking_several.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            return False
+        try:
+            for taken in range(count):
+                left = None if deadline is None else deadline - time.monotonic()
+                if not self._take(left):
+                    self.release(taken)
+                    return False
+        finally:
+            self._taking_several.release()
+        return True
+
+    def release(self, count: int = 1) -> None:
+        for _ in range(min(count, self.size)):
+            self._tokens.put(None)
+
+    def _take(self, timeout: float | None) -> bool:
         try:
             self._tokens.get(timeout=None if timeout is None else max(0.0, timeout))
         except queue.Empty:
             return False
         return True
-
-    def release(self) -> None:
-        self._tokens.put(None)
 
 
 class LimitedFile(OriginFile):
@@ -229,10 +252,18 @@ class Federation:
 
     # -- requests -----------------------------------------------------------------
 
-    def call(self, origin: Origin, request: Callable[[], T], deadline: Deadline | None = None) -> T:
+    def call(
+        self,
+        origin: Origin,
+        request: Callable[[], T],
+        deadline: Deadline | None = None,
+        *,
+        requests: int = 1,
+    ) -> T:
         """Run *request* against *origin* within its limits, retrying while it does
         not answer and *deadline* leaves time; mark the origin offline if it
-        never does.
+        never does. *request* keeps up to *requests* requests in flight at once
+        (that many of the origin's slots are taken).
 
         `FileNotFoundError` and `PermissionError` are answers, not failures:
         they pass through at once.
@@ -240,7 +271,7 @@ class Federation:
         slot = self._slots[origin.id]
         for attempt in range(len(RETRY_DELAYS) + 1):
             wait = None if deadline is None else deadline.remaining()
-            if not slot.acquire(timeout=wait):
+            if not slot.acquire(timeout=wait, count=requests):
                 # Every slot is taken by requests that hang: this one will not get
                 # an answer within its budget either.
                 error: OSError = OriginUnavailable(
@@ -255,7 +286,7 @@ class Federation:
                 self._succeeded(origin.id)
                 return result
             finally:
-                slot.release()
+                slot.release(requests)
             if attempt == len(RETRY_DELAYS) or not self.online(origin.id):
                 break
             pause = RETRY_DELAYS[attempt]
@@ -274,6 +305,21 @@ class Federation:
         origin = self.origins[origin_id]
         opening = functools.partial(origin.open_listed, relpath, stat)
         return LimitedFile(self, origin, self.call(origin, opening))
+
+    def read_heads(
+        self, origin_id: str, files: Sequence[tuple[str, FileStat]], length: int
+    ) -> list[bytes | OSError]:
+        """`Origin.read_heads` within the origin's limits (for a scan): a slot
+        per file, as its requests are in flight at once where the origin
+        reads them so (`Origin.heads_at_once`)."""
+        origin = self.origins[origin_id]
+        reading = functools.partial(origin.read_heads, files, length)
+        at_once = len(files) if origin.heads_at_once else 1
+        heads = self.call(origin, reading, requests=max(1, at_once))
+        bucket = self.buckets.get(origin_id)
+        if bucket is not None:
+            bucket.take(sum(len(head) for head in heads if isinstance(head, bytes)))
+        return heads
 
     # -- health ---------------------------------------------------------------------
 

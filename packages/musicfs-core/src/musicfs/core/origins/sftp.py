@@ -94,6 +94,7 @@ from musicfs.core.origins.openssh import (
 )
 from musicfs.core.origins.openssh import open_session as open_ssh_session
 from musicfs.core.origins.sessions import Pooled, SessionLost, SessionPool, Verdict, Watchdog
+from musicfs.core.origins.sftpheads import read_heads
 from musicfs.core.origins.ssh import (
     ACCEPT_NEW,
     INSECURE_IGNORE,
@@ -248,6 +249,7 @@ class SFTPOrigin(Origin):
     """A folder *root* on an SSH server (see the module docstring)."""
 
     kind = "sftp"
+    heads_at_once = True
 
     def __init__(
         self,
@@ -450,6 +452,38 @@ class SFTPOrigin(Origin):
         opened = SFTPFile(self, relpath, session, handle, size=stat.size, mtime_ns=stat.mtime_ns)
         opened.listed = True
         return opened
+
+    def read_heads(
+        self, files: Sequence[tuple[str, FileStat]], length: int
+    ) -> list[bytes | OSError]:
+        """`Origin.read_heads` on one pooled session, every file's open, read
+        and close in flight together (`musicfs.core.origins.sftpheads`); other
+        threads' requests share the session meanwhile. Retried once on a new
+        connection like any call (the whole batch)."""
+        wanted = [(self.remote_path(relpath), min(length, st.size)) for relpath, st in files]
+
+        def on_session(pooled: _Session) -> list[bytes | OSError] | None:
+            if not pooled.session.multiplexed:
+                return None
+            heads = read_heads(pooled.session, wanted)
+            if any(isinstance(head, FileNotFoundError) for head in heads):
+                with pooled.lock, pooled.session.exclusive():
+                    self._check_root(pooled.session.sftp)  # a disk gone is not files gone
+            return [
+                self._file_error(head, pooled, path) if isinstance(head, OSError) else head
+                for head, (path, _) in zip(heads, wanted, strict=True)
+            ]
+
+        judge = functools.partial(self._judge, path=self.location)
+        heads = self._pool.run(on_session, judge)
+        if heads is None:  # paramiko without the calls that multiplex: one at a time
+            return super().read_heads(files, length)
+        return heads
+
+    def _file_error(self, exc: OSError, session: _Session, path: str) -> OSError:
+        """What the server's "no" to one file of a batch is to the caller."""
+        error = self._judge(exc, session, path).error
+        return error if isinstance(error, OSError) else OSError(errno.EIO, str(error), path)
 
     def close(self) -> None:
         """Close every connection. Open files reconnect on their next read; the

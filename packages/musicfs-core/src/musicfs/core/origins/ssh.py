@@ -61,7 +61,7 @@ def request_size(sftp: object) -> int:
     return _CAPPED.get(sftp, _REQUEST)
 
 
-def _learn_cap(sftp: object, request: int, replies: Sequence[tuple[int, int]]) -> None:
+def learn_cap(sftp: object, request: int, replies: Sequence[tuple[int, int]]) -> None:
     """Note what one batch of reads on *sftp* says of the server's cap:
     *replies* are (bytes asked, bytes got). Two or more requests of the full
     *request* size answered with the same fewer bytes mean the server answers
@@ -146,7 +146,7 @@ class SFTPSession:
         #: `open_for_reading` use; if not, every call is `exclusive`.
         self.multiplexed = can_pipeline(sftp) and hasattr(sftp, "_send_packet")
         if self.multiplexed:
-            send = cast(_Pipeline, sftp)._send_packet
+            send = cast(Pipeline, sftp)._send_packet
             lock = threading.Lock()
 
             def send_packet(t: int, packet: object) -> None:
@@ -166,7 +166,7 @@ class SFTPSession:
     def wait(self, done: Callable[[], bool]) -> None:
         """Read replies off the wire (taking turns with the other threads)
         until ``done()`` says this thread's have come (see the class docstring)."""
-        pipe = cast(_Pipeline, self.sftp)
+        pipe = cast(Pipeline, self.sftp)
         cond = self._cond
         while True:
             with cond:
@@ -231,8 +231,8 @@ class SFTPSession:
         import paramiko
         from paramiko.sftp import CMD_HANDLE, CMD_OPEN, CMD_STATUS, SFTP_FLAG_READ
 
-        pipe = cast(_Pipeline, self.sftp)
-        replies = _Replies()
+        pipe = cast(Pipeline, self.sftp)
+        replies = Replies()
         number = pipe._async_request(
             replies,
             CMD_OPEN,
@@ -268,8 +268,8 @@ class SFTPSession:
             SFTP_EOF,
         )
 
-        pipe = cast(_Pipeline, self.sftp)
-        replies = _Replies()
+        pipe = cast(Pipeline, self.sftp)
+        replies = Replies()
         number = pipe._async_request(replies, CMD_OPENDIR, pipe._adjust_cwd(path))
         self.wait(lambda: number in replies.replies)
         kind, msg = replies.replies.pop(number)
@@ -599,7 +599,7 @@ def fetch(
     return b"".join(parts)
 
 
-class _Pipeline(Protocol):
+class Pipeline(Protocol):
     """The part of paramiko's `SFTPClient` that pipelines requests (private,
     unchanged since paramiko 1.5; `can_pipeline` checks it is there)."""
 
@@ -613,7 +613,7 @@ def can_pipeline(sftp: object) -> bool:
     return hasattr(sftp, "_async_request") and hasattr(sftp, "_read_response")
 
 
-def _alone(pipe: _Pipeline) -> Wait:
+def _alone(pipe: Pipeline) -> Wait:
     """The wait of a thread that has the session to itself."""
 
     def wait(done: Callable[[], bool]) -> None:
@@ -623,7 +623,7 @@ def _alone(pipe: _Pipeline) -> Wait:
     return wait
 
 
-class _Replies:
+class Replies:
     """Where paramiko puts the replies to one caller's pipelined requests: it
     hands each reply to the object its request was sent for, whichever thread
     reads it off the wire (`SFTPSession.wait`)."""
@@ -635,7 +635,7 @@ class _Replies:
         self.replies[num] = (t, msg)
 
 
-def _all_in(replies: _Replies, numbers: Sequence[int]) -> bool:
+def _all_in(replies: Replies, numbers: Sequence[int]) -> bool:
     """Whether the replies to all of *numbers* have come."""
     return all(n in replies.replies for n in numbers)
 
@@ -665,12 +665,12 @@ def read_pipelined(
     with replies).
     Returns the bytes up to the first short reply, and whether the server said
     the file ends there (else it sent less than asked: ask again from there;
-    `_learn_cap` looks at every reply)."""
+    `learn_cap` looks at every reply)."""
     from paramiko.sftp import CMD_READ, int64
 
-    pipe = cast(_Pipeline, handle.sftp)
+    pipe = cast(Pipeline, handle.sftp)
     remote_handle = cast(bytes, handle.handle)
-    replies = _Replies()
+    replies = Replies()
     request = request_size(pipe)
     in_flight = max(1, _IN_FLIGHT_BYTES // request)
     end = offset + length
@@ -701,7 +701,7 @@ def read_pipelined(
             eof = eof or data is None
             if next_offset < end and not eof:
                 send()
-    _learn_cap(pipe, request, [(n, len(received.get(at, b""))) for at, n in asked.items()])
+    learn_cap(pipe, request, [(n, len(received.get(at, b""))) for at, n in asked.items()])
     parts: list[bytes] = []
     at = offset
     while at < end:
@@ -722,15 +722,15 @@ def read_ranges(
     """The bytes of each ``(offset, size)`` of *ranges* (fewer only at the end
     of the file), every request of all of them in flight at once: the
     head, middle and tail a scan reads cost one round trip, not three. A range
-    the server answered short is completed with `fetch` (`_learn_cap` looks
+    the server answered short is completed with `fetch` (`learn_cap` looks
     at every reply)."""
     if not can_pipeline(handle.sftp):
         return [fetch(handle, offset, size, wait) for offset, size in ranges]
     from paramiko.sftp import CMD_READ, int64
 
-    pipe = cast(_Pipeline, handle.sftp)
+    pipe = cast(Pipeline, handle.sftp)
     remote_handle = cast(bytes, handle.handle)
-    replies = _Replies()
+    replies = Replies()
     request = request_size(pipe)
     in_flight = max(1, _IN_FLIGHT_BYTES // request)
     chunks = [
@@ -760,7 +760,7 @@ def read_ranges(
             chunk = waiting.pop(number)
             received[chunk] = _read_reply(kind, msg) or b""
             send()
-    _learn_cap(pipe, request, [(n, len(received.get((at, n), b""))) for at, n in chunks])
+    learn_cap(pipe, request, [(n, len(received.get((at, n), b""))) for at, n in chunks])
     out: list[bytes] = []
     for offset, size in ranges:
         parts: list[bytes] = []

@@ -246,22 +246,33 @@ def read_head(opened: OriginFile, relpath: str) -> tuple[Parsed | Head, Traffic]
     parsing in one (they contend for the GIL), and a scan on a LAN is
     CPU-bound. A `Head` holds only the bytes parsing reads, at most
     `_HEAD_KEPT`, while it waits for the scan thread."""
-    from musicfs.core.tags.headers import header_length
-
     file = Prefetched(opened)
     try:
         file.prefetch([(0, min(opened.size, _REMOTE_HEAD))])
         head = file.read(0, min(opened.size, _REMOTE_HEAD))  # more only if it came short
     except OSError as exc:
         return Parsed(TrackTags(), f"cannot read: {exc}"), file.traffic
+    kept = _kept_head(relpath, opened.size, head)
+    if kept is not None:
+        return kept, file.traffic
+    return _parse_prefetched(file, relpath, None, identity=False), file.traffic
+
+
+def _kept_head(relpath: str, size: int, head: bytes) -> Head | None:
+    """The bytes of *head* (the first bytes of remote file *relpath* of *size*
+    bytes) that parsing its tags reads, if the head shows where its tags end
+    and holds them (see `read_head`); else None."""
+    from musicfs.core.tags.headers import header_length
+
     fmt = format_of(relpath)
     after = _AFTER_TAGS.get(fmt)
-    if after is not None:
-        length = header_length(lambda offset, size: head[offset : offset + size], fmt)
-        end = min(opened.size, length + after)
-        if length and end <= min(len(head), _HEAD_KEPT):
-            return Head(opened.size, head[:end]), file.traffic
-    return _parse_prefetched(file, relpath, None, identity=False), file.traffic
+    if after is None:
+        return None
+    length = header_length(lambda offset, size: head[offset : offset + size], fmt)
+    end = min(size, length + after)
+    if length and end <= min(len(head), _HEAD_KEPT):
+        return Head(size, head[:end])
+    return None
 
 
 # Formats whose head shows where their tags end (`read_head`), with the bytes
@@ -317,6 +328,35 @@ def scan_head(
             return read_head(opened, relpath)
     except OSError as exc:
         return Parsed(TrackTags(), f"cannot read: {exc}"), Traffic(1)
+
+
+def scan_heads(
+    read_heads: Callable[[Sequence[tuple[str, FileStat]], int], list[bytes | OSError]],
+    files: Sequence[tuple[str, FileStat]],
+) -> list[tuple[Parsed | Head | None, Traffic]]:
+    """`scan_head` of several files of an origin that reads their heads at once
+    (`Origin.read_heads`, through *read_heads*): per file, a `Head` for the scan
+    thread to parse, its tags parsed here from the head (a format whose head
+    does not show where its tags end: Ogg, MP4), or None where mutagen read past
+    the head (the caller reads that file again: `scan_remote`). Never raises:
+    an origin that fails gives every file its error."""
+    try:
+        heads = read_heads(files, _REMOTE_HEAD)
+    except OSError as exc:
+        heads = [exc] * len(files)
+    out: list[tuple[Parsed | Head | None, Traffic]] = []
+    for (relpath, stat), head in zip(files, heads, strict=True):
+        if isinstance(head, OSError):
+            out.append((Parsed(TrackTags(), f"cannot read: {head}"), Traffic(1, 1, 1)))
+            continue
+        # The open and one read (a server that answers less than asked costs
+        # more reads, not counted); the close is not waited for.
+        traffic = Traffic(1, 2, 2, len(head))
+        kept = _kept_head(relpath, stat.size, head)
+        out.append(
+            (kept if kept is not None else parse_head(relpath, Head(stat.size, head)), traffic)
+        )
+    return out
 
 
 #: Seconds between looks, while mounted, for remote files that got user data

@@ -49,6 +49,7 @@ from musicfs.core.sync.remote import (
     over_network,
     parse_head,
     scan_head,
+    scan_heads,
     scan_remote,
 )
 
@@ -88,6 +89,11 @@ _IN_FLIGHT = 2
 _REMOTE_THREADS = 32
 # Threads that read again the files whose head mutagen read past (`read_head`).
 _REREADERS = 4
+# Threads that read the heads of an origin that reads many files at once
+# (`Origin.heads_at_once`: SFTP), each with a share of the files in flight: as
+# many as the SSH connections an SFTP origin makes by default, so each
+# connection has a thread turning its replies into the next requests.
+_HEAD_STREAMS = 8
 # The files of an origin read over the network (no local path: S3, SFTP, SMB)
 # go to the reading threads in smaller batches, more of them queued: its
 # listings are slow (a round trip or more a folder), and a first batch of
@@ -102,6 +108,13 @@ _REMOTE_IN_FLIGHT = _BATCH * _IN_FLIGHT // _REMOTE_BATCH
 # once: a listing costs a round trip or more (SFTP: two), and a library has a
 # folder per album, so listing one at a time would cost more than reading the tags.
 _LIST_AHEAD = 16
+
+
+def _one(
+    read: Callable[..., tuple[Parsed | Head, Traffic]], *args: Any
+) -> list[tuple[Parsed | Head | None, Traffic]]:
+    """*read* (`scan_head`, `scan_remote`) of one file, as `scan_heads` gives many."""
+    return [read(*args)]
 
 
 @dataclass
@@ -208,6 +221,7 @@ class Scanner:
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._listers: concurrent.futures.ThreadPoolExecutor | None = None
         self._rereaders: concurrent.futures.ThreadPoolExecutor | None = None
+        self._streams: concurrent.futures.ThreadPoolExecutor | None = None
         self._listed: dict[str, concurrent.futures.Future[DirListing]] = {}
         self.report: ScanReport | None = None  # of the scan running (or last run)
         self._inflight: collections.deque[
@@ -229,6 +243,9 @@ class Scanner:
         if self._rereaders is not None:
             self._rereaders.shutdown(wait=True, cancel_futures=True)
             self._rereaders = None
+        if self._streams is not None:
+            self._streams.shutdown(wait=True, cancel_futures=True)
+            self._streams = None
         if self._listers is not None:
             # Not waited for: a listing of a share that hangs must not hang closing.
             self._listers.shutdown(wait=False, cancel_futures=True)
@@ -649,17 +666,21 @@ class Scanner:
         # once; a remote origin's only if they have user data (see `_REMOTE_HEAD`).
         identity = origin.local_path("") is not None
         threads = self._threads
-        futures: list[concurrent.futures.Future[tuple[Parsed | Head, Traffic]]] = [
-            threads.submit(scan_remote, open_listed, relpath, stat, parser, identity)
-            if identity or parser is not None
-            else threads.submit(scan_head, open_listed, relpath, stat)
-            for (relpath, stat, _), parser in zip(batch, parsers, strict=True)
-        ]
+        futures: list[concurrent.futures.Future[list[tuple[Parsed | Head | None, Traffic]]]]
+        if origin.heads_at_once and not identity and not any(parsers):
+            futures = self._submit_heads(origin, batch)
+        else:
+            futures = [
+                threads.submit(_one, scan_remote, open_listed, relpath, stat, parser, identity)
+                if identity or parser is not None
+                else threads.submit(_one, scan_head, open_listed, relpath, stat)
+                for (relpath, stat, _), parser in zip(batch, parsers, strict=True)
+            ]
         report = self.report
         batch = list(batch)  # the caller goes on with its list
 
         def wait() -> list[Parsed]:
-            results = [future.result() for future in futures]
+            results = [result for future in futures for result in future.result()]
             if report is not None:
                 for _, traffic in results:
                     report.remote.add(traffic)
@@ -667,8 +688,9 @@ class Scanner:
                 parse_head(relpath, got) if isinstance(got, Head) else got
                 for (relpath, _, _), (got, _) in zip(batch, results, strict=True)
             ]
-            # Mutagen looked past a head (rare: see `_AFTER_TAGS`): read those
-            # files again, in threads of their own, not behind the queued reads.
+            # Mutagen looked past a head (rare: tags longer than it, see
+            # `_AFTER_TAGS`): read those files again, in threads of their own,
+            # not behind the queued reads.
             again = {
                 i: self._rereading().submit(
                     scan_remote, open_listed, batch[i][0], batch[i][1], None, False
@@ -684,6 +706,30 @@ class Scanner:
             return cast(list[Parsed], parsed)
 
         return wait
+
+    def _submit_heads(
+        self, origin: Origin, batch: Sequence[tuple[str, FileStat, bool]]
+    ) -> list[concurrent.futures.Future[list[tuple[Parsed | Head | None, Traffic]]]]:
+        """Start reading the heads of a batch of files of an origin that reads
+        many at once (`Origin.heads_at_once`): `_HEAD_STREAMS` threads, each
+        with a share of the files in flight (the origin's ``max_requests`` in
+        all), rather than a thread a file (see `musicfs.core.origins.sftpheads`)."""
+        read_heads: Callable[[Sequence[tuple[str, FileStat]], int], list[bytes | OSError]]
+        read_heads = origin.read_heads
+        in_flight = _REMOTE_THREADS
+        if self.federation is not None and origin.id in self.federation.origins:
+            read_heads = functools.partial(self.federation.read_heads, origin.id)
+            in_flight = self.federation.limits[origin.id].max_requests
+        if self._streams is None:
+            self._streams = concurrent.futures.ThreadPoolExecutor(
+                _HEAD_STREAMS, thread_name_prefix="musicfs-heads"
+            )
+        files = [(relpath, stat) for relpath, stat, _ in batch]
+        share = max(1, in_flight // _HEAD_STREAMS)
+        return [
+            self._streams.submit(scan_heads, read_heads, files[start : start + share])
+            for start in range(0, len(files), share)
+        ]
 
     def _rereading(self) -> concurrent.futures.ThreadPoolExecutor:
         """The threads that read again files whose `Head` was too short."""
