@@ -34,7 +34,7 @@ from musicfs.core.sync.parsing import parse_file
 from musicfs.core.sync.remote import backfill_identities, read_remote
 from musicfs.core.sync.scanner import Scanner, ScanReport
 from tests.servers.s3 import moto_server_executable, s3_server
-from tests.servers.sshd import sshd_server
+from tests.servers.sshd import SSHServer, sshd_server
 
 pytestmark = pytest.mark.skipif(
     moto_server_executable() is None or shutil.which("ffmpeg") is None,
@@ -68,10 +68,13 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _scan(catalog_path: Path, origin: Origin) -> tuple[ScanReport, dict[str, Any]]:
+def _scan(
+    catalog_path: Path, origin: Origin, max_requests: int = 8
+) -> tuple[ScanReport, dict[str, Any]]:
     """A first scan of *origin* through a `Federation`; per relpath: tags,
     error and audio identity as catalogued."""
-    federation = Federation({origin.id: origin}, {origin.id: OriginLimits(max_requests=8)})
+    limits = OriginLimits(max_requests=max_requests)
+    federation = Federation({origin.id: origin}, {origin.id: limits})
     with Catalog.open(catalog_path) as catalog:
         scanner = Scanner(catalog, PathTemplate.parse(DEFAULT_TEMPLATE), federation=federation)
         try:
@@ -147,18 +150,25 @@ def test_s3_first_scan_makes_one_get_per_file_and_reads_the_tags_of_a_local_scan
     assert "round trips" in report.summary()
 
 
+def _scan_sftp(
+    server: SSHServer, root: Path, catalog_path: Path, max_requests: int = 8
+) -> tuple[ScanReport, dict[str, Any]]:
+    """`_scan` of *root* served by *server*, over 4 SFTP connections."""
+    origin = SFTPOrigin(
+        "sftp", server.host, str(root), port=server.port, user=server.user,
+        key_file=server.key_file, known_hosts=server.known_hosts, max_connections=4,
+    )  # fmt: skip
+    try:
+        return _scan(catalog_path, origin, max_requests)
+    finally:
+        origin.close()
+
+
 def test_sftp_first_scan_opens_each_file_once_reads_little_and_reads_local_tags(
     library: Path, local: dict[str, Any], tmp_path: Path
 ) -> None:
     with sshd_server(library) as server:
-        origin = SFTPOrigin(
-            "sftp", server.host, str(library), port=server.port, user=server.user,
-            key_file=server.key_file, known_hosts=server.known_hosts, max_connections=4,
-        )  # fmt: skip
-        try:
-            report, found = _scan(tmp_path / "c.sqlite3", origin)
-        finally:
-            origin.close()
+        report, found = _scan_sftp(server, library, tmp_path / "c.sqlite3")
         _same_as_local(found, local)
         for path in library.rglob("*.*"):
             read = server.bytes_read(path)
@@ -168,17 +178,13 @@ def test_sftp_first_scan_opens_each_file_once_reads_little_and_reads_local_tags(
     assert report.remote.round_trips == 2 * report.remote.files == 16
 
 
-def test_tags_longer_than_the_head_cost_a_few_more_reads_and_read_the_same(
-    tmp_path: Path,
-) -> None:
-    """A FLAC and an MP3 with a 300 KB cover in their tags (longer than the
-    first read): the reads past it fetch the rest; tags and identity are what a
-    local scan reads, and the file is still not read whole."""
+def _covered(flac: Path, mp3: Path) -> bytes:
+    """Make a FLAC and an MP3 with a 300 KB cover in their tags (longer than a
+    scan's first read of a file); return the cover."""
     import mutagen.flac
     import mutagen.id3
 
     cover = bytes(range(256)) * 1200
-    flac, mp3 = tmp_path / "c.flac", tmp_path / "c.mp3"
     _encode(flac, 8, "-c:a", "flac", title="Covered", artist="A")
     _encode(mp3, 30, "-c:a", "libmp3lame", "-b:a", "192k", title="Covered", artist="A")
     picture = mutagen.flac.Picture()
@@ -189,6 +195,44 @@ def test_tags_longer_than_the_head_cost_a_few_more_reads_and_read_the_same(
     tags = mutagen.id3.ID3(mp3)
     tags.add(mutagen.id3.APIC(encoding=3, mime="image/jpeg", type=3, desc="", data=cover))
     tags.save(mp3)
+    return cover
+
+
+def test_sftp_scan_of_covers_and_of_tags_at_the_end_reads_local_tags(tmp_path: Path) -> None:
+    """Files whose tags a head does not hold, among plain ones, 32 in flight:
+    a FLAC and an MP3 with a 300 KB cover (their heads show the tags' length:
+    read again in a second batch, whole), an Ogg Vorbis (its tags read
+    through the open file, as before). Every file's tags are a local scan's, none is
+    read whole, and only the covered files are opened twice."""
+    lib = tmp_path / "lib"
+    _covered(lib / "Covered" / "c.flac", lib / "Covered" / "c.mp3")
+    for n in range(6):
+        _encode(lib / "Plain" / f"{n}.flac", 3, "-c:a", "flac", title=f"F{n}", album="Plain")
+    _encode(lib / "Other" / "v.ogg", 60, "-c:a", "libvorbis", title="Vorbis", artist="V")
+    _, local = _scan(tmp_path / "local.sqlite3", LocalOrigin("l", lib))
+    with sshd_server(lib) as server:
+        report, found = _scan_sftp(server, lib, tmp_path / "c.sqlite3", max_requests=32)
+        _same_as_local(found, local)
+        for path in lib.rglob("*.*"):
+            read = server.bytes_read(path)
+            # One open; two for the covered files: the head, then the whole tags.
+            assert len(read) == (2 if path.parent.name == "Covered" else 1), (path, read)
+            assert sum(read) < path.stat().st_size, (path, read)
+    assert report.remote.files == 9, report.remote
+    # Two round trips a file (the open, its reads at once), two more for each
+    # covered file (its whole tags), one more for the Ogg's last page.
+    assert report.remote.round_trips <= 2 * 9 + 2 * 2 + 1, report.remote
+
+
+def test_tags_longer_than_the_head_cost_a_few_more_reads_and_read_the_same(
+    tmp_path: Path,
+) -> None:
+    """A FLAC and an MP3 with a 300 KB cover in their tags (longer than the
+    first read): the reads past it fetch the rest; tags and identity are what a
+    local scan reads, and the file is still not read whole."""
+
+    cover = _covered(tmp_path / "c.flac", tmp_path / "c.mp3")
+    flac, mp3 = tmp_path / "c.flac", tmp_path / "c.mp3"
     origin = LocalOrigin("l", tmp_path)
     for path in (flac, mp3):
         with origin.open_listed(path.name, origin.stat(path.name)) as opened:

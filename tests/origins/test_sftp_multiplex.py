@@ -370,10 +370,10 @@ def test_stats_and_listings_among_scans_on_one_session(
 # -- batches of heads on one thread (read_heads) ---------------------------------------------
 
 
-def listed(library: Library, relpaths: list[str]) -> list[tuple[str, FileStat]]:
-    """*relpaths* as a listing gives them to a scan."""
+def listed(library: Library, relpaths: list[str]) -> list[tuple[str, FileStat, int]]:
+    """*relpaths* as a listing gives them to a scan, each with the head to read."""
     sizes = {r: (library.root / r).stat().st_size for r in relpaths if (library.root / r).is_file()}
-    return [(r, FileStat(sizes.get(r, 4096), 0)) for r in relpaths]
+    return [(r, FileStat(sizes.get(r, 4096), 0), HEAD) for r in relpaths]
 
 
 def heads(library: Library, relpaths: list[str]) -> list[bytes]:
@@ -381,7 +381,7 @@ def heads(library: Library, relpaths: list[str]) -> list[bytes]:
 
 
 def batch_while_frozen(
-    server: SSHServer, origin: SFTPOrigin, files: list[tuple[str, FileStat]]
+    server: SSHServer, origin: SFTPOrigin, files: list[tuple[str, FileStat, int]]
 ) -> tuple[threading.Thread, list[object]]:
     """Start `read_heads` of *files* in a thread while the server is frozen;
     return once every file's open is sent (none can have been answered)."""
@@ -390,7 +390,7 @@ def batch_while_frozen(
 
     def run() -> None:
         try:
-            result.append(origin.read_heads(files, HEAD))
+            result.append(origin.read_heads(files))
         except BaseException as exc:
             result.append(exc)
 
@@ -431,7 +431,7 @@ def test_in_a_batch_an_error_goes_to_its_own_file_and_short_files_come_whole(
     good = sorted(library.files)[:4]
     odd = [MISSING, SHORT, EMPTY] + ([DENIED] if (library.root / DENIED).is_symlink() else [])
     order = good[:2] + odd + good[2:]
-    got = dict(zip(order, origin.read_heads(listed(library, order), HEAD), strict=True))
+    got = dict(zip(order, origin.read_heads(listed(library, order)), strict=True))
     assert isinstance(got.pop(MISSING), FileNotFoundError)
     if DENIED in got:
         assert isinstance(got.pop(DENIED), PermissionError)
@@ -439,7 +439,7 @@ def test_in_a_batch_an_error_goes_to_its_own_file_and_short_files_come_whole(
     assert got[SHORT] == (library.root / SHORT).read_bytes()  # all 5,000 bytes
     assert got[EMPTY] == b""
     # The session is still good: the next batch uses it, no new connection.
-    assert origin.read_heads(listed(library, good[:1]), HEAD) == heads(library, good[:1])
+    assert origin.read_heads(listed(library, good[:1])) == heads(library, good[:1])
     assert origin.connections == 1
 
 
@@ -451,11 +451,11 @@ def test_a_folder_gone_from_the_server_fails_a_batch_as_unavailable_not_files_go
     library.root.rename(away)  # a disk not mounted on the server
     try:
         with pytest.raises(OriginUnavailable) as info:
-            origin.read_heads(listed(library, relpaths), HEAD)
+            origin.read_heads(listed(library, relpaths))
         assert "not on the server" in str(info.value)
     finally:
         away.rename(library.root)
-    assert origin.read_heads(listed(library, relpaths), HEAD) == heads(library, relpaths)
+    assert origin.read_heads(listed(library, relpaths)) == heads(library, relpaths)
 
 
 def test_a_connection_killed_mid_batch_fails_it_at_once_and_the_next_reconnects(
@@ -476,7 +476,7 @@ def test_a_connection_killed_mid_batch_fails_it_at_once_and_the_next_reconnects(
     (error,) = result
     assert isinstance(error, OriginUnavailable), error
     assert origin.location in str(error)
-    assert origin.read_heads(listed(library, relpaths[:3]), HEAD) == heads(library, relpaths[:3])
+    assert origin.read_heads(listed(library, relpaths[:3])) == heads(library, relpaths[:3])
     assert origin.connections == 1
 
 
@@ -492,10 +492,10 @@ def test_a_server_that_answers_less_than_asked_still_gives_whole_heads(
     with sshd_server(library.root, wrapper=f"{sys.executable} {filter_} {cap} {log}") as capped:
         origin = make_origin(capped, library, timeout=30.0)
         try:
-            assert origin.read_heads(listed(library, relpaths), HEAD) == heads(library, relpaths)
+            assert origin.read_heads(listed(library, relpaths)) == heads(library, relpaths)
             learnt = len(log.read_text().split())
             two = relpaths[:2]
-            assert origin.read_heads(listed(library, two), HEAD) == heads(library, two)
+            assert origin.read_heads(listed(library, two)) == heads(library, two)
             asked = [int(n) for n in log.read_text().split()[learnt:]]
             assert asked == [cap] * (2 * HEAD // cap)  # no request asked past the cap
         finally:

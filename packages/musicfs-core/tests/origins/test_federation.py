@@ -372,11 +372,9 @@ class BatchOrigin(SwitchableOrigin):
 
     heads_at_once = True
 
-    def read_heads(
-        self, files: Sequence[tuple[str, FileStat]], length: int
-    ) -> list[bytes | OSError]:
+    def read_heads(self, heads: Sequence[tuple[str, FileStat, int]]) -> list[bytes | OSError]:
         self._request()
-        return super().read_heads(files, length)
+        return super().read_heads(heads)
 
 
 def test_a_batch_of_heads_takes_a_request_slot_per_file(folder: Path) -> None:
@@ -384,10 +382,10 @@ def test_a_batch_of_heads_takes_a_request_slot_per_file(folder: Path) -> None:
     batch of 3, one more request gets in and the next waits."""
     origin = BatchOrigin("batch", folder)
     fed = Federation({"batch": origin}, {"batch": OriginLimits(max_requests=4)})
-    files = [("a.wav", origin.stat("a.wav"))] * 3
+    files = [("a.wav", origin.stat("a.wav"), 64)] * 3
     origin.mode = "hang"
     results: list[object] = []
-    batch = threading.Thread(target=lambda: results.append(fed.read_heads("batch", files, 64)))
+    batch = threading.Thread(target=lambda: results.append(fed.read_heads("batch", files)))
     single = threading.Thread(target=lambda: results.append(fed.call(origin, origin.check)))
     try:
         batch.start()
@@ -406,7 +404,7 @@ def test_a_batch_of_heads_takes_a_request_slot_per_file(folder: Path) -> None:
     assert [head] * 3 in results
     # A batch wider than the limit takes every slot, and still runs.
     origin.mode = "ok"
-    assert fed.read_heads("batch", [("a.wav", origin.stat("a.wav"))] * 9, 64) == [head] * 9
+    assert fed.read_heads("batch", [("a.wav", origin.stat("a.wav"), 64)] * 9) == [head] * 9
 
 
 def test_a_waiting_retry_does_not_hold_a_request_slot(flaky: SwitchableOrigin) -> None:

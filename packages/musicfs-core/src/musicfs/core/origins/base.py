@@ -188,24 +188,22 @@ class Origin(abc.ABC):
         tell). By default, `open`."""
         return self.open(relpath)
 
-    def read_heads(
-        self, files: Sequence[tuple[str, FileStat]], length: int
-    ) -> list[bytes | OSError]:
-        """The first *length* bytes of each ``(relpath, stat)`` of *files*, each
-        opened as its listing described it (`open_listed`); all of a shorter
-        file. A file that cannot be read has its error in its place; the
-        origin failing as a whole (`OriginUnavailable`) raises. By default,
-        one file after another."""
-        heads: list[bytes | OSError] = []
-        for relpath, stat in files:
+    def read_heads(self, heads: Sequence[tuple[str, FileStat, int]]) -> list[bytes | OSError]:
+        """The first *length* bytes of each ``(relpath, stat, length)`` of
+        *heads*, each file opened as its listing described it (`open_listed`);
+        all of a shorter file. A file that cannot be read has its error in its
+        place; the origin failing as a whole (`OriginUnavailable`) raises. By
+        default, one file after another."""
+        read: list[bytes | OSError] = []
+        for relpath, stat, length in heads:
             try:
                 with self.open_listed(relpath, stat) as opened:
-                    heads.append(opened.read(0, min(length, opened.size)))
+                    read.append(opened.read(0, min(length, opened.size)))
             except OriginUnavailable:
                 raise
             except OSError as exc:
-                heads.append(exc)
-        return heads
+                read.append(exc)
+        return read
 
     def local_path(self, relpath: str) -> str | None:
         """A path the local kernel can open for *relpath*, if there is one (tags of

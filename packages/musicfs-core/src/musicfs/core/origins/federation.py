@@ -118,8 +118,9 @@ class TokenBucket:
 
 class Slots:
     """At most *n* requests of one origin at once. Tokens in a queue written in C:
-    every request takes one (a file read is a request per 128 KiB), and
-    threading's semaphores are Python code costing ten times as much."""
+    every request takes one, a call with several requests in flight at once (a
+    scan's batch of heads) one each; threading's semaphores are Python code
+    costing ten times as much."""
 
     __slots__ = ("_taking_several", "_tokens", "size")
 
@@ -152,6 +153,7 @@ class Slots:
         return True
 
     def release(self, count: int = 1) -> None:
+        """Give back *count* slots (as many as `acquire` took for that count)."""
         for _ in range(min(count, self.size)):
             self._tokens.put(None)
 
@@ -307,19 +309,19 @@ class Federation:
         return LimitedFile(self, origin, self.call(origin, opening))
 
     def read_heads(
-        self, origin_id: str, files: Sequence[tuple[str, FileStat]], length: int
+        self, origin_id: str, heads: Sequence[tuple[str, FileStat, int]]
     ) -> list[bytes | OSError]:
         """`Origin.read_heads` within the origin's limits (for a scan): a slot
-        per file, as its requests are in flight at once where the origin
+        per file, as their requests are in flight at once where the origin
         reads them so (`Origin.heads_at_once`)."""
         origin = self.origins[origin_id]
-        reading = functools.partial(origin.read_heads, files, length)
-        at_once = len(files) if origin.heads_at_once else 1
-        heads = self.call(origin, reading, requests=max(1, at_once))
+        reading = functools.partial(origin.read_heads, heads)
+        at_once = len(heads) if origin.heads_at_once else 1
+        read = self.call(origin, reading, requests=max(1, at_once))
         bucket = self.buckets.get(origin_id)
         if bucket is not None:
-            bucket.take(sum(len(head) for head in heads if isinstance(head, bytes)))
-        return heads
+            bucket.take(sum(len(head) for head in read if isinstance(head, bytes)))
+        return read
 
     # -- health ---------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ are used to log in and appear in no message, `location` or ``repr``.
 
 Connections
     Up to *max_connections* SSH connections, one SFTP session each, made when
-    first needed. An open file holds one session until it is closed; a stat or
-    listing borrows one for the call. A session no one holds is preferred; when
+    first needed. An open file holds one session until it is closed; a stat,
+    listing or a scan's batch of heads (`read_heads`) borrows one for the
+    call. A session no one holds is preferred; when
     all *max_connections* exist and are held, callers share the least busy one,
     so opening more files than there are connections never deadlocks. Files
     that share a session have their requests in flight together (multiplexed,
@@ -453,36 +454,46 @@ class SFTPOrigin(Origin):
         opened.listed = True
         return opened
 
-    def read_heads(
-        self, files: Sequence[tuple[str, FileStat]], length: int
-    ) -> list[bytes | OSError]:
-        """`Origin.read_heads` on one pooled session, every file's open, read
+    def read_heads(self, heads: Sequence[tuple[str, FileStat, int]]) -> list[bytes | OSError]:
+        """`Origin.read_heads` on one pooled session, every file's open, reads
         and close in flight together (`musicfs.core.origins.sftpheads`); other
         threads' requests share the session meanwhile. Retried once on a new
         connection like any call (the whole batch)."""
-        wanted = [(self.remote_path(relpath), min(length, st.size)) for relpath, st in files]
+        read: list[bytes | OSError | None] = []
+        wanted: list[tuple[str, int]] = []
+        for relpath, st, length in heads:
+            try:
+                wanted.append((self.remote_path(relpath), min(length, st.size)))
+                read.append(None)
+            except OSError as exc:  # a name this origin cannot ask for
+                read.append(exc)
 
         def on_session(pooled: _Session) -> list[bytes | OSError] | None:
             if not pooled.session.multiplexed:
                 return None
-            heads = read_heads(pooled.session, wanted)
-            if any(isinstance(head, FileNotFoundError) for head in heads):
+            got = read_heads(pooled.session, wanted)
+            if any(isinstance(head, FileNotFoundError) for head in got):
                 with pooled.lock, pooled.session.exclusive():
                     self._check_root(pooled.session.sftp)  # a disk gone is not files gone
             return [
                 self._file_error(head, pooled, path) if isinstance(head, OSError) else head
-                for head, (path, _) in zip(heads, wanted, strict=True)
+                for head, (path, _) in zip(got, wanted, strict=True)
             ]
 
         judge = functools.partial(self._judge, path=self.location)
-        heads = self._pool.run(on_session, judge)
-        if heads is None:  # paramiko without the calls that multiplex: one at a time
-            return super().read_heads(files, length)
-        return heads
+        got = self._pool.run(on_session, judge) if wanted else []
+        if got is None:  # paramiko without the calls that multiplex: one at a time
+            return super().read_heads(heads)
+        answers = iter(got)
+        return [next(answers) if head is None else head for head in read]
 
     def _file_error(self, exc: OSError, session: _Session, path: str) -> OSError:
-        """What the server's "no" to one file of a batch is to the caller."""
-        error = self._judge(exc, session, path).error
+        """What the server's "no" to one file of a batch is to the caller; raises
+        if it says the connection is lost (the batch fails as a whole)."""
+        verdict = self._judge(exc, session, path)
+        if verdict.lost or isinstance(verdict.error, OriginUnavailable):
+            raise exc  # judged again by the pool, which drops the session
+        error = verdict.error
         return error if isinstance(error, OSError) else OSError(errno.EIO, str(error), path)
 
     def close(self) -> None:

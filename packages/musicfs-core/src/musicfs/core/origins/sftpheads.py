@@ -2,11 +2,12 @@
 
 Job: `read_heads` opens each file of a batch, reads its first bytes and closes
 it, with the requests of all the batch's files in flight together on one
-session and one thread turning each reply into the file's next request (open
--> read -> close). A scan's 32 files in flight then need a few threads, not 32:
-in 32 threads, each reply woke the waiting threads and every hand-over of the
-GIL cost more Python time than the request itself (on 127.0.0.1: ~0.8 ms of
-CPU a file in 32 threads, ~0.25 ms in one per connection).
+session and one thread turning each reply into the file's next requests (open
+-> every read of its head at once -> close). A scan's 32 files in flight then
+need a few threads, not 32: in 32 threads, each reply woke the waiting threads
+and every hand-over of the GIL cost more Python time than the request itself
+(on 127.0.0.1: ~0.8 ms of CPU a file in 32 threads, ~0.25 ms in one per
+connection).
 
 Boundaries: it speaks the SFTP requests only, on a multiplexed `SFTPSession`
 (other threads' requests stay in flight beside it). What a server's "no" means
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import cast
 
 from musicfs.core.origins.ssh import (
@@ -27,26 +29,49 @@ from musicfs.core.origins.ssh import (
     Replies,
     SFTPSession,
     learn_cap,
+    read_reply,
     request_size,
     status_error,
 )
 
 
+@dataclass
+class _Reading:
+    """One file of a batch: its open handle and the parts of its head read so far."""
+
+    path: str
+    length: int  # bytes wanted (at most the file's size)
+    handle: bytes | None = None
+    parts: dict[int, bytes] = field(default_factory=dict)  # offset -> bytes answered
+    waiting: int = 0  # read requests not answered yet
+    eof: bool = False
+    result: bytes | OSError | None = None  # set once the file is done
+
+    def assembled(self) -> tuple[bytes, int]:
+        """The bytes read from offset 0 without a gap, and where they end."""
+        joined: list[bytes] = []
+        at = 0
+        while (part := self.parts.get(at)) is not None and part:
+            joined.append(part)
+            at += len(part)
+        return b"".join(joined)[: self.length], at
+
+
 def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[bytes | OSError]:
     """The first *length* bytes of each remote ``(path, length)`` of *files*
     (fewer where the file is shorter), or the error the server answered for
-    it. Each file is closed without waiting for the reply (the server handles
-    requests in order). Raises what `SFTPSession.wait` raises if the
-    connection fails or stops answering."""
+    it. All of a file's reads are sent at once; a server that answers less
+    than asked is asked for the rest, in requests of what it answered. Each
+    file is closed without waiting for the reply (the server handles requests
+    in order). Raises what `SFTPSession.wait` raises if the connection fails
+    or stops answering."""
     import paramiko
     from paramiko.sftp import (
         CMD_CLOSE,
-        CMD_DATA,
         CMD_HANDLE,
         CMD_OPEN,
         CMD_READ,
         CMD_STATUS,
-        SFTP_EOF,
         SFTP_FLAG_READ,
         int64,
     )
@@ -54,71 +79,74 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
     pipe = cast(Pipeline, session.sftp)
     request = request_size(pipe)
     replies = Replies()
-    results: list[bytes | OSError] = [b""] * len(files)
-    parts: list[list[bytes]] = [[] for _ in files]
-    got = [0] * len(files)
-    handles: dict[int, bytes] = {}  # file index -> its open handle
-    waiting: dict[int, int] = {}  # request number -> file index
-    replied: list[tuple[int, int]] = []  # (bytes asked, bytes got) of every read
+    files_read = [_Reading(path, length) for path, length in files]
+    # request number -> (its file, offset and size asked; None for the open)
+    waiting: dict[int, tuple[_Reading, tuple[int, int] | None]] = {}
+    replied: list[tuple[int, int]] = []  # (bytes asked, bytes got) of every read, for learn_cap
 
-    def read_more(i: int) -> None:
-        asked = min(request, files[i][1] - got[i])
-        number = pipe._async_request(replies, CMD_READ, handles[i], int64(got[i]), asked)
-        waiting[number] = i
+    def read_from(file: _Reading, start: int) -> None:
+        for offset in range(start, file.length, request):
+            size = min(request, file.length - offset)
+            number = pipe._async_request(replies, CMD_READ, file.handle, int64(offset), size)
+            waiting[number] = (file, (offset, size))
+            file.waiting += 1
 
-    def done(i: int, result: bytes | OSError | None = None) -> None:
-        results[i] = b"".join(parts[i]) if result is None else result
-        handle = handles.pop(i, None)
-        if handle is not None:
-            pipe._async_request(type(None), CMD_CLOSE, handle)  # its reply is read past
+    def done(file: _Reading, result: bytes | OSError) -> None:
+        file.result = result
+        if file.handle is not None:  # its reads still in flight are answered first
+            pipe._async_request(type(None), CMD_CLOSE, file.handle)  # the reply is read past
 
     try:
-        for i, (path, _) in enumerate(files):
+        for file in files_read:
             attrs = paramiko.SFTPAttributes()
             number = pipe._async_request(
-                replies, CMD_OPEN, pipe._adjust_cwd(path), SFTP_FLAG_READ, attrs
+                replies, CMD_OPEN, pipe._adjust_cwd(file.path), SFTP_FLAG_READ, attrs
             )
-            waiting[number] = i
+            waiting[number] = (file, None)
         while waiting:
             session.wait(lambda: bool(replies.replies))
             while replies.replies:  # popitem: another thread may be adding to it
                 number, (kind, msg) = replies.replies.popitem()
-                i = waiting.pop(number)
-                path, length = files[i]
-                if i not in handles:  # the open's reply
+                file, asked = waiting.pop(number)
+                if file.result is not None:
+                    continue  # a read of a file that failed already
+                if asked is None:  # the open's reply
                     if kind == CMD_HANDLE:
-                        handles[i] = msg.get_binary()
-                        if length > 0:
-                            read_more(i)
-                        else:
-                            done(i)
+                        file.handle = msg.get_binary()
+                        read_from(file, 0)
                     elif kind == CMD_STATUS:
-                        done(i, status_error(msg, path))
+                        file.result = status_error(msg, file.path)
+                        continue
                     else:
-                        done(i, OSError(errno.EIO, f"expected a handle, got reply {kind}", path))
-                elif kind == CMD_DATA:
-                    data = msg.get_string()
-                    replied.append((min(request, length - got[i]), len(data)))
-                    parts[i].append(data)
-                    got[i] += len(data)
-                    if data and got[i] < length:  # a server may answer less than asked
-                        read_more(i)
-                    else:
-                        done(i)
-                elif kind == CMD_STATUS:
-                    code = msg.get_int()
-                    text = msg.get_text()
-                    done(
-                        i,
-                        None
-                        if code == SFTP_EOF
-                        else OSError(errno.EIO, f"read failed: {text}", path),
-                    )
+                        file.result = OSError(errno.EIO, f"expected a handle, got reply {kind}")
+                        continue
                 else:
-                    done(i, OSError(errno.EIO, f"expected data, got reply {kind}", path))
+                    file.waiting -= 1
+                    try:
+                        data = read_reply(kind, msg)
+                    except OSError as exc:
+                        done(file, OSError(exc.errno, exc.strerror, file.path))
+                        continue
+                    offset, size = asked
+                    if data is None:
+                        file.eof = True
+                    else:
+                        replied.append((size, len(data)))
+                        file.parts[offset] = data
+                        if 0 < len(data) < size:  # the server's cap: ask for no more
+                            request = min(request, len(data))
+                if file.waiting == 0:
+                    head, end = file.assembled()
+                    if end < file.length and not file.eof and head:
+                        file.parts = {0: head}
+                        read_from(file, end)  # what a short answer left out
+                    else:
+                        done(file, head)
     finally:
-        for handle in handles.values():  # the connection failed: close what it can
-            with contextlib.suppress(Exception):  # the connection is gone with them
-                pipe._async_request(type(None), CMD_CLOSE, handle)
-    learn_cap(pipe, request, replied)
-    return results
+        if session.failed is None:  # else the connection is gone, with its handles
+            for file in files_read:
+                if file.result is None and file.handle is not None:
+                    with contextlib.suppress(Exception):
+                        pipe._async_request(type(None), CMD_CLOSE, file.handle)
+    learn_cap(pipe, request_size(pipe), replied)
+    return [file.result if file.result is not None else b"" for file in files_read]

@@ -640,7 +640,7 @@ def _all_in(replies: Replies, numbers: Sequence[int]) -> bool:
     return all(n in replies.replies for n in numbers)
 
 
-def _read_reply(kind: int, msg: paramiko.Message) -> bytes | None:
+def read_reply(kind: int, msg: paramiko.Message) -> bytes | None:
     """The bytes a read request was answered with; None where the server said
     the file ends there. Any other answer raises OSError."""
     from paramiko.sftp import CMD_DATA, CMD_STATUS, SFTP_EOF
@@ -696,7 +696,7 @@ def read_pipelined(
         while replies.replies:  # popitem: another thread may be adding to it
             number, (kind, msg) = replies.replies.popitem()
             at, _ = waiting.pop(number)
-            data = _read_reply(kind, msg)
+            data = read_reply(kind, msg)
             received[at] = data or b""
             eof = eof or data is None
             if next_offset < end and not eof:
@@ -758,7 +758,7 @@ def read_ranges(
         while replies.replies:  # popitem: another thread may be adding to it
             number, (kind, msg) = replies.replies.popitem()
             chunk = waiting.pop(number)
-            received[chunk] = _read_reply(kind, msg) or b""
+            received[chunk] = read_reply(kind, msg) or b""
             send()
     learn_cap(pipe, request, [(n, len(received.get((at, n), b""))) for at, n in chunks])
     out: list[bytes] = []

@@ -5,7 +5,8 @@ with one file of an origin read over the network (S3, SFTP, SMB): read its
 head, and its tail and middle sample where the identity is wanted, in one
 `read_ranges`; parse the tags from those bytes (`read_remote`); or, for a
 scan, return just the bytes of a head to be parsed by the scanning thread
-(`read_head`, `parse_head`). What it cost is counted (`Traffic`). Scheduling
+(`read_head`, `parse_head`), for many files at once where the origin reads
+them so (`scan_heads`). What it cost is counted (`Traffic`). Scheduling
 files onto threads and writing the catalog are the scanner's.
 """
 
@@ -262,6 +263,15 @@ def _kept_head(relpath: str, size: int, head: bytes) -> Head | None:
     """The bytes of *head* (the first bytes of remote file *relpath* of *size*
     bytes) that parsing its tags reads, if the head shows where its tags end
     and holds them (see `read_head`); else None."""
+    end = _tags_end(relpath, size, head)
+    if end is not None and end <= min(len(head), _HEAD_KEPT):
+        return Head(size, head[:end])
+    return None
+
+
+def _tags_end(relpath: str, size: int, head: bytes) -> int | None:
+    """Where the bytes that parsing the tags of remote file *relpath* reads end
+    (its tags and what mutagen reads after them), if its *head* shows it."""
     from musicfs.core.tags.headers import header_length
 
     fmt = format_of(relpath)
@@ -269,10 +279,48 @@ def _kept_head(relpath: str, size: int, head: bytes) -> Head | None:
     if after is None:
         return None
     length = header_length(lambda offset, size: head[offset : offset + size], fmt)
-    end = min(size, length + after)
-    if length and end <= min(len(head), _HEAD_KEPT):
-        return Head(size, head[:end])
-    return None
+    return min(size, length + after) if length else None
+
+
+def _tags_past(relpath: str, size: int, head: bytes) -> int | None:
+    """Where the bytes that parsing the tags of remote file *relpath* reads end,
+    as far as its *head* shows when they end past it: an ID3v2 tag's length is
+    in its header; FLAC's metadata blocks are followed up to the first whose
+    header lies past the head (a cover's block gives its own length), with a
+    head's size more for the blocks after it (padding, mostly). None if the
+    head does not show it."""
+    from musicfs.core.tags.headers import id3v2_length
+
+    fmt = format_of(relpath)
+    after = _AFTER_TAGS.get(fmt)
+    if after is None:
+        return None
+    position = id3v2_length(lambda offset, length: head[offset : offset + length])
+    if fmt == "flac":
+        if head[position : position + 4] != b"fLaC":
+            return None
+        position += 4
+        for _ in range(_FLAC_BLOCKS_FOLLOWED):
+            block = head[position : position + 4]
+            if len(block) < 4:
+                return min(size, position + _REMOTE_HEAD)
+            position += 4 + int.from_bytes(block[1:4], "big")
+            if block[0] & 0x80:  # the last block
+                break
+        else:
+            return None
+    return min(size, position + after) if position else None
+
+
+# Metadata blocks `_tags_past` follows at most (a real FLAC has a handful).
+_FLAC_BLOCKS_FOLLOWED = 64
+
+
+def reads_heads_alone(relpath: str) -> bool:
+    """Whether a file's tags are read from its first bytes alone, as `scan_heads`
+    reads them: a format whose head shows where its tags end (FLAC, MP3 with
+    ID3v2), not one whose tags may lie at its end (Ogg, MP4, WavPack...)."""
+    return format_of(relpath) in _AFTER_TAGS
 
 
 # Formats whose head shows where their tags end (`read_head`), with the bytes
@@ -331,32 +379,61 @@ def scan_head(
 
 
 def scan_heads(
-    read_heads: Callable[[Sequence[tuple[str, FileStat]], int], list[bytes | OSError]],
+    read_heads: Callable[[Sequence[tuple[str, FileStat, int]]], list[bytes | OSError]],
     files: Sequence[tuple[str, FileStat]],
 ) -> list[tuple[Parsed | Head | None, Traffic]]:
-    """`scan_head` of several files of an origin that reads their heads at once
-    (`Origin.read_heads`, through *read_heads*): per file, a `Head` for the scan
-    thread to parse, its tags parsed here from the head (a format whose head
-    does not show where its tags end: Ogg, MP4), or None where mutagen read past
-    the head (the caller reads that file again: `scan_remote`). Never raises:
-    an origin that fails gives every file its error."""
-    try:
-        heads = read_heads(files, _REMOTE_HEAD)
-    except OSError as exc:
-        heads = [exc] * len(files)
+    """`scan_head` of several files (`reads_heads_alone`) of an origin that reads
+    their heads at once (`Origin.read_heads`, through *read_heads*): per file,
+    a `Head` for the scan thread to parse; or its tags parsed here; or, where
+    the head shows tags longer than itself (a cover: `_tags_past`), all of
+    them read in a second batch (from the start again, at most `_LONG_TAGS`
+    bytes) and parsed here; or None where mutagen read past what
+    was read (the caller reads the file again: `scan_remote`). A file that
+    cannot be read gets its error; the origin failing (`OriginUnavailable`)
+    raises, so that a scan does not record its files as unreadable."""
+    first = read_heads([(relpath, stat, min(stat.size, _REMOTE_HEAD)) for relpath, stat in files])
     out: list[tuple[Parsed | Head | None, Traffic]] = []
-    for (relpath, stat), head in zip(files, heads, strict=True):
+    longer: dict[int, int] = {}  # index in files -> the bytes its tags need
+    for i, ((relpath, stat), head) in enumerate(zip(files, first, strict=True)):
         if isinstance(head, OSError):
-            out.append((Parsed(TrackTags(), f"cannot read: {head}"), Traffic(1, 1, 1)))
+            out.append((Parsed(TrackTags(), f"cannot read: {head}"), Traffic(1)))
             continue
-        # The open and one read (a server that answers less than asked costs
-        # more reads, not counted); the close is not waited for.
-        traffic = Traffic(1, 2, 2, len(head))
+        traffic = _head_traffic(head)
         kept = _kept_head(relpath, stat.size, head)
-        out.append(
-            (kept if kept is not None else parse_head(relpath, Head(stat.size, head)), traffic)
-        )
+        if kept is not None:
+            out.append((kept, traffic))
+            continue
+        end = _tags_past(relpath, stat.size, head)
+        if end is not None and len(head) < end <= _LONG_TAGS:
+            out.append((None, traffic))
+            longer[i] = end  # tags longer than the head (a cover): read them whole
+        else:
+            out.append((parse_head(relpath, Head(stat.size, head)), traffic))
+    if longer:
+        again = read_heads([(*files[i], end) for i, end in longer.items()])
+        for i, tags in zip(longer, again, strict=True):
+            relpath, stat = files[i]
+            if isinstance(tags, OSError):
+                out[i] = (Parsed(TrackTags(), f"cannot read: {tags}"), out[i][1])
+                continue
+            out[i][1].add(_head_traffic(tags))
+            out[i][1].files -= 1
+            out[i] = (parse_head(relpath, Head(stat.size, tags)), out[i][1])
     return out
+
+
+def _head_traffic(head: bytes) -> Traffic:
+    """What reading one *head* with `Origin.read_heads` cost: the open, and its
+    reads sent at once (a read per `_REMOTE_HEAD` bytes; a server answering less
+    costs more, not counted here); the close is not waited for."""
+    reads = -(-len(head) // _REMOTE_HEAD)
+    return Traffic(1, 1 + reads, 1 + min(1, reads), len(head))
+
+
+# Tags longer than a head that `scan_heads` reads in a second batch (a cover of
+# up to ~2 MiB): 32 files in flight hold at most 64 MiB meanwhile. Longer ones
+# are read again through an open file (`scan_remote`).
+_LONG_TAGS = 2 * 1024 * 1024
 
 
 #: Seconds between looks, while mounted, for remote files that got user data

@@ -3,7 +3,8 @@
 A scan walks the origin one directory at a time and compares each directory with
 what the catalog remembers of it (size, mtime and, where the origin has one,
 ctime), so memory stays bounded by the largest directory, not the library. New
-and changed files are parsed with mutagen in worker processes (one per core);
+and changed files are parsed with mutagen in worker processes (one per core;
+a remote origin's in threads, from the few bytes read of each: `sync.remote`);
 results are written in batches, each batch one transaction, so a scan killed
 half way resumes from the last batch and never leaves duplicate or half-written
 rows (NFR-8.3). Files that are gone are removed only after a complete walk: a
@@ -48,6 +49,7 @@ from musicfs.core.sync.remote import (
     identity_of,
     over_network,
     parse_head,
+    reads_heads_alone,
     scan_head,
     scan_heads,
     scan_remote,
@@ -82,12 +84,15 @@ _BATCH = 256
 # workers still have one to parse while this thread walks the next folders
 # (with one, they would wait for the walk, and the walk for them).
 _IN_FLIGHT = 2
-# Files of a remote origin read at once: sized for latency (at 20 ms a round
-# trip, 32 in flight keep ~1,600 requests a second going); the origin's
-# max_requests (federation) still bounds its requests in flight. Memory: about
+# Files of a remote origin read at once, a thread each (an origin that reads
+# many at once, SFTP, has its max_requests in flight through `_HEAD_STREAMS`
+# threads instead): sized for latency (at 20 ms a round trip, 32 in flight
+# keep ~1,600 requests a second going); the origin's max_requests
+# (federation) still bounds its requests in flight. Memory: about
 # 100 KiB a file in flight, and the `Head`s read and waiting (`_HEAD_KEPT`).
 _REMOTE_THREADS = 32
-# Threads that read again the files whose head mutagen read past (`read_head`).
+# Threads that read again the files whose head mutagen read past (`read_head`,
+# `scan_heads`).
 _REREADERS = 4
 # Threads that read the heads of an origin that reads many files at once
 # (`Origin.heads_at_once`: SFTP), each with a share of the files in flight: as
@@ -110,9 +115,12 @@ _REMOTE_IN_FLIGHT = _BATCH * _IN_FLIGHT // _REMOTE_BATCH
 _LIST_AHEAD = 16
 
 
-def _one(
-    read: Callable[..., tuple[Parsed | Head, Traffic]], *args: Any
-) -> list[tuple[Parsed | Head | None, Traffic]]:
+# What reading one remote file gives the scan thread: its tags, a `Head` to
+# parse, or None (read it again: mutagen read past what was read); and its cost.
+_Read = tuple[Parsed | Head | None, Traffic]
+
+
+def _alone(read: Callable[..., tuple[Parsed | Head, Traffic]], *args: Any) -> list[_Read]:
     """*read* (`scan_head`, `scan_remote`) of one file, as `scan_heads` gives many."""
     return [read(*args)]
 
@@ -666,21 +674,29 @@ class Scanner:
         # once; a remote origin's only if they have user data (see `_REMOTE_HEAD`).
         identity = origin.local_path("") is not None
         threads = self._threads
-        futures: list[concurrent.futures.Future[list[tuple[Parsed | Head | None, Traffic]]]]
-        if origin.heads_at_once and not identity and not any(parsers):
-            futures = self._submit_heads(origin, batch)
-        else:
-            futures = [
-                threads.submit(_one, scan_remote, open_listed, relpath, stat, parser, identity)
-                if identity or parser is not None
-                else threads.submit(_one, scan_head, open_listed, relpath, stat)
-                for (relpath, stat, _), parser in zip(batch, parsers, strict=True)
-            ]
+        # Where each file's result will be: (its reading, its place in that reading's list).
+        places: list[tuple[concurrent.futures.Future[list[_Read]], int]] = []
+        together = [
+            i
+            for i, ((relpath, _, _), parser) in enumerate(zip(batch, parsers, strict=True))
+            if origin.heads_at_once and not identity and parser is None
+            and reads_heads_alone(relpath)
+        ]  # fmt: skip
+        shares = self._submit_heads(origin, [batch[i] for i in together])
+        in_shares = {i: place for i, place in zip(together, shares, strict=True)}
+        for i, ((relpath, stat, _), parser) in enumerate(zip(batch, parsers, strict=True)):
+            if i in in_shares:
+                places.append(in_shares[i])
+            elif identity or parser is not None:
+                read = (scan_remote, open_listed, relpath, stat, parser, identity)
+                places.append((threads.submit(_alone, *read), 0))
+            else:
+                places.append((threads.submit(_alone, scan_head, open_listed, relpath, stat), 0))
         report = self.report
         batch = list(batch)  # the caller goes on with its list
 
         def wait() -> list[Parsed]:
-            results = [result for future in futures for result in future.result()]
+            results = [future.result()[k] for future, k in places]
             if report is not None:
                 for _, traffic in results:
                     report.remote.add(traffic)
@@ -688,9 +704,9 @@ class Scanner:
                 parse_head(relpath, got) if isinstance(got, Head) else got
                 for (relpath, _, _), (got, _) in zip(batch, results, strict=True)
             ]
-            # Mutagen looked past a head (rare: tags longer than it, see
-            # `_AFTER_TAGS`): read those files again, in threads of their own,
-            # not behind the queued reads.
+            # Mutagen looked past what was read (rare: tags longer than the
+            # head, or than `_LONG_TAGS`): read those files again, in threads of
+            # their own, not behind the queued reads.
             again = {
                 i: self._rereading().submit(
                     scan_remote, open_listed, batch[i][0], batch[i][1], None, False
@@ -708,13 +724,16 @@ class Scanner:
         return wait
 
     def _submit_heads(
-        self, origin: Origin, batch: Sequence[tuple[str, FileStat, bool]]
-    ) -> list[concurrent.futures.Future[list[tuple[Parsed | Head | None, Traffic]]]]:
-        """Start reading the heads of a batch of files of an origin that reads
-        many at once (`Origin.heads_at_once`): `_HEAD_STREAMS` threads, each
-        with a share of the files in flight (the origin's ``max_requests`` in
-        all), rather than a thread a file (see `musicfs.core.origins.sftpheads`)."""
-        read_heads: Callable[[Sequence[tuple[str, FileStat]], int], list[bytes | OSError]]
+        self, origin: Origin, files: Sequence[tuple[str, FileStat, bool]]
+    ) -> list[tuple[concurrent.futures.Future[list[_Read]], int]]:
+        """Start reading the heads of *files* of an origin that reads many at
+        once (`Origin.heads_at_once`): shared between `_HEAD_STREAMS` threads,
+        the origin's ``max_requests`` files in flight in all, rather than a
+        thread a file (see `musicfs.core.origins.sftpheads`). Where each
+        file's result will be: its share's reading, and its place in it."""
+        if not files:
+            return []
+        read_heads: Callable[[Sequence[tuple[str, FileStat, int]]], list[bytes | OSError]]
         read_heads = origin.read_heads
         in_flight = _REMOTE_THREADS
         if self.federation is not None and origin.id in self.federation.origins:
@@ -724,12 +743,17 @@ class Scanner:
             self._streams = concurrent.futures.ThreadPoolExecutor(
                 _HEAD_STREAMS, thread_name_prefix="musicfs-heads"
             )
-        files = [(relpath, stat) for relpath, stat, _ in batch]
-        share = max(1, in_flight // _HEAD_STREAMS)
-        return [
-            self._streams.submit(scan_heads, read_heads, files[start : start + share])
-            for start in range(0, len(files), share)
-        ]
+        listed = [(relpath, stat) for relpath, stat, _ in files]
+        # A share a stream (fewer if few files), each of the streams' part of
+        # max_requests, rounded up: the request slots still bound what is in
+        # flight, and no stream or slot is left unused by the rounding.
+        size = max(1, min(-(-len(listed) // _HEAD_STREAMS), -(-in_flight // _HEAD_STREAMS)))
+        places: list[tuple[concurrent.futures.Future[list[_Read]], int]] = []
+        for start in range(0, len(listed), size):
+            share = listed[start : start + size]
+            future = self._streams.submit(scan_heads, read_heads, share)
+            places += [(future, k) for k in range(len(share))]
+        return places
 
     def _rereading(self) -> concurrent.futures.ThreadPoolExecutor:
         """The threads that read again files whose `Head` was too short."""
