@@ -198,30 +198,46 @@ def _covered(flac: Path, mp3: Path) -> bytes:
     return cover
 
 
-def test_sftp_scan_of_covers_and_of_tags_at_the_end_reads_local_tags(tmp_path: Path) -> None:
+def test_sftp_scan_of_covers_and_of_tags_at_the_end_reads_local_tags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Files whose tags a head does not hold, among plain ones, 32 in flight:
     a FLAC and an MP3 with a 300 KB cover (their heads show the tags' length:
-    read again in a second batch, whole), an Ogg Vorbis (its tags read
-    through the open file, as before). Every file's tags are a local scan's, none is
-    read whole, and only the covered files are opened twice."""
+    read again in a second batch, whole), an MP3 with only ID3v1 (at its end:
+    read again through an open file), an Ogg Vorbis (not batched: its tags
+    read through the open file, as before). Every file's tags are a local
+    scan's, none is read whole, and only those two kinds are opened twice."""
     lib = tmp_path / "lib"
     _covered(lib / "Covered" / "c.flac", lib / "Covered" / "c.mp3")
     for n in range(6):
         _encode(lib / "Plain" / f"{n}.flac", 3, "-c:a", "flac", title=f"F{n}", album="Plain")
     _encode(lib / "Other" / "v.ogg", 60, "-c:a", "libvorbis", title="Vorbis", artist="V")
+    _encode(lib / "Old" / "v1.mp3", 30, "-c:a", "libmp3lame", "-id3v2_version", "0",
+            "-write_id3v1", "1", title="Old", artist="One")  # fmt: skip
     _, local = _scan(tmp_path / "local.sqlite3", LocalOrigin("l", lib))
+    asked: list[tuple[str, int]] = []
+    read_heads = SFTPOrigin.read_heads
+
+    def recorded(origin: SFTPOrigin, heads: Any) -> list[bytes | OSError]:
+        asked.extend((relpath, length) for relpath, _, length in heads)
+        return read_heads(origin, heads)
+
+    monkeypatch.setattr(SFTPOrigin, "read_heads", recorded)
     with sshd_server(lib) as server:
         report, found = _scan_sftp(server, lib, tmp_path / "c.sqlite3", max_requests=32)
         _same_as_local(found, local)
         for path in lib.rglob("*.*"):
             read = server.bytes_read(path)
-            # One open; two for the covered files: the head, then the whole tags.
-            assert len(read) == (2 if path.parent.name == "Covered" else 1), (path, read)
+            twice = path.parent.name in ("Covered", "Old")
+            assert len(read) == (2 if twice else 1), (path, read)
             assert sum(read) < path.stat().st_size, (path, read)
-    assert report.remote.files == 9, report.remote
-    # Two round trips a file (the open, its reads at once), two more for each
-    # covered file (its whole tags), one more for the Ogg's last page.
-    assert report.remote.round_trips <= 2 * 9 + 2 * 2 + 1, report.remote
+    # FLAC and MP3 in batches, 64 KiB of each; then the covered files' whole tags.
+    batched = sorted(p.relative_to(lib).as_posix() for p in lib.rglob("*.*") if p.suffix != ".ogg")
+    assert sorted(relpath for relpath, length in asked if length == 65536) == batched
+    longer = dict((relpath, length) for relpath, length in asked if length > 65536)
+    assert sorted(longer) == ["Covered/c.flac", "Covered/c.mp3"]
+    assert all(300_000 < length < 400_000 for length in longer.values()), longer
+    assert report.remote.files == 10, report.remote
 
 
 def test_tags_longer_than_the_head_cost_a_few_more_reads_and_read_the_same(

@@ -118,8 +118,9 @@ class TokenBucket:
 
 class Slots:
     """At most *n* requests of one origin at once. Tokens in a queue written in C:
-    every request takes one, a call with several requests in flight at once (a
-    scan's batch of heads) one each; threading's semaphores are Python code
+    every request takes one, a scan's batch of heads one a file (its reads of
+    long tags are bounded by the batch's window of bytes instead:
+    `musicfs.core.origins.sftpheads`); threading's semaphores are Python code
     costing ten times as much."""
 
     __slots__ = ("_taking_several", "_tokens", "size")

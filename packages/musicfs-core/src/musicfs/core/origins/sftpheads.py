@@ -18,6 +18,7 @@ fails raises, for the whole batch.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 from collections.abc import Sequence
@@ -33,6 +34,13 @@ from musicfs.core.origins.ssh import (
     request_size,
     status_error,
 )
+
+# Bytes of reads asked for and not answered at once, per batch (as
+# `musicfs.core.origins.ssh.read_pipelined` keeps per file): a second batch
+# of long tags must not put megabytes ahead of a playback read on the session.
+_WINDOW = 2 * 1024 * 1024
+# The least a read asks for, whatever a server's short answers suggest.
+_LEAST_REQUEST = 4096
 
 
 @dataclass
@@ -60,11 +68,12 @@ class _Reading:
 def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[bytes | OSError]:
     """The first *length* bytes of each remote ``(path, length)`` of *files*
     (fewer where the file is shorter), or the error the server answered for
-    it. All of a file's reads are sent at once; a server that answers less
-    than asked is asked for the rest, in requests of what it answered. Each
-    file is closed without waiting for the reply (the server handles requests
-    in order). Raises what `SFTPSession.wait` raises if the connection fails
-    or stops answering."""
+    it. A file's reads are sent at once as its open is answered, at most
+    `_WINDOW` bytes of the batch's asked at a time; a server that answers
+    less than asked is asked for the rest (twice the same short answer: its
+    cap, asked for no more from then on). Each file is closed without waiting
+    for the reply (the server handles requests in order). Raises what
+    `SFTPSession.wait` raises if the connection fails or stops answering."""
     import paramiko
     from paramiko.sftp import (
         CMD_CLOSE,
@@ -83,13 +92,24 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
     # request number -> (its file, offset and size asked; None for the open)
     waiting: dict[int, tuple[_Reading, tuple[int, int] | None]] = {}
     replied: list[tuple[int, int]] = []  # (bytes asked, bytes got) of every read, for learn_cap
+    shorts: collections.Counter[int] = collections.Counter()  # short answers by their size
+    unsent: collections.deque[tuple[_Reading, int, int]] = collections.deque()
+    asked_bytes = 0  # of the reads sent and not answered
 
     def read_from(file: _Reading, start: int) -> None:
         for offset in range(start, file.length, request):
-            size = min(request, file.length - offset)
+            unsent.append((file, offset, min(request, file.length - offset)))
+            file.waiting += 1
+
+    def send_reads() -> None:
+        nonlocal asked_bytes
+        while unsent and (not asked_bytes or asked_bytes + unsent[0][2] <= _WINDOW):
+            file, offset, size = unsent.popleft()
+            if file.result is not None:  # it failed meanwhile (and is closed)
+                continue
             number = pipe._async_request(replies, CMD_READ, file.handle, int64(offset), size)
             waiting[number] = (file, (offset, size))
-            file.waiting += 1
+            asked_bytes += size
 
     def done(file: _Reading, result: bytes | OSError) -> None:
         file.result = result
@@ -103,7 +123,7 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
                 replies, CMD_OPEN, pipe._adjust_cwd(file.path), SFTP_FLAG_READ, attrs
             )
             waiting[number] = (file, None)
-        while waiting:
+        while waiting:  # reads not sent wait for a reply: one is always in flight then
             session.wait(lambda: bool(replies.replies))
             while replies.replies:  # popitem: another thread may be adding to it
                 number, (kind, msg) = replies.replies.popitem()
@@ -122,19 +142,22 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
                         continue
                 else:
                     file.waiting -= 1
+                    offset, size = asked
+                    asked_bytes -= size
                     try:
                         data = read_reply(kind, msg)
                     except OSError as exc:
                         done(file, OSError(exc.errno, exc.strerror, file.path))
                         continue
-                    offset, size = asked
-                    if data is None:
+                    if not data:  # an empty answer ends the file as EOF does
                         file.eof = True
                     else:
                         replied.append((size, len(data)))
                         file.parts[offset] = data
-                        if 0 < len(data) < size:  # the server's cap: ask for no more
-                            request = min(request, len(data))
+                        if len(data) < size:
+                            shorts[len(data)] += 1
+                            if shorts[len(data)] >= 2:  # the server's cap, not a file's end
+                                request = max(_LEAST_REQUEST, min(request, len(data)))
                 if file.waiting == 0:
                     head, end = file.assembled()
                     if end < file.length and not file.eof and head:
@@ -142,6 +165,7 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
                         read_from(file, end)  # what a short answer left out
                     else:
                         done(file, head)
+            send_reads()
     finally:
         if session.failed is None:  # else the connection is gone, with its handles
             for file in files_read:

@@ -318,8 +318,9 @@ _FLAC_BLOCKS_FOLLOWED = 64
 
 def reads_heads_alone(relpath: str) -> bool:
     """Whether a file's tags are read from its first bytes alone, as `scan_heads`
-    reads them: a format whose head shows where its tags end (FLAC, MP3 with
-    ID3v2), not one whose tags may lie at its end (Ogg, MP4, WavPack...)."""
+    reads them: a format whose head shows where its tags end (FLAC; MP3, whose
+    tags are ID3v2 at its head but in old files: those are read again), not
+    one whose tags may lie at its end (Ogg, MP4, WavPack...)."""
     return format_of(relpath) in _AFTER_TAGS
 
 
@@ -388,10 +389,15 @@ def scan_heads(
     the head shows tags longer than itself (a cover: `_tags_past`), all of
     them read in a second batch (from the start again, at most `_LONG_TAGS`
     bytes) and parsed here; or None where mutagen read past what
-    was read (the caller reads the file again: `scan_remote`). A file that
-    cannot be read gets its error; the origin failing (`OriginUnavailable`)
-    raises, so that a scan does not record its files as unreadable."""
-    first = read_heads([(relpath, stat, min(stat.size, _REMOTE_HEAD)) for relpath, stat in files])
+    was read (the caller reads the file again: `scan_remote`). Never raises:
+    a file that cannot be read, or every file of an origin that fails, gets
+    its error (as `scan_head` gives it)."""
+    try:
+        first = read_heads(
+            [(relpath, stat, min(stat.size, _REMOTE_HEAD)) for relpath, stat in files]
+        )
+    except OSError as exc:
+        return [(Parsed(TrackTags(), f"cannot read: {exc}"), Traffic(1)) for _ in files]
     out: list[tuple[Parsed | Head | None, Traffic]] = []
     longer: dict[int, int] = {}  # index in files -> the bytes its tags need
     for i, ((relpath, stat), head) in enumerate(zip(files, first, strict=True)):
@@ -410,7 +416,10 @@ def scan_heads(
         else:
             out.append((parse_head(relpath, Head(stat.size, head)), traffic))
     if longer:
-        again = read_heads([(*files[i], end) for i, end in longer.items()])
+        try:
+            again = read_heads([(*files[i], end) for i, end in longer.items()])
+        except OSError as exc:
+            again = [exc] * len(longer)
         for i, tags in zip(longer, again, strict=True):
             relpath, stat = files[i]
             if isinstance(tags, OSError):

@@ -92,8 +92,9 @@ _IN_FLIGHT = 2
 # 100 KiB a file in flight, and the `Head`s read and waiting (`_HEAD_KEPT`).
 _REMOTE_THREADS = 32
 # Threads that read again the files whose head mutagen read past (`read_head`,
-# `scan_heads`).
-_REREADERS = 4
+# `scan_heads`): tags longer than `_LONG_TAGS`, an MP3 with only ID3v1 at its
+# end (all of an old library's may be: as many as the SFTP connections).
+_REREADERS = 8
 # Threads that read the heads of an origin that reads many files at once
 # (`Origin.heads_at_once`: SFTP), each with a share of the files in flight: as
 # many as the SSH connections an SFTP origin makes by default, so each
@@ -744,9 +745,9 @@ class Scanner:
                 _HEAD_STREAMS, thread_name_prefix="musicfs-heads"
             )
         listed = [(relpath, stat) for relpath, stat, _ in files]
-        # A share a stream (fewer if few files), each of the streams' part of
-        # max_requests, rounded up: the request slots still bound what is in
-        # flight, and no stream or slot is left unused by the rounding.
+        # A share a stream (fewer if few files), each of at most the streams'
+        # part of max_requests (rounded up: the request slots still bound
+        # what is in flight).
         size = max(1, min(-(-len(listed) // _HEAD_STREAMS), -(-in_flight // _HEAD_STREAMS)))
         places: list[tuple[concurrent.futures.Future[list[_Read]], int]] = []
         for start in range(0, len(listed), size):
