@@ -128,6 +128,8 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
             while replies.replies:  # popitem: another thread may be adding to it
                 number, (kind, msg) = replies.replies.popitem()
                 file, asked = waiting.pop(number)
+                if asked is not None:
+                    asked_bytes -= asked[1]
                 if file.result is not None:
                     continue  # a read of a file that failed already
                 if asked is None:  # the open's reply
@@ -143,7 +145,6 @@ def read_heads(session: SFTPSession, files: Sequence[tuple[str, int]]) -> list[b
                 else:
                     file.waiting -= 1
                     offset, size = asked
-                    asked_bytes -= size
                     try:
                         data = read_reply(kind, msg)
                     except OSError as exc:
